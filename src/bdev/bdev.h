@@ -1,0 +1,231 @@
+#pragma once
+// Layer 2: block devices. One interface (Bdev) with per-reactor channels (BdevChannel),
+// so the I/O path takes no locks: a channel belongs to one reactor and is used only on
+// its thread. Modules (malloc, uring, null, fault, ...) implement Bdev and BdevChannel.
+//
+// The I/O contract:
+//  * The caller owns the IoRequest and its iovecs until the completion callback runs.
+//  * submit() validates the request (operation supported, range inside the device, iovec
+//    length equal to num_blocks * block_size, buffer alignment); an invalid request
+//    completes with IoStatus::kInvalid and touches nothing.
+//  * The callback always runs on the submitting reactor, never from inside submit(), so
+//    a callback may resubmit without recursion.
+
+#include <sys/uio.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/histogram.h"
+#include "common/status.h"
+#include "common/uuid.h"
+#include "reactor/reactor.h"
+
+namespace castor::bdev {
+
+enum class IoType : uint8_t { kRead = 0, kWrite, kFlush, kUnmap, kWriteZeroes, kReset };
+inline constexpr int kNumIoTypes = 6;
+const char* io_type_name(IoType t);
+inline constexpr uint32_t io_type_bit(IoType t) { return 1u << static_cast<unsigned>(t); }
+
+enum class IoStatus : uint8_t {
+  kSuccess = 0,
+  kIoError,
+  kNoSpace,
+  kAborted,
+  kTimedOut,
+  kInvalid,  // rejected before reaching the device: range, alignment, unsupported op
+};
+inline constexpr int kNumIoStatuses = 6;
+const char* io_status_name(IoStatus s);
+
+class BdevChannel;
+
+struct IoRequest : reactor::Task {
+  using Callback = void (*)(IoRequest& req, void* arg);
+
+  IoType type = IoType::kRead;
+  IoStatus status = IoStatus::kSuccess;  // valid in the callback
+  uint64_t offset_blocks = 0;
+  uint64_t num_blocks = 0;
+  iovec* iovs = nullptr;  // read and write only
+  int iovcnt = 0;
+  Callback cb = nullptr;
+  void* cb_arg = nullptr;
+
+  // Owned by the bdev layer while the request is in flight.
+  uint64_t start_ns = 0;  // set by submit()
+  uint64_t done_ns = 0;   // set at completion, valid in the callback
+  BdevChannel* channel = nullptr;
+};
+
+// Per-operation counters of one channel; single writer (the channel's reactor), read by
+// any thread with relaxed loads.
+struct ChannelStats {
+  struct PerType {
+    std::atomic<uint64_t> ops{0};
+    std::atomic<uint64_t> bytes{0};
+    std::atomic<uint64_t> errors{0};
+  };
+  PerType per_type[kNumIoTypes];
+  LatencyHistogram latency[kNumIoTypes];
+};
+
+// Aggregated statistics of one bdev (sum over its channels).
+struct BdevStatsSnapshot {
+  struct PerType {
+    uint64_t ops = 0, bytes = 0, errors = 0;
+    LatencyHistogram::Snapshot latency;
+  };
+  PerType per_type[kNumIoTypes];
+};
+
+class Bdev;
+
+class BdevChannel {
+ public:
+  BdevChannel(Bdev& bdev, reactor::Reactor& reactor) : bdev_(bdev), reactor_(reactor) {}
+  virtual ~BdevChannel() = default;
+
+  // Validates and submits. REQUIRES: called on reactor()'s thread.
+  void submit(IoRequest& req);
+
+  Bdev& bdev() { return bdev_; }
+  reactor::Reactor& reactor() { return reactor_; }
+  const ChannelStats& stats() const { return stats_; }
+  // I/Os submitted to this channel and not yet completed.
+  uint64_t outstanding() const { return outstanding_; }
+
+ protected:
+  // Module entry point: the request has passed validation.
+  virtual void do_submit(IoRequest& req) = 0;
+  // Completes `req` on a later loop iteration (safe from inside do_submit).
+  void complete(IoRequest& req, IoStatus status);
+  // Completes `req` now. Only from an asynchronous context (a CQE, a timer, a
+  // message), never from inside do_submit().
+  void complete_now(IoRequest& req, IoStatus status);
+
+ private:
+  void account(IoRequest& req, IoStatus status);
+  Bdev& bdev_;
+  reactor::Reactor& reactor_;
+  ChannelStats stats_;
+  uint64_t outstanding_ = 0;
+};
+
+struct BdevInfo {
+  std::string name;
+  Uuid uuid;
+  std::string module;  // "malloc", "uring", ...
+  std::string uri;     // the URI it was created from
+  uint32_t block_size = 0;
+  uint64_t num_blocks = 0;
+  uint32_t buf_align = 1;      // required alignment of iovec bases and lengths
+  uint32_t supported_ops = 0;  // io_type_bit() mask
+  std::string claimed_by;      // the bdev or subsystem holding it open, if any
+  uint32_t open_descs = 0;
+};
+
+class Bdev {
+ public:
+  Bdev(std::string name, std::string module, uint32_t block_size, uint64_t num_blocks);
+  virtual ~Bdev();
+  Bdev(const Bdev&) = delete;
+  Bdev& operator=(const Bdev&) = delete;
+
+  const std::string& name() const { return name_; }
+  const std::string& module() const { return module_; }
+  const Uuid& uuid() const { return uuid_; }
+  uint32_t block_size() const { return block_size_; }
+  uint64_t num_blocks() const { return num_blocks_; }
+  uint64_t size_bytes() const { return uint64_t{block_size_} * num_blocks_; }
+  uint32_t buf_align() const { return buf_align_; }
+  bool supports(IoType t) const { return supported_ops_ & io_type_bit(t); }
+  const std::string& uri() const { return uri_; }
+  BdevInfo info() const;
+
+  // This reactor's channel, created on first use. REQUIRES: on `r`'s thread.
+  BdevChannel& channel(reactor::Reactor& r);
+  // Sum of every channel's statistics. Any thread.
+  BdevStatsSnapshot stats() const;
+
+  // Sizes the channel table; called once by the registry before any I/O.
+  void set_reactor_count(size_t n);
+  // Destroys channel `i`; REQUIRES: on reactor i's thread, no outstanding I/O.
+  void drop_channel(size_t i);
+  // Channel `i` if it was created, else nullptr. Dereference only on reactor i.
+  BdevChannel* existing_channel(size_t i) const {
+    return i < nchannels_ ? channels_[i].load(std::memory_order_acquire) : nullptr;
+  }
+
+  // Descriptor bookkeeping (see BdevDesc).
+  std::atomic<uint32_t> open_descs{0};
+  std::string claimed_by;  // guarded by the registry's lock
+
+ protected:
+  virtual std::unique_ptr<BdevChannel> create_channel(reactor::Reactor& r) = 0;
+  void set_uuid(const Uuid& u) { uuid_ = u; }
+  void set_buf_align(uint32_t a) { buf_align_ = a; }
+  void set_supported_ops(uint32_t mask) { supported_ops_ = mask; }
+
+ private:
+  friend class BdevRegistry;
+  std::string name_;
+  std::string module_;
+  std::string uri_;
+  Uuid uuid_;
+  uint32_t block_size_;
+  uint64_t num_blocks_;
+  uint32_t buf_align_ = 1;
+  uint32_t supported_ops_ = 0;
+  std::unique_ptr<std::atomic<BdevChannel*>[]> channels_;
+  size_t nchannels_ = 0;
+};
+
+// An open handle on a bdev. While any descriptor is open the bdev cannot be destroyed.
+// Close only after every I/O submitted through it has completed.
+class BdevDesc {
+ public:
+  BdevDesc() = default;
+  explicit BdevDesc(Bdev* b) : bdev_(b) { bdev_->open_descs.fetch_add(1); }
+  ~BdevDesc() { close(); }
+  BdevDesc(BdevDesc&& o) noexcept : bdev_(o.bdev_) { o.bdev_ = nullptr; }
+  BdevDesc& operator=(BdevDesc&& o) noexcept {
+    if (this != &o) {
+      close();
+      bdev_ = o.bdev_;
+      o.bdev_ = nullptr;
+    }
+    return *this;
+  }
+  void close() {
+    if (bdev_) bdev_->open_descs.fetch_sub(1);
+    bdev_ = nullptr;
+  }
+  Bdev* bdev() const { return bdev_; }
+  explicit operator bool() const { return bdev_ != nullptr; }
+
+ private:
+  Bdev* bdev_ = nullptr;
+};
+
+// Page-aligned buffer suitable for O_DIRECT I/O.
+class DmaBuffer {
+ public:
+  DmaBuffer() = default;
+  explicit DmaBuffer(size_t size, size_t align = 4096);
+  ~DmaBuffer();
+  DmaBuffer(DmaBuffer&& o) noexcept : p_(o.p_), size_(o.size_) { o.p_ = nullptr; o.size_ = 0; }
+  DmaBuffer& operator=(DmaBuffer&& o) noexcept;
+  uint8_t* data() const { return p_; }
+  size_t size() const { return size_; }
+
+ private:
+  uint8_t* p_ = nullptr;
+  size_t size_ = 0;
+};
+
+}  // namespace castor::bdev

@@ -1,0 +1,74 @@
+#pragma once
+// The bdev registry: creates bdevs from URIs through the module that owns the URI's
+// scheme, names them, hands out descriptors and destroys them. Thread-safe; used from
+// control-path threads (gRPC, engine start-up), never from the I/O path.
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "bdev/bdev.h"
+#include "common/uri.h"
+
+namespace castor::bdev {
+
+class BdevRegistry;
+
+// A bdev module: one per URI scheme. Adding a module is one file in bdev/modules and
+// one register_module() line in BdevRegistry's constructor.
+class BdevModule {
+ public:
+  virtual ~BdevModule() = default;
+  virtual const char* scheme() const = 0;
+  // The name a bdev made from `uri` gets: the `name=` query option if given, else
+  // module-specific (malloc: the path; uring/file: the file's base name).
+  virtual Result<std::string> name_for(const Uri& uri) const;
+  // Creates the bdev. Must validate everything before any side effect, so that a
+  // failed create changes nothing.
+  virtual Result<std::unique_ptr<Bdev>> create(const Uri& uri, const std::string& name,
+                                               BdevRegistry& registry) = 0;
+};
+
+class BdevRegistry {
+ public:
+  explicit BdevRegistry(reactor::ReactorGroup& reactors);
+  // Destroys every bdev, newest first. REQUIRES: reactors still running.
+  ~BdevRegistry();
+
+  void register_module(std::unique_ptr<BdevModule> m);
+  std::vector<std::string> schemes() const;
+
+  // Errors: InvalidArgument (bad URI, unknown scheme, bad option), AlreadyExists
+  // (name taken), NotFound (fault: base missing), IoError (cannot open a file), ...
+  Result<BdevInfo> create(const std::string& uri);
+  // Errors: NotFound, Busy (descriptors open or claimed by another bdev).
+  Status destroy(const std::string& name);
+  // Destroys every bdev, newest first (used at shutdown).
+  void destroy_all();
+
+  std::vector<BdevInfo> list() const;
+  Result<BdevInfo> info(const std::string& name) const;
+  Result<BdevStatsSnapshot> stats(const std::string& name) const;
+  // Shared ownership keeps the object alive for a caller racing a destroy; it still
+  // must hold a descriptor to do I/O.
+  std::shared_ptr<Bdev> find(const std::string& name) const;
+
+  // Opens a descriptor. A non-empty `claimer` claims the bdev exclusively (fails with
+  // Busy if someone else claimed it); the claim ends when the descriptor is released
+  // through release_claim().
+  Result<BdevDesc> open(const std::string& name, const std::string& claimer = "");
+  void release_claim(const std::string& name, const std::string& claimer);
+
+  reactor::ReactorGroup& reactors() { return reactors_; }
+
+ private:
+  reactor::ReactorGroup& reactors_;
+  mutable std::recursive_mutex mu_;
+  std::map<std::string, std::unique_ptr<BdevModule>> modules_;
+  std::map<std::string, std::shared_ptr<Bdev>> bdevs_;
+  std::vector<std::string> order_;  // creation order
+};
+
+}  // namespace castor::bdev

@@ -111,7 +111,8 @@ class FaultChannel final : public BdevChannel {
   // Replaces this channel's rules (runs on the channel's reactor). Parked I/Os whose
   // rule is gone proceed to the base.
   void set_rules(RuleList rules) {
-    rules_ = std::move(rules);
+    // Parked I/Os point at their rule: keep the old list alive until they are handled.
+    RuleList old = std::exchange(rules_, std::move(rules));
     std::vector<Child*> keep;
     std::vector<Child*> go;
     for (Child* c : parked_) {

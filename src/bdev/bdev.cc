@@ -75,30 +75,36 @@ void BdevChannel::submit(IoRequest& req) {
 void BdevChannel::account(IoRequest& req, IoStatus status) {
   --outstanding_;
   req.status = status;
-  req.done_ns = mono_ns();
-  const int t = static_cast<int>(req.type);
-  auto& pt = stats_.per_type[t];
+  auto& pt = stats_.per_type[static_cast<int>(req.type)];
   if (status == IoStatus::kSuccess) {
     bump(pt.ops, 1);
     bump(pt.bytes, req.num_blocks * bdev_.block_size());
-    stats_.latency[t].record(req.done_ns - req.start_ns);
   } else {
     bump(pt.errors, 1);
   }
+}
+
+// Latency is measured up to the moment the caller's callback runs.
+void BdevChannel::deliver(IoRequest& req) {
+  req.done_ns = mono_ns();
+  if (req.status == IoStatus::kSuccess) {
+    stats_.latency[static_cast<int>(req.type)].record(req.done_ns - req.start_ns);
+  }
+  req.cb(req, req.cb_arg);
 }
 
 void BdevChannel::complete(IoRequest& req, IoStatus status) {
   account(req, status);
   req.Task::fn = [](reactor::Task* t) {
     auto* r = static_cast<IoRequest*>(t);
-    r->cb(*r, r->cb_arg);
+    r->channel->deliver(*r);
   };
   reactor_.defer(&req);
 }
 
 void BdevChannel::complete_now(IoRequest& req, IoStatus status) {
   account(req, status);
-  req.cb(req, req.cb_arg);
+  deliver(req);
 }
 
 Bdev::Bdev(std::string name, std::string module, uint32_t block_size, uint64_t num_blocks)

@@ -110,6 +110,7 @@ class BdevChannel {
 
  private:
   void account(IoRequest& req, IoStatus status);
+  void deliver(IoRequest& req);
   Bdev& bdev_;
   reactor::Reactor& reactor_;
   ChannelStats stats_;

@@ -45,6 +45,11 @@ struct ReactorOptions {
   unsigned ring_entries = 1024;   // SQ size; the CQ is twice that
   uint64_t spin_ns = 20'000;      // keep polling this long after the last work
   bool pin = true;                // pin the thread to its CPU
+  // While completions are handled, enter the kernel as soon as this many new SQEs are
+  // queued. 1 resubmits at once, which keeps a disk's queue steadily full (batching 16
+  // at a time cost ~15 % of 4 KiB random-read IOPS on a virtio disk); larger values
+  // save system calls where the device is not the bottleneck.
+  unsigned submit_batch = 1;
 };
 
 struct ReactorStats {

@@ -31,6 +31,9 @@ int main(int argc, char** argv) {
   app.add_option("--cores", cores, "CPU list for the reactors, e.g. 0,1 (overrides --reactors)");
   app.add_option("--reactors", nreactors, "number of reactors")->capture_default_str();
   app.add_flag("--poll", poll, "busy-poll instead of sleeping when idle");
+  uint64_t spin_us = 20;
+  app.add_option("--spin-us", spin_us, "keep polling this long after the last work before sleeping")
+      ->capture_default_str();
   app.add_flag("--json", json, "print the result as JSON");
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::warn);
@@ -49,6 +52,7 @@ int main(int argc, char** argv) {
   }
   castor::reactor::ReactorOptions ro;
   ro.poll = poll;
+  ro.spin_ns = spin_us * 1000;
   castor::reactor::ReactorGroup group(cpus, ro);
   group.start();
   int rc = 0;

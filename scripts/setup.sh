@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Castor needs (only those missing) and builds one
+# configuration. Idempotent: a second run installs nothing and rebuilds only what
+# changed (ccache keeps even a clean rebuild fast).
+#
+#   scripts/setup.sh release   -> build/release (Release)
+#   scripts/setup.sh test      -> build/test    (Debug + ASan/UBSan)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  build-essential cmake ninja-build ccache pkg-config git
+  liburing-dev libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev libyaml-cpp-dev prometheus-cpp-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libisal-dev
+  fio procps jq bsdextrautils bc
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if ((${#missing[@]})); then
+  echo "castor setup: installing ${missing[*]}"
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+kind="${1:-release}"
+case "$kind" in
+  release) dir=build/release; args=(-DCMAKE_BUILD_TYPE=Release) ;;
+  test) dir=build/test; args=(-DCMAKE_BUILD_TYPE=Debug -DCASTOR_SANITIZE=ON) ;;
+  *) echo "usage: $0 release|test" >&2; exit 2 ;;
+esac
+
+export CCACHE_DIR="${CCACHE_DIR:-$PWD/.cache/ccache}"
+if [[ ! -f "$dir/build.ninja" ]]; then
+  cmake -S . -B "$dir" -G Ninja "${args[@]}" >/dev/null
+fi
+echo "castor setup: building $dir (log: $dir/build.log)"
+if ! cmake --build "$dir" -j "$(nproc)" >"$dir/build.log" 2>&1; then
+  grep -E -A5 'error|FAILED' "$dir/build.log" | head -80
+  echo "castor setup: build failed; full log in $dir/build.log" >&2
+  exit 1
+fi

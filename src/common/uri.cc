@@ -139,7 +139,8 @@ std::string Uri::get(const std::string& key, const std::string& def) const {
 }
 
 Status Uri::check_keys(std::initializer_list<const char*> allowed) const {
-  for (const auto& [k, v] : query) {
+  for (const auto& kv : query) {
+    const std::string& k = kv.first;
     if (std::none_of(allowed.begin(), allowed.end(), [&](const char* a) { return k == a; })) {
       std::string list;
       for (const char* a : allowed) list += std::string(list.empty() ? "" : ", ") + a;

@@ -162,7 +162,7 @@ BdevInfo Bdev::info() const {
   i.module = module_;
   i.uri = uri_;
   i.block_size = block_size_;
-  i.num_blocks = num_blocks_;
+  i.num_blocks = num_blocks();
   i.buf_align = buf_align_;
   i.supported_ops = supported_ops_;
   i.claimed_by = claimed_by;

@@ -141,8 +141,8 @@ class Bdev {
   const std::string& module() const { return module_; }
   const Uuid& uuid() const { return uuid_; }
   uint32_t block_size() const { return block_size_; }
-  uint64_t num_blocks() const { return num_blocks_; }
-  uint64_t size_bytes() const { return uint64_t{block_size_} * num_blocks_; }
+  uint64_t num_blocks() const { return num_blocks_.load(std::memory_order_relaxed); }
+  uint64_t size_bytes() const { return uint64_t{block_size_} * num_blocks(); }
   uint32_t buf_align() const { return buf_align_; }
   bool supports(IoType t) const { return supported_ops_ & io_type_bit(t); }
   const std::string& uri() const { return uri_; }
@@ -171,6 +171,8 @@ class Bdev {
   void set_uuid(const Uuid& u) { uuid_ = u; }
   void set_buf_align(uint32_t a) { buf_align_ = a; }
   void set_supported_ops(uint32_t mask) { supported_ops_ = mask; }
+  // Grows the device (a replica resize). Existing I/O is unaffected.
+  void set_num_blocks(uint64_t n) { num_blocks_.store(n, std::memory_order_relaxed); }
 
  private:
   friend class BdevRegistry;
@@ -179,7 +181,7 @@ class Bdev {
   std::string uri_;
   Uuid uuid_;
   uint32_t block_size_;
-  uint64_t num_blocks_;
+  std::atomic<uint64_t> num_blocks_;
   uint32_t buf_align_ = 1;
   uint32_t supported_ops_ = 0;
   std::unique_ptr<std::atomic<BdevChannel*>[]> channels_;

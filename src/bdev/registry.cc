@@ -86,6 +86,24 @@ Result<BdevInfo> BdevRegistry::create(const std::string& uri_text) {
   return bdev->info();
 }
 
+Status BdevRegistry::add(std::shared_ptr<Bdev> bdev, const std::string& uri) {
+  if (auto st = check_name(bdev->name()); !st) return st;
+  std::lock_guard lk(mu_);
+  if (bdevs_.count(bdev->name())) {
+    return make_error(Errc::kAlreadyExists, "bdev '{}' already exists", bdev->name());
+  }
+  bdev->uri_ = uri;
+  bdev->set_reactor_count(reactors_.size());
+  order_.push_back(bdev->name());
+  bdevs_[bdev->name()] = std::move(bdev);
+  return Status::ok();
+}
+
+bool BdevRegistry::name_free(const std::string& name) const {
+  std::lock_guard lk(mu_);
+  return bdevs_.count(name) == 0;
+}
+
 Status BdevRegistry::destroy(const std::string& name) {
   std::shared_ptr<Bdev> b;
   {

@@ -43,6 +43,11 @@ class BdevRegistry {
   // Errors: InvalidArgument (bad URI, unknown scheme, bad option), AlreadyExists
   // (name taken), NotFound (fault: base missing), IoError (cannot open a file), ...
   Result<BdevInfo> create(const std::string& uri);
+  // Registers a bdev built outside the modules (a pool's replica) under `uri`.
+  // Errors: AlreadyExists, InvalidArgument (bad name).
+  Status add(std::shared_ptr<Bdev> bdev, const std::string& uri);
+  // True if no bdev has this name (a hint: another thread may take it next).
+  bool name_free(const std::string& name) const;
   // Errors: NotFound, Busy (descriptors open or claimed by another bdev).
   Status destroy(const std::string& name);
   // Destroys every bdev, newest first (used at shutdown).

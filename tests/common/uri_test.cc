@@ -1,4 +1,5 @@
 #include "common/uri.h"
+#include "common/crc32c.h"
 
 #include <gtest/gtest.h>
 
@@ -45,6 +46,12 @@ TEST(Uri, RejectsMalformedInputWithClearErrors) {
   auto k = u->check_keys({"size_mb"});
   ASSERT_FALSE(k);
   EXPECT_NE(k.message().find("typo"), std::string::npos);
+}
+
+TEST(Crc32c, KnownVectorAndChaining) {
+  EXPECT_EQ(crc32c("123456789", 9), 0xE3069283u);
+  EXPECT_EQ(crc32c("6789", 4, crc32c("12345", 5)), 0xE3069283u);
+  EXPECT_EQ(crc32c("", 0), 0u);
 }
 
 }  // namespace castor

@@ -1,0 +1,1270 @@
+#include "pool/pool.h"
+
+#include <algorithm>
+#include <cstring>
+#include <future>
+#include <set>
+
+#include <spdlog/spdlog.h>
+
+#include "pool/layout.h"
+#include "pool/meta_io.h"
+
+namespace castor::pool {
+
+using bdev::IoRequest;
+using bdev::IoStatus;
+using bdev::IoType;
+
+namespace {
+
+// A replica's cluster map version. Grows replace the version (old ones stay alive until
+// the replica is destroyed, so a channel holding a stale pointer reads valid memory).
+struct MapVersion {
+  explicit MapVersion(uint64_t n) : len(n), e(new std::atomic<uint32_t>[n]) {
+    for (uint64_t i = 0; i < n; ++i) e[i].store(kUnallocated, std::memory_order_relaxed);
+  }
+  uint64_t len;
+  std::unique_ptr<std::atomic<uint32_t>[]> e;
+};
+
+Errc errc_of(IoStatus s) { return s == IoStatus::kNoSpace ? Errc::kNoSpace : Errc::kIoError; }
+
+}  // namespace
+
+class ReplicaBdev;
+
+// Runtime state of one replica, shared by its bdev (any reactor) and the pool (home).
+struct ReplicaState {
+  Uuid uuid;
+  std::string name;
+  bool thin = false;
+  std::atomic<MapVersion*> map{nullptr};
+  std::vector<std::unique_ptr<MapVersion>> versions;  // home reactor only
+  uint64_t size_bytes = 0;                            // home reactor only
+  uint64_t allocated = 0;                             // home reactor only
+  // Thin allocations in progress: logical cluster -> waiters (home reactor only).
+  std::map<uint32_t, std::vector<std::function<void(IoStatus)>>> pending;
+  std::weak_ptr<ReplicaBdev> bdev;
+};
+
+class PoolImpl {
+ public:
+  PoolImpl(bdev::BdevRegistry& reg, Label label, std::vector<bdev::BdevDesc> descs,
+           std::vector<std::string> member_names, std::vector<bool> owned)
+      : reg_(reg),
+        home_(reg.reactors().at(0)),
+        label_(std::move(label)),
+        layout_(Layout::from(label_)),
+        descs_(std::move(descs)),
+        member_names_(std::move(member_names)),
+        owned_(std::move(owned)),
+        used_(layout_.total, false) {}
+
+  const std::string& name() const { return label_.pool_name; }
+  const Label& label() const { return label_; }
+  const Layout& layout() const { return layout_; }
+  bdev::Bdev& member(size_t i) { return *descs_[i].bdev(); }
+  reactor::Reactor& home() { return home_; }
+  const std::vector<std::string>& member_names() const { return member_names_; }
+  uint32_t block_size() const { return descs_[0].bdev()->block_size(); }
+
+  // ---- set-up from loaded metadata (control thread, before any I/O) ----
+  void adopt(Loaded& ld) {
+    committed_ = ld.state;
+    next_seq_ = ld.next_seq;
+    log_head_ = ld.log_head;
+    generation_ = ld.generation;
+    active_slot_ = ld.slot;
+    for (const auto& r : committed_.replicas) {
+      auto rs = std::make_shared<ReplicaState>();
+      rs->uuid = r.uuid;
+      rs->name = r.name;
+      rs->thin = r.thin;
+      rs->size_bytes = r.size_bytes;
+      uint64_t n = nclusters(r.size_bytes);
+      auto mv = std::make_unique<MapVersion>(n);
+      for (const auto& e : r.extents) {
+        for (uint32_t k = 0; k < e.count; ++k) {
+          mv->e[e.logical + k].store(e.physical + k, std::memory_order_relaxed);
+          used_[e.physical + k] = true;
+          ++used_count_;
+          ++rs->allocated;
+        }
+      }
+      rs->map.store(mv.get(), std::memory_order_release);
+      rs->versions.push_back(std::move(mv));
+      replicas_[r.uuid.to_string()] = rs;
+    }
+  }
+
+  uint64_t nclusters(uint64_t size) const { return (size + layout_.cs - 1) / layout_.cs; }
+
+  // ---- everything below runs on the home reactor ----
+
+  // Appends `ops` to the log (group commit: one write in flight, later callers batch
+  // into the next record). `done` runs once the record is durable, after the ops were
+  // applied to the committed state.
+  void commit(std::vector<LogOp> ops, std::function<void(Status)> done) {
+    queue_.push_back({std::move(ops), std::move(done)});
+    if (!writing_) write_next();
+  }
+
+  // Picks `n` free clusters and marks them used (uncommitted until the caller commits).
+  std::optional<std::vector<uint32_t>> reserve(uint64_t n) {
+    if (layout_.total - used_count_ < n) return std::nullopt;
+    std::vector<uint32_t> out;
+    out.reserve(n);
+    for (uint64_t scanned = 0; out.size() < n && scanned < layout_.total; ++scanned) {
+      uint64_t c = hint_;
+      hint_ = hint_ + 1 == layout_.total ? 0 : hint_ + 1;
+      if (!used_[c]) {
+        used_[c] = true;
+        out.push_back(static_cast<uint32_t>(c));
+      }
+    }
+    used_count_ += out.size();
+    return out;
+  }
+  void unreserve(const std::vector<uint32_t>& cs) {
+    for (uint32_t c : cs) used_[c] = false;
+    used_count_ -= cs.size();
+  }
+
+  // Writes zeroes over the clusters and makes that durable (so a committed cluster never
+  // shows another replica's old data).
+  void zero(const std::vector<uint32_t>& clusters, IoDone done) { range_op(clusters, IoType::kWriteZeroes, true, std::move(done)); }
+  void unmap(const std::vector<uint32_t>& clusters, IoDone done) {
+    range_op(clusters, IoType::kUnmap, false, std::move(done));
+  }
+
+  // Thin allocation of logical cluster `lc` of `rs`; `reply` runs on the home reactor.
+  void ensure_alloc(const std::shared_ptr<ReplicaState>& rs, uint32_t lc,
+                    std::function<void(IoStatus)> reply) {
+    MapVersion* mv = rs->map.load(std::memory_order_acquire);
+    if (lc >= mv->len) {
+      reply(IoStatus::kInvalid);
+      return;
+    }
+    if (mv->e[lc].load(std::memory_order_acquire) != kUnallocated) {
+      reply(IoStatus::kSuccess);
+      return;
+    }
+    auto& waiters = rs->pending[lc];
+    waiters.push_back(std::move(reply));
+    if (waiters.size() > 1) return;  // an allocation of this cluster is already running
+    auto got = reserve(1);
+    if (!got) {
+      finish_alloc(rs, lc, IoStatus::kNoSpace);
+      return;
+    }
+    uint32_t pc = (*got)[0];
+    zero({pc}, [this, rs, lc, pc](IoStatus st) {
+      if (st != IoStatus::kSuccess) {
+        unreserve({pc});
+        finish_alloc(rs, lc, st);
+        return;
+      }
+      LogOp op;
+      op.type = OpType::kAlloc;
+      op.replica.uuid = rs->uuid;
+      op.extents = {{lc, pc, 1}};
+      commit({op}, [this, rs, lc, pc](Status cs) {
+        if (!cs) {
+          unreserve({pc});
+          finish_alloc(rs, lc, IoStatus::kIoError);
+          return;
+        }
+        rs->map.load(std::memory_order_acquire)->e[lc].store(pc, std::memory_order_release);
+        rs->allocated++;
+        finish_alloc(rs, lc, IoStatus::kSuccess);
+      });
+    });
+  }
+
+  std::map<std::string, std::shared_ptr<ReplicaState>>& replicas() { return replicas_; }
+  uint64_t used_count() const { return used_count_; }
+  bool failed() const { return failed_; }
+
+ private:
+  struct Pending {
+    std::vector<LogOp> ops;
+    std::function<void(Status)> done;
+  };
+
+  void finish_alloc(const std::shared_ptr<ReplicaState>& rs, uint32_t lc, IoStatus st) {
+    auto waiters = std::move(rs->pending[lc]);
+    rs->pending.erase(lc);
+    for (auto& w : waiters) w(st);
+  }
+
+  void range_op(const std::vector<uint32_t>& clusters, IoType type, bool flush, IoDone done) {
+    struct Run {
+      size_t member;
+      uint64_t off, len;
+    };
+    std::vector<Run> runs;
+    std::vector<uint32_t> sorted = clusters;
+    std::sort(sorted.begin(), sorted.end());
+    for (uint32_t c : sorted) {
+      auto [m, off] = layout_.locate(c);
+      if (!runs.empty() && runs.back().member == m && runs.back().off + runs.back().len == off) {
+        runs.back().len += layout_.cs;
+      } else {
+        runs.push_back({m, off, layout_.cs});
+      }
+    }
+    std::set<size_t> members;
+    for (const auto& r : runs) members.insert(r.member);
+    auto after = [this, flush, members, done = std::move(done)](IoStatus st) mutable {
+      if (st != IoStatus::kSuccess || !flush) {
+        done(st);
+        return;
+      }
+      std::vector<size_t> ms(members.begin(), members.end());
+      parallel(
+          ms.size(),
+          [this, ms](size_t i, IoDone d) {
+            async_io(home_, member(ms[i]), IoType::kFlush, 0, 0, nullptr, std::move(d));
+          },
+          std::move(done));
+    };
+    parallel(
+        runs.size(),
+        [this, runs, type](size_t i, IoDone d) {
+          const auto& r = runs[i];
+          if (!member(r.member).supports(type)) {
+            d(type == IoType::kUnmap ? IoStatus::kSuccess : IoStatus::kInvalid);
+            return;
+          }
+          async_io(home_, member(r.member), type, r.off, r.len, nullptr, std::move(d));
+        },
+        std::move(after));
+  }
+
+  void write_next() {
+    if (queue_.empty()) return;
+    writing_ = true;
+    auto batch = std::make_shared<std::vector<Pending>>(std::move(queue_));
+    queue_.clear();
+    std::vector<LogOp> ops;
+    for (auto& p : *batch) ops.insert(ops.end(), p.ops.begin(), p.ops.end());
+    auto finish = [this, batch](Status st) {
+      for (auto& p : *batch) p.done(st);
+      writing_ = false;
+      write_next();
+    };
+    if (failed_) {
+      finish(make_error(Errc::kIoError, "pool '{}' metadata is read-only after an I/O error", name()));
+      return;
+    }
+    auto rec = std::make_shared<std::vector<uint8_t>>(encode_log_record(label_.pool_uuid, next_seq_, ops));
+    const uint64_t nb = rec->size() / kBlock;
+    const uint64_t log_blocks = label_.log_size / kBlock;
+    if (nb > log_blocks) {
+      finish(make_error(Errc::kNoSpace, "metadata record of {} blocks exceeds the log", nb));
+      return;
+    }
+    auto write_record = [this, rec, nb, ops, finish]() {
+      auto buf = std::make_shared<bdev::DmaBuffer>(rec->size(), std::max<size_t>(4096, member(0).buf_align()));
+      std::memcpy(buf->data(), rec->data(), rec->size());
+      async_io(home_, member(0), IoType::kWrite, label_.log_offset + log_head_ * kBlock, rec->size(), buf,
+               [this, nb, ops, finish](IoStatus st) {
+                 if (st != IoStatus::kSuccess) {
+                   finish(make_error(errc_of(st), "metadata log write failed: {}", bdev::io_status_name(st)));
+                   return;
+                 }
+                 async_io(home_, member(0), IoType::kFlush, 0, 0, nullptr, [this, nb, ops, finish](IoStatus fs) {
+                   if (fs != IoStatus::kSuccess) {
+                     finish(make_error(errc_of(fs), "metadata log flush failed: {}", bdev::io_status_name(fs)));
+                     return;
+                   }
+                   log_head_ += nb;
+                   ++next_seq_;
+                   for (const auto& op : ops) {
+                     if (auto s = apply_op(committed_, op); !s) {
+                       spdlog::critical("pool={} committed op does not apply: {}", name(), s.message());
+                       failed_ = true;
+                     }
+                   }
+                   finish(Status::ok());
+                 });
+               });
+    };
+    if (log_head_ + nb <= log_blocks) {
+      write_record();
+      return;
+    }
+    checkpoint([this, write_record, finish](Status st) {
+      if (!st) {
+        finish(st);
+        return;
+      }
+      write_record();
+    });
+  }
+
+  // Folds the committed state into the inactive slot; the log restarts at block 0.
+  void checkpoint(std::function<void(Status)> done) {
+    Checkpoint c;
+    c.generation = generation_ + 1;
+    c.log_seq = next_seq_ - 1;
+    c.state = committed_;
+    for (auto& r : c.state.replicas) {
+      auto map = extents_to_map(r.extents, nclusters(r.size_bytes));
+      if (map) r.extents = map_to_extents(map.value());
+    }
+    auto enc = encode_checkpoint(label_.pool_uuid, c, label_.slot_size);
+    if (!enc) {
+      done(enc.status());
+      return;
+    }
+    const int slot = 1 - active_slot_;
+    auto buf = std::make_shared<bdev::DmaBuffer>(enc->size(), std::max<size_t>(4096, member(0).buf_align()));
+    std::memcpy(buf->data(), enc->data(), enc->size());
+    const uint64_t len = enc->size();
+    async_io(home_, member(0), IoType::kWrite, label_.meta_offset + slot * label_.slot_size, len, buf,
+             [this, slot, done](IoStatus st) {
+               if (st != IoStatus::kSuccess) {
+                 done(make_error(errc_of(st), "checkpoint write failed"));
+                 return;
+               }
+               async_io(home_, member(0), IoType::kFlush, 0, 0, nullptr, [this, slot, done](IoStatus fs) {
+                 if (fs != IoStatus::kSuccess) {
+                   done(make_error(errc_of(fs), "checkpoint flush failed"));
+                   return;
+                 }
+                 active_slot_ = slot;
+                 ++generation_;
+                 log_head_ = 0;
+                 spdlog::debug("pool={} checkpoint generation={} slot={}", name(), generation_, "AB"[slot]);
+                 done(Status::ok());
+               });
+             });
+  }
+
+  bdev::BdevRegistry& reg_;
+  reactor::Reactor& home_;
+  Label label_;
+  Layout layout_;
+  std::vector<bdev::BdevDesc> descs_;
+  std::vector<std::string> member_names_;
+
+ public:
+  std::vector<bool> owned_;
+
+ private:
+  // Home reactor state.
+  PoolState committed_;
+  std::map<std::string, std::shared_ptr<ReplicaState>> replicas_;  // by uuid string
+  std::vector<bool> used_;
+  uint64_t used_count_ = 0;
+  uint64_t hint_ = 0;
+  uint64_t next_seq_ = 1;
+  uint64_t log_head_ = 0;
+  uint64_t generation_ = 0;
+  int active_slot_ = 0;
+  std::vector<Pending> queue_;
+  bool writing_ = false;
+  bool failed_ = false;
+};
+
+// ---------------------------------------------------------------------------------
+// Replica bdev: translates logical blocks to (member, offset) through the cluster map.
+
+class ReplicaBdev final : public bdev::Bdev {
+ public:
+  ReplicaBdev(PoolImpl& pool, std::shared_ptr<ReplicaState> rs)
+      : Bdev(rs->name, "replica", pool.block_size(), rs->size_bytes / pool.block_size()),
+        pool_(pool),
+        rs_(std::move(rs)) {
+    set_uuid(rs_->uuid);
+    uint32_t align = 1;
+    uint32_t ops = bdev::io_type_bit(IoType::kRead) | bdev::io_type_bit(IoType::kWrite) |
+                   bdev::io_type_bit(IoType::kFlush) | bdev::io_type_bit(IoType::kUnmap) |
+                   bdev::io_type_bit(IoType::kWriteZeroes) | bdev::io_type_bit(IoType::kReset);
+    for (size_t i = 0; i < pool.label().member_count; ++i) align = std::max(align, pool.member(i).buf_align());
+    set_buf_align(align);
+    set_supported_ops(ops);
+  }
+  PoolImpl& pool() { return pool_; }
+  const std::shared_ptr<ReplicaState>& state() { return rs_; }
+  void resized(uint64_t bytes) { set_num_blocks(bytes / block_size()); }
+
+ protected:
+  std::unique_ptr<bdev::BdevChannel> create_channel(reactor::Reactor& r) override;
+
+ private:
+  PoolImpl& pool_;
+  std::shared_ptr<ReplicaState> rs_;
+};
+
+class ReplicaChannel final : public bdev::BdevChannel {
+ public:
+  ReplicaChannel(ReplicaBdev& b, reactor::Reactor& r) : BdevChannel(b, r), rb_(b), pool_(b.pool()) {
+    for (size_t i = 0; i < pool_.label().member_count; ++i) members_.push_back(&pool_.member(i).channel(r));
+  }
+  ~ReplicaChannel() override {
+    while (free_) {
+      Child* n = free_->next_free;
+      delete free_;
+      free_ = n;
+    }
+    while (free_parents_) {
+      Parent* n = free_parents_->next_free;
+      delete free_parents_;
+      free_parents_ = n;
+    }
+  }
+
+ protected:
+  void do_submit(IoRequest& req) override { dispatch(req, true); }
+
+ private:
+  struct Parent {
+    IoRequest* req = nullptr;
+    uint32_t pending = 0;
+    IoStatus status = IoStatus::kSuccess;
+    Parent* next_free = nullptr;
+  };
+  struct Child {
+    IoRequest io;
+    Parent* parent = nullptr;
+    ReplicaChannel* ch = nullptr;
+    std::vector<iovec> iov;
+    Child* next_free = nullptr;
+  };
+
+  Parent* get_parent(IoRequest& req) {
+    Parent* p = free_parents_;
+    if (p) free_parents_ = p->next_free;
+    else p = new Parent;
+    p->req = &req;
+    p->pending = 1;  // held by dispatch until all children are issued
+    p->status = IoStatus::kSuccess;
+    return p;
+  }
+  Child* get_child(Parent* p) {
+    Child* c = free_;
+    if (c) free_ = c->next_free;
+    else {
+      c = new Child;
+      c->ch = this;
+      c->io.cb = &ReplicaChannel::child_done;
+      c->io.cb_arg = c;
+    }
+    c->parent = p;
+    c->iov.clear();
+    return c;
+  }
+  void put_child(Child* c) {
+    c->next_free = free_;
+    free_ = c;
+  }
+  void parent_step(Parent* p, bool async) {
+    if (--p->pending) return;
+    IoRequest& req = *p->req;
+    IoStatus st = p->status;
+    p->next_free = free_parents_;
+    free_parents_ = p;
+    if (async) complete_now(req, st);
+    else complete(req, st);
+  }
+  static void child_done(IoRequest& io, void* arg) {
+    auto* c = static_cast<Child*>(arg);
+    ReplicaChannel* self = c->ch;
+    Parent* p = c->parent;
+    if (io.status != IoStatus::kSuccess && p->status == IoStatus::kSuccess) p->status = io.status;
+    self->put_child(c);
+    self->parent_step(p, true);
+  }
+
+  // Copies the iovec range [off, off+len) of `req` into `out`, or zero-fills it.
+  static void slice(const IoRequest& req, uint64_t off, uint64_t len, std::vector<iovec>* out) {
+    for (int i = 0; i < req.iovcnt && len; ++i) {
+      const iovec& v = req.iovs[i];
+      if (off >= v.iov_len) {
+        off -= v.iov_len;
+        continue;
+      }
+      uint64_t n = std::min<uint64_t>(v.iov_len - off, len);
+      if (out) {
+        out->push_back({static_cast<uint8_t*>(v.iov_base) + off, n});
+      } else {
+        std::memset(static_cast<uint8_t*>(v.iov_base) + off, 0, n);
+      }
+      len -= n;
+      off = 0;
+    }
+  }
+
+  void dispatch(IoRequest& req, bool first) {
+    const uint64_t bs = bdev().block_size();
+    const uint64_t cs = pool_.layout().cs;
+    if (req.type == IoType::kFlush) {
+      Parent* p = get_parent(req);
+      for (auto* m : members_) {
+        Child* c = get_child(p);
+        c->io.type = IoType::kFlush;
+        c->io.offset_blocks = 0;
+        c->io.num_blocks = 0;
+        c->io.iovs = nullptr;
+        c->io.iovcnt = 0;
+        ++p->pending;
+        m->submit(c->io);
+      }
+      parent_step(p, !first);
+      return;
+    }
+    if (req.type == IoType::kReset) {
+      first ? complete(req, IoStatus::kSuccess) : complete_now(req, IoStatus::kSuccess);
+      return;
+    }
+    MapVersion* mv = rb_.state()->map.load(std::memory_order_acquire);
+    const uint64_t start = req.offset_blocks * bs;
+    const uint64_t end = start + req.num_blocks * bs;
+    // Thin writes to unallocated clusters wait for the home reactor to allocate them.
+    if (req.type == IoType::kWrite) {
+      for (uint64_t c = start / cs; c * cs < end && c < mv->len; ++c) {
+        if (mv->e[c].load(std::memory_order_acquire) == kUnallocated) {
+          request_alloc(req, start / cs, (end - 1) / cs);
+          return;
+        }
+      }
+    }
+    Parent* p = get_parent(req);
+    for (uint64_t off = start; off < end;) {
+      uint64_t c = off / cs;
+      uint64_t seg_end = std::min(end, (c + 1) * cs);
+      uint64_t len = seg_end - off;
+      uint32_t pc = c < mv->len ? mv->e[c].load(std::memory_order_acquire) : kUnallocated;
+      if (pc == kUnallocated) {
+        // Reads of unallocated ranges return zeroes; unmap/write-zeroes have nothing to do.
+        if (req.type == IoType::kRead) slice(req, off - start, len, nullptr);
+        if (req.type == IoType::kWrite) p->status = IoStatus::kIoError;  // raced a shrink: impossible
+        off = seg_end;
+        continue;
+      }
+      auto [m, moff] = pool_.layout().locate(pc);
+      Child* ch = get_child(p);
+      ch->io.type = req.type;
+      ch->io.offset_blocks = (moff + (off - c * cs)) / bs;
+      ch->io.num_blocks = len / bs;
+      if (req.type == IoType::kRead || req.type == IoType::kWrite) {
+        slice(req, off - start, len, &ch->iov);
+        ch->io.iovs = ch->iov.data();
+        ch->io.iovcnt = static_cast<int>(ch->iov.size());
+      } else {
+        ch->io.iovs = nullptr;
+        ch->io.iovcnt = 0;
+      }
+      ++p->pending;
+      members_[m]->submit(ch->io);
+      off = seg_end;
+    }
+    parent_step(p, !first);
+  }
+
+  // Asks the home reactor to allocate the unallocated clusters of [first_c, last_c],
+  // then dispatches `req` again on this reactor (or fails it, e.g. with no_space).
+  void request_alloc(IoRequest& req, uint64_t first_c, uint64_t last_c) {
+    auto rs = rb_.state();
+    MapVersion* mv = rs->map.load(std::memory_order_acquire);
+    std::vector<uint32_t> todo;
+    for (uint64_t c = first_c; c <= last_c && c < mv->len; ++c) {
+      if (mv->e[c].load(std::memory_order_acquire) == kUnallocated) todo.push_back(static_cast<uint32_t>(c));
+    }
+    // Called only when a cluster was seen unallocated, and clusters are never unmapped,
+    // so `todo` cannot be empty.
+    struct Wait {
+      size_t left;
+      IoStatus status = IoStatus::kSuccess;
+    };
+    auto w = std::make_shared<Wait>(Wait{todo.size()});
+    reactor::Reactor* origin = &reactor();
+    IoRequest* rq = &req;
+    PoolImpl* pool = &pool_;
+    pool_.home().send([pool, rs, todo, w, origin, rq, this] {
+      for (uint32_t lc : todo) {
+        pool->ensure_alloc(rs, lc, [w, origin, rq, this](IoStatus st) {
+          origin->send([w, st, rq, this] {
+            if (st != IoStatus::kSuccess && w->status == IoStatus::kSuccess) w->status = st;
+            if (--w->left) return;
+            if (w->status != IoStatus::kSuccess) {
+              complete_now(*rq, w->status);
+            } else {
+              dispatch(*rq, false);
+            }
+          });
+        });
+      }
+    });
+  }
+
+  ReplicaBdev& rb_;
+  PoolImpl& pool_;
+  std::vector<bdev::BdevChannel*> members_;
+  Child* free_ = nullptr;
+  Parent* free_parents_ = nullptr;
+};
+
+std::unique_ptr<bdev::BdevChannel> ReplicaBdev::create_channel(reactor::Reactor& r) {
+  return std::make_unique<ReplicaChannel>(*this, r);
+}
+
+// ---------------------------------------------------------------------------------
+// PoolManager: control-thread API. Each operation validates, then runs its metadata
+// work on the home reactor and waits for it.
+
+namespace {
+
+template <class T>
+T run_home(PoolImpl& p, std::function<void(std::function<void(T)>)> fn) {
+  std::promise<T> pr;
+  auto f = pr.get_future();
+  p.home().send([&] { fn([&pr](T v) { pr.set_value(std::move(v)); }); });
+  return f.get();
+}
+
+Status check_pool_name(const std::string& n) {
+  if (n.empty() || n.size() > kMaxNameLen) {
+    return make_error(Errc::kInvalidArgument, "pool name must have 1 to {} characters", kMaxNameLen);
+  }
+  for (char c : n) {
+    if (!(isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) {
+      return make_error(Errc::kInvalidArgument, "pool name '{}' has an invalid character", n);
+    }
+  }
+  return Status::ok();
+}
+
+ReplicaInfo replica_info(PoolImpl& p, ReplicaState& rs) {
+  ReplicaInfo i;
+  i.name = rs.name;
+  i.uuid = rs.uuid;
+  i.pool = p.name();
+  i.size_bytes = rs.size_bytes;
+  i.thin = rs.thin;
+  i.allocated_clusters = rs.allocated;
+  i.uri = "bdev:///" + rs.name;
+  return i;
+}
+
+}  // namespace
+
+PoolManager::PoolManager(bdev::BdevRegistry& registry) : registry_(registry) {}
+
+PoolManager::~PoolManager() {
+  std::vector<std::string> names;
+  {
+    std::lock_guard lk(mu_);
+    for (const auto& [n, p] : pools_) names.push_back(n);
+  }
+  for (const auto& n : names) {
+    if (auto st = export_pool(n); !st) spdlog::warn("pool export at shutdown: {}", st.to_string());
+  }
+}
+
+Result<PoolImpl*> PoolManager::find_pool(const std::string& name) const {
+  auto it = pools_.find(name);
+  if (it == pools_.end()) return make_error(Errc::kNotFound, "pool '{}' does not exist", name);
+  return it->second.get();
+}
+
+Result<std::pair<PoolImpl*, Uuid>> PoolManager::find_replica(const std::string& name) const {
+  for (const auto& [pn, p] : pools_) {
+    PoolImpl* pp = p.get();
+    auto hit = run_home<std::optional<Uuid>>(*pp, [pp, &name](auto done) {
+      for (const auto& [u, rs] : pp->replicas()) {
+        if (rs->name == name || u == name) return done(rs->uuid);
+      }
+      done(std::nullopt);
+    });
+    if (hit) return std::pair<PoolImpl*, Uuid>{pp, *hit};
+  }
+  return make_error(Errc::kNotFound, "replica '{}' does not exist", name);
+}
+
+namespace {
+
+// Opens the disks: bdev:///name uses an existing bdev; other URIs are created and owned.
+struct OpenedDisks {
+  std::vector<bdev::BdevDesc> descs;
+  std::vector<std::string> names;
+  std::vector<bool> owned;
+};
+
+void release_disks(bdev::BdevRegistry& reg, OpenedDisks& d, const std::string& claimer) {
+  for (size_t i = 0; i < d.descs.size(); ++i) {
+    d.descs[i].close();
+    reg.release_claim(d.names[i], claimer);
+    if (d.owned[i]) (void)reg.destroy(d.names[i]);
+  }
+  d.descs.clear();
+}
+
+Result<OpenedDisks> open_disks(bdev::BdevRegistry& reg, const std::vector<std::string>& disks,
+                               const std::string& claimer) {
+  OpenedDisks out;
+  if (disks.empty()) return make_error(Errc::kInvalidArgument, "a pool needs at least one disk");
+  if (disks.size() > kMaxMembers) {
+    return make_error(Errc::kInvalidArgument, "a pool has at most {} disks", kMaxMembers);
+  }
+  for (const auto& d : disks) {
+    std::string name;
+    bool owned = false;
+    if (d.rfind("bdev:///", 0) == 0) {
+      name = d.substr(8);
+    } else if (d.find("://") == std::string::npos) {
+      name = d;  // a bare bdev name
+    } else {
+      auto info = reg.create(d);
+      if (!info) {
+        release_disks(reg, out, claimer);
+        return info.status();
+      }
+      name = info->name;
+      owned = true;
+    }
+    auto desc = reg.open(name, claimer);
+    if (!desc) {
+      if (owned) (void)reg.destroy(name);
+      release_disks(reg, out, claimer);
+      return make_error(desc.status().code(), "disk '{}': {}", name, desc.status().message());
+    }
+    out.descs.push_back(std::move(desc.value()));
+    out.names.push_back(name);
+    out.owned.push_back(owned);
+  }
+  uint32_t bs = out.descs[0].bdev()->block_size();
+  for (auto& dd : out.descs) {
+    if (dd.bdev()->block_size() != bs) {
+      release_disks(reg, out, claimer);
+      return make_error(Errc::kInvalidArgument, "pool disks must share one block size");
+    }
+    if (kBlock % dd.bdev()->block_size()) {
+      release_disks(reg, out, claimer);
+      return make_error(Errc::kInvalidArgument, "disk block size {} does not divide 4096",
+                        dd.bdev()->block_size());
+    }
+  }
+  return out;
+}
+
+MemberRead disk_reader(reactor::Reactor& r, OpenedDisks& d) {
+  return [&r, &d](size_t i, uint64_t off, void* buf, size_t len) {
+    return sync_read(r, *d.descs[i].bdev(), off, buf, len);
+  };
+}
+
+}  // namespace
+
+Result<PoolInfo> PoolManager::create(const PoolCreateOptions& o) {
+  std::lock_guard lk(mu_);
+  if (auto st = check_pool_name(o.name); !st) return st;
+  if (pools_.count(o.name)) return make_error(Errc::kAlreadyExists, "pool '{}' already exists", o.name);
+  const uint64_t cs = o.cluster_size;
+  if (cs < kMinClusterSize || cs > kMaxClusterSize || (cs & (cs - 1))) {
+    return make_error(Errc::kInvalidArgument,
+                      "cluster size {} is invalid (a power of two from 64 KiB to 1 GiB)", cs);
+  }
+  const std::string claimer = "pool:" + o.name;
+  auto disks = open_disks(registry_, o.disks, claimer);
+  if (!disks) return disks.status();
+  auto& R = registry_.reactors().at(0);
+  auto fail = [&](Status st) {
+    release_disks(registry_, *disks, claimer);
+    return st;
+  };
+  // Refuse disks that already hold a pool.
+  std::vector<uint8_t> blk(2 * kBlock);
+  for (size_t i = 0; i < disks->descs.size(); ++i) {
+    auto& b = *disks->descs[i].bdev();
+    if (b.size_bytes() < 2 * kBlock) return fail(make_error(Errc::kInvalidArgument, "disk '{}' is too small", b.name()));
+    if (auto st = sync_read(R, b, 0, blk.data(), blk.size()); !st) return fail(st);
+    for (int c = 0; c < 2; ++c) {
+      auto l = decode_label(std::span(blk).subspan(c * kBlock, kBlock));
+      if (l) {
+        return fail(make_error(Errc::kBusy, "disk '{}' already belongs to pool '{}' (destroy that pool first)",
+                               b.name(), l->pool_name));
+      }
+    }
+  }
+  Label L;
+  L.pool_uuid = Uuid::random();
+  L.pool_name = o.name;
+  L.cluster_size = cs;
+  L.member_count = static_cast<uint32_t>(disks->descs.size());
+  uint64_t total_guess = 0;
+  for (auto& dd : disks->descs) total_guess += dd.bdev()->size_bytes() / cs;
+  const uint64_t record_max = 16 + 1 + kMaxNameLen + 8 + 1 + 4;
+  L.meta_offset = 2 * kBlock;
+  L.slot_size = (sizeof(CheckpointHeaderRaw) + 4 + kMaxReplicas * record_max + total_guess * 12 + kBlock - 1) /
+                kBlock * kBlock;
+  L.log_offset = L.meta_offset + 2 * L.slot_size;
+  L.log_size = o.log_size ? o.log_size : kLogBytes;
+  if (L.log_size % kBlock || L.log_size < 4 * kBlock) {
+    return fail(make_error(Errc::kInvalidArgument, "log size must be a multiple of 4096, at least 16 KiB"));
+  }
+  L.data_offset = (L.log_offset + L.log_size + cs - 1) / cs * cs;
+  for (size_t i = 0; i < disks->descs.size(); ++i) {
+    uint64_t sz = disks->descs[i].bdev()->size_bytes() / cs * cs;
+    uint64_t need = i == 0 ? L.data_offset + cs : 2 * cs;
+    if (sz < need) {
+      return fail(make_error(Errc::kInvalidArgument,
+                             "disk '{}' ({} bytes) is too small for a pool with {} byte clusters (needs {})",
+                             disks->names[i], disks->descs[i].bdev()->size_bytes(), cs, need));
+    }
+    L.members.emplace_back(Uuid::random(), sz);
+  }
+  // Order: empty checkpoint in slot A, slot B and log start cleared, then labels (other
+  // members first, member 0 last), then flush. A crash before the last label write
+  // leaves disks that do not import as this pool.
+  auto& m0 = *disks->descs[0].bdev();
+  Checkpoint c0;
+  c0.generation = 1;
+  c0.log_seq = 0;
+  auto enc = encode_checkpoint(L.pool_uuid, c0, L.slot_size);
+  if (!enc) return fail(enc.status());
+  std::vector<uint8_t> zero(kBlock, 0);
+  if (auto st = sync_write(R, m0, L.meta_offset, enc->data(), enc->size()); !st) return fail(st);
+  if (auto st = sync_write(R, m0, L.meta_offset + L.slot_size, zero.data(), zero.size()); !st) return fail(st);
+  if (auto st = sync_write(R, m0, L.log_offset, zero.data(), zero.size()); !st) return fail(st);
+  if (auto st = sync_flush(R, m0); !st) return fail(st);
+  for (size_t k = disks->descs.size(); k-- > 0;) {
+    Label li = L;
+    li.member_index = static_cast<uint32_t>(k);
+    auto lb = encode_label(li);
+    lb.resize(2 * kBlock);
+    std::memcpy(lb.data() + kBlock, lb.data(), kBlock);
+    if (auto st = sync_write(R, *disks->descs[k].bdev(), 0, lb.data(), lb.size()); !st) return fail(st);
+    if (auto st = sync_flush(R, *disks->descs[k].bdev()); !st) return fail(st);
+  }
+  auto impl = std::make_unique<PoolImpl>(registry_, L, std::move(disks->descs), disks->names, disks->owned);
+  Loaded ld;
+  ld.label = L;
+  ld.generation = 1;
+  ld.next_seq = 1;
+  impl->adopt(ld);
+  spdlog::info("pool created name={} uuid={} disks={} cluster_size={} clusters={}", o.name,
+               L.pool_uuid.to_string(), fmt::join(impl->member_names(), ","), cs, impl->layout().total);
+  pools_[o.name] = std::move(impl);
+  return info_locked(o.name);
+}
+
+Status PoolManager::register_replica(PoolImpl& p, const std::string& uuid) {
+  auto rs = run_home<std::shared_ptr<ReplicaState>>(p, [&p, &uuid](auto done) {
+    auto it = p.replicas().find(uuid);
+    done(it == p.replicas().end() ? nullptr : it->second);
+  });
+  if (!rs) return make_error(Errc::kInternal, "replica {} vanished", uuid);
+  auto b = std::make_shared<ReplicaBdev>(p, rs);
+  rs->bdev = b;
+  return registry_.add(b, "replica://" + p.name() + "/" + rs->name);
+}
+
+Result<PoolInfo> PoolManager::import(const std::vector<std::string>& disk_uris) {
+  std::lock_guard lk(mu_);
+  // Claim under a temporary name; the label tells the pool's name.
+  const std::string tmp_claimer = "pool-import";
+  auto disks = open_disks(registry_, disk_uris, tmp_claimer);
+  if (!disks) return disks.status();
+  auto& R = registry_.reactors().at(0);
+  std::vector<uint64_t> sizes;
+  for (auto& d : disks->descs) sizes.push_back(d.bdev()->size_bytes());
+  auto ld = load_metadata(disks->descs.size(), disk_reader(R, *disks), sizes);
+  if (!ld) {
+    release_disks(registry_, *disks, tmp_claimer);
+    return make_error(ld.status().code(), "cannot import: {}", ld.status().message());
+  }
+  Layout y = Layout::from(ld->label);
+  uint64_t used = 0;
+  auto problems = validate_state(y, ld->state, &used);
+  const std::string& name = ld->label.pool_name;
+  if (!problems.empty()) {
+    release_disks(registry_, *disks, tmp_claimer);
+    return make_error(Errc::kInvalidArgument, "cannot import pool '{}': {}", name, problems[0]);
+  }
+  if (pools_.count(name)) {
+    release_disks(registry_, *disks, tmp_claimer);
+    return make_error(Errc::kAlreadyExists, "pool '{}' is already imported", name);
+  }
+  for (const auto& r : ld->state.replicas) {
+    if (!registry_.name_free(r.name)) {
+      release_disks(registry_, *disks, tmp_claimer);
+      return make_error(Errc::kAlreadyExists, "cannot import pool '{}': bdev name '{}' of one of its replicas is taken",
+                        name, r.name);
+    }
+  }
+  for (const auto& n : ld->notes) spdlog::info("pool={} import: {}", name, n);
+  // Re-order the disks by member index and re-claim them under the pool's name.
+  OpenedDisks ordered;
+  for (size_t m = 0; m < ld->order.size(); ++m) {
+    size_t d = ld->order[m];
+    ordered.descs.push_back(std::move(disks->descs[d]));
+    ordered.names.push_back(disks->names[d]);
+    ordered.owned.push_back(disks->owned[d]);
+    registry_.release_claim(disks->names[d], tmp_claimer);
+  }
+  const std::string claimer = "pool:" + name;
+  for (auto& n : ordered.names) {
+    // The descriptors stay open; only the claim's name changes.
+    auto again = registry_.open(n, claimer);
+    if (again) again->close();
+  }
+  auto impl = std::make_unique<PoolImpl>(registry_, ld->label, std::move(ordered.descs), ordered.names,
+                                         ordered.owned);
+  impl->adopt(ld.value());
+  PoolImpl* p = impl.get();
+  pools_[name] = std::move(impl);
+  std::vector<std::string> uuids;
+  for (const auto& r : ld->state.replicas) uuids.push_back(r.uuid.to_string());
+  for (const auto& u : uuids) {
+    if (auto st = register_replica(*p, u); !st) spdlog::error("pool={} replica {}: {}", name, u, st.message());
+  }
+  spdlog::info("pool imported name={} uuid={} replicas={} used_clusters={}/{}", name,
+               ld->label.pool_uuid.to_string(), uuids.size(), used, y.total);
+  return info_locked(name);
+}
+
+Status PoolManager::export_pool(const std::string& name) {
+  std::lock_guard lk(mu_);
+  auto p = find_pool(name);
+  if (!p) return p.status();
+  PoolImpl* pool = *p;
+  auto names = run_home<std::vector<std::string>>(*pool, [pool](auto done) {
+    std::vector<std::string> n;
+    for (const auto& [u, rs] : pool->replicas()) n.push_back(rs->name);
+    done(n);
+  });
+  for (const auto& n : names) {
+    auto info = registry_.info(n);
+    if (info && info->open_descs > 0) {
+      return make_error(Errc::kBusy, "pool '{}': replica '{}' is open", name, n);
+    }
+  }
+  for (const auto& n : names) (void)registry_.destroy(n);
+  // Wait for in-flight metadata work (there is none without open replicas) and close.
+  run_home<int>(*pool, [](auto done) { done(0); });
+  auto impl = std::move(pools_[name]);
+  pools_.erase(name);
+  const auto member_names = impl->member_names();
+  const auto owned = impl->owned_;
+  impl.reset();  // closes the member descriptors
+  for (size_t i = 0; i < member_names.size(); ++i) {
+    registry_.release_claim(member_names[i], "pool:" + name);
+    if (owned[i]) (void)registry_.destroy(member_names[i]);
+  }
+  spdlog::info("pool exported name={}", name);
+  return Status::ok();
+}
+
+Status PoolManager::destroy(const std::string& name) {
+  std::vector<std::string> replicas;
+  {
+    std::lock_guard lk(mu_);
+    auto p = find_pool(name);
+    if (!p) return p.status();
+    PoolImpl* pool = *p;
+    replicas = run_home<std::vector<std::string>>(*pool, [pool](auto done) {
+      std::vector<std::string> n;
+      for (const auto& [u, rs] : pool->replicas()) n.push_back(rs->name);
+      done(n);
+    });
+  }
+  for (const auto& r : replicas) {
+    if (auto st = destroy_replica(r); !st) return st;
+  }
+  std::lock_guard lk(mu_);
+  auto p = find_pool(name);
+  if (!p) return p.status();
+  PoolImpl* pool = *p;
+  auto& R = registry_.reactors().at(0);
+  std::vector<uint8_t> zero(2 * kBlock, 0);
+  for (size_t i = 0; i < pool->label().member_count; ++i) {
+    if (auto st = sync_write(R, pool->member(i), 0, zero.data(), zero.size()); !st) return st;
+    if (auto st = sync_flush(R, pool->member(i)); !st) return st;
+  }
+  auto names = pool->member_names();
+  auto owned = pool->owned_;
+  pools_.erase(name);
+  for (size_t i = 0; i < names.size(); ++i) {
+    registry_.release_claim(names[i], "pool:" + name);
+    if (owned[i]) (void)registry_.destroy(names[i]);
+  }
+  spdlog::info("pool destroyed name={}", name);
+  return Status::ok();
+}
+
+Result<PoolInfo> PoolManager::info_locked(const std::string& name) const {
+  auto p = find_pool(name);
+  if (!p) return p.status();
+  PoolImpl* pool = *p;
+  PoolInfo i;
+  i.name = name;
+  i.uuid = pool->label().pool_uuid;
+  i.cluster_size = pool->layout().cs;
+  i.disks = pool->member_names();
+  i.total_clusters = pool->layout().total;
+  i.capacity_bytes = i.total_clusters * i.cluster_size;
+  run_home<int>(*pool, [pool, &i](auto done) {
+    i.used_clusters = pool->used_count();
+    for (const auto& [u, rs] : pool->replicas()) {
+      i.committed_bytes += rs->size_bytes;
+      i.replicas++;
+    }
+    i.state = pool->failed() ? "faulted" : "online";
+    done(0);
+  });
+  i.used_bytes = i.used_clusters * i.cluster_size;
+  return i;
+}
+
+Result<PoolInfo> PoolManager::info(const std::string& name) const {
+  std::lock_guard lk(mu_);
+  return info_locked(name);
+}
+
+std::vector<PoolInfo> PoolManager::list() const {
+  std::lock_guard lk(mu_);
+  std::vector<PoolInfo> out;
+  for (const auto& [n, p] : pools_) {
+    if (auto i = info_locked(n)) out.push_back(i.value());
+  }
+  return out;
+}
+
+Result<ReplicaInfo> PoolManager::create_replica(const ReplicaCreateOptions& o) {
+  std::lock_guard lk(mu_);
+  auto p = find_pool(o.pool);
+  if (!p) return p.status();
+  PoolImpl* pool = *p;
+  if (o.name.empty() || o.name.size() > kMaxNameLen) {
+    return make_error(Errc::kInvalidArgument, "replica name must have 1 to {} characters", kMaxNameLen);
+  }
+  const uint32_t bs = pool->block_size();
+  if (o.size_bytes == 0 || o.size_bytes % bs) {
+    return make_error(Errc::kInvalidArgument, "replica size {} must be a positive multiple of {} bytes",
+                      o.size_bytes, bs);
+  }
+  const uint64_t ncl = pool->nclusters(o.size_bytes);
+  if (ncl >= kUnallocated) return make_error(Errc::kInvalidArgument, "replica size {} is too large", o.size_bytes);
+  if (!registry_.name_free(o.name)) {
+    return make_error(Errc::kAlreadyExists, "a bdev named '{}' already exists", o.name);
+  }
+  Uuid uuid = o.uuid ? *o.uuid : Uuid::random();
+  for (const auto& [pn, pp] : pools_) {
+    PoolImpl* q = pp.get();
+    bool clash = run_home<bool>(*q, [q, &uuid, &o](auto done) {
+      for (const auto& [u, rs] : q->replicas()) {
+        if (rs->uuid == uuid || rs->name == o.name) return done(true);
+      }
+      done(false);
+    });
+    if (clash) return make_error(Errc::kAlreadyExists, "replica '{}' or uuid {} already exists", o.name, uuid.to_string());
+  }
+  Status st = run_home<Status>(*pool, [pool, &o, uuid, ncl](std::function<void(Status)> done) {
+    std::vector<uint32_t> clusters;
+    if (!o.thin) {
+      auto got = pool->reserve(ncl);
+      if (!got) {
+        return done(make_error(Errc::kNoSpace, "pool '{}' has {} free clusters, the replica needs {}", pool->name(),
+                               pool->layout().total - pool->used_count(), ncl));
+      }
+      clusters = std::move(*got);
+    }
+    // The replica state is private until the create record is durable.
+    auto rs = std::make_shared<ReplicaState>();
+    rs->uuid = uuid;
+    rs->name = o.name;
+    rs->thin = o.thin;
+    rs->size_bytes = o.size_bytes;
+    rs->allocated = clusters.size();
+    auto mv = std::make_unique<MapVersion>(ncl);
+    for (uint64_t i = 0; i < clusters.size(); ++i) mv->e[i].store(clusters[i], std::memory_order_relaxed);
+    rs->map.store(mv.get(), std::memory_order_release);
+    rs->versions.push_back(std::move(mv));
+    LogOp op;
+    op.type = OpType::kCreate;
+    op.replica.uuid = uuid;
+    op.replica.name = o.name;
+    op.replica.size_bytes = o.size_bytes;
+    op.replica.thin = o.thin;
+    std::vector<uint32_t> m(ncl, kUnallocated);
+    std::copy(clusters.begin(), clusters.end(), m.begin());
+    op.replica.extents = map_to_extents(m);
+    pool->zero(clusters, [pool, clusters, op, rs, done](IoStatus zs) {
+      if (zs != IoStatus::kSuccess) {
+        pool->unreserve(clusters);
+        return done(make_error(errc_of(zs), "zeroing the new replica's clusters failed: {}",
+                               bdev::io_status_name(zs)));
+      }
+      pool->commit({op}, [pool, clusters, rs, done](Status cs) {
+        if (!cs) {
+          pool->unreserve(clusters);
+          return done(cs);
+        }
+        pool->replicas()[rs->uuid.to_string()] = rs;
+        done(Status::ok());
+      });
+    });
+  });
+  if (!st) return st;
+  if (auto rst = register_replica(*pool, uuid.to_string()); !rst) return rst;
+  spdlog::info("replica created pool={} name={} uuid={} size={} thin={}", o.pool, o.name, uuid.to_string(),
+               o.size_bytes, o.thin);
+  auto out = run_home<ReplicaInfo>(*pool, [pool, &uuid](auto done) {
+    done(replica_info(*pool, *pool->replicas().at(uuid.to_string())));
+  });
+  return out;
+}
+
+Status PoolManager::destroy_replica(const std::string& name) {
+  std::lock_guard lk(mu_);
+  auto hit = find_replica(name);
+  if (!hit) return hit.status();
+  auto [pool, uuid] = hit.value();
+  std::string bdev_name = run_home<std::string>(*pool, [pool, uuid](auto done) {
+    done(pool->replicas().at(uuid.to_string())->name);
+  });
+  // No descriptor may be open: after this no I/O reaches the replica.
+  if (auto st = registry_.destroy(bdev_name); !st && st.code() != Errc::kNotFound) return st;
+  Status st = run_home<Status>(*pool, [pool, uuid](std::function<void(Status)> done) {
+    auto rs = pool->replicas().at(uuid.to_string());
+    LogOp op;
+    op.type = OpType::kDestroy;
+    op.replica.uuid = uuid;
+    pool->commit({op}, [pool, rs, done](Status cs) {
+      if (!cs) return done(cs);
+      pool->replicas().erase(rs->uuid.to_string());
+      // Unmap the freed clusters before they can be handed out again.
+      std::vector<uint32_t> clusters;
+      MapVersion* mv = rs->map.load(std::memory_order_acquire);
+      for (uint64_t i = 0; i < mv->len; ++i) {
+        uint32_t pc = mv->e[i].load(std::memory_order_relaxed);
+        if (pc != kUnallocated) clusters.push_back(pc);
+      }
+      pool->unmap(clusters, [pool, clusters, done](IoStatus) {
+        pool->unreserve(clusters);
+        done(Status::ok());
+      });
+    });
+  });
+  if (st) spdlog::info("replica destroyed pool={} name={}", pool->name(), bdev_name);
+  return st;
+}
+
+Result<ReplicaInfo> PoolManager::grow_replica(const std::string& name, uint64_t new_size) {
+  std::lock_guard lk(mu_);
+  auto hit = find_replica(name);
+  if (!hit) return hit.status();
+  auto [pool, uuid] = hit.value();
+  const uint32_t bs = pool->block_size();
+  if (new_size == 0 || new_size % bs) {
+    return make_error(Errc::kInvalidArgument, "size {} must be a positive multiple of {} bytes", new_size, bs);
+  }
+  if (pool->nclusters(new_size) >= kUnallocated) return make_error(Errc::kInvalidArgument, "size {} is too large", new_size);
+  Status st = run_home<Status>(*pool, [pool, uuid, new_size](std::function<void(Status)> done) {
+    auto rs = pool->replicas().at(uuid.to_string());
+    if (new_size < rs->size_bytes) {
+      return done(make_error(Errc::kInvalidArgument, "replica '{}' is {} bytes; replicas only grow", rs->name,
+                             rs->size_bytes));
+    }
+    if (new_size == rs->size_bytes) return done(Status::ok());
+    const uint64_t old_n = pool->nclusters(rs->size_bytes);
+    const uint64_t new_n = pool->nclusters(new_size);
+    std::vector<uint32_t> clusters;
+    if (!rs->thin && new_n > old_n) {
+      auto got = pool->reserve(new_n - old_n);
+      if (!got) {
+        return done(make_error(Errc::kNoSpace, "pool '{}' has {} free clusters, growing needs {}", pool->name(),
+                               pool->layout().total - pool->used_count(), new_n - old_n));
+      }
+      clusters = std::move(*got);
+    }
+    LogOp op;
+    op.type = OpType::kResize;
+    op.replica.uuid = rs->uuid;
+    op.new_size = new_size;
+    for (uint64_t i = 0; i < clusters.size(); ++i) {
+      uint32_t lc = static_cast<uint32_t>(old_n + i);
+      if (!op.extents.empty() && op.extents.back().logical + op.extents.back().count == lc &&
+          op.extents.back().physical + op.extents.back().count == clusters[i]) {
+        op.extents.back().count++;
+      } else {
+        op.extents.push_back({lc, clusters[i], 1});
+      }
+    }
+    pool->zero(clusters, [pool, rs, op, clusters, new_size, old_n, new_n, done](IoStatus zs) {
+      if (zs != IoStatus::kSuccess) {
+        pool->unreserve(clusters);
+        return done(make_error(errc_of(zs), "zeroing new clusters failed"));
+      }
+      pool->commit({op}, [pool, rs, clusters, new_size, old_n, new_n, done](Status cs) {
+        if (!cs) {
+          pool->unreserve(clusters);
+          return done(cs);
+        }
+        // Publish a larger map (copy of the old one plus the new clusters), then the size.
+        MapVersion* old = rs->map.load(std::memory_order_acquire);
+        auto mv = std::make_unique<MapVersion>(new_n);
+        for (uint64_t i = 0; i < old->len; ++i) mv->e[i].store(old->e[i].load(std::memory_order_relaxed), std::memory_order_relaxed);
+        for (uint64_t i = 0; i < clusters.size(); ++i) mv->e[old_n + i].store(clusters[i], std::memory_order_relaxed);
+        rs->map.store(mv.get(), std::memory_order_release);
+        rs->versions.push_back(std::move(mv));
+        rs->allocated += clusters.size();
+        rs->size_bytes = new_size;
+        if (auto b = rs->bdev.lock()) b->resized(new_size);
+        done(Status::ok());
+      });
+    });
+  });
+  if (!st) return st;
+  spdlog::info("replica grown pool={} name={} size={}", pool->name(), name, new_size);
+  return run_home<ReplicaInfo>(*pool, [pool, uuid](auto done) {
+    done(replica_info(*pool, *pool->replicas().at(uuid.to_string())));
+  });
+}
+
+std::vector<ReplicaInfo> PoolManager::list_replicas(const std::string& pool_name) const {
+  std::lock_guard lk(mu_);
+  std::vector<ReplicaInfo> out;
+  for (const auto& [pn, p] : pools_) {
+    if (!pool_name.empty() && pn != pool_name) continue;
+    PoolImpl* pool = p.get();
+    auto v = run_home<std::vector<ReplicaInfo>>(*pool, [pool](auto done) {
+      std::vector<ReplicaInfo> r;
+      for (const auto& [u, rs] : pool->replicas()) r.push_back(replica_info(*pool, *rs));
+      done(r);
+    });
+    out.insert(out.end(), v.begin(), v.end());
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+  return out;
+}
+
+Result<std::vector<std::pair<uint64_t, uint64_t>>> PoolManager::allocated_ranges(const std::string& name) const {
+  std::lock_guard lk(mu_);
+  auto hit = find_replica(name);
+  if (!hit) return hit.status();
+  auto [pool, uuid] = hit.value();
+  return run_home<std::vector<std::pair<uint64_t, uint64_t>>>(*pool, [pool, uuid](auto done) {
+    auto rs = pool->replicas().at(uuid.to_string());
+    MapVersion* mv = rs->map.load(std::memory_order_acquire);
+    const uint64_t cs = pool->layout().cs;
+    std::vector<std::pair<uint64_t, uint64_t>> out;
+    for (uint64_t i = 0; i < mv->len; ++i) {
+      if (mv->e[i].load(std::memory_order_relaxed) == kUnallocated) continue;
+      uint64_t off = i * cs;
+      uint64_t len = std::min(cs, rs->size_bytes - off);
+      if (!out.empty() && out.back().first + out.back().second == off) {
+        out.back().second += len;
+      } else {
+        out.emplace_back(off, len);
+      }
+    }
+    done(out);
+  });
+}
+
+}  // namespace castor::pool

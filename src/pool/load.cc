@@ -120,15 +120,15 @@ Result<Loaded> load_metadata(size_t ndisks, const MemberRead& read,
     ++expected;
     ++out.records_replayed;
   }
-  // A readable record further on in the sequence means records were lost: refuse.
-  if (pos < nblocks) {
-    auto h = decode_log_header(pu, std::span(log).subspan(pos * kBlock));
+  // A readable record further on in the sequence means an acknowledged record in the
+  // middle is damaged (a torn write can only be the last one): refuse.
+  for (uint64_t b = pos; b < nblocks; ++b) {
+    auto h = decode_log_header(pu, std::span(log).subspan(b * kBlock));
     if (h && h->seq > expected) {
       return make_error(Errc::kInvalidArgument,
-                        "pool '{}': the metadata log continues at record {} but the newest "
-                        "usable checkpoint (slot {}) ends at record {}; a newer checkpoint is "
-                        "damaged and importing would lose acknowledged operations",
-                        L.pool_name, h->seq, "AB"[out.slot], expected - 1);
+                        "pool '{}': metadata log record {} is damaged but record {} follows it; "
+                        "importing would lose acknowledged operations",
+                        L.pool_name, expected, h->seq);
     }
   }
   out.next_seq = expected;

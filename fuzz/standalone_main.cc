@@ -17,7 +17,7 @@ int main(int argc, char** argv) {
   for (const auto& s : kFuzzSeeds) {
     LLVMFuzzerTestOneInput(reinterpret_cast<const uint8_t*>(s.data()), s.size());
   }
-  const std::string alphabet = ":/?&=%[]0123456789abcdefxyzABC.-_ \x01\xff";
+  const std::string alphabet = std::string(":/?&=%[]0123456789abcdefxyzABC.-_ \x01\xff") + '\0';
   for (long i = 0; i < iterations; ++i) {
     std::string s = kFuzzSeeds[rng() % kFuzzSeeds.size()];
     int edits = 1 + static_cast<int>(rng() % 8);

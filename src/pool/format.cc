@@ -463,6 +463,10 @@ std::vector<Extent> map_to_extents(const std::vector<uint32_t>& map) {
 }
 
 Result<std::vector<uint32_t>> extents_to_map(const std::vector<Extent>& ex, uint64_t nclusters) {
+  if (nclusters > kMaxReplicaClusters) {
+    return make_error(Errc::kInvalidArgument, "replica of {} clusters exceeds the maximum {}", nclusters,
+                      kMaxReplicaClusters);
+  }
   std::vector<uint32_t> map(nclusters, kUnallocated);
   for (const auto& e : ex) {
     if (e.count == 0 || uint64_t{e.logical} + e.count > nclusters ||

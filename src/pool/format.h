@@ -26,6 +26,9 @@ inline constexpr uint64_t kMaxClusterSize = 1024ull * 1024 * 1024;
 inline constexpr uint64_t kDefaultClusterSize = 4ull * 1024 * 1024;
 inline constexpr uint64_t kLogBytes = 4ull * 1024 * 1024;  // metadata log ring
 inline constexpr uint32_t kMaxReplicas = 4096;
+// Largest replica, in clusters (64 TiB with the default 4 MiB clusters); keeps a
+// replica's in-memory cluster map under 64 MiB.
+inline constexpr uint64_t kMaxReplicaClusters = uint64_t{1} << 24;
 
 // ---- Label: blocks 0 and 1 of every member (two identical copies) ----
 struct MemberEntry {

@@ -153,7 +153,7 @@ std::vector<std::string> validate_state(const Layout& y, const PoolState& s, uin
     }
     if (r.size_bytes == 0) problems.push_back("replica '" + r.name + "' has size 0");
     uint64_t nclusters = (r.size_bytes + y.cs - 1) / y.cs;
-    if (nclusters >= kUnallocated) {
+    if (nclusters > kMaxReplicaClusters) {
       problems.push_back("replica '" + r.name + "' is too large");
       continue;
     }

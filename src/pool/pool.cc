@@ -1048,7 +1048,10 @@ Result<ReplicaInfo> PoolManager::create_replica(const ReplicaCreateOptions& o) {
                       o.size_bytes, bs);
   }
   const uint64_t ncl = pool->nclusters(o.size_bytes);
-  if (ncl >= kUnallocated) return make_error(Errc::kInvalidArgument, "replica size {} is too large", o.size_bytes);
+  if (ncl > kMaxReplicaClusters) {
+    return make_error(Errc::kInvalidArgument, "replica size {} is too large (at most {} clusters)", o.size_bytes,
+                      kMaxReplicaClusters);
+  }
   if (!registry_.name_free(o.name)) {
     return make_error(Errc::kAlreadyExists, "a bdev named '{}' already exists", o.name);
   }
@@ -1123,7 +1126,8 @@ Status PoolManager::destroy_replica(const std::string& name) {
   std::lock_guard lk(mu_);
   auto hit = find_replica(name);
   if (!hit) return hit.status();
-  auto [pool, uuid] = hit.value();
+  PoolImpl* pool = hit->first;
+  const Uuid uuid = hit->second;
   std::string bdev_name = run_home<std::string>(*pool, [pool, uuid](auto done) {
     done(pool->replicas().at(uuid.to_string())->name);
   });
@@ -1158,12 +1162,16 @@ Result<ReplicaInfo> PoolManager::grow_replica(const std::string& name, uint64_t 
   std::lock_guard lk(mu_);
   auto hit = find_replica(name);
   if (!hit) return hit.status();
-  auto [pool, uuid] = hit.value();
+  PoolImpl* pool = hit->first;
+  const Uuid uuid = hit->second;
   const uint32_t bs = pool->block_size();
   if (new_size == 0 || new_size % bs) {
     return make_error(Errc::kInvalidArgument, "size {} must be a positive multiple of {} bytes", new_size, bs);
   }
-  if (pool->nclusters(new_size) >= kUnallocated) return make_error(Errc::kInvalidArgument, "size {} is too large", new_size);
+  if (pool->nclusters(new_size) > kMaxReplicaClusters) {
+    return make_error(Errc::kInvalidArgument, "size {} is too large (at most {} clusters)", new_size,
+                      kMaxReplicaClusters);
+  }
   Status st = run_home<Status>(*pool, [pool, uuid, new_size](std::function<void(Status)> done) {
     auto rs = pool->replicas().at(uuid.to_string());
     if (new_size < rs->size_bytes) {
@@ -1247,7 +1255,8 @@ Result<std::vector<std::pair<uint64_t, uint64_t>>> PoolManager::allocated_ranges
   std::lock_guard lk(mu_);
   auto hit = find_replica(name);
   if (!hit) return hit.status();
-  auto [pool, uuid] = hit.value();
+  PoolImpl* pool = hit->first;
+  const Uuid uuid = hit->second;
   return run_home<std::vector<std::pair<uint64_t, uint64_t>>>(*pool, [pool, uuid](auto done) {
     auto rs = pool->replicas().at(uuid.to_string());
     MapVersion* mv = rs->map.load(std::memory_order_acquire);

@@ -1,0 +1,64 @@
+#pragma once
+// The gRPC EngineService over a BdevRegistry and a ReactorGroup.
+//
+// Handlers run on gRPC's threads. They reach bdevs only through the registry,
+// FaultControl and run_perf, which are safe to call from any non-reactor thread; no
+// handler touches reactor-owned state directly.
+
+#include <chrono>
+#include <memory>
+
+#include "bdev/modules/fault.h"
+#include "bdev/registry.h"
+#include "castor/v1/engine.grpc.pb.h"
+#include "reactor/reactor.h"
+
+namespace castor::api {
+
+// Facts about the running engine that are not owned by a lower layer.
+struct EngineIdentity {
+  bool poll_mode = false;
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+
+  double uptime_seconds() const;
+};
+
+class EngineServiceImpl final : public castor::v1::EngineService::Service {
+ public:
+  // `registry` and `reactors` must outlive the service and every RPC in flight.
+  EngineServiceImpl(bdev::BdevRegistry& registry, reactor::ReactorGroup& reactors,
+                    EngineIdentity identity);
+
+  grpc::Status GetEngineInfo(grpc::ServerContext* ctx, const v1::GetEngineInfoRequest* req,
+                             v1::EngineInfo* resp) override;
+  grpc::Status CreateBdev(grpc::ServerContext* ctx, const v1::CreateBdevRequest* req,
+                          v1::BdevInfo* resp) override;
+  grpc::Status DestroyBdev(grpc::ServerContext* ctx, const v1::DestroyBdevRequest* req,
+                           v1::DestroyBdevResponse* resp) override;
+  grpc::Status ListBdevs(grpc::ServerContext* ctx, const v1::ListBdevsRequest* req,
+                         v1::ListBdevsResponse* resp) override;
+  grpc::Status GetBdevStats(grpc::ServerContext* ctx, const v1::GetBdevStatsRequest* req,
+                            v1::GetBdevStatsResponse* resp) override;
+  grpc::Status InjectFault(grpc::ServerContext* ctx, const v1::InjectFaultRequest* req,
+                           v1::InjectFaultResponse* resp) override;
+  grpc::Status ClearFault(grpc::ServerContext* ctx, const v1::ClearFaultRequest* req,
+                          v1::ClearFaultResponse* resp) override;
+  grpc::Status ListFaults(grpc::ServerContext* ctx, const v1::ListFaultsRequest* req,
+                          v1::ListFaultsResponse* resp) override;
+  grpc::Status RunBenchmark(grpc::ServerContext* ctx, const v1::RunBenchmarkRequest* req,
+                            v1::BenchmarkResult* resp) override;
+
+ private:
+  bdev::BdevRegistry& registry_;
+  reactor::ReactorGroup& reactors_;
+  const EngineIdentity identity_;
+};
+
+// Proto conversions (also used by the unit tests).
+void to_proto(const bdev::BdevInfo& in, v1::BdevInfo* out);
+void to_proto(const std::string& name, const bdev::BdevStatsSnapshot& in, v1::BdevStats* out);
+// Errors: InvalidArgument (unknown op, mode or status; probability outside [0,1]).
+Result<bdev::FaultRuleSpec> from_proto(const v1::FaultRule& in);
+void to_proto(const bdev::FaultRuleSpec& in, v1::FaultRule* out);
+
+}  // namespace castor::api

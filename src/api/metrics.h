@@ -1,0 +1,47 @@
+#pragma once
+// Prometheus metrics of the engine, computed on each scrape from the bdev registry
+// (nothing is cached between scrapes, so a destroyed bdev disappears at once).
+//
+// Families (labels in braces):
+//   castor_bdev_ops_total{bdev,op}          counter, completed I/Os
+//   castor_bdev_bytes_total{bdev,op}        counter, bytes transferred
+//   castor_bdev_errors_total{bdev,op}       counter, I/Os completed with an error
+//   castor_bdev_latency_seconds{bdev,op}    histogram, buckets at 2^10..2^30 ns
+//   castor_engine_uptime_seconds            gauge
+//   castor_engine_reactors                  gauge
+//   castor_engine_info{version}             gauge, always 1
+// `op` is one of the operation types the bdev supports (api/names.h).
+
+#include <prometheus/collectable.h>
+#include <prometheus/metric_family.h>
+
+#include <vector>
+
+#include "api/engine_service.h"
+#include "bdev/registry.h"
+#include "reactor/reactor.h"
+
+namespace castor::api {
+
+// Histogram bucket bounds are powers of two nanoseconds from 2^kMinLatencyExp to
+// 2^kMaxLatencyExp, exported in seconds.
+inline constexpr int kMinLatencyExp = 10;
+inline constexpr int kMaxLatencyExp = 30;
+
+class MetricsCollector final : public prometheus::Collectable {
+ public:
+  // `registry` and `reactors` must outlive every scrape (unregister from the Exposer
+  // before destroying them).
+  MetricsCollector(bdev::BdevRegistry& registry, reactor::ReactorGroup& reactors,
+                   EngineIdentity identity);
+
+  // Called on the HTTP server's threads; reads the registry's thread-safe views only.
+  std::vector<prometheus::MetricFamily> Collect() const override;
+
+ private:
+  bdev::BdevRegistry& registry_;
+  reactor::ReactorGroup& reactors_;
+  const EngineIdentity identity_;
+};
+
+}  // namespace castor::api

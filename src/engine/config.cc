@@ -1,0 +1,325 @@
+#include "engine/config.h"
+
+#include <sched.h>
+#include <yaml-cpp/yaml.h>
+
+#include <CLI/CLI.hpp>
+#include <charconv>
+#include <optional>
+#include <thread>
+
+#include "common/version.h"
+#include "reactor/reactor.h"
+
+namespace castor::engine {
+namespace {
+
+constexpr unsigned kMaxReactors = 1024;
+
+// One source of settings (the command line or the file); unset = not given there.
+struct Layer {
+  std::optional<std::string> cores;
+  std::optional<std::string> reactors;
+  std::optional<bool> poll;
+  std::optional<std::string> grpc_listen;
+  std::optional<std::string> metrics_listen;
+  std::optional<std::string> log_level;
+  std::optional<std::string> log_format;
+  std::optional<std::vector<std::string>> bdevs;
+  std::optional<std::string> ready_file;
+};
+
+std::string one_line(std::string s) {
+  for (auto& c : s) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  while (!s.empty() && s.back() == ' ') s.pop_back();
+  return s;
+}
+
+Result<std::string> yaml_scalar(const YAML::Node& n, const std::string& key) {
+  if (!n.IsScalar()) {
+    return make_error(Errc::kInvalidArgument, "config key '{}': expected a single value", key);
+  }
+  return n.Scalar();
+}
+
+// Reads the YAML file at `path` into a Layer. Every key must be known.
+Result<Layer> load_yaml(const std::string& path) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::BadFile&) {
+    return make_error(Errc::kInvalidArgument, "cannot read config file '{}'", path);
+  } catch (const YAML::Exception& e) {
+    return make_error(Errc::kInvalidArgument, "config file '{}': {}", path, one_line(e.what()));
+  }
+  Layer l;
+  if (root.IsNull()) return l;  // empty file
+  if (!root.IsMap()) {
+    return make_error(Errc::kInvalidArgument, "config file '{}': expected a mapping of keys", path);
+  }
+  try {
+    for (const auto& kv : root) {
+      const std::string key = kv.first.as<std::string>();
+      const YAML::Node& v = kv.second;
+      if (key == "cores") {
+        if (v.IsSequence()) {
+          std::string spec;
+          for (const auto& e : v) {
+            if (!e.IsScalar()) {
+              return Status(Errc::kInvalidArgument,
+                            "config key 'cores': expected a list of CPU numbers");
+            }
+            if (!spec.empty()) spec += ',';
+            spec += e.Scalar();
+          }
+          l.cores = spec;
+        } else {
+          auto s = yaml_scalar(v, key);
+          if (!s) return s.status();
+          l.cores = *s;
+        }
+      } else if (key == "reactors") {
+        auto s = yaml_scalar(v, key);
+        if (!s) return s.status();
+        l.reactors = *s;
+      } else if (key == "poll") {
+        bool b = false;
+        if (!v.IsScalar() || !YAML::convert<bool>::decode(v, b)) {
+          return Status(Errc::kInvalidArgument, "config key 'poll': expected true or false");
+        }
+        l.poll = b;
+      } else if (key == "grpc-listen" || key == "metrics-listen" || key == "log-level" ||
+                 key == "log-format" || key == "ready-file") {
+        auto s = yaml_scalar(v, key);
+        if (!s) return s.status();
+        if (key == "grpc-listen") l.grpc_listen = *s;
+        if (key == "metrics-listen") l.metrics_listen = *s;
+        if (key == "log-level") l.log_level = *s;
+        if (key == "log-format") l.log_format = *s;
+        if (key == "ready-file") l.ready_file = *s;
+      } else if (key == "bdev" || key == "bdevs") {
+        std::vector<std::string> uris;
+        if (v.IsSequence()) {
+          for (const auto& e : v) {
+            if (!e.IsScalar()) {
+              return make_error(Errc::kInvalidArgument, "config key '{}': expected a list of URIs",
+                                key);
+            }
+            uris.push_back(e.Scalar());
+          }
+        } else if (!v.IsNull()) {
+          auto s = yaml_scalar(v, key);
+          if (!s) return s.status();
+          uris.push_back(*s);
+        }
+        if (!l.bdevs) l.bdevs.emplace();
+        l.bdevs->insert(l.bdevs->end(), uris.begin(), uris.end());
+      } else {
+        return make_error(Errc::kInvalidArgument, "config file '{}': unknown key '{}'", path, key);
+      }
+    }
+  } catch (const YAML::Exception& e) {
+    return make_error(Errc::kInvalidArgument, "config file '{}': {}", path, one_line(e.what()));
+  }
+  return l;
+}
+
+Result<unsigned> parse_reactor_count(const std::string& s) {
+  unsigned n = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
+  if (ec != std::errc() || p != s.data() + s.size() || n == 0 || n > kMaxReactors) {
+    return make_error(Errc::kInvalidArgument, "reactors: '{}' is not a reactor count (1..{})", s,
+                      kMaxReactors);
+  }
+  return n;
+}
+
+// Merges the two layers (flags win) into a validated EngineConfig.
+Result<EngineConfig> resolve(const Layer& flags, const Layer& file) {
+  EngineConfig cfg;
+
+  // cores and reactors are one setting: the command line's replaces the file's.
+  const Layer& cpu_src = (flags.cores || flags.reactors) ? flags : file;
+  if (cpu_src.cores && cpu_src.reactors) {
+    return Status(Errc::kInvalidArgument,
+                  "cores and reactors are mutually exclusive (give one of them)");
+  }
+  if (cpu_src.cores) {
+    auto cpus = reactor::parse_cpu_list(*cpu_src.cores);
+    if (!cpus) {
+      return make_error(Errc::kInvalidArgument, "cores: {}", cpus.status().message());
+    }
+    if (cpus->empty()) return Status(Errc::kInvalidArgument, "cores: empty CPU list");
+    cfg.cpus = *cpus;
+  } else if (cpu_src.reactors) {
+    auto n = parse_reactor_count(*cpu_src.reactors);
+    if (!n) return n.status();
+    cfg.cpus = cpus_for_reactor_count(*n);
+  } else {
+    cfg.cpus = cpus_for_reactor_count(1);
+  }
+
+  auto pick = [&](const auto& f, const auto& y) { return f ? f : y; };
+  if (auto p = pick(flags.poll, file.poll)) cfg.poll = *p;
+  if (auto g = pick(flags.grpc_listen, file.grpc_listen)) cfg.grpc_listen = *g;
+  if (auto m = pick(flags.metrics_listen, file.metrics_listen)) cfg.metrics_listen = *m;
+  if (auto r = pick(flags.ready_file, file.ready_file)) cfg.ready_file = *r;
+  if (auto b = pick(flags.bdevs, file.bdevs)) cfg.bdevs = *b;
+  if (auto lv = pick(flags.log_level, file.log_level)) {
+    auto level = parse_log_level(*lv);
+    if (!level) return level.status();
+    cfg.log_level = *level;
+  }
+  if (auto lf = pick(flags.log_format, file.log_format)) {
+    auto fmt = parse_log_format(*lf);
+    if (!fmt) return fmt.status();
+    cfg.log_format = *fmt;
+  }
+
+  if (Status s = check_listen_address("grpc-listen", cfg.grpc_listen); !s) return s;
+  if (cfg.metrics_listen != "none") {
+    if (Status s = check_listen_address("metrics-listen", cfg.metrics_listen); !s) return s;
+  }
+  for (const auto& uri : cfg.bdevs) {
+    if (uri.empty()) return Status(Errc::kInvalidArgument, "bdev: empty URI");
+  }
+  return cfg;
+}
+
+}  // namespace
+
+Result<spdlog::level::level_enum> parse_log_level(const std::string& s) {
+  using spdlog::level::level_enum;
+  static const std::pair<const char*, level_enum> kLevels[] = {
+      {"trace", level_enum::trace}, {"debug", level_enum::debug},
+      {"info", level_enum::info},   {"warn", level_enum::warn},
+      {"error", level_enum::err},   {"critical", level_enum::critical},
+      {"off", level_enum::off}};
+  for (const auto& [name, level] : kLevels) {
+    if (s == name) return level;
+  }
+  return make_error(Errc::kInvalidArgument,
+                    "log-level: '{}' is not one of trace, debug, info, warn, error, "
+                    "critical, off",
+                    s);
+}
+
+Result<LogFormat> parse_log_format(const std::string& s) {
+  if (s == "text") return LogFormat::kText;
+  if (s == "json") return LogFormat::kJson;
+  return make_error(Errc::kInvalidArgument, "log-format: '{}' is not text or json", s);
+}
+
+Status check_listen_address(const std::string& what, const std::string& addr) {
+  auto colon = addr.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == addr.size()) {
+    return make_error(Errc::kInvalidArgument, "{}: '{}' is not HOST:PORT", what, addr);
+  }
+  std::string host = addr.substr(0, colon);
+  if (host.front() == '[' && host.back() != ']') {
+    return make_error(Errc::kInvalidArgument, "{}: '{}' is not HOST:PORT", what, addr);
+  }
+  std::string port = addr.substr(colon + 1);
+  unsigned p = 0;
+  auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
+  if (ec != std::errc() || end != port.data() + port.size() || p > 65535) {
+    return make_error(Errc::kInvalidArgument, "{}: '{}' has an invalid port", what, addr);
+  }
+  return Status::ok();
+}
+
+std::vector<int> cpus_for_reactor_count(unsigned n) {
+  std::vector<int> allowed;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    for (int c = 0; c < CPU_SETSIZE; ++c) {
+      if (CPU_ISSET(c, &set)) allowed.push_back(c);
+    }
+  }
+  if (allowed.empty()) {
+    unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+    for (unsigned c = 0; c < hw; ++c) allowed.push_back(static_cast<int>(c));
+  }
+  std::vector<int> cpus;
+  for (unsigned i = 0; i < n; ++i) cpus.push_back(allowed[i % allowed.size()]);
+  return cpus;
+}
+
+Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
+  CLI::App app{
+      "castor-engine: the Castor storage data plane (reactors, block devices, "
+      "gRPC management API, Prometheus metrics)",
+      "castor-engine"};
+  app.set_version_flag("--version", kVersion);
+
+  std::string config_file, cores, reactors, grpc_listen, metrics_listen, log_level, log_format,
+      ready_file;
+  bool poll = false;
+  std::vector<std::string> bdevs;
+  auto* o_config = app.add_option("--config", config_file,
+                                  "YAML file with the same keys as the flags (flags win)");
+  auto* o_cores =
+      app.add_option("--cores", cores, "CPUs to run one reactor each on, e.g. 0,1 or 0-3");
+  auto* o_reactors =
+      app.add_option("--reactors", reactors, "number of reactors, on CPUs 0..N-1 (default 1)");
+  auto* o_poll = app.add_flag("--poll", poll, "busy-poll reactors instead of sleeping");
+  auto* o_grpc = app.add_option("--grpc-listen", grpc_listen,
+                                "gRPC API address, HOST:PORT; port 0 picks a free port "
+                                "(default 127.0.0.1:10124)");
+  auto* o_metrics = app.add_option("--metrics-listen", metrics_listen,
+                                   "Prometheus /metrics address, HOST:PORT or none "
+                                   "(default 127.0.0.1:9124)");
+  auto* o_level = app.add_option("--log-level", log_level,
+                                 "trace, debug, info, warn, error, critical or off "
+                                 "(default info)");
+  auto* o_format = app.add_option("--log-format", log_format, "text or json (default text)");
+  auto* o_bdev = app.add_option("--bdev", bdevs, "bdev URI to create at start-up (repeatable)")
+                     ->allow_extra_args(false);
+  auto* o_ready = app.add_option("--ready-file", ready_file,
+                                 "once serving, write {pid, grpc_port, metrics_port} as "
+                                 "JSON to this file");
+
+  // A repeated single-valued flag takes the last value, as in most tools.
+  for (auto* o : {o_config, o_cores, o_reactors, o_grpc, o_metrics, o_level, o_format, o_ready}) {
+    o->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  }
+
+  ParsedArgs out;
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) {
+      out.exit_now = true;
+      out.exit_code = app.exit(e);
+      return out;
+    }
+    return Status(Errc::kInvalidArgument, one_line(e.what()));
+  }
+
+  Layer flags;
+  if (o_cores->count()) flags.cores = cores;
+  if (o_reactors->count()) flags.reactors = reactors;
+  if (o_poll->count()) flags.poll = poll;
+  if (o_grpc->count()) flags.grpc_listen = grpc_listen;
+  if (o_metrics->count()) flags.metrics_listen = metrics_listen;
+  if (o_level->count()) flags.log_level = log_level;
+  if (o_format->count()) flags.log_format = log_format;
+  if (o_bdev->count()) flags.bdevs = bdevs;
+  if (o_ready->count()) flags.ready_file = ready_file;
+
+  Layer file;
+  if (o_config->count()) {
+    auto l = load_yaml(config_file);
+    if (!l) return l.status();
+    file = std::move(*l);
+  }
+  auto cfg = resolve(flags, file);
+  if (!cfg) return cfg.status();
+  out.config = std::move(*cfg);
+  return out;
+}
+
+}  // namespace castor::engine

@@ -1,0 +1,55 @@
+#pragma once
+// castor-engine configuration: command-line flags and an optional YAML file with the
+// same keys. A flag given on the command line overrides the file's key.
+
+#include <spdlog/common.h>
+
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace castor::engine {
+
+enum class LogFormat { kText, kJson };
+
+inline constexpr const char* kDefaultGrpcListen = "127.0.0.1:10124";
+inline constexpr const char* kDefaultMetricsListen = "127.0.0.1:9124";
+
+struct EngineConfig {
+  std::vector<int> cpus{0};  // one reactor per entry, pinned to that CPU
+  bool poll = false;         // reactors busy-poll instead of sleeping when idle
+  std::string grpc_listen = kDefaultGrpcListen;
+  std::string metrics_listen = kDefaultMetricsListen;  // "none": no metrics endpoint
+  spdlog::level::level_enum log_level = spdlog::level::info;
+  LogFormat log_format = LogFormat::kText;
+  std::vector<std::string> bdevs;  // URIs created at start-up, in order
+  std::string ready_file;          // empty: none
+};
+
+// What main() should do after parsing.
+struct ParsedArgs {
+  bool exit_now = false;  // help or version was printed: exit with `exit_code`
+  int exit_code = 0;
+  EngineConfig config;
+};
+
+// Parses `argv` and, when --config names one, the YAML file. Errors: InvalidArgument
+// with a one-line reason (unknown flag or key, bad value, unreadable file, both
+// --cores and --reactors at the same level).
+Result<ParsedArgs> parse_args(int argc, const char* const* argv);
+
+// CPUs for `n` reactors: the CPUs this process may run on, in order, wrapping around
+// when n exceeds them (so reactor i uses CPU i on an unrestricted machine).
+std::vector<int> cpus_for_reactor_count(unsigned n);
+
+// Errors: InvalidArgument unless `s` is one of trace, debug, info, warn, error,
+// critical, off.
+Result<spdlog::level::level_enum> parse_log_level(const std::string& s);
+// Errors: InvalidArgument unless `s` is "text" or "json".
+Result<LogFormat> parse_log_format(const std::string& s);
+// Checks "host:port" (host may be a [v6] literal; port 0..65535). Errors:
+// InvalidArgument naming `what`.
+Status check_listen_address(const std::string& what, const std::string& addr);
+
+}  // namespace castor::engine

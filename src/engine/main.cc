@@ -1,0 +1,179 @@
+// castor-engine: one node's data plane. Start-up order: parse config, block the
+// termination signals (so every thread inherits the mask and only main's sigwait sees
+// them), start reactors, create the bdev registry and start-up bdevs, serve gRPC and
+// metrics, write the ready file, wait for SIGINT/SIGTERM. Shutdown runs the same steps
+// backwards.
+//
+// Exit codes: 0 clean shutdown, 1 start-up failure (bdev, bind, ready file), 2 bad
+// configuration.
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "api/server.h"
+#include "bdev/registry.h"
+#include "common/version.h"
+#include "engine/config.h"
+#include "engine/logging.h"
+#include "reactor/reactor.h"
+
+namespace castor::engine {
+namespace {
+
+constexpr const char* kProg = "castor-engine";
+
+void print_error(const std::string& reason) {
+  std::string line = reason;
+  for (auto& c : line) {
+    if (c == '\n') c = ' ';
+  }
+  fmt::print(stderr, "{}: error: {}\n", kProg, line);
+  std::fflush(stderr);
+}
+
+// Writes `content` to `path` atomically: a temporary file beside it, then rename(), so
+// a reader sees either nothing or the whole file.
+Status write_file_atomic(const std::string& path, const std::string& content) {
+  std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return make_error(Errc::kIoError, "cannot write ready file '{}': {}", path,
+                      std::strerror(errno));
+  }
+  size_t done = 0;
+  while (done < content.size()) {
+    ssize_t n = ::write(fd, content.data() + done, content.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      return make_error(Errc::kIoError, "cannot write ready file '{}': {}", path,
+                        std::strerror(err));
+    }
+    done += static_cast<size_t>(n);
+  }
+  ::fsync(fd);
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    return make_error(Errc::kIoError, "cannot write ready file '{}': {}", path, std::strerror(err));
+  }
+  return Status::ok();
+}
+
+std::string cpu_list_text(const std::vector<int>& cpus) {
+  std::string s;
+  for (int c : cpus) s += (s.empty() ? "" : ",") + std::to_string(c);
+  return s;
+}
+
+// Runs with reactors and the registry up; returns the exit code. Everything it starts
+// is stopped before it returns.
+int serve(const EngineConfig& cfg, bdev::BdevRegistry& registry, reactor::ReactorGroup& reactors,
+          const api::EngineIdentity& identity, const sigset_t& stop_signals) {
+  for (const auto& uri : cfg.bdevs) {
+    auto info = registry.create(uri);
+    if (!info) {
+      print_error(fmt::format("cannot create bdev '{}': {}", uri, info.status().message()));
+      return 1;
+    }
+    spdlog::info("created bdev '{}' ({}, {} x {} bytes) from {}", info->name, info->module,
+                 info->num_blocks, info->block_size, uri);
+  }
+
+  api::ApiServer server(registry, reactors, identity);
+  auto grpc_port = server.start_grpc(cfg.grpc_listen);
+  if (!grpc_port) {
+    print_error(grpc_port.status().message());
+    return 1;
+  }
+  int metrics_port = 0;
+  if (cfg.metrics_listen != "none") {
+    auto p = server.start_metrics(cfg.metrics_listen);
+    if (!p) {
+      print_error(p.status().message());
+      return 1;
+    }
+    metrics_port = *p;
+  }
+
+  if (!cfg.ready_file.empty()) {
+    nlohmann::ordered_json ready = {{"pid", ::getpid()}, {"grpc_port", *grpc_port}};
+    ready["metrics_port"] =
+        metrics_port ? nlohmann::ordered_json(metrics_port) : nlohmann::ordered_json();
+    if (Status s = write_file_atomic(cfg.ready_file, ready.dump() + "\n"); !s) {
+      print_error(s.message());
+      return 1;
+    }
+  }
+  spdlog::info("castor-engine ready (pid {}, gRPC port {}, metrics port {})", ::getpid(),
+               *grpc_port, metrics_port ? std::to_string(metrics_port) : "none");
+
+  int sig = 0;
+  while (sigwait(&stop_signals, &sig) != 0) {
+  }
+  spdlog::info("received {}, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+
+  // Idle client connections also hold a gRPC shutdown until the grace period ends, so
+  // keep it short: a SIGTERM must not take seconds.
+  server.stop(std::chrono::seconds(1));
+  spdlog::info("API stopped");
+  if (!cfg.ready_file.empty()) ::unlink(cfg.ready_file.c_str());
+  return 0;
+}
+
+int run(const EngineConfig& cfg) {
+  // Before any thread exists, so all of them inherit the blocked mask.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  setup_logging(cfg.log_format, cfg.log_level);
+  api::EngineIdentity identity;
+  identity.poll_mode = cfg.poll;
+  spdlog::info("castor-engine {} starting: pid {}, {} reactor(s) on CPUs {}, {} mode", kVersion,
+               ::getpid(), cfg.cpus.size(), cpu_list_text(cfg.cpus),
+               cfg.poll ? "polling" : "adaptive");
+
+  reactor::ReactorGroup reactors(cfg.cpus, reactor::ReactorOptions{.poll = cfg.poll});
+  reactors.start();
+  int rc = 0;
+  {
+    bdev::BdevRegistry registry(reactors);
+    rc = serve(cfg, registry, reactors, identity, stop_signals);
+    registry.destroy_all();
+    spdlog::info("bdevs destroyed");
+  }
+  reactors.stop();
+  spdlog::info("reactors stopped; exiting with status {}", rc);
+  spdlog::shutdown();
+  return rc;
+}
+
+}  // namespace
+}  // namespace castor::engine
+
+int main(int argc, char** argv) {
+  auto parsed = castor::engine::parse_args(argc, argv);
+  if (!parsed) {
+    castor::engine::print_error(parsed.status().message());
+    return 2;
+  }
+  if (parsed->exit_now) return parsed->exit_code;
+  return castor::engine::run(parsed->config);
+}

@@ -1,0 +1,233 @@
+// Unit tests (no processes, no reactors) of the API's name tables and conversions, the
+// error mapping, castor-engine's configuration parsing and castorctl's formatting.
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "api/engine_service.h"
+#include "api/names.h"
+#include "api/status_map.h"
+#include "cli/table.h"
+#include "engine/config.h"
+
+namespace castor {
+namespace {
+
+namespace fs = std::filesystem;
+
+TEST(StatusMapTest, MapsEveryErrc) {
+  using api::to_grpc_code;
+  EXPECT_EQ(to_grpc_code(Errc::kOk), grpc::StatusCode::OK);
+  EXPECT_EQ(to_grpc_code(Errc::kInvalidArgument), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(to_grpc_code(Errc::kNotFound), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(to_grpc_code(Errc::kAlreadyExists), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(to_grpc_code(Errc::kBusy), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(to_grpc_code(Errc::kNoSpace), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(to_grpc_code(Errc::kUnsupported), grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_EQ(to_grpc_code(Errc::kTimedOut), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_EQ(to_grpc_code(Errc::kIoError), grpc::StatusCode::INTERNAL);
+  EXPECT_EQ(to_grpc_code(Errc::kAborted), grpc::StatusCode::INTERNAL);
+  EXPECT_EQ(to_grpc_code(Errc::kInternal), grpc::StatusCode::INTERNAL);
+}
+
+TEST(StatusMapTest, MessageIsOneLine) {
+  auto g = api::to_grpc(Status(Errc::kNotFound, "bdev 'x'\ndoes not exist"));
+  EXPECT_EQ(g.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(g.error_message(), "bdev 'x' does not exist");
+  EXPECT_TRUE(api::to_grpc(Status::ok()).ok());
+}
+
+TEST(NamesTest, OpMaskRoundTrip) {
+  auto m = api::parse_op_mask({"read", "unmap"}, 0);
+  ASSERT_TRUE(m.is_ok());
+  EXPECT_EQ(*m, bdev::io_type_bit(bdev::IoType::kRead) | bdev::io_type_bit(bdev::IoType::kUnmap));
+  EXPECT_EQ(api::op_names(*m), (std::vector<std::string>{"read", "unmap"}));
+  auto all = api::parse_op_mask({"all"}, 0);
+  ASSERT_TRUE(all.is_ok());
+  EXPECT_EQ(*all, api::kAllOpsMask);
+  EXPECT_EQ(api::op_names(*all).size(), 6u);
+  auto def = api::parse_op_mask({}, 3);
+  ASSERT_TRUE(def.is_ok());
+  EXPECT_EQ(*def, 3u);
+  auto bad = api::parse_op_mask({"read", "erase"}, 0);
+  ASSERT_FALSE(bad.is_ok());
+  EXPECT_EQ(bad.status().code(), Errc::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("erase"), std::string::npos);
+}
+
+TEST(NamesTest, ModesAndStatuses) {
+  EXPECT_EQ(*api::parse_fault_mode(""), bdev::FaultMode::kError);
+  EXPECT_EQ(*api::parse_fault_mode("drop"), bdev::FaultMode::kDropWrite);
+  EXPECT_STREQ(api::fault_mode_string(bdev::FaultMode::kHang), "hang");
+  EXPECT_FALSE(api::parse_fault_mode("boom").is_ok());
+  EXPECT_EQ(*api::parse_error_status(""), bdev::IoStatus::kIoError);
+  EXPECT_EQ(*api::parse_error_status("timed_out"), bdev::IoStatus::kTimedOut);
+  EXPECT_FALSE(api::parse_error_status("ok").is_ok());
+  EXPECT_STREQ(api::io_status_string(bdev::IoStatus::kNoSpace), "no_space");
+}
+
+TEST(ConvertTest, FaultRuleDefaultsAndRoundTrip) {
+  v1::FaultRule in;
+  auto spec = api::from_proto(in);
+  ASSERT_TRUE(spec.is_ok());
+  bdev::FaultRuleSpec def;
+  EXPECT_EQ(spec->ops_mask, def.ops_mask);
+  EXPECT_EQ(spec->lba_end, UINT64_MAX);
+  EXPECT_EQ(spec->probability, 1.0);
+  EXPECT_EQ(spec->mode, bdev::FaultMode::kError);
+
+  in.add_ops("write");
+  in.set_mode("delay");
+  in.set_delay_us(250);
+  in.set_lba_start(8);
+  in.set_lba_end(16);
+  in.set_probability(0.5);
+  in.set_skip(2);
+  in.set_count(3);
+  spec = api::from_proto(in);
+  ASSERT_TRUE(spec.is_ok());
+  v1::FaultRule out;
+  api::to_proto(*spec, &out);
+  EXPECT_EQ(out.ops_size(), 1);
+  EXPECT_EQ(out.ops(0), "write");
+  EXPECT_EQ(out.mode(), "delay");
+  EXPECT_EQ(out.delay_us(), 250u);
+  EXPECT_EQ(out.lba_start(), 8u);
+  EXPECT_EQ(out.lba_end(), 16u);
+  EXPECT_EQ(out.probability(), 0.5);
+  EXPECT_EQ(out.skip(), 2u);
+  EXPECT_EQ(out.count(), 3u);
+
+  in.set_probability(1.5);
+  auto bad = api::from_proto(in);
+  ASSERT_FALSE(bad.is_ok());
+  EXPECT_EQ(bad.status().code(), Errc::kInvalidArgument);
+}
+
+Result<engine::ParsedArgs> parse(std::vector<std::string> args) {
+  args.insert(args.begin(), "castor-engine");
+  std::vector<const char*> argv;
+  for (const auto& a : args) argv.push_back(a.c_str());
+  return engine::parse_args(static_cast<int>(argv.size()), argv.data());
+}
+
+TEST(EngineConfigTest, Defaults) {
+  auto p = parse({});
+  ASSERT_TRUE(p.is_ok()) << p.status().message();
+  EXPECT_EQ(p->config.cpus.size(), 1u);
+  EXPECT_FALSE(p->config.poll);
+  EXPECT_EQ(p->config.grpc_listen, "127.0.0.1:10124");
+  EXPECT_EQ(p->config.metrics_listen, "127.0.0.1:9124");
+  EXPECT_EQ(p->config.log_level, spdlog::level::info);
+  EXPECT_EQ(p->config.log_format, engine::LogFormat::kText);
+}
+
+TEST(EngineConfigTest, FlagsParse) {
+  auto p = parse({"--reactors", "3", "--poll", "--grpc-listen", "127.0.0.1:0", "--metrics-listen",
+                  "none", "--log-level", "debug", "--log-format", "json", "--bdev",
+                  "malloc:///a?size_mb=1", "--bdev", "malloc:///b?size_mb=1", "--ready-file",
+                  "/tmp/r.json"});
+  ASSERT_TRUE(p.is_ok()) << p.status().message();
+  EXPECT_EQ(p->config.cpus.size(), 3u);
+  EXPECT_TRUE(p->config.poll);
+  EXPECT_EQ(p->config.grpc_listen, "127.0.0.1:0");
+  EXPECT_EQ(p->config.metrics_listen, "none");
+  EXPECT_EQ(p->config.log_level, spdlog::level::debug);
+  EXPECT_EQ(p->config.log_format, engine::LogFormat::kJson);
+  EXPECT_EQ(p->config.bdevs.size(), 2u);
+  EXPECT_EQ(p->config.ready_file, "/tmp/r.json");
+}
+
+TEST(EngineConfigTest, ReactorCountWrapsOverCpus) {
+  auto cpus = engine::cpus_for_reactor_count(5);
+  ASSERT_EQ(cpus.size(), 5u);
+  auto one = engine::cpus_for_reactor_count(1);
+  EXPECT_EQ(cpus[0], one[0]);
+}
+
+TEST(EngineConfigTest, RejectsBadValues) {
+  for (const auto& args :
+       std::vector<std::vector<std::string>>{{"--reactors", "0"},
+                                             {"--reactors", "x"},
+                                             {"--cores", "0", "--reactors", "1"},
+                                             {"--log-level", "loud"},
+                                             {"--log-format", "xml"},
+                                             {"--grpc-listen", "localhost"},
+                                             {"--metrics-listen", "127.0.0.1:99999"},
+                                             {"--what"},
+                                             {"positional"}}) {
+    auto p = parse(args);
+    EXPECT_FALSE(p.is_ok()) << args[0];
+    if (!p.is_ok()) {
+      EXPECT_EQ(p.status().message().find('\n'), std::string::npos);
+    }
+  }
+}
+
+TEST(EngineConfigTest, YamlWithFlagOverrides) {
+  char tmpl[] = "/tmp/castor-config-test-XXXXXX";
+  fs::path dir = mkdtemp(tmpl);
+  fs::path f = dir / "e.yaml";
+  std::ofstream(f) << "cores: [0]\n"
+                      "poll: true\n"
+                      "grpc-listen: 127.0.0.1:5000\n"
+                      "metrics-listen: none\n"
+                      "log-level: warn\n"
+                      "bdev:\n  - malloc:///a?size_mb=1\n";
+  auto p = parse({"--config", f.string(), "--grpc-listen", "127.0.0.1:6000"});
+  ASSERT_TRUE(p.is_ok()) << p.status().message();
+  EXPECT_EQ(p->config.cpus, std::vector<int>{0});
+  EXPECT_TRUE(p->config.poll);
+  EXPECT_EQ(p->config.grpc_listen, "127.0.0.1:6000");
+  EXPECT_EQ(p->config.metrics_listen, "none");
+  EXPECT_EQ(p->config.log_level, spdlog::level::warn);
+  EXPECT_EQ(p->config.bdevs, std::vector<std::string>{"malloc:///a?size_mb=1"});
+
+  // A flag can also switch a file's boolean off.
+  p = parse({"--config", f.string(), "--poll=false"});
+  ASSERT_TRUE(p.is_ok()) << p.status().message();
+  EXPECT_FALSE(p->config.poll);
+
+  // --reactors on the command line replaces the file's cores.
+  p = parse({"--config", f.string(), "--reactors", "2"});
+  ASSERT_TRUE(p.is_ok()) << p.status().message();
+  EXPECT_EQ(p->config.cpus.size(), 2u);
+
+  std::ofstream(f) << "reactors: 1\ntypo-key: 3\n";
+  p = parse({"--config", f.string()});
+  ASSERT_FALSE(p.is_ok());
+  EXPECT_NE(p.status().message().find("typo-key"), std::string::npos);
+
+  std::ofstream(f) << "reactors: [1, 2\n";
+  p = parse({"--config", f.string()});
+  ASSERT_FALSE(p.is_ok());
+  EXPECT_EQ(p.status().message().find('\n'), std::string::npos);
+
+  p = parse({"--config", (dir / "missing.yaml").string()});
+  ASSERT_FALSE(p.is_ok());
+  fs::remove_all(dir);
+}
+
+TEST(TableTest, HumanBytes) {
+  EXPECT_EQ(cli::human_bytes(0), "0 B");
+  EXPECT_EQ(cli::human_bytes(1023), "1023 B");
+  EXPECT_EQ(cli::human_bytes(1024), "1.0 KiB");
+  EXPECT_EQ(cli::human_bytes(64ull << 20), "64.0 MiB");
+  EXPECT_EQ(cli::human_bytes(3ull << 29), "1.5 GiB");
+}
+
+TEST(TableTest, AlignsColumns) {
+  cli::Table t({"NAME", "SIZE"});
+  t.add_row({"m0", "64.0 MiB"});
+  t.add_row({"longer-name", "1 B"});
+  EXPECT_EQ(t.to_string(),
+            "NAME         SIZE\n"
+            "m0           64.0 MiB\n"
+            "longer-name  1 B\n");
+}
+
+}  // namespace
+}  // namespace castor

@@ -1,0 +1,291 @@
+#include "reactor/tcp.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace castor::reactor {
+namespace {
+
+Result<sockaddr_storage> resolve(const std::string& host, uint16_t port, socklen_t* len) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV | (host.empty() ? AI_PASSIVE : 0);
+  addrinfo* res = nullptr;
+  std::string p = std::to_string(port);
+  int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), p.c_str(), &hints, &res);
+  if (rc != 0 || !res) {
+    return make_error(Errc::kInvalidArgument, "cannot resolve '{}': {}", host, gai_strerror(rc));
+  }
+  sockaddr_storage ss{};
+  std::memcpy(&ss, res->ai_addr, res->ai_addrlen);
+  *len = res->ai_addrlen;
+  freeaddrinfo(res);
+  return ss;
+}
+
+void tune(int fd) {
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+}  // namespace
+
+Result<int> tcp_listen(const std::string& host, uint16_t port, int backlog, uint16_t* bound_port) {
+  socklen_t len = 0;
+  auto addr = resolve(host, port, &len);
+  if (!addr) return addr.status();
+  int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return make_error(Errc::kIoError, "socket: {}", strerror(errno));
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr.value()), len) != 0 || listen(fd, backlog) != 0) {
+    int e = errno;
+    ::close(fd);
+    return make_error(e == EADDRINUSE ? Errc::kAlreadyExists : Errc::kIoError, "cannot listen on {}:{}: {}", host, port,
+                      strerror(e));
+  }
+  if (bound_port) {
+    sockaddr_storage got{};
+    socklen_t gl = sizeof(got);
+    getsockname(fd, reinterpret_cast<sockaddr*>(&got), &gl);
+    *bound_port = ntohs(got.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&got)->sin6_port
+                                                  : reinterpret_cast<sockaddr_in*>(&got)->sin_port);
+  }
+  return fd;
+}
+
+Result<int> tcp_connect(const std::string& host, uint16_t port, int timeout_ms) {
+  socklen_t len = 0;
+  auto addr = resolve(host, port, &len);
+  if (!addr) return addr.status();
+  int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return make_error(Errc::kIoError, "socket: {}", strerror(errno));
+  int rc = connect(fd, reinterpret_cast<sockaddr*>(&addr.value()), len);
+  if (rc != 0 && errno == EINPROGRESS) {
+    pollfd p{fd, POLLOUT, 0};
+    rc = poll(&p, 1, timeout_ms);
+    if (rc == 0) {
+      ::close(fd);
+      return make_error(Errc::kTimedOut, "connect to {}:{} timed out", host, port);
+    }
+    int err = 0;
+    socklen_t el = sizeof(err);
+    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
+    if (err) {
+      ::close(fd);
+      return make_error(Errc::kIoError, "connect to {}:{}: {}", host, port, strerror(err));
+    }
+  } else if (rc != 0) {
+    int e = errno;
+    ::close(fd);
+    return make_error(Errc::kIoError, "connect to {}:{}: {}", host, port, strerror(e));
+  }
+  tune(fd);
+  // Back to blocking: io_uring then waits for readiness itself.
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  return fd;
+}
+
+Listener::Listener(Reactor& r, int fd, std::function<void(int)> on_accept)
+    : r_(r), fd_(fd), on_accept_(std::move(on_accept)) {}
+
+Listener::~Listener() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void Listener::start() { arm(); }
+
+void Listener::arm() {
+  if (stopping_ || armed_) return;
+  auto* sqe = r_.get_sqe(this);
+  // Blocking sockets: io_uring waits for readiness itself (poll-armed), no EAGAIN.
+  io_uring_prep_accept(sqe, fd_, nullptr, nullptr, SOCK_CLOEXEC);
+  armed_ = true;
+}
+
+void Listener::complete(int32_t res, uint32_t) {
+  armed_ = false;
+  if (stopping_) {
+    if (res >= 0) ::close(res);
+    if (on_stopped_) {
+      auto f = std::move(on_stopped_);
+      f();
+    }
+    return;
+  }
+  if (res >= 0) {
+    tune(res);
+    on_accept_(res);
+  }
+  arm();
+}
+
+void Listener::stop(std::function<void()> done) {
+  stopping_ = true;
+  if (!armed_) {
+    done();
+    return;
+  }
+  on_stopped_ = std::move(done);
+  struct Ignore final : UringOp {
+    void complete(int32_t, uint32_t) override { delete this; }
+  };
+  auto* sqe = r_.get_sqe(new Ignore);
+  io_uring_prep_cancel(sqe, this, 0);  // the accept completes with -ECANCELED
+}
+
+Connection::Connection(Reactor& r, int fd, Handler* h, size_t recv_buffer)
+    : r_(r), fd_(fd), h_(h), buf_(recv_buffer) {
+  recv_op_.c = this;
+  send_op_.c = this;
+  cancel_op_.c = this;
+}
+
+Connection::~Connection() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void Connection::start() { arm_recv(); }
+
+void Connection::arm_recv() {
+  if (closing_ || recv_armed_) return;
+  if (have_ == buf_.size()) buf_.resize(buf_.size() * 2);  // a PDU larger than the buffer
+  auto* sqe = r_.get_sqe(&recv_op_);
+  io_uring_prep_recv(sqe, fd_, buf_.data() + have_, buf_.size() - have_, 0);
+  recv_armed_ = true;
+}
+
+void Connection::on_recv(int32_t res) {
+  recv_armed_ = false;
+  if (closing_) {
+    maybe_finish_close();
+    return;
+  }
+  if (res <= 0) {
+    close(res == 0 ? "peer closed the connection" : std::string("receive failed: ") + strerror(-res));
+    return;
+  }
+  rx_bytes_ += static_cast<uint64_t>(res);
+  have_ += static_cast<size_t>(res);
+  size_t used = h_->on_data({buf_.data(), have_});
+  if (closing_) {
+    maybe_finish_close();
+    return;
+  }
+  if (used) {
+    std::memmove(buf_.data(), buf_.data() + used, have_ - used);
+    have_ -= used;
+  }
+  arm_recv();
+}
+
+void Connection::send(std::span<const iovec> iovs, std::function<void()> done) {
+  if (closing_) return;
+  size_t total = 0;
+  for (const auto& v : iovs) total += v.iov_len;
+  sendq_.push_back(Pending{std::vector<iovec>(iovs.begin(), iovs.end()), total, std::move(done)});
+  kick_send();
+}
+
+void Connection::kick_send() {
+  if (send_armed_ || closing_ || sendq_.empty()) return;
+  send_iov_.clear();
+  for (const auto& p : sendq_) {
+    // Skip the part of the head already sent.
+    for (const auto& v : p.iovs) {
+      if (send_iov_.size() >= 512) break;
+      send_iov_.push_back(v);
+    }
+    if (send_iov_.size() >= 512) break;
+  }
+  // Advance past bytes of the head entry already sent (partial sends).
+  size_t skip = 0;
+  {
+    const auto& head = sendq_.front();
+    size_t head_total = 0;
+    for (const auto& v : head.iovs) head_total += v.iov_len;
+    skip = head_total - head.left;
+  }
+  size_t i = 0;
+  while (skip && i < send_iov_.size()) {
+    if (skip >= send_iov_[i].iov_len) {
+      skip -= send_iov_[i].iov_len;
+      send_iov_[i].iov_len = 0;
+      ++i;
+    } else {
+      send_iov_[i].iov_base = static_cast<uint8_t*>(send_iov_[i].iov_base) + skip;
+      send_iov_[i].iov_len -= skip;
+      skip = 0;
+    }
+  }
+  msg_ = {};
+  msg_.msg_iov = send_iov_.data() + i;
+  msg_.msg_iovlen = send_iov_.size() - i;
+  auto* sqe = r_.get_sqe(&send_op_);
+  io_uring_prep_sendmsg(sqe, fd_, &msg_, MSG_NOSIGNAL);
+  send_armed_ = true;
+}
+
+void Connection::on_send(int32_t res) {
+  send_armed_ = false;
+  if (closing_) {
+    maybe_finish_close();
+    return;
+  }
+  if (res < 0) {
+    close(std::string("send failed: ") + strerror(-res));
+    return;
+  }
+  tx_bytes_ += static_cast<uint64_t>(res);
+  size_t n = static_cast<size_t>(res);
+  std::vector<std::function<void()>> dones;
+  while (n && !sendq_.empty()) {
+    auto& head = sendq_.front();
+    size_t take = std::min(n, head.left);
+    head.left -= take;
+    n -= take;
+    if (head.left == 0) {
+      if (head.done) dones.push_back(std::move(head.done));
+      sendq_.pop_front();
+    }
+  }
+  kick_send();
+  for (auto& d : dones) d();
+}
+
+void Connection::close(const std::string& reason) {
+  if (closing_) return;
+  closing_ = true;
+  reason_ = reason;
+  ::shutdown(fd_, SHUT_RDWR);  // completes pending recv/send with errors
+  maybe_finish_close();
+}
+
+void Connection::on_cancel_done() {}
+
+void Connection::maybe_finish_close() {
+  if (closed_ || recv_armed_ || send_armed_) return;
+  closed_ = true;
+  sendq_.clear();
+  // Deferred: the caller may be inside on_data() and touch the connection afterwards,
+  // while the handler may destroy it from on_closed().
+  Handler* h = h_;
+  std::string reason = reason_;
+  r_.hold();
+  r_.defer([h, reason, this] {
+    r_.release();
+    h->on_closed(reason);
+  });
+}
+
+}  // namespace castor::reactor

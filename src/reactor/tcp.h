@@ -1,0 +1,119 @@
+#pragma once
+// TCP on the reactor: a listener that accepts through io_uring and a connection that
+// receives into a buffer and sends queued iovecs, all owned by one reactor. The
+// front-end targets (NVMe-oF, NBD, iSCSI) and the NVMe-oF host build on these.
+//
+// Contract: every method of Listener and Connection runs on the owning reactor's
+// thread, and so do all callbacks. Objects are destroyed only after on_closed().
+
+#include <sys/uio.h>
+
+#include <deque>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "reactor/reactor.h"
+
+namespace castor::reactor {
+
+// Creates a listening socket on host:port (port 0 picks a free port). Control path.
+Result<int> tcp_listen(const std::string& host, uint16_t port, int backlog, uint16_t* bound_port);
+// Blocking connect with a timeout (control path, or a host's (re)connect thread).
+Result<int> tcp_connect(const std::string& host, uint16_t port, int timeout_ms);
+
+class Listener final : public UringOp {
+ public:
+  // `on_accept` receives each new connection's fd (non-blocking, TCP_NODELAY set).
+  Listener(Reactor& r, int fd, std::function<void(int)> on_accept);
+  ~Listener();
+  void start();
+  // Stops accepting and closes the socket; `done` runs when the accept is cancelled.
+  void stop(std::function<void()> done);
+  void complete(int32_t res, uint32_t flags) override;
+
+ private:
+  void arm();
+  Reactor& r_;
+  int fd_;
+  std::function<void(int)> on_accept_;
+  bool armed_ = false;
+  bool stopping_ = false;
+  std::function<void()> on_stopped_;
+};
+
+class Connection {
+ public:
+  struct Handler {
+    virtual ~Handler() = default;
+    // New bytes arrived: `buf` is everything received and not yet consumed. Return how
+    // many bytes were consumed (the rest is kept and offered again with more data).
+    virtual size_t on_data(std::span<const uint8_t> buf) = 0;
+    // The connection is closed (peer closed, error, or close()) and has no I/O in
+    // flight; the owner may destroy it now.
+    virtual void on_closed(const std::string& reason) = 0;
+  };
+
+  Connection(Reactor& r, int fd, Handler* h, size_t recv_buffer = 256 * 1024);
+  ~Connection();
+  void start();
+  // Queues `iovs` (copied; the bytes they point to must stay valid until `done`).
+  // Queued sends go out in order, several per sendmsg.
+  void send(std::span<const iovec> iovs, std::function<void()> done = nullptr);
+  // Closes: in-flight operations are cancelled, then on_closed(reason) runs once.
+  void close(const std::string& reason);
+  bool closing() const { return closing_; }
+  int fd() const { return fd_; }
+  uint64_t bytes_received() const { return rx_bytes_; }
+  uint64_t bytes_sent() const { return tx_bytes_; }
+
+ private:
+  struct RecvOp final : UringOp {
+    Connection* c;
+    void complete(int32_t res, uint32_t flags) override { c->on_recv(res); }
+  };
+  struct SendOp final : UringOp {
+    Connection* c;
+    void complete(int32_t res, uint32_t flags) override { c->on_send(res); }
+  };
+  struct CancelOp final : UringOp {
+    Connection* c;
+    void complete(int32_t, uint32_t) override { c->on_cancel_done(); }
+  };
+  struct Pending {
+    std::vector<iovec> iovs;
+    size_t left;
+    std::function<void()> done;
+  };
+
+  void arm_recv();
+  void on_recv(int32_t res);
+  void kick_send();
+  void on_send(int32_t res);
+  void on_cancel_done();
+  void maybe_finish_close();
+
+  Reactor& r_;
+  int fd_;
+  Handler* h_;
+  std::vector<uint8_t> buf_;
+  size_t have_ = 0;
+  RecvOp recv_op_;
+  SendOp send_op_;
+  CancelOp cancel_op_;
+  bool recv_armed_ = false;
+  bool send_armed_ = false;
+  int cancels_ = 0;
+  bool closing_ = false;
+  bool closed_ = false;
+  std::string reason_;
+  std::deque<Pending> sendq_;
+  std::vector<iovec> send_iov_;
+  msghdr msg_{};
+  uint64_t rx_bytes_ = 0, tx_bytes_ = 0;
+};
+
+}  // namespace castor::reactor

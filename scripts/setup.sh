@@ -14,6 +14,7 @@ PACKAGES=(
   libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev libyaml-cpp-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev libisal-dev
   fio procps jq bsdextrautils bc
+  libnbd-bin nbdkit fuse3 e2fsprogs util-linux
 )
 
 missing=()

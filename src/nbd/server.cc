@@ -1,0 +1,667 @@
+#include "nbd/server.h"
+
+#include <algorithm>
+#include <cstring>
+#include <future>
+
+#include <spdlog/spdlog.h>
+
+#include "nbd/protocol.h"
+#include "reactor/tcp.h"
+
+namespace castor::nbd {
+
+using bdev::IoRequest;
+using bdev::IoStatus;
+using bdev::IoType;
+
+// One client connection, owned by one reactor.
+class NbdConnection final : public reactor::Connection::Handler {
+ public:
+  NbdConnection(NbdServer& srv, reactor::Reactor& r, int fd)
+      : srv_(srv), r_(r), conn_(std::make_unique<reactor::Connection>(r, fd, this, 64 * 1024)) {}
+
+  void start() {
+    srv_.live_[r_.id()].push_back(this);
+    uint8_t* h = stash(18);
+    put64(h, kNbdMagic);
+    put64(h + 8, kIHaveOpt);
+    put16(h + 16, kFlagFixedNewstyle | kFlagNoZeroes);
+    send_stash(h, 18);
+    conn_->start();
+  }
+  void shutdown() { conn_->close("server stopping"); }
+
+  size_t on_data(std::span<const uint8_t> buf) override {
+    size_t used = 0;
+    while (!conn_->closing()) {
+      size_t n = step(buf.subspan(used));
+      if (n == 0) break;
+      used += n;
+    }
+    return used;
+  }
+
+  void on_closed(const std::string& reason) override {
+    closed_ = true;
+    if (!export_.name.empty() || in_transmission_) srv_.connection_opened(export_.name, -1);
+    auto& v = srv_.live_[r_.id()];
+    std::erase(v, this);
+    spdlog::debug("nbd connection closed: {}", reason);
+    maybe_destroy();
+  }
+
+ private:
+  enum class State { kClientFlags, kOptions, kTransmission, kDrain };
+
+  struct Request {
+    IoRequest io;
+    iovec iov{};
+    bdev::DmaBuffer buf;
+    NbdConnection* c = nullptr;
+    uint64_t cookie = 0;
+    uint16_t type = 0;
+    uint16_t flags = 0;
+    uint64_t offset = 0;
+    uint32_t length = 0;
+    uint8_t hdr[32];
+    Request* next_free = nullptr;
+  };
+
+  // ---- negotiation ----
+  size_t step(std::span<const uint8_t> b) {
+    switch (state_) {
+      case State::kClientFlags: {
+        if (b.size() < 4) return 0;
+        uint32_t f = be32(b.data());
+        if (f & ~uint32_t{kFlagFixedNewstyle | kFlagNoZeroes}) return fail("client sent unknown flags");
+        no_zeroes_ = f & kFlagNoZeroes;
+        state_ = State::kOptions;
+        return 4;
+      }
+      case State::kOptions: return option(b);
+      case State::kTransmission: return request(b);
+      case State::kDrain: {
+        size_t n = std::min<size_t>(b.size(), drain_);
+        drain_ -= n;
+        if (drain_ == 0) {
+          state_ = State::kTransmission;
+          reply_simple_or_error(pending_error_cookie_, pending_error_type_, pending_error_);
+        }
+        return n;
+      }
+    }
+    return 0;
+  }
+
+  size_t fail(const std::string& why) {
+    spdlog::warn("nbd protocol error, closing connection: {}", why);
+    srv_.count_protocol_error();
+    conn_->close(why);
+    return 0;
+  }
+
+  void opt_reply(uint32_t option, uint32_t type, const uint8_t* data = nullptr, uint32_t len = 0) {
+    uint8_t* h = stash(20 + len);
+    put64(h, kOptReplyMagic);
+    put32(h + 8, option);
+    put32(h + 12, type);
+    put32(h + 16, len);
+    if (len) std::memcpy(h + 20, data, len);
+    send_stash(h, 20 + len);
+  }
+  void opt_error(uint32_t option, uint32_t type, const std::string& msg) {
+    opt_reply(option, type, reinterpret_cast<const uint8_t*>(msg.data()), static_cast<uint32_t>(msg.size()));
+  }
+
+  uint16_t tflags() const {
+    uint16_t f = tflag::kHasFlags | tflag::kSendFlush | tflag::kSendFua | tflag::kCanMultiConn;
+    if (export_.read_only) f |= tflag::kReadOnly;
+    if (bdev_->supports(IoType::kUnmap)) f |= tflag::kSendTrim;
+    if (bdev_->supports(IoType::kWriteZeroes)) f |= tflag::kSendWriteZeroes;
+    return f;
+  }
+
+  // Opens the export's bdev for this connection. False if unknown or gone.
+  bool open_export(const std::string& name) {
+    ExportInfo e;
+    if (!srv_.find_export(name, &e)) return false;
+    auto d = srv_.registry().open(e.bdev);
+    if (!d) return false;
+    desc_ = std::move(d.value());
+    bdev_ = desc_.bdev();
+    export_ = e;
+    return true;
+  }
+
+  void enter_transmission() {
+    state_ = State::kTransmission;
+    in_transmission_ = true;
+    ch_ = &bdev_->channel(r_);
+    srv_.connection_opened(export_.name, +1);
+  }
+
+  size_t option(std::span<const uint8_t> b) {
+    if (b.size() < kOptionHeaderSize) return 0;
+    if (be64(b.data()) != kIHaveOpt) return fail("bad option magic");
+    const uint32_t option = be32(b.data() + 8);
+    const uint32_t len = be32(b.data() + 12);
+    if (len > kMaxOptionLength) return fail("option data too long");
+    if (++options_ > kMaxOptionsPerConnection) return fail("too many options");
+    if (b.size() < kOptionHeaderSize + len) return 0;
+    const uint8_t* d = b.data() + kOptionHeaderSize;
+    const size_t used = kOptionHeaderSize + len;
+    switch (option) {
+      case opt::kExportName: {
+        std::string name(reinterpret_cast<const char*>(d), len);
+        if (!open_export(name)) {
+          // EXPORT_NAME cannot report an error: the protocol says close.
+          conn_->close("unknown export '" + name + "'");
+          return 0;
+        }
+        uint8_t* h = stash(10 + 124);
+        put64(h, bdev_->size_bytes());
+        put16(h + 8, tflags());
+        uint32_t n = 10;
+        if (!no_zeroes_) {
+          std::memset(h + 10, 0, 124);
+          n += 124;
+        }
+        send_stash(h, n);
+        enter_transmission();
+        return used;
+      }
+      case opt::kAbort:
+        opt_reply(option, rep::kAck);
+        conn_->close("client aborted negotiation");
+        return 0;
+      case opt::kList: {
+        if (len) {
+          opt_error(option, rep::kErrInvalid, "LIST takes no data");
+          return used;
+        }
+        for (const auto& e : srv_.list_exports()) {
+          std::vector<uint8_t> p(4 + e.name.size());
+          put32(p.data(), static_cast<uint32_t>(e.name.size()));
+          std::memcpy(p.data() + 4, e.name.data(), e.name.size());
+          opt_reply(option, rep::kServer, p.data(), static_cast<uint32_t>(p.size()));
+        }
+        opt_reply(option, rep::kAck);
+        return used;
+      }
+      case opt::kStructuredReply:
+        if (len) {
+          opt_error(option, rep::kErrInvalid, "STRUCTURED_REPLY takes no data");
+        } else {
+          structured_ = true;
+          opt_reply(option, rep::kAck);
+        }
+        return used;
+      case opt::kInfo:
+      case opt::kGo: return info_or_go(option, d, len) ? used : 0;
+      default:
+        // STARTTLS, meta contexts, extended headers and anything unknown.
+        opt_error(option, rep::kErrUnsup, "option not supported");
+        return used;
+    }
+  }
+
+  // Returns false when the connection moved to transmission or closed mid-buffer...
+  // (GO keeps the rest of the buffer for transmission: handled by returning true.)
+  bool info_or_go(uint32_t option, const uint8_t* d, uint32_t len) {
+    if (len < 6) {
+      opt_error(option, rep::kErrInvalid, "INFO/GO data too short");
+      return true;
+    }
+    uint32_t namelen = be32(d);
+    if (namelen > len - 6) {
+      opt_error(option, rep::kErrInvalid, "export name length exceeds the option");
+      return true;
+    }
+    std::string name(reinterpret_cast<const char*>(d + 4), namelen);
+    uint16_t nreq = be16(d + 4 + namelen);
+    if (len != 4 + namelen + 2 + 2u * nreq) {
+      opt_error(option, rep::kErrInvalid, "INFO/GO length does not match its requests");
+      return true;
+    }
+    std::vector<uint16_t> reqs;
+    for (uint16_t i = 0; i < nreq; ++i) reqs.push_back(be16(d + 4 + namelen + 2 + 2 * i));
+    if (!open_export(name)) {
+      opt_error(option, rep::kErrUnknown, "unknown export '" + name + "'");
+      return true;
+    }
+    uint8_t ex[12];
+    put16(ex, info::kExport);
+    put64(ex + 2, bdev_->size_bytes());
+    put16(ex + 10, tflags());
+    opt_reply(option, rep::kInfo, ex, 12);
+    uint8_t bs[14];
+    put16(bs, info::kBlockSize);
+    put32(bs + 2, bdev_->block_size());
+    put32(bs + 6, std::max<uint32_t>(4096, bdev_->block_size()));
+    put32(bs + 10, kMaxPayload);
+    opt_reply(option, rep::kInfo, bs, 14);
+    for (uint16_t r : reqs) {
+      if (r == info::kName) {
+        std::vector<uint8_t> p(2 + name.size());
+        put16(p.data(), info::kName);
+        std::memcpy(p.data() + 2, name.data(), name.size());
+        opt_reply(option, rep::kInfo, p.data(), static_cast<uint32_t>(p.size()));
+      } else if (r == info::kDescription && !export_.description.empty()) {
+        std::vector<uint8_t> p(2 + export_.description.size());
+        put16(p.data(), info::kDescription);
+        std::memcpy(p.data() + 2, export_.description.data(), export_.description.size());
+        opt_reply(option, rep::kInfo, p.data(), static_cast<uint32_t>(p.size()));
+      }
+    }
+    opt_reply(option, rep::kAck);
+    if (option == opt::kGo) {
+      enter_transmission();
+    } else {
+      desc_.close();
+      bdev_ = nullptr;
+    }
+    return true;
+  }
+
+  // ---- transmission ----
+  size_t request(std::span<const uint8_t> b) {
+    if (b.size() < kRequestSize) return 0;
+    const uint8_t* p = b.data();
+    if (be32(p) != kRequestMagic) return fail("bad request magic");
+    const uint16_t flags = be16(p + 4);
+    const uint16_t type = be16(p + 6);
+    const uint64_t cookie = be64(p + 8);
+    const uint64_t offset = be64(p + 16);
+    const uint32_t length = be32(p + 24);
+    const uint64_t size = bdev_->size_bytes();
+    const uint32_t bs = bdev_->block_size();
+
+    if (type == cmd::kWrite) {
+      // The payload follows; an invalid write must still consume it.
+      uint32_t e = 0;
+      if (export_.read_only) e = err::kPerm;
+      else if (length > kMaxPayload) e = err::kInval;
+      else if (offset > size || length > size - offset) e = err::kNoSpc;
+      else if ((offset | length) % bs || length == 0) e = err::kInval;
+      else if (flags & ~cflag::kFua) e = err::kInval;
+      if (e) {
+        pending_error_ = e;
+        pending_error_cookie_ = cookie;
+        pending_error_type_ = type;
+        drain_ = length;
+        state_ = State::kDrain;
+        if (drain_ == 0) {
+          state_ = State::kTransmission;
+          reply_simple_or_error(cookie, type, e);
+        }
+        return kRequestSize;
+      }
+      if (b.size() < kRequestSize + length) return 0;  // wait for the whole payload
+      Request* rq = get(length);
+      fill(rq, cookie, type, flags, offset, length);
+      std::memcpy(rq->buf.data(), p + kRequestSize, length);
+      submit(rq, IoType::kWrite);
+      return kRequestSize + length;
+    }
+    switch (type) {
+      case cmd::kDisc:
+        disconnecting_ = true;
+        if (outstanding_ == 0) conn_->close("client disconnected");
+        return kRequestSize;
+      case cmd::kRead:
+      case cmd::kCache: {
+        uint32_t e = 0;
+        if (length > kMaxPayload) e = err::kInval;
+        else if (offset > size || length > size - offset) e = err::kInval;
+        else if ((offset | length) % bs) e = err::kInval;
+        else if (flags & ~(cflag::kFua | cflag::kDf)) e = err::kInval;
+        if (e || length == 0 || type == cmd::kCache) {
+          if (type == cmd::kRead && !e) {
+            read_reply_empty(cookie);
+          } else {
+            reply_simple_or_error(cookie, type, e);
+          }
+          return kRequestSize;
+        }
+        Request* rq = get(length);
+        fill(rq, cookie, type, flags, offset, length);
+        submit(rq, IoType::kRead);
+        return kRequestSize;
+      }
+      case cmd::kFlush: {
+        if (offset || length) {
+          reply_simple_or_error(cookie, type, err::kInval);
+          return kRequestSize;
+        }
+        Request* rq = get(0);
+        fill(rq, cookie, type, flags, 0, 0);
+        submit(rq, IoType::kFlush);
+        return kRequestSize;
+      }
+      case cmd::kTrim:
+      case cmd::kWriteZeroes: {
+        uint32_t e = 0;
+        const bool wz = type == cmd::kWriteZeroes;
+        if (export_.read_only) e = err::kPerm;
+        else if (offset > size || length > size - offset) e = wz ? err::kNoSpc : err::kInval;
+        else if ((offset | length) % bs) e = err::kInval;
+        else if (flags & ~(cflag::kFua | cflag::kNoHole | cflag::kFastZero)) e = err::kInval;
+        else if (!wz && (flags & (cflag::kNoHole | cflag::kFastZero))) e = err::kInval;
+        else if (wz && (flags & cflag::kFastZero) && !bdev_->supports(IoType::kWriteZeroes)) e = err::kNotSup;
+        if (e || length == 0) {
+          reply_simple_or_error(cookie, type, e);
+          return kRequestSize;
+        }
+        Request* rq = get(0);
+        fill(rq, cookie, type, flags, offset, length);
+        // Trim is advisory: without unmap support it succeeds without doing anything.
+        if (!wz && !bdev_->supports(IoType::kUnmap)) {
+          finish(rq, IoStatus::kSuccess);
+          return kRequestSize;
+        }
+        submit(rq, wz ? IoType::kWriteZeroes : IoType::kUnmap);
+        return kRequestSize;
+      }
+      default:
+        reply_simple_or_error(cookie, type, err::kInval);
+        return kRequestSize;
+    }
+  }
+
+  Request* get(uint32_t len) {
+    Request* rq = free_;
+    if (rq) {
+      free_ = rq->next_free;
+    } else {
+      rq = new Request;
+      rq->c = this;
+    }
+    if (rq->buf.size() < len) rq->buf = bdev::DmaBuffer(len, std::max<size_t>(4096, bdev_->buf_align()));
+    ++outstanding_;
+    return rq;
+  }
+  void put(Request* rq) {
+    rq->next_free = free_;
+    free_ = rq;
+    --outstanding_;
+    if (disconnecting_ && outstanding_ == 0) conn_->close("client disconnected");
+    maybe_destroy();
+  }
+  static void fill(Request* rq, uint64_t cookie, uint16_t type, uint16_t flags, uint64_t off, uint32_t len) {
+    rq->cookie = cookie;
+    rq->type = type;
+    rq->flags = flags;
+    rq->offset = off;
+    rq->length = len;
+  }
+
+  void submit(Request* rq, IoType t) {
+    const uint32_t bs = bdev_->block_size();
+    IoRequest& io = rq->io;
+    io.type = t;
+    io.offset_blocks = rq->offset / bs;
+    io.num_blocks = rq->length / bs;
+    if (t == IoType::kRead || t == IoType::kWrite) {
+      rq->iov = {rq->buf.data(), rq->length};
+      io.iovs = &rq->iov;
+      io.iovcnt = 1;
+    } else {
+      io.iovs = nullptr;
+      io.iovcnt = 0;
+    }
+    io.cb = &NbdConnection::io_done;
+    io.cb_arg = rq;
+    ch_->submit(io);
+  }
+
+  static void io_done(IoRequest& io, void* arg) {
+    auto* rq = static_cast<Request*>(arg);
+    NbdConnection* c = rq->c;
+    // FUA: make the data durable before replying.
+    if (io.status == IoStatus::kSuccess && (rq->flags & cflag::kFua) && io.type != IoType::kFlush &&
+        rq->type != cmd::kRead) {
+      rq->flags &= static_cast<uint16_t>(~cflag::kFua);
+      io.type = IoType::kFlush;
+      io.offset_blocks = 0;
+      io.num_blocks = 0;
+      io.iovs = nullptr;
+      io.iovcnt = 0;
+      c->ch_->submit(io);
+      return;
+    }
+    c->finish(rq, io.status);
+  }
+
+  static uint32_t errno_of(IoStatus s) {
+    switch (s) {
+      case IoStatus::kSuccess: return 0;
+      case IoStatus::kNoSpace: return err::kNoSpc;
+      case IoStatus::kInvalid: return err::kInval;
+      default: return err::kIo;
+    }
+  }
+
+  void finish(Request* rq, IoStatus st) {
+    if (closed_ || conn_->closing()) {
+      put(rq);
+      return;
+    }
+    const uint32_t e = errno_of(st);
+    if (rq->type == cmd::kRead && e == 0) {
+      // Header and data go out in one send so replies never interleave.
+      uint32_t n;
+      if (structured_) {
+        put32(rq->hdr, kStructuredReplyMagic);
+        put16(rq->hdr + 4, chunk::kDone);
+        put16(rq->hdr + 6, chunk::kOffsetData);
+        put64(rq->hdr + 8, rq->cookie);
+        put32(rq->hdr + 16, rq->length + 8);
+        put64(rq->hdr + 20, rq->offset);
+        n = 28;
+      } else {
+        put32(rq->hdr, kSimpleReplyMagic);
+        put32(rq->hdr + 4, 0);
+        put64(rq->hdr + 8, rq->cookie);
+        n = 16;
+      }
+      iovec v[2] = {{rq->hdr, n}, {rq->buf.data(), rq->length}};
+      conn_->send({v, 2}, [this, rq] { put(rq); });
+      return;
+    }
+    uint64_t cookie = rq->cookie;
+    uint16_t type = rq->type;
+    put(rq);
+    reply_simple_or_error(cookie, type, e);
+  }
+
+  void read_reply_empty(uint64_t cookie) {
+    if (structured_) {
+      uint8_t* h = stash(20);
+      put32(h, kStructuredReplyMagic);
+      put16(h + 4, chunk::kDone);
+      put16(h + 6, chunk::kNone);
+      put64(h + 8, cookie);
+      put32(h + 16, 0);
+      send_stash(h, 20);
+    } else {
+      reply_simple_or_error(cookie, cmd::kFlush, 0);
+    }
+  }
+
+  // A simple reply, or an ERROR chunk for a failed READ when structured replies are on
+  // (a READ must never get a simple reply then).
+  void reply_simple_or_error(uint64_t cookie, uint16_t type, uint32_t e) {
+    if (structured_ && type == cmd::kRead) {
+      uint8_t* h = stash(26);
+      put32(h, kStructuredReplyMagic);
+      put16(h + 4, chunk::kDone);
+      put16(h + 6, e ? chunk::kError : chunk::kNone);
+      put64(h + 8, cookie);
+      put32(h + 16, e ? 6 : 0);
+      put32(h + 20, e);
+      put16(h + 24, 0);
+      send_stash(h, e ? 26 : 20);
+      return;
+    }
+    uint8_t* h = stash(16);
+    put32(h, kSimpleReplyMagic);
+    put32(h + 4, e);
+    put64(h + 8, cookie);
+    send_stash(h, 16);
+  }
+
+  // Small control messages: heap copies released when sent.
+  uint8_t* stash(size_t n) { return new uint8_t[n]; }
+  void send_stash(uint8_t* p, size_t n) {
+    iovec v{p, n};
+    ++stashed_;
+    conn_->send({&v, 1}, [this, p] {
+      delete[] p;
+      --stashed_;
+      maybe_destroy();
+    });
+  }
+
+  void maybe_destroy() {
+    if (!closed_ || outstanding_ || dying_) return;
+    dying_ = true;
+    // Unsent stashes are dropped with the connection's queue; free the requests.
+    while (free_) {
+      Request* n = free_->next_free;
+      delete free_;
+      free_ = n;
+    }
+    r_.defer([this] { delete this; });
+  }
+
+  NbdServer& srv_;
+  reactor::Reactor& r_;
+  std::unique_ptr<reactor::Connection> conn_;
+  State state_ = State::kClientFlags;
+  bool no_zeroes_ = false;
+  bool structured_ = false;
+  bool in_transmission_ = false;
+  bool disconnecting_ = false;
+  bool closed_ = false;
+  bool dying_ = false;
+  uint32_t options_ = 0;
+  ExportInfo export_;
+  bdev::BdevDesc desc_;
+  bdev::Bdev* bdev_ = nullptr;
+  bdev::BdevChannel* ch_ = nullptr;
+  uint64_t drain_ = 0;
+  uint32_t pending_error_ = 0;
+  uint64_t pending_error_cookie_ = 0;
+  uint16_t pending_error_type_ = 0;
+  uint32_t outstanding_ = 0;
+  int stashed_ = 0;
+  Request* free_ = nullptr;
+};
+
+NbdServer::NbdServer(reactor::ReactorGroup& reactors, bdev::BdevRegistry& registry)
+    : reactors_(reactors), registry_(registry), live_(reactors.size()) {}
+
+NbdServer::~NbdServer() { stop(); }
+
+Status NbdServer::listen(const std::string& host, uint16_t port, uint16_t* bound) {
+  uint16_t got = 0;
+  auto fd = reactor::tcp_listen(host, port, 128, &got);
+  if (!fd) return fd.status();
+  if (bound) *bound = got;
+  std::lock_guard lk(mu_);
+  reactor::Reactor& home = reactors_.at(0);
+  auto l = std::make_unique<reactor::Listener>(home, *fd, [this](int cfd) {
+    size_t k;
+    {
+      std::lock_guard g(mu_);
+      k = next_reactor_++ % reactors_.size();
+      stats_.connections_accepted++;
+    }
+    reactor::Reactor& r = reactors_.at(k);
+    r.send([this, &r, cfd] { (new NbdConnection(*this, r, cfd))->start(); });
+  });
+  reactor::Listener* lp = l.get();
+  listeners_.push_back(std::move(l));
+  reactors_.run_on(0, [lp](reactor::Reactor&) { lp->start(); });
+  spdlog::info("nbd listening on {}:{}", host, got);
+  return Status::ok();
+}
+
+Status NbdServer::add_export(const ExportInfo& e) {
+  if (e.name.size() > 4096) return make_error(Errc::kInvalidArgument, "export name too long");
+  if (!registry_.find(e.bdev)) return make_error(Errc::kNotFound, "bdev '{}' does not exist", e.bdev);
+  std::lock_guard lk(mu_);
+  if (exports_.count(e.name)) return make_error(Errc::kAlreadyExists, "NBD export '{}' already exists", e.name);
+  exports_[e.name] = e;
+  exports_[e.name].connections = 0;
+  spdlog::info("nbd export added name='{}' bdev={} read_only={}", e.name, e.bdev, e.read_only);
+  return Status::ok();
+}
+
+Status NbdServer::remove_export(const std::string& name) {
+  std::lock_guard lk(mu_);
+  if (!exports_.erase(name)) return make_error(Errc::kNotFound, "NBD export '{}' does not exist", name);
+  return Status::ok();
+}
+
+std::vector<ExportInfo> NbdServer::list_exports() const {
+  std::lock_guard lk(mu_);
+  std::vector<ExportInfo> out;
+  for (const auto& [n, e] : exports_) out.push_back(e);
+  return out;
+}
+
+bool NbdServer::find_export(const std::string& name, ExportInfo* out) const {
+  std::lock_guard lk(mu_);
+  auto it = exports_.find(name);
+  if (it == exports_.end()) return false;
+  *out = it->second;
+  return true;
+}
+
+NbdStats NbdServer::stats() const {
+  std::lock_guard lk(mu_);
+  return stats_;
+}
+
+void NbdServer::count_protocol_error() {
+  std::lock_guard lk(mu_);
+  stats_.protocol_errors++;
+}
+
+void NbdServer::connection_opened(const std::string& name, int delta) {
+  std::lock_guard lk(mu_);
+  auto it = exports_.find(name);
+  if (it != exports_.end()) it->second.connections += static_cast<uint32_t>(delta);
+}
+
+void NbdServer::stop() {
+  {
+    std::lock_guard lk(mu_);
+    if (stopped_) return;
+    stopped_ = true;
+  }
+  for (auto& l : listeners_) {
+    std::promise<void> p;
+    reactor::Listener* lp = l.get();
+    reactors_.run_on(0, [lp, &p](reactor::Reactor&) { lp->stop([&p] { p.set_value(); }); });
+    p.get_future().wait();
+  }
+  reactors_.run_on(0, [this](reactor::Reactor&) { listeners_.clear(); });
+  // Close every connection and wait until each reactor has none left.
+  for (size_t i = 0; i < reactors_.size(); ++i) {
+    reactors_.run_on(i, [this, i](reactor::Reactor&) {
+      auto v = live_[i];
+      for (auto* c : v) c->shutdown();
+    });
+    for (int tries = 0; tries < 500; ++tries) {
+      bool empty = false;
+      reactors_.run_on(i, [this, i, &empty](reactor::Reactor&) { empty = live_[i].empty(); });
+      if (empty) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+}
+
+}  // namespace castor::nbd

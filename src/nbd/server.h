@@ -1,0 +1,72 @@
+#pragma once
+// Layer 5: the NBD target. Exports any bdev over the NBD protocol (fixed newstyle) to
+// clients such as libnbd's tools, nbdfuse, fio's nbd engine, QEMU and the Linux
+// nbd-client. Connections are spread over the reactors; each connection's state and
+// I/O stay on its reactor.
+//
+// NbdServer's methods are thread-safe control-path calls (not from a reactor thread).
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "bdev/registry.h"
+#include "reactor/tcp.h"
+
+namespace castor::nbd {
+
+struct ExportInfo {
+  std::string name;  // the NBD export name ("" is the default export)
+  std::string bdev;
+  bool read_only = false;
+  std::string description;
+  uint32_t connections = 0;
+};
+
+struct NbdStats {
+  uint64_t connections_accepted = 0;
+  uint64_t protocol_errors = 0;  // connections closed for a protocol violation
+};
+
+class NbdConnection;
+
+class NbdServer {
+ public:
+  NbdServer(reactor::ReactorGroup& reactors, bdev::BdevRegistry& registry);
+  // Stops listening and closes every connection.
+  ~NbdServer();
+
+  // Listens on host:port (port 0 picks one; *bound gets it). Errors: AlreadyExists (in
+  // use), IoError.
+  Status listen(const std::string& host, uint16_t port, uint16_t* bound);
+  // Errors: NotFound (bdev), AlreadyExists (export name), InvalidArgument.
+  Status add_export(const ExportInfo& e);
+  // Existing connections keep working until they close. Errors: NotFound.
+  Status remove_export(const std::string& name);
+  std::vector<ExportInfo> list_exports() const;
+  NbdStats stats() const;
+  void stop();
+
+  // Used by connections (any reactor): a snapshot of an export.
+  bool find_export(const std::string& name, ExportInfo* out) const;
+  bdev::BdevRegistry& registry() { return registry_; }
+  void count_protocol_error();
+  void connection_opened(const std::string& export_name, int delta);
+
+ private:
+  reactor::ReactorGroup& reactors_;
+  bdev::BdevRegistry& registry_;
+  mutable std::mutex mu_;
+  std::map<std::string, ExportInfo> exports_;
+  std::vector<std::unique_ptr<reactor::Listener>> listeners_;
+  NbdStats stats_;
+  size_t next_reactor_ = 0;
+  bool stopped_ = false;
+  // Live connections per reactor, touched only on that reactor.
+  std::vector<std::vector<NbdConnection*>> live_;
+  friend class NbdConnection;
+};
+
+}  // namespace castor::nbd

@@ -1,0 +1,969 @@
+#include "nvmf/target/target.h"
+
+#include <algorithm>
+#include <cstring>
+#include <future>
+
+#include <spdlog/spdlog.h>
+
+#include "common/clock.h"
+#include "nvmf/codec/pdu.h"
+#include "nvmf/target/identify.h"
+#include "nvmf/target/registers.h"
+
+namespace castor::nvmf {
+
+using bdev::IoRequest;
+using bdev::IoStatus;
+using bdev::IoType;
+
+namespace {
+constexpr uint32_t kAdminInCapsule = 8192;
+constexpr uint16_t kSuccess = 0;
+
+uint16_t generic(uint8_t code, bool dnr = true) { return make_status(Sct::kGeneric, code, dnr); }
+uint16_t specific(uint8_t code, bool dnr = true) { return make_status(Sct::kCommandSpecific, code, dnr); }
+
+std::string nqn_field(const char* p, size_t n) {
+  size_t len = strnlen(p, n);
+  return std::string(p, len);
+}
+}  // namespace
+
+struct NsRef {
+  uint32_t nsid;
+  bdev::Bdev* bdev;
+};
+
+// Controller state. Fields marked (admin) are touched only on the admin queue's reactor.
+class Controller {
+ public:
+  uint16_t cntlid = 0;
+  std::string subnqn, hostnqn;
+  bool discovery = false;
+  std::string serial;
+  std::vector<NsRef> ns;  // fixed at creation
+  ControllerRegisters regs{ControllerLimits{}};  // (admin)
+  uint32_t kato_ms = 0;                          // (admin)
+  uint64_t last_keepalive_ns = 0;                // (admin)
+  std::optional<reactor::Reactor::TimerId> ka_timer;
+  uint16_t granted_io_queues = 0;  // 0: not negotiated yet (admin)
+  reactor::Reactor* admin_reactor = nullptr;
+  Qpair* admin = nullptr;
+  std::vector<uint16_t> aers;  // outstanding AER slots (admin)
+  std::mutex mu;               // guards io_qpairs
+  std::vector<std::pair<reactor::Reactor*, Qpair*>> io_qpairs;
+  std::atomic<bool> dead{false};
+
+  const NsRef* find_ns(uint32_t nsid) const {
+    for (const auto& n : ns) {
+      if (n.nsid == nsid) return &n;
+    }
+    return nullptr;
+  }
+};
+
+// One queue pair: one TCP connection, owned by one reactor.
+class Qpair final : public reactor::Connection::Handler {
+ public:
+  Qpair(NvmfTarget& t, reactor::Reactor& r, int fd)
+      : t_(t), r_(r), conn_(std::make_unique<reactor::Connection>(r, fd, this, 256 * 1024)) {
+    lim_.max_data = std::max({t.opts_.incapsule, kAdminInCapsule, t.opts_.max_h2c_data});
+  }
+
+  void start() {
+    t_.live_[r_.id()].push_back(this);
+    conn_->start();
+  }
+  void close(const std::string& why) { conn_->close(why); }
+  reactor::Reactor& reactor() { return r_; }
+
+  size_t on_data(std::span<const uint8_t> buf) override {
+    size_t used = 0;
+    while (!conn_->closing()) {
+      std::span<const uint8_t> b = buf.subspan(used);
+      if (b.size() < sizeof(CommonHeader)) break;
+      CommonHeader ch;
+      std::memcpy(&ch, b.data(), sizeof(ch));
+      PduFrame f;
+      if (auto e = parse_header(ch, Direction::kHostToController, lim_, &f)) {
+        term(*e, b.subspan(0, std::min<size_t>(b.size(), 128)));
+        break;
+      }
+      if (b.size() < f.plen) break;
+      auto pdu = b.subspan(0, f.plen);
+      if (auto e = check_header_digest(f, pdu.subspan(0, f.header_bytes))) {
+        term(*e, pdu.subspan(0, std::min<uint32_t>(f.hlen, 128)));
+        break;
+      }
+      process(f, pdu);
+      used += f.plen;
+    }
+    return used;
+  }
+
+  void on_closed(const std::string& reason) override {
+    closed_ = true;
+    std::erase(t_.live_[r_.id()], this);
+    spdlog::debug("nvmf qpair closed qid={} cntlid={}: {}", qid_, ctrl_ ? ctrl_->cntlid : 0, reason);
+    if (ctrl_) {
+      if (qid_ == 0) {
+        teardown_controller(reason);
+      } else {
+        std::lock_guard lk(ctrl_->mu);
+        std::erase_if(ctrl_->io_qpairs, [this](const auto& p) { return p.second == this; });
+      }
+    }
+    maybe_destroy();
+  }
+
+ private:
+  struct Cmd {
+    Qpair* q = nullptr;
+    uint16_t slot = 0;
+    bool busy = false;
+    Sqe sqe{};
+    IoRequest io;
+    iovec iov{};
+    bdev::DmaBuffer buf;
+    uint32_t len = 0;       // data length of the command
+    uint32_t received = 0;  // host data received so far (R2T)
+    bool waiting_h2c = false;
+    const NsRef* ns = nullptr;
+    uint8_t c2h[32];
+    uint8_t resp[32];
+    uint32_t ddgst = 0;
+    uint32_t dsm_next = 0;  // DSM: next range to deallocate
+  };
+
+  // ---------------------------------------------------------------- framing
+  void term(const PduError& e, std::span<const uint8_t> hdr) {
+    spdlog::warn("nvmf: closing connection after a malformed PDU: {}", e.what);
+    auto* out = new uint8_t[24 + kTermReqMaxData];
+    size_t n = build_term_req(out, Direction::kControllerToHost, e, hdr);
+    iovec v{out, n};
+    conn_->send({&v, 1}, [this, out] {
+      delete[] out;
+      conn_->close("malformed PDU");
+    });
+    lim_.ic_done = false;  // ignore anything else the host sends
+    terminating_ = true;
+  }
+
+  void process(const PduFrame& f, std::span<const uint8_t> pdu) {
+    if (terminating_) return;
+    switch (f.type) {
+      case PduType::kICReq: return icreq(pdu);
+      case PduType::kH2CTermReq:
+        conn_->close("host terminated the connection");
+        return;
+      case PduType::kCapsuleCmd: return capsule(f, pdu);
+      case PduType::kH2CData: return h2c_data(f, pdu);
+      default: return;
+    }
+  }
+
+  void icreq(std::span<const uint8_t> pdu) {
+    ICReq req;
+    std::memcpy(&req, pdu.data(), sizeof(req));
+    if (req.pfv != 0) return term({TermFes::kUnsupportedParameter, 8, "unsupported PDU format version"}, pdu.subspan(0, 128));
+    if (req.hpda != 0) return term({TermFes::kUnsupportedParameter, 10, "unsupported host PDU data alignment"}, pdu.subspan(0, 128));
+    lim_.hdgst = req.dgst & 1;
+    lim_.ddgst = req.dgst & 2;
+    lim_.ic_done = true;
+    auto* out = new uint8_t[128];
+    build_icresp(out, lim_.hdgst, lim_.ddgst, t_.opts_.max_h2c_data);
+    iovec v{out, 128};
+    conn_->send({&v, 1}, [out] { delete[] out; });
+  }
+
+  Cmd* get_slot(uint16_t cid) {
+    for (auto& c : slots_) {
+      if (c.busy && c.sqe.cid == cid) return nullptr;  // CID conflict
+    }
+    for (auto& c : slots_) {
+      if (!c.busy) {
+        c.busy = true;
+        c.received = 0;
+        c.len = 0;
+        c.waiting_h2c = false;
+        c.ns = nullptr;
+        ++outstanding_;
+        return &c;
+      }
+    }
+    return nullptr;
+  }
+  void release(Cmd* c) {
+    c->busy = false;
+    --outstanding_;
+    maybe_destroy();
+  }
+
+  void capsule(const PduFrame& f, std::span<const uint8_t> pdu) {
+    Sqe sqe;
+    std::memcpy(&sqe, pdu.data() + sizeof(CommonHeader), sizeof(sqe));
+    sqhd_ = static_cast<uint16_t>((sqhd_ + 1) % sq_entries_);
+    std::span<const uint8_t> data;
+    if (f.data_len) {
+      data = pdu.subspan(f.data_offset, f.data_len);
+      uint32_t dg = 0;
+      if (f.has_ddgst) std::memcpy(&dg, pdu.data() + f.data_offset + f.data_len, 4);
+      if (check_data_digest(f, data, dg)) {
+        conn_->close("data digest mismatch");
+        return;
+      }
+    }
+    if (slots_.empty()) slots_.resize(2 * t_.opts_.queue_entries);
+    for (size_t i = 0; i < slots_.size(); ++i) {
+      slots_[i].q = this;
+      slots_[i].slot = static_cast<uint16_t>(i);
+    }
+    Cmd* c = get_slot(sqe.cid);
+    if (!c) {
+      // Either more commands than the queue holds or a CID already in use.
+      Cmd tmp;
+      tmp.q = this;
+      tmp.sqe = sqe;
+      send_resp_only(sqe.cid, generic(sc::kCidConflict));
+      return;
+    }
+    c->sqe = sqe;
+    // In-capsule data goes with the command; anything larger is fetched with R2T later.
+    const SglDescriptor& sgl = sqe.sgl1;
+    const uint32_t limit = qid_ == 0 ? kAdminInCapsule : t_.opts_.incapsule;
+    if (f.data_len) {
+      if (sgl.type != kSglDataBlockOffset || sgl.address != 0 || sgl.length != f.data_len) {
+        return finish(c, generic(sc::kSglInvalidOffset));
+      }
+      if (f.data_len > limit) return finish(c, generic(sc::kSglInvalidData));
+      ensure_buf(c, f.data_len);
+      std::memcpy(c->buf.data(), data.data(), f.data_len);
+      c->received = f.data_len;
+      c->len = f.data_len;
+    }
+    if (!connected_) {
+      if (sqe.opcode != admin_op::kFabrics || reinterpret_cast<FabricsCmd&>(sqe).fctype != fctype::kConnect) {
+        return finish(c, generic(sc::kCommandSequenceError));
+      }
+      return connect(c);
+    }
+    if (qid_ == 0) return admin(c);
+    return io(c);
+  }
+
+  void ensure_buf(Cmd* c, uint32_t len) {
+    if (c->buf.size() < len) c->buf = bdev::DmaBuffer(std::max<uint32_t>(len, 4096), 4096);
+  }
+
+  // ---------------------------------------------------------------- responses
+  void fill_resp(Cmd* c, uint16_t status, uint32_t dw0, uint32_t dw1, size_t* n) {
+    Cqe cqe{};
+    cqe.dw0 = dw0;
+    cqe.dw1 = dw1;
+    cqe.sqhd = sqhd_;
+    cqe.sqid = qid_;
+    cqe.cid = c->sqe.cid;
+    cqe.status = status;
+    *n = build_capsule_resp(c->resp, cqe, lim_.hdgst);
+  }
+
+  void finish(Cmd* c, uint16_t status, uint32_t dw0 = 0, uint32_t dw1 = 0) {
+    if (closed_ || conn_->closing()) return release(c);
+    size_t n;
+    fill_resp(c, status, dw0, dw1, &n);
+    iovec v{c->resp, n};
+    conn_->send({&v, 1}, [this, c] { release(c); });
+  }
+
+  void send_resp_only(uint16_t cid, uint16_t status) {
+    auto* out = new uint8_t[32];
+    Cqe cqe{};
+    cqe.sqhd = sqhd_;
+    cqe.sqid = qid_;
+    cqe.cid = cid;
+    cqe.status = status;
+    size_t n = build_capsule_resp(out, cqe, lim_.hdgst);
+    iovec v{out, n};
+    conn_->send({&v, 1}, [out] { delete[] out; });
+  }
+
+  // Data to the host (C2HData, one PDU) then the response, in one send.
+  void finish_with_data(Cmd* c, uint32_t len, uint16_t status = kSuccess) {
+    if (closed_ || conn_->closing()) return release(c);
+    const uint32_t host_len = c->sqe.sgl1.length;
+    len = std::min(len, host_len);
+    if (len == 0) return finish(c, status);
+    size_t hn = build_data_header(c->c2h, PduType::kC2HData, c->sqe.cid, 0, 0, len, true, false, lim_.hdgst,
+                                  lim_.ddgst);
+    iovec v[4];
+    int k = 0;
+    v[k++] = {c->c2h, hn};
+    v[k++] = {c->buf.data(), len};
+    if (lim_.ddgst) {
+      c->ddgst = digest({c->buf.data(), len});
+      v[k++] = {&c->ddgst, 4};
+    }
+    size_t rn;
+    fill_resp(c, status, 0, 0, &rn);
+    v[k++] = {c->resp, rn};
+    conn_->send({v, static_cast<size_t>(k)}, [this, c] { release(c); });
+  }
+
+  // Copies `data` into the command's buffer and sends it.
+  void reply_data(Cmd* c, const void* data, uint32_t len) {
+    ensure_buf(c, len);
+    std::memcpy(c->buf.data(), data, len);
+    finish_with_data(c, len);
+  }
+
+  // ---------------------------------------------------------------- connect
+  void connect(Cmd* c) {
+    const auto& cmd = reinterpret_cast<const ConnectCmd&>(c->sqe);
+    if (c->received < sizeof(ConnectData)) {
+      // Linux sends the 1 KiB of connect data in-capsule (both queues accept 8 KiB).
+      return finish(c, specific(sc::kConnectInvalidParameters), 0);
+    }
+    ConnectData d;
+    std::memcpy(&d, c->buf.data(), sizeof(d));
+    const std::string subnqn = nqn_field(d.subnqn, sizeof(d.subnqn));
+    const std::string hostnqn = nqn_field(d.hostnqn, sizeof(d.hostnqn));
+    if (cmd.recfmt != 0) return finish(c, specific(sc::kConnectIncompatibleFormat));
+    if (cmd.sqsize == 0 || cmd.sqsize >= t_.opts_.queue_entries) {
+      // IPO = offset of SQSIZE in the SQE, IATTR 0.
+      return finish(c, specific(sc::kConnectInvalidParameters), 44);
+    }
+    sq_entries_ = static_cast<uint16_t>(cmd.sqsize + 1);
+    if (cmd.qid == 0) {
+      uint16_t status = 0;
+      auto ctrl = t_.create_controller(*this, subnqn, hostnqn, cmd.kato, &status);
+      if (!ctrl) return finish(c, status, status == specific(sc::kConnectInvalidParameters) ? (256u | 1u << 16) : 0);
+      ctrl_ = ctrl;
+      qid_ = 0;
+      connected_ = true;
+      ctrl_->admin_reactor = &r_;
+      ctrl_->admin = this;
+      ctrl_->last_keepalive_ns = mono_ns();
+      arm_keepalive();
+      spdlog::info("nvmf controller {} created subnqn={} hostnqn={} kato_ms={}", ctrl_->cntlid, subnqn, hostnqn,
+                   cmd.kato);
+      return finish(c, kSuccess, ctrl_->cntlid);
+    }
+    auto ctrl = t_.find_controller(d.cntlid, subnqn, hostnqn);
+    if (!ctrl) return finish(c, specific(sc::kConnectInvalidParameters), 16u | 1u << 16);  // CNTLID in data
+    const uint16_t max_q = ctrl->granted_io_queues ? ctrl->granted_io_queues : t_.opts_.max_io_queues;
+    if (cmd.qid > max_q) return finish(c, specific(sc::kConnectInvalidParameters), 42);
+    ctrl_ = ctrl;
+    qid_ = cmd.qid;
+    connected_ = true;
+    {
+      std::lock_guard lk(ctrl_->mu);
+      ctrl_->io_qpairs.emplace_back(&r_, this);
+    }
+    return finish(c, kSuccess, ctrl_->cntlid);
+  }
+
+  void arm_keepalive() {
+    if (!ctrl_ || ctrl_->kato_ms == 0) return;
+    auto ctrl = ctrl_;
+    ctrl_->ka_timer = r_.add_timer(uint64_t{ctrl_->kato_ms} * 1000000 / 2, [this, ctrl] {
+      ctrl->ka_timer.reset();
+      if (ctrl->dead || closed_) return;
+      if (mono_ns() - ctrl->last_keepalive_ns > uint64_t{ctrl->kato_ms} * 1000000) {
+        spdlog::warn("nvmf controller {}: keep-alive timeout ({} ms), tearing it down", ctrl->cntlid, ctrl->kato_ms);
+        ctrl->regs.set_fatal();
+        conn_->close("keep-alive timeout");
+        return;
+      }
+      arm_keepalive();
+    });
+  }
+
+  void teardown_controller(const std::string& reason) {
+    auto ctrl = ctrl_;
+    if (ctrl->dead.exchange(true)) return;
+    if (ctrl->ka_timer) r_.cancel_timer(*ctrl->ka_timer);
+    std::vector<std::pair<reactor::Reactor*, Qpair*>> io;
+    {
+      std::lock_guard lk(ctrl->mu);
+      io = ctrl->io_qpairs;
+    }
+    for (auto [rp, q] : io) {
+      NvmfTarget* t = &t_;
+      rp->send([t, rp, q] {
+        auto& live = t->live_[rp->id()];
+        if (std::find(live.begin(), live.end(), q) != live.end()) q->close("controller torn down");
+      });
+    }
+    t_.drop_controller(ctrl->cntlid);
+    spdlog::info("nvmf controller {} destroyed: {}", ctrl->cntlid, reason);
+  }
+
+  // ---------------------------------------------------------------- admin
+  void admin(Cmd* c) {
+    const Sqe& s = c->sqe;
+    Controller& ctrl = *ctrl_;
+    switch (s.opcode) {
+      case admin_op::kFabrics: {
+        const uint8_t fc = reinterpret_cast<const FabricsCmd&>(s).fctype;
+        const auto& p = reinterpret_cast<const PropertyCmd&>(s);
+        const uint32_t size = (p.attrib & 7) == 1 ? 8 : 4;
+        if (fc == fctype::kPropertyGet) {
+          auto v = ctrl.regs.get(p.ofst, size);
+          if (!v) return finish(c, generic(sc::kInvalidField));
+          return finish(c, kSuccess, static_cast<uint32_t>(*v), static_cast<uint32_t>(*v >> 32));
+        }
+        if (fc == fctype::kPropertySet) {
+          if (!ctrl.regs.set(p.ofst, size, p.value)) return finish(c, generic(sc::kInvalidField));
+          return finish(c, kSuccess);
+        }
+        if (fc == fctype::kConnect) return finish(c, generic(sc::kCommandSequenceError));
+        return finish(c, generic(sc::kInvalidOpcode));
+      }
+      case admin_op::kIdentify: return identify(c);
+      case admin_op::kGetLogPage: return get_log_page(c);
+      case admin_op::kSetFeatures:
+      case admin_op::kGetFeatures: return features(c);
+      case admin_op::kKeepAlive:
+        ctrl.last_keepalive_ns = mono_ns();
+        return finish(c, kSuccess);
+      case admin_op::kAsyncEventRequest:
+        if (ctrl.aers.size() > 3) return finish(c, specific(sc::kAsyncEventLimitExceeded));
+        ctrl.aers.push_back(c->slot);  // completed when an event happens or the queue closes
+        return;
+      case admin_op::kAbort:
+        return finish(c, kSuccess, 1);  // bit 0: the command was not aborted
+      default: return finish(c, generic(sc::kInvalidOpcode));
+    }
+  }
+
+  ControllerIdentity identity() const {
+    ControllerIdentity id;
+    id.subnqn = ctrl_->subnqn;
+    id.serial = ctrl_->serial;
+    id.cntlid = ctrl_->cntlid;
+    id.discovery = ctrl_->discovery;
+    id.mdts = t_.opts_.mdts;
+    id.maxcmd = t_.opts_.queue_entries;
+    id.incapsule = t_.opts_.incapsule;
+    return id;
+  }
+
+  void identify(Cmd* c) {
+    const uint8_t cns = c->sqe.cdw10 & 0xff;
+    const uint32_t nsid = c->sqe.nsid;
+    if (cns == cns::kController) {
+      IdentifyController ic;
+      build_identify_controller(identity(), &ic);
+      return reply_data(c, &ic, sizeof(ic));
+    }
+    if (ctrl_->discovery) return finish(c, generic(sc::kInvalidField));
+    if (cns == cns::kNamespace) {
+      IdentifyNamespace in;
+      std::memset(&in, 0, sizeof(in));
+      if (const NsRef* n = ctrl_->find_ns(nsid)) build_identify_namespace(ns_identity(*n), &in);
+      else if (nsid == 0 || nsid == 0xffffffff) return finish(c, generic(sc::kInvalidNamespace));
+      return reply_data(c, &in, sizeof(in));
+    }
+    if (cns == cns::kActiveNsList) {
+      std::vector<uint32_t> ids;
+      for (const auto& n : ctrl_->ns) ids.push_back(n.nsid);
+      auto l = build_active_ns_list(ids, nsid);
+      return reply_data(c, l.data(), static_cast<uint32_t>(l.size()));
+    }
+    if (cns == cns::kNsDescriptors) {
+      const NsRef* n = ctrl_->find_ns(nsid);
+      if (!n) return finish(c, generic(sc::kInvalidNamespace));
+      auto d = build_ns_descriptors(ns_identity(*n));
+      return reply_data(c, d.data(), static_cast<uint32_t>(d.size()));
+    }
+    return finish(c, generic(sc::kInvalidField));
+  }
+
+  static NamespaceIdentity ns_identity(const NsRef& n) {
+    NamespaceIdentity id;
+    id.nsid = n.nsid;
+    id.num_blocks = n.bdev->num_blocks();
+    id.block_size = n.bdev->block_size();
+    id.uuid = n.bdev->uuid();
+    return id;
+  }
+
+  void get_log_page(Cmd* c) {
+    const Sqe& s = c->sqe;
+    const uint8_t lid = s.cdw10 & 0xff;
+    const uint64_t numd = ((uint64_t{s.cdw11 & 0xffff} << 16) | (s.cdw10 >> 16)) + 1;
+    const uint64_t len = numd * 4;
+    const uint64_t off = s.cdw12 | (uint64_t{s.cdw13} << 32);
+    std::vector<uint8_t> page;
+    switch (lid) {
+      case log_id::kError: page.assign(64, 0); break;
+      case log_id::kSmart: {
+        page.assign(512, 0);
+        uint16_t kelvin = 273 + 30;
+        std::memcpy(page.data() + 1, &kelvin, 2);  // composite temperature
+        page[3] = 100;                            // available spare
+        page[4] = 10;                             // spare threshold
+        break;
+      }
+      case log_id::kFirmware:
+        page.assign(512, 0);
+        page[0] = 1;  // active slot 1
+        std::memcpy(page.data() + 8, "0.1.0   ", 8);
+        break;
+      case log_id::kChangedNs: page.assign(4096, 0); break;
+      case log_id::kCommandEffects: {
+        page.assign(4096, 0);
+        auto mark = [&](size_t base, uint8_t op, uint32_t bits) {
+          std::memcpy(page.data() + base + 4 * op, &bits, 4);
+        };
+        for (uint8_t op : {admin_op::kGetLogPage, admin_op::kIdentify, admin_op::kAbort, admin_op::kSetFeatures,
+                           admin_op::kGetFeatures, admin_op::kAsyncEventRequest, admin_op::kKeepAlive}) {
+          mark(0, op, 1);
+        }
+        for (uint8_t op : {io_op::kFlush, io_op::kWrite, io_op::kRead, io_op::kWriteZeroes, io_op::kDatasetManagement}) {
+          mark(1024, op, op == io_op::kRead || op == io_op::kFlush ? 1 : 3);  // CSUPP (+LBCC for writes)
+        }
+        break;
+      }
+      case log_id::kDiscovery:
+        if (!ctrl_->discovery) return finish(c, specific(sc::kInvalidLogPage));
+        page = t_.discovery_log();
+        break;
+      default: return finish(c, specific(sc::kInvalidLogPage));
+    }
+    if (off > page.size()) return finish(c, generic(sc::kInvalidField));
+    if (len > (1u << 20)) return finish(c, generic(sc::kInvalidField));
+    std::vector<uint8_t> out(len, 0);
+    std::memcpy(out.data(), page.data() + off, std::min<uint64_t>(len, page.size() - off));
+    return reply_data(c, out.data(), static_cast<uint32_t>(len));
+  }
+
+  void features(Cmd* c) {
+    const Sqe& s = c->sqe;
+    const bool set = s.opcode == admin_op::kSetFeatures;
+    const uint8_t fid = s.cdw10 & 0xff;
+    Controller& ctrl = *ctrl_;
+    switch (fid) {
+      case feature::kNumberOfQueues: {
+        if (set) {
+          if (ctrl.granted_io_queues) return finish(c, generic(sc::kCommandSequenceError));
+          uint32_t nsq = (s.cdw11 & 0xffff) + 1, ncq = (s.cdw11 >> 16) + 1;
+          if (nsq == 0x10000 || ncq == 0x10000) return finish(c, generic(sc::kInvalidField));
+          ctrl.granted_io_queues = static_cast<uint16_t>(std::min<uint32_t>({nsq, ncq, t_.opts_.max_io_queues}));
+        }
+        uint32_t g = (ctrl.granted_io_queues ? ctrl.granted_io_queues : t_.opts_.max_io_queues) - 1u;
+        return finish(c, kSuccess, g | g << 16);
+      }
+      case feature::kKeepAliveTimer:
+        if (set) {
+          ctrl.kato_ms = s.cdw11;
+          ctrl.last_keepalive_ns = mono_ns();
+          if (ctrl.ka_timer) r_.cancel_timer(*ctrl.ka_timer);
+          ctrl.ka_timer.reset();
+          arm_keepalive();
+        }
+        return finish(c, kSuccess, ctrl.kato_ms);
+      case feature::kAsyncEventConfig:
+        if (set) aec_ = s.cdw11;
+        return finish(c, kSuccess, aec_);
+      case feature::kVolatileWriteCache:
+        if (ctrl.discovery) return finish(c, generic(sc::kInvalidField));
+        return finish(c, kSuccess, 1);  // enabled; Flush makes writes durable
+      case feature::kErrorRecovery:
+        if (set) error_recovery_ = s.cdw11;
+        return finish(c, kSuccess, error_recovery_);
+      default: return finish(c, generic(sc::kInvalidField));
+    }
+  }
+
+  // ---------------------------------------------------------------- I/O
+  void io(Cmd* c) {
+    const Sqe& s = c->sqe;
+    const NsRef* ns = ctrl_->find_ns(s.nsid);
+    if (!ns) return finish(c, generic(sc::kInvalidNamespace));
+    c->ns = ns;
+    bdev::Bdev& b = *ns->bdev;
+    const uint32_t bs = b.block_size();
+    switch (s.opcode) {
+      case io_op::kRead:
+      case io_op::kWrite: {
+        const uint64_t slba = s.cdw10 | (uint64_t{s.cdw11} << 32);
+        const uint32_t nlb = (s.cdw12 & 0xffff) + 1;
+        const uint64_t len = uint64_t{nlb} * bs;
+        if (len > (uint64_t{4096} << t_.opts_.mdts)) return finish(c, generic(sc::kInvalidField));
+        if (slba > b.num_blocks() || nlb > b.num_blocks() - slba) return finish(c, generic(sc::kLbaOutOfRange));
+        if (s.sgl1.length < len) return finish(c, generic(sc::kSglInvalidData));
+        if (s.opcode == io_op::kRead) {
+          if (s.sgl1.type != kSglTransportDataBlock) return finish(c, generic(sc::kSglInvalidType));
+          ensure_buf(c, static_cast<uint32_t>(len));
+          c->len = static_cast<uint32_t>(len);
+          return submit(c, IoType::kRead, slba, nlb);
+        }
+        c->len = static_cast<uint32_t>(len);
+        if (c->received == len) return submit(c, IoType::kWrite, slba, nlb);
+        if (c->received != 0 || s.sgl1.type != kSglTransportDataBlock) return finish(c, generic(sc::kSglInvalidData));
+        return request_data(c);
+      }
+      case io_op::kFlush: return submit(c, IoType::kFlush, 0, 0);
+      case io_op::kWriteZeroes: {
+        const uint64_t slba = s.cdw10 | (uint64_t{s.cdw11} << 32);
+        const uint32_t nlb = (s.cdw12 & 0xffff) + 1;
+        if (slba > b.num_blocks() || nlb > b.num_blocks() - slba) return finish(c, generic(sc::kLbaOutOfRange));
+        return submit(c, b.supports(IoType::kWriteZeroes) ? IoType::kWriteZeroes : IoType::kUnmap, slba, nlb);
+      }
+      case io_op::kDatasetManagement: {
+        const uint32_t nr = (s.cdw10 & 0xff) + 1;
+        c->len = nr * 16;
+        if (!(s.cdw11 & (1u << 2))) return finish(c, kSuccess);  // only deallocate does anything
+        if (c->received == c->len) return dsm_next(c, 0);
+        if (c->received != 0 || s.sgl1.type != kSglTransportDataBlock) return finish(c, generic(sc::kSglInvalidData));
+        return request_data(c);
+      }
+      default: return finish(c, generic(sc::kInvalidOpcode));
+    }
+  }
+
+  // Asks the host for the command's data with one R2T for all of it.
+  void request_data(Cmd* c) {
+    ensure_buf(c, c->len);
+    c->waiting_h2c = true;
+    c->received = 0;
+    auto* out = new uint8_t[32];
+    size_t n = build_r2t(out, c->sqe.cid, c->slot, 0, c->len, lim_.hdgst);
+    iovec v{out, n};
+    conn_->send({&v, 1}, [out] { delete[] out; });
+  }
+
+  void h2c_data(const PduFrame& f, std::span<const uint8_t> pdu) {
+    DataHeader h;
+    std::memcpy(&h, pdu.data(), sizeof(h));
+    if (h.ttag >= slots_.size() || !slots_[h.ttag].busy || !slots_[h.ttag].waiting_h2c ||
+        slots_[h.ttag].sqe.cid != h.cccid) {
+      return term({TermFes::kInvalidHeaderField, 10, "H2CData for no outstanding R2T"}, pdu.subspan(0, f.hlen));
+    }
+    Cmd* c = &slots_[h.ttag];
+    if (h.datal != f.data_len) return term({TermFes::kInvalidHeaderField, 16, "H2CData datal does not match plen"}, pdu.subspan(0, f.hlen));
+    if (h.datao != c->received) return term({TermFes::kDataOutOfRange, 12, "H2CData at an unexpected offset"}, pdu.subspan(0, f.hlen));
+    if (uint64_t{h.datao} + h.datal > c->len) return term({TermFes::kDataOutOfRange, 16, "H2CData beyond the command's data"}, pdu.subspan(0, f.hlen));
+    auto data = pdu.subspan(f.data_offset, f.data_len);
+    uint32_t dg = 0;
+    if (f.has_ddgst) std::memcpy(&dg, pdu.data() + f.data_offset + f.data_len, 4);
+    if (check_data_digest(f, data, dg)) {
+      conn_->close("data digest mismatch");
+      return;
+    }
+    std::memcpy(c->buf.data() + h.datao, data.data(), data.size());
+    c->received += h.datal;
+    if (c->received < c->len) return;
+    c->waiting_h2c = false;
+    const Sqe& s = c->sqe;
+    if (s.opcode == io_op::kWrite) {
+      const uint64_t slba = s.cdw10 | (uint64_t{s.cdw11} << 32);
+      return submit(c, IoType::kWrite, slba, (s.cdw12 & 0xffff) + 1);
+    }
+    if (s.opcode == io_op::kDatasetManagement) return dsm_next(c, 0);
+    finish(c, generic(sc::kInvalidOpcode));
+  }
+
+  void dsm_next(Cmd* c, uint32_t i) {
+    const uint32_t nr = c->len / 16;
+    bdev::Bdev& b = *c->ns->bdev;
+    while (i < nr) {
+      uint32_t nlb;
+      uint64_t slba;
+      std::memcpy(&nlb, c->buf.data() + 16 * i + 4, 4);
+      std::memcpy(&slba, c->buf.data() + 16 * i + 8, 8);
+      ++i;
+      if (nlb == 0) continue;
+      if (slba > b.num_blocks() || nlb > b.num_blocks() - slba) return finish(c, generic(sc::kLbaOutOfRange));
+      if (!b.supports(IoType::kUnmap)) continue;  // deallocate is advisory
+      c->dsm_next = i;
+      return submit(c, IoType::kUnmap, slba, nlb);
+    }
+    finish(c, kSuccess);
+  }
+
+  void submit(Cmd* c, IoType t, uint64_t slba, uint64_t nlb) {
+    IoRequest& io = c->io;
+    io.type = t;
+    io.offset_blocks = slba;
+    io.num_blocks = nlb;
+    if (t == IoType::kRead || t == IoType::kWrite) {
+      c->iov = {c->buf.data(), c->len};
+      io.iovs = &c->iov;
+      io.iovcnt = 1;
+    } else {
+      io.iovs = nullptr;
+      io.iovcnt = 0;
+    }
+    io.cb = &Qpair::io_done;
+    io.cb_arg = c;
+    c->ns->bdev->channel(r_).submit(io);
+  }
+
+  static uint16_t status_of(const IoRequest& io) {
+    switch (io.status) {
+      case IoStatus::kSuccess: return kSuccess;
+      case IoStatus::kNoSpace: return generic(sc::kCapacityExceeded);
+      case IoStatus::kInvalid: return generic(sc::kInvalidField);
+      case IoStatus::kAborted: return generic(sc::kAbortRequested, false);
+      case IoStatus::kTimedOut: return generic(sc::kInternalError, false);
+      case IoStatus::kIoError:
+        return make_status(Sct::kMediaError, io.type == IoType::kRead ? sc::kUnrecoveredReadError : sc::kWriteFault);
+    }
+    return generic(sc::kInternalError);
+  }
+
+  static void io_done(IoRequest& io, void* arg) {
+    auto* c = static_cast<Cmd*>(arg);
+    Qpair* q = c->q;
+    const uint16_t st = status_of(io);
+    if (c->sqe.opcode == io_op::kDatasetManagement && st == kSuccess) return q->dsm_next(c, c->dsm_next);
+    if (io.type == IoType::kRead && st == kSuccess) return q->finish_with_data(c, c->len);
+    q->finish(c, st);
+  }
+
+  void maybe_destroy() {
+    if (!closed_ || outstanding_ > aer_held() || dying_) return;
+    dying_ = true;
+    r_.defer([this] { delete this; });
+  }
+  uint32_t aer_held() const { return ctrl_ && qid_ == 0 ? static_cast<uint32_t>(ctrl_->aers.size()) : 0; }
+
+  NvmfTarget& t_;
+  reactor::Reactor& r_;
+  std::unique_ptr<reactor::Connection> conn_;
+  PduLimits lim_;
+  std::vector<Cmd> slots_;
+  std::shared_ptr<Controller> ctrl_;
+  uint16_t qid_ = 0;
+  uint16_t sqhd_ = 0;
+  uint16_t sq_entries_ = 32;
+  bool connected_ = false;
+  bool terminating_ = false;
+  bool closed_ = false;
+  bool dying_ = false;
+  uint32_t outstanding_ = 0;
+  uint32_t aec_ = 0;
+  uint32_t error_recovery_ = 0;
+};
+
+// ---------------------------------------------------------------------------------
+
+NvmfTarget::NvmfTarget(reactor::ReactorGroup& reactors, bdev::BdevRegistry& registry, TargetOptions opts)
+    : reactors_(reactors), registry_(registry), opts_(opts), live_(reactors.size()) {}
+
+NvmfTarget::~NvmfTarget() {
+  stop();
+  std::lock_guard lk(mu_);
+  for (auto& [n, s] : subsystems_) {
+    for (auto& [id, ns] : s->namespaces) {
+      ns->desc.close();
+      registry_.release_claim(ns->bdev, "nvmf:" + n);
+    }
+  }
+}
+
+Status NvmfTarget::listen(const std::string& host, uint16_t port, uint16_t* bound) {
+  uint16_t got = 0;
+  auto fd = reactor::tcp_listen(host, port, 128, &got);
+  if (!fd) return fd.status();
+  if (bound) *bound = got;
+  std::lock_guard lk(mu_);
+  auto l = std::make_unique<reactor::Listener>(reactors_.at(0), *fd, [this](int cfd) {
+    size_t k;
+    {
+      std::lock_guard g(mu_);
+      k = next_reactor_++ % reactors_.size();
+    }
+    reactor::Reactor& r = reactors_.at(k);
+    r.send([this, &r, cfd] { (new Qpair(*this, r, cfd))->start(); });
+  });
+  reactor::Listener* lp = l.get();
+  listeners_.push_back({host, got, std::move(l)});
+  reactors_.run_on(0, [lp](reactor::Reactor&) { lp->start(); });
+  genctr_++;
+  spdlog::info("nvmf listening on {}:{}", host, got);
+  return Status::ok();
+}
+
+Status NvmfTarget::add_subsystem(const std::string& nqn, const std::vector<std::string>& allowed_hosts) {
+  if (nqn.size() < 5 || nqn.size() > 223 || nqn.rfind("nqn.", 0) != 0) {
+    return make_error(Errc::kInvalidArgument, "'{}' is not an NQN (nqn.yyyy-mm.reverse.domain:name, <= 223 bytes)", nqn);
+  }
+  if (nqn == kDiscoveryNqn) return make_error(Errc::kInvalidArgument, "the discovery NQN is reserved");
+  std::lock_guard lk(mu_);
+  if (subsystems_.count(nqn)) return make_error(Errc::kAlreadyExists, "subsystem '{}' already exists", nqn);
+  auto s = std::make_unique<Subsystem>();
+  s->nqn = nqn;
+  s->serial = serial_from_uuid(Uuid::from_name(nqn));
+  s->allowed_hosts = allowed_hosts;
+  subsystems_[nqn] = std::move(s);
+  genctr_++;
+  return Status::ok();
+}
+
+Status NvmfTarget::remove_subsystem(const std::string& nqn) {
+  std::lock_guard lk(mu_);
+  auto it = subsystems_.find(nqn);
+  if (it == subsystems_.end()) return make_error(Errc::kNotFound, "subsystem '{}' does not exist", nqn);
+  for (const auto& [id, w] : controllers_) {
+    auto c = w.lock();
+    if (c && c->subnqn == nqn) return make_error(Errc::kBusy, "subsystem '{}' has connected controllers", nqn);
+  }
+  for (auto& [id, ns] : it->second->namespaces) {
+    ns->desc.close();
+    registry_.release_claim(ns->bdev, "nvmf:" + nqn);
+  }
+  subsystems_.erase(it);
+  genctr_++;
+  return Status::ok();
+}
+
+Result<uint32_t> NvmfTarget::add_namespace(const std::string& nqn, const std::string& bdev, uint32_t nsid) {
+  std::lock_guard lk(mu_);
+  auto it = subsystems_.find(nqn);
+  if (it == subsystems_.end()) return make_error(Errc::kNotFound, "subsystem '{}' does not exist", nqn);
+  auto& s = *it->second;
+  if (nsid == 0) {
+    nsid = 1;
+    while (s.namespaces.count(nsid)) ++nsid;
+  }
+  if (s.namespaces.count(nsid)) return make_error(Errc::kAlreadyExists, "namespace {} of '{}' exists", nsid, nqn);
+  auto d = registry_.open(bdev, "nvmf:" + nqn);
+  if (!d) return d.status();
+  auto ns = std::make_unique<Namespace>();
+  ns->nsid = nsid;
+  ns->bdev = bdev;
+  ns->desc = std::move(d.value());
+  s.namespaces[nsid] = std::move(ns);
+  return nsid;
+}
+
+std::vector<SubsystemInfo> NvmfTarget::list_subsystems() const {
+  std::lock_guard lk(mu_);
+  std::vector<SubsystemInfo> out;
+  for (const auto& [n, s] : subsystems_) {
+    SubsystemInfo i;
+    i.nqn = n;
+    i.serial = s->serial;
+    i.allowed_hosts = s->allowed_hosts;
+    for (const auto& [id, ns] : s->namespaces) i.namespaces.emplace_back(id, ns->bdev);
+    for (const auto& [cid, w] : controllers_) {
+      if (auto c = w.lock(); c && c->subnqn == n) i.controllers++;
+    }
+    out.push_back(i);
+  }
+  return out;
+}
+
+std::vector<ControllerInfo> NvmfTarget::list_controllers() const {
+  std::lock_guard lk(mu_);
+  std::vector<ControllerInfo> out;
+  for (const auto& [cid, w] : controllers_) {
+    auto c = w.lock();
+    if (!c) continue;
+    std::lock_guard g(c->mu);
+    out.push_back({c->cntlid, c->subnqn, c->hostnqn, static_cast<uint32_t>(c->io_qpairs.size()), c->kato_ms});
+  }
+  return out;
+}
+
+std::shared_ptr<Controller> NvmfTarget::create_controller(Qpair& admin, const std::string& subnqn,
+                                                          const std::string& hostnqn, uint32_t kato_ms,
+                                                          uint16_t* status) {
+  std::lock_guard lk(mu_);
+  auto c = std::make_shared<Controller>();
+  if (subnqn == kDiscoveryNqn) {
+    c->discovery = true;
+    c->serial = serial_from_uuid(Uuid::from_name(subnqn));
+  } else {
+    auto it = subsystems_.find(subnqn);
+    if (it == subsystems_.end()) {
+      *status = specific(sc::kConnectInvalidParameters);
+      spdlog::warn("nvmf connect refused: unknown subsystem '{}' (host '{}')", subnqn, hostnqn);
+      return nullptr;
+    }
+    const auto& s = *it->second;
+    if (!s.allowed_hosts.empty() &&
+        std::find(s.allowed_hosts.begin(), s.allowed_hosts.end(), hostnqn) == s.allowed_hosts.end()) {
+      *status = specific(sc::kConnectInvalidHost);
+      spdlog::warn("nvmf connect refused: host '{}' is not allowed on '{}'", hostnqn, subnqn);
+      return nullptr;
+    }
+    c->serial = s.serial;
+    for (const auto& [id, ns] : s.namespaces) c->ns.push_back({id, ns->desc.bdev()});
+  }
+  for (int tries = 0; tries < 0xfff0; ++tries) {
+    uint16_t id = next_cntlid_++;
+    if (next_cntlid_ >= 0xfff0) next_cntlid_ = 1;
+    if (!controllers_.count(id) || controllers_[id].expired()) {
+      c->cntlid = id;
+      break;
+    }
+  }
+  c->subnqn = subnqn;
+  c->hostnqn = hostnqn;
+  c->kato_ms = kato_ms ? kato_ms : (c->discovery ? 0 : opts_.default_kato_ms);
+  controllers_[c->cntlid] = c;
+  (void)admin;
+  return c;
+}
+
+std::shared_ptr<Controller> NvmfTarget::find_controller(uint16_t cntlid, const std::string& subnqn,
+                                                        const std::string& hostnqn) {
+  std::lock_guard lk(mu_);
+  auto it = controllers_.find(cntlid);
+  if (it == controllers_.end()) return nullptr;
+  auto c = it->second.lock();
+  if (!c || c->dead || c->subnqn != subnqn || c->hostnqn != hostnqn || c->discovery) return nullptr;
+  return c;
+}
+
+void NvmfTarget::drop_controller(uint16_t cntlid) {
+  std::lock_guard lk(mu_);
+  controllers_.erase(cntlid);
+}
+
+std::vector<uint8_t> NvmfTarget::discovery_log() const {
+  std::lock_guard lk(mu_);
+  std::vector<DiscoveryEntry> e;
+  for (const auto& l : listeners_) {
+    const bool v6 = l.host.find(':') != std::string::npos;
+    for (const auto& [n, s] : subsystems_) e.push_back({n, l.host, std::to_string(l.port), v6, 1, false});
+    e.push_back({kDiscoveryNqn, l.host, std::to_string(l.port), v6, 1, true});
+  }
+  return build_discovery_log(genctr_, e);
+}
+
+void NvmfTarget::stop() {
+  {
+    std::lock_guard lk(mu_);
+    if (stopped_) return;
+    stopped_ = true;
+  }
+  for (auto& l : listeners_) {
+    std::promise<void> p;
+    reactor::Listener* lp = l.listener.get();
+    reactors_.run_on(0, [lp, &p](reactor::Reactor&) { lp->stop([&p] { p.set_value(); }); });
+    p.get_future().wait();
+  }
+  reactors_.run_on(0, [this](reactor::Reactor&) {
+    for (auto& l : listeners_) l.listener.reset();
+  });
+  for (size_t i = 0; i < reactors_.size(); ++i) {
+    reactors_.run_on(i, [this, i](reactor::Reactor&) {
+      auto v = live_[i];
+      for (auto* q : v) q->close("target stopping");
+    });
+    for (int tries = 0; tries < 500; ++tries) {
+      bool empty = false;
+      reactors_.run_on(i, [this, i, &empty](reactor::Reactor&) { empty = live_[i].empty(); });
+      if (empty) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+}
+
+}  // namespace castor::nvmf

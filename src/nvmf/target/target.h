@@ -1,0 +1,111 @@
+#pragma once
+// Layer 5: the NVMe-oF/TCP target. Exports bdevs as namespaces of NVM subsystems to
+// NVMe/TCP hosts (the Linux kernel initiator, Castor's own host). Dynamic controller
+// model; one admin queue and up to `max_io_queues` I/O queues per controller, each queue
+// a TCP connection owned by one reactor. A discovery subsystem lists every subsystem on
+// every listener.
+//
+// NvmfTarget's methods are thread-safe control-path calls (never from a reactor).
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "bdev/registry.h"
+#include "reactor/tcp.h"
+
+namespace castor::nvmf {
+
+struct TargetOptions {
+  uint16_t queue_entries = 128;   // MQES + 1
+  uint8_t mdts = 5;               // max transfer 2^mdts * 4 KiB = 128 KiB
+  uint32_t incapsule = 8192;      // in-capsule data on I/O queues (admin: 8 KiB)
+  uint32_t max_h2c_data = 131072; // MAXH2CDATA
+  uint16_t max_io_queues = 8;
+  uint32_t default_kato_ms = 120000;
+};
+
+struct SubsystemInfo {
+  std::string nqn;
+  std::string serial;
+  std::vector<std::string> allowed_hosts;  // empty: any host
+  std::vector<std::pair<uint32_t, std::string>> namespaces;  // nsid, bdev
+  uint32_t controllers = 0;
+};
+
+struct ControllerInfo {
+  uint16_t cntlid = 0;
+  std::string subnqn;
+  std::string hostnqn;
+  uint32_t io_queues = 0;
+  uint32_t kato_ms = 0;
+};
+
+class Controller;
+class Qpair;
+
+class NvmfTarget {
+ public:
+  NvmfTarget(reactor::ReactorGroup& reactors, bdev::BdevRegistry& registry, TargetOptions opts = {});
+  ~NvmfTarget();
+
+  // Errors: AlreadyExists (address in use), IoError.
+  Status listen(const std::string& host, uint16_t port, uint16_t* bound);
+  // Errors: InvalidArgument (NQN syntax), AlreadyExists.
+  Status add_subsystem(const std::string& nqn, const std::vector<std::string>& allowed_hosts);
+  // Errors: NotFound, Busy (controllers connected).
+  Status remove_subsystem(const std::string& nqn);
+  // Adds bdev as a namespace (nsid 0 = the next free). Errors: NotFound, AlreadyExists,
+  // Busy (bdev claimed).
+  Result<uint32_t> add_namespace(const std::string& nqn, const std::string& bdev, uint32_t nsid = 0);
+  std::vector<SubsystemInfo> list_subsystems() const;
+  std::vector<ControllerInfo> list_controllers() const;
+  void stop();
+
+  const TargetOptions& options() const { return opts_; }
+
+ private:
+  friend class Qpair;
+  friend class Controller;
+  struct Namespace {
+    uint32_t nsid;
+    std::string bdev;
+    bdev::BdevDesc desc;
+  };
+  struct Subsystem {
+    std::string nqn;
+    std::string serial;
+    std::vector<std::string> allowed_hosts;
+    std::map<uint32_t, std::unique_ptr<Namespace>> namespaces;
+  };
+
+  // Connect-time lookups (under mu_).
+  std::shared_ptr<Controller> create_controller(Qpair& admin, const std::string& subnqn, const std::string& hostnqn,
+                                                uint32_t kato_ms, uint16_t* status);
+  std::shared_ptr<Controller> find_controller(uint16_t cntlid, const std::string& subnqn, const std::string& hostnqn);
+  void drop_controller(uint16_t cntlid);
+  std::vector<uint8_t> discovery_log() const;
+
+  reactor::ReactorGroup& reactors_;
+  bdev::BdevRegistry& registry_;
+  TargetOptions opts_;
+  mutable std::mutex mu_;
+  std::map<std::string, std::unique_ptr<Subsystem>> subsystems_;
+  std::map<uint16_t, std::weak_ptr<Controller>> controllers_;
+  uint16_t next_cntlid_ = 1;
+  uint64_t genctr_ = 1;
+  struct ListenerEntry {
+    std::string host;
+    uint16_t port;
+    std::unique_ptr<reactor::Listener> listener;
+  };
+  std::vector<ListenerEntry> listeners_;
+  size_t next_reactor_ = 0;
+  bool stopped_ = false;
+  std::vector<std::vector<Qpair*>> live_;  // per reactor, touched on that reactor only
+};
+
+}  // namespace castor::nvmf

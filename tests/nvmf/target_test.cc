@@ -1,0 +1,386 @@
+// Castor's NVMe/TCP target driven by a minimal host written against the codec: the
+// command sequence the Linux host sends (reference facts), data in both directions,
+// R2T, digests, discovery, allow-lists, malformed PDUs and keep-alive enforcement.
+#include "nvmf/target/target.h"
+
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <random>
+
+#include "nvmf/codec/pdu.h"
+
+namespace castor::nvmf {
+namespace {
+
+struct Pdu {
+  PduFrame f;
+  std::vector<uint8_t> bytes;
+  template <class T>
+  T as() const {
+    T t;
+    std::memcpy(&t, bytes.data(), sizeof(T));
+    return t;
+  }
+  std::span<const uint8_t> data() const { return {bytes.data() + f.data_offset, f.data_len}; }
+};
+
+class TestHost {
+ public:
+  TestHost(uint16_t port, bool hd = false, bool dd = false) : hd_(hd), dd_(dd) {
+    auto r = reactor::tcp_connect("127.0.0.1", port, 2000);
+    fd_ = r ? *r : -1;
+    timeval tv{5, 0};
+    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    uint8_t b[128];
+    build_icreq(b, hd, dd, 0);
+    send_raw(b, 128);
+    auto p = recv();
+    EXPECT_EQ(p.f.type, PduType::kICResp);
+    lim_.ic_done = true;
+    lim_.hdgst = hd;
+    lim_.ddgst = dd;
+    lim_.max_data = 1 << 20;
+  }
+  ~TestHost() {
+    if (fd_ >= 0) close(fd_);
+  }
+  void send_raw(const void* p, size_t n) { ASSERT_EQ(::send(fd_, p, n, MSG_NOSIGNAL), static_cast<ssize_t>(n)); }
+  bool read_exact(void* p, size_t n) {
+    size_t got = 0;
+    while (got < n) {
+      ssize_t r = ::recv(fd_, static_cast<uint8_t*>(p) + got, n - got, 0);
+      if (r <= 0) return false;
+      got += static_cast<size_t>(r);
+    }
+    return true;
+  }
+  Pdu recv() {
+    Pdu p;
+    p.bytes.resize(8);
+    if (!read_exact(p.bytes.data(), 8)) {
+      p.f.plen = 0;
+      return p;
+    }
+    CommonHeader ch;
+    std::memcpy(&ch, p.bytes.data(), 8);
+    PduLimits l = lim_;
+    if (ch.type == static_cast<uint8_t>(PduType::kICResp)) l = PduLimits{};
+    auto e = parse_header(ch, Direction::kControllerToHost, l, &p.f);
+    EXPECT_FALSE(e) << (e ? e->what : "");
+    if (e) return p;
+    p.bytes.resize(p.f.plen);
+    EXPECT_TRUE(read_exact(p.bytes.data() + 8, p.f.plen - 8));
+    EXPECT_FALSE(check_header_digest(p.f, p.bytes));
+    if (p.f.data_len && p.f.has_ddgst) {
+      uint32_t dg;
+      std::memcpy(&dg, p.bytes.data() + p.f.data_offset + p.f.data_len, 4);
+      EXPECT_FALSE(check_data_digest(p.f, p.data(), dg));
+    }
+    return p;
+  }
+  bool closed() {
+    uint8_t c;
+    return ::recv(fd_, &c, 1, 0) <= 0;
+  }
+  // Sends a command (with optional in-capsule data) and returns the response CQE;
+  // C2H data is collected into *in; R2Ts are answered from `out` in `chunk` pieces.
+  Cqe cmd(Sqe sqe, std::span<const uint8_t> incapsule = {}, std::vector<uint8_t>* in = nullptr,
+          std::span<const uint8_t> out = {}, uint32_t chunk = 1 << 20) {
+    sqe.cid = ++cid_;
+    sqe.flags = 0x40;
+    if (!incapsule.empty()) {
+      sqe.sgl1.type = kSglDataBlockOffset;
+      sqe.sgl1.length = static_cast<uint32_t>(incapsule.size());
+    } else if (sqe.sgl1.type == 0) {
+      sqe.sgl1.type = kSglTransportDataBlock;
+    }
+    uint8_t h[80];
+    size_t n = build_capsule_cmd(h, sqe, static_cast<uint32_t>(incapsule.size()), hd_, dd_);
+    std::vector<uint8_t> b(h, h + n);
+    b.insert(b.end(), incapsule.begin(), incapsule.end());
+    if (dd_ && !incapsule.empty()) {
+      uint32_t dg = digest(incapsule);
+      b.insert(b.end(), reinterpret_cast<uint8_t*>(&dg), reinterpret_cast<uint8_t*>(&dg) + 4);
+    }
+    send_raw(b.data(), b.size());
+    for (;;) {
+      Pdu p = recv();
+      if (p.f.plen == 0) return Cqe{0, 0, 0, 0, 0, 0xffff};
+      if (p.f.type == PduType::kC2HData) {
+        auto d = p.as<DataHeader>();
+        EXPECT_EQ(d.cccid, sqe.cid);
+        if (in) {
+          if (in->size() < d.datao + d.datal) in->resize(d.datao + d.datal);
+          std::memcpy(in->data() + d.datao, p.data().data(), d.datal);
+        }
+      } else if (p.f.type == PduType::kR2T) {
+        auto r = p.as<R2THeader>();
+        EXPECT_EQ(r.cccid, sqe.cid);
+        for (uint32_t off = r.r2to; off < r.r2to + r.r2tl; off += chunk) {
+          uint32_t len = std::min(chunk, r.r2to + r.r2tl - off);
+          uint8_t dh[32];
+          size_t hn = build_data_header(dh, PduType::kH2CData, r.cccid, r.ttag, off, len,
+                                        off + len == r.r2to + r.r2tl, false, hd_, dd_);
+          std::vector<uint8_t> pd(dh, dh + hn);
+          pd.insert(pd.end(), out.begin() + off, out.begin() + off + len);
+          if (dd_) {
+            uint32_t dg = digest(out.subspan(off, len));
+            pd.insert(pd.end(), reinterpret_cast<uint8_t*>(&dg), reinterpret_cast<uint8_t*>(&dg) + 4);
+          }
+          send_raw(pd.data(), pd.size());
+        }
+      } else if (p.f.type == PduType::kCapsuleResp) {
+        return p.as<CapsuleRespHeader>().cqe;
+      } else {
+        ADD_FAILURE() << "unexpected PDU " << pdu_type_name(static_cast<uint8_t>(p.f.type));
+        return Cqe{0, 0, 0, 0, 0, 0xffff};
+      }
+    }
+  }
+  Cqe connect(const std::string& subnqn, const std::string& hostnqn, uint16_t qid, uint16_t cntlid,
+              uint32_t kato = 0) {
+    ConnectCmd c{};
+    c.opcode = admin_op::kFabrics;
+    c.fctype = fctype::kConnect;
+    c.qid = qid;
+    c.sqsize = 31;
+    c.kato = kato;
+    ConnectData d{};
+    d.cntlid = cntlid;
+    std::strncpy(d.subnqn, subnqn.c_str(), sizeof(d.subnqn) - 1);
+    std::strncpy(d.hostnqn, hostnqn.c_str(), sizeof(d.hostnqn) - 1);
+    Sqe s;
+    std::memcpy(&s, &c, sizeof(s));
+    return cmd(s, {reinterpret_cast<const uint8_t*>(&d), sizeof(d)});
+  }
+  Cqe prop_get(uint32_t ofst, bool eight) {
+    PropertyCmd p{};
+    p.opcode = admin_op::kFabrics;
+    p.fctype = fctype::kPropertyGet;
+    p.attrib = eight ? 1 : 0;
+    p.ofst = ofst;
+    Sqe s;
+    std::memcpy(&s, &p, sizeof(s));
+    return cmd(s);
+  }
+  Cqe prop_set(uint32_t ofst, uint32_t v) {
+    PropertyCmd p{};
+    p.opcode = admin_op::kFabrics;
+    p.fctype = fctype::kPropertySet;
+    p.ofst = ofst;
+    p.value = v;
+    Sqe s;
+    std::memcpy(&s, &p, sizeof(s));
+    return cmd(s);
+  }
+  Cqe admin(uint8_t op, uint32_t nsid, uint32_t cdw10, uint32_t cdw11, std::vector<uint8_t>* in = nullptr,
+            uint32_t len = 0) {
+    Sqe s{};
+    s.opcode = op;
+    s.nsid = nsid;
+    s.cdw10 = cdw10;
+    s.cdw11 = cdw11;
+    s.sgl1.type = kSglTransportDataBlock;
+    s.sgl1.length = len;
+    return cmd(s, {}, in);
+  }
+  Cqe rw(uint8_t op, uint64_t slba, uint32_t nlb, uint32_t bs, std::vector<uint8_t>* in,
+         std::span<const uint8_t> out = {}, bool incapsule = false, uint32_t chunk = 1 << 20) {
+    Sqe s{};
+    s.opcode = op;
+    s.nsid = 1;
+    s.cdw10 = static_cast<uint32_t>(slba);
+    s.cdw11 = static_cast<uint32_t>(slba >> 32);
+    s.cdw12 = nlb - 1;
+    s.sgl1.type = kSglTransportDataBlock;
+    s.sgl1.length = nlb * bs;
+    if (incapsule) return cmd(s, out, in);
+    return cmd(s, {}, in, out, chunk);
+  }
+  int fd_ = -1;
+
+ private:
+  bool hd_, dd_;
+  PduLimits lim_;
+  uint16_t cid_ = 0;
+};
+
+uint16_t sc_of(const Cqe& c) { return status_code(c.status); }
+
+class Target : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    reactor::ReactorOptions o;
+    o.pin = false;
+    group = std::make_unique<reactor::ReactorGroup>(std::vector<int>{0, 0}, o);
+    group->start();
+    reg = std::make_unique<bdev::BdevRegistry>(*group);
+    ASSERT_TRUE(reg->create("malloc:///m0?size_mb=16&blk_size=512"));
+    tgt = std::make_unique<NvmfTarget>(*group, *reg);
+    ASSERT_TRUE(tgt->listen("127.0.0.1", 0, &port));
+    ASSERT_TRUE(tgt->add_subsystem(kNqn, {}));
+    ASSERT_TRUE(tgt->add_namespace(kNqn, "m0"));
+    ASSERT_TRUE(tgt->add_subsystem(kLocked, {"nqn.2014-08.org.nvmexpress:uuid:allowed"}));
+  }
+  void TearDown() override {
+    tgt.reset();
+    reg.reset();
+    group->stop();
+  }
+  static constexpr const char* kNqn = "nqn.2026-11.io.castor:replica-test";
+  static constexpr const char* kLocked = "nqn.2026-11.io.castor:locked";
+  static constexpr const char* kHost = "nqn.2014-08.org.nvmexpress:uuid:host";
+  std::unique_ptr<reactor::ReactorGroup> group;
+  std::unique_ptr<bdev::BdevRegistry> reg;
+  std::unique_ptr<NvmfTarget> tgt;
+  uint16_t port = 0;
+};
+
+uint16_t bring_up_admin(TestHost& h, const char* nqn, const char* host) {
+  Cqe c = h.connect(nqn, host, 0, 0xffff);
+  EXPECT_EQ(c.status, 0);
+  uint16_t cntlid = static_cast<uint16_t>(c.dw0);
+  c = h.prop_get(prop::kCap, true);
+  EXPECT_EQ(c.status, 0);
+  EXPECT_EQ(c.dw0 & 0xffff, 127u);
+  uint32_t cc = (6u << 16) | (4u << 20);
+  EXPECT_EQ(h.prop_set(prop::kCc, cc).status, 0);
+  EXPECT_EQ(h.prop_set(prop::kCc, cc | 1).status, 0);
+  c = h.prop_get(prop::kCsts, false);
+  EXPECT_EQ(c.dw0 & 1, 1u);
+  return cntlid;
+}
+
+TEST_F(Target, AdminSequenceIoQueueAndData) {
+  for (bool digests : {false, true}) {
+    SCOPED_TRACE(digests ? "with digests" : "without digests");
+    TestHost a(port, digests, digests);
+    uint16_t cntlid = bring_up_admin(a, kNqn, kHost);
+    std::vector<uint8_t> buf;
+    ASSERT_EQ(a.admin(admin_op::kIdentify, 0, cns::kController, 0, &buf, 4096).status, 0);
+    IdentifyController ic;
+    ASSERT_EQ(buf.size(), 4096u);
+    std::memcpy(&ic, buf.data(), sizeof(ic));
+    EXPECT_EQ(ic.cntlid, cntlid);
+    EXPECT_EQ(std::string(ic.subnqn), kNqn);
+    Cqe q = a.admin(admin_op::kSetFeatures, 0, feature::kNumberOfQueues, (3u << 16) | 3u);
+    EXPECT_EQ(q.status, 0);
+    EXPECT_EQ(q.dw0 & 0xffff, 3u);  // 4 queues granted (0's based)
+    buf.clear();
+    ASSERT_EQ(a.admin(admin_op::kIdentify, 0, cns::kActiveNsList, 0, &buf, 4096).status, 0);
+    EXPECT_EQ(buf[0], 1);
+    buf.clear();
+    ASSERT_EQ(a.admin(admin_op::kIdentify, 1, cns::kNamespace, 0, &buf, 4096).status, 0);
+    IdentifyNamespace in;
+    std::memcpy(&in, buf.data(), sizeof(in));
+    EXPECT_EQ(in.nsze, 16u * 2048);
+    EXPECT_EQ(in.lbaf[0].lbads, 9);
+    EXPECT_EQ(a.admin(admin_op::kKeepAlive, 0, 0, 0).status, 0);
+    buf.clear();
+    EXPECT_EQ(a.admin(admin_op::kGetLogPage, 0, log_id::kCommandEffects | (1023u << 16), 0, &buf, 4096).status, 0);
+    EXPECT_EQ(sc_of(a.admin(0x01, 0, 0, 0)), sc::kInvalidOpcode);  // Create I/O SQ: not on fabrics
+
+    TestHost io(port, digests, digests);
+    ASSERT_EQ(io.connect(kNqn, kHost, 1, cntlid).status, 0);
+    EXPECT_EQ(tgt->list_controllers().size(), 1u);
+    std::mt19937 rng(1);
+    std::vector<uint8_t> small(4096), big(64 * 1024);
+    for (auto& x : small) x = static_cast<uint8_t>(rng());
+    for (auto& x : big) x = static_cast<uint8_t>(rng());
+    // In-capsule write, R2T write split over several H2CData PDUs, reads back.
+    EXPECT_EQ(io.rw(io_op::kWrite, 8, 8, 512, nullptr, small, true).status, 0);
+    EXPECT_EQ(io.rw(io_op::kWrite, 100, 128, 512, nullptr, big, false, 16384).status, 0);
+    std::vector<uint8_t> got;
+    EXPECT_EQ(io.rw(io_op::kRead, 8, 8, 512, &got).status, 0);
+    EXPECT_EQ(got, small);
+    got.clear();
+    EXPECT_EQ(io.rw(io_op::kRead, 100, 128, 512, &got).status, 0);
+    EXPECT_EQ(got, big);
+    Sqe fl{};
+    fl.opcode = io_op::kFlush;
+    fl.nsid = 1;
+    EXPECT_EQ(io.cmd(fl).status, 0);
+    Sqe wz{};
+    wz.opcode = io_op::kWriteZeroes;
+    wz.nsid = 1;
+    wz.cdw10 = 100;
+    wz.cdw12 = 7;
+    EXPECT_EQ(io.cmd(wz).status, 0);
+    got.clear();
+    EXPECT_EQ(io.rw(io_op::kRead, 100, 8, 512, &got).status, 0);
+    EXPECT_EQ(got, std::vector<uint8_t>(4096, 0));
+    // Errors: out of range, unknown namespace, too large a transfer.
+    EXPECT_EQ(sc_of(io.rw(io_op::kRead, 16 * 2048 - 1, 2, 512, &got)), sc::kLbaOutOfRange);
+    Sqe bad{};
+    bad.opcode = io_op::kRead;
+    bad.nsid = 9;
+    EXPECT_EQ(sc_of(io.cmd(bad)), sc::kInvalidNamespace);
+    EXPECT_EQ(sc_of(io.rw(io_op::kRead, 0, 2048, 512, &got)), sc::kInvalidField);  // 1 MiB > MDTS
+    // A second I/O queue on the same controller.
+    TestHost io2(port, digests, digests);
+    ASSERT_EQ(io2.connect(kNqn, kHost, 2, cntlid).status, 0);
+    got.clear();
+    EXPECT_EQ(io2.rw(io_op::kRead, 8, 8, 512, &got).status, 0);
+    EXPECT_EQ(got, small);
+    // I/O connect with a wrong cntlid or host is refused.
+    TestHost io3(port);
+    EXPECT_EQ(sc_of(io3.connect(kNqn, kHost, 3, cntlid + 100)), sc::kConnectInvalidParameters);
+  }
+}
+
+TEST_F(Target, DiscoveryAndAllowList) {
+  TestHost d(port);
+  ASSERT_EQ(d.connect(kDiscoveryNqn, kHost, 0, 0xffff).status, 0);
+  std::vector<uint8_t> log;
+  ASSERT_EQ(d.admin(admin_op::kGetLogPage, 0, log_id::kDiscovery | (1023u << 16), 0, &log, 4096).status, 0);
+  DiscoveryLogHeader h;
+  std::memcpy(&h, log.data(), sizeof(h));
+  EXPECT_EQ(h.numrec, 3u);  // two subsystems and the discovery subsystem
+  DiscoveryLogEntry e;
+  std::memcpy(&e, log.data() + 1024, sizeof(e));
+  EXPECT_EQ(e.trtype, 3);
+  EXPECT_EQ(std::string(e.trsvcid, std::to_string(port).size()), std::to_string(port));
+
+  TestHost refused(port);
+  Cqe c = refused.connect(kLocked, kHost, 0, 0xffff);
+  EXPECT_EQ(status_type(c.status), Sct::kCommandSpecific);
+  EXPECT_EQ(sc_of(c), sc::kConnectInvalidHost);
+  TestHost allowed(port);
+  EXPECT_EQ(allowed.connect(kLocked, "nqn.2014-08.org.nvmexpress:uuid:allowed", 0, 0xffff).status, 0);
+  TestHost unknown(port);
+  EXPECT_EQ(sc_of(unknown.connect("nqn.2026-11.io.castor:nope", kHost, 0, 0xffff)), sc::kConnectInvalidParameters);
+}
+
+TEST_F(Target, MalformedPduGetsTermReqAndOnlyThatConnectionCloses) {
+  TestHost good(port);
+  bring_up_admin(good, kNqn, kHost);
+  TestHost bad(port);
+  CommonHeader ch{static_cast<uint8_t>(PduType::kCapsuleCmd), 0, 64, 0, 64};  // wrong hlen
+  std::vector<uint8_t> b(64, 0);
+  std::memcpy(b.data(), &ch, sizeof(ch));
+  bad.send_raw(b.data(), b.size());
+  Pdu t = bad.recv();
+  ASSERT_EQ(t.f.type, PduType::kC2HTermReq);
+  EXPECT_EQ(t.as<TermReq>().fes, static_cast<uint16_t>(TermFes::kInvalidHeaderField));
+  EXPECT_EQ(t.as<TermReq>().fei, 2u);
+  EXPECT_TRUE(bad.closed());
+  EXPECT_EQ(good.admin(admin_op::kKeepAlive, 0, 0, 0).status, 0);
+}
+
+TEST_F(Target, KeepAliveTimeoutTearsDownTheController) {
+  TestHost a(port);
+  Cqe c = a.connect(kNqn, kHost, 0, 0xffff, 400);
+  ASSERT_EQ(c.status, 0);
+  TestHost io(port);
+  ASSERT_EQ(io.connect(kNqn, kHost, 1, static_cast<uint16_t>(c.dw0)).status, 0);
+  // Silence: within ~2 KATO both queues are closed and the controller is gone.
+  EXPECT_TRUE(a.closed());
+  EXPECT_TRUE(io.closed());
+  EXPECT_TRUE(tgt->list_controllers().empty());
+}
+
+}  // namespace
+}  // namespace castor::nvmf

@@ -1,0 +1,77 @@
+// castor-nvmf-serve: a standalone NVMe-oF/TCP target for interoperability tests:
+// creates the bdevs, one subsystem with them as namespaces, listens, and serves until
+// SIGINT/SIGTERM. Writes the bound port to --port-file when ready.
+#include <signal.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <fstream>
+#include <spdlog/spdlog.h>
+
+#include "nvmf/target/target.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"castor-nvmf-serve: serve bdevs over NVMe/TCP (interoperability testing)"};
+  std::vector<std::string> bdevs;
+  std::string nqn = "nqn.2026-11.io.castor:test";
+  std::string host = "127.0.0.1";
+  uint16_t port = 4420;
+  unsigned reactors = 1;
+  std::vector<std::string> allowed;
+  std::string port_file, log_level = "info";
+  app.add_option("--bdev", bdevs, "bdev URI to create and export (repeatable)")->required();
+  app.add_option("--nqn", nqn, "subsystem NQN")->capture_default_str();
+  app.add_option("--listen", host, "address")->capture_default_str();
+  app.add_option("--port", port, "port (0: pick one)")->capture_default_str();
+  app.add_option("--reactors", reactors, "reactor count")->capture_default_str();
+  app.add_option("--allow-host", allowed, "allowed host NQN (repeatable; default any)");
+  app.add_option("--port-file", port_file, "write the bound port here when ready");
+  app.add_option("--log-level", log_level)->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  spdlog::set_level(spdlog::level::from_str(log_level));
+
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+
+  std::vector<int> cpus;
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  for (unsigned i = 0; i < std::max(1u, reactors); ++i) cpus.push_back(static_cast<int>(i % n));
+  castor::reactor::ReactorGroup group(cpus, castor::reactor::ReactorOptions{});
+  group.start();
+  int rc = 0;
+  {
+    castor::bdev::BdevRegistry reg(group);
+    castor::nvmf::NvmfTarget tgt(group, reg);
+    auto fail = [&](const castor::Status& st) {
+      std::fprintf(stderr, "castor-nvmf-serve: error: %s\n", st.message().c_str());
+      rc = 1;
+    };
+    uint16_t bound = 0;
+    if (auto st = tgt.add_subsystem(nqn, allowed); !st) fail(st);
+    for (const auto& u : bdevs) {
+      if (rc) break;
+      auto info = reg.create(u);
+      if (!info) {
+        fail(info.status());
+        break;
+      }
+      if (auto ns = tgt.add_namespace(nqn, info->name); !ns) fail(ns.status());
+    }
+    if (!rc) {
+      if (auto st = tgt.listen(host, port, &bound); !st) fail(st);
+    }
+    if (!rc) {
+      if (!port_file.empty()) std::ofstream(port_file) << bound << "\n";
+      spdlog::info("serving {} on {}:{}", nqn, host, bound);
+      int sig = 0;
+      sigwait(&set, &sig);
+      tgt.stop();
+    }
+  }
+  group.stop();
+  return rc;
+}

@@ -86,9 +86,9 @@ void to_proto(const bdev::FaultRuleSpec& in, v1::FaultRule* out) {
   out->set_probability(in.probability);
 }
 
-EngineServiceImpl::EngineServiceImpl(bdev::BdevRegistry& registry, reactor::ReactorGroup& reactors,
-                                     EngineIdentity identity)
-    : registry_(registry), reactors_(reactors), identity_(identity) {}
+EngineServiceImpl::EngineServiceImpl(bdev::BdevRegistry& registry, pool::PoolManager& pools,
+                                     reactor::ReactorGroup& reactors, EngineIdentity identity)
+    : registry_(registry), pools_(pools), reactors_(reactors), identity_(identity) {}
 
 grpc::Status EngineServiceImpl::GetEngineInfo(grpc::ServerContext*, const v1::GetEngineInfoRequest*,
                                               v1::EngineInfo* resp) {
@@ -121,6 +121,12 @@ grpc::Status EngineServiceImpl::DestroyBdev(grpc::ServerContext*, const v1::Dest
                                             v1::DestroyBdevResponse*) {
   if (req->name().empty()) {
     return to_grpc(Status(Errc::kInvalidArgument, "bdev name is required"));
+  }
+  // A replica's bdev belongs to its pool: destroying only the bdev would leave the
+  // pool's metadata naming a replica the engine no longer serves.
+  if (auto info = registry_.info(req->name()); info && info->module == "replica") {
+    return to_grpc(make_error(
+        Errc::kBusy, "bdev '{}' is a pool replica (destroy the replica instead)", req->name()));
   }
   Status s = registry_.destroy(req->name());
   if (!s) {

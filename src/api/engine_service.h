@@ -1,9 +1,9 @@
 #pragma once
-// The gRPC EngineService over a BdevRegistry and a ReactorGroup.
+// The gRPC EngineService over a BdevRegistry, a PoolManager and a ReactorGroup.
 //
 // Handlers run on gRPC's threads. They reach bdevs only through the registry,
-// FaultControl and run_perf, which are safe to call from any non-reactor thread; no
-// handler touches reactor-owned state directly.
+// FaultControl, run_perf, the PoolManager and block_io, which are safe to call from any
+// non-reactor thread; no handler touches reactor-owned state directly.
 
 #include <chrono>
 #include <memory>
@@ -11,6 +11,7 @@
 #include "bdev/modules/fault.h"
 #include "bdev/registry.h"
 #include "castor/v1/engine.grpc.pb.h"
+#include "pool/pool.h"
 #include "reactor/reactor.h"
 
 namespace castor::api {
@@ -25,9 +26,9 @@ struct EngineIdentity {
 
 class EngineServiceImpl final : public castor::v1::EngineService::Service {
  public:
-  // `registry` and `reactors` must outlive the service and every RPC in flight.
-  EngineServiceImpl(bdev::BdevRegistry& registry, reactor::ReactorGroup& reactors,
-                    EngineIdentity identity);
+  // `registry`, `pools` and `reactors` must outlive the service and every RPC in flight.
+  EngineServiceImpl(bdev::BdevRegistry& registry, pool::PoolManager& pools,
+                    reactor::ReactorGroup& reactors, EngineIdentity identity);
 
   grpc::Status GetEngineInfo(grpc::ServerContext* ctx, const v1::GetEngineInfoRequest* req,
                              v1::EngineInfo* resp) override;
@@ -48,8 +49,35 @@ class EngineServiceImpl final : public castor::v1::EngineService::Service {
   grpc::Status RunBenchmark(grpc::ServerContext* ctx, const v1::RunBenchmarkRequest* req,
                             v1::BenchmarkResult* resp) override;
 
+  // Pools and replicas (pool_rpcs.cc).
+  grpc::Status CreatePool(grpc::ServerContext* ctx, const v1::CreatePoolRequest* req,
+                          v1::PoolInfo* resp) override;
+  grpc::Status ImportPool(grpc::ServerContext* ctx, const v1::ImportPoolRequest* req,
+                          v1::PoolInfo* resp) override;
+  grpc::Status ExportPool(grpc::ServerContext* ctx, const v1::ExportPoolRequest* req,
+                          v1::ExportPoolResponse* resp) override;
+  grpc::Status DestroyPool(grpc::ServerContext* ctx, const v1::DestroyPoolRequest* req,
+                           v1::DestroyPoolResponse* resp) override;
+  grpc::Status ListPools(grpc::ServerContext* ctx, const v1::ListPoolsRequest* req,
+                         v1::ListPoolsResponse* resp) override;
+  grpc::Status CreateReplica(grpc::ServerContext* ctx, const v1::CreateReplicaRequest* req,
+                             v1::ReplicaInfo* resp) override;
+  grpc::Status DestroyReplica(grpc::ServerContext* ctx, const v1::DestroyReplicaRequest* req,
+                              v1::DestroyReplicaResponse* resp) override;
+  grpc::Status GrowReplica(grpc::ServerContext* ctx, const v1::GrowReplicaRequest* req,
+                           v1::ReplicaInfo* resp) override;
+  grpc::Status ListReplicas(grpc::ServerContext* ctx, const v1::ListReplicasRequest* req,
+                            v1::ListReplicasResponse* resp) override;
+
+  // Block I/O for tests and debugging (pool_rpcs.cc).
+  grpc::Status WriteBlocks(grpc::ServerContext* ctx, const v1::WriteBlocksRequest* req,
+                           v1::WriteBlocksResponse* resp) override;
+  grpc::Status ReadBlocks(grpc::ServerContext* ctx, const v1::ReadBlocksRequest* req,
+                          v1::ReadBlocksResponse* resp) override;
+
  private:
   bdev::BdevRegistry& registry_;
+  pool::PoolManager& pools_;
   reactor::ReactorGroup& reactors_;
   const EngineIdentity identity_;
 };
@@ -60,5 +88,8 @@ void to_proto(const std::string& name, const bdev::BdevStatsSnapshot& in, v1::Bd
 // Errors: InvalidArgument (unknown op, mode or status; probability outside [0,1]).
 Result<bdev::FaultRuleSpec> from_proto(const v1::FaultRule& in);
 void to_proto(const bdev::FaultRuleSpec& in, v1::FaultRule* out);
+void to_proto(const pool::PoolInfo& in, v1::PoolInfo* out);
+// `cluster_size` of the replica's pool gives allocated_bytes.
+void to_proto(const pool::ReplicaInfo& in, uint64_t cluster_size, v1::ReplicaInfo* out);
 
 }  // namespace castor::api

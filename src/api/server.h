@@ -22,8 +22,9 @@ namespace castor::api {
 
 class ApiServer {
  public:
-  // `registry` and `reactors` must outlive this object (or at least its stop()).
-  ApiServer(bdev::BdevRegistry& registry, reactor::ReactorGroup& reactors, EngineIdentity identity);
+  // `registry`, `pools` and `reactors` must outlive this object (or at least its stop()).
+  ApiServer(bdev::BdevRegistry& registry, pool::PoolManager& pools, reactor::ReactorGroup& reactors,
+            EngineIdentity identity);
   // Stops both servers.
   ~ApiServer();
   ApiServer(const ApiServer&) = delete;

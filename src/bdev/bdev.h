@@ -165,6 +165,7 @@ class Bdev {
   // Descriptor bookkeeping (see BdevDesc).
   std::atomic<uint32_t> open_descs{0};
   std::string claimed_by;  // guarded by the registry's lock
+  std::string owner;       // manages the lifetime (e.g. "pool:p0"); guarded likewise
 
  protected:
   virtual std::unique_ptr<BdevChannel> create_channel(reactor::Reactor& r) = 0;

@@ -111,6 +111,9 @@ Status BdevRegistry::destroy(const std::string& name) {
     auto it = bdevs_.find(name);
     if (it == bdevs_.end()) return make_error(Errc::kNotFound, "bdev '{}' does not exist", name);
     b = it->second;
+    if (!b->owner.empty()) {
+      return make_error(Errc::kBusy, "bdev '{}' belongs to '{}'; destroy it there", name, b->owner);
+    }
     if (!b->claimed_by.empty()) {
       return make_error(Errc::kBusy, "bdev '{}' is in use by '{}'", name, b->claimed_by);
     }
@@ -181,6 +184,14 @@ Result<BdevDesc> BdevRegistry::open(const std::string& name, const std::string& 
   }
   if (!claimer.empty()) b->claimed_by = claimer;
   return BdevDesc(b);
+}
+
+Status BdevRegistry::set_owner(const std::string& name, const std::string& owner) {
+  std::lock_guard lk(mu_);
+  auto it = bdevs_.find(name);
+  if (it == bdevs_.end()) return make_error(Errc::kNotFound, "bdev '{}' does not exist", name);
+  it->second->owner = owner;
+  return Status::ok();
 }
 
 void BdevRegistry::release_claim(const std::string& name, const std::string& claimer) {

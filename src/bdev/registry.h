@@ -65,6 +65,10 @@ class BdevRegistry {
   // through release_claim().
   Result<BdevDesc> open(const std::string& name, const std::string& claimer = "");
   void release_claim(const std::string& name, const std::string& claimer);
+  // Records that `owner` manages the bdev's lifetime (a pool owns its replicas' bdevs):
+  // anyone may open it, but destroy() refuses while an owner is set ("" clears it).
+  // Errors: NotFound.
+  Status set_owner(const std::string& name, const std::string& owner);
 
   reactor::ReactorGroup& reactors() { return reactors_; }
 

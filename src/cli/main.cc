@@ -8,10 +8,14 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -407,6 +411,331 @@ int fault_list(Context& c, const std::string& bdev) {
   return 0;
 }
 
+// ---- pool ----
+
+ordered_json pool_json(const v1::PoolInfo& p) {
+  return {{"name", p.name()},
+          {"uuid", p.uuid()},
+          {"cluster_size", p.cluster_size()},
+          {"disks", std::vector<std::string>(p.disks().begin(), p.disks().end())},
+          {"total_clusters", p.total_clusters()},
+          {"used_clusters", p.used_clusters()},
+          {"capacity_bytes", p.capacity_bytes()},
+          {"used_bytes", p.used_bytes()},
+          {"committed_bytes", p.committed_bytes()},
+          {"replicas", p.replicas()},
+          {"state", p.state()}};
+}
+
+void print_pool_table(const std::vector<const v1::PoolInfo*>& pools) {
+  Table t({"NAME", "DISKS", "CLUSTER", "CAPACITY", "USED", "COMMITTED", "REPLICAS", "STATE"});
+  for (const auto* p : pools) {
+    std::string disks;
+    for (const auto& d : p->disks()) disks += (disks.empty() ? "" : ",") + d;
+    t.add_row({p->name(), or_dash(disks), human_bytes(p->cluster_size()),
+               human_bytes(p->capacity_bytes()), human_bytes(p->used_bytes()),
+               human_bytes(p->committed_bytes()), std::to_string(p->replicas()), p->state()});
+  }
+  t.print();
+}
+
+int print_pool(Context& c, const v1::PoolInfo& p) {
+  if (c.json()) {
+    print_json(pool_json(p));
+  } else {
+    print_pool_table({&p});
+  }
+  return 0;
+}
+
+int pool_create(Context& c, const std::string& name, const std::vector<std::string>& disks,
+                uint64_t cluster_size) {
+  v1::CreatePoolRequest req;
+  req.set_name(name);
+  for (const auto& d : disks) req.add_disks(d);
+  req.set_cluster_size(cluster_size);
+  v1::PoolInfo info;
+  auto ctx = c.call();
+  grpc::Status s = c.stub->CreatePool(ctx.get(), req, &info);
+  if (!s.ok()) return c.fail(s);
+  return print_pool(c, info);
+}
+
+int pool_import(Context& c, const std::vector<std::string>& disks) {
+  v1::ImportPoolRequest req;
+  for (const auto& d : disks) req.add_disks(d);
+  v1::PoolInfo info;
+  auto ctx = c.call();
+  grpc::Status s = c.stub->ImportPool(ctx.get(), req, &info);
+  if (!s.ok()) return c.fail(s);
+  return print_pool(c, info);
+}
+
+int pool_export(Context& c, const std::string& name) {
+  v1::ExportPoolRequest req;
+  req.set_name(name);
+  v1::ExportPoolResponse resp;
+  auto ctx = c.call();
+  grpc::Status s = c.stub->ExportPool(ctx.get(), req, &resp);
+  if (!s.ok()) return c.fail(s);
+  if (c.json()) {
+    print_json({{"exported", name}});
+  } else {
+    fmt::print("pool '{}' exported\n", name);
+  }
+  return 0;
+}
+
+int pool_destroy(Context& c, const std::string& name) {
+  v1::DestroyPoolRequest req;
+  req.set_name(name);
+  v1::DestroyPoolResponse resp;
+  auto ctx = c.call();
+  grpc::Status s = c.stub->DestroyPool(ctx.get(), req, &resp);
+  if (!s.ok()) return c.fail(s);
+  if (c.json()) {
+    print_json({{"destroyed", name}});
+  } else {
+    fmt::print("pool '{}' destroyed\n", name);
+  }
+  return 0;
+}
+
+int pool_list(Context& c, const std::string& name) {
+  v1::ListPoolsRequest req;
+  req.set_name(name);
+  v1::ListPoolsResponse resp;
+  auto ctx = c.call();
+  grpc::Status s = c.stub->ListPools(ctx.get(), req, &resp);
+  if (!s.ok()) return c.fail(s);
+  if (c.json()) {
+    ordered_json arr = ordered_json::array();
+    for (const auto& p : resp.pools()) arr.push_back(pool_json(p));
+    print_json(arr);
+    return 0;
+  }
+  std::vector<const v1::PoolInfo*> rows;
+  for (const auto& p : resp.pools()) rows.push_back(&p);
+  print_pool_table(rows);
+  return 0;
+}
+
+// ---- replica ----
+
+ordered_json replica_json(const v1::ReplicaInfo& r) {
+  return {{"name", r.name()},
+          {"uuid", r.uuid()},
+          {"pool", r.pool()},
+          {"size_bytes", r.size_bytes()},
+          {"thin", r.thin()},
+          {"allocated_clusters", r.allocated_clusters()},
+          {"allocated_bytes", r.allocated_bytes()},
+          {"uri", r.uri()}};
+}
+
+void print_replica_table(const std::vector<const v1::ReplicaInfo*>& replicas) {
+  Table t({"NAME", "POOL", "SIZE", "TYPE", "ALLOCATED", "UUID", "URI"});
+  for (const auto* r : replicas) {
+    t.add_row({r->name(), r->pool(), human_bytes(r->size_bytes()), r->thin() ? "thin" : "thick",
+               human_bytes(r->allocated_bytes()), r->uuid(), r->uri()});
+  }
+  t.print();
+}
+
+int print_replica(Context& c, const v1::ReplicaInfo& r) {
+  if (c.json()) {
+    print_json(replica_json(r));
+  } else {
+    print_replica_table({&r});
+  }
+  return 0;
+}
+
+struct ReplicaArgs {
+  std::string pool;
+  std::string name;
+  std::string size;  // validated by size_validator()
+  bool thin = false;
+  std::string uuid;
+};
+
+int replica_create(Context& c, const ReplicaArgs& a) {
+  v1::CreateReplicaRequest req;
+  req.set_pool(a.pool);
+  req.set_name(a.name);
+  req.set_size_bytes(parse_size(a.size).value_or(0));
+  req.set_thin(a.thin);
+  req.set_uuid(a.uuid);
+  v1::ReplicaInfo info;
+  auto ctx = c.call();
+  grpc::Status s = c.stub->CreateReplica(ctx.get(), req, &info);
+  if (!s.ok()) return c.fail(s);
+  return print_replica(c, info);
+}
+
+int replica_destroy(Context& c, const std::string& name) {
+  v1::DestroyReplicaRequest req;
+  req.set_name(name);
+  v1::DestroyReplicaResponse resp;
+  auto ctx = c.call();
+  grpc::Status s = c.stub->DestroyReplica(ctx.get(), req, &resp);
+  if (!s.ok()) return c.fail(s);
+  if (c.json()) {
+    print_json({{"destroyed", name}});
+  } else {
+    fmt::print("replica '{}' destroyed\n", name);
+  }
+  return 0;
+}
+
+int replica_grow(Context& c, const std::string& name, const std::string& size) {
+  v1::GrowReplicaRequest req;
+  req.set_name(name);
+  req.set_size_bytes(parse_size(size).value_or(0));
+  v1::ReplicaInfo info;
+  auto ctx = c.call();
+  grpc::Status s = c.stub->GrowReplica(ctx.get(), req, &info);
+  if (!s.ok()) return c.fail(s);
+  return print_replica(c, info);
+}
+
+int replica_list(Context& c, const std::string& pool) {
+  v1::ListReplicasRequest req;
+  req.set_pool(pool);
+  v1::ListReplicasResponse resp;
+  auto ctx = c.call();
+  grpc::Status s = c.stub->ListReplicas(ctx.get(), req, &resp);
+  if (!s.ok()) return c.fail(s);
+  if (c.json()) {
+    ordered_json arr = ordered_json::array();
+    for (const auto& r : resp.replicas()) arr.push_back(replica_json(r));
+    print_json(arr);
+    return 0;
+  }
+  std::vector<const v1::ReplicaInfo*> rows;
+  for (const auto& r : resp.replicas()) rows.push_back(&r);
+  print_replica_table(rows);
+  return 0;
+}
+
+// ---- bdev write / read ----
+
+struct BlockArgs {
+  std::string bdev;
+  std::string offset = "0";  // sizes, validated by size_validator()
+  std::string length;
+  std::string file;
+  std::optional<int> pattern;
+  bool flush = false;
+};
+
+// Reads the whole of `path` into `data`; false (with the reason printed) on failure.
+bool slurp(const std::string& path, std::string* data) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    print_error(fmt::format("cannot read '{}': {}", path, std::strerror(errno)));
+    return false;
+  }
+  data->assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  if (in.bad()) {
+    print_error(fmt::format("cannot read '{}'", path));
+    return false;
+  }
+  return true;
+}
+
+int bdev_write(Context& c, const BlockArgs& a) {
+  v1::WriteBlocksRequest req;
+  req.set_bdev(a.bdev);
+  req.set_offset_bytes(parse_size(a.offset).value_or(0));
+  req.set_flush(a.flush);
+  if (!a.file.empty()) {
+    if (!slurp(a.file, req.mutable_data())) return 1;
+  } else {
+    req.set_data(std::string(parse_size(a.length).value_or(0), static_cast<char>(*a.pattern)));
+  }
+  v1::WriteBlocksResponse resp;
+  auto ctx = c.call();
+  grpc::Status s = c.stub->WriteBlocks(ctx.get(), req, &resp);
+  if (!s.ok()) return c.fail(s);
+  if (c.json()) {
+    print_json({{"bdev", a.bdev},
+                {"offset_bytes", req.offset_bytes()},
+                {"length", req.data().size()},
+                {"flushed", a.flush}});
+  } else {
+    fmt::print("wrote {} bytes to '{}' at offset {}{}\n", req.data().size(), a.bdev,
+               req.offset_bytes(), a.flush ? " (flushed)" : "");
+  }
+  return 0;
+}
+
+int bdev_read(Context& c, const BlockArgs& a) {
+  v1::ReadBlocksRequest req;
+  req.set_bdev(a.bdev);
+  req.set_offset_bytes(parse_size(a.offset).value_or(0));
+  req.set_length(parse_size(a.length).value_or(0));
+  v1::ReadBlocksResponse resp;
+  auto ctx = c.call();
+  grpc::Status s = c.stub->ReadBlocks(ctx.get(), req, &resp);
+  if (!s.ok()) return c.fail(s);
+  const std::string& data = resp.data();
+  if (a.file.empty()) {
+    // Raw bytes to stdout, whatever -o says: this is for piping into od or cmp.
+    if (std::fwrite(data.data(), 1, data.size(), stdout) != data.size() ||
+        std::fflush(stdout) != 0) {
+      print_error(fmt::format("cannot write to stdout: {}", std::strerror(errno)));
+      return 1;
+    }
+    return 0;
+  }
+  std::ofstream out(a.file, std::ios::binary | std::ios::trunc);
+  out.write(data.data(), static_cast<std::streamsize>(data.size()));
+  out.close();
+  if (!out) {
+    print_error(fmt::format("cannot write '{}': {}", a.file, std::strerror(errno)));
+    return 1;
+  }
+  if (c.json()) {
+    print_json({{"bdev", a.bdev},
+                {"offset_bytes", req.offset_bytes()},
+                {"length", data.size()},
+                {"file", a.file}});
+  } else {
+    fmt::print("read {} bytes from '{}' at offset {} into {}\n", data.size(), a.bdev,
+               req.offset_bytes(), a.file);
+  }
+  return 0;
+}
+
+// Accepts "65536", "4MiB", "1G" (parse_size).
+CLI::Validator size_validator() {
+  return CLI::Validator(
+      [](std::string& s) -> std::string {
+        if (parse_size(s)) return "";
+        return fmt::format("'{}' is not a size (e.g. 65536, 4KiB, 4MiB, 1GiB)", s);
+      },
+      "SIZE");
+}
+
+// Accepts a byte value: 0..255 in decimal or 0x hex.
+CLI::Validator byte_validator() {
+  return CLI::Validator(
+      [](std::string& s) -> std::string {
+        const bool hex = s.size() > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X');
+        const std::string digits = hex ? s.substr(2) : s;
+        const char* allowed = hex ? "0123456789abcdefABCDEF" : "0123456789";
+        if (digits.empty() || digits.size() > 3 ||
+            digits.find_first_not_of(allowed) != std::string::npos ||
+            std::stoul(digits, nullptr, hex ? 16 : 10) > 255) {
+          return fmt::format("'{}' is not a byte value (0..255 or 0x00..0xff)", s);
+        }
+        s = std::to_string(std::stoul(digits, nullptr, hex ? 16 : 10));
+        return "";
+      },
+      "BYTE");
+}
+
 // Accepts "read,write", "all", ...: every comma-separated item a known op name.
 CLI::Validator ops_validator() {
   return CLI::Validator(
@@ -441,7 +770,9 @@ CLI::Validator index_list_validator() {
 }
 
 int run(int argc, char** argv) {
-  CLI::App app{"castorctl: manage a castor-engine (bdevs, fault drills, benchmarks)", kProg};
+  CLI::App app{
+      "castorctl: manage a castor-engine (bdevs, pools, replicas, fault drills, benchmarks)",
+      kProg};
   app.require_subcommand(1);
   app.fallthrough();
 
@@ -507,6 +838,102 @@ int run(int argc, char** argv) {
       ->check(index_list_validator());
   perf->add_option("--seed", perf_args.seed, "random seed (default 1)");
   perf->callback([&] { action = [&] { return bdev_perf(c, perf_args); }; });
+
+  BlockArgs wr;
+  auto* write = bdev->add_subcommand("write", "write blocks to a bdev (tests, debugging)");
+  write->add_option("NAME", wr.bdev, "bdev name")->required();
+  write->add_option("--offset", wr.offset, "byte offset, a block multiple (default 0)")
+      ->check(size_validator());
+  auto* w_file = write->add_option("--file", wr.file, "write this file's content");
+  auto* w_pattern =
+      write->add_option("--pattern", wr.pattern, "fill with this byte (0..255 or 0x..)")
+          ->check(byte_validator());
+  auto* w_length = write->add_option("--length", wr.length, "bytes to write with --pattern")
+                       ->check(size_validator());
+  w_file->excludes(w_pattern)->excludes(w_length);
+  w_pattern->needs(w_length);
+  w_length->needs(w_pattern);
+  write->add_flag("--flush", wr.flush, "flush after writing; succeed only once durable");
+  write->callback([&] {
+    if (wr.file.empty() && !wr.pattern) throw CLI::RequiredError("--file or --pattern");
+    action = [&] { return bdev_write(c, wr); };
+  });
+
+  BlockArgs rd;
+  auto* read = bdev->add_subcommand("read", "read blocks from a bdev (raw to stdout or a file)");
+  read->add_option("NAME", rd.bdev, "bdev name")->required();
+  read->add_option("--offset", rd.offset, "byte offset, a block multiple (default 0)")
+      ->check(size_validator());
+  read->add_option("--length", rd.length, "bytes to read, a block multiple")
+      ->required()
+      ->check(size_validator());
+  read->add_option("--file", rd.file, "write the data to this file instead of stdout");
+  read->callback([&] { action = [&] { return bdev_read(c, rd); }; });
+
+  // pool
+  auto* pool = app.add_subcommand("pool", "storage pools");
+  pool->require_subcommand(1);
+  std::vector<std::string> disks;
+  std::string cluster_size = "4MiB";
+  auto* pcreate = pool->add_subcommand("create", "format disks as a new pool");
+  pcreate->add_option("NAME", name, "pool name")->required();
+  pcreate
+      ->add_option("--disk", disks,
+                   "disk URI, repeatable: bdev:///NAME (an existing bdev) or a bdev URI the "
+                   "pool creates, e.g. file:///var/lib/castor/d0.img?size_mb=1024")
+      ->required()
+      ->allow_extra_args(false);
+  pcreate->add_option("--cluster-size", cluster_size, "allocation unit (default 4MiB)")
+      ->check(size_validator());
+  pcreate->callback([&] {
+    action = [&] { return pool_create(c, name, disks, parse_size(cluster_size).value_or(0)); };
+  });
+
+  auto* pimport = pool->add_subcommand("import", "import the pool on disks (every member)");
+  pimport->add_option("--disk", disks, "disk URI, repeatable")->required()->allow_extra_args(false);
+  pimport->callback([&] { action = [&] { return pool_import(c, disks); }; });
+
+  auto* pexport = pool->add_subcommand("export", "close a pool; its disks import again later");
+  pexport->add_option("NAME", name, "pool name")->required();
+  pexport->callback([&] { action = [&] { return pool_export(c, name); }; });
+
+  auto* pdestroy =
+      pool->add_subcommand("destroy", "destroy a pool and its replicas (wipes the labels)");
+  pdestroy->add_option("NAME", name, "pool name")->required();
+  pdestroy->callback([&] { action = [&] { return pool_destroy(c, name); }; });
+
+  auto* plist = pool->add_subcommand("list", "list pools");
+  plist->add_option("NAME", name, "pool name (default: every pool)");
+  plist->callback([&] { action = [&] { return pool_list(c, name); }; });
+
+  // replica
+  auto* replica = app.add_subcommand("replica", "replicas (volumes) of pools");
+  replica->require_subcommand(1);
+  ReplicaArgs ra;
+  auto* rcreate = replica->add_subcommand("create", "create a replica in a pool");
+  rcreate->add_option("POOL", ra.pool, "pool name")->required();
+  rcreate->add_option("NAME", ra.name, "replica (and bdev) name")->required();
+  rcreate->add_option("--size", ra.size, "size, e.g. 1GiB")->required()->check(size_validator());
+  rcreate->add_flag("--thin", ra.thin, "allocate clusters on first write");
+  rcreate->add_option("--uuid", ra.uuid, "replica UUID (default random)");
+  rcreate->callback([&] { action = [&] { return replica_create(c, ra); }; });
+
+  auto* rdestroy = replica->add_subcommand("destroy", "destroy a replica");
+  rdestroy->add_option("NAME", name, "replica name or UUID")->required();
+  rdestroy->callback([&] { action = [&] { return replica_destroy(c, name); }; });
+
+  std::string grow_size;
+  auto* rgrow = replica->add_subcommand("grow", "grow a replica (never shrinks)");
+  rgrow->add_option("NAME", name, "replica name or UUID")->required();
+  rgrow->add_option("--size", grow_size, "new size, e.g. 2GiB")
+      ->required()
+      ->check(size_validator());
+  rgrow->callback([&] { action = [&] { return replica_grow(c, name, grow_size); }; });
+
+  std::string pool_filter;
+  auto* rlist = replica->add_subcommand("list", "list replicas");
+  rlist->add_option("--pool", pool_filter, "only this pool's replicas");
+  rlist->callback([&] { action = [&] { return replica_list(c, pool_filter); }; });
 
   // fault
   auto* fault = app.add_subcommand("fault", "fault injection on fault:// bdevs");

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cctype>
 
 namespace castor::cli {
 
@@ -54,6 +55,36 @@ std::string human_bytes(uint64_t bytes) {
     ++u;
   }
   return fmt::format("{:.1f} {}", v, kUnits[u]);
+}
+
+std::optional<uint64_t> parse_size(std::string_view s) {
+  size_t i = 0;
+  uint64_t n = 0;
+  while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) {
+    uint64_t d = static_cast<uint64_t>(s[i] - '0');
+    if (n > (UINT64_MAX - d) / 10) return std::nullopt;
+    n = n * 10 + d;
+    ++i;
+  }
+  if (i == 0) return std::nullopt;
+  while (i < s.size() && s[i] == ' ') ++i;
+  std::string unit;
+  for (; i < s.size(); ++i) {
+    unit += static_cast<char>(std::tolower(static_cast<unsigned char>(s[i])));
+  }
+  int shift = 0;
+  if (unit.empty() || unit == "b") {
+    shift = 0;
+  } else {
+    static const std::string kPrefixes = "kmgt";
+    auto p = kPrefixes.find(unit[0]);
+    std::string rest = unit.substr(1);
+    const bool suffix_ok = rest.empty() || rest == "b" || rest == "ib";
+    if (p == std::string::npos || !suffix_ok) return std::nullopt;
+    shift = 10 * static_cast<int>(p + 1);
+  }
+  if (shift > 0 && n > (UINT64_MAX >> shift)) return std::nullopt;
+  return n << shift;
 }
 
 std::string fixed(double v, int decimals) {

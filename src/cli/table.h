@@ -1,9 +1,12 @@
 #pragma once
-// Plain-text output helpers for castorctl: aligned tables and human-readable sizes.
+// Plain-text helpers for castorctl: aligned tables, human-readable sizes and the
+// parsing of sizes people type.
 
 #include <cstdint>
 #include <cstdio>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace castor::cli {
@@ -29,6 +32,11 @@ std::string key_values(const std::vector<std::pair<std::string, std::string>>& k
 
 // 512 -> "512 B", 65536 -> "64.0 KiB", 64 << 20 -> "64.0 MiB" (binary units, one decimal).
 std::string human_bytes(uint64_t bytes);
+// Parses a byte count: digits with an optional binary unit, K/KiB, M/MiB, G/GiB, T/TiB
+// (case-insensitive, also written KB, MB, ...; a trailing B alone means bytes), e.g.
+// "65536", "4MiB", "1G", "512 B". nullopt on anything else or on overflow.
+std::optional<uint64_t> parse_size(std::string_view s);
+
 // Fixed-point with `decimals` digits: fixed(1.234, 1) -> "1.2".
 std::string fixed(double v, int decimals);
 

@@ -26,6 +26,7 @@ struct Layer {
   std::optional<std::string> log_level;
   std::optional<std::string> log_format;
   std::optional<std::vector<std::string>> bdevs;
+  std::optional<std::vector<std::vector<std::string>>> pool_imports;
   std::optional<std::string> ready_file;
 };
 
@@ -42,6 +43,49 @@ Result<std::string> yaml_scalar(const YAML::Node& n, const std::string& key) {
     return make_error(Errc::kInvalidArgument, "config key '{}': expected a single value", key);
   }
   return n.Scalar();
+}
+
+// "a,b,,c" -> {"a", "b", "c"}.
+std::vector<std::string> split_commas(const std::string& s) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= s.size()) {
+    size_t end = s.find(',', start);
+    if (end == std::string::npos) end = s.size();
+    if (end > start) out.push_back(s.substr(start, end - start));
+    start = end + 1;
+  }
+  return out;
+}
+
+// `pools:` is a list of maps {disks: [URI, ...]} (disks may also be one URI).
+Result<std::vector<std::vector<std::string>>> yaml_pools(const YAML::Node& v) {
+  const Status bad(Errc::kInvalidArgument,
+                   "config key 'pools': expected a list of {disks: [URI, ...]} entries");
+  std::vector<std::vector<std::string>> out;
+  if (v.IsNull()) return out;
+  if (!v.IsSequence()) return bad;
+  for (const auto& entry : v) {
+    if (!entry.IsMap()) return bad;
+    std::vector<std::string> disks;
+    for (const auto& kv : entry) {
+      const std::string key = kv.first.as<std::string>();
+      if (key != "disks") {
+        return make_error(Errc::kInvalidArgument, "config key 'pools': unknown key '{}'", key);
+      }
+      if (kv.second.IsScalar()) {
+        disks.push_back(kv.second.Scalar());
+        continue;
+      }
+      if (!kv.second.IsSequence()) return bad;
+      for (const auto& d : kv.second) {
+        if (!d.IsScalar()) return bad;
+        disks.push_back(d.Scalar());
+      }
+    }
+    out.push_back(std::move(disks));
+  }
+  return out;
 }
 
 // Reads the YAML file at `path` into a Layer. Every key must be known.
@@ -116,6 +160,10 @@ Result<Layer> load_yaml(const std::string& path) {
         }
         if (!l.bdevs) l.bdevs.emplace();
         l.bdevs->insert(l.bdevs->end(), uris.begin(), uris.end());
+      } else if (key == "pools") {
+        auto pools = yaml_pools(v);
+        if (!pools) return pools.status();
+        l.pool_imports = std::move(pools.value());
       } else {
         return make_error(Errc::kInvalidArgument, "config file '{}': unknown key '{}'", path, key);
       }
@@ -167,6 +215,7 @@ Result<EngineConfig> resolve(const Layer& flags, const Layer& file) {
   if (auto m = pick(flags.metrics_listen, file.metrics_listen)) cfg.metrics_listen = *m;
   if (auto r = pick(flags.ready_file, file.ready_file)) cfg.ready_file = *r;
   if (auto b = pick(flags.bdevs, file.bdevs)) cfg.bdevs = *b;
+  if (auto p = pick(flags.pool_imports, file.pool_imports)) cfg.pool_imports = *p;
   if (auto lv = pick(flags.log_level, file.log_level)) {
     auto level = parse_log_level(*lv);
     if (!level) return level.status();
@@ -184,6 +233,12 @@ Result<EngineConfig> resolve(const Layer& flags, const Layer& file) {
   }
   for (const auto& uri : cfg.bdevs) {
     if (uri.empty()) return Status(Errc::kInvalidArgument, "bdev: empty URI");
+  }
+  for (const auto& disks : cfg.pool_imports) {
+    if (disks.empty()) return Status(Errc::kInvalidArgument, "pool import: no disks given");
+    for (const auto& d : disks) {
+      if (d.empty()) return Status(Errc::kInvalidArgument, "pool import: empty disk URI");
+    }
   }
   return cfg;
 }
@@ -258,7 +313,7 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
   std::string config_file, cores, reactors, grpc_listen, metrics_listen, log_level, log_format,
       ready_file;
   bool poll = false;
-  std::vector<std::string> bdevs;
+  std::vector<std::string> bdevs, pool_imports;
   auto* o_config = app.add_option("--config", config_file,
                                   "YAML file with the same keys as the flags (flags win)");
   auto* o_cores =
@@ -277,6 +332,10 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
                                  "(default info)");
   auto* o_format = app.add_option("--log-format", log_format, "text or json (default text)");
   auto* o_bdev = app.add_option("--bdev", bdevs, "bdev URI to create at start-up (repeatable)")
+                     ->allow_extra_args(false);
+  auto* o_pool = app.add_option("--pool-import", pool_imports,
+                                "import the pool on these disks (URIs, comma-separated, every "
+                                "member) at start-up, after the --bdevs; repeatable")
                      ->allow_extra_args(false);
   auto* o_ready = app.add_option("--ready-file", ready_file,
                                  "once serving, write {pid, grpc_port, metrics_port} as "
@@ -308,6 +367,10 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
   if (o_level->count()) flags.log_level = log_level;
   if (o_format->count()) flags.log_format = log_format;
   if (o_bdev->count()) flags.bdevs = bdevs;
+  if (o_pool->count()) {
+    flags.pool_imports.emplace();
+    for (const auto& p : pool_imports) flags.pool_imports->push_back(split_commas(p));
+  }
   if (o_ready->count()) flags.ready_file = ready_file;
 
   Layer file;

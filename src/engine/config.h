@@ -24,6 +24,9 @@ struct EngineConfig {
   spdlog::level::level_enum log_level = spdlog::level::info;
   LogFormat log_format = LogFormat::kText;
   std::vector<std::string> bdevs;  // URIs created at start-up, in order
+  // Pools imported at start-up (after the bdevs), in order: each entry is the disk URIs
+  // of one pool (every member).
+  std::vector<std::vector<std::string>> pool_imports;
   std::string ready_file;          // empty: none
 };
 

@@ -1,11 +1,12 @@
 // castor-engine: one node's data plane. Start-up order: parse config, block the
 // termination signals (so every thread inherits the mask and only main's sigwait sees
-// them), start reactors, create the bdev registry and start-up bdevs, serve gRPC and
-// metrics, write the ready file, wait for SIGINT/SIGTERM. Shutdown runs the same steps
-// backwards.
+// them), start reactors, create the bdev registry and the pool manager, create the
+// start-up bdevs, import the start-up pools, serve gRPC and metrics, write the ready
+// file, wait for SIGINT/SIGTERM. Shutdown runs the same steps backwards: gRPC server,
+// pool manager (exports every pool), registry, reactors.
 //
-// Exit codes: 0 clean shutdown, 1 start-up failure (bdev, bind, ready file), 2 bad
-// configuration.
+// Exit codes: 0 clean shutdown, 1 start-up failure (bdev, pool import, bind, ready
+// file), 2 bad configuration.
 
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -25,6 +26,7 @@
 #include "common/version.h"
 #include "engine/config.h"
 #include "engine/logging.h"
+#include "pool/pool.h"
 #include "reactor/reactor.h"
 
 namespace castor::engine {
@@ -79,10 +81,19 @@ std::string cpu_list_text(const std::vector<int>& cpus) {
   return s;
 }
 
-// Runs with reactors and the registry up; returns the exit code. Everything it starts
-// is stopped before it returns.
-int serve(const EngineConfig& cfg, bdev::BdevRegistry& registry, reactor::ReactorGroup& reactors,
-          const api::EngineIdentity& identity, const sigset_t& stop_signals) {
+// The reason of a failed import without the pool layer's own "cannot import" prefix,
+// which the engine's error line already says.
+std::string import_reason(const std::string& msg) {
+  static const std::string kPrefix = "cannot import: ";
+  if (msg.rfind(kPrefix, 0) == 0) return msg.substr(kPrefix.size());
+  return msg;
+}
+
+// Runs with reactors, the registry and the pool manager up; returns the exit code.
+// Everything it starts is stopped before it returns.
+int serve(const EngineConfig& cfg, bdev::BdevRegistry& registry, pool::PoolManager& pools,
+          reactor::ReactorGroup& reactors, const api::EngineIdentity& identity,
+          const sigset_t& stop_signals) {
   for (const auto& uri : cfg.bdevs) {
     auto info = registry.create(uri);
     if (!info) {
@@ -93,7 +104,20 @@ int serve(const EngineConfig& cfg, bdev::BdevRegistry& registry, reactor::Reacto
                  info->num_blocks, info->block_size, uri);
   }
 
-  api::ApiServer server(registry, reactors, identity);
+  for (const auto& disks : cfg.pool_imports) {
+    std::string list;
+    for (const auto& d : disks) list += (list.empty() ? "" : ",") + d;
+    auto info = pools.import(disks);
+    if (!info) {
+      print_error(fmt::format("cannot import pool from {}: {}", list,
+                              import_reason(info.status().message())));
+      return 1;
+    }
+    spdlog::info("imported pool '{}' from {}: {} replica(s), {}/{} clusters used", info->name, list,
+                 info->replicas, info->used_clusters, info->total_clusters);
+  }
+
+  api::ApiServer server(registry, pools, reactors, identity);
   auto grpc_port = server.start_grpc(cfg.grpc_listen);
   if (!grpc_port) {
     print_error(grpc_port.status().message());
@@ -155,7 +179,11 @@ int run(const EngineConfig& cfg) {
   int rc = 0;
   {
     bdev::BdevRegistry registry(reactors);
-    rc = serve(cfg, registry, reactors, identity, stop_signals);
+    {
+      pool::PoolManager pools(registry);
+      rc = serve(cfg, registry, pools, reactors, identity, stop_signals);
+    }  // exports every pool: its replicas' bdevs go, its disks are released
+    spdlog::info("pools exported");
     registry.destroy_all();
     spdlog::info("bdevs destroyed");
   }

@@ -860,7 +860,9 @@ Status PoolManager::register_replica(PoolImpl& p, const std::string& uuid) {
   if (!rs) return make_error(Errc::kInternal, "replica {} vanished", uuid);
   auto b = std::make_shared<ReplicaBdev>(p, rs);
   rs->bdev = b;
-  return registry_.add(b, "replica://" + p.name() + "/" + rs->name);
+  if (auto st = registry_.add(b, "replica://" + p.name() + "/" + rs->name); !st) return st;
+  // The pool owns its replicas' bdevs: a plain bdev destroy must not remove one.
+  return registry_.set_owner(rs->name, "pool:" + p.name());
 }
 
 Result<PoolInfo> PoolManager::import(const std::vector<std::string>& disk_uris) {
@@ -943,7 +945,10 @@ Status PoolManager::export_pool(const std::string& name) {
       return make_error(Errc::kBusy, "pool '{}': replica '{}' is open", name, n);
     }
   }
-  for (const auto& n : names) (void)registry_.destroy(n);
+  for (const auto& n : names) {
+    (void)registry_.set_owner(n, "");
+    (void)registry_.destroy(n);
+  }
   // Wait for in-flight metadata work (there is none without open replicas) and close.
   run_home<int>(*pool, [](auto done) { done(0); });
   auto impl = std::move(pools_[name]);
@@ -960,22 +965,20 @@ Status PoolManager::export_pool(const std::string& name) {
 }
 
 Status PoolManager::destroy(const std::string& name) {
-  std::vector<std::string> replicas;
+  std::lock_guard lk(mu_);
   {
-    std::lock_guard lk(mu_);
     auto p = find_pool(name);
     if (!p) return p.status();
     PoolImpl* pool = *p;
-    replicas = run_home<std::vector<std::string>>(*pool, [pool](auto done) {
+    auto replicas = run_home<std::vector<std::string>>(*pool, [pool](auto done) {
       std::vector<std::string> n;
       for (const auto& [u, rs] : pool->replicas()) n.push_back(rs->name);
       done(n);
     });
+    for (const auto& r : replicas) {
+      if (auto st = destroy_replica_locked(r); !st) return st;
+    }
   }
-  for (const auto& r : replicas) {
-    if (auto st = destroy_replica(r); !st) return st;
-  }
-  std::lock_guard lk(mu_);
   auto p = find_pool(name);
   if (!p) return p.status();
   PoolImpl* pool = *p;
@@ -1124,6 +1127,10 @@ Result<ReplicaInfo> PoolManager::create_replica(const ReplicaCreateOptions& o) {
 
 Status PoolManager::destroy_replica(const std::string& name) {
   std::lock_guard lk(mu_);
+  return destroy_replica_locked(name);
+}
+
+Status PoolManager::destroy_replica_locked(const std::string& name) {
   auto hit = find_replica(name);
   if (!hit) return hit.status();
   PoolImpl* pool = hit->first;
@@ -1132,7 +1139,11 @@ Status PoolManager::destroy_replica(const std::string& name) {
     done(pool->replicas().at(uuid.to_string())->name);
   });
   // No descriptor may be open: after this no I/O reaches the replica.
-  if (auto st = registry_.destroy(bdev_name); !st && st.code() != Errc::kNotFound) return st;
+  (void)registry_.set_owner(bdev_name, "");
+  if (auto st = registry_.destroy(bdev_name); !st && st.code() != Errc::kNotFound) {
+    (void)registry_.set_owner(bdev_name, "pool:" + pool->name());
+    return st;
+  }
   Status st = run_home<Status>(*pool, [pool, uuid](std::function<void(Status)> done) {
     auto rs = pool->replicas().at(uuid.to_string());
     LogOp op;

@@ -103,6 +103,7 @@ class PoolManager {
   Result<PoolImpl*> find_pool(const std::string& name) const;
   Result<PoolInfo> info_locked(const std::string& name) const;
   Status register_replica(PoolImpl& p, const std::string& uuid);
+  Status destroy_replica_locked(const std::string& name);
   Result<std::pair<PoolImpl*, Uuid>> find_replica(const std::string& name) const;
 
   bdev::BdevRegistry& registry_;

@@ -276,7 +276,12 @@ void Connection::on_cancel_done() {}
 void Connection::maybe_finish_close() {
   if (closed_ || recv_armed_ || send_armed_) return;
   closed_ = true;
+  // Unsent data will never go out: its owners still get their callback, to free it.
+  auto unsent = std::move(sendq_);
   sendq_.clear();
+  for (auto& p : unsent) {
+    if (p.done) p.done();
+  }
   // Deferred: the caller may be inside on_data() and touch the connection afterwards,
   // while the handler may destroy it from on_closed().
   Handler* h = h_;

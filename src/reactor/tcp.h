@@ -61,7 +61,8 @@ class Connection {
   ~Connection();
   void start();
   // Queues `iovs` (copied; the bytes they point to must stay valid until `done`).
-  // Queued sends go out in order, several per sendmsg.
+  // Queued sends go out in order, several per sendmsg. `done` runs once the bytes are
+  // sent, or once the connection has closed without sending them.
   void send(std::span<const iovec> iovs, std::function<void()> done = nullptr);
   // Closes: in-flight operations are cancelled, then on_closed(reason) runs once.
   void close(const std::string& reason);

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "api/block_io.h"
 #include "api/engine_service.h"
 #include "api/names.h"
 #include "api/status_map.h"
@@ -211,6 +212,43 @@ TEST(EngineConfigTest, YamlWithFlagOverrides) {
   fs::remove_all(dir);
 }
 
+TEST(EngineConfigTest, PoolImportsFromFlagsAndYaml) {
+  auto p =
+      parse({"--pool-import", "file:///d/a.img,file:///d/b.img", "--pool-import", "bdev:///c"});
+  ASSERT_TRUE(p.is_ok()) << p.status().message();
+  EXPECT_EQ(p->config.pool_imports, (std::vector<std::vector<std::string>>{
+                                        {"file:///d/a.img", "file:///d/b.img"}, {"bdev:///c"}}));
+  EXPECT_FALSE(parse({"--pool-import", ","}).is_ok());
+
+  char tmpl[] = "/tmp/castor-config-test-XXXXXX";
+  fs::path dir = mkdtemp(tmpl);
+  fs::path f = dir / "e.yaml";
+  std::ofstream(f) << "pools:\n"
+                      "  - disks: [\"file:///d/a.img?size_mb=64\", file:///d/b.img]\n"
+                      "  - disks: bdev:///c\n";
+  p = parse({"--config", f.string()});
+  ASSERT_TRUE(p.is_ok()) << p.status().message();
+  EXPECT_EQ(p->config.pool_imports,
+            (std::vector<std::vector<std::string>>{
+                {"file:///d/a.img?size_mb=64", "file:///d/b.img"}, {"bdev:///c"}}));
+  // Flags replace the file's list.
+  p = parse({"--config", f.string(), "--pool-import", "bdev:///x"});
+  ASSERT_TRUE(p.is_ok()) << p.status().message();
+  EXPECT_EQ(p->config.pool_imports, (std::vector<std::vector<std::string>>{{"bdev:///x"}}));
+
+  for (const std::string bad :
+       {"pools: file:///d/a.img\n", "pools:\n  - file:///d/a.img\n", "pools:\n  - disk: [a]\n",
+        "pools:\n  - disks: []\n", "pools:\n  - disks: [[a]]\n"}) {
+    std::ofstream(f) << bad;
+    p = parse({"--config", f.string()});
+    EXPECT_FALSE(p.is_ok()) << bad;
+    if (!p.is_ok()) {
+      EXPECT_NE(p.status().message().find("pool"), std::string::npos) << p.status().message();
+    }
+  }
+  fs::remove_all(dir);
+}
+
 TEST(TableTest, HumanBytes) {
   EXPECT_EQ(cli::human_bytes(0), "0 B");
   EXPECT_EQ(cli::human_bytes(1023), "1023 B");
@@ -227,6 +265,75 @@ TEST(TableTest, AlignsColumns) {
             "NAME         SIZE\n"
             "m0           64.0 MiB\n"
             "longer-name  1 B\n");
+}
+
+TEST(TableTest, ParseSize) {
+  EXPECT_EQ(cli::parse_size("65536"), 65536u);
+  EXPECT_EQ(cli::parse_size("0"), 0u);
+  EXPECT_EQ(cli::parse_size("512B"), 512u);
+  EXPECT_EQ(cli::parse_size("4KiB"), 4096u);
+  EXPECT_EQ(cli::parse_size("4k"), 4096u);
+  EXPECT_EQ(cli::parse_size("4MiB"), 4ull << 20);
+  EXPECT_EQ(cli::parse_size("4M"), 4ull << 20);
+  EXPECT_EQ(cli::parse_size("1GiB"), 1ull << 30);
+  EXPECT_EQ(cli::parse_size("1 gb"), 1ull << 30);
+  EXPECT_EQ(cli::parse_size("2TiB"), 2ull << 40);
+  for (const char* bad :
+       {"", "MiB", "4X", "4MiBs", "-1", "1.5GiB", "99999999999999999999", "16777216TiB"}) {
+    EXPECT_FALSE(cli::parse_size(bad).has_value()) << bad;
+  }
+}
+
+TEST(ConvertTest, PoolAndReplicaInfo) {
+  pool::PoolInfo p;
+  p.name = "p0";
+  p.uuid = Uuid::random();
+  p.cluster_size = 1 << 20;
+  p.disks = {"d0", "d1"};
+  p.total_clusters = 10;
+  p.used_clusters = 3;
+  p.capacity_bytes = 10 << 20;
+  p.used_bytes = 3 << 20;
+  p.committed_bytes = 50 << 20;
+  p.replicas = 2;
+  v1::PoolInfo pp;
+  api::to_proto(p, &pp);
+  EXPECT_EQ(pp.name(), "p0");
+  EXPECT_EQ(pp.uuid(), p.uuid.to_string());
+  EXPECT_EQ(pp.disks_size(), 2);
+  EXPECT_EQ(pp.total_clusters(), 10u);
+  EXPECT_EQ(pp.used_bytes(), 3u << 20);
+  EXPECT_EQ(pp.committed_bytes(), 50u << 20);
+  EXPECT_EQ(pp.replicas(), 2u);
+  EXPECT_EQ(pp.state(), "online");
+
+  pool::ReplicaInfo r;
+  r.name = "r0";
+  r.uuid = Uuid::random();
+  r.pool = "p0";
+  r.size_bytes = 8 << 20;
+  r.thin = true;
+  r.allocated_clusters = 3;
+  r.uri = "bdev:///r0";
+  v1::ReplicaInfo rp;
+  api::to_proto(r, 1 << 20, &rp);
+  EXPECT_EQ(rp.uuid(), r.uuid.to_string());
+  EXPECT_TRUE(rp.thin());
+  EXPECT_EQ(rp.allocated_clusters(), 3u);
+  EXPECT_EQ(rp.allocated_bytes(), 3u << 20);
+  EXPECT_EQ(rp.uri(), "bdev:///r0");
+}
+
+TEST(BlockIoTest, IoStatusMapping) {
+  using bdev::IoStatus;
+  EXPECT_EQ(api::to_grpc_code(api::errc_of(IoStatus::kNoSpace)),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(api::to_grpc_code(api::errc_of(IoStatus::kInvalid)),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(api::to_grpc_code(api::errc_of(IoStatus::kTimedOut)),
+            grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_EQ(api::to_grpc_code(api::errc_of(IoStatus::kIoError)), grpc::StatusCode::INTERNAL);
+  EXPECT_EQ(api::to_grpc_code(api::errc_of(IoStatus::kAborted)), grpc::StatusCode::INTERNAL);
 }
 
 }  // namespace

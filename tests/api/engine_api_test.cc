@@ -3,114 +3,21 @@
 // castorctl and plain HTTP, asserting what a user sees.
 
 #include <arpa/inet.h>
-#include <fcntl.h>
-#include <grpcpp/grpcpp.h>
-#include <gtest/gtest.h>
 #include <netinet/in.h>
-#include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-#include <algorithm>
-#include <chrono>
-#include <filesystem>
-#include <fstream>
 #include <iostream>
-#include <nlohmann/json.hpp>
-#include <optional>
-#include <sstream>
-#include <string>
-#include <thread>
-#include <vector>
 
-#include "castor/v1/engine.grpc.pb.h"
 #include "common/status.h"
 #include "common/version.h"
-
-extern char** environ;
+#include "engine_process.h"
 
 namespace castor::api {
 namespace {
 
-namespace fs = std::filesystem;
-namespace v1 = castor::v1;
-using json = nlohmann::json;
-using namespace std::chrono_literals;
+using namespace castor::api::testing;
 
 constexpr uint64_t kMiB = 1024 * 1024;
-
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::vector<std::string> lines_of(const std::string& s) {
-  std::vector<std::string> out;
-  std::istringstream in(s);
-  for (std::string l; std::getline(in, l);) out.push_back(l);
-  return out;
-}
-
-// Starts `argv` with stdout/stderr redirected to files. Returns the pid or -1.
-pid_t spawn(const std::vector<std::string>& argv, const fs::path& out, const fs::path& err) {
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  pid_t pid = -1;
-  int rc = posix_spawn(&pid, argv[0].c_str(), &fa, nullptr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  return rc == 0 ? pid : -1;
-}
-
-// Waits up to `timeout` for `pid`; returns its wait status or nullopt if still running.
-std::optional<int> wait_for(pid_t pid, std::chrono::milliseconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    int st = 0;
-    pid_t r = waitpid(pid, &st, WNOHANG);
-    if (r == pid) return st;
-    if (r < 0) return std::nullopt;
-    if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
-    std::this_thread::sleep_for(10ms);
-  }
-}
-
-struct CmdResult {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-// Runs a program to completion (killed after 60 s).
-CmdResult run_program(const std::vector<std::string>& argv, const fs::path& dir) {
-  static int seq = 0;
-  ++seq;
-  fs::path out = dir / ("cmd" + std::to_string(seq) + ".out");
-  fs::path err = dir / ("cmd" + std::to_string(seq) + ".err");
-  CmdResult r;
-  pid_t pid = spawn(argv, out, err);
-  if (pid < 0) return r;
-  auto st = wait_for(pid, 60s);
-  if (!st) {
-    kill(pid, SIGKILL);
-    waitpid(pid, nullptr, 0);
-    r.err = "timed out";
-    return r;
-  }
-  r.exit_code = WIFEXITED(*st) ? WEXITSTATUS(*st) : 128 + WTERMSIG(*st);
-  r.out = read_file(out);
-  r.err = read_file(err);
-  return r;
-}
 
 // A plain HTTP/1.0 GET on 127.0.0.1:port; returns the whole response (headers + body).
 std::string http_get(int port, const std::string& path) {
@@ -153,114 +60,6 @@ long cpu_ticks(pid_t pid) {
   return std::stol(f[11]) + std::stol(f[12]);
 }
 
-// One castor-engine process with its own temporary directory.
-class Engine {
- public:
-  Engine() {
-    char tmpl[] = "/tmp/castor-api-test-XXXXXX";
-    dir_ = mkdtemp(tmpl);
-  }
-  ~Engine() {
-    stop_hard();
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-
-  const fs::path& dir() const { return dir_; }
-  pid_t pid() const { return pid_; }
-  int grpc_port() const { return grpc_port_; }
-  int metrics_port() const { return metrics_port_; }
-  std::string endpoint() const { return "127.0.0.1:" + std::to_string(grpc_port_); }
-  std::string log() const { return read_file(dir_ / "engine.err"); }
-
-  // Starts the engine and waits for its ready file. Returns false (with the reason in
-  // `error()`) if it exits or does not become ready within 15 s.
-  bool start(std::vector<std::string> extra = {}) {
-    std::vector<std::string> argv = {CASTOR_ENGINE_BIN,
-                                     "--grpc-listen",
-                                     "127.0.0.1:0",
-                                     "--metrics-listen",
-                                     "127.0.0.1:0",
-                                     "--ready-file",
-                                     (dir_ / "ready.json").string()};
-    if (std::find(extra.begin(), extra.end(), "--log-level") == extra.end()) {
-      argv.insert(argv.end(), {"--log-level", "debug"});
-    }
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    pid_ = spawn(argv, dir_ / "engine.out", dir_ / "engine.err");
-    if (pid_ < 0) {
-      error_ = "spawn failed";
-      return false;
-    }
-    auto deadline = std::chrono::steady_clock::now() + 15s;
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (fs::exists(dir_ / "ready.json")) {
-        json j = json::parse(read_file(dir_ / "ready.json"), nullptr, false);
-        if (j.is_discarded()) {
-          error_ = "ready file is not JSON";
-          return false;
-        }
-        grpc_port_ = j.at("grpc_port").get<int>();
-        metrics_port_ = j.at("metrics_port").is_null() ? 0 : j.at("metrics_port").get<int>();
-        if (j.at("pid").get<int>() != pid_) {
-          error_ = "ready file names another pid";
-          return false;
-        }
-        stub_ = v1::EngineService::NewStub(
-            grpc::CreateChannel(endpoint(), grpc::InsecureChannelCredentials()));
-        return true;
-      }
-      if (auto st = wait_for(pid_, 0ms)) {
-        pid_ = -1;
-        error_ = "engine exited before becoming ready: " + log();
-        return false;
-      }
-      std::this_thread::sleep_for(20ms);
-    }
-    error_ = "engine did not become ready: " + log();
-    return false;
-  }
-  const std::string& error() const { return error_; }
-
-  // SIGTERM, then the wait status if it exits within `timeout`.
-  std::optional<int> terminate(std::chrono::milliseconds timeout) {
-    if (pid_ < 0) return std::nullopt;
-    kill(pid_, SIGTERM);
-    auto st = wait_for(pid_, timeout);
-    if (st) pid_ = -1;
-    return st;
-  }
-  void stop_hard() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-      pid_ = -1;
-    }
-  }
-
-  v1::EngineService::Stub& stub() { return *stub_; }
-
-  CmdResult ctl(std::vector<std::string> args) {
-    std::vector<std::string> argv = {CASTORCTL_BIN, "-e", endpoint()};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return run_program(argv, dir_);
-  }
-
- private:
-  fs::path dir_;
-  pid_t pid_ = -1;
-  int grpc_port_ = 0;
-  int metrics_port_ = 0;
-  std::string error_;
-  std::unique_ptr<v1::EngineService::Stub> stub_;
-};
-
-std::unique_ptr<grpc::ClientContext> ctx(std::chrono::seconds timeout = 10s) {
-  auto c = std::make_unique<grpc::ClientContext>();
-  c->set_deadline(std::chrono::system_clock::now() + timeout);
-  return c;
-}
-
 grpc::Status create_bdev(Engine& e, const std::string& uri, v1::BdevInfo* info = nullptr) {
   v1::CreateBdevRequest req;
   req.set_uri(uri);
@@ -293,27 +92,6 @@ Result<v1::BenchmarkResult> benchmark(Engine& e, const std::string& bdev,
   grpc::Status s = e.stub().RunBenchmark(ctx(30s).get(), req, &r);
   if (!s.ok()) return Status(Errc::kInternal, s.error_message());
   return r;
-}
-
-// The table row (split on whitespace) whose first cell is `first`, or empty.
-std::vector<std::string> table_row(const std::string& table, const std::string& first) {
-  for (const auto& l : lines_of(table)) {
-    std::istringstream in(l);
-    std::vector<std::string> cells;
-    for (std::string c; in >> c;) cells.push_back(c);
-    if (!cells.empty() && cells[0] == first) return cells;
-  }
-  return {};
-}
-
-// Expects a failed castorctl run: exit 1, nothing on stdout, one error line.
-void expect_ctl_error(const CmdResult& r, const std::string& needle) {
-  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
-  EXPECT_EQ(r.out, "");
-  auto lines = lines_of(r.err);
-  ASSERT_EQ(lines.size(), 1u) << r.err;
-  EXPECT_EQ(lines[0].rfind("castorctl: error: ", 0), 0u) << lines[0];
-  EXPECT_NE(lines[0].find(needle), std::string::npos) << lines[0];
 }
 
 class EngineApiTest : public ::testing::Test {

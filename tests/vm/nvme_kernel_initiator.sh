@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The Linux kernel NVMe/TCP initiator (nvme-cli in a QEMU guest) against Castor's
+# target: discover, connect, identify, raw I/O, ext4, reconnect with digests,
+# disconnect; afterwards the target must have no controller left.
+#
+#   tests/vm/nvme_kernel_initiator.sh PATH/TO/castor-nvmf-serve GUEST_DIR
+set -uo pipefail
+serve=$1
+guest=$2
+here=$(cd "$(dirname "$0")" && pwd)
+work=$(mktemp -d /tmp/castor-vm.XXXXXX)
+pid=""
+cleanup() {
+  [[ -n "$pid" ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+if ! command -v qemu-system-x86_64 >/dev/null; then
+  echo "qemu-system-x86_64 is missing (scripts/setup.sh installs qemu-system-x86)"
+  exit 1
+fi
+"$here/make-guest.sh" "$guest" || { echo "cannot build the guest"; exit 1; }
+
+nqn="nqn.2026-11.io.castor:vm-$$"
+"$serve" --bdev "malloc:///vol0?size_mb=64&blk_size=512" --nqn "$nqn" --port 0 \
+  --port-file "$work/port" --log-level info >"$work/target.log" 2>&1 &
+pid=$!
+for _ in $(seq 50); do [[ -s "$work/port" ]] && break; sleep 0.1; done
+port=$(cat "$work/port" 2>/dev/null)
+[[ -n "$port" ]] || { echo "target did not start"; cat "$work/target.log"; exit 1; }
+echo "target pid $pid on 127.0.0.1:$port, nqn $nqn"
+
+rc=0
+"$here/boot.sh" "$guest" "$work/guest.log" mode=nvme port="$port" nqn="$nqn" mb=16 | tee "$work/steps" || rc=1
+for want in "discover lists $nqn" "id-ctrl model ok" "raw 16 MiB written and read back" \
+            "files identical after reconnect with digests" "disconnected"; do
+  grep -q "$want" "$work/steps" || { echo "FAIL: missing step: $want"; rc=1; }
+done
+sleep 0.5
+created=$(grep -c "controller .* created subnqn=$nqn" "$work/target.log")
+destroyed=$(grep -c "controller .* destroyed" "$work/target.log")
+echo "target: $created I/O-subsystem controller(s) created, $destroyed controller(s) destroyed (incl. discovery)"
+if ((created < 2)); then echo "FAIL: expected two connections (with and without digests)"; rc=1; fi
+if grep -q "malformed PDU" "$work/target.log"; then echo "FAIL: the target saw a malformed PDU"; rc=1; fi
+kill "$pid" && wait "$pid"
+pid=""
+if ((rc)); then
+  echo "---- guest console (tail)"
+  tail -40 "$work/guest.log"
+  echo "---- target log (tail)"
+  tail -20 "$work/target.log"
+fi
+exit $rc

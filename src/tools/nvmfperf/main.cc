@@ -1,0 +1,344 @@
+// castor-perf: an NVMe/TCP load generator on Castor's host queue pairs (like
+// spdk_nvme_perf): connects an admin queue and N I/O queues to a subsystem, runs a
+// workload at a fixed queue depth per queue and prints IOPS, MiB/s and latency
+// percentiles (or JSON). --verify writes and reads back every block it touches.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <cstring>
+#include <future>
+#include <iostream>
+#include <latch>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <spdlog/spdlog.h>
+
+#include "bdev/bdev.h"
+#include "common/clock.h"
+#include "common/histogram.h"
+#include "nvmf/host/qpair.h"
+
+using namespace castor;
+using namespace castor::nvmf;
+
+namespace {
+
+struct Queue {
+  std::unique_ptr<HostQpair> qp;
+  reactor::Reactor* r = nullptr;
+};
+
+// Creates a queue pair on `r` over a fresh connection and waits until it is ready.
+Result<Queue> open_queue(reactor::ReactorGroup& g, size_t ri, const std::string& host, uint16_t port,
+                         const HostQpairOptions& o) {
+  auto fd = reactor::tcp_connect(host, port, 3000);
+  if (!fd) return fd.status();
+  Queue q;
+  q.r = &g.at(ri);
+  std::promise<std::string> ready;
+  auto fut = ready.get_future();
+  auto* pr = &ready;
+  g.run_on(ri, [&](reactor::Reactor& r) {
+    q.qp = std::make_unique<HostQpair>(
+        r, *fd, o, [pr](bool ok, std::string why) { pr->set_value(ok ? "" : why); }, [](std::string) {});
+    q.qp->start();
+  });
+  std::string err = fut.get();
+  if (!err.empty()) return make_error(Errc::kIoError, "queue setup failed: {}", err);
+  return q;
+}
+
+Cqe run(Queue& q, Sqe sqe, std::span<const uint8_t> out = {}, std::span<uint8_t> in = {}) {
+  std::promise<Cqe> p;
+  auto f = p.get_future();
+  q.r->send([&] {
+    if (!q.qp->submit(sqe, out, in, [&p](const Cqe& c) { p.set_value(c); })) {
+      Cqe c{};
+      c.status = 0xffff;
+      p.set_value(c);
+    }
+  });
+  return f.get();
+}
+
+Cqe connect(Queue& q, const std::string& subnqn, const std::string& hostnqn, uint16_t qid, uint16_t cntlid) {
+  ConnectCmd c{};
+  c.opcode = admin_op::kFabrics;
+  c.fctype = fctype::kConnect;
+  c.qid = qid;
+  c.sqsize = 127;
+  c.kato = qid == 0 ? 30000 : 0;
+  static thread_local ConnectData d;
+  d = ConnectData{};
+  d.cntlid = cntlid;
+  std::strncpy(d.subnqn, subnqn.c_str(), sizeof(d.subnqn) - 1);
+  std::strncpy(d.hostnqn, hostnqn.c_str(), sizeof(d.hostnqn) - 1);
+  Sqe s;
+  std::memcpy(&s, &c, sizeof(s));
+  return run(q, s, {reinterpret_cast<const uint8_t*>(&d), sizeof(d)});
+}
+
+Cqe property(Queue& q, bool set, uint32_t ofst, uint64_t value, bool eight) {
+  PropertyCmd p{};
+  p.opcode = admin_op::kFabrics;
+  p.fctype = set ? fctype::kPropertySet : fctype::kPropertyGet;
+  p.attrib = eight ? 1 : 0;
+  p.ofst = ofst;
+  p.value = value;
+  Sqe s;
+  std::memcpy(&s, &p, sizeof(s));
+  return run(q, s);
+}
+
+struct Job {
+  Queue* q = nullptr;
+  uint32_t bs = 0, lba_size = 0, qd = 0, read_pct = 100;
+  bool random = true, verify = false;
+  uint64_t nlbas = 0, slots = 0, seq = 0, deadline = 0, start = 0, end = 0;
+  uint64_t base = 0, stride = 1;  // verify: this job's share of the blocks
+  uint64_t ios = 0, errors = 0, mismatches = 0;
+  uint64_t rng = 88172645463325252ull;
+  uint32_t outstanding = 0;
+  LatencyHistogram hist;
+  std::vector<bdev::DmaBuffer> bufs, expect;
+  std::vector<uint64_t> verify_lba;
+  std::vector<uint8_t> phase;  // verify: 0 = write next, 1 = read back
+  std::latch* done = nullptr;
+  uint64_t next() {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+  }
+  void issue(uint32_t k) {
+    Sqe s{};
+    s.nsid = 1;
+    bool read;
+    uint64_t slot;
+    if (verify) {
+      // Slot k of job j owns blocks base+k, base+k+stride, ...: no two commands, on
+      // any connection, ever touch one block.
+      if (phase[k] == 0) {
+        uint64_t per = slots / stride;
+        slot = base + k + stride * (next() % std::max<uint64_t>(per, 1));
+        verify_lba[k] = slot;
+        for (uint32_t i = 0; i < bs; i += 8) {
+          uint64_t v = next();
+          std::memcpy(expect[k].data() + i, &v, 8);
+        }
+        std::memcpy(bufs[k].data(), expect[k].data(), bs);
+        read = false;
+      } else {
+        slot = verify_lba[k];
+        std::memset(bufs[k].data(), 0, bs);
+        read = true;
+      }
+    } else {
+      slot = random ? next() % slots : (seq++ % slots);
+      read = read_pct == 100 || (read_pct && next() % 100 < read_pct);
+    }
+    uint64_t slba = slot * (bs / lba_size);
+    s.opcode = read ? io_op::kRead : io_op::kWrite;
+    s.cdw10 = static_cast<uint32_t>(slba);
+    s.cdw11 = static_cast<uint32_t>(slba >> 32);
+    s.cdw12 = bs / lba_size - 1;
+    uint64_t t0 = mono_ns();
+    std::span<uint8_t> b(bufs[k].data(), bs);
+    auto cb = [this, k, t0, read](const Cqe& c) {
+      uint64_t now = mono_ns();
+      if (c.status != 0) {
+        ++errors;
+      } else {
+        ++ios;
+        hist.record(now - t0);
+        if (verify && read && std::memcmp(bufs[k].data(), expect[k].data(), bs) != 0) ++mismatches;
+      }
+      if (verify) phase[k] ^= 1;
+      if (now < deadline && c.status != 0xffff) return issue(k);
+      if (--outstanding == 0) {
+        end = now;
+        done->count_down();
+      }
+    };
+    bool ok = read ? q->qp->submit(s, {}, b, cb) : q->qp->submit(s, b, {}, cb);
+    if (!ok) {
+      ++errors;
+      if (--outstanding == 0) {
+        end = mono_ns();
+        done->count_down();
+      }
+    }
+  }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"castor-perf: NVMe/TCP load generator"};
+  std::string target, nqn, hostnqn = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-0000-0000-00000000ca57";
+  std::string workload = "randread", cores = "0";
+  uint32_t bs = 4096, qd = 32, mix = 70, connections = 1;
+  double secs = 5;
+  bool verify = false, hdgst = false, ddgst = false, json = false;
+  app.add_option("-r,--connect", target, "HOST:PORT of the target")->required();
+  app.add_option("-n,--nqn", nqn, "subsystem NQN")->required();
+  app.add_option("--hostnqn", hostnqn)->capture_default_str();
+  app.add_option("-w,--workload", workload, "randread|randwrite|read|write|randrw|rw")->capture_default_str();
+  app.add_option("-b,--bs", bs)->capture_default_str();
+  app.add_option("-q,--qd", qd, "queue depth per connection")->capture_default_str();
+  app.add_option("-t,--time", secs)->capture_default_str();
+  app.add_option("--rwmix", mix, "read percentage of mixed workloads")->capture_default_str();
+  app.add_option("-c,--connections", connections, "I/O queues (connections)")->capture_default_str();
+  app.add_option("--cores", cores, "CPU list for the host's reactors")->capture_default_str();
+  app.add_flag("--verify", verify, "write, read back and compare (each block one writer)");
+  app.add_flag("--hdgst", hdgst, "header digests");
+  app.add_flag("--ddgst", ddgst, "data digests");
+  app.add_flag("--json", json);
+  CLI11_PARSE(app, argc, argv);
+  spdlog::set_level(spdlog::level::warn);
+  auto colon = target.rfind(':');
+  if (colon == std::string::npos) {
+    std::fprintf(stderr, "castor-perf: error: --connect wants HOST:PORT\n");
+    return 2;
+  }
+  std::string host = target.substr(0, colon);
+  uint16_t port = static_cast<uint16_t>(std::stoi(target.substr(colon + 1)));
+  uint32_t read_pct = workload == "randread" || workload == "read" ? 100
+                      : workload == "randwrite" || workload == "write" ? 0 : mix;
+  bool random = workload.rfind("rand", 0) == 0;
+  auto cpus = reactor::parse_cpu_list(cores);
+  if (!cpus) {
+    std::fprintf(stderr, "castor-perf: error: %s\n", cpus.status().message().c_str());
+    return 2;
+  }
+  reactor::ReactorGroup g(*cpus, reactor::ReactorOptions{});
+  g.start();
+  int rc = 0;
+  auto die = [&](const std::string& m) {
+    std::fprintf(stderr, "castor-perf: error: %s\n", m.c_str());
+    rc = 1;
+  };
+  HostQpairOptions o;
+  o.hdgst = hdgst;
+  o.ddgst = ddgst;
+  std::vector<Queue> queues;
+  {
+    auto admin = open_queue(g, 0, host, port, o);
+    if (!admin) {
+      die(admin.status().message());
+      g.stop();
+      return 1;
+    }
+    Cqe c = connect(*admin, nqn, hostnqn, 0, 0xffff);
+    uint16_t cntlid = static_cast<uint16_t>(c.dw0);
+    uint64_t nlbas = 0;
+    uint32_t lba_size = 512;
+    if (c.status) die(fmt::format("admin connect refused (status 0x{:04x})", c.status));
+    if (!rc) {
+      uint32_t cc = (6u << 16) | (4u << 20);
+      property(*admin, true, prop::kCc, cc | 1, false);
+      if (!(property(*admin, false, prop::kCsts, 0, false).dw0 & 1)) die("controller did not become ready");
+      Sqe nq{};
+      nq.opcode = admin_op::kSetFeatures;
+      nq.cdw10 = feature::kNumberOfQueues;
+      nq.cdw11 = (connections - 1) | ((connections - 1) << 16);
+      run(*admin, nq);
+      std::vector<uint8_t> idns(4096);
+      Sqe id{};
+      id.opcode = admin_op::kIdentify;
+      id.nsid = 1;
+      id.cdw10 = cns::kNamespace;
+      if (run(*admin, id, {}, idns).status) die("identify namespace 1 failed");
+      IdentifyNamespace in;
+      std::memcpy(&in, idns.data(), sizeof(in));
+      nlbas = in.nsze;
+      lba_size = 1u << in.lbaf[in.flbas & 0xf].lbads;
+      if (!rc && (nlbas == 0 || bs % lba_size || uint64_t{bs} > nlbas * lba_size)) die("namespace too small or bs not a multiple of its block size");
+    }
+    for (uint32_t i = 0; i < connections && !rc; ++i) {
+      auto q = open_queue(g, i % g.size(), host, port, o);
+      if (!q) {
+        die(q.status().message());
+        break;
+      }
+      if (connect(*q, nqn, hostnqn, static_cast<uint16_t>(i + 1), cntlid).status) {
+        die("I/O queue connect refused");
+        break;
+      }
+      queues.push_back(std::move(q.value()));
+    }
+    if (!rc) {
+      std::latch done(static_cast<std::ptrdiff_t>(queues.size()));
+      std::vector<std::unique_ptr<Job>> jobs;
+      uint64_t dur = static_cast<uint64_t>(secs * 1e9);
+      for (size_t i = 0; i < queues.size(); ++i) {
+        auto j = std::make_unique<Job>();
+        j->q = &queues[i];
+        j->bs = bs;
+        j->lba_size = lba_size;
+        j->qd = qd;
+        j->read_pct = read_pct;
+        j->random = random;
+        j->verify = verify;
+        j->nlbas = nlbas;
+        j->slots = nlbas * lba_size / bs;
+        j->rng += i * 7919;
+        j->base = i * qd;
+        j->stride = uint64_t{qd} * queues.size();
+        j->done = &done;
+        j->phase.assign(qd, 0);
+        j->verify_lba.assign(qd, 0);
+        for (uint32_t k = 0; k < qd; ++k) {
+          j->bufs.emplace_back(bs);
+          j->expect.emplace_back(bs);
+          std::memset(j->bufs.back().data(), 0x5a, bs);
+        }
+        Job* jp = j.get();
+        jobs.push_back(std::move(j));
+        queues[i].r->send([jp, dur] {
+          jp->start = mono_ns();
+          jp->deadline = jp->start + dur;
+          jp->outstanding = jp->qd;
+          for (uint32_t k = 0; k < jp->qd; ++k) jp->issue(k);
+        });
+      }
+      done.wait();
+      LatencyHistogram::Snapshot s;
+      uint64_t ios = 0, errors = 0, mism = 0;
+      double maxs = 0;
+      for (auto& j : jobs) {
+        j->hist.snapshot_into(s);
+        ios += j->ios;
+        errors += j->errors;
+        mism += j->mismatches;
+        maxs = std::max(maxs, static_cast<double>(j->end - j->start) / 1e9);
+      }
+      double iops = ios / maxs;
+      if (json) {
+        std::cout << nlohmann::json{{"workload", workload}, {"block_size", bs}, {"queue_depth", qd},
+                                    {"connections", connections}, {"ios", ios}, {"errors", errors},
+                                    {"verify_mismatches", mism}, {"iops", iops},
+                                    {"mib_s", iops * bs / 1048576.0}, {"lat_mean_us", s.mean() / 1e3},
+                                    {"lat_p50_us", s.percentile(50) / 1e3}, {"lat_p99_us", s.percentile(99) / 1e3},
+                                    {"lat_p999_us", s.percentile(99.9) / 1e3}}
+                         .dump()
+                  << "\n";
+      } else {
+        std::printf("%-9s %6s %4s %5s %12s %10s %9s %9s %9s %7s %8s\n", "WORKLOAD", "BS", "QD", "CONNS", "IOPS", "MiB/s",
+                    "p50(us)", "p99(us)", "p99.9(us)", "ERRORS", "MISMATCH");
+        std::printf("%-9s %6u %4u %5u %12.0f %10.1f %9.1f %9.1f %9.1f %7lu %8lu\n", workload.c_str(), bs, qd,
+                    connections, iops, iops * bs / 1048576.0, s.percentile(50) / 1e3, s.percentile(99) / 1e3,
+                    s.percentile(99.9) / 1e3, static_cast<unsigned long>(errors), static_cast<unsigned long>(mism));
+      }
+      if (errors || mism) rc = 1;
+    }
+    for (auto& q : queues) g.run_on(q.r->id(), [&](reactor::Reactor&) { q.qp->close("done"); });
+    g.run_on(0, [&](reactor::Reactor&) { admin->qp->close("done"); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    for (auto& q : queues) g.run_on(q.r->id(), [&](reactor::Reactor&) { q.qp.reset(); });
+    g.run_on(0, [&](reactor::Reactor&) { admin->qp.reset(); });
+  }
+  g.stop();
+  return rc;
+}

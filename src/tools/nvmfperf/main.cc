@@ -195,6 +195,8 @@ int main(int argc, char** argv) {
   app.add_flag("--hdgst", hdgst, "header digests");
   app.add_flag("--ddgst", ddgst, "data digests");
   app.add_flag("--json", json);
+  bool poll = false;
+  app.add_flag("--poll", poll, "busy-poll the host's reactors");
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::warn);
   auto colon = target.rfind(':');
@@ -212,7 +214,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "castor-perf: error: %s\n", cpus.status().message().c_str());
     return 2;
   }
-  reactor::ReactorGroup g(*cpus, reactor::ReactorOptions{});
+  reactor::ReactorOptions ro;
+  ro.poll = poll;
+  reactor::ReactorGroup g(*cpus, ro);
   g.start();
   int rc = 0;
   auto die = [&](const std::string& m) {

@@ -28,6 +28,8 @@ int main(int argc, char** argv) {
   app.add_option("--allow-host", allowed, "allowed host NQN (repeatable; default any)");
   app.add_option("--port-file", port_file, "write the bound port here when ready");
   app.add_option("--log-level", log_level)->capture_default_str();
+  bool poll = false;
+  app.add_flag("--poll", poll, "busy-poll the reactors (lowest latency, 100 % CPU)");
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::from_str(log_level));
 
@@ -40,7 +42,9 @@ int main(int argc, char** argv) {
   std::vector<int> cpus;
   long n = sysconf(_SC_NPROCESSORS_ONLN);
   for (unsigned i = 0; i < std::max(1u, reactors); ++i) cpus.push_back(static_cast<int>(i % n));
-  castor::reactor::ReactorGroup group(cpus, castor::reactor::ReactorOptions{});
+  castor::reactor::ReactorOptions ro;
+  ro.poll = poll;
+  castor::reactor::ReactorGroup group(cpus, ro);
   group.start();
   int rc = 0;
   {

@@ -15,7 +15,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev libisal-dev
   fio procps jq bsdextrautils bc
   libnbd-bin nbdkit fuse3 e2fsprogs util-linux
-  qemu-system-x86
+  qemu-system-x86 tshark
 )
 
 missing=()
@@ -28,6 +28,8 @@ if ((${#missing[@]})); then
   echo "castor setup: installing ${missing[*]}"
   SUDO=""
   if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+  # tshark asks whether non-root users may capture: answer no, without a prompt.
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | $SUDO debconf-set-selections
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi

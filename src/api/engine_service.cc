@@ -87,8 +87,13 @@ void to_proto(const bdev::FaultRuleSpec& in, v1::FaultRule* out) {
 }
 
 EngineServiceImpl::EngineServiceImpl(bdev::BdevRegistry& registry, pool::PoolManager& pools,
-                                     reactor::ReactorGroup& reactors, EngineIdentity identity)
-    : registry_(registry), pools_(pools), reactors_(reactors), identity_(identity) {}
+                                     FrontEnds& front_ends, reactor::ReactorGroup& reactors,
+                                     EngineIdentity identity)
+    : registry_(registry),
+      pools_(pools),
+      front_ends_(front_ends),
+      reactors_(reactors),
+      identity_(identity) {}
 
 grpc::Status EngineServiceImpl::GetEngineInfo(grpc::ServerContext*, const v1::GetEngineInfoRequest*,
                                               v1::EngineInfo* resp) {
@@ -128,7 +133,8 @@ grpc::Status EngineServiceImpl::DestroyBdev(grpc::ServerContext*, const v1::Dest
     return to_grpc(make_error(
         Errc::kBusy, "bdev '{}' is a pool replica (destroy the replica instead)", req->name()));
   }
-  Status s = registry_.destroy(req->name());
+  Status s = front_ends_.destroy_unless_exported({req->name()},
+                                                 [&] { return registry_.destroy(req->name()); });
   if (!s) {
     spdlog::info("destroy bdev '{}' failed: {}", req->name(), s.to_string());
     return to_grpc(s);

@@ -1,13 +1,15 @@
 #pragma once
-// The gRPC EngineService over a BdevRegistry, a PoolManager and a ReactorGroup.
+// The gRPC EngineService over a BdevRegistry, a PoolManager, the front-end targets and a
+// ReactorGroup.
 //
 // Handlers run on gRPC's threads. They reach bdevs only through the registry,
-// FaultControl, run_perf, the PoolManager and block_io, which are safe to call from any
-// non-reactor thread; no handler touches reactor-owned state directly.
+// FaultControl, run_perf, the PoolManager, FrontEnds and block_io, which are safe to
+// call from any non-reactor thread; no handler touches reactor-owned state directly.
 
 #include <chrono>
 #include <memory>
 
+#include "api/front_ends.h"
 #include "bdev/modules/fault.h"
 #include "bdev/registry.h"
 #include "castor/v1/engine.grpc.pb.h"
@@ -26,8 +28,9 @@ struct EngineIdentity {
 
 class EngineServiceImpl final : public castor::v1::EngineService::Service {
  public:
-  // `registry`, `pools` and `reactors` must outlive the service and every RPC in flight.
-  EngineServiceImpl(bdev::BdevRegistry& registry, pool::PoolManager& pools,
+  // `registry`, `pools`, `front_ends` and `reactors` must outlive the service and every
+  // RPC in flight.
+  EngineServiceImpl(bdev::BdevRegistry& registry, pool::PoolManager& pools, FrontEnds& front_ends,
                     reactor::ReactorGroup& reactors, EngineIdentity identity);
 
   grpc::Status GetEngineInfo(grpc::ServerContext* ctx, const v1::GetEngineInfoRequest* req,
@@ -75,9 +78,34 @@ class EngineServiceImpl final : public castor::v1::EngineService::Service {
   grpc::Status ReadBlocks(grpc::ServerContext* ctx, const v1::ReadBlocksRequest* req,
                           v1::ReadBlocksResponse* resp) override;
 
+  // NVMe-oF and NBD targets (target_rpcs.cc).
+  grpc::Status NvmfListen(grpc::ServerContext* ctx, const v1::NvmfListenRequest* req,
+                          v1::NvmfListenResponse* resp) override;
+  grpc::Status ShareBdev(grpc::ServerContext* ctx, const v1::ShareBdevRequest* req,
+                         v1::ShareInfo* resp) override;
+  grpc::Status UnshareBdev(grpc::ServerContext* ctx, const v1::UnshareBdevRequest* req,
+                           v1::UnshareBdevResponse* resp) override;
+  grpc::Status ListSubsystems(grpc::ServerContext* ctx, const v1::ListSubsystemsRequest* req,
+                              v1::ListSubsystemsResponse* resp) override;
+  grpc::Status ListControllers(grpc::ServerContext* ctx, const v1::ListControllersRequest* req,
+                               v1::ListControllersResponse* resp) override;
+  grpc::Status ShareReplica(grpc::ServerContext* ctx, const v1::ShareReplicaRequest* req,
+                            v1::ShareInfo* resp) override;
+  grpc::Status UnshareReplica(grpc::ServerContext* ctx, const v1::UnshareReplicaRequest* req,
+                              v1::UnshareBdevResponse* resp) override;
+  grpc::Status NbdListen(grpc::ServerContext* ctx, const v1::NbdListenRequest* req,
+                         v1::NbdListenResponse* resp) override;
+  grpc::Status NbdExport(grpc::ServerContext* ctx, const v1::NbdExportRequest* req,
+                         v1::NbdExportInfo* resp) override;
+  grpc::Status NbdUnexport(grpc::ServerContext* ctx, const v1::NbdUnexportRequest* req,
+                           v1::NbdUnexportResponse* resp) override;
+  grpc::Status ListNbdExports(grpc::ServerContext* ctx, const v1::ListNbdExportsRequest* req,
+                              v1::ListNbdExportsResponse* resp) override;
+
  private:
   bdev::BdevRegistry& registry_;
   pool::PoolManager& pools_;
+  FrontEnds& front_ends_;
   reactor::ReactorGroup& reactors_;
   const EngineIdentity identity_;
 };
@@ -91,5 +119,11 @@ void to_proto(const bdev::FaultRuleSpec& in, v1::FaultRule* out);
 void to_proto(const pool::PoolInfo& in, v1::PoolInfo* out);
 // `cluster_size` of the replica's pool gives allocated_bytes.
 void to_proto(const pool::ReplicaInfo& in, uint64_t cluster_size, v1::ReplicaInfo* out);
+void to_proto(const ShareResult& in, v1::ShareInfo* out);
+void to_proto(const nvmf::SubsystemInfo& in, const std::vector<std::string>& uris,
+              v1::NvmfSubsystem* out);
+void to_proto(const nvmf::ControllerInfo& in, v1::NvmfController* out);
+void to_proto(const nbd::ExportInfo& in, const std::vector<std::string>& uris,
+              v1::NbdExportInfo* out);
 
 }  // namespace castor::api

@@ -37,6 +37,14 @@ uint64_t cluster_size_of(const pool::PoolManager& pools, const std::string& pool
   return info ? info->cluster_size : 0;
 }
 
+// The replicas (bdev names) of `pool`; empty for an unknown pool.
+std::vector<std::string> replica_names(const pool::PoolManager& pools, const std::string& pool) {
+  std::vector<std::string> out;
+  if (!pools.info(pool)) return out;
+  for (const auto& r : pools.list_replicas(pool)) out.push_back(r.name);
+  return out;
+}
+
 std::string joined(const google::protobuf::RepeatedPtrField<std::string>& v) {
   return join_names(std::vector<std::string>(v.begin(), v.end()));
 }
@@ -99,7 +107,8 @@ grpc::Status EngineServiceImpl::ImportPool(grpc::ServerContext*, const v1::Impor
 grpc::Status EngineServiceImpl::ExportPool(grpc::ServerContext*, const v1::ExportPoolRequest* req,
                                            v1::ExportPoolResponse*) {
   if (req->name().empty()) return to_grpc(Status(Errc::kInvalidArgument, "pool name is required"));
-  Status s = pools_.export_pool(req->name());
+  Status s = front_ends_.destroy_unless_exported(replica_names(pools_, req->name()),
+                                                 [&] { return pools_.export_pool(req->name()); });
   if (!s) spdlog::info("export pool '{}' failed: {}", req->name(), s.to_string());
   return to_grpc(s);
 }
@@ -107,7 +116,8 @@ grpc::Status EngineServiceImpl::ExportPool(grpc::ServerContext*, const v1::Expor
 grpc::Status EngineServiceImpl::DestroyPool(grpc::ServerContext*, const v1::DestroyPoolRequest* req,
                                             v1::DestroyPoolResponse*) {
   if (req->name().empty()) return to_grpc(Status(Errc::kInvalidArgument, "pool name is required"));
-  Status s = pools_.destroy(req->name());
+  Status s = front_ends_.destroy_unless_exported(replica_names(pools_, req->name()),
+                                                 [&] { return pools_.destroy(req->name()); });
   if (!s) spdlog::info("destroy pool '{}' failed: {}", req->name(), s.to_string());
   return to_grpc(s);
 }
@@ -155,7 +165,10 @@ grpc::Status EngineServiceImpl::DestroyReplica(grpc::ServerContext*,
   if (req->name().empty()) {
     return to_grpc(Status(Errc::kInvalidArgument, "replica name is required"));
   }
-  Status s = pools_.destroy_replica(req->name());
+  auto destroy = [&] { return pools_.destroy_replica(req->name()); };
+  // An NBD export does not hold its replica open: refuse here, as for DestroyBdev.
+  auto replica = front_ends_.find_replica(req->name());
+  Status s = replica ? front_ends_.destroy_unless_exported({replica->name}, destroy) : destroy();
   if (!s) spdlog::info("destroy replica '{}' failed: {}", req->name(), s.to_string());
   return to_grpc(s);
 }

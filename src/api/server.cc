@@ -55,9 +55,9 @@ std::string bind_failure_reason(const std::string& listen) {
 
 }  // namespace
 
-ApiServer::ApiServer(bdev::BdevRegistry& registry, pool::PoolManager& pools,
+ApiServer::ApiServer(bdev::BdevRegistry& registry, pool::PoolManager& pools, FrontEnds& front_ends,
                      reactor::ReactorGroup& reactors, EngineIdentity identity)
-    : service_(registry, pools, reactors, identity),
+    : service_(registry, pools, front_ends, reactors, identity),
       collector_(std::make_shared<MetricsCollector>(registry, reactors, identity)) {}
 
 ApiServer::~ApiServer() {

@@ -618,6 +618,258 @@ int replica_list(Context& c, const std::string& pool) {
   return 0;
 }
 
+// ---- nvmf ----
+
+ordered_json share_json(const v1::ShareInfo& r) {
+  return {{"nqn", r.nqn()},
+          {"bdev", r.bdev()},
+          {"uris", std::vector<std::string>(r.uris().begin(), r.uris().end())},
+          {"allowed_hosts",
+           std::vector<std::string>(r.allowed_hosts().begin(), r.allowed_hosts().end())}};
+}
+
+std::string joined(const google::protobuf::RepeatedPtrField<std::string>& v,
+                   const char* sep = ",") {
+  std::string s;
+  for (const auto& e : v) s += (s.empty() ? "" : sep) + e;
+  return s;
+}
+
+int print_share(Context& c, const v1::ShareInfo& r) {
+  if (c.json()) {
+    print_json(share_json(r));
+    return 0;
+  }
+  std::vector<std::pair<std::string, std::string>> kv = {
+      {"nqn", r.nqn()},
+      {"bdev", r.bdev()},
+      {"allowed_hosts", r.allowed_hosts().empty() ? "any" : joined(r.allowed_hosts())}};
+  if (r.uris().empty()) kv.emplace_back("uri", "- (no listener)");
+  for (const auto& u : r.uris()) kv.emplace_back("uri", u);
+  fmt::print("{}", key_values(kv));
+  return 0;
+}
+
+// `what` names the listener kind in the output ("NVMe-oF", "NBD").
+int print_listen(Context& c, const std::string& what, const std::string& address, uint32_t port) {
+  if (c.json()) {
+    print_json({{"address", address}, {"port", port}});
+  } else {
+    fmt::print("{} listening on {} (port {})\n", what, address, port);
+  }
+  return 0;
+}
+
+int nvmf_listen(Context& c, const std::string& address) {
+  v1::NvmfListenRequest req;
+  req.set_address(address);
+  v1::NvmfListenResponse resp;
+  auto ctx = c.call();
+  grpc::Status s = c.stub->NvmfListen(ctx.get(), req, &resp);
+  if (!s.ok()) return c.fail(s);
+  return print_listen(c, "NVMe-oF", address, resp.port());
+}
+
+int nvmf_share(Context& c, const std::string& bdev, const std::vector<std::string>& hosts) {
+  v1::ShareBdevRequest req;
+  req.set_bdev(bdev);
+  for (const auto& h : hosts) req.add_allowed_hosts(h);
+  v1::ShareInfo resp;
+  auto ctx = c.call();
+  grpc::Status s = c.stub->ShareBdev(ctx.get(), req, &resp);
+  if (!s.ok()) return c.fail(s);
+  return print_share(c, resp);
+}
+
+int nvmf_unshare(Context& c, const std::string& bdev_or_nqn) {
+  v1::UnshareBdevRequest req;
+  req.set_bdev(bdev_or_nqn);
+  v1::UnshareBdevResponse resp;
+  auto ctx = c.call();
+  grpc::Status s = c.stub->UnshareBdev(ctx.get(), req, &resp);
+  if (!s.ok()) return c.fail(s);
+  if (c.json()) {
+    print_json({{"unshared", bdev_or_nqn}});
+  } else {
+    fmt::print("'{}' unshared\n", bdev_or_nqn);
+  }
+  return 0;
+}
+
+int nvmf_subsystems(Context& c) {
+  v1::ListSubsystemsResponse resp;
+  auto ctx = c.call();
+  grpc::Status s = c.stub->ListSubsystems(ctx.get(), v1::ListSubsystemsRequest(), &resp);
+  if (!s.ok()) return c.fail(s);
+  if (c.json()) {
+    ordered_json arr = ordered_json::array();
+    for (const auto& sub : resp.subsystems()) {
+      ordered_json ns = ordered_json::array();
+      for (const auto& n : sub.namespaces()) ns.push_back({{"nsid", n.nsid()}, {"bdev", n.bdev()}});
+      arr.push_back({{"nqn", sub.nqn()},
+                     {"serial", sub.serial()},
+                     {"allowed_hosts", std::vector<std::string>(sub.allowed_hosts().begin(),
+                                                                sub.allowed_hosts().end())},
+                     {"namespaces", ns},
+                     {"controllers", sub.controllers()},
+                     {"uris", std::vector<std::string>(sub.uris().begin(), sub.uris().end())}});
+    }
+    print_json(arr);
+    return 0;
+  }
+  Table t({"NQN", "SERIAL", "NAMESPACES", "HOSTS", "CONTROLLERS"});
+  for (const auto& sub : resp.subsystems()) {
+    std::string ns;
+    for (const auto& n : sub.namespaces()) {
+      ns += (ns.empty() ? "" : ",") + fmt::format("{}:{}", n.nsid(), n.bdev());
+    }
+    t.add_row({sub.nqn(), sub.serial(), or_dash(ns),
+               sub.allowed_hosts().empty() ? "any" : joined(sub.allowed_hosts()),
+               std::to_string(sub.controllers())});
+  }
+  t.print();
+  return 0;
+}
+
+int nvmf_controllers(Context& c) {
+  v1::ListControllersResponse resp;
+  auto ctx = c.call();
+  grpc::Status s = c.stub->ListControllers(ctx.get(), v1::ListControllersRequest(), &resp);
+  if (!s.ok()) return c.fail(s);
+  if (c.json()) {
+    ordered_json arr = ordered_json::array();
+    for (const auto& k : resp.controllers()) {
+      arr.push_back({{"cntlid", k.cntlid()},
+                     {"subnqn", k.subnqn()},
+                     {"hostnqn", k.hostnqn()},
+                     {"io_queues", k.io_queues()},
+                     {"kato_ms", k.kato_ms()}});
+    }
+    print_json(arr);
+    return 0;
+  }
+  Table t({"CNTLID", "SUBNQN", "HOSTNQN", "IO_QUEUES", "KATO_MS"});
+  for (const auto& k : resp.controllers()) {
+    t.add_row({std::to_string(k.cntlid()), k.subnqn(), k.hostnqn(), std::to_string(k.io_queues()),
+               std::to_string(k.kato_ms())});
+  }
+  t.print();
+  return 0;
+}
+
+int replica_share(Context& c, const std::string& name, const std::vector<std::string>& hosts) {
+  v1::ShareReplicaRequest req;
+  req.set_name(name);
+  for (const auto& h : hosts) req.add_allowed_hosts(h);
+  v1::ShareInfo resp;
+  auto ctx = c.call();
+  grpc::Status s = c.stub->ShareReplica(ctx.get(), req, &resp);
+  if (!s.ok()) return c.fail(s);
+  return print_share(c, resp);
+}
+
+int replica_unshare(Context& c, const std::string& name) {
+  v1::UnshareReplicaRequest req;
+  req.set_name(name);
+  v1::UnshareBdevResponse resp;
+  auto ctx = c.call();
+  grpc::Status s = c.stub->UnshareReplica(ctx.get(), req, &resp);
+  if (!s.ok()) return c.fail(s);
+  if (c.json()) {
+    print_json({{"unshared", name}});
+  } else {
+    fmt::print("replica '{}' unshared\n", name);
+  }
+  return 0;
+}
+
+// ---- nbd ----
+
+ordered_json nbd_export_json(const v1::NbdExportInfo& e) {
+  return {{"name", e.name()},
+          {"bdev", e.bdev()},
+          {"read_only", e.read_only()},
+          {"description", e.description()},
+          {"connections", e.connections()},
+          {"uris", std::vector<std::string>(e.uris().begin(), e.uris().end())}};
+}
+
+void print_nbd_table(const std::vector<const v1::NbdExportInfo*>& exports) {
+  Table t({"NAME", "BDEV", "MODE", "CONNECTIONS", "URI"});
+  for (const auto* e : exports) {
+    t.add_row({e->name().empty() ? "(default)" : e->name(), e->bdev(), e->read_only() ? "ro" : "rw",
+               std::to_string(e->connections()), e->uris().empty() ? "-" : e->uris(0)});
+  }
+  t.print();
+}
+
+int nbd_listen(Context& c, const std::string& address) {
+  v1::NbdListenRequest req;
+  req.set_address(address);
+  v1::NbdListenResponse resp;
+  auto ctx = c.call();
+  grpc::Status s = c.stub->NbdListen(ctx.get(), req, &resp);
+  if (!s.ok()) return c.fail(s);
+  return print_listen(c, "NBD", address, resp.port());
+}
+
+struct NbdExportArgs {
+  std::string name;
+  std::string bdev;
+  bool read_only = false;
+  std::string description;
+};
+
+int nbd_export(Context& c, const NbdExportArgs& a) {
+  v1::NbdExportRequest req;
+  req.set_name(a.name);
+  req.set_bdev(a.bdev);
+  req.set_read_only(a.read_only);
+  req.set_description(a.description);
+  v1::NbdExportInfo resp;
+  auto ctx = c.call();
+  grpc::Status s = c.stub->NbdExport(ctx.get(), req, &resp);
+  if (!s.ok()) return c.fail(s);
+  if (c.json()) {
+    print_json(nbd_export_json(resp));
+  } else {
+    print_nbd_table({&resp});
+  }
+  return 0;
+}
+
+int nbd_unexport(Context& c, const std::string& name) {
+  v1::NbdUnexportRequest req;
+  req.set_name(name);
+  v1::NbdUnexportResponse resp;
+  auto ctx = c.call();
+  grpc::Status s = c.stub->NbdUnexport(ctx.get(), req, &resp);
+  if (!s.ok()) return c.fail(s);
+  if (c.json()) {
+    print_json({{"unexported", name}});
+  } else {
+    fmt::print("NBD export '{}' removed\n", name);
+  }
+  return 0;
+}
+
+int nbd_list(Context& c) {
+  v1::ListNbdExportsResponse resp;
+  auto ctx = c.call();
+  grpc::Status s = c.stub->ListNbdExports(ctx.get(), v1::ListNbdExportsRequest(), &resp);
+  if (!s.ok()) return c.fail(s);
+  if (c.json()) {
+    ordered_json arr = ordered_json::array();
+    for (const auto& e : resp.exports()) arr.push_back(nbd_export_json(e));
+    print_json(arr);
+    return 0;
+  }
+  std::vector<const v1::NbdExportInfo*> rows;
+  for (const auto& e : resp.exports()) rows.push_back(&e);
+  print_nbd_table(rows);
+  return 0;
+}
+
 // ---- bdev write / read ----
 
 struct BlockArgs {
@@ -771,7 +1023,8 @@ CLI::Validator index_list_validator() {
 
 int run(int argc, char** argv) {
   CLI::App app{
-      "castorctl: manage a castor-engine (bdevs, pools, replicas, fault drills, benchmarks)",
+      "castorctl: manage a castor-engine (bdevs, pools, replicas, NVMe-oF and NBD targets, "
+      "fault drills, benchmarks)",
       kProg};
   app.require_subcommand(1);
   app.fallthrough();
@@ -934,6 +1187,72 @@ int run(int argc, char** argv) {
   auto* rlist = replica->add_subcommand("list", "list replicas");
   rlist->add_option("--pool", pool_filter, "only this pool's replicas");
   rlist->callback([&] { action = [&] { return replica_list(c, pool_filter); }; });
+
+  std::vector<std::string> allow_hosts;
+  auto* rshare = replica->add_subcommand(
+      "share", "share a replica over NVMe-oF (prints its nvmf:// and bdev:/// URIs)");
+  rshare->add_option("NAME", name, "replica name or UUID")->required();
+  rshare
+      ->add_option("--allow-host", allow_hosts,
+                   "host NQN allowed to connect; repeatable "
+                   "(default: any host)")
+      ->allow_extra_args(false);
+  rshare->callback([&] { action = [&] { return replica_share(c, name, allow_hosts); }; });
+
+  auto* runshare = replica->add_subcommand("unshare", "stop sharing a replica over NVMe-oF");
+  runshare->add_option("NAME", name, "replica name or UUID")->required();
+  runshare->callback([&] { action = [&] { return replica_unshare(c, name); }; });
+
+  // nvmf
+  auto* nvmf = app.add_subcommand("nvmf", "NVMe-oF/TCP target: listeners, shared bdevs");
+  nvmf->require_subcommand(1);
+  std::string address;
+  auto* nlisten = nvmf->add_subcommand("listen", "add an NVMe-oF/TCP listener");
+  nlisten->add_option("ADDR", address, "HOST:PORT; port 0 picks a free port")->required();
+  nlisten->callback([&] { action = [&] { return nvmf_listen(c, address); }; });
+
+  auto* nshare = nvmf->add_subcommand("share", "share a bdev in its own subsystem");
+  nshare->add_option("BDEV", name, "bdev name")->required();
+  nshare
+      ->add_option("--allow-host", allow_hosts,
+                   "host NQN allowed to connect; repeatable "
+                   "(default: any host)")
+      ->allow_extra_args(false);
+  nshare->callback([&] { action = [&] { return nvmf_share(c, name, allow_hosts); }; });
+
+  auto* nunshare = nvmf->add_subcommand("unshare", "remove the subsystem of a shared bdev");
+  nunshare->add_option("BDEV_OR_NQN", name, "bdev name or subsystem NQN")->required();
+  nunshare->callback([&] { action = [&] { return nvmf_unshare(c, name); }; });
+
+  nvmf->add_subcommand("subsystems", "list subsystems")->callback([&] {
+    action = [&] { return nvmf_subsystems(c); };
+  });
+  nvmf->add_subcommand("controllers", "list connected controllers")->callback([&] {
+    action = [&] { return nvmf_controllers(c); };
+  });
+
+  // nbd
+  auto* nbd = app.add_subcommand("nbd", "NBD target: listeners, exports");
+  nbd->require_subcommand(1);
+  auto* blisten = nbd->add_subcommand("listen", "add an NBD listener");
+  blisten->add_option("ADDR", address, "HOST:PORT; port 0 picks a free port")->required();
+  blisten->callback([&] { action = [&] { return nbd_listen(c, address); }; });
+
+  NbdExportArgs ea;
+  auto* bexport = nbd->add_subcommand("export", "export a bdev over NBD");
+  bexport->add_option("NAME", ea.name, "export name (\"\" is the default export)")->required();
+  bexport->add_option("BDEV", ea.bdev, "bdev name")->required();
+  bexport->add_flag("--ro", ea.read_only, "read-only export");
+  bexport->add_option("--description", ea.description, "description shown to clients");
+  bexport->callback([&] { action = [&] { return nbd_export(c, ea); }; });
+
+  auto* bunexport = nbd->add_subcommand("unexport", "remove an NBD export");
+  bunexport->add_option("NAME", name, "export name")->required();
+  bunexport->callback([&] { action = [&] { return nbd_unexport(c, name); }; });
+
+  nbd->add_subcommand("list", "list NBD exports")->callback([&] {
+    action = [&] { return nbd_list(c); };
+  });
 
   // fault
   auto* fault = app.add_subcommand("fault", "fault injection on fault:// bdevs");

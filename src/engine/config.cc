@@ -27,6 +27,10 @@ struct Layer {
   std::optional<std::string> log_format;
   std::optional<std::vector<std::string>> bdevs;
   std::optional<std::vector<std::vector<std::string>>> pool_imports;
+  std::optional<std::vector<std::string>> nvmf_listen;
+  std::optional<std::string> nbd_listen;
+  std::optional<std::vector<std::string>> nvmf_shares;
+  std::optional<std::vector<std::string>> nbd_exports;
   std::optional<std::string> ready_file;
 };
 
@@ -54,6 +58,26 @@ std::vector<std::string> split_commas(const std::string& s) {
     if (end == std::string::npos) end = s.size();
     if (end > start) out.push_back(s.substr(start, end - start));
     start = end + 1;
+  }
+  return out;
+}
+
+// A key holding one value or a list of values (null: an empty list).
+Result<std::vector<std::string>> yaml_string_list(const YAML::Node& v, const std::string& key) {
+  std::vector<std::string> out;
+  if (v.IsNull()) return out;
+  if (v.IsScalar()) {
+    out.push_back(v.Scalar());
+    return out;
+  }
+  if (!v.IsSequence()) {
+    return make_error(Errc::kInvalidArgument, "config key '{}': expected a value or a list", key);
+  }
+  for (const auto& e : v) {
+    if (!e.IsScalar()) {
+      return make_error(Errc::kInvalidArgument, "config key '{}': expected a list of values", key);
+    }
+    out.push_back(e.Scalar());
   }
   return out;
 }
@@ -135,9 +159,10 @@ Result<Layer> load_yaml(const std::string& path) {
         }
         l.poll = b;
       } else if (key == "grpc-listen" || key == "metrics-listen" || key == "log-level" ||
-                 key == "log-format" || key == "ready-file") {
+                 key == "log-format" || key == "ready-file" || key == "nbd-listen") {
         auto s = yaml_scalar(v, key);
         if (!s) return s.status();
+        if (key == "nbd-listen") l.nbd_listen = *s;
         if (key == "grpc-listen") l.grpc_listen = *s;
         if (key == "metrics-listen") l.metrics_listen = *s;
         if (key == "log-level") l.log_level = *s;
@@ -160,6 +185,12 @@ Result<Layer> load_yaml(const std::string& path) {
         }
         if (!l.bdevs) l.bdevs.emplace();
         l.bdevs->insert(l.bdevs->end(), uris.begin(), uris.end());
+      } else if (key == "nvmf-listen" || key == "nvmf-share" || key == "nbd-export") {
+        auto list = yaml_string_list(v, key);
+        if (!list) return list.status();
+        if (key == "nvmf-listen") l.nvmf_listen = std::move(list.value());
+        if (key == "nvmf-share") l.nvmf_shares = std::move(list.value());
+        if (key == "nbd-export") l.nbd_exports = std::move(list.value());
       } else if (key == "pools") {
         auto pools = yaml_pools(v);
         if (!pools) return pools.status();
@@ -216,6 +247,22 @@ Result<EngineConfig> resolve(const Layer& flags, const Layer& file) {
   if (auto r = pick(flags.ready_file, file.ready_file)) cfg.ready_file = *r;
   if (auto b = pick(flags.bdevs, file.bdevs)) cfg.bdevs = *b;
   if (auto p = pick(flags.pool_imports, file.pool_imports)) cfg.pool_imports = *p;
+  if (auto n = pick(flags.nvmf_listen, file.nvmf_listen)) cfg.nvmf_listen = *n;
+  if (auto n = pick(flags.nbd_listen, file.nbd_listen)) cfg.nbd_listen = *n;
+  if (auto n = pick(flags.nvmf_shares, file.nvmf_shares)) cfg.nvmf_shares = *n;
+  if (auto n = pick(flags.nbd_exports, file.nbd_exports)) {
+    for (const auto& spec : *n) {
+      auto e = parse_nbd_export(spec);
+      if (!e) return e.status();
+      for (const auto& prev : cfg.nbd_exports) {
+        if (prev.name == e->name) {
+          return make_error(Errc::kInvalidArgument, "nbd-export: export name '{}' given twice",
+                            e->name);
+        }
+      }
+      cfg.nbd_exports.push_back(*e);
+    }
+  }
   if (auto lv = pick(flags.log_level, file.log_level)) {
     auto level = parse_log_level(*lv);
     if (!level) return level.status();
@@ -230,6 +277,28 @@ Result<EngineConfig> resolve(const Layer& flags, const Layer& file) {
   if (Status s = check_listen_address("grpc-listen", cfg.grpc_listen); !s) return s;
   if (cfg.metrics_listen != "none") {
     if (Status s = check_listen_address("metrics-listen", cfg.metrics_listen); !s) return s;
+  }
+  if (cfg.nvmf_listen.size() == 1 && cfg.nvmf_listen[0] == "none") cfg.nvmf_listen.clear();
+  for (const auto& addr : cfg.nvmf_listen) {
+    if (addr == "none") {
+      return Status(Errc::kInvalidArgument,
+                    "nvmf-listen: 'none' cannot be combined with addresses");
+    }
+    if (Status s = check_listen_address("nvmf-listen", addr); !s) return s;
+  }
+  if (cfg.nbd_listen == "none") cfg.nbd_listen.clear();
+  if (!cfg.nbd_listen.empty()) {
+    if (Status s = check_listen_address("nbd-listen", cfg.nbd_listen); !s) return s;
+  }
+  for (size_t i = 0; i < cfg.nvmf_shares.size(); ++i) {
+    if (cfg.nvmf_shares[i].empty())
+      return Status(Errc::kInvalidArgument, "nvmf-share: empty bdev name");
+    for (size_t j = 0; j < i; ++j) {
+      if (cfg.nvmf_shares[j] == cfg.nvmf_shares[i]) {
+        return make_error(Errc::kInvalidArgument, "nvmf-share: bdev '{}' given twice",
+                          cfg.nvmf_shares[i]);
+      }
+    }
   }
   for (const auto& uri : cfg.bdevs) {
     if (uri.empty()) return Status(Errc::kInvalidArgument, "bdev: empty URI");
@@ -265,6 +334,26 @@ Result<LogFormat> parse_log_format(const std::string& s) {
   if (s == "text") return LogFormat::kText;
   if (s == "json") return LogFormat::kJson;
   return make_error(Errc::kInvalidArgument, "log-format: '{}' is not text or json", s);
+}
+
+Result<NbdExportSpec> parse_nbd_export(const std::string& s) {
+  auto eq = s.find('=');
+  if (eq == std::string::npos) {
+    return make_error(Errc::kInvalidArgument, "nbd-export: '{}' is not NAME=BDEV[:ro]", s);
+  }
+  NbdExportSpec e;
+  e.name = s.substr(0, eq);
+  e.bdev = s.substr(eq + 1);
+  static const std::string kReadOnly = ":ro";
+  if (e.bdev.size() > kReadOnly.size() &&
+      e.bdev.compare(e.bdev.size() - kReadOnly.size(), kReadOnly.size(), kReadOnly) == 0) {
+    e.read_only = true;
+    e.bdev.resize(e.bdev.size() - kReadOnly.size());
+  }
+  if (e.bdev.empty() || e.bdev == kReadOnly) {
+    return make_error(Errc::kInvalidArgument, "nbd-export: '{}' names no bdev (NAME=BDEV[:ro])", s);
+  }
+  return e;
 }
 
 Status check_listen_address(const std::string& what, const std::string& addr) {
@@ -311,9 +400,9 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
   app.set_version_flag("--version", kVersion);
 
   std::string config_file, cores, reactors, grpc_listen, metrics_listen, log_level, log_format,
-      ready_file;
+      ready_file, nbd_listen;
   bool poll = false;
-  std::vector<std::string> bdevs, pool_imports;
+  std::vector<std::string> bdevs, pool_imports, nvmf_listen, nvmf_shares, nbd_exports;
   auto* o_config = app.add_option("--config", config_file,
                                   "YAML file with the same keys as the flags (flags win)");
   auto* o_cores =
@@ -337,12 +426,29 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
                                 "import the pool on these disks (URIs, comma-separated, every "
                                 "member) at start-up, after the --bdevs; repeatable")
                      ->allow_extra_args(false);
+  auto* o_nvmf_listen =
+      app.add_option("--nvmf-listen", nvmf_listen,
+                     "NVMe-oF/TCP listener HOST:PORT (port 0 picks a free port) or none; "
+                     "repeatable (default none)")
+          ->allow_extra_args(false);
+  auto* o_nbd_listen = app.add_option("--nbd-listen", nbd_listen,
+                                      "NBD listener HOST:PORT (port 0 picks a free port) or "
+                                      "none (default none)");
+  auto* o_nvmf_share = app.add_option("--nvmf-share", nvmf_shares,
+                                      "share this bdev over NVMe-oF at start-up, in its own "
+                                      "subsystem open to any host; repeatable")
+                           ->allow_extra_args(false);
+  auto* o_nbd_export = app.add_option("--nbd-export", nbd_exports,
+                                      "export a bdev over NBD at start-up: NAME=BDEV or "
+                                      "NAME=BDEV:ro (read-only); repeatable")
+                           ->allow_extra_args(false);
   auto* o_ready = app.add_option("--ready-file", ready_file,
-                                 "once serving, write {pid, grpc_port, metrics_port} as "
-                                 "JSON to this file");
+                                 "once serving, write {pid, grpc_port, metrics_port, "
+                                 "nvmf_ports, nbd_port} as JSON to this file");
 
   // A repeated single-valued flag takes the last value, as in most tools.
-  for (auto* o : {o_config, o_cores, o_reactors, o_grpc, o_metrics, o_level, o_format, o_ready}) {
+  for (auto* o : {o_config, o_cores, o_reactors, o_grpc, o_metrics, o_level, o_format, o_ready,
+                  o_nbd_listen}) {
     o->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   }
 
@@ -372,6 +478,10 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
     for (const auto& p : pool_imports) flags.pool_imports->push_back(split_commas(p));
   }
   if (o_ready->count()) flags.ready_file = ready_file;
+  if (o_nvmf_listen->count()) flags.nvmf_listen = nvmf_listen;
+  if (o_nbd_listen->count()) flags.nbd_listen = nbd_listen;
+  if (o_nvmf_share->count()) flags.nvmf_shares = nvmf_shares;
+  if (o_nbd_export->count()) flags.nbd_exports = nbd_exports;
 
   Layer file;
   if (o_config->count()) {

@@ -16,6 +16,15 @@ enum class LogFormat { kText, kJson };
 inline constexpr const char* kDefaultGrpcListen = "127.0.0.1:10124";
 inline constexpr const char* kDefaultMetricsListen = "127.0.0.1:9124";
 
+// One --nbd-export: NAME=BDEV[:ro].
+struct NbdExportSpec {
+  std::string name;  // "" is the default export
+  std::string bdev;
+  bool read_only = false;
+
+  bool operator==(const NbdExportSpec&) const = default;
+};
+
 struct EngineConfig {
   std::vector<int> cpus{0};  // one reactor per entry, pinned to that CPU
   bool poll = false;         // reactors busy-poll instead of sleeping when idle
@@ -27,7 +36,14 @@ struct EngineConfig {
   // Pools imported at start-up (after the bdevs), in order: each entry is the disk URIs
   // of one pool (every member).
   std::vector<std::vector<std::string>> pool_imports;
-  std::string ready_file;          // empty: none
+  // NVMe-oF/TCP listeners (HOST:PORT each, port 0 = free port); empty: none.
+  std::vector<std::string> nvmf_listen;
+  std::string nbd_listen;  // HOST:PORT; empty: no NBD listener
+  // Bdevs shared over NVMe-oF at start-up (after the pools), each in its own subsystem
+  // open to any host.
+  std::vector<std::string> nvmf_shares;
+  std::vector<NbdExportSpec> nbd_exports;  // NBD exports made at start-up
+  std::string ready_file;                  // empty: none
 };
 
 // What main() should do after parsing.
@@ -51,6 +67,9 @@ std::vector<int> cpus_for_reactor_count(unsigned n);
 Result<spdlog::level::level_enum> parse_log_level(const std::string& s);
 // Errors: InvalidArgument unless `s` is "text" or "json".
 Result<LogFormat> parse_log_format(const std::string& s);
+// Parses NAME=BDEV or NAME=BDEV:ro (NAME may be empty: the default export).
+// Errors: InvalidArgument.
+Result<NbdExportSpec> parse_nbd_export(const std::string& s);
 // Checks "host:port" (host may be a [v6] literal; port 0..65535). Errors:
 // InvalidArgument naming `what`.
 Status check_listen_address(const std::string& what, const std::string& addr);

@@ -1,12 +1,14 @@
 // castor-engine: one node's data plane. Start-up order: parse config, block the
 // termination signals (so every thread inherits the mask and only main's sigwait sees
 // them), start reactors, create the bdev registry and the pool manager, create the
-// start-up bdevs, import the start-up pools, serve gRPC and metrics, write the ready
-// file, wait for SIGINT/SIGTERM. Shutdown runs the same steps backwards: gRPC server,
-// pool manager (exports every pool), registry, reactors.
+// start-up bdevs, import the start-up pools, start the NVMe-oF and NBD listeners, make
+// the start-up shares and exports, serve gRPC and metrics, write the ready file, wait
+// for SIGINT/SIGTERM. Shutdown runs the same steps backwards: gRPC server, NBD server,
+// NVMe-oF target (its subsystems release their bdevs), pool manager (exports every
+// pool), registry, reactors.
 //
-// Exit codes: 0 clean shutdown, 1 start-up failure (bdev, pool import, bind, ready
-// file), 2 bad configuration.
+// Exit codes: 0 clean shutdown, 1 start-up failure (bdev, pool import, bind, share,
+// export, ready file), 2 bad configuration.
 
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -21,6 +23,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "api/front_ends.h"
 #include "api/server.h"
 #include "bdev/registry.h"
 #include "common/version.h"
@@ -117,7 +120,48 @@ int serve(const EngineConfig& cfg, bdev::BdevRegistry& registry, pool::PoolManag
                  info->replicas, info->used_clusters, info->total_clusters);
   }
 
-  api::ApiServer server(registry, pools, reactors, identity);
+  // Both targets exist even without listeners, so the API can add listeners later.
+  api::FrontEnds front_ends(reactors, registry, pools);
+  std::vector<int> nvmf_ports;
+  for (const auto& addr : cfg.nvmf_listen) {
+    auto port = front_ends.nvmf_listen(addr);
+    if (!port) {
+      print_error(fmt::format("nvmf-listen '{}': {}", addr, port.status().message()));
+      return 1;
+    }
+    nvmf_ports.push_back(*port);
+  }
+  int nbd_port = 0;
+  if (!cfg.nbd_listen.empty()) {
+    auto port = front_ends.nbd_listen(cfg.nbd_listen);
+    if (!port) {
+      print_error(fmt::format("nbd-listen '{}': {}", cfg.nbd_listen, port.status().message()));
+      return 1;
+    }
+    nbd_port = *port;
+  }
+  for (const auto& bdev : cfg.nvmf_shares) {
+    auto share = front_ends.share_bdev(bdev, {});
+    if (!share) {
+      print_error(
+          fmt::format("cannot share bdev '{}' over NVMe-oF: {}", bdev, share.status().message()));
+      return 1;
+    }
+  }
+  for (const auto& e : cfg.nbd_exports) {
+    Status s = front_ends.nbd_export(nbd::ExportInfo{.name = e.name,
+                                                     .bdev = e.bdev,
+                                                     .read_only = e.read_only,
+                                                     .description = {},
+                                                     .connections = 0});
+    if (!s) {
+      print_error(
+          fmt::format("cannot export bdev '{}' over NBD as '{}': {}", e.bdev, e.name, s.message()));
+      return 1;
+    }
+  }
+
+  api::ApiServer server(registry, pools, front_ends, reactors, identity);
   auto grpc_port = server.start_grpc(cfg.grpc_listen);
   if (!grpc_port) {
     print_error(grpc_port.status().message());
@@ -137,6 +181,8 @@ int serve(const EngineConfig& cfg, bdev::BdevRegistry& registry, pool::PoolManag
     nlohmann::ordered_json ready = {{"pid", ::getpid()}, {"grpc_port", *grpc_port}};
     ready["metrics_port"] =
         metrics_port ? nlohmann::ordered_json(metrics_port) : nlohmann::ordered_json();
+    ready["nvmf_ports"] = nvmf_ports;
+    ready["nbd_port"] = nbd_port;
     if (Status s = write_file_atomic(cfg.ready_file, ready.dump() + "\n"); !s) {
       print_error(s.message());
       return 1;
@@ -154,6 +200,7 @@ int serve(const EngineConfig& cfg, bdev::BdevRegistry& registry, pool::PoolManag
   // keep it short: a SIGTERM must not take seconds.
   server.stop(std::chrono::seconds(1));
   spdlog::info("API stopped");
+  front_ends.stop();
   if (!cfg.ready_file.empty()) ::unlink(cfg.ready_file.c_str());
   return 0;
 }

@@ -569,7 +569,7 @@ Status NbdServer::listen(const std::string& host, uint16_t port, uint16_t* bound
   auto fd = reactor::tcp_listen(host, port, 128, &got);
   if (!fd) return fd.status();
   if (bound) *bound = got;
-  std::lock_guard lk(mu_);
+  std::unique_lock lk(mu_);
   reactor::Reactor& home = reactors_.at(0);
   auto l = std::make_unique<reactor::Listener>(home, *fd, [this](int cfd) {
     size_t k;
@@ -583,6 +583,8 @@ Status NbdServer::listen(const std::string& host, uint16_t port, uint16_t* bound
   });
   reactor::Listener* lp = l.get();
   listeners_.push_back(std::move(l));
+  // Not under the lock: reactor 0 may be accepting a connection, which takes it.
+  lk.unlock();
   reactors_.run_on(0, [lp](reactor::Reactor&) { lp->start(); });
   spdlog::info("nbd listening on {}:{}", host, got);
   return Status::ok();

@@ -9,6 +9,7 @@
 
 #include "api/block_io.h"
 #include "api/engine_service.h"
+#include "api/front_ends.h"
 #include "api/names.h"
 #include "api/status_map.h"
 #include "cli/table.h"
@@ -247,6 +248,114 @@ TEST(EngineConfigTest, PoolImportsFromFlagsAndYaml) {
     }
   }
   fs::remove_all(dir);
+}
+
+TEST(EngineConfigTest, TargetsFromFlagsAndYaml) {
+  auto p = parse({});
+  ASSERT_TRUE(p.is_ok());
+  EXPECT_TRUE(p->config.nvmf_listen.empty());
+  EXPECT_EQ(p->config.nbd_listen, "");
+
+  p = parse({"--nvmf-listen", "127.0.0.1:0", "--nvmf-listen", "[::1]:8420", "--nbd-listen",
+             "0.0.0.0:10809", "--nvmf-share", "m0", "--nvmf-share", "r0", "--nbd-export", "disk=m0",
+             "--nbd-export", "=m1:ro"});
+  ASSERT_TRUE(p.is_ok()) << p.status().message();
+  EXPECT_EQ(p->config.nvmf_listen, (std::vector<std::string>{"127.0.0.1:0", "[::1]:8420"}));
+  EXPECT_EQ(p->config.nbd_listen, "0.0.0.0:10809");
+  EXPECT_EQ(p->config.nvmf_shares, (std::vector<std::string>{"m0", "r0"}));
+  EXPECT_EQ(p->config.nbd_exports,
+            (std::vector<engine::NbdExportSpec>{{"disk", "m0", false}, {"", "m1", true}}));
+
+  for (auto bad : std::vector<std::vector<std::string>>{
+           {"--nvmf-listen", "nohost"},
+           {"--nbd-listen", "127.0.0.1:99999"},
+           {"--nbd-export", "m0"},
+           {"--nbd-export", "x=:ro"},
+           {"--nbd-export", "x=m0", "--nbd-export", "x=m1"},
+           {"--nvmf-share", "m0", "--nvmf-share", "m0"},
+           {"--nvmf-listen", "none", "--nvmf-listen", "127.0.0.1:0"}}) {
+    auto r = parse(bad);
+    EXPECT_FALSE(r.is_ok()) << bad[0] << " " << bad[1];
+  }
+
+  char tmpl[] = "/tmp/castor-config-test-XXXXXX";
+  fs::path dir = mkdtemp(tmpl);
+  fs::path f = dir / "e.yaml";
+  std::ofstream(f) << "nvmf-listen: 127.0.0.1:8420\n"
+                      "nbd-listen: 127.0.0.1:10809\n"
+                      "nvmf-share: [m0]\n"
+                      "nbd-export:\n  - disk=m0:ro\n  - other=m1\n";
+  p = parse({"--config", f.string()});
+  ASSERT_TRUE(p.is_ok()) << p.status().message();
+  EXPECT_EQ(p->config.nvmf_listen, (std::vector<std::string>{"127.0.0.1:8420"}));
+  EXPECT_EQ(p->config.nbd_listen, "127.0.0.1:10809");
+  EXPECT_EQ(p->config.nvmf_shares, (std::vector<std::string>{"m0"}));
+  EXPECT_EQ(p->config.nbd_exports,
+            (std::vector<engine::NbdExportSpec>{{"disk", "m0", true}, {"other", "m1", false}}));
+  // Flags replace the file's lists; "none" drops its listeners.
+  p = parse({"--config", f.string(), "--nvmf-listen", "none", "--nbd-listen", "none",
+             "--nbd-export", "x=m2"});
+  ASSERT_TRUE(p.is_ok()) << p.status().message();
+  EXPECT_TRUE(p->config.nvmf_listen.empty());
+  EXPECT_EQ(p->config.nbd_listen, "");
+  EXPECT_EQ(p->config.nbd_exports, (std::vector<engine::NbdExportSpec>{{"x", "m2", false}}));
+  fs::remove_all(dir);
+}
+
+TEST(FrontEndsTest, AddressesAndNames) {
+  auto hp = api::parse_host_port("127.0.0.1:8420");
+  ASSERT_TRUE(hp.is_ok());
+  EXPECT_EQ(hp->first, "127.0.0.1");
+  EXPECT_EQ(hp->second, 8420);
+  hp = api::parse_host_port("[::1]:0");
+  ASSERT_TRUE(hp.is_ok());
+  EXPECT_EQ(hp->first, "::1");
+  EXPECT_EQ(hp->second, 0);
+  for (const char* bad : {"", "host", ":80", "h:", "h:65536", "::1:80", "[::1:80", "h:8x"}) {
+    EXPECT_FALSE(api::parse_host_port(bad).is_ok()) << bad;
+  }
+  EXPECT_EQ(api::uri_authority("10.0.0.2", 8420), "10.0.0.2:8420");
+  EXPECT_EQ(api::uri_authority("::1", 8420), "[::1]:8420");
+  auto u = Uuid::parse("301e149e-1ef7-4bd6-b830-b84783c05914");
+  ASSERT_TRUE(u.has_value());
+  EXPECT_EQ(api::castor_nqn("replica", *u),
+            "nqn.2026-11.io.castor:replica-301e149e-1ef7-4bd6-b830-b84783c05914");
+}
+
+TEST(ConvertTest, TargetInfo) {
+  nvmf::SubsystemInfo s;
+  s.nqn = "nqn.2026-11.io.castor:bdev-x";
+  s.serial = "abc";
+  s.allowed_hosts = {"nqn.h1"};
+  s.namespaces = {{1, "m0"}};
+  s.controllers = 2;
+  v1::NvmfSubsystem sp;
+  api::to_proto(s, {"nvmf://127.0.0.1:1/" + s.nqn}, &sp);
+  EXPECT_EQ(sp.nqn(), s.nqn);
+  EXPECT_EQ(sp.serial(), "abc");
+  ASSERT_EQ(sp.namespaces_size(), 1);
+  EXPECT_EQ(sp.namespaces(0).nsid(), 1u);
+  EXPECT_EQ(sp.namespaces(0).bdev(), "m0");
+  EXPECT_EQ(sp.controllers(), 2u);
+  ASSERT_EQ(sp.allowed_hosts_size(), 1);
+  ASSERT_EQ(sp.uris_size(), 1);
+
+  nvmf::ControllerInfo c{7, "nqn.s", "nqn.h", 3, 15000};
+  v1::NvmfController cp;
+  api::to_proto(c, &cp);
+  EXPECT_EQ(cp.cntlid(), 7u);
+  EXPECT_EQ(cp.hostnqn(), "nqn.h");
+  EXPECT_EQ(cp.io_queues(), 3u);
+  EXPECT_EQ(cp.kato_ms(), 15000u);
+
+  nbd::ExportInfo e{"disk", "m0", true, "d", 4};
+  v1::NbdExportInfo ep;
+  api::to_proto(e, {"nbd://127.0.0.1:1/disk"}, &ep);
+  EXPECT_EQ(ep.name(), "disk");
+  EXPECT_EQ(ep.bdev(), "m0");
+  EXPECT_TRUE(ep.read_only());
+  EXPECT_EQ(ep.description(), "d");
+  EXPECT_EQ(ep.connections(), 4u);
 }
 
 TEST(TableTest, HumanBytes) {

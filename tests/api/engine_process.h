@@ -121,6 +121,8 @@ class Engine {
   pid_t pid() const { return pid_; }
   int grpc_port() const { return grpc_port_; }
   int metrics_port() const { return metrics_port_; }
+  // The ready file of the latest start, as written by the engine.
+  const json& ready() const { return ready_; }
   std::string endpoint() const { return "127.0.0.1:" + std::to_string(grpc_port_); }
   // The log (stderr) of the latest start, and of every start in order.
   std::string log() const { return read_file(log_path()); }
@@ -163,6 +165,7 @@ class Engine {
           error_ = "ready file is not JSON";
           return false;
         }
+        ready_ = j;
         grpc_port_ = j.at("grpc_port").get<int>();
         metrics_port_ = j.at("metrics_port").is_null() ? 0 : j.at("metrics_port").get<int>();
         if (j.at("pid").get<int>() != pid_) {
@@ -224,6 +227,7 @@ class Engine {
   int grpc_port_ = 0;
   int metrics_port_ = 0;
   std::string error_;
+  json ready_;
   std::unique_ptr<v1::EngineService::Stub> stub_;
 };
 

@@ -31,6 +31,14 @@ port=$(cat "$work/port" 2>/dev/null)
 [[ -n "$port" ]] || { echo "target did not start"; cat "$work/target.log"; exit 1; }
 echo "target pid $pid on 127.0.0.1:$port, nqn $nqn"
 
+# Capture the exchange for tshark's NVMe/TCP dissector (when dumpcap can capture here).
+cap_pid=""
+if command -v dumpcap >/dev/null && command -v tshark >/dev/null; then
+  dumpcap -q -i lo -f "tcp port $port" -s 0 -B 64 -w "$work/nvme.pcapng" >"$work/dumpcap.log" 2>&1 &
+  cap_pid=$!
+  sleep 1
+fi
+
 rc=0
 "$here/boot.sh" "$guest" "$work/guest.log" mode=nvme port="$port" nqn="$nqn" mb=16 | tee "$work/steps" || rc=1
 for want in "discover lists $nqn" "id-ctrl model ok" "raw 16 MiB written and read back" \
@@ -45,6 +53,19 @@ if ((created < 2)); then echo "FAIL: expected two connections (with and without 
 if grep -q "malformed PDU" "$work/target.log"; then echo "FAIL: the target saw a malformed PDU"; rc=1; fi
 kill "$pid" && wait "$pid"
 pid=""
+if [[ -n "$cap_pid" ]]; then
+  sleep 0.5
+  kill "$cap_pid" 2>/dev/null
+  wait "$cap_pid" 2>/dev/null
+  pdus=$(tshark -r "$work/nvme.pcapng" -d "tcp.port==$port,nvme-tcp" -Y nvme-tcp 2>/dev/null | wc -l)
+  bad=$(tshark -r "$work/nvme.pcapng" -d "tcp.port==$port,nvme-tcp" -Y "_ws.malformed || _ws.expert.severity >= error" 2>/dev/null | wc -l)
+  echo "tshark: $pdus NVMe/TCP packets decoded, $bad malformed or in error"
+  if ((pdus == 0 || bad > 0)); then
+    echo "FAIL: the capture does not decode cleanly"
+    tshark -r "$work/nvme.pcapng" -d "tcp.port==$port,nvme-tcp" -Y "_ws.malformed || _ws.expert.severity >= error" 2>/dev/null | head
+    rc=1
+  fi
+fi
 if ((rc)); then
   echo "---- guest console (tail)"
   tail -40 "$work/guest.log"

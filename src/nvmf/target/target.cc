@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <unistd.h>
+
 #include <future>
 
 #include <spdlog/spdlog.h>
@@ -770,7 +772,11 @@ Status NvmfTarget::listen(const std::string& host, uint16_t port, uint16_t* boun
   auto fd = reactor::tcp_listen(host, port, 128, &got);
   if (!fd) return fd.status();
   if (bound) *bound = got;
-  std::lock_guard lk(mu_);
+  std::unique_lock lk(mu_);
+  if (stopped_) {
+    ::close(*fd);
+    return make_error(Errc::kAborted, "the NVMe-oF target is stopped");
+  }
   auto l = std::make_unique<reactor::Listener>(reactors_.at(0), *fd, [this](int cfd) {
     size_t k;
     {
@@ -782,8 +788,10 @@ Status NvmfTarget::listen(const std::string& host, uint16_t port, uint16_t* boun
   });
   reactor::Listener* lp = l.get();
   listeners_.push_back({host, got, std::move(l)});
-  reactors_.run_on(0, [lp](reactor::Reactor&) { lp->start(); });
   genctr_++;
+  // Not under the lock: reactor 0 may be accepting a connection, which takes it.
+  lk.unlock();
+  reactors_.run_on(0, [lp](reactor::Reactor&) { lp->start(); });
   spdlog::info("nvmf listening on {}:{}", host, got);
   return Status::ok();
 }

@@ -1,0 +1,311 @@
+#include "api/front_ends.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <charconv>
+#include <set>
+
+namespace castor::api {
+namespace {
+
+constexpr size_t kMaxNqnLength = 223;
+
+bool is_nqn(const std::string& s) {
+  return s.size() > 4 && s.size() <= kMaxNqnLength && s.rfind("nqn.", 0) == 0;
+}
+
+// Allowed hosts as a sorted set of validated NQNs.
+Result<std::vector<std::string>> normalise_hosts(const std::vector<std::string>& hosts) {
+  std::set<std::string> out;
+  for (const auto& h : hosts) {
+    if (!is_nqn(h)) {
+      return make_error(Errc::kInvalidArgument,
+                        "allowed host '{}' is not a host NQN (nqn.yyyy-mm.domain:name, at most "
+                        "{} bytes)",
+                        h, kMaxNqnLength);
+    }
+    out.insert(h);
+  }
+  return std::vector<std::string>(out.begin(), out.end());
+}
+
+}  // namespace
+
+Result<std::pair<std::string, uint16_t>> parse_host_port(const std::string& address) {
+  auto colon = address.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == address.size()) {
+    return make_error(Errc::kInvalidArgument, "'{}' is not HOST:PORT", address);
+  }
+  std::string host = address.substr(0, colon);
+  if (host.front() == '[') {
+    if (host.size() < 3 || host.back() != ']') {
+      return make_error(Errc::kInvalidArgument, "'{}' is not HOST:PORT", address);
+    }
+    host = host.substr(1, host.size() - 2);
+  } else if (host.find(':') != std::string::npos) {
+    return make_error(Errc::kInvalidArgument, "'{}': write an IPv6 host as [ADDR]:PORT", address);
+  }
+  const std::string port = address.substr(colon + 1);
+  unsigned p = 0;
+  auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
+  if (ec != std::errc() || end != port.data() + port.size() || p > 65535) {
+    return make_error(Errc::kInvalidArgument, "'{}' has an invalid port", address);
+  }
+  return std::make_pair(host, static_cast<uint16_t>(p));
+}
+
+std::string uri_authority(const std::string& host, uint16_t port) {
+  if (host.find(':') != std::string::npos) return fmt::format("[{}]:{}", host, port);
+  return fmt::format("{}:{}", host, port);
+}
+
+std::string castor_nqn(const std::string& kind, const Uuid& uuid) {
+  return fmt::format("{}{}-{}", kNqnPrefix, kind, uuid.to_string());
+}
+
+FrontEnds::FrontEnds(reactor::ReactorGroup& reactors, bdev::BdevRegistry& registry,
+                     pool::PoolManager& pools)
+    : registry_(registry), pools_(pools), nvmf_(reactors, registry), nbd_(reactors, registry) {}
+
+FrontEnds::~FrontEnds() {
+  stop();
+}
+
+void FrontEnds::stop() {
+  {
+    std::lock_guard lk(mu_);
+    if (stopped_) return;
+    stopped_ = true;
+  }
+  nbd_.stop();
+  spdlog::info("NBD server stopped");
+  nvmf_.stop();
+  spdlog::info("NVMe-oF target stopped");
+}
+
+// ---- NVMe-oF ----
+
+Result<uint16_t> FrontEnds::nvmf_listen(const std::string& address) {
+  auto hp = parse_host_port(address);
+  if (!hp) return hp.status();
+  std::lock_guard lk(mu_);
+  if (stopped_) return Status(Errc::kBusy, "the engine is shutting down");
+  uint16_t bound = 0;
+  if (Status s = nvmf_.listen(hp->first, hp->second, &bound); !s) return s;
+  nvmf_listeners_.push_back({hp->first, bound});
+  return bound;
+}
+
+std::vector<ListenerAddress> FrontEnds::nvmf_listeners() const {
+  std::lock_guard lk(mu_);
+  return nvmf_listeners_;
+}
+
+std::vector<std::string> FrontEnds::nvmf_uris_locked(const std::string& nqn) const {
+  std::vector<std::string> out;
+  for (const auto& l : nvmf_listeners_) {
+    out.push_back(fmt::format("nvmf://{}/{}", uri_authority(l.host, l.port), nqn));
+  }
+  return out;
+}
+
+Result<pool::ReplicaInfo> FrontEnds::find_replica(const std::string& name_or_uuid) const {
+  if (name_or_uuid.empty()) return Status(Errc::kInvalidArgument, "replica name is required");
+  const auto replicas = pools_.list_replicas();
+  for (const auto& r : replicas) {
+    if (r.name == name_or_uuid) return r;
+  }
+  for (const auto& r : replicas) {
+    if (r.uuid.to_string() == name_or_uuid) return r;
+  }
+  return make_error(Errc::kNotFound, "replica '{}' does not exist", name_or_uuid);
+}
+
+Result<ShareResult> FrontEnds::share_locked(const std::string& bdev,
+                                            const std::vector<std::string>& allowed_hosts) {
+  if (bdev.empty()) return Status(Errc::kInvalidArgument, "bdev name is required");
+  auto hosts = normalise_hosts(allowed_hosts);
+  if (!hosts) return hosts.status();
+  auto info = registry_.info(bdev);
+  if (!info) return info.status();
+
+  std::string nqn;
+  if (info->module == "replica") {
+    auto r = find_replica(bdev);
+    if (!r) return r.status();
+    nqn = castor_nqn("replica", r->uuid);
+  } else {
+    nqn = castor_nqn("bdev", info->uuid);
+  }
+
+  for (const auto& s : nvmf_.list_subsystems()) {
+    if (s.nqn != nqn) continue;
+    auto existing = s.allowed_hosts;
+    std::sort(existing.begin(), existing.end());
+    if (existing != *hosts) {
+      return make_error(Errc::kAlreadyExists,
+                        "bdev '{}' is already shared as '{}' with other allowed hosts (unshare "
+                        "it first)",
+                        bdev, nqn);
+    }
+    return ShareResult{nqn, bdev, nvmf_uris_locked(nqn), s.allowed_hosts};
+  }
+  // An NBD client opens the bdev per connection, which the subsystem's claim would
+  // refuse: one front end per bdev.
+  if (Status s = check_not_exported(bdev); !s) return s;
+
+  if (Status s = nvmf_.add_subsystem(nqn, *hosts); !s) return s;
+  auto nsid = nvmf_.add_namespace(nqn, bdev, 1);
+  if (!nsid) {
+    if (Status s = nvmf_.remove_subsystem(nqn); !s) {
+      spdlog::warn("cannot remove subsystem '{}' after a failed share: {}", nqn, s.to_string());
+    }
+    return nsid.status();
+  }
+  spdlog::info("shared bdev '{}' as {} ({})", bdev, nqn,
+               hosts->empty() ? std::string("any host") : fmt::format("{} host(s)", hosts->size()));
+  return ShareResult{nqn, bdev, nvmf_uris_locked(nqn), *hosts};
+}
+
+Result<ShareResult> FrontEnds::share_bdev(const std::string& bdev,
+                                          const std::vector<std::string>& allowed_hosts) {
+  std::lock_guard lk(mu_);
+  return share_locked(bdev, allowed_hosts);
+}
+
+Result<ShareResult> FrontEnds::share_replica(const std::string& name,
+                                             const std::vector<std::string>& allowed_hosts) {
+  std::lock_guard lk(mu_);
+  auto r = find_replica(name);
+  if (!r) return r.status();
+  return share_locked(r->name, allowed_hosts);
+}
+
+Status FrontEnds::unshare_locked(const std::string& bdev_or_nqn) {
+  if (bdev_or_nqn.empty()) return Status(Errc::kInvalidArgument, "bdev name or NQN is required");
+  const bool by_nqn = bdev_or_nqn.rfind("nqn.", 0) == 0;
+  std::string nqn;
+  for (const auto& s : nvmf_.list_subsystems()) {
+    if (by_nqn && s.nqn == bdev_or_nqn) nqn = s.nqn;
+    for (const auto& [nsid, b] : s.namespaces) {
+      if (!by_nqn && b == bdev_or_nqn) nqn = s.nqn;
+    }
+    if (!nqn.empty()) break;
+  }
+  if (nqn.empty()) {
+    if (by_nqn) return make_error(Errc::kNotFound, "subsystem '{}' does not exist", bdev_or_nqn);
+    if (!registry_.find(bdev_or_nqn)) {
+      return make_error(Errc::kNotFound, "bdev '{}' does not exist", bdev_or_nqn);
+    }
+    return make_error(Errc::kNotFound, "bdev '{}' is not shared", bdev_or_nqn);
+  }
+  if (Status s = nvmf_.remove_subsystem(nqn); !s) return s;
+  spdlog::info("unshared {} ({})", nqn, bdev_or_nqn);
+  return Status::ok();
+}
+
+Status FrontEnds::unshare(const std::string& bdev_or_nqn) {
+  std::lock_guard lk(mu_);
+  return unshare_locked(bdev_or_nqn);
+}
+
+Status FrontEnds::unshare_replica(const std::string& name) {
+  std::lock_guard lk(mu_);
+  auto r = find_replica(name);
+  if (!r) return r.status();
+  return unshare_locked(r->name);
+}
+
+std::vector<std::pair<nvmf::SubsystemInfo, std::vector<std::string>>> FrontEnds::subsystems()
+    const {
+  std::lock_guard lk(mu_);
+  std::vector<std::pair<nvmf::SubsystemInfo, std::vector<std::string>>> out;
+  for (auto& s : nvmf_.list_subsystems()) {
+    auto uris = nvmf_uris_locked(s.nqn);
+    out.emplace_back(std::move(s), std::move(uris));
+  }
+  std::sort(out.begin(), out.end(),
+            [](const auto& a, const auto& b) { return a.first.nqn < b.first.nqn; });
+  return out;
+}
+
+std::vector<nvmf::ControllerInfo> FrontEnds::controllers() const {
+  auto out = nvmf_.list_controllers();
+  std::sort(out.begin(), out.end(),
+            [](const auto& a, const auto& b) { return a.cntlid < b.cntlid; });
+  return out;
+}
+
+// ---- NBD ----
+
+Result<uint16_t> FrontEnds::nbd_listen(const std::string& address) {
+  auto hp = parse_host_port(address);
+  if (!hp) return hp.status();
+  std::lock_guard lk(mu_);
+  if (stopped_) return Status(Errc::kBusy, "the engine is shutting down");
+  uint16_t bound = 0;
+  if (Status s = nbd_.listen(hp->first, hp->second, &bound); !s) return s;
+  nbd_listeners_.push_back({hp->first, bound});
+  return bound;
+}
+
+std::vector<ListenerAddress> FrontEnds::nbd_listeners() const {
+  std::lock_guard lk(mu_);
+  return nbd_listeners_;
+}
+
+Status FrontEnds::nbd_export(const nbd::ExportInfo& e) {
+  if (e.bdev.empty()) return Status(Errc::kInvalidArgument, "bdev name is required");
+  std::lock_guard lk(mu_);
+  auto info = registry_.info(e.bdev);
+  if (!info) return info.status();
+  if (!info->claimed_by.empty()) {
+    return make_error(Errc::kBusy, "bdev '{}' is claimed by '{}'", e.bdev, info->claimed_by);
+  }
+  return nbd_.add_export(e);
+}
+
+Status FrontEnds::nbd_unexport(const std::string& name) {
+  std::lock_guard lk(mu_);
+  Status s = nbd_.remove_export(name);
+  if (s) spdlog::info("nbd export '{}' removed", name);
+  return s;
+}
+
+std::vector<nbd::ExportInfo> FrontEnds::nbd_exports() const {
+  auto out = nbd_.list_exports();
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+  return out;
+}
+
+std::vector<std::string> FrontEnds::nbd_uris(const std::string& export_name) const {
+  std::lock_guard lk(mu_);
+  std::vector<std::string> out;
+  for (const auto& l : nbd_listeners_) {
+    out.push_back(fmt::format("nbd://{}/{}", uri_authority(l.host, l.port), export_name));
+  }
+  return out;
+}
+
+Status FrontEnds::destroy_unless_exported(const std::vector<std::string>& bdevs,
+                                          const std::function<Status()>& destroy) {
+  std::lock_guard lk(mu_);
+  for (const auto& b : bdevs) {
+    if (Status s = check_not_exported(b); !s) return s;
+  }
+  return destroy();
+}
+
+Status FrontEnds::check_not_exported(const std::string& bdev) const {
+  for (const auto& e : nbd_.list_exports()) {
+    if (e.bdev == bdev) {
+      return make_error(Errc::kBusy, "bdev '{}' is exported over NBD as '{}' (unexport it first)",
+                        bdev, e.name);
+    }
+  }
+  return Status::ok();
+}
+
+}  // namespace castor::api

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -190,11 +191,11 @@ std::vector<uint8_t> u32(uint32_t v) {
   return b;
 }
 std::vector<uint8_t> option(uint32_t o, const std::string& data) {
-  std::vector<uint8_t> b(16);
+  std::vector<uint8_t> b(16 + data.size());
   put64(b.data(), kIHaveOpt);
   put32(b.data() + 8, o);
   put32(b.data() + 12, static_cast<uint32_t>(data.size()));
-  b.insert(b.end(), data.begin(), data.end());
+  if (!data.empty()) std::memcpy(b.data() + 16, data.data(), data.size());
   return b;
 }
 std::vector<uint8_t> request(uint16_t type, uint64_t cookie, uint64_t off, uint32_t len, uint16_t flags = 0) {

@@ -193,7 +193,15 @@ void Connection::send(std::span<const iovec> iovs, std::function<void()> done) {
   if (closing_) return;
   size_t total = 0;
   for (const auto& v : iovs) total += v.iov_len;
-  sendq_.push_back(Pending{std::vector<iovec>(iovs.begin(), iovs.end()), total, std::move(done)});
+  Pending& p = sendq_.emplace_back();
+  p.n = static_cast<uint32_t>(iovs.size());
+  if (iovs.size() <= p.inl.size()) {
+    std::copy(iovs.begin(), iovs.end(), p.inl.begin());
+  } else {
+    p.more.assign(iovs.begin(), iovs.end());
+  }
+  p.left = total;
+  p.done = std::move(done);
   kick_send();
 }
 
@@ -202,7 +210,7 @@ void Connection::kick_send() {
   send_iov_.clear();
   for (const auto& p : sendq_) {
     // Skip the part of the head already sent.
-    for (const auto& v : p.iovs) {
+    for (const auto& v : p.iovs()) {
       if (send_iov_.size() >= 512) break;
       send_iov_.push_back(v);
     }
@@ -213,7 +221,7 @@ void Connection::kick_send() {
   {
     const auto& head = sendq_.front();
     size_t head_total = 0;
-    for (const auto& v : head.iovs) head_total += v.iov_len;
+    for (const auto& v : head.iovs()) head_total += v.iov_len;
     skip = head_total - head.left;
   }
   size_t i = 0;
@@ -248,19 +256,28 @@ void Connection::on_send(int32_t res) {
   }
   tx_bytes_ += static_cast<uint64_t>(res);
   size_t n = static_cast<size_t>(res);
-  std::vector<std::function<void()>> dones;
-  while (n && !sendq_.empty()) {
-    auto& head = sendq_.front();
-    size_t take = std::min(n, head.left);
-    head.left -= take;
+  // Account every sent byte before running callbacks: a callback may send() again.
+  size_t finished = 0;
+  for (auto it = sendq_.begin(); n && it != sendq_.end(); ++it) {
+    size_t take = std::min(n, it->left);
+    it->left -= take;
     n -= take;
-    if (head.left == 0) {
-      if (head.done) dones.push_back(std::move(head.done));
-      sendq_.pop_front();
-    }
+    if (it->left == 0) ++finished;
+  }
+  // While callbacks run, a send() they make only queues (send_armed_ holds kicks back),
+  // so the finished entries still at the front are never sent twice.
+  send_armed_ = true;
+  while (finished--) {
+    auto done = std::move(sendq_.front().done);
+    sendq_.pop_front();
+    if (done) done();
+  }
+  send_armed_ = false;
+  if (closing_) {
+    maybe_finish_close();
+    return;
   }
   kick_send();
-  for (auto& d : dones) d();
 }
 
 void Connection::close(const std::string& reason) {

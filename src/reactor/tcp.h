@@ -8,6 +8,7 @@
 
 #include <sys/uio.h>
 
+#include <array>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -84,10 +85,17 @@ class Connection {
     Connection* c;
     void complete(int32_t, uint32_t) override { c->on_cancel_done(); }
   };
+  // One send() call. Up to four iovecs are kept inline (the targets' replies use at
+  // most four), so queuing a reply allocates nothing once the deque has warmed up.
   struct Pending {
-    std::vector<iovec> iovs;
-    size_t left;
+    std::array<iovec, 4> inl{};
+    std::vector<iovec> more;
+    uint32_t n = 0;
+    size_t left = 0;
     std::function<void()> done;
+    std::span<const iovec> iovs() const {
+      return n <= inl.size() ? std::span<const iovec>(inl.data(), n) : std::span<const iovec>(more);
+    }
   };
 
   void arm_recv();

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Castor's main job: set up (packages + Release build), start a castor-engine, create a
-# RAM bdev and a file bdev through its API with castorctl, run the built-in benchmark
-# against both, print the results as one table and stop the engine cleanly.
+# Castor's main job: set up (packages + Release build), start a castor-engine with its
+# NVMe-oF and NBD targets, create a RAM bdev and a file bdev through its API with
+# castorctl and benchmark both; then make a pool on a file, a thin replica in it, share
+# the replica over NVMe-oF and NBD, drive it over NVMe/TCP with Castor's own host
+# (castor-perf, verifying data) and read it with libnbd's nbdinfo; stop cleanly.
 #
 # Environment: CASTOR_DEMO_SECONDS (per run, default 3), CASTOR_DEMO_DIR (where the
 # file bdev goes, default /var/tmp).
@@ -27,6 +29,7 @@ trap cleanup EXIT
 
 # Free ports are chosen by the engine (port 0) and reported in the ready file.
 "$ENGINE" --reactors "$(nproc)" --grpc-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 \
+  --nvmf-listen 127.0.0.1:0 --nbd-listen 127.0.0.1:0 \
   --ready-file "$work/ready.json" --log-level warn >"$work/engine.log" 2>&1 &
 engine_pid=$!
 for _ in $(seq 100); do
@@ -67,6 +70,29 @@ echo
           (.p50_us*10|floor/10), (.p99_us*10|floor/10), (.p999_us*10|floor/10), .errors] | @tsv' "$results"
 } | column -t
 echo
+nvmf_port=$(jq -r '.nvmf_ports[0]' "$work/ready.json")
+nbd_port=$(jq -r .nbd_port "$work/ready.json")
+echo "== a pool with a thin replica shared over NVMe/TCP (port $nvmf_port) and a thick one over NBD (port $nbd_port)"
+ctl pool create pool0 --disk "file://$work/pool0.img?size_mb=512" --cluster-size 4MiB >/dev/null
+ctl replica create pool0 vol0 --size 256MiB --thin >/dev/null
+ctl replica create pool0 vol1 --size 64MiB >/dev/null
+ctl -o json replica share vol0 >"$work/share.json"
+nqn=$(jq -r '.nqn' "$work/share.json")
+ctl nbd export vol1 vol1 --description "thick replica in pool0" >/dev/null
+ctl replica list
+echo
+ctl nvmf subsystems
+echo
+echo "-- castor-perf (Castor's NVMe/TCP host) against $nqn: 8 KiB mixed I/O, write + read-back verify, 3 s"
+build/release/src/tools/nvmfperf/castor-perf -r "127.0.0.1:$nvmf_port" -n "$nqn" -w randrw -b 8192 -q 16 -t 3 --verify
+echo
+echo "-- nbdinfo nbd://127.0.0.1:$nbd_port/vol1"
+nbdinfo "nbd://127.0.0.1:$nbd_port/vol1" | grep -E 'export-size|can_flush|can_trim|description|block_size_pre' | sed 's/^/   /'
+echo
+ctl pool list
+echo
+ctl nbd unexport vol1 >/dev/null
+ctl replica unshare vol0 >/dev/null
 ctl bdev destroy disk0.img >/dev/null
 ctl bdev destroy ram0 >/dev/null
 kill -TERM "$engine_pid"

@@ -592,9 +592,11 @@ Status NbdServer::listen(const std::string& host, uint16_t port, uint16_t* bound
 
 Status NbdServer::add_export(const ExportInfo& e) {
   if (e.name.size() > 4096) return make_error(Errc::kInvalidArgument, "export name too long");
-  if (!registry_.find(e.bdev)) return make_error(Errc::kNotFound, "bdev '{}' does not exist", e.bdev);
   std::lock_guard lk(mu_);
   if (exports_.count(e.name)) return make_error(Errc::kAlreadyExists, "NBD export '{}' already exists", e.name);
+  auto d = registry_.open(e.bdev);
+  if (!d) return d.status();
+  export_descs_[e.name] = std::move(d.value());
   exports_[e.name] = e;
   exports_[e.name].connections = 0;
   spdlog::info("nbd export added name='{}' bdev={} read_only={}", e.name, e.bdev, e.read_only);
@@ -604,6 +606,7 @@ Status NbdServer::add_export(const ExportInfo& e) {
 Status NbdServer::remove_export(const std::string& name) {
   std::lock_guard lk(mu_);
   if (!exports_.erase(name)) return make_error(Errc::kNotFound, "NBD export '{}' does not exist", name);
+  export_descs_.erase(name);
   return Status::ok();
 }
 
@@ -664,6 +667,9 @@ void NbdServer::stop() {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
   }
+  // The exports' descriptors go with the server: the registry may outlive it only briefly.
+  std::lock_guard lk(mu_);
+  export_descs_.clear();
 }
 
 }  // namespace castor::nbd

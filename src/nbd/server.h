@@ -41,7 +41,8 @@ class NbdServer {
   // Listens on host:port (port 0 picks one; *bound gets it). Errors: AlreadyExists (in
   // use), IoError.
   Status listen(const std::string& host, uint16_t port, uint16_t* bound);
-  // Errors: NotFound (bdev), AlreadyExists (export name), InvalidArgument.
+  // Holds the bdev open while exported. Errors: NotFound (bdev), AlreadyExists (export
+  // name), Busy (claimed by someone else), InvalidArgument.
   Status add_export(const ExportInfo& e);
   // Existing connections keep working until they close. Errors: NotFound.
   Status remove_export(const std::string& name);
@@ -60,6 +61,8 @@ class NbdServer {
   bdev::BdevRegistry& registry_;
   mutable std::mutex mu_;
   std::map<std::string, ExportInfo> exports_;
+  // Each export holds a descriptor, so its bdev cannot be destroyed while exported.
+  std::map<std::string, bdev::BdevDesc> export_descs_;
   std::vector<std::unique_ptr<reactor::Listener>> listeners_;
   NbdStats stats_;
   size_t next_reactor_ = 0;

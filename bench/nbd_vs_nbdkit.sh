@@ -17,7 +17,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-build/release/src/engine/castor-engine --reactors 1 --cores 1 --grpc-listen 127.0.0.1:0 --metrics-listen none \
+build/release/src/engine/castor-engine --cores 1 --grpc-listen 127.0.0.1:0 --metrics-listen none \
   --nbd-listen 127.0.0.1:0 --bdev "malloc:///m0?size_mb=$SIZE_MB" --nbd-export disk=m0 \
   --ready-file "$work/ready.json" --log-level warn >"$work/engine.log" 2>&1 &
 pids+=($!)

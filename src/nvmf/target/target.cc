@@ -390,7 +390,9 @@ class Qpair final : public reactor::Connection::Handler {
       std::lock_guard lk(ctrl->mu);
       io = ctrl->io_qpairs;
     }
-    for (auto [rp, q] : io) {
+    for (const auto& entry : io) {
+      reactor::Reactor* rp = entry.first;
+      Qpair* q = entry.second;
       NvmfTarget* t = &t_;
       rp->send([t, rp, q] {
         auto& live = t->live_[rp->id()];
@@ -794,6 +796,11 @@ Status NvmfTarget::listen(const std::string& host, uint16_t port, uint16_t* boun
   reactors_.run_on(0, [lp](reactor::Reactor&) { lp->start(); });
   spdlog::info("nvmf listening on {}:{}", host, got);
   return Status::ok();
+}
+
+void NvmfTarget::adopt(int fd, size_t reactor_index) {
+  reactor::Reactor& r = reactors_.at(reactor_index % reactors_.size());
+  r.send([this, &r, fd] { (new Qpair(*this, r, fd))->start(); });
 }
 
 Status NvmfTarget::add_subsystem(const std::string& nqn, const std::vector<std::string>& allowed_hosts) {

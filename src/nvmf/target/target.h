@@ -63,6 +63,9 @@ class NvmfTarget {
   Result<uint32_t> add_namespace(const std::string& nqn, const std::string& bdev, uint32_t nsid = 0);
   std::vector<SubsystemInfo> list_subsystems() const;
   std::vector<ControllerInfo> list_controllers() const;
+  // Serves an already connected socket as a new queue pair on reactor `reactor_index`
+  // (tests and fuzzing use a socketpair). Takes ownership of `fd`.
+  void adopt(int fd, size_t reactor_index);
   void stop();
 
   const TargetOptions& options() const { return opts_; }

@@ -469,10 +469,18 @@ class NbdConnection final : public reactor::Connection::Handler {
       conn_->send({v, 2}, [this, rq] { put(rq); });
       return;
     }
+    if (rq->type != cmd::kRead || !structured_) {
+      // The request's own header buffer carries the simple reply: no allocation.
+      put32(rq->hdr, kSimpleReplyMagic);
+      put32(rq->hdr + 4, e);
+      put64(rq->hdr + 8, rq->cookie);
+      iovec v{rq->hdr, 16};
+      conn_->send({&v, 1}, [this, rq] { put(rq); });
+      return;
+    }
     uint64_t cookie = rq->cookie;
-    uint16_t type = rq->type;
     put(rq);
-    reply_simple_or_error(cookie, type, e);
+    reply_simple_or_error(cookie, cmd::kRead, e);
   }
 
   void read_reply_empty(uint64_t cookie) {

@@ -71,6 +71,13 @@ class Qpair final : public reactor::Connection::Handler {
   Qpair(NvmfTarget& t, reactor::Reactor& r, int fd)
       : t_(t), r_(r), conn_(std::make_unique<reactor::Connection>(r, fd, this, 256 * 1024)) {
     lim_.max_data = std::max({t.opts_.incapsule, kAdminInCapsule, t.opts_.max_h2c_data});
+    // Twice the queue size, so the R2T tag (the slot index) always has room.
+    slots_ = std::vector<Cmd>(2 * t.opts_.queue_entries);
+    for (size_t i = slots_.size(); i-- > 0;) {
+      slots_[i].q = this;
+      slots_[i].slot = static_cast<uint16_t>(i);
+      free_slots_.push_back(static_cast<uint16_t>(i));
+    }
   }
 
   void start() {
@@ -179,25 +186,24 @@ class Qpair final : public reactor::Connection::Handler {
     conn_->send({&v, 1}, [out] { delete[] out; });
   }
 
+  // O(1) on the I/O path: a free list of command slots and a bitmap of CIDs in use.
   Cmd* get_slot(uint16_t cid) {
-    for (auto& c : slots_) {
-      if (c.busy && c.sqe.cid == cid) return nullptr;  // CID conflict
-    }
-    for (auto& c : slots_) {
-      if (!c.busy) {
-        c.busy = true;
-        c.received = 0;
-        c.len = 0;
-        c.waiting_h2c = false;
-        c.ns = nullptr;
-        ++outstanding_;
-        return &c;
-      }
-    }
-    return nullptr;
+    if (cids_[cid] || free_slots_.empty()) return nullptr;  // CID conflict or queue overrun
+    Cmd* c = &slots_[free_slots_.back()];
+    free_slots_.pop_back();
+    cids_[cid] = true;
+    c->busy = true;
+    c->received = 0;
+    c->len = 0;
+    c->waiting_h2c = false;
+    c->ns = nullptr;
+    ++outstanding_;
+    return c;
   }
   void release(Cmd* c) {
     c->busy = false;
+    cids_[c->sqe.cid] = false;
+    free_slots_.push_back(c->slot);
     --outstanding_;
     maybe_destroy();
   }
@@ -216,21 +222,13 @@ class Qpair final : public reactor::Connection::Handler {
         return;
       }
     }
-    if (slots_.empty()) slots_.resize(2 * t_.opts_.queue_entries);
-    for (size_t i = 0; i < slots_.size(); ++i) {
-      slots_[i].q = this;
-      slots_[i].slot = static_cast<uint16_t>(i);
-    }
     Cmd* c = get_slot(sqe.cid);
     if (!c) {
       // Either more commands than the queue holds or a CID already in use.
-      Cmd tmp;
-      tmp.q = this;
-      tmp.sqe = sqe;
       send_resp_only(sqe.cid, generic(sc::kCidConflict));
       return;
     }
-    c->sqe = sqe;
+    c->sqe = sqe;  // release() clears this CID
     // In-capsule data goes with the command; anything larger is fetched with R2T later.
     const SglDescriptor& sgl = sqe.sgl1;
     const uint32_t limit = qid_ == 0 ? kAdminInCapsule : t_.opts_.incapsule;
@@ -633,10 +631,10 @@ class Qpair final : public reactor::Connection::Handler {
     ensure_buf(c, c->len);
     c->waiting_h2c = true;
     c->received = 0;
-    auto* out = new uint8_t[32];
-    size_t n = build_r2t(out, c->sqe.cid, c->slot, 0, c->len, lim_.hdgst);
-    iovec v{out, n};
-    conn_->send({&v, 1}, [out] { delete[] out; });
+    // The command's C2H header buffer is idle while it waits for data: no allocation.
+    size_t n = build_r2t(c->c2h, c->sqe.cid, c->slot, 0, c->len, lim_.hdgst);
+    iovec v{c->c2h, n};
+    conn_->send({&v, 1});
   }
 
   void h2c_data(const PduFrame& f, std::span<const uint8_t> pdu) {
@@ -740,6 +738,8 @@ class Qpair final : public reactor::Connection::Handler {
   std::unique_ptr<reactor::Connection> conn_;
   PduLimits lim_;
   std::vector<Cmd> slots_;
+  std::vector<uint16_t> free_slots_;
+  std::vector<bool> cids_ = std::vector<bool>(65536, false);
   std::shared_ptr<Controller> ctrl_;
   uint16_t qid_ = 0;
   uint16_t sqhd_ = 0;

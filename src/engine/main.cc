@@ -29,6 +29,7 @@
 #include "common/version.h"
 #include "engine/config.h"
 #include "engine/logging.h"
+#include "nvmf/host/nvmf_bdev.h"
 #include "pool/pool.h"
 #include "reactor/reactor.h"
 
@@ -226,6 +227,7 @@ int run(const EngineConfig& cfg) {
   int rc = 0;
   {
     bdev::BdevRegistry registry(reactors);
+    registry.register_module(nvmf::make_nvmf_bdev_module());
     {
       pool::PoolManager pools(registry);
       rc = serve(cfg, registry, pools, reactors, identity, stop_signals);

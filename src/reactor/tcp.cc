@@ -40,6 +40,89 @@ void tune(int fd) {
 
 }  // namespace
 
+Result<SockAddr> tcp_resolve(const std::string& host, uint16_t port) {
+  SockAddr a;
+  auto ss = resolve(host, port, &a.len);
+  if (!ss) return ss.status();
+  a.ss = *ss;
+  a.text = host.find(':') != std::string::npos ? "[" + host + "]:" + std::to_string(port)
+                                               : host + ":" + std::to_string(port);
+  return a;
+}
+
+TcpConnector::~TcpConnector() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void TcpConnector::start(const SockAddr& a, uint64_t timeout_ns, Done done) {
+  addr_ = a;
+  done_ = std::move(done);
+  busy_ = true;
+  timed_out_ = cancelled_ = false;
+  res_ = 0;
+  // Non-blocking, so io_uring waits for the connect by polling (cancellable) rather
+  // than in a blocked worker thread.
+  fd_ = socket(a.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd_ < 0) {
+    res_ = -errno;
+    // Report from a later loop turn, like every other outcome.
+    r_.defer([this] { maybe_finish(); });
+    return;
+  }
+  connect_inflight_ = true;
+  io_uring_sqe* sqe = r_.get_sqe(this);
+  io_uring_prep_connect(sqe, fd_, reinterpret_cast<const sockaddr*>(&addr_.ss), addr_.len);
+  timer_armed_ = true;
+  timer_ = r_.add_timer(timeout_ns, [this] {
+    timer_armed_ = false;
+    timed_out_ = true;
+    issue_cancel();
+  });
+}
+
+void TcpConnector::cancel() {
+  if (!busy_ || cancelled_) return;
+  cancelled_ = true;
+  issue_cancel();
+}
+
+void TcpConnector::issue_cancel() {
+  if (!connect_inflight_ || cancel_inflight_) return;
+  cancel_inflight_ = true;
+  cancel_op_.c = this;
+  io_uring_sqe* sqe = r_.get_sqe(&cancel_op_);
+  io_uring_prep_cancel(sqe, static_cast<UringOp*>(this), 0);
+}
+
+void TcpConnector::complete(int32_t res, uint32_t) {
+  connect_inflight_ = false;
+  res_ = res;
+  maybe_finish();
+}
+
+void TcpConnector::maybe_finish() {
+  if (!busy_ || connect_inflight_ || cancel_inflight_) return;
+  if (timer_armed_) {
+    r_.cancel_timer(timer_);
+    timer_armed_ = false;
+  }
+  busy_ = false;
+  Result<int> out = make_error(Errc::kIoError, "connect to {}: {}", addr_.text, strerror(-res_));
+  if (res_ == 0 && !cancelled_ && !timed_out_) {
+    tune(fd_);
+    fcntl(fd_, F_SETFL, fcntl(fd_, F_GETFL) & ~O_NONBLOCK);
+    out = fd_;
+    fd_ = -1;
+  } else {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+    if (cancelled_) out = make_error(Errc::kAborted, "connect to {} cancelled", addr_.text);
+    else if (timed_out_) out = make_error(Errc::kTimedOut, "connect to {} timed out", addr_.text);
+  }
+  auto d = std::move(done_);
+  d(std::move(out));
+}
+
 Result<int> tcp_listen(const std::string& host, uint16_t port, int backlog, uint16_t* bound_port) {
   socklen_t len = 0;
   auto addr = resolve(host, port, &len);

@@ -6,6 +6,7 @@
 // Contract: every method of Listener and Connection runs on the owning reactor's
 // thread, and so do all callbacks. Objects are destroyed only after on_closed().
 
+#include <sys/socket.h>
 #include <sys/uio.h>
 
 #include <array>
@@ -23,8 +24,55 @@ namespace castor::reactor {
 
 // Creates a listening socket on host:port (port 0 picks a free port). Control path.
 Result<int> tcp_listen(const std::string& host, uint16_t port, int backlog, uint16_t* bound_port);
-// Blocking connect with a timeout (control path, or a host's (re)connect thread).
+// Blocking connect with a timeout (control path only).
 Result<int> tcp_connect(const std::string& host, uint16_t port, int timeout_ms);
+
+// A resolved peer address. Resolve on a control thread (getaddrinfo may block), then
+// connect from a reactor with TcpConnector.
+struct SockAddr {
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  std::string text;  // "host:port" as given, for messages
+};
+Result<SockAddr> tcp_resolve(const std::string& host, uint16_t port);
+
+// An asynchronous connect on a reactor (io_uring connect plus a timer), for hosts that
+// reconnect from the I/O path without blocking it. One attempt at a time.
+class TcpConnector final : public UringOp {
+ public:
+  using Done = std::function<void(Result<int>)>;
+  explicit TcpConnector(Reactor& r) : r_(r) {}
+  // REQUIRES: !busy() (cancel() and wait for `done` first).
+  ~TcpConnector();
+  // `done` runs once on this reactor with the connected fd (TCP_NODELAY set) or an
+  // error: IoError (refused, unreachable), TimedOut, Aborted (cancelled).
+  void start(const SockAddr& a, uint64_t timeout_ns, Done done);
+  // Ends a running attempt early; `done` then runs with Aborted.
+  void cancel();
+  bool busy() const { return busy_; }
+  void complete(int32_t res, uint32_t flags) override;
+
+ private:
+  struct CancelOp final : UringOp {
+    TcpConnector* c = nullptr;
+    void complete(int32_t, uint32_t) override { c->cancel_inflight_ = false; c->maybe_finish(); }
+  };
+  void issue_cancel();
+  void maybe_finish();
+  Reactor& r_;
+  int fd_ = -1;
+  SockAddr addr_;
+  Done done_;
+  bool busy_ = false;
+  bool connect_inflight_ = false;
+  bool cancel_inflight_ = false;
+  bool timed_out_ = false;
+  bool cancelled_ = false;
+  int32_t res_ = 0;
+  Reactor::TimerId timer_{};
+  bool timer_armed_ = false;
+  CancelOp cancel_op_;
+};
 
 class Listener final : public UringOp {
  public:

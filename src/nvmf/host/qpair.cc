@@ -28,13 +28,13 @@ void HostQpair::start() {
 
 void HostQpair::close(const std::string& why) { conn_->close(why); }
 
-bool HostQpair::submit(Sqe sqe, std::span<const uint8_t> out, std::span<uint8_t> in, Done done) {
-  if (!ready_ || closed_ || conn_->closing()) return false;
+int HostQpair::submit(Sqe sqe, std::span<const uint8_t> out, std::span<uint8_t> in, Done done) {
+  if (!ready_ || closed_ || conn_->closing()) return -1;
   uint16_t cid = 0;
   for (; cid < slots_.size(); ++cid) {
     if (!slots_[cid].busy) break;
   }
-  if (cid == slots_.size()) return false;
+  if (cid == slots_.size()) return -1;
   Slot& s = slots_[cid];
   s.busy = true;
   s.out = out;
@@ -62,7 +62,7 @@ bool HostQpair::submit(Sqe sqe, std::span<const uint8_t> out, std::span<uint8_t>
     }
   }
   conn_->send({v, static_cast<size_t>(k)});
-  return true;
+  return cid;
 }
 
 size_t HostQpair::on_data(std::span<const uint8_t> buf) {

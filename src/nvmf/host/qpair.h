@@ -41,10 +41,14 @@ class HostQpair final : public reactor::Connection::Handler {
 
   // Submits `sqe` (CID assigned here). `out`: host-to-controller data (writes, Connect
   // data); `in`: where controller-to-host data lands. Both must stay valid until `done`.
-  // Returns false if the queue is full or closed.
-  bool submit(Sqe sqe, std::span<const uint8_t> out, std::span<uint8_t> in, Done done);
+  // Returns the command's CID, or -1 if the queue is full or closed. `done` never runs
+  // from inside submit().
+  int submit(Sqe sqe, std::span<const uint8_t> out, std::span<uint8_t> in, Done done);
   size_t inflight() const { return inflight_; }
+  size_t depth() const { return slots_.size(); }
   bool ready() const { return ready_; }
+  // True once on_closed has run: the owner may destroy it (from a later loop turn).
+  bool closed() const { return closed_; }
 
   size_t on_data(std::span<const uint8_t> buf) override;
   void on_closed(const std::string& reason) override;

@@ -53,7 +53,7 @@ Cqe run(Queue& q, Sqe sqe, std::span<const uint8_t> out = {}, std::span<uint8_t>
   std::promise<Cqe> p;
   auto f = p.get_future();
   q.r->send([&] {
-    if (!q.qp->submit(sqe, out, in, [&p](const Cqe& c) { p.set_value(c); })) {
+    if (q.qp->submit(sqe, out, in, [&p](const Cqe& c) { p.set_value(c); }) < 0) {
       Cqe c{};
       c.status = 0xffff;
       p.set_value(c);
@@ -161,7 +161,7 @@ struct Job {
         done->count_down();
       }
     };
-    bool ok = read ? q->qp->submit(s, {}, b, cb) : q->qp->submit(s, b, {}, cb);
+    bool ok = (read ? q->qp->submit(s, {}, b, cb) : q->qp->submit(s, b, {}, cb)) >= 0;
     if (!ok) {
       ++errors;
       if (--outstanding == 0) {

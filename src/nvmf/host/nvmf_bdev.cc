@@ -1,0 +1,1026 @@
+#include "nvmf/host/nvmf_bdev.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <future>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+#include "common/clock.h"
+#include "nvmf/codec/spec.h"
+#include "nvmf/host/qpair.h"
+#include "reactor/tcp.h"
+
+namespace castor::nvmf {
+
+using bdev::IoRequest;
+using bdev::IoStatus;
+using bdev::IoType;
+
+const char* controller_state_name(ControllerState s) {
+  switch (s) {
+    case ControllerState::kConnecting: return "connecting";
+    case ControllerState::kLive: return "live";
+    case ControllerState::kResetting: return "resetting";
+    case ControllerState::kLost: return "lost";
+    case ControllerState::kStopped: return "stopped";
+  }
+  return "?";
+}
+
+Result<NvmfHostOptions> NvmfHostOptions::from_uri(const Uri& uri) {
+  if (auto st = uri.check_keys({"hostnqn", "hdgst", "ddgst", "qd", "io_timeout_ms", "keep_alive_ms",
+                                "connect_timeout_ms", "reconnect_delay_ms", "reconnect_delay_max_ms",
+                                "ctrl_loss_timeout_ms", "nsid", "name"});
+      !st) {
+    return st;
+  }
+  NvmfHostOptions o;
+  o.hostnqn = uri.get("hostnqn", o.hostnqn);
+  if (o.hostnqn.empty() || o.hostnqn.size() > 223) {
+    return make_error(Errc::kInvalidArgument, "hostnqn must be 1..223 characters");
+  }
+  auto b = [&](const char* k, bool& out) -> Status {
+    auto v = uri.get_bool(k, out);
+    if (!v) return v.status();
+    out = *v;
+    return Status::ok();
+  };
+  auto u = [&](const char* k, uint64_t& out, uint64_t lo, uint64_t hi) -> Status {
+    auto v = uri.get_u64(k, out);
+    if (!v) return v.status();
+    if (*v < lo || *v > hi) return make_error(Errc::kInvalidArgument, "{} must be in [{}, {}]", k, lo, hi);
+    out = *v;
+    return Status::ok();
+  };
+  uint64_t qd = o.queue_depth, kato = o.keep_alive_ms, nsid = o.nsid;
+  for (auto st : {b("hdgst", o.hdgst), b("ddgst", o.ddgst), u("qd", qd, 2, 1024),
+                  u("io_timeout_ms", o.io_timeout_ms, 1, 3'600'000), u("keep_alive_ms", kato, 100, 3'600'000),
+                  u("connect_timeout_ms", o.connect_timeout_ms, 1, 600'000),
+                  u("reconnect_delay_ms", o.reconnect_delay_ms, 1, 600'000),
+                  u("reconnect_delay_max_ms", o.reconnect_delay_max_ms, 1, 3'600'000),
+                  u("ctrl_loss_timeout_ms", o.ctrl_loss_timeout_ms, 0, UINT64_MAX / 1'000'000),
+                  u("nsid", nsid, 1, 0xfffffffe)}) {
+    if (!st) return st;
+  }
+  o.queue_depth = static_cast<uint16_t>(qd);
+  o.keep_alive_ms = static_cast<uint32_t>(kato);
+  o.nsid = static_cast<uint32_t>(nsid);
+  o.reconnect_delay_max_ms = std::max(o.reconnect_delay_max_ms, o.reconnect_delay_ms);
+  return o;
+}
+
+namespace {
+
+constexpr uint64_t kMs = 1'000'000;
+constexpr uint32_t kMaxBlocksPerCmd = 65536;  // write-zeroes NLB is 16 bits
+
+class Controller;
+class NvmfChannel;
+
+// One I/O request on the wire: possibly several commands (MDTS split, or unmap and
+// write-zeroes in 64 Ki-block pieces), issued as queue slots allow.
+struct Ctx {
+  IoRequest* req = nullptr;
+  uint64_t next = 0, end = 0;  // blocks still to issue: [next, end)
+  uint32_t chunk = 0;          // blocks per command
+  uint32_t inflight = 0;
+  IoStatus st = IoStatus::kSuccess;
+  bool conn_lost = false;
+  bool abandoned = false;  // completed early (timeout): drop what comes back
+  bool waiting = false;    // on the queue's list of contexts wanting slots
+  uint8_t dsm[16] = {};    // unmap: the range of the command in flight
+  uint8_t* buf = nullptr;  // contiguous data (the iovec, or `bounce`)
+  bdev::DmaBuffer bounce;
+  Ctx* next_free = nullptr;
+  bool done_issuing() const { return next >= end || st != IoStatus::kSuccess || conn_lost || abandoned; }
+};
+
+// The I/O queue of one reactor. Touched only on that reactor's thread; the controller
+// (on the home reactor) drives it by messages.
+class IoQueue {
+ public:
+  IoQueue(Controller& c, reactor::Reactor& r, uint16_t qid) : c_(c), r_(r), qid_(qid), conn_(r) {}
+  ~IoQueue() {
+    for (Ctx* x : all_) delete x;
+  }
+
+  void submit(IoRequest& req);
+  void disconnect(uint64_t gen, const std::string& why);
+  void connect(uint64_t gen, uint16_t cntlid);
+  void declare_lost();
+  void stop();
+  bool idle() const { return !qp_ && !conn_.busy(); }
+  void set_channel(NvmfChannel* ch) { chan_ = ch; }
+
+ private:
+  enum class St { kDown, kConnecting, kLive, kLost, kStopped };
+  struct Cmd {
+    Ctx* ctx = nullptr;
+    uint64_t t0 = 0;
+  };
+  void start(IoRequest& req);
+  void pump(Ctx* x);
+  void on_cmd_done(const Cqe& c);
+  void finish_ctx(Ctx* x);
+  void finish(IoRequest& req, IoStatus s);
+  void drain();
+  void pend_front(IoRequest& req);
+  void pend_back(IoRequest& req);
+  void fail_pending(IoStatus s);
+  void scan_timeouts();
+  void arm_scan();
+  void on_qp_closed(uint64_t gen, const std::string& why);
+  Ctx* alloc();
+  void release(Ctx* x);
+  void report_failure(uint64_t gen, const std::string& why);
+
+  Controller& c_;
+  reactor::Reactor& r_;
+  const uint16_t qid_;
+  reactor::TcpConnector conn_;
+  std::unique_ptr<HostQpair> qp_;
+  St st_ = St::kDown;
+  uint64_t gen_ = 0;
+  NvmfChannel* chan_ = nullptr;
+  bool in_submit_ = false;
+  std::vector<Cmd> cmds_;
+  std::vector<Ctx*> all_;
+  Ctx* free_ = nullptr;
+  std::vector<Ctx*> waiting_;  // partly issued contexts, oldest first
+  IoRequest* pend_head_ = nullptr;
+  IoRequest* pend_tail_ = nullptr;
+  bool scan_armed_ = false;
+  ConnectData cdata_{};
+};
+
+class Controller {
+ public:
+  Controller(reactor::ReactorGroup& g, reactor::SockAddr addr, std::string subnqn, NvmfHostOptions o)
+      : g_(g), home_(g.at(0)), addr_(std::move(addr)), subnqn_(std::move(subnqn)), o_(std::move(o)), admin_conn_(home_) {
+    for (size_t i = 0; i < g.size(); ++i) {
+      queues_.push_back(std::make_unique<IoQueue>(*this, g.at(i), static_cast<uint16_t>(i + 1)));
+    }
+  }
+
+  // Control thread: the first connection, waited for. Errors: IoError, TimedOut,
+  // InvalidArgument (host refused), InvalidArgument (no such namespace).
+  Status connect_first();
+  // Control thread: tears everything down and waits until no connection remains.
+  void shutdown();
+
+  // Any reactor: a queue of generation `gen` failed.
+  void report_failure(uint64_t gen, std::string why) {
+    home_.send([this, gen, why = std::move(why)] { fail(gen, why); });
+  }
+  void report_queue_ready(uint64_t gen) {
+    home_.send([this, gen] { queue_ready(gen); });
+  }
+  void note_timeout() { timeouts_.fetch_add(1, std::memory_order_relaxed); }
+
+  IoQueue& queue(size_t i) { return *queues_[i]; }
+  const reactor::SockAddr& addr() const { return addr_; }
+  const std::string& subnqn() const { return subnqn_; }
+  const NvmfHostOptions& options() const { return o_; }
+  uint32_t block_size() const { return lba_size_; }
+  uint64_t num_blocks() const { return nlbas_; }
+  uint32_t max_xfer_blocks() const { return max_xfer_blocks_; }
+  uint16_t oncs() const { return oncs_; }
+  bool vwc() const { return vwc_; }
+  const uint8_t* nguid() const { return nguid_; }
+  NvmfBdevStatus status() const {
+    NvmfBdevStatus s;
+    s.state = state_.load();
+    s.resets = resets_.load();
+    s.reconnects = reconnects_.load();
+    s.timeouts = timeouts_.load();
+    std::lock_guard lk(err_mu_);
+    s.last_error = last_error_;
+    return s;
+  }
+
+ private:
+  using CqeFn = std::function<void(const Cqe&)>;
+  void attempt();
+  void admin_cmd(Sqe sqe, std::span<const uint8_t> out, std::span<uint8_t> in, CqeFn fn);
+  void after_connect(uint64_t gen);
+  void wait_ready(uint64_t gen, int tries);
+  void identify(uint64_t gen);
+  void queue_ready(uint64_t gen);
+  void fail(uint64_t gen, const std::string& why);
+  void teardown(const std::string& why);
+  // Destroys admin queues whose connection has closed.
+  void reap_admin() {
+    std::erase_if(dying_, [](const auto& q) { return q->closed(); });
+  }
+  void keep_alive();
+  void set_error(const std::string& e) {
+    std::lock_guard lk(err_mu_);
+    last_error_ = e;
+  }
+
+  reactor::ReactorGroup& g_;
+  reactor::Reactor& home_;
+  const reactor::SockAddr addr_;
+  const std::string subnqn_;
+  const NvmfHostOptions o_;
+  std::vector<std::unique_ptr<IoQueue>> queues_;
+
+  // Learned at the first connection; constant afterwards.
+  uint32_t lba_size_ = 0;
+  uint64_t nlbas_ = 0;
+  uint32_t max_xfer_blocks_ = 0;
+  uint16_t oncs_ = 0;
+  bool vwc_ = false;
+  uint8_t nguid_[16] = {};
+
+  // Home reactor only.
+  std::unique_ptr<HostQpair> admin_;
+  std::vector<std::unique_ptr<HostQpair>> dying_;  // closed by a teardown, not yet gone
+  reactor::TcpConnector admin_conn_;
+  uint64_t gen_ = 0;
+  bool first_ = true;
+  std::function<void(Status)> first_done_;
+  uint16_t cntlid_ = 0;
+  size_t queues_ready_ = 0;
+  uint64_t lost_at_ns_ = 0;
+  uint64_t delay_ns_ = 0;
+  bool ka_outstanding_ = false;
+  uint64_t ka_sent_ns_ = 0;
+  std::optional<reactor::Reactor::TimerId> ka_timer_, retry_timer_, watchdog_;
+  ConnectData cdata_{};
+  std::vector<uint8_t> idbuf_ = std::vector<uint8_t>(4096);
+
+  std::atomic<ControllerState> state_{ControllerState::kConnecting};
+  std::atomic<uint64_t> resets_{0}, reconnects_{0}, timeouts_{0};
+  mutable std::mutex err_mu_;
+  std::string last_error_;
+};
+
+class NvmfChannel final : public bdev::BdevChannel {
+ public:
+  NvmfChannel(bdev::Bdev& b, reactor::Reactor& r, IoQueue& q) : BdevChannel(b, r), q_(q) { q_.set_channel(this); }
+  ~NvmfChannel() override { q_.set_channel(nullptr); }
+  // From the queue: completes now (async context) or on a later turn (inside submit).
+  void finish(IoRequest& req, IoStatus s, bool later) {
+    if (later) complete(req, s);
+    else complete_now(req, s);
+  }
+
+ protected:
+  void do_submit(IoRequest& req) override { q_.submit(req); }
+
+ private:
+  IoQueue& q_;
+};
+
+class NvmfBdev final : public bdev::Bdev {
+ public:
+  NvmfBdev(const std::string& name, std::shared_ptr<Controller> c)
+      : Bdev(name, "nvmf", c->block_size(), c->num_blocks()), c_(std::move(c)) {
+    uint32_t ops = bdev::io_type_bit(IoType::kRead) | bdev::io_type_bit(IoType::kWrite) |
+                   bdev::io_type_bit(IoType::kReset) | bdev::io_type_bit(IoType::kFlush);
+    if (c_->oncs() & (1u << 2)) ops |= bdev::io_type_bit(IoType::kUnmap);
+    if (c_->oncs() & (1u << 3)) ops |= bdev::io_type_bit(IoType::kWriteZeroes);
+    set_supported_ops(ops);
+    Uuid u;
+    bool any = false;
+    for (int i = 0; i < 16; ++i) any |= c_->nguid()[i] != 0;
+    if (any) {
+      std::memcpy(&u, c_->nguid(), std::min(sizeof(u), size_t{16}));
+      set_uuid(u);
+    }
+  }
+  ~NvmfBdev() override { c_->shutdown(); }
+  Controller& controller() { return *c_; }
+
+ protected:
+  std::unique_ptr<bdev::BdevChannel> create_channel(reactor::Reactor& r) override {
+    return std::make_unique<NvmfChannel>(*this, r, c_->queue(r.id()));
+  }
+
+ private:
+  std::shared_ptr<Controller> c_;
+};
+
+IoStatus map_status(uint16_t status) {
+  const uint16_t sc = (status >> 1) & 0xff, sct = (status >> 9) & 0x7;
+  if (sc == 0 && sct == 0) return IoStatus::kSuccess;
+  if (sct == 0 && sc == 0x80) return IoStatus::kInvalid;   // LBA out of range
+  if (sct == 0 && sc == 0x81) return IoStatus::kNoSpace;   // capacity exceeded
+  if (sct == 0 && sc == 0x07) return IoStatus::kAborted;   // command abort requested
+  return IoStatus::kIoError;
+}
+
+// ------------------------------------------------------------------------- IoQueue
+
+Ctx* IoQueue::alloc() {
+  Ctx* x = free_;
+  if (x) {
+    free_ = x->next_free;
+  } else {
+    x = new Ctx;
+    all_.push_back(x);
+  }
+  return x;
+}
+
+void IoQueue::release(Ctx* x) {
+  x->req = nullptr;
+  x->bounce = bdev::DmaBuffer();
+  x->buf = nullptr;
+  x->next_free = free_;
+  free_ = x;
+}
+
+void IoQueue::finish(IoRequest& req, IoStatus s) {
+  if (chan_) chan_->finish(req, s, in_submit_);
+}
+
+void IoQueue::pend_back(IoRequest& req) {
+  req.Task::next = nullptr;
+  if (pend_tail_) pend_tail_->Task::next = &req;
+  else pend_head_ = &req;
+  pend_tail_ = &req;
+}
+
+void IoQueue::pend_front(IoRequest& req) {
+  req.Task::next = pend_head_;
+  pend_head_ = &req;
+  if (!pend_tail_) pend_tail_ = &req;
+}
+
+void IoQueue::fail_pending(IoStatus s) {
+  while (IoRequest* q = pend_head_) {
+    pend_head_ = static_cast<IoRequest*>(q->Task::next);
+    if (!pend_head_) pend_tail_ = nullptr;
+    q->Task::next = nullptr;
+    finish(*q, s);
+  }
+}
+
+void IoQueue::submit(IoRequest& req) {
+  in_submit_ = true;
+  if (st_ == St::kLost) {
+    finish(req, IoStatus::kIoError);
+  } else if (st_ == St::kStopped) {
+    finish(req, IoStatus::kAborted);
+  } else if (req.type == IoType::kReset) {
+    finish(req, IoStatus::kSuccess);
+  } else if (st_ != St::kLive || pend_head_ || !waiting_.empty()) {
+    pend_back(req);
+  } else {
+    start(req);
+  }
+  in_submit_ = false;
+}
+
+void IoQueue::start(IoRequest& req) {
+  Ctx* x = alloc();
+  x->req = &req;
+  x->st = IoStatus::kSuccess;
+  x->conn_lost = x->abandoned = x->waiting = false;
+  x->inflight = 0;
+  x->next = req.offset_blocks;
+  x->end = req.offset_blocks + req.num_blocks;
+  const uint32_t bs = c_.block_size();
+  switch (req.type) {
+    case IoType::kRead:
+    case IoType::kWrite:
+      x->chunk = c_.max_xfer_blocks();
+      if (req.iovcnt == 1) {
+        x->buf = static_cast<uint8_t*>(req.iovs[0].iov_base);
+      } else {
+        x->bounce = bdev::DmaBuffer(req.num_blocks * bs);
+        x->buf = x->bounce.data();
+        if (req.type == IoType::kWrite) {
+          size_t off = 0;
+          for (int i = 0; i < req.iovcnt; ++i) {
+            std::memcpy(x->buf + off, req.iovs[i].iov_base, req.iovs[i].iov_len);
+            off += req.iovs[i].iov_len;
+          }
+        }
+      }
+      break;
+    case IoType::kFlush:
+      x->next = 0;
+      x->end = 1;
+      x->chunk = 1;
+      break;
+    default:
+      x->chunk = kMaxBlocksPerCmd;
+      break;
+  }
+  pump(x);
+}
+
+void IoQueue::pump(Ctx* x) {
+  IoRequest& req = *x->req;
+  const uint32_t bs = c_.block_size();
+  const uint32_t nsid = c_.options().nsid;
+  while (!x->done_issuing()) {
+    if (!qp_ || qp_->inflight() >= qp_->depth()) break;
+    // An unmap's range lives in its context: one command at a time.
+    if (req.type == IoType::kUnmap && x->inflight > 0) break;
+    const uint64_t slba = x->next;
+    const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(x->chunk, x->end - x->next));
+    Sqe s{};
+    s.nsid = nsid;
+    s.cdw10 = static_cast<uint32_t>(slba);
+    s.cdw11 = static_cast<uint32_t>(slba >> 32);
+    s.cdw12 = n - 1;
+    std::span<const uint8_t> out;
+    std::span<uint8_t> in;
+    uint8_t* data = x->buf ? x->buf + (slba - req.offset_blocks) * bs : nullptr;
+    switch (req.type) {
+      case IoType::kRead:
+        s.opcode = io_op::kRead;
+        in = {data, size_t{n} * bs};
+        break;
+      case IoType::kWrite:
+        s.opcode = io_op::kWrite;
+        out = {data, size_t{n} * bs};
+        break;
+      case IoType::kFlush:
+        s.opcode = io_op::kFlush;
+        s.cdw10 = s.cdw11 = s.cdw12 = 0;
+        break;
+      case IoType::kWriteZeroes:
+        s.opcode = io_op::kWriteZeroes;
+        break;
+      case IoType::kUnmap: {
+        s.opcode = io_op::kDatasetManagement;
+        s.cdw10 = 0;        // one range
+        s.cdw11 = 1u << 2;  // AD: deallocate
+        s.cdw12 = 0;
+        const uint32_t cattr = 0;
+        std::memcpy(x->dsm, &cattr, 4);
+        std::memcpy(x->dsm + 4, &n, 4);
+        std::memcpy(x->dsm + 8, &slba, 8);
+        out = {x->dsm, 16};
+        break;
+      }
+      default:
+        x->st = IoStatus::kInvalid;
+        continue;
+    }
+    int cid = qp_->submit(s, out, in, [this](const Cqe& c) { on_cmd_done(c); });
+    if (cid < 0) break;
+    cmds_[cid].ctx = x;
+    cmds_[cid].t0 = r_.loop_now_ns();
+    x->next += n;
+    ++x->inflight;
+  }
+  if (!x->done_issuing() && !x->waiting) {
+    x->waiting = true;
+    waiting_.push_back(x);
+  }
+  if (x->inflight == 0 && x->done_issuing()) finish_ctx(x);
+}
+
+void IoQueue::on_cmd_done(const Cqe& c) {
+  if (c.cid >= cmds_.size()) return;
+  Ctx* x = cmds_[c.cid].ctx;
+  cmds_[c.cid].ctx = nullptr;
+  if (!x) return;
+  --x->inflight;
+  if (c.status == 0xffff) {
+    x->conn_lost = true;
+  } else if (IoStatus s = map_status(c.status); s != IoStatus::kSuccess && x->st == IoStatus::kSuccess) {
+    x->st = s;
+  }
+  if (x->inflight == 0 && x->done_issuing()) finish_ctx(x);
+  if (st_ == St::kLive) drain();
+}
+
+void IoQueue::finish_ctx(Ctx* x) {
+  if (x->waiting) {
+    std::erase(waiting_, x);
+    x->waiting = false;
+  }
+  IoRequest* req = x->req;
+  if (x->abandoned) {
+    release(x);
+    return;
+  }
+  if (x->conn_lost && x->st == IoStatus::kSuccess) {
+    // The connection went away under it: run it again once the controller is back
+    // (or fail it if the controller is declared lost).
+    release(x);
+    if (st_ == St::kLost) finish(*req, IoStatus::kIoError);
+    else if (st_ == St::kStopped) finish(*req, IoStatus::kAborted);
+    else pend_front(*req);
+    return;
+  }
+  if (x->st == IoStatus::kSuccess && req->type == IoType::kRead && x->bounce.data()) {
+    size_t off = 0;
+    for (int i = 0; i < req->iovcnt; ++i) {
+      std::memcpy(req->iovs[i].iov_base, x->buf + off, req->iovs[i].iov_len);
+      off += req->iovs[i].iov_len;
+    }
+  }
+  IoStatus s = x->st;
+  release(x);
+  finish(*req, s);
+}
+
+void IoQueue::drain() {
+  // Partly issued requests first, then waiting ones, while slots last.
+  for (size_t i = 0; i < waiting_.size() && qp_ && qp_->inflight() < qp_->depth();) {
+    Ctx* x = waiting_[i];
+    x->waiting = false;
+    waiting_.erase(waiting_.begin() + static_cast<long>(i));
+    pump(x);  // may re-add x at the back
+    if (x->waiting && waiting_.back() == x && i < waiting_.size() - 1) continue;
+    if (x->waiting) break;  // still short of slots
+  }
+  while (pend_head_ && waiting_.empty() && st_ == St::kLive && qp_ && qp_->inflight() < qp_->depth()) {
+    IoRequest* q = pend_head_;
+    pend_head_ = static_cast<IoRequest*>(q->Task::next);
+    if (!pend_head_) pend_tail_ = nullptr;
+    q->Task::next = nullptr;
+    start(*q);
+  }
+}
+
+void IoQueue::arm_scan() {
+  if (scan_armed_) return;
+  scan_armed_ = true;
+  const uint64_t period = std::clamp<uint64_t>(c_.options().io_timeout_ms * kMs / 4, 10 * kMs, 1000 * kMs);
+  r_.add_timer(period, [this] {
+    scan_armed_ = false;
+    if (st_ == St::kStopped) return;
+    scan_timeouts();
+    arm_scan();
+  });
+}
+
+void IoQueue::scan_timeouts() {
+  if (!qp_ || qp_->inflight() == 0) return;
+  const uint64_t now = mono_ns();
+  const uint64_t limit = c_.options().io_timeout_ms * kMs;
+  bool expired = false;
+  for (auto& cmd : cmds_) {
+    Ctx* x = cmd.ctx;
+    if (!x || x->abandoned || now - cmd.t0 < limit) continue;
+    expired = true;
+    x->abandoned = true;
+    c_.note_timeout();
+    IoRequest* req = x->req;
+    // Close first: once the connection is closing nothing more is received, so no late
+    // data can land in the caller's buffer after it gets the request back.
+    qp_->close("command timed out");
+    finish(*req, IoStatus::kTimedOut);
+  }
+  if (expired) {
+    spdlog::warn("nvmf host {}: I/O queue {} command timed out after {} ms; resetting the controller",
+                 c_.addr().text, qid_, c_.options().io_timeout_ms);
+    report_failure(gen_, "command timed out");
+  }
+}
+
+void IoQueue::report_failure(uint64_t gen, const std::string& why) {
+  if (st_ == St::kLive || st_ == St::kConnecting) st_ = St::kDown;
+  c_.report_failure(gen, why);
+}
+
+void IoQueue::on_qp_closed(uint64_t gen, const std::string& why) {
+  // The HostQpair failed its commands before calling this; destroy it on a later turn
+  // (we are inside its callback).
+  r_.defer([this] {
+    if (qp_ && qp_->closed()) qp_.reset();
+  });
+  if (gen == gen_ && (st_ == St::kLive || st_ == St::kConnecting)) report_failure(gen, why);
+}
+
+void IoQueue::disconnect(uint64_t gen, const std::string& why) {
+  gen_ = gen;
+  if (st_ != St::kLost && st_ != St::kStopped) st_ = St::kDown;
+  conn_.cancel();
+  if (qp_) qp_->close(why);
+}
+
+void IoQueue::connect(uint64_t gen, uint16_t cntlid) {
+  if (st_ == St::kStopped || st_ == St::kLost) return;
+  gen_ = gen;
+  st_ = St::kConnecting;
+  if (cmds_.empty()) cmds_.resize(c_.options().queue_depth);
+  conn_.start(c_.addr(), c_.options().connect_timeout_ms * kMs, [this, gen, cntlid](Result<int> fd) {
+    if (gen != gen_ || st_ != St::kConnecting) {
+      if (fd) ::close(*fd);
+      return;
+    }
+    if (!fd) return report_failure(gen, fd.status().message());
+    if (qp_) {
+      // The previous connection is still closing; it cannot be, as disconnect precedes
+      // connect and the reset waits a back-off, but never leak a socket over it.
+      ::close(*fd);
+      return report_failure(gen, "previous connection still closing");
+    }
+    HostQpairOptions qo;
+    qo.hdgst = c_.options().hdgst;
+    qo.ddgst = c_.options().ddgst;
+    qo.queue_entries = c_.options().queue_depth;
+    qp_ = std::make_unique<HostQpair>(
+        r_, *fd, qo,
+        [this, gen, cntlid](bool ok, std::string why) {
+          if (!ok || gen != gen_) return;  // on_closed reports
+          ConnectCmd cc{};
+          cc.opcode = admin_op::kFabrics;
+          cc.fctype = fctype::kConnect;
+          cc.qid = qid_;
+          cc.sqsize = static_cast<uint16_t>(c_.options().queue_depth - 1);
+          cdata_ = ConnectData{};
+          cdata_.cntlid = cntlid;
+          std::strncpy(cdata_.subnqn, c_.subnqn().c_str(), sizeof(cdata_.subnqn) - 1);
+          std::strncpy(cdata_.hostnqn, c_.options().hostnqn.c_str(), sizeof(cdata_.hostnqn) - 1);
+          Sqe s;
+          std::memcpy(&s, &cc, sizeof(s));
+          int cid = qp_->submit(s, {reinterpret_cast<const uint8_t*>(&cdata_), sizeof(cdata_)}, {},
+                                [this, gen](const Cqe& c) {
+                                  if (gen != gen_ || st_ != St::kConnecting) return;
+                                  if (c.status == 0xffff) return;  // on_closed reports
+                                  if (c.status != 0) {
+                                    qp_->close("I/O queue connect refused");
+                                    return report_failure(
+                                        gen, fmt::format("I/O queue connect refused (status 0x{:04x})", c.status));
+                                  }
+                                  st_ = St::kLive;
+                                  arm_scan();
+                                  c_.report_queue_ready(gen);
+                                  drain();
+                                });
+          if (cid < 0) qp_->close("cannot send Connect");
+        },
+        [this, gen](std::string why) { on_qp_closed(gen, why); });
+    qp_->start();
+  });
+}
+
+void IoQueue::declare_lost() {
+  if (st_ == St::kStopped) return;
+  st_ = St::kLost;
+  fail_pending(IoStatus::kIoError);
+}
+
+void IoQueue::stop() {
+  st_ = St::kStopped;
+  ++gen_;
+  conn_.cancel();
+  if (qp_) qp_->close("controller stopped");
+  fail_pending(IoStatus::kAborted);
+}
+
+// ----------------------------------------------------------------------- Controller
+
+Status Controller::connect_first() {
+  std::promise<Status> p;
+  auto f = p.get_future();
+  home_.send([this, &p] {
+    first_done_ = [&p](Status st) { p.set_value(std::move(st)); };
+    attempt();
+  });
+  return f.get();
+}
+
+void Controller::attempt() {
+  const uint64_t gen = ++gen_;
+  queues_ready_ = 0;
+  if (!first_) state_ = ControllerState::kResetting;
+  // A watchdog over the whole sequence: a target that accepts but never answers must
+  // not stall the reconnect loop.
+  watchdog_ = home_.add_timer(std::max<uint64_t>(o_.connect_timeout_ms, 1000) * 3 * kMs, [this, gen] {
+    watchdog_.reset();
+    fail(gen, "controller set-up timed out");
+  });
+  admin_conn_.start(addr_, o_.connect_timeout_ms * kMs, [this, gen](Result<int> fd) {
+    if (gen != gen_) {
+      if (fd) ::close(*fd);
+      return;
+    }
+    if (!fd) return fail(gen, fd.status().message());
+    HostQpairOptions qo;
+    qo.hdgst = o_.hdgst;
+    qo.ddgst = o_.ddgst;
+    qo.queue_entries = 32;
+    admin_ = std::make_unique<HostQpair>(
+        home_, *fd, qo,
+        [this, gen](bool ok, std::string) {
+          if (!ok || gen != gen_) return;
+          ConnectCmd cc{};
+          cc.opcode = admin_op::kFabrics;
+          cc.fctype = fctype::kConnect;
+          cc.qid = 0;
+          cc.sqsize = 31;
+          cc.kato = o_.keep_alive_ms;
+          cdata_ = ConnectData{};
+          cdata_.cntlid = 0xffff;
+          std::strncpy(cdata_.subnqn, subnqn_.c_str(), sizeof(cdata_.subnqn) - 1);
+          std::strncpy(cdata_.hostnqn, o_.hostnqn.c_str(), sizeof(cdata_.hostnqn) - 1);
+          Sqe s;
+          std::memcpy(&s, &cc, sizeof(s));
+          admin_cmd(s, {reinterpret_cast<const uint8_t*>(&cdata_), sizeof(cdata_)}, {}, [this, gen](const Cqe& c) {
+            if (c.status != 0) {
+              const uint16_t sc = (c.status >> 1) & 0xff, sct = (c.status >> 9) & 7;
+              if (sct == 1 && sc == sc::kConnectInvalidHost) {
+                return fail(gen, fmt::format("host {} is not allowed to connect to {}", o_.hostnqn, subnqn_));
+              }
+              return fail(gen, fmt::format("admin queue connect refused (status 0x{:04x})", c.status));
+            }
+            cntlid_ = static_cast<uint16_t>(c.dw0);
+            after_connect(gen);
+          });
+        },
+        [this, gen](std::string why) {
+          home_.defer([this] { reap_admin(); });
+          fail(gen, "admin queue closed: " + why);
+        });
+    admin_->start();
+  });
+}
+
+void Controller::admin_cmd(Sqe sqe, std::span<const uint8_t> out, std::span<uint8_t> in, CqeFn fn) {
+  const uint64_t gen = gen_;
+  if (!admin_ || admin_->submit(sqe, out, in, [this, gen, fn = std::move(fn)](const Cqe& c) {
+        if (gen != gen_) return;
+        if (c.status == 0xffff) return;  // the close handler reports
+        fn(c);
+      }) < 0) {
+    fail(gen, "cannot submit an admin command");
+  }
+}
+
+void Controller::after_connect(uint64_t gen) {
+  PropertyCmd p{};
+  p.opcode = admin_op::kFabrics;
+  p.fctype = fctype::kPropertySet;
+  p.ofst = prop::kCc;
+  p.value = (6u << 16) | (4u << 20) | 1u;  // IOSQES 64 B, IOCQES 16 B, EN
+  Sqe s;
+  std::memcpy(&s, &p, sizeof(s));
+  admin_cmd(s, {}, {}, [this, gen](const Cqe& c) {
+    if (c.status != 0) return fail(gen, "enabling the controller failed");
+    wait_ready(gen, 0);
+  });
+}
+
+void Controller::wait_ready(uint64_t gen, int tries) {
+  PropertyCmd p{};
+  p.opcode = admin_op::kFabrics;
+  p.fctype = fctype::kPropertyGet;
+  p.ofst = prop::kCsts;
+  Sqe s;
+  std::memcpy(&s, &p, sizeof(s));
+  admin_cmd(s, {}, {}, [this, gen, tries](const Cqe& c) {
+    if (c.status != 0) return fail(gen, "reading CSTS failed");
+    if (c.dw0 & 2) return fail(gen, "controller fatal status (CSTS.CFS)");
+    if (!(c.dw0 & 1)) {
+      if (tries >= 100) return fail(gen, "controller did not become ready");
+      home_.add_timer(10 * kMs, [this, gen, tries] {
+        if (gen == gen_) wait_ready(gen, tries + 1);
+      });
+      return;
+    }
+    Sqe nq{};
+    nq.opcode = admin_op::kSetFeatures;
+    nq.cdw10 = feature::kNumberOfQueues;
+    const uint32_t n = static_cast<uint32_t>(queues_.size() - 1);
+    nq.cdw11 = n | (n << 16);
+    admin_cmd(nq, {}, {}, [this, gen](const Cqe& c) {
+      if (c.status != 0) return fail(gen, "Set Features (number of queues) failed");
+      const uint32_t got = std::min(c.dw0 & 0xffff, c.dw0 >> 16) + 1;
+      if (got < queues_.size()) {
+        return fail(gen, fmt::format("the target allows {} I/O queues, {} needed", got, queues_.size()));
+      }
+      identify(gen);
+    });
+  });
+}
+
+void Controller::identify(uint64_t gen) {
+  Sqe id{};
+  id.opcode = admin_op::kIdentify;
+  id.cdw10 = cns::kController;
+  admin_cmd(id, {}, idbuf_, [this, gen](const Cqe& c) {
+    if (c.status != 0) return fail(gen, "Identify Controller failed");
+    IdentifyController ic;
+    std::memcpy(&ic, idbuf_.data(), sizeof(ic));
+    Sqe ns{};
+    ns.opcode = admin_op::kIdentify;
+    ns.nsid = o_.nsid;
+    ns.cdw10 = cns::kNamespace;
+    const uint8_t mdts = ic.mdts;
+    const uint16_t oncs = ic.oncs;
+    const bool vwc = ic.vwc & 1;
+    admin_cmd(ns, {}, idbuf_, [this, gen, mdts, oncs, vwc](const Cqe& c) {
+      if (c.status != 0) return fail(gen, fmt::format("Identify Namespace {} failed", o_.nsid));
+      IdentifyNamespace in;
+      std::memcpy(&in, idbuf_.data(), sizeof(in));
+      const uint8_t lbads = in.lbaf[in.flbas & 0xf].lbads;
+      if (in.nsze == 0 || lbads < 9 || lbads > 16) {
+        return fail(gen, fmt::format("namespace {} does not exist or has an unusable format", o_.nsid));
+      }
+      const uint32_t lba = 1u << lbads;
+      if (first_) {
+        lba_size_ = lba;
+        nlbas_ = in.nsze;
+        // MDTS is in units of the minimum page size (4 KiB); 0 means no limit. Cap a
+        // command at 1 MiB either way so one request cannot hog the queue.
+        uint64_t max_bytes = mdts ? (uint64_t{4096} << mdts) : (1u << 20);
+        max_bytes = std::min<uint64_t>(max_bytes, 1u << 20);
+        max_xfer_blocks_ = static_cast<uint32_t>(std::max<uint64_t>(max_bytes / lba, 1));
+        oncs_ = oncs;
+        vwc_ = vwc;
+        std::memcpy(nguid_, in.nguid, 16);
+      } else if (lba != lba_size_ || in.nsze < nlbas_ || std::memcmp(nguid_, in.nguid, 16) != 0) {
+        // A different namespace answers at this address now: never write to it.
+        lost_at_ns_ = 1;  // make fail() declare the controller lost
+        return fail(gen, "the namespace changed (size, format or NGUID) across the reconnect");
+      }
+      for (size_t i = 0; i < queues_.size(); ++i) {
+        IoQueue* q = queues_[i].get();
+        const uint16_t cntlid = cntlid_;
+        g_.at(i).send([q, gen, cntlid] { q->connect(gen, cntlid); });
+      }
+    });
+  });
+}
+
+void Controller::queue_ready(uint64_t gen) {
+  if (gen != gen_) return;
+  if (++queues_ready_ < queues_.size()) return;
+  if (watchdog_) {
+    home_.cancel_timer(*watchdog_);
+    watchdog_.reset();
+  }
+  if (!first_) {
+    reconnects_.fetch_add(1);
+    spdlog::info("nvmf host {}: controller {} of {} reconnected", addr_.text, cntlid_, subnqn_);
+  }
+  state_ = ControllerState::kLive;
+  lost_at_ns_ = 0;
+  delay_ns_ = o_.reconnect_delay_ms * kMs;
+  ka_outstanding_ = false;
+  keep_alive();
+  if (first_) {
+    first_ = false;
+    auto d = std::move(first_done_);
+    d(Status::ok());
+  }
+}
+
+void Controller::keep_alive() {
+  const uint64_t gen = gen_;
+  ka_timer_ = home_.add_timer(uint64_t{o_.keep_alive_ms} * kMs / 2, [this, gen] {
+    ka_timer_.reset();
+    if (gen != gen_ || state_ != ControllerState::kLive) return;
+    const uint64_t now = mono_ns();
+    if (ka_outstanding_) {
+      if (now - ka_sent_ns_ >= uint64_t{o_.keep_alive_ms} * kMs) {
+        return fail(gen, "keep-alive not answered");
+      }
+    } else {
+      Sqe ka{};
+      ka.opcode = admin_op::kKeepAlive;
+      ka_outstanding_ = true;
+      ka_sent_ns_ = now;
+      admin_cmd(ka, {}, {}, [this, gen](const Cqe& c) {
+        ka_outstanding_ = false;
+        if (c.status != 0) fail(gen, "keep-alive refused");
+      });
+    }
+    keep_alive();
+  });
+}
+
+void Controller::teardown(const std::string& why) {
+  for (auto* t : {&ka_timer_, &retry_timer_, &watchdog_}) {
+    if (*t) {
+      home_.cancel_timer(**t);
+      t->reset();
+    }
+  }
+  admin_conn_.cancel();
+  if (admin_) {
+    admin_->close(why);
+    dying_.push_back(std::move(admin_));
+  }
+  reap_admin();
+  const uint64_t gen = gen_;
+  for (size_t i = 0; i < queues_.size(); ++i) {
+    IoQueue* q = queues_[i].get();
+    g_.at(i).send([q, gen, why] { q->disconnect(gen, why); });
+  }
+}
+
+void Controller::fail(uint64_t gen, const std::string& why) {
+  if (gen != gen_ || state_ == ControllerState::kStopped || state_ == ControllerState::kLost) return;
+  ++gen_;  // everything of the failed attempt is now stale
+  set_error(why);
+  teardown(why);
+  if (first_) {
+    state_ = ControllerState::kLost;
+    auto d = std::move(first_done_);
+    const bool refused = why.find("not allowed") != std::string::npos;
+    d(make_error(refused ? Errc::kInvalidArgument : Errc::kIoError, "cannot attach {} at {}: {}", subnqn_,
+                 addr_.text, why));
+    return;
+  }
+  const uint64_t now = mono_ns();
+  if (state_ == ControllerState::kLive) {
+    resets_.fetch_add(1);
+    spdlog::warn("nvmf host {}: controller of {} failed: {}; reconnecting", addr_.text, subnqn_, why);
+  }
+  if (lost_at_ns_ == 0) lost_at_ns_ = now;
+  if (lost_at_ns_ == 1 || now - lost_at_ns_ >= o_.ctrl_loss_timeout_ms * kMs) {
+    state_ = ControllerState::kLost;
+    spdlog::error("nvmf host {}: controller of {} lost ({}); failing its I/O", addr_.text, subnqn_, why);
+    for (size_t i = 0; i < queues_.size(); ++i) {
+      IoQueue* q = queues_[i].get();
+      g_.at(i).send([q] { q->declare_lost(); });
+    }
+    return;
+  }
+  state_ = ControllerState::kResetting;
+  const uint64_t delay = delay_ns_ ? delay_ns_ : o_.reconnect_delay_ms * kMs;
+  delay_ns_ = std::min(delay * 2, o_.reconnect_delay_max_ms * kMs);
+  retry_timer_ = home_.add_timer(delay, [this] {
+    retry_timer_.reset();
+    if (state_ == ControllerState::kResetting) attempt();
+  });
+}
+
+void Controller::shutdown() {
+  home_.send([this] {
+    state_ = ControllerState::kStopped;
+    ++gen_;
+    teardown("controller stopped");
+  });
+  for (size_t i = 0; i < queues_.size(); ++i) {
+    IoQueue* q = queues_[i].get();
+    g_.run_on(i, [q](reactor::Reactor&) { q->stop(); });
+  }
+  // Wait until every connection (and connect attempt) is gone.
+  for (;;) {
+    bool idle = true;
+    g_.run_on(0, [&](reactor::Reactor&) { idle = !admin_ && dying_.empty() && !admin_conn_.busy(); });
+    for (size_t i = 0; i < queues_.size() && idle; ++i) {
+      IoQueue* q = queues_[i].get();
+      g_.run_on(i, [&](reactor::Reactor&) { idle = q->idle(); });
+    }
+    if (idle) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
+// --------------------------------------------------------------------------- module
+
+class NvmfModule final : public bdev::BdevModule {
+ public:
+  const char* scheme() const override { return "nvmf"; }
+  Result<std::string> name_for(const Uri& uri) const override {
+    if (auto n = uri.get("name"); !n.empty()) return n;
+    std::string nqn = uri.name_from_path();
+    if (nqn.empty()) return make_error(Errc::kInvalidArgument, "URI '{}' names no subsystem NQN", uri.text);
+    auto c = nqn.rfind(':');
+    return c == std::string::npos ? nqn : nqn.substr(c + 1);
+  }
+  Result<std::unique_ptr<bdev::Bdev>> create(const Uri& uri, const std::string& name,
+                                             bdev::BdevRegistry& registry) override {
+    auto o = NvmfHostOptions::from_uri(uri);
+    if (!o) return o.status();
+    if (uri.host.empty()) return make_error(Errc::kInvalidArgument, "nvmf URI '{}' has no host", uri.text);
+    std::string nqn = uri.name_from_path();
+    if (nqn.empty() || nqn.size() > 223) {
+      return make_error(Errc::kInvalidArgument, "nvmf URI '{}': the path must be a subsystem NQN", uri.text);
+    }
+    std::string host = uri.host;
+    if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+    auto addr = reactor::tcp_resolve(host, uri.port.value_or(8420));
+    if (!addr) return addr.status();
+    if (registry.reactors().size() > 0xfffe) return make_error(Errc::kInvalidArgument, "too many reactors");
+    auto c = std::make_shared<Controller>(registry.reactors(), *addr, nqn, *o);
+    if (auto st = c->connect_first(); !st) {
+      c->shutdown();
+      return st;
+    }
+    return std::unique_ptr<bdev::Bdev>(std::make_unique<NvmfBdev>(name, std::move(c)));
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<bdev::BdevModule> make_nvmf_bdev_module() { return std::make_unique<NvmfModule>(); }
+
+Result<NvmfBdevStatus> nvmf_bdev_status(bdev::Bdev& b) {
+  auto* nb = dynamic_cast<NvmfBdev*>(&b);
+  if (!nb) return make_error(Errc::kInvalidArgument, "bdev '{}' is not an nvmf bdev", b.name());
+  return nb->controller().status();
+}
+
+}  // namespace castor::nvmf

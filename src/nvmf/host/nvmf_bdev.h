@@ -1,0 +1,72 @@
+#pragma once
+// The nvmf bdev module: a remote NVMe-oF/TCP namespace as a local bdev, through Castor's
+// host. URI:
+//
+//   nvmf://HOST[:PORT]/SUBNQN?hostnqn=..&hdgst=..&ddgst=..&qd=..&io_timeout_ms=..
+//        &keep_alive_ms=..&connect_timeout_ms=..&reconnect_delay_ms=..
+//        &reconnect_delay_max_ms=..&ctrl_loss_timeout_ms=..&nsid=..&name=..
+//
+// One controller per bdev: an admin queue on reactor 0 and one I/O queue per reactor,
+// so each reactor's channel submits on its own connection without locks.
+//
+// Failure handling (defaults in NvmfHostOptions):
+//  * A command that outlives io_timeout_ms completes with IoStatus::kTimedOut and its
+//    connection is dropped (so its CID can never complete late into a reused buffer);
+//    the controller then resets.
+//  * The admin queue sends Keep Alive every keep_alive_ms/2; one unanswered for
+//    keep_alive_ms resets the controller. The target is told the same KATO at Connect.
+//  * A reset tears down every queue and reconnects with back-off (reconnect_delay_ms,
+//    doubling up to reconnect_delay_max_ms). I/O in flight on a dropped connection,
+//    and I/O submitted meanwhile, waits and is re-issued once the controller is back.
+//  * If the controller is not back within ctrl_loss_timeout_ms of the first failure,
+//    it is declared lost: waiting and new I/O fail with IoStatus::kIoError, and no more
+//    reconnects are tried (destroy and re-create the bdev). ctrl_loss_timeout_ms=0
+//    declares it lost at the first failure.
+//
+// Requests larger than the controller's MDTS are split into several commands; requests
+// with several iovecs are bounced through one contiguous buffer.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "bdev/registry.h"
+#include "common/uri.h"
+
+namespace castor::nvmf {
+
+struct NvmfHostOptions {
+  std::string hostnqn = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-0000-0000-00000000ca57";
+  uint32_t nsid = 1;
+  bool hdgst = false;
+  bool ddgst = false;
+  uint16_t queue_depth = 128;  // per I/O queue; the target must allow it (MQES)
+  uint64_t io_timeout_ms = 30'000;
+  uint32_t keep_alive_ms = 10'000;
+  uint64_t connect_timeout_ms = 3'000;
+  uint64_t reconnect_delay_ms = 500;
+  uint64_t reconnect_delay_max_ms = 5'000;
+  uint64_t ctrl_loss_timeout_ms = 30'000;
+
+  // Errors: InvalidArgument naming the bad or unknown key.
+  static Result<NvmfHostOptions> from_uri(const Uri& uri);
+};
+
+enum class ControllerState : uint8_t { kConnecting, kLive, kResetting, kLost, kStopped };
+const char* controller_state_name(ControllerState s);
+
+struct NvmfBdevStatus {
+  ControllerState state = ControllerState::kConnecting;
+  uint64_t resets = 0;      // times the controller was torn down after a failure
+  uint64_t reconnects = 0;  // successful reconnects
+  uint64_t timeouts = 0;    // commands that timed out
+  std::string last_error;
+};
+
+// The module (scheme "nvmf"). Register it in the engine's registry.
+std::unique_ptr<bdev::BdevModule> make_nvmf_bdev_module();
+
+// Status of an nvmf bdev. Errors: InvalidArgument if `b` is not one.
+Result<NvmfBdevStatus> nvmf_bdev_status(bdev::Bdev& b);
+
+}  // namespace castor::nvmf

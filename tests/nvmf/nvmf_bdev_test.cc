@@ -1,0 +1,238 @@
+// The nvmf:// bdev (Castor's host) against Castor's target in the same process, on
+// loopback: every I/O path (split, bounced, unmap, write-zeroes, flush), the allow-list
+// refusal, a command timeout when the target's bdev hangs, reconnect after the target
+// restarts, and the controller-loss timeout.
+#include "nvmf/host/nvmf_bdev.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <thread>
+
+#include "../bdev/harness.h"
+#include "bdev/modules/fault.h"
+#include "common/clock.h"
+#include "nvmf/target/target.h"
+
+namespace castor::nvmf {
+namespace {
+
+using bdev::IoStatus;
+using bdev::IoType;
+using bdev::test::do_io;
+using bdev::test::Env;
+
+constexpr char kNqn[] = "nqn.2026-11.io.castor:replica-test";
+
+struct Fixture : ::testing::Test {
+  Env tenv;  // the target's process, in effect
+  Env henv;  // the host's
+  std::unique_ptr<NvmfTarget> target;
+  uint16_t port = 0;
+
+  void SetUp() override {
+    ASSERT_TRUE(tenv.reg->create("malloc:///m0?size_mb=16&blk_size=512").is_ok());
+    ASSERT_TRUE(tenv.reg->create("fault:///f0?base=m0").is_ok());
+    start_target(0);
+    henv.reg->register_module(make_nvmf_bdev_module());
+  }
+  void TearDown() override {
+    henv.reg.reset();
+    if (target) target->stop();
+    target.reset();
+  }
+  void start_target(uint16_t want, std::vector<std::string> hosts = {}) {
+    target = std::make_unique<NvmfTarget>(tenv.group, *tenv.reg);
+    ASSERT_TRUE(target->listen("127.0.0.1", want, &port).is_ok());
+    ASSERT_TRUE(target->add_subsystem(kNqn, hosts).is_ok());
+    ASSERT_TRUE(target->add_namespace(kNqn, "f0").is_ok());
+  }
+  void stop_target() {
+    target->stop();
+    target.reset();
+  }
+  std::string uri(const std::string& opts = "") const {
+    return fmt::format("nvmf://127.0.0.1:{}/{}?name=r0{}", port, kNqn, opts);
+  }
+  bdev::Bdev& host_bdev() { return *henv.reg->find("r0"); }
+};
+
+std::vector<uint8_t> pattern(size_t n, uint32_t seed) {
+  std::vector<uint8_t> v(n);
+  std::mt19937 rng(seed);
+  for (auto& b : v) b = static_cast<uint8_t>(rng());
+  return v;
+}
+
+TEST_F(Fixture, AttachesWithTheNamespaceGeometryAndMovesDataBothWays) {
+  auto info = henv.reg->create(uri());
+  ASSERT_TRUE(info.is_ok()) << info.status().to_string();
+  EXPECT_EQ(info->module, "nvmf");
+  EXPECT_EQ(info->block_size, 512u);
+  EXPECT_EQ(info->num_blocks, 16u * 2048);
+  auto& b = host_bdev();
+  auto& tb = *tenv.reg->find("m0");
+  EXPECT_TRUE(b.supports(IoType::kUnmap));
+  EXPECT_TRUE(b.supports(IoType::kWriteZeroes));
+
+  // 4 KiB (in-capsule), 64 KiB (R2T), 1 MiB (split over MDTS = 128 KiB), from both reactors.
+  uint64_t lba = 8;
+  uint32_t seed = 1;
+  for (size_t len : {4096u, 65536u, 1u << 20}) {
+    for (size_t ri = 0; ri < 2; ++ri) {
+      auto w = pattern(len, seed++);
+      ASSERT_EQ(do_io(henv, ri, b, IoType::kWrite, lba, len / 512, w.data(), len), IoStatus::kSuccess);
+      std::vector<uint8_t> r(len), t(len);
+      ASSERT_EQ(do_io(henv, 1 - ri, b, IoType::kRead, lba, len / 512, r.data(), len), IoStatus::kSuccess);
+      EXPECT_EQ(r, w) << len;
+      ASSERT_EQ(do_io(tenv, 0, tb, IoType::kRead, lba, len / 512, t.data(), len), IoStatus::kSuccess);
+      EXPECT_EQ(t, w) << "target's bdev, " << len;
+      lba += len / 512 + 8;
+    }
+  }
+
+  // Several iovecs: bounced through one buffer.
+  {
+    auto w = pattern(8192, 99);
+    bdev::test::SyncIo s;
+    iovec iov[2] = {{w.data(), 4096}, {w.data() + 4096, 4096}};
+    s.req.type = IoType::kWrite;
+    s.req.offset_blocks = 4000;
+    s.req.num_blocks = 16;
+    s.req.iovs = iov;
+    s.req.iovcnt = 2;
+    s.req.cb = [](bdev::IoRequest& r, void* a) { static_cast<bdev::test::SyncIo*>(a)->p.set_value(r.status); };
+    s.req.cb_arg = &s;
+    auto f = s.p.get_future();
+    auto& r = henv.group.at(0);
+    r.send([&] { b.channel(r).submit(s.req); });
+    ASSERT_EQ(f.get(), IoStatus::kSuccess);
+    std::vector<uint8_t> t(8192);
+    ASSERT_EQ(do_io(tenv, 0, tb, IoType::kRead, 4000, 16, t.data(), t.size()), IoStatus::kSuccess);
+    EXPECT_EQ(t, w);
+  }
+
+  // Write zeroes and unmap reach the target; flush succeeds.
+  auto w = pattern(65536, 7);
+  ASSERT_EQ(do_io(henv, 0, b, IoType::kWrite, 6000, 128, w.data(), w.size()), IoStatus::kSuccess);
+  ASSERT_EQ(do_io(henv, 0, b, IoType::kWriteZeroes, 6000, 64, nullptr, 0), IoStatus::kSuccess);
+  std::vector<uint8_t> t(65536);
+  ASSERT_EQ(do_io(tenv, 0, tb, IoType::kRead, 6000, 128, t.data(), t.size()), IoStatus::kSuccess);
+  EXPECT_TRUE(std::all_of(t.begin(), t.begin() + 32768, [](uint8_t c) { return c == 0; }));
+  EXPECT_TRUE(std::equal(t.begin() + 32768, t.end(), w.begin() + 32768));
+  EXPECT_EQ(do_io(henv, 1, b, IoType::kUnmap, 6000, 128, nullptr, 0), IoStatus::kSuccess);
+  EXPECT_EQ(do_io(henv, 1, b, IoType::kFlush, 0, 0, nullptr, 0), IoStatus::kSuccess);
+  // Beyond the end: refused before the wire.
+  std::vector<uint8_t> big(4096);
+  EXPECT_EQ(do_io(henv, 0, b, IoType::kRead, 16u * 2048 - 4, 8, big.data(), big.size()), IoStatus::kInvalid);
+
+  auto st = nvmf_bdev_status(b);
+  ASSERT_TRUE(st.is_ok());
+  EXPECT_EQ(st->state, ControllerState::kLive);
+  EXPECT_EQ(st->resets, 0u);
+  ASSERT_TRUE(henv.reg->destroy("r0").is_ok());
+  // The target sees the controller go.
+  for (int i = 0; i < 200 && !target->list_controllers().empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(target->list_controllers().empty());
+}
+
+TEST_F(Fixture, BadUrisAndRefusedHostsGiveClearErrors) {
+  auto bad = henv.reg->create(uri("&qd=1"));
+  ASSERT_FALSE(bad.is_ok());
+  EXPECT_NE(bad.status().message().find("qd"), std::string::npos);
+  bad = henv.reg->create(uri("&hdgst=maybe"));
+  EXPECT_FALSE(bad.is_ok());
+  bad = henv.reg->create(uri("&bogus=1"));
+  ASSERT_FALSE(bad.is_ok());
+  EXPECT_NE(bad.status().message().find("bogus"), std::string::npos);
+  // Nobody listens there.
+  bad = henv.reg->create("nvmf://127.0.0.1:1/nqn.2026-11.io.castor:x?connect_timeout_ms=500");
+  ASSERT_FALSE(bad.is_ok());
+  EXPECT_EQ(bad.status().code(), Errc::kIoError);
+
+  stop_target();
+  start_target(port, {"nqn.2014-08.org.nvmexpress:uuid:someone-else"});
+  bad = henv.reg->create(uri());
+  ASSERT_FALSE(bad.is_ok());
+  EXPECT_NE(bad.status().message().find("not allowed"), std::string::npos) << bad.status().to_string();
+  EXPECT_TRUE(henv.reg->name_free("r0"));
+  auto ok = henv.reg->create(uri("&hostnqn=nqn.2014-08.org.nvmexpress:uuid:someone-else"));
+  EXPECT_TRUE(ok.is_ok()) << ok.status().to_string();
+}
+
+TEST_F(Fixture, AHungCommandTimesOutAndTheControllerComesBack) {
+  ASSERT_TRUE(henv.reg->create(uri("&io_timeout_ms=300&reconnect_delay_ms=50")).is_ok());
+  auto& b = host_bdev();
+  bdev::FaultRuleSpec hang;
+  hang.mode = bdev::FaultMode::kHang;
+  auto id = bdev::FaultControl::inject(*tenv.reg->find("f0"), hang);
+  ASSERT_TRUE(id.is_ok());
+  std::vector<uint8_t> buf(4096);
+  const uint64_t t0 = mono_ns();
+  EXPECT_EQ(do_io(henv, 0, b, IoType::kRead, 0, 8, buf.data(), buf.size()), IoStatus::kTimedOut);
+  const uint64_t took = mono_ns() - t0;
+  EXPECT_GE(took, 300'000'000u);
+  EXPECT_LT(took, 3'000'000'000u);
+  ASSERT_TRUE(bdev::FaultControl::clear(*tenv.reg->find("f0"), *id).is_ok());
+  // The reset reconnects; I/O submitted meanwhile waits and then succeeds.
+  auto w = pattern(4096, 3);
+  EXPECT_EQ(do_io(henv, 1, b, IoType::kWrite, 16, 8, w.data(), w.size()), IoStatus::kSuccess);
+  EXPECT_EQ(do_io(henv, 0, b, IoType::kRead, 16, 8, buf.data(), buf.size()), IoStatus::kSuccess);
+  EXPECT_EQ(buf, w);
+  auto st = nvmf_bdev_status(b);
+  EXPECT_EQ(st->timeouts, 1u);
+  EXPECT_GE(st->resets, 1u);
+  EXPECT_GE(st->reconnects, 1u);
+  EXPECT_EQ(st->state, ControllerState::kLive);
+}
+
+TEST_F(Fixture, IoWaitsAcrossATargetRestartAndCompletes) {
+  ASSERT_TRUE(henv.reg->create(uri("&reconnect_delay_ms=20&reconnect_delay_max_ms=100")).is_ok());
+  auto& b = host_bdev();
+  auto w = pattern(65536, 11);
+  ASSERT_EQ(do_io(henv, 0, b, IoType::kWrite, 0, 128, w.data(), w.size()), IoStatus::kSuccess);
+  stop_target();
+  // Issued while the target is down: parked, not failed.
+  bdev::test::SyncIo s;
+  std::vector<uint8_t> r(65536);
+  s.iov = {r.data(), r.size()};
+  s.req.type = IoType::kRead;
+  s.req.offset_blocks = 0;
+  s.req.num_blocks = 128;
+  s.req.iovs = &s.iov;
+  s.req.iovcnt = 1;
+  s.req.cb = [](bdev::IoRequest& q, void* a) { static_cast<bdev::test::SyncIo*>(a)->p.set_value(q.status); };
+  s.req.cb_arg = &s;
+  auto f = s.p.get_future();
+  auto& rr = henv.group.at(1);
+  rr.send([&] { b.channel(rr).submit(s.req); });
+  EXPECT_EQ(f.wait_for(std::chrono::milliseconds(300)), std::future_status::timeout);
+  EXPECT_EQ(nvmf_bdev_status(b)->state, ControllerState::kResetting);
+  start_target(port);
+  ASSERT_EQ(f.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_EQ(f.get(), IoStatus::kSuccess);
+  EXPECT_EQ(r, w);
+  EXPECT_EQ(nvmf_bdev_status(b)->state, ControllerState::kLive);
+  EXPECT_GE(nvmf_bdev_status(b)->reconnects, 1u);
+}
+
+TEST_F(Fixture, AControllerGoneLongerThanTheLossTimeoutFailsItsIo) {
+  ASSERT_TRUE(henv.reg->create(uri("&reconnect_delay_ms=50&ctrl_loss_timeout_ms=400")).is_ok());
+  auto& b = host_bdev();
+  stop_target();
+  std::vector<uint8_t> buf(4096);
+  const uint64_t t0 = mono_ns();
+  EXPECT_EQ(do_io(henv, 0, b, IoType::kRead, 0, 8, buf.data(), buf.size()), IoStatus::kIoError);
+  EXPECT_LT(mono_ns() - t0, 5'000'000'000u);
+  auto st = nvmf_bdev_status(b);
+  EXPECT_EQ(st->state, ControllerState::kLost);
+  EXPECT_FALSE(st->last_error.empty());
+  // Later I/O fails at once; the bdev can still be destroyed.
+  EXPECT_EQ(do_io(henv, 1, b, IoType::kWrite, 0, 8, buf.data(), buf.size()), IoStatus::kIoError);
+  EXPECT_TRUE(henv.reg->destroy("r0").is_ok());
+}
+
+}  // namespace
+}  // namespace castor::nvmf

@@ -1,0 +1,110 @@
+#pragma once
+// The persistent record of which children of a nexus are unhealthy (stale), so that a
+// re-created nexus never reads from a child that missed writes. Mayastor keeps the same
+// record ("NexusInfo") in etcd; Castor keeps it behind this interface, with a JSON file
+// per nexus as the node-local implementation.
+//
+// Contract: every call is synchronous and durable when it returns ok. Calls block
+// (disk I/O), so they never run on a reactor thread: the nexus calls them from the
+// NexusManager's worker thread or from control-path threads. Thread-safe.
+
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "nexus/types.h"
+
+namespace castor::nexus {
+
+// The persisted form of a child's missed-write log.
+struct MissedWriteLog {
+  uint64_t segment_blocks = 0;
+  uint64_t num_segments = 0;
+  // True only when written at a clean nexus destroy: the log then covers every write the
+  // child missed. A log that is not clean is never used (a full rebuild follows).
+  bool clean = false;
+  std::vector<std::pair<uint64_t, uint64_t>> dirty;  // runs [first segment, count]
+};
+
+struct ChildRecord {
+  bool healthy = true;
+  std::string reason;           // fault_reason_name() or "offline"
+  uint64_t updated_unix_ms = 0;
+  std::optional<MissedWriteLog> log;
+};
+
+using ChildRecords = std::map<std::string, ChildRecord>;  // by child URI
+
+class ChildHealthStore {
+ public:
+  virtual ~ChildHealthStore() = default;
+  // Records the child as unhealthy (drops any stored log).
+  virtual Status mark_unhealthy(const std::string& nexus, const std::string& child_uri,
+                                const std::string& reason);
+  // Records the child as healthy (in sync).
+  virtual Status mark_healthy(const std::string& nexus, const std::string& child_uri);
+  // Stores the missed-write log of an unhealthy child. Errors: NotFound (no record).
+  virtual Status save_log(const std::string& nexus, const std::string& child_uri,
+                          const MissedWriteLog& log);
+  // Forgets the child (removed from the nexus).
+  virtual Status forget(const std::string& nexus, const std::string& child_uri);
+  // Forgets the whole nexus.
+  virtual Status purge(const std::string& nexus);
+  // The records of `nexus` (empty if none).
+  virtual Result<ChildRecords> load(const std::string& nexus) = 0;
+
+ protected:
+  // Atomically replaces the nexus' records; an empty map may delete the document.
+  virtual Status replace(const std::string& nexus, const ChildRecords& records) = 0;
+
+ private:
+  template <class F>
+  Status update(const std::string& nexus, F&& f);
+  std::mutex update_mu_;  // serializes load-modify-replace
+};
+
+// In memory, for unit tests. Can be told to fail or delay writes.
+class MemChildHealthStore : public ChildHealthStore {
+ public:
+  Result<ChildRecords> load(const std::string& nexus) override;
+  // Test hooks: the next `n` writes fail with IoError; every write sleeps `delay_ms`.
+  void fail_next_writes(int n) { fail_.store(n); }
+  void set_write_delay_ms(uint32_t ms) { delay_ms_.store(ms); }
+  uint64_t writes() const { return writes_.load(); }
+
+ protected:
+  Status replace(const std::string& nexus, const ChildRecords& records) override;
+
+ private:
+  std::mutex mu_;
+  std::map<std::string, ChildRecords> docs_;
+  std::atomic<int> fail_{0};
+  std::atomic<uint32_t> delay_ms_{0};
+  std::atomic<uint64_t> writes_{0};
+};
+
+// One JSON file per nexus, `<dir>/<nexus>.json`, replaced by write-to-temp, fsync,
+// rename, fsync(dir): a crash leaves either the old or the new document.
+class FileChildHealthStore : public ChildHealthStore {
+ public:
+  // Creates `dir` if missing.
+  explicit FileChildHealthStore(std::filesystem::path dir);
+  Result<ChildRecords> load(const std::string& nexus) override;
+  std::filesystem::path path_for(const std::string& nexus) const;
+
+ protected:
+  Status replace(const std::string& nexus, const ChildRecords& records) override;
+
+ private:
+  std::filesystem::path dir_;
+};
+
+// JSON (de)serialization of one nexus document (exposed for tests and tools).
+std::string records_to_json(const std::string& nexus, const ChildRecords& records);
+Result<ChildRecords> records_from_json(const std::string& text);
+
+}  // namespace castor::nexus

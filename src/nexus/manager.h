@@ -1,0 +1,55 @@
+#pragma once
+// NexusManager: creates, finds and destroys the nexuses of an engine (control path,
+// thread-safe). Each nexus is registered in the bdev registry as "nexus:///<name>" so
+// front ends can export it like any bdev. The manager owns the worker thread that writes
+// the health store and applies rebuild outcomes for its nexuses.
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "bdev/registry.h"
+#include "nexus/health_store.h"
+#include "nexus/nexus.h"
+#include "nexus/worker.h"
+
+namespace castor::nexus {
+
+class NexusManager {
+ public:
+  // `registry` and `store` must outlive the manager; the reactors must be running while
+  // nexuses exist.
+  NexusManager(bdev::BdevRegistry& registry, ChildHealthStore& store);
+  // Destroys every nexus (best effort; failures are logged).
+  ~NexusManager();
+  NexusManager(const NexusManager&) = delete;
+  NexusManager& operator=(const NexusManager&) = delete;
+
+  // Errors: AlreadyExists (name taken by a nexus or a bdev), and Nexus::create's.
+  Result<NexusInfo> create(const std::string& name, uint64_t size_bytes,
+                           const std::vector<std::string>& children,
+                           const NexusOptions& opts = {});
+  // Stops rebuilds, drains child I/O, saves missed-write logs, unregisters the bdev and
+  // closes (owned: destroys) the children. The health records are kept (the stale-child
+  // rule applies to a re-created nexus); `purge` deletes them too.
+  // Errors: NotFound, Busy (open descriptors on the nexus, or a child I/O that does not
+  // drain within `drain_timeout_ms`).
+  Status destroy(const std::string& name, bool purge = false, uint64_t drain_timeout_ms = 10000);
+  std::shared_ptr<Nexus> find(const std::string& name) const;
+  Result<NexusInfo> info(const std::string& name) const;
+  std::vector<NexusInfo> list() const;
+
+  ChildHealthStore& store() { return store_; }
+  bdev::BdevRegistry& registry() { return registry_; }
+
+ private:
+  bdev::BdevRegistry& registry_;
+  ChildHealthStore& store_;
+  ControlWorker worker_;  // destroyed after the nexuses below
+  mutable std::mutex mu_;
+  std::map<std::string, std::shared_ptr<Nexus>> nexuses_;
+};
+
+}  // namespace castor::nexus

@@ -1,0 +1,833 @@
+#include "nexus/nexus.h"
+
+#include <algorithm>
+#include <chrono>
+#include <set>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "common/clock.h"
+#include "common/uri.h"
+#include "nexus/nexus_channel.h"
+#include "nexus/rebuild.h"
+
+namespace castor::nexus {
+
+using bdev::IoType;
+using bdev::io_type_bit;
+
+namespace {
+
+constexpr uint32_t kNexusOps = io_type_bit(IoType::kRead) | io_type_bit(IoType::kWrite) |
+                               io_type_bit(IoType::kFlush) | io_type_bit(IoType::kUnmap) |
+                               io_type_bit(IoType::kWriteZeroes) | io_type_bit(IoType::kReset);
+
+uint32_t ops_of(const bdev::Bdev& b) {
+  uint32_t m = 0;
+  for (int t = 0; t < bdev::kNumIoTypes; ++t) {
+    if (b.supports(static_cast<IoType>(t))) m |= io_type_bit(static_cast<IoType>(t));
+  }
+  return m;
+}
+
+// Opens (bdev:///name) or creates (any other URI) one child bdev and claims it.
+Result<std::shared_ptr<Child>> open_child_bdev(bdev::BdevRegistry& reg, const std::string& nexus,
+                                               const std::string& uri) {
+  auto u = Uri::parse(uri);
+  if (!u) return u.status();
+  auto c = std::make_shared<Child>();
+  c->uri = uri;
+  if (u->scheme == "bdev") {
+    c->bdev_name = u->name_from_path();
+    if (c->bdev_name.empty()) {
+      return make_error(Errc::kInvalidArgument, "child URI '{}' names no bdev", uri);
+    }
+  } else if (u->scheme == "nexus") {
+    return make_error(Errc::kInvalidArgument, "a nexus cannot be a child of a nexus ('{}')", uri);
+  } else {
+    auto info = reg.create(uri);
+    if (!info) return info.status();
+    c->bdev_name = info->name;
+    c->owned = true;
+  }
+  auto desc = reg.open(c->bdev_name, "nexus:" + nexus);
+  if (!desc) {
+    if (c->owned) (void)reg.destroy(c->bdev_name);
+    return desc.status();
+  }
+  c->desc = std::move(desc.value());
+  c->bdev = reg.find(c->bdev_name);
+  c->local = c->bdev->module() != "nvmf";
+  return c;
+}
+
+void close_child_bdev(bdev::BdevRegistry& reg, const std::string& nexus, Child& c) {
+  if (!c.desc) return;
+  c.desc.close();
+  reg.release_claim(c.bdev_name, "nexus:" + nexus);
+  c.bdev.reset();
+  if (c.owned) {
+    if (auto st = reg.destroy(c.bdev_name); !st) {
+      spdlog::warn("nexus={} cannot destroy child bdev {}: {}", nexus, c.bdev_name,
+                   st.to_string());
+    }
+  }
+}
+
+}  // namespace
+
+Nexus::Nexus(NexusDeps deps, const std::string& name, uint32_t block_size, uint64_t num_blocks,
+             const NexusOptions& opts)
+    : Bdev(name, "nexus", block_size, num_blocks),
+      deps_(deps),
+      opts_(opts),
+      segment_blocks_(std::max<uint64_t>(1, uint64_t{opts.rebuild.segment_kb} * 1024 / block_size)) {
+  for (auto& s : slots_) s.store(nullptr);
+}
+
+Nexus::~Nexus() {
+  // Jobs hold their destination child: break the cycle (they are quiescent by now).
+  for (auto& c : children_) c->job.reset();
+  for (auto& c : graveyard_) c->job.reset();
+}
+
+Result<std::shared_ptr<Nexus>> Nexus::create(NexusDeps deps, const std::string& name,
+                                             uint64_t size_bytes,
+                                             const std::vector<std::string>& uris,
+                                             const NexusOptions& opts) {
+  if (auto st = opts.validate(); !st) return st;
+  if (uris.empty()) return make_error(Errc::kInvalidArgument, "nexus '{}' needs children", name);
+  if (uris.size() > kMaxChildren) {
+    return make_error(Errc::kInvalidArgument, "nexus '{}': {} children given, the limit is {}",
+                      name, uris.size(), kMaxChildren);
+  }
+  if (std::set<std::string>(uris.begin(), uris.end()).size() != uris.size()) {
+    return make_error(Errc::kInvalidArgument, "nexus '{}': a child URI is given twice", name);
+  }
+  auto recs = deps.store.load(name);
+  if (!recs) return recs.status();
+
+  std::vector<std::shared_ptr<Child>> kids;
+  auto undo = [&] {
+    for (auto it = kids.rbegin(); it != kids.rend(); ++it) close_child_bdev(deps.registry, name, **it);
+  };
+  for (const auto& uri : uris) {
+    auto c = open_child_bdev(deps.registry, name, uri);
+    if (!c) {
+      undo();
+      return make_error(c.status().code(), "nexus '{}' child '{}': {}", name, uri,
+                        c.status().message());
+    }
+    kids.push_back(std::move(c.value()));
+  }
+  const uint32_t bs = kids[0]->bdev->block_size();
+  uint64_t min_bytes = UINT64_MAX;
+  uint32_t ops = kNexusOps;
+  uint32_t align = 1;
+  for (const auto& c : kids) {
+    if (c->bdev->block_size() != bs) {
+      auto st = make_error(Errc::kInvalidArgument,
+                           "nexus '{}': child '{}' has block size {}, '{}' has {}", name, c->uri,
+                           c->bdev->block_size(), kids[0]->uri, bs);
+      undo();
+      return st;
+    }
+    min_bytes = std::min(min_bytes, c->bdev->size_bytes());
+    ops &= ops_of(*c->bdev);
+    align = std::max(align, c->bdev->buf_align());
+  }
+  if (size_bytes == 0) size_bytes = min_bytes;
+  if (size_bytes % bs || size_bytes > min_bytes || size_bytes == 0) {
+    undo();
+    return make_error(Errc::kInvalidArgument,
+                      "nexus '{}': size {} must be a non-zero multiple of the block size {} and "
+                      "at most the smallest child ({} bytes)",
+                      name, size_bytes, bs, min_bytes);
+  }
+
+  // The stale-child rule.
+  std::vector<bool> stale(kids.size(), false);
+  size_t nstale = 0;
+  for (size_t i = 0; i < kids.size(); ++i) {
+    auto it = recs->find(kids[i]->uri);
+    if (it != recs->end() && !it->second.healthy) {
+      stale[i] = true;
+      ++nstale;
+    }
+  }
+  if (nstale == kids.size()) {
+    if (!opts.force) {
+      undo();
+      return make_error(Errc::kBusy,
+                        "nexus '{}': every child is recorded unhealthy (stale), so none can be "
+                        "trusted as the source of truth; re-create with force to trust them",
+                        name);
+    }
+    spdlog::warn("nexus={} every child is recorded unhealthy; force: trusting them all", name);
+    for (size_t i = 0; i < kids.size(); ++i) {
+      if (auto st = deps.store.mark_healthy(name, kids[i]->uri); !st) {
+        undo();
+        return st;
+      }
+      stale[i] = false;
+    }
+  }
+
+  std::shared_ptr<Nexus> n(new Nexus(deps, name, bs, size_bytes / bs, opts));
+  n->set_supported_ops(ops | io_type_bit(IoType::kReset));
+  n->set_buf_align(align);
+  for (size_t i = 0; i < kids.size(); ++i) {
+    auto& c = kids[i];
+    c->slot = static_cast<int>(i);
+    c->log = std::make_unique<SegmentLog>(n->num_blocks(), n->segment_blocks_);
+    if (stale[i]) {
+      const auto& rec = recs->at(c->uri);
+      bool partial = rec.log && rec.log->clean && rec.log->segment_blocks == n->segment_blocks_ &&
+                     rec.log->num_segments == c->log->num_segments();
+      if (partial) {
+        c->log->set_runs(rec.log->dirty);
+        c->log_valid.store(true);
+      }
+      // The stored log is used once: rewrite the record without it before any I/O, so a
+      // crash from here on forces a full rebuild.
+      if (auto st = deps.store.mark_unhealthy(name, c->uri,
+                                              rec.reason.empty() ? "out_of_sync" : rec.reason);
+          !st) {
+        undo();
+        return st;
+      }
+      c->log_active.store(true);
+      if (opts.rebuild_stale) {
+        c->set_state(ChildState::kOutOfSync, FaultReason::kNone, RecordState::kDurable);
+        n->initial_rebuilds_.push_back(c);
+      } else {
+        c->set_state(ChildState::kFaulted, FaultReason::kOutOfSync, RecordState::kDurable);
+      }
+      spdlog::warn("nexus={} child={} is recorded unhealthy ({}): {}", name, c->uri, rec.reason,
+                   opts.rebuild_stale ? (partial ? "partial rebuild" : "full rebuild")
+                                      : "faulted out_of_sync");
+    } else {
+      c->set_state(ChildState::kHealthy, FaultReason::kNone, RecordState::kClean);
+    }
+    n->slots_[i].store(c.get());
+    n->children_.push_back(c);
+  }
+  return n;
+}
+
+void Nexus::start_initial_rebuilds() {
+  std::lock_guard lk(mu_);
+  for (auto& c : initial_rebuilds_) {
+    std::vector<uint64_t> segs;
+    bool partial = c->log_valid.load();
+    // Already in the write set: the log holds only what was missed before the restart.
+    c->log_active.store(false);
+    if (partial) {
+      segs = c->log->take();
+    } else {
+      c->log->clear();
+    }
+    c->log_valid.store(false);
+    if (auto st = start_job(c, partial, std::move(segs)); !st) {
+      spdlog::error("nexus={} cannot rebuild stale child {}: {}", name(), c->uri, st.to_string());
+      c->set_state(ChildState::kFaulted, FaultReason::kOutOfSync, RecordState::kDurable);
+      sync_all();
+    }
+  }
+  initial_rebuilds_.clear();
+}
+
+std::unique_ptr<bdev::BdevChannel> Nexus::create_channel(reactor::Reactor& r) {
+  return std::make_unique<NexusChannel>(*this, r);
+}
+
+NexusChannel* Nexus::channel_on(size_t reactor_id) const {
+  return static_cast<NexusChannel*>(existing_channel(reactor_id));
+}
+
+void Nexus::post_control(std::function<void()> fn) {
+  async_begin();
+  deps_.worker.post([this, fn = std::move(fn)] {
+    fn();
+    async_end();
+  });
+}
+
+void Nexus::broadcast(std::function<void(NexusChannel&)> fn) {
+  auto& g = reactors();
+  for (size_t i = 0; i < g.size(); ++i) {
+    reactor::Reactor& r = g.at(i);
+    async_begin();
+    r.send([this, fn, &r] {
+      if (auto* ch = channel_on(r.id())) fn(*ch);
+      async_end();
+    });
+  }
+}
+
+void Nexus::sync_all() {
+  reactors().run_on_all([this](reactor::Reactor& r) {
+    if (auto* ch = channel_on(r.id())) ch->sync();
+  });
+}
+
+void Nexus::on_child_retired(Child* c, FaultReason why) {
+  // Other reactors stop using the child at once; the record follows on the worker, and
+  // the I/Os that depend on it are released when it is durable.
+  broadcast([](NexusChannel& ch) { ch.sync(); });
+  post_control([this, c, why] {
+    Status st = deps_.store.mark_unhealthy(name(), c->uri, fault_reason_name(why));
+    if (!st) {
+      spdlog::error("nexus={} cannot record child {} unhealthy: {}", name(), c->uri,
+                    st.to_string());
+    }
+    c->settle_record(st ? RecordState::kDurable : RecordState::kFailed);
+    broadcast([](NexusChannel& ch) { ch.recheck_records(); });
+  });
+}
+
+// ---- range locks ----
+
+void Nexus::lock_range(uint64_t id, uint64_t first, uint64_t n, reactor::Reactor& home,
+                       std::function<void()> granted) {
+  {
+    std::lock_guard lk(lock_mu_);
+    locks_.push_back({id, first, n});
+  }
+  struct Pending {
+    std::atomic<size_t> left;
+    std::function<void()> granted;
+    reactor::Reactor* home;
+  };
+  auto& g = reactors();
+  auto p = std::make_shared<Pending>();
+  p->left.store(g.size());
+  p->granted = std::move(granted);
+  p->home = &home;
+  auto ack = [this, p] {
+    if (p->left.fetch_sub(1) == 1) {
+      async_begin();
+      p->home->send([this, p] {
+        p->granted();
+        async_end();
+      });
+    }
+  };
+  for (size_t i = 0; i < g.size(); ++i) {
+    reactor::Reactor& r = g.at(i);
+    async_begin();
+    r.send([this, &r, id, first, n, ack] {
+      if (auto* ch = channel_on(r.id())) {
+        ch->add_lock(id, first, n, ack);
+      } else {
+        ack();
+      }
+      async_end();
+    });
+  }
+}
+
+void Nexus::unlock_range(uint64_t id) {
+  {
+    std::lock_guard lk(lock_mu_);
+    std::erase_if(locks_, [id](const LockRange& l) { return l.id == id; });
+  }
+  broadcast([id](NexusChannel& ch) { ch.remove_lock(id); });
+}
+
+std::vector<Nexus::LockRange> Nexus::lock_snapshot() const {
+  std::lock_guard lk(lock_mu_);
+  return locks_;
+}
+
+// ---- state and info ----
+
+NexusState Nexus::state() const {
+  size_t total = 0, healthy = 0;
+  for (const auto& s : slots_) {
+    Child* c = s.load();
+    if (!c) continue;
+    ++total;
+    if (c->state() == ChildState::kHealthy && !c->detaching.load()) ++healthy;
+  }
+  if (healthy == 0) return NexusState::kFaulted;
+  return healthy == total ? NexusState::kOnline : NexusState::kDegraded;
+}
+
+int Nexus::healthy_count() const {
+  int n = 0;
+  for (const auto& c : children_) {
+    if (c->state() == ChildState::kHealthy && !c->detaching.load()) ++n;
+  }
+  return n;
+}
+
+ChildInfo Nexus::child_info(const Child& c) const {
+  ChildInfo i;
+  i.uri = c.uri;
+  i.bdev_name = c.bdev_name;
+  i.state = c.state();
+  i.reason = c.reason();
+  i.local = c.local;
+  i.read_errors = c.read_errors.load();
+  i.write_errors = c.write_errors.load();
+  i.timeouts = c.timeouts.load();
+  i.has_log = c.log_valid.load();
+  i.missed_segments = c.log ? c.log->count() : 0;
+  if (c.job) i.rebuild = c.job->info();
+  return i;
+}
+
+NexusInfo Nexus::describe() const {
+  std::lock_guard lk(mu_);
+  NexusInfo i;
+  i.name = name();
+  i.uuid = uuid().to_string();
+  i.size_bytes = size_bytes();
+  i.block_size = block_size();
+  i.state = state();
+  for (const auto& c : children_) i.children.push_back(child_info(*c));
+  return i;
+}
+
+std::shared_ptr<Child> Nexus::find_child(const std::string& uri) const {
+  for (const auto& c : children_) {
+    if (c->uri == uri || "bdev:///" + c->bdev_name == uri) return c;
+  }
+  return nullptr;
+}
+
+// ---- control path ----
+
+Status Nexus::drain_child(Child& c, uint64_t timeout_ms) {
+  const uint64_t deadline = mono_ns() + timeout_ms * 1'000'000;
+  for (;;) {
+    std::atomic<uint64_t> outstanding{0};
+    reactors().run_on_all([&](reactor::Reactor& r) {
+      if (auto* ch = channel_on(r.id())) outstanding += ch->slot_outstanding(c.slot);
+    });
+    if (outstanding.load() == 0) return Status::ok();
+    if (mono_ns() > deadline) {
+      return make_error(Errc::kBusy,
+                        "nexus '{}': child '{}' still has {} I/O(s) outstanding (hung device?)",
+                        name(), c.uri, outstanding.load());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+}
+
+Status Nexus::start_job(const std::shared_ptr<Child>& c, bool partial, std::vector<uint64_t> segs) {
+  if (c->job && !c->job->applied.load()) {
+    return make_error(Errc::kBusy, "nexus '{}': child '{}' is already being rebuilt", name(), c->uri);
+  }
+  auto& g = reactors();
+  reactor::Reactor& home = g.at(std::min<size_t>(opts_.rebuild_reactor, g.size() - 1));
+  auto job = std::make_shared<RebuildJob>(*this, c, partial, std::move(segs), opts_.rebuild, home);
+  if (!job->source()) {
+    return make_error(Errc::kBusy, "nexus '{}': no healthy child to rebuild '{}' from", name(),
+                      c->uri);
+  }
+  c->job = job;
+  job->start();
+  return Status::ok();
+}
+
+Status Nexus::stop_job_locked(Child& c) {
+  auto job = c.job;
+  if (!job || job->applied.load()) return Status::ok();
+  job->stop();
+  while (!job->quiescent()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  // Apply the outcome here; the worker's finish_rebuild then finds it applied.
+  job->applied.store(true);
+  if (job->state() == RebuildState::kCompleted) {
+    // Finished before the stop arrived: keep the copy.
+    auto st = deps_.store.mark_healthy(name(), c.uri);
+    if (st && c.state() == ChildState::kOutOfSync) {
+      c.log->clear();
+      c.log_active.store(false);
+      c.log_valid.store(false);
+      c.set_state(ChildState::kHealthy, FaultReason::kNone, RecordState::kClean);
+    }
+  } else if (c.state() == ChildState::kOutOfSync) {
+    c.log_active.store(true);
+    c.log_valid.store(false);
+    c.set_state(ChildState::kFaulted,
+                job->dest_failed() ? FaultReason::kRebuildFailed : FaultReason::kOutOfSync,
+                RecordState::kDurable);
+  }
+  sync_all();
+  return Status::ok();
+}
+
+void Nexus::finish_rebuild(const std::shared_ptr<RebuildJob>& job) {
+  if (job->applied.load()) return;  // a control call already applied it
+  std::unique_lock lk(mu_, std::try_to_lock);
+  if (!lk) {
+    // A control call holds the nexus and may be waiting on work queued behind us.
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    post_control([this, job] { finish_rebuild(job); });
+    return;
+  }
+  if (job->applied.load()) return;
+  Child& c = *job->dest();
+  if (std::find(children_.begin(), children_.end(), job->dest()) == children_.end()) {
+    job->applied.store(true);
+    return;
+  }
+  switch (job->state()) {
+    case RebuildState::kCompleted: {
+      if (c.state() != ChildState::kOutOfSync) break;  // faulted meanwhile
+      auto st = deps_.store.mark_healthy(name(), c.uri);
+      if (!st) {
+        spdlog::error("nexus={} rebuild of {} done but the record failed: {}", name(), c.uri,
+                      st.to_string());
+        c.log_active.store(true);
+        c.log_valid.store(false);
+        c.set_state(ChildState::kFaulted, FaultReason::kRebuildFailed, RecordState::kDurable);
+        break;
+      }
+      c.log->clear();
+      c.log_active.store(false);
+      c.log_valid.store(false);
+      c.set_state(ChildState::kHealthy, FaultReason::kNone, RecordState::kClean);
+      spdlog::info("nexus={} child={} rebuilt, healthy", name(), c.uri);
+      break;
+    }
+    case RebuildState::kFailed:
+    case RebuildState::kStopped:
+      if (c.state() == ChildState::kOutOfSync) {
+        c.log_active.store(true);
+        c.log_valid.store(false);
+        c.set_state(ChildState::kFaulted,
+                    job->dest_failed() ? FaultReason::kRebuildFailed : FaultReason::kOutOfSync,
+                    RecordState::kDurable);
+      }
+      break;
+    default:
+      break;
+  }
+  sync_all();
+  job->applied.store(true);
+}
+
+Status Nexus::add_child(const std::string& uri, bool rebuild) {
+  std::lock_guard lk(mu_);
+  if (shut_down_) return make_error(Errc::kBusy, "nexus '{}' is shutting down", name());
+  if (children_.size() >= kMaxChildren) {
+    return make_error(Errc::kInvalidArgument, "nexus '{}' already has {} children (the limit)",
+                      name(), kMaxChildren);
+  }
+  if (find_child(uri)) {
+    return make_error(Errc::kAlreadyExists, "nexus '{}' already has child '{}'", name(), uri);
+  }
+  if (rebuild && healthy_count() == 0) {
+    return make_error(Errc::kBusy, "nexus '{}' has no healthy child to rebuild '{}' from", name(),
+                      uri);
+  }
+  auto oc = open_child_bdev(deps_.registry, name(), uri);
+  if (!oc) return oc.status();
+  auto c = std::move(oc.value());
+  auto fail = [&](Status st) {
+    close_child_bdev(deps_.registry, name(), *c);
+    return st;
+  };
+  if (c->bdev->block_size() != block_size()) {
+    return fail(make_error(Errc::kInvalidArgument,
+                           "nexus '{}': child '{}' has block size {}, the nexus {}", name(), uri,
+                           c->bdev->block_size(), block_size()));
+  }
+  if (c->bdev->num_blocks() < num_blocks()) {
+    return fail(make_error(Errc::kInvalidArgument,
+                           "nexus '{}': child '{}' ({} bytes) is smaller than the nexus ({} bytes)",
+                           name(), uri, c->bdev->size_bytes(), size_bytes()));
+  }
+  uint32_t need = kNexusOps & ~io_type_bit(IoType::kReset);
+  for (int t = 0; t < bdev::kNumIoTypes; ++t) {
+    auto it = static_cast<IoType>(t);
+    if ((need & io_type_bit(it)) && supports(it) && !c->bdev->supports(it)) {
+      return fail(make_error(Errc::kInvalidArgument, "nexus '{}': child '{}' does not support {}",
+                             name(), uri, bdev::io_type_name(it)));
+    }
+  }
+  if (c->bdev->buf_align() > buf_align()) {
+    return fail(make_error(Errc::kInvalidArgument,
+                           "nexus '{}': child '{}' needs buffer alignment {} (the nexus has {})",
+                           name(), uri, c->bdev->buf_align(), buf_align()));
+  }
+  // Recorded stale before it joins: a crash mid-rebuild must not trust it.
+  if (auto st = deps_.store.mark_unhealthy(name(), uri, "out_of_sync"); !st) return fail(st);
+  int slot = -1;
+  for (size_t i = 0; i < kMaxChildren; ++i) {
+    if (!slots_[i].load()) {
+      slot = static_cast<int>(i);
+      break;
+    }
+  }
+  c->slot = slot;
+  c->log = std::make_unique<SegmentLog>(num_blocks(), segment_blocks_);
+  if (rebuild) {
+    c->set_state(ChildState::kOutOfSync, FaultReason::kNone, RecordState::kDurable);
+  } else {
+    c->log_active.store(true);
+    c->set_state(ChildState::kFaulted, FaultReason::kOutOfSync, RecordState::kDurable);
+  }
+  slots_[slot].store(c.get());
+  children_.push_back(c);
+  sync_all();
+  spdlog::info("nexus={} child={} added slot={} rebuild={}", name(), uri, slot, rebuild);
+  if (rebuild) {
+    if (auto st = start_job(c, false, {}); !st) {
+      c->set_state(ChildState::kFaulted, FaultReason::kOutOfSync, RecordState::kDurable);
+      sync_all();
+      return st;
+    }
+  }
+  return Status::ok();
+}
+
+Status Nexus::remove_child(const std::string& uri) {
+  std::lock_guard lk(mu_);
+  auto c = find_child(uri);
+  if (!c) return make_error(Errc::kNotFound, "nexus '{}' has no child '{}'", name(), uri);
+  if (c->state() == ChildState::kHealthy && !c->detaching.load() && healthy_count() == 1) {
+    return make_error(Errc::kBusy, "nexus '{}': '{}' is the last healthy child", name(), uri);
+  }
+  if (auto st = stop_job_locked(*c); !st) return st;
+  for (const auto& o : children_) {
+    if (o != c && o->job && !o->job->applied.load() && o->job->source() == c.get()) {
+      spdlog::warn("nexus={} removing {} stops the rebuild of {} (its source)", name(), uri, o->uri);
+      (void)stop_job_locked(*o);
+    }
+  }
+  c->detaching.store(true);
+  sync_all();
+  uint64_t drain_ms = std::max<uint64_t>(5000, 2ull * opts_.child_io_timeout_ms);
+  if (auto st = drain_child(*c, drain_ms); !st) return st;
+  while (c->record_state() == RecordState::kPending) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  slots_[c->slot].store(nullptr);
+  sync_all();
+  std::erase(children_, c);
+  graveyard_.push_back(c);
+  close_child_bdev(deps_.registry, name(), *c);
+  if (auto st = deps_.store.forget(name(), c->uri); !st) {
+    spdlog::warn("nexus={} cannot forget child {}: {}", name(), c->uri, st.to_string());
+  }
+  spdlog::info("nexus={} child={} removed", name(), uri);
+  return Status::ok();
+}
+
+Status Nexus::fault_child(const std::string& uri) {
+  std::lock_guard lk(mu_);
+  auto c = find_child(uri);
+  if (!c) return make_error(Errc::kNotFound, "nexus '{}' has no child '{}'", name(), uri);
+  if (c->state() == ChildState::kFaulted) return Status::ok();
+  if (c->state() == ChildState::kHealthy && healthy_count() == 1) {
+    return make_error(Errc::kBusy, "nexus '{}': '{}' is the last healthy child", name(), uri);
+  }
+  if (auto st = stop_job_locked(*c); !st) return st;
+  if (c->state() == ChildState::kFaulted) return Status::ok();
+  if (auto st = deps_.store.mark_unhealthy(name(), uri, fault_reason_name(FaultReason::kByRequest));
+      !st) {
+    return st;
+  }
+  c->log_active.store(true);
+  c->log_valid.store(false);
+  c->set_state(ChildState::kFaulted, FaultReason::kByRequest, RecordState::kDurable);
+  sync_all();
+  spdlog::info("nexus={} child={} faulted by request", name(), uri);
+  return Status::ok();
+}
+
+Status Nexus::offline_child(const std::string& uri) {
+  std::lock_guard lk(mu_);
+  auto c = find_child(uri);
+  if (!c) return make_error(Errc::kNotFound, "nexus '{}' has no child '{}'", name(), uri);
+  if (c->state() == ChildState::kOffline) return Status::ok();
+  if (c->state() == ChildState::kHealthy && healthy_count() == 1) {
+    return make_error(Errc::kBusy, "nexus '{}': '{}' is the last healthy child", name(), uri);
+  }
+  if (auto st = stop_job_locked(*c); !st) return st;
+  const bool in_sync = c->state() == ChildState::kHealthy;
+  // Persist first: once it leaves the write set, acknowledged writes skip it.
+  if (auto st = deps_.store.mark_unhealthy(name(), uri, "offline"); !st) return st;
+  if (in_sync) {
+    c->log->clear();
+    c->log_valid.store(true);
+  } else if (c->state() != ChildState::kFaulted) {
+    c->log_valid.store(false);
+  }
+  c->log_active.store(true);
+  c->set_state(ChildState::kOffline, FaultReason::kNone, RecordState::kDurable);
+  sync_all();
+  spdlog::info("nexus={} child={} offline (missed-write log {})", name(), uri,
+               c->log_valid.load() ? "valid" : "not valid");
+  return Status::ok();
+}
+
+Status Nexus::online_child(const std::string& uri) {
+  std::lock_guard lk(mu_);
+  if (shut_down_) return make_error(Errc::kBusy, "nexus '{}' is shutting down", name());
+  auto c = find_child(uri);
+  if (!c) return make_error(Errc::kNotFound, "nexus '{}' has no child '{}'", name(), uri);
+  auto s = c->state();
+  if (s != ChildState::kOffline && s != ChildState::kFaulted) {
+    return make_error(Errc::kInvalidArgument, "nexus '{}': child '{}' is {}, not offline/faulted",
+                      name(), uri, child_state_name(s));
+  }
+  if (c->job && !c->job->applied.load()) {
+    return make_error(Errc::kBusy, "nexus '{}': child '{}' has a rebuild finishing", name(), uri);
+  }
+  if (healthy_count() == 0) {
+    return make_error(Errc::kBusy, "nexus '{}' has no healthy child to rebuild '{}' from", name(),
+                      uri);
+  }
+  // Late completions of abandoned I/O must land before the copy, never after it.
+  if (auto st = drain_child(*c, 5000); !st) return st;
+  const bool partial = c->log_valid.load();
+  c->set_state(ChildState::kOutOfSync, FaultReason::kNone, RecordState::kDurable);
+  sync_all();  // from here every write reaches the child
+  std::vector<uint64_t> segs;
+  c->log_active.store(false);
+  if (partial) {
+    segs = c->log->take();
+  } else {
+    c->log->clear();
+  }
+  c->log_valid.store(false);
+  spdlog::info("nexus={} child={} online: {} rebuild{}", name(), uri, partial ? "partial" : "full",
+               partial ? fmt::format(" of {} segments", segs.size()) : "");
+  if (auto st = start_job(c, partial, std::move(segs)); !st) {
+    c->log_active.store(true);
+    c->set_state(ChildState::kFaulted, FaultReason::kOutOfSync, RecordState::kDurable);
+    sync_all();
+    return st;
+  }
+  return Status::ok();
+}
+
+Status Nexus::start_rebuild(const std::string& uri) {
+  std::unique_lock lk(mu_);
+  auto c = find_child(uri);
+  if (!c) return make_error(Errc::kNotFound, "nexus '{}' has no child '{}'", name(), uri);
+  auto s = c->state();
+  if (s == ChildState::kOffline || s == ChildState::kFaulted) {
+    lk.unlock();
+    return online_child(uri);
+  }
+  if (s != ChildState::kOutOfSync) {
+    return make_error(Errc::kInvalidArgument, "nexus '{}': child '{}' is {}; nothing to rebuild",
+                      name(), uri, child_state_name(s));
+  }
+  return start_job(c, false, {});
+}
+
+namespace {
+template <class F>
+Status with_job(const std::shared_ptr<Child>& c, const std::string& nexus, const std::string& uri,
+                F&& f) {
+  if (!c) return make_error(Errc::kNotFound, "nexus '{}' has no child '{}'", nexus, uri);
+  if (!c->job || c->job->final()) {
+    return make_error(Errc::kNotFound, "nexus '{}': child '{}' has no running rebuild", nexus, uri);
+  }
+  f(*c->job);
+  return Status::ok();
+}
+}  // namespace
+
+Status Nexus::pause_rebuild(const std::string& uri) {
+  std::lock_guard lk(mu_);
+  return with_job(find_child(uri), name(), uri, [](RebuildJob& j) { j.pause(); });
+}
+
+Status Nexus::resume_rebuild(const std::string& uri) {
+  std::lock_guard lk(mu_);
+  return with_job(find_child(uri), name(), uri, [](RebuildJob& j) { j.resume(); });
+}
+
+Status Nexus::stop_rebuild(const std::string& uri) {
+  std::lock_guard lk(mu_);
+  auto c = find_child(uri);
+  if (!c) return make_error(Errc::kNotFound, "nexus '{}' has no child '{}'", name(), uri);
+  if (!c->job || c->job->applied.load()) {
+    return make_error(Errc::kNotFound, "nexus '{}': child '{}' has no running rebuild", name(), uri);
+  }
+  return stop_job_locked(*c);
+}
+
+Result<RebuildInfo> Nexus::rebuild_info(const std::string& uri) const {
+  std::lock_guard lk(mu_);
+  auto c = find_child(uri);
+  if (!c) return make_error(Errc::kNotFound, "nexus '{}' has no child '{}'", name(), uri);
+  if (!c->job) return make_error(Errc::kNotFound, "nexus '{}': child '{}' was never rebuilt", name(), uri);
+  return c->job->info();
+}
+
+Result<RebuildInfo> Nexus::wait_rebuild(const std::string& uri, uint64_t timeout_ms) {
+  const uint64_t deadline = mono_ns() + timeout_ms * 1'000'000;
+  for (;;) {
+    {
+      std::lock_guard lk(mu_);
+      auto c = find_child(uri);
+      if (!c) return make_error(Errc::kNotFound, "nexus '{}' has no child '{}'", name(), uri);
+      if (!c->job) {
+        return make_error(Errc::kNotFound, "nexus '{}': child '{}' was never rebuilt", name(), uri);
+      }
+      if (c->job->applied.load()) return c->job->info();
+    }
+    if (mono_ns() > deadline) {
+      return make_error(Errc::kTimedOut, "nexus '{}': rebuild of '{}' still running after {} ms",
+                        name(), uri, timeout_ms);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+}
+
+Status Nexus::shutdown(uint64_t drain_timeout_ms) {
+  std::lock_guard lk(mu_);
+  shut_down_ = true;
+  for (auto& c : children_) (void)stop_job_locked(*c);
+  for (auto& c : children_) {
+    if (auto st = drain_child(*c, drain_timeout_ms); !st) {
+      shut_down_ = false;
+      return st;
+    }
+  }
+  const uint64_t deadline = mono_ns() + drain_timeout_ms * 1'000'000;
+  while (async_.load() > 0 && mono_ns() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  if (async_.load() > 0) {
+    shut_down_ = false;
+    return make_error(Errc::kBusy, "nexus '{}': {} internal operation(s) did not finish", name(),
+                      async_.load());
+  }
+  // A clean stop: the missed-write logs are complete, so a re-created nexus may use them.
+  for (auto& c : children_) {
+    if (c->state() == ChildState::kHealthy || !c->log_valid.load()) continue;
+    MissedWriteLog log;
+    log.segment_blocks = segment_blocks_;
+    log.num_segments = c->log->num_segments();
+    log.clean = true;
+    log.dirty = c->log->runs();
+    if (auto st = deps_.store.save_log(name(), c->uri, log); !st) {
+      spdlog::warn("nexus={} cannot save the missed-write log of {}: {}", name(), c->uri,
+                   st.to_string());
+    }
+  }
+  return Status::ok();
+}
+
+void Nexus::close_children() {
+  std::lock_guard lk(mu_);
+  for (auto& c : children_) {
+    slots_[c->slot].store(nullptr);
+    close_child_bdev(deps_.registry, name(), *c);
+    graveyard_.push_back(c);
+  }
+  children_.clear();
+}
+
+}  // namespace castor::nexus

@@ -1,0 +1,239 @@
+#pragma once
+// Layer 4: the nexus, a bdev (module "nexus") composed of up to kMaxChildren children,
+// each another bdev (a local replica, a malloc/uring disk, or an nvmf:// remote one).
+//
+// Data path (NexusChannel, one per reactor, no locks):
+//  * write, write_zeroes, unmap, flush, reset go to every writable child (Healthy or
+//    OutOfSync) in parallel and complete when all have answered;
+//  * a read goes to one readable (Healthy) child: ReadPolicy::kLocalFirst picks a local
+//    child (bdev module not "nvmf") before a remote one, then the least busy
+//    (BdevChannel::outstanding()); kRoundRobin rotates;
+//  * a child that fails an I/O (any status but success or kInvalid; the window policy
+//    first tolerates max_errors per window, retrying), or whose I/O outlives
+//    child_io_timeout_ms, is retired: it leaves the read and write sets on every reactor
+//    and the I/O completes from the remaining children. Before any nexus I/O that
+//    depended on the retired child completes, the child is recorded unhealthy in the
+//    ChildHealthStore (written by the manager's worker thread; the I/O is held until the
+//    record is durable). The caller sees an error only when no healthy child is left (or
+//    the record could not be written).
+//  * a timed-out child I/O is abandoned: its buffers are redirected to a scratch sink
+//    and its late completion is ignored; the per-I/O context is recycled only when every
+//    child request has returned.
+//
+// Control path (any non-reactor thread; calls are serialized per nexus): add, remove,
+// fault, offline, online a child, and rebuild control. Each change is applied to every
+// reactor's channel by message and the call returns once all have applied it.
+//
+// Range lock (for rebuild): a locked block range holds new application writes that
+// overlap it on every reactor; the lock is granted once each reactor's in-flight
+// overlapping writes have drained.
+
+#include <array>
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "bdev/registry.h"
+#include "nexus/health_store.h"
+#include "nexus/types.h"
+#include "nexus/worker.h"
+
+namespace castor::nexus {
+
+class Nexus;
+class NexusChannel;
+class RebuildJob;
+
+// Record states of a child's unhealthy record (see Child::record).
+enum class RecordState : uint8_t { kClean = 0, kPending, kDurable, kFailed };
+
+// One child of a nexus. Created and destroyed by the Nexus (control path). The atomics
+// are read by reactors; everything else is guarded by the nexus' control mutex.
+struct Child {
+  std::string uri;        // as given at create/add
+  std::string bdev_name;
+  bool owned = false;     // created by the nexus (destroyed with it)
+  bool local = true;      // bdev module is not "nvmf"
+  int slot = -1;
+  std::shared_ptr<bdev::Bdev> bdev;
+  bdev::BdevDesc desc;
+
+  ChildState state() const { return static_cast<ChildState>(packed_.load() & 0xff); }
+  FaultReason reason() const { return static_cast<FaultReason>((packed_.load() >> 8) & 0xff); }
+  // Progress of the unhealthy record of the latest retirement.
+  RecordState record_state() const {
+    return static_cast<RecordState>((packed_.load() >> 16) & 0xff);
+  }
+  void set_state(ChildState s, FaultReason r, RecordState rec) {
+    packed_.store(pack(s, r, rec));
+  }
+  // Healthy or OutOfSync -> Faulted(r) with a pending record, atomically. False if the
+  // child already left the write set. `before` receives the state it left.
+  bool try_retire(FaultReason r, ChildState* before) {
+    uint32_t cur = packed_.load();
+    for (;;) {
+      auto st = static_cast<ChildState>(cur & 0xff);
+      if (st != ChildState::kHealthy && st != ChildState::kOutOfSync) return false;
+      if (packed_.compare_exchange_weak(cur, pack(ChildState::kFaulted, r, RecordState::kPending))) {
+        *before = st;
+        return true;
+      }
+    }
+  }
+  // Pending -> `rec` (the worker wrote, or failed to write, the record).
+  void settle_record(RecordState rec) {
+    uint32_t cur = packed_.load();
+    while (((cur >> 16) & 0xff) == static_cast<uint32_t>(RecordState::kPending) &&
+           !packed_.compare_exchange_weak(cur, (cur & 0xffff) | static_cast<uint32_t>(rec) << 16)) {
+    }
+  }
+
+  // Set while the child is being removed: out of both sets, draining.
+  std::atomic<bool> detaching{false};
+
+  // Missed-write log: `log_active` makes writes the child does not receive set bits;
+  // `log_valid` says the bits cover every write missed since the child was last in sync.
+  std::unique_ptr<SegmentLog> log;
+  std::atomic<bool> log_active{false};
+  std::atomic<bool> log_valid{false};
+
+  // Error accounting (any reactor).
+  std::atomic<uint64_t> read_errors{0};
+  std::atomic<uint64_t> write_errors{0};
+  std::atomic<uint64_t> timeouts{0};
+  // Window policy: a fixed window opened by its first error.
+  std::atomic<uint64_t> window_start_ns{0};
+  std::atomic<uint32_t> window_errors{0};
+
+  std::shared_ptr<RebuildJob> job;         // running or last job (control mutex)
+
+ private:
+  static uint32_t pack(ChildState s, FaultReason r, RecordState rec) {
+    return static_cast<uint32_t>(s) | static_cast<uint32_t>(r) << 8 |
+           static_cast<uint32_t>(rec) << 16;
+  }
+  std::atomic<uint32_t> packed_{0};
+};
+
+struct NexusDeps {
+  bdev::BdevRegistry& registry;
+  ChildHealthStore& store;
+  ControlWorker& worker;
+};
+
+class Nexus final : public bdev::Bdev {
+ public:
+  // Opens or creates the children, applies the stale-child rule from the store and
+  // returns the nexus (not yet registered; NexusManager does that). `size_bytes` 0 =
+  // the smallest child. Errors: InvalidArgument (no children, > kMaxChildren, duplicate
+  // URI, block sizes differ, child too small, bad size/options), NotFound / Busy (a
+  // bdev:/// child missing or claimed), FailedPrecondition-like kBusy when every child
+  // is recorded unhealthy and !opts.force; a failed create leaves nothing behind.
+  static Result<std::shared_ptr<Nexus>> create(NexusDeps deps, const std::string& name,
+                                               uint64_t size_bytes,
+                                               const std::vector<std::string>& children,
+                                               const NexusOptions& opts);
+  ~Nexus() override;
+
+  // Starts the rebuilds create() decided on (stale children). After registration.
+  void start_initial_rebuilds();
+
+  NexusState state() const;
+  NexusInfo describe() const;
+  const NexusOptions& options() const { return opts_; }
+
+  // ---- Control path (not from a reactor thread) ----
+  // Adds a child; it starts OutOfSync and is rebuilt from a healthy child (`rebuild`),
+  // or starts Faulted(OutOfSync). Errors: InvalidArgument (limit, size, block size),
+  // AlreadyExists, NotFound/Busy (open), and the creation error of an owned child.
+  Status add_child(const std::string& uri, bool rebuild = true);
+  // Stops its rebuild, drains its in-flight I/O, closes it (destroys it if owned) and
+  // forgets its record. Errors: NotFound; Busy if it is the last healthy child (a
+  // nexus keeps one source of truth) or its I/O does not drain (a hung device).
+  Status remove_child(const std::string& uri);
+  // Faulted(ByRequest), recorded unhealthy first. Errors: NotFound, Busy (last healthy).
+  Status fault_child(const std::string& uri);
+  // Offline: kept open, out of the I/O sets, its missed writes logged (partial rebuild
+  // on online). Errors: NotFound, Busy (last healthy).
+  Status offline_child(const std::string& uri);
+  // From Offline or Faulted: OutOfSync, then a partial rebuild if a valid missed-write
+  // log exists, else a full one. Errors: NotFound, InvalidArgument (wrong state), Busy
+  // (no healthy source, or I/O of the child still outstanding).
+  Status online_child(const std::string& uri);
+
+  Status start_rebuild(const std::string& uri);  // OutOfSync child without a running job
+  Status pause_rebuild(const std::string& uri);
+  Status resume_rebuild(const std::string& uri);
+  Status stop_rebuild(const std::string& uri);   // child becomes Faulted(OutOfSync)
+  Result<RebuildInfo> rebuild_info(const std::string& uri) const;
+  // Waits until the child's job is finished (completed/failed/stopped) and its outcome
+  // applied. Errors: NotFound, TimedOut.
+  Result<RebuildInfo> wait_rebuild(const std::string& uri, uint64_t timeout_ms);
+
+  // Before destroy: stops rebuilds, waits for child I/O and pending records, saves the
+  // missed-write logs as clean. Errors: Busy (a child I/O did not drain in time).
+  Status shutdown(uint64_t drain_timeout_ms);
+  // After the registry dropped the nexus: closes the children, destroying owned ones.
+  void close_children();
+
+  // ---- Used by NexusChannel and RebuildJob ----
+  Child* child_at(size_t slot) const { return slots_[slot].load(std::memory_order_acquire); }
+  NexusChannel* channel_on(size_t reactor_id) const;
+  reactor::ReactorGroup& reactors() { return deps_.registry.reactors(); }
+  uint64_t segment_blocks() const { return segment_blocks_; }
+  // A reactor retired `c`: persist the record, then re-sync every channel.
+  void on_child_retired(Child* c, FaultReason r);
+  // Sends `fn(channel)` to every reactor with a channel (reactor-safe, no waiting).
+  void broadcast(std::function<void(NexusChannel&)> fn);
+  // Range locks (see the header comment). Reactor-safe. `granted` runs on the caller's
+  // reactor `home` when every reactor has drained.
+  void lock_range(uint64_t id, uint64_t first, uint64_t n, reactor::Reactor& home,
+                  std::function<void()> granted);
+  void unlock_range(uint64_t id);
+  struct LockRange {
+    uint64_t id, first, n;
+  };
+  std::vector<LockRange> lock_snapshot() const;
+  // Called by the worker when a job reached a final state.
+  void finish_rebuild(const std::shared_ptr<RebuildJob>& job);
+  // Runs `fn` on the manager's worker thread (blocking work: store writes, run_on_all).
+  void post_control(std::function<void()> fn);
+  // Tracks asynchronous messages/jobs referring to this nexus (destroy waits).
+  void async_begin() { async_.fetch_add(1); }
+  void async_end() { async_.fetch_sub(1); }
+
+ protected:
+  std::unique_ptr<bdev::BdevChannel> create_channel(reactor::Reactor& r) override;
+
+ private:
+  Nexus(NexusDeps deps, const std::string& name, uint32_t block_size, uint64_t num_blocks,
+        const NexusOptions& opts);
+  Result<std::shared_ptr<Child>> open_child(const std::string& uri);
+  void release_child(Child& c);
+  std::shared_ptr<Child> find_child(const std::string& uri) const;
+  int healthy_count() const;
+  void sync_all();  // run_on_all(channel.sync())
+  Status drain_child(Child& c, uint64_t timeout_ms);
+  Status start_job(const std::shared_ptr<Child>& c, bool partial, std::vector<uint64_t> segs);
+  Status stop_job_locked(Child& c);
+  ChildInfo child_info(const Child& c) const;
+
+  NexusDeps deps_;
+  NexusOptions opts_;
+  uint64_t segment_blocks_;
+  mutable std::mutex mu_;  // control path: serializes reconfiguration
+  std::vector<std::shared_ptr<Child>> children_;   // live children (mu_)
+  std::vector<std::shared_ptr<Child>> graveyard_;  // removed; kept for late references
+  std::array<std::atomic<Child*>, kMaxChildren> slots_{};
+  std::vector<std::shared_ptr<Child>> initial_rebuilds_;
+  std::vector<std::pair<std::shared_ptr<Child>, std::vector<uint64_t>>> initial_partial_;
+  mutable std::mutex lock_mu_;  // the master list of range locks
+  std::vector<LockRange> locks_;
+  std::atomic<int> async_{0};
+  bool shut_down_ = false;
+};
+
+}  // namespace castor::nexus

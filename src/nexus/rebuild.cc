@@ -1,0 +1,329 @@
+#include "nexus/rebuild.h"
+
+#include <chrono>
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+#include "common/clock.h"
+
+namespace castor::nexus {
+
+using bdev::IoRequest;
+using bdev::IoStatus;
+using bdev::IoType;
+
+namespace {
+std::atomic<uint64_t> g_lock_ids{1};
+}
+
+RebuildJob::RebuildJob(Nexus& nexus, std::shared_ptr<Child> dest, bool partial,
+                       std::vector<uint64_t> segments, const RebuildOptions& opts,
+                       reactor::Reactor& home)
+    : nexus_(nexus),
+      dest_(std::move(dest)),
+      partial_(partial),
+      segments_(std::move(segments)),
+      opts_(opts),
+      home_(home),
+      seg_blocks_(nexus.segment_blocks()),
+      block_size_(nexus.block_size()),
+      nexus_blocks_(nexus.num_blocks()) {
+  uint64_t nseg = (nexus_blocks_ + seg_blocks_ - 1) / seg_blocks_;
+  if (partial_) {
+    std::erase_if(segments_, [nseg](uint64_t s) { return s >= nseg; });
+    total_segments_ = segments_.size();
+    for (uint64_t s : segments_) {
+      total_blocks_ += std::min(seg_blocks_, nexus_blocks_ - s * seg_blocks_);
+    }
+  } else {
+    total_segments_ = nseg;
+    total_blocks_ = nexus_blocks_;
+  }
+  for (uint32_t i = 0; i < opts_.parallel_segments; ++i) {
+    auto t = std::make_unique<Task>();
+    t->buf = bdev::DmaBuffer(seg_blocks_ * block_size_);
+    if (opts_.verify) t->vbuf = bdev::DmaBuffer(seg_blocks_ * block_size_);
+    tasks_.push_back(std::move(t));
+  }
+  source_.store(pick_source(nullptr));
+}
+
+Child* RebuildJob::pick_source(Child* not_this) const {
+  Child* remote = nullptr;
+  for (size_t i = 0; i < kMaxChildren; ++i) {
+    Child* c = nexus_.child_at(i);
+    if (!c || c == dest_.get() || c == not_this || c->detaching.load() ||
+        c->state() != ChildState::kHealthy) {
+      continue;
+    }
+    if (c->local) return c;
+    if (!remote) remote = c;
+  }
+  return remote;
+}
+
+void RebuildJob::start() {
+  start_unix_ms_ = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                             std::chrono::system_clock::now().time_since_epoch())
+                                             .count());
+  start_ns_.store(mono_ns());
+  spdlog::info("nexus={} rebuild start child={} partial={} segments={} blocks={}", nexus_.name(),
+               dest_->uri, partial_, total_segments_, total_blocks_);
+  home_.send([self = shared_from_this()] {
+    self->started_ = true;
+    self->kick();
+  });
+}
+
+void RebuildJob::pause() {
+  home_.send([self = shared_from_this()] {
+    if (self->state_.load() == RebuildState::kRunning) self->state_.store(RebuildState::kPaused);
+  });
+}
+
+void RebuildJob::resume() {
+  home_.send([self = shared_from_this()] {
+    if (self->state_.load() == RebuildState::kPaused) {
+      self->state_.store(RebuildState::kRunning);
+      self->kick();
+    }
+  });
+}
+
+void RebuildJob::stop() {
+  home_.send([self = shared_from_this()] {
+    if (self->final()) return;
+    self->stop_requested_ = true;
+    self->kick();
+  });
+}
+
+RebuildInfo RebuildJob::info() const {
+  RebuildInfo i;
+  i.child_uri = dest_->uri;
+  if (Child* s = source_.load()) i.source_uri = s->uri;
+  i.state = state_.load();
+  i.partial = partial_;
+  i.blocks_total = total_blocks_;
+  i.blocks_done = blocks_done_.load();
+  i.segments_total = total_segments_;
+  i.segments_done = segments_done_.load();
+  i.segment_blocks = seg_blocks_;
+  i.block_size = block_size_;
+  i.start_unix_ms = start_unix_ms_;
+  uint64_t start = start_ns_.load();
+  uint64_t end = end_ns_.load();
+  if (start) {
+    uint64_t el = (end ? end : mono_ns()) - start;
+    i.elapsed_ms = el / 1'000'000;
+    if (el > 0) {
+      i.rate_bytes_s = static_cast<uint64_t>(static_cast<double>(i.blocks_done) * block_size_ *
+                                             1e9 / static_cast<double>(el));
+    }
+  }
+  std::lock_guard lk(err_mu_);
+  i.error = error_;
+  return i;
+}
+
+// ---- home reactor ----
+
+bool RebuildJob::throttled() {
+  if (opts_.rate_mb_s == 0) return false;
+  const double bytes_per_ns = opts_.rate_mb_s * 1048576.0 / 1e9;
+  uint64_t allowed = start_ns_.load() + static_cast<uint64_t>(bytes_issued_ / bytes_per_ns);
+  uint64_t now = mono_ns();
+  if (now >= allowed) return false;
+  if (!timer_armed_) {
+    timer_armed_ = true;
+    timer_ = home_.add_timer(allowed - now, [self = shared_from_this()] {
+      self->timer_armed_ = false;
+      self->kick();
+    });
+  }
+  return true;
+}
+
+void RebuildJob::kick() {
+  if (!started_ || final()) return;
+  while (!stop_requested_ && !failed_ && state_.load() == RebuildState::kRunning &&
+         inflight_ < tasks_.size() && cursor_ < total_segments_ && !throttled()) {
+    Task* t = nullptr;
+    for (auto& tp : tasks_) {
+      if (!tp->busy) {
+        t = tp.get();
+        break;
+      }
+    }
+    t->busy = true;
+    t->seg = partial_ ? segments_[cursor_] : cursor_;
+    ++cursor_;
+    ++inflight_;
+    begin(t);
+  }
+  if (inflight_ > 0) return;
+  if (stop_requested_) {
+    finish(RebuildState::kStopped);
+  } else if (failed_) {
+    finish(RebuildState::kFailed);
+  } else if (cursor_ >= total_segments_ && state_.load() == RebuildState::kRunning) {
+    finish(RebuildState::kCompleted);
+  }
+}
+
+void RebuildJob::begin(Task* t) {
+  t->first = t->seg * seg_blocks_;
+  t->n = std::min(seg_blocks_, nexus_blocks_ - t->first);
+  t->retried_source = false;
+  bytes_issued_ += t->n * block_size_;
+  if (dest_->detaching.load() || dest_->state() != ChildState::kOutOfSync) {
+    fail(fmt::format("destination {} left the write set ({}/{})", dest_->uri,
+                     child_state_name(dest_->state()), fault_reason_name(dest_->reason())),
+         false);
+    task_done(t, false);
+    return;
+  }
+  t->lock_id = g_lock_ids.fetch_add(1);
+  nexus_.lock_range(t->lock_id, t->first, t->n, home_,
+                    [self = shared_from_this(), t] { self->locked(t); });
+}
+
+void RebuildJob::locked(Task* t) {
+  if (stop_requested_ || failed_) {
+    task_done(t, true);
+    return;
+  }
+  read_source(t);
+}
+
+void RebuildJob::read_source(Task* t) {
+  Child* src = source_.load();
+  if (!src || src->detaching.load() || src->state() != ChildState::kHealthy) {
+    src = pick_source(nullptr);
+    source_.store(src);
+  }
+  if (!src) {
+    fail("no healthy child left to rebuild from", false);
+    task_done(t, true);
+    return;
+  }
+  t->src = src;
+  submit(t, src, IoType::kRead, t->buf.data(), &RebuildJob::on_read);
+}
+
+void RebuildJob::submit(Task* t, Child* c, IoType type, uint8_t* buf,
+                        void (RebuildJob::*next)(Task*)) {
+  t->iov = {buf, t->n * block_size_};
+  t->io.type = type;
+  t->io.offset_blocks = t->first;
+  t->io.num_blocks = t->n;
+  t->io.iovs = &t->iov;
+  t->io.iovcnt = 1;
+  t->io.cb_arg = t;
+  t->job = this;
+  t->next = next;
+  t->io.cb = [](IoRequest&, void* arg) {
+    auto* task = static_cast<Task*>(arg);
+    (task->job->*(task->next))(task);
+  };
+  c->bdev->channel(home_).submit(t->io);
+}
+
+void RebuildJob::on_read(Task* t) {
+  if (t->io.status != IoStatus::kSuccess) {
+    Child* other = t->retried_source ? nullptr : pick_source(t->src);
+    if (other && !stop_requested_ && !failed_) {
+      t->retried_source = true;
+      source_.store(other);
+      t->src = other;
+      submit(t, other, IoType::kRead, t->buf.data(), &RebuildJob::on_read);
+      return;
+    }
+    fail(fmt::format("source {} read failed at block {}: {}", t->src->uri, t->first,
+                     bdev::io_status_name(t->io.status)),
+         false);
+    task_done(t, true);
+    return;
+  }
+  if (dest_->detaching.load() || dest_->state() != ChildState::kOutOfSync) {
+    fail(fmt::format("destination {} left the write set ({}/{})", dest_->uri,
+                     child_state_name(dest_->state()), fault_reason_name(dest_->reason())),
+         false);
+    task_done(t, true);
+    return;
+  }
+  submit(t, dest_.get(), IoType::kWrite, t->buf.data(), &RebuildJob::on_write);
+}
+
+void RebuildJob::on_write(Task* t) {
+  if (t->io.status != IoStatus::kSuccess) {
+    fail(fmt::format("destination {} write failed at block {}: {}", dest_->uri, t->first,
+                     bdev::io_status_name(t->io.status)),
+         true);
+    task_done(t, true);
+    return;
+  }
+  if (opts_.verify) {
+    submit(t, dest_.get(), IoType::kRead, t->vbuf.data(), &RebuildJob::on_verify);
+    return;
+  }
+  segment_done(t);
+}
+
+void RebuildJob::on_verify(Task* t) {
+  if (t->io.status != IoStatus::kSuccess) {
+    fail(fmt::format("destination {} verify read failed at block {}: {}", dest_->uri, t->first,
+                     bdev::io_status_name(t->io.status)),
+         true);
+    task_done(t, true);
+    return;
+  }
+  if (std::memcmp(t->buf.data(), t->vbuf.data(), t->n * block_size_) != 0) {
+    fail(fmt::format("verify mismatch on {} in segment {} (blocks {}..{})", dest_->uri, t->seg,
+                     t->first, t->first + t->n - 1),
+         true);
+    task_done(t, true);
+    return;
+  }
+  segment_done(t);
+}
+
+void RebuildJob::segment_done(Task* t) {
+  blocks_done_.fetch_add(t->n);
+  segments_done_.fetch_add(1);
+  task_done(t, true);
+}
+
+void RebuildJob::task_done(Task* t, bool unlock) {
+  if (unlock) nexus_.unlock_range(t->lock_id);
+  t->busy = false;
+  --inflight_;
+  kick();
+}
+
+void RebuildJob::fail(const std::string& why, bool dest) {
+  if (failed_) return;
+  failed_ = true;
+  if (dest) dest_failed_.store(true);
+  {
+    std::lock_guard lk(err_mu_);
+    error_ = why;
+  }
+  spdlog::error("nexus={} rebuild of {} failed: {}", nexus_.name(), dest_->uri, why);
+}
+
+void RebuildJob::finish(RebuildState s) {
+  if (timer_armed_) {
+    home_.cancel_timer(timer_);
+    timer_armed_ = false;
+  }
+  end_ns_.store(mono_ns());
+  state_.store(s);
+  quiescent_.store(true);
+  spdlog::info("nexus={} rebuild of {} {}: {} of {} segments", nexus_.name(), dest_->uri,
+               rebuild_state_name(s), segments_done_.load(), total_segments_);
+  nexus_.post_control([n = &nexus_, self = shared_from_this()] { n->finish_rebuild(self); });
+}
+
+}  // namespace castor::nexus

@@ -1,0 +1,157 @@
+#pragma once
+// Layer 4: the nexus. Vocabulary shared by the nexus, its children, the rebuild job,
+// the health store and the manager: states, fault reasons, options and the info
+// structures the management API reports.
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/status.h"
+
+namespace castor::nexus {
+
+// Hard limit on children per nexus (the per-I/O context has one child request per slot).
+inline constexpr size_t kMaxChildren = 8;
+
+enum class ChildState : uint8_t {
+  kHealthy = 0,  // in the read and write sets
+  kOutOfSync,    // being rebuilt: receives writes, never serves reads
+  kFaulted,      // out of both sets, see FaultReason
+  kOffline,      // by request: kept open, out of both sets, missed writes are logged
+};
+enum class FaultReason : uint8_t {
+  kNone = 0,
+  kIoError,
+  kTimedOut,
+  kCannotOpen,
+  kOutOfSync,
+  kRebuildFailed,
+  kByRequest,
+  kNoSpace,
+};
+enum class NexusState : uint8_t {
+  kOnline = 0,  // every child healthy
+  kDegraded,    // at least one healthy child, not all
+  kFaulted,     // no healthy child
+};
+const char* child_state_name(ChildState s);
+const char* fault_reason_name(FaultReason r);
+const char* nexus_state_name(NexusState s);
+// Accepts the names above ("io_error", "timed_out", ...).
+Result<FaultReason> parse_fault_reason(const std::string& s);
+
+enum class ReadPolicy : uint8_t {
+  kLocalFirst = 0,  // a child whose bdev is not "nvmf", then the least busy one
+  kRoundRobin,      // rotate over the readable children
+};
+enum class ErrorPolicy : uint8_t {
+  kImmediate = 0,  // the first failed child I/O retires the child
+  kWindow,         // retire once more than max_errors failures fall in error_window_ms
+};
+
+struct RebuildOptions {
+  // Copy unit and range-lock unit; also the granularity of the missed-write log.
+  uint32_t segment_kb = 128;
+  uint32_t parallel_segments = 2;  // segments copied concurrently (1..16)
+  uint32_t rate_mb_s = 0;          // copy throttle; 0 = unlimited
+  bool verify = false;             // read back the destination and compare each segment
+};
+
+struct NexusOptions {
+  ReadPolicy read_policy = ReadPolicy::kLocalFirst;
+  ErrorPolicy error_policy = ErrorPolicy::kImmediate;
+  uint32_t max_errors = 10;          // window policy: failures tolerated per window
+  uint32_t error_window_ms = 10000;  // window policy: window length
+  uint32_t child_io_timeout_ms = 30000;  // a child I/O older than this retires the child
+  RebuildOptions rebuild;
+  // Children the health store records as unhealthy start OutOfSync and are rebuilt
+  // (true), or start Faulted(OutOfSync) (false).
+  bool rebuild_stale = true;
+  // Create even if the store records every child as unhealthy (they are then trusted).
+  bool force = false;
+  // Reactor that runs rebuild copies.
+  uint32_t rebuild_reactor = 0;
+
+  // Parses string options as given by the API/CLI: read_policy, error_policy,
+  // max_errors, error_window_ms, child_io_timeout_ms, segment_kb, parallel_segments,
+  // rate_mb_s, verify, rebuild_stale, force. Unknown keys and bad values are errors.
+  static Result<NexusOptions> from_map(const std::map<std::string, std::string>& kv);
+  Status validate() const;
+};
+
+enum class RebuildState : uint8_t { kRunning = 0, kPaused, kStopped, kCompleted, kFailed };
+const char* rebuild_state_name(RebuildState s);
+
+struct RebuildInfo {
+  std::string child_uri;
+  std::string source_uri;
+  RebuildState state = RebuildState::kRunning;
+  bool partial = false;          // copies only the segments in the missed-write log
+  uint64_t blocks_total = 0;     // blocks this job must copy
+  uint64_t blocks_done = 0;
+  uint64_t segments_total = 0;
+  uint64_t segments_done = 0;
+  uint64_t segment_blocks = 0;
+  uint32_t block_size = 0;
+  uint64_t rate_bytes_s = 0;     // average since start
+  uint64_t start_unix_ms = 0;
+  uint64_t elapsed_ms = 0;
+  std::string error;             // why it failed
+};
+
+struct ChildInfo {
+  std::string uri;
+  std::string bdev_name;
+  ChildState state = ChildState::kHealthy;
+  FaultReason reason = FaultReason::kNone;
+  bool local = true;
+  uint64_t read_errors = 0;
+  uint64_t write_errors = 0;
+  uint64_t timeouts = 0;
+  bool has_log = false;           // a valid missed-write log exists (partial rebuild)
+  uint64_t missed_segments = 0;   // segments set in that log
+  std::optional<RebuildInfo> rebuild;  // running or last finished job
+};
+
+struct NexusInfo {
+  std::string name;
+  std::string uuid;
+  uint64_t size_bytes = 0;
+  uint32_t block_size = 0;
+  NexusState state = NexusState::kOnline;
+  std::vector<ChildInfo> children;
+};
+
+// Per-child bitmap of segments whose writes the child missed while out of the write set.
+// Bits are set from any reactor with an atomic OR (no lock); taken by the control path.
+class SegmentLog {
+ public:
+  SegmentLog(uint64_t num_blocks, uint64_t segment_blocks);
+  uint64_t segment_blocks() const { return segment_blocks_; }
+  uint64_t num_segments() const { return nseg_; }
+  // Sets the segments overlapping [first, first + n). Any thread.
+  void mark(uint64_t first_block, uint64_t n);
+  void mark_segment(uint64_t seg);
+  bool test(uint64_t seg) const;
+  uint64_t count() const;
+  // Returns the set segments and clears them.
+  std::vector<uint64_t> take();
+  void clear();
+  // As runs [first, count] (the persistent form) and back.
+  std::vector<std::pair<uint64_t, uint64_t>> runs() const;
+  void set_runs(const std::vector<std::pair<uint64_t, uint64_t>>& runs);
+
+ private:
+  uint64_t segment_blocks_;
+  uint64_t nseg_;
+  std::unique_ptr<std::atomic<uint64_t>[]> words_;
+  size_t nwords_;
+};
+
+}  // namespace castor::nexus

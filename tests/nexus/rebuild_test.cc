@@ -1,0 +1,245 @@
+// Rebuild (full, partial, persisted partial), pause/resume/stop, verify mode, and a
+// randomized fault schedule test.
+#include <random>
+
+#include "nexus_harness.h"
+
+namespace castor::nexus::test {
+namespace {
+
+using bdev::FaultControl;
+using bdev::FaultMode;
+
+IoStatus write_blocks(NexEnv& e, Bdev& b, uint64_t lba, uint64_t n, uint8_t v) {
+  DmaBuffer buf(n * b.block_size());
+  std::memset(buf.data(), v, n * b.block_size());
+  return do_io(e, 0, b, IoType::kWrite, lba, n, buf.data(), n * b.block_size());
+}
+
+TEST(Rebuild, NewChildUnderVerifyingWorkloadWithPauseResume) {
+  NexEnv e;
+  NexusOptions o;
+  o.rebuild.rate_mb_s = 16;  // 8 MiB: about half a second, so pause/resume are observable
+  auto n = e.make("n0", {"malloc:///a?size_mb=8", "malloc:///b?size_mb=8"}, o);
+  ASSERT_TRUE(n);
+  Workload w(e, *n);
+  w.start();
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const std::string c = "malloc:///c?size_mb=8";
+  ASSERT_TRUE(n->add_child(c));
+  EXPECT_EQ(child(n->describe(), c)->state, ChildState::kOutOfSync);
+  EXPECT_EQ(n->state(), NexusState::kDegraded);
+  ASSERT_TRUE(wait_until([&] { return n->rebuild_info(c)->blocks_done > 0; }));
+  ASSERT_TRUE(n->pause_rebuild(c));
+  ASSERT_TRUE(wait_until([&] { return n->rebuild_info(c)->state == RebuildState::kPaused; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  uint64_t p1 = n->rebuild_info(c)->blocks_done;
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  auto paused = n->rebuild_info(c);
+  EXPECT_EQ(paused->blocks_done, p1) << "no progress while paused";
+  EXPECT_LT(paused->blocks_done, paused->blocks_total);
+  EXPECT_EQ(paused->blocks_total, n->num_blocks());
+  EXPECT_FALSE(paused->partial);
+  ASSERT_TRUE(n->resume_rebuild(c));
+  auto ri = n->wait_rebuild(c, 20000);
+  ASSERT_TRUE(ri) << ri.status().to_string();
+  EXPECT_EQ(ri->state, RebuildState::kCompleted);
+  EXPECT_EQ(ri->blocks_done, ri->blocks_total);
+  EXPECT_GT(ri->rate_bytes_s, 0u);
+  EXPECT_LT(ri->rate_bytes_s, 24u << 20) << "throttled to about 16 MiB/s";
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  w.finish();
+  EXPECT_EQ(w.errors.load(), 0u);
+  EXPECT_EQ(w.mismatches.load(), 0u);
+  EXPECT_EQ(n->state(), NexusState::kOnline);
+  EXPECT_EQ(w.verify_all(), 0u);
+  expect_equal(e, {"a", "b", "c"}, n->num_blocks());
+  EXPECT_TRUE(e.store->load("n0")->at(c).healthy);
+}
+
+TEST(Rebuild, StopLeavesTheChildFaultedOutOfSyncAndVerifyModeWorks) {
+  NexEnv e;
+  NexusOptions o;
+  o.rebuild.rate_mb_s = 8;
+  o.rebuild.verify = true;
+  auto n = e.make("n0", {"malloc:///a?size_mb=8"}, o);
+  ASSERT_TRUE(n);
+  ASSERT_EQ(write_blocks(e, *n, 0, 64, 0x21), IoStatus::kSuccess);
+  const std::string c = "malloc:///c?size_mb=8";
+  ASSERT_TRUE(n->add_child(c));
+  ASSERT_TRUE(wait_until([&] { return n->rebuild_info(c)->blocks_done > 0; }));
+  ASSERT_TRUE(n->stop_rebuild(c));
+  auto ri = n->rebuild_info(c);
+  EXPECT_EQ(ri->state, RebuildState::kStopped);
+  EXPECT_LT(ri->blocks_done, ri->blocks_total);
+  auto ci = child(n->describe(), c);
+  EXPECT_EQ(ci->state, ChildState::kFaulted);
+  EXPECT_EQ(ci->reason, FaultReason::kOutOfSync);
+  EXPECT_EQ(n->pause_rebuild(c).code(), Errc::kNotFound);
+  // Restarting rebuilds it fully (with verification) to the end.
+  ASSERT_TRUE(n->start_rebuild(c));
+  ri = n->wait_rebuild(c, 20000);
+  ASSERT_TRUE(ri);
+  EXPECT_EQ(ri->state, RebuildState::kCompleted);
+  EXPECT_FALSE(ri->partial);
+  expect_equal(e, {"a", "c"}, n->num_blocks());
+}
+
+TEST(Rebuild, DestinationFailureFailsTheJob) {
+  NexEnv e;
+  auto d = e.fault_child("d");
+  auto n = e.make("n0", {"malloc:///a?size_mb=8"});
+  ASSERT_TRUE(n);
+  auto spec = fault_spec(FaultMode::kError, kW);
+  spec.skip = 5;
+  ASSERT_TRUE(FaultControl::inject(e.bdev(d), spec));
+  ASSERT_TRUE(n->add_child("bdev:///" + d));
+  auto ri = n->wait_rebuild("bdev:///" + d, 10000);
+  ASSERT_TRUE(ri);
+  EXPECT_EQ(ri->state, RebuildState::kFailed);
+  EXPECT_NE(ri->error.find("write failed"), std::string::npos) << ri->error;
+  auto ci = child(n->describe(), "bdev:///" + d);
+  EXPECT_EQ(ci->state, ChildState::kFaulted);
+  EXPECT_EQ(ci->reason, FaultReason::kRebuildFailed);
+  EXPECT_EQ(n->state(), NexusState::kDegraded);
+}
+
+TEST(Rebuild, PartialRebuildCopiesOnlyMissedSegments) {
+  NexEnv e;
+  auto n = e.make("n0", {"malloc:///a?size_mb=8", "malloc:///b?size_mb=8"});
+  ASSERT_TRUE(n);
+  const uint64_t seg = n->segment_blocks();  // 128 KiB / 4 KiB = 32
+  ASSERT_EQ(seg, 32u);
+  for (uint64_t i = 0; i < 64; ++i) ASSERT_EQ(write_blocks(e, *n, i * seg, 1, 1), IoStatus::kSuccess);
+  const std::string b = "malloc:///b?size_mb=8";
+  ASSERT_TRUE(n->offline_child(b));
+  EXPECT_EQ(child(n->describe(), b)->state, ChildState::kOffline);
+  // Missed: segments 3, 7, 20, and 30+31 (one write spanning both), 7 twice.
+  ASSERT_EQ(write_blocks(e, *n, 3 * seg + 5, 1, 2), IoStatus::kSuccess);
+  ASSERT_EQ(write_blocks(e, *n, 7 * seg, 2, 3), IoStatus::kSuccess);
+  ASSERT_EQ(write_blocks(e, *n, 7 * seg + 9, 1, 4), IoStatus::kSuccess);
+  ASSERT_EQ(do_io(e, 1, *n, IoType::kWriteZeroes, 20 * seg + 1, 3, nullptr, 0), IoStatus::kSuccess);
+  ASSERT_EQ(write_blocks(e, *n, 31 * seg - 2, 4, 5), IoStatus::kSuccess);
+  EXPECT_EQ(child(n->describe(), b)->missed_segments, 5u);
+  ASSERT_TRUE(n->online_child(b));
+  auto ri = n->wait_rebuild(b, 10000);
+  ASSERT_TRUE(ri);
+  EXPECT_EQ(ri->state, RebuildState::kCompleted);
+  EXPECT_TRUE(ri->partial);
+  EXPECT_EQ(ri->segments_total, 5u);
+  EXPECT_EQ(ri->segments_done, 5u);
+  EXPECT_EQ(ri->blocks_done, 5 * seg);
+  expect_equal(e, {"a", "b"}, n->num_blocks());
+  EXPECT_EQ(n->state(), NexusState::kOnline);
+}
+
+TEST(Rebuild, PartialLogSurvivesCleanRecreate) {
+  NexEnv e(true);
+  ASSERT_TRUE(e.reg->create("malloc:///a?size_mb=8"));
+  ASSERT_TRUE(e.reg->create("malloc:///b?size_mb=8"));
+  std::vector<std::string> kids = {"bdev:///a", "bdev:///b"};
+  auto n = e.make("n0", kids);
+  ASSERT_TRUE(n);
+  const uint64_t seg = n->segment_blocks();
+  ASSERT_TRUE(n->offline_child("bdev:///b"));
+  ASSERT_EQ(write_blocks(e, *n, 10 * seg, 1, 9), IoStatus::kSuccess);
+  ASSERT_EQ(write_blocks(e, *n, 40 * seg + 3, 2, 9), IoStatus::kSuccess);
+  n.reset();
+  ASSERT_TRUE(e.mgr->destroy("n0"));
+  auto rec = e.store->load("n0")->at("bdev:///b");
+  ASSERT_TRUE(rec.log);
+  EXPECT_TRUE(rec.log->clean);
+  EXPECT_EQ(rec.log->dirty.size(), 2u);
+  // Re-created: b is stale and gets a partial rebuild of exactly those 2 segments.
+  n = e.make("n0", kids);
+  ASSERT_TRUE(n);
+  EXPECT_FALSE(e.store->load("n0")->at("bdev:///b").log) << "a used log is dropped at once";
+  auto ri = n->wait_rebuild("bdev:///b", 10000);
+  ASSERT_TRUE(ri);
+  EXPECT_EQ(ri->state, RebuildState::kCompleted);
+  EXPECT_TRUE(ri->partial);
+  EXPECT_EQ(ri->segments_done, 2u);
+  expect_equal(e, {"a", "b"}, n->num_blocks());
+  EXPECT_EQ(n->state(), NexusState::kOnline);
+}
+
+// 50 random fault schedules against a 3-child nexus under a verifying workload; each is
+// followed by rebuilding a fresh child (and bringing the faulted one back), after which
+// every child must compare equal.
+TEST(Rebuild, RandomFaultSchedules) {
+  NexEnv e;
+  std::mt19937 rng(std::random_device{}());
+  const int kRuns = 50;
+  int faulted_runs = 0;
+  for (int run = 0; run < kRuns; ++run) {
+    SCOPED_TRACE("run " + std::to_string(run));
+    std::vector<std::string> bases, faults, uris;
+    for (int i = 0; i < 3; ++i) {
+      std::string m = fmt::format("r{}m{}", run, i);
+      faults.push_back(e.fault_child(m, 2));
+      bases.push_back(m);
+      uris.push_back("bdev:///" + faults.back());
+    }
+    NexusOptions o;
+    o.child_io_timeout_ms = 60;
+    o.rebuild.segment_kb = 64;
+    if (rng() % 4 == 0) o.error_policy = ErrorPolicy::kWindow, o.max_errors = 2;
+    auto n = e.make(fmt::format("n{}", run), uris, o);
+    ASSERT_TRUE(n);
+    Workload w(e, *n);
+    w.start(3);
+    int victim = static_cast<int>(rng() % 3);
+    int kind = static_cast<int>(rng() % 3);
+    uint32_t ops = (rng() % 3 == 0) ? kR : (rng() % 2 ? kW : kRW);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5 + rng() % 40));
+    auto spec = fault_spec(kind == 0 ? FaultMode::kError : kind == 1 ? FaultMode::kHang
+                                                                      : FaultMode::kDelay,
+                           ops);
+    if (kind == 2) spec.delay_us = 1000 + rng() % 150'000;  // below or above the timeout
+    if (kind == 0 && rng() % 2) spec.probability = 0.3;
+    spec.skip = rng() % 20;
+    ASSERT_TRUE(FaultControl::inject(e.bdev(faults[victim]), spec));
+    std::this_thread::sleep_for(std::chrono::milliseconds(60 + rng() % 80));
+    ASSERT_TRUE(FaultControl::clear(e.bdev(faults[victim]), 0));
+    w.finish();
+    EXPECT_EQ(w.errors.load(), 0u);
+    EXPECT_EQ(w.mismatches.load(), 0u);
+    EXPECT_EQ(w.verify_all(), 0u);
+    // Healthy children agree now; then a fresh child is rebuilt and the victim returns.
+    auto info = n->describe();
+    std::vector<std::string> healthy;
+    for (int i = 0; i < 3; ++i) {
+      if (info.children[i].state == ChildState::kHealthy) healthy.push_back(bases[i]);
+    }
+    ASSERT_GE(healthy.size(), 2u);
+    std::string fresh = fmt::format("malloc:///r{}fresh?size_mb=2", run);
+    ASSERT_TRUE(n->add_child(fresh));
+    auto ri = n->wait_rebuild(fresh, 20000);
+    ASSERT_TRUE(ri);
+    EXPECT_EQ(ri->state, RebuildState::kCompleted) << ri->error;
+    if (info.children[victim].state != ChildState::kHealthy) {
+      ++faulted_runs;
+      ASSERT_TRUE(wait_until([&] {
+        return n->online_child(uris[victim]).is_ok();
+      }));
+      auto rv = n->wait_rebuild(uris[victim], 20000);
+      ASSERT_TRUE(rv);
+      EXPECT_EQ(rv->state, RebuildState::kCompleted) << rv->error;
+    }
+    EXPECT_EQ(n->state(), NexusState::kOnline);
+    std::vector<std::string> all = bases;
+    all.push_back(fmt::format("r{}fresh", run));
+    expect_equal(e, all, n->num_blocks());
+    n.reset();
+    ASSERT_TRUE(e.mgr->destroy(fmt::format("n{}", run), true));
+    for (int i = 0; i < 3; ++i) {
+      ASSERT_TRUE(e.reg->destroy(faults[i]));
+      ASSERT_TRUE(e.reg->destroy(bases[i]));
+    }
+    if (HasFailure()) break;
+  }
+  EXPECT_GT(faulted_runs, 5) << "the schedules should fault a child in many runs";
+}
+
+}  // namespace
+}  // namespace castor::nexus::test

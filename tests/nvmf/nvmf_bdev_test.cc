@@ -194,6 +194,9 @@ TEST_F(Fixture, IoWaitsAcrossATargetRestartAndCompletes) {
   auto w = pattern(65536, 11);
   ASSERT_EQ(do_io(henv, 0, b, IoType::kWrite, 0, 128, w.data(), w.size()), IoStatus::kSuccess);
   stop_target();
+  for (int i = 0; i < 500 && nvmf_bdev_status(b)->state == ControllerState::kLive; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   // Issued while the target is down: parked, not failed.
   bdev::test::SyncIo s;
   std::vector<uint8_t> r(65536);
@@ -209,7 +212,7 @@ TEST_F(Fixture, IoWaitsAcrossATargetRestartAndCompletes) {
   auto& rr = henv.group.at(1);
   rr.send([&] { b.channel(rr).submit(s.req); });
   EXPECT_EQ(f.wait_for(std::chrono::milliseconds(300)), std::future_status::timeout);
-  EXPECT_EQ(nvmf_bdev_status(b)->state, ControllerState::kResetting);
+  EXPECT_EQ(nvmf_bdev_status(b)->state, ControllerState::kResetting) << nvmf_bdev_status(b)->last_error;
   start_target(port);
   ASSERT_EQ(f.wait_for(std::chrono::seconds(10)), std::future_status::ready);
   EXPECT_EQ(f.get(), IoStatus::kSuccess);
@@ -232,6 +235,22 @@ TEST_F(Fixture, AControllerGoneLongerThanTheLossTimeoutFailsItsIo) {
   // Later I/O fails at once; the bdev can still be destroyed.
   EXPECT_EQ(do_io(henv, 1, b, IoType::kWrite, 0, 8, buf.data(), buf.size()), IoStatus::kIoError);
   EXPECT_TRUE(henv.reg->destroy("r0").is_ok());
+}
+
+TEST_F(Fixture, ATargetBackWithoutTheSubsystemCountsAsLost) {
+  ASSERT_TRUE(henv.reg->create(uri("&reconnect_delay_ms=50&ctrl_loss_timeout_ms=600")).is_ok());
+  auto& b = host_bdev();
+  const uint16_t p = port;
+  stop_target();
+  target = std::make_unique<NvmfTarget>(tenv.group, *tenv.reg);
+  ASSERT_TRUE(target->listen("127.0.0.1", p, &port).is_ok());
+  std::vector<uint8_t> buf(4096);
+  const uint64_t t0 = mono_ns();
+  EXPECT_EQ(do_io(henv, 0, b, IoType::kRead, 0, 8, buf.data(), buf.size()), IoStatus::kIoError);
+  EXPECT_LT(mono_ns() - t0, 5'000'000'000u);
+  auto st = nvmf_bdev_status(b);
+  EXPECT_EQ(st->state, ControllerState::kLost);
+  EXPECT_NE(st->last_error.find("refused"), std::string::npos) << st->last_error;
 }
 
 }  // namespace

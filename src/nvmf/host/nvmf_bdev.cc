@@ -115,7 +115,7 @@ class IoQueue {
   void connect(uint64_t gen, uint16_t cntlid);
   void declare_lost();
   void stop();
-  bool idle() const { return !qp_ && !conn_.busy(); }
+  bool idle() const { return !qp_ && pending_resets_ == 0 && !conn_.busy(); }
   void set_channel(NvmfChannel* ch) { chan_ = ch; }
 
  private:
@@ -136,6 +136,7 @@ class IoQueue {
   void scan_timeouts();
   void arm_scan();
   void on_qp_closed(uint64_t gen, const std::string& why);
+  void requeue_waiting();
   Ctx* alloc();
   void release(Ctx* x);
   void report_failure(uint64_t gen, const std::string& why);
@@ -156,6 +157,8 @@ class IoQueue {
   IoRequest* pend_head_ = nullptr;
   IoRequest* pend_tail_ = nullptr;
   bool scan_armed_ = false;
+  int pending_resets_ = 0;  // deferred qp_ resets queued
+  reactor::Reactor::TimerId scan_timer_{};
   ConnectData cdata_{};
 };
 
@@ -242,6 +245,7 @@ class Controller {
   // Home reactor only.
   std::unique_ptr<HostQpair> admin_;
   std::vector<std::unique_ptr<HostQpair>> dying_;  // closed by a teardown, not yet gone
+  int pending_reaps_ = 0;                           // deferred reap_admin() calls queued
   reactor::TcpConnector admin_conn_;
   uint64_t gen_ = 0;
   bool first_ = true;
@@ -252,7 +256,7 @@ class Controller {
   uint64_t delay_ns_ = 0;
   bool ka_outstanding_ = false;
   uint64_t ka_sent_ns_ = 0;
-  std::optional<reactor::Reactor::TimerId> ka_timer_, retry_timer_, watchdog_;
+  std::optional<reactor::Reactor::TimerId> ka_timer_, retry_timer_, watchdog_, ready_timer_;
   ConnectData cdata_{};
   std::vector<uint8_t> idbuf_ = std::vector<uint8_t>(4096);
 
@@ -552,7 +556,7 @@ void IoQueue::arm_scan() {
   if (scan_armed_) return;
   scan_armed_ = true;
   const uint64_t period = std::clamp<uint64_t>(c_.options().io_timeout_ms * kMs / 4, 10 * kMs, 1000 * kMs);
-  r_.add_timer(period, [this] {
+  scan_timer_ = r_.add_timer(period, [this] {
     scan_armed_ = false;
     if (st_ == St::kStopped) return;
     scan_timeouts();
@@ -592,7 +596,9 @@ void IoQueue::report_failure(uint64_t gen, const std::string& why) {
 void IoQueue::on_qp_closed(uint64_t gen, const std::string& why) {
   // The HostQpair failed its commands before calling this; destroy it on a later turn
   // (we are inside its callback).
+  ++pending_resets_;
   r_.defer([this] {
+    --pending_resets_;
     if (qp_ && qp_->closed()) qp_.reset();
   });
   if (gen == gen_ && (st_ == St::kLive || st_ == St::kConnecting)) report_failure(gen, why);
@@ -603,6 +609,17 @@ void IoQueue::disconnect(uint64_t gen, const std::string& why) {
   if (st_ != St::kLost && st_ != St::kStopped) st_ = St::kDown;
   conn_.cancel();
   if (qp_) qp_->close(why);
+  requeue_waiting();
+}
+
+void IoQueue::requeue_waiting() {
+  // Partly issued requests waiting for queue slots: their commands in flight come back
+  // failed with the connection; once none is left they go back to the pending list.
+  auto w = waiting_;
+  for (Ctx* x : w) {
+    x->conn_lost = true;
+    if (x->inflight == 0) finish_ctx(x);
+  }
 }
 
 void IoQueue::connect(uint64_t gen, uint16_t cntlid) {
@@ -665,14 +682,20 @@ void IoQueue::connect(uint64_t gen, uint16_t cntlid) {
 void IoQueue::declare_lost() {
   if (st_ == St::kStopped) return;
   st_ = St::kLost;
+  requeue_waiting();
   fail_pending(IoStatus::kIoError);
 }
 
 void IoQueue::stop() {
   st_ = St::kStopped;
+  if (scan_armed_) {
+    r_.cancel_timer(scan_timer_);
+    scan_armed_ = false;
+  }
   ++gen_;
   conn_.cancel();
   if (qp_) qp_->close("controller stopped");
+  requeue_waiting();
   fail_pending(IoStatus::kAborted);
 }
 
@@ -737,7 +760,11 @@ void Controller::attempt() {
           });
         },
         [this, gen](std::string why) {
-          home_.defer([this] { reap_admin(); });
+          ++pending_reaps_;
+          home_.defer([this] {
+            --pending_reaps_;
+            reap_admin();
+          });
           fail(gen, "admin queue closed: " + why);
         });
     admin_->start();
@@ -781,7 +808,8 @@ void Controller::wait_ready(uint64_t gen, int tries) {
     if (c.dw0 & 2) return fail(gen, "controller fatal status (CSTS.CFS)");
     if (!(c.dw0 & 1)) {
       if (tries >= 100) return fail(gen, "controller did not become ready");
-      home_.add_timer(10 * kMs, [this, gen, tries] {
+      ready_timer_ = home_.add_timer(10 * kMs, [this, gen, tries] {
+        ready_timer_.reset();
         if (gen == gen_) wait_ready(gen, tries + 1);
       });
       return;
@@ -899,7 +927,7 @@ void Controller::keep_alive() {
 }
 
 void Controller::teardown(const std::string& why) {
-  for (auto* t : {&ka_timer_, &retry_timer_, &watchdog_}) {
+  for (auto* t : {&ka_timer_, &retry_timer_, &watchdog_, &ready_timer_}) {
     if (*t) {
       home_.cancel_timer(**t);
       t->reset();
@@ -968,7 +996,7 @@ void Controller::shutdown() {
   // Wait until every connection (and connect attempt) is gone.
   for (;;) {
     bool idle = true;
-    g_.run_on(0, [&](reactor::Reactor&) { idle = !admin_ && dying_.empty() && !admin_conn_.busy(); });
+    g_.run_on(0, [&](reactor::Reactor&) { idle = !admin_ && dying_.empty() && pending_reaps_ == 0 && !admin_conn_.busy(); });
     for (size_t i = 0; i < queues_.size() && idle; ++i) {
       IoQueue* q = queues_[i].get();
       g_.run_on(i, [&](reactor::Reactor&) { idle = q->idle(); });

@@ -87,10 +87,11 @@ void to_proto(const bdev::FaultRuleSpec& in, v1::FaultRule* out) {
 }
 
 EngineServiceImpl::EngineServiceImpl(bdev::BdevRegistry& registry, pool::PoolManager& pools,
-                                     FrontEnds& front_ends, reactor::ReactorGroup& reactors,
-                                     EngineIdentity identity)
+                                     nexus::NexusManager& nexuses, FrontEnds& front_ends,
+                                     reactor::ReactorGroup& reactors, EngineIdentity identity)
     : registry_(registry),
       pools_(pools),
+      nexuses_(nexuses),
       front_ends_(front_ends),
       reactors_(reactors),
       identity_(identity) {}
@@ -132,6 +133,11 @@ grpc::Status EngineServiceImpl::DestroyBdev(grpc::ServerContext*, const v1::Dest
   if (auto info = registry_.info(req->name()); info && info->module == "replica") {
     return to_grpc(make_error(
         Errc::kBusy, "bdev '{}' is a pool replica (destroy the replica instead)", req->name()));
+  }
+  // Likewise a nexus belongs to the NexusManager (it holds its children).
+  if (auto info = registry_.info(req->name()); info && info->module == "nexus") {
+    return to_grpc(make_error(Errc::kBusy, "bdev '{}' is a nexus (destroy the nexus instead)",
+                              req->name()));
   }
   Status s = front_ends_.destroy_unless_exported({req->name()},
                                                  [&] { return registry_.destroy(req->name()); });

@@ -13,6 +13,7 @@
 #include "bdev/modules/fault.h"
 #include "bdev/registry.h"
 #include "castor/v1/engine.grpc.pb.h"
+#include "nexus/manager.h"
 #include "pool/pool.h"
 #include "reactor/reactor.h"
 
@@ -28,9 +29,10 @@ struct EngineIdentity {
 
 class EngineServiceImpl final : public castor::v1::EngineService::Service {
  public:
-  // `registry`, `pools`, `front_ends` and `reactors` must outlive the service and every
-  // RPC in flight.
-  EngineServiceImpl(bdev::BdevRegistry& registry, pool::PoolManager& pools, FrontEnds& front_ends,
+  // `registry`, `pools`, `nexuses`, `front_ends` and `reactors` must outlive the service
+  // and every RPC in flight.
+  EngineServiceImpl(bdev::BdevRegistry& registry, pool::PoolManager& pools,
+                    nexus::NexusManager& nexuses, FrontEnds& front_ends,
                     reactor::ReactorGroup& reactors, EngineIdentity identity);
 
   grpc::Status GetEngineInfo(grpc::ServerContext* ctx, const v1::GetEngineInfoRequest* req,
@@ -102,9 +104,54 @@ class EngineServiceImpl final : public castor::v1::EngineService::Service {
   grpc::Status ListNbdExports(grpc::ServerContext* ctx, const v1::ListNbdExportsRequest* req,
                               v1::ListNbdExportsResponse* resp) override;
 
+  // Nexuses, their children, publishing and rebuilds (nexus_rpcs.cc).
+  grpc::Status CreateNexus(grpc::ServerContext* ctx, const v1::CreateNexusRequest* req,
+                           v1::NexusInfo* resp) override;
+  grpc::Status DestroyNexus(grpc::ServerContext* ctx, const v1::DestroyNexusRequest* req,
+                            v1::DestroyNexusResponse* resp) override;
+  grpc::Status ListNexuses(grpc::ServerContext* ctx, const v1::ListNexusesRequest* req,
+                           v1::ListNexusesResponse* resp) override;
+  grpc::Status GetNexus(grpc::ServerContext* ctx, const v1::GetNexusRequest* req,
+                        v1::NexusInfo* resp) override;
+  grpc::Status AddChild(grpc::ServerContext* ctx, const v1::AddChildRequest* req,
+                        v1::NexusInfo* resp) override;
+  grpc::Status RemoveChild(grpc::ServerContext* ctx, const v1::ChildRequest* req,
+                           v1::NexusInfo* resp) override;
+  grpc::Status FaultChild(grpc::ServerContext* ctx, const v1::ChildRequest* req,
+                          v1::NexusInfo* resp) override;
+  grpc::Status OfflineChild(grpc::ServerContext* ctx, const v1::ChildRequest* req,
+                            v1::NexusInfo* resp) override;
+  grpc::Status OnlineChild(grpc::ServerContext* ctx, const v1::ChildRequest* req,
+                           v1::NexusInfo* resp) override;
+  grpc::Status PublishNexus(grpc::ServerContext* ctx, const v1::PublishNexusRequest* req,
+                            v1::PublishNexusResponse* resp) override;
+  grpc::Status UnpublishNexus(grpc::ServerContext* ctx, const v1::UnpublishNexusRequest* req,
+                              v1::UnpublishNexusResponse* resp) override;
+  grpc::Status StartRebuild(grpc::ServerContext* ctx, const v1::RebuildRequest* req,
+                            v1::RebuildInfo* resp) override;
+  grpc::Status StopRebuild(grpc::ServerContext* ctx, const v1::RebuildRequest* req,
+                           v1::RebuildInfo* resp) override;
+  grpc::Status PauseRebuild(grpc::ServerContext* ctx, const v1::RebuildRequest* req,
+                            v1::RebuildInfo* resp) override;
+  grpc::Status ResumeRebuild(grpc::ServerContext* ctx, const v1::RebuildRequest* req,
+                             v1::RebuildInfo* resp) override;
+  grpc::Status GetRebuild(grpc::ServerContext* ctx, const v1::RebuildRequest* req,
+                          v1::RebuildInfo* resp) override;
+  grpc::Status ListRebuilds(grpc::ServerContext* ctx, const v1::ListRebuildsRequest* req,
+                            v1::ListRebuildsResponse* resp) override;
+
  private:
+  // Where nexus `name` is published (nvmf:// and nbd:// URIs; empty if it is not).
+  std::vector<std::string> published_uris(const std::string& name) const;
+  // Applies `op` to the child `uri` of nexus `name` and answers the nexus' info.
+  grpc::Status child_op(const char* what, const v1::ChildRequest& req, v1::NexusInfo* resp,
+                        Status (nexus::Nexus::*op)(const std::string&));
+  grpc::Status rebuild_op(const char* what, const v1::RebuildRequest& req, v1::RebuildInfo* resp,
+                          Status (nexus::Nexus::*op)(const std::string&));
+
   bdev::BdevRegistry& registry_;
   pool::PoolManager& pools_;
+  nexus::NexusManager& nexuses_;
   FrontEnds& front_ends_;
   reactor::ReactorGroup& reactors_;
   const EngineIdentity identity_;
@@ -125,5 +172,12 @@ void to_proto(const nvmf::SubsystemInfo& in, const std::vector<std::string>& uri
 void to_proto(const nvmf::ControllerInfo& in, v1::NvmfController* out);
 void to_proto(const nbd::ExportInfo& in, const std::vector<std::string>& uris,
               v1::NbdExportInfo* out);
+void to_proto(const std::string& nexus, const nexus::RebuildInfo& in, v1::RebuildInfo* out);
+// `uris`: where the nexus is published.
+void to_proto(const nexus::NexusInfo& in, const std::vector<std::string>& uris,
+              v1::NexusInfo* out);
+// Errors: InvalidArgument unless `name` is 1..64 bytes of [A-Za-z0-9._-] not starting
+// with '.' (the name is also a file name in the health store).
+Status check_nexus_name(const std::string& name);
 
 }  // namespace castor::api

@@ -136,6 +136,8 @@ Result<ShareResult> FrontEnds::share_locked(const std::string& bdev,
     auto r = find_replica(bdev);
     if (!r) return r.status();
     nqn = castor_nqn("replica", r->uuid);
+  } else if (info->module == "nexus") {
+    nqn = castor_nqn("nexus", info->uuid);  // a nexus bdev's UUID is the nexus UUID
   } else {
     nqn = castor_nqn("bdev", info->uuid);
   }

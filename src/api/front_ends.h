@@ -63,7 +63,7 @@ class FrontEnds {
   std::vector<ListenerAddress> nvmf_listeners() const;
 
   // Shares `bdev` as namespace 1 of its own subsystem: replica-<replica uuid> for a pool
-  // replica, bdev-<bdev uuid> otherwise. `allowed_hosts` empty: any host. Sharing again
+  // replica, nexus-<nexus uuid> for a nexus, bdev-<bdev uuid> otherwise. `allowed_hosts` empty: any host. Sharing again
   // with the same hosts returns the existing share. Errors: InvalidArgument (empty name,
   // a host that is not an NQN), NotFound (bdev), AlreadyExists (shared with other
   // hosts), Busy (claimed by someone else, exported over NBD).

@@ -55,9 +55,9 @@ ClientMetric histogram(const std::string& bdev, const char* op,
 
 }  // namespace
 
-MetricsCollector::MetricsCollector(bdev::BdevRegistry& registry, reactor::ReactorGroup& reactors,
-                                   EngineIdentity identity)
-    : registry_(registry), reactors_(reactors), identity_(identity) {}
+MetricsCollector::MetricsCollector(bdev::BdevRegistry& registry, nexus::NexusManager& nexuses,
+                                   reactor::ReactorGroup& reactors, EngineIdentity identity)
+    : registry_(registry), nexuses_(nexuses), reactors_(reactors), identity_(identity) {}
 
 std::vector<MetricFamily> MetricsCollector::Collect() const {
   auto ops = family("castor_bdev_ops_total", "I/Os completed by the bdev.", MetricType::Counter);
@@ -95,8 +95,47 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
   im.label = {{"version", kVersion}};
   info.metric.push_back(std::move(im));
 
+  auto nstate = family("castor_nexus_state",
+                       "Nexus state: 1 for the current state, 0 for the others.",
+                       MetricType::Gauge);
+  auto cstate = family("castor_nexus_child_state",
+                       "Nexus child state: 1 for the current state, 0 for the others.",
+                       MetricType::Gauge);
+  auto rdone = family("castor_nexus_rebuild_blocks_done",
+                      "Blocks copied by the child's running or last rebuild.", MetricType::Gauge);
+  auto rtotal = family("castor_nexus_rebuild_blocks_total",
+                       "Blocks the child's running or last rebuild must copy.", MetricType::Gauge);
+  static constexpr nexus::NexusState kNexusStates[] = {
+      nexus::NexusState::kOnline, nexus::NexusState::kDegraded, nexus::NexusState::kFaulted};
+  static constexpr nexus::ChildState kChildStates[] = {
+      nexus::ChildState::kHealthy, nexus::ChildState::kOutOfSync, nexus::ChildState::kFaulted,
+      nexus::ChildState::kOffline};
+  for (const auto& n : nexuses_.list()) {
+    for (auto s : kNexusStates) {
+      auto m = gauge(n.state == s ? 1 : 0);
+      m.label = {{"nexus", n.name}, {"state", nexus::nexus_state_name(s)}};
+      nstate.metric.push_back(std::move(m));
+    }
+    for (const auto& c : n.children) {
+      for (auto s : kChildStates) {
+        auto m = gauge(c.state == s ? 1 : 0);
+        m.label = {{"nexus", n.name}, {"child", c.uri}, {"state", nexus::child_state_name(s)}};
+        cstate.metric.push_back(std::move(m));
+      }
+      if (c.rebuild) {
+        auto d = gauge(static_cast<double>(c.rebuild->blocks_done));
+        d.label = {{"nexus", n.name}, {"child", c.uri}};
+        rdone.metric.push_back(std::move(d));
+        auto t = gauge(static_cast<double>(c.rebuild->blocks_total));
+        t.label = {{"nexus", n.name}, {"child", c.uri}};
+        rtotal.metric.push_back(std::move(t));
+      }
+    }
+  }
+
   return {std::move(ops),    std::move(bytes),     std::move(errors), std::move(latency),
-          std::move(uptime), std::move(nreactors), std::move(info)};
+          std::move(uptime), std::move(nreactors), std::move(info),   std::move(nstate),
+          std::move(cstate), std::move(rdone),     std::move(rtotal)};
 }
 
 }  // namespace castor::api

@@ -10,6 +10,10 @@
 //   castor_engine_uptime_seconds            gauge
 //   castor_engine_reactors                  gauge
 //   castor_engine_info{version}             gauge, always 1
+//   castor_nexus_state{nexus,state}         gauge, 1 for the nexus' state, 0 for the others
+//   castor_nexus_child_state{nexus,child,state}  gauge, as above per child
+//   castor_nexus_rebuild_blocks_done{nexus,child}   gauge, of the running or last rebuild
+//   castor_nexus_rebuild_blocks_total{nexus,child}  gauge, of the running or last rebuild
 // `op` is one of the operation types the bdev supports (api/names.h).
 
 #include <prometheus/collectable.h>
@@ -19,6 +23,7 @@
 
 #include "api/engine_service.h"
 #include "bdev/registry.h"
+#include "nexus/manager.h"
 #include "reactor/reactor.h"
 
 namespace castor::api {
@@ -32,14 +37,15 @@ class MetricsCollector final : public prometheus::Collectable {
  public:
   // `registry` and `reactors` must outlive every scrape (unregister from the Exposer
   // before destroying them).
-  MetricsCollector(bdev::BdevRegistry& registry, reactor::ReactorGroup& reactors,
-                   EngineIdentity identity);
+  MetricsCollector(bdev::BdevRegistry& registry, nexus::NexusManager& nexuses,
+                   reactor::ReactorGroup& reactors, EngineIdentity identity);
 
   // Called on the HTTP server's threads; reads the registry's thread-safe views only.
   std::vector<prometheus::MetricFamily> Collect() const override;
 
  private:
   bdev::BdevRegistry& registry_;
+  nexus::NexusManager& nexuses_;
   reactor::ReactorGroup& reactors_;
   const EngineIdentity identity_;
 };

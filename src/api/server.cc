@@ -55,10 +55,11 @@ std::string bind_failure_reason(const std::string& listen) {
 
 }  // namespace
 
-ApiServer::ApiServer(bdev::BdevRegistry& registry, pool::PoolManager& pools, FrontEnds& front_ends,
+ApiServer::ApiServer(bdev::BdevRegistry& registry, pool::PoolManager& pools,
+                     nexus::NexusManager& nexuses, FrontEnds& front_ends,
                      reactor::ReactorGroup& reactors, EngineIdentity identity)
-    : service_(registry, pools, front_ends, reactors, identity),
-      collector_(std::make_shared<MetricsCollector>(registry, reactors, identity)) {}
+    : service_(registry, pools, nexuses, front_ends, reactors, identity),
+      collector_(std::make_shared<MetricsCollector>(registry, nexuses, reactors, identity)) {}
 
 ApiServer::~ApiServer() {
   stop();

@@ -22,10 +22,10 @@ namespace castor::api {
 
 class ApiServer {
  public:
-  // `registry`, `pools`, `front_ends` and `reactors` must outlive this object (or at
-  // least its stop()).
-  ApiServer(bdev::BdevRegistry& registry, pool::PoolManager& pools, FrontEnds& front_ends,
-            reactor::ReactorGroup& reactors, EngineIdentity identity);
+  // `registry`, `pools`, `nexuses`, `front_ends` and `reactors` must outlive this object
+  // (or at least its stop()).
+  ApiServer(bdev::BdevRegistry& registry, pool::PoolManager& pools, nexus::NexusManager& nexuses,
+            FrontEnds& front_ends, reactor::ReactorGroup& reactors, EngineIdentity identity);
   // Stops both servers.
   ~ApiServer();
   ApiServer(const ApiServer&) = delete;

@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -20,6 +21,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "castor/v1/engine.grpc.pb.h"
@@ -870,6 +872,375 @@ int nbd_list(Context& c) {
   return 0;
 }
 
+// ---- nexus ----
+
+ordered_json rebuild_json(const v1::RebuildInfo& r) {
+  return {{"nexus", r.nexus()},
+          {"child", r.child()},
+          {"source", r.source()},
+          {"state", r.state()},
+          {"partial", r.partial()},
+          {"blocks_done", r.blocks_done()},
+          {"blocks_total", r.blocks_total()},
+          {"percent", r.percent()},
+          {"rate_bytes_s", r.rate_bytes_s()},
+          {"segments_done", r.segments_done()},
+          {"segments_total", r.segments_total()},
+          {"block_size", r.block_size()},
+          {"start_unix_ms", r.start_unix_ms()},
+          {"elapsed_ms", r.elapsed_ms()},
+          {"error", r.error()}};
+}
+
+ordered_json nexus_json(const v1::NexusInfo& n) {
+  ordered_json children = ordered_json::array();
+  for (const auto& c : n.children()) {
+    ordered_json j = {{"uri", c.uri()},
+                      {"bdev", c.bdev()},
+                      {"state", c.state()},
+                      {"fault_reason", c.fault_reason()},
+                      {"local", c.local()},
+                      {"read_errors", c.read_errors()},
+                      {"write_errors", c.write_errors()},
+                      {"timeouts", c.timeouts()},
+                      {"has_log", c.has_log()},
+                      {"missed_segments", c.missed_segments()}};
+    j["rebuild"] = c.has_rebuild() ? rebuild_json(c.rebuild()) : ordered_json();
+    children.push_back(std::move(j));
+  }
+  return {{"name", n.name()},
+          {"uuid", n.uuid()},
+          {"size_bytes", n.size_bytes()},
+          {"block_size", n.block_size()},
+          {"state", n.state()},
+          {"uris", std::vector<std::string>(n.uris().begin(), n.uris().end())},
+          {"children", children}};
+}
+
+int healthy_children(const v1::NexusInfo& n) {
+  return static_cast<int>(std::count_if(n.children().begin(), n.children().end(),
+                                        [](const auto& c) { return c.state() == "healthy"; }));
+}
+
+void print_nexus_table(const std::vector<const v1::NexusInfo*>& nexuses) {
+  Table t({"NAME", "STATE", "SIZE", "BLOCK_SIZE", "CHILDREN", "HEALTHY", "UUID", "PUBLISHED"});
+  for (const auto* n : nexuses) {
+    t.add_row({n->name(), n->state(), human_bytes(n->size_bytes()),
+               std::to_string(n->block_size()), std::to_string(n->children_size()),
+               std::to_string(healthy_children(*n)), n->uuid(),
+               n->uris().empty() ? "-" : joined(n->uris())});
+  }
+  t.print();
+}
+
+std::string percent_text(double p) {
+  return fixed(p, 1) + "%";
+}
+
+// The nexus row, a blank line, then one row per child.
+void print_nexus_details(const v1::NexusInfo& n) {
+  print_nexus_table({&n});
+  fmt::print("\n");
+  Table t({"CHILD", "BDEV", "STATE", "REASON", "LOCAL", "READ_ERR", "WRITE_ERR", "TIMEOUTS",
+           "MISSED_SEGS", "REBUILD", "PROGRESS"});
+  for (const auto& c : n.children()) {
+    t.add_row({c.uri(), c.bdev(), c.state(), c.fault_reason() == "none" ? "-" : c.fault_reason(),
+               c.local() ? "yes" : "no", std::to_string(c.read_errors()),
+               std::to_string(c.write_errors()), std::to_string(c.timeouts()),
+               c.has_log() ? std::to_string(c.missed_segments()) : "-",
+               c.has_rebuild() ? c.rebuild().state() : "-",
+               c.has_rebuild() ? percent_text(c.rebuild().percent()) : "-"});
+  }
+  t.print();
+}
+
+int print_nexus(Context& c, const v1::NexusInfo& n) {
+  if (c.json()) {
+    print_json(nexus_json(n));
+  } else {
+    print_nexus_details(n);
+  }
+  return 0;
+}
+
+struct NexusCreateArgs {
+  std::string name;
+  std::string size = "0";  // validated by size_validator()
+  std::vector<std::string> children;
+  std::vector<std::string> opts;  // k=v
+};
+
+int nexus_create(Context& c, const NexusCreateArgs& a) {
+  v1::CreateNexusRequest req;
+  req.set_name(a.name);
+  req.set_size_bytes(parse_size(a.size).value_or(0));
+  for (const auto& ch : a.children) req.add_children(ch);
+  for (const auto& kv : a.opts) {
+    auto eq = kv.find('=');  // checked by the option's validator
+    (*req.mutable_options())[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  v1::NexusInfo info;
+  auto ctx = c.call();
+  grpc::Status s = c.stub->CreateNexus(ctx.get(), req, &info);
+  if (!s.ok()) return c.fail(s);
+  return print_nexus(c, info);
+}
+
+int nexus_destroy(Context& c, const std::string& name, bool purge) {
+  v1::DestroyNexusRequest req;
+  req.set_name(name);
+  req.set_purge(purge);
+  v1::DestroyNexusResponse resp;
+  auto ctx = c.call();
+  grpc::Status s = c.stub->DestroyNexus(ctx.get(), req, &resp);
+  if (!s.ok()) return c.fail(s);
+  if (c.json()) {
+    print_json({{"destroyed", name}, {"purged", purge}});
+  } else {
+    fmt::print("nexus '{}' destroyed{}\n", name, purge ? " (health records purged)" : "");
+  }
+  return 0;
+}
+
+int nexus_list(Context& c) {
+  v1::ListNexusesResponse resp;
+  auto ctx = c.call();
+  grpc::Status s = c.stub->ListNexuses(ctx.get(), v1::ListNexusesRequest(), &resp);
+  if (!s.ok()) return c.fail(s);
+  if (c.json()) {
+    ordered_json arr = ordered_json::array();
+    for (const auto& n : resp.nexuses()) arr.push_back(nexus_json(n));
+    print_json(arr);
+    return 0;
+  }
+  std::vector<const v1::NexusInfo*> rows;
+  for (const auto& n : resp.nexuses()) rows.push_back(&n);
+  print_nexus_table(rows);
+  return 0;
+}
+
+int nexus_show(Context& c, const std::string& name) {
+  v1::GetNexusRequest req;
+  req.set_name(name);
+  v1::NexusInfo info;
+  auto ctx = c.call();
+  grpc::Status s = c.stub->GetNexus(ctx.get(), req, &info);
+  if (!s.ok()) return c.fail(s);
+  return print_nexus(c, info);
+}
+
+int nexus_add_child(Context& c, const std::string& name, const std::string& uri, bool no_rebuild) {
+  v1::AddChildRequest req;
+  req.set_nexus(name);
+  req.set_uri(uri);
+  req.set_no_rebuild(no_rebuild);
+  v1::NexusInfo info;
+  auto ctx = c.call();
+  grpc::Status s = c.stub->AddChild(ctx.get(), req, &info);
+  if (!s.ok()) return c.fail(s);
+  return print_nexus(c, info);
+}
+
+using ChildRpc = grpc::Status (v1::EngineService::Stub::*)(grpc::ClientContext*,
+                                                            const v1::ChildRequest&,
+                                                            v1::NexusInfo*);
+
+int nexus_child_op(Context& c, ChildRpc rpc, const std::string& name, const std::string& uri) {
+  v1::ChildRequest req;
+  req.set_nexus(name);
+  req.set_uri(uri);
+  v1::NexusInfo info;
+  auto ctx = c.call();
+  grpc::Status s = ((*c.stub).*rpc)(ctx.get(), req, &info);
+  if (!s.ok()) return c.fail(s);
+  return print_nexus(c, info);
+}
+
+struct PublishArgs {
+  std::string name;
+  std::string protocol = "nvmf";
+  std::vector<std::string> hosts;
+  std::string nbd_name;
+};
+
+int nexus_publish(Context& c, const PublishArgs& a) {
+  v1::PublishNexusRequest req;
+  req.set_name(a.name);
+  req.set_protocol(a.protocol);
+  for (const auto& h : a.hosts) req.add_allowed_hosts(h);
+  req.set_nbd_name(a.nbd_name);
+  v1::PublishNexusResponse resp;
+  auto ctx = c.call();
+  grpc::Status s = c.stub->PublishNexus(ctx.get(), req, &resp);
+  if (!s.ok()) return c.fail(s);
+  if (c.json()) {
+    print_json({{"name", a.name},
+                {"protocol", a.protocol},
+                {"uri", resp.uri()},
+                {"uris", std::vector<std::string>(resp.uris().begin(), resp.uris().end())}});
+  } else {
+    fmt::print("{}\n", resp.uri());
+  }
+  return 0;
+}
+
+int nexus_unpublish(Context& c, const std::string& name) {
+  v1::UnpublishNexusRequest req;
+  req.set_name(name);
+  v1::UnpublishNexusResponse resp;
+  auto ctx = c.call();
+  grpc::Status s = c.stub->UnpublishNexus(ctx.get(), req, &resp);
+  if (!s.ok()) return c.fail(s);
+  if (c.json()) {
+    print_json({{"unpublished", name}});
+  } else {
+    fmt::print("nexus '{}' unpublished\n", name);
+  }
+  return 0;
+}
+
+// ---- rebuild ----
+
+std::string mib_text(uint64_t bytes) {
+  return fixed(static_cast<double>(bytes) / (1024.0 * 1024.0), 1);
+}
+
+uint64_t rebuild_bytes(const v1::RebuildInfo& r, uint64_t blocks) {
+  return blocks * r.block_size();
+}
+
+void print_rebuild_table(const std::vector<const v1::RebuildInfo*>& rows) {
+  Table t({"NEXUS", "CHILD", "STATE", "PROGRESS", "DONE", "TOTAL", "RATE", "TYPE", "SOURCE",
+           "ERROR"});
+  for (const auto* r : rows) {
+    t.add_row({r->nexus(), r->child(), r->state(), percent_text(r->percent()),
+               human_bytes(rebuild_bytes(*r, r->blocks_done())),
+               human_bytes(rebuild_bytes(*r, r->blocks_total())),
+               human_bytes(r->rate_bytes_s()) + "/s", r->partial() ? "partial" : "full",
+               or_dash(r->source()), or_dash(r->error())});
+  }
+  t.print();
+}
+
+using RebuildRpc = grpc::Status (v1::EngineService::Stub::*)(grpc::ClientContext*,
+                                                              const v1::RebuildRequest&,
+                                                              v1::RebuildInfo*);
+
+int rebuild_op(Context& c, RebuildRpc rpc, const std::string& nexus, const std::string& child) {
+  v1::RebuildRequest req;
+  req.set_nexus(nexus);
+  req.set_child(child);
+  v1::RebuildInfo info;
+  auto ctx = c.call();
+  grpc::Status s = ((*c.stub).*rpc)(ctx.get(), req, &info);
+  if (!s.ok()) return c.fail(s);
+  if (c.json()) {
+    print_json(rebuild_json(info));
+  } else {
+    print_rebuild_table({&info});
+  }
+  return 0;
+}
+
+int rebuild_stats(Context& c, const std::string& nexus, const std::string& child) {
+  if (!child.empty()) return rebuild_op(c, &v1::EngineService::Stub::GetRebuild, nexus, child);
+  v1::ListRebuildsRequest req;
+  req.set_nexus(nexus);
+  v1::ListRebuildsResponse resp;
+  auto ctx = c.call();
+  grpc::Status s = c.stub->ListRebuilds(ctx.get(), req, &resp);
+  if (!s.ok()) return c.fail(s);
+  if (c.json()) {
+    ordered_json arr = ordered_json::array();
+    for (const auto& r : resp.rebuilds()) arr.push_back(rebuild_json(r));
+    print_json(arr);
+    return 0;
+  }
+  std::vector<const v1::RebuildInfo*> rows;
+  for (const auto& r : resp.rebuilds()) rows.push_back(&r);
+  print_rebuild_table(rows);
+  return 0;
+}
+
+// "1:02:03", "2:03" or "-" (unknown).
+std::string eta_text(const v1::RebuildInfo& r) {
+  if (r.state() == "completed") return "0:00";
+  if (r.state() != "running" || r.rate_bytes_s() == 0 || r.blocks_total() < r.blocks_done()) {
+    return "-";
+  }
+  uint64_t left = rebuild_bytes(r, r.blocks_total() - r.blocks_done());
+  uint64_t s = (left + r.rate_bytes_s() - 1) / r.rate_bytes_s();
+  if (s >= 3600) return fmt::format("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60);
+  return fmt::format("{}:{:02}", s / 60, s % 60);
+}
+
+// "45.0%  7.2/16.0 MiB  120.5 MiB/s  ETA 0:03"
+std::string progress_text(const v1::RebuildInfo& r) {
+  return fmt::format("{:>6}  {}/{} MiB  {} MiB/s  ETA {}", percent_text(r.percent()),
+                     mib_text(rebuild_bytes(r, r.blocks_done())),
+                     mib_text(rebuild_bytes(r, r.blocks_total())), mib_text(r.rate_bytes_s()),
+                     eta_text(r));
+}
+
+std::string progress_bar(double percent, int width) {
+  int full = static_cast<int>(std::clamp(percent, 0.0, 100.0) / 100.0 * width + 0.5);
+  return "[" + std::string(static_cast<size_t>(full), '#') +
+         std::string(static_cast<size_t>(width - full), '.') + "]";
+}
+
+// Polls GetRebuild until the rebuild is completed (exit 0), failed or stopped (exit 1).
+// A TTY gets one redrawn progress line; anything else a line per poll; -o json one JSON
+// object per poll (one per line).
+int rebuild_watch(Context& c, const std::string& nexus, const std::string& child,
+                  double interval_s) {
+  const bool tty = !c.json() && ::isatty(STDOUT_FILENO);
+  v1::RebuildRequest req;
+  req.set_nexus(nexus);
+  req.set_child(child);
+  size_t last_width = 0;
+  for (;;) {
+    v1::RebuildInfo r;
+    auto ctx = c.call();
+    grpc::Status s = c.stub->GetRebuild(ctx.get(), req, &r);
+    if (!s.ok()) {
+      if (tty && last_width) fmt::print("\n");
+      return c.fail(s);
+    }
+    const bool done = r.state() != "running" && r.state() != "paused";
+    if (c.json()) {
+      fmt::print("{}\n", rebuild_json(r).dump());
+    } else if (tty) {
+      std::string line =
+          fmt::format("{} {} {}", child, progress_bar(r.percent(), 30), progress_text(r));
+      if (r.state() != "running") line += "  " + r.state();
+      fmt::print("\r{}{}", line,
+                 std::string(last_width > line.size() ? last_width - line.size() : 0, ' '));
+      last_width = line.size();
+      if (done) fmt::print("\n");
+    } else {
+      fmt::print("{} {} {}\n", child, r.state(), progress_text(r));
+    }
+    std::fflush(stdout);
+    if (done) {
+      if (r.state() == "completed") {
+        if (!c.json()) {
+          fmt::print("rebuild of '{}' completed: {} in {} s\n", child,
+                     human_bytes(rebuild_bytes(r, r.blocks_done())),
+                     fixed(static_cast<double>(r.elapsed_ms()) / 1000.0, 1));
+        }
+        return 0;
+      }
+      if (r.state() == "failed") {
+        print_error(fmt::format("rebuild of '{}' failed: {}", child, or_dash(r.error())));
+      } else {
+        print_error(fmt::format("rebuild of '{}' was {}", child, r.state()));
+      }
+      return 1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int64_t>(interval_s * 1000)));
+  }
+}
+
 // ---- bdev write / read ----
 
 struct BlockArgs {
@@ -1023,8 +1394,8 @@ CLI::Validator index_list_validator() {
 
 int run(int argc, char** argv) {
   CLI::App app{
-      "castorctl: manage a castor-engine (bdevs, pools, replicas, NVMe-oF and NBD targets, "
-      "fault drills, benchmarks)",
+      "castorctl: manage a castor-engine (bdevs, pools, replicas, nexuses and rebuilds, NVMe-oF "
+      "and NBD targets, fault drills, benchmarks)",
       kProg};
   app.require_subcommand(1);
   app.fallthrough();
@@ -1252,6 +1623,132 @@ int run(int argc, char** argv) {
 
   nbd->add_subcommand("list", "list NBD exports")->callback([&] {
     action = [&] { return nbd_list(c); };
+  });
+
+  // nexus
+  auto* nexus = app.add_subcommand("nexus", "nexuses: replicated volumes over child bdevs");
+  nexus->require_subcommand(1);
+  NexusCreateArgs na;
+  auto* xcreate = nexus->add_subcommand("create", "create a nexus over children");
+  xcreate->add_option("NAME", na.name, "nexus (and bdev) name")->required();
+  xcreate->add_option("--size", na.size, "size, e.g. 1GiB (default 0: the smallest child)")
+      ->check(size_validator());
+  xcreate
+      ->add_option("--child", na.children,
+                   "child URI, repeatable: bdev:///NAME (an existing bdev or replica) or a bdev "
+                   "URI the nexus creates (malloc://, nvmf://...)")
+      ->required()
+      ->allow_extra_args(false);
+  xcreate
+      ->add_option("--opt", na.opts,
+                   "nexus option KEY=VALUE, repeatable (read_policy, error_policy, "
+                   "child_io_timeout_ms, segment_kb, parallel_segments, rate_mb_s, verify, "
+                   "rebuild_stale, force, ...)")
+      ->allow_extra_args(false)
+      ->check(CLI::Validator(
+          [](std::string& s) -> std::string {
+            auto eq = s.find('=');
+            if (eq == std::string::npos || eq == 0) return fmt::format("'{}' is not KEY=VALUE", s);
+            return "";
+          },
+          "KEY=VALUE"));
+  xcreate->callback([&] { action = [&] { return nexus_create(c, na); }; });
+
+  bool purge = false;
+  auto* xdestroy = nexus->add_subcommand("destroy", "destroy a nexus (it must be unpublished)");
+  xdestroy->add_option("NAME", name, "nexus name")->required();
+  xdestroy->add_flag("--purge", purge, "also forget the children's health records");
+  xdestroy->callback([&] { action = [&] { return nexus_destroy(c, name, purge); }; });
+
+  nexus->add_subcommand("list", "list nexuses")->callback([&] {
+    action = [&] { return nexus_list(c); };
+  });
+
+  auto* xshow = nexus->add_subcommand("show", "a nexus and its children");
+  xshow->add_option("NAME", name, "nexus name")->required();
+  xshow->callback([&] { action = [&] { return nexus_show(c, name); }; });
+
+  std::string child_uri;
+  bool no_rebuild = false;
+  auto* xadd = nexus->add_subcommand("add-child", "add a child (rebuilt from a healthy one)");
+  xadd->add_option("NAME", name, "nexus name")->required();
+  xadd->add_option("URI", child_uri, "child URI")->required();
+  xadd->add_flag("--no-rebuild", no_rebuild, "do not rebuild: the child starts faulted");
+  xadd->callback([&] { action = [&] { return nexus_add_child(c, name, child_uri, no_rebuild); }; });
+
+  struct ChildCmd {
+    const char* name;
+    const char* help;
+    ChildRpc rpc;
+  };
+  for (const ChildCmd& cc :
+       {ChildCmd{"remove-child", "remove a child (owned bdevs are destroyed)",
+                 &v1::EngineService::Stub::RemoveChild},
+        ChildCmd{"fault-child", "fault a child (full rebuild when onlined)",
+                 &v1::EngineService::Stub::FaultChild},
+        ChildCmd{"offline-child", "take a child offline (its missed writes are logged)",
+                 &v1::EngineService::Stub::OfflineChild},
+        ChildCmd{"online-child", "bring an offline or faulted child back (rebuilds it)",
+                 &v1::EngineService::Stub::OnlineChild}}) {
+    auto* sc = nexus->add_subcommand(cc.name, cc.help);
+    sc->add_option("NAME", name, "nexus name")->required();
+    sc->add_option("URI", child_uri, "child URI")->required();
+    ChildRpc rpc = cc.rpc;
+    sc->callback([&, rpc] { action = [&, rpc] { return nexus_child_op(c, rpc, name, child_uri); }; });
+  }
+
+  PublishArgs pa;
+  auto* xpublish =
+      nexus->add_subcommand("publish", "make a nexus reachable over NVMe-oF or NBD (prints the URI)");
+  xpublish->add_option("NAME", pa.name, "nexus name")->required();
+  xpublish->add_option("--protocol", pa.protocol, "nvmf (default) or nbd")
+      ->check(CLI::IsMember({"nvmf", "nbd"}));
+  xpublish
+      ->add_option("--host", pa.hosts, "nvmf: host NQN allowed to connect; repeatable (default any)")
+      ->allow_extra_args(false);
+  xpublish->add_option("--nbd-name", pa.nbd_name, "nbd: export name (default the nexus name)");
+  xpublish->callback([&] { action = [&] { return nexus_publish(c, pa); }; });
+
+  auto* xunpublish = nexus->add_subcommand("unpublish", "remove a nexus' NVMe-oF share or NBD export");
+  xunpublish->add_option("NAME", name, "nexus name")->required();
+  xunpublish->callback([&] { action = [&] { return nexus_unpublish(c, name); }; });
+
+  // rebuild
+  auto* rebuild = app.add_subcommand("rebuild", "rebuilds of nexus children");
+  rebuild->require_subcommand(1);
+  std::string rb_nexus, rb_child;
+  struct RebuildCmd {
+    const char* name;
+    const char* help;
+    RebuildRpc rpc;
+  };
+  for (const RebuildCmd& rc :
+       {RebuildCmd{"start", "start rebuilding an out-of-sync child",
+                   &v1::EngineService::Stub::StartRebuild},
+        RebuildCmd{"stop", "stop a rebuild (the child becomes faulted)",
+                   &v1::EngineService::Stub::StopRebuild},
+        RebuildCmd{"pause", "pause a rebuild", &v1::EngineService::Stub::PauseRebuild},
+        RebuildCmd{"resume", "resume a paused rebuild", &v1::EngineService::Stub::ResumeRebuild}}) {
+    auto* sc = rebuild->add_subcommand(rc.name, rc.help);
+    sc->add_option("NEXUS", rb_nexus, "nexus name")->required();
+    sc->add_option("CHILD", rb_child, "child URI")->required();
+    RebuildRpc rpc = rc.rpc;
+    sc->callback([&, rpc] { action = [&, rpc] { return rebuild_op(c, rpc, rb_nexus, rb_child); }; });
+  }
+  auto* rstats = rebuild->add_subcommand("stats", "progress of one child's rebuild, or of all");
+  rstats->add_option("NEXUS", rb_nexus, "nexus name")->required();
+  rstats->add_option("CHILD", rb_child, "child URI (default: every child with a rebuild)");
+  rstats->callback([&] { action = [&] { return rebuild_stats(c, rb_nexus, rb_child); }; });
+
+  double interval_s = 1.0;
+  auto* rwatch = rebuild->add_subcommand(
+      "watch", "follow a rebuild until it ends (exit 0 completed, 1 failed or stopped)");
+  rwatch->add_option("NEXUS", rb_nexus, "nexus name")->required();
+  rwatch->add_option("CHILD", rb_child, "child URI")->required();
+  rwatch->add_option("--interval", interval_s, "seconds between updates (default 1)")
+      ->check(CLI::Range(0.05, 3600.0));
+  rwatch->callback([&] {
+    action = [&] { return rebuild_watch(c, rb_nexus, rb_child, interval_s); };
   });
 
   // fault

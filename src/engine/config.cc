@@ -32,6 +32,7 @@ struct Layer {
   std::optional<std::vector<std::string>> nvmf_shares;
   std::optional<std::vector<std::string>> nbd_exports;
   std::optional<std::string> ready_file;
+  std::optional<std::string> state_dir;
 };
 
 std::string one_line(std::string s) {
@@ -159,7 +160,8 @@ Result<Layer> load_yaml(const std::string& path) {
         }
         l.poll = b;
       } else if (key == "grpc-listen" || key == "metrics-listen" || key == "log-level" ||
-                 key == "log-format" || key == "ready-file" || key == "nbd-listen") {
+                 key == "log-format" || key == "ready-file" || key == "nbd-listen" ||
+                 key == "state-dir") {
         auto s = yaml_scalar(v, key);
         if (!s) return s.status();
         if (key == "nbd-listen") l.nbd_listen = *s;
@@ -168,6 +170,7 @@ Result<Layer> load_yaml(const std::string& path) {
         if (key == "log-level") l.log_level = *s;
         if (key == "log-format") l.log_format = *s;
         if (key == "ready-file") l.ready_file = *s;
+        if (key == "state-dir") l.state_dir = *s;
       } else if (key == "bdev" || key == "bdevs") {
         std::vector<std::string> uris;
         if (v.IsSequence()) {
@@ -245,6 +248,10 @@ Result<EngineConfig> resolve(const Layer& flags, const Layer& file) {
   if (auto g = pick(flags.grpc_listen, file.grpc_listen)) cfg.grpc_listen = *g;
   if (auto m = pick(flags.metrics_listen, file.metrics_listen)) cfg.metrics_listen = *m;
   if (auto r = pick(flags.ready_file, file.ready_file)) cfg.ready_file = *r;
+  if (auto d = pick(flags.state_dir, file.state_dir)) {
+    if (d->empty()) return Status(Errc::kInvalidArgument, "state-dir: empty path");
+    cfg.state_dir = *d;
+  }
   if (auto b = pick(flags.bdevs, file.bdevs)) cfg.bdevs = *b;
   if (auto p = pick(flags.pool_imports, file.pool_imports)) cfg.pool_imports = *p;
   if (auto n = pick(flags.nvmf_listen, file.nvmf_listen)) cfg.nvmf_listen = *n;
@@ -400,7 +407,7 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
   app.set_version_flag("--version", kVersion);
 
   std::string config_file, cores, reactors, grpc_listen, metrics_listen, log_level, log_format,
-      ready_file, nbd_listen;
+      ready_file, nbd_listen, state_dir;
   bool poll = false;
   std::vector<std::string> bdevs, pool_imports, nvmf_listen, nvmf_shares, nbd_exports;
   auto* o_config = app.add_option("--config", config_file,
@@ -446,9 +453,13 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
                                  "once serving, write {pid, grpc_port, metrics_port, "
                                  "nvmf_ports, nbd_port} as JSON to this file");
 
+  auto* o_state = app.add_option("--state-dir", state_dir,
+                                 "directory for node-local state (nexus health records in "
+                                 "DIR/nexus); created if missing (default /var/lib/castor)");
+
   // A repeated single-valued flag takes the last value, as in most tools.
   for (auto* o : {o_config, o_cores, o_reactors, o_grpc, o_metrics, o_level, o_format, o_ready,
-                  o_nbd_listen}) {
+                  o_nbd_listen, o_state}) {
     o->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   }
 
@@ -478,6 +489,7 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
     for (const auto& p : pool_imports) flags.pool_imports->push_back(split_commas(p));
   }
   if (o_ready->count()) flags.ready_file = ready_file;
+  if (o_state->count()) flags.state_dir = state_dir;
   if (o_nvmf_listen->count()) flags.nvmf_listen = nvmf_listen;
   if (o_nbd_listen->count()) flags.nbd_listen = nbd_listen;
   if (o_nvmf_share->count()) flags.nvmf_shares = nvmf_shares;

@@ -15,6 +15,7 @@ enum class LogFormat { kText, kJson };
 
 inline constexpr const char* kDefaultGrpcListen = "127.0.0.1:10124";
 inline constexpr const char* kDefaultMetricsListen = "127.0.0.1:9124";
+inline constexpr const char* kDefaultStateDir = "/var/lib/castor";
 
 // One --nbd-export: NAME=BDEV[:ro].
 struct NbdExportSpec {
@@ -44,6 +45,9 @@ struct EngineConfig {
   std::vector<std::string> nvmf_shares;
   std::vector<NbdExportSpec> nbd_exports;  // NBD exports made at start-up
   std::string ready_file;                  // empty: none
+  // Node-local persistent state; the nexus health store is <state_dir>/nexus. Created
+  // at start-up if missing.
+  std::string state_dir = kDefaultStateDir;
 };
 
 // What main() should do after parsing.

@@ -1,14 +1,16 @@
 // castor-engine: one node's data plane. Start-up order: parse config, block the
 // termination signals (so every thread inherits the mask and only main's sigwait sees
 // them), start reactors, create the bdev registry and the pool manager, create the
-// start-up bdevs, import the start-up pools, start the NVMe-oF and NBD listeners, make
+// start-up bdevs, import the start-up pools, create the nexus manager (its health store
+// in <state-dir>/nexus), start the NVMe-oF and NBD listeners, make
 // the start-up shares and exports, serve gRPC and metrics, write the ready file, wait
 // for SIGINT/SIGTERM. Shutdown runs the same steps backwards: gRPC server, NBD server,
-// NVMe-oF target (its subsystems release their bdevs), pool manager (exports every
-// pool), registry, reactors.
+// NVMe-oF target (its subsystems release their bdevs), nexus manager (destroys every
+// nexus, releasing the replicas it claims; health records are kept), pool manager
+// (exports every pool), registry, reactors.
 //
-// Exit codes: 0 clean shutdown, 1 start-up failure (bdev, pool import, bind, share,
-// export, ready file), 2 bad configuration.
+// Exit codes: 0 clean shutdown, 1 start-up failure (state directory, bdev, pool import,
+// bind, share, export, ready file), 2 bad configuration.
 
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -20,6 +22,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -29,6 +32,8 @@
 #include "common/version.h"
 #include "engine/config.h"
 #include "engine/logging.h"
+#include "nexus/health_store.h"
+#include "nexus/manager.h"
 #include "nvmf/host/nvmf_bdev.h"
 #include "pool/pool.h"
 #include "reactor/reactor.h"
@@ -93,10 +98,32 @@ std::string import_reason(const std::string& msg) {
   return msg;
 }
 
-// Runs with reactors, the registry and the pool manager up; returns the exit code.
+// Creates <state_dir>/nexus (and its parents) and checks that it is a writable
+// directory; returns that path.
+Result<std::filesystem::path> prepare_state_dir(const std::string& state_dir) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(state_dir) / "nexus";
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) {
+    return make_error(Errc::kIoError, "cannot create state directory '{}': {}", dir.string(),
+                      ec.message());
+  }
+  if (!fs::is_directory(dir, ec)) {
+    return make_error(Errc::kIoError, "state directory '{}' is not a directory", dir.string());
+  }
+  if (::access(dir.c_str(), W_OK | X_OK) != 0) {
+    return make_error(Errc::kIoError, "state directory '{}' is not writable: {}", dir.string(),
+                      std::strerror(errno));
+  }
+  return dir;
+}
+
+// Runs with reactors, the registry, the pool manager and the nexus manager up; returns
+// the exit code.
 // Everything it starts is stopped before it returns.
 int serve(const EngineConfig& cfg, bdev::BdevRegistry& registry, pool::PoolManager& pools,
-          reactor::ReactorGroup& reactors, const api::EngineIdentity& identity,
+          nexus::NexusManager& nexuses, reactor::ReactorGroup& reactors, const api::EngineIdentity& identity,
           const sigset_t& stop_signals) {
   for (const auto& uri : cfg.bdevs) {
     auto info = registry.create(uri);
@@ -162,7 +189,7 @@ int serve(const EngineConfig& cfg, bdev::BdevRegistry& registry, pool::PoolManag
     }
   }
 
-  api::ApiServer server(registry, pools, front_ends, reactors, identity);
+  api::ApiServer server(registry, pools, nexuses, front_ends, reactors, identity);
   auto grpc_port = server.start_grpc(cfg.grpc_listen);
   if (!grpc_port) {
     print_error(grpc_port.status().message());
@@ -222,6 +249,15 @@ int run(const EngineConfig& cfg) {
                ::getpid(), cfg.cpus.size(), cpu_list_text(cfg.cpus),
                cfg.poll ? "polling" : "adaptive");
 
+  auto nexus_dir = prepare_state_dir(cfg.state_dir);
+  if (!nexus_dir) {
+    print_error(nexus_dir.status().message());
+    spdlog::shutdown();
+    return 1;
+  }
+  spdlog::info("state directory {} (nexus health records in {})", cfg.state_dir,
+               nexus_dir->string());
+
   reactor::ReactorGroup reactors(cfg.cpus, reactor::ReactorOptions{.poll = cfg.poll});
   reactors.start();
   int rc = 0;
@@ -230,7 +266,12 @@ int run(const EngineConfig& cfg) {
     registry.register_module(nvmf::make_nvmf_bdev_module());
     {
       pool::PoolManager pools(registry);
-      rc = serve(cfg, registry, pools, reactors, identity, stop_signals);
+      {
+        nexus::FileChildHealthStore store(*nexus_dir);
+        nexus::NexusManager nexuses(registry, store);
+        rc = serve(cfg, registry, pools, nexuses, reactors, identity, stop_signals);
+      }  // destroys every nexus (after the front ends released them): replicas are free
+      spdlog::info("nexuses destroyed");
     }  // exports every pool: its replicas' bdevs go, its disks are released
     spdlog::info("pools exported");
     registry.destroy_all();

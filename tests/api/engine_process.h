@@ -147,6 +147,11 @@ class Engine {
     if (std::find(extra.begin(), extra.end(), "--log-level") == extra.end()) {
       argv.insert(argv.end(), {"--log-level", "debug"});
     }
+    // Node-local state (nexus health records) stays in the test's directory, and
+    // survives restarts of this Engine.
+    if (std::find(extra.begin(), extra.end(), "--state-dir") == extra.end()) {
+      argv.insert(argv.end(), {"--state-dir", (dir_ / "state").string()});
+    }
     argv.insert(argv.end(), extra.begin(), extra.end());
     // A killed engine leaves its ready file behind; each start gets its own log.
     std::error_code ec;

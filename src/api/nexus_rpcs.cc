@@ -1,0 +1,412 @@
+// EngineService handlers for nexuses: create/destroy/list, child management, publishing
+// over NVMe-oF (FrontEnds shares, subsystem nqn.2026-11.io.castor:nexus-<uuid>) or NBD,
+// and rebuild control. The nexus layer (castor::nexus::NexusManager, Nexus) does the
+// work; these handlers validate, translate and report.
+//
+// Publishing rule: a published nexus cannot be destroyed (FAILED_PRECONDITION naming
+// where it is published); UnpublishNexus first.
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <thread>
+
+#include "api/engine_service.h"
+#include "api/status_map.h"
+
+namespace castor::api {
+namespace {
+
+constexpr size_t kMaxNexusName = 64;
+// Longest wait for a finished rebuild's outcome to be applied to its child.
+constexpr uint64_t kApplyWaitMs = 5000;
+
+std::vector<std::string> to_vector(const google::protobuf::RepeatedPtrField<std::string>& v) {
+  return {v.begin(), v.end()};
+}
+
+Result<std::shared_ptr<nexus::Nexus>> find_nexus(const nexus::NexusManager& m,
+                                                 const std::string& name) {
+  if (name.empty()) return Status(Errc::kInvalidArgument, "nexus name is required");
+  auto n = m.find(name);
+  if (!n) return make_error(Errc::kNotFound, "nexus '{}' does not exist", name);
+  return n;
+}
+
+}  // namespace
+
+Status check_nexus_name(const std::string& name) {
+  if (name.empty()) return Status(Errc::kInvalidArgument, "nexus name is required");
+  const bool chars_ok = std::all_of(name.begin(), name.end(), [](char ch) {
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           ch == '.' || ch == '_' || ch == '-';
+  });
+  if (!chars_ok || name.size() > kMaxNexusName || name.front() == '.') {
+    return make_error(Errc::kInvalidArgument,
+                      "nexus name '{}' is invalid (1..{} characters of A-Z a-z 0-9 . _ -, not "
+                      "starting with '.')",
+                      name, kMaxNexusName);
+  }
+  return Status::ok();
+}
+
+void to_proto(const std::string& nexus, const nexus::RebuildInfo& in, v1::RebuildInfo* out) {
+  out->set_nexus(nexus);
+  out->set_child(in.child_uri);
+  out->set_source(in.source_uri);
+  out->set_state(nexus::rebuild_state_name(in.state));
+  out->set_partial(in.partial);
+  out->set_blocks_done(in.blocks_done);
+  out->set_blocks_total(in.blocks_total);
+  double pct = in.blocks_total ? 100.0 * static_cast<double>(in.blocks_done) /
+                                     static_cast<double>(in.blocks_total)
+                               : (in.state == nexus::RebuildState::kCompleted ? 100.0 : 0.0);
+  out->set_percent(pct);
+  out->set_rate_bytes_s(in.rate_bytes_s);
+  out->set_segments_done(in.segments_done);
+  out->set_segments_total(in.segments_total);
+  out->set_block_size(in.block_size);
+  out->set_start_unix_ms(in.start_unix_ms);
+  out->set_elapsed_ms(in.elapsed_ms);
+  out->set_error(in.error);
+}
+
+void to_proto(const nexus::NexusInfo& in, const std::vector<std::string>& uris,
+              v1::NexusInfo* out) {
+  out->set_name(in.name);
+  out->set_uuid(in.uuid);
+  out->set_size_bytes(in.size_bytes);
+  out->set_block_size(in.block_size);
+  out->set_state(nexus::nexus_state_name(in.state));
+  for (const auto& u : uris) out->add_uris(u);
+  for (const auto& c : in.children) {
+    auto* pc = out->add_children();
+    pc->set_uri(c.uri);
+    pc->set_bdev(c.bdev_name);
+    pc->set_state(nexus::child_state_name(c.state));
+    pc->set_fault_reason(nexus::fault_reason_name(c.reason));
+    pc->set_local(c.local);
+    pc->set_read_errors(c.read_errors);
+    pc->set_write_errors(c.write_errors);
+    pc->set_timeouts(c.timeouts);
+    pc->set_has_log(c.has_log);
+    pc->set_missed_segments(c.missed_segments);
+    if (c.rebuild) to_proto(in.name, *c.rebuild, pc->mutable_rebuild());
+  }
+}
+
+std::vector<std::string> EngineServiceImpl::published_uris(const std::string& name) const {
+  std::vector<std::string> out;
+  for (const auto& [sub, uris] : front_ends_.subsystems()) {
+    for (const auto& [nsid, bdev] : sub.namespaces) {
+      if (bdev != name) continue;
+      if (uris.empty()) out.push_back(sub.nqn);  // no listener: the NQN still names it
+      out.insert(out.end(), uris.begin(), uris.end());
+    }
+  }
+  for (const auto& e : front_ends_.nbd_exports()) {
+    if (e.bdev != name) continue;
+    auto uris = front_ends_.nbd_uris(e.name);
+    if (uris.empty()) out.push_back("nbd:" + e.name);
+    out.insert(out.end(), uris.begin(), uris.end());
+  }
+  return out;
+}
+
+grpc::Status EngineServiceImpl::CreateNexus(grpc::ServerContext*, const v1::CreateNexusRequest* req,
+                                            v1::NexusInfo* resp) {
+  if (Status s = check_nexus_name(req->name()); !s) return to_grpc(s);
+  std::map<std::string, std::string> kv(req->options().begin(), req->options().end());
+  auto opts = nexus::NexusOptions::from_map(kv);
+  if (!opts) {
+    spdlog::info("create nexus '{}' failed: {}", req->name(), opts.status().to_string());
+    return to_grpc(Status(Errc::kInvalidArgument, opts.status().message()));
+  }
+  auto info = nexuses_.create(req->name(), req->size_bytes(), to_vector(req->children()), *opts);
+  if (!info) {
+    spdlog::info("create nexus '{}' failed: {}", req->name(), info.status().to_string());
+    return to_grpc(info.status());
+  }
+  to_proto(*info, {}, resp);
+  return grpc::Status::OK;
+}
+
+grpc::Status EngineServiceImpl::DestroyNexus(grpc::ServerContext*,
+                                             const v1::DestroyNexusRequest* req,
+                                             v1::DestroyNexusResponse*) {
+  auto n = find_nexus(nexuses_, req->name());
+  if (!n) return to_grpc(n.status());
+  const std::string& name = req->name();
+  auto fail = [&](const Status& s) {
+    spdlog::info("destroy nexus '{}' failed: {}", name, s.to_string());
+    return to_grpc(s);
+  };
+  if (auto uris = published_uris(name); !uris.empty()) {
+    return fail(make_error(Errc::kBusy, "nexus '{}' is published at {} (unpublish it first)", name,
+                           uris.front()));
+  }
+  // Under the front ends' lock, so no share or export can slip in meanwhile.
+  Status s = front_ends_.destroy_unless_exported({name}, [&]() -> Status {
+    if (auto info = registry_.info(name); info && info->claimed_by.rfind("nvmf:", 0) == 0) {
+      return make_error(Errc::kBusy, "nexus '{}' is published as {} (unpublish it first)", name,
+                        info->claimed_by.substr(5));
+    }
+    return nexuses_.destroy(name, req->purge());
+  });
+  if (!s) return fail(s);
+  return grpc::Status::OK;
+}
+
+grpc::Status EngineServiceImpl::ListNexuses(grpc::ServerContext*, const v1::ListNexusesRequest*,
+                                            v1::ListNexusesResponse* resp) {
+  auto all = nexuses_.list();
+  std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+  for (const auto& n : all) to_proto(n, published_uris(n.name), resp->add_nexuses());
+  return grpc::Status::OK;
+}
+
+grpc::Status EngineServiceImpl::GetNexus(grpc::ServerContext*, const v1::GetNexusRequest* req,
+                                         v1::NexusInfo* resp) {
+  auto n = find_nexus(nexuses_, req->name());
+  if (!n) return to_grpc(n.status());
+  to_proto((*n)->describe(), published_uris(req->name()), resp);
+  return grpc::Status::OK;
+}
+
+grpc::Status EngineServiceImpl::child_op(const char* what, const v1::ChildRequest& req,
+                                         v1::NexusInfo* resp,
+                                         Status (nexus::Nexus::*op)(const std::string&)) {
+  auto n = find_nexus(nexuses_, req.nexus());
+  if (!n) return to_grpc(n.status());
+  if (req.uri().empty()) return to_grpc(Status(Errc::kInvalidArgument, "child URI is required"));
+  if (Status s = ((**n).*op)(req.uri()); !s) {
+    spdlog::info("{} '{}' of nexus '{}' failed: {}", what, req.uri(), req.nexus(), s.to_string());
+    return to_grpc(s);
+  }
+  spdlog::info("nexus '{}': {} '{}'", req.nexus(), what, req.uri());
+  to_proto((*n)->describe(), published_uris(req.nexus()), resp);
+  return grpc::Status::OK;
+}
+
+grpc::Status EngineServiceImpl::AddChild(grpc::ServerContext*, const v1::AddChildRequest* req,
+                                         v1::NexusInfo* resp) {
+  auto n = find_nexus(nexuses_, req->nexus());
+  if (!n) return to_grpc(n.status());
+  if (req->uri().empty()) return to_grpc(Status(Errc::kInvalidArgument, "child URI is required"));
+  if (Status s = (*n)->add_child(req->uri(), !req->no_rebuild()); !s) {
+    spdlog::info("add child '{}' to nexus '{}' failed: {}", req->uri(), req->nexus(),
+                 s.to_string());
+    return to_grpc(s);
+  }
+  spdlog::info("nexus '{}': added child '{}'{}", req->nexus(), req->uri(),
+               req->no_rebuild() ? " (no rebuild)" : "");
+  to_proto((*n)->describe(), published_uris(req->nexus()), resp);
+  return grpc::Status::OK;
+}
+
+grpc::Status EngineServiceImpl::RemoveChild(grpc::ServerContext*, const v1::ChildRequest* req,
+                                            v1::NexusInfo* resp) {
+  return child_op("remove child", *req, resp, &nexus::Nexus::remove_child);
+}
+
+grpc::Status EngineServiceImpl::FaultChild(grpc::ServerContext*, const v1::ChildRequest* req,
+                                           v1::NexusInfo* resp) {
+  return child_op("fault child", *req, resp, &nexus::Nexus::fault_child);
+}
+
+grpc::Status EngineServiceImpl::OfflineChild(grpc::ServerContext*, const v1::ChildRequest* req,
+                                             v1::NexusInfo* resp) {
+  return child_op("offline child", *req, resp, &nexus::Nexus::offline_child);
+}
+
+grpc::Status EngineServiceImpl::OnlineChild(grpc::ServerContext*, const v1::ChildRequest* req,
+                                            v1::NexusInfo* resp) {
+  return child_op("online child", *req, resp, &nexus::Nexus::online_child);
+}
+
+grpc::Status EngineServiceImpl::PublishNexus(grpc::ServerContext*,
+                                             const v1::PublishNexusRequest* req,
+                                             v1::PublishNexusResponse* resp) {
+  auto n = find_nexus(nexuses_, req->name());
+  if (!n) return to_grpc(n.status());
+  const std::string& name = req->name();
+  const std::string protocol = req->protocol().empty() ? "nvmf" : req->protocol();
+  auto fail = [&](const Status& s) {
+    spdlog::info("publish nexus '{}' over {} failed: {}", name, protocol, s.to_string());
+    return to_grpc(s);
+  };
+  std::vector<std::string> uris;
+  if (protocol == "nvmf") {
+    if (!req->nbd_name().empty()) {
+      return fail(Status(Errc::kInvalidArgument, "nbd_name is only valid with protocol nbd"));
+    }
+    if (front_ends_.nvmf_listeners().empty()) {
+      return fail(Status(Errc::kBusy,
+                         "the engine has no NVMe-oF listener (add one with --nvmf-listen or "
+                         "NvmfListen)"));
+    }
+    for (const auto& e : front_ends_.nbd_exports()) {
+      if (e.bdev == name) {
+        return fail(make_error(Errc::kBusy,
+                               "nexus '{}' is already published over NBD as '{}' (unpublish it "
+                               "first)",
+                               name, e.name));
+      }
+    }
+    auto share = front_ends_.share_bdev(name, to_vector(req->allowed_hosts()));
+    if (!share) return fail(share.status());
+    uris = share->uris;
+  } else if (protocol == "nbd") {
+    if (!req->allowed_hosts().empty()) {
+      return fail(Status(Errc::kInvalidArgument, "allowed_hosts is only valid with protocol nvmf"));
+    }
+    if (front_ends_.nbd_listeners().empty()) {
+      return fail(Status(Errc::kBusy,
+                         "the engine has no NBD listener (add one with --nbd-listen or NbdListen)"));
+    }
+    const std::string export_name = req->nbd_name().empty() ? name : req->nbd_name();
+    if (auto info = registry_.info(name); info && info->claimed_by.rfind("nvmf:", 0) == 0) {
+      return fail(make_error(Errc::kBusy,
+                             "nexus '{}' is already published over NVMe-oF as {} (unpublish it "
+                             "first)",
+                             name, info->claimed_by.substr(5)));
+    }
+    bool exists = false;
+    for (const auto& e : front_ends_.nbd_exports()) {
+      if (e.name == export_name && e.bdev == name) exists = true;  // repeated publish
+    }
+    if (!exists) {
+      nbd::ExportInfo e{.name = export_name,
+                        .bdev = name,
+                        .read_only = false,
+                        .description = "castor nexus " + name,
+                        .connections = 0};
+      if (Status s = front_ends_.nbd_export(e); !s) return fail(s);
+      spdlog::info("nexus '{}' published over NBD as '{}'", name, export_name);
+    }
+    uris = front_ends_.nbd_uris(export_name);
+  } else {
+    return fail(make_error(Errc::kInvalidArgument, "protocol '{}' is not nvmf or nbd", protocol));
+  }
+  if (!uris.empty()) resp->set_uri(uris.front());
+  for (const auto& u : uris) resp->add_uris(u);
+  return grpc::Status::OK;
+}
+
+grpc::Status EngineServiceImpl::UnpublishNexus(grpc::ServerContext*,
+                                               const v1::UnpublishNexusRequest* req,
+                                               v1::UnpublishNexusResponse*) {
+  auto n = find_nexus(nexuses_, req->name());
+  if (!n) return to_grpc(n.status());
+  const std::string& name = req->name();
+  bool found = false;
+  for (const auto& [sub, uris] : front_ends_.subsystems()) {
+    for (const auto& [nsid, bdev] : sub.namespaces) {
+      if (bdev == name) found = true;
+    }
+  }
+  if (found) {
+    if (Status s = front_ends_.unshare(name); !s) {
+      spdlog::info("unpublish nexus '{}' failed: {}", name, s.to_string());
+      return to_grpc(s);
+    }
+  }
+  for (const auto& e : front_ends_.nbd_exports()) {
+    if (e.bdev != name) continue;
+    found = true;
+    if (Status s = front_ends_.nbd_unexport(e.name); !s) {
+      spdlog::info("unpublish nexus '{}' failed: {}", name, s.to_string());
+      return to_grpc(s);
+    }
+  }
+  if (!found) return to_grpc(make_error(Errc::kNotFound, "nexus '{}' is not published", name));
+  spdlog::info("nexus '{}' unpublished", name);
+  return grpc::Status::OK;
+}
+
+grpc::Status EngineServiceImpl::rebuild_op(const char* what, const v1::RebuildRequest& req,
+                                           v1::RebuildInfo* resp,
+                                           Status (nexus::Nexus::*op)(const std::string&)) {
+  auto n = find_nexus(nexuses_, req.nexus());
+  if (!n) return to_grpc(n.status());
+  if (req.child().empty()) return to_grpc(Status(Errc::kInvalidArgument, "child URI is required"));
+  if (op) {
+    if (Status s = ((**n).*op)(req.child()); !s) {
+      spdlog::info("{} of child '{}' of nexus '{}' failed: {}", what, req.child(), req.nexus(),
+                   s.to_string());
+      return to_grpc(s);
+    }
+    spdlog::info("nexus '{}': {} of child '{}'", req.nexus(), what, req.child());
+  }
+  auto info = (*n)->rebuild_info(req.child());
+  if (!info) return to_grpc(info.status());
+  // Pause and resume are applied by the job's reactor just after the call: answer with
+  // the state they lead to (within a short wait), not the one they leave.
+  const bool pausing = op == &nexus::Nexus::pause_rebuild;
+  if (pausing || op == &nexus::Nexus::resume_rebuild) {
+    const auto leaving = pausing ? nexus::RebuildState::kRunning : nexus::RebuildState::kPaused;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kApplyWaitMs);
+    while (info->state == leaving && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      info = (*n)->rebuild_info(req.child());
+      if (!info) return to_grpc(info.status());
+    }
+  }
+  if (info->state != nexus::RebuildState::kRunning && info->state != nexus::RebuildState::kPaused) {
+    // A finished job's outcome (the child healthy or faulted) is applied by the manager's
+    // worker just after: report the final state only once the child reflects it.
+    if (auto applied = (*n)->wait_rebuild(req.child(), kApplyWaitMs)) info = std::move(applied);
+  }
+  to_proto(req.nexus(), *info, resp);
+  return grpc::Status::OK;
+}
+
+grpc::Status EngineServiceImpl::StartRebuild(grpc::ServerContext*, const v1::RebuildRequest* req,
+                                             v1::RebuildInfo* resp) {
+  return rebuild_op("start rebuild", *req, resp, &nexus::Nexus::start_rebuild);
+}
+
+grpc::Status EngineServiceImpl::StopRebuild(grpc::ServerContext*, const v1::RebuildRequest* req,
+                                            v1::RebuildInfo* resp) {
+  return rebuild_op("stop rebuild", *req, resp, &nexus::Nexus::stop_rebuild);
+}
+
+grpc::Status EngineServiceImpl::PauseRebuild(grpc::ServerContext*, const v1::RebuildRequest* req,
+                                             v1::RebuildInfo* resp) {
+  return rebuild_op("pause rebuild", *req, resp, &nexus::Nexus::pause_rebuild);
+}
+
+grpc::Status EngineServiceImpl::ResumeRebuild(grpc::ServerContext*, const v1::RebuildRequest* req,
+                                              v1::RebuildInfo* resp) {
+  return rebuild_op("resume rebuild", *req, resp, &nexus::Nexus::resume_rebuild);
+}
+
+grpc::Status EngineServiceImpl::GetRebuild(grpc::ServerContext*, const v1::RebuildRequest* req,
+                                           v1::RebuildInfo* resp) {
+  return rebuild_op("get rebuild", *req, resp, nullptr);
+}
+
+grpc::Status EngineServiceImpl::ListRebuilds(grpc::ServerContext*,
+                                             const v1::ListRebuildsRequest* req,
+                                             v1::ListRebuildsResponse* resp) {
+  std::vector<nexus::NexusInfo> infos;
+  if (req->nexus().empty()) {
+    infos = nexuses_.list();
+    std::sort(infos.begin(), infos.end(),
+              [](const auto& a, const auto& b) { return a.name < b.name; });
+  } else {
+    auto n = find_nexus(nexuses_, req->nexus());
+    if (!n) return to_grpc(n.status());
+    infos.push_back((*n)->describe());
+  }
+  for (const auto& n : infos) {
+    for (const auto& c : n.children) {
+      if (c.rebuild) to_proto(n.name, *c.rebuild, resp->add_rebuilds());
+    }
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace castor::api

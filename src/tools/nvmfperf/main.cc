@@ -97,6 +97,7 @@ struct Job {
   bool random = true, verify = false;
   uint64_t nlbas = 0, slots = 0, seq = 0, deadline = 0, start = 0, end = 0;
   uint64_t base = 0, stride = 1;  // verify: this job's share of the blocks
+  uint64_t first_slot = 0;        // --offset-mb, in units of bs
   uint64_t ios = 0, errors = 0, mismatches = 0;
   uint64_t rng = 88172645463325252ull;
   uint32_t outstanding = 0;
@@ -138,7 +139,7 @@ struct Job {
       slot = random ? next() % slots : (seq++ % slots);
       read = read_pct == 100 || (read_pct && next() % 100 < read_pct);
     }
-    uint64_t slba = slot * (bs / lba_size);
+    uint64_t slba = (first_slot + slot) * (bs / lba_size);
     s.opcode = read ? io_op::kRead : io_op::kWrite;
     s.cdw10 = static_cast<uint32_t>(slba);
     s.cdw11 = static_cast<uint32_t>(slba >> 32);
@@ -195,6 +196,9 @@ int main(int argc, char** argv) {
   app.add_flag("--hdgst", hdgst, "header digests");
   app.add_flag("--ddgst", ddgst, "data digests");
   app.add_flag("--json", json);
+  uint64_t offset_mb = 0, size_mb = 0;
+  app.add_option("--offset-mb", offset_mb, "start of the region to use (MiB)")->capture_default_str();
+  app.add_option("--size-mb", size_mb, "size of the region to use (MiB; 0 = to the end)")->capture_default_str();
   bool poll = false;
   app.add_flag("--poll", poll, "busy-poll the host's reactors");
   CLI11_PARSE(app, argc, argv);
@@ -272,6 +276,10 @@ int main(int argc, char** argv) {
       }
       queues.push_back(std::move(q.value()));
     }
+    if (!rc && ((offset_mb << 20) + (size_mb << 20) > nlbas * lba_size ||
+                (offset_mb << 20) + bs > nlbas * lba_size)) {
+      die("--offset-mb/--size-mb reach beyond the namespace");
+    }
     if (!rc) {
       std::latch done(static_cast<std::ptrdiff_t>(queues.size()));
       std::vector<std::unique_ptr<Job>> jobs;
@@ -286,7 +294,11 @@ int main(int argc, char** argv) {
         j->random = random;
         j->verify = verify;
         j->nlbas = nlbas;
-        j->slots = nlbas * lba_size / bs;
+        const uint64_t total = nlbas * lba_size;
+        const uint64_t start = std::min<uint64_t>(offset_mb << 20, total);
+        const uint64_t len = size_mb ? std::min<uint64_t>(size_mb << 20, total - start) : total - start;
+        j->first_slot = start / bs;
+        j->slots = len / bs;
         j->rng += i * 7919;
         j->base = i * qd;
         j->stride = uint64_t{qd} * queues.size();

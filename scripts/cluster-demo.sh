@@ -55,12 +55,15 @@ sum_range() {  # ENGINE BDEV MB
 
 cpus=$(nproc)
 echo "== three engines, each with a pool on a file"
+idx=0
 for n in A B C; do
-  start_engine $n $(( (${#pid[@]}) % cpus ))
+  start_engine $n $((idx % cpus))
+  idx=$((idx + 1))
   c $n pool create "pool$n" --disk "file://$work/pool$n.img?size_mb=512" --cluster-size 4MiB >/dev/null
   echo "   engine $n: pid ${pid[$n]}, gRPC ${grpc[$n]}, NVMe-oF ${nvmfp[$n]}"
 done
-ua=$(replica A vol0 | jq -r '.uris[] | select(startswith("bdev:"))')
+c A replica create poolA vol0 --size "${vol_mb}MiB" >/dev/null
+ua=bdev:///vol0  # local to the nexus: no network hop
 ub=$(replica B vol0 | jq -r '.uris[] | select(startswith("nvmf:"))')"?ctrl_loss_timeout_ms=3000&name=B-vol0"
 uc=$(replica C vol0 | jq -r '.uris[] | select(startswith("nvmf:"))')"?ctrl_loss_timeout_ms=3000&name=C-vol0"
 c A nexus create vol --size "${vol_mb}MiB" --child "$ua" --child "$ub" --child "$uc" --opt child_io_timeout_ms=2000 >/dev/null
@@ -82,14 +85,14 @@ echo "== an application writes and verifies (castor-perf, 64 MiB region after th
 "$PERF" -r "127.0.0.1:${nvmfp[A]}" -n "$nqn" -w randrw -q 16 -t 6 --verify --offset-mb 64 --size-mb 64 &
 perf_pid=$!
 sleep 2
-kill -9 "${pid[B]}"
+{ kill -9 "${pid[B]}" && wait "${pid[B]}"; } 2>/dev/null || true
 echo "   killed engine B (pid ${pid[B]})"
 wait "$perf_pid"
 echo
 c A nexus show vol
 echo
 echo "== engine B restarted (its pool re-imported); a new replica there joins the volume"
-start_engine B 1 --pool-import "file://$work/poolB.img"
+start_engine B $((1 % cpus)) --pool-import "file://$work/poolB.img"
 un=$(replica B vol1 | jq -r '.uris[] | select(startswith("nvmf:"))')"?ctrl_loss_timeout_ms=3000&name=B-vol1"
 c A nexus add-child vol "$un" >/dev/null
 "$PERF" -r "127.0.0.1:${nvmfp[A]}" -n "$nqn" -w randwrite -q 8 -t 3 --verify --offset-mb 64 --size-mb 64 --json >"$work/load.json" &

@@ -100,3 +100,6 @@ wait "$engine_pid"
 rc=$?
 engine_pid=""
 echo "== castor-engine stopped cleanly (exit $rc)"
+echo
+echo "=================== cluster demo: a 3-way replicated volume on three engines"
+scripts/cluster-demo.sh "$B"

@@ -61,9 +61,11 @@ bool valid(const Bdev& b, const IoRequest& r) {
 }
 }  // namespace
 
-void BdevChannel::submit(IoRequest& req) {
+void BdevChannel::submit(IoRequest& req) { submit_at(req, mono_ns()); }
+
+void BdevChannel::submit_at(IoRequest& req, uint64_t now_ns) {
   req.channel = this;
-  req.start_ns = mono_ns();
+  req.start_ns = now_ns;
   ++outstanding_;
   if (!valid(bdev_, req)) {
     complete(req, IoStatus::kInvalid);
@@ -85,8 +87,8 @@ void BdevChannel::account(IoRequest& req, IoStatus status) {
 }
 
 // Latency is measured up to the moment the caller's callback runs.
-void BdevChannel::deliver(IoRequest& req) {
-  req.done_ns = mono_ns();
+void BdevChannel::deliver(IoRequest& req, uint64_t now_ns) {
+  req.done_ns = now_ns;
   if (req.status == IoStatus::kSuccess) {
     stats_.latency[static_cast<int>(req.type)].record(req.done_ns - req.start_ns);
   }
@@ -97,14 +99,16 @@ void BdevChannel::complete(IoRequest& req, IoStatus status) {
   account(req, status);
   req.Task::fn = [](reactor::Task* t) {
     auto* r = static_cast<IoRequest*>(t);
-    r->channel->deliver(*r);
+    r->channel->deliver(*r, mono_ns());
   };
   reactor_.defer(&req);
 }
 
-void BdevChannel::complete_now(IoRequest& req, IoStatus status) {
+void BdevChannel::complete_now(IoRequest& req, IoStatus status) { complete_now(req, status, mono_ns()); }
+
+void BdevChannel::complete_now(IoRequest& req, IoStatus status, uint64_t now_ns) {
   account(req, status);
-  deliver(req);
+  deliver(req, now_ns);
 }
 
 Bdev::Bdev(std::string name, std::string module, uint32_t block_size, uint64_t num_blocks)

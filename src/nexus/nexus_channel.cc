@@ -177,7 +177,10 @@ void NexusChannel::submit_kid(Io* io, int s) {
   }
   ++io->outstanding;
   ++slots_[s].outstanding;
-  slots_[s].ch->submit(k.req);
+  // The parent's start saves a clock read when it arrived in this loop turn; a held or
+  // retried parent is older than that, so its children start at this turn's time
+  // (the timeout scan measures from it).
+  slots_[s].ch->submit_at(k.req, std::max(p.start_ns, reactor().loop_now_ns()));
 }
 
 int NexusChannel::pick_reader(uint8_t exclude) {
@@ -207,7 +210,11 @@ int NexusChannel::pick_reader(uint8_t exclude) {
 
 void NexusChannel::on_kid_done(IoRequest& r, void* arg) {
   auto* k = static_cast<ChildIo*>(arg);
-  k->io->ch->kid_done(*k);
+  NexusChannel* ch = k->io->ch;
+  // The child's completion time is fresh: the parent completed from here reuses it.
+  ch->cb_now_ns_ = r.done_ns;
+  ch->kid_done(*k);
+  ch->cb_now_ns_ = 0;
 }
 
 void NexusChannel::kid_done(ChildIo& k) {
@@ -362,7 +369,8 @@ void NexusChannel::complete_parent(Io* io, IoStatus st) {
   }
   --active_;
   if (io->outstanding == 0) put_io(io);
-  complete_now(*p, st);
+  if (cb_now_ns_) complete_now(*p, st, cb_now_ns_);
+  else complete_now(*p, st);
 }
 
 void NexusChannel::link(Io* io) {

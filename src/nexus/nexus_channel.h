@@ -68,6 +68,7 @@ class NexusChannel final : public bdev::BdevChannel {
     Io* next = nullptr;
     Io* next_free = nullptr;
   };
+  uint64_t cb_now_ns_ = 0;  // inside a child's callback: its completion time
   struct Slot {
     Child* child = nullptr;
     bdev::BdevChannel* ch = nullptr;

@@ -211,18 +211,20 @@ TEST(Rebuild, RandomFaultSchedules) {
     for (int i = 0; i < 3; ++i) {
       if (info.children[i].state == ChildState::kHealthy) healthy.push_back(bases[i]);
     }
-    ASSERT_GE(healthy.size(), 2u);
+    // Usually only the victim is retired; on a loaded machine (ASan, parallel tests) a
+    // healthy child can also miss the 60 ms timeout, which is correct behaviour: every
+    // retired child is brought back below.
+    ASSERT_GE(healthy.size(), 1u);
     std::string fresh = fmt::format("malloc:///r{}fresh?size_mb=2", run);
     ASSERT_TRUE(n->add_child(fresh));
     auto ri = n->wait_rebuild(fresh, 20000);
     ASSERT_TRUE(ri);
     EXPECT_EQ(ri->state, RebuildState::kCompleted) << ri->error;
-    if (info.children[victim].state != ChildState::kHealthy) {
-      ++faulted_runs;
-      ASSERT_TRUE(wait_until([&] {
-        return n->online_child(uris[victim]).is_ok();
-      }));
-      auto rv = n->wait_rebuild(uris[victim], 20000);
+    if (info.children[victim].state != ChildState::kHealthy) ++faulted_runs;
+    for (int i = 0; i < 3; ++i) {
+      if (info.children[i].state == ChildState::kHealthy) continue;
+      ASSERT_TRUE(wait_until([&] { return n->online_child(uris[i]).is_ok(); }));
+      auto rv = n->wait_rebuild(uris[i], 20000);
       ASSERT_TRUE(rv);
       EXPECT_EQ(rv->state, RebuildState::kCompleted) << rv->error;
     }

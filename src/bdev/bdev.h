@@ -96,6 +96,14 @@ class BdevChannel {
   // (a nexus passing its own request's start to a child's), saving a clock read.
   void submit_at(IoRequest& req, uint64_t now_ns);
 
+  // Gives up on `req`, submitted to this channel and not yet completed (a nexus whose
+  // child I/O timed out). Returns true if the module guarantees that, from now on, it
+  // writes nothing more into the request's buffers; it then completes `req` on a later
+  // loop turn (kAborted, or the real status if it had just finished). Returns false if
+  // it cannot (the default): `req` completes normally, whenever the device answers.
+  // REQUIRES: on reactor()'s thread.
+  virtual bool abort(IoRequest& req) { return false; }
+
   Bdev& bdev() { return bdev_; }
   reactor::Reactor& reactor() { return reactor_; }
   const ChannelStats& stats() const { return stats_; }

@@ -439,7 +439,10 @@ void NexusChannel::abandon(Io* io, int s) {
   k.abandoned = true;
   Child* c = slots_[s].child;
   c->timeouts.fetch_add(1, std::memory_order_relaxed);
-  if (k.req.iovcnt > 0) {
+  // A module that can abort stops touching the buffers now (the nvmf bdev drops the
+  // connection); for the others, redirect the buffers below.
+  const bool aborted = slots_[s].ch->abort(k.req);
+  if (!aborted && k.req.iovcnt > 0) {
     // The device may still read or write these buffers when it wakes up; the caller's
     // memory is returned to it now, so point the request at a scratch sink instead.
     size_t len = 0;

@@ -237,6 +237,44 @@ TEST_F(Fixture, AControllerGoneLongerThanTheLossTimeoutFailsItsIo) {
   EXPECT_TRUE(henv.reg->destroy("r0").is_ok());
 }
 
+TEST_F(Fixture, AnAbortedReadNeverWritesIntoTheCallersBufferLater) {
+  ASSERT_TRUE(henv.reg->create(uri("&reconnect_delay_ms=20")).is_ok());
+  auto& b = host_bdev();
+  auto w = pattern(4096, 5);
+  ASSERT_EQ(do_io(henv, 0, b, IoType::kWrite, 64, 8, w.data(), w.size()), IoStatus::kSuccess);
+  bdev::FaultRuleSpec hang;
+  hang.mode = bdev::FaultMode::kHang;
+  auto id = bdev::FaultControl::inject(*tenv.reg->find("f0"), hang);
+  ASSERT_TRUE(id.is_ok());
+  std::vector<uint8_t> buf(4096, 0xEE);
+  bdev::test::SyncIo s;
+  s.iov = {buf.data(), buf.size()};
+  s.req.type = IoType::kRead;
+  s.req.offset_blocks = 64;
+  s.req.num_blocks = 8;
+  s.req.iovs = &s.iov;
+  s.req.iovcnt = 1;
+  s.req.cb = [](bdev::IoRequest& q, void* a) { static_cast<bdev::test::SyncIo*>(a)->p.set_value(q.status); };
+  s.req.cb_arg = &s;
+  auto f = s.p.get_future();
+  auto& r = henv.group.at(0);
+  r.send([&] { b.channel(r).submit(s.req); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  bool aborted = false;
+  henv.group.run_on(0, [&](reactor::Reactor& rr) { aborted = b.channel(rr).abort(s.req); });
+  EXPECT_TRUE(aborted);
+  ASSERT_EQ(f.wait_for(std::chrono::seconds(2)), std::future_status::ready);
+  EXPECT_EQ(f.get(), IoStatus::kAborted);
+  // The target wakes up and answers: nothing may land in the returned buffer.
+  ASSERT_TRUE(bdev::FaultControl::clear(*tenv.reg->find("f0"), *id).is_ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_TRUE(std::all_of(buf.begin(), buf.end(), [](uint8_t c) { return c == 0xEE; }));
+  // The queue reconnected; the data is there.
+  std::vector<uint8_t> again(4096);
+  EXPECT_EQ(do_io(henv, 1, b, IoType::kRead, 64, 8, again.data(), again.size()), IoStatus::kSuccess);
+  EXPECT_EQ(again, w);
+}
+
 TEST_F(Fixture, ATargetBackWithoutTheSubsystemCountsAsLost) {
   ASSERT_TRUE(henv.reg->create(uri("&reconnect_delay_ms=50&ctrl_loss_timeout_ms=600")).is_ok());
   auto& b = host_bdev();

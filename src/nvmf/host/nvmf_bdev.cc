@@ -111,6 +111,7 @@ class IoQueue {
   }
 
   void submit(IoRequest& req);
+  bool abort(IoRequest& req);
   void disconnect(uint64_t gen, const std::string& why);
   void connect(uint64_t gen, uint16_t cntlid);
   void declare_lost();
@@ -279,6 +280,9 @@ class NvmfChannel final : public bdev::BdevChannel {
  protected:
   void do_submit(IoRequest& req) override { q_.submit(req); }
 
+ public:
+  bool abort(IoRequest& req) override { return q_.abort(req); }
+
  private:
   IoQueue& q_;
 };
@@ -382,6 +386,38 @@ void IoQueue::submit(IoRequest& req) {
     start(req);
   }
   in_submit_ = false;
+}
+
+bool IoQueue::abort(IoRequest& req) {
+  if (!chan_) return false;
+  // Not started yet: just take it off the list.
+  for (IoRequest *q = pend_head_, *prev = nullptr; q; prev = q, q = static_cast<IoRequest*>(q->Task::next)) {
+    if (q != &req) continue;
+    IoRequest* after = static_cast<IoRequest*>(q->Task::next);
+    if (prev) prev->Task::next = after;
+    else pend_head_ = after;
+    if (pend_tail_ == q) pend_tail_ = prev;
+    q->Task::next = nullptr;
+    chan_->finish(req, IoStatus::kAborted, true);
+    return true;
+  }
+  for (Ctx* x : all_) {
+    if (x->req != &req || x->abandoned) continue;
+    // Its commands may still be answered: drop the connection first (nothing more is
+    // received once it is closing), then hand the request back. The controller resets
+    // and the other requests of this queue are re-issued on the new connection.
+    x->abandoned = true;
+    if (x->waiting) {
+      std::erase(waiting_, x);
+      x->waiting = false;
+    }
+    if (x->inflight == 0) release(x);
+    if (qp_) qp_->close("command aborted");
+    chan_->finish(req, IoStatus::kAborted, true);
+    report_failure(gen_, "a command was aborted by its owner");
+    return true;
+  }
+  return false;
 }
 
 void IoQueue::start(IoRequest& req) {

@@ -181,6 +181,9 @@ TEST_F(Fixture, AHungCommandTimesOutAndTheControllerComesBack) {
   EXPECT_EQ(do_io(henv, 1, b, IoType::kWrite, 16, 8, w.data(), w.size()), IoStatus::kSuccess);
   EXPECT_EQ(do_io(henv, 0, b, IoType::kRead, 16, 8, buf.data(), buf.size()), IoStatus::kSuccess);
   EXPECT_EQ(buf, w);
+  for (int i = 0; i < 200 && nvmf_bdev_status(b)->state != ControllerState::kLive; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   auto st = nvmf_bdev_status(b);
   EXPECT_EQ(st->timeouts, 1u);
   EXPECT_GE(st->resets, 1u);
@@ -217,6 +220,11 @@ TEST_F(Fixture, IoWaitsAcrossATargetRestartAndCompletes) {
   ASSERT_EQ(f.wait_for(std::chrono::seconds(10)), std::future_status::ready);
   EXPECT_EQ(f.get(), IoStatus::kSuccess);
   EXPECT_EQ(r, w);
+  // A queue re-issues its requests as soon as it is connected; the controller counts as
+  // live once every queue is (a moment later).
+  for (int i = 0; i < 200 && nvmf_bdev_status(b)->state != ControllerState::kLive; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   EXPECT_EQ(nvmf_bdev_status(b)->state, ControllerState::kLive);
   EXPECT_GE(nvmf_bdev_status(b)->reconnects, 1u);
 }

@@ -10,7 +10,7 @@ guest=$1 log=$2
 shift 2
 args="console=ttyS0 panic=-1 quiet loglevel=3"
 for kv in "$@"; do args+=" castor.$kv"; done
-timeout "${VM_TIMEOUT:-300}" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m 512 -smp 2 \
+timeout "${VM_TIMEOUT:-300}" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m 1024 -smp 2 \
   -nographic -no-reboot -kernel "$guest/vmlinuz" -initrd "$guest/initramfs.gz" -append "$args" \
   -netdev user,id=n0,ipv6=off -device virtio-net-pci,netdev=n0,romfile= </dev/null >"$log" 2>&1
 # The console may prefix the first line with terminal escape sequences.

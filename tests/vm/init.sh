@@ -100,6 +100,14 @@ nvme_scenario() {
   dd if=/tmp/pattern of="$DEV" bs=1M oflag=direct conv=fsync 2>/dev/null || bad "raw write"
   dd if="$DEV" of=/tmp/back bs=1M count="$MB" iflag=direct 2>/dev/null || bad "raw read"
   cmp -s /tmp/pattern /tmp/back && step "raw ${MB} MiB written and read back" || bad "raw read-back differs"
+  # fio: random 4 KiB writes at queue depth 16 through libaio, every block verified.
+  if fio --name=verify --filename="$DEV" --direct=1 --ioengine=libaio --iodepth=16 --rw=randwrite \
+       --bs=4k --size="${MB}M" --verify=crc32c --do_verify=1 --verify_fatal=1 --randrepeat=0 \
+       --output=/tmp/fio.log >/dev/null 2>&1 && grep -q "err= 0" /tmp/fio.log; then
+    step "fio randwrite with crc32c verify passed"
+  else
+    bad "fio verify: $(grep -m1 -i -E 'error|verify|err=' /tmp/fio.log)"
+  fi
   mkfs.ext4 -q -F "$DEV" >/tmp/mkfs.log 2>&1 || { bad "mkfs.ext4: $(tail -1 /tmp/mkfs.log)"; return; }
   mkdir -p /mnt/v
   mount -t ext4 "$DEV" /mnt/v || { bad "mount"; return; }

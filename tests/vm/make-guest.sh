@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the test guest: Debian 12's own kernel plus a busybox initramfs carrying
-# nvme-cli, e2fsprogs and nbd-client, all taken from Debian packages (apt-get download,
+# nvme-cli, e2fsprogs, nbd-client and fio, all taken from Debian packages (apt-get download,
 # never installed on the host). Output: $GUEST_DIR/{vmlinuz,initramfs.gz}.
 # Idempotent: rebuilds only when this script or the guest init changed.
 #
@@ -25,7 +25,7 @@ if [[ -z "$kpkg" ]]; then
   kpkg=$(apt-cache depends linux-image-amd64 | sed -n 's/.*Depends: \(linux-image-[0-9][^ ]*\).*/\1/p' | head -1)
 fi
 kver=${kpkg#linux-image-}
-tools=(busybox-static nvme-cli e2fsprogs nbd-client)
+tools=(busybox-static nvme-cli e2fsprogs nbd-client fio)
 
 # Library closure of the tools (only lib* and zlib packages: no debconf, no perl).
 pkgs=" ${tools[*]} "
@@ -69,7 +69,7 @@ printf 'root:x:0:\n' >"$root/etc/group"
 ld="$tree/lib64/ld-linux-x86-64.so.2"
 libpath="$tree/lib/x86_64-linux-gnu:$tree/usr/lib/x86_64-linux-gnu"
 cp "$ld" "$root/lib64/"
-for b in usr/sbin/nvme sbin/mke2fs sbin/nbd-client; do
+for b in usr/sbin/nvme sbin/mke2fs sbin/nbd-client usr/bin/fio; do
   mkdir -p "$root/$(dirname "$b")"
   cp "$tree/$b" "$root/$b"
   "$ld" --library-path "$libpath" --list "$tree/$b" | awk '$2 == "=>" && $3 ~ /^\// {print $3}' |

@@ -42,6 +42,7 @@ fi
 rc=0
 "$here/boot.sh" "$guest" "$work/guest.log" mode=nvme port="$port" nqn="$nqn" mb=16 | tee "$work/steps" || rc=1
 for want in "discover lists $nqn" "id-ctrl model ok" "raw 16 MiB written and read back" \
+            "fio randwrite with crc32c verify passed" \
             "files identical after reconnect with digests" "disconnected"; do
   grep -q "$want" "$work/steps" || { echo "FAIL: missing step: $want"; rc=1; }
 done

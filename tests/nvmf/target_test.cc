@@ -333,6 +333,73 @@ TEST_F(Target, AdminSequenceIoQueueAndData) {
   }
 }
 
+// A namespace added to a subsystem with a connected controller: the host that enabled
+// namespace attribute notices gets one through its outstanding Async Event Request, the
+// Changed Namespace List names it, and both admin and I/O queues see it.
+TEST_F(Target, AddedNamespaceIsAnnouncedThroughAnAsyncEvent) {
+  ASSERT_TRUE(reg->create("malloc:///m1?size_mb=4&blk_size=512"));
+  TestHost a(port);
+  uint16_t cntlid = bring_up_admin(a, kNqn, kHost);
+  ASSERT_EQ(a.admin(admin_op::kSetFeatures, 0, feature::kNumberOfQueues, 0).status, 0);
+  ASSERT_EQ(a.admin(admin_op::kSetFeatures, 0, feature::kAsyncEventConfig, 1u << 8).status, 0);
+  TestHost io(port);
+  ASSERT_EQ(io.connect(kNqn, kHost, 1, cntlid).status, 0);
+  // The AER stays outstanding: send it without waiting.
+  Sqe aer{};
+  aer.opcode = admin_op::kAsyncEventRequest;
+  aer.cid = 0x7000;
+  aer.flags = 0x40;
+  aer.sgl1.type = kSglTransportDataBlock;
+  uint8_t h[80];
+  size_t n = build_capsule_cmd(h, aer, 0, false, false);
+  a.send_raw(h, n);
+  usleep(50000);
+  auto nsid = tgt->add_namespace(kNqn, "m1");
+  ASSERT_TRUE(nsid);
+  EXPECT_EQ(*nsid, 2u);
+  Pdu p = a.recv();
+  ASSERT_EQ(p.f.type, PduType::kCapsuleResp);
+  auto r = p.as<CapsuleRespHeader>();
+  EXPECT_EQ(r.cqe.cid, 0x7000);
+  EXPECT_EQ(r.cqe.status, 0);
+  EXPECT_EQ(r.cqe.dw0, 0x040002u);  // notice, namespace attribute changed, log page 0x04
+  std::vector<uint8_t> buf;
+  ASSERT_EQ(a.admin(admin_op::kGetLogPage, 0, log_id::kChangedNs | (1023u << 16), 0, &buf, 4096).status, 0);
+  uint32_t first = 0, second = 1;
+  std::memcpy(&first, buf.data(), 4);
+  std::memcpy(&second, buf.data() + 4, 4);
+  EXPECT_EQ(first, 2u);
+  EXPECT_EQ(second, 0u);
+  buf.clear();
+  ASSERT_EQ(a.admin(admin_op::kIdentify, 0, cns::kActiveNsList, 0, &buf, 4096).status, 0);
+  EXPECT_EQ(buf[0], 1);
+  EXPECT_EQ(buf[4], 2);
+  buf.clear();
+  ASSERT_EQ(a.admin(admin_op::kIdentify, 2, cns::kNamespace, 0, &buf, 4096).status, 0);
+  IdentifyNamespace in;
+  std::memcpy(&in, buf.data(), sizeof(in));
+  EXPECT_EQ(in.nsze, 4u * 2048);
+  // The I/O queue that was connected before reaches the new namespace.
+  std::vector<uint8_t> w(4096, 0x3c), got;
+  Sqe wr{};
+  wr.opcode = io_op::kWrite;
+  wr.nsid = 2;
+  wr.cdw12 = 7;
+  EXPECT_EQ(io.cmd(wr, w).status, 0);
+  Sqe rd{};
+  rd.opcode = io_op::kRead;
+  rd.nsid = 2;
+  rd.cdw12 = 7;
+  rd.sgl1.length = 4096;
+  EXPECT_EQ(io.cmd(rd, {}, &got).status, 0);
+  EXPECT_EQ(got, w);
+  // Read again: the list was cleared.
+  buf.clear();
+  ASSERT_EQ(a.admin(admin_op::kGetLogPage, 0, log_id::kChangedNs | (1023u << 16), 0, &buf, 4096).status, 0);
+  std::memcpy(&first, buf.data(), 4);
+  EXPECT_EQ(first, 0u);
+}
+
 TEST_F(Target, DiscoveryAndAllowList) {
   TestHost d(port);
   ASSERT_EQ(d.connect(kDiscoveryNqn, kHost, 0, 0xffff).status, 0);

@@ -41,11 +41,11 @@ network() {
   ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 || bad "no network"
 }
 
-# Waits for the namespace block device of the (only) connected controller.
+# Waits for namespace 1's block device of the (only) connected controller.
 namespace_dev() {
   n=0
   while [ $n -lt 100 ]; do
-    for d in /sys/block/nvme*n*; do
+    for d in /sys/block/nvme*n1; do
       b=${d##*/}
       case "$b" in *c*n*|*'*'*) continue ;; esac
       [ -b "/dev/$b" ] && { echo "/dev/$b"; return 0; }
@@ -107,6 +107,16 @@ nvme_scenario() {
     step "fio randwrite with crc32c verify passed"
   else
     bad "fio verify: $(grep -m1 -i -E 'error|verify|err=' /tmp/fio.log)"
+  fi
+  # The host side adds a second namespace when it sees this line: the kernel hears of it
+  # through an Async Event Request and scans it in.
+  step "waiting for namespace 2"
+  i=0
+  while [ ! -b "${CTRL}n2" ] && [ $i -lt 300 ]; do usleep 100000; i=$((i + 1)); done
+  if [ -b "${CTRL}n2" ]; then
+    step "namespace 2 appeared after an async event ($(cat /sys/block/$(basename "${CTRL}")n2/size) sectors)"
+  else
+    bad "namespace 2 did not appear"
   fi
   mkfs.ext4 -q -F "$DEV" >/tmp/mkfs.log 2>&1 || { bad "mkfs.ext4: $(tail -1 /tmp/mkfs.log)"; return; }
   mkdir -p /mnt/v

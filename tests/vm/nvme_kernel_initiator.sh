@@ -23,7 +23,8 @@ fi
 "$here/make-guest.sh" "$guest" || { echo "cannot build the guest"; exit 1; }
 
 nqn="nqn.2026-11.io.castor:vm-$$"
-"$serve" --bdev "malloc:///vol0?size_mb=64&blk_size=512" --nqn "$nqn" --port 0 \
+"$serve" --bdev "malloc:///vol0?size_mb=64&blk_size=512" --late-bdev "malloc:///vol1?size_mb=8&blk_size=512" \
+  --nqn "$nqn" --port 0 \
   --port-file "$work/port" --log-level info >"$work/target.log" 2>&1 &
 pid=$!
 for _ in $(seq 50); do [[ -s "$work/port" ]] && break; sleep 0.1; done
@@ -40,9 +41,14 @@ if command -v dumpcap >/dev/null && command -v tshark >/dev/null; then
 fi
 
 rc=0
+# When the guest waits for a second namespace, add one (castor-nvmf-serve on SIGUSR1).
+(for _ in $(seq 1200); do
+   if grep -a -q "@@ waiting for namespace 2" "$work/guest.log" 2>/dev/null; then kill -USR1 "$pid"; break; fi
+   sleep 0.25
+ done) &
 "$here/boot.sh" "$guest" "$work/guest.log" mode=nvme port="$port" nqn="$nqn" mb=16 | tee "$work/steps" || rc=1
 for want in "discover lists $nqn" "id-ctrl model ok" "raw 16 MiB written and read back" \
-            "fio randwrite with crc32c verify passed" \
+            "fio randwrite with crc32c verify passed" "namespace 2 appeared after an async event" \
             "files identical after reconnect with digests" "disconnected"; do
   grep -q "$want" "$work/steps" || { echo "FAIL: missing step: $want"; rc=1; }
 done

@@ -44,7 +44,11 @@ class Controller {
   std::string subnqn, hostnqn;
   bool discovery = false;
   std::string serial;
-  std::vector<NsRef> ns;  // fixed at creation
+  // The namespaces as a snapshot: replaced (never edited) when one is added, and each
+  // queue pair keeps its own reference, refreshed by a message on its reactor, so the
+  // I/O path reads it without a lock. Guarded by `mu` for replacement.
+  std::shared_ptr<const std::vector<NsRef>> ns = std::make_shared<std::vector<NsRef>>();
+  std::vector<uint32_t> changed_ns;  // (admin) for the Changed Namespace List log page
   ControllerRegisters regs{ControllerLimits{}};  // (admin)
   uint32_t kato_ms = 0;                          // (admin)
   uint64_t last_keepalive_ns = 0;                // (admin)
@@ -57,13 +61,14 @@ class Controller {
   std::vector<std::pair<reactor::Reactor*, Qpair*>> io_qpairs;
   std::atomic<bool> dead{false};
 
-  const NsRef* find_ns(uint32_t nsid) const {
-    for (const auto& n : ns) {
-      if (n.nsid == nsid) return &n;
-    }
-    return nullptr;
-  }
 };
+
+const NsRef* find_ns(const std::vector<NsRef>& v, uint32_t nsid) {
+  for (const auto& n : v) {
+    if (n.nsid == nsid) return &n;
+  }
+  return nullptr;
+}
 
 // One queue pair: one TCP connection, owned by one reactor.
 class Qpair final : public reactor::Connection::Handler {
@@ -138,7 +143,7 @@ class Qpair final : public reactor::Connection::Handler {
     uint32_t len = 0;       // data length of the command
     uint32_t received = 0;  // host data received so far (R2T)
     bool waiting_h2c = false;
-    const NsRef* ns = nullptr;
+    NsRef ns{0, nullptr};  // by value: the snapshot it came from may be replaced
     uint8_t c2h[32];
     uint8_t resp[32];
     uint32_t ddgst = 0;
@@ -196,7 +201,7 @@ class Qpair final : public reactor::Connection::Handler {
     c->received = 0;
     c->len = 0;
     c->waiting_h2c = false;
-    c->ns = nullptr;
+    c->ns = NsRef{0, nullptr};
     ++outstanding_;
     return c;
   }
@@ -341,8 +346,12 @@ class Qpair final : public reactor::Connection::Handler {
       ctrl_ = ctrl;
       qid_ = 0;
       connected_ = true;
-      ctrl_->admin_reactor = &r_;
-      ctrl_->admin = this;
+      {
+        std::lock_guard lk(ctrl_->mu);
+        ctrl_->admin_reactor = &r_;
+        ctrl_->admin = this;
+        ns_ = ctrl_->ns;
+      }
       ctrl_->last_keepalive_ns = mono_ns();
       arm_keepalive();
       spdlog::info("nvmf controller {} created subnqn={} hostnqn={} kato_ms={}", ctrl_->cntlid, subnqn, hostnqn,
@@ -357,8 +366,11 @@ class Qpair final : public reactor::Connection::Handler {
     qid_ = cmd.qid;
     connected_ = true;
     {
+      // Together, so that a namespace added meanwhile either is in this snapshot or
+      // reaches this queue by message.
       std::lock_guard lk(ctrl_->mu);
       ctrl_->io_qpairs.emplace_back(&r_, this);
+      ns_ = ctrl_->ns;
     }
     return finish(c, kSuccess, ctrl_->cntlid);
   }
@@ -463,18 +475,18 @@ class Qpair final : public reactor::Connection::Handler {
     if (cns == cns::kNamespace) {
       IdentifyNamespace in;
       std::memset(&in, 0, sizeof(in));
-      if (const NsRef* n = ctrl_->find_ns(nsid)) build_identify_namespace(ns_identity(*n), &in);
+      if (const NsRef* n = find_ns(*ns_, nsid)) build_identify_namespace(ns_identity(*n), &in);
       else if (nsid == 0 || nsid == 0xffffffff) return finish(c, generic(sc::kInvalidNamespace));
       return reply_data(c, &in, sizeof(in));
     }
     if (cns == cns::kActiveNsList) {
       std::vector<uint32_t> ids;
-      for (const auto& n : ctrl_->ns) ids.push_back(n.nsid);
+      for (const auto& n : *ns_) ids.push_back(n.nsid);
       auto l = build_active_ns_list(ids, nsid);
       return reply_data(c, l.data(), static_cast<uint32_t>(l.size()));
     }
     if (cns == cns::kNsDescriptors) {
-      const NsRef* n = ctrl_->find_ns(nsid);
+      const NsRef* n = find_ns(*ns_, nsid);
       if (!n) return finish(c, generic(sc::kInvalidNamespace));
       auto d = build_ns_descriptors(ns_identity(*n));
       return reply_data(c, d.data(), static_cast<uint32_t>(d.size()));
@@ -513,7 +525,19 @@ class Qpair final : public reactor::Connection::Handler {
         page[0] = 1;  // active slot 1
         std::memcpy(page.data() + 8, "0.1.0   ", 8);
         break;
-      case log_id::kChangedNs: page.assign(4096, 0); break;
+      case log_id::kChangedNs: {
+        // Up to 1024 NSIDs; reading it clears the list (it is re-armed by the next change).
+        page.assign(4096, 0);
+        auto& ch = ctrl_->changed_ns;
+        if (ch.size() > 1024) {
+          const uint32_t overflow = 0xffffffff;
+          std::memcpy(page.data(), &overflow, 4);
+        } else {
+          for (size_t i = 0; i < ch.size(); ++i) std::memcpy(page.data() + 4 * i, &ch[i], 4);
+        }
+        ch.clear();
+        break;
+      }
       case log_id::kCommandEffects: {
         page.assign(4096, 0);
         auto mark = [&](size_t base, uint8_t op, uint32_t bits) {
@@ -582,9 +606,9 @@ class Qpair final : public reactor::Connection::Handler {
   // ---------------------------------------------------------------- I/O
   void io(Cmd* c) {
     const Sqe& s = c->sqe;
-    const NsRef* ns = ctrl_->find_ns(s.nsid);
+    const NsRef* ns = find_ns(*ns_, s.nsid);
     if (!ns) return finish(c, generic(sc::kInvalidNamespace));
-    c->ns = ns;
+    c->ns = *ns;
     bdev::Bdev& b = *ns->bdev;
     const uint32_t bs = b.block_size();
     switch (s.opcode) {
@@ -670,7 +694,7 @@ class Qpair final : public reactor::Connection::Handler {
 
   void dsm_next(Cmd* c, uint32_t i) {
     const uint32_t nr = c->len / 16;
-    bdev::Bdev& b = *c->ns->bdev;
+    bdev::Bdev& b = *c->ns.bdev;
     while (i < nr) {
       uint32_t nlb;
       uint64_t slba;
@@ -701,7 +725,7 @@ class Qpair final : public reactor::Connection::Handler {
     }
     io.cb = &Qpair::io_done;
     io.cb_arg = c;
-    c->ns->bdev->channel(r_).submit(io);
+    c->ns.bdev->channel(r_).submit(io);
   }
 
   static uint16_t status_of(const IoRequest& io) {
@@ -751,6 +775,25 @@ class Qpair final : public reactor::Connection::Handler {
   uint32_t outstanding_ = 0;
   uint32_t aec_ = 0;
   uint32_t error_recovery_ = 0;
+  std::shared_ptr<const std::vector<NsRef>> ns_ = std::make_shared<std::vector<NsRef>>();
+
+ public:
+  // On this qpair's reactor: adopt a new namespace snapshot; on the admin queue also
+  // record the change and, if the host enabled namespace attribute notices, complete an
+  // outstanding Async Event Request with one.
+  void namespaces_changed(std::shared_ptr<const std::vector<NsRef>> snap, uint32_t nsid) {
+    ns_ = std::move(snap);
+    if (qid_ != 0 || !ctrl_ || closed_) return;
+    auto& ch = ctrl_->changed_ns;
+    if (std::find(ch.begin(), ch.end(), nsid) == ch.end()) ch.push_back(nsid);
+    if (!(aec_ & (1u << 8)) || ctrl_->aers.empty()) return;
+    const uint16_t slot = ctrl_->aers.front();
+    ctrl_->aers.erase(ctrl_->aers.begin());
+    // Notice (type 2), namespace attribute changed (info 0), log page 0x04.
+    finish(&slots_[slot], kSuccess, 2u | (0u << 8) | (uint32_t{log_id::kChangedNs} << 16));
+  }
+  bool is_admin_of(const Controller* c) const { return qid_ == 0 && ctrl_.get() == c; }
+  bool belongs_to(const Controller* c) const { return ctrl_.get() == c; }
 };
 
 // ---------------------------------------------------------------------------------
@@ -852,7 +895,33 @@ Result<uint32_t> NvmfTarget::add_namespace(const std::string& nqn, const std::st
   ns->nsid = nsid;
   ns->bdev = bdev;
   ns->desc = std::move(d.value());
+  bdev::Bdev* added = ns->desc.bdev();
   s.namespaces[nsid] = std::move(ns);
+  // Connected controllers see it too: a new snapshot for each of their queue pairs, and
+  // a namespace-change notice through an outstanding Async Event Request.
+  for (const auto& [cid, w] : controllers_) {
+    auto ctrl = w.lock();
+    if (!ctrl || ctrl->subnqn != nqn || ctrl->dead) continue;
+    std::vector<std::pair<reactor::Reactor*, Qpair*>> qps;
+    std::shared_ptr<const std::vector<NsRef>> snap;
+    {
+      std::lock_guard ck(ctrl->mu);
+      auto v = std::make_shared<std::vector<NsRef>>(*ctrl->ns);
+      v->push_back({nsid, added});
+      std::sort(v->begin(), v->end(), [](const NsRef& a, const NsRef& b) { return a.nsid < b.nsid; });
+      ctrl->ns = v;
+      snap = v;
+      qps = ctrl->io_qpairs;
+      if (ctrl->admin) qps.emplace_back(ctrl->admin_reactor, ctrl->admin);  // last: notice after the I/O queues
+    }
+    for (auto [r, qp] : qps) {
+      r->send([this, r, qp, ctrl, snap, nsid] {
+        auto& live = live_[r->id()];
+        if (std::find(live.begin(), live.end(), qp) == live.end() || !qp->belongs_to(ctrl.get())) return;
+        qp->namespaces_changed(snap, nsid);
+      });
+    }
+  }
   return nsid;
 }
 
@@ -908,7 +977,9 @@ std::shared_ptr<Controller> NvmfTarget::create_controller(Qpair& admin, const st
       return nullptr;
     }
     c->serial = s.serial;
-    for (const auto& [id, ns] : s.namespaces) c->ns.push_back({id, ns->desc.bdev()});
+    auto v = std::make_shared<std::vector<NsRef>>();
+    for (const auto& [id, ns] : s.namespaces) v->push_back({id, ns->desc.bdev()});
+    c->ns = std::move(v);
   }
   for (int tries = 0; tries < 0xfff0; ++tries) {
     uint16_t id = next_cntlid_++;

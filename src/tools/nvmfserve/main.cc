@@ -27,6 +27,9 @@ int main(int argc, char** argv) {
   app.add_option("--reactors", reactors, "reactor count")->capture_default_str();
   app.add_option("--allow-host", allowed, "allowed host NQN (repeatable; default any)");
   app.add_option("--port-file", port_file, "write the bound port here when ready");
+  std::string late;
+  app.add_option("--late-bdev", late,
+                 "bdev URI added as the next namespace on SIGUSR1 (connected hosts get an async event)");
   app.add_option("--log-level", log_level)->capture_default_str();
   bool poll = false;
   app.add_flag("--poll", poll, "busy-poll the reactors (lowest latency, 100 % CPU)");
@@ -37,6 +40,7 @@ int main(int argc, char** argv) {
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGUSR1);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
   std::vector<int> cpus;
@@ -71,8 +75,21 @@ int main(int argc, char** argv) {
     if (!rc) {
       if (!port_file.empty()) std::ofstream(port_file) << bound << "\n";
       spdlog::info("serving {} on {}:{}", nqn, host, bound);
-      int sig = 0;
-      sigwait(&set, &sig);
+      for (;;) {
+        int sig = 0;
+        sigwait(&set, &sig);
+        if (sig != SIGUSR1) break;
+        if (late.empty()) continue;
+        auto info = reg.create(late);
+        if (!info) {
+          spdlog::error("late bdev: {}", info.status().message());
+          continue;
+        }
+        auto ns = tgt.add_namespace(nqn, info->name);
+        if (ns) spdlog::info("namespace {} added ({})", *ns, info->name);
+        else spdlog::error("late namespace: {}", ns.status().message());
+        late.clear();
+      }
       tgt.stop();
     }
   }

@@ -138,6 +138,34 @@ TEST_F(Fixture, AttachesWithTheNamespaceGeometryAndMovesDataBothWays) {
   EXPECT_TRUE(target->list_controllers().empty());
 }
 
+// Unmaps larger than one command go out one command at a time (the range lives in the
+// request's context); a second one queued behind the first finishes too.
+TEST_F(Fixture, ConcurrentMultiCommandUnmapsComplete) {
+  ASSERT_TRUE(tenv.reg->create("malloc:///m2?size_mb=64&blk_size=512").is_ok());
+  ASSERT_TRUE(target->add_namespace(kNqn, "m2").is_ok());
+  ASSERT_TRUE(henv.reg->create(uri("&nsid=2")).is_ok());
+  auto& b = host_bdev();
+  ASSERT_EQ(b.num_blocks(), 131072u);
+  bdev::test::SyncIo u1, u2;
+  for (auto* u : {&u1, &u2}) {
+    u->req.type = IoType::kUnmap;
+    u->req.offset_blocks = 0;
+    u->req.num_blocks = 131072;
+    u->req.cb = [](bdev::IoRequest& q, void* a) { static_cast<bdev::test::SyncIo*>(a)->p.set_value(q.status); };
+    u->req.cb_arg = u;
+  }
+  auto f1 = u1.p.get_future(), f2 = u2.p.get_future();
+  auto& r = henv.group.at(0);
+  r.send([&] {
+    b.channel(r).submit(u1.req);
+    b.channel(r).submit(u2.req);
+  });
+  ASSERT_EQ(f1.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  ASSERT_EQ(f2.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  EXPECT_EQ(f1.get(), IoStatus::kSuccess);
+  EXPECT_EQ(f2.get(), IoStatus::kSuccess);
+}
+
 TEST_F(Fixture, BadUrisAndRefusedHostsGiveClearErrors) {
   auto bad = henv.reg->create(uri("&qd=1"));
   ASSERT_FALSE(bad.is_ok());

@@ -155,6 +155,7 @@ class IoQueue {
   std::vector<Ctx*> all_;
   Ctx* free_ = nullptr;
   std::vector<Ctx*> waiting_;  // partly issued contexts, oldest first
+  std::vector<Ctx*> scratch_;  // drain()'s working copy (keeps its capacity)
   IoRequest* pend_head_ = nullptr;
   IoRequest* pend_tail_ = nullptr;
   bool scan_armed_ = false;
@@ -570,14 +571,13 @@ void IoQueue::finish_ctx(Ctx* x) {
 }
 
 void IoQueue::drain() {
-  // Partly issued requests first, then waiting ones, while slots last.
-  for (size_t i = 0; i < waiting_.size() && qp_ && qp_->inflight() < qp_->depth();) {
-    Ctx* x = waiting_[i];
-    x->waiting = false;
-    waiting_.erase(waiting_.begin() + static_cast<long>(i));
-    pump(x);  // may re-add x at the back
-    if (x->waiting && waiting_.back() == x && i < waiting_.size() - 1) continue;
-    if (x->waiting) break;  // still short of slots
+  // Partly issued requests first, oldest first: each issues what the free slots allow
+  // and goes back on the list (in the same order) if it still has commands to issue.
+  if (!waiting_.empty() && qp_ && qp_->inflight() < qp_->depth()) {
+    scratch_.clear();
+    scratch_.swap(waiting_);
+    for (Ctx* x : scratch_) x->waiting = false;
+    for (Ctx* x : scratch_) pump(x);
   }
   while (pend_head_ && waiting_.empty() && st_ == St::kLive && qp_ && qp_->inflight() < qp_->depth()) {
     IoRequest* q = pend_head_;

@@ -272,6 +272,27 @@ void Connection::on_recv(int32_t res) {
   arm_recv();
 }
 
+Connection::Pending& Connection::SendQueue::emplace_back() {
+  if (n_ == v_.size()) {
+    std::vector<Pending> bigger(std::max<size_t>(16, v_.size() * 2));
+    for (size_t i = 0; i < n_; ++i) bigger[i] = std::move((*this)[i]);
+    v_ = std::move(bigger);
+    head_ = 0;
+  }
+  ++n_;
+  return (*this)[n_ - 1];
+}
+
+void Connection::SendQueue::pop_front() {
+  Pending& p = front();
+  p.more.clear();
+  p.done = nullptr;
+  p.n = 0;
+  p.left = 0;
+  head_ = (head_ + 1) & (v_.size() - 1);
+  --n_;
+}
+
 void Connection::send(std::span<const iovec> iovs, std::function<void()> done) {
   if (closing_) return;
   size_t total = 0;
@@ -291,8 +312,8 @@ void Connection::send(std::span<const iovec> iovs, std::function<void()> done) {
 void Connection::kick_send() {
   if (send_armed_ || closing_ || sendq_.empty()) return;
   send_iov_.clear();
-  for (const auto& p : sendq_) {
-    // Skip the part of the head already sent.
+  for (size_t k = 0; k < sendq_.size(); ++k) {
+    const Pending& p = sendq_[k];
     for (const auto& v : p.iovs()) {
       if (send_iov_.size() >= 512) break;
       send_iov_.push_back(v);
@@ -341,11 +362,12 @@ void Connection::on_send(int32_t res) {
   size_t n = static_cast<size_t>(res);
   // Account every sent byte before running callbacks: a callback may send() again.
   size_t finished = 0;
-  for (auto it = sendq_.begin(); n && it != sendq_.end(); ++it) {
-    size_t take = std::min(n, it->left);
-    it->left -= take;
+  for (size_t k = 0; n && k < sendq_.size(); ++k) {
+    Pending& p = sendq_[k];
+    size_t take = std::min(n, p.left);
+    p.left -= take;
     n -= take;
-    if (it->left == 0) ++finished;
+    if (p.left == 0) ++finished;
   }
   // While callbacks run, a send() they make only queues (send_armed_ holds kicks back),
   // so the finished entries still at the front are never sent twice.
@@ -377,10 +399,10 @@ void Connection::maybe_finish_close() {
   if (closed_ || recv_armed_ || send_armed_) return;
   closed_ = true;
   // Unsent data will never go out: its owners still get their callback, to free it.
-  auto unsent = std::move(sendq_);
-  sendq_.clear();
-  for (auto& p : unsent) {
-    if (p.done) p.done();
+  while (!sendq_.empty()) {
+    auto done = std::move(sendq_.front().done);
+    sendq_.pop_front();
+    if (done) done();  // send() is a no-op now: the queue only shrinks
   }
   // Deferred: the caller may be inside on_data() and touch the connection afterwards,
   // while the handler may destroy it from on_closed().

@@ -167,7 +167,22 @@ class Connection {
   bool closing_ = false;
   bool closed_ = false;
   std::string reason_;
-  std::deque<Pending> sendq_;
+  // FIFO of queued sends. A ring over a vector rather than a std::deque: a deque frees
+  // and allocates a node every few entries as it moves, which is an allocation every
+  // third send; the ring keeps its slots (and their `more` capacity) for reuse.
+  class SendQueue {
+   public:
+    bool empty() const { return n_ == 0; }
+    size_t size() const { return n_; }
+    Pending& operator[](size_t i) { return v_[(head_ + i) & (v_.size() - 1)]; }
+    Pending& front() { return (*this)[0]; }
+    Pending& emplace_back();  // reuses a slot; grows (doubling) only when full
+    void pop_front();         // resets the slot for reuse
+   private:
+    std::vector<Pending> v_;
+    size_t head_ = 0, n_ = 0;
+  };
+  SendQueue sendq_;
   std::vector<iovec> send_iov_;
   msghdr msg_{};
   uint64_t rx_bytes_ = 0, tx_bytes_ = 0;

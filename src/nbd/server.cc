@@ -572,6 +572,15 @@ NbdServer::NbdServer(reactor::ReactorGroup& reactors, bdev::BdevRegistry& regist
 
 NbdServer::~NbdServer() { stop(); }
 
+void NbdServer::adopt(int fd, size_t reactor_index) {
+  {
+    std::lock_guard g(mu_);
+    stats_.connections_accepted++;
+  }
+  reactor::Reactor& r = reactors_.at(reactor_index % reactors_.size());
+  r.send([this, &r, fd] { (new NbdConnection(*this, r, fd))->start(); });
+}
+
 Status NbdServer::listen(const std::string& host, uint16_t port, uint16_t* bound) {
   uint16_t got = 0;
   auto fd = reactor::tcp_listen(host, port, 128, &got);

@@ -47,6 +47,9 @@ class NbdServer {
   // Existing connections keep working until they close. Errors: NotFound.
   Status remove_export(const std::string& name);
   std::vector<ExportInfo> list_exports() const;
+  // Serves an already connected socket on reactor `reactor_index` as if accepted (tests
+  // and fuzzing use a socketpair). Takes ownership of `fd`.
+  void adopt(int fd, size_t reactor_index);
   NbdStats stats() const;
   void stop();
 

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 
 #include "bdev/registry.h"
 #include "nbd/server.h"
@@ -30,11 +31,22 @@ struct World {
     // -Wmaybe-uninitialized false positive).
     const castor::nbd::ExportInfo e{std::string("e0"), std::string("m0"), false, std::string(), 0};
     (void)srv->add_export(e);
+    // Stop the server and its reactor before static destructors run (spdlog's among
+    // them): a connection closing at exit would otherwise log into a freed registry.
+    std::atexit([] {
+      World& w = *instance;
+      w.srv->stop();
+      w.srv.reset();
+      w.reg.reset();
+      w.group.stop();
+    });
   }
+  static World* instance;
 };
+World* World::instance = nullptr;
 World& world() {
-  static World* w = new World;  // lives for the whole process
-  return *w;
+  if (!World::instance) World::instance = new World;  // lives until exit
+  return *World::instance;
 }
 }  // namespace
 

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <poll.h>
 
 #include "bdev/registry.h"
@@ -30,11 +31,22 @@ struct World {
     tgt = std::make_unique<castor::nvmf::NvmfTarget>(group, *reg, o);
     (void)tgt->add_subsystem("nqn.2026-11.io.castor:fuzz", {});
     (void)tgt->add_namespace("nqn.2026-11.io.castor:fuzz", "m0");
+    // Stop the target and its reactor before static destructors run (spdlog's among
+    // them): a connection closing at exit would otherwise log into a freed registry.
+    std::atexit([] {
+      World& w = *instance;
+      w.tgt->stop();
+      w.tgt.reset();
+      w.reg.reset();
+      w.group.stop();
+    });
   }
+  static World* instance;
 };
+World* World::instance = nullptr;
 World& world() {
-  static World* w = new World;  // lives for the whole process
-  return *w;
+  if (!World::instance) World::instance = new World;  // lives until exit
+  return *World::instance;
 }
 }  // namespace
 

@@ -11,6 +11,7 @@
 #include <poll.h>
 
 #include "bdev/registry.h"
+#include "socket_session.h"
 #include "nvmf/target/target.h"
 
 namespace {
@@ -52,32 +53,6 @@ World& world() {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   World& w = world();
-  int sv[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return 0;
-  w.tgt->adopt(sv[1], 0);
-  // Send everything (the target reads as fast as it can), then half-close.
-  size_t off = 0;
-  uint8_t sink[65536];
-  while (off < size) {
-    pollfd p[1] = {{sv[0], POLLOUT | POLLIN, 0}};
-    if (poll(p, 1, 2000) <= 0) break;
-    if (p[0].revents & POLLIN) {
-      if (read(sv[0], sink, sizeof(sink)) <= 0) break;
-    }
-    if (p[0].revents & POLLOUT) {
-      ssize_t n = send(sv[0], data + off, size - off, MSG_NOSIGNAL | MSG_DONTWAIT);
-      if (n <= 0) break;
-      off += static_cast<size_t>(n);
-    }
-    if (p[0].revents & (POLLHUP | POLLERR)) break;
-  }
-  shutdown(sv[0], SHUT_WR);
-  // Drain until the target closes its end.
-  for (;;) {
-    pollfd p{sv[0], POLLIN, 0};
-    if (poll(&p, 1, 5000) <= 0) __builtin_trap();  // the target wedged
-    if (read(sv[0], sink, sizeof(sink)) <= 0) break;
-  }
-  close(sv[0]);
+  run_socket_session(data, size, [&](int fd) { w.tgt->adopt(fd, 0); });
   return 0;
 }

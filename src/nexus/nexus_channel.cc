@@ -273,6 +273,11 @@ void NexusChannel::kid_failed(Io* io, int s, IoStatus st) {
   FaultReason why = st == IoStatus::kNoSpace    ? FaultReason::kNoSpace
                     : st == IoStatus::kTimedOut ? FaultReason::kTimedOut
                                                 : FaultReason::kIoError;
+  retire_kid(io, s, why);
+}
+
+void NexusChannel::retire_kid(Io* io, int s, FaultReason why) {
+  const bool rd = io->parent->type == IoType::kRead;
   give_up_kid(io, s, !rd);
   retire(s, why);
   io->retired_mask |= bit(s);
@@ -456,20 +461,7 @@ void NexusChannel::abandon(Io* io, int s) {
   spdlog::warn("nexus={} child={} I/O timed out after {} ms (lba={} blocks={})", nexus_.name(),
                c->uri, nexus_.options().child_io_timeout_ms, k.req.offset_blocks,
                k.req.num_blocks);
-  const bool rd = io->parent->type == IoType::kRead;
-  give_up_kid(io, s, !rd);
-  retire(s, FaultReason::kTimedOut);
-  io->retired_mask |= bit(s);
-  if (rd) {
-    int other = pick_reader(io->tried_mask);
-    if (other >= 0) {
-      io->tried_mask |= bit(other);
-      submit_kid(io, other);
-      return;
-    }
-  }
-  --io->waiting;
-  maybe_finish(io);
+  retire_kid(io, s, FaultReason::kTimedOut);
 }
 
 // ---- range locks ----

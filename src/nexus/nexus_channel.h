@@ -103,6 +103,9 @@ class NexusChannel final : public bdev::BdevChannel {
   void kid_failed(Io* io, int slot, bdev::IoStatus st);
   void retire(int slot, FaultReason why);
   void give_up_kid(Io* io, int slot, bool write);
+  // Retires `slot` for `why` and finishes `io` without it: a read moves to another
+  // readable child if there is one.
+  void retire_kid(Io* io, int slot, FaultReason why);
   void maybe_finish(Io* io);
   void finish(Io* io);
   void complete_parent(Io* io, bdev::IoStatus st);

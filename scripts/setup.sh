@@ -15,6 +15,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev libisal-dev
   fio procps jq bsdextrautils bc
   libnbd-bin nbdkit fuse3 e2fsprogs util-linux
+  nettle-dev libiscsi-bin tgt
   qemu-system-x86 tshark
 )
 

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <set>
 
@@ -67,7 +68,8 @@ std::string castor_nqn(const std::string& kind, const Uuid& uuid) {
 
 FrontEnds::FrontEnds(reactor::ReactorGroup& reactors, bdev::BdevRegistry& registry,
                      pool::PoolManager& pools)
-    : registry_(registry), pools_(pools), nvmf_(reactors, registry), nbd_(reactors, registry) {}
+    : registry_(registry), pools_(pools), nvmf_(reactors, registry), nbd_(reactors, registry),
+      iscsi_(reactors, registry) {}
 
 FrontEnds::~FrontEnds() {
   stop();
@@ -79,6 +81,8 @@ void FrontEnds::stop() {
     if (stopped_) return;
     stopped_ = true;
   }
+  iscsi_.stop();
+  spdlog::info("iSCSI target stopped");
   nbd_.stop();
   spdlog::info("NBD server stopped");
   nvmf_.stop();
@@ -291,6 +295,66 @@ std::vector<std::string> FrontEnds::nbd_uris(const std::string& export_name) con
   return out;
 }
 
+// ---- iSCSI ----
+
+Result<uint16_t> FrontEnds::iscsi_listen(const std::string& address) {
+  auto hp = parse_host_port(address);
+  if (!hp) return hp.status();
+  std::lock_guard lk(mu_);
+  if (stopped_) return Status(Errc::kBusy, "the engine is shutting down");
+  uint16_t bound = 0;
+  if (Status s = iscsi_.listen(hp->first, hp->second, &bound); !s) return s;
+  iscsi_listeners_.push_back({hp->first, bound});
+  return bound;
+}
+
+std::vector<ListenerAddress> FrontEnds::iscsi_listeners() const {
+  std::lock_guard lk(mu_);
+  return iscsi_listeners_;
+}
+
+Result<std::string> FrontEnds::iscsi_export(const IscsiExportSpec& e) {
+  if (e.bdev.empty()) return Status(Errc::kInvalidArgument, "bdev name is required");
+  std::string iqn = e.iqn;
+  if (iqn.empty()) {
+    iqn = kIqnPrefix;
+    for (char c : e.bdev) {
+      const char l = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      iqn += (std::isalnum(static_cast<unsigned char>(l)) || l == '.' || l == '-') ? l : '-';
+    }
+  }
+  std::lock_guard lk(mu_);
+  auto info = registry_.info(e.bdev);
+  if (!info) return info.status();
+  if (!info->claimed_by.empty()) {
+    return make_error(Errc::kBusy, "bdev '{}' is claimed by '{}'", e.bdev, info->claimed_by);
+  }
+  iscsi::NodeConfig cfg;
+  cfg.name = iqn;
+  cfg.luns.push_back(scsi::LunOptions{.lun = 0, .bdev = e.bdev, .read_only = e.read_only});
+  cfg.access = e.access;
+  if (Status s = iscsi_.add_node(cfg); !s) return s;
+  return iqn;
+}
+
+Status FrontEnds::iscsi_unexport(const std::string& iqn) {
+  std::lock_guard lk(mu_);
+  return iscsi_.remove_node(iqn);
+}
+
+std::vector<iscsi::NodeInfo> FrontEnds::iscsi_targets() const { return iscsi_.list_nodes(); }
+
+std::vector<iscsi::SessionInfo> FrontEnds::iscsi_sessions() const { return iscsi_.list_sessions(); }
+
+std::vector<std::string> FrontEnds::iscsi_uris(const std::string& iqn) const {
+  std::lock_guard lk(mu_);
+  std::vector<std::string> out;
+  for (const auto& l : iscsi_listeners_) {
+    out.push_back(fmt::format("iscsi://{}/{}/0", uri_authority(l.host, l.port), iqn));
+  }
+  return out;
+}
+
 Status FrontEnds::destroy_unless_exported(const std::vector<std::string>& bdevs,
                                           const std::function<Status()>& destroy) {
   std::lock_guard lk(mu_);
@@ -305,6 +369,13 @@ Status FrontEnds::check_not_exported(const std::string& bdev) const {
     if (e.bdev == bdev) {
       return make_error(Errc::kBusy, "bdev '{}' is exported over NBD as '{}' (unexport it first)",
                         bdev, e.name);
+    }
+  }
+  for (const auto& n : iscsi_.list_nodes()) {
+    for (const auto& l : n.luns) {
+      if (l.bdev == bdev) {
+        return make_error(Errc::kBusy, "bdev '{}' is exported over iSCSI as {} (unexport it first)", bdev, n.name);
+      }
     }
   }
   return Status::ok();

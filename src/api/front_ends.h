@@ -1,5 +1,5 @@
 #pragma once
-// The engine's front-end targets (NVMe-oF/TCP and NBD) and the rules the API applies to
+// The engine's front-end targets (NVMe-oF/TCP, NBD and iSCSI) and the rules the API applies to
 // them: how a shared bdev's subsystem is named, which URIs reach it, and which bdevs may
 // be shared or exported. Both targets always exist, so listeners can be added at any
 // time; the engine's start-up flags and the gRPC handlers go through this one object.
@@ -16,6 +16,7 @@
 
 #include "bdev/registry.h"
 #include "common/status.h"
+#include "iscsi/target.h"
 #include "nbd/server.h"
 #include "nvmf/target/target.h"
 #include "pool/pool.h"
@@ -25,6 +26,16 @@ namespace castor::api {
 
 // The NQN prefix of every subsystem the engine creates (DESIGN: Names).
 inline constexpr const char* kNqnPrefix = "nqn.2026-11.io.castor:";
+// The IQN prefix of the iSCSI target nodes the engine names itself.
+inline constexpr const char* kIqnPrefix = "iqn.2026-11.io.castor:";
+
+// One iSCSI export: a bdev as LUN 0 of its own target node.
+struct IscsiExportSpec {
+  std::string bdev;
+  std::string iqn;  // empty: iqn.2026-11.io.castor:<bdev name, lower-cased>
+  bool read_only = false;
+  iscsi::NodeAccess access;  // CHAP and allowed initiators
+};
 
 // "HOST:PORT" (HOST may be a [v6] literal, brackets are removed; PORT 0..65535).
 // Errors: InvalidArgument.
@@ -96,6 +107,21 @@ class FrontEnds {
   // nbd://HOST:PORT/NAME per NBD listener.
   std::vector<std::string> nbd_uris(const std::string& export_name) const;
 
+  // Adds an iSCSI listener (portal); as nvmf_listen.
+  Result<uint16_t> iscsi_listen(const std::string& address);
+  std::vector<ListenerAddress> iscsi_listeners() const;
+  // Exports a bdev as LUN 0 of an iSCSI target node; returns the node's IQN. Errors:
+  // InvalidArgument (bad IQN, short CHAP secret), NotFound (bdev), AlreadyExists (IQN),
+  // Busy (bdev claimed, e.g. shared over NVMe-oF).
+  Result<std::string> iscsi_export(const IscsiExportSpec& e);
+  // Removes the node and closes its sessions. Errors: NotFound.
+  Status iscsi_unexport(const std::string& iqn);
+  // Sorted by IQN.
+  std::vector<iscsi::NodeInfo> iscsi_targets() const;
+  std::vector<iscsi::SessionInfo> iscsi_sessions() const;
+  // iscsi://HOST:PORT/IQN/0 per iSCSI listener.
+  std::vector<std::string> iscsi_uris(const std::string& iqn) const;
+
   // Runs `destroy` unless one of `bdevs` is exported over NBD (then Busy naming the
   // export): an export does not hold its bdev open, so DestroyBdev, DestroyReplica,
   // ExportPool and DestroyPool ask here. No export can be added while `destroy` runs.
@@ -119,11 +145,13 @@ class FrontEnds {
   pool::PoolManager& pools_;
   nvmf::NvmfTarget nvmf_;
   nbd::NbdServer nbd_;  // after nvmf_: destroyed first, as stop() stops it first
+  iscsi::IscsiTarget iscsi_;
   // Serialises share/unshare/listen decisions (each is a check followed by an action);
   // the targets lock their own state.
   mutable std::mutex mu_;
   std::vector<ListenerAddress> nvmf_listeners_;
   std::vector<ListenerAddress> nbd_listeners_;
+  std::vector<ListenerAddress> iscsi_listeners_;
   bool stopped_ = false;
 };
 

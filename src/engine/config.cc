@@ -31,6 +31,8 @@ struct Layer {
   std::optional<std::string> nbd_listen;
   std::optional<std::vector<std::string>> nvmf_shares;
   std::optional<std::vector<std::string>> nbd_exports;
+  std::optional<std::string> iscsi_listen;
+  std::optional<std::vector<std::string>> iscsi_exports;
   std::optional<std::string> ready_file;
   std::optional<std::string> state_dir;
 };
@@ -161,10 +163,11 @@ Result<Layer> load_yaml(const std::string& path) {
         l.poll = b;
       } else if (key == "grpc-listen" || key == "metrics-listen" || key == "log-level" ||
                  key == "log-format" || key == "ready-file" || key == "nbd-listen" ||
-                 key == "state-dir") {
+                 key == "iscsi-listen" || key == "state-dir") {
         auto s = yaml_scalar(v, key);
         if (!s) return s.status();
         if (key == "nbd-listen") l.nbd_listen = *s;
+        if (key == "iscsi-listen") l.iscsi_listen = *s;
         if (key == "grpc-listen") l.grpc_listen = *s;
         if (key == "metrics-listen") l.metrics_listen = *s;
         if (key == "log-level") l.log_level = *s;
@@ -188,12 +191,14 @@ Result<Layer> load_yaml(const std::string& path) {
         }
         if (!l.bdevs) l.bdevs.emplace();
         l.bdevs->insert(l.bdevs->end(), uris.begin(), uris.end());
-      } else if (key == "nvmf-listen" || key == "nvmf-share" || key == "nbd-export") {
+      } else if (key == "nvmf-listen" || key == "nvmf-share" || key == "nbd-export" ||
+                 key == "iscsi-export") {
         auto list = yaml_string_list(v, key);
         if (!list) return list.status();
         if (key == "nvmf-listen") l.nvmf_listen = std::move(list.value());
         if (key == "nvmf-share") l.nvmf_shares = std::move(list.value());
         if (key == "nbd-export") l.nbd_exports = std::move(list.value());
+        if (key == "iscsi-export") l.iscsi_exports = std::move(list.value());
       } else if (key == "pools") {
         auto pools = yaml_pools(v);
         if (!pools) return pools.status();
@@ -270,6 +275,14 @@ Result<EngineConfig> resolve(const Layer& flags, const Layer& file) {
       cfg.nbd_exports.push_back(*e);
     }
   }
+  if (auto n = pick(flags.iscsi_listen, file.iscsi_listen)) cfg.iscsi_listen = *n;
+  if (auto n = pick(flags.iscsi_exports, file.iscsi_exports)) {
+    for (const auto& spec : *n) {
+      auto e = parse_iscsi_export(spec);
+      if (!e) return e.status();
+      cfg.iscsi_exports.push_back(*e);
+    }
+  }
   if (auto lv = pick(flags.log_level, file.log_level)) {
     auto level = parse_log_level(*lv);
     if (!level) return level.status();
@@ -292,6 +305,10 @@ Result<EngineConfig> resolve(const Layer& flags, const Layer& file) {
                     "nvmf-listen: 'none' cannot be combined with addresses");
     }
     if (Status s = check_listen_address("nvmf-listen", addr); !s) return s;
+  }
+  if (cfg.iscsi_listen == "none") cfg.iscsi_listen.clear();
+  if (!cfg.iscsi_listen.empty()) {
+    if (Status s = check_listen_address("iscsi-listen", cfg.iscsi_listen); !s) return s;
   }
   if (cfg.nbd_listen == "none") cfg.nbd_listen.clear();
   if (!cfg.nbd_listen.empty()) {
@@ -363,6 +380,23 @@ Result<NbdExportSpec> parse_nbd_export(const std::string& s) {
   return e;
 }
 
+Result<IscsiExportFlag> parse_iscsi_export(const std::string& s) {
+  IscsiExportFlag e;
+  auto eq = s.find('=');
+  e.bdev = eq == std::string::npos ? s : s.substr(eq + 1);
+  if (eq != std::string::npos) e.iqn = s.substr(0, eq);
+  static const std::string kReadOnly = ":ro";
+  if (e.bdev.size() > kReadOnly.size() &&
+      e.bdev.compare(e.bdev.size() - kReadOnly.size(), kReadOnly.size(), kReadOnly) == 0) {
+    e.read_only = true;
+    e.bdev.resize(e.bdev.size() - kReadOnly.size());
+  }
+  if (e.bdev.empty() || e.bdev == kReadOnly || (eq != std::string::npos && e.iqn.empty())) {
+    return make_error(Errc::kInvalidArgument, "iscsi-export: '{}' is not [IQN=]BDEV[:ro]", s);
+  }
+  return e;
+}
+
 Status check_listen_address(const std::string& what, const std::string& addr) {
   auto colon = addr.rfind(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 == addr.size()) {
@@ -407,9 +441,10 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
   app.set_version_flag("--version", kVersion);
 
   std::string config_file, cores, reactors, grpc_listen, metrics_listen, log_level, log_format,
-      ready_file, nbd_listen, state_dir;
+      ready_file, nbd_listen, iscsi_listen, state_dir;
   bool poll = false;
-  std::vector<std::string> bdevs, pool_imports, nvmf_listen, nvmf_shares, nbd_exports;
+  std::vector<std::string> bdevs, pool_imports, nvmf_listen, nvmf_shares, nbd_exports,
+      iscsi_exports;
   auto* o_config = app.add_option("--config", config_file,
                                   "YAML file with the same keys as the flags (flags win)");
   auto* o_cores =
@@ -449,9 +484,17 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
                                       "export a bdev over NBD at start-up: NAME=BDEV or "
                                       "NAME=BDEV:ro (read-only); repeatable")
                            ->allow_extra_args(false);
+  auto* o_iscsi_listen = app.add_option("--iscsi-listen", iscsi_listen,
+                                        "iSCSI portal HOST:PORT (port 0 picks a free port) or "
+                                        "none (default none)");
+  auto* o_iscsi_export = app.add_option("--iscsi-export", iscsi_exports,
+                                        "export a bdev over iSCSI at start-up as LUN 0 of a target "
+                                        "node: [IQN=]BDEV[:ro] (IQN default "
+                                        "iqn.2026-11.io.castor:<bdev>); repeatable")
+                             ->allow_extra_args(false);
   auto* o_ready = app.add_option("--ready-file", ready_file,
                                  "once serving, write {pid, grpc_port, metrics_port, "
-                                 "nvmf_ports, nbd_port} as JSON to this file");
+                                 "nvmf_ports, nbd_port, iscsi_port} as JSON to this file");
 
   auto* o_state = app.add_option("--state-dir", state_dir,
                                  "directory for node-local state (nexus health records in "
@@ -459,7 +502,7 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
 
   // A repeated single-valued flag takes the last value, as in most tools.
   for (auto* o : {o_config, o_cores, o_reactors, o_grpc, o_metrics, o_level, o_format, o_ready,
-                  o_nbd_listen, o_state}) {
+                  o_nbd_listen, o_iscsi_listen, o_state}) {
     o->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   }
 
@@ -494,6 +537,8 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
   if (o_nbd_listen->count()) flags.nbd_listen = nbd_listen;
   if (o_nvmf_share->count()) flags.nvmf_shares = nvmf_shares;
   if (o_nbd_export->count()) flags.nbd_exports = nbd_exports;
+  if (o_iscsi_listen->count()) flags.iscsi_listen = iscsi_listen;
+  if (o_iscsi_export->count()) flags.iscsi_exports = iscsi_exports;
 
   Layer file;
   if (o_config->count()) {

@@ -26,6 +26,16 @@ struct NbdExportSpec {
   bool operator==(const NbdExportSpec&) const = default;
 };
 
+// One --iscsi-export: BDEV, BDEV:ro, IQN=BDEV or IQN=BDEV:ro (the bdev as LUN 0 of a
+// target node; IQN empty: named after the bdev).
+struct IscsiExportFlag {
+  std::string iqn;
+  std::string bdev;
+  bool read_only = false;
+
+  bool operator==(const IscsiExportFlag&) const = default;
+};
+
 struct EngineConfig {
   std::vector<int> cpus{0};  // one reactor per entry, pinned to that CPU
   bool poll = false;         // reactors busy-poll instead of sleeping when idle
@@ -44,6 +54,8 @@ struct EngineConfig {
   // open to any host.
   std::vector<std::string> nvmf_shares;
   std::vector<NbdExportSpec> nbd_exports;  // NBD exports made at start-up
+  std::string iscsi_listen;                // HOST:PORT; empty: no iSCSI portal
+  std::vector<IscsiExportFlag> iscsi_exports;  // iSCSI target nodes made at start-up
   std::string ready_file;                  // empty: none
   // Node-local persistent state; the nexus health store is <state_dir>/nexus. Created
   // at start-up if missing.
@@ -74,6 +86,7 @@ Result<LogFormat> parse_log_format(const std::string& s);
 // Parses NAME=BDEV or NAME=BDEV:ro (NAME may be empty: the default export).
 // Errors: InvalidArgument.
 Result<NbdExportSpec> parse_nbd_export(const std::string& s);
+Result<IscsiExportFlag> parse_iscsi_export(const std::string& s);
 // Checks "host:port" (host may be a [v6] literal; port 0..65535). Errors:
 // InvalidArgument naming `what`.
 Status check_listen_address(const std::string& what, const std::string& addr);

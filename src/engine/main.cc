@@ -168,6 +168,15 @@ int serve(const EngineConfig& cfg, bdev::BdevRegistry& registry, pool::PoolManag
     }
     nbd_port = *port;
   }
+  int iscsi_port = 0;
+  if (!cfg.iscsi_listen.empty()) {
+    auto port = front_ends.iscsi_listen(cfg.iscsi_listen);
+    if (!port) {
+      print_error(fmt::format("iscsi-listen '{}': {}", cfg.iscsi_listen, port.status().message()));
+      return 1;
+    }
+    iscsi_port = *port;
+  }
   for (const auto& bdev : cfg.nvmf_shares) {
     auto share = front_ends.share_bdev(bdev, {});
     if (!share) {
@@ -185,6 +194,14 @@ int serve(const EngineConfig& cfg, bdev::BdevRegistry& registry, pool::PoolManag
     if (!s) {
       print_error(
           fmt::format("cannot export bdev '{}' over NBD as '{}': {}", e.bdev, e.name, s.message()));
+      return 1;
+    }
+  }
+
+  for (const auto& e : cfg.iscsi_exports) {
+    auto iqn = front_ends.iscsi_export(api::IscsiExportSpec{.bdev = e.bdev, .iqn = e.iqn, .read_only = e.read_only, .access = {}});
+    if (!iqn) {
+      print_error(fmt::format("cannot export bdev '{}' over iSCSI: {}", e.bdev, iqn.status().message()));
       return 1;
     }
   }
@@ -211,6 +228,7 @@ int serve(const EngineConfig& cfg, bdev::BdevRegistry& registry, pool::PoolManag
         metrics_port ? nlohmann::ordered_json(metrics_port) : nlohmann::ordered_json();
     ready["nvmf_ports"] = nvmf_ports;
     ready["nbd_port"] = nbd_port;
+    ready["iscsi_port"] = iscsi_port;
     if (Status s = write_file_atomic(cfg.ready_file, ready.dump() + "\n"); !s) {
       print_error(s.message());
       return 1;

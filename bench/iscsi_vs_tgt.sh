@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Castor's iSCSI target against tgt (the Linux user-space target) in one run, on the
+# same RAM-backed size: Castor exports a malloc bdev, tgt a file on tmpfs (/dev/shm).
+# fio's libiscsi engine drives 4 KiB random read and write at QD32 against each, and
+# libiscsi's iscsi-perf adds a second random-read figure. Prints both and the ratio
+# (goal: Castor >= 2x tgt). Each target runs on CPU 1, the client on CPU 0.
+#
+#   bench/iscsi_vs_tgt.sh [seconds=10]
+#
+# Debian's fio 3.33 has no libiscsi engine; the first run builds it from Debian's own fio
+# source package as an external engine (.cache/fio-libiscsi/fio-libiscsi.so, ~1 min),
+# using a private apt source list so the system's apt configuration is untouched.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh release >&2
+SECS=${1:-10}
+SIZE_MB=1024
+root=$PWD
+work=$(mktemp -d /tmp/castor-iscsibench.XXXXXX)
+pids=()
+tgt_ctl=$((RANDOM % 1000 + 3000))
+cleanup() {
+  tgtadm -C "$tgt_ctl" --lld iscsi --op delete --mode target --tid 1 --force >/dev/null 2>&1 || true
+  tgtadm -C "$tgt_ctl" --op delete --mode system >/dev/null 2>&1 || true
+  sleep 0.2
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
+  rm -f /dev/shm/castor-iscsibench-$$.img
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+engine_so=$root/.cache/fio-libiscsi/fio-libiscsi.so
+if [[ ! -f $engine_so ]]; then
+  echo "building fio's libiscsi engine (once)" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    libiscsi-dev libaio-dev dpkg-dev >/dev/null
+  src=$root/.cache/fio-src
+  mkdir -p "$src/lists/partial" "$(dirname "$engine_so")"
+  echo "deb-src http://deb.debian.org/debian bookworm main" >"$src/sources.list"
+  ao=(-o Dir::Etc::SourceList="$src/sources.list" -o Dir::Etc::SourceParts=/nonexistent
+      -o Dir::State::Lists="$src/lists" -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache=)
+  apt-get "${ao[@]}" -q update >/dev/null
+  (cd "$src" && { ls fio_*.dsc >/dev/null 2>&1 || apt-get "${ao[@]}" source --download-only fio >/dev/null 2>&1; } &&
+    rm -rf fio-[0-9]*/ && dpkg-source -x fio_*.dsc >/dev/null &&
+    cd fio-[0-9]*/ && ./configure --enable-libiscsi --dynamic-libengines --disable-native >/dev/null &&
+    make -j"$(nproc)" >/dev/null && cp engines/fio-libiscsi.so "$engine_so")
+fi
+
+# Castor
+taskset -c 1 build/release/src/engine/castor-engine --cores 1 --grpc-listen 127.0.0.1:0 --metrics-listen none \
+  --state-dir "$work/state" --bdev "malloc:///m0?size_mb=$SIZE_MB&blk_size=512" --iscsi-listen 127.0.0.1:0 \
+  --iscsi-export iqn.2026-11.io.castor:bench=m0 --ready-file "$work/ready.json" --log-level warn \
+  >"$work/engine.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do [[ -s "$work/ready.json" ]] && break; sleep 0.1; done
+cport=$(jq -r .iscsi_port "$work/ready.json")
+
+# tgt on a tmpfs file of the same size
+tport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+truncate -s "${SIZE_MB}M" /dev/shm/castor-iscsibench-$$.img
+taskset -c 1 tgtd -f --iscsi "portal=127.0.0.1:$tport" -C "$tgt_ctl" >"$work/tgtd.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 50); do tgtadm -C "$tgt_ctl" --lld iscsi --op show --mode sys >/dev/null 2>&1 && break; sleep 0.1; done
+tgtadm -C "$tgt_ctl" --lld iscsi --op new --mode target --tid 1 -T iqn.2024-01.bench.tgt:lun1
+tgtadm -C "$tgt_ctl" --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 -b /dev/shm/castor-iscsibench-$$.img
+tgtadm -C "$tgt_ctl" --lld iscsi --op bind --mode target --tid 1 -I ALL
+
+curl="iscsi://127.0.0.1:$cport/iqn.2026-11.io.castor:bench/0"
+turl="iscsi://127.0.0.1:$tport/iqn.2024-01.bench.tgt:lun1/1"
+
+fio_iops() {  # url rw
+  local f=${1//:/\\:}
+  taskset -c 0 fio --name=b --ioengine=external:"$engine_so" --filename="$f" --rw="$2" --bs=4k --iodepth=32 \
+    --size="${SIZE_MB}m" --runtime="$SECS" --time_based --output-format=json 2>/dev/null |
+    sed -n '/^{/,$p' | jq -r '.jobs[0].read.iops + .jobs[0].write.iops'
+}
+perf_iops() {  # url
+  timeout -s INT $((SECS + 2)) taskset -c 0 iscsi-perf -m 32 -b 8 -r -t "$SECS" "$1" 2>&1 | tr '\r' '\n' |
+    grep -o 'iops average [0-9]*' | tail -1 | awk '{print $3}'
+}
+printf "%-22s %14s %14s %7s\n" workload castor_iops tgt_iops ratio
+row() { printf "%-22s %14.0f %14.0f %7.2f\n" "$1" "$2" "$3" "$(echo "$2 / $3" | bc -l)"; }
+for rw in randread randwrite; do
+  c=$(fio_iops "$curl" "$rw")
+  t=$(fio_iops "$turl" "$rw")
+  row "fio $rw 4k QD32" "$c" "$t"
+done
+c=$(perf_iops "$curl")
+t=$(perf_iops "$turl")
+[[ -n $c && -n $t ]] && row "iscsi-perf randread" "$c" "$t"
+echo "(goal: >= 2; targets on CPU 1, client on CPU 0)"

@@ -1,0 +1,1176 @@
+#include "iscsi/target.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <future>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "common/crc32c.h"
+#include "iscsi/protocol.h"
+
+namespace castor::iscsi {
+
+namespace {
+std::atomic<uint64_t> g_next_conn_id{1};
+std::atomic<uint64_t> g_next_nexus_id{1};
+const uint8_t kZeroPad[4] = {0, 0, 0, 0};
+
+std::string hex(const uint8_t* p, size_t n) {
+  std::string s;
+  for (size_t i = 0; i < n; ++i) s += fmt::format("{:02x}", p[i]);
+  return s;
+}
+
+bool valid_node_name(const std::string& n) {
+  if (n.empty() || n.size() > 223) return false;
+  if (n.rfind("iqn.", 0) != 0 && n.rfind("eui.", 0) != 0 && n.rfind("naa.", 0) != 0) return false;
+  return std::all_of(n.begin(), n.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-' || c == ':';
+  });
+}
+}  // namespace
+
+// One connection = one session (MaxConnections=1), owned by one reactor.
+class IscsiConnection final : public reactor::Connection::Handler {
+ public:
+  IscsiConnection(IscsiTarget& t, reactor::Reactor& r, int fd)
+      : t_(t),
+        r_(r),
+        id_(g_next_conn_id.fetch_add(1)),
+        login_(t.login_config()),
+        conn_(std::make_unique<reactor::Connection>(
+            r, fd, this, t.options().limits.max_recv_data_segment_length + 64 * 1024)) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) peer_ = addr_text(ss);
+  }
+
+  void start() {
+    t_.live_[r_.id()].push_back(this);
+    conn_->start();
+  }
+  uint64_t id() const { return id_; }
+  void shutdown(const std::string& why) {
+    if (!conn_->closing()) conn_->close(why);
+  }
+
+  size_t on_data(std::span<const uint8_t> buf) override {
+    size_t used = 0;
+    while (!conn_->closing() && !closed_) {
+      size_t n = next_pdu(buf.subspan(used));
+      if (n == 0) break;
+      used += n;
+    }
+    return used;
+  }
+
+  void on_closed(const std::string& reason) override {
+    closed_ = true;
+    spdlog::debug("iscsi connection {} closed: {}", peer_, reason);
+    // Tasks still receiving data will never get it; those executing finish first.
+    for (Task& tk : tasks_) {
+      if (tk.state == TaskState::kReceiving) release(tk);
+    }
+    maybe_destroy();
+  }
+
+ private:
+  // ------------------------------------------------------------------ tasks
+  enum class TaskState : uint8_t { kFree, kReceiving, kExecuting, kSending };
+
+  // A header slot: BHS, room for a header digest, and a tail for padding + data digest.
+  struct Hdr {
+    Bhs bhs;
+    uint8_t hdigest[4];
+    uint8_t tail[8];
+  };
+
+  struct Task {
+    scsi::Command cmd;
+    IscsiConnection* c = nullptr;
+    TaskState state = TaskState::kFree;
+    uint32_t index = 0;
+    uint32_t generation = 0;
+    uint32_t itt = 0;
+    uint8_t pdu_flags = 0;
+    uint32_t edtl = 0;
+    uint32_t received = 0;      // Data-Out bytes in buf
+    uint32_t unsol_limit = 0;   // bytes the initiator may send without R2T
+    bool unsol_open = false;    // unsolicited Data-Out may still arrive
+    bool r2t_open = false;
+    uint32_t r2t_end = 0;       // offset where the current burst ends
+    uint32_t r2t_sn = 0;
+    uint32_t data_sn = 0;       // expected DataSN of the next Data-Out in this sequence
+    uint32_t datain_sn = 0;     // Data-In and R2T PDUs sent
+    bool aborted = false;
+    bool holds_credit = false;  // a non-immediate command: its slot of the CmdSN window
+    std::vector<Hdr> hdrs;      // Data-In / response headers, reused
+    Hdr r2t;
+    Task* next_free = nullptr;
+    uint32_t ttt() const { return (generation << 16) | index; }
+  };
+
+  void init_tasks() {
+    const uint32_t n = t_.options().queue_depth + kImmediateSlots;
+    tasks_ = std::vector<Task>(n);
+    for (uint32_t i = 0; i < n; ++i) {
+      tasks_[i].index = i;
+      tasks_[i].c = this;
+      tasks_[i].next_free = free_;
+      free_ = &tasks_[i];
+    }
+  }
+  Task* take() {
+    Task* tk = free_;
+    if (!tk) return nullptr;
+    free_ = tk->next_free;
+    tk->generation = (tk->generation + 1) & 0x7FFF;
+    tk->aborted = false;
+    tk->received = 0;
+    tk->unsol_open = tk->r2t_open = false;
+    tk->r2t_sn = tk->data_sn = tk->datain_sn = 0;
+    tk->cmd.reset_result();
+    ++active_;
+    return tk;
+  }
+  void release(Task& tk) {
+    tk.state = TaskState::kFree;
+    if (tk.cmd.buf.size() > t_.options().keep_buffer_bytes) tk.cmd.buf = bdev::DmaBuffer();
+    tk.next_free = free_;
+    free_ = &tk;
+    --active_;
+    if (tk.holds_credit) ++window_credit_;
+    tk.holds_credit = false;
+    if (tmf_waiting_ && tk.aborted && --tmf_pending_ == 0) finish_tmf();
+    if (logout_pending_) maybe_logout();
+    if (closed_) maybe_destroy();
+  }
+  Task* find_itt(uint32_t itt) {
+    for (Task& tk : tasks_) {
+      if (tk.state != TaskState::kFree && tk.itt == itt) return &tk;
+    }
+    return nullptr;
+  }
+
+  // ------------------------------------------------------------------ framing
+  size_t next_pdu(std::span<const uint8_t> b) {
+    if (b.size() < kBhsSize) return 0;
+    Bhs h;
+    std::memcpy(h.b, b.data(), kBhsSize);
+    const uint32_t ahs = h.total_ahs_bytes();
+    const uint32_t dsl = h.data_segment_length();
+    const uint32_t hd = params_.header_digest && ffp_ ? kDigestSize : 0;
+    const uint32_t dd = params_.data_digest && ffp_ && dsl ? kDigestSize : 0;
+    if (dsl > t_.options().limits.max_recv_data_segment_length) {
+      return protocol_error(h, reject::kProtocolError, fmt::format("data segment of {} bytes", dsl));
+    }
+    const size_t total = kBhsSize + ahs + hd + dsl + pad4(dsl) + dd;
+    if (b.size() < total) return 0;
+    if (hd) {
+      uint32_t want;
+      std::memcpy(&want, b.data() + kBhsSize + ahs, 4);
+      if (crc32c(b.data(), kBhsSize + ahs) != want) {
+        t_.count(&TargetStats::digest_errors);
+        // A header digest error leaves the framing untrustworthy: at ERL 0, close.
+        conn_->close("header digest mismatch");
+        return 0;
+      }
+    }
+    std::span<const uint8_t> data = b.subspan(kBhsSize + ahs + hd, dsl);
+    if (dd) {
+      uint32_t want;
+      std::memcpy(&want, b.data() + kBhsSize + ahs + hd + dsl + pad4(dsl), 4);
+      if (crc32c(b.data() + kBhsSize + ahs + hd, dsl + pad4(dsl)) != want) {
+        t_.count(&TargetStats::digest_errors);
+        send_reject(h, reject::kDataDigest);
+        conn_->close("data digest mismatch");
+        return 0;
+      }
+    }
+    if (!ffp_) {
+      login_pdu(h, data);
+    } else {
+      dispatch(h, data);
+    }
+    return total;
+  }
+
+  size_t protocol_error(const Bhs& h, uint8_t reason, const std::string& why) {
+    spdlog::warn("iscsi protocol error from {}, closing connection: {}", peer_, why);
+    t_.count(&TargetStats::protocol_errors);
+    if (ffp_) send_reject(h, reason);
+    conn_->close(why);
+    return 0;
+  }
+
+  // Sends a header (with digest) and an optional data segment (padded, with digest).
+  // `hdr` and `data` must stay valid until `done` runs.
+  void send_pdu(Hdr& hdr, const uint8_t* data, uint32_t len, std::function<void()> done = nullptr) {
+    hdr.bhs.set_data_segment_length(len);
+    iovec iov[4];
+    int n = 0;
+    size_t hlen = kBhsSize;
+    if (params_.header_digest && ffp_) {
+      uint32_t crc = crc32c(hdr.bhs.b, kBhsSize);
+      std::memcpy(hdr.hdigest, &crc, 4);
+      hlen += 4;
+    }
+    static_assert(offsetof(Hdr, hdigest) == kBhsSize, "digest follows the BHS");
+    iov[n++] = {&hdr, hlen};
+    if (len) {
+      iov[n++] = {const_cast<uint8_t*>(data), len};
+      const uint32_t pad = pad4(len);
+      size_t tail = pad;
+      std::memset(hdr.tail, 0, 4);
+      if (params_.data_digest && ffp_) {
+        uint32_t crc = crc32c(data, len);
+        if (pad) crc = crc32c(kZeroPad, pad, crc);
+        std::memcpy(hdr.tail + pad, &crc, 4);
+        tail += 4;
+      }
+      if (tail) iov[n++] = {hdr.tail, tail};
+    }
+    conn_->send({iov, static_cast<size_t>(n)}, std::move(done));
+  }
+
+  // Control-path replies (login, text, NOP-In, TMF, logout, reject) own their bytes.
+  struct OwnedPdu {
+    Hdr hdr;
+    std::string data;
+  };
+  void send_owned(const Bhs& bhs, std::string data) {
+    auto* p = new OwnedPdu{};
+    p->hdr.bhs = bhs;
+    p->data = std::move(data);
+    send_pdu(p->hdr, reinterpret_cast<const uint8_t*>(p->data.data()), static_cast<uint32_t>(p->data.size()),
+             [p] { delete p; });
+  }
+
+  void fill_sns(Bhs& b, bool advance_stat) {
+    b.set_u32(off::kStatSn, stat_sn_);
+    if (advance_stat) ++stat_sn_;
+    b.set_u32(off::kExpCmdSn, exp_cmd_sn_);
+    b.set_u32(off::kMaxCmdSn, max_cmd_sn());
+  }
+  uint32_t max_cmd_sn() {
+    // Never decreases: the window grows as tasks finish.
+    uint32_t m = exp_cmd_sn_ + window_credit_ - 1;
+    if (sn_lt(max_cmd_sn_, m)) max_cmd_sn_ = m;
+    return max_cmd_sn_;
+  }
+
+  void send_reject(const Bhs& bad, uint8_t reason) {
+    Bhs b;
+    b.clear();
+    b.set_opcode(op::kReject);
+    b.set_flags(kFinal);
+    b.b[off::kResponse] = reason;
+    b.set_itt(kReservedTag);
+    fill_sns(b, true);
+    send_owned(b, std::string(reinterpret_cast<const char*>(bad.b), kBhsSize));
+  }
+
+  // ------------------------------------------------------------------ login
+  void login_pdu(const Bhs& h, std::span<const uint8_t> data) {
+    if (h.opcode() != op::kLogin) {
+      protocol_error(h, reject::kProtocolError, fmt::format("opcode {:#x} before login", h.opcode()));
+      return;
+    }
+    if (login_started_ == false) {
+      login_started_ = true;
+      const uint16_t tsih = h.u16(off::kTsih);
+      if (tsih != 0 && !t_.tsih_exists(tsih)) {
+        Bhs resp;
+        std::string out;
+        login_.step(h, data, resp, out);  // fills the header
+        resp.set_flags(0);
+        resp.b[off::kStatusClass] = login_status::kSessionNotFound >> 8;
+        resp.b[off::kStatusDetail] = login_status::kSessionNotFound & 0xFF;
+        resp.set_data_segment_length(0);
+        t_.count(&TargetStats::logins_failed);
+        send_owned(resp, {});
+        conn_->close("login to an unknown session (TSIH)");
+        return;
+      }
+    }
+    Bhs resp;
+    std::string out;
+    Login::Outcome o = login_.step(h, data, resp, out);
+    send_owned(resp, std::move(out));
+    if (o == Login::Outcome::kFail) {
+      spdlog::warn("iscsi login from {} failed: {}", peer_, login_.error());
+      t_.count(&TargetStats::logins_failed);
+      conn_->close("login failed: " + login_.error());
+    } else if (o == Login::Outcome::kFullFeature) {
+      enter_ffp();
+    }
+  }
+
+  void enter_ffp() {
+    params_ = login_.params();
+    exp_cmd_sn_ = login_.exp_cmd_sn();
+    stat_sn_ = login_.next_stat_sn();
+    discovery_ = login_.session_type() == SessionType::kDiscovery;
+    window_credit_ = t_.options().queue_depth;
+    max_cmd_sn_ = exp_cmd_sn_ + window_credit_ - 1;
+    init_tasks();
+    if (!discovery_) {
+      dev_ = t_.device(login_.target_name());
+      if (!dev_) {
+        conn_->close("target removed during login");
+        return;
+      }
+      nexus_.id = g_next_nexus_id.fetch_add(1);
+      nexus_.initiator_name = login_.initiator_name();
+      nexus_.initiator_port = fmt::format("{},i,0x{}", login_.initiator_name(), hex(login_.isid().data(), 6));
+      nexus_.target_port = fmt::format("{},t,0x{:04x}", login_.target_name(), t_.options().portal_group_tag);
+      nexus_.relative_port = 1;
+      dev_->attach(nexus_);
+      attached_ = true;
+    }
+    SessionInfo s;
+    s.target = discovery_ ? "" : login_.target_name();
+    s.initiator = login_.initiator_name();
+    s.isid = hex(login_.isid().data(), 6);
+    s.tsih = login_.tsih();
+    s.peer = peer_;
+    s.header_digest = params_.header_digest;
+    s.data_digest = params_.data_digest;
+    s.reactor = static_cast<uint32_t>(r_.id());
+    t_.session_started(this, s, id_);
+    registered_ = true;
+    t_.count(&TargetStats::logins_ok);
+    // Digests apply from the first PDU after the final login response.
+    ffp_ = true;
+    spdlog::info("iscsi session {} {} from {} ({}) tsih={} digests h={} d={}",
+                 discovery_ ? "discovery" : "to", s.target, s.initiator, peer_, s.tsih, params_.header_digest,
+                 params_.data_digest);
+  }
+
+  // ------------------------------------------------------------------ full feature
+  // Checks CmdSN of a non-immediate command. False: drop it silently (RFC 7143 §4.2.2.1).
+  bool accept_cmd_sn(const Bhs& h) {
+    const uint32_t sn = h.u32(off::kCmdSn);
+    if (h.immediate()) return true;
+    if (sn != exp_cmd_sn_) {
+      spdlog::debug("iscsi: dropping command with CmdSN {} (expected {}, max {})", sn, exp_cmd_sn_, max_cmd_sn_);
+      return false;
+    }
+    if (window_credit_ == 0) return false;  // outside the window we advertised
+    ++exp_cmd_sn_;
+    return true;
+  }
+
+  void dispatch(const Bhs& h, std::span<const uint8_t> data) {
+    if (logged_out_) return;  // nothing after a logout is accepted
+    switch (h.opcode()) {
+      case op::kScsiCmd:
+        if (discovery_) {
+          protocol_error(h, reject::kProtocolError, "SCSI command in a discovery session");
+          return;
+        }
+        if (!accept_cmd_sn(h)) return;
+        scsi_command(h, data);
+        return;
+      case op::kDataOut: data_out(h, data); return;
+      case op::kNopOut:
+        if (!h.immediate() && !accept_cmd_sn(h)) return;
+        nop_out(h, data);
+        return;
+      case op::kTaskMgmt:
+        if (!h.immediate() && !accept_cmd_sn(h)) return;
+        task_mgmt(h);
+        return;
+      case op::kText:
+        if (!h.immediate() && !accept_cmd_sn(h)) return;
+        text(h, data);
+        return;
+      case op::kLogout:
+        if (!h.immediate() && !accept_cmd_sn(h)) return;
+        logout(h);
+        return;
+      case op::kLogin: protocol_error(h, reject::kProtocolError, "login in full feature phase"); return;
+      case op::kSnack: send_reject(h, reject::kCommandNotSupported); return;
+      default:
+        spdlog::debug("iscsi: unsupported opcode {:#x}", h.opcode());
+        send_reject(h, reject::kCommandNotSupported);
+        return;
+    }
+  }
+
+  void scsi_command(const Bhs& h, std::span<const uint8_t> data) {
+    Task* tk = take();
+    if (!tk) {
+      // The initiator exceeded the window only if immediate; answer TASK SET FULL.
+      quick_status(h, scsi::Status::kTaskSetFull);
+      return;
+    }
+    tk->holds_credit = !h.immediate();
+    if (tk->holds_credit) --window_credit_;
+    tk->itt = h.itt();
+    tk->pdu_flags = h.flags();
+    tk->edtl = h.u32(off::kEdtl);
+    scsi::Command& c = tk->cmd;
+    std::memcpy(c.cdb, h.b + off::kCdb, 16);
+    c.lun = decode_lun(h.lun_field());
+    c.nexus = &nexus_;
+    c.edtl = tk->edtl;
+    c.data_out_len = 0;
+    const bool w = tk->pdu_flags & cmdflag::kWrite;
+    if (!w && !data.empty()) {
+      release_credit_and_fail(*tk, h, "immediate data on a command without the W bit");
+      return;
+    }
+    if (!data.empty() && !params_.immediate_data) {
+      release_credit_and_fail(*tk, h, "immediate data not negotiated");
+      return;
+    }
+    if (w && tk->edtl > t_.options().max_transfer_bytes) {
+      // Too big to buffer: fail it now. Unsolicited Data-Out for it is ignored later.
+      tk->cmd.status = scsi::Status::kCheckCondition;
+      set_sense(tk->cmd, scsi::sense_key::kIllegalRequest, 0x24, 0x00);
+      tk->state = TaskState::kSending;
+      send_response(*tk);
+      return;
+    }
+    if (w && tk->edtl > 0) {
+      if (data.size() > tk->edtl || data.size() > params_.first_burst) {
+        release_credit_and_fail(*tk, h, "immediate data beyond EDTL or FirstBurstLength");
+        return;
+      }
+      ensure_buf(c, tk->edtl);
+      if (!data.empty()) std::memcpy(c.buf.data(), data.data(), data.size());
+      tk->received = static_cast<uint32_t>(data.size());
+      tk->unsol_limit = params_.initial_r2t ? tk->received : std::min(tk->edtl, params_.first_burst);
+      tk->unsol_open = !h.final() && !params_.initial_r2t && tk->received < tk->unsol_limit;
+      if (!h.final() && params_.initial_r2t) {
+        release_credit_and_fail(*tk, h, "unsolicited Data-Out announced with InitialR2T=Yes");
+        return;
+      }
+      tk->state = TaskState::kReceiving;
+      if (tk->received == tk->edtl) {
+        execute(*tk);
+      } else if (!tk->unsol_open) {
+        send_r2t(*tk);
+      }
+      return;
+    }
+    execute(*tk);
+  }
+
+  void release_credit_and_fail(Task& tk, const Bhs& h, const std::string& why) {
+    release(tk);
+    protocol_error(h, reject::kProtocolError, why);
+  }
+
+  static void set_sense(scsi::Command& c, uint8_t key, uint8_t asc, uint8_t ascq) {
+    std::memset(c.sense, 0, 18);
+    c.sense[0] = 0x70;
+    c.sense[2] = key;
+    c.sense[7] = 10;
+    c.sense[12] = asc;
+    c.sense[13] = ascq;
+    c.sense_len = 18;
+  }
+
+  void ensure_buf(scsi::Command& c, uint32_t n) {
+    if (c.buf.size() < n) c.buf = bdev::DmaBuffer(std::max<size_t>(n, 4096), 4096);
+  }
+
+  // A status-only answer to a command that never got a task (no slot free).
+  void quick_status(const Bhs& h, scsi::Status st) {
+    Bhs b;
+    b.clear();
+    b.set_opcode(op::kScsiResp);
+    b.set_flags(kFinal);
+    b.b[off::kStatus] = static_cast<uint8_t>(st);
+    b.set_itt(h.itt());
+    fill_sns(b, true);
+    send_owned(b, {});
+  }
+
+  void send_r2t(Task& tk) {
+    const uint32_t len = std::min(params_.max_burst, tk.edtl - tk.received);
+    Bhs& b = tk.r2t.bhs;
+    b.clear();
+    b.set_opcode(op::kR2t);
+    b.set_flags(kFinal);
+    store_be64(b.b + off::kLun, encode_lun(tk.cmd.lun));
+    b.set_itt(tk.itt);
+    b.set_u32(off::kTtt, tk.ttt());
+    fill_sns(b, false);
+    b.set_u32(off::kDataSn, tk.r2t_sn++);
+    b.set_u32(off::kBufferOffset, tk.received);
+    b.set_u32(off::kDesiredLength, len);
+    tk.r2t_open = true;
+    tk.r2t_end = tk.received + len;
+    tk.data_sn = 0;
+    ++tk.datain_sn;
+    send_pdu(tk.r2t, nullptr, 0);
+  }
+
+  void data_out(const Bhs& h, std::span<const uint8_t> data) {
+    const uint32_t ttt = h.u32(off::kTtt);
+    Task* tk = nullptr;
+    bool solicited = ttt != kReservedTag;
+    if (solicited) {
+      const uint32_t idx = ttt & 0xFFFF;
+      if (idx < tasks_.size() && tasks_[idx].state == TaskState::kReceiving && tasks_[idx].ttt() == ttt &&
+          tasks_[idx].itt == h.itt() && tasks_[idx].r2t_open) {
+        tk = &tasks_[idx];
+      }
+    } else {
+      Task* f = find_itt(h.itt());
+      if (f && f->state == TaskState::kReceiving && f->unsol_open) tk = f;
+    }
+    if (!tk) {
+      // Data for a task that already ended (failed early, or aborted): drop it.
+      spdlog::debug("iscsi: Data-Out for unknown task itt={:#x} ttt={:#x}", h.itt(), ttt);
+      return;
+    }
+    const uint32_t off = h.u32(off::kBufferOffset);
+    const uint32_t len = static_cast<uint32_t>(data.size());
+    const uint32_t limit = solicited ? tk->r2t_end : tk->unsol_limit;
+    if (h.u32(off::kDataSn) != tk->data_sn) {
+      protocol_error(h, reject::kProtocolError,
+                     fmt::format("Data-Out DataSN {} (expected {})", h.u32(off::kDataSn), tk->data_sn));
+      return;
+    }
+    if (off != tk->received || uint64_t{off} + len > limit) {
+      protocol_error(h, reject::kProtocolError,
+                     fmt::format("Data-Out offset {} length {} (expected offset {}, limit {})", off, len,
+                                 tk->received, limit));
+      return;
+    }
+    ++tk->data_sn;
+    if (len) std::memcpy(tk->cmd.buf.data() + off, data.data(), len);
+    tk->received += len;
+    const bool end_of_sequence = h.final() || tk->received == limit;
+    if (!end_of_sequence) return;
+    if (h.final() != (tk->received == limit) && solicited) {
+      protocol_error(h, reject::kProtocolError, "Data-Out F bit before the end of the burst");
+      return;
+    }
+    if (solicited) {
+      tk->r2t_open = false;
+    } else {
+      tk->unsol_open = false;
+    }
+    if (tk->received == tk->edtl) {
+      execute(*tk);
+    } else if (!tk->r2t_open && !tk->unsol_open) {
+      tk->data_sn = 0;
+      send_r2t(*tk);
+    }
+  }
+
+  void execute(Task& tk) {
+    tk.state = TaskState::kExecuting;
+    tk.cmd.data_out_len = tk.received;
+    tk.cmd.done = &IscsiConnection::command_done;
+    tk.cmd.done_arg = &tk;
+    dev_->execute(tk.cmd, r_);
+  }
+
+  static void command_done(scsi::Command& c, void* arg) {
+    Task& tk = *static_cast<Task*>(arg);
+    tk.c->finish(tk);
+  }
+
+  void finish(Task& tk) {
+    if (tk.aborted || closed_ || conn_->closing()) {
+      release(tk);
+      return;
+    }
+    tk.state = TaskState::kSending;
+    const scsi::Command& c = tk.cmd;
+    const bool read = tk.pdu_flags & cmdflag::kRead;
+    const bool good = c.status == scsi::Status::kGood || c.status == scsi::Status::kConditionMet;
+    if (read && good && c.dir == scsi::DataDir::kIn && std::min(c.xfer_len, tk.edtl) > 0) {
+      send_data_in(tk);
+    } else {
+      send_response(tk);
+    }
+  }
+
+  // Residual flags and count for the response (RFC 7143 §11.4.5).
+  void residual(const Task& tk, uint8_t* flags, uint32_t* count) {
+    const scsi::Command& c = tk.cmd;
+    *flags = 0;
+    *count = 0;
+    const bool read = tk.pdu_flags & cmdflag::kRead, write = tk.pdu_flags & cmdflag::kWrite;
+    uint32_t full = 0;
+    if (read && c.dir == scsi::DataDir::kIn) full = c.xfer_len;
+    else if (write && c.dir == scsi::DataDir::kOut) full = c.xfer_len;
+    else if (!read && !write) return;
+    else if (c.dir != scsi::DataDir::kNone) return;  // direction mismatch: no residual
+    if (full > tk.edtl) {
+      *flags = respflag::kOverflow;
+      *count = full - tk.edtl;
+    } else if (full < tk.edtl) {
+      *flags = respflag::kUnderflow;
+      *count = tk.edtl - full;
+    }
+  }
+
+  void send_data_in(Task& tk) {
+    const scsi::Command& c = tk.cmd;
+    const uint32_t total = std::min(c.xfer_len, tk.edtl);
+    const uint32_t seg = std::max<uint32_t>(512, params_.initiator_mrdsl);
+    const uint32_t burst = std::max<uint32_t>(seg, params_.max_burst);
+    uint8_t rflags;
+    uint32_t rcount;
+    residual(tk, &rflags, &rcount);
+    // Size the header slots first: queued sends point into them, so the vector must
+    // not reallocate while this loop queues PDUs.
+    size_t pdus = 0;
+    for (uint32_t o = 0; o < total;) {
+      const uint32_t be = std::min(total, (o / burst + 1) * burst);
+      o += std::min(seg, be - o);
+      ++pdus;
+    }
+    if (tk.hdrs.size() < pdus) tk.hdrs.resize(pdus);
+    uint32_t offset = 0;
+    size_t i = 0;
+    while (offset < total) {
+      const uint32_t burst_end = std::min(total, (offset / burst + 1) * burst);
+      const uint32_t len = std::min(seg, burst_end - offset);
+      const bool last = offset + len == total;
+      Hdr& hd = tk.hdrs[i++];
+      Bhs& b = hd.bhs;
+      b.clear();
+      b.set_opcode(op::kDataIn);
+      uint8_t f = 0;
+      if (offset + len == burst_end) f |= kFinal;
+      if (last) f |= kFinal | respflag::kStatus | rflags;
+      b.set_flags(f);
+      if (last) b.b[off::kStatus] = static_cast<uint8_t>(c.status);
+      store_be64(b.b + off::kLun, encode_lun(c.lun));
+      b.set_itt(tk.itt);
+      b.set_u32(off::kTtt, kReservedTag);
+      fill_sns(b, last);
+      if (!last) b.set_u32(off::kStatSn, 0);
+      b.set_u32(off::kDataSn, tk.datain_sn++);
+      b.set_u32(off::kBufferOffset, offset);
+      if (last) b.set_u32(off::kResidual, rcount);
+      Task* tp = &tk;
+      send_pdu(hd, c.buf.data() + offset, len, last ? std::function<void()>([this, tp] { release(*tp); }) : nullptr);
+      offset += len;
+    }
+  }
+
+  void send_response(Task& tk) {
+    const scsi::Command& c = tk.cmd;
+    uint8_t rflags;
+    uint32_t rcount;
+    residual(tk, &rflags, &rcount);
+    if (tk.hdrs.size() < 2) tk.hdrs.resize(2);  // slot 0: the header; slot 1: room for the sense
+    Hdr& hd = tk.hdrs[0];
+    Bhs& b = hd.bhs;
+    b.clear();
+    b.set_opcode(op::kScsiResp);
+    b.set_flags(kFinal | rflags);
+    b.b[off::kResponse] = 0;
+    b.b[off::kStatus] = static_cast<uint8_t>(c.status);
+    b.set_itt(tk.itt);
+    fill_sns(b, true);
+    b.set_u32(off::kExpDataSn, tk.datain_sn);
+    b.set_u32(off::kResidual, rcount);
+    uint32_t len = 0;
+    if (c.status == scsi::Status::kCheckCondition && c.sense_len) {
+      // Data segment: SenseLength (2 bytes) + sense data. Built in the slot's second half.
+      uint8_t* p = reinterpret_cast<uint8_t*>(&tk.hdrs[1]);
+      static_assert(sizeof(Hdr) >= 2 + sizeof(c.sense), "sense fits a slot");
+      store_be16(p, c.sense_len);
+      std::memcpy(p + 2, c.sense, c.sense_len);
+      len = 2u + c.sense_len;
+      Task* tp = &tk;
+      send_pdu(hd, p, len, [this, tp] { release(*tp); });
+      return;
+    }
+    Task* tp = &tk;
+    send_pdu(hd, nullptr, 0, [this, tp] { release(*tp); });
+  }
+
+  // ------------------------------------------------------------------ NOP, text, TMF, logout
+  void nop_out(const Bhs& h, std::span<const uint8_t> data) {
+    if (h.itt() == kReservedTag) return;  // an answer to a target ping (we send none)
+    Bhs b;
+    b.clear();
+    b.set_opcode(op::kNopIn);
+    b.set_flags(kFinal);
+    std::memcpy(b.b + off::kLun, h.b + off::kLun, 8);
+    b.set_itt(h.itt());
+    b.set_u32(off::kTtt, kReservedTag);
+    fill_sns(b, true);
+    const size_t n = std::min<size_t>(data.size(), params_.initiator_mrdsl);
+    send_owned(b, std::string(reinterpret_cast<const char*>(data.data()), n));
+  }
+
+  void text(const Bhs& h, std::span<const uint8_t> data) {
+    if (h.flags() & kTextContinue) {
+      protocol_error(h, reject::kProtocolError, "multi-PDU text requests are not supported");
+      return;
+    }
+    auto kv = parse_text(data);
+    if (!kv) {
+      send_reject(h, reject::kProtocolError);
+      return;
+    }
+    std::string out;
+    {
+      for (const auto& [k, v] : kv.value()) {
+        if (k == "SendTargets") {
+          send_targets(v, out);
+        } else {
+          append_text(out, k, "NotUnderstood");
+        }
+      }
+    }
+    Bhs b;
+    b.clear();
+    b.set_opcode(op::kTextResp);
+    b.set_flags(kFinal);
+    b.set_itt(h.itt());
+    b.set_u32(off::kTtt, kReservedTag);
+    fill_sns(b, true);
+    if (out.size() > params_.initiator_mrdsl) out.resize(params_.initiator_mrdsl);
+    send_owned(b, std::move(out));
+  }
+
+  void send_targets(const std::string& which, std::string& out) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    std::string addr = "127.0.0.1:3260";
+    if (getsockname(conn_->fd(), reinterpret_cast<sockaddr*>(&ss), &len) == 0) addr = addr_text(ss);
+    const std::string portal = fmt::format("{},{}", addr, t_.options().portal_group_tag);
+    for (const std::string& n : t_.node_names()) {
+      const bool match = which == "All" ? discovery_ : which.empty() ? n == login_.target_name() : n == which;
+      if (!match) continue;
+      append_text(out, "TargetName", n);
+      append_text(out, "TargetAddress", portal);
+    }
+  }
+
+  void task_mgmt(const Bhs& h) {
+    const uint8_t fn = h.flags() & 0x7F;
+    const uint64_t lun = decode_lun(h.lun_field());
+    uint8_t response = tmf::kComplete;
+    Bhs b;
+    b.clear();
+    b.set_opcode(op::kTaskMgmtResp);
+    b.set_flags(kFinal);
+    b.set_itt(h.itt());
+    if (tmf_waiting_) {  // one at a time
+      b.b[off::kResponse] = tmf::kRejected;
+      fill_sns(b, true);
+      send_owned(b, {});
+      return;
+    }
+    uint32_t pending = 0;
+    auto abort_task = [&](Task& tk) {
+      if (tk.state == TaskState::kReceiving) {
+        release(tk);
+        return;
+      }
+      if (tk.state == TaskState::kExecuting && !tk.aborted) {
+        tk.aborted = true;  // no response; the slot frees when its I/O ends
+        ++pending;
+      }
+    };
+    switch (fn) {
+      case tmf::kAbortTask: {
+        Task* tk = find_itt(h.u32(off::kRefTaskTag));
+        if (!tk || tk->state == TaskState::kSending || tk->aborted) {
+          response = tmf::kNoTask;
+        } else {
+          abort_task(*tk);
+        }
+        break;
+      }
+      case tmf::kAbortTaskSet:
+      case tmf::kClearTaskSet:
+      case tmf::kLunReset:
+        if (!dev_ || !has_lun(lun)) {
+          response = tmf::kNoLun;
+          break;
+        }
+        for (Task& tk : tasks_) {
+          if (tk.state != TaskState::kFree && tk.cmd.lun == lun) abort_task(tk);
+        }
+        if (fn == tmf::kLunReset) lun_reset_pending_ = true, reset_lun_ = lun;
+        break;
+      default: response = tmf::kNotSupported; break;
+    }
+    b.b[off::kResponse] = response;
+    tmf_resp_ = b;
+    if (pending) {
+      tmf_waiting_ = true;
+      tmf_pending_ = pending;
+      return;
+    }
+    finish_tmf();
+  }
+
+  bool has_lun(uint64_t lun) const {
+    if (!dev_) return false;
+    for (uint64_t l : dev_->luns()) {
+      if (l == lun) return true;
+    }
+    return false;
+  }
+
+  void finish_tmf() {
+    tmf_waiting_ = false;
+    if (lun_reset_pending_) {
+      lun_reset_pending_ = false;
+      dev_->lun_reset(reset_lun_, nexus_);
+    }
+    if (closed_ || conn_->closing()) return;
+    fill_sns(tmf_resp_, true);
+    send_owned(tmf_resp_, {});
+  }
+
+  void logout(const Bhs& h) {
+    const uint8_t reason = h.flags() & 0x7F;
+    logout_req_ = h;
+    if (reason == logout::kRemoveForRecovery) {
+      Bhs b;
+      b.clear();
+      b.set_opcode(op::kLogoutResp);
+      b.set_flags(kFinal);
+      b.b[off::kResponse] = logout::kRecoveryUnsupported;
+      b.set_itt(h.itt());
+      fill_sns(b, true);
+      send_owned(b, {});
+      return;
+    }
+    logout_pending_ = true;
+    maybe_logout();
+  }
+
+  void maybe_logout() {
+    if (!logout_pending_ || closed_ || conn_->closing()) return;
+    for (const Task& tk : tasks_) {
+      if (tk.state == TaskState::kExecuting || tk.state == TaskState::kSending) return;
+    }
+    logout_pending_ = false;
+    logged_out_ = true;
+    for (Task& tk : tasks_) {
+      if (tk.state == TaskState::kReceiving) release(tk);
+    }
+    auto* p = new OwnedPdu{};
+    Bhs& b = p->hdr.bhs;
+    b.clear();
+    b.set_opcode(op::kLogoutResp);
+    b.set_flags(kFinal);
+    b.b[off::kResponse] = logout::kOk;
+    b.set_itt(logout_req_.itt());
+    fill_sns(b, true);
+    b.set_u16(off::kTime2Wait, 0);
+    b.set_u16(off::kTime2Retain, 0);
+    send_pdu(p->hdr, nullptr, 0, [this, p] {
+      delete p;
+      conn_->close("logout");
+    });
+  }
+
+  // ------------------------------------------------------------------ lifetime
+  void maybe_destroy() {
+    if (!closed_ || active_ != 0 || destroying_) return;
+    destroying_ = true;
+    if (attached_) dev_->detach(nexus_);
+    if (registered_) t_.session_ended(id_);
+    std::erase(t_.live_[r_.id()], this);
+    // Not from inside the Connection's callback stack: defer the delete.
+    r_.defer([this] { delete this; });
+  }
+
+  static std::string addr_text(const sockaddr_storage& ss) {
+    char buf[INET6_ADDRSTRLEN] = {};
+    if (ss.ss_family == AF_INET) {
+      auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+      inet_ntop(AF_INET, &a->sin_addr, buf, sizeof buf);
+      return fmt::format("{}:{}", buf, ntohs(a->sin_port));
+    }
+    if (ss.ss_family == AF_INET6) {
+      auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+      inet_ntop(AF_INET6, &a->sin6_addr, buf, sizeof buf);
+      return fmt::format("[{}]:{}", buf, ntohs(a->sin6_port));
+    }
+    return "local";
+  }
+
+  static constexpr uint32_t kImmediateSlots = 8;
+
+  IscsiTarget& t_;
+  reactor::Reactor& r_;
+  const uint64_t id_;
+  Login login_;
+  std::unique_ptr<reactor::Connection> conn_;
+  std::string peer_;
+  bool login_started_ = false;
+  bool ffp_ = false;
+  bool discovery_ = false;
+  bool closed_ = false;
+  bool destroying_ = false;
+  bool attached_ = false;
+  bool registered_ = false;
+  bool logout_pending_ = false;
+  bool logged_out_ = false;
+  Bhs logout_req_{};
+  SessionParams params_;
+  std::shared_ptr<scsi::Device> dev_;
+  scsi::ItNexus nexus_;
+  uint32_t exp_cmd_sn_ = 0, max_cmd_sn_ = 0, stat_sn_ = 0;
+  uint32_t window_credit_ = 0;
+  std::vector<Task> tasks_;
+  Task* free_ = nullptr;
+  uint32_t active_ = 0;
+  bool tmf_waiting_ = false;
+  uint32_t tmf_pending_ = 0;
+  Bhs tmf_resp_{};
+  bool lun_reset_pending_ = false;
+  uint64_t reset_lun_ = 0;
+};
+
+// ==================================================================== IscsiTarget
+
+IscsiTarget::IscsiTarget(reactor::ReactorGroup& reactors, bdev::BdevRegistry& registry, TargetOptions opts)
+    : reactors_(reactors), registry_(registry), opts_(std::move(opts)), live_(reactors.size()) {
+  login_cfg_.limits = opts_.limits;
+  login_cfg_.portal_group_tag = opts_.portal_group_tag;
+  login_cfg_.cmd_window = opts_.queue_depth;
+  login_cfg_.discovery = opts_.discovery;
+  login_cfg_.find_target = [this](const std::string& name) -> std::optional<NodeAccess> {
+    std::lock_guard g(mu_);
+    auto it = nodes_.find(name);
+    if (it == nodes_.end()) return std::nullopt;
+    return it->second.cfg.access;
+  };
+  login_cfg_.new_tsih = [this] {
+    std::lock_guard g(mu_);
+    for (;;) {
+      uint16_t t = next_tsih_++;
+      if (t == 0) continue;
+      bool used = false;
+      for (const auto& [id, s] : sessions_) used |= s.info.tsih == t;
+      if (!used) return t;
+    }
+  };
+}
+
+IscsiTarget::~IscsiTarget() { stop(); }
+
+void IscsiTarget::spawn(int fd, size_t k) {
+  reactor::Reactor& r = reactors_.at(k % reactors_.size());
+  r.send([this, &r, fd] { (new IscsiConnection(*this, r, fd))->start(); });
+}
+
+void IscsiTarget::adopt(int fd, size_t reactor_index) {
+  count(&TargetStats::connections_accepted);
+  spawn(fd, reactor_index);
+}
+
+Status IscsiTarget::listen(const std::string& host, uint16_t port, uint16_t* bound) {
+  uint16_t got = 0;
+  auto fd = reactor::tcp_listen(host, port, 128, &got);
+  if (!fd) return fd.status();
+  if (bound) *bound = got;
+  std::unique_lock lk(mu_);
+  auto l = std::make_unique<reactor::Listener>(reactors_.at(0), *fd, [this](int cfd) {
+    size_t k;
+    {
+      std::lock_guard g(mu_);
+      k = next_reactor_++;
+      stats_.connections_accepted++;
+    }
+    spawn(cfd, k);
+  });
+  reactor::Listener* lp = l.get();
+  listeners_.push_back(std::move(l));
+  lk.unlock();
+  reactors_.run_on(0, [lp](reactor::Reactor&) { lp->start(); });
+  spdlog::info("iscsi listening on {}:{}", host, got);
+  return Status::ok();
+}
+
+Status IscsiTarget::add_node(const NodeConfig& cfg) {
+  if (!valid_node_name(cfg.name)) {
+    return make_error(Errc::kInvalidArgument,
+                      "'{}' is not a valid iSCSI name (iqn./eui./naa., lower-case letters, digits, '.', '-', ':')",
+                      cfg.name);
+  }
+  if (cfg.luns.empty()) return make_error(Errc::kInvalidArgument, "target {} has no LUN", cfg.name);
+  for (const ChapCredentials* c : {&cfg.access.chap, &cfg.access.mutual_chap}) {
+    if (c->enabled() && c->secret.size() < 12) {
+      return make_error(Errc::kInvalidArgument, "CHAP secret for '{}' is shorter than 12 bytes", c->user);
+    }
+  }
+  if (cfg.access.mutual_chap.enabled() && !cfg.access.chap.enabled()) {
+    return make_error(Errc::kInvalidArgument, "mutual CHAP needs CHAP");
+  }
+  {
+    std::lock_guard g(mu_);
+    if (nodes_.count(cfg.name)) return make_error(Errc::kAlreadyExists, "iSCSI target {} already exists", cfg.name);
+  }
+  scsi::DeviceInfo di;
+  di.target_name = cfg.name;
+  auto dev = std::make_shared<scsi::Device>(registry_, di);
+  for (const auto& l : cfg.luns) {
+    if (Status s = dev->add_lun(l); !s) return s;
+  }
+  std::lock_guard g(mu_);
+  if (nodes_.count(cfg.name)) return make_error(Errc::kAlreadyExists, "iSCSI target {} already exists", cfg.name);
+  nodes_[cfg.name] = Node{cfg, std::move(dev)};
+  spdlog::info("iscsi target {} added ({} LUN(s), chap={})", cfg.name, cfg.luns.size(), cfg.access.chap.enabled());
+  return Status::ok();
+}
+
+Status IscsiTarget::remove_node(const std::string& name) {
+  std::vector<std::pair<uint32_t, uint64_t>> to_close;
+  {
+    std::lock_guard g(mu_);
+    if (!nodes_.erase(name)) return make_error(Errc::kNotFound, "iSCSI target {} does not exist", name);
+    for (const auto& [id, s] : sessions_) {
+      if (s.info.target == name) to_close.emplace_back(s.info.reactor, id);
+    }
+  }
+  for (auto [r, id] : to_close) close_connection(r, id);
+  // Wait until those sessions are gone, so the bdevs are no longer held open.
+  for (int tries = 0; tries < 1000; ++tries) {
+    bool any = false;
+    {
+      std::lock_guard g(mu_);
+      for (const auto& [id, s] : sessions_) any |= s.info.target == name;
+    }
+    if (!any) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  spdlog::info("iscsi target {} removed", name);
+  return Status::ok();
+}
+
+void IscsiTarget::close_connection(uint32_t r, uint64_t conn_id) {
+  reactors_.at(r).send([this, r, conn_id] {
+    for (IscsiConnection* c : live_[r]) {
+      if (c->id() == conn_id) c->shutdown("session closed by the target");
+    }
+  });
+}
+
+std::vector<NodeInfo> IscsiTarget::list_nodes() const {
+  std::lock_guard g(mu_);
+  std::vector<NodeInfo> out;
+  for (const auto& [n, node] : nodes_) {
+    NodeInfo i;
+    i.name = n;
+    i.alias = node.cfg.alias;
+    i.luns = node.cfg.luns;
+    i.chap = node.cfg.access.chap.enabled();
+    i.mutual_chap = node.cfg.access.mutual_chap.enabled();
+    i.allowed_initiators = node.cfg.access.allowed_initiators;
+    for (const auto& [id, s] : sessions_) i.sessions += s.info.target == n;
+    out.push_back(std::move(i));
+  }
+  return out;
+}
+
+std::vector<SessionInfo> IscsiTarget::list_sessions() const {
+  std::lock_guard g(mu_);
+  std::vector<SessionInfo> out;
+  for (const auto& [id, s] : sessions_) out.push_back(s.info);
+  return out;
+}
+
+std::shared_ptr<scsi::Device> IscsiTarget::device(const std::string& node) const {
+  std::lock_guard g(mu_);
+  auto it = nodes_.find(node);
+  return it == nodes_.end() ? nullptr : it->second.dev;
+}
+
+std::vector<std::string> IscsiTarget::node_names() const {
+  std::lock_guard g(mu_);
+  std::vector<std::string> out;
+  for (const auto& [n, node] : nodes_) out.push_back(n);
+  return out;
+}
+
+void IscsiTarget::session_started(IscsiConnection* c, const SessionInfo& s, uint64_t conn_id) {
+  std::vector<std::pair<uint32_t, uint64_t>> old;
+  {
+    std::lock_guard g(mu_);
+    for (const auto& [id, other] : sessions_) {
+      if (!s.target.empty() && other.info.target == s.target && other.info.initiator == s.initiator &&
+          other.info.isid == s.isid) {
+        old.emplace_back(other.info.reactor, id);  // reinstatement: the old one goes
+      }
+    }
+    sessions_[conn_id] = Session{s, conn_id};
+  }
+  for (auto [r, id] : old) {
+    spdlog::info("iscsi session reinstated by {} isid={}: closing the old connection", s.initiator, s.isid);
+    close_connection(r, id);
+  }
+}
+
+void IscsiTarget::session_ended(uint64_t conn_id) {
+  std::lock_guard g(mu_);
+  sessions_.erase(conn_id);
+}
+
+bool IscsiTarget::tsih_exists(uint16_t tsih) const {
+  std::lock_guard g(mu_);
+  for (const auto& [id, s] : sessions_) {
+    if (s.info.tsih == tsih) return true;
+  }
+  return false;
+}
+
+void IscsiTarget::count(uint64_t TargetStats::*field) {
+  std::lock_guard g(mu_);
+  stats_.*field += 1;
+}
+
+TargetStats IscsiTarget::stats() const {
+  std::lock_guard g(mu_);
+  return stats_;
+}
+
+void IscsiTarget::stop() {
+  {
+    std::lock_guard lk(mu_);
+    if (stopped_) return;
+    stopped_ = true;
+  }
+  for (auto& l : listeners_) {
+    std::promise<void> p;
+    reactor::Listener* lp = l.get();
+    reactors_.run_on(0, [lp, &p](reactor::Reactor&) { lp->stop([&p] { p.set_value(); }); });
+    p.get_future().wait();
+  }
+  reactors_.run_on(0, [this](reactor::Reactor&) { listeners_.clear(); });
+  for (size_t i = 0; i < reactors_.size(); ++i) {
+    reactors_.run_on(i, [this, i](reactor::Reactor&) {
+      auto v = live_[i];
+      for (auto* c : v) c->shutdown("target stopping");
+    });
+    for (int tries = 0; tries < 1000; ++tries) {
+      bool empty = false;
+      reactors_.run_on(i, [this, i, &empty](reactor::Reactor&) { empty = live_[i].empty(); });
+      if (empty) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+  std::lock_guard lk(mu_);
+  nodes_.clear();
+}
+
+}  // namespace castor::iscsi

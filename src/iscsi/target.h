@@ -1,0 +1,140 @@
+#pragma once
+// Layer 5: the iSCSI target (RFC 7143). Exports bdevs as SCSI logical units of target
+// nodes (one IQN each) to initiators such as open-iscsi, VMware and libiscsi.
+//
+// Model: error recovery level 0, one connection per session (MaxConnections=1), so a
+// session's state lives on the reactor of its connection and the I/O path takes no
+// locks. Connections are spread over the reactors. Login supports no authentication or
+// CHAP (optionally mutual), per target node, plus an initiator allow-list.
+//
+// IscsiTarget's methods are thread-safe control-path calls (not from a reactor thread).
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "bdev/registry.h"
+#include "iscsi/login.h"
+#include "reactor/tcp.h"
+#include "scsi/device.h"
+
+namespace castor::iscsi {
+
+struct NodeConfig {
+  std::string name;  // the target IQN (or eui./naa. name)
+  std::string alias;
+  std::vector<scsi::LunOptions> luns;  // LUN 0 first, usually just one
+  NodeAccess access;
+};
+
+struct NodeInfo {
+  std::string name;
+  std::string alias;
+  std::vector<scsi::LunOptions> luns;
+  bool chap = false;
+  bool mutual_chap = false;
+  std::vector<std::string> allowed_initiators;
+  uint32_t sessions = 0;
+};
+
+struct SessionInfo {
+  std::string target;
+  std::string initiator;
+  std::string isid;  // hex
+  uint16_t tsih = 0;
+  std::string peer;  // address of the initiator
+  bool header_digest = false, data_digest = false;
+  uint32_t reactor = 0;
+};
+
+struct TargetStats {
+  uint64_t connections_accepted = 0;
+  uint64_t logins_ok = 0;
+  uint64_t logins_failed = 0;
+  uint64_t protocol_errors = 0;  // connections closed for a protocol violation
+  uint64_t digest_errors = 0;
+};
+
+struct TargetOptions {
+  TargetLimits limits;
+  uint16_t portal_group_tag = 1;
+  uint32_t queue_depth = 128;  // commands in flight per session (the CmdSN window)
+  // Largest transfer one command may ask for; bigger ones get CHECK CONDITION. (libiscsi's
+  // conformance suite writes 65536 blocks in one command.)
+  uint32_t max_transfer_bytes = 64u << 20;
+  // A task's data buffer larger than this is freed when the task ends, so a burst of
+  // huge commands does not pin memory in every task slot.
+  uint32_t keep_buffer_bytes = 1u << 20;
+  NodeAccess discovery;  // CHAP for SendTargets discovery sessions (optional)
+};
+
+class IscsiConnection;
+
+class IscsiTarget {
+ public:
+  IscsiTarget(reactor::ReactorGroup& reactors, bdev::BdevRegistry& registry, TargetOptions opts = {});
+  // Stops listening and closes every session.
+  ~IscsiTarget();
+
+  // Listens on host:port (port 0 picks one; *bound gets it). Errors: AlreadyExists (in
+  // use), IoError.
+  Status listen(const std::string& host, uint16_t port, uint16_t* bound);
+  // Creates a target node whose LUNs are the given bdevs (held open while the node
+  // exists). Errors: AlreadyExists (name), NotFound (bdev), InvalidArgument (bad name,
+  // no LUN, CHAP secret shorter than 12 bytes as RFC 7143 §12.1.3 requires).
+  Status add_node(const NodeConfig& cfg);
+  // Removes the node and closes its sessions. Errors: NotFound.
+  Status remove_node(const std::string& name);
+  std::vector<NodeInfo> list_nodes() const;
+  std::vector<SessionInfo> list_sessions() const;
+  // Serves an already connected socket on reactor `reactor_index` as if accepted (tests
+  // and fuzzing use a socketpair). Takes ownership of `fd`.
+  void adopt(int fd, size_t reactor_index);
+  TargetStats stats() const;
+  void stop();
+
+  // ---- used by connections ----
+  std::shared_ptr<scsi::Device> device(const std::string& node) const;
+  std::vector<std::string> node_names() const;
+  const TargetOptions& options() const { return opts_; }
+  const LoginConfig& login_config() const { return login_cfg_; }
+  // Registers a session entering full feature phase. If the same initiator port already
+  // has a session with this target (reinstatement), that session's connection is closed.
+  void session_started(IscsiConnection* c, const SessionInfo& s, uint64_t conn_id);
+  void session_ended(uint64_t conn_id);
+  bool tsih_exists(uint16_t tsih) const;
+  void count(uint64_t TargetStats::*field);
+
+ private:
+  void spawn(int fd, size_t reactor_index);
+  void close_connection(uint32_t reactor, uint64_t conn_id);
+
+  reactor::ReactorGroup& reactors_;
+  bdev::BdevRegistry& registry_;
+  TargetOptions opts_;
+  LoginConfig login_cfg_;
+  mutable std::mutex mu_;
+  struct Node {
+    NodeConfig cfg;
+    std::shared_ptr<scsi::Device> dev;
+  };
+  std::map<std::string, Node> nodes_;
+  struct Session {
+    SessionInfo info;
+    uint64_t conn_id;
+  };
+  std::map<uint64_t, Session> sessions_;  // by connection id
+  std::vector<std::unique_ptr<reactor::Listener>> listeners_;
+  TargetStats stats_;
+  size_t next_reactor_ = 0;
+  uint16_t next_tsih_ = 1;
+  bool stopped_ = false;
+  // Live connections per reactor, touched only on that reactor.
+  std::vector<std::vector<IscsiConnection*>> live_;
+  friend class IscsiConnection;
+};
+
+}  // namespace castor::iscsi

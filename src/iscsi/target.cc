@@ -63,7 +63,7 @@ class IscsiConnection final : public reactor::Connection::Handler {
 
   size_t on_data(std::span<const uint8_t> buf) override {
     size_t used = 0;
-    while (!conn_->closing() && !closed_) {
+    while (!conn_->closing() && !closed_ && !doomed_) {
       size_t n = next_pdu(buf.subspan(used));
       if (n == 0) break;
       used += n;
@@ -189,8 +189,7 @@ class IscsiConnection final : public reactor::Connection::Handler {
       std::memcpy(&want, b.data() + kBhsSize + ahs + hd + dsl + pad4(dsl), 4);
       if (crc32c(b.data() + kBhsSize + ahs + hd, dsl + pad4(dsl)) != want) {
         t_.count(&TargetStats::digest_errors);
-        send_reject(h, reject::kDataDigest);
-        conn_->close("data digest mismatch");
+        send_reject(h, reject::kDataDigest, "data digest mismatch");
         return 0;
       }
     }
@@ -205,8 +204,11 @@ class IscsiConnection final : public reactor::Connection::Handler {
   size_t protocol_error(const Bhs& h, uint8_t reason, const std::string& why) {
     spdlog::warn("iscsi protocol error from {}, closing connection: {}", peer_, why);
     t_.count(&TargetStats::protocol_errors);
-    if (ffp_) send_reject(h, reason);
-    conn_->close(why);
+    if (ffp_) {
+      send_reject(h, reason, why.c_str());
+    } else {
+      conn_->close(why);
+    }
     return 0;
   }
 
@@ -245,12 +247,23 @@ class IscsiConnection final : public reactor::Connection::Handler {
     Hdr hdr;
     std::string data;
   };
-  void send_owned(const Bhs& bhs, std::string data) {
+  // With `close_reason`, the connection takes no more input and closes once this PDU
+  // has been sent (closing at once would cancel the send, and the initiator would never
+  // learn why).
+  void send_owned(const Bhs& bhs, std::string data, const char* close_reason = nullptr) {
     auto* p = new OwnedPdu{};
     p->hdr.bhs = bhs;
     p->data = std::move(data);
+    std::function<void()> done = [p] { delete p; };
+    if (close_reason) {
+      doomed_ = true;
+      done = [this, p, why = std::string(close_reason)] {
+        delete p;
+        conn_->close(why);
+      };
+    }
     send_pdu(p->hdr, reinterpret_cast<const uint8_t*>(p->data.data()), static_cast<uint32_t>(p->data.size()),
-             [p] { delete p; });
+             std::move(done));
   }
 
   void fill_sns(Bhs& b, bool advance_stat) {
@@ -266,7 +279,7 @@ class IscsiConnection final : public reactor::Connection::Handler {
     return max_cmd_sn_;
   }
 
-  void send_reject(const Bhs& bad, uint8_t reason) {
+  void send_reject(const Bhs& bad, uint8_t reason, const char* close_reason = nullptr) {
     Bhs b;
     b.clear();
     b.set_opcode(op::kReject);
@@ -274,7 +287,7 @@ class IscsiConnection final : public reactor::Connection::Handler {
     b.b[off::kResponse] = reason;
     b.set_itt(kReservedTag);
     fill_sns(b, true);
-    send_owned(b, std::string(reinterpret_cast<const char*>(bad.b), kBhsSize));
+    send_owned(b, std::string(reinterpret_cast<const char*>(bad.b), kBhsSize), close_reason);
   }
 
   // ------------------------------------------------------------------ login
@@ -295,20 +308,21 @@ class IscsiConnection final : public reactor::Connection::Handler {
         resp.b[off::kStatusDetail] = login_status::kSessionNotFound & 0xFF;
         resp.set_data_segment_length(0);
         t_.count(&TargetStats::logins_failed);
-        send_owned(resp, {});
-        conn_->close("login to an unknown session (TSIH)");
+        send_owned(resp, {}, "login to an unknown session (TSIH)");
         return;
       }
     }
     Bhs resp;
     std::string out;
     Login::Outcome o = login_.step(h, data, resp, out);
-    send_owned(resp, std::move(out));
     if (o == Login::Outcome::kFail) {
       spdlog::warn("iscsi login from {} failed: {}", peer_, login_.error());
       t_.count(&TargetStats::logins_failed);
-      conn_->close("login failed: " + login_.error());
-    } else if (o == Login::Outcome::kFullFeature) {
+      send_owned(resp, std::move(out), "login failed");
+      return;
+    }
+    send_owned(resp, std::move(out));
+    if (o == Login::Outcome::kFullFeature) {
       enter_ffp();
     }
   }
@@ -920,6 +934,7 @@ class IscsiConnection final : public reactor::Connection::Handler {
   bool ffp_ = false;
   bool discovery_ = false;
   bool closed_ = false;
+  bool doomed_ = false;  // closing once the last reply is sent; input is ignored
   bool destroying_ = false;
   bool attached_ = false;
   bool registered_ = false;

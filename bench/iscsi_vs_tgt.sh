@@ -12,7 +12,7 @@
 # using a private apt source list so the system's apt configuration is untouched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh release >&2
+[[ -n ${NO_SETUP:-} ]] || scripts/setup.sh release >&2
 SECS=${1:-10}
 SIZE_MB=1024
 root=$PWD
@@ -78,6 +78,12 @@ perf_iops() {  # url
   timeout -s INT $((SECS + 2)) taskset -c 0 iscsi-perf -m 32 -b 8 -r -t "$SECS" "$1" 2>&1 | tr '\r' '\n' |
     grep -o 'iops average [0-9]*' | tail -1 | awk '{print $3}'
 }
+# Precondition both: write every block once, so neither side pays first-touch page
+# faults (RAM bdev pages, tmpfs pages) inside the measurement.
+for u in "$curl" "$turl"; do
+  taskset -c 0 fio --name=fill --ioengine=external:"$engine_so" --filename="${u//:/\\:}" --rw=write --bs=1m \
+    --iodepth=4 --size="${SIZE_MB}m" >/dev/null 2>&1
+done
 printf "%-22s %14s %14s %7s\n" workload castor_iops tgt_iops ratio
 row() { printf "%-22s %14.0f %14.0f %7.2f\n" "$1" "$2" "$3" "$(echo "$2 / $3" | bc -l)"; }
 for rw in randread randwrite; do

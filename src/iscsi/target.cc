@@ -54,6 +54,12 @@ class IscsiConnection final : public reactor::Connection::Handler {
 
   void start() {
     t_.live_[r_.id()].push_back(this);
+    // A connection that does not finish logging in is closed, so idle sockets cannot pile up.
+    login_timer_ = r_.add_timer(t_.options().login_timeout_ms * 1'000'000ull, [this] {
+      login_timer_armed_ = false;
+      if (!ffp_) shutdown("login timed out");
+    });
+    login_timer_armed_ = true;
     conn_->start();
   }
   uint64_t id() const { return id_; }
@@ -328,6 +334,7 @@ class IscsiConnection final : public reactor::Connection::Handler {
   }
 
   void enter_ffp() {
+    cancel_login_timer();
     params_ = login_.params();
     exp_cmd_sn_ = login_.exp_cmd_sn();
     stat_sn_ = login_.next_stat_sn();
@@ -897,9 +904,15 @@ class IscsiConnection final : public reactor::Connection::Handler {
   }
 
   // ------------------------------------------------------------------ lifetime
+  void cancel_login_timer() {
+    if (login_timer_armed_) r_.cancel_timer(login_timer_);
+    login_timer_armed_ = false;
+  }
+
   void maybe_destroy() {
     if (!closed_ || active_ != 0 || destroying_) return;
     destroying_ = true;
+    cancel_login_timer();
     if (attached_) dev_->detach(nexus_);
     if (registered_) t_.session_ended(id_);
     std::erase(t_.live_[r_.id()], this);
@@ -931,6 +944,8 @@ class IscsiConnection final : public reactor::Connection::Handler {
   std::unique_ptr<reactor::Connection> conn_;
   std::string peer_;
   bool login_started_ = false;
+  reactor::Reactor::TimerId login_timer_{};
+  bool login_timer_armed_ = false;
   bool ffp_ = false;
   bool discovery_ = false;
   bool closed_ = false;

@@ -69,6 +69,8 @@ struct TargetOptions {
   // huge commands does not pin memory in every task slot.
   uint32_t keep_buffer_bytes = 1u << 20;
   NodeAccess discovery;  // CHAP for SendTargets discovery sessions (optional)
+  // A connection still logging in after this long is closed.
+  uint32_t login_timeout_ms = 30'000;
 };
 
 class IscsiConnection;

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -336,6 +337,38 @@ TEST_F(IscsiTargetTest, AbortOfAnUnknownTaskAndUnknownOpcode) {
   EXPECT_EQ(rej.h.b[off::kResponse], reject::kCommandNotSupported);
   EXPECT_EQ(std::string(rej.data.data(), 1)[0] & 0x3F, 0x1c);  // the rejected header comes back
   clear_ua(ini);  // and the session still works
+}
+
+}  // namespace
+}  // namespace castor::iscsi
+
+namespace castor::iscsi {
+namespace {
+
+TEST(IscsiTargetLogin, ConnectionThatNeverLogsInIsClosed) {
+  bdev::test::Env env;
+  TargetOptions o;
+  o.login_timeout_ms = 200;
+  IscsiTarget t(env.group, *env.reg, o);
+  uint16_t port = 0;
+  ASSERT_TRUE(t.listen("127.0.0.1", 0, &port));
+  Initiator idle(port);
+  // Nothing is sent; the target closes the socket after the login timeout (well before
+  // the 5 s this read would wait for data).
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_FALSE(idle.recv(5000).has_value());
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(3));
+  // A connection that logs in in time is kept past the timeout.
+  ASSERT_TRUE(env.reg->create("malloc:///d1?size_mb=1&blk_size=512"));
+  NodeConfig n;
+  n.name = kIqn;
+  n.luns.push_back(scsi::LunOptions{.lun = 0, .bdev = "d1", .read_only = false, .product = "t"});
+  ASSERT_TRUE(t.add_node(n));
+  Initiator ini(port);
+  ASSERT_EQ(ini.login(""), 0);
+  usleep(400'000);
+  EXPECT_EQ(t.list_sessions().size(), 1u);
+  t.stop();
 }
 
 }  // namespace

@@ -80,7 +80,7 @@ class EngineServiceImpl final : public castor::v1::EngineService::Service {
   grpc::Status ReadBlocks(grpc::ServerContext* ctx, const v1::ReadBlocksRequest* req,
                           v1::ReadBlocksResponse* resp) override;
 
-  // NVMe-oF and NBD targets (target_rpcs.cc).
+  // NVMe-oF, NBD and iSCSI targets (target_rpcs.cc).
   grpc::Status NvmfListen(grpc::ServerContext* ctx, const v1::NvmfListenRequest* req,
                           v1::NvmfListenResponse* resp) override;
   grpc::Status ShareBdev(grpc::ServerContext* ctx, const v1::ShareBdevRequest* req,
@@ -103,6 +103,16 @@ class EngineServiceImpl final : public castor::v1::EngineService::Service {
                            v1::NbdUnexportResponse* resp) override;
   grpc::Status ListNbdExports(grpc::ServerContext* ctx, const v1::ListNbdExportsRequest* req,
                               v1::ListNbdExportsResponse* resp) override;
+  grpc::Status IscsiListen(grpc::ServerContext* ctx, const v1::IscsiListenRequest* req,
+                           v1::IscsiListenResponse* resp) override;
+  grpc::Status IscsiExport(grpc::ServerContext* ctx, const v1::IscsiExportRequest* req,
+                           v1::IscsiTargetInfo* resp) override;
+  grpc::Status IscsiUnexport(grpc::ServerContext* ctx, const v1::IscsiUnexportRequest* req,
+                             v1::IscsiUnexportResponse* resp) override;
+  grpc::Status ListIscsiTargets(grpc::ServerContext* ctx, const v1::ListIscsiTargetsRequest* req,
+                                v1::ListIscsiTargetsResponse* resp) override;
+  grpc::Status ListIscsiSessions(grpc::ServerContext* ctx, const v1::ListIscsiSessionsRequest* req,
+                                 v1::ListIscsiSessionsResponse* resp) override;
 
   // Nexuses, their children, publishing and rebuilds (nexus_rpcs.cc).
   grpc::Status CreateNexus(grpc::ServerContext* ctx, const v1::CreateNexusRequest* req,
@@ -141,7 +151,8 @@ class EngineServiceImpl final : public castor::v1::EngineService::Service {
                             v1::ListRebuildsResponse* resp) override;
 
  private:
-  // Where nexus `name` is published (nvmf:// and nbd:// URIs; empty if it is not).
+  // Where nexus `name` is published (nvmf://, nbd:// and iscsi:// URIs; empty if it is
+  // not).
   std::vector<std::string> published_uris(const std::string& name) const;
   // Applies `op` to the child `uri` of nexus `name` and answers the nexus' info.
   grpc::Status child_op(const char* what, const v1::ChildRequest& req, v1::NexusInfo* resp,
@@ -172,6 +183,16 @@ void to_proto(const nvmf::SubsystemInfo& in, const std::vector<std::string>& uri
 void to_proto(const nvmf::ControllerInfo& in, v1::NvmfController* out);
 void to_proto(const nbd::ExportInfo& in, const std::vector<std::string>& uris,
               v1::NbdExportInfo* out);
+// The node's LUN 0 gives bdev and read_only; never carries a secret.
+void to_proto(const iscsi::NodeInfo& in, const std::vector<std::string>& uris,
+              v1::IscsiTargetInfo* out);
+void to_proto(const iscsi::SessionInfo& in, v1::IscsiSession* out);
+// The access rules of an export request. Errors: InvalidArgument (a secret without its
+// user or a user without its secret).
+Result<iscsi::NodeAccess> iscsi_access(
+    const std::string& chap_user, const std::string& chap_secret, const std::string& mutual_user,
+    const std::string& mutual_secret,
+    const google::protobuf::RepeatedPtrField<std::string>& allowed_initiators);
 void to_proto(const std::string& nexus, const nexus::RebuildInfo& in, v1::RebuildInfo* out);
 // `uris`: where the nexus is published.
 void to_proto(const nexus::NexusInfo& in, const std::vector<std::string>& uris,

@@ -1,7 +1,8 @@
 // EngineService handlers for nexuses: create/destroy/list, child management, publishing
-// over NVMe-oF (FrontEnds shares, subsystem nqn.2026-11.io.castor:nexus-<uuid>) or NBD,
-// and rebuild control. The nexus layer (castor::nexus::NexusManager, Nexus) does the
-// work; these handlers validate, translate and report.
+// over NVMe-oF (FrontEnds shares, subsystem nqn.2026-11.io.castor:nexus-<uuid>), NBD or
+// iSCSI (target node iqn.2026-11.io.castor:nexus-<uuid>), and rebuild control. The nexus
+// layer (castor::nexus::NexusManager, Nexus) does the work; these handlers validate,
+// translate and report.
 //
 // Publishing rule: a published nexus cannot be destroyed (FAILED_PRECONDITION naming
 // where it is published); UnpublishNexus first.
@@ -11,6 +12,8 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <optional>
+#include <set>
 #include <thread>
 
 #include "api/engine_service.h"
@@ -33,6 +36,16 @@ Result<std::shared_ptr<nexus::Nexus>> find_nexus(const nexus::NexusManager& m,
   auto n = m.find(name);
   if (!n) return make_error(Errc::kNotFound, "nexus '{}' does not exist", name);
   return n;
+}
+
+// The iSCSI target node exporting bdev `name` as a LUN, if any.
+std::optional<iscsi::NodeInfo> iscsi_node_of(const FrontEnds& fe, const std::string& name) {
+  for (auto& node : fe.iscsi_targets()) {
+    for (const auto& l : node.luns) {
+      if (l.bdev == name) return node;
+    }
+  }
+  return std::nullopt;
 }
 
 }  // namespace
@@ -110,6 +123,11 @@ std::vector<std::string> EngineServiceImpl::published_uris(const std::string& na
     if (e.bdev != name) continue;
     auto uris = front_ends_.nbd_uris(e.name);
     if (uris.empty()) out.push_back("nbd:" + e.name);
+    out.insert(out.end(), uris.begin(), uris.end());
+  }
+  if (auto node = iscsi_node_of(front_ends_, name)) {
+    auto uris = front_ends_.iscsi_uris(node->name);
+    if (uris.empty()) out.push_back(node->name);  // no listener: the IQN still names it
     out.insert(out.end(), uris.begin(), uris.end());
   }
   return out;
@@ -237,6 +255,41 @@ grpc::Status EngineServiceImpl::PublishNexus(grpc::ServerContext*,
     spdlog::info("publish nexus '{}' over {} failed: {}", name, protocol, s.to_string());
     return to_grpc(s);
   };
+  if (protocol != "iscsi" &&
+      (!req->iscsi_iqn().empty() || !req->chap_user().empty() || !req->chap_secret().empty() ||
+       !req->mutual_user().empty() || !req->mutual_secret().empty() ||
+       !req->allowed_initiators().empty())) {
+    return fail(Status(Errc::kInvalidArgument,
+                       "iscsi_iqn, CHAP and allowed_initiators are only valid with protocol "
+                       "iscsi"));
+  }
+  // One protocol at a time: the error names where the nexus is published now.
+  auto check_not_iscsi = [&]() -> Status {
+    if (auto node = iscsi_node_of(front_ends_, name)) {
+      return make_error(Errc::kBusy,
+                        "nexus '{}' is already published over iSCSI as {} (unpublish it first)",
+                        name, node->name);
+    }
+    return Status::ok();
+  };
+  auto check_not_nvmf = [&]() -> Status {
+    if (auto info = registry_.info(name); info && info->claimed_by.rfind("nvmf:", 0) == 0) {
+      return make_error(Errc::kBusy,
+                        "nexus '{}' is already published over NVMe-oF as {} (unpublish it first)",
+                        name, info->claimed_by.substr(5));
+    }
+    return Status::ok();
+  };
+  auto check_not_nbd = [&]() -> Status {
+    for (const auto& e : front_ends_.nbd_exports()) {
+      if (e.bdev == name) {
+        return make_error(Errc::kBusy,
+                          "nexus '{}' is already published over NBD as '{}' (unpublish it first)",
+                          name, e.name);
+      }
+    }
+    return Status::ok();
+  };
   std::vector<std::string> uris;
   if (protocol == "nvmf") {
     if (!req->nbd_name().empty()) {
@@ -247,14 +300,8 @@ grpc::Status EngineServiceImpl::PublishNexus(grpc::ServerContext*,
                          "the engine has no NVMe-oF listener (add one with --nvmf-listen or "
                          "NvmfListen)"));
     }
-    for (const auto& e : front_ends_.nbd_exports()) {
-      if (e.bdev == name) {
-        return fail(make_error(Errc::kBusy,
-                               "nexus '{}' is already published over NBD as '{}' (unpublish it "
-                               "first)",
-                               name, e.name));
-      }
-    }
+    if (Status s = check_not_nbd(); !s) return fail(s);
+    if (Status s = check_not_iscsi(); !s) return fail(s);
     auto share = front_ends_.share_bdev(name, to_vector(req->allowed_hosts()));
     if (!share) return fail(share.status());
     uris = share->uris;
@@ -267,12 +314,8 @@ grpc::Status EngineServiceImpl::PublishNexus(grpc::ServerContext*,
                          "the engine has no NBD listener (add one with --nbd-listen or NbdListen)"));
     }
     const std::string export_name = req->nbd_name().empty() ? name : req->nbd_name();
-    if (auto info = registry_.info(name); info && info->claimed_by.rfind("nvmf:", 0) == 0) {
-      return fail(make_error(Errc::kBusy,
-                             "nexus '{}' is already published over NVMe-oF as {} (unpublish it "
-                             "first)",
-                             name, info->claimed_by.substr(5)));
-    }
+    if (Status s = check_not_nvmf(); !s) return fail(s);
+    if (Status s = check_not_iscsi(); !s) return fail(s);
     bool exists = false;
     for (const auto& e : front_ends_.nbd_exports()) {
       if (e.name == export_name && e.bdev == name) exists = true;  // repeated publish
@@ -287,8 +330,52 @@ grpc::Status EngineServiceImpl::PublishNexus(grpc::ServerContext*,
       spdlog::info("nexus '{}' published over NBD as '{}'", name, export_name);
     }
     uris = front_ends_.nbd_uris(export_name);
+  } else if (protocol == "iscsi") {
+    if (!req->allowed_hosts().empty()) {
+      return fail(Status(Errc::kInvalidArgument, "allowed_hosts is only valid with protocol nvmf"));
+    }
+    if (!req->nbd_name().empty()) {
+      return fail(Status(Errc::kInvalidArgument, "nbd_name is only valid with protocol nbd"));
+    }
+    if (front_ends_.iscsi_listeners().empty()) {
+      return fail(Status(Errc::kBusy,
+                         "the engine has no iSCSI listener (add one with --iscsi-listen or "
+                         "IscsiListen)"));
+    }
+    auto access = iscsi_access(req->chap_user(), req->chap_secret(), req->mutual_user(),
+                               req->mutual_secret(), req->allowed_initiators());
+    if (!access) return fail(access.status());
+    // Named like the nexus' NVMe-oF subsystem, by UUID: a nexus name may hold upper-case
+    // letters and '_', which an IQN may not.
+    const std::string iqn = req->iscsi_iqn().empty()
+                                ? std::string(kIqnPrefix) + "nexus-" + (*n)->describe().uuid
+                                : req->iscsi_iqn();
+    if (Status s = check_not_nvmf(); !s) return fail(s);
+    if (Status s = check_not_nbd(); !s) return fail(s);
+    if (auto node = iscsi_node_of(front_ends_, name)) {
+      // A repeated publish returns the node when its access rules are the same (the
+      // secrets themselves cannot be compared: the target never hands them back).
+      const std::set<std::string> want(access->allowed_initiators.begin(),
+                                       access->allowed_initiators.end());
+      const std::set<std::string> have(node->allowed_initiators.begin(),
+                                       node->allowed_initiators.end());
+      if (node->name != iqn || node->chap != access->chap.enabled() ||
+          node->mutual_chap != access->mutual_chap.enabled() || want != have) {
+        return fail(make_error(Errc::kAlreadyExists,
+                               "nexus '{}' is already published over iSCSI as {} with other "
+                               "settings (unpublish it first)",
+                               name, node->name));
+      }
+    } else {
+      auto made = front_ends_.iscsi_export(
+          IscsiExportSpec{.bdev = name, .iqn = iqn, .read_only = false, .access = *access});
+      if (!made) return fail(made.status());
+      spdlog::info("nexus '{}' published over iSCSI as {}", name, *made);
+    }
+    uris = front_ends_.iscsi_uris(iqn);
   } else {
-    return fail(make_error(Errc::kInvalidArgument, "protocol '{}' is not nvmf or nbd", protocol));
+    return fail(
+        make_error(Errc::kInvalidArgument, "protocol '{}' is not nvmf, nbd or iscsi", protocol));
   }
   if (!uris.empty()) resp->set_uri(uris.front());
   for (const auto& u : uris) resp->add_uris(u);
@@ -317,6 +404,13 @@ grpc::Status EngineServiceImpl::UnpublishNexus(grpc::ServerContext*,
     if (e.bdev != name) continue;
     found = true;
     if (Status s = front_ends_.nbd_unexport(e.name); !s) {
+      spdlog::info("unpublish nexus '{}' failed: {}", name, s.to_string());
+      return to_grpc(s);
+    }
+  }
+  while (auto node = iscsi_node_of(front_ends_, name)) {
+    found = true;
+    if (Status s = front_ends_.iscsi_unexport(node->name); !s) {
       spdlog::info("unpublish nexus '{}' failed: {}", name, s.to_string());
       return to_grpc(s);
     }

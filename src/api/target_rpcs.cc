@@ -1,8 +1,12 @@
 // EngineService handlers for the front-end targets: NVMe-oF/TCP listeners, shares,
-// subsystems and controllers; NBD listeners and exports. The rules (NQN names, URIs,
-// which bdevs may be shared or exported) live in FrontEnds.
+// subsystems and controllers; NBD listeners and exports; iSCSI portals, target nodes and
+// sessions. The rules (NQN and IQN names, URIs, which bdevs may be shared or exported)
+// live in FrontEnds.
 
 #include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <tuple>
 
 #include "api/engine_service.h"
 #include "api/status_map.h"
@@ -53,6 +57,49 @@ void to_proto(const nbd::ExportInfo& in, const std::vector<std::string>& uris,
   out->set_description(in.description);
   out->set_connections(in.connections);
   for (const auto& u : uris) out->add_uris(u);
+}
+
+void to_proto(const iscsi::NodeInfo& in, const std::vector<std::string>& uris,
+              v1::IscsiTargetInfo* out) {
+  out->set_iqn(in.name);
+  for (const auto& l : in.luns) {
+    if (l.lun != 0) continue;
+    out->set_bdev(l.bdev);
+    out->set_read_only(l.read_only);
+  }
+  out->set_chap(in.chap);
+  out->set_mutual_chap(in.mutual_chap);
+  for (const auto& i : in.allowed_initiators) out->add_allowed_initiators(i);
+  out->set_sessions(in.sessions);
+  for (const auto& u : uris) out->add_uris(u);
+}
+
+void to_proto(const iscsi::SessionInfo& in, v1::IscsiSession* out) {
+  out->set_target(in.target);
+  out->set_initiator(in.initiator);
+  out->set_isid(in.isid);
+  out->set_tsih(in.tsih);
+  out->set_peer(in.peer);
+  out->set_header_digest(in.header_digest);
+  out->set_data_digest(in.data_digest);
+}
+
+Result<iscsi::NodeAccess> iscsi_access(
+    const std::string& chap_user, const std::string& chap_secret, const std::string& mutual_user,
+    const std::string& mutual_secret,
+    const google::protobuf::RepeatedPtrField<std::string>& allowed_initiators) {
+  // A secret without its user would silently disable the authentication it asks for.
+  if (chap_user.empty() && !chap_secret.empty()) {
+    return Status(Errc::kInvalidArgument, "chap_secret needs chap_user");
+  }
+  if (mutual_user.empty() && !mutual_secret.empty()) {
+    return Status(Errc::kInvalidArgument, "mutual_secret needs mutual_user");
+  }
+  iscsi::NodeAccess a;
+  a.chap = {chap_user, chap_secret};
+  a.mutual_chap = {mutual_user, mutual_secret};
+  a.allowed_initiators = to_vector(allowed_initiators);
+  return a;
 }
 
 // ---- NVMe-oF ----
@@ -167,6 +214,66 @@ grpc::Status EngineServiceImpl::ListNbdExports(grpc::ServerContext*,
   for (const auto& e : front_ends_.nbd_exports()) {
     to_proto(e, front_ends_.nbd_uris(e.name), resp->add_exports());
   }
+  return grpc::Status::OK;
+}
+
+// ---- iSCSI ----
+
+grpc::Status EngineServiceImpl::IscsiListen(grpc::ServerContext*, const v1::IscsiListenRequest* req,
+                                            v1::IscsiListenResponse* resp) {
+  auto port = front_ends_.iscsi_listen(req->address());
+  if (!port) {
+    spdlog::info("iSCSI listen on '{}' failed: {}", req->address(), port.status().to_string());
+    return to_grpc(port.status());
+  }
+  resp->set_port(*port);
+  return grpc::Status::OK;
+}
+
+grpc::Status EngineServiceImpl::IscsiExport(grpc::ServerContext*, const v1::IscsiExportRequest* req,
+                                            v1::IscsiTargetInfo* resp) {
+  auto fail = [&](const Status& s) {
+    spdlog::info("iSCSI export of bdev '{}' failed: {}", req->bdev(), s.to_string());
+    return to_grpc(s);
+  };
+  auto access = iscsi_access(req->chap_user(), req->chap_secret(), req->mutual_user(),
+                             req->mutual_secret(), req->allowed_initiators());
+  if (!access) return fail(access.status());
+  auto iqn = front_ends_.iscsi_export(IscsiExportSpec{
+      .bdev = req->bdev(), .iqn = req->iqn(), .read_only = req->read_only(), .access = *access});
+  if (!iqn) return fail(iqn.status());
+  for (const auto& n : front_ends_.iscsi_targets()) {
+    if (n.name == *iqn) to_proto(n, front_ends_.iscsi_uris(n.name), resp);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status EngineServiceImpl::IscsiUnexport(grpc::ServerContext*,
+                                              const v1::IscsiUnexportRequest* req,
+                                              v1::IscsiUnexportResponse*) {
+  if (req->iqn().empty()) return to_grpc(Status(Errc::kInvalidArgument, "iqn is required"));
+  Status s = front_ends_.iscsi_unexport(req->iqn());
+  if (!s) spdlog::info("iSCSI unexport '{}' failed: {}", req->iqn(), s.to_string());
+  return to_grpc(s);
+}
+
+grpc::Status EngineServiceImpl::ListIscsiTargets(grpc::ServerContext*,
+                                                 const v1::ListIscsiTargetsRequest*,
+                                                 v1::ListIscsiTargetsResponse* resp) {
+  for (const auto& n : front_ends_.iscsi_targets()) {
+    to_proto(n, front_ends_.iscsi_uris(n.name), resp->add_targets());
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status EngineServiceImpl::ListIscsiSessions(grpc::ServerContext*,
+                                                  const v1::ListIscsiSessionsRequest*,
+                                                  v1::ListIscsiSessionsResponse* resp) {
+  auto sessions = front_ends_.iscsi_sessions();
+  std::sort(sessions.begin(), sessions.end(), [](const auto& a, const auto& b) {
+    return std::tie(a.target, a.tsih) < std::tie(b.target, b.tsih);
+  });
+  for (const auto& s : sessions) to_proto(s, resp->add_sessions());
   return grpc::Status::OK;
 }
 

@@ -872,6 +872,136 @@ int nbd_list(Context& c) {
   return 0;
 }
 
+// ---- iscsi ----
+
+ordered_json iscsi_target_json(const v1::IscsiTargetInfo& t) {
+  return {{"iqn", t.iqn()},
+          {"bdev", t.bdev()},
+          {"read_only", t.read_only()},
+          {"chap", t.chap()},
+          {"mutual_chap", t.mutual_chap()},
+          {"allowed_initiators",
+           std::vector<std::string>(t.allowed_initiators().begin(), t.allowed_initiators().end())},
+          {"sessions", t.sessions()},
+          {"uris", std::vector<std::string>(t.uris().begin(), t.uris().end())}};
+}
+
+// AUTH is none, chap or mutual (the initiator may also authenticate the target).
+void print_iscsi_table(const std::vector<const v1::IscsiTargetInfo*>& targets) {
+  Table t({"IQN", "BDEV", "MODE", "AUTH", "INITIATORS", "SESSIONS", "URI"});
+  for (const auto* n : targets) {
+    t.add_row({n->iqn(), n->bdev(), n->read_only() ? "ro" : "rw",
+               n->mutual_chap() ? "mutual" : (n->chap() ? "chap" : "none"),
+               n->allowed_initiators().empty() ? "any" : joined(n->allowed_initiators()),
+               std::to_string(n->sessions()), n->uris().empty() ? "-" : n->uris(0)});
+  }
+  t.print();
+}
+
+int iscsi_listen(Context& c, const std::string& address) {
+  v1::IscsiListenRequest req;
+  req.set_address(address);
+  v1::IscsiListenResponse resp;
+  auto ctx = c.call();
+  grpc::Status s = c.stub->IscsiListen(ctx.get(), req, &resp);
+  if (!s.ok()) return c.fail(s);
+  return print_listen(c, "iSCSI", address, resp.port());
+}
+
+struct IscsiExportArgs {
+  std::string bdev;
+  std::string iqn;
+  bool read_only = false;
+  std::string chap_user, chap_secret;
+  std::string mutual_user, mutual_secret;
+  std::vector<std::string> initiators;
+};
+
+int iscsi_export(Context& c, const IscsiExportArgs& a) {
+  v1::IscsiExportRequest req;
+  req.set_bdev(a.bdev);
+  req.set_iqn(a.iqn);
+  req.set_read_only(a.read_only);
+  req.set_chap_user(a.chap_user);
+  req.set_chap_secret(a.chap_secret);
+  req.set_mutual_user(a.mutual_user);
+  req.set_mutual_secret(a.mutual_secret);
+  for (const auto& i : a.initiators) req.add_allowed_initiators(i);
+  v1::IscsiTargetInfo resp;
+  auto ctx = c.call();
+  grpc::Status s = c.stub->IscsiExport(ctx.get(), req, &resp);
+  if (!s.ok()) return c.fail(s);
+  if (c.json()) {
+    print_json(iscsi_target_json(resp));
+  } else {
+    print_iscsi_table({&resp});
+  }
+  return 0;
+}
+
+int iscsi_unexport(Context& c, const std::string& iqn) {
+  v1::IscsiUnexportRequest req;
+  req.set_iqn(iqn);
+  v1::IscsiUnexportResponse resp;
+  auto ctx = c.call();
+  grpc::Status s = c.stub->IscsiUnexport(ctx.get(), req, &resp);
+  if (!s.ok()) return c.fail(s);
+  if (c.json()) {
+    print_json({{"unexported", iqn}});
+  } else {
+    fmt::print("iSCSI target {} removed\n", iqn);
+  }
+  return 0;
+}
+
+int iscsi_list(Context& c) {
+  v1::ListIscsiTargetsResponse resp;
+  auto ctx = c.call();
+  grpc::Status s = c.stub->ListIscsiTargets(ctx.get(), v1::ListIscsiTargetsRequest(), &resp);
+  if (!s.ok()) return c.fail(s);
+  if (c.json()) {
+    ordered_json arr = ordered_json::array();
+    for (const auto& t : resp.targets()) arr.push_back(iscsi_target_json(t));
+    print_json(arr);
+    return 0;
+  }
+  std::vector<const v1::IscsiTargetInfo*> rows;
+  for (const auto& t : resp.targets()) rows.push_back(&t);
+  print_iscsi_table(rows);
+  return 0;
+}
+
+int iscsi_sessions(Context& c) {
+  v1::ListIscsiSessionsResponse resp;
+  auto ctx = c.call();
+  grpc::Status s = c.stub->ListIscsiSessions(ctx.get(), v1::ListIscsiSessionsRequest(), &resp);
+  if (!s.ok()) return c.fail(s);
+  if (c.json()) {
+    ordered_json arr = ordered_json::array();
+    for (const auto& x : resp.sessions()) {
+      arr.push_back({{"target", x.target()},
+                     {"initiator", x.initiator()},
+                     {"isid", x.isid()},
+                     {"tsih", x.tsih()},
+                     {"peer", x.peer()},
+                     {"header_digest", x.header_digest()},
+                     {"data_digest", x.data_digest()}});
+    }
+    print_json(arr);
+    return 0;
+  }
+  Table t({"TARGET", "INITIATOR", "ISID", "TSIH", "PEER", "DIGESTS"});
+  for (const auto& x : resp.sessions()) {
+    std::string digests;
+    if (x.header_digest()) digests = "header";
+    if (x.data_digest()) digests += digests.empty() ? "data" : ",data";
+    t.add_row({x.target(), x.initiator(), x.isid(), std::to_string(x.tsih()), x.peer(),
+               or_dash(digests)});
+  }
+  t.print();
+  return 0;
+}
+
 // ---- nexus ----
 
 ordered_json rebuild_json(const v1::RebuildInfo& r) {
@@ -1061,6 +1191,11 @@ struct PublishArgs {
   std::string protocol = "nvmf";
   std::vector<std::string> hosts;
   std::string nbd_name;
+  // iscsi
+  std::string iqn;
+  std::string chap_user, chap_secret;
+  std::string mutual_user, mutual_secret;
+  std::vector<std::string> initiators;
 };
 
 int nexus_publish(Context& c, const PublishArgs& a) {
@@ -1069,6 +1204,12 @@ int nexus_publish(Context& c, const PublishArgs& a) {
   req.set_protocol(a.protocol);
   for (const auto& h : a.hosts) req.add_allowed_hosts(h);
   req.set_nbd_name(a.nbd_name);
+  req.set_iscsi_iqn(a.iqn);
+  req.set_chap_user(a.chap_user);
+  req.set_chap_secret(a.chap_secret);
+  req.set_mutual_user(a.mutual_user);
+  req.set_mutual_secret(a.mutual_secret);
+  for (const auto& i : a.initiators) req.add_allowed_initiators(i);
   v1::PublishNexusResponse resp;
   auto ctx = c.call();
   grpc::Status s = c.stub->PublishNexus(ctx.get(), req, &resp);
@@ -1394,8 +1535,8 @@ CLI::Validator index_list_validator() {
 
 int run(int argc, char** argv) {
   CLI::App app{
-      "castorctl: manage a castor-engine (bdevs, pools, replicas, nexuses and rebuilds, NVMe-oF "
-      "and NBD targets, fault drills, benchmarks)",
+      "castorctl: manage a castor-engine (bdevs, pools, replicas, nexuses and rebuilds, NVMe-oF, "
+      "NBD and iSCSI targets, fault drills, benchmarks)",
       kProg};
   app.require_subcommand(1);
   app.fallthrough();
@@ -1625,6 +1766,48 @@ int run(int argc, char** argv) {
     action = [&] { return nbd_list(c); };
   });
 
+  // iscsi
+  auto* iscsi = app.add_subcommand("iscsi", "iSCSI target: portals, target nodes, sessions");
+  iscsi->require_subcommand(1);
+  auto* ilisten = iscsi->add_subcommand("listen", "add an iSCSI portal (listener)");
+  ilisten->add_option("ADDR", address, "HOST:PORT; port 0 picks a free port")->required();
+  ilisten->callback([&] { action = [&] { return iscsi_listen(c, address); }; });
+
+  IscsiExportArgs ia;
+  auto* iexport = iscsi->add_subcommand("export", "export a bdev as LUN 0 of its own target node");
+  iexport->add_option("BDEV", ia.bdev, "bdev name")->required();
+  iexport->add_option("--iqn", ia.iqn,
+                      "target IQN (default iqn.2026-11.io.castor:<bdev, lower-cased>)");
+  iexport->add_flag("--ro", ia.read_only, "read-only LUN");
+  auto* i_user = iexport->add_option("--chap-user", ia.chap_user,
+                                     "CHAP: the name initiators must log in with");
+  auto* i_secret =
+      iexport->add_option("--chap-secret", ia.chap_secret, "CHAP: their secret (12 bytes or more)");
+  auto* i_muser = iexport->add_option("--mutual-user", ia.mutual_user,
+                                      "mutual CHAP: the name the target answers with");
+  auto* i_msecret = iexport->add_option("--mutual-secret", ia.mutual_secret,
+                                        "mutual CHAP: its secret (12 bytes or more)");
+  i_user->needs(i_secret);
+  i_secret->needs(i_user);
+  i_muser->needs(i_msecret)->needs(i_user);
+  i_msecret->needs(i_muser);
+  iexport
+      ->add_option("--allow-initiator", ia.initiators,
+                   "initiator IQN allowed to log in; repeatable (default: any initiator)")
+      ->allow_extra_args(false);
+  iexport->callback([&] { action = [&] { return iscsi_export(c, ia); }; });
+
+  auto* iunexport = iscsi->add_subcommand("unexport", "remove a target node (closes its sessions)");
+  iunexport->add_option("IQN", name, "target IQN")->required();
+  iunexport->callback([&] { action = [&] { return iscsi_unexport(c, name); }; });
+
+  iscsi->add_subcommand("list", "list iSCSI target nodes")->callback([&] {
+    action = [&] { return iscsi_list(c); };
+  });
+  iscsi->add_subcommand("sessions", "list logged-in iSCSI sessions")->callback([&] {
+    action = [&] { return iscsi_sessions(c); };
+  });
+
   // nexus
   auto* nexus = app.add_subcommand("nexus", "nexuses: replicated volumes over child bdevs");
   nexus->require_subcommand(1);
@@ -1698,18 +1881,45 @@ int run(int argc, char** argv) {
   }
 
   PublishArgs pa;
-  auto* xpublish =
-      nexus->add_subcommand("publish", "make a nexus reachable over NVMe-oF or NBD (prints the URI)");
+  std::string protocol_arg;
+  auto* xpublish = nexus->add_subcommand(
+      "publish", "make a nexus reachable over NVMe-oF, NBD or iSCSI (prints the URI)");
   xpublish->add_option("NAME", pa.name, "nexus name")->required();
-  xpublish->add_option("--protocol", pa.protocol, "nvmf (default) or nbd")
-      ->check(CLI::IsMember({"nvmf", "nbd"}));
+  auto* p_positional =
+      xpublish->add_option("PROTOCOL", protocol_arg, "nvmf, nbd or iscsi (same as --protocol)")
+          ->check(CLI::IsMember({"nvmf", "nbd", "iscsi"}));
+  xpublish->add_option("--protocol", pa.protocol, "nvmf (default), nbd or iscsi")
+      ->check(CLI::IsMember({"nvmf", "nbd", "iscsi"}))
+      ->excludes(p_positional);
   xpublish
       ->add_option("--host", pa.hosts, "nvmf: host NQN allowed to connect; repeatable (default any)")
       ->allow_extra_args(false);
   xpublish->add_option("--nbd-name", pa.nbd_name, "nbd: export name (default the nexus name)");
-  xpublish->callback([&] { action = [&] { return nexus_publish(c, pa); }; });
+  xpublish->add_option("--iqn", pa.iqn,
+                       "iscsi: target IQN (default iqn.2026-11.io.castor:nexus-<nexus uuid>)");
+  auto* x_user =
+      xpublish->add_option("--chap-user", pa.chap_user, "iscsi: CHAP name initiators log in with");
+  auto* x_secret = xpublish->add_option("--chap-secret", pa.chap_secret,
+                                        "iscsi: CHAP secret (12 bytes or more)");
+  auto* x_muser = xpublish->add_option("--mutual-user", pa.mutual_user,
+                                       "iscsi: mutual CHAP name the target answers with");
+  auto* x_msecret = xpublish->add_option("--mutual-secret", pa.mutual_secret,
+                                         "iscsi: mutual CHAP secret (12 bytes or more)");
+  x_user->needs(x_secret);
+  x_secret->needs(x_user);
+  x_muser->needs(x_msecret)->needs(x_user);
+  x_msecret->needs(x_muser);
+  xpublish
+      ->add_option("--allow-initiator", pa.initiators,
+                   "iscsi: initiator IQN allowed to log in; repeatable (default any)")
+      ->allow_extra_args(false);
+  xpublish->callback([&] {
+    if (!protocol_arg.empty()) pa.protocol = protocol_arg;
+    action = [&] { return nexus_publish(c, pa); };
+  });
 
-  auto* xunpublish = nexus->add_subcommand("unpublish", "remove a nexus' NVMe-oF share or NBD export");
+  auto* xunpublish = nexus->add_subcommand(
+      "unpublish", "remove a nexus' NVMe-oF share, NBD export or iSCSI target");
   xunpublish->add_option("NAME", name, "nexus name")->required();
   xunpublish->callback([&] { action = [&] { return nexus_unpublish(c, name); }; });
 

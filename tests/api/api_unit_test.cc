@@ -358,6 +358,59 @@ TEST(ConvertTest, TargetInfo) {
   EXPECT_EQ(ep.connections(), 4u);
 }
 
+TEST(ConvertTest, IscsiInfo) {
+  iscsi::NodeInfo n;
+  n.name = "iqn.2026-11.io.castor:m0";
+  n.luns = {scsi::LunOptions{.lun = 0, .bdev = "m0", .read_only = true}};
+  n.chap = true;
+  n.allowed_initiators = {"iqn.i1"};
+  n.sessions = 2;
+  v1::IscsiTargetInfo tp;
+  api::to_proto(n, {"iscsi://127.0.0.1:1/" + n.name + "/0"}, &tp);
+  EXPECT_EQ(tp.iqn(), n.name);
+  EXPECT_EQ(tp.bdev(), "m0");
+  EXPECT_TRUE(tp.read_only());
+  EXPECT_TRUE(tp.chap());
+  EXPECT_FALSE(tp.mutual_chap());
+  ASSERT_EQ(tp.allowed_initiators_size(), 1);
+  EXPECT_EQ(tp.sessions(), 2u);
+  ASSERT_EQ(tp.uris_size(), 1);
+
+  iscsi::SessionInfo si;
+  si.target = n.name;
+  si.initiator = "iqn.i1";
+  si.isid = "80123456789a";
+  si.tsih = 5;
+  si.peer = "127.0.0.1:4000";
+  si.data_digest = true;
+  v1::IscsiSession sp;
+  api::to_proto(si, &sp);
+  EXPECT_EQ(sp.target(), n.name);
+  EXPECT_EQ(sp.isid(), "80123456789a");
+  EXPECT_EQ(sp.tsih(), 5u);
+  EXPECT_FALSE(sp.header_digest());
+  EXPECT_TRUE(sp.data_digest());
+}
+
+TEST(ConvertTest, IscsiAccess) {
+  google::protobuf::RepeatedPtrField<std::string> inits;
+  inits.Add("iqn.i1");
+  auto a = api::iscsi_access("alice", "0123456789ab", "tgt", "ba9876543210", inits);
+  ASSERT_TRUE(a.is_ok());
+  EXPECT_EQ(a->chap.user, "alice");
+  EXPECT_EQ(a->chap.secret, "0123456789ab");
+  EXPECT_TRUE(a->mutual_chap.enabled());
+  EXPECT_EQ(a->allowed_initiators, std::vector<std::string>{"iqn.i1"});
+  a = api::iscsi_access("", "", "", "", {});
+  ASSERT_TRUE(a.is_ok());
+  EXPECT_FALSE(a->chap.enabled());
+  // A secret without its user would silently turn authentication off.
+  EXPECT_EQ(api::iscsi_access("", "0123456789ab", "", "", {}).status().code(),
+            Errc::kInvalidArgument);
+  EXPECT_EQ(api::iscsi_access("alice", "0123456789ab", "", "ba9876543210", {}).status().code(),
+            Errc::kInvalidArgument);
+}
+
 TEST(TableTest, HumanBytes) {
   EXPECT_EQ(cli::human_bytes(0), "0 B");
   EXPECT_EQ(cli::human_bytes(1023), "1023 B");

@@ -389,16 +389,18 @@ TEST(NexusApiTest, ErrorsAreClear) {
   // Publishing needs a listener of that protocol.
   expect_ctl_error(e.ctl({"nexus", "publish", "n0"}), "no NVMe-oF listener");
   expect_ctl_error(e.ctl({"nexus", "publish", "n0", "--protocol", "nbd"}), "no NBD listener");
-  auto bad = e.ctl({"nexus", "publish", "n0", "--protocol", "iscsi"});
+  expect_ctl_error(e.ctl({"nexus", "publish", "n0", "--protocol", "iscsi"}), "no iSCSI listener");
+  auto bad = e.ctl({"nexus", "publish", "n0", "--protocol", "scsi"});
   EXPECT_EQ(bad.exit_code, 2);
   {
     v1::PublishNexusRequest req;
     req.set_name("n0");
-    req.set_protocol("iscsi");
+    req.set_protocol("scsi");
     v1::PublishNexusResponse resp;
     grpc::Status s = stub.PublishNexus(ctx().get(), req, &resp);
     EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-    EXPECT_NE(s.error_message().find("protocol 'iscsi' is not nvmf or nbd"), std::string::npos);
+    EXPECT_NE(s.error_message().find("protocol 'scsi' is not nvmf, nbd or iscsi"),
+              std::string::npos);
   }
   EXPECT_EQ(e.ctl({"nexus", "destroy", "n0"}).exit_code, 0);
 

@@ -3,7 +3,8 @@
 # NVMe-oF and NBD targets, create a RAM bdev and a file bdev through its API with
 # castorctl and benchmark both; then make a pool on a file, a thin replica in it, share
 # the replica over NVMe-oF and NBD, drive it over NVMe/TCP with Castor's own host
-# (castor-perf, verifying data) and read it with libnbd's nbdinfo; stop cleanly.
+# (castor-perf, verifying data) and read it with libnbd's nbdinfo; export a third over
+# iSCSI and look at it with libiscsi's iscsi-ls and iscsi-readcapacity16; stop cleanly.
 #
 # Environment: CASTOR_DEMO_SECONDS (per run, default 3), CASTOR_DEMO_DIR (where the
 # file bdev goes, default /var/tmp).
@@ -29,7 +30,7 @@ trap cleanup EXIT
 
 # Free ports are chosen by the engine (port 0) and reported in the ready file.
 "$ENGINE" --reactors "$(nproc)" --grpc-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 \
-  --nvmf-listen 127.0.0.1:0 --nbd-listen 127.0.0.1:0 \
+  --nvmf-listen 127.0.0.1:0 --nbd-listen 127.0.0.1:0 --iscsi-listen 127.0.0.1:0 \
   --ready-file "$work/ready.json" --log-level warn >"$work/engine.log" 2>&1 &
 engine_pid=$!
 for _ in $(seq 100); do
@@ -76,6 +77,7 @@ echo "== a pool with a thin replica shared over NVMe/TCP (port $nvmf_port) and a
 ctl pool create pool0 --disk "file://$work/pool0.img?size_mb=512" --cluster-size 4MiB >/dev/null
 ctl replica create pool0 vol0 --size 256MiB --thin >/dev/null
 ctl replica create pool0 vol1 --size 64MiB >/dev/null
+ctl replica create pool0 vol2 --size 64MiB >/dev/null
 ctl -o json replica share vol0 >"$work/share.json"
 nqn=$(jq -r '.nqn' "$work/share.json")
 ctl nbd export vol1 vol1 --description "thick replica in pool0" >/dev/null
@@ -89,8 +91,15 @@ echo
 echo "-- nbdinfo nbd://127.0.0.1:$nbd_port/vol1"
 nbdinfo "nbd://127.0.0.1:$nbd_port/vol1" | grep -E 'export-size|can_flush|can_trim|description|block_size_pre' | sed 's/^/   /'
 echo
+iscsi_port=$(jq -r .iscsi_port "$work/ready.json")
+iqn=$(ctl -o json iscsi export vol2 | jq -r .iqn)
+echo "-- vol2 over iSCSI as $iqn: iscsi-ls, iscsi-readcapacity16"
+iscsi-ls -s "iscsi://127.0.0.1:$iscsi_port" | sed 's/^/   /'
+iscsi-readcapacity16 "iscsi://127.0.0.1:$iscsi_port/$iqn/0" | grep -E 'Total size|BLOCK LENGTH' | sed 's/^/   /'
+echo
 ctl pool list
 echo
+ctl iscsi unexport "$iqn" >/dev/null
 ctl nbd unexport vol1 >/dev/null
 ctl replica unshare vol0 >/dev/null
 ctl bdev destroy disk0.img >/dev/null

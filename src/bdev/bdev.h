@@ -104,6 +104,13 @@ class BdevChannel {
   // REQUIRES: on reactor()'s thread.
   virtual bool abort(IoRequest& req) { return false; }
 
+  // Whether the module may write into a read's buffers after submit() returned, in a way
+  // abort() cannot stop (an io_uring read already in the kernel, a request parked by the
+  // fault module). A nexus reads from such a child through its own bounce buffer, so a
+  // timed-out read can never land in memory it has handed back. Modules that copy at
+  // submit (malloc, null) or whose abort() is a guarantee (nvmf) say false.
+  virtual bool late_read_writes() const { return true; }
+
   Bdev& bdev() { return bdev_; }
   reactor::Reactor& reactor() { return reactor_; }
   const ChannelStats& stats() const { return stats_; }

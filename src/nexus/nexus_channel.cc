@@ -1,6 +1,7 @@
 #include "nexus/nexus_channel.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include <spdlog/spdlog.h>
 
@@ -43,6 +44,7 @@ void NexusChannel::sync() {
       s.child = c;
       s.ch = c ? &c->bdev->channel(reactor()) : nullptr;
       s.local = c ? c->local : true;
+      s.bounce = s.ch && s.ch->late_read_writes();
     }
     if (!c) {
       s.readable = s.writable = s.log = false;
@@ -160,7 +162,20 @@ void NexusChannel::submit_kid(Io* io, int s) {
   k.req.status = IoStatus::kSuccess;
   k.req.offset_blocks = p.offset_blocks;
   k.req.num_blocks = p.num_blocks;
-  if (p.iovcnt > 0 && p.iovs) {
+  k.bounced = false;
+  if (p.type == IoType::kRead && slots_[s].bounce && p.iovcnt > 0 && p.iovs) {
+    // This child may write into the buffer after a timeout has handed it back: read
+    // into the nexus's own buffer and copy on success.
+    size_t len = 0;
+    for (int i = 0; i < p.iovcnt; ++i) len += p.iovs[i].iov_len;
+    if (k.bounce.size() < len) {
+      k.bounce = bdev::DmaBuffer(len, std::max<size_t>(4096, slots_[s].child->bdev->buf_align()));
+    }
+    k.inline_iov[0] = {k.bounce.data(), len};
+    k.req.iovs = k.inline_iov;
+    k.req.iovcnt = 1;
+    k.bounced = true;
+  } else if (p.iovcnt > 0 && p.iovs) {
     // Each child request owns a copy of the iovecs, so a timed-out one can be pointed
     // at a sink without touching the others.
     iovec* v = k.inline_iov;
@@ -230,6 +245,14 @@ void NexusChannel::kid_done(ChildIo& k) {
   }
   const IoStatus st = k.req.status;
   if (st == IoStatus::kSuccess) {
+    if (k.bounced) {
+      const IoRequest& p = *io->parent;
+      const uint8_t* src = k.bounce.data();
+      for (int i = 0; i < p.iovcnt; ++i) {
+        std::memcpy(p.iovs[i].iov_base, src, p.iovs[i].iov_len);
+        src += p.iovs[i].iov_len;
+      }
+    }
     io->ok_mask |= bit(s);
     --io->waiting;
     maybe_finish(io);
@@ -447,7 +470,7 @@ void NexusChannel::abandon(Io* io, int s) {
   // A module that can abort stops touching the buffers now (the nvmf bdev drops the
   // connection); for the others, redirect the buffers below.
   const bool aborted = slots_[s].ch->abort(k.req);
-  if (!aborted && k.req.iovcnt > 0) {
+  if (!aborted && !k.bounced && k.req.iovcnt > 0) {
     // The device may still read or write these buffers when it wakes up; the caller's
     // memory is returned to it now, so point the request at a scratch sink instead.
     size_t len = 0;

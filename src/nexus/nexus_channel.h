@@ -47,6 +47,8 @@ class NexusChannel final : public bdev::BdevChannel {
     uint8_t slot = 0;
     bool active = false;     // submitted and not returned
     bool abandoned = false;  // timed out: the result is ignored
+    bool bounced = false;    // a read into `bounce` (copied to the parent on success)
+    bdev::DmaBuffer bounce;  // grows to the largest bounced read; kept with the Io
     iovec inline_iov[4];
     std::vector<iovec> big_iov;
   };
@@ -76,6 +78,7 @@ class NexusChannel final : public bdev::BdevChannel {
     bool writable = false;
     bool log = false;
     bool local = true;
+    bool bounce = false;  // reads go through ChildIo::bounce (see late_read_writes())
     uint64_t outstanding = 0;
   };
   struct Lock {

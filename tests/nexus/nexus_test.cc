@@ -1,6 +1,8 @@
 // Nexus data path, states, reconfiguration, faults and the health store.
 #include <fstream>
+#include <future>
 #include <sstream>
+#include <tuple>
 
 #include "common/clock.h"
 #include "nexus_harness.h"
@@ -334,6 +336,92 @@ TEST(Nexus, HungChildTimesOutAndLateCompletionsAreIgnored) {
   EXPECT_EQ(ri->segments_done, missed);
   expect_equal(e, {"a", "b"}, n->num_blocks());
   EXPECT_EQ(n->state(), NexusState::kOnline);
+}
+
+// Like an io_uring read already in the kernel: the destination address is taken at
+// submit, and a "hung" read writes there when the device wakes up (release()), whatever
+// the request's iovecs say by then. Reads that do not hang return 0xAB; writes succeed.
+class LateDmaBdev final : public Bdev {
+ public:
+  LateDmaBdev(const std::string& name, uint32_t bs, uint64_t blocks) : Bdev(name, "late", bs, blocks) {
+    set_supported_ops(0x3f);
+  }
+  std::atomic<bool> hang{false};
+  std::atomic<int> parked{0};
+  class Ch final : public bdev::BdevChannel {
+   public:
+    Ch(LateDmaBdev& b, reactor::Reactor& r) : BdevChannel(b, r), b_(b) {}
+    void release() {
+      for (auto& [req, dst, len] : parked_) {
+        std::memset(dst, 0xEE, len);  // the late "DMA", to the address captured at submit
+        complete_now(*req, IoStatus::kSuccess);
+      }
+      parked_.clear();
+    }
+
+   protected:
+    void do_submit(IoRequest& req) override {
+      if (req.type == IoType::kRead && req.iovcnt > 0) {
+        auto* dst = static_cast<uint8_t*>(req.iovs[0].iov_base);
+        if (b_.hang.load()) {
+          parked_.push_back({&req, dst, req.iovs[0].iov_len});
+          b_.parked.fetch_add(1);
+          return;
+        }
+        for (int i = 0; i < req.iovcnt; ++i) std::memset(req.iovs[i].iov_base, 0xAB, req.iovs[i].iov_len);
+      }
+      complete(req, IoStatus::kSuccess);
+    }
+
+   private:
+    LateDmaBdev& b_;
+    std::vector<std::tuple<IoRequest*, uint8_t*, size_t>> parked_;
+  };
+
+ protected:
+  std::unique_ptr<bdev::BdevChannel> create_channel(reactor::Reactor& r) override {
+    return std::make_unique<Ch>(*this, r);
+  }
+};
+
+// A child whose module can write into a read's buffer after the nexus gave up on it is
+// read through the nexus's bounce buffer: the late data must never reach the buffer the
+// application already got back (and may be using for something else).
+TEST(Nexus, LateReadFromATimedOutChildNeverReachesTheCallersBuffer) {
+  NexEnv e;
+  auto a = e.fault_child("a");
+  auto late = std::make_shared<LateDmaBdev>("late0", e.bdev(a).block_size(), e.bdev(a).num_blocks());
+  ASSERT_TRUE(e.reg->add(late, "late:///late0"));
+  NexusOptions o;
+  o.child_io_timeout_ms = 100;
+  o.read_policy = ReadPolicy::kRoundRobin;
+  auto n = e.make("n0", {"bdev:///" + a, "bdev:///late0"}, o);
+  ASSERT_TRUE(n);
+  ASSERT_EQ(write_block(e, *n, 0, 0xAB), IoStatus::kSuccess);
+  late->hang = true;
+  const uint32_t bs = n->block_size();
+  std::vector<DmaBuffer> bufs;
+  for (int i = 0; i < 4; ++i) {
+    bufs.emplace_back(bs);
+    ASSERT_EQ(do_io(e, 0, *n, IoType::kRead, 0, 1, bufs.back().data(), bs), IoStatus::kSuccess);
+    EXPECT_EQ(bufs.back().data()[0], 0xAB);
+    EXPECT_EQ(bufs.back().data()[bs - 1], 0xAB);
+    std::memset(bufs.back().data(), 0x5A, bs);  // the caller reuses its buffer
+  }
+  ASSERT_GE(child(n->describe(), "bdev:///late0")->timeouts, 1u) << "no read went to the hung child";
+  ASSERT_GT(late->parked.load(), 0);
+  // The device wakes up and "DMAs" the parked reads.
+  std::promise<void> done;
+  e.group.at(0).send([&] {
+    static_cast<LateDmaBdev::Ch&>(late->channel(e.group.at(0))).release();
+    done.set_value();
+  });
+  done.get_future().wait();
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  for (auto& buf : bufs) {
+    for (uint32_t i = 0; i < bs; ++i) ASSERT_EQ(buf.data()[i], 0x5A) << "late read landed at byte " << i;
+  }
+  ASSERT_TRUE(n->remove_child("bdev:///late0"));
 }
 
 TEST(Nexus, AllChildrenFailingGivesTheApplicationAnError) {

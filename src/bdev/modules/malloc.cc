@@ -61,6 +61,7 @@ class MallocChannel final : public BdevChannel {
   MallocChannel(MallocBdev& b, reactor::Reactor& r) : BdevChannel(b, r), mem_(b.mem()) {}
 
  protected:
+  bool late_read_writes() const override { return false; }  // copied in do_submit
   void do_submit(IoRequest& req) override {
     const uint64_t bs = bdev().block_size();
     uint8_t* p = mem_ + req.offset_blocks * bs;
@@ -135,6 +136,7 @@ class NullBdev final : public Bdev {
   std::unique_ptr<BdevChannel> create_channel(reactor::Reactor& r) override {
     struct Ch final : BdevChannel {
       using BdevChannel::BdevChannel;
+      bool late_read_writes() const override { return false; }
       void do_submit(IoRequest& req) override { complete(req, IoStatus::kSuccess); }
     };
     return std::make_unique<Ch>(*this, r);

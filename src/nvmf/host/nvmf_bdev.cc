@@ -283,6 +283,7 @@ class NvmfChannel final : public bdev::BdevChannel {
 
  public:
   bool abort(IoRequest& req) override { return q_.abort(req); }
+  bool late_read_writes() const override { return false; }  // abort() drops the connection
 
  private:
   IoQueue& q_;

@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "common/endian.h"
+
 namespace castor::nbd {
 
 inline constexpr uint64_t kNbdMagic = 0x4e42444d41474943ull;  // "NBDMAGIC"
@@ -101,22 +103,5 @@ inline constexpr uint32_t kMaxOptionLength = 64 * 1024;      // larger: close (D
 inline constexpr uint32_t kMaxPayload = 32 * 1024 * 1024;    // READ/WRITE length limit
 inline constexpr uint32_t kMaxOptionsPerConnection = 64;
 
-// Big-endian helpers.
-inline uint16_t be16(const uint8_t* p) { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
-inline uint32_t be32(const uint8_t* p) {
-  return uint32_t{p[0]} << 24 | uint32_t{p[1]} << 16 | uint32_t{p[2]} << 8 | p[3];
-}
-inline uint64_t be64(const uint8_t* p) { return uint64_t{be32(p)} << 32 | be32(p + 4); }
-inline void put16(uint8_t* p, uint16_t v) {
-  p[0] = static_cast<uint8_t>(v >> 8);
-  p[1] = static_cast<uint8_t>(v);
-}
-inline void put32(uint8_t* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (24 - 8 * i));
-}
-inline void put64(uint8_t* p, uint64_t v) {
-  put32(p, static_cast<uint32_t>(v >> 32));
-  put32(p + 4, static_cast<uint32_t>(v));
-}
 
 }  // namespace castor::nbd

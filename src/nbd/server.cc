@@ -24,9 +24,9 @@ class NbdConnection final : public reactor::Connection::Handler {
   void start() {
     srv_.live_[r_.id()].push_back(this);
     uint8_t* h = stash(18);
-    put64(h, kNbdMagic);
-    put64(h + 8, kIHaveOpt);
-    put16(h + 16, kFlagFixedNewstyle | kFlagNoZeroes);
+    store_be64(h, kNbdMagic);
+    store_be64(h + 8, kIHaveOpt);
+    store_be16(h + 16, kFlagFixedNewstyle | kFlagNoZeroes);
     send_stash(h, 18);
     conn_->start();
   }
@@ -73,7 +73,7 @@ class NbdConnection final : public reactor::Connection::Handler {
     switch (state_) {
       case State::kClientFlags: {
         if (b.size() < 4) return 0;
-        uint32_t f = be32(b.data());
+        uint32_t f = load_be32(b.data());
         if (f & ~uint32_t{kFlagFixedNewstyle | kFlagNoZeroes}) return fail("client sent unknown flags");
         no_zeroes_ = f & kFlagNoZeroes;
         state_ = State::kOptions;
@@ -103,10 +103,10 @@ class NbdConnection final : public reactor::Connection::Handler {
 
   void opt_reply(uint32_t option, uint32_t type, const uint8_t* data = nullptr, uint32_t len = 0) {
     uint8_t* h = stash(20 + len);
-    put64(h, kOptReplyMagic);
-    put32(h + 8, option);
-    put32(h + 12, type);
-    put32(h + 16, len);
+    store_be64(h, kOptReplyMagic);
+    store_be32(h + 8, option);
+    store_be32(h + 12, type);
+    store_be32(h + 16, len);
     if (len) std::memcpy(h + 20, data, len);
     send_stash(h, 20 + len);
   }
@@ -143,9 +143,9 @@ class NbdConnection final : public reactor::Connection::Handler {
 
   size_t option(std::span<const uint8_t> b) {
     if (b.size() < kOptionHeaderSize) return 0;
-    if (be64(b.data()) != kIHaveOpt) return fail("bad option magic");
-    const uint32_t option = be32(b.data() + 8);
-    const uint32_t len = be32(b.data() + 12);
+    if (load_be64(b.data()) != kIHaveOpt) return fail("bad option magic");
+    const uint32_t option = load_be32(b.data() + 8);
+    const uint32_t len = load_be32(b.data() + 12);
     if (len > kMaxOptionLength) return fail("option data too long");
     if (++options_ > kMaxOptionsPerConnection) return fail("too many options");
     if (b.size() < kOptionHeaderSize + len) return 0;
@@ -160,8 +160,8 @@ class NbdConnection final : public reactor::Connection::Handler {
           return 0;
         }
         uint8_t* h = stash(10 + 124);
-        put64(h, bdev_->size_bytes());
-        put16(h + 8, tflags());
+        store_be64(h, bdev_->size_bytes());
+        store_be16(h + 8, tflags());
         uint32_t n = 10;
         if (!no_zeroes_) {
           std::memset(h + 10, 0, 124);
@@ -182,7 +182,7 @@ class NbdConnection final : public reactor::Connection::Handler {
         }
         for (const auto& e : srv_.list_exports()) {
           std::vector<uint8_t> p(4 + e.name.size());
-          put32(p.data(), static_cast<uint32_t>(e.name.size()));
+          store_be32(p.data(), static_cast<uint32_t>(e.name.size()));
           std::memcpy(p.data() + 4, e.name.data(), e.name.size());
           opt_reply(option, rep::kServer, p.data(), static_cast<uint32_t>(p.size()));
         }
@@ -213,43 +213,43 @@ class NbdConnection final : public reactor::Connection::Handler {
       opt_error(option, rep::kErrInvalid, "INFO/GO data too short");
       return true;
     }
-    uint32_t namelen = be32(d);
+    uint32_t namelen = load_be32(d);
     if (namelen > len - 6) {
       opt_error(option, rep::kErrInvalid, "export name length exceeds the option");
       return true;
     }
     std::string name(reinterpret_cast<const char*>(d + 4), namelen);
-    uint16_t nreq = be16(d + 4 + namelen);
+    uint16_t nreq = load_be16(d + 4 + namelen);
     if (len != 4 + namelen + 2 + 2u * nreq) {
       opt_error(option, rep::kErrInvalid, "INFO/GO length does not match its requests");
       return true;
     }
     std::vector<uint16_t> reqs;
-    for (uint16_t i = 0; i < nreq; ++i) reqs.push_back(be16(d + 4 + namelen + 2 + 2 * i));
+    for (uint16_t i = 0; i < nreq; ++i) reqs.push_back(load_be16(d + 4 + namelen + 2 + 2 * i));
     if (!open_export(name)) {
       opt_error(option, rep::kErrUnknown, "unknown export '" + name + "'");
       return true;
     }
     uint8_t ex[12];
-    put16(ex, info::kExport);
-    put64(ex + 2, bdev_->size_bytes());
-    put16(ex + 10, tflags());
+    store_be16(ex, info::kExport);
+    store_be64(ex + 2, bdev_->size_bytes());
+    store_be16(ex + 10, tflags());
     opt_reply(option, rep::kInfo, ex, 12);
     uint8_t bs[14];
-    put16(bs, info::kBlockSize);
-    put32(bs + 2, bdev_->block_size());
-    put32(bs + 6, std::max<uint32_t>(4096, bdev_->block_size()));
-    put32(bs + 10, kMaxPayload);
+    store_be16(bs, info::kBlockSize);
+    store_be32(bs + 2, bdev_->block_size());
+    store_be32(bs + 6, std::max<uint32_t>(4096, bdev_->block_size()));
+    store_be32(bs + 10, kMaxPayload);
     opt_reply(option, rep::kInfo, bs, 14);
     for (uint16_t r : reqs) {
       if (r == info::kName) {
         std::vector<uint8_t> p(2 + name.size());
-        put16(p.data(), info::kName);
+        store_be16(p.data(), info::kName);
         std::memcpy(p.data() + 2, name.data(), name.size());
         opt_reply(option, rep::kInfo, p.data(), static_cast<uint32_t>(p.size()));
       } else if (r == info::kDescription && !export_.description.empty()) {
         std::vector<uint8_t> p(2 + export_.description.size());
-        put16(p.data(), info::kDescription);
+        store_be16(p.data(), info::kDescription);
         std::memcpy(p.data() + 2, export_.description.data(), export_.description.size());
         opt_reply(option, rep::kInfo, p.data(), static_cast<uint32_t>(p.size()));
       }
@@ -268,12 +268,12 @@ class NbdConnection final : public reactor::Connection::Handler {
   size_t request(std::span<const uint8_t> b) {
     if (b.size() < kRequestSize) return 0;
     const uint8_t* p = b.data();
-    if (be32(p) != kRequestMagic) return fail("bad request magic");
-    const uint16_t flags = be16(p + 4);
-    const uint16_t type = be16(p + 6);
-    const uint64_t cookie = be64(p + 8);
-    const uint64_t offset = be64(p + 16);
-    const uint32_t length = be32(p + 24);
+    if (load_be32(p) != kRequestMagic) return fail("bad request magic");
+    const uint16_t flags = load_be16(p + 4);
+    const uint16_t type = load_be16(p + 6);
+    const uint64_t cookie = load_be64(p + 8);
+    const uint64_t offset = load_be64(p + 16);
+    const uint32_t length = load_be32(p + 24);
     const uint64_t size = bdev_->size_bytes();
     const uint32_t bs = bdev_->block_size();
 
@@ -452,17 +452,17 @@ class NbdConnection final : public reactor::Connection::Handler {
       // Header and data go out in one send so replies never interleave.
       uint32_t n;
       if (structured_) {
-        put32(rq->hdr, kStructuredReplyMagic);
-        put16(rq->hdr + 4, chunk::kDone);
-        put16(rq->hdr + 6, chunk::kOffsetData);
-        put64(rq->hdr + 8, rq->cookie);
-        put32(rq->hdr + 16, rq->length + 8);
-        put64(rq->hdr + 20, rq->offset);
+        store_be32(rq->hdr, kStructuredReplyMagic);
+        store_be16(rq->hdr + 4, chunk::kDone);
+        store_be16(rq->hdr + 6, chunk::kOffsetData);
+        store_be64(rq->hdr + 8, rq->cookie);
+        store_be32(rq->hdr + 16, rq->length + 8);
+        store_be64(rq->hdr + 20, rq->offset);
         n = 28;
       } else {
-        put32(rq->hdr, kSimpleReplyMagic);
-        put32(rq->hdr + 4, 0);
-        put64(rq->hdr + 8, rq->cookie);
+        store_be32(rq->hdr, kSimpleReplyMagic);
+        store_be32(rq->hdr + 4, 0);
+        store_be64(rq->hdr + 8, rq->cookie);
         n = 16;
       }
       iovec v[2] = {{rq->hdr, n}, {rq->buf.data(), rq->length}};
@@ -471,9 +471,9 @@ class NbdConnection final : public reactor::Connection::Handler {
     }
     if (rq->type != cmd::kRead || !structured_) {
       // The request's own header buffer carries the simple reply: no allocation.
-      put32(rq->hdr, kSimpleReplyMagic);
-      put32(rq->hdr + 4, e);
-      put64(rq->hdr + 8, rq->cookie);
+      store_be32(rq->hdr, kSimpleReplyMagic);
+      store_be32(rq->hdr + 4, e);
+      store_be64(rq->hdr + 8, rq->cookie);
       iovec v{rq->hdr, 16};
       conn_->send({&v, 1}, [this, rq] { put(rq); });
       return;
@@ -486,11 +486,11 @@ class NbdConnection final : public reactor::Connection::Handler {
   void read_reply_empty(uint64_t cookie) {
     if (structured_) {
       uint8_t* h = stash(20);
-      put32(h, kStructuredReplyMagic);
-      put16(h + 4, chunk::kDone);
-      put16(h + 6, chunk::kNone);
-      put64(h + 8, cookie);
-      put32(h + 16, 0);
+      store_be32(h, kStructuredReplyMagic);
+      store_be16(h + 4, chunk::kDone);
+      store_be16(h + 6, chunk::kNone);
+      store_be64(h + 8, cookie);
+      store_be32(h + 16, 0);
       send_stash(h, 20);
     } else {
       reply_simple_or_error(cookie, cmd::kFlush, 0);
@@ -502,20 +502,20 @@ class NbdConnection final : public reactor::Connection::Handler {
   void reply_simple_or_error(uint64_t cookie, uint16_t type, uint32_t e) {
     if (structured_ && type == cmd::kRead) {
       uint8_t* h = stash(26);
-      put32(h, kStructuredReplyMagic);
-      put16(h + 4, chunk::kDone);
-      put16(h + 6, e ? chunk::kError : chunk::kNone);
-      put64(h + 8, cookie);
-      put32(h + 16, e ? 6 : 0);
-      put32(h + 20, e);
-      put16(h + 24, 0);
+      store_be32(h, kStructuredReplyMagic);
+      store_be16(h + 4, chunk::kDone);
+      store_be16(h + 6, e ? chunk::kError : chunk::kNone);
+      store_be64(h + 8, cookie);
+      store_be32(h + 16, e ? 6 : 0);
+      store_be32(h + 20, e);
+      store_be16(h + 24, 0);
       send_stash(h, e ? 26 : 20);
       return;
     }
     uint8_t* h = stash(16);
-    put32(h, kSimpleReplyMagic);
-    put32(h + 4, e);
-    put64(h + 8, cookie);
+    store_be32(h, kSimpleReplyMagic);
+    store_be32(h + 4, e);
+    store_be64(h + 8, cookie);
     send_stash(h, 16);
   }
 

@@ -86,7 +86,7 @@ void Device::execute(Command& c, reactor::Reactor& r) {
   const uint8_t op = c.cdb[0];
   if (op == op::kReportLuns) {
     // Handled here since it lists every LU; valid on any LUN, never a UA.
-    const uint32_t alloc = get_be32(c.cdb + cdb::kRlAlloc);
+    const uint32_t alloc = load_be32(c.cdb + cdb::kRlAlloc);
     const uint8_t select = c.cdb[cdb::kRlSelect];
     if (alloc < kReportLunsMinAlloc) {
       invalid_cdb_field(c, cdb::kRlAlloc);
@@ -100,7 +100,7 @@ void Device::execute(Command& c, reactor::Reactor& r) {
     grow_buffer(c, n, 0, 4096);
     uint8_t* p = c.buf.data();
     std::memset(p, 0, n);
-    put_be32(p, static_cast<uint32_t>(8 * luns_.size()));
+    store_be32(p, static_cast<uint32_t>(8 * luns_.size()));
     size_t off = 8;
     for (const auto& [num, lu] : luns_) {
       p[off + 1] = static_cast<uint8_t>(num);  // peripheral device addressing, bus 0
@@ -113,7 +113,7 @@ void Device::execute(Command& c, reactor::Reactor& r) {
   if (LogicalUnit* lu = find(c.lun)) return lu->execute(c);
   // Unknown LUN (SPC-4 / SAM-5 5.9.2).
   if (op == op::kInquiry && !(c.cdb[cdb::kInqFlags] & 0xFE)) {
-    const uint32_t alloc = get_be16(c.cdb + cdb::kInqAlloc);
+    const uint32_t alloc = load_be16(c.cdb + cdb::kInqAlloc);
     const bool evpd = c.cdb[cdb::kInqFlags] & cdb::kEvpd;
     const size_t n = evpd ? 4 : kStdInquiryMin;
     grow_buffer(c, n, 0, 4096);

@@ -40,10 +40,10 @@ constexpr uint8_t kSsuLoej = 0x02, kPreventMask = 0x03;
 constexpr uint64_t kFuaFlag = 1;
 
 uint64_t lba_of(const uint8_t* cdb, const LbaLayout& l) {
-  return l.lba_bytes == 8 ? get_be64(cdb + l.lba_off) : get_be32(cdb + l.lba_off);
+  return l.lba_bytes == 8 ? load_be64(cdb + l.lba_off) : load_be32(cdb + l.lba_off);
 }
 uint32_t len_of(const uint8_t* cdb, const LbaLayout& l) {
-  return l.len_bytes == 4 ? get_be32(cdb + l.len_off) : get_be16(cdb + l.len_off);
+  return l.len_bytes == 4 ? load_be32(cdb + l.len_off) : load_be16(cdb + l.len_off);
 }
 const LbaLayout& layout_of(uint8_t op) {
   switch (op >> 5) {
@@ -262,7 +262,7 @@ void LogicalUnit::rw(Command& c, uint8_t op) {
   c.dir = write ? DataDir::kOut : DataDir::kIn;
   if (op == op::kRead6 || op == op::kWrite6) {
     if (cdb[kRw6Lba] & kRw6Reserved) return fail_field(c, kRw6Lba, 7);
-    lba = get_be24(cdb + kRw6Lba) & kRw6LbaMask;
+    lba = load_be24(cdb + kRw6Lba) & kRw6LbaMask;
     blocks = cdb[kRw6Len] ? cdb[kRw6Len] : 256;
     len_off = kRw6Len;
   } else {
@@ -420,7 +420,7 @@ void LogicalUnit::unmap(Command& c) {
   if (!lbp_) return fail(c, sense_key::kIllegalRequest, asc::kInvalidOpcode);
   if (cdb[cdb::kFlags] & cdb::kUnmapAnchor) return fail_field(c, cdb::kFlags, 0);
   if (opts_.read_only) return fail(c, sense_key::kDataProtect, asc::kWriteProtected);
-  const uint32_t plen = get_be16(cdb + cdb::kUnmapLen);
+  const uint32_t plen = load_be16(cdb + cdb::kUnmapLen);
   c.dir = DataDir::kOut;
   c.xfer_len = plen;
   if (plen == 0) return good(c);
@@ -433,7 +433,7 @@ void LogicalUnit::unmap(Command& c) {
   const uint8_t* p = c.buf.data();
   // A descriptor area longer than the list is truncated to what was sent; a partial
   // trailing descriptor is ignored (SBC-3 5.28.2).
-  const uint32_t desc_bytes = std::min<uint32_t>(get_be16(p + kUnmapDescLen), plen - kUnmapHeader);
+  const uint32_t desc_bytes = std::min<uint32_t>(load_be16(p + kUnmapDescLen), plen - kUnmapHeader);
   const uint32_t n = desc_bytes / kUnmapDescSize;
   if (n > kMaxUnmapDescriptors) {
     invalid_param_field(c, kUnmapDescLen);
@@ -444,8 +444,8 @@ void LogicalUnit::unmap(Command& c) {
   bool any = false;
   for (uint32_t i = 0; i < n; ++i) {
     const uint8_t* d = p + kUnmapHeader + i * kUnmapDescSize;
-    const uint64_t lba = get_be64(d);
-    const uint32_t nb = get_be32(d + 8);
+    const uint64_t lba = load_be64(d);
+    const uint32_t nb = load_be32(d + 8);
     total += nb;
     if (total > kMaxUnmapBlocks) {
       invalid_param_field(c, kUnmapHeader + i * kUnmapDescSize + 8);
@@ -466,8 +466,8 @@ void LogicalUnit::unmap_next(Command& c) {
   while (c.aux < c.aux2) {
     const uint8_t* d = p + kUnmapHeader + c.aux * kUnmapDescSize;
     ++c.aux;
-    const uint64_t lba = get_be64(d);
-    const uint32_t nb = get_be32(d + 8);
+    const uint64_t lba = load_be64(d);
+    const uint32_t nb = load_be32(d + 8);
     if (nb == 0) continue;
     // Write-zeroes, not a plain unmap: LBPRZ=1 promises that unmapped blocks read zero.
     return submit(c, IoType::kWriteZeroes, lba, nb, nullptr, kStageUnmap);
@@ -482,7 +482,7 @@ void LogicalUnit::compare_and_write(Command& c) {
   if (cdb[cdb::kFlags] & cdb::kProtectMask) return fail_field(c, cdb::kFlags, 7);
   if (opts_.read_only) return fail(c, sense_key::kDataProtect, asc::kWriteProtected);
   const bool fua = cdb[cdb::kFlags] & cdb::kFua;
-  const uint64_t lba = get_be64(cdb + kCawLba);
+  const uint64_t lba = load_be64(cdb + kCawLba);
   const uint32_t blocks = cdb[kCawLen];
   c.dir = DataDir::kOut;
   if (!check_range(c, lba, blocks)) return;

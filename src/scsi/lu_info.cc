@@ -147,7 +147,7 @@ void LogicalUnit::inquiry(Command& c) {
   if (cdb[cdb::kInqFlags] & 0xFE) return fail_field(c, cdb::kInqFlags, 1);  // CMDDT: obsolete
   const bool evpd = cdb[cdb::kInqFlags] & cdb::kEvpd;
   const uint8_t page = cdb[cdb::kInqPage];
-  const uint32_t alloc = get_be16(cdb + cdb::kInqAlloc);
+  const uint32_t alloc = load_be16(cdb + cdb::kInqAlloc);
   if (!evpd && page != 0) return fail_field(c, cdb::kInqPage);
   if (!evpd) {
     uint8_t* p = data_in(c, kStdInquiryLen);
@@ -160,7 +160,7 @@ void LogicalUnit::inquiry(Command& c) {
     put_ascii(p + kInqProduct, 16, opts_.product);
     put_ascii(p + kInqRevision, 4, kVersion);
     for (size_t i = 0; i < std::size(kVersionDescriptors); ++i) {
-      put_be16(p + kInqVersionDesc + 2 * i, kVersionDescriptors[i]);
+      store_be16(p + kInqVersionDesc + 2 * i, kVersionDescriptors[i]);
     }
     return send_data_in(c, kStdInquiryLen, alloc);
   }
@@ -176,12 +176,12 @@ size_t LogicalUnit::vpd_page(Command& c, uint8_t page, uint8_t* p) {
   switch (page) {
     case kVpdSupported:
       std::memcpy(p + 4, kVpdPages, sizeof(kVpdPages));
-      put_be16(p + 2, sizeof(kVpdPages));
+      store_be16(p + 2, sizeof(kVpdPages));
       return 4 + sizeof(kVpdPages);
     case kVpdSerial: {
       const std::string s = serial_of(bdev().uuid());
       std::memcpy(p + 4, s.data(), s.size());
-      put_be16(p + 2, static_cast<uint16_t>(s.size()));
+      store_be16(p + 2, static_cast<uint16_t>(s.size()));
       return 4 + s.size();
     }
     case kVpdDeviceId: {
@@ -210,7 +210,7 @@ size_t LogicalUnit::vpd_page(Command& c, uint8_t page, uint8_t* p) {
       d[0] = kProtoIscsi | kCodeBinary;
       d[1] = kPiv | kAssocPort | kDesigRelPort;
       d[3] = 4;
-      put_be16(d + 6, c.nexus ? c.nexus->relative_port : 1);
+      store_be16(d + 6, c.nexus ? c.nexus->relative_port : 1);
       off += 8;
       if (c.nexus && !c.nexus->target_port.empty()) {
         off += put_name_designator(p + off, kAssocPort, c.nexus->target_port);
@@ -218,28 +218,28 @@ size_t LogicalUnit::vpd_page(Command& c, uint8_t page, uint8_t* p) {
       if (!info_.target_name.empty()) {
         off += put_name_designator(p + off, kAssocTarget, info_.target_name);
       }
-      put_be16(p + 2, static_cast<uint16_t>(off - 4));
+      store_be16(p + 2, static_cast<uint16_t>(off - 4));
       return off;
     }
     case kVpdBlockLimits: {
-      put_be16(p + 2, kVpdB0Len - 4);
+      store_be16(p + 2, kVpdB0Len - 4);
       p[4] = 0x01;  // WSNZ: WRITE SAME with 0 blocks is rejected
       p[5] = kMaxCawBlocks;
-      put_be32(p + 8, kMaxTransferBytes / bs_);
+      store_be32(p + 8, kMaxTransferBytes / bs_);
       if (lbp_) {
-        put_be32(p + 20, kMaxUnmapBlocks);
-        put_be32(p + 24, kMaxUnmapDescriptors);
-        put_be32(p + 28, 1);  // optimal unmap granularity
+        store_be32(p + 20, kMaxUnmapBlocks);
+        store_be32(p + 24, kMaxUnmapDescriptors);
+        store_be32(p + 28, 1);  // optimal unmap granularity
       }
-      put_be64(p + 36, kMaxWriteSameBlocks);
+      store_be64(p + 36, kMaxWriteSameBlocks);
       return kVpdB0Len;
     }
     case kVpdBlockCharacteristics:
-      put_be16(p + 2, kVpdB1Len - 4);
-      put_be16(p + 4, 1);  // non-rotating medium
+      store_be16(p + 2, kVpdB1Len - 4);
+      store_be16(p + 4, 1);  // non-rotating medium
       return kVpdB1Len;
     case kVpdLbp:
-      put_be16(p + 2, kVpdB2Len - 4);
+      store_be16(p + 2, kVpdB2Len - 4);
       if (lbp_) {
         p[5] = 0x80 | 0x40 | 0x20 | 0x04;  // LBPU, LBPWS, LBPWS10, LBPRZ
         p[6] = 0x02;                        // thin provisioned
@@ -284,7 +284,7 @@ void LogicalUnit::mode_sense(Command& c, bool ten) {
   const uint8_t pc = cdb[cdb::kMsPage] >> 6;
   const uint8_t page = cdb[cdb::kMsPage] & 0x3F;
   const uint8_t subpage = cdb[cdb::kMsSubpage];
-  const uint32_t alloc = ten ? get_be16(cdb + cdb::kMs10Alloc) : cdb[cdb::kMs6Alloc];
+  const uint32_t alloc = ten ? load_be16(cdb + cdb::kMs10Alloc) : cdb[cdb::kMs6Alloc];
   if (pc == kPcSaved) return fail(c, sense_key::kIllegalRequest, asc::kSavingNotSupported);
   if (subpage != 0 && subpage != 0xFF) return fail_field(c, cdb::kMsSubpage);
   uint8_t* p = data_in(c, 512);
@@ -304,17 +304,17 @@ void LogicalUnit::mode_sense(Command& c, bool ten) {
   const uint64_t blocks = bdev().num_blocks();
   uint8_t* bd = p + header;
   if (bd_len == kShortBd) {
-    put_be32(bd, static_cast<uint32_t>(std::min<uint64_t>(blocks, 0xFFFFFFFF)));
-    put_be32(bd + 4, bs_ & 0xFFFFFF);  // density code 0, block length
+    store_be32(bd, static_cast<uint32_t>(std::min<uint64_t>(blocks, 0xFFFFFFFF)));
+    store_be32(bd + 4, bs_ & 0xFFFFFF);  // density code 0, block length
   } else if (bd_len == kLongBd) {
-    put_be64(bd, blocks);
-    put_be32(bd + 12, bs_);
+    store_be64(bd, blocks);
+    store_be32(bd + 12, bs_);
   }
   if (ten) {
-    put_be16(p, static_cast<uint16_t>(off - 2));
+    store_be16(p, static_cast<uint16_t>(off - 2));
     p[3] = dsp;
     p[4] = llbaa && bd_len ? 0x01 : 0x00;
-    put_be16(p + 6, static_cast<uint16_t>(bd_len));
+    store_be16(p + 6, static_cast<uint16_t>(bd_len));
   } else {
     p[0] = static_cast<uint8_t>(off - 1);
     p[2] = dsp;
@@ -326,7 +326,7 @@ void LogicalUnit::mode_sense(Command& c, bool ten) {
 void LogicalUnit::mode_select(Command& c, bool ten) {
   const uint8_t* cdb = c.cdb;
   if (cdb[cdb::kMsFlags] & cdb::kSp) return fail_field(c, cdb::kMsFlags, 0);
-  const uint32_t len = ten ? get_be16(cdb + cdb::kMsel10Len) : cdb[cdb::kMsel6Len];
+  const uint32_t len = ten ? load_be16(cdb + cdb::kMsel10Len) : cdb[cdb::kMsel6Len];
   c.dir = DataDir::kOut;
   c.xfer_len = len;
   if (len == 0) return good(c);
@@ -336,7 +336,7 @@ void LogicalUnit::mode_select(Command& c, bool ten) {
   const uint8_t* p = c.buf.data();
   const size_t header = ten ? kMs10Header : kMs6Header;
   if (len < header) return fail(c, sense_key::kIllegalRequest, asc::kParameterListLengthError);
-  const size_t bd_len = ten ? get_be16(p + 6) : p[3];
+  const size_t bd_len = ten ? load_be16(p + 6) : p[3];
   if (header + bd_len > len) {
     return fail(c, sense_key::kIllegalRequest, asc::kParameterListLengthError);
   }
@@ -351,7 +351,7 @@ void LogicalUnit::mode_select(Command& c, bool ten) {
     const size_t one = long_lba ? kLongBd : kShortBd;
     if (bd_len % one) return bad_param(ten ? 6 : 3);
     for (size_t off = header; off < header + bd_len; off += one) {
-      const uint32_t blen = long_lba ? get_be32(p + off + 12) : get_be24(p + off + 5);
+      const uint32_t blen = long_lba ? load_be32(p + off + 12) : load_be24(p + off + 5);
       if (blen != bs_) return bad_param(off + (long_lba ? 12 : 5));
     }
   }
@@ -382,36 +382,36 @@ void LogicalUnit::mode_select(Command& c, bool ten) {
 // ---- READ CAPACITY / GET LBA STATUS ----
 
 void LogicalUnit::read_capacity10(Command& c) {
-  if (!(c.cdb[kRc10Pmi] & 0x01) && get_be32(c.cdb + kRc10Lba) != 0) {
+  if (!(c.cdb[kRc10Pmi] & 0x01) && load_be32(c.cdb + kRc10Lba) != 0) {
     return fail_field(c, kRc10Lba);
   }
   uint8_t* p = data_in(c, kRc10Len);
   const uint64_t last = bdev().num_blocks() - 1;
-  put_be32(p, static_cast<uint32_t>(std::min<uint64_t>(last, 0xFFFFFFFF)));
-  put_be32(p + 4, bs_);
+  store_be32(p, static_cast<uint32_t>(std::min<uint64_t>(last, 0xFFFFFFFF)));
+  store_be32(p + 4, bs_);
   send_data_in(c, kRc10Len, kRc10Len);
 }
 
 void LogicalUnit::read_capacity16(Command& c) {
-  const uint32_t alloc = get_be32(c.cdb + kRc16Alloc);
+  const uint32_t alloc = load_be32(c.cdb + kRc16Alloc);
   uint8_t* p = data_in(c, kRc16Len);
-  put_be64(p, bdev().num_blocks() - 1);
-  put_be32(p + 8, bs_);
+  store_be64(p, bdev().num_blocks() - 1);
+  store_be32(p + 8, bs_);
   if (lbp_) p[14] = kLbpme | kLbprz;
   send_data_in(c, kRc16Len, alloc);
 }
 
 void LogicalUnit::get_lba_status(Command& c) {
-  const uint64_t lba = get_be64(c.cdb + kGlsLba);
-  const uint32_t alloc = get_be32(c.cdb + kGlsAlloc);
+  const uint64_t lba = load_be64(c.cdb + kGlsLba);
+  const uint32_t alloc = load_be32(c.cdb + kGlsAlloc);
   const uint64_t cap = bdev().num_blocks();
   if (lba >= cap) return fail(c, sense_key::kIllegalRequest, asc::kLbaOutOfRange);
   // The bdev layer does not report allocation, so every block is reported mapped
   // (true for the write-zeroes based deallocation this LU does).
   uint8_t* p = data_in(c, kGlsReplyLen);
-  put_be32(p, kGlsReplyLen - 4);
-  put_be64(p + 8, lba);
-  put_be32(p + 16, static_cast<uint32_t>(std::min<uint64_t>(cap - lba, 0xFFFFFFFF)));
+  store_be32(p, kGlsReplyLen - 4);
+  store_be64(p + 8, lba);
+  store_be32(p + 16, static_cast<uint32_t>(std::min<uint64_t>(cap - lba, 0xFFFFFFFF)));
   p[20] = 0;  // mapped
   send_data_in(c, kGlsReplyLen, alloc);
 }
@@ -423,8 +423,8 @@ void LogicalUnit::report_supported_opcodes(Command& c) {
   const bool rctd = cdb[kRsocOptions] & kRsocRctd;
   const uint8_t options = cdb[kRsocOptions] & kRsocOptionsMask;
   const uint8_t req_op = cdb[kRsocOp];
-  const uint16_t req_sa = get_be16(cdb + kRsocSa);
-  const uint32_t alloc = get_be32(cdb + kRsocAlloc);
+  const uint16_t req_sa = load_be16(cdb + kRsocSa);
+  const uint32_t alloc = load_be32(cdb + kRsocAlloc);
   if (cdb[kRsocOptions] & 0x78) return fail_field(c, kRsocOptions, 6);
   auto listed = [&](const OpInfo& o) { return !o.needs_lbp || lbp_; };
   if (options == 0) {
@@ -434,13 +434,13 @@ void LogicalUnit::report_supported_opcodes(Command& c) {
     for (const OpInfo& o : kOps) {
       if (!listed(o)) continue;
       p[off] = o.op;
-      put_be16(p + off + 2, o.sa);
+      store_be16(p + off + 2, o.sa);
       p[off + 5] = (o.has_sa ? kServActv : 0) | (rctd ? kCtdp : 0);
-      put_be16(p + off + 6, o.len);
-      if (rctd) put_be16(p + off + kRsocDescLen, kRsocTimeoutsLen - 2);
+      store_be16(p + off + 6, o.len);
+      if (rctd) store_be16(p + off + kRsocDescLen, kRsocTimeoutsLen - 2);
       off += per;
     }
-    put_be32(p, static_cast<uint32_t>(off - 4));
+    store_be32(p, static_cast<uint32_t>(off - 4));
     return send_data_in(c, off, alloc);
   }
   if (options > 3) return fail_field(c, kRsocOptions, 2);
@@ -461,14 +461,14 @@ void LogicalUnit::report_supported_opcodes(Command& c) {
   size_t off = 4;
   if (found) {
     p[1] = kSupportStandard | (rctd ? 0x80 : 0);
-    put_be16(p + 2, found->len);
+    store_be16(p + 2, found->len);
     std::memcpy(p + 4, found->usage, found->len);
     if (!lbp_ && (found->op == op::kWriteSame10 || found->op == op::kWriteSame16)) {
       p[5] &= static_cast<uint8_t>(~cdb::kWsUnmap);
     }
     off += found->len;
     if (rctd) {
-      put_be16(p + off, kRsocTimeoutsLen - 2);
+      store_be16(p + off, kRsocTimeoutsLen - 2);
       off += kRsocTimeoutsLen;
     }
   } else {

@@ -40,7 +40,7 @@ size_t put_transport_id(uint8_t* p, const std::string& port) {
   const size_t len = transport_id_len(port);
   std::memset(p, 0, len);
   p[0] = kTransportIdIscsiPort;
-  put_be16(p + 2, static_cast<uint16_t>(len - 4));
+  store_be16(p + 2, static_cast<uint16_t>(len - 4));
   std::memcpy(p + 4, port.data(), std::min<size_t>(port.size(), 250));
   return len;
 }
@@ -196,7 +196,7 @@ void LogicalUnit::release6(Command& c) {
 
 void LogicalUnit::pr_in(Command& c) {
   const uint8_t sa = c.cdb[cdb::kSaByte] & cdb::kSaMask;
-  const uint32_t alloc = get_be16(c.cdb + cdb::kPrInAlloc);
+  const uint32_t alloc = load_be16(c.cdb + cdb::kPrInAlloc);
   if (sa > pr_in::kReadFullStatus) return fail_field(c, cdb::kSaByte, 4);
   const uint64_t id = c.nexus ? c.nexus->id : 0;
   std::unique_lock lk(mu_);
@@ -211,11 +211,11 @@ void LogicalUnit::pr_in(Command& c) {
     case pr_in::kReadKeys: {
       n = 8 + 8 * registrants_.size();
       p = data_in(c, n);
-      put_be32(p, pr_generation_);
-      put_be32(p + 4, static_cast<uint32_t>(n - 8));
+      store_be32(p, pr_generation_);
+      store_be32(p + 4, static_cast<uint32_t>(n - 8));
       size_t off = 8;
       for (const auto& [port, r] : registrants_) {
-        put_be64(p + off, r.key);
+        store_be64(p + off, r.key);
         off += 8;
       }
       break;
@@ -223,15 +223,15 @@ void LogicalUnit::pr_in(Command& c) {
     case pr_in::kReadReservation: {
       n = pr_active_ ? 24 : 8;
       p = data_in(c, n);
-      put_be32(p, pr_generation_);
-      put_be32(p + 4, static_cast<uint32_t>(n - 8));
+      store_be32(p, pr_generation_);
+      store_be32(p + 4, static_cast<uint32_t>(n - 8));
       if (pr_active_) {
         uint64_t key = 0;
         if (!all_registrants(pr_type_)) {
           auto it = registrants_.find(pr_holder_);
           if (it != registrants_.end()) key = it->second.key;
         }
-        put_be64(p + 8, key);
+        store_be64(p + 8, key);
         p[21] = pr_type_;  // scope 0 (LU_SCOPE)
       }
       break;
@@ -239,7 +239,7 @@ void LogicalUnit::pr_in(Command& c) {
     case pr_in::kReportCapabilities: {
       n = 8;
       p = data_in(c, n);
-      put_be16(p, 8);
+      store_be16(p, 8);
       p[2] = 0x00;  // CRH, SIP_C, ATP_C, PTPL_C all 0
       p[3] = 0x80;  // TMV: the type mask below is valid
       p[4] = 0x80 | 0x40 | 0x20 | 0x08 | 0x02;  // WR_EX_AR EX_AC_RO WR_EX_RO EX_AC WR_EX
@@ -250,21 +250,21 @@ void LogicalUnit::pr_in(Command& c) {
       n = 8;
       for (const auto& [port, r] : registrants_) n += kFsDescHeader + transport_id_len(port);
       p = data_in(c, n);
-      put_be32(p, pr_generation_);
-      put_be32(p + 4, static_cast<uint32_t>(n - 8));
+      store_be32(p, pr_generation_);
+      store_be32(p + 4, static_cast<uint32_t>(n - 8));
       size_t off = 8;
       for (const auto& [port, r] : registrants_) {
         uint8_t* d = p + off;
-        put_be64(d, r.key);
+        store_be64(d, r.key);
         const bool holder =
             pr_active_ && (all_registrants(pr_type_) || pr_holder_ == port);
         if (holder) {
           d[12] = kRHolder;
           d[13] = pr_type_;
         }
-        put_be16(d + 18, r.rel_port);
+        store_be16(d + 18, r.rel_port);
         const size_t tl = put_transport_id(d + kFsDescHeader, port);
-        put_be32(d + 20, static_cast<uint32_t>(tl));
+        store_be32(d + 20, static_cast<uint32_t>(tl));
         off += kFsDescHeader + tl;
       }
       break;
@@ -281,7 +281,7 @@ void LogicalUnit::pr_out(Command& c) {
   const uint8_t sa = cdb[cdb::kSaByte] & cdb::kSaMask;
   const uint8_t scope = cdb[cdb::kPrScopeType] >> 4;
   const uint8_t type = cdb[cdb::kPrScopeType] & 0x0F;
-  const uint32_t plen = get_be32(cdb + cdb::kPrOutLen);
+  const uint32_t plen = load_be32(cdb + cdb::kPrOutLen);
   c.dir = DataDir::kOut;
   c.xfer_len = plen;
   if (sa > pr_out::kRegisterAndIgnore) return fail_field(c, cdb::kSaByte, 4);  // incl. MOVE
@@ -296,8 +296,8 @@ void LogicalUnit::pr_out(Command& c) {
     return fail(c, sense_key::kIllegalRequest, asc::kInvalidFieldInCommandIu);
   }
   const uint8_t* p = c.buf.data();
-  const uint64_t key = get_be64(p + kPoKey);
-  const uint64_t sa_key = get_be64(p + kPoSaKey);
+  const uint64_t key = load_be64(p + kPoKey);
+  const uint64_t sa_key = load_be64(p + kPoSaKey);
   const uint8_t flags = p[kPoFlags];
   auto bad_param = [&](uint32_t byte, int bit) {
     invalid_param_field(c, byte, bit);

@@ -23,7 +23,7 @@ uint8_t build_fixed_sense(uint8_t* out, uint8_t key, uint16_t asc_ascq, bool has
   std::memset(out, 0, kSenseFixedLen);
   out[0] = kSenseFixedCurrent | (has_info ? kSenseValid : 0);
   out[kKey] = key & 0x0F;
-  if (has_info) put_be32(out + kInfo, info);
+  if (has_info) store_be32(out + kInfo, info);
   out[kAddLen] = kSenseFixedLen - 8;
   out[kAsc] = static_cast<uint8_t>(asc_ascq >> 8);
   out[kAscq] = static_cast<uint8_t>(asc_ascq);

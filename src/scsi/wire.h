@@ -1,37 +1,13 @@
 #pragma once
-// SCSI wire constants: opcodes, service actions, CDB field offsets, and the big-endian
-// accessors every CDB and parameter list goes through (SCSI is big-endian throughout).
+// SCSI wire constants: opcodes, service actions and CDB field offsets. Multi-byte fields
+// are big-endian throughout; they go through common/endian.h (load_be*/store_be*).
 
 #include <cstddef>
 #include <cstdint>
 
-namespace castor::scsi {
+#include "common/endian.h"
 
-// ---- Big-endian helpers (the only place that packs or unpacks multi-byte fields) ----
-inline uint16_t get_be16(const uint8_t* p) { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
-inline uint32_t get_be24(const uint8_t* p) {
-  return uint32_t{p[0]} << 16 | uint32_t{p[1]} << 8 | p[2];
-}
-inline uint32_t get_be32(const uint8_t* p) {
-  return uint32_t{p[0]} << 24 | uint32_t{p[1]} << 16 | uint32_t{p[2]} << 8 | p[3];
-}
-inline uint64_t get_be64(const uint8_t* p) {
-  return uint64_t{get_be32(p)} << 32 | get_be32(p + 4);
-}
-inline void put_be16(uint8_t* p, uint16_t v) {
-  p[0] = static_cast<uint8_t>(v >> 8);
-  p[1] = static_cast<uint8_t>(v);
-}
-inline void put_be32(uint8_t* p, uint32_t v) {
-  p[0] = static_cast<uint8_t>(v >> 24);
-  p[1] = static_cast<uint8_t>(v >> 16);
-  p[2] = static_cast<uint8_t>(v >> 8);
-  p[3] = static_cast<uint8_t>(v);
-}
-inline void put_be64(uint8_t* p, uint64_t v) {
-  put_be32(p, static_cast<uint32_t>(v >> 32));
-  put_be32(p + 4, static_cast<uint32_t>(v));
-}
+namespace castor::scsi {
 
 // ---- Operation codes (SPC-4, SBC-3) ----
 namespace op {

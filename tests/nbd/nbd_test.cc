@@ -187,25 +187,25 @@ struct Raw {
 
 std::vector<uint8_t> u32(uint32_t v) {
   std::vector<uint8_t> b(4);
-  put32(b.data(), v);
+  store_be32(b.data(), v);
   return b;
 }
 std::vector<uint8_t> option(uint32_t o, const std::string& data) {
   std::vector<uint8_t> b(16 + data.size());
-  put64(b.data(), kIHaveOpt);
-  put32(b.data() + 8, o);
-  put32(b.data() + 12, static_cast<uint32_t>(data.size()));
+  store_be64(b.data(), kIHaveOpt);
+  store_be32(b.data() + 8, o);
+  store_be32(b.data() + 12, static_cast<uint32_t>(data.size()));
   if (!data.empty()) std::memcpy(b.data() + 16, data.data(), data.size());
   return b;
 }
 std::vector<uint8_t> request(uint16_t type, uint64_t cookie, uint64_t off, uint32_t len, uint16_t flags = 0) {
   std::vector<uint8_t> b(28);
-  put32(b.data(), kRequestMagic);
-  put16(b.data() + 4, flags);
-  put16(b.data() + 6, type);
-  put64(b.data() + 8, cookie);
-  put64(b.data() + 16, off);
-  put32(b.data() + 24, len);
+  store_be32(b.data(), kRequestMagic);
+  store_be16(b.data() + 4, flags);
+  store_be16(b.data() + 6, type);
+  store_be64(b.data() + 8, cookie);
+  store_be64(b.data() + 16, off);
+  store_be32(b.data() + 24, len);
   return b;
 }
 
@@ -219,14 +219,14 @@ TEST_F(Nbd, ProtocolViolationsGetErrorsOrCloseOnlyThatConnection) {
   {  // unknown option: ERR_UNSUP, negotiation continues; bad option magic: closed
     Raw r(port);
     auto hello = r.get(18);
-    ASSERT_EQ(be64(hello.data()), kNbdMagic);
-    EXPECT_EQ(be16(hello.data() + 16), kFlagFixedNewstyle | kFlagNoZeroes);
+    ASSERT_EQ(load_be64(hello.data()), kNbdMagic);
+    EXPECT_EQ(load_be16(hello.data() + 16), kFlagFixedNewstyle | kFlagNoZeroes);
     r.put(u32(kFlagFixedNewstyle | kFlagNoZeroes));
     r.put(option(99, "xyz"));
     auto rep = r.get(20);
     ASSERT_EQ(rep.size(), 20u);
-    EXPECT_EQ(be32(rep.data() + 12), rep::kErrUnsup);
-    r.get(be32(rep.data() + 16));
+    EXPECT_EQ(load_be32(rep.data() + 12), rep::kErrUnsup);
+    r.get(load_be32(rep.data() + 16));
     auto bad = option(opt::kList, "");
     bad[0] ^= 0xff;
     r.put(bad);
@@ -240,26 +240,26 @@ TEST_F(Nbd, ProtocolViolationsGetErrorsOrCloseOnlyThatConnection) {
   r.put(option(opt::kExportName, "ro"));
   auto ex = r.get(10);
   ASSERT_EQ(ex.size(), 10u);
-  EXPECT_EQ(be64(ex.data()), 4u << 20);
-  EXPECT_TRUE(be16(ex.data() + 8) & tflag::kReadOnly);
+  EXPECT_EQ(load_be64(ex.data()), 4u << 20);
+  EXPECT_TRUE(load_be16(ex.data() + 8) & tflag::kReadOnly);
   r.put(request(cmd::kRead, 1, 4u << 20, 512));
   auto rep = r.get(16);
-  EXPECT_EQ(be32(rep.data() + 4), err::kInval);
-  EXPECT_EQ(be64(rep.data() + 8), 1u);
+  EXPECT_EQ(load_be32(rep.data() + 4), err::kInval);
+  EXPECT_EQ(load_be64(rep.data() + 8), 1u);
   auto w = request(cmd::kWrite, 2, 0, 4096);
   w.resize(w.size() + 4096, 0xab);
   r.put(w);
   rep = r.get(16);
-  EXPECT_EQ(be32(rep.data() + 4), err::kPerm);
+  EXPECT_EQ(load_be32(rep.data() + 4), err::kPerm);
   r.put(request(42, 3, 0, 0));
   rep = r.get(16);
-  EXPECT_EQ(be32(rep.data() + 4), err::kInval);
+  EXPECT_EQ(load_be32(rep.data() + 4), err::kInval);
   r.put(request(cmd::kRead, 4, 512, 1024));
   rep = r.get(16 + 1024);
   ASSERT_EQ(rep.size(), 16u + 1024);
-  EXPECT_EQ(be32(rep.data()), kSimpleReplyMagic);
-  EXPECT_EQ(be32(rep.data() + 4), 0u);
-  EXPECT_EQ(be64(rep.data() + 8), 4u);
+  EXPECT_EQ(load_be32(rep.data()), kSimpleReplyMagic);
+  EXPECT_EQ(load_be32(rep.data() + 4), 0u);
+  EXPECT_EQ(load_be64(rep.data() + 8), 4u);
   auto badreq = request(cmd::kRead, 5, 0, 512);
   badreq[0] = 0;
   r.put(badreq);

@@ -128,16 +128,16 @@ class ScsiDevice : public ::testing::Test {
     Bytes c(10, 0);
     c[0] = op;
     c[1] = flags;
-    put_be32(&c[2], lba);
-    put_be16(&c[7], blocks);
+    store_be32(&c[2], lba);
+    store_be16(&c[7], blocks);
     return c;
   }
   static Bytes cdb16(uint8_t op, uint64_t lba, uint32_t blocks, uint8_t flags = 0) {
     Bytes c(16, 0);
     c[0] = op;
     c[1] = flags;
-    put_be64(&c[2], lba);
-    put_be32(&c[10], blocks);
+    store_be64(&c[2], lba);
+    store_be32(&c[10], blocks);
     return c;
   }
   static Bytes pattern(size_t n, uint8_t seed) {
@@ -176,10 +176,10 @@ TEST_F(ScsiDevice, InquiryStandard) {
   EXPECT_EQ(d[7], 0x02);
   EXPECT_EQ(std::string(d.begin() + 8, d.begin() + 16), "CASTOR  ");
   EXPECT_EQ(std::string(d.begin() + 16, d.begin() + 32), "Castor volume   ");
-  EXPECT_EQ(get_be16(&d[58]), 0x00A0);
-  EXPECT_EQ(get_be16(&d[60]), 0x0960);
-  EXPECT_EQ(get_be16(&d[62]), 0x0460);
-  EXPECT_EQ(get_be16(&d[64]), 0x04C0);
+  EXPECT_EQ(load_be16(&d[58]), 0x00A0);
+  EXPECT_EQ(load_be16(&d[60]), 0x0960);
+  EXPECT_EQ(load_be16(&d[62]), 0x0460);
+  EXPECT_EQ(load_be16(&d[64]), 0x04C0);
   for (size_t i = 66; i < d.size(); ++i) EXPECT_EQ(d[i], 0) << i;
   for (uint16_t alloc = 5; alloc <= 255; alloc += 25) {
     Reply a = run1({op::kInquiry, 0, 0, 0, static_cast<uint8_t>(alloc), 0});
@@ -193,7 +193,7 @@ TEST_F(ScsiDevice, InquiryStandard) {
   Reply bad = run1({op::kInquiry, 0, 0x80, 0, 255, 0});
   expect_check(bad, sense_key::kIllegalRequest, 0x2400);
   EXPECT_EQ(bad.sense[15], 0xC0);  // SKSV | C/D
-  EXPECT_EQ(get_be16(&bad.sense[16]), 2);
+  EXPECT_EQ(load_be16(&bad.sense[16]), 2);
   expect_check(run1({op::kInquiry, 0x02, 0, 0, 255, 0}), sense_key::kIllegalRequest, 0x2400);
   expect_check(run1({op::kInquiry, 0x01, 0x42, 0, 255, 0}), sense_key::kIllegalRequest, 0x2400);
 }
@@ -215,7 +215,7 @@ TEST_F(ScsiDevice, InquiryVpdPages) {
   Reply id = run1({op::kInquiry, 1, 0x83, 0x01, 0x00, 0});
   ASSERT_EQ(id.status, Status::kGood);
   const Bytes& d = id.data;
-  ASSERT_EQ(get_be16(&d[2]) + 4u, d.size());
+  ASSERT_EQ(load_be16(&d[2]) + 4u, d.size());
   bool naa = false, relport = false, port_name = false, target_name = false;
   for (size_t off = 4; off + 4 <= d.size();) {
     const uint8_t* x = &d[off];
@@ -229,7 +229,7 @@ TEST_F(ScsiDevice, InquiryVpdPages) {
       relport = true;
       EXPECT_EQ(x[0], 0x51);
       EXPECT_EQ(x[1] & 0x80, 0x80);
-      EXPECT_EQ(get_be16(x + 6), 1);
+      EXPECT_EQ(load_be16(x + 6), 1);
     } else if (type == 8) {
       EXPECT_EQ(x[3] % 4, 0);
       std::string s(reinterpret_cast<const char*>(x + 4));
@@ -250,18 +250,18 @@ TEST_F(ScsiDevice, InquiryVpdPages) {
 
   Reply b0 = run1({op::kInquiry, 1, 0xB0, 0, 255, 0});
   ASSERT_EQ(b0.data.size(), 64u);
-  EXPECT_EQ(get_be16(&b0.data[2]), 0x3C);
+  EXPECT_EQ(load_be16(&b0.data[2]), 0x3C);
   EXPECT_EQ(b0.data[4], 0x01);  // WSNZ
   EXPECT_EQ(b0.data[5], 1);     // MAX CAW LEN
-  EXPECT_EQ(get_be32(&b0.data[8]), kMaxTransferBytes / 512);
-  EXPECT_EQ(get_be32(&b0.data[20]), kMaxUnmapBlocks);
-  EXPECT_EQ(get_be32(&b0.data[24]), 256u);
-  EXPECT_EQ(get_be64(&b0.data[36]), 1u << 22);
+  EXPECT_EQ(load_be32(&b0.data[8]), kMaxTransferBytes / 512);
+  EXPECT_EQ(load_be32(&b0.data[20]), kMaxUnmapBlocks);
+  EXPECT_EQ(load_be32(&b0.data[24]), 256u);
+  EXPECT_EQ(load_be64(&b0.data[36]), 1u << 22);
   for (size_t i = 44; i < 64; ++i) EXPECT_EQ(b0.data[i], 0);
 
   Reply b1 = run1({op::kInquiry, 1, 0xB1, 0, 255, 0});
   ASSERT_EQ(b1.data.size(), 64u);
-  EXPECT_EQ(get_be16(&b1.data[4]), 1);
+  EXPECT_EQ(load_be16(&b1.data[4]), 1);
 
   Reply b2 = run1({op::kInquiry, 1, 0xB2, 0, 255, 0});
   ASSERT_EQ(b2.data.size(), 8u);
@@ -277,7 +277,7 @@ TEST_F(ScsiDevice, UnknownLunAndReportLuns) {
   Reply rl = run(n1, {op::kReportLuns, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0}, {}, UINT32_MAX, 7);
   ASSERT_EQ(rl.status, Status::kGood);
   ASSERT_EQ(rl.data.size(), 24u);
-  EXPECT_EQ(get_be32(&rl.data[0]), 16u);
+  EXPECT_EQ(load_be32(&rl.data[0]), 16u);
   EXPECT_EQ(rl.data[9], 0);
   EXPECT_EQ(rl.data[17], 3);
   expect_check(run1({op::kReportLuns, 0, 0, 0, 0, 0, 0, 0, 0, 15, 0, 0}),
@@ -289,7 +289,7 @@ TEST_F(ScsiDevice, UnknownLunAndReportLuns) {
   // NACA is not supported: 05/24 pointing at the control byte.
   Reply naca = run1({op::kTestUnitReady, 0, 0, 0, 0, 0x04});
   expect_check(naca, sense_key::kIllegalRequest, 0x2400);
-  EXPECT_EQ(get_be16(&naca.sense[16]), 5);
+  EXPECT_EQ(load_be16(&naca.sense[16]), 5);
 }
 
 // ---------------- capacity and data path ----------------
@@ -298,16 +298,16 @@ TEST_F(ScsiDevice, ReadCapacity) {
   Reply rc = run1({op::kReadCapacity10, 0, 0, 0, 0, 0, 0, 0, 0, 0});
   ASSERT_EQ(rc.status, Status::kGood);
   ASSERT_EQ(rc.data.size(), 8u);
-  EXPECT_EQ(get_be32(&rc.data[0]), kBlocks - 1);
-  EXPECT_EQ(get_be32(&rc.data[4]), 512u);
+  EXPECT_EQ(load_be32(&rc.data[0]), kBlocks - 1);
+  EXPECT_EQ(load_be32(&rc.data[4]), 512u);
   Bytes c16(16, 0);
   c16[0] = op::kServiceActionIn16;
   c16[1] = kSaReadCapacity16;
   c16[13] = 32;
   Reply r16 = run1(c16);
   ASSERT_EQ(r16.data.size(), 32u);
-  EXPECT_EQ(get_be64(&r16.data[0]), kBlocks - 1);
-  EXPECT_EQ(get_be32(&r16.data[8]), 512u);
+  EXPECT_EQ(load_be64(&r16.data[0]), kBlocks - 1);
+  EXPECT_EQ(load_be32(&r16.data[8]), 512u);
   EXPECT_EQ(r16.data[14], 0xC0);  // LBPME | LBPRZ
   for (uint8_t alloc = 0; alloc < 16; ++alloc) {
     c16[13] = alloc;
@@ -329,8 +329,8 @@ TEST_F(ScsiDevice, WriteReadRoundTrip) {
   // 12-byte and 6-byte forms on the other reactor.
   Bytes c12(12, 0);
   c12[0] = op::kRead12;
-  put_be32(&c12[2], 100);
-  put_be32(&c12[6], 8);
+  store_be32(&c12[2], 100);
+  store_be32(&c12[6], 8);
   EXPECT_EQ(run(n1, c12, {}, UINT32_MAX, 0, 1).data, a);
   Bytes w6{op::kWrite6, 0, 0, 50, 1, 0};
   ASSERT_EQ(run1(w6, pattern(512, 5)).status, Status::kGood);
@@ -345,7 +345,7 @@ TEST_F(ScsiDevice, WriteReadRoundTrip) {
   Reply pr = run1(cdb10(op::kRead10, 0, 1, 0x20));
   expect_check(pr, sense_key::kIllegalRequest, 0x2400);
   EXPECT_EQ(pr.sense[15], 0xC8 | 7);
-  EXPECT_EQ(get_be16(&pr.sense[16]), 1);
+  EXPECT_EQ(load_be16(&pr.sense[16]), 1);
 }
 
 TEST_F(ScsiDevice, CommandBufferIsReusedOnceLargeEnough) {
@@ -394,14 +394,14 @@ TEST_F(ScsiDevice, OutOfRange) {
   Bytes gls(16, 0);
   gls[0] = op::kServiceActionIn16;
   gls[1] = kSaGetLbaStatus;
-  put_be64(&gls[2], kBlocks);
-  put_be32(&gls[10], 24);
+  store_be64(&gls[2], kBlocks);
+  store_be32(&gls[10], 24);
   expect_check(run1(gls), sense_key::kIllegalRequest, 0x2100);
-  put_be64(&gls[2], 10);
+  store_be64(&gls[2], 10);
   Reply g = run1(gls);
   ASSERT_EQ(g.status, Status::kGood);
-  EXPECT_EQ(get_be64(&g.data[8]), 10u);
-  EXPECT_EQ(get_be32(&g.data[16]), kBlocks - 10);
+  EXPECT_EQ(load_be64(&g.data[8]), 10u);
+  EXPECT_EQ(load_be32(&g.data[16]), kBlocks - 10);
   EXPECT_EQ(g.data[20], 0);
   // Over the maximum transfer length.
   expect_check(run1(cdb16(op::kRead16, 0, kMaxTransferBytes / 512 + 1)), sense_key::kIllegalRequest,
@@ -438,13 +438,13 @@ TEST_F(ScsiDevice, VerifyCompare) {
   Reply m = run1(cdb16(op::kVerify16, 400, 4, 0x02), bad);
   expect_check(m, sense_key::kMiscompare, 0x1D00);
   EXPECT_EQ(m.sense[0], 0xF0);  // VALID
-  EXPECT_EQ(get_be32(&m.sense[3]), 1234u);
+  EXPECT_EQ(load_be32(&m.sense[3]), 1234u);
   // BYTCHK 11b: one block compared with each.
   ASSERT_EQ(run1(cdb10(op::kWriteSame10, 500, 3), pattern(512, 9)).status, Status::kGood);
   EXPECT_EQ(run1(cdb10(op::kVerify10, 500, 3, 0x06), pattern(512, 9)).status, Status::kGood);
   Reply m3 = run1(cdb10(op::kVerify10, 499, 3, 0x06), pattern(512, 9));
   expect_check(m3, sense_key::kMiscompare, 0x1D00);
-  EXPECT_EQ(get_be32(&m3.sense[3]), 0u);
+  EXPECT_EQ(load_be32(&m3.sense[3]), 0u);
 }
 
 TEST_F(ScsiDevice, CompareAndWrite) {
@@ -452,7 +452,7 @@ TEST_F(ScsiDevice, CompareAndWrite) {
   ASSERT_EQ(run1(cdb16(op::kWrite16, 600, 1), old).status, Status::kGood);
   Bytes caw(16, 0);
   caw[0] = op::kCompareAndWrite;
-  put_be64(&caw[2], 600);
+  store_be64(&caw[2], 600);
   caw[13] = 1;
   Bytes data = old;
   data.insert(data.end(), neu.begin(), neu.end());
@@ -466,14 +466,14 @@ TEST_F(ScsiDevice, CompareAndWrite) {
   wrong[17] ^= 1;
   Reply m = run1(caw, wrong);
   expect_check(m, sense_key::kMiscompare, 0x1D00);
-  EXPECT_EQ(get_be32(&m.sense[3]), 17u);
+  EXPECT_EQ(load_be32(&m.sense[3]), 17u);
   EXPECT_EQ(read16(600, 1), neu);
   // More than MAX CAW LEN, or a Data-Out length that is not 2 x blocks.
   caw[13] = 2;
   expect_check(run1(caw, Bytes(2048)), sense_key::kIllegalRequest, 0x2400);
   caw[13] = 1;
   expect_check(run1(caw, Bytes(512)), sense_key::kIllegalRequest, 0x2400);
-  put_be64(&caw[2], kBlocks);
+  store_be64(&caw[2], kBlocks);
   expect_check(run1(caw, data), sense_key::kIllegalRequest, 0x2100);
 }
 
@@ -488,7 +488,7 @@ TEST_F(ScsiDevice, CompareAndWriteIsAtomicAcrossReactors) {
     fs.push_back(std::async(std::launch::async, [&, i] {
       Bytes caw(16, 0);
       caw[0] = op::kCompareAndWrite;
-      put_be64(&caw[2], 700);
+      store_be64(&caw[2], 700);
       caw[13] = 1;
       Bytes d = base;
       Bytes w = pattern(512, static_cast<uint8_t>(100 + i));
@@ -509,11 +509,11 @@ TEST_F(ScsiDevice, CompareAndWriteIsAtomicAcrossReactors) {
 TEST_F(ScsiDevice, UnmapAndWriteSame) {
   ASSERT_EQ(run1(cdb10(op::kWrite10, 800, 8), pattern(8 * 512, 5)).status, Status::kGood);
   Bytes list(8 + 2 * 16, 0);
-  put_be16(&list[0], static_cast<uint16_t>(list.size() - 2));
-  put_be16(&list[2], 32);
-  put_be64(&list[8], 801);
-  put_be32(&list[16], 2);
-  put_be64(&list[24], kBlocks);  // 0 blocks at LBA = capacity: fine
+  store_be16(&list[0], static_cast<uint16_t>(list.size() - 2));
+  store_be16(&list[2], 32);
+  store_be64(&list[8], 801);
+  store_be32(&list[16], 2);
+  store_be64(&list[24], kBlocks);  // 0 blocks at LBA = capacity: fine
   Bytes cdb{op::kUnmap, 0, 0, 0, 0, 0, 0, 0, static_cast<uint8_t>(list.size()), 0};
   ASSERT_EQ(run1(cdb, list).status, Status::kGood);
   Bytes after = read16(800, 8);
@@ -525,11 +525,11 @@ TEST_F(ScsiDevice, UnmapAndWriteSame) {
   EXPECT_EQ(run1({op::kUnmap, 0, 0, 0, 0, 0, 0, 0, 8, 0}, Bytes{0, 6, 0, 0, 0, 0, 0, 0}).status,
             Status::kGood);
   // Past the end: 05/21; too many blocks: 05/26; ANCHOR: 05/24.
-  put_be64(&list[24], kBlocks - 1);
-  put_be32(&list[32], 2);
+  store_be64(&list[24], kBlocks - 1);
+  store_be32(&list[32], 2);
   expect_check(run1(cdb, list), sense_key::kIllegalRequest, 0x2100);
-  put_be64(&list[24], 0);
-  put_be32(&list[32], (1u << 22));
+  store_be64(&list[24], 0);
+  store_be32(&list[32], (1u << 22));
   expect_check(run1(cdb, list), sense_key::kIllegalRequest, 0x2600);
   cdb[1] = 1;
   expect_check(run1(cdb, list), sense_key::kIllegalRequest, 0x2400);
@@ -566,8 +566,8 @@ TEST_F(ScsiDevice, ModeSense) {
   EXPECT_EQ(d[0], d.size() - 1);
   EXPECT_EQ(d[2], 0x10);  // DPOFUA, not WP
   EXPECT_EQ(d[3], 8);
-  EXPECT_EQ(get_be32(&d[4]), kBlocks);
-  EXPECT_EQ(get_be32(&d[8]) & 0xFFFFFF, 512u);
+  EXPECT_EQ(load_be32(&d[4]), kBlocks);
+  EXPECT_EQ(load_be32(&d[8]) & 0xFFFFFF, 512u);
   EXPECT_EQ(d[12], 0x08);
   EXPECT_EQ(d[13], 0x12);
   EXPECT_EQ(d[14], 0x04);  // WCE
@@ -595,9 +595,9 @@ TEST_F(ScsiDevice, ModeSense) {
   // MODE SENSE(10) header.
   Reply ten = run1({op::kModeSense10, 0, 0x3F, 0, 0, 0, 0, 1, 0, 0});
   ASSERT_EQ(ten.status, Status::kGood);
-  EXPECT_EQ(get_be16(&ten.data[0]), ten.data.size() - 2);
+  EXPECT_EQ(load_be16(&ten.data[0]), ten.data.size() - 2);
   EXPECT_EQ(ten.data[3], 0x10);
-  EXPECT_EQ(get_be16(&ten.data[6]), 8);
+  EXPECT_EQ(load_be16(&ten.data[6]), 8);
   // Read-only LU reports WP.
   Reply ro = run(n1, {op::kModeSense6, 0, 0x3F, 0, 255, 0}, {}, UINT32_MAX, 3);
   EXPECT_EQ(ro.data[2], 0x90);
@@ -614,16 +614,16 @@ TEST_F(ScsiDevice, ReportSupportedOpcodes) {
   Bytes c(12, 0);
   c[0] = op::kMaintenanceIn;
   c[1] = kSaReportSupportedOpcodes;
-  put_be32(&c[6], 4096);
+  store_be32(&c[6], 4096);
   Reply all = run1(c);
   ASSERT_EQ(all.status, Status::kGood);
-  EXPECT_EQ(get_be32(&all.data[0]) + 4, all.data.size());
+  EXPECT_EQ(load_be32(&all.data[0]) + 4, all.data.size());
   c[2] = 1;
   c[3] = op::kWrite10;
   Reply one = run1(c);
   ASSERT_EQ(one.status, Status::kGood);
   EXPECT_EQ(one.data[1] & 7, 3);
-  EXPECT_EQ(get_be16(&one.data[2]), 10);
+  EXPECT_EQ(load_be16(&one.data[2]), 10);
   EXPECT_EQ(one.data[4], op::kWrite10);
   EXPECT_EQ(one.data[5] & 0x18, 0x18);  // DPO/FUA, matching DPOFUA=1
   c[3] = 0xC7;
@@ -693,8 +693,8 @@ TEST_F(ScsiDevice, Reserve6) {
 
 Bytes prout_params(uint64_t key, uint64_t sa_key, uint8_t flags = 0) {
   Bytes p(24, 0);
-  put_be64(&p[0], key);
-  put_be64(&p[8], sa_key);
+  store_be64(&p[0], key);
+  store_be64(&p[8], sa_key);
   p[20] = flags;
   return p;
 }
@@ -712,8 +712,8 @@ TEST_F(ScsiDevice, PersistentReservations) {
   ASSERT_EQ(run(n2, prout_cdb(kRegister), prout_params(0, 0xB)).status, Status::kGood);
   Reply keys = run1(prin_cdb(pr_in::kReadKeys));
   ASSERT_EQ(keys.status, Status::kGood);
-  EXPECT_EQ(get_be32(&keys.data[0]), 2u);  // generation
-  EXPECT_EQ(get_be32(&keys.data[4]), 16u);
+  EXPECT_EQ(load_be32(&keys.data[0]), 2u);  // generation
+  EXPECT_EQ(load_be32(&keys.data[4]), 16u);
   // RESERVE Write Exclusive by n1: n2 may read, not write.
   ASSERT_EQ(run1(prout_cdb(kReserve, pr_type::kWriteExclusive), prout_params(0xA, 0)).status,
             Status::kGood);
@@ -721,7 +721,7 @@ TEST_F(ScsiDevice, PersistentReservations) {
             Status::kReservationConflict);
   Reply rr = run1(prin_cdb(pr_in::kReadReservation));
   ASSERT_EQ(rr.data.size(), 24u);
-  EXPECT_EQ(get_be64(&rr.data[8]), 0xAu);
+  EXPECT_EQ(load_be64(&rr.data[8]), 0xAu);
   EXPECT_EQ(rr.data[21], pr_type::kWriteExclusive);
   EXPECT_EQ(run(n2, cdb10(op::kRead10, 0, 1)).status, Status::kGood);
   EXPECT_EQ(run(n2, cdb10(op::kWrite10, 0, 1), Bytes(512)).status, Status::kReservationConflict);
@@ -731,7 +731,7 @@ TEST_F(ScsiDevice, PersistentReservations) {
   // Full status lists both with TransportIDs.
   Reply fs = run1(prin_cdb(pr_in::kReadFullStatus));
   ASSERT_EQ(fs.status, Status::kGood);
-  EXPECT_EQ(get_be32(&fs.data[4]) + 8, fs.data.size());
+  EXPECT_EQ(load_be32(&fs.data[4]) + 8, fs.data.size());
   // Release by the holder with the wrong type: 05/26/04.
   expect_check(run1(prout_cdb(kRelease, pr_type::kExclusiveAccess), prout_params(0xA, 0)),
                sense_key::kIllegalRequest, 0x2604);
@@ -742,8 +742,8 @@ TEST_F(ScsiDevice, PersistentReservations) {
   EXPECT_EQ(run1(cdb10(op::kRead10, 0, 1)).status, Status::kReservationConflict);
   EXPECT_EQ(run(n2, cdb10(op::kWrite10, 0, 1), Bytes(512)).status, Status::kGood);
   keys = run1(prin_cdb(pr_in::kReadKeys));
-  EXPECT_EQ(get_be32(&keys.data[4]), 8u);
-  EXPECT_EQ(get_be64(&keys.data[8]), 0xBu);
+  EXPECT_EQ(load_be32(&keys.data[4]), 8u);
+  EXPECT_EQ(load_be64(&keys.data[8]), 0xBu);
   // n1 re-registers; Exclusive Access keeps it out even when registered.
   ASSERT_EQ(run1(prout_cdb(kRegisterAndIgnore), prout_params(0, 0xC)).status, Status::kGood);
   EXPECT_EQ(run1(cdb10(op::kRead10, 0, 1)).status, Status::kReservationConflict);
@@ -763,7 +763,7 @@ TEST_F(ScsiDevice, PersistentReservations) {
   // CLEAR drops everything.
   ASSERT_EQ(run1(prout_cdb(kClear), prout_params(0xC, 0)).status, Status::kGood);
   keys = run1(prin_cdb(pr_in::kReadKeys));
-  EXPECT_EQ(get_be32(&keys.data[4]), 0u);
+  EXPECT_EQ(load_be32(&keys.data[4]), 0u);
   expect_check(run(n2, cdb10(op::kRead10, 0, 1)), sense_key::kUnitAttention, 0x2A03);
   // Unsupported service actions and APTPL.
   expect_check(run1(prin_cdb(4)), sense_key::kIllegalRequest, 0x2400);

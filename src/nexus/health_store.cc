@@ -98,6 +98,7 @@ std::string records_to_json(const std::string& nexus, const ChildRecords& record
       l["segment_blocks"] = rec.log->segment_blocks;
       l["segments"] = rec.log->num_segments;
       l["clean"] = rec.log->clean;
+      l["write_ahead"] = rec.log->write_ahead;
       nlohmann::json runs = nlohmann::json::array();
       for (auto [first, n] : rec.log->dirty) runs.push_back({first, n});
       l["dirty"] = std::move(runs);
@@ -131,6 +132,7 @@ Result<ChildRecords> records_from_json(const std::string& text) {
         log.segment_blocks = l.at("segment_blocks").get<uint64_t>();
         log.num_segments = l.at("segments").get<uint64_t>();
         log.clean = l.at("clean").get<bool>();
+        log.write_ahead = l.value("write_ahead", false);
         for (const auto& run : l.at("dirty")) {
           log.dirty.emplace_back(run.at(0).get<uint64_t>(), run.at(1).get<uint64_t>());
         }

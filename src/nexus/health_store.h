@@ -25,8 +25,13 @@ struct MissedWriteLog {
   uint64_t segment_blocks = 0;
   uint64_t num_segments = 0;
   // True only when written at a clean nexus destroy: the log then covers every write the
-  // child missed. A log that is not clean is never used (a full rebuild follows).
+  // child missed.
   bool clean = false;
+  // True when written ahead of the writes it covers (every write that skipped the child
+  // completed only after its segment was in a persisted log), so it is complete even
+  // after a crash. A log that is neither clean nor write-ahead is never used (a full
+  // rebuild follows).
+  bool write_ahead = false;
   std::vector<std::pair<uint64_t, uint64_t>> dirty;  // runs [first segment, count]
 };
 

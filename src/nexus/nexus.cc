@@ -181,9 +181,11 @@ Result<std::shared_ptr<Nexus>> Nexus::create(NexusDeps deps, const std::string& 
     auto& c = kids[i];
     c->slot = static_cast<int>(i);
     c->log = std::make_unique<SegmentLog>(n->num_blocks(), n->segment_blocks_);
+    c->durable = std::make_unique<SegmentLog>(n->num_blocks(), n->segment_blocks_);
     if (stale[i]) {
       const auto& rec = recs->at(c->uri);
-      bool partial = rec.log && rec.log->clean && rec.log->segment_blocks == n->segment_blocks_ &&
+      bool partial = rec.log && (rec.log->clean || rec.log->write_ahead) &&
+                     rec.log->segment_blocks == n->segment_blocks_ &&
                      rec.log->num_segments == c->log->num_segments();
       if (partial) {
         c->log->set_runs(rec.log->dirty);
@@ -278,11 +280,57 @@ void Nexus::on_child_retired(Child* c, FaultReason why) {
   broadcast([](NexusChannel& ch) { ch.sync(); });
   post_control([this, c, why] {
     Status st = deps_.store.mark_unhealthy(name(), c->uri, fault_reason_name(why));
+    // A timeout keeps a valid log: write it with the record, so the writes abandoned
+    // by the retirement (waiting for this record) are in a persisted log too.
+    if (st && c->log_valid.load()) st = persist_log(c, fault_reason_name(why), /*after_mark=*/true);
     if (!st) {
       spdlog::error("nexus={} cannot record child {} unhealthy: {}", name(), c->uri,
                     st.to_string());
     }
     c->settle_record(st ? RecordState::kDurable : RecordState::kFailed);
+    broadcast([](NexusChannel& ch) { ch.recheck_records(); });
+  });
+}
+
+Status Nexus::persist_log(Child* c, const std::string& reason, bool after_mark) {
+  // Read the generation first: every segment logged before a bump up to `g` is set in
+  // the log by then (mark, then bump with release), so the snapshot below holds it.
+  const uint64_t g = c->log_gen.load(std::memory_order_acquire);
+  MissedWriteLog log;
+  log.segment_blocks = segment_blocks_;
+  log.num_segments = c->log->num_segments();
+  log.write_ahead = true;
+  log.dirty = c->log->runs();
+  // mark_unhealthy drops any stored log, so the record and the log are written in this
+  // order; a crash between the two leaves no log, which means a full rebuild (safe).
+  Status st = after_mark ? Status::ok() : deps_.store.mark_unhealthy(name(), c->uri, reason);
+  if (st) st = deps_.store.save_log(name(), c->uri, log);
+  if (st) {
+    c->durable->merge(log.dirty);
+  } else {
+    c->log_persist_failed.store(true);
+  }
+  uint64_t cur = c->log_durable_gen.load();
+  while (cur < g && !c->log_durable_gen.compare_exchange_weak(cur, g)) {
+  }
+  return st;
+}
+
+void Nexus::request_log_flush(Child* c) {
+  if (c->log_flush_queued.exchange(true)) return;  // the queued flush will see this bump
+  post_control([this, c] {
+    c->log_flush_queued.store(false);
+    if (c->log_valid.load()) {
+      const ChildState s = c->state();
+      const std::string reason = s == ChildState::kOffline ? "offline" : fault_reason_name(c->reason());
+      if (Status st = persist_log(c, reason, /*after_mark=*/false); !st) {
+        spdlog::error("nexus={} cannot persist the missed-write log of {}: {}", name(), c->uri,
+                      st.to_string());
+      }
+    } else {
+      // No longer a valid log (a full rebuild will follow): nothing to wait for.
+      c->log_durable_gen.store(c->log_gen.load());
+    }
     broadcast([](NexusChannel& ch) { ch.recheck_records(); });
   });
 }
@@ -566,6 +614,7 @@ Status Nexus::add_child(const std::string& uri, bool rebuild) {
   }
   c->slot = slot;
   c->log = std::make_unique<SegmentLog>(num_blocks(), segment_blocks_);
+  c->durable = std::make_unique<SegmentLog>(num_blocks(), segment_blocks_);
   if (rebuild) {
     c->set_state(ChildState::kOutOfSync, FaultReason::kNone, RecordState::kDurable);
   } else {
@@ -655,6 +704,8 @@ Status Nexus::offline_child(const std::string& uri) {
   if (auto st = deps_.store.mark_unhealthy(name(), uri, "offline"); !st) return st;
   if (in_sync) {
     c->log->clear();
+    c->durable->clear();
+    c->log_persist_failed.store(false);
     c->log_valid.store(true);
   } else if (c->state() != ChildState::kFaulted) {
     c->log_valid.store(false);

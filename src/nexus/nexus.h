@@ -99,6 +99,16 @@ struct Child {
   std::unique_ptr<SegmentLog> log;
   std::atomic<bool> log_active{false};
   std::atomic<bool> log_valid{false};
+  // Write-ahead persistence of a valid log, so a partial rebuild survives a crash: a
+  // write that skips this child completes only once its segments are in a persisted log.
+  // `durable` holds the segments known persisted (reset when a valid log starts);
+  // `log_gen` is bumped after each segment newly logged, and `log_durable_gen` tells up
+  // to which bump the store has it. Flushes run on the control worker, one at a time.
+  std::unique_ptr<SegmentLog> durable;
+  std::atomic<uint64_t> log_gen{0};
+  std::atomic<uint64_t> log_durable_gen{0};
+  std::atomic<bool> log_flush_queued{false};
+  std::atomic<bool> log_persist_failed{false};
 
   // Error accounting (any reactor).
   std::atomic<uint64_t> read_errors{0};
@@ -186,6 +196,9 @@ class Nexus final : public bdev::Bdev {
   uint64_t segment_blocks() const { return segment_blocks_; }
   // A reactor retired `c`: persist the record, then re-sync every channel.
   void on_child_retired(Child* c, FaultReason r);
+  // A write skipped `c` into segments not yet persisted in its valid log: persist the log
+  // (coalesced: one flush in flight per child), then let channels recheck their waiters.
+  void request_log_flush(Child* c);
   // Sends `fn(channel)` to every reactor with a channel (reactor-safe, no waiting).
   void broadcast(std::function<void(NexusChannel&)> fn);
   // Range locks (see the header comment). Reactor-safe. `granted` runs on the caller's
@@ -201,6 +214,9 @@ class Nexus final : public bdev::Bdev {
   void finish_rebuild(const std::shared_ptr<RebuildJob>& job);
   // Runs `fn` on the manager's worker thread (blocking work: store writes, run_on_all).
   void post_control(std::function<void()> fn);
+  // On the worker: writes `c`'s log (write-ahead) to the store, after the unhealthy
+  // record unless `after_mark` says it was just written; then advances `durable`.
+  Status persist_log(Child* c, const std::string& reason, bool after_mark);
   // Tracks asynchronous messages/jobs referring to this nexus (destroy waits).
   void async_begin() { async_.fetch_add(1); }
   void async_end() { async_.fetch_sub(1); }

@@ -107,7 +107,7 @@ void NexusChannel::dispatch(IoRequest& req) {
       if (sl.writable) {
         targets |= bit(s);
       } else if (sl.child && sl.log && write_like(req.type)) {
-        sl.child->log->mark(req.offset_blocks, req.num_blocks);
+        note_missed(io, s);
       }
     }
     if (!targets) {
@@ -141,6 +141,7 @@ NexusChannel::Io* NexusChannel::get_io() {
     }
   }
   io->outstanding = io->waiting = io->ok_mask = io->tried_mask = io->retired_mask = 0;
+  io->log_wait_mask = 0;
   io->retries = 0;
   io->invalid = io->done = false;
   io->next_free = nullptr;
@@ -317,9 +318,20 @@ void NexusChannel::retire_kid(Io* io, int s, FaultReason why) {
 }
 
 void NexusChannel::give_up_kid(Io* io, int s, bool write) {
-  if (write && write_like(io->parent->type)) {
-    slots_[s].child->log->mark(io->parent->offset_blocks, io->parent->num_blocks);
-  }
+  if (write && write_like(io->parent->type)) note_missed(io, s);
+}
+
+void NexusChannel::note_missed(Io* io, int s) {
+  Child* c = slots_[s].child;
+  const uint64_t first = io->parent->offset_blocks, n = io->parent->num_blocks;
+  c->log->mark(first, n);
+  if (!c->log_valid.load(std::memory_order_acquire)) return;  // a full rebuild follows anyway
+  if (c->durable->covers(first, n)) return;                   // already in a persisted log
+  // Bump after marking (release): the flush that reads this generation sees the bits.
+  const uint64_t g = c->log_gen.fetch_add(1, std::memory_order_acq_rel) + 1;
+  io->log_need[s] = std::max(io->log_need[s], g);
+  io->log_wait_mask |= bit(s);
+  nexus_.request_log_flush(c);
 }
 
 void NexusChannel::retire(int s, FaultReason why) {
@@ -329,7 +341,12 @@ void NexusChannel::retire(int s, FaultReason why) {
   if (c->try_retire(why, &before)) {
     // A log started while the child was in sync covers everything it misses; only a
     // transient fault (timeout) keeps it for a partial rebuild.
-    c->log_valid.store(why == FaultReason::kTimedOut && before == ChildState::kHealthy);
+    const bool valid = why == FaultReason::kTimedOut && before == ChildState::kHealthy;
+    if (valid) {
+      c->durable->clear();  // a new log starts: nothing of it is persisted yet
+      c->log_persist_failed.store(false);
+    }
+    c->log_valid.store(valid);
     spdlog::warn("nexus={} child={} retired reason={}", nexus_.name(), c->uri,
                  fault_reason_name(why));
     nexus_.on_child_retired(c, why);
@@ -365,6 +382,19 @@ void NexusChannel::finish(Io* io) {
         return;
       }
       if (rs == RecordState::kFailed) st = IoStatus::kIoError;
+    }
+    // Nor before the segments it skipped are in a persisted missed-write log, so a
+    // partial rebuild after a crash still copies them.
+    for (int s = 0; s < static_cast<int>(kMaxChildren); ++s) {
+      if (!(io->log_wait_mask & bit(s))) continue;
+      Child* c = slots_[s].child;
+      if (!c) continue;  // removed meanwhile: no log to wait for
+      if (c->log_durable_gen.load(std::memory_order_acquire) < io->log_need[s]) {
+        reactor().hold();
+        record_waiters_.push_back(io);
+        return;
+      }
+      if (c->log_persist_failed.load()) st = IoStatus::kIoError;
     }
   }
   complete_parent(io, st);

@@ -61,6 +61,8 @@ class NexusChannel final : public bdev::BdevChannel {
     uint8_t ok_mask = 0;      // slots that succeeded
     uint8_t tried_mask = 0;   // reads: slots tried
     uint8_t retired_mask = 0; // slots retired during this I/O (record must be durable)
+    uint8_t log_wait_mask = 0;  // slots whose log must be persisted up to log_need[slot]
+    std::array<uint64_t, kMaxChildren> log_need{};
     uint16_t retries = 0;
     bool invalid = false;     // a child rejected the request (kInvalid)
     bool done = false;        // parent completed
@@ -106,6 +108,9 @@ class NexusChannel final : public bdev::BdevChannel {
   void kid_failed(Io* io, int slot, bdev::IoStatus st);
   void retire(int slot, FaultReason why);
   void give_up_kid(Io* io, int slot, bool write);
+  // Logs a write that `slot`'s child does not get; with a valid log, the write then waits
+  // until its segments are persisted (write-ahead), unless they already are.
+  void note_missed(Io* io, int slot);
   // Retires `slot` for `why` and finishes `io` without it: a read moves to another
   // readable child if there is one.
   void retire_kid(Io* io, int slot, FaultReason why);

@@ -184,6 +184,22 @@ void SegmentLog::mark(uint64_t first_block, uint64_t n) {
   for (uint64_t s = s0; s <= s1 && s < nseg_; ++s) mark_segment(s);
 }
 
+bool SegmentLog::covers(uint64_t first_block, uint64_t n) const {
+  if (n == 0) n = 1;
+  uint64_t s0 = first_block / segment_blocks_;
+  uint64_t s1 = (first_block + n - 1) / segment_blocks_;
+  for (uint64_t s = s0; s <= s1 && s < nseg_; ++s) {
+    if (!test(s)) return false;
+  }
+  return true;
+}
+
+void SegmentLog::merge(const std::vector<std::pair<uint64_t, uint64_t>>& runs) {
+  for (const auto& [first, count] : runs) {
+    for (uint64_t s = first; s < first + count && s < nseg_; ++s) mark_segment(s);
+  }
+}
+
 bool SegmentLog::test(uint64_t seg) const {
   return seg < nseg_ &&
          (words_[seg / 64].load(std::memory_order_relaxed) >> (seg % 64) & 1);

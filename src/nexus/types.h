@@ -139,6 +139,10 @@ class SegmentLog {
   void mark(uint64_t first_block, uint64_t n);
   void mark_segment(uint64_t seg);
   bool test(uint64_t seg) const;
+  // True if every segment overlapping [first, first + n) is set.
+  bool covers(uint64_t first_block, uint64_t n) const;
+  // Sets every segment set in `other` (same geometry). Any thread.
+  void merge(const std::vector<std::pair<uint64_t, uint64_t>>& runs);
   uint64_t count() const;
   // Returns the set segments and clears them.
   std::vector<uint64_t> take();

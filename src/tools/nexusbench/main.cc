@@ -6,6 +6,10 @@
 //  3. Rebuild of a fresh child from a full-size nexus: alone (MiB/s), and under a 4 KiB
 //     random-write load, with the application's IOPS during the rebuild relative to its
 //     IOPS just before (same nexus, same load).
+// With --child-latency-us N every child is a fault bdev that delays each read and write
+// by N µs before passing it to its RAM bdev: children that behave like a device or a
+// remote replica (latency-bound) instead of memcpy (CPU-bound), the regime a real nexus
+// runs in. Both regimes are worth a number: they answer different questions.
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstring>
@@ -15,6 +19,7 @@
 
 #include <fmt/format.h>
 
+#include "bdev/modules/fault.h"
 #include "common/clock.h"
 #include "nexus/manager.h"
 #include "tools/bdevperf/perf.h"
@@ -81,6 +86,10 @@ int main(int argc, char** argv) {
   app.add_option("--qd", qd, "queue depth")->capture_default_str();
   app.add_option("--cores", cores, "reactor CPUs, e.g. 0 or 0,1")->capture_default_str();
   app.add_option("--opt", opts, "nexus option key=value (e.g. rate_mb_s=500), repeatable");
+  uint64_t latency_us = 0;
+  app.add_option("--child-latency-us", latency_us,
+                 "delay every child read and write by this long (fault bdev), 0 = RAM speed")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   auto cpus = check(reactor::parse_cpu_list(cores), "--cores");
@@ -99,8 +108,18 @@ int main(int argc, char** argv) {
     }
     auto nopts = check(nexus::NexusOptions::from_map(om), "--opt");
     for (int i = 0; i < 4; ++i) {
-      check(reg.create(fmt::format("malloc:///c{}?size_mb={}", i, size_mb)), "create child");
-      fill(reg, fmt::format("c{}", i));
+      // c<i> is the child as the nexus sees it: the RAM bdev itself, or a fault bdev over
+      // it that delays every read and write.
+      const std::string ram = latency_us ? fmt::format("m{}", i) : fmt::format("c{}", i);
+      check(reg.create(fmt::format("malloc:///{}?size_mb={}", ram, size_mb)), "create child");
+      fill(reg, ram);
+      if (latency_us) {
+        check(reg.create(fmt::format("fault:///c{}?base={}", i, ram)), "create delayed child");
+        bdev::FaultRuleSpec d;
+        d.mode = bdev::FaultMode::kDelay;
+        d.delay_us = latency_us;
+        check(bdev::FaultControl::inject(*reg.find(fmt::format("c{}", i)), d), "delay rule");
+      }
     }
     auto perf = [&](const std::string& bdev, const std::string& wl, double secs) {
       tools::PerfOptions po;
@@ -113,8 +132,10 @@ int main(int argc, char** argv) {
       std::printf("%-34s %10.0f IOPS  p50 %7.1f us  p99 %7.1f us  ratio %.3f%s\n", what.c_str(), r.iops, r.p50_us,
                   r.p99_us, base > 0 ? r.iops / base : 1.0, r.errors ? "  ERRORS" : "");
     };
-    std::printf("castor-nexus-bench: malloc children of %lu MiB, 4 KiB, QD%u, %.0f s each, %zu reactor(s)\n",
-                static_cast<unsigned long>(size_mb), qd, duration, cpus.size());
+    std::printf("castor-nexus-bench: malloc children of %lu MiB%s, 4 KiB, QD%u, %.0f s each, %zu reactor(s)\n",
+                static_cast<unsigned long>(size_mb),
+                latency_us ? fmt::format(" delayed {} us per I/O", latency_us).c_str() : "", qd, duration,
+                cpus.size());
 
     double r1 = 0;
     auto base_w = perf("c0", "randwrite", duration);

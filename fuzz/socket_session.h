@@ -1,5 +1,6 @@
 #pragma once
-// The client side of one fuzzed session over a socketpair: hands the server end to
+// The client side of one fuzzed session over a socketpair (run_socket_session), and the
+// live server it talks to (ServerWorld). run_socket_session: hands the server end to
 // `adopt`, sends `data` while reading whatever comes back, half-closes, then reads until
 // the server closes. A server that stops answering for 5 s traps (it wedged).
 #include <poll.h>
@@ -8,6 +9,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <functional>
+#include <memory>
+
+#include "bdev/registry.h"
 
 template <class Adopt>
 void run_socket_session(const uint8_t* data, size_t size, Adopt&& adopt) {
@@ -37,3 +43,48 @@ void run_socket_session(const uint8_t* data, size_t size, Adopt&& adopt) {
   }
   close(sv[0]);
 }
+
+// The live server a socket-session fuzz target talks to: one unpinned reactor, a bdev
+// registry and the server `make` builds on them (with its bdevs), created on first use
+// and stopped at exit before static destructors run (spdlog's among them: a connection
+// closing at exit would otherwise log into a freed registry). `Server` needs stop() and
+// adopt(fd, reactor_index).
+template <class Server>
+struct ServerWorld {
+  using Make = std::function<std::unique_ptr<Server>(castor::reactor::ReactorGroup&, castor::bdev::BdevRegistry&)>;
+  castor::reactor::ReactorGroup group{{0}, [] {
+                                        castor::reactor::ReactorOptions o;
+                                        o.pin = false;
+                                        return o;
+                                      }()};
+  std::unique_ptr<castor::bdev::BdevRegistry> reg;
+  std::unique_ptr<Server> srv;
+
+  static ServerWorld& get(const Make& make) {
+    ServerWorld*& w = instance();
+    if (!w) {
+      w = new ServerWorld;  // lives until exit
+      w->group.start();
+      w->reg = std::make_unique<castor::bdev::BdevRegistry>(w->group);
+      w->srv = make(w->group, *w->reg);
+      std::atexit([] {
+        ServerWorld& s = *instance();
+        s.srv->stop();
+        s.srv.reset();
+        s.reg.reset();
+        s.group.stop();
+      });
+    }
+    return *w;
+  }
+  // Serves one fuzz input as a whole client session.
+  void session(const uint8_t* data, size_t size) {
+    run_socket_session(data, size, [&](int fd) { srv->adopt(fd, 0); });
+  }
+
+ private:
+  static ServerWorld*& instance() {
+    static ServerWorld* p = nullptr;
+    return p;
+  }
+};

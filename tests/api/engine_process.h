@@ -33,6 +33,21 @@ namespace v1 = castor::v1;
 using json = nlohmann::json;
 using namespace std::chrono_literals;
 
+// The full path of `prog` on $PATH, or empty.
+inline std::string find_program(const std::string& prog) {
+  const char* path = std::getenv("PATH");
+  std::string dirs = path ? path : "/usr/bin:/bin";
+  size_t start = 0;
+  while (start <= dirs.size()) {
+    size_t end = dirs.find(':', start);
+    if (end == std::string::npos) end = dirs.size();
+    fs::path p = fs::path(dirs.substr(start, end - start)) / prog;
+    if (end > start && ::access(p.c_str(), X_OK) == 0) return p.string();
+    start = end + 1;
+  }
+  return "";
+}
+
 inline std::string read_file(const fs::path& p) {
   std::ifstream in(p);
   std::stringstream ss;
@@ -262,5 +277,17 @@ inline void expect_ctl_error(const CmdResult& r, const std::string& needle) {
   EXPECT_EQ(lines[0].rfind("castorctl: error: ", 0), 0u) << lines[0];
   EXPECT_NE(lines[0].find(needle), std::string::npos) << lines[0];
 }
+
+// castorctl ... -o json, parsed (null when it fails).
+inline json ctl_json(Engine& e, std::vector<std::string> args) {
+  args.insert(args.end(), {"-o", "json"});
+  auto r = e.ctl(args);
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  if (r.exit_code != 0) return json();
+  json j = json::parse(r.out, nullptr, false);
+  EXPECT_FALSE(j.is_discarded()) << r.out;
+  return j;
+}
+
 
 }  // namespace castor::api::testing

@@ -17,32 +17,6 @@ using namespace castor::api::testing;
 constexpr const char* kIqnPrefix = "iqn.2026-11.io.castor:";
 constexpr const char* kSecret = "correct-horse-battery";  // 21 bytes
 
-// The full path of `prog` on $PATH, or empty.
-std::string find_program(const std::string& prog) {
-  const char* path = std::getenv("PATH");
-  std::string dirs = path ? path : "/usr/bin:/bin";
-  size_t start = 0;
-  while (start <= dirs.size()) {
-    size_t end = dirs.find(':', start);
-    if (end == std::string::npos) end = dirs.size();
-    fs::path p = fs::path(dirs.substr(start, end - start)) / prog;
-    if (end > start && ::access(p.c_str(), X_OK) == 0) return p.string();
-    start = end + 1;
-  }
-  return "";
-}
-
-// castorctl ... -o json, parsed (null when it fails).
-json ctl_json(Engine& e, std::vector<std::string> args) {
-  args.insert(args.end(), {"-o", "json"});
-  auto r = e.ctl(args);
-  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
-  if (r.exit_code != 0) return json();
-  json j = json::parse(r.out, nullptr, false);
-  EXPECT_FALSE(j.is_discarded()) << r.out;
-  return j;
-}
-
 std::vector<v1::IscsiTargetInfo> list_targets(Engine& e) {
   v1::ListIscsiTargetsResponse resp;
   grpc::Status s = e.stub().ListIscsiTargets(ctx().get(), v1::ListIscsiTargetsRequest(), &resp);

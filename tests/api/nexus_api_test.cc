@@ -23,20 +23,6 @@ constexpr uint64_t kMiB = 1024 * 1024;
 constexpr uint64_t kSize = 16 * kMiB;  // every malloc child
 constexpr uint64_t kChunk = 2 * kMiB;  // under gRPC's 4 MiB message limit
 
-std::string find_program(const std::string& prog) {
-  const char* path = std::getenv("PATH");
-  std::string dirs = path ? path : "/usr/bin:/bin";
-  size_t start = 0;
-  while (start <= dirs.size()) {
-    size_t end = dirs.find(':', start);
-    if (end == std::string::npos) end = dirs.size();
-    fs::path p = fs::path(dirs.substr(start, end - start)) / prog;
-    if (end > start && ::access(p.c_str(), X_OK) == 0) return p.string();
-    start = end + 1;
-  }
-  return "";
-}
-
 std::string http_get(int port, const std::string& path) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return "";
@@ -97,17 +83,6 @@ std::string read_all(Engine& e, const std::string& bdev) {
     out += resp.data();
   }
   return out;
-}
-
-// castorctl ... -o json, parsed (null when it fails).
-json ctl_json(Engine& e, std::vector<std::string> args) {
-  args.insert(args.end(), {"-o", "json"});
-  auto r = e.ctl(args);
-  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
-  if (r.exit_code != 0) return json();
-  json j = json::parse(r.out, nullptr, false);
-  EXPECT_FALSE(j.is_discarded()) << r.out;
-  return j;
 }
 
 json child_of(const json& nexus, const std::string& uri) {

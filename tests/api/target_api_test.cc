@@ -22,21 +22,6 @@ using namespace castor::api::testing;
 
 constexpr const char* kNqnPrefix = "nqn.2026-11.io.castor:";
 
-// The full path of `prog` on $PATH, or empty.
-std::string find_program(const std::string& prog) {
-  const char* path = std::getenv("PATH");
-  std::string dirs = path ? path : "/usr/bin:/bin";
-  size_t start = 0;
-  while (start <= dirs.size()) {
-    size_t end = dirs.find(':', start);
-    if (end == std::string::npos) end = dirs.size();
-    fs::path p = fs::path(dirs.substr(start, end - start)) / prog;
-    if (end > start && ::access(p.c_str(), X_OK) == 0) return p.string();
-    start = end + 1;
-  }
-  return "";
-}
-
 // True if a plain TCP connect to 127.0.0.1:port succeeds.
 bool tcp_connects(int port) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -39,7 +39,7 @@ c() { local n=$1; shift; "$CTL" -e "127.0.0.1:${grpc[$n]}" "$@"; }
 
 # replica ENGINE NAME -> its URIs as JSON
 replica() {
-  c "$1" replica create "pool$1" "$2" --size "${vol_mb}MiB" >/dev/null
+  c "$1" replica create "pool$1" "$2" --size "${vol_mb}MiB" --thin >/dev/null
   c "$1" -o json replica share "$2"
 }
 sum_range() {  # ENGINE BDEV MB
@@ -62,7 +62,7 @@ for n in A B C; do
   c $n pool create "pool$n" --disk "file://$work/pool$n.img?size_mb=512" --cluster-size 4MiB >/dev/null
   echo "   engine $n: pid ${pid[$n]}, gRPC ${grpc[$n]}, NVMe-oF ${nvmfp[$n]}"
 done
-c A replica create poolA vol0 --size "${vol_mb}MiB" >/dev/null
+c A replica create poolA vol0 --size "${vol_mb}MiB" --thin >/dev/null
 ua=bdev:///vol0  # local to the nexus: no network hop
 ub=$(replica B vol0 | jq -r '.uris[] | select(startswith("nvmf:"))')"?ctrl_loss_timeout_ms=3000&name=B-vol0"
 uc=$(replica C vol0 | jq -r '.uris[] | select(startswith("nvmf:"))')"?ctrl_loss_timeout_ms=3000&name=C-vol0"
@@ -100,6 +100,8 @@ load_pid=$!
 c A rebuild watch vol "$un" --interval 0.2
 wait "$load_pid"
 echo "   application during the rebuild: $(jq -r '"\(.ios) I/Os, \(.errors) errors, \(.verify_mismatches) mismatches"' "$work/load.json")"
+alloc() { c "$1" -o json replica list | jq -r --arg r "$2" '.[] | select(.name == $r) | .allocated_bytes / 1048576 | tostring + " MiB"'; }
+echo "   thin replicas, allocated: A vol0 $(alloc A vol0), B vol1 (rebuilt) $(alloc B vol1) of ${vol_mb} MiB"
 c A nexus remove-child vol "$ub" >/dev/null
 c A nexus show vol
 echo

@@ -73,6 +73,7 @@ void to_proto(const std::string& nexus, const nexus::RebuildInfo& in, v1::Rebuil
   out->set_partial(in.partial);
   out->set_blocks_done(in.blocks_done);
   out->set_blocks_total(in.blocks_total);
+  out->set_blocks_skipped(in.blocks_skipped);
   double pct = in.blocks_total ? 100.0 * static_cast<double>(in.blocks_done) /
                                      static_cast<double>(in.blocks_total)
                                : (in.state == nexus::RebuildState::kCompleted ? 100.0 : 0.0);

@@ -169,6 +169,18 @@ class Bdev {
   const std::string& uri() const { return uri_; }
   BdevInfo info() const;
 
+  // Allocation, for rebuilds that skip unallocated thin ranges. False only if no block of
+  // [offset_blocks, offset_blocks + num_blocks) is backed by storage, so that the whole
+  // range reads as zeroes; bdevs that do not track allocation answer true (the default).
+  // Lock-free and callable on any thread, but the answer is a snapshot: it can turn true
+  // at any moment unless the caller holds off writes to the range (a rebuild asks under
+  // its segment's range lock).
+  virtual bool range_allocated(uint64_t offset_blocks, uint64_t num_blocks) const {
+    (void)offset_blocks;
+    (void)num_blocks;
+    return true;
+  }
+
   // This reactor's channel, created on first use. REQUIRES: on `r`'s thread.
   BdevChannel& channel(reactor::Reactor& r);
   // Sum of every channel's statistics. Any thread.

@@ -1012,6 +1012,7 @@ ordered_json rebuild_json(const v1::RebuildInfo& r) {
           {"partial", r.partial()},
           {"blocks_done", r.blocks_done()},
           {"blocks_total", r.blocks_total()},
+          {"blocks_skipped", r.blocks_skipped()},
           {"percent", r.percent()},
           {"rate_bytes_s", r.rate_bytes_s()},
           {"segments_done", r.segments_done()},
@@ -1365,8 +1366,13 @@ int rebuild_watch(Context& c, const std::string& nexus, const std::string& child
     if (done) {
       if (r.state() == "completed") {
         if (!c.json()) {
-          fmt::print("rebuild of '{}' completed: {} in {} s\n", child,
-                     human_bytes(rebuild_bytes(r, r.blocks_done())),
+          std::string skipped;
+          if (r.blocks_skipped() > 0) {
+            skipped = fmt::format(" ({} unallocated on the source, not copied)",
+                                  human_bytes(rebuild_bytes(r, r.blocks_skipped())));
+          }
+          fmt::print("rebuild of '{}' completed: {}{} in {} s\n", child,
+                     human_bytes(rebuild_bytes(r, r.blocks_done())), skipped,
                      fixed(static_cast<double>(r.elapsed_ms()) / 1000.0, 1));
         }
         return 0;

@@ -107,6 +107,7 @@ RebuildInfo RebuildJob::info() const {
   i.partial = partial_;
   i.blocks_total = total_blocks_;
   i.blocks_done = blocks_done_.load();
+  i.blocks_skipped = blocks_skipped_.load();
   i.segments_total = total_segments_;
   i.segments_done = segments_done_.load();
   i.segment_blocks = seg_blocks_;
@@ -209,7 +210,33 @@ void RebuildJob::read_source(Task* t) {
     return;
   }
   t->src = src;
+  // Asked under the segment's range lock, so no write can allocate it meanwhile.
+  if (!src->bdev->range_allocated(t->first, t->n)) {
+    copy_unallocated(t);
+    return;
+  }
   submit(t, src, IoType::kRead, t->buf.data(), &RebuildJob::on_read);
+}
+
+// The source never wrote this segment, so it reads as zeroes: nothing is read or sent.
+// A destination that holds no data there either is left alone (a thin replica stays
+// thin); one that may (a reused replica, an nvmf:// child whose allocation is unknown)
+// gets zeroes, by Write Zeroes where it supports that.
+void RebuildJob::copy_unallocated(Task* t) {
+  blocks_skipped_.fetch_add(t->n);
+  bytes_issued_ -= t->n * block_size_;  // moves no data: not charged to the rate limit
+  if (!dest_->bdev->range_allocated(t->first, t->n)) {
+    segment_done(t);
+    return;
+  }
+  if (opts_.verify || !dest_->bdev->supports(IoType::kWriteZeroes)) {
+    std::memset(t->buf.data(), 0, t->n * block_size_);
+  }
+  if (dest_->bdev->supports(IoType::kWriteZeroes)) {
+    submit(t, dest_.get(), IoType::kWriteZeroes, nullptr, &RebuildJob::on_write);
+  } else {
+    submit(t, dest_.get(), IoType::kWrite, t->buf.data(), &RebuildJob::on_write);
+  }
 }
 
 void RebuildJob::submit(Task* t, Child* c, IoType type, uint8_t* buf,
@@ -218,8 +245,8 @@ void RebuildJob::submit(Task* t, Child* c, IoType type, uint8_t* buf,
   t->io.type = type;
   t->io.offset_blocks = t->first;
   t->io.num_blocks = t->n;
-  t->io.iovs = &t->iov;
-  t->io.iovcnt = 1;
+  t->io.iovs = buf ? &t->iov : nullptr;
+  t->io.iovcnt = buf ? 1 : 0;
   t->io.cb_arg = t;
   t->job = this;
   t->next = next;
@@ -321,8 +348,10 @@ void RebuildJob::finish(RebuildState s) {
   end_ns_.store(mono_ns());
   state_.store(s);
   quiescent_.store(true);
-  spdlog::info("nexus={} rebuild of {} {}: {} of {} segments", nexus_.name(), dest_->uri,
-               rebuild_state_name(s), segments_done_.load(), total_segments_);
+  spdlog::info("nexus={} rebuild of {} {}: {} of {} segments ({} blocks unallocated on the "
+               "source, not copied)",
+               nexus_.name(), dest_->uri, rebuild_state_name(s), segments_done_.load(),
+               total_segments_, blocks_skipped_.load());
   nexus_.post_control([n = &nexus_, self = shared_from_this()] { n->finish_rebuild(self); });
 }
 

@@ -6,7 +6,9 @@
 // that segment, so the copy never overwrites newer data.
 //
 // Full rebuild: every segment. Partial rebuild: only the segments of the destination's
-// missed-write log. Up to `parallel_segments` segments are in flight; `rate_mb_s` (0 =
+// missed-write log. A segment the source never allocated (a thin replica's unwritten
+// clusters, Bdev::range_allocated) is not read or sent: the destination gets Write Zeroes
+// there, or nothing if it has not allocated the segment either. Up to `parallel_segments` segments are in flight; `rate_mb_s` (0 =
 // unlimited) throttles; `verify` reads the destination back and compares each segment.
 // The source is the first healthy child (local first); if it leaves the read set, the
 // job switches to another healthy child. A failed source read or destination write fails
@@ -73,6 +75,7 @@ class RebuildJob : public std::enable_shared_from_this<RebuildJob> {
   void begin(Task* t);
   void locked(Task* t);
   void read_source(Task* t);
+  void copy_unallocated(Task* t);
   void on_read(Task* t);
   void on_write(Task* t);
   void on_verify(Task* t);
@@ -112,6 +115,7 @@ class RebuildJob : public std::enable_shared_from_this<RebuildJob> {
   std::atomic<bool> dest_failed_{false};
   std::atomic<Child*> source_{nullptr};
   std::atomic<uint64_t> blocks_done_{0};
+  std::atomic<uint64_t> blocks_skipped_{0};
   std::atomic<uint64_t> segments_done_{0};
   std::atomic<uint64_t> start_ns_{0};
   std::atomic<uint64_t> end_ns_{0};

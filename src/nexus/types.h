@@ -95,6 +95,7 @@ struct RebuildInfo {
   bool partial = false;          // copies only the segments in the missed-write log
   uint64_t blocks_total = 0;     // blocks this job must copy
   uint64_t blocks_done = 0;
+  uint64_t blocks_skipped = 0;   // of blocks_done: unallocated on the source, not copied
   uint64_t segments_total = 0;
   uint64_t segments_done = 0;
   uint64_t segment_blocks = 0;

@@ -390,6 +390,9 @@ class ReplicaBdev final : public bdev::Bdev {
   PoolImpl& pool() { return pool_; }
   const std::shared_ptr<ReplicaState>& state() { return rs_; }
   void resized(uint64_t bytes) { set_num_blocks(bytes / block_size()); }
+  // Any thread: the map is published atomically, old versions live as long as the
+  // replica, and clusters are never unmapped, so an allocated answer stays true.
+  bool range_allocated(uint64_t offset_blocks, uint64_t num_blocks) const override;
 
  protected:
   std::unique_ptr<bdev::BdevChannel> create_channel(reactor::Reactor& r) override;
@@ -607,6 +610,19 @@ class ReplicaChannel final : public bdev::BdevChannel {
   Child* free_ = nullptr;
   Parent* free_parents_ = nullptr;
 };
+
+bool ReplicaBdev::range_allocated(uint64_t offset_blocks, uint64_t num_blocks) const {
+  if (num_blocks == 0) return false;
+  if (!rs_->thin) return true;
+  const MapVersion* mv = rs_->map.load(std::memory_order_acquire);
+  const uint64_t cs = pool_.layout().cs;
+  const uint64_t first = offset_blocks * block_size() / cs;
+  const uint64_t last = ((offset_blocks + num_blocks) * block_size() - 1) / cs;
+  for (uint64_t c = first; c <= last; ++c) {
+    if (c >= mv->len || mv->e[c].load(std::memory_order_acquire) != kUnallocated) return true;
+  }
+  return false;
+}
 
 std::unique_ptr<bdev::BdevChannel> ReplicaBdev::create_channel(reactor::Reactor& r) {
   return std::make_unique<ReplicaChannel>(*this, r);

@@ -64,6 +64,9 @@ class FaultBdev final : public Bdev {
   }
 
   Bdev& base() { return *base_.bdev(); }
+  bool range_allocated(uint64_t offset_blocks, uint64_t num_blocks) const override {
+    return base_.bdev()->range_allocated(offset_blocks, num_blocks);
+  }
   RuleList rules_snapshot() {
     std::lock_guard lk(mu_);
     return rules_;

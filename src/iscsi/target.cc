@@ -828,6 +828,19 @@ class IscsiConnection final : public reactor::Connection::Handler {
         }
         if (fn == tmf::kLunReset) lun_reset_pending_ = true, reset_lun_ = lun;
         break;
+      case tmf::kTargetWarmReset:
+      case tmf::kTargetColdReset:
+        // Every LU of this target node is reset (RFC 7143 §11.5.1); a cold reset then
+        // ends every session with the node, this one after the response.
+        if (!dev_) {
+          response = tmf::kNotSupported;  // a discovery session has no target to reset
+          break;
+        }
+        for (Task& tk : tasks_) {
+          if (tk.state != TaskState::kFree) abort_task(tk);
+        }
+        target_reset_pending_ = fn;
+        break;
       default: response = tmf::kNotSupported; break;
     }
     b.b[off::kResponse] = response;
@@ -854,9 +867,18 @@ class IscsiConnection final : public reactor::Connection::Handler {
       lun_reset_pending_ = false;
       dev_->lun_reset(reset_lun_, nexus_);
     }
+    const uint8_t target_reset = target_reset_pending_;
+    target_reset_pending_ = 0;
+    if (target_reset) {
+      for (uint64_t lun : dev_->luns()) dev_->lun_reset(lun, nexus_);
+      spdlog::warn("iscsi target {}: TARGET {} RESET by {}", login_.target_name(),
+                   target_reset == tmf::kTargetColdReset ? "COLD" : "WARM", login_.initiator_name());
+      if (target_reset == tmf::kTargetColdReset) t_.close_sessions(login_.target_name(), id_);
+    }
     if (closed_ || conn_->closing()) return;
     fill_sns(tmf_resp_, true);
-    send_owned(tmf_resp_, {});
+    send_owned(tmf_resp_, {},
+               target_reset == tmf::kTargetColdReset ? "TARGET COLD RESET" : nullptr);
   }
 
   void logout(const Bhs& h) {
@@ -969,6 +991,7 @@ class IscsiConnection final : public reactor::Connection::Handler {
   Bhs tmf_resp_{};
   bool lun_reset_pending_ = false;
   uint64_t reset_lun_ = 0;
+  uint8_t target_reset_pending_ = 0;  // tmf::kTargetWarmReset or kTargetColdReset
 };
 
 // ==================================================================== IscsiTarget
@@ -1065,15 +1088,11 @@ Status IscsiTarget::add_node(const NodeConfig& cfg) {
 }
 
 Status IscsiTarget::remove_node(const std::string& name) {
-  std::vector<std::pair<uint32_t, uint64_t>> to_close;
   {
     std::lock_guard g(mu_);
     if (!nodes_.erase(name)) return make_error(Errc::kNotFound, "iSCSI target {} does not exist", name);
-    for (const auto& [id, s] : sessions_) {
-      if (s.info.target == name) to_close.emplace_back(s.info.reactor, id);
-    }
   }
-  for (auto [r, id] : to_close) close_connection(r, id);
+  close_sessions(name, 0);  // connection ids start at 1
   // Wait until those sessions are gone, so the bdevs are no longer held open.
   for (int tries = 0; tries < 1000; ++tries) {
     bool any = false;
@@ -1086,6 +1105,17 @@ Status IscsiTarget::remove_node(const std::string& name) {
   }
   spdlog::info("iscsi target {} removed", name);
   return Status::ok();
+}
+
+void IscsiTarget::close_sessions(const std::string& node, uint64_t except_conn) {
+  std::vector<std::pair<uint32_t, uint64_t>> to_close;
+  {
+    std::lock_guard g(mu_);
+    for (const auto& [id, s] : sessions_) {
+      if (s.info.target == node && id != except_conn) to_close.emplace_back(s.info.reactor, id);
+    }
+  }
+  for (auto [r, id] : to_close) close_connection(r, id);
 }
 
 void IscsiTarget::close_connection(uint32_t r, uint64_t conn_id) {

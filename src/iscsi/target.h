@@ -108,6 +108,10 @@ class IscsiTarget {
   void session_started(IscsiConnection* c, const SessionInfo& s, uint64_t conn_id);
   void session_ended(uint64_t conn_id);
   bool tsih_exists(uint16_t tsih) const;
+  // Closes every session with target node `node` except connection `except_conn` (0:
+  // none; a TARGET COLD RESET spares its own until the response is sent). Any thread;
+  // does not wait.
+  void close_sessions(const std::string& node, uint64_t except_conn);
   void count(uint64_t TargetStats::*field);
 
  private:

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <map>
 #include <optional>
+#include <thread>
 
 #include "../bdev/harness.h"
 #include "common/crc32c.h"
@@ -48,6 +49,7 @@ class Initiator {
 
   bool hd = false, dd = false;
   uint32_t cmd_sn = 1, itt = 1;
+  uint8_t isid_qualifier = 0;  // the last ISID byte: distinct sessions from one initiator
 
   void send(Bhs b, const std::string& data, bool corrupt_data_digest = false) {
     b.set_data_segment_length(static_cast<uint32_t>(data.size()));
@@ -87,6 +89,7 @@ class Initiator {
     b.set_opcode(op::kLogin | kImmediateBit);
     b.set_flags(0x87);
     b.b[off::kIsid] = 0x80;
+    b.b[off::kIsid + 5] = isid_qualifier;
     b.set_itt(itt++);
     b.set_u32(off::kLoginCmdSn, cmd_sn);
     std::string text;
@@ -337,6 +340,59 @@ TEST_F(IscsiTargetTest, AbortOfAnUnknownTaskAndUnknownOpcode) {
   EXPECT_EQ(rej.h.b[off::kResponse], reject::kCommandNotSupported);
   EXPECT_EQ(std::string(rej.data.data(), 1)[0] & 0x3F, 0x1c);  // the rejected header comes back
   clear_ua(ini);  // and the session still works
+}
+
+template <class F>
+bool wait_for(F&& f, int timeout_ms = 5000) {
+  for (int i = 0; i < timeout_ms && !f(); i += 5) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return f();
+}
+
+Bhs tmf_request(Initiator& ini, uint8_t fn) {
+  Bhs t;
+  t.clear();
+  t.set_opcode(op::kTaskMgmt | kImmediateBit);
+  t.set_flags(kFinal | fn);
+  t.set_itt(ini.itt++);
+  t.set_u32(off::kRefTaskTag, 0xFFFFFFFF);
+  t.set_u32(off::kCmdSn, ini.cmd_sn);
+  return t;
+}
+
+TEST_F(IscsiTargetTest, TargetWarmResetRaisesUnitAttentionsAndColdResetEndsEverySession) {
+  Initiator a(port), b(port);
+  b.isid_qualifier = 1;  // a second session, not a reinstatement of the first
+  ASSERT_EQ(a.login(""), 0);
+  ASSERT_EQ(b.login(""), 0);
+  clear_ua(a);
+  clear_ua(b);
+  ASSERT_TRUE(wait_for([&] { return target->list_sessions().size() == 2; }));
+
+  a.send(tmf_request(a, tmf::kTargetWarmReset), "");
+  Pdu r = next(a);
+  EXPECT_EQ(r.h.opcode(), op::kTaskMgmtResp);
+  EXPECT_EQ(r.h.b[off::kResponse], tmf::kComplete);
+  // The other session's next command reports the reset as a unit attention (06/29/xx).
+  uint8_t tur[16] = {};
+  b.send(b.command(tur, 16, kFinal, 0), "");
+  Pdu ua = next(b);
+  EXPECT_EQ(ua.h.opcode(), op::kScsiResp);
+  ASSERT_EQ(ua.h.b[off::kStatus], 0x02);
+  ASSERT_GE(ua.data.size(), 2u + 13u);
+  EXPECT_EQ(ua.data[2 + 2] & 0x0F, 0x06) << "UNIT ATTENTION";
+  EXPECT_EQ(static_cast<uint8_t>(ua.data[2 + 12]), 0x29) << "reset occurred";
+  clear_ua(a);  // both sessions keep working after a warm reset
+  clear_ua(b);
+
+  a.send(tmf_request(a, tmf::kTargetColdReset), "");
+  r = next(a);
+  EXPECT_EQ(r.h.opcode(), op::kTaskMgmtResp);
+  EXPECT_EQ(r.h.b[off::kResponse], tmf::kComplete);
+  EXPECT_FALSE(a.recv(3000).has_value()) << "the requester's connection closes after the response";
+  EXPECT_FALSE(b.recv(3000).has_value()) << "every other session with the node is closed";
+  EXPECT_TRUE(wait_for([&] { return target->list_sessions().empty(); }));
 }
 
 }  // namespace

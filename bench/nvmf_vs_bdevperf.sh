@@ -12,22 +12,37 @@ SECS=${1:-5}
 B=build/release/src/tools
 work=$(mktemp -d /tmp/castor-nvmfbench.XXXXXX)
 nqn=nqn.2026-11.io.castor:bench
-taskset -c 1 $B/nvmfserve/castor-nvmf-serve --bdev "malloc:///m0?size_mb=1024" --nqn $nqn --port 0 \
-  --port-file "$work/port" --reactors 1 --log-level warn >"$work/serve.log" 2>&1 &
-pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 50); do [[ -s "$work/port" ]] && break; sleep 0.1; done
-port=$(cat "$work/port")
-printf "%-10s %4s %14s %14s %7s %12s %12s\n" workload qd nvmf_iops inproc_iops ratio nvmf_p99_us inproc_p99_us
+# Two targets on CPU 1 (only the one under test is busy): the default reactor, and one
+# whose io_uring interrupts it for every completion (--taskrun interrupt), the mode
+# Castor used before 2026-11-26 and the fallback on old kernels.
+serve() {  # NAME [args...]
+  local n=$1
+  shift
+  taskset -c 1 $B/nvmfserve/castor-nvmf-serve --bdev "malloc:///$n?size_mb=1024" --nqn $nqn --port 0 \
+    --port-file "$work/$n.port" --cores 1 --log-level warn "$@" >"$work/$n.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 50); do [[ -s "$work/$n.port" ]] && break; sleep 0.1; done
+}
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
+serve m0
+serve m2 --taskrun interrupt
+pid=${pids[0]} port=$(cat "$work/m0.port") iport=$(cat "$work/m2.port")
+printf "%-10s %4s %11s %11s %12s %7s %8s %8s %9s\n" workload qd nvmf_iops inproc_iops nvmf/inproc \
+  intr_iops nvmf_p99 intr_p99 inproc_p99
 for wl in randread randwrite; do
   for qd in 1 32; do
     n=$($B/nvmfperf/castor-perf -r 127.0.0.1:$port -n $nqn -w $wl -q $qd -t "$SECS" --cores 0 --json)
+    i=$($B/nvmfperf/castor-perf -r 127.0.0.1:$iport -n $nqn -w $wl -q $qd -t "$SECS" --cores 0 \
+      --taskrun interrupt --json)
     l=$($B/bdevperf/castor-bdevperf --cores 1 --bdev "malloc:///m1?size_mb=1024" -w $wl -q $qd -t "$SECS" --json)
-    ni=$(jq -r .iops <<<"$n") li=$(jq -r .iops <<<"$l")
-    printf "%-10s %4s %14.0f %14.0f %7.3f %12.1f %12.1f\n" $wl $qd "$ni" "$li" "$(echo "$ni / $li" | bc -l)" \
-      "$(jq -r .lat_p99_us <<<"$n")" "$(jq -r .lat_p99_us <<<"$l")"
+    ni=$(jq -r .iops <<<"$n") li=$(jq -r .iops <<<"$l") ii=$(jq -r .iops <<<"$i")
+    printf "%-10s %4s %11.0f %11.0f %12.3f %11.0f %8.1f %8.1f %9.1f\n" $wl $qd "$ni" "$li" \
+      "$(echo "$ni / $li" | bc -l)" "$ii" "$(jq -r .lat_p99_us <<<"$n")" "$(jq -r .lat_p99_us <<<"$i")" \
+      "$(jq -r .lat_p99_us <<<"$l")"
   done
 done
+echo "(p99 in us; intr = both sides with --taskrun interrupt; SPDK anchor: ~400 K at QD32, ~55 K at QD1)"
 echo "target idle CPU over 5 s (should be ~0):"
 t0=$(awk '{print $14+$15}' /proc/$pid/stat); sleep 5; t1=$(awk '{print $14+$15}' /proc/$pid/stat)
 echo "  $(( (t1 - t0) )) ticks of $(getconf CLK_TCK)/s"

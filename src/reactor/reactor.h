@@ -40,8 +40,28 @@ class UringOp {
   ~UringOp() = default;
 };
 
+// When the kernel runs the work that turns a finished operation (a socket that became
+// readable, a disk read) into a completion the reactor can reap.
+enum class TaskRun : uint8_t {
+  // Only when the reactor enters the kernel to collect completions, which its loop does
+  // whenever the kernel flags such work (IORING_SETUP_DEFER_TASKRUN): nothing interrupts
+  // a busy reactor, and a peer sending to it never pays for waking it. Measured on
+  // loopback NVMe/TCP between two cores: QD1 4 KiB reads 26 K -> 64-71 K IOPS, QD32
+  // 310-420 K -> 420-495 K, against kInterrupt (docs/benchmarks.md). Linux 6.1+.
+  kDefer,
+  // At the reactor's next system call, without an interrupt (COOP_TASKRUN). Linux 5.19+.
+  kCooperative,
+  // At once, interrupting the reactor (an IPI to its CPU): the only mode of older
+  // kernels, and the fallback when the others are refused.
+  kInterrupt,
+};
+const char* task_run_name(TaskRun t);
+// "defer", "coop" or "interrupt". Errors: InvalidArgument.
+Result<TaskRun> parse_task_run(const std::string& s);
+
 struct ReactorOptions {
   bool poll = false;              // pure busy polling, never sleep
+  TaskRun task_run = TaskRun::kDefer;
   unsigned ring_entries = 1024;   // SQ size; the CQ is twice that
   uint64_t spin_ns = 20'000;      // keep polling this long after the last work
   bool pin = true;                // pin the thread to its CPU

@@ -201,6 +201,9 @@ int main(int argc, char** argv) {
   app.add_option("--size-mb", size_mb, "size of the region to use (MiB; 0 = to the end)")->capture_default_str();
   bool poll = false;
   app.add_flag("--poll", poll, "busy-poll the host's reactors");
+  std::string taskrun = "defer";
+  app.add_option("--taskrun", taskrun, "io_uring task-run mode: defer, coop or interrupt")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::warn);
   auto colon = target.rfind(':');
@@ -218,8 +221,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "castor-perf: error: %s\n", cpus.status().message().c_str());
     return 2;
   }
+  auto tr = reactor::parse_task_run(taskrun);
+  if (!tr) {
+    std::fprintf(stderr, "castor-perf: error: %s\n", tr.status().message().c_str());
+    return 2;
+  }
   reactor::ReactorOptions ro;
   ro.poll = poll;
+  ro.task_run = *tr;
   reactor::ReactorGroup g(*cpus, ro);
   g.start();
   int rc = 0;

@@ -24,7 +24,9 @@ int main(int argc, char** argv) {
   app.add_option("--nqn", nqn, "subsystem NQN")->capture_default_str();
   app.add_option("--listen", host, "address")->capture_default_str();
   app.add_option("--port", port, "port (0: pick one)")->capture_default_str();
-  app.add_option("--reactors", reactors, "reactor count")->capture_default_str();
+  app.add_option("--reactors", reactors, "reactor count, on CPUs 0..n-1")->capture_default_str();
+  std::string cores;
+  app.add_option("--cores", cores, "CPU list for the reactors, e.g. 1 or 0,1 (overrides --reactors)");
   app.add_option("--allow-host", allowed, "allowed host NQN (repeatable; default any)");
   app.add_option("--port-file", port_file, "write the bound port here when ready");
   std::string late;
@@ -33,6 +35,9 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level)->capture_default_str();
   bool poll = false;
   app.add_flag("--poll", poll, "busy-poll the reactors (lowest latency, 100 % CPU)");
+  std::string taskrun = "defer";
+  app.add_option("--taskrun", taskrun, "io_uring task-run mode: defer, coop or interrupt")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::from_str(log_level));
 
@@ -44,10 +49,25 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
   std::vector<int> cpus;
-  long n = sysconf(_SC_NPROCESSORS_ONLN);
-  for (unsigned i = 0; i < std::max(1u, reactors); ++i) cpus.push_back(static_cast<int>(i % n));
+  if (!cores.empty()) {
+    auto c = castor::reactor::parse_cpu_list(cores);
+    if (!c) {
+      std::fprintf(stderr, "castor-nvmf-serve: error: %s\n", c.status().message().c_str());
+      return 2;
+    }
+    cpus = *c;
+  } else {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    for (unsigned i = 0; i < std::max(1u, reactors); ++i) cpus.push_back(static_cast<int>(i % n));
+  }
+  auto tr = castor::reactor::parse_task_run(taskrun);
+  if (!tr) {
+    std::fprintf(stderr, "castor-nvmf-serve: error: %s\n", tr.status().message().c_str());
+    return 2;
+  }
   castor::reactor::ReactorOptions ro;
   ro.poll = poll;
+  ro.task_run = *tr;
   castor::reactor::ReactorGroup group(cpus, ro);
   group.start();
   int rc = 0;

@@ -189,7 +189,7 @@ Result<ShareResult> FrontEnds::share_replica(const std::string& name,
   return share_locked(r->name, allowed_hosts);
 }
 
-Status FrontEnds::unshare_locked(const std::string& bdev_or_nqn) {
+Status FrontEnds::unshare_locked(const std::string& bdev_or_nqn, bool force) {
   if (bdev_or_nqn.empty()) return Status(Errc::kInvalidArgument, "bdev name or NQN is required");
   const bool by_nqn = bdev_or_nqn.rfind("nqn.", 0) == 0;
   std::string nqn;
@@ -207,21 +207,21 @@ Status FrontEnds::unshare_locked(const std::string& bdev_or_nqn) {
     }
     return make_error(Errc::kNotFound, "bdev '{}' is not shared", bdev_or_nqn);
   }
-  if (Status s = nvmf_.remove_subsystem(nqn); !s) return s;
+  if (Status s = nvmf_.remove_subsystem(nqn, force); !s) return s;
   spdlog::info("unshared {} ({})", nqn, bdev_or_nqn);
   return Status::ok();
 }
 
-Status FrontEnds::unshare(const std::string& bdev_or_nqn) {
+Status FrontEnds::unshare(const std::string& bdev_or_nqn, bool force) {
   std::lock_guard lk(mu_);
-  return unshare_locked(bdev_or_nqn);
+  return unshare_locked(bdev_or_nqn, force);
 }
 
-Status FrontEnds::unshare_replica(const std::string& name) {
+Status FrontEnds::unshare_replica(const std::string& name, bool force) {
   std::lock_guard lk(mu_);
   auto r = find_replica(name);
   if (!r) return r.status();
-  return unshare_locked(r->name);
+  return unshare_locked(r->name, force);
 }
 
 std::vector<std::pair<nvmf::SubsystemInfo, std::vector<std::string>>> FrontEnds::subsystems()

@@ -85,11 +85,12 @@ class FrontEnds {
                                     const std::vector<std::string>& allowed_hosts);
   // Removes the subsystem sharing `bdev_or_nqn` (a bdev name, or an NQN). Errors:
   // InvalidArgument (empty), NotFound (no such bdev, not shared, no such subsystem),
-  // Busy (hosts connected).
-  Status unshare(const std::string& bdev_or_nqn);
+  // Busy (hosts connected, unless `force`, which disconnects them), TimedOut (I/O on the
+  // bdev did not finish).
+  Status unshare(const std::string& bdev_or_nqn, bool force = false);
   // unshare() of a replica by name or UUID. Errors: NotFound (replica or not shared),
-  // Busy.
-  Status unshare_replica(const std::string& name);
+  // Busy, TimedOut.
+  Status unshare_replica(const std::string& name, bool force = false);
   // Subsystems (sorted by NQN) with the URIs of each.
   std::vector<std::pair<nvmf::SubsystemInfo, std::vector<std::string>>> subsystems() const;
   std::vector<nvmf::ControllerInfo> controllers() const;
@@ -139,7 +140,7 @@ class FrontEnds {
   std::vector<std::string> nvmf_uris_locked(const std::string& nqn) const;
   Result<ShareResult> share_locked(const std::string& bdev,
                                    const std::vector<std::string>& allowed_hosts);
-  Status unshare_locked(const std::string& bdev_or_nqn);
+  Status unshare_locked(const std::string& bdev_or_nqn, bool force);
 
   bdev::BdevRegistry& registry_;
   pool::PoolManager& pools_;

@@ -128,7 +128,7 @@ grpc::Status EngineServiceImpl::ShareBdev(grpc::ServerContext*, const v1::ShareB
 
 grpc::Status EngineServiceImpl::UnshareBdev(grpc::ServerContext*, const v1::UnshareBdevRequest* req,
                                             v1::UnshareBdevResponse*) {
-  Status s = front_ends_.unshare(req->bdev());
+  Status s = front_ends_.unshare(req->bdev(), req->force());
   if (!s) spdlog::info("unshare '{}' failed: {}", req->bdev(), s.to_string());
   return to_grpc(s);
 }
@@ -166,7 +166,7 @@ grpc::Status EngineServiceImpl::ShareReplica(grpc::ServerContext*,
 grpc::Status EngineServiceImpl::UnshareReplica(grpc::ServerContext*,
                                                const v1::UnshareReplicaRequest* req,
                                                v1::UnshareBdevResponse*) {
-  Status s = front_ends_.unshare_replica(req->name());
+  Status s = front_ends_.unshare_replica(req->name(), req->force());
   if (!s) spdlog::info("unshare replica '{}' failed: {}", req->name(), s.to_string());
   return to_grpc(s);
 }

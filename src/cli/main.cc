@@ -683,9 +683,10 @@ int nvmf_share(Context& c, const std::string& bdev, const std::vector<std::strin
   return print_share(c, resp);
 }
 
-int nvmf_unshare(Context& c, const std::string& bdev_or_nqn) {
+int nvmf_unshare(Context& c, const std::string& bdev_or_nqn, bool force) {
   v1::UnshareBdevRequest req;
   req.set_bdev(bdev_or_nqn);
+  req.set_force(force);
   v1::UnshareBdevResponse resp;
   auto ctx = c.call();
   grpc::Status s = c.stub->UnshareBdev(ctx.get(), req, &resp);
@@ -770,9 +771,10 @@ int replica_share(Context& c, const std::string& name, const std::vector<std::st
   return print_share(c, resp);
 }
 
-int replica_unshare(Context& c, const std::string& name) {
+int replica_unshare(Context& c, const std::string& name, bool force) {
   v1::UnshareReplicaRequest req;
   req.set_name(name);
+  req.set_force(force);
   v1::UnshareBdevResponse resp;
   auto ctx = c.call();
   grpc::Status s = c.stub->UnshareReplica(ctx.get(), req, &resp);
@@ -1719,7 +1721,9 @@ int run(int argc, char** argv) {
 
   auto* runshare = replica->add_subcommand("unshare", "stop sharing a replica over NVMe-oF");
   runshare->add_option("NAME", name, "replica name or UUID")->required();
-  runshare->callback([&] { action = [&] { return replica_unshare(c, name); }; });
+  bool force_unshare = false;
+  runshare->add_flag("--force", force_unshare, "disconnect hosts that are still connected");
+  runshare->callback([&] { action = [&] { return replica_unshare(c, name, force_unshare); }; });
 
   // nvmf
   auto* nvmf = app.add_subcommand("nvmf", "NVMe-oF/TCP target: listeners, shared bdevs");
@@ -1740,7 +1744,8 @@ int run(int argc, char** argv) {
 
   auto* nunshare = nvmf->add_subcommand("unshare", "remove the subsystem of a shared bdev");
   nunshare->add_option("BDEV_OR_NQN", name, "bdev name or subsystem NQN")->required();
-  nunshare->callback([&] { action = [&] { return nvmf_unshare(c, name); }; });
+  nunshare->add_flag("--force", force_unshare, "disconnect hosts that are still connected");
+  nunshare->callback([&] { action = [&] { return nvmf_unshare(c, name, force_unshare); }; });
 
   nvmf->add_subcommand("subsystems", "list subsystems")->callback([&] {
     action = [&] { return nvmf_subsystems(c); };

@@ -92,6 +92,11 @@ class MiniHost {
     std::memcpy(&resp, pdu.data(), sizeof(resp));
     return resp.cqe.status;
   }
+  // True once the target has closed the connection (a read sees end of file).
+  bool peer_closed() {
+    uint8_t c;
+    return ::recv(fd_, &c, 1, 0) == 0;
+  }
 
  private:
   bool send_all(const void* p, size_t n) {
@@ -475,11 +480,19 @@ TEST(NvmfTargetTest, SharesBdevsAndReplicas) {
   expect_ctl_error(e.ctl({"nvmf", "unshare", "m0"}), "bdev 'm0' is not shared");
   s = e.stub().UnshareBdev(ctx().get(), ureq, &uresp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
-  // replica share / unshare by UUID.
+  // replica share / unshare by UUID; with a host connected, only --force unshares, and
+  // it disconnects the host.
   r = e.ctl({"replica", "share", r0_uuid});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  r = e.ctl({"replica", "unshare", r0_uuid});
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  {
+    MiniHost h(port);
+    ASSERT_EQ(h.connect_admin(r0_nqn, host), 0);
+    expect_ctl_error(e.ctl({"replica", "unshare", r0_uuid}), "connected");
+    r = e.ctl({"replica", "unshare", "--force", r0_uuid});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_TRUE(h.peer_closed()) << "the host was disconnected";
+    EXPECT_TRUE(list_controllers(e).empty());
+  }
   EXPECT_TRUE(list_subsystems(e).empty());
   EXPECT_TRUE(destroy_bdev(e, "m0").ok());
   s = e.stub().DestroyReplica(ctx().get(), dreq, &dresp);

@@ -8,8 +8,10 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <future>
 #include <random>
 
+#include "bdev/modules/fault.h"
 #include "nvmf/codec/pdu.h"
 
 namespace castor::nvmf {
@@ -398,6 +400,111 @@ TEST_F(Target, AddedNamespaceIsAnnouncedThroughAnAsyncEvent) {
   ASSERT_EQ(a.admin(admin_op::kGetLogPage, 0, log_id::kChangedNs | (1023u << 16), 0, &buf, 4096).status, 0);
   std::memcpy(&first, buf.data(), 4);
   EXPECT_EQ(first, 0u);
+}
+
+TEST_F(Target, RemovedNamespaceIsAnnouncedAndReleasedOnceItsIoEnds) {
+  ASSERT_TRUE(reg->create("malloc:///m1?size_mb=4&blk_size=512"));
+  ASSERT_TRUE(reg->create("fault:///f1?base=m1"));
+  auto nsid = tgt->add_namespace(kNqn, "f1");
+  ASSERT_TRUE(nsid);
+  ASSERT_EQ(*nsid, 2u);
+  TestHost a(port);
+  uint16_t cntlid = bring_up_admin(a, kNqn, kHost);
+  ASSERT_EQ(a.admin(admin_op::kSetFeatures, 0, feature::kNumberOfQueues, (1u << 16) | 1u).status, 0);
+  ASSERT_EQ(a.admin(admin_op::kSetFeatures, 0, feature::kAsyncEventConfig, 1u << 8).status, 0);
+  TestHost io(port), stuck(port);
+  ASSERT_EQ(io.connect(kNqn, kHost, 1, cntlid).status, 0);
+  ASSERT_EQ(stuck.connect(kNqn, kHost, 2, cntlid).status, 0);
+
+  // A write to namespace 2 that hangs in its bdev.
+  bdev::FaultRuleSpec hang;
+  hang.mode = bdev::FaultMode::kHang;
+  hang.ops_mask = bdev::io_type_bit(bdev::IoType::kWrite);
+  auto rule = bdev::FaultControl::inject(*reg->find("f1"), hang);
+  ASSERT_TRUE(rule);
+  std::vector<uint8_t> w(4096, 0x5a);
+  auto hung = std::async(std::launch::async, [&] {
+    Sqe wr{};
+    wr.opcode = io_op::kWrite;
+    wr.nsid = 2;
+    wr.cdw12 = 7;
+    return stuck.cmd(wr, w);
+  });
+  for (int i = 0; i < 500; ++i) {
+    auto l = bdev::FaultControl::list(*reg->find("f1"));
+    if (!l.empty() && l[0].parked == 1) break;
+    usleep(2000);
+  }
+  ASSERT_EQ(bdev::FaultControl::list(*reg->find("f1"))[0].parked, 1u);
+
+  Sqe aer{};
+  aer.opcode = admin_op::kAsyncEventRequest;
+  aer.cid = 0x7001;
+  aer.flags = 0x40;
+  aer.sgl1.type = kSglTransportDataBlock;
+  uint8_t h[80];
+  a.send_raw(h, build_capsule_cmd(h, aer, 0, false, false));
+  usleep(20000);
+  auto removed = std::async(std::launch::async, [&] { return tgt->remove_namespace(kNqn, 2, 10000); });
+
+  Pdu p = a.recv();
+  ASSERT_EQ(p.f.type, PduType::kCapsuleResp);
+  EXPECT_EQ(p.as<CapsuleRespHeader>().cqe.cid, 0x7001);
+  EXPECT_EQ(p.as<CapsuleRespHeader>().cqe.dw0, 0x040002u);  // notice, namespace attribute changed
+  std::vector<uint8_t> buf;
+  ASSERT_EQ(a.admin(admin_op::kGetLogPage, 0, log_id::kChangedNs | (1023u << 16), 0, &buf, 4096).status, 0);
+  uint32_t first = 0;
+  std::memcpy(&first, buf.data(), 4);
+  EXPECT_EQ(first, 2u);
+  buf.clear();
+  ASSERT_EQ(a.admin(admin_op::kIdentify, 0, cns::kActiveNsList, 0, &buf, 4096).status, 0);
+  EXPECT_EQ(buf[0], 1);
+  EXPECT_EQ(buf[4], 0) << "namespace 2 is no longer active";
+  // New commands to it fail; namespace 1 carries on.
+  std::vector<uint8_t> got;
+  Sqe rd{};
+  rd.opcode = io_op::kRead;
+  rd.nsid = 2;
+  rd.sgl1.length = 512;
+  EXPECT_EQ(sc_of(io.cmd(rd, {}, &got)), sc::kInvalidNamespace);
+  rd.nsid = 1;
+  EXPECT_EQ(io.cmd(rd, {}, &got).status, 0);
+
+  // The removal waits for the write that was already running, and keeps the bdev claimed.
+  EXPECT_EQ(removed.wait_for(std::chrono::milliseconds(200)), std::future_status::timeout);
+  EXPECT_FALSE(reg->destroy("f1"));
+  ASSERT_TRUE(bdev::FaultControl::clear(*reg->find("f1"), *rule));
+  EXPECT_EQ(hung.get().status, 0) << "the write in flight completes normally";
+  auto st = removed.get();
+  EXPECT_TRUE(st) << st.to_string();
+  EXPECT_TRUE(reg->destroy("f1")) << "released";
+  EXPECT_TRUE(tgt->remove_namespace(kNqn, 2).code() == Errc::kNotFound);
+}
+
+TEST_F(Target, WriteWaitingForDataWhenTheHostGoesAwayIsReleased) {
+  {
+    TestHost a(port);
+    uint16_t cntlid = bring_up_admin(a, kNqn, kHost);
+    ASSERT_EQ(a.admin(admin_op::kSetFeatures, 0, feature::kNumberOfQueues, 0).status, 0);
+    TestHost io(port);
+    ASSERT_EQ(io.connect(kNqn, kHost, 1, cntlid).status, 0);
+    Sqe wr{};
+    wr.opcode = io_op::kWrite;
+    wr.nsid = 1;
+    wr.cid = 9;
+    wr.flags = 0x40;
+    wr.cdw12 = 31;  // 16 KiB: more than fits in a capsule, so the target asks with an R2T
+    wr.sgl1.type = kSglTransportDataBlock;
+    wr.sgl1.length = 16384;
+    uint8_t h[80];
+    io.send_raw(h, build_capsule_cmd(h, wr, 0, false, false));
+    Pdu r2t = io.recv();
+    ASSERT_EQ(r2t.f.type, PduType::kR2T);
+  }  // both connections close with the write still waiting for its data
+  // Nothing holds namespace 1 any more (and, under ASan, the queue pair is not leaked).
+  auto st = tgt->remove_namespace(kNqn, 1, 2000);
+  EXPECT_TRUE(st) << st.to_string();
+  EXPECT_TRUE(reg->destroy("m0"));
 }
 
 TEST_F(Target, DiscoveryAndAllowList) {

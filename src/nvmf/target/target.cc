@@ -4,7 +4,9 @@
 #include <cstring>
 #include <unistd.h>
 
+#include <chrono>
 #include <future>
+#include <thread>
 
 #include <spdlog/spdlog.h>
 
@@ -32,9 +34,26 @@ std::string nqn_field(const char* p, size_t n) {
 }
 }  // namespace
 
+// Bdev I/Os in flight on one namespace, one counter per reactor (each written only by its
+// reactor, on its own cache line), so that removing the namespace can wait for them
+// without a shared counter on the I/O path.
+struct NsInflight {
+  struct alignas(64) Slot {
+    std::atomic<uint32_t> n{0};
+  };
+  explicit NsInflight(size_t reactors) : slots(reactors) {}
+  std::vector<Slot> slots;
+  uint64_t total() const {
+    uint64_t t = 0;
+    for (const auto& s : slots) t += s.n.load(std::memory_order_acquire);
+    return t;
+  }
+};
+
 struct NsRef {
   uint32_t nsid;
   bdev::Bdev* bdev;
+  NsInflight* inflight = nullptr;
 };
 
 // Controller state. Fields marked (admin) are touched only on the admin queue's reactor.
@@ -119,6 +138,11 @@ class Qpair final : public reactor::Connection::Handler {
   void on_closed(const std::string& reason) override {
     closed_ = true;
     std::erase(t_.live_[r_.id()], this);
+    // Writes still waiting for the host's data will never get it, and nothing else would
+    // free their slots (the queue pair would never be destroyed).
+    for (Cmd& c : slots_) {
+      if (c.busy && c.waiting_h2c) release(&c);
+    }
     spdlog::debug("nvmf qpair closed qid={} cntlid={}: {}", qid_, ctrl_ ? ctrl_->cntlid : 0, reason);
     if (ctrl_) {
       if (qid_ == 0) {
@@ -201,11 +225,12 @@ class Qpair final : public reactor::Connection::Handler {
     c->received = 0;
     c->len = 0;
     c->waiting_h2c = false;
-    c->ns = NsRef{0, nullptr};
     ++outstanding_;
     return c;
   }
   void release(Cmd* c) {
+    if (c->ns.inflight) c->ns.inflight->slots[r_.id()].n.fetch_sub(1, std::memory_order_release);
+    c->ns = NsRef{0, nullptr};
     c->busy = false;
     cids_[c->sqe.cid] = false;
     free_slots_.push_back(c->slot);
@@ -608,7 +633,8 @@ class Qpair final : public reactor::Connection::Handler {
     const Sqe& s = c->sqe;
     const NsRef* ns = find_ns(*ns_, s.nsid);
     if (!ns) return finish(c, generic(sc::kInvalidNamespace));
-    c->ns = *ns;
+    c->ns = *ns;  // counted until release(): a removal waits for it
+    if (c->ns.inflight) c->ns.inflight->slots[r_.id()].n.fetch_add(1, std::memory_order_relaxed);
     bdev::Bdev& b = *ns->bdev;
     const uint32_t bs = b.block_size();
     switch (s.opcode) {
@@ -793,10 +819,14 @@ class Qpair final : public reactor::Connection::Handler {
     finish(&slots_[slot], kSuccess, 2u | (0u << 8) | (uint32_t{log_id::kChangedNs} << 16));
   }
   bool is_admin_of(const Controller* c) const { return qid_ == 0 && ctrl_.get() == c; }
+  bool serves(const std::string& nqn) const { return ctrl_ && ctrl_->subnqn == nqn; }
   bool belongs_to(const Controller* c) const { return ctrl_.get() == c; }
 };
 
 // ---------------------------------------------------------------------------------
+
+NvmfTarget::Namespace::Namespace() = default;
+NvmfTarget::Namespace::~Namespace() = default;
 
 NvmfTarget::NvmfTarget(reactor::ReactorGroup& reactors, bdev::BdevRegistry& registry, TargetOptions opts)
     : reactors_(reactors), registry_(registry), opts_(opts), live_(reactors.size()) {}
@@ -809,6 +839,10 @@ NvmfTarget::~NvmfTarget() {
       ns->desc.close();
       registry_.release_claim(ns->bdev, "nvmf:" + n);
     }
+  }
+  for (auto& [n, ns] : retired_) {  // stop() has drained every queue pair
+    ns->desc.close();
+    registry_.release_claim(ns->bdev, "nvmf:" + n);
   }
 }
 
@@ -862,20 +896,69 @@ Status NvmfTarget::add_subsystem(const std::string& nqn, const std::vector<std::
   return Status::ok();
 }
 
-Status NvmfTarget::remove_subsystem(const std::string& nqn) {
-  std::lock_guard lk(mu_);
-  auto it = subsystems_.find(nqn);
-  if (it == subsystems_.end()) return make_error(Errc::kNotFound, "subsystem '{}' does not exist", nqn);
-  for (const auto& [id, w] : controllers_) {
-    auto c = w.lock();
-    if (c && c->subnqn == nqn) return make_error(Errc::kBusy, "subsystem '{}' has connected controllers", nqn);
+Status NvmfTarget::remove_subsystem(const std::string& nqn, bool force, uint64_t drain_timeout_ms) {
+  std::map<uint32_t, std::unique_ptr<Namespace>> gone;
+  {
+    std::lock_guard lk(mu_);
+    auto it = subsystems_.find(nqn);
+    if (it == subsystems_.end()) return make_error(Errc::kNotFound, "subsystem '{}' does not exist", nqn);
+    for (const auto& [id, w] : controllers_) {
+      auto c = w.lock();
+      if (!force && c && c->subnqn == nqn) {
+        return make_error(Errc::kBusy, "subsystem '{}' has connected controllers", nqn);
+      }
+    }
+    gone = std::move(it->second->namespaces);
+    subsystems_.erase(it);  // from now on nobody can connect to it
+    genctr_++;
   }
-  for (auto& [id, ns] : it->second->namespaces) {
-    ns->desc.close();
-    registry_.release_claim(ns->bdev, "nvmf:" + nqn);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(drain_timeout_ms);
+  if (force) {
+    // Close every queue pair of its controllers (again, for an I/O queue that joined a
+    // controller meanwhile) until none is left.
+    for (;;) {
+      size_t open = 0;
+      for (size_t i = 0; i < reactors_.size(); ++i) {
+        reactors_.run_on(i, [this, i, &nqn, &open](reactor::Reactor&) {
+          auto v = live_[i];
+          for (Qpair* q : v) {
+            if (!q->serves(nqn)) continue;
+            ++open;
+            q->close("subsystem removed");
+          }
+        });
+      }
+      if (open == 0) break;
+      if (std::chrono::steady_clock::now() >= deadline) break;  // the drain below reports it
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    spdlog::warn("nvmf: subsystem {} removed with its hosts connected; they were disconnected", nqn);
   }
-  subsystems_.erase(it);
-  genctr_++;
+  // Commands of the closed queue pairs may still be running on the bdevs.
+  Status st = Status::ok();
+  for (auto& [nsid, ns] : gone) {
+    if (Status s = release_namespace(nqn, std::move(ns), deadline, drain_timeout_ms); !s) st = s;
+  }
+  return st;
+}
+
+Status NvmfTarget::release_namespace(const std::string& nqn, std::unique_ptr<Namespace> ns,
+                                     std::chrono::steady_clock::time_point deadline,
+                                     uint64_t timeout_ms) {
+  while (ns->inflight->total() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  if (uint64_t left = ns->inflight->total()) {
+    Status st = make_error(Errc::kTimedOut,
+                           "namespace {} of '{}' was removed, but {} I/O(s) on bdev '{}' did not "
+                           "finish within {} ms; the bdev stays claimed",
+                           ns->nsid, nqn, left, ns->bdev, timeout_ms);
+    std::lock_guard lk(mu_);
+    retired_.emplace_back(nqn, std::move(ns));
+    return st;
+  }
+  ns->desc.close();
+  registry_.release_claim(ns->bdev, "nvmf:" + nqn);
   return Status::ok();
 }
 
@@ -895,10 +978,44 @@ Result<uint32_t> NvmfTarget::add_namespace(const std::string& nqn, const std::st
   ns->nsid = nsid;
   ns->bdev = bdev;
   ns->desc = std::move(d.value());
-  bdev::Bdev* added = ns->desc.bdev();
+  ns->inflight = std::make_unique<NsInflight>(reactors_.size());
+  const NsRef added{nsid, ns->desc.bdev(), ns->inflight.get()};
   s.namespaces[nsid] = std::move(ns);
-  // Connected controllers see it too: a new snapshot for each of their queue pairs, and
-  // a namespace-change notice through an outstanding Async Event Request.
+  publish_namespaces(nqn, nsid, [added](std::vector<NsRef>& v) {
+    v.push_back(added);
+    std::sort(v.begin(), v.end(), [](const NsRef& a, const NsRef& b) { return a.nsid < b.nsid; });
+  });
+  return nsid;
+}
+
+Status NvmfTarget::remove_namespace(const std::string& nqn, uint32_t nsid, uint64_t drain_timeout_ms) {
+  std::unique_ptr<Namespace> gone;
+  {
+    std::lock_guard lk(mu_);
+    auto it = subsystems_.find(nqn);
+    if (it == subsystems_.end()) return make_error(Errc::kNotFound, "subsystem '{}' does not exist", nqn);
+    auto n = it->second->namespaces.find(nsid);
+    if (n == it->second->namespaces.end()) {
+      return make_error(Errc::kNotFound, "subsystem '{}' has no namespace {}", nqn, nsid);
+    }
+    gone = std::move(n->second);
+    it->second->namespaces.erase(n);
+    publish_namespaces(nqn, nsid, [nsid](std::vector<NsRef>& v) {
+      std::erase_if(v, [nsid](const NsRef& r) { return r.nsid == nsid; });
+    });
+  }
+  // Commands that found the namespace before their queue pair took the new snapshot may
+  // still be running on the bdev; once they end, nothing refers to it.
+  const std::string bdev = gone->bdev;
+  Status st = release_namespace(
+      nqn, std::move(gone),
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(drain_timeout_ms), drain_timeout_ms);
+  if (st) spdlog::info("nvmf: namespace {} ({}) removed from {}", nsid, bdev, nqn);
+  return st;
+}
+
+void NvmfTarget::publish_namespaces(const std::string& nqn, uint32_t nsid,
+                                    const std::function<void(std::vector<NsRef>&)>& edit) {
   for (const auto& [cid, w] : controllers_) {
     auto ctrl = w.lock();
     if (!ctrl || ctrl->subnqn != nqn || ctrl->dead) continue;
@@ -907,8 +1024,7 @@ Result<uint32_t> NvmfTarget::add_namespace(const std::string& nqn, const std::st
     {
       std::lock_guard ck(ctrl->mu);
       auto v = std::make_shared<std::vector<NsRef>>(*ctrl->ns);
-      v->push_back({nsid, added});
-      std::sort(v->begin(), v->end(), [](const NsRef& a, const NsRef& b) { return a.nsid < b.nsid; });
+      edit(*v);
       ctrl->ns = v;
       snap = v;
       qps = ctrl->io_qpairs;
@@ -922,7 +1038,6 @@ Result<uint32_t> NvmfTarget::add_namespace(const std::string& nqn, const std::st
       });
     }
   }
-  return nsid;
 }
 
 std::vector<SubsystemInfo> NvmfTarget::list_subsystems() const {
@@ -978,7 +1093,7 @@ std::shared_ptr<Controller> NvmfTarget::create_controller(Qpair& admin, const st
     }
     c->serial = s.serial;
     auto v = std::make_shared<std::vector<NsRef>>();
-    for (const auto& [id, ns] : s.namespaces) v->push_back({id, ns->desc.bdev()});
+    for (const auto& [id, ns] : s.namespaces) v->push_back({id, ns->desc.bdev(), ns->inflight.get()});
     c->ns = std::move(v);
   }
   for (int tries = 0; tries < 0xfff0; ++tries) {

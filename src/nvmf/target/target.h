@@ -8,6 +8,8 @@
 // NvmfTarget's methods are thread-safe control-path calls (never from a reactor).
 
 #include <atomic>
+#include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -46,6 +48,8 @@ struct ControllerInfo {
 
 class Controller;
 class Qpair;
+struct NsInflight;
+struct NsRef;
 
 class NvmfTarget {
  public:
@@ -56,11 +60,22 @@ class NvmfTarget {
   Status listen(const std::string& host, uint16_t port, uint16_t* bound);
   // Errors: InvalidArgument (NQN syntax), AlreadyExists.
   Status add_subsystem(const std::string& nqn, const std::vector<std::string>& allowed_hosts);
-  // Errors: NotFound, Busy (controllers connected).
-  Status remove_subsystem(const std::string& nqn);
+  // Removes a subsystem and releases its bdevs. With controllers connected: Busy, unless
+  // `force`, which disconnects them (every queue pair closed) first. Either way the call
+  // waits for bdev I/O still running for it. Errors: NotFound, Busy; TimedOut when that
+  // I/O has not finished within `drain_timeout_ms` (the subsystem is gone all the same,
+  // and those bdevs stay claimed until the target is destroyed).
+  Status remove_subsystem(const std::string& nqn, bool force = false, uint64_t drain_timeout_ms = 30000);
   // Adds bdev as a namespace (nsid 0 = the next free). Errors: NotFound, AlreadyExists,
   // Busy (bdev claimed).
   Result<uint32_t> add_namespace(const std::string& nqn, const std::string& bdev, uint32_t nsid = 0);
+  // Removes a namespace from a live subsystem. Connected controllers stop seeing it at
+  // once (new commands to it fail with Invalid Namespace) and get a namespace-change
+  // notice (Changed Namespace List, AER); the call then waits for the bdev I/O already
+  // running on it and releases the bdev. Errors: NotFound; TimedOut when that I/O has
+  // not finished within `drain_timeout_ms` (the namespace is gone all the same, and the
+  // bdev stays claimed until the I/O finishes and the target is destroyed).
+  Status remove_namespace(const std::string& nqn, uint32_t nsid, uint64_t drain_timeout_ms = 30000);
   std::vector<SubsystemInfo> list_subsystems() const;
   std::vector<ControllerInfo> list_controllers() const;
   // Serves an already connected socket as a new queue pair on reactor `reactor_index`
@@ -74,9 +89,12 @@ class NvmfTarget {
   friend class Qpair;
   friend class Controller;
   struct Namespace {
-    uint32_t nsid;
+    Namespace();
+    ~Namespace();
+    uint32_t nsid = 0;
     std::string bdev;
     bdev::BdevDesc desc;
+    std::unique_ptr<NsInflight> inflight;  // bdev I/Os running on it, per reactor
   };
   struct Subsystem {
     std::string nqn;
@@ -91,6 +109,15 @@ class NvmfTarget {
   std::shared_ptr<Controller> find_controller(uint16_t cntlid, const std::string& subnqn, const std::string& hostnqn);
   void drop_controller(uint16_t cntlid);
   std::vector<uint8_t> discovery_log() const;
+  // Waits until `deadline` for the bdev I/O still running on a namespace taken out of its
+  // subsystem, then releases the bdev; on timeout keeps it claimed in retired_ (TimedOut).
+  Status release_namespace(const std::string& nqn, std::unique_ptr<Namespace> ns,
+                           std::chrono::steady_clock::time_point deadline, uint64_t timeout_ms);
+  // Under mu_: gives each live controller of `nqn` the namespace snapshot `edit` makes
+  // of its current one, delivered to every queue pair on its reactor (the admin queue
+  // last: it records the change and sends the notice for `nsid`).
+  void publish_namespaces(const std::string& nqn, uint32_t nsid,
+                          const std::function<void(std::vector<NsRef>&)>& edit);
 
   reactor::ReactorGroup& reactors_;
   bdev::BdevRegistry& registry_;
@@ -109,6 +136,8 @@ class NvmfTarget {
   size_t next_reactor_ = 0;
   bool stopped_ = false;
   std::vector<std::vector<Qpair*>> live_;  // per reactor, touched on that reactor only
+  // Removed namespaces whose I/O outlived remove_namespace's wait (under mu_).
+  std::vector<std::pair<std::string, std::unique_ptr<Namespace>>> retired_;
 };
 
 }  // namespace castor::nvmf

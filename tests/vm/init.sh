@@ -118,6 +118,15 @@ nvme_scenario() {
   else
     bad "namespace 2 did not appear"
   fi
+  # ... and removes it again when it sees this one.
+  step "ready for namespace 2 removal"
+  i=0
+  while [ -b "${CTRL}n2" ] && [ $i -lt 300 ]; do usleep 100000; i=$((i + 1)); done
+  if [ -b "${CTRL}n2" ]; then
+    bad "namespace 2 was not removed"
+  else
+    step "namespace 2 removed after an async event"
+  fi
   mkfs.ext4 -q -F "$DEV" >/tmp/mkfs.log 2>&1 || { bad "mkfs.ext4: $(tail -1 /tmp/mkfs.log)"; return; }
   mkdir -p /mnt/v
   mount -t ext4 "$DEV" /mnt/v || { bad "mount"; return; }

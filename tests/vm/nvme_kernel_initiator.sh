@@ -41,14 +41,20 @@ if command -v dumpcap >/dev/null && command -v tshark >/dev/null; then
 fi
 
 rc=0
-# When the guest waits for a second namespace, add one (castor-nvmf-serve on SIGUSR1).
+# When the guest waits for a second namespace, add one (castor-nvmf-serve on SIGUSR1);
+# when it waits for it to go, remove it (SIGUSR2).
 (for _ in $(seq 1200); do
    if grep -a -q "@@ waiting for namespace 2" "$work/guest.log" 2>/dev/null; then kill -USR1 "$pid"; break; fi
+   sleep 0.25
+ done
+ for _ in $(seq 1200); do
+   if grep -a -q "@@ ready for namespace 2 removal" "$work/guest.log" 2>/dev/null; then kill -USR2 "$pid"; break; fi
    sleep 0.25
  done) &
 "$here/boot.sh" "$guest" "$work/guest.log" mode=nvme port="$port" nqn="$nqn" mb=16 | tee "$work/steps" || rc=1
 for want in "discover lists $nqn" "id-ctrl model ok" "raw 16 MiB written and read back" \
             "fio randwrite with crc32c verify passed" "namespace 2 appeared after an async event" \
+            "namespace 2 removed after an async event" \
             "files identical after reconnect with digests" "disconnected"; do
   grep -q "$want" "$work/steps" || { echo "FAIL: missing step: $want"; rc=1; }
 done

@@ -31,7 +31,8 @@ int main(int argc, char** argv) {
   app.add_option("--port-file", port_file, "write the bound port here when ready");
   std::string late;
   app.add_option("--late-bdev", late,
-                 "bdev URI added as the next namespace on SIGUSR1 (connected hosts get an async event)");
+                 "bdev URI added as the next namespace on SIGUSR1 (connected hosts get an async event); "
+                 "SIGUSR2 removes it again");
   app.add_option("--log-level", log_level)->capture_default_str();
   bool poll = false;
   app.add_flag("--poll", poll, "busy-poll the reactors (lowest latency, 100 % CPU)");
@@ -46,6 +47,7 @@ int main(int argc, char** argv) {
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGUSR1);
+  sigaddset(&set, SIGUSR2);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
   std::vector<int> cpus;
@@ -95,9 +97,20 @@ int main(int argc, char** argv) {
     if (!rc) {
       if (!port_file.empty()) std::ofstream(port_file) << bound << "\n";
       spdlog::info("serving {} on {}:{}", nqn, host, bound);
+      uint32_t late_nsid = 0;
       for (;;) {
         int sig = 0;
         sigwait(&set, &sig);
+        if (sig == SIGUSR2) {
+          if (late_nsid == 0) continue;
+          if (auto st = tgt.remove_namespace(nqn, late_nsid); st) {
+            spdlog::info("namespace {} removed", late_nsid);
+          } else {
+            spdlog::error("remove namespace {}: {}", late_nsid, st.message());
+          }
+          late_nsid = 0;
+          continue;
+        }
         if (sig != SIGUSR1) break;
         if (late.empty()) continue;
         auto info = reg.create(late);
@@ -106,8 +119,12 @@ int main(int argc, char** argv) {
           continue;
         }
         auto ns = tgt.add_namespace(nqn, info->name);
-        if (ns) spdlog::info("namespace {} added ({})", *ns, info->name);
-        else spdlog::error("late namespace: {}", ns.status().message());
+        if (ns) {
+          spdlog::info("namespace {} added ({})", *ns, info->name);
+          late_nsid = *ns;
+        } else {
+          spdlog::error("late namespace: {}", ns.status().message());
+        }
         late.clear();
       }
       tgt.stop();

@@ -242,10 +242,20 @@ void Connection::start() { arm_recv(); }
 
 void Connection::arm_recv() {
   if (closing_ || recv_armed_) return;
-  if (have_ == buf_.size()) buf_.resize(buf_.size() * 2);  // a PDU larger than the buffer
   auto* sqe = r_.get_sqe(&recv_op_);
-  io_uring_prep_recv(sqe, fd_, buf_.data() + have_, buf_.size() - have_, 0);
+  recv_direct_ = direct_left_ > 0;
+  if (recv_direct_) {
+    io_uring_prep_recv(sqe, fd_, direct_, direct_left_, 0);
+  } else {
+    if (have_ == buf_.size()) buf_.resize(buf_.size() * 2);  // a PDU larger than the buffer
+    io_uring_prep_recv(sqe, fd_, buf_.data() + have_, buf_.size() - have_, 0);
+  }
   recv_armed_ = true;
+}
+
+void Connection::receive_into(uint8_t* dst, size_t n) {
+  direct_ = dst;
+  direct_left_ = n;
 }
 
 void Connection::on_recv(int32_t res) {
@@ -259,10 +269,28 @@ void Connection::on_recv(int32_t res) {
     return;
   }
   rx_bytes_ += static_cast<uint64_t>(res);
+  if (recv_direct_) {
+    direct_ += res;
+    direct_left_ -= static_cast<size_t>(res);
+    if (direct_left_ == 0) {
+      direct_ = nullptr;
+      h_->on_received_into();
+      if (closing_) {
+        maybe_finish_close();
+        return;
+      }
+    }
+    arm_recv();
+    return;
+  }
   have_ += static_cast<size_t>(res);
   size_t used = h_->on_data({buf_.data(), have_});
   if (closing_) {
     maybe_finish_close();
+    return;
+  }
+  if (direct_left_ > 0 && used != have_) {
+    close("internal error: receive_into() with unconsumed data");
     return;
   }
   if (used) {

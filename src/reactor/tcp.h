@@ -101,6 +101,8 @@ class Connection {
     // New bytes arrived: `buf` is everything received and not yet consumed. Return how
     // many bytes were consumed (the rest is kept and offered again with more data).
     virtual size_t on_data(std::span<const uint8_t> buf) = 0;
+    // The bytes asked for with receive_into() have all arrived.
+    virtual void on_received_into() {}
     // The connection is closed (peer closed, error, or close()) and has no I/O in
     // flight; the owner may destroy it now.
     virtual void on_closed(const std::string& reason) = 0;
@@ -113,6 +115,12 @@ class Connection {
   // Queued sends go out in order, several per sendmsg. `done` runs once the bytes are
   // sent, or once the connection has closed without sending them.
   void send(std::span<const iovec> iovs, std::function<void()> done = nullptr);
+  // Only from inside on_data(), which must then return buf.size() (everything consumed):
+  // the next `n` bytes of the stream are received straight into `dst` (valid until
+  // then) instead of through the connection's buffer, and on_received_into() runs once
+  // they are all there; on_data() is not called meanwhile. Saves copying a large payload
+  // (an NVMe/TCP H2CData PDU) out of the buffer, and moving what follows it.
+  void receive_into(uint8_t* dst, size_t n);
   // Closes: in-flight operations are cancelled, then on_closed(reason) runs once.
   void close(const std::string& reason);
   bool closing() const { return closing_; }
@@ -158,6 +166,9 @@ class Connection {
   Handler* h_;
   std::vector<uint8_t> buf_;
   size_t have_ = 0;
+  uint8_t* direct_ = nullptr;  // receive_into(): where the next bytes go
+  size_t direct_left_ = 0;
+  bool recv_direct_ = false;   // the armed receive targets direct_
   RecvOp recv_op_;
   SendOp send_op_;
   CancelOp cancel_op_;

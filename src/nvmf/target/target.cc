@@ -123,7 +123,10 @@ class Qpair final : public reactor::Connection::Handler {
         term(*e, b.subspan(0, std::min<size_t>(b.size(), 128)));
         break;
       }
-      if (b.size() < f.plen) break;
+      if (b.size() < f.plen) {
+        if (receive_h2c_direct(f, b)) used = buf.size();
+        break;
+      }
       auto pdu = b.subspan(0, f.plen);
       if (auto e = check_header_digest(f, pdu.subspan(0, f.header_bytes))) {
         term(*e, pdu.subspan(0, std::min<uint32_t>(f.hlen, 128)));
@@ -687,17 +690,62 @@ class Qpair final : public reactor::Connection::Handler {
     conn_->send({&v, 1});
   }
 
-  void h2c_data(const PduFrame& f, std::span<const uint8_t> pdu) {
+  // The command an H2CData header is for, after every check of its fields; nullptr when
+  // the connection is being terminated.
+  Cmd* h2c_target(const PduFrame& f, std::span<const uint8_t> hdr) {
     DataHeader h;
-    std::memcpy(&h, pdu.data(), sizeof(h));
+    std::memcpy(&h, hdr.data(), sizeof(h));
+    auto bad = [&](TermFes fes, uint32_t field, const char* what) -> Cmd* {
+      term({fes, field, what}, hdr.subspan(0, f.hlen));
+      return nullptr;
+    };
     if (h.ttag >= slots_.size() || !slots_[h.ttag].busy || !slots_[h.ttag].waiting_h2c ||
         slots_[h.ttag].sqe.cid != h.cccid) {
-      return term({TermFes::kInvalidHeaderField, 10, "H2CData for no outstanding R2T"}, pdu.subspan(0, f.hlen));
+      return bad(TermFes::kInvalidHeaderField, 10, "H2CData for no outstanding R2T");
     }
     Cmd* c = &slots_[h.ttag];
-    if (h.datal != f.data_len) return term({TermFes::kInvalidHeaderField, 16, "H2CData datal does not match plen"}, pdu.subspan(0, f.hlen));
-    if (h.datao != c->received) return term({TermFes::kDataOutOfRange, 12, "H2CData at an unexpected offset"}, pdu.subspan(0, f.hlen));
-    if (uint64_t{h.datao} + h.datal > c->len) return term({TermFes::kDataOutOfRange, 16, "H2CData beyond the command's data"}, pdu.subspan(0, f.hlen));
+    if (h.datal != f.data_len) return bad(TermFes::kInvalidHeaderField, 16, "H2CData datal does not match plen");
+    if (h.datao != c->received) return bad(TermFes::kDataOutOfRange, 12, "H2CData at an unexpected offset");
+    if (uint64_t{h.datao} + h.datal > c->len) return bad(TermFes::kDataOutOfRange, 16, "H2CData beyond the command's data");
+    return c;
+  }
+
+  // A large H2CData PDU still arriving (`b` holds its start): once its header is here
+  // and checked, the payload goes straight into the command's buffer (what has arrived
+  // is copied, the rest is received in place) instead of through the connection's
+  // buffer. Not with data digests, whose check needs the whole payload at hand.
+  bool receive_h2c_direct(const PduFrame& f, std::span<const uint8_t> b) {
+    static constexpr uint32_t kDirectMin = 16 * 1024;
+    if (f.type != PduType::kH2CData || f.has_ddgst || f.data_len < kDirectMin ||
+        f.data_offset + f.data_len != f.plen || b.size() < f.data_offset) {
+      return false;
+    }
+    if (auto e = check_header_digest(f, b.subspan(0, f.header_bytes))) {
+      term(*e, b.subspan(0, std::min<uint32_t>(f.hlen, 128)));
+      return false;
+    }
+    Cmd* c = h2c_target(f, b);
+    if (!c) return false;
+    const size_t have = b.size() - f.data_offset;
+    uint8_t* dst = c->buf.data() + c->received;
+    std::memcpy(dst, b.data() + f.data_offset, have);
+    direct_cmd_ = c;
+    direct_len_ = f.data_len;
+    conn_->receive_into(dst + have, f.data_len - have);
+    return true;
+  }
+
+ public:
+  void on_received_into() override {
+    Cmd* c = direct_cmd_;
+    direct_cmd_ = nullptr;
+    if (c) h2c_landed(c, direct_len_);
+  }
+
+ private:
+  void h2c_data(const PduFrame& f, std::span<const uint8_t> pdu) {
+    Cmd* c = h2c_target(f, pdu);
+    if (!c) return;
     auto data = pdu.subspan(f.data_offset, f.data_len);
     uint32_t dg = 0;
     if (f.has_ddgst) std::memcpy(&dg, pdu.data() + f.data_offset + f.data_len, 4);
@@ -705,8 +753,13 @@ class Qpair final : public reactor::Connection::Handler {
       conn_->close("data digest mismatch");
       return;
     }
-    std::memcpy(c->buf.data() + h.datao, data.data(), data.size());
-    c->received += h.datal;
+    std::memcpy(c->buf.data() + c->received, data.data(), data.size());
+    h2c_landed(c, f.data_len);
+  }
+
+  // `len` more bytes of the command's data are in its buffer.
+  void h2c_landed(Cmd* c, uint32_t len) {
+    c->received += len;
     if (c->received < c->len) return;
     c->waiting_h2c = false;
     const Sqe& s = c->sqe;
@@ -799,6 +852,8 @@ class Qpair final : public reactor::Connection::Handler {
   bool closed_ = false;
   bool dying_ = false;
   uint32_t outstanding_ = 0;
+  Cmd* direct_cmd_ = nullptr;  // receiving an H2CData payload in place (receive_into)
+  uint32_t direct_len_ = 0;
   uint32_t aec_ = 0;
   uint32_t error_recovery_ = 0;
   std::shared_ptr<const std::vector<NsRef>> ns_ = std::make_shared<std::vector<NsRef>>();

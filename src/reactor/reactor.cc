@@ -267,9 +267,10 @@ void Reactor::run() {
   // TASKRUN_FLAG makes the kernel flag pending work in the SQ ring, so that reap()'s
   // io_uring_peek_batch_cqe enters the kernel to run it. A kernel that refuses a mode
   // gets the next one: defer, cooperative, interrupt, then a plain ring.
+  constexpr int kPlainRing = static_cast<int>(TaskRun::kInterrupt) + 1;
   io_uring_params p{};
   int rc = -EINVAL;
-  for (int mode = static_cast<int>(opts_.task_run); rc == -EINVAL && mode <= 3; ++mode) {
+  for (int mode = static_cast<int>(opts_.task_run); rc == -EINVAL && mode <= kPlainRing; ++mode) {
     p = {};
     p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_CQSIZE;
     p.cq_entries = opts_.ring_entries * 4;
@@ -277,14 +278,14 @@ void Reactor::run() {
       p.flags |= IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
     } else if (mode == static_cast<int>(TaskRun::kCooperative)) {
       p.flags |= IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
-    } else if (mode == 3) {
+    } else if (mode == kPlainRing) {
       p = {};
     }
     rc = io_uring_queue_init_params(opts_.ring_entries, &ring_, &p);
     if (rc == 0 && mode != static_cast<int>(opts_.task_run)) {
       spdlog::warn("reactor={} the kernel refused io_uring task-run mode '{}'; using {}", id_,
                    task_run_name(opts_.task_run),
-                   mode < 3 ? task_run_name(static_cast<TaskRun>(mode)) : "a plain ring");
+                   mode < kPlainRing ? task_run_name(static_cast<TaskRun>(mode)) : "a plain ring");
     }
   }
   if (rc < 0) {
@@ -292,8 +293,10 @@ void Reactor::run() {
     std::abort();
   }
   ring_ok_ = true;
-  spdlog::debug("reactor={} cpu={} started poll={} task_run={}", id_, cpu_, opts_.poll,
-                (p.flags & IORING_SETUP_DEFER_TASKRUN) ? "defer" : (p.flags & IORING_SETUP_COOP_TASKRUN) ? "coop" : "interrupt");
+  const char* mode = (p.flags & IORING_SETUP_DEFER_TASKRUN)  ? "defer"
+                     : (p.flags & IORING_SETUP_COOP_TASKRUN) ? "coop"
+                                                              : "interrupt";
+  spdlog::debug("reactor={} cpu={} started poll={} task_run={}", id_, cpu_, opts_.poll, mode);
 
   uint64_t last_work_ns = mono_ns();
   for (;;) {

@@ -46,8 +46,8 @@ enum class TaskRun : uint8_t {
   // Only when the reactor enters the kernel to collect completions, which its loop does
   // whenever the kernel flags such work (IORING_SETUP_DEFER_TASKRUN): nothing interrupts
   // a busy reactor, and a peer sending to it never pays for waking it. Measured on
-  // loopback NVMe/TCP between two cores: QD1 4 KiB reads 26 K -> 64-71 K IOPS, QD32
-  // 310-420 K -> 420-495 K, against kInterrupt (docs/benchmarks.md). Linux 6.1+.
+  // loopback NVMe/TCP between two cores: QD1 4 KiB reads 2.4-3x the IOPS of kInterrupt,
+  // QD32 the same or better (docs/benchmarks.md). Linux 6.1+.
   kDefer,
   // At the reactor's next system call, without an interrupt (COOP_TASKRUN). Linux 5.19+.
   kCooperative,
@@ -62,7 +62,7 @@ Result<TaskRun> parse_task_run(const std::string& s);
 struct ReactorOptions {
   bool poll = false;              // pure busy polling, never sleep
   TaskRun task_run = TaskRun::kDefer;
-  unsigned ring_entries = 1024;   // SQ size; the CQ is twice that
+  unsigned ring_entries = 1024;   // SQ size; the CQ is four times that
   uint64_t spin_ns = 20'000;      // keep polling this long after the last work
   bool pin = true;                // pin the thread to its CPU
   // While completions are handled, enter the kernel as soon as this many new SQEs are

@@ -1085,7 +1085,9 @@ void NvmfTarget::publish_namespaces(const std::string& nqn, uint32_t nsid,
       qps = ctrl->io_qpairs;
       if (ctrl->admin) qps.emplace_back(ctrl->admin_reactor, ctrl->admin);  // last: notice after the I/O queues
     }
-    for (auto [r, qp] : qps) {
+    for (const auto& entry : qps) {
+      reactor::Reactor* r = entry.first;  // not a structured binding: clang 14 cannot capture those
+      Qpair* qp = entry.second;
       r->send([this, r, qp, ctrl, snap, nsid] {
         auto& live = live_[r->id()];
         if (std::find(live.begin(), live.end(), qp) == live.end() || !qp->belongs_to(ctrl.get())) return;

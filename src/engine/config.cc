@@ -243,9 +243,9 @@ Result<EngineConfig> resolve(const Layer& flags, const Layer& file) {
   } else if (cpu_src.reactors) {
     auto n = parse_reactor_count(*cpu_src.reactors);
     if (!n) return n.status();
-    cfg.cpus = cpus_for_reactor_count(*n);
+    cfg.cpus = reactor::cpus_for_reactor_count(*n);
   } else {
-    cfg.cpus = cpus_for_reactor_count(1);
+    cfg.cpus = reactor::cpus_for_reactor_count(1);
   }
 
   auto pick = [&](const auto& f, const auto& y) { return f ? f : y; };
@@ -413,24 +413,6 @@ Status check_listen_address(const std::string& what, const std::string& addr) {
     return make_error(Errc::kInvalidArgument, "{}: '{}' has an invalid port", what, addr);
   }
   return Status::ok();
-}
-
-std::vector<int> cpus_for_reactor_count(unsigned n) {
-  std::vector<int> allowed;
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
-    for (int c = 0; c < CPU_SETSIZE; ++c) {
-      if (CPU_ISSET(c, &set)) allowed.push_back(c);
-    }
-  }
-  if (allowed.empty()) {
-    unsigned hw = std::max(1u, std::thread::hardware_concurrency());
-    for (unsigned c = 0; c < hw; ++c) allowed.push_back(static_cast<int>(c));
-  }
-  std::vector<int> cpus;
-  for (unsigned i = 0; i < n; ++i) cpus.push_back(allowed[i % allowed.size()]);
-  return cpus;
 }
 
 Result<ParsedArgs> parse_args(int argc, const char* const* argv) {

@@ -74,10 +74,6 @@ struct ParsedArgs {
 // --cores and --reactors at the same level).
 Result<ParsedArgs> parse_args(int argc, const char* const* argv);
 
-// CPUs for `n` reactors: the CPUs this process may run on, in order, wrapping around
-// when n exceeds them (so reactor i uses CPU i on an unrestricted machine).
-std::vector<int> cpus_for_reactor_count(unsigned n);
-
 // Errors: InvalidArgument unless `s` is one of trace, debug, info, warn, error,
 // critical, off.
 Result<spdlog::level::level_enum> parse_log_level(const std::string& s);

@@ -356,6 +356,24 @@ Result<TaskRun> parse_task_run(const std::string& s) {
                     "invalid io_uring task-run mode '{}' (expected defer, coop or interrupt)", s);
 }
 
+std::vector<int> cpus_for_reactor_count(unsigned n) {
+  std::vector<int> allowed;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    for (int c = 0; c < CPU_SETSIZE; ++c) {
+      if (CPU_ISSET(c, &set)) allowed.push_back(c);
+    }
+  }
+  if (allowed.empty()) {
+    unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+    for (unsigned c = 0; c < hw; ++c) allowed.push_back(static_cast<int>(c));
+  }
+  std::vector<int> cpus;
+  for (unsigned i = 0; i < n; ++i) cpus.push_back(allowed[i % allowed.size()]);
+  return cpus;
+}
+
 Result<std::vector<int>> parse_cpu_list(const std::string& spec) {
   std::vector<int> out;
   long ncpu = sysconf(_SC_NPROCESSORS_CONF);

@@ -198,6 +198,10 @@ class Reactor {
 
 // Parses "0,1", "0-3", "0,2-3" into a CPU list; rejects CPUs this machine lacks.
 Result<std::vector<int>> parse_cpu_list(const std::string& spec);
+// CPUs for `n` reactors: the CPUs this process may run on (its affinity, so `taskset`
+// is respected), in order, wrapping around when n exceeds them (so reactor i uses CPU i
+// on an unrestricted machine).
+std::vector<int> cpus_for_reactor_count(unsigned n);
 
 // The engine's set of reactors.
 class ReactorGroup {

@@ -144,9 +144,9 @@ TEST(EngineConfigTest, FlagsParse) {
 }
 
 TEST(EngineConfigTest, ReactorCountWrapsOverCpus) {
-  auto cpus = engine::cpus_for_reactor_count(5);
+  auto cpus = reactor::cpus_for_reactor_count(5);
   ASSERT_EQ(cpus.size(), 5u);
-  auto one = engine::cpus_for_reactor_count(1);
+  auto one = reactor::cpus_for_reactor_count(1);
   EXPECT_EQ(cpus[0], one[0]);
 }
 

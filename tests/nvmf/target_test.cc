@@ -49,6 +49,16 @@ class TestHost {
   ~TestHost() {
     if (fd_ >= 0) close(fd_);
   }
+  // An Async Event Request, sent without waiting: it stays outstanding until an event.
+  void send_aer(uint16_t cid) {
+    Sqe aer{};
+    aer.opcode = admin_op::kAsyncEventRequest;
+    aer.cid = cid;
+    aer.flags = 0x40;
+    aer.sgl1.type = kSglTransportDataBlock;
+    uint8_t h[80];
+    send_raw(h, build_capsule_cmd(h, aer, 0, false, false));
+  }
   void send_raw(const void* p, size_t n) { ASSERT_EQ(::send(fd_, p, n, MSG_NOSIGNAL), static_cast<ssize_t>(n)); }
   bool read_exact(void* p, size_t n) {
     size_t got = 0;
@@ -346,15 +356,7 @@ TEST_F(Target, AddedNamespaceIsAnnouncedThroughAnAsyncEvent) {
   ASSERT_EQ(a.admin(admin_op::kSetFeatures, 0, feature::kAsyncEventConfig, 1u << 8).status, 0);
   TestHost io(port);
   ASSERT_EQ(io.connect(kNqn, kHost, 1, cntlid).status, 0);
-  // The AER stays outstanding: send it without waiting.
-  Sqe aer{};
-  aer.opcode = admin_op::kAsyncEventRequest;
-  aer.cid = 0x7000;
-  aer.flags = 0x40;
-  aer.sgl1.type = kSglTransportDataBlock;
-  uint8_t h[80];
-  size_t n = build_capsule_cmd(h, aer, 0, false, false);
-  a.send_raw(h, n);
+  a.send_aer(0x7000);
   usleep(50000);
   auto nsid = tgt->add_namespace(kNqn, "m1");
   ASSERT_TRUE(nsid);
@@ -437,13 +439,7 @@ TEST_F(Target, RemovedNamespaceIsAnnouncedAndReleasedOnceItsIoEnds) {
   }
   ASSERT_EQ(bdev::FaultControl::list(*reg->find("f1"))[0].parked, 1u);
 
-  Sqe aer{};
-  aer.opcode = admin_op::kAsyncEventRequest;
-  aer.cid = 0x7001;
-  aer.flags = 0x40;
-  aer.sgl1.type = kSglTransportDataBlock;
-  uint8_t h[80];
-  a.send_raw(h, build_capsule_cmd(h, aer, 0, false, false));
+  a.send_aer(0x7001);
   usleep(20000);
   auto removed = std::async(std::launch::async, [&] { return tgt->remove_namespace(kNqn, 2, 10000); });
 

@@ -47,8 +47,7 @@ int main(int argc, char** argv) {
     }
     cpus = *c;
   } else {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    for (unsigned i = 0; i < std::max(1u, nreactors); ++i) cpus.push_back(static_cast<int>(i % n));
+    cpus = castor::reactor::cpus_for_reactor_count(std::max(1u, nreactors));
   }
   castor::reactor::ReactorOptions ro;
   ro.poll = poll;

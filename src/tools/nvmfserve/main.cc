@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
   app.add_option("--nqn", nqn, "subsystem NQN")->capture_default_str();
   app.add_option("--listen", host, "address")->capture_default_str();
   app.add_option("--port", port, "port (0: pick one)")->capture_default_str();
-  app.add_option("--reactors", reactors, "reactor count, on CPUs 0..n-1")->capture_default_str();
+  app.add_option("--reactors", reactors, "reactor count, on the CPUs this process may use")->capture_default_str();
   std::string cores;
   app.add_option("--cores", cores, "CPU list for the reactors, e.g. 1 or 0,1 (overrides --reactors)");
   app.add_option("--allow-host", allowed, "allowed host NQN (repeatable; default any)");
@@ -59,8 +59,7 @@ int main(int argc, char** argv) {
     }
     cpus = *c;
   } else {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    for (unsigned i = 0; i < std::max(1u, reactors); ++i) cpus.push_back(static_cast<int>(i % n));
+    cpus = castor::reactor::cpus_for_reactor_count(std::max(1u, reactors));
   }
   auto tr = castor::reactor::parse_task_run(taskrun);
   if (!tr) {

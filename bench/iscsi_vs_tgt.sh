@@ -3,7 +3,9 @@
 # same RAM-backed size: Castor exports a malloc bdev, tgt a file on tmpfs (/dev/shm).
 # fio's libiscsi engine drives 4 KiB random read and write at QD32 against each, and
 # libiscsi's iscsi-perf adds a second random-read figure. Prints both and the ratio
-# (goal: Castor >= 2x tgt). Each target runs on CPU 1, the client on CPU 0.
+# (goal: Castor >= 2x tgt). The client runs on CPU 0; the targets on CPU 1 ("separate"),
+# then on the client's CPU 0 ("shared": storage sharing cores with its applications, where
+# every cycle a target spends is one the client cannot).
 #
 #   bench/iscsi_vs_tgt.sh [seconds=10]
 #
@@ -51,6 +53,7 @@ taskset -c 1 build/release/src/engine/castor-engine --cores 1 --grpc-listen 127.
   --state-dir "$work/state" --bdev "malloc:///m0?size_mb=$SIZE_MB&blk_size=512" --iscsi-listen 127.0.0.1:0 \
   --iscsi-export iqn.2026-11.io.castor:bench=m0 --ready-file "$work/ready.json" --log-level warn \
   >"$work/engine.log" 2>&1 &
+servers=($!)
 pids+=($!)
 for _ in $(seq 100); do [[ -s "$work/ready.json" ]] && break; sleep 0.1; done
 cport=$(jq -r .iscsi_port "$work/ready.json")
@@ -59,6 +62,7 @@ cport=$(jq -r .iscsi_port "$work/ready.json")
 tport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 truncate -s "${SIZE_MB}M" /dev/shm/castor-iscsibench-$$.img
 taskset -c 1 tgtd -f --iscsi "portal=127.0.0.1:$tport" -C "$tgt_ctl" >"$work/tgtd.log" 2>&1 &
+servers+=($!)
 pids+=($!)
 for _ in $(seq 50); do tgtadm -C "$tgt_ctl" --lld iscsi --op show --mode sys >/dev/null 2>&1 && break; sleep 0.1; done
 tgtadm -C "$tgt_ctl" --lld iscsi --op new --mode target --tid 1 -T iqn.2024-01.bench.tgt:lun1
@@ -84,14 +88,19 @@ for u in "$curl" "$turl"; do
   taskset -c 0 fio --name=fill --ioengine=external:"$engine_so" --filename="${u//:/\\:}" --rw=write --bs=1m \
     --iodepth=4 --size="${SIZE_MB}m" >/dev/null 2>&1
 done
-printf "%-22s %14s %14s %7s\n" workload castor_iops tgt_iops ratio
-row() { printf "%-22s %14.0f %14.0f %7.2f\n" "$1" "$2" "$3" "$(echo "$2 / $3" | bc -l)"; }
-for rw in randread randwrite; do
-  c=$(fio_iops "$curl" "$rw")
-  t=$(fio_iops "$turl" "$rw")
-  row "fio $rw 4k QD32" "$c" "$t"
+printf "%-32s %14s %14s %7s\n" workload castor_iops tgt_iops ratio
+row() { printf "%-32s %14.0f %14.0f %7.2f\n" "$1" "$2" "$3" "$(echo "$2 / $3" | bc -l)"; }
+for place in separate shared; do
+  if [[ $place == shared ]]; then
+    for p in "${servers[@]}"; do taskset -a -p -c 0 "$p" >/dev/null; done
+  fi
+  for rw in randread randwrite; do
+    c=$(fio_iops "$curl" "$rw")
+    t=$(fio_iops "$turl" "$rw")
+    row "fio $rw 4k QD32 $place" "$c" "$t"
+  done
+  c=$(perf_iops "$curl")
+  t=$(perf_iops "$turl")
+  [[ -n $c && -n $t ]] && row "iscsi-perf randread $place" "$c" "$t"
 done
-c=$(perf_iops "$curl")
-t=$(perf_iops "$turl")
-[[ -n $c && -n $t ]] && row "iscsi-perf randread" "$c" "$t"
-echo "(goal: >= 2; targets on CPU 1, client on CPU 0)"
+echo "(goal: >= 2; client on CPU 0, targets on CPU 1 (separate) or 0 (shared))"

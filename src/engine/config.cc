@@ -21,6 +21,7 @@ struct Layer {
   std::optional<std::string> cores;
   std::optional<std::string> reactors;
   std::optional<bool> poll;
+  std::optional<std::string> spin_us;
   std::optional<std::string> grpc_listen;
   std::optional<std::string> metrics_listen;
   std::optional<std::string> log_level;
@@ -161,6 +162,10 @@ Result<Layer> load_yaml(const std::string& path) {
           return Status(Errc::kInvalidArgument, "config key 'poll': expected true or false");
         }
         l.poll = b;
+      } else if (key == "spin-us") {
+        auto s = yaml_scalar(v, key);
+        if (!s) return s.status();
+        l.spin_us = *s;
       } else if (key == "grpc-listen" || key == "metrics-listen" || key == "log-level" ||
                  key == "log-format" || key == "ready-file" || key == "nbd-listen" ||
                  key == "iscsi-listen" || key == "state-dir") {
@@ -223,6 +228,18 @@ Result<unsigned> parse_reactor_count(const std::string& s) {
   return n;
 }
 
+constexpr uint64_t kMaxSpinUs = 1'000'000;
+
+Result<uint64_t> parse_spin_us(const std::string& s) {
+  uint64_t n = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
+  if (ec != std::errc() || p != s.data() + s.size() || n > kMaxSpinUs) {
+    return make_error(Errc::kInvalidArgument,
+                      "spin-us: '{}' is not a number of microseconds (0..{})", s, kMaxSpinUs);
+  }
+  return n;
+}
+
 // Merges the two layers (flags win) into a validated EngineConfig.
 Result<EngineConfig> resolve(const Layer& flags, const Layer& file) {
   EngineConfig cfg;
@@ -250,6 +267,11 @@ Result<EngineConfig> resolve(const Layer& flags, const Layer& file) {
 
   auto pick = [&](const auto& f, const auto& y) { return f ? f : y; };
   if (auto p = pick(flags.poll, file.poll)) cfg.poll = *p;
+  if (auto s = pick(flags.spin_us, file.spin_us)) {
+    auto us = parse_spin_us(*s);
+    if (!us) return us.status();
+    cfg.spin_us = *us;
+  }
   if (auto g = pick(flags.grpc_listen, file.grpc_listen)) cfg.grpc_listen = *g;
   if (auto m = pick(flags.metrics_listen, file.metrics_listen)) cfg.metrics_listen = *m;
   if (auto r = pick(flags.ready_file, file.ready_file)) cfg.ready_file = *r;
@@ -423,7 +445,7 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
   app.set_version_flag("--version", kVersion);
 
   std::string config_file, cores, reactors, grpc_listen, metrics_listen, log_level, log_format,
-      ready_file, nbd_listen, iscsi_listen, state_dir;
+      ready_file, nbd_listen, iscsi_listen, state_dir, spin_us;
   bool poll = false;
   std::vector<std::string> bdevs, pool_imports, nvmf_listen, nvmf_shares, nbd_exports,
       iscsi_exports;
@@ -434,6 +456,9 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
   auto* o_reactors =
       app.add_option("--reactors", reactors, "number of reactors, on CPUs 0..N-1 (default 1)");
   auto* o_poll = app.add_flag("--poll", poll, "busy-poll reactors instead of sleeping");
+  auto* o_spin = app.add_option("--spin-us", spin_us,
+                                "keep polling this many microseconds after the last work "
+                                "before sleeping (default 20; 0 sleeps at once)");
   auto* o_grpc = app.add_option("--grpc-listen", grpc_listen,
                                 "gRPC API address, HOST:PORT; port 0 picks a free port "
                                 "(default 127.0.0.1:10124)");
@@ -504,6 +529,7 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
   if (o_cores->count()) flags.cores = cores;
   if (o_reactors->count()) flags.reactors = reactors;
   if (o_poll->count()) flags.poll = poll;
+  if (o_spin->count()) flags.spin_us = spin_us;
   if (o_grpc->count()) flags.grpc_listen = grpc_listen;
   if (o_metrics->count()) flags.metrics_listen = metrics_listen;
   if (o_level->count()) flags.log_level = log_level;

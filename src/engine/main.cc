@@ -263,9 +263,10 @@ int run(const EngineConfig& cfg) {
   setup_logging(cfg.log_format, cfg.log_level);
   api::EngineIdentity identity;
   identity.poll_mode = cfg.poll;
-  spdlog::info("castor-engine {} starting: pid {}, {} reactor(s) on CPUs {}, {} mode", kVersion,
+  spdlog::info("castor-engine {} starting: pid {}, {} reactor(s) on CPUs {}, {}", kVersion,
                ::getpid(), cfg.cpus.size(), cpu_list_text(cfg.cpus),
-               cfg.poll ? "polling" : "adaptive");
+               cfg.poll ? std::string("polling")
+                        : fmt::format("adaptive (spin {} us)", cfg.spin_us));
 
   auto nexus_dir = prepare_state_dir(cfg.state_dir);
   if (!nexus_dir) {
@@ -276,7 +277,8 @@ int run(const EngineConfig& cfg) {
   spdlog::info("state directory {} (nexus health records in {})", cfg.state_dir,
                nexus_dir->string());
 
-  reactor::ReactorGroup reactors(cfg.cpus, reactor::ReactorOptions{.poll = cfg.poll});
+  reactor::ReactorGroup reactors(
+      cfg.cpus, reactor::ReactorOptions{.poll = cfg.poll, .spin_ns = cfg.spin_us * 1000});
   reactors.start();
   int rc = 0;
   {

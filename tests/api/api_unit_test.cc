@@ -121,6 +121,7 @@ TEST(EngineConfigTest, Defaults) {
   ASSERT_TRUE(p.is_ok()) << p.status().message();
   EXPECT_EQ(p->config.cpus.size(), 1u);
   EXPECT_FALSE(p->config.poll);
+  EXPECT_EQ(p->config.spin_us, 20u);
   EXPECT_EQ(p->config.grpc_listen, "127.0.0.1:10124");
   EXPECT_EQ(p->config.metrics_listen, "127.0.0.1:9124");
   EXPECT_EQ(p->config.log_level, spdlog::level::info);
@@ -175,6 +176,7 @@ TEST(EngineConfigTest, YamlWithFlagOverrides) {
   fs::path f = dir / "e.yaml";
   std::ofstream(f) << "cores: [0]\n"
                       "poll: true\n"
+                      "spin-us: 5\n"
                       "grpc-listen: 127.0.0.1:5000\n"
                       "metrics-listen: none\n"
                       "log-level: warn\n"
@@ -183,6 +185,7 @@ TEST(EngineConfigTest, YamlWithFlagOverrides) {
   ASSERT_TRUE(p.is_ok()) << p.status().message();
   EXPECT_EQ(p->config.cpus, std::vector<int>{0});
   EXPECT_TRUE(p->config.poll);
+  EXPECT_EQ(p->config.spin_us, 5u);
   EXPECT_EQ(p->config.grpc_listen, "127.0.0.1:6000");
   EXPECT_EQ(p->config.metrics_listen, "none");
   EXPECT_EQ(p->config.log_level, spdlog::level::warn);
@@ -192,6 +195,16 @@ TEST(EngineConfigTest, YamlWithFlagOverrides) {
   p = parse({"--config", f.string(), "--poll=false"});
   ASSERT_TRUE(p.is_ok()) << p.status().message();
   EXPECT_FALSE(p->config.poll);
+
+  // --spin-us overrides the file's; a value that is not a bounded number is refused.
+  p = parse({"--config", f.string(), "--spin-us", "0"});
+  ASSERT_TRUE(p.is_ok()) << p.status().message();
+  EXPECT_EQ(p->config.spin_us, 0u);
+  for (const char* bad : {"-1", "2x", "", "1000001"}) {
+    p = parse({"--config", f.string(), "--spin-us", bad});
+    ASSERT_FALSE(p.is_ok()) << bad;
+    EXPECT_NE(p.status().message().find("spin-us"), std::string::npos) << p.status().message();
+  }
 
   // --reactors on the command line replaces the file's cores.
   p = parse({"--config", f.string(), "--reactors", "2"});

@@ -1210,25 +1210,12 @@ void IscsiTarget::stop() {
     if (stopped_) return;
     stopped_ = true;
   }
-  for (auto& l : listeners_) {
-    std::promise<void> p;
-    reactor::Listener* lp = l.get();
-    reactors_.run_on(0, [lp, &p](reactor::Reactor&) { lp->stop([&p] { p.set_value(); }); });
-    p.get_future().wait();
-  }
+  std::vector<reactor::Listener*> ls;
+  for (auto& l : listeners_) ls.push_back(l.get());
+  reactor::stop_listeners(reactors_, ls);
   reactors_.run_on(0, [this](reactor::Reactor&) { listeners_.clear(); });
-  for (size_t i = 0; i < reactors_.size(); ++i) {
-    reactors_.run_on(i, [this, i](reactor::Reactor&) {
-      auto v = live_[i];
-      for (auto* c : v) c->shutdown("target stopping");
-    });
-    for (int tries = 0; tries < 1000; ++tries) {
-      bool empty = false;
-      reactors_.run_on(i, [this, i, &empty](reactor::Reactor&) { empty = live_[i].empty(); });
-      if (empty) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-  }
+  reactor::close_connections(reactors_, live_,
+                             [](IscsiConnection* c) { c->shutdown("target stopping"); });
   std::lock_guard lk(mu_);
   nodes_.clear();
 }

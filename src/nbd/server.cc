@@ -664,26 +664,11 @@ void NbdServer::stop() {
     if (stopped_) return;
     stopped_ = true;
   }
-  for (auto& l : listeners_) {
-    std::promise<void> p;
-    reactor::Listener* lp = l.get();
-    reactors_.run_on(0, [lp, &p](reactor::Reactor&) { lp->stop([&p] { p.set_value(); }); });
-    p.get_future().wait();
-  }
+  std::vector<reactor::Listener*> ls;
+  for (auto& l : listeners_) ls.push_back(l.get());
+  reactor::stop_listeners(reactors_, ls);
   reactors_.run_on(0, [this](reactor::Reactor&) { listeners_.clear(); });
-  // Close every connection and wait until each reactor has none left.
-  for (size_t i = 0; i < reactors_.size(); ++i) {
-    reactors_.run_on(i, [this, i](reactor::Reactor&) {
-      auto v = live_[i];
-      for (auto* c : v) c->shutdown();
-    });
-    for (int tries = 0; tries < 500; ++tries) {
-      bool empty = false;
-      reactors_.run_on(i, [this, i, &empty](reactor::Reactor&) { empty = live_[i].empty(); });
-      if (empty) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-  }
+  reactor::close_connections(reactors_, live_, [](NbdConnection* c) { c->shutdown(); });
   // The exports' descriptors go with the server: the registry may outlive it only briefly.
   std::lock_guard lk(mu_);
   export_descs_.clear();

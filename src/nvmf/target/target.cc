@@ -1201,27 +1201,13 @@ void NvmfTarget::stop() {
     if (stopped_) return;
     stopped_ = true;
   }
-  for (auto& l : listeners_) {
-    std::promise<void> p;
-    reactor::Listener* lp = l.listener.get();
-    reactors_.run_on(0, [lp, &p](reactor::Reactor&) { lp->stop([&p] { p.set_value(); }); });
-    p.get_future().wait();
-  }
+  std::vector<reactor::Listener*> ls;
+  for (auto& l : listeners_) ls.push_back(l.listener.get());
+  reactor::stop_listeners(reactors_, ls);
   reactors_.run_on(0, [this](reactor::Reactor&) {
     for (auto& l : listeners_) l.listener.reset();
   });
-  for (size_t i = 0; i < reactors_.size(); ++i) {
-    reactors_.run_on(i, [this, i](reactor::Reactor&) {
-      auto v = live_[i];
-      for (auto* q : v) q->close("target stopping");
-    });
-    for (int tries = 0; tries < 500; ++tries) {
-      bool empty = false;
-      reactors_.run_on(i, [this, i, &empty](reactor::Reactor&) { empty = live_[i].empty(); });
-      if (empty) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-  }
+  reactor::close_connections(reactors_, live_, [](Qpair* q) { q->close("target stopping"); });
 }
 
 }  // namespace castor::nvmf

@@ -1,17 +1,47 @@
 // Runs a libFuzzer-style target without libFuzzer (GCC builds, the default test suite):
 // replays the seed inputs, then `iterations` random mutations of them. Deterministic
 // (fixed seed) so a failure reproduces.
+//
+// `--write-seeds DIR` instead writes the seeds to DIR as files (seed-000, ...), a corpus
+// to start libFuzzer from. Clang builds compile this file alone with the seeds as
+// `<target>_seeds` (CASTOR_FUZZ_SEEDS_ONLY), which does only that.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
+#ifndef CASTOR_FUZZ_SEEDS_ONLY
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
+#endif
 extern const std::vector<std::string> kFuzzSeeds;
 
+namespace {
+int write_seeds(const char* dir) {
+  for (size_t i = 0; i < kFuzzSeeds.size(); ++i) {
+    char name[32];
+    std::snprintf(name, sizeof(name), "/seed-%03zu", i);
+    const std::string path = std::string(dir) + name;
+    const std::string& s = kFuzzSeeds[i];
+    std::FILE* f = std::fopen(path.c_str(), "wb");
+    if (!f || std::fwrite(s.data(), 1, s.size(), f) != s.size() || std::fclose(f) != 0) {
+      std::fprintf(stderr, "cannot write %s\n", path.c_str());
+      return 1;
+    }
+  }
+  std::printf("%zu seeds written to %s\n", kFuzzSeeds.size(), dir);
+  return 0;
+}
+}  // namespace
+
 int main(int argc, char** argv) {
+  if (argc == 3 && std::strcmp(argv[1], "--write-seeds") == 0) return write_seeds(argv[2]);
+#ifdef CASTOR_FUZZ_SEEDS_ONLY
+  std::fprintf(stderr, "usage: %s --write-seeds DIR\n", argv[0]);
+  return 2;
+#else
   long iterations = argc > 1 ? std::atol(argv[1]) : 200000;
   std::mt19937_64 rng(12345);
   for (const auto& s : kFuzzSeeds) {
@@ -34,4 +64,5 @@ int main(int argc, char** argv) {
   }
   std::printf("fuzz: %zu seeds + %ld mutations, no failure\n", kFuzzSeeds.size(), iterations);
   return 0;
+#endif
 }

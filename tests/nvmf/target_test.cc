@@ -339,6 +339,26 @@ TEST_F(Target, AdminSequenceIoQueueAndData) {
     got.clear();
     EXPECT_EQ(io2.rw(io_op::kRead, 8, 8, 512, &got).status, 0);
     EXPECT_EQ(got, small);
+    // A second Connect for a queue that exists is refused, as Linux's nvmet does.
+    TestHost dup(port, digests, digests);
+    EXPECT_EQ(sc_of(dup.connect(kNqn, kHost, 2, cntlid)), sc::kCommandSequenceError);
+    // Dataset Management (deallocate one range), in-capsule and by R2T; an SGL shorter
+    // than the ranges it announces is refused before any data is asked for.
+    uint8_t range[16] = {};
+    const uint32_t range_nlb = 8;
+    const uint64_t range_slba = 200;
+    std::memcpy(range + 4, &range_nlb, 4);
+    std::memcpy(range + 8, &range_slba, 8);
+    Sqe dsm{};
+    dsm.opcode = io_op::kDatasetManagement;
+    dsm.nsid = 1;
+    dsm.cdw11 = 1u << 2;  // AD
+    EXPECT_EQ(io.cmd(dsm, range).status, 0);
+    dsm.sgl1.type = kSglTransportDataBlock;
+    dsm.sgl1.length = 16;
+    EXPECT_EQ(io.cmd(dsm, {}, nullptr, range).status, 0);
+    dsm.sgl1.length = 8;
+    EXPECT_EQ(sc_of(io.cmd(dsm, {}, nullptr, range)), sc::kSglInvalidData);
     // I/O connect with a wrong cntlid or host is refused.
     TestHost io3(port);
     EXPECT_EQ(sc_of(io3.connect(kNqn, kHost, 3, cntlid + 100)), sc::kConnectInvalidParameters);

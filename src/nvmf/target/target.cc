@@ -390,16 +390,23 @@ class Qpair final : public reactor::Connection::Handler {
     if (!ctrl) return finish(c, specific(sc::kConnectInvalidParameters), 16u | 1u << 16);  // CNTLID in data
     const uint16_t max_q = ctrl->granted_io_queues ? ctrl->granted_io_queues : t_.opts_.max_io_queues;
     if (cmd.qid > max_q) return finish(c, specific(sc::kConnectInvalidParameters), 42);
-    ctrl_ = ctrl;
-    qid_ = cmd.qid;
-    connected_ = true;
     {
       // Together, so that a namespace added meanwhile either is in this snapshot or
-      // reaches this queue by message.
-      std::lock_guard lk(ctrl_->mu);
-      ctrl_->io_qpairs.emplace_back(&r_, this);
-      ns_ = ctrl_->ns;
+      // reaches this queue by message, and so that two Connects for one queue ID
+      // cannot both succeed.
+      std::lock_guard lk(ctrl->mu);
+      for (const auto& entry : ctrl->io_qpairs) {
+        if (entry.second->qid_ == cmd.qid) {
+          // As Linux's nvmet answers: the queue exists already.
+          return finish(c, generic(sc::kCommandSequenceError), 0);
+        }
+      }
+      qid_ = cmd.qid;
+      ctrl->io_qpairs.emplace_back(&r_, this);
+      ns_ = ctrl->ns;
     }
+    ctrl_ = ctrl;
+    connected_ = true;
     return finish(c, kSuccess, ctrl_->cntlid);
   }
 
@@ -670,6 +677,7 @@ class Qpair final : public reactor::Connection::Handler {
       case io_op::kDatasetManagement: {
         const uint32_t nr = (s.cdw10 & 0xff) + 1;
         c->len = nr * 16;
+        if (s.sgl1.length < c->len) return finish(c, generic(sc::kSglInvalidData));
         if (!(s.cdw11 & (1u << 2))) return finish(c, kSuccess);  // only deallocate does anything
         if (c->received == c->len) return dsm_next(c, 0);
         if (c->received != 0 || s.sgl1.type != kSglTransportDataBlock) return finish(c, generic(sc::kSglInvalidData));

@@ -22,11 +22,7 @@ work=$(mktemp -d /tmp/castor-iscsibench.XXXXXX)
 pids=()
 tgt_ctl=$((RANDOM % 1000 + 3000))
 cleanup() {
-  tgtadm -C "$tgt_ctl" --lld iscsi --op delete --mode target --tid 1 --force >/dev/null 2>&1 || true
-  tgtadm -C "$tgt_ctl" --op delete --mode system >/dev/null 2>&1 || true
-  sleep 0.2
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
-  rm -f /dev/shm/castor-iscsibench-$$.img
+  stop_servers
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -48,29 +44,39 @@ if [[ ! -f $engine_so ]]; then
     make -j"$(nproc)" >/dev/null && cp engines/fio-libiscsi.so "$engine_so")
 fi
 
-# Castor
-taskset -c 1 build/release/src/engine/castor-engine --cores 1 --grpc-listen 127.0.0.1:0 --metrics-listen none \
-  --state-dir "$work/state" --bdev "malloc:///m0?size_mb=$SIZE_MB&blk_size=512" --iscsi-listen 127.0.0.1:0 \
-  --iscsi-export iqn.2026-11.io.castor:bench=m0 --ready-file "$work/ready.json" --log-level warn \
-  >"$work/engine.log" 2>&1 &
-servers=($!)
-pids+=($!)
-for _ in $(seq 100); do [[ -s "$work/ready.json" ]] && break; sleep 0.1; done
-cport=$(jq -r .iscsi_port "$work/ready.json")
+# Starts Castor and tgt with every thread on CPU $1 (their own state each time).
+start_servers() {
+  rm -rf "$work/state"
+  # Castor
+  taskset -c "$1" build/release/src/engine/castor-engine --cores 1 --grpc-listen 127.0.0.1:0 --metrics-listen none \
+    --state-dir "$work/state" --bdev "malloc:///m0?size_mb=$SIZE_MB&blk_size=512" --iscsi-listen 127.0.0.1:0 \
+    --iscsi-export iqn.2026-11.io.castor:bench=m0 --ready-file "$work/ready.$1.json" --log-level warn \
+    >"$work/engine.$1.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do [[ -s "$work/ready.$1.json" ]] && break; sleep 0.1; done
+  cport=$(jq -r .iscsi_port "$work/ready.$1.json")
 
-# tgt on a tmpfs file of the same size
-tport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-truncate -s "${SIZE_MB}M" /dev/shm/castor-iscsibench-$$.img
-taskset -c 1 tgtd -f --iscsi "portal=127.0.0.1:$tport" -C "$tgt_ctl" >"$work/tgtd.log" 2>&1 &
-servers+=($!)
-pids+=($!)
-for _ in $(seq 50); do tgtadm -C "$tgt_ctl" --lld iscsi --op show --mode sys >/dev/null 2>&1 && break; sleep 0.1; done
-tgtadm -C "$tgt_ctl" --lld iscsi --op new --mode target --tid 1 -T iqn.2024-01.bench.tgt:lun1
-tgtadm -C "$tgt_ctl" --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 -b /dev/shm/castor-iscsibench-$$.img
-tgtadm -C "$tgt_ctl" --lld iscsi --op bind --mode target --tid 1 -I ALL
+  # tgt on a tmpfs file of the same size
+  tport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  truncate -s "${SIZE_MB}M" /dev/shm/castor-iscsibench-$$.img
+  taskset -c "$1" tgtd -f --iscsi "portal=127.0.0.1:$tport" -C "$tgt_ctl" >"$work/tgtd.$1.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 50); do tgtadm -C "$tgt_ctl" --lld iscsi --op show --mode sys >/dev/null 2>&1 && break; sleep 0.1; done
+  tgtadm -C "$tgt_ctl" --lld iscsi --op new --mode target --tid 1 -T iqn.2024-01.bench.tgt:lun1
+  tgtadm -C "$tgt_ctl" --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 -b /dev/shm/castor-iscsibench-$$.img
+  tgtadm -C "$tgt_ctl" --lld iscsi --op bind --mode target --tid 1 -I ALL
 
-curl="iscsi://127.0.0.1:$cport/iqn.2026-11.io.castor:bench/0"
-turl="iscsi://127.0.0.1:$tport/iqn.2024-01.bench.tgt:lun1/1"
+  curl="iscsi://127.0.0.1:$cport/iqn.2026-11.io.castor:bench/0"
+  turl="iscsi://127.0.0.1:$tport/iqn.2024-01.bench.tgt:lun1/1"
+}
+stop_servers() {
+  tgtadm -C "$tgt_ctl" --lld iscsi --op delete --mode target --tid 1 --force >/dev/null 2>&1 || true
+  tgtadm -C "$tgt_ctl" --op delete --mode system >/dev/null 2>&1 || true
+  sleep 0.2
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
+  pids=()
+  rm -f /dev/shm/castor-iscsibench-$$.img
+}
 
 fio_iops() {  # url rw
   local f=${1//:/\\:}
@@ -82,18 +88,18 @@ perf_iops() {  # url
   timeout -s INT $((SECS + 2)) taskset -c 0 iscsi-perf -m 32 -b 8 -r -t "$SECS" "$1" 2>&1 | tr '\r' '\n' |
     grep -o 'iops average [0-9]*' | tail -1 | awk '{print $3}'
 }
-# Precondition both: write every block once, so neither side pays first-touch page
-# faults (RAM bdev pages, tmpfs pages) inside the measurement.
-for u in "$curl" "$turl"; do
-  taskset -c 0 fio --name=fill --ioengine=external:"$engine_so" --filename="${u//:/\\:}" --rw=write --bs=1m \
-    --iodepth=4 --size="${SIZE_MB}m" >/dev/null 2>&1
-done
 printf "%-32s %14s %14s %7s\n" workload castor_iops tgt_iops ratio
 row() { printf "%-32s %14.0f %14.0f %7.2f\n" "$1" "$2" "$3" "$(echo "$2 / $3" | bc -l)"; }
 for place in separate shared; do
-  if [[ $place == shared ]]; then
-    for p in "${servers[@]}"; do taskset -a -p -c 0 "$p" >/dev/null; done
-  fi
+  cpu=1
+  [[ $place == shared ]] && cpu=0
+  start_servers "$cpu"
+  # Precondition both: write every block once, so neither side pays first-touch page
+  # faults (RAM bdev pages, tmpfs pages) inside the measurement.
+  for u in "$curl" "$turl"; do
+    taskset -c 0 fio --name=fill --ioengine=external:"$engine_so" --filename="${u//:/\\:}" --rw=write --bs=1m \
+      --iodepth=4 --size="${SIZE_MB}m" >/dev/null 2>&1
+  done
   for rw in randread randwrite; do
     c=$(fio_iops "$curl" "$rw")
     t=$(fio_iops "$turl" "$rw")
@@ -102,5 +108,6 @@ for place in separate shared; do
   c=$(perf_iops "$curl")
   t=$(perf_iops "$turl")
   [[ -n $c && -n $t ]] && row "iscsi-perf randread $place" "$c" "$t"
+  stop_servers
 done
 echo "(goal: >= 2; client on CPU 0, targets on CPU 1 (separate) or 0 (shared))"

@@ -24,28 +24,35 @@ SIZE_MB=1024
 work=$(mktemp -d /tmp/castor-nbdbench.XXXXXX)
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
+  stop_servers
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-taskset -c 1 build/release/src/engine/castor-engine --cores 1 --grpc-listen 127.0.0.1:0 --metrics-listen none \
-  --nbd-listen 127.0.0.1:0 --bdev "malloc:///m0?size_mb=$SIZE_MB" --nbd-export disk=m0 --spin-us 0 \
-  --ready-file "$work/ready.json" --log-level warn >"$work/engine.log" 2>&1 &
-cpid=$!
-pids+=($cpid)
-for _ in $(seq 100); do [[ -s "$work/ready.json" ]] && break; sleep 0.1; done
-cport=$(jq -r .nbd_port "$work/ready.json")
-# nbdkit 1.32 cannot report a port it picked: choose a free one.
-while :; do
-  nport=$(shuf -i 20000-60000 -n 1)
-  ss -ltnH "sport = :$nport" | grep -q . || break
-done
-taskset -c 1 nbdkit --exit-with-parent -f -i 127.0.0.1 -p "$nport" memory "${SIZE_MB}M" >"$work/nbdkit.log" 2>&1 &
-npid=$!
-pids+=($npid)
-for _ in $(seq 100); do ss -ltnH "sport = :$nport" | grep -q . && break; sleep 0.1; done
-[[ -n "$cport" && -n "$nport" ]] || { echo "a server did not start" >&2; cat "$work"/*.log >&2; exit 1; }
+# Starts Castor and nbdkit with every thread on CPU $1.
+start_servers() {
+  taskset -c "$1" build/release/src/engine/castor-engine --cores 1 --grpc-listen 127.0.0.1:0 --metrics-listen none \
+    --nbd-listen 127.0.0.1:0 --bdev "malloc:///m0?size_mb=$SIZE_MB" --nbd-export disk=m0 --spin-us 0 \
+    --ready-file "$work/ready.$1.json" --log-level warn >"$work/engine.log" 2>&1 &
+  cpid=$!
+  pids+=($cpid)
+  for _ in $(seq 100); do [[ -s "$work/ready.$1.json" ]] && break; sleep 0.1; done
+  cport=$(jq -r .nbd_port "$work/ready.$1.json")
+  # nbdkit 1.32 cannot report a port it picked: choose a free one.
+  while :; do
+    nport=$(shuf -i 20000-60000 -n 1)
+    ss -ltnH "sport = :$nport" | grep -q . || break
+  done
+  taskset -c "$1" nbdkit --exit-with-parent -f -i 127.0.0.1 -p "$nport" memory "${SIZE_MB}M" >"$work/nbdkit.log" 2>&1 &
+  npid=$!
+  pids+=($npid)
+  for _ in $(seq 100); do ss -ltnH "sport = :$nport" | grep -q . && break; sleep 0.1; done
+  [[ -n "$cport" && -n "$nport" ]] || { echo "a server did not start" >&2; cat "$work"/*.log >&2; exit 1; }
+}
+stop_servers() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
+  pids=()
+}
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }  # utime + stime, every thread
 hz=$(getconf CLK_TCK)
@@ -59,24 +66,25 @@ run() {  # uri rw pid
   t1=$(ticks "$3")
   echo "$iops $(echo "($t1 - $t0) * 1000000 / $hz / ($iops * $SECS)" | bc -l)"
 }
-# Precondition both: write every block once, so neither pays first-touch page faults
-# inside the measurement.
-for u in "nbd://127.0.0.1:$cport/disk" "nbd://127.0.0.1:$nport/"; do
-  taskset -c 0 fio --name=fill --ioengine=nbd --uri="$u" --rw=write --bs=1m --iodepth=4 \
-    --size="${SIZE_MB}m" >/dev/null 2>&1
-done
 printf "%-20s %12s %12s %7s %14s %14s %7s\n" workload castor_iops nbdkit_iops ratio \
   castor_us/io nbdkit_us/io ratio
 for place in separate shared; do
-  if [[ $place == shared ]]; then
-    for p in "$cpid" "$npid"; do taskset -a -p -c 0 "$p" >/dev/null; done
-  fi
+  cpu=1
+  [[ $place == shared ]] && cpu=0
+  start_servers "$cpu"
+  # Precondition both: write every block once, so neither pays first-touch page faults
+  # inside the measurement.
+  for u in "nbd://127.0.0.1:$cport/disk" "nbd://127.0.0.1:$nport/"; do
+    taskset -c 0 fio --name=fill --ioengine=nbd --uri="$u" --rw=write --bs=1m --iodepth=4 \
+      --size="${SIZE_MB}m" >/dev/null 2>&1
+  done
   for rw in randread randwrite; do
     read -r c cc < <(run "nbd://127.0.0.1:$cport/disk" "$rw" "$cpid")
     read -r n nc < <(run "nbd://127.0.0.1:$nport/" "$rw" "$npid")
     printf "%-20s %12.0f %12.0f %7.2f %14.2f %14.2f %7.2f\n" "$rw $place" "$c" "$n" \
       "$(echo "$c / $n" | bc -l)" "$cc" "$nc" "$(echo "$nc / $cc" | bc -l)"
   done
+  stop_servers
 done
 echo "(goal: IOPS >= 1.5x; fio on CPU 0, servers on CPU 1 (separate) or 0 (shared);"
 echo " us/io = server CPU time per I/O)"

@@ -101,8 +101,8 @@ class Listener final : public UringOp {
 // Stops each listener and waits until its accept is cancelled; the caller then destroys
 // them on reactor 0.
 void stop_listeners(ReactorGroup& g, const std::vector<Listener*>& listeners);
-// Runs on reactor i until done() (called there) is true, checking every 10 ms for at
-// most timeout_ms. Returns whether it became true.
+// Asks reactor i every 10 ms whether done() (called there) holds, for at most
+// timeout_ms. Returns whether it did.
 bool wait_on_reactor(ReactorGroup& g, size_t i, const std::function<bool()>& done,
                      int timeout_ms);
 // On each reactor i in turn: asks every connection in live[i] to close (close(conn);

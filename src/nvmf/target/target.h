@@ -136,7 +136,8 @@ class NvmfTarget {
   size_t next_reactor_ = 0;
   bool stopped_ = false;
   std::vector<std::vector<Qpair*>> live_;  // per reactor, touched on that reactor only
-  // Removed namespaces whose I/O outlived remove_namespace's wait (under mu_).
+  // Removed namespaces (or those of a removed subsystem) whose I/O outlived the removal's
+  // wait; released when the target is destroyed (under mu_).
   std::vector<std::pair<std::string, std::unique_ptr<Namespace>>> retired_;
 };
 

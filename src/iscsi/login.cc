@@ -232,6 +232,14 @@ Login::Outcome Login::process(const Bhs& req, const KeyValues& kv, Bhs& resp, st
     }
   }
 
+  if (req_tsih_ != 0) {
+    for (const auto& p : rest) {
+      if (is_leading_only_key(p.first)) {
+        return fail(resp, out, login_status::kInitiatorError,
+                    p.first + " may only be negotiated by the leading login of a session");
+      }
+    }
+  }
   KeyValues unhandled;
   if (Status s = negotiate_operational(rest, cfg_.limits, type_, params_, out, unhandled); !s) {
     return fail(resp, out, login_status::kInitiatorError, s.message());

@@ -92,6 +92,7 @@ inline constexpr uint8_t kDataDigest = 0x02, kProtocolError = 0x04, kCommandNotS
 namespace login_status {
 inline constexpr uint16_t kSuccess = 0x0000, kInitiatorError = 0x0200, kAuthFailed = 0x0201,
                           kForbidden = 0x0202, kTargetNotFound = 0x0203, kUnsupportedVersion = 0x0205,
+                          kTooManyConnections = 0x0206,
                           kMissingParameter = 0x0207, kSessionTypeUnsupported = 0x0209,
                           kSessionNotFound = 0x020A, kInvalidDuringLogin = 0x020B, kTargetError = 0x0300,
                           kOutOfResources = 0x0302;

@@ -37,16 +37,45 @@ bool valid_node_name(const std::string& n) {
 }
 }  // namespace
 
-// One connection = one session (MaxConnections=1), owned by one reactor.
+// A session (an I_T nexus) and its connections (RFC 7143 MC/S). Every connection of a
+// session runs on the reactor of its leading connection (a connection that logs in to
+// join a session on another reactor is handed over there first), so the CmdSN window,
+// the task set and task management are shared without locks. Created by the leading
+// login; destroyed with its last connection. Error recovery level 0: a connection that
+// fails (rather than logging out) fails the whole session.
+struct IscsiSession {
+  uint16_t tsih = 0;
+  std::array<uint8_t, 6> isid{};
+  std::string initiator, target;
+  bool discovery = false;
+  SessionParams params;  // the session-wide ("LO") values of the leading login
+  std::shared_ptr<scsi::Device> dev;
+  scsi::ItNexus nexus;
+  bool attached = false;
+  uint32_t exp_cmd_sn = 0, max_cmd_sn = 0;
+  uint32_t window_credit = 0;  // CmdSN slots free: queue_depth minus commands in flight
+  std::vector<IscsiConnection*> conns;
+  bool ending = false;  // being closed as a whole: a connection closing is no failure
+  // The task management function in progress (one per session at a time): the
+  // connection that asked, and how many aborted tasks it still waits for.
+  IscsiConnection* tmf_conn = nullptr;
+  uint32_t tmf_pending = 0;
+};
+
+// One TCP connection of a session, owned by one reactor. Tasks have connection
+// allegiance: a command's R2Ts, Data-In and response go on the connection it came on.
 class IscsiConnection final : public reactor::Connection::Handler {
  public:
-  IscsiConnection(IscsiTarget& t, reactor::Reactor& r, int fd)
+  // `initial`: bytes already read from `fd` by the reactor that handed it over.
+  IscsiConnection(IscsiTarget& t, reactor::Reactor& r, int fd, std::vector<uint8_t> initial = {})
       : t_(t),
         r_(r),
         id_(g_next_conn_id.fetch_add(1)),
         login_(t.login_config()),
         conn_(std::make_unique<reactor::Connection>(
-            r, fd, this, t.options().limits.max_recv_data_segment_length + 64 * 1024)) {
+            r, fd, this, t.options().limits.max_recv_data_segment_length + 64 * 1024)),
+        initial_(std::move(initial)),
+        handed_over_(!initial_.empty()) {
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
     if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) peer_ = addr_text(ss);
@@ -60,7 +89,12 @@ class IscsiConnection final : public reactor::Connection::Handler {
       if (!ffp_) shutdown("login timed out");
     });
     login_timer_armed_ = true;
-    conn_->start();
+    if (initial_.empty()) {
+      conn_->start();
+    } else {
+      std::vector<uint8_t> b = std::move(initial_);
+      conn_->start(b);
+    }
   }
   uint64_t id() const { return id_; }
   void shutdown(const std::string& why) {
@@ -69,8 +103,9 @@ class IscsiConnection final : public reactor::Connection::Handler {
 
   size_t on_data(std::span<const uint8_t> buf) override {
     size_t used = 0;
-    while (!conn_->closing() && !closed_ && !doomed_) {
-      size_t n = next_pdu(buf.subspan(used));
+    while (!conn_->closing() && !closed_ && !doomed_ && !detached_ && !parked_) {
+      rx_ = buf.subspan(used);
+      size_t n = next_pdu(rx_);
       if (n == 0) break;
       used += n;
     }
@@ -83,6 +118,14 @@ class IscsiConnection final : public reactor::Connection::Handler {
     // Tasks still receiving data will never get it; those executing finish first.
     for (Task& tk : tasks_) {
       if (tk.state == TaskState::kReceiving) release(tk);
+    }
+    // At error recovery level 0 the only recovery is session recovery: a lost
+    // connection fails its session, the others close too, and the initiator logs in afresh.
+    if (sess_ && !sess_->ending && !logged_out_ && !reinstated_) {
+      sess_->ending = true;
+      for (IscsiConnection* c : sess_->conns) {
+        if (c != this) c->shutdown("session failed: connection " + std::to_string(cid_) + " lost (" + reason + ")");
+      }
     }
     maybe_destroy();
   }
@@ -116,6 +159,7 @@ class IscsiConnection final : public reactor::Connection::Handler {
     uint32_t data_sn = 0;       // expected DataSN of the next Data-Out in this sequence
     uint32_t datain_sn = 0;     // Data-In and R2T PDUs sent
     bool aborted = false;
+    bool abort_counted = false;  // the session's TMF in progress waits for this task
     bool holds_credit = false;  // a non-immediate command: its slot of the CmdSN window
     std::vector<Hdr> hdrs;      // Data-In / response headers, reused
     Hdr r2t;
@@ -138,7 +182,7 @@ class IscsiConnection final : public reactor::Connection::Handler {
     if (!tk) return nullptr;
     free_ = tk->next_free;
     tk->generation = (tk->generation + 1) & 0x7FFF;
-    tk->aborted = false;
+    tk->aborted = tk->abort_counted = false;
     tk->received = 0;
     tk->unsol_open = tk->r2t_open = false;
     tk->r2t_sn = tk->data_sn = tk->datain_sn = 0;
@@ -152,9 +196,12 @@ class IscsiConnection final : public reactor::Connection::Handler {
     tk.next_free = free_;
     free_ = &tk;
     --active_;
-    if (tk.holds_credit) ++window_credit_;
+    if (tk.holds_credit) ++sess_->window_credit;
     tk.holds_credit = false;
-    if (tmf_waiting_ && tk.aborted && --tmf_pending_ == 0) finish_tmf();
+    if (tk.abort_counted) {
+      tk.abort_counted = false;
+      if (sess_->tmf_conn && --sess_->tmf_pending == 0) sess_->tmf_conn->finish_tmf();
+    }
     if (logout_pending_) maybe_logout();
     if (closed_) maybe_destroy();
   }
@@ -201,9 +248,14 @@ class IscsiConnection final : public reactor::Connection::Handler {
     }
     if (!ffp_) {
       login_pdu(h, data);
-    } else {
-      dispatch(h, data);
+      return total;
     }
+    const uint32_t exp_before = sess_->exp_cmd_sn;
+    if (!dispatch(h, data)) {
+      park();
+      return 0;  // offered again once the commands before it have arrived
+    }
+    if (sess_->exp_cmd_sn != exp_before) wake_parked();
     return total;
   }
 
@@ -275,14 +327,15 @@ class IscsiConnection final : public reactor::Connection::Handler {
   void fill_sns(Bhs& b, bool advance_stat) {
     b.set_u32(off::kStatSn, stat_sn_);
     if (advance_stat) ++stat_sn_;
-    b.set_u32(off::kExpCmdSn, exp_cmd_sn_);
+    b.set_u32(off::kExpCmdSn, sess_->exp_cmd_sn);
     b.set_u32(off::kMaxCmdSn, max_cmd_sn());
   }
   uint32_t max_cmd_sn() {
     // Never decreases: the window grows as tasks finish.
-    uint32_t m = exp_cmd_sn_ + window_credit_ - 1;
-    if (sn_lt(max_cmd_sn_, m)) max_cmd_sn_ = m;
-    return max_cmd_sn_;
+    IscsiSession& s = *sess_;
+    uint32_t m = s.exp_cmd_sn + s.window_credit - 1;
+    if (sn_lt(s.max_cmd_sn, m)) s.max_cmd_sn = m;
+    return s.max_cmd_sn;
   }
 
   void send_reject(const Bhs& bad, uint8_t reason, const char* close_reason = nullptr) {
@@ -305,17 +358,22 @@ class IscsiConnection final : public reactor::Connection::Handler {
     if (login_started_ == false) {
       login_started_ = true;
       const uint16_t tsih = h.u16(off::kTsih);
-      if (tsih != 0 && !t_.tsih_exists(tsih)) {
-        Bhs resp;
-        std::string out;
-        login_.step(h, data, resp, out);  // fills the header
-        resp.set_flags(0);
-        resp.b[off::kStatusClass] = login_status::kSessionNotFound >> 8;
-        resp.b[off::kStatusDetail] = login_status::kSessionNotFound & 0xFF;
-        resp.set_data_segment_length(0);
-        t_.count(&TargetStats::logins_failed);
-        send_owned(resp, {}, "login to an unknown session (TSIH)");
-        return;
+      if (tsih != 0) {
+        // Joining a session (or reinstating one of its connections): the session's
+        // reactor must serve this connection.
+        std::optional<uint32_t> home = t_.session_reactor(tsih);
+        if (!home) {
+          refuse_login(h, data, login_status::kSessionNotFound, "login to an unknown session (TSIH)");
+          return;
+        }
+        if (*home != r_.id()) {
+          if (handed_over_) {
+            refuse_login(h, data, login_status::kSessionNotFound, "session moved during login");
+            return;
+          }
+          hand_over(*home);
+          return;
+        }
       }
     }
     Bhs resp;
@@ -327,40 +385,91 @@ class IscsiConnection final : public reactor::Connection::Handler {
       send_owned(resp, std::move(out), "login failed");
       return;
     }
+    if (o == Login::Outcome::kFullFeature && login_.requested_tsih() != 0) {
+      std::string why;
+      const uint16_t st = check_join(&why);
+      if (st != login_status::kSuccess) {
+        refuse(resp, st, why);
+        return;
+      }
+    }
     send_owned(resp, std::move(out));
     if (o == Login::Outcome::kFullFeature) {
       enter_ffp();
     }
   }
 
+  // Answers a login request with an error status and closes once that is sent.
+  void refuse_login(const Bhs& h, std::span<const uint8_t> data, uint16_t status, const std::string& why) {
+    Bhs resp;
+    std::string out;
+    login_.step(h, data, resp, out);  // fills the header
+    refuse(resp, status, why);
+  }
+  void refuse(Bhs& resp, uint16_t status, const std::string& why) {
+    spdlog::warn("iscsi login from {} refused: {}", peer_, why);
+    resp.set_flags(0);
+    resp.b[off::kStatusClass] = static_cast<uint8_t>(status >> 8);
+    resp.b[off::kStatusDetail] = static_cast<uint8_t>(status & 0xFF);
+    resp.set_data_segment_length(0);
+    t_.count(&TargetStats::logins_failed);
+    send_owned(resp, {}, why.c_str());
+  }
+
+  // This connection's first login request names a session that lives on reactor
+  // `home`: hand the socket, with the bytes read so far, to a new connection there.
+  void hand_over(uint32_t home) {
+    spdlog::debug("iscsi login from {} joins a session of reactor {}: handing it over", peer_, home);
+    std::vector<uint8_t> bytes(rx_.begin(), rx_.end());
+    const int fd = conn_->detach();
+    detached_ = true;
+    if (fd >= 0) t_.hand_over(fd, home, std::move(bytes));
+    std::erase(t_.live_[r_.id()], this);
+    cancel_login_timer();
+    destroying_ = true;
+    r_.defer([this] { delete this; });
+  }
+
+  // A login that joins session login_.requested_tsih() as connection login_.cid(), about
+  // to enter full feature phase. Returns kSuccess or the login status that refuses it.
+  uint16_t check_join(std::string* why) {
+    IscsiSession* s = t_.local_session(r_.id(), login_.requested_tsih());
+    if (!s || s->ending || s->isid != login_.isid()) {
+      *why = "no such session (TSIH and ISID)";
+      return login_status::kSessionNotFound;
+    }
+    if (s->discovery || s->initiator != login_.initiator_name() || s->target != login_.target_name()) {
+      *why = "a connection may join only a normal session of the same initiator and target";
+      return login_status::kInitiatorError;
+    }
+    size_t others = 0;
+    for (IscsiConnection* c : s->conns) others += c->cid_ != login_.cid() && !c->reinstated_;
+    if (others >= s->params.max_connections) {
+      *why = fmt::format("session already has {} connection(s), MaxConnections={}", others, s->params.max_connections);
+      return login_status::kTooManyConnections;
+    }
+    return login_status::kSuccess;
+  }
+
   void enter_ffp() {
     cancel_login_timer();
     params_ = login_.params();
-    exp_cmd_sn_ = login_.exp_cmd_sn();
     stat_sn_ = login_.next_stat_sn();
-    discovery_ = login_.session_type() == SessionType::kDiscovery;
-    window_credit_ = t_.options().queue_depth;
-    max_cmd_sn_ = exp_cmd_sn_ + window_credit_ - 1;
-    init_tasks();
-    if (!discovery_) {
-      dev_ = t_.device(login_.target_name());
-      if (!dev_) {
-        conn_->close("target removed during login");
-        return;
-      }
-      nexus_.id = g_next_nexus_id.fetch_add(1);
-      nexus_.initiator_name = login_.initiator_name();
-      nexus_.initiator_port = fmt::format("{},i,0x{}", login_.initiator_name(), hex(login_.isid().data(), 6));
-      nexus_.target_port = fmt::format("{},t,0x{:04x}", login_.target_name(), t_.options().portal_group_tag);
-      nexus_.relative_port = 1;
-      dev_->attach(nexus_);
-      attached_ = true;
+    cid_ = login_.cid();
+    if (login_.requested_tsih() != 0) {
+      if (!join_session()) return;
+    } else if (!lead_session()) {
+      return;
     }
+    discovery_ = sess_->discovery;
+    dev_ = sess_->dev;
+    init_tasks();
     SessionInfo s;
     s.target = discovery_ ? "" : login_.target_name();
     s.initiator = login_.initiator_name();
     s.isid = hex(login_.isid().data(), 6);
     s.tsih = login_.tsih();
+    s.cid = cid_;
     s.peer = peer_;
     s.header_digest = params_.header_digest;
     s.data_digest = params_.data_digest;
@@ -370,59 +479,141 @@ class IscsiConnection final : public reactor::Connection::Handler {
     t_.count(&TargetStats::logins_ok);
     // Digests apply from the first PDU after the final login response.
     ffp_ = true;
-    spdlog::info("iscsi session {} {} from {} ({}) tsih={} digests h={} d={}",
-                 discovery_ ? "discovery" : "to", s.target, s.initiator, peer_, s.tsih, params_.header_digest,
-                 params_.data_digest);
+    spdlog::info("iscsi {} {} {} from {} ({}) tsih={} cid={} digests h={} d={}",
+                 sess_->conns.size() > 1 ? "connection joined session" : "session", discovery_ ? "discovery" : "to",
+                 s.target, s.initiator, peer_, s.tsih, s.cid, params_.header_digest, params_.data_digest);
   }
 
-  // ------------------------------------------------------------------ full feature
-  // Checks CmdSN of a non-immediate command. False: drop it silently (RFC 7143 §4.2.2.1).
-  bool accept_cmd_sn(const Bhs& h) {
-    const uint32_t sn = h.u32(off::kCmdSn);
-    if (h.immediate()) return true;
-    if (sn != exp_cmd_sn_) {
-      spdlog::debug("iscsi: dropping command with CmdSN {} (expected {}, max {})", sn, exp_cmd_sn_, max_cmd_sn_);
-      return false;
+  // The leading login: a new session on this reactor.
+  bool lead_session() {
+    auto s = std::make_unique<IscsiSession>();
+    s->tsih = login_.tsih();
+    s->isid = login_.isid();
+    s->initiator = login_.initiator_name();
+    s->discovery = login_.session_type() == SessionType::kDiscovery;
+    s->target = s->discovery ? "" : login_.target_name();
+    s->params = params_;
+    s->exp_cmd_sn = login_.exp_cmd_sn();
+    s->window_credit = t_.options().queue_depth;
+    s->max_cmd_sn = s->exp_cmd_sn + s->window_credit - 1;
+    if (!s->discovery) {
+      s->dev = t_.device(login_.target_name());
+      if (!s->dev) {
+        conn_->close("target removed during login");
+        return false;
+      }
+      s->nexus.id = g_next_nexus_id.fetch_add(1);
+      s->nexus.initiator_name = login_.initiator_name();
+      s->nexus.initiator_port = fmt::format("{},i,0x{}", login_.initiator_name(), hex(login_.isid().data(), 6));
+      s->nexus.target_port = fmt::format("{},t,0x{:04x}", login_.target_name(), t_.options().portal_group_tag);
+      s->nexus.relative_port = 1;
+      s->dev->attach(s->nexus);
+      s->attached = true;
     }
-    if (window_credit_ == 0) return false;  // outside the window we advertised
-    ++exp_cmd_sn_;
+    sess_ = s.release();
+    sess_->conns.push_back(this);
+    t_.local_sessions_[r_.id()][sess_->tsih] = sess_;
     return true;
   }
 
-  void dispatch(const Bhs& h, std::span<const uint8_t> data) {
-    if (logged_out_) return;  // nothing after a logout is accepted
+  // A connection added to an existing session of this reactor (checked by check_join).
+  bool join_session() {
+    IscsiSession* s = t_.local_session(r_.id(), login_.requested_tsih());
+    if (!s || s->ending) {
+      conn_->close("session ended during login");
+      return false;
+    }
+    // Same CID as a live connection: connection reinstatement, the old one goes.
+    for (IscsiConnection* c : s->conns) {
+      if (c->cid_ == cid_ && !c->reinstated_) {
+        c->reinstated_ = true;
+        c->shutdown("connection reinstated by a new login with its CID");
+      }
+    }
+    // Session-wide values come from the leading login; this connection negotiated only
+    // its own (digests, data segment length).
+    const SessionParams mine = params_;
+    params_ = s->params;
+    params_.header_digest = mine.header_digest;
+    params_.data_digest = mine.data_digest;
+    params_.initiator_mrdsl = mine.initiator_mrdsl;
+    sess_ = s;
+    sess_->conns.push_back(this);
+    return true;
+  }
+
+  // ------------------------------------------------------------------ full feature
+  enum class Order { kAccept, kDrop, kPark };
+  // Orders a non-immediate command by CmdSN (RFC 7143 §4.2.2.1), session-wide. kDrop: a
+  // duplicate or outside the window, dropped silently. kPark: within the window but
+  // ahead of ExpCmdSN, which on a session of several connections means a command with
+  // a lower CmdSN is still on its way over another connection: this connection stops
+  // until it has arrived. (On one connection TCP keeps the order, so that is a drop.)
+  Order order_cmd_sn(const Bhs& h) {
+    IscsiSession& s = *sess_;
+    const uint32_t sn = h.u32(off::kCmdSn);
+    if (h.immediate()) return Order::kAccept;
+    if (sn != s.exp_cmd_sn) {
+      if (s.conns.size() > 1 && sn_lt(s.exp_cmd_sn, sn) && !sn_lt(s.max_cmd_sn, sn)) return Order::kPark;
+      spdlog::debug("iscsi: dropping command with CmdSN {} (expected {}, max {})", sn, s.exp_cmd_sn, s.max_cmd_sn);
+      return Order::kDrop;
+    }
+    if (s.window_credit == 0) return Order::kDrop;  // outside the window we advertised
+    ++s.exp_cmd_sn;
+    return Order::kAccept;
+  }
+
+  void park() {
+    parked_ = true;
+    conn_->pause_recv();
+  }
+  // ExpCmdSN moved: connections waiting for it try their next command again.
+  void wake_parked() {
+    for (size_t i = 0; i < sess_->conns.size(); ++i) {
+      IscsiConnection* c = sess_->conns[i];
+      if (c != this && c->parked_) {
+        c->parked_ = false;
+        c->conn_->resume_recv();  // may add or remove connections: index, not iterator
+      }
+    }
+  }
+
+  // Handles one PDU of the full feature phase. False: not now (parked), offer it again.
+  bool dispatch(const Bhs& h, std::span<const uint8_t> data) {
+    if (logged_out_) return true;  // nothing after a logout is accepted
+    const uint8_t o = h.opcode();
+    if ((o == op::kNopOut || o == op::kTaskMgmt || o == op::kText || o == op::kLogout) && !h.immediate()) {
+      // These take a CmdSN unless immediate.
+      switch (order_cmd_sn(h)) {
+        case Order::kAccept: break;
+        case Order::kDrop: return true;
+        case Order::kPark: return false;
+      }
+    }
     switch (h.opcode()) {
       case op::kScsiCmd:
         if (discovery_) {
           protocol_error(h, reject::kProtocolError, "SCSI command in a discovery session");
-          return;
+          return true;
         }
-        if (!accept_cmd_sn(h)) return;
+        switch (order_cmd_sn(h)) {
+          case Order::kAccept: break;
+          case Order::kDrop: return true;
+          case Order::kPark: return false;
+        }
         scsi_command(h, data);
-        return;
-      case op::kDataOut: data_out(h, data); return;
-      case op::kNopOut:
-        if (!h.immediate() && !accept_cmd_sn(h)) return;
-        nop_out(h, data);
-        return;
-      case op::kTaskMgmt:
-        if (!h.immediate() && !accept_cmd_sn(h)) return;
-        task_mgmt(h);
-        return;
-      case op::kText:
-        if (!h.immediate() && !accept_cmd_sn(h)) return;
-        text(h, data);
-        return;
-      case op::kLogout:
-        if (!h.immediate() && !accept_cmd_sn(h)) return;
-        logout(h);
-        return;
-      case op::kLogin: protocol_error(h, reject::kProtocolError, "login in full feature phase"); return;
-      case op::kSnack: send_reject(h, reject::kCommandNotSupported); return;
+        return true;
+      case op::kDataOut: data_out(h, data); return true;
+      case op::kNopOut: nop_out(h, data); return true;
+      case op::kTaskMgmt: task_mgmt(h); return true;
+      case op::kText: text(h, data); return true;
+      case op::kLogout: logout(h); return true;
+      case op::kLogin: protocol_error(h, reject::kProtocolError, "login in full feature phase"); return true;
+      case op::kSnack: send_reject(h, reject::kCommandNotSupported); return true;
       default:
         spdlog::debug("iscsi: unsupported opcode {:#x}", h.opcode());
         send_reject(h, reject::kCommandNotSupported);
-        return;
+        return true;
     }
   }
 
@@ -434,14 +625,14 @@ class IscsiConnection final : public reactor::Connection::Handler {
       return;
     }
     tk->holds_credit = !h.immediate();
-    if (tk->holds_credit) --window_credit_;
+    if (tk->holds_credit) --sess_->window_credit;
     tk->itt = h.itt();
     tk->pdu_flags = h.flags();
     tk->edtl = h.u32(off::kEdtl);
     scsi::Command& c = tk->cmd;
     std::memcpy(c.cdb, h.b + off::kCdb, 16);
     c.lun = decode_lun(h.lun_field());
-    c.nexus = &nexus_;
+    c.nexus = &sess_->nexus;
     c.edtl = tk->edtl;
     c.data_out_len = 0;
     const bool w = tk->pdu_flags & cmdflag::kWrite;
@@ -780,6 +971,8 @@ class IscsiConnection final : public reactor::Connection::Handler {
     }
   }
 
+  // Task management covers the whole session: ITTs are unique in a session, and a LUN
+  // or target reset aborts the tasks of every connection.
   void task_mgmt(const Bhs& h) {
     const uint8_t fn = h.flags() & 0x7F;
     const uint64_t lun = decode_lun(h.lun_field());
@@ -789,30 +982,44 @@ class IscsiConnection final : public reactor::Connection::Handler {
     b.set_opcode(op::kTaskMgmtResp);
     b.set_flags(kFinal);
     b.set_itt(h.itt());
-    if (tmf_waiting_) {  // one at a time
+    if (sess_->tmf_conn) {  // one at a time
       b.b[off::kResponse] = tmf::kRejected;
       fill_sns(b, true);
       send_owned(b, {});
       return;
     }
     uint32_t pending = 0;
-    auto abort_task = [&](Task& tk) {
+    auto abort_task = [&](IscsiConnection* c, Task& tk) {
       if (tk.state == TaskState::kReceiving) {
-        release(tk);
+        c->release(tk);
         return;
       }
       if (tk.state == TaskState::kExecuting && !tk.aborted) {
         tk.aborted = true;  // no response; the slot frees when its I/O ends
+        tk.abort_counted = true;
         ++pending;
+      }
+    };
+    auto each_task = [&](auto&& fn2) {
+      for (size_t i = 0; i < sess_->conns.size(); ++i) {
+        IscsiConnection* c = sess_->conns[i];
+        for (Task& tk : c->tasks_) {
+          if (tk.state != TaskState::kFree) fn2(c, tk);
+        }
       }
     };
     switch (fn) {
       case tmf::kAbortTask: {
-        Task* tk = find_itt(h.u32(off::kRefTaskTag));
+        const uint32_t ref = h.u32(off::kRefTaskTag);
+        IscsiConnection* owner = nullptr;
+        Task* tk = nullptr;
+        each_task([&](IscsiConnection* c, Task& t) {
+          if (!tk && t.itt == ref) owner = c, tk = &t;
+        });
         if (!tk || tk->state == TaskState::kSending || tk->aborted) {
           response = tmf::kNoTask;
         } else {
-          abort_task(*tk);
+          abort_task(owner, *tk);
         }
         break;
       }
@@ -823,9 +1030,9 @@ class IscsiConnection final : public reactor::Connection::Handler {
           response = tmf::kNoLun;
           break;
         }
-        for (Task& tk : tasks_) {
-          if (tk.state != TaskState::kFree && tk.cmd.lun == lun) abort_task(tk);
-        }
+        each_task([&](IscsiConnection* c, Task& tk) {
+          if (tk.cmd.lun == lun) abort_task(c, tk);
+        });
         if (fn == tmf::kLunReset) lun_reset_pending_ = true, reset_lun_ = lun;
         break;
       case tmf::kTargetWarmReset:
@@ -836,18 +1043,16 @@ class IscsiConnection final : public reactor::Connection::Handler {
           response = tmf::kNotSupported;  // a discovery session has no target to reset
           break;
         }
-        for (Task& tk : tasks_) {
-          if (tk.state != TaskState::kFree) abort_task(tk);
-        }
+        each_task(abort_task);
         target_reset_pending_ = fn;
         break;
       default: response = tmf::kNotSupported; break;
     }
     b.b[off::kResponse] = response;
     tmf_resp_ = b;
+    sess_->tmf_conn = this;
     if (pending) {
-      tmf_waiting_ = true;
-      tmf_pending_ = pending;
+      sess_->tmf_pending = pending;
       return;
     }
     finish_tmf();
@@ -862,18 +1067,22 @@ class IscsiConnection final : public reactor::Connection::Handler {
   }
 
   void finish_tmf() {
-    tmf_waiting_ = false;
+    sess_->tmf_conn = nullptr;
+    sess_->tmf_pending = 0;
     if (lun_reset_pending_) {
       lun_reset_pending_ = false;
-      dev_->lun_reset(reset_lun_, nexus_);
+      dev_->lun_reset(reset_lun_, sess_->nexus);
     }
     const uint8_t target_reset = target_reset_pending_;
     target_reset_pending_ = 0;
     if (target_reset) {
-      for (uint64_t lun : dev_->luns()) dev_->lun_reset(lun, nexus_);
+      for (uint64_t lun : dev_->luns()) dev_->lun_reset(lun, sess_->nexus);
       spdlog::warn("iscsi target {}: TARGET {} RESET by {}", login_.target_name(),
                    target_reset == tmf::kTargetColdReset ? "COLD" : "WARM", login_.initiator_name());
-      if (target_reset == tmf::kTargetColdReset) t_.close_sessions(login_.target_name(), id_);
+      if (target_reset == tmf::kTargetColdReset) {
+        sess_->ending = true;  // this connection closes after the response, not before
+        t_.close_sessions(login_.target_name(), id_);
+      }
     }
     if (closed_ || conn_->closing()) return;
     fill_sns(tmf_resp_, true);
@@ -884,17 +1093,35 @@ class IscsiConnection final : public reactor::Connection::Handler {
   void logout(const Bhs& h) {
     const uint8_t reason = h.flags() & 0x7F;
     logout_req_ = h;
-    if (reason == logout::kRemoveForRecovery) {
+    auto answer = [&](uint8_t response) {
       Bhs b;
       b.clear();
       b.set_opcode(op::kLogoutResp);
       b.set_flags(kFinal);
-      b.b[off::kResponse] = logout::kRecoveryUnsupported;
+      b.b[off::kResponse] = response;
       b.set_itt(h.itt());
       fill_sns(b, true);
       send_owned(b, {});
+    };
+    if (reason == logout::kRemoveForRecovery) {
+      answer(logout::kRecoveryUnsupported);
       return;
     }
+    const uint16_t cid = h.u16(off::kCid);
+    if (reason == logout::kCloseConnection && cid != cid_) {
+      // Closing another connection of the session; its tasks end with it (ERL 0).
+      for (IscsiConnection* c : sess_->conns) {
+        if (c->cid_ == cid && !c->reinstated_ && !c->logged_out_) {
+          c->logged_out_ = true;
+          c->shutdown(fmt::format("logged out by connection {}", cid_));
+          answer(logout::kOk);
+          return;
+        }
+      }
+      answer(logout::kCidNotFound);
+      return;
+    }
+    if (reason == logout::kCloseSession) sess_->ending = true;
     logout_pending_ = true;
     maybe_logout();
   }
@@ -909,6 +1136,7 @@ class IscsiConnection final : public reactor::Connection::Handler {
     for (Task& tk : tasks_) {
       if (tk.state == TaskState::kReceiving) release(tk);
     }
+    const bool whole_session = (logout_req_.flags() & 0x7F) == logout::kCloseSession;
     auto* p = new OwnedPdu{};
     Bhs& b = p->hdr.bhs;
     b.clear();
@@ -919,9 +1147,14 @@ class IscsiConnection final : public reactor::Connection::Handler {
     fill_sns(b, true);
     b.set_u16(off::kTime2Wait, 0);
     b.set_u16(off::kTime2Retain, 0);
-    send_pdu(p->hdr, nullptr, 0, [this, p] {
+    send_pdu(p->hdr, nullptr, 0, [this, p, whole_session] {
       delete p;
       conn_->close("logout");
+      if (whole_session) {
+        for (IscsiConnection* c : sess_->conns) {
+          if (c != this) c->shutdown("session logged out");
+        }
+      }
     });
   }
 
@@ -935,11 +1168,37 @@ class IscsiConnection final : public reactor::Connection::Handler {
     if (!closed_ || active_ != 0 || destroying_) return;
     destroying_ = true;
     cancel_login_timer();
-    if (attached_) dev_->detach(nexus_);
+    if (sess_) leave_session();
     if (registered_) t_.session_ended(id_);
     std::erase(t_.live_[r_.id()], this);
     // Not from inside the Connection's callback stack: defer the delete.
     r_.defer([this] { delete this; });
+  }
+
+  // Unlinks this connection from its session; the last one out ends the session.
+  void leave_session() {
+    IscsiSession* s = sess_;
+    sess_ = nullptr;
+    std::erase(s->conns, this);
+    if (s->tmf_conn == this) {
+      // Its response can no longer be sent; aborted tasks elsewhere stop counting.
+      s->tmf_conn = nullptr;
+      s->tmf_pending = 0;
+      for (IscsiConnection* c : s->conns) {
+        for (Task& tk : c->tasks_) tk.abort_counted = false;
+      }
+    }
+    for (IscsiConnection* c : s->conns) {
+      if (c->parked_) {  // its missing CmdSN may have died with this connection: drop,
+        c->parked_ = false;  // don't wait forever (a drop is what one connection does)
+        c->conn_->resume_recv();
+      }
+    }
+    if (!s->conns.empty()) return;
+    if (s->attached) s->dev->detach(s->nexus);
+    auto& m = t_.local_sessions_[r_.id()];
+    if (auto it = m.find(s->tsih); it != m.end() && it->second == s) m.erase(it);
+    delete s;
   }
 
   static std::string addr_text(const sockaddr_storage& ss) {
@@ -973,21 +1232,24 @@ class IscsiConnection final : public reactor::Connection::Handler {
   bool closed_ = false;
   bool doomed_ = false;  // closing once the last reply is sent; input is ignored
   bool destroying_ = false;
-  bool attached_ = false;
   bool registered_ = false;
+  bool detached_ = false;     // handed over to another reactor
+  bool parked_ = false;       // waiting for a lower CmdSN on another connection
+  bool reinstated_ = false;   // replaced by a new login with the same CID
+  std::vector<uint8_t> initial_;  // bytes read ahead by the reactor that handed us over
+  const bool handed_over_;
+  std::span<const uint8_t> rx_;   // the unconsumed input, from the PDU being handled
+  IscsiSession* sess_ = nullptr;  // set in full feature phase
+  uint16_t cid_ = 0;
   bool logout_pending_ = false;
   bool logged_out_ = false;
   Bhs logout_req_{};
   SessionParams params_;
-  std::shared_ptr<scsi::Device> dev_;
-  scsi::ItNexus nexus_;
-  uint32_t exp_cmd_sn_ = 0, max_cmd_sn_ = 0, stat_sn_ = 0;
-  uint32_t window_credit_ = 0;
+  std::shared_ptr<scsi::Device> dev_;  // the session's
+  uint32_t stat_sn_ = 0;
   std::vector<Task> tasks_;
   Task* free_ = nullptr;
   uint32_t active_ = 0;
-  bool tmf_waiting_ = false;
-  uint32_t tmf_pending_ = 0;
   Bhs tmf_resp_{};
   bool lun_reset_pending_ = false;
   uint64_t reset_lun_ = 0;
@@ -997,7 +1259,11 @@ class IscsiConnection final : public reactor::Connection::Handler {
 // ==================================================================== IscsiTarget
 
 IscsiTarget::IscsiTarget(reactor::ReactorGroup& reactors, bdev::BdevRegistry& registry, TargetOptions opts)
-    : reactors_(reactors), registry_(registry), opts_(std::move(opts)), live_(reactors.size()) {
+    : reactors_(reactors),
+      registry_(registry),
+      opts_(std::move(opts)),
+      live_(reactors.size()),
+      local_sessions_(reactors.size()) {
   login_cfg_.limits = opts_.limits;
   login_cfg_.portal_group_tag = opts_.portal_group_tag;
   login_cfg_.cmd_window = opts_.queue_depth;
@@ -1025,6 +1291,13 @@ IscsiTarget::~IscsiTarget() { stop(); }
 void IscsiTarget::spawn(int fd, size_t k) {
   reactor::Reactor& r = reactors_.at(k % reactors_.size());
   r.send([this, &r, fd] { (new IscsiConnection(*this, r, fd))->start(); });
+}
+
+void IscsiTarget::hand_over(int fd, uint32_t k, std::vector<uint8_t> initial) {
+  reactor::Reactor& r = reactors_.at(k);
+  r.send([this, &r, fd, b = std::move(initial)]() mutable {
+    (new IscsiConnection(*this, r, fd, std::move(b)))->start();
+  });
 }
 
 void IscsiTarget::adopt(int fd, size_t reactor_index) {
@@ -1137,7 +1410,13 @@ std::vector<NodeInfo> IscsiTarget::list_nodes() const {
     i.chap = node.cfg.access.chap.enabled();
     i.mutual_chap = node.cfg.access.mutual_chap.enabled();
     i.allowed_initiators = node.cfg.access.allowed_initiators;
-    for (const auto& [id, s] : sessions_) i.sessions += s.info.target == n;
+    std::vector<uint16_t> seen;
+    for (const auto& [id, s] : sessions_) {
+      if (s.info.target == n && std::find(seen.begin(), seen.end(), s.info.tsih) == seen.end()) {
+        seen.push_back(s.info.tsih);
+      }
+    }
+    i.sessions = static_cast<uint32_t>(seen.size());
     out.push_back(std::move(i));
   }
   return out;
@@ -1169,14 +1448,15 @@ void IscsiTarget::session_started(IscsiConnection* c, const SessionInfo& s, uint
     std::lock_guard g(mu_);
     for (const auto& [id, other] : sessions_) {
       if (!s.target.empty() && other.info.target == s.target && other.info.initiator == s.initiator &&
-          other.info.isid == s.isid) {
+          other.info.isid == s.isid && other.info.tsih != s.tsih) {
         old.emplace_back(other.info.reactor, id);  // reinstatement: the old one goes
       }
     }
     sessions_[conn_id] = Session{s, conn_id};
   }
   for (auto [r, id] : old) {
-    spdlog::info("iscsi session reinstated by {} isid={}: closing the old connection", s.initiator, s.isid);
+    spdlog::info("iscsi session reinstated by {} isid={}: closing the old session's connection", s.initiator,
+                 s.isid);
     close_connection(r, id);
   }
 }
@@ -1186,12 +1466,18 @@ void IscsiTarget::session_ended(uint64_t conn_id) {
   sessions_.erase(conn_id);
 }
 
-bool IscsiTarget::tsih_exists(uint16_t tsih) const {
+std::optional<uint32_t> IscsiTarget::session_reactor(uint16_t tsih) const {
   std::lock_guard g(mu_);
   for (const auto& [id, s] : sessions_) {
-    if (s.info.tsih == tsih) return true;
+    if (s.info.tsih == tsih) return s.info.reactor;
   }
-  return false;
+  return std::nullopt;
+}
+
+IscsiSession* IscsiTarget::local_session(size_t r, uint16_t tsih) const {
+  const auto& m = local_sessions_[r];
+  auto it = m.find(tsih);
+  return it == m.end() ? nullptr : it->second;
 }
 
 void IscsiTarget::count(uint64_t TargetStats::*field) {

@@ -2,15 +2,18 @@
 // Layer 5: the iSCSI target (RFC 7143). Exports bdevs as SCSI logical units of target
 // nodes (one IQN each) to initiators such as open-iscsi, VMware and libiscsi.
 //
-// Model: error recovery level 0, one connection per session (MaxConnections=1), so a
-// session's state lives on the reactor of its connection and the I/O path takes no
-// locks. Connections are spread over the reactors. Login supports no authentication or
-// CHAP (optionally mutual), per target node, plus an initiator allow-list.
+// Model: error recovery level 0. A session may have several connections (MC/S, up to
+// TargetLimits::max_connections); all of them run on the reactor of the session's
+// leading connection, so a session's state (CmdSN window, tasks) is reached without
+// locks on the I/O path. Sessions are spread over the reactors. Login supports no
+// authentication or CHAP (optionally mutual), per target node, plus an initiator
+// allow-list.
 //
 // IscsiTarget's methods are thread-safe control-path calls (not from a reactor thread).
 
 #include <atomic>
 #include <map>
+#include <optional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -37,14 +40,17 @@ struct NodeInfo {
   bool chap = false;
   bool mutual_chap = false;
   std::vector<std::string> allowed_initiators;
-  uint32_t sessions = 0;
+  uint32_t sessions = 0;  // distinct sessions (not connections)
 };
 
+// One connection of a session (list_sessions() returns one per connection; the
+// connections of a session share its TSIH).
 struct SessionInfo {
   std::string target;
   std::string initiator;
   std::string isid;  // hex
   uint16_t tsih = 0;
+  uint16_t cid = 0;  // connection ID within the session
   std::string peer;  // address of the initiator
   bool header_digest = false, data_digest = false;
   uint32_t reactor = 0;
@@ -74,6 +80,7 @@ struct TargetOptions {
 };
 
 class IscsiConnection;
+struct IscsiSession;
 
 class IscsiTarget {
  public:
@@ -103,11 +110,17 @@ class IscsiTarget {
   std::vector<std::string> node_names() const;
   const TargetOptions& options() const { return opts_; }
   const LoginConfig& login_config() const { return login_cfg_; }
-  // Registers a session entering full feature phase. If the same initiator port already
-  // has a session with this target (reinstatement), that session's connection is closed.
+  // Registers a connection entering full feature phase. If the same initiator port
+  // already has another session with this target (reinstatement), that session's
+  // connections are closed.
   void session_started(IscsiConnection* c, const SessionInfo& s, uint64_t conn_id);
   void session_ended(uint64_t conn_id);
-  bool tsih_exists(uint16_t tsih) const;
+  // The reactor serving session `tsih`, if it exists. Any thread.
+  std::optional<uint32_t> session_reactor(uint16_t tsih) const;
+  // Session `tsih` of reactor `r`, or null. Only on reactor r.
+  IscsiSession* local_session(size_t r, uint16_t tsih) const;
+  // Serves `fd` on reactor `r`, starting with `initial` (bytes already read from it).
+  void hand_over(int fd, uint32_t r, std::vector<uint8_t> initial);
   // Closes every session with target node `node` except connection `except_conn` (0:
   // none; a TARGET COLD RESET spares its own until the response is sent). Any thread;
   // does not wait.
@@ -140,6 +153,8 @@ class IscsiTarget {
   bool stopped_ = false;
   // Live connections per reactor, touched only on that reactor.
   std::vector<std::vector<IscsiConnection*>> live_;
+  // Sessions by TSIH per reactor, touched only on that reactor.
+  std::vector<std::map<uint16_t, IscsiSession*>> local_sessions_;
   friend class IscsiConnection;
 };
 

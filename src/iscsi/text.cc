@@ -81,6 +81,17 @@ const char* pick_digest(const std::string& list) {
 
 }  // namespace
 
+bool is_leading_only_key(const std::string& k) {
+  static const char* const kLo[] = {"MaxConnections",    "InitialR2T",        "ImmediateData",
+                                    "MaxBurstLength",    "FirstBurstLength",  "MaxOutstandingR2T",
+                                    "DataPDUInOrder",    "DataSequenceInOrder", "ErrorRecoveryLevel",
+                                    "DefaultTime2Wait",  "DefaultTime2Retain"};
+  for (const char* lo : kLo) {
+    if (k == lo) return true;
+  }
+  return false;
+}
+
 Status negotiate_operational(const KeyValues& offered, const TargetLimits& lim, SessionType type,
                              SessionParams& p, std::string& reply, KeyValues& unhandled) {
   auto range = [](const std::string& k, const std::string& v, uint64_t lo, uint64_t hi, uint64_t* out) -> Status {
@@ -139,7 +150,8 @@ Status negotiate_operational(const KeyValues& offered, const TargetLimits& lim, 
       append_text(reply, k, "0");
     } else if (k == "MaxConnections") {
       if (Status s = range(k, v, 1, 65535, &n); !s) return s;
-      append_text(reply, k, "1");
+      p.max_connections = static_cast<uint32_t>(std::clamp<uint64_t>(n, 1, std::max(1u, lim.max_connections)));
+      append_text(reply, k, std::to_string(p.max_connections));
     } else if (k == "IFMarker" || k == "OFMarker") {
       append_text(reply, k, "No");
     } else if (k == "IFMarkInt" || k == "OFMarkInt") {

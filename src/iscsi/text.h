@@ -42,13 +42,20 @@ struct SessionParams {
   uint32_t max_outstanding_r2t = 1;
   uint32_t default_time2wait = 2;
   uint32_t default_time2retain = 20;
+  uint32_t max_connections = 1;
 };
+
+// Operational keys that only the leading login of a session may negotiate (RFC 7143
+// §13: "LO"); a connection added to a session inherits them from the session.
+// (SessionType is LO too, but declarative: the login handles it.)
+bool is_leading_only_key(const std::string& key);
 
 struct TargetLimits {
   uint32_t max_recv_data_segment_length = 262144;  // what Castor declares it receives
   uint32_t max_burst = 1u << 20;
   uint32_t first_burst = 262144;
   bool want_initial_r2t = false;  // Castor accepts unsolicited data
+  uint32_t max_connections = 8;    // per session (MC/S); the answer is min(offer, this)
 };
 
 enum class SessionType { kNormal, kDiscovery };

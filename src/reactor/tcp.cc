@@ -262,8 +262,67 @@ Connection::~Connection() {
 
 void Connection::start() { arm_recv(); }
 
+void Connection::start(std::span<const uint8_t> initial) {
+  if (buf_.size() < initial.size()) buf_.resize(initial.size());
+  std::memcpy(buf_.data(), initial.data(), initial.size());
+  have_ = initial.size();
+  if (have_ > 0) {
+    deliver();
+    if (closing_) {
+      maybe_finish_close();
+      return;
+    }
+  }
+  arm_recv();
+}
+
+void Connection::pause_recv() { recv_paused_ = true; }
+
+void Connection::resume_recv() {
+  // Inside on_data() the receive completion re-arms afterwards; with a receive in flight
+  // (paused from outside on_data()) its completion delivers. Delivering now would move
+  // the buffer under that receive.
+  if (!recv_paused_ || closing_ || in_on_data_ || recv_armed_) {
+    recv_paused_ = false;
+    return;
+  }
+  recv_paused_ = false;
+  if (have_ > 0) {
+    deliver();
+    if (closing_) {
+      maybe_finish_close();
+      return;
+    }
+  }
+  arm_recv();
+}
+
+int Connection::detach() {
+  if (recv_armed_ || send_armed_ || !sendq_.empty()) {
+    close("internal error: detach() with I/O in flight");
+    return -1;
+  }
+  detached_ = true;
+  closing_ = true;  // nothing more is received or sent
+  closed_ = true;   // and on_closed() never runs
+  const int fd = fd_;
+  fd_ = -1;
+  return fd;
+}
+
+void Connection::deliver() {
+  in_on_data_ = true;
+  size_t used = h_->on_data({buf_.data(), have_});
+  in_on_data_ = false;
+  if (detached_ || closing_) return;
+  if (used) {
+    std::memmove(buf_.data(), buf_.data() + used, have_ - used);
+    have_ -= used;
+  }
+}
+
 void Connection::arm_recv() {
-  if (closing_ || recv_armed_) return;
+  if (closing_ || recv_armed_ || recv_paused_) return;
   auto* sqe = r_.get_sqe(&recv_op_);
   recv_direct_ = direct_left_ > 0;
   if (recv_direct_) {
@@ -306,18 +365,15 @@ void Connection::on_recv(int32_t res) {
     return;
   }
   have_ += static_cast<size_t>(res);
-  size_t used = h_->on_data({buf_.data(), have_});
+  deliver();
+  if (detached_) return;
   if (closing_) {
     maybe_finish_close();
     return;
   }
-  if (direct_left_ > 0 && used != have_) {
+  if (direct_left_ > 0 && have_ != 0) {
     close("internal error: receive_into() with unconsumed data");
     return;
-  }
-  if (used) {
-    std::memmove(buf_.data(), buf_.data() + used, have_ - used);
-    have_ -= used;
   }
   arm_recv();
 }

@@ -146,6 +146,25 @@ class Connection {
   // they are all there; on_data() is not called meanwhile. Saves copying a large payload
   // (an NVMe/TCP H2CData PDU) out of the buffer, and moving what follows it.
   void receive_into(uint8_t* dst, size_t n);
+  // Stops receiving until resume_recv(): no receive is armed once the one in flight (if
+  // any) completes, so a handler that cannot consume its input yet (an iSCSI command
+  // waiting for its CmdSN) does not make the buffer grow. The peer closing the socket is
+  // noticed only after resume_recv().
+  void pause_recv();
+  // Offers the bytes already buffered to on_data() at once (synchronously), then
+  // receives again. From inside this connection's own on_data() it only lifts the pause.
+  void resume_recv();
+  // Only from inside on_data(): hands the socket over instead of closing it (to serve it
+  // on another reactor). Returns the fd, which the caller now owns; the bytes on_data()
+  // does not consume are dropped, so the caller takes what it needs from `buf` first.
+  // REQUIRES: nothing queued to send and no receive in flight (true in the on_data() of
+  // a fresh connection's first bytes); otherwise the connection closes and -1 is
+  // returned. Neither on_data() nor on_closed() runs afterwards;
+  // the owner destroys the Connection once on_data() has returned.
+  int detach();
+  // Starts with `initial` as if it had just been received (the bytes a detach()ed
+  // connection had read ahead), then receives.
+  void start(std::span<const uint8_t> initial);
   // Closes: in-flight operations are cancelled, then on_closed(reason) runs once.
   void close(const std::string& reason);
   bool closing() const { return closing_; }
@@ -197,7 +216,11 @@ class Connection {
   RecvOp recv_op_;
   SendOp send_op_;
   CancelOp cancel_op_;
+  void deliver();  // offers buf_ to on_data() and keeps what it leaves
   bool recv_armed_ = false;
+  bool recv_paused_ = false;
+  bool in_on_data_ = false;
+  bool detached_ = false;
   bool send_armed_ = false;
   int cancels_ = 0;
   bool closing_ = false;

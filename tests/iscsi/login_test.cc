@@ -88,11 +88,18 @@ TEST(Text, NegotiatesOperationalKeys) {
   EXPECT_FALSE(p.initial_r2t);
   EXPECT_TRUE(p.immediate_data);
   EXPECT_EQ(value_of(reply, "ErrorRecoveryLevel"), "0");
-  EXPECT_EQ(value_of(reply, "MaxConnections"), "1");
+  EXPECT_EQ(value_of(reply, "MaxConnections"), "4");  // min(offer, Castor's 8)
+  EXPECT_EQ(p.max_connections, 4u);
   EXPECT_EQ(value_of(reply, "MaxOutstandingR2T"), "1");
   EXPECT_EQ(value_of(reply, "MaxRecvDataSegmentLength"), "<absent>");  // declarative: not echoed
   ASSERT_EQ(unhandled.size(), 1u);
   EXPECT_EQ(unhandled[0].first, "X-com.example.key");
+
+  TargetLimits two;
+  two.max_connections = 2;
+  std::string reply2;
+  ASSERT_TRUE(negotiate_operational(offered.value(), two, SessionType::kNormal, p, reply2, unhandled));
+  EXPECT_EQ(value_of(reply2, "MaxConnections"), "2");
 
   KeyValues bad = {{"MaxBurstLength", "100"}};
   EXPECT_FALSE(negotiate_operational(bad, TargetLimits{}, SessionType::kNormal, p, reply, unhandled));
@@ -275,5 +282,30 @@ TEST_F(Fixture, TextSplitAcrossContinuedPdus) {
       << l.error();
 }
 
+}  // namespace
+}  // namespace castor::iscsi
+
+namespace castor::iscsi {
+namespace {
+// A login that joins a session (TSIH set) inherits the session-wide keys and may not
+// negotiate them; its own keys (digests) it may.
+TEST_F(Fixture, JoiningLoginMayNotNegotiateSessionWideKeys) {
+  const std::string names = kv({{"InitiatorName", "iqn.test:init"}, {"TargetName", "iqn.2026-11.io.castor:vol"}});
+  for (const char* key : {"MaxConnections", "InitialR2T", "MaxBurstLength", "ErrorRecoveryLevel"}) {
+    Login l(cfg);
+    Bhs resp;
+    std::string out;
+    const std::string text = names + kv({{key, std::string(key) == "InitialR2T" ? "Yes" : "2"}});
+    EXPECT_EQ(l.step(login_req(1, 3, true, 7, 42), bytes(text), resp, out), Login::Outcome::kFail) << key;
+    EXPECT_EQ(status(resp), login_status::kInitiatorError) << key;
+  }
+  Login l(cfg);
+  Bhs resp;
+  std::string out;
+  EXPECT_EQ(l.step(login_req(1, 3, true, 7, 42), bytes(names + kv({{"HeaderDigest", "CRC32C"}})), resp, out),
+            Login::Outcome::kFullFeature);
+  EXPECT_EQ(resp.u16(off::kTsih), 42);
+  EXPECT_TRUE(l.params().header_digest);
+}
 }  // namespace
 }  // namespace castor::iscsi

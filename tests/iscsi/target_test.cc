@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "../bdev/harness.h"
+#include "initiator.h"
 #include "common/crc32c.h"
 #include "iscsi/protocol.h"
 #include "iscsi/target.h"
@@ -25,127 +26,7 @@
 namespace castor::iscsi {
 namespace {
 
-constexpr const char* kIqn = "iqn.2026-11.io.castor:t";
-
-struct Pdu {
-  Bhs h;
-  std::string data;
-};
-
-// A blocking initiator connection with optional digests.
-class Initiator {
- public:
-  explicit Initiator(uint16_t port) {
-    fd_ = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-    int one = 1;
-    setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  }
-  ~Initiator() { close(fd_); }
-
-  bool hd = false, dd = false;
-  uint32_t cmd_sn = 1, itt = 1;
-  uint8_t isid_qualifier = 0;  // the last ISID byte: distinct sessions from one initiator
-
-  void send(Bhs b, const std::string& data, bool corrupt_data_digest = false) {
-    b.set_data_segment_length(static_cast<uint32_t>(data.size()));
-    std::string out(reinterpret_cast<const char*>(b.b), kBhsSize);
-    if (hd) put_crc(out, crc32c(b.b, kBhsSize));
-    std::string padded = data + std::string(pad4(static_cast<uint32_t>(data.size())), '\0');
-    out += padded;
-    if (dd && !data.empty()) put_crc(out, crc32c(padded.data(), padded.size()) ^ (corrupt_data_digest ? 1 : 0));
-    ASSERT_EQ(::send(fd_, out.data(), out.size(), MSG_NOSIGNAL), static_cast<ssize_t>(out.size()));
-  }
-
-  // The next PDU, or nullopt if the connection closed or nothing came within `ms`.
-  std::optional<Pdu> recv(int ms = 5000) {
-    Pdu p;
-    if (!read_exact(p.h.b, kBhsSize, ms)) return std::nullopt;
-    if (hd) {
-      uint32_t want;
-      if (!read_exact(reinterpret_cast<uint8_t*>(&want), 4, ms)) return std::nullopt;
-      EXPECT_EQ(want, crc32c(p.h.b, kBhsSize)) << "header digest";
-    }
-    const uint32_t n = p.h.data_segment_length();
-    std::string padded(n + pad4(n), '\0');
-    if (!read_exact(reinterpret_cast<uint8_t*>(padded.data()), padded.size(), ms)) return std::nullopt;
-    if (dd && n) {
-      uint32_t want;
-      if (!read_exact(reinterpret_cast<uint8_t*>(&want), 4, ms)) return std::nullopt;
-      EXPECT_EQ(want, crc32c(padded.data(), padded.size())) << "data digest";
-    }
-    p.data = padded.substr(0, n);
-    return p;
-  }
-
-  // Single-PDU login straight to full feature phase. Returns the login status.
-  uint16_t login(const std::string& extra_keys) {
-    Bhs b;
-    b.clear();
-    b.set_opcode(op::kLogin | kImmediateBit);
-    b.set_flags(0x87);
-    b.b[off::kIsid] = 0x80;
-    b.b[off::kIsid + 5] = isid_qualifier;
-    b.set_itt(itt++);
-    b.set_u32(off::kLoginCmdSn, cmd_sn);
-    std::string text;
-    append_text(text, "InitiatorName", "iqn.2026-11.test:initiator");
-    append_text(text, "TargetName", kIqn);
-    text += extra_keys;
-    const bool h = hd, d = dd;
-    hd = dd = false;  // digests start after the login
-    send(b, text);
-    auto r = recv();
-    hd = h;
-    dd = d;
-    if (!r) return 0xFFFF;
-    return static_cast<uint16_t>(r->h.b[off::kStatusClass] << 8 | r->h.b[off::kStatusDetail]);
-  }
-
-  Bhs command(const uint8_t* cdb, size_t n, uint8_t flags, uint32_t edtl) {
-    Bhs b;
-    b.clear();
-    b.set_opcode(op::kScsiCmd);
-    b.set_flags(flags);
-    b.set_itt(itt++);
-    b.set_u32(off::kEdtl, edtl);
-    b.set_u32(off::kCmdSn, cmd_sn++);
-    std::memcpy(b.b + off::kCdb, cdb, n);
-    return b;
-  }
-
- private:
-  static void put_crc(std::string& s, uint32_t c) { s.append(reinterpret_cast<const char*>(&c), 4); }
-  bool read_exact(uint8_t* p, size_t n, int ms) {
-    while (n) {
-      pollfd pf{fd_, POLLIN, 0};
-      if (poll(&pf, 1, ms) <= 0) return false;
-      ssize_t r = ::read(fd_, p, n);
-      if (r <= 0) return false;
-      p += r;
-      n -= static_cast<size_t>(r);
-    }
-    return true;
-  }
-  int fd_ = -1;
-};
-
-std::string kv(std::initializer_list<std::pair<const char*, const char*>> l) {
-  std::string s;
-  for (const auto& [k, v] : l) append_text(s, k, v);
-  return s;
-}
-
-void cdb16(uint8_t* c, uint8_t op, uint64_t lba, uint32_t blocks) {
-  std::memset(c, 0, 16);
-  c[0] = op;
-  store_be64(c + 2, lba);
-  store_be32(c + 10, blocks);
-}
+using namespace test;  // Pdu, Initiator, kv, cdb16, wait_for, kIqn (initiator.h)
 
 class IscsiTargetTest : public ::testing::Test {
  protected:
@@ -340,14 +221,6 @@ TEST_F(IscsiTargetTest, AbortOfAnUnknownTaskAndUnknownOpcode) {
   EXPECT_EQ(rej.h.b[off::kResponse], reject::kCommandNotSupported);
   EXPECT_EQ(std::string(rej.data.data(), 1)[0] & 0x3F, 0x1c);  // the rejected header comes back
   clear_ua(ini);  // and the session still works
-}
-
-template <class F>
-bool wait_for(F&& f, int timeout_ms = 5000) {
-  for (int i = 0; i < timeout_ms && !f(); i += 5) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return f();
 }
 
 Bhs tmf_request(Initiator& ini, uint8_t fn) {

@@ -79,6 +79,7 @@ void to_proto(const iscsi::SessionInfo& in, v1::IscsiSession* out) {
   out->set_initiator(in.initiator);
   out->set_isid(in.isid);
   out->set_tsih(in.tsih);
+  out->set_cid(in.cid);
   out->set_peer(in.peer);
   out->set_header_digest(in.header_digest);
   out->set_data_digest(in.data_digest);
@@ -271,7 +272,7 @@ grpc::Status EngineServiceImpl::ListIscsiSessions(grpc::ServerContext*,
                                                   v1::ListIscsiSessionsResponse* resp) {
   auto sessions = front_ends_.iscsi_sessions();
   std::sort(sessions.begin(), sessions.end(), [](const auto& a, const auto& b) {
-    return std::tie(a.target, a.tsih) < std::tie(b.target, b.tsih);
+    return std::tie(a.target, a.tsih, a.cid) < std::tie(b.target, b.tsih, b.cid);
   });
   for (const auto& s : sessions) to_proto(s, resp->add_sessions());
   return grpc::Status::OK;

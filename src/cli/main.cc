@@ -985,6 +985,7 @@ int iscsi_sessions(Context& c) {
                      {"initiator", x.initiator()},
                      {"isid", x.isid()},
                      {"tsih", x.tsih()},
+                     {"cid", x.cid()},
                      {"peer", x.peer()},
                      {"header_digest", x.header_digest()},
                      {"data_digest", x.data_digest()}});
@@ -992,12 +993,12 @@ int iscsi_sessions(Context& c) {
     print_json(arr);
     return 0;
   }
-  Table t({"TARGET", "INITIATOR", "ISID", "TSIH", "PEER", "DIGESTS"});
+  Table t({"TARGET", "INITIATOR", "ISID", "TSIH", "CID", "PEER", "DIGESTS"});
   for (const auto& x : resp.sessions()) {
     std::string digests;
     if (x.header_digest()) digests = "header";
     if (x.data_digest()) digests += digests.empty() ? "data" : ",data";
-    t.add_row({x.target(), x.initiator(), x.isid(), std::to_string(x.tsih()), x.peer(),
+    t.add_row({x.target(), x.initiator(), x.isid(), std::to_string(x.tsih()), std::to_string(x.cid()), x.peer(),
                or_dash(digests)});
   }
   t.print();

@@ -394,6 +394,7 @@ TEST(ConvertTest, IscsiInfo) {
   si.initiator = "iqn.i1";
   si.isid = "80123456789a";
   si.tsih = 5;
+  si.cid = 2;
   si.peer = "127.0.0.1:4000";
   si.data_digest = true;
   v1::IscsiSession sp;
@@ -401,6 +402,7 @@ TEST(ConvertTest, IscsiInfo) {
   EXPECT_EQ(sp.target(), n.name);
   EXPECT_EQ(sp.isid(), "80123456789a");
   EXPECT_EQ(sp.tsih(), 5u);
+  EXPECT_EQ(sp.cid(), 2u);
   EXPECT_FALSE(sp.header_digest());
   EXPECT_TRUE(sp.data_digest());
 }

@@ -246,10 +246,11 @@ TEST_F(IscsiApiTest, ExportsManagedAndServed) {
     EXPECT_EQ(sessions[0].peer().rfind("127.0.0.1:", 0), 0u) << sessions[0].peer();
     r = e.ctl({"iscsi", "sessions"});
     auto row = table_row(r.out, m0_iqn);
-    ASSERT_EQ(row.size(), 6u) << r.out;
+    ASSERT_EQ(row.size(), 7u) << r.out;
     EXPECT_EQ(row[1], initiator);
     EXPECT_EQ(row[3], std::to_string(sessions[0].tsih()));
-    EXPECT_EQ(row[5], "-");
+    EXPECT_EQ(row[4], std::to_string(sessions[0].cid()));
+    EXPECT_EQ(row[6], "-");
     EXPECT_EQ(table_row(e.ctl({"iscsi", "list"}).out, m0_iqn).at(5), "1");
   }
 

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -1295,6 +1296,13 @@ void IscsiTarget::spawn(int fd, size_t k) {
 
 void IscsiTarget::hand_over(int fd, uint32_t k, std::vector<uint8_t> initial) {
   reactor::Reactor& r = reactors_.at(k);
+  // Under mu_: either stop() has not begun (and its sweep of reactor k comes after this
+  // message), or the connection is dropped here.
+  std::lock_guard g(mu_);
+  if (stopped_) {
+    ::close(fd);
+    return;
+  }
   r.send([this, &r, fd, b = std::move(initial)]() mutable {
     (new IscsiConnection(*this, r, fd, std::move(b)))->start();
   });

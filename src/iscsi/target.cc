@@ -569,13 +569,19 @@ class IscsiConnection final : public reactor::Connection::Handler {
     conn_->pause_recv();
   }
   // ExpCmdSN moved: connections waiting for it try their next command again.
-  void wake_parked() {
-    for (size_t i = 0; i < sess_->conns.size(); ++i) {
-      IscsiConnection* c = sess_->conns[i];
-      if (c != this && c->parked_) {
-        c->parked_ = false;
-        c->conn_->resume_recv();  // may add or remove connections: index, not iterator
-      }
+  void wake_parked() { unpark(*sess_, this); }
+  // Resumes the parked connections of `s` other than `except`. Each runs its input at
+  // once, which may end tasks and connections (the session's list changes under us), so
+  // this works on a snapshot; connections are deleted only later, from the reactor loop.
+  static void unpark(IscsiSession& s, IscsiConnection* except) {
+    std::vector<IscsiConnection*> parked;
+    for (IscsiConnection* c : s.conns) {
+      if (c != except && c->parked_) parked.push_back(c);
+    }
+    for (IscsiConnection* c : parked) {
+      if (!c->parked_) continue;
+      c->parked_ = false;
+      c->conn_->resume_recv();
     }
   }
 
@@ -1189,13 +1195,13 @@ class IscsiConnection final : public reactor::Connection::Handler {
         for (Task& tk : c->tasks_) tk.abort_counted = false;
       }
     }
-    for (IscsiConnection* c : s->conns) {
-      if (c->parked_) {  // its missing CmdSN may have died with this connection: drop,
-        c->parked_ = false;  // don't wait forever (a drop is what one connection does)
-        c->conn_->resume_recv();
-      }
+    // A parked connection's missing CmdSN may have died with this one: let it try again
+    // (on a session left with one connection, a command ahead of ExpCmdSN is dropped
+    // rather than waited for).
+    if (!s->conns.empty()) {
+      unpark(*s, nullptr);
+      return;
     }
-    if (!s->conns.empty()) return;
     if (s->attached) s->dev->detach(s->nexus);
     auto& m = t_.local_sessions_[r_.id()];
     if (auto it = m.find(s->tsih); it != m.end() && it->second == s) m.erase(it);

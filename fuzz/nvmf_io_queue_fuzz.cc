@@ -5,7 +5,7 @@
 // An I/O queue needs a controller, so per input the harness opens an admin connection to
 // a live target (over a socketpair, like nvmf_target_fuzz), connects it (ICReq + Fabrics
 // Connect, cntlid 0xffff), takes the controller ID from the response and enables the
-// controller (Property Set CC.EN = 1, as a host does; today's target does not insist);
+// controller (Property Set CC.EN = 1, as a host does; I/O before it is refused);
 // then it opens a second connection and connects it as I/O queue 1 of that controller.
 // The fuzz input is what the host sends on the I/O queue after that:
 //

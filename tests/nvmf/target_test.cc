@@ -368,6 +368,33 @@ TEST_F(Target, AdminSequenceIoQueueAndData) {
 // A namespace added to a subsystem with a connected controller: the host that enabled
 // namespace attribute notices gets one through its outstanding Async Event Request, the
 // Changed Namespace List names it, and both admin and I/O queues see it.
+// As Linux's nvmet does: until the host enables the controller (CC.EN, then CSTS.RDY),
+// and again after it shuts it down (CC.SHN), only Fabrics commands run; admin and I/O
+// commands get Command Sequence Error instead of touching the namespace.
+TEST_F(Target, CommandsBeforeEnableAndAfterShutdownAreRefused) {
+  TestHost a(port);
+  Cqe c = a.connect(kNqn, kHost, 0, 0xffff);
+  ASSERT_EQ(c.status, 0);
+  const uint16_t cntlid = static_cast<uint16_t>(c.dw0);
+  std::vector<uint8_t> buf;
+  EXPECT_EQ(sc_of(a.admin(admin_op::kIdentify, 0, cns::kController, 0, &buf, 4096)), sc::kCommandSequenceError);
+  TestHost io(port);
+  ASSERT_EQ(io.connect(kNqn, kHost, 1, cntlid).status, 0);  // connecting a queue is a Fabrics command
+  const std::vector<uint8_t> data(4096, 0x5a);
+  EXPECT_EQ(sc_of(io.rw(io_op::kWrite, 0, 8, 512, nullptr, data, true)), sc::kCommandSequenceError);
+
+  const uint32_t cc = (6u << 16) | (4u << 20);
+  ASSERT_EQ(a.prop_set(prop::kCc, cc | 1).status, 0);
+  EXPECT_EQ(a.admin(admin_op::kIdentify, 0, cns::kController, 0, &buf, 4096).status, 0);
+  EXPECT_EQ(io.rw(io_op::kWrite, 0, 8, 512, nullptr, data, true).status, 0);
+  std::vector<uint8_t> back;
+  ASSERT_EQ(io.rw(io_op::kRead, 0, 8, 512, &back).status, 0);
+  EXPECT_EQ(back, data);
+
+  ASSERT_EQ(a.prop_set(prop::kCc, cc | 1 | (1u << 14)).status, 0);  // normal shutdown
+  EXPECT_EQ(sc_of(io.rw(io_op::kRead, 0, 8, 512, &back)), sc::kCommandSequenceError);
+}
+
 TEST_F(Target, AddedNamespaceIsAnnouncedThroughAnAsyncEvent) {
   ASSERT_TRUE(reg->create("malloc:///m1?size_mb=4&blk_size=512"));
   TestHost a(port);

@@ -69,6 +69,9 @@ class Controller {
   std::shared_ptr<const std::vector<NsRef>> ns = std::make_shared<std::vector<NsRef>>();
   std::vector<uint32_t> changed_ns;  // (admin) for the Changed Namespace List log page
   ControllerRegisters regs{ControllerLimits{}};  // (admin)
+  // CC.EN and CSTS.RDY set and no shutdown: commands other than Fabrics may run. Written
+  // on the admin reactor after each Property Set, read by the I/O queues' reactors.
+  std::atomic<bool> ready{false};
   uint32_t kato_ms = 0;                          // (admin)
   uint64_t last_keepalive_ns = 0;                // (admin)
   std::optional<reactor::Reactor::TimerId> ka_timer;
@@ -464,11 +467,20 @@ class Qpair final : public reactor::Connection::Handler {
         }
         if (fc == fctype::kPropertySet) {
           if (!ctrl.regs.set(p.ofst, size, p.value)) return finish(c, generic(sc::kInvalidField));
+          ctrl.ready.store(ctrl.regs.enabled() && !ctrl.regs.shut_down(), std::memory_order_release);
           return finish(c, kSuccess);
         }
         if (fc == fctype::kConnect) return finish(c, generic(sc::kCommandSequenceError));
         return finish(c, generic(sc::kInvalidOpcode));
       }
+      default: break;
+    }
+    // Like Linux's nvmet: a controller that is not enabled and ready runs only Fabrics
+    // commands (a discovery controller answers regardless).
+    if (!ctrl.discovery && !ctrl.ready.load(std::memory_order_relaxed)) {
+      return finish(c, generic(sc::kCommandSequenceError));
+    }
+    switch (s.opcode) {
       case admin_op::kIdentify: return identify(c);
       case admin_op::kGetLogPage: return get_log_page(c);
       case admin_op::kSetFeatures:
@@ -641,6 +653,7 @@ class Qpair final : public reactor::Connection::Handler {
   // ---------------------------------------------------------------- I/O
   void io(Cmd* c) {
     const Sqe& s = c->sqe;
+    if (!ctrl_->ready.load(std::memory_order_acquire)) return finish(c, generic(sc::kCommandSequenceError));
     const NsRef* ns = find_ns(*ns_, s.nsid);
     if (!ns) return finish(c, generic(sc::kInvalidNamespace));
     c->ns = *ns;  // counted until release(): a removal waits for it

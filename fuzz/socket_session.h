@@ -23,6 +23,7 @@
 #include <cstdlib>
 #include <functional>
 #include <memory>
+#include <vector>
 
 #include "bdev/registry.h"
 
@@ -133,15 +134,21 @@ void run_socket_session(const uint8_t* data, size_t size, Adopt&& adopt) {
   close(sv[0]);
 }
 
-// The live server a socket-session fuzz target talks to: one unpinned reactor, a bdev
-// registry and the server `make` builds on them (with its bdevs), created on first use
-// and stopped at exit before static destructors run (spdlog's among them: a connection
-// closing at exit would otherwise log into a freed registry). `Server` needs stop() and
-// adopt(fd, reactor_index).
-template <class Server>
+// The live server a socket-session fuzz target talks to: one unpinned reactor (or
+// `Reactors` of them), a bdev registry and the server `make` builds on them (with its
+// bdevs), created on first use and stopped at exit before static destructors run
+// (spdlog's among them: a connection closing at exit would otherwise log into a freed
+// registry). `Server` needs stop() and adopt(fd, reactor_index).
+template <class Server, size_t Reactors = 1>
 struct ServerWorld {
+  static_assert(Reactors >= 1);
   using Make = std::function<std::unique_ptr<Server>(castor::reactor::ReactorGroup&, castor::bdev::BdevRegistry&)>;
-  castor::reactor::ReactorGroup group{{0}, [] {
+  castor::reactor::ReactorGroup group{[] {
+                                        std::vector<int> cpus(Reactors);
+                                        for (size_t i = 0; i < Reactors; ++i) cpus[i] = static_cast<int>(i);
+                                        return cpus;
+                                      }(),
+                                      [] {
                                         castor::reactor::ReactorOptions o;
                                         o.pin = false;
                                         return o;
@@ -172,10 +179,12 @@ struct ServerWorld {
   }
   // A new connection to the server: returns the client end (-1 on failure), the server
   // end is adopted.
-  int connect() {
+  int connect() { return connect_on(0); }
+  // The same, served on reactor `reactor_index`.
+  int connect_on(size_t reactor_index) {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return -1;
-    srv->adopt(sv[1], 0);
+    srv->adopt(sv[1], reactor_index);
     return sv[0];
   }
 

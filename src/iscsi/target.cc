@@ -549,19 +549,34 @@ class IscsiConnection final : public reactor::Connection::Handler {
   // duplicate or outside the window, dropped silently. kPark: within the window but
   // ahead of ExpCmdSN, which on a session of several connections means a command with
   // a lower CmdSN is still on its way over another connection: this connection stops
-  // until it has arrived. (On one connection TCP keeps the order, so that is a drop.)
+  // until it has arrived. (With no other connection that still reads, it is a drop, as
+  // on a session of one connection, where TCP keeps the order.)
   Order order_cmd_sn(const Bhs& h) {
     IscsiSession& s = *sess_;
     const uint32_t sn = h.u32(off::kCmdSn);
     if (h.immediate()) return Order::kAccept;
     if (sn != s.exp_cmd_sn) {
-      if (s.conns.size() > 1 && sn_lt(s.exp_cmd_sn, sn) && !sn_lt(s.max_cmd_sn, sn)) return Order::kPark;
+      if (sn_lt(s.exp_cmd_sn, sn) && !sn_lt(s.max_cmd_sn, sn) && another_can_deliver()) return Order::kPark;
       spdlog::debug("iscsi: dropping command with CmdSN {} (expected {}, max {})", sn, s.exp_cmd_sn, s.max_cmd_sn);
       return Order::kDrop;
     }
     if (s.window_credit == 0) return Order::kDrop;  // outside the window we advertised
     ++s.exp_cmd_sn;
     return Order::kAccept;
+  }
+
+  // Whether another connection of the session still reads commands, so the one missing
+  // before a parked command can arrive. Parked connections do not: if every connection
+  // parked, none would read again (nor notice its peer closing), and the session would
+  // wedge for good.
+  bool another_can_deliver() const {
+    for (const IscsiConnection* c : sess_->conns) {
+      if (c != this && !c->parked_ && !c->closed_ && !c->doomed_ && !c->logged_out_ && !c->reinstated_ &&
+          !c->conn_->closing()) {
+        return true;
+      }
+    }
+    return false;
   }
 
   void park() {

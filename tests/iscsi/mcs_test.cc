@@ -365,6 +365,31 @@ TEST_F(IscsiMcsTest, CommandsExecuteInCmdSnOrderAcrossConnections) {
   EXPECT_EQ(tur(*c2), kGood);
 }
 
+// A command ahead of ExpCmdSN parks its connection only while another connection still
+// reads: were every connection parked, none would ever read the missing command (or its
+// peer closing) again. Found by iscsi_mcs_fuzz.
+TEST_F(IscsiMcsTest, LastReadingConnectionDropsACommandAheadInsteadOfParking) {
+  ASSERT_NO_FATAL_FAILURE(open_session(2, kMc4));
+  const uint32_t n = sn;
+  Bhs rd2 = read16(*c2, 0, 1, n + 1);  // connection 2 parks, waiting for n
+  EXPECT_FALSE(c2->recv(200).has_value());
+  Bhs ahead = read16(*c1, 0, 1, n + 2);  // connection 1 is the last that reads: dropped
+  EXPECT_FALSE(c1->recv(300).has_value()) << "CmdSN n+2 ran before n";
+  Bhs rd1 = read16(*c1, 0, 1, n);  // so connection 1 still reads, and n arrives
+  int st = -1;
+  read_data(*c1, rd1, &st);
+  EXPECT_EQ(st, kGood);
+  read_data(*c2, rd2, &st);
+  EXPECT_EQ(st, kGood) << "connection 2 did not resume once n arrived";
+  // The dropped n+2 never gets an answer; sent again, it runs.
+  Bhs again = read16(*c1, 0, 1, n + 2);
+  read_data(*c1, again, &st);
+  EXPECT_EQ(st, kGood);
+  EXPECT_NE(again.itt(), ahead.itt());
+  sn = n + 3;
+  EXPECT_EQ(tur(*c2), kGood);
+}
+
 TEST_F(IscsiMcsTest, LogoutOfOneConnectionKeepsTheSession) {
   ASSERT_NO_FATAL_FAILURE(open_session(2, kMc4));
   EXPECT_EQ(logout(*c2, logout::kCloseConnection, 2), logout::kOk);

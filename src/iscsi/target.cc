@@ -116,17 +116,18 @@ class IscsiConnection final : public reactor::Connection::Handler {
   void on_closed(const std::string& reason) override {
     closed_ = true;
     spdlog::debug("iscsi connection {} closed: {}", peer_, reason);
-    // Tasks still receiving data will never get it; those executing finish first.
-    for (Task& tk : tasks_) {
-      if (tk.state == TaskState::kReceiving) release(tk);
-    }
     // At error recovery level 0 the only recovery is session recovery: a lost
-    // connection fails its session, the others close too, and the initiator logs in afresh.
+    // connection fails its session, the others close too, and the initiator logs in
+    // afresh. (Before the releases below: the last one may unlink us from the session.)
     if (sess_ && !sess_->ending && !logged_out_ && !reinstated_) {
       sess_->ending = true;
       for (IscsiConnection* c : sess_->conns) {
         if (c != this) c->shutdown("session failed: connection " + std::to_string(cid_) + " lost (" + reason + ")");
       }
+    }
+    // Tasks still receiving data will never get it; those executing finish first.
+    for (Task& tk : tasks_) {
+      if (tk.state == TaskState::kReceiving) release(tk);
     }
     maybe_destroy();
   }

@@ -440,6 +440,19 @@ TEST_F(IscsiMcsTest, LostConnectionEndsTheSessionAtErrorRecoveryLevelZero) {
   ASSERT_NO_FATAL_FAILURE(clear_ua(*fresh));
 }
 
+// The same with a write on the lost connection still waiting for its data: releasing
+// that task must not keep the session from failing.
+TEST_F(IscsiMcsTest, LostConnectionWithAWriteAwaitingDataEndsTheSession) {
+  ASSERT_NO_FATAL_FAILURE(open_session(2, lead_keys_with({{"InitialR2T", "Yes"}, {"ImmediateData", "No"}})));
+  Bhs w = write16(*c2, 0, 16, "");
+  auto r2t = answer(*c2, w);
+  ASSERT_TRUE(r2t.has_value());
+  ASSERT_EQ(r2t->h.opcode(), op::kR2t);
+  c2->close();  // lost with the write's data never sent
+  EXPECT_TRUE(c1->wait_closed(5000)) << "the session survived the loss of a connection";
+  EXPECT_TRUE(wait_for([&] { return target->list_sessions().empty(); }));
+}
+
 TEST_F(IscsiMcsTest, JoinsBeyondMaxConnectionsOrToAnotherSessionOrWithSessionKeysAreRefused) {
   c1 = connect(kIttBase[1]);
   ASSERT_EQ(lead(*c1, kv({{"MaxConnections", "2"}})), login_status::kSuccess);

@@ -280,31 +280,6 @@ void pause_all(std::vector<Conn*>& all) {
 }
 
 // ------------------------------------------------------------------ the harness's logins
-bool read_exact(int fd, uint8_t* p, size_t n) {
-  while (n) {
-    pollfd pf{fd, POLLIN, 0};
-    if (poll_fds(&pf, 1, 5000) <= 0) {
-      std::fprintf(stderr, "iscsi_mcs_fuzz: the target did not answer the harness for 5 s\n");
-      __builtin_trap();
-    }
-    ssize_t r = read_fd(fd, p, n);
-    if (r <= 0) return false;
-    p += r;
-    n -= static_cast<size_t>(r);
-  }
-  return true;
-}
-
-bool write_all(int fd, const std::string& s) {
-  size_t off = 0;
-  while (off < s.size()) {
-    ssize_t n = send_fd(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
-    if (n <= 0) return false;
-    off += static_cast<size_t>(n);
-  }
-  return true;
-}
-
 // One PDU from the target (no digests): false on end of file.
 bool read_pdu(int fd, Bhs& h, std::string& data) {
   if (!read_exact(fd, h.b, kBhsSize)) return false;

@@ -43,29 +43,6 @@ namespace {
 constexpr char kSubnqn[] = "nqn.2026-11.io.castor:fuzz";
 constexpr char kHostnqn[] = "nqn.2014-08.org.nvmexpress:uuid:fuzz";
 
-// Reads exactly `n` bytes; false on EOF or error. Traps when the target is silent for 5 s.
-bool read_exact(int fd, uint8_t* p, size_t n) {
-  while (n) {
-    pollfd pf{fd, POLLIN, 0};
-    if (poll_fds(&pf, 1, 5000) <= 0) __builtin_trap();
-    ssize_t r = read_fd(fd, p, n);
-    if (r <= 0) return false;
-    p += r;
-    n -= static_cast<size_t>(r);
-  }
-  return true;
-}
-
-bool write_all(int fd, const std::string& s) {
-  size_t off = 0;
-  while (off < s.size()) {
-    ssize_t n = send_fd(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
-    if (n <= 0) return false;
-    off += static_cast<size_t>(n);
-  }
-  return true;
-}
-
 // One whole PDU from the target (common header first); false on EOF or a bad length.
 bool read_pdu(int fd, std::vector<uint8_t>& pdu) {
   CommonHeader ch;

@@ -20,9 +20,11 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "bdev/registry.h"
@@ -51,6 +53,34 @@ inline ssize_t send_fd(int fd, const void* buf, size_t n, int flags) {
   do r = send(fd, buf, n, flags);
   while (r < 0 && errno == EINTR);
   return r;
+}
+
+// Reads exactly `n` bytes of a harness's own exchange; false on end of file or error.
+// The target staying silent for 5 s is a hang: prints `what` and traps.
+inline bool read_exact(int fd, uint8_t* p, size_t n, const char* what = "the target") {
+  while (n) {
+    pollfd pf{fd, POLLIN, 0};
+    if (poll_fds(&pf, 1, 5000) <= 0) {
+      std::fprintf(stderr, "%s did not answer for 5 s\n", what);
+      __builtin_trap();
+    }
+    ssize_t r = read_fd(fd, p, n);
+    if (r <= 0) return false;
+    p += r;
+    n -= static_cast<size_t>(r);
+  }
+  return true;
+}
+
+// Writes all of `s` (blocking socket); false once the peer has gone.
+inline bool write_all(int fd, const std::string& s) {
+  size_t off = 0;
+  while (off < s.size()) {
+    ssize_t n = send_fd(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    off += static_cast<size_t>(n);
+  }
+  return true;
 }
 
 namespace socket_session_detail {

@@ -257,7 +257,8 @@ class IscsiConnection final : public reactor::Connection::Handler {
       park();
       return 0;  // offered again once the commands before it have arrived
     }
-    if (sess_->exp_cmd_sn != exp_before) wake_parked();
+    // Only a session of several connections can have one parked.
+    if (sess_->exp_cmd_sn != exp_before && sess_->conns.size() > 1) wake_parked();
     return total;
   }
 

@@ -266,14 +266,7 @@ void Connection::start(std::span<const uint8_t> initial) {
   if (buf_.size() < initial.size()) buf_.resize(initial.size());
   std::memcpy(buf_.data(), initial.data(), initial.size());
   have_ = initial.size();
-  if (have_ > 0) {
-    deliver();
-    if (closing_) {
-      maybe_finish_close();
-      return;
-    }
-  }
-  arm_recv();
+  offer_buffered();
 }
 
 void Connection::pause_recv() { recv_paused_ = true; }
@@ -287,6 +280,10 @@ void Connection::resume_recv() {
     return;
   }
   recv_paused_ = false;
+  offer_buffered();
+}
+
+void Connection::offer_buffered() {
   if (have_ > 0) {
     deliver();
     if (closing_) {

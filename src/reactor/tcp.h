@@ -217,6 +217,7 @@ class Connection {
   SendOp send_op_;
   CancelOp cancel_op_;
   void deliver();  // offers buf_ to on_data() and keeps what it leaves
+  void offer_buffered();  // deliver() what is buffered (if any), then receive again
   bool recv_armed_ = false;
   bool recv_paused_ = false;
   bool in_on_data_ = false;

@@ -20,8 +20,10 @@
 #include <thread>
 #include <utility>
 
+#include "../bdev/harness.h"
 #include "common/crc32c.h"
 #include "iscsi/protocol.h"
+#include "iscsi/target.h"
 #include "iscsi/text.h"
 
 namespace castor::iscsi::test {
@@ -207,5 +209,25 @@ bool wait_for(F&& f, int timeout_ms = 5000) {
   }
   return f();
 }
+
+// A live target on loopback (two reactors): node kIqn with a 16 MiB RAM disk (512-byte
+// blocks) as LUN 0, listening on `port`.
+class TargetFixture : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(env.reg->create("malloc:///d0?size_mb=16&blk_size=512"));
+    target = std::make_unique<IscsiTarget>(env.group, *env.reg);
+    ASSERT_TRUE(target->listen("127.0.0.1", 0, &port));
+    NodeConfig n;
+    n.name = kIqn;
+    n.luns.push_back(scsi::LunOptions{.lun = 0, .bdev = "d0", .read_only = false, .product = "t"});
+    ASSERT_TRUE(target->add_node(n));
+  }
+  void TearDown() override { target->stop(); }
+
+  bdev::test::Env env;
+  std::unique_ptr<IscsiTarget> target;
+  uint16_t port = 0;
+};
 
 }  // namespace castor::iscsi::test

@@ -47,22 +47,13 @@ std::string key(const KeyValues& kvs, const std::string& k) {
   return "(absent)";
 }
 
-class IscsiMcsTest : public ::testing::Test {
+class IscsiMcsTest : public TargetFixture {
  protected:
-  void SetUp() override {
-    ASSERT_TRUE(env.reg->create("malloc:///d0?size_mb=16&blk_size=512"));
-    target = std::make_unique<IscsiTarget>(env.group, *env.reg);
-    ASSERT_TRUE(target->listen("127.0.0.1", 0, &port));
-    NodeConfig n;
-    n.name = kIqn;
-    n.luns.push_back(scsi::LunOptions{.lun = 0, .bdev = "d0", .read_only = false, .product = "t"});
-    ASSERT_TRUE(target->add_node(n));
-  }
   void TearDown() override {
     c1.reset();
     c2.reset();
     c3.reset();
-    target->stop();
+    TargetFixture::TearDown();
   }
 
   // ---------------------------------------------------------------- login
@@ -300,9 +291,6 @@ class IscsiMcsTest : public ::testing::Test {
     return r->h.b[off::kResponse];
   }
 
-  bdev::test::Env env;
-  std::unique_ptr<IscsiTarget> target;
-  uint16_t port = 0;
   uint32_t sn = 1;  // the session's CmdSN counter, shared by its connections
   uint16_t tsih = 0;
   KeyValues lead_keys;

@@ -28,18 +28,8 @@ namespace {
 
 using namespace test;  // Pdu, Initiator, kv, cdb16, wait_for, kIqn (initiator.h)
 
-class IscsiTargetTest : public ::testing::Test {
+class IscsiTargetTest : public TargetFixture {
  protected:
-  void SetUp() override {
-    ASSERT_TRUE(env.reg->create("malloc:///d0?size_mb=16&blk_size=512"));
-    target = std::make_unique<IscsiTarget>(env.group, *env.reg);
-    ASSERT_TRUE(target->listen("127.0.0.1", 0, &port));
-    NodeConfig n;
-    n.name = kIqn;
-    n.luns.push_back(scsi::LunOptions{.lun = 0, .bdev = "d0", .read_only = false, .product = "t"});
-    ASSERT_TRUE(target->add_node(n));
-  }
-  void TearDown() override { target->stop(); }
 
   // Reads the next PDU of `ini`, skipping nothing; fails the test on timeout.
   Pdu next(Initiator& ini) {
@@ -57,10 +47,6 @@ class IscsiTargetTest : public ::testing::Test {
     }
     FAIL() << "unit attention did not clear";
   }
-
-  bdev::test::Env env;
-  std::unique_ptr<IscsiTarget> target;
-  uint16_t port = 0;
 };
 
 TEST_F(IscsiTargetTest, DigestsR2tAndDataInSplitAtBurstBoundaries) {

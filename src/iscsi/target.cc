@@ -15,6 +15,7 @@
 
 #include "common/crc32c.h"
 #include "iscsi/protocol.h"
+#include "scsi/sense.h"
 
 namespace castor::iscsi {
 
@@ -159,6 +160,7 @@ class IscsiConnection final : public reactor::Connection::Handler {
     uint32_t r2t_end = 0;       // offset where the current burst ends
     uint32_t r2t_sn = 0;
     uint32_t data_sn = 0;       // expected DataSN of the next Data-Out in this sequence
+    bool data_lost = false;     // a Data-Out was lost: the task ends in 0B/47/05 (data_out)
     uint32_t datain_sn = 0;     // Data-In and R2T PDUs sent
     bool aborted = false;
     bool abort_counted = false;  // the session's TMF in progress waits for this task
@@ -184,7 +186,7 @@ class IscsiConnection final : public reactor::Connection::Handler {
     if (!tk) return nullptr;
     free_ = tk->next_free;
     tk->generation = (tk->generation + 1) & 0x7FFF;
-    tk->aborted = tk->abort_counted = false;
+    tk->aborted = tk->abort_counted = tk->data_lost = false;
     tk->received = 0;
     tk->unsol_open = tk->r2t_open = false;
     tk->r2t_sn = tk->data_sn = tk->datain_sn = 0;
@@ -244,6 +246,14 @@ class IscsiConnection final : public reactor::Connection::Handler {
       std::memcpy(&want, b.data() + kBhsSize + ahs + hd + dsl + pad4(dsl), 4);
       if (crc32c(b.data() + kBhsSize + ahs + hd, dsl + pad4(dsl)) != want) {
         t_.count(&TargetStats::digest_errors);
+        // RFC 7143 §7.8: Reject and discard. A Data-Out's loss ends its task (data_out);
+        // any other PDU (a command's immediate data, a text) leaves a gap in CmdSN that
+        // ERL 0 cannot fill: session recovery.
+        if (ffp_ && h.opcode() == op::kDataOut) {
+          send_reject(h, reject::kDataDigest);
+          data_out(h, data, /*intact=*/false);
+          return total;
+        }
         send_reject(h, reject::kDataDigest, "data digest mismatch");
         return 0;
       }
@@ -670,10 +680,7 @@ class IscsiConnection final : public reactor::Connection::Handler {
     }
     if (w && tk->edtl > t_.options().max_transfer_bytes) {
       // Too big to buffer: fail it now. Unsolicited Data-Out for it is ignored later.
-      tk->cmd.status = scsi::Status::kCheckCondition;
-      set_sense(tk->cmd, scsi::sense_key::kIllegalRequest, 0x24, 0x00);
-      tk->state = TaskState::kSending;
-      send_response(*tk);
+      fail_unexecuted(*tk, scsi::sense_key::kIllegalRequest, scsi::asc::kInvalidFieldInCdb);
       return;
     }
     if (w && tk->edtl > 0) {
@@ -706,14 +713,11 @@ class IscsiConnection final : public reactor::Connection::Handler {
     protocol_error(h, reject::kProtocolError, why);
   }
 
-  static void set_sense(scsi::Command& c, uint8_t key, uint8_t asc, uint8_t ascq) {
-    std::memset(c.sense, 0, 18);
-    c.sense[0] = 0x70;
-    c.sense[2] = key;
-    c.sense[7] = 10;
-    c.sense[12] = asc;
-    c.sense[13] = ascq;
-    c.sense_len = 18;
+  // Answers a task with CHECK CONDITION without handing it to the SCSI layer.
+  void fail_unexecuted(Task& tk, uint8_t key, uint16_t asc_ascq) {
+    scsi::check_condition(tk.cmd, key, asc_ascq);
+    tk.state = TaskState::kSending;
+    send_response(tk);
   }
 
   void ensure_buf(scsi::Command& c, uint32_t n) {
@@ -752,7 +756,9 @@ class IscsiConnection final : public reactor::Connection::Handler {
     send_pdu(tk.r2t, nullptr, 0);
   }
 
-  void data_out(const Bhs& h, std::span<const uint8_t> data) {
+  // `intact` is false for a Data-Out whose data digest failed: its header is sound (the
+  // header digest passed), its data is not.
+  void data_out(const Bhs& h, std::span<const uint8_t> data, bool intact = true) {
     const uint32_t ttt = h.u32(off::kTtt);
     Task* tk = nullptr;
     bool solicited = ttt != kReservedTag;
@@ -774,23 +780,32 @@ class IscsiConnection final : public reactor::Connection::Handler {
     const uint32_t off = h.u32(off::kBufferOffset);
     const uint32_t len = static_cast<uint32_t>(data.size());
     const uint32_t limit = solicited ? tk->r2t_end : tk->unsol_limit;
-    if (h.u32(off::kDataSn) != tk->data_sn) {
-      protocol_error(h, reject::kProtocolError,
-                     fmt::format("Data-Out DataSN {} (expected {})", h.u32(off::kDataSn), tk->data_sn));
-      return;
+    // A DataSN out of order means an earlier Data-Out was lost (RFC 7143 §7.9: a sequence
+    // error implies a digest error). With no recovery R2T at ERL 0, the task is ended with
+    // CHECK CONDITION, "protocol service CRC error", once the initiator has sent the rest
+    // of the sequence (§7.8), and none of its data is written. The connection stays.
+    if (!tk->data_lost && (!intact || h.u32(off::kDataSn) != tk->data_sn)) {
+      spdlog::warn("iscsi {}: Data-Out itt={:#x} lost ({}); the command will fail", peer_, h.itt(),
+                   intact ? fmt::format("DataSN {}, expected {}", h.u32(off::kDataSn), tk->data_sn)
+                          : std::string("data digest mismatch"));
+      t_.count(&TargetStats::lost_data_outs);
+      tk->data_lost = true;
     }
-    if (off != tk->received || uint64_t{off} + len > limit) {
+    if (uint64_t{off} + len > limit || (!tk->data_lost && off != tk->received)) {
       protocol_error(h, reject::kProtocolError,
                      fmt::format("Data-Out offset {} length {} (expected offset {}, limit {})", off, len,
                                  tk->received, limit));
       return;
     }
-    ++tk->data_sn;
-    if (len) std::memcpy(tk->cmd.buf.data() + off, data.data(), len);
-    tk->received += len;
-    const bool end_of_sequence = h.final() || tk->received == limit;
+    if (!tk->data_lost) {
+      ++tk->data_sn;
+      if (len) std::memcpy(tk->cmd.buf.data() + off, data.data(), len);
+      tk->received += len;
+    }
+    // Once data was lost only the F bit ends the sequence: the offsets no longer add up.
+    const bool end_of_sequence = h.final() || (!tk->data_lost && tk->received == limit);
     if (!end_of_sequence) return;
-    if (h.final() != (tk->received == limit) && solicited) {
+    if (!tk->data_lost && h.final() != (tk->received == limit) && solicited) {
       protocol_error(h, reject::kProtocolError, "Data-Out F bit before the end of the burst");
       return;
     }
@@ -799,7 +814,9 @@ class IscsiConnection final : public reactor::Connection::Handler {
     } else {
       tk->unsol_open = false;
     }
-    if (tk->received == tk->edtl) {
+    if (tk->data_lost) {
+      fail_unexecuted(*tk, scsi::sense_key::kAbortedCommand, scsi::asc::kCrcErrorDetected);
+    } else if (tk->received == tk->edtl) {
       execute(*tk);
     } else if (!tk->r2t_open && !tk->unsol_open) {
       tk->data_sn = 0;

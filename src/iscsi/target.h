@@ -62,6 +62,7 @@ struct TargetStats {
   uint64_t logins_failed = 0;
   uint64_t protocol_errors = 0;  // connections closed for a protocol violation
   uint64_t digest_errors = 0;
+  uint64_t lost_data_outs = 0;  // commands failed 0B/47/05: a Data-Out lost (digest, DataSN)
 };
 
 struct TargetOptions {

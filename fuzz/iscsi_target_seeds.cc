@@ -1,7 +1,8 @@
 // Seed inputs for iscsi_target_fuzz: whole initiator sessions. A normal session (login in
 // one PDU, INQUIRY, READ CAPACITY, WRITE with immediate and unsolicited data, READ, NOP,
 // text, ABORT TASK, LU RESET, logout), the same with header and data digests, a
-// discovery session (SendTargets), and a CHAP login exchange.
+// write that loses a Data-Out, a discovery session (SendTargets), and a CHAP login
+// exchange.
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -120,6 +121,22 @@ std::string normal(bool digests) {
   return s.out;
 }
 
+// A write whose first unsolicited Data-Out is "lost" (DataSN starts at 1): the target
+// fails it with 0B/47/05 after the final Data-Out and the session goes on with a read.
+std::string lost_data_out() {
+  Session s;
+  s.login(kv({{"InitiatorName", "iqn.fuzz:init"}, {"TargetName", "iqn.2026-11.io.castor:fuzz"},
+              {"InitialR2T", "No"}, {"ImmediateData", "No"}, {"FirstBurstLength", "65536"}}));
+  const uint8_t w10[10] = {0x2a, 0, 0, 0, 0, 8, 0, 0, 4, 0};
+  s.scsi(w10, 10, cmdflag::kWrite, 2048);
+  const uint32_t witt = s.itt - 1;
+  s.data_out(witt, 1, 0, std::string(1024, 'b'), false);
+  s.data_out(witt, 2, 1024, std::string(1024, 'c'), true);
+  const uint8_t r10[10] = {0x28, 0, 0, 0, 0, 8, 0, 0, 4, 0};
+  s.scsi(r10, 10, kFinal | cmdflag::kRead, 2048);
+  return s.out;
+}
+
 std::string discovery() {
   Session s;
   s.login(kv({{"InitiatorName", "iqn.fuzz:init"}, {"SessionType", "Discovery"}}));
@@ -147,4 +164,5 @@ std::string chap() {
 }
 }  // namespace
 
-extern const std::vector<std::string> kFuzzSeeds = {normal(false), normal(true), discovery(), chap()};
+extern const std::vector<std::string> kFuzzSeeds = {normal(false), normal(true), lost_data_out(), discovery(),
+                                                  chap()};

@@ -67,9 +67,9 @@ std::string castor_nqn(const std::string& kind, const Uuid& uuid) {
 }
 
 FrontEnds::FrontEnds(reactor::ReactorGroup& reactors, bdev::BdevRegistry& registry,
-                     pool::PoolManager& pools)
+                     pool::PoolManager& pools, iscsi::TargetOptions iscsi_options)
     : registry_(registry), pools_(pools), nvmf_(reactors, registry), nbd_(reactors, registry),
-      iscsi_(reactors, registry) {}
+      iscsi_(reactors, registry, std::move(iscsi_options)) {}
 
 FrontEnds::~FrontEnds() {
   stop();

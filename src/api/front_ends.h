@@ -61,7 +61,7 @@ class FrontEnds {
  public:
   // `reactors`, `registry` and `pools` must outlive this object.
   FrontEnds(reactor::ReactorGroup& reactors, bdev::BdevRegistry& registry,
-            pool::PoolManager& pools);
+            pool::PoolManager& pools, iscsi::TargetOptions iscsi_options = {});
   // stop(), then the target releases the bdevs it shares.
   ~FrontEnds();
   FrontEnds(const FrontEnds&) = delete;

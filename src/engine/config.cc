@@ -34,6 +34,7 @@ struct Layer {
   std::optional<std::vector<std::string>> nbd_exports;
   std::optional<std::string> iscsi_listen;
   std::optional<std::vector<std::string>> iscsi_exports;
+  std::optional<std::string> iscsi_nop_in_ms;
   std::optional<std::string> ready_file;
   std::optional<std::string> state_dir;
 };
@@ -166,6 +167,10 @@ Result<Layer> load_yaml(const std::string& path) {
         auto s = yaml_scalar(v, key);
         if (!s) return s.status();
         l.spin_us = *s;
+      } else if (key == "iscsi-nop-in-ms") {
+        auto s = yaml_scalar(v, key);
+        if (!s) return s.status();
+        l.iscsi_nop_in_ms = *s;
       } else if (key == "grpc-listen" || key == "metrics-listen" || key == "log-level" ||
                  key == "log-format" || key == "ready-file" || key == "nbd-listen" ||
                  key == "iscsi-listen" || key == "state-dir") {
@@ -240,6 +245,18 @@ Result<uint64_t> parse_spin_us(const std::string& s) {
   return n;
 }
 
+constexpr uint32_t kMaxNopInMs = 3'600'000;
+
+Result<uint32_t> parse_nop_in_ms(const std::string& s) {
+  uint32_t n = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
+  if (ec != std::errc() || p != s.data() + s.size() || n > kMaxNopInMs) {
+    return make_error(Errc::kInvalidArgument,
+                      "iscsi-nop-in-ms: '{}' is not a number of milliseconds (0..{})", s, kMaxNopInMs);
+  }
+  return n;
+}
+
 // Merges the two layers (flags win) into a validated EngineConfig.
 Result<EngineConfig> resolve(const Layer& flags, const Layer& file) {
   EngineConfig cfg;
@@ -271,6 +288,11 @@ Result<EngineConfig> resolve(const Layer& flags, const Layer& file) {
     auto us = parse_spin_us(*s);
     if (!us) return us.status();
     cfg.spin_us = *us;
+  }
+  if (auto s = pick(flags.iscsi_nop_in_ms, file.iscsi_nop_in_ms)) {
+    auto ms = parse_nop_in_ms(*s);
+    if (!ms) return ms.status();
+    cfg.iscsi_nop_in_ms = *ms;
   }
   if (auto g = pick(flags.grpc_listen, file.grpc_listen)) cfg.grpc_listen = *g;
   if (auto m = pick(flags.metrics_listen, file.metrics_listen)) cfg.metrics_listen = *m;
@@ -445,7 +467,7 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
   app.set_version_flag("--version", kVersion);
 
   std::string config_file, cores, reactors, grpc_listen, metrics_listen, log_level, log_format,
-      ready_file, nbd_listen, iscsi_listen, state_dir, spin_us;
+      ready_file, nbd_listen, iscsi_listen, state_dir, spin_us, iscsi_nop_in_ms;
   bool poll = false;
   std::vector<std::string> bdevs, pool_imports, nvmf_listen, nvmf_shares, nbd_exports,
       iscsi_exports;
@@ -499,6 +521,10 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
                                         "node: [IQN=]BDEV[:ro] (IQN default "
                                         "iqn.2026-11.io.castor:<bdev>); repeatable")
                              ->allow_extra_args(false);
+  auto* o_iscsi_nop = app.add_option("--iscsi-nop-in-ms", iscsi_nop_in_ms,
+                                     "ping an iSCSI initiator silent this long with a NOP-In; "
+                                     "close its connection if the ping goes unanswered for "
+                                     "twice as long (default 15000; 0: no pings)");
   auto* o_ready = app.add_option("--ready-file", ready_file,
                                  "once serving, write {pid, grpc_port, metrics_port, "
                                  "nvmf_ports, nbd_port, iscsi_port} as JSON to this file");
@@ -509,7 +535,7 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
 
   // A repeated single-valued flag takes the last value, as in most tools.
   for (auto* o : {o_config, o_cores, o_reactors, o_grpc, o_metrics, o_level, o_format, o_ready,
-                  o_nbd_listen, o_iscsi_listen, o_state}) {
+                  o_nbd_listen, o_iscsi_listen, o_iscsi_nop, o_state}) {
     o->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   }
 
@@ -547,6 +573,7 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
   if (o_nbd_export->count()) flags.nbd_exports = nbd_exports;
   if (o_iscsi_listen->count()) flags.iscsi_listen = iscsi_listen;
   if (o_iscsi_export->count()) flags.iscsi_exports = iscsi_exports;
+  if (o_iscsi_nop->count()) flags.iscsi_nop_in_ms = iscsi_nop_in_ms;
 
   Layer file;
   if (o_config->count()) {

@@ -60,6 +60,9 @@ struct EngineConfig {
   std::vector<NbdExportSpec> nbd_exports;  // NBD exports made at start-up
   std::string iscsi_listen;                // HOST:PORT; empty: no iSCSI portal
   std::vector<IscsiExportFlag> iscsi_exports;  // iSCSI target nodes made at start-up
+  // An iSCSI connection silent this long gets a NOP-In ping; unanswered for twice as
+  // long, it is closed. 0: no pings.
+  uint32_t iscsi_nop_in_ms = 15'000;
   std::string ready_file;                  // empty: none
   // Node-local persistent state; the nexus health store is <state_dir>/nexus. Created
   // at start-up if missing.

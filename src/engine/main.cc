@@ -149,7 +149,10 @@ int serve(const EngineConfig& cfg, bdev::BdevRegistry& registry, pool::PoolManag
   }
 
   // Both targets exist even without listeners, so the API can add listeners later.
-  api::FrontEnds front_ends(reactors, registry, pools);
+  iscsi::TargetOptions iscsi_options;
+  iscsi_options.nop_in_interval_ms = cfg.iscsi_nop_in_ms;
+  iscsi_options.nop_in_timeout_ms = 2 * cfg.iscsi_nop_in_ms;
+  api::FrontEnds front_ends(reactors, registry, pools, std::move(iscsi_options));
   std::vector<int> nvmf_ports;
   for (const auto& addr : cfg.nvmf_listen) {
     auto port = front_ends.nvmf_listen(addr);

@@ -13,6 +13,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/clock.h"
 #include "common/crc32c.h"
 #include "iscsi/protocol.h"
 #include "scsi/sense.h"
@@ -86,11 +87,11 @@ class IscsiConnection final : public reactor::Connection::Handler {
   void start() {
     t_.live_[r_.id()].push_back(this);
     // A connection that does not finish logging in is closed, so idle sockets cannot pile up.
-    login_timer_ = r_.add_timer(t_.options().login_timeout_ms * 1'000'000ull, [this] {
-      login_timer_armed_ = false;
+    timer_ = r_.add_timer(t_.options().login_timeout_ms * 1'000'000ull, [this] {
+      timer_armed_ = false;
       if (!ffp_) shutdown("login timed out");
     });
-    login_timer_armed_ = true;
+    timer_armed_ = true;
     if (initial_.empty()) {
       conn_->start();
     } else {
@@ -438,7 +439,7 @@ class IscsiConnection final : public reactor::Connection::Handler {
     detached_ = true;
     if (fd >= 0) t_.hand_over(fd, home, std::move(bytes));
     std::erase(t_.live_[r_.id()], this);
-    cancel_login_timer();
+    cancel_timer();
     destroying_ = true;
     r_.defer([this] { delete this; });
   }
@@ -465,7 +466,7 @@ class IscsiConnection final : public reactor::Connection::Handler {
   }
 
   void enter_ffp() {
-    cancel_login_timer();
+    cancel_timer();
     params_ = login_.params();
     stat_sn_ = login_.next_stat_sn();
     cid_ = login_.cid();
@@ -495,6 +496,10 @@ class IscsiConnection final : public reactor::Connection::Handler {
     spdlog::info("iscsi {} {} {} from {} ({}) tsih={} cid={} digests h={} d={}",
                  sess_->conns.size() > 1 ? "connection joined session" : "session", discovery_ ? "discovery" : "to",
                  s.target, s.initiator, peer_, s.tsih, s.cid, params_.header_digest, params_.data_digest);
+    if (t_.options().nop_in_interval_ms) {
+      last_rx_ = conn_->bytes_received();
+      arm_liveness(t_.options().nop_in_interval_ms);
+    }
   }
 
   // The leading login: a new session on this reactor.
@@ -954,7 +959,7 @@ class IscsiConnection final : public reactor::Connection::Handler {
 
   // ------------------------------------------------------------------ NOP, text, TMF, logout
   void nop_out(const Bhs& h, std::span<const uint8_t> data) {
-    if (h.itt() == kReservedTag) return;  // an answer to a target ping (we send none)
+    if (h.itt() == kReservedTag) return;  // the answer to a ping (liveness_tick)
     Bhs b;
     b.clear();
     b.set_opcode(op::kNopIn);
@@ -1200,15 +1205,61 @@ class IscsiConnection final : public reactor::Connection::Handler {
   }
 
   // ------------------------------------------------------------------ lifetime
-  void cancel_login_timer() {
-    if (login_timer_armed_) r_.cancel_timer(login_timer_);
-    login_timer_armed_ = false;
+  void cancel_timer() {
+    if (timer_armed_) r_.cancel_timer(timer_);
+    timer_armed_ = false;
+  }
+
+  // Liveness in full feature phase (TargetOptions::nop_in_interval_ms). Any byte from the
+  // initiator proves it alive; a parked connection is not reading, so it is not judged.
+  void arm_liveness(uint64_t delay_ms) {
+    timer_ = r_.add_timer(delay_ms * 1'000'000ull, [this] {
+      timer_armed_ = false;
+      liveness_tick();
+    });
+    timer_armed_ = true;
+  }
+  void liveness_tick() {
+    if (closed_ || doomed_ || conn_->closing()) return;
+    const TargetOptions& o = t_.options();
+    const uint64_t rx = conn_->bytes_received();
+    if (rx != last_rx_ || parked_) {
+      last_rx_ = rx;
+      ping_sent_ns_ = 0;
+      arm_liveness(o.nop_in_interval_ms);
+      return;
+    }
+    const uint64_t now = mono_ns();
+    if (ping_sent_ns_ == 0) {
+      send_ping();
+      ping_sent_ns_ = now;
+      arm_liveness(o.nop_in_timeout_ms ? o.nop_in_timeout_ms : o.nop_in_interval_ms);
+      return;
+    }
+    t_.count(&TargetStats::nop_in_timeouts);
+    spdlog::warn("iscsi {}: no answer to a NOP-In ping in {} ms; closing the connection", peer_,
+                 (now - ping_sent_ns_) / 1'000'000);
+    shutdown("initiator did not answer a NOP-In ping");
+  }
+  // A NOP-In that asks for a NOP-Out: a Target Transfer Tag of our own, no ITT, and
+  // StatSN not advanced (RFC 7143 §11.19).
+  void send_ping() {
+    Bhs b;
+    b.clear();
+    b.set_opcode(op::kNopIn);
+    b.set_flags(kFinal);
+    b.set_itt(kReservedTag);
+    b.set_u32(off::kTtt, ++ping_ttt_ == kReservedTag ? ++ping_ttt_ : ping_ttt_);
+    fill_sns(b, false);
+    t_.count(&TargetStats::nop_in_pings);
+    spdlog::debug("iscsi {}: initiator silent; NOP-In ping ttt={:#x}", peer_, ping_ttt_);
+    send_owned(b, {});
   }
 
   void maybe_destroy() {
     if (!closed_ || active_ != 0 || destroying_) return;
     destroying_ = true;
-    cancel_login_timer();
+    cancel_timer();
     if (sess_) leave_session();
     if (registered_) t_.session_ended(id_);
     std::erase(t_.live_[r_.id()], this);
@@ -1266,8 +1317,11 @@ class IscsiConnection final : public reactor::Connection::Handler {
   std::unique_ptr<reactor::Connection> conn_;
   std::string peer_;
   bool login_started_ = false;
-  reactor::Reactor::TimerId login_timer_{};
-  bool login_timer_armed_ = false;
+  reactor::Reactor::TimerId timer_{};  // the login timeout, then the liveness check
+  bool timer_armed_ = false;
+  uint64_t last_rx_ = 0;       // bytes received at the last liveness check
+  uint64_t ping_sent_ns_ = 0;  // a NOP-In ping awaits its answer (0: none)
+  uint32_t ping_ttt_ = 0;
   bool ffp_ = false;
   bool discovery_ = false;
   bool closed_ = false;

@@ -63,6 +63,8 @@ struct TargetStats {
   uint64_t protocol_errors = 0;  // connections closed for a protocol violation
   uint64_t digest_errors = 0;
   uint64_t lost_data_outs = 0;  // commands failed 0B/47/05: a Data-Out lost (digest, DataSN)
+  uint64_t nop_in_pings = 0;    // NOP-In pings sent to idle initiators
+  uint64_t nop_in_timeouts = 0;  // connections closed: no answer to a ping
 };
 
 struct TargetOptions {
@@ -78,6 +80,12 @@ struct TargetOptions {
   NodeAccess discovery;  // CHAP for SendTargets discovery sessions (optional)
   // A connection still logging in after this long is closed.
   uint32_t login_timeout_ms = 30'000;
+  // Dead initiators: after nop_in_interval_ms without a byte from the initiator, the
+  // target pings it with a NOP-In that asks for a NOP-Out (RFC 7143 §11.19); with still
+  // nothing nop_in_timeout_ms after the ping, it closes the connection, which at ERL 0
+  // fails the session. 0 disables the pings.
+  uint32_t nop_in_interval_ms = 15'000;
+  uint32_t nop_in_timeout_ms = 30'000;
 };
 
 class IscsiConnection;

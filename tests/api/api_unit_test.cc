@@ -122,6 +122,7 @@ TEST(EngineConfigTest, Defaults) {
   EXPECT_EQ(p->config.cpus.size(), 1u);
   EXPECT_FALSE(p->config.poll);
   EXPECT_EQ(p->config.spin_us, 20u);
+  EXPECT_EQ(p->config.iscsi_nop_in_ms, 15000u);
   EXPECT_EQ(p->config.grpc_listen, "127.0.0.1:10124");
   EXPECT_EQ(p->config.metrics_listen, "127.0.0.1:9124");
   EXPECT_EQ(p->config.log_level, spdlog::level::info);
@@ -177,6 +178,7 @@ TEST(EngineConfigTest, YamlWithFlagOverrides) {
   std::ofstream(f) << "cores: [0]\n"
                       "poll: true\n"
                       "spin-us: 5\n"
+                      "iscsi-nop-in-ms: 2500\n"
                       "grpc-listen: 127.0.0.1:5000\n"
                       "metrics-listen: none\n"
                       "log-level: warn\n"
@@ -186,6 +188,7 @@ TEST(EngineConfigTest, YamlWithFlagOverrides) {
   EXPECT_EQ(p->config.cpus, std::vector<int>{0});
   EXPECT_TRUE(p->config.poll);
   EXPECT_EQ(p->config.spin_us, 5u);
+  EXPECT_EQ(p->config.iscsi_nop_in_ms, 2500u);
   EXPECT_EQ(p->config.grpc_listen, "127.0.0.1:6000");
   EXPECT_EQ(p->config.metrics_listen, "none");
   EXPECT_EQ(p->config.log_level, spdlog::level::warn);
@@ -204,6 +207,16 @@ TEST(EngineConfigTest, YamlWithFlagOverrides) {
     p = parse({"--config", f.string(), "--spin-us", bad});
     ASSERT_FALSE(p.is_ok()) << bad;
     EXPECT_NE(p.status().message().find("spin-us"), std::string::npos) << p.status().message();
+  }
+
+  // --iscsi-nop-in-ms likewise (0 turns the pings off).
+  p = parse({"--config", f.string(), "--iscsi-nop-in-ms", "0"});
+  ASSERT_TRUE(p.is_ok()) << p.status().message();
+  EXPECT_EQ(p->config.iscsi_nop_in_ms, 0u);
+  for (const char* bad : {"-5", "1s", "", "3600001"}) {
+    p = parse({"--config", f.string(), "--iscsi-nop-in-ms", bad});
+    ASSERT_FALSE(p.is_ok()) << bad;
+    EXPECT_NE(p.status().message().find("iscsi-nop-in-ms"), std::string::npos) << p.status().message();
   }
 
   // --reactors on the command line replaces the file's cores.

@@ -216,7 +216,7 @@ class TargetFixture : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_TRUE(env.reg->create("malloc:///d0?size_mb=16&blk_size=512"));
-    target = std::make_unique<IscsiTarget>(env.group, *env.reg);
+    target = std::make_unique<IscsiTarget>(env.group, *env.reg, options());
     ASSERT_TRUE(target->listen("127.0.0.1", 0, &port));
     NodeConfig n;
     n.name = kIqn;
@@ -224,6 +224,7 @@ class TargetFixture : public ::testing::Test {
     ASSERT_TRUE(target->add_node(n));
   }
   void TearDown() override { target->stop(); }
+  virtual TargetOptions options() const { return {}; }
 
   bdev::test::Env env;
   std::unique_ptr<IscsiTarget> target;

@@ -218,6 +218,73 @@ TEST_F(LostDataOutTest, BadDataDigestOnADataOutIsRejectedAndFailsOnlyItsCommand)
   EXPECT_EQ(target->stats().lost_data_outs, 1u);
 }
 
+// Dead initiators are found by NOP-In pings (TargetOptions::nop_in_interval_ms), here
+// after 300 ms of silence, with 300 ms to answer.
+class NopInPingTest : public IscsiTargetTest {
+ protected:
+  TargetOptions options() const override {
+    TargetOptions o;
+    o.nop_in_interval_ms = 300;
+    o.nop_in_timeout_ms = 300;
+    return o;
+  }
+};
+
+TEST_F(NopInPingTest, BusyInitiatorIsNotPingedAndIdleOneAnswersAndStays) {
+  Initiator ini(port);
+  ASSERT_EQ(ini.login(""), 0);
+  clear_ua(ini);
+  // Busy: a command every 30 ms for 600 ms; nothing but their responses comes back.
+  for (int i = 0; i < 20; ++i) {
+    uint8_t tur[16] = {};
+    ini.send(ini.command(tur, 16, kFinal, 0), "");
+    Pdu r = next(ini);
+    ASSERT_EQ(r.h.opcode(), op::kScsiResp) << "a busy initiator was pinged";
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  }
+  EXPECT_EQ(target->stats().nop_in_pings, 0u);
+  // Idle for 2 s, answering each ping as an initiator must.
+  uint32_t pings = 0, stat_sn = 0;
+  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(2000);
+  while (std::chrono::steady_clock::now() < end) {
+    auto p = ini.recv(100);
+    if (!p) continue;
+    ASSERT_EQ(p->h.opcode(), op::kNopIn);
+    EXPECT_EQ(p->h.itt(), kReservedTag);
+    ASSERT_NE(p->h.u32(off::kTtt), kReservedTag);
+    // A ping does not advance StatSN: every one carries the same.
+    if (pings++ == 0) stat_sn = p->h.u32(off::kStatSn);
+    EXPECT_EQ(p->h.u32(off::kStatSn), stat_sn);
+    Bhs answer;
+    answer.clear();
+    answer.set_opcode(op::kNopOut | kImmediateBit);
+    answer.set_flags(kFinal);
+    answer.set_itt(kReservedTag);
+    answer.set_u32(off::kTtt, p->h.u32(off::kTtt));
+    answer.set_u32(off::kCmdSn, ini.sn());
+    ini.send(answer, "");
+  }
+  EXPECT_GE(pings, 2u);
+  EXPECT_EQ(target->stats().nop_in_timeouts, 0u);
+  // Still logged in: a command works.
+  uint8_t tur[16] = {};
+  ini.send(ini.command(tur, 16, kFinal, 0), "");
+  Pdu r = next(ini);
+  EXPECT_EQ(r.h.opcode(), op::kScsiResp);
+  EXPECT_EQ(r.h.b[off::kStatus], 0);
+}
+
+TEST_F(NopInPingTest, InitiatorThatDoesNotAnswerIsClosedAndItsSessionEnds) {
+  Initiator ini(port);
+  ASSERT_EQ(ini.login(""), 0);
+  ASSERT_EQ(target->list_sessions().size(), 1u);
+  int discarded = 0;
+  EXPECT_TRUE(ini.wait_closed(3000, &discarded));  // 300 ms idle + 300 ms unanswered
+  EXPECT_EQ(discarded, 1);                          // the one ping
+  EXPECT_EQ(target->stats().nop_in_timeouts, 1u);
+  EXPECT_TRUE(wait_for([&] { return target->list_sessions().empty(); }));
+}
+
 TEST_F(IscsiTargetTest, ManyLargeReadsInFlight) {
   Initiator ini(port);
   ASSERT_EQ(ini.login(kv({{"MaxRecvDataSegmentLength", "65536"}, {"MaxBurstLength", "262144"}})), 0);

@@ -228,6 +228,17 @@ class NopInPingTest : public IscsiTargetTest {
     o.nop_in_timeout_ms = 300;
     return o;
   }
+  // Answers a ping as an initiator must: a NOP-Out with its TTT, ITT 0xffffffff.
+  static void answer(Initiator& ini, const Pdu& ping) {
+    Bhs b;
+    b.clear();
+    b.set_opcode(op::kNopOut | kImmediateBit);
+    b.set_flags(kFinal);
+    b.set_itt(kReservedTag);
+    b.set_u32(off::kTtt, ping.h.u32(off::kTtt));
+    b.set_u32(off::kCmdSn, ini.sn());
+    ini.send(b, "");
+  }
 };
 
 TEST_F(NopInPingTest, BusyInitiatorIsNotPingedAndIdleOneAnswersAndStays) {
@@ -255,21 +266,18 @@ TEST_F(NopInPingTest, BusyInitiatorIsNotPingedAndIdleOneAnswersAndStays) {
     // A ping does not advance StatSN: every one carries the same.
     if (pings++ == 0) stat_sn = p->h.u32(off::kStatSn);
     EXPECT_EQ(p->h.u32(off::kStatSn), stat_sn);
-    Bhs answer;
-    answer.clear();
-    answer.set_opcode(op::kNopOut | kImmediateBit);
-    answer.set_flags(kFinal);
-    answer.set_itt(kReservedTag);
-    answer.set_u32(off::kTtt, p->h.u32(off::kTtt));
-    answer.set_u32(off::kCmdSn, ini.sn());
-    ini.send(answer, "");
+    answer(ini, *p);
   }
   EXPECT_GE(pings, 2u);
   EXPECT_EQ(target->stats().nop_in_timeouts, 0u);
-  // Still logged in: a command works.
+  // Still logged in: a command works (a ping sent just as the loop ended may come first).
   uint8_t tur[16] = {};
   ini.send(ini.command(tur, 16, kFinal, 0), "");
   Pdu r = next(ini);
+  if (r.h.opcode() == op::kNopIn) {
+    answer(ini, r);
+    r = next(ini);
+  }
   EXPECT_EQ(r.h.opcode(), op::kScsiResp);
   EXPECT_EQ(r.h.b[off::kStatus], 0);
 }

@@ -234,25 +234,14 @@ Result<unsigned> parse_reactor_count(const std::string& s) {
 }
 
 constexpr uint64_t kMaxSpinUs = 1'000'000;
+constexpr uint64_t kMaxNopInMs = 3'600'000;
 
-Result<uint64_t> parse_spin_us(const std::string& s) {
+// A duration setting `key`: a whole number of `unit` in 0..max.
+Result<uint64_t> parse_duration(const char* key, const char* unit, const std::string& s, uint64_t max) {
   uint64_t n = 0;
   auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
-  if (ec != std::errc() || p != s.data() + s.size() || n > kMaxSpinUs) {
-    return make_error(Errc::kInvalidArgument,
-                      "spin-us: '{}' is not a number of microseconds (0..{})", s, kMaxSpinUs);
-  }
-  return n;
-}
-
-constexpr uint32_t kMaxNopInMs = 3'600'000;
-
-Result<uint32_t> parse_nop_in_ms(const std::string& s) {
-  uint32_t n = 0;
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
-  if (ec != std::errc() || p != s.data() + s.size() || n > kMaxNopInMs) {
-    return make_error(Errc::kInvalidArgument,
-                      "iscsi-nop-in-ms: '{}' is not a number of milliseconds (0..{})", s, kMaxNopInMs);
+  if (ec != std::errc() || p != s.data() + s.size() || n > max) {
+    return make_error(Errc::kInvalidArgument, "{}: '{}' is not a number of {} (0..{})", key, s, unit, max);
   }
   return n;
 }
@@ -285,14 +274,14 @@ Result<EngineConfig> resolve(const Layer& flags, const Layer& file) {
   auto pick = [&](const auto& f, const auto& y) { return f ? f : y; };
   if (auto p = pick(flags.poll, file.poll)) cfg.poll = *p;
   if (auto s = pick(flags.spin_us, file.spin_us)) {
-    auto us = parse_spin_us(*s);
+    auto us = parse_duration("spin-us", "microseconds", *s, kMaxSpinUs);
     if (!us) return us.status();
     cfg.spin_us = *us;
   }
   if (auto s = pick(flags.iscsi_nop_in_ms, file.iscsi_nop_in_ms)) {
-    auto ms = parse_nop_in_ms(*s);
+    auto ms = parse_duration("iscsi-nop-in-ms", "milliseconds", *s, kMaxNopInMs);
     if (!ms) return ms.status();
-    cfg.iscsi_nop_in_ms = *ms;
+    cfg.iscsi_nop_in_ms = static_cast<uint32_t>(*ms);
   }
   if (auto g = pick(flags.grpc_listen, file.grpc_listen)) cfg.grpc_listen = *g;
   if (auto m = pick(flags.metrics_listen, file.metrics_listen)) cfg.metrics_listen = *m;

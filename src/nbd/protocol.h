@@ -102,6 +102,13 @@ inline constexpr uint32_t kOptionHeaderSize = 16;
 inline constexpr uint32_t kMaxOptionLength = 64 * 1024;      // larger: close (DoS guard)
 inline constexpr uint32_t kMaxPayload = 32 * 1024 * 1024;    // READ/WRITE length limit
 inline constexpr uint32_t kMaxOptionsPerConnection = 64;
+// Backpressure per connection: requests in flight (until their replies are sent) and the
+// bytes of READ/WRITE buffers they hold. Beyond either the connection stops reading.
+inline constexpr uint32_t kMaxRequestsInFlight = 256;
+inline constexpr uint64_t kMaxBytesInFlight = 64ull << 20;
+static_assert(kMaxPayload <= kMaxBytesInFlight, "one request of the largest size always fits");
+// A request's buffer larger than this is freed when it ends, not kept for reuse.
+inline constexpr size_t kKeepBufferBytes = 1u << 20;
 
 
 }  // namespace castor::nbd

@@ -64,6 +64,7 @@ class NbdConnection final : public reactor::Connection::Handler {
     uint16_t flags = 0;
     uint64_t offset = 0;
     uint32_t length = 0;
+    uint32_t charged = 0;  // bytes counted in bytes_in_flight_
     uint8_t hdr[32];
     Request* next_free = nullptr;
   };
@@ -274,6 +275,19 @@ class NbdConnection final : public reactor::Connection::Handler {
     const uint64_t cookie = load_be64(p + 8);
     const uint64_t offset = load_be64(p + 16);
     const uint32_t length = load_be32(p + 24);
+    // A client that sends requests faster than it reads replies (or never reads) must
+    // not make the engine buffer without bound: past the limits, stop reading (put()
+    // resumes). Requests refused for their length take no buffer and are not counted.
+    const bool buffered = (type == cmd::kRead || type == cmd::kWrite) && length <= kMaxPayload;
+    if (outstanding_ >= kMaxRequestsInFlight ||
+        (buffered && bytes_in_flight_ && bytes_in_flight_ + length > kMaxBytesInFlight)) {
+      if (!recv_paused_) {
+        recv_paused_ = true;
+        conn_->pause_recv();
+        srv_.count_receive_pause();
+      }
+      return 0;
+    }
     const uint64_t size = bdev_->size_bytes();
     const uint32_t bs = bdev_->block_size();
 
@@ -379,13 +393,28 @@ class NbdConnection final : public reactor::Connection::Handler {
     }
     if (rq->buf.size() < len) rq->buf = bdev::DmaBuffer(len, std::max<size_t>(4096, bdev_->buf_align()));
     ++outstanding_;
+    rq->charged = len;
+    bytes_in_flight_ += len;
+    if (bytes_in_flight_ > peak_bytes_in_flight_) {
+      peak_bytes_in_flight_ = bytes_in_flight_;
+      srv_.note_bytes_in_flight(bytes_in_flight_);
+    }
     return rq;
   }
   void put(Request* rq) {
+    if (rq->buf.size() > kKeepBufferBytes) rq->buf = bdev::DmaBuffer();
     rq->next_free = free_;
     free_ = rq;
     --outstanding_;
+    bytes_in_flight_ -= rq->charged;
     if (disconnecting_ && outstanding_ == 0) conn_->close("client disconnected");
+    if (recv_paused_ && !closed_ && !conn_->closing() && outstanding_ < kMaxRequestsInFlight &&
+        bytes_in_flight_ <= kMaxBytesInFlight / 2) {
+      // Resume once half the budget is free, not at the first reply: fewer pause and
+      // resume round trips. (Offers the buffered requests at once.)
+      recv_paused_ = false;
+      conn_->resume_recv();
+    }
     maybe_destroy();
   }
   static void fill(Request* rq, uint64_t cookie, uint16_t type, uint16_t flags, uint64_t off, uint32_t len) {
@@ -563,6 +592,9 @@ class NbdConnection final : public reactor::Connection::Handler {
   uint64_t pending_error_cookie_ = 0;
   uint16_t pending_error_type_ = 0;
   uint32_t outstanding_ = 0;
+  uint64_t bytes_in_flight_ = 0;       // buffers held by requests in flight (get/put)
+  uint64_t peak_bytes_in_flight_ = 0;  // this connection's most
+  bool recv_paused_ = false;           // too much in flight: not reading (request/put)
   int stashed_ = 0;
   Request* free_ = nullptr;
 };
@@ -644,7 +676,16 @@ bool NbdServer::find_export(const std::string& name, ExportInfo* out) const {
 
 NbdStats NbdServer::stats() const {
   std::lock_guard lk(mu_);
-  return stats_;
+  NbdStats s = stats_;
+  s.receive_pauses = receive_pauses_.load(std::memory_order_relaxed);
+  s.peak_bytes_in_flight = peak_bytes_in_flight_.load(std::memory_order_relaxed);
+  return s;
+}
+
+void NbdServer::note_bytes_in_flight(uint64_t n) {
+  uint64_t seen = peak_bytes_in_flight_.load(std::memory_order_relaxed);
+  while (n > seen && !peak_bytes_in_flight_.compare_exchange_weak(seen, n, std::memory_order_relaxed)) {
+  }
 }
 
 void NbdServer::count_protocol_error() {

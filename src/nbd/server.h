@@ -6,6 +6,7 @@
 //
 // NbdServer's methods are thread-safe control-path calls (not from a reactor thread).
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -28,6 +29,11 @@ struct ExportInfo {
 struct NbdStats {
   uint64_t connections_accepted = 0;
   uint64_t protocol_errors = 0;  // connections closed for a protocol violation
+  // A connection with kMaxRequestsInFlight requests or kMaxBytesInFlight bytes of
+  // buffers in flight stops reading its socket until replies drain (TCP then pushes
+  // back on the client): how often that happened, and the most bytes one connection held.
+  uint64_t receive_pauses = 0;
+  uint64_t peak_bytes_in_flight = 0;
 };
 
 class NbdConnection;
@@ -57,6 +63,8 @@ class NbdServer {
   bool find_export(const std::string& name, ExportInfo* out) const;
   bdev::BdevRegistry& registry() { return registry_; }
   void count_protocol_error();
+  void count_receive_pause() { receive_pauses_.fetch_add(1, std::memory_order_relaxed); }
+  void note_bytes_in_flight(uint64_t n);
   void connection_opened(const std::string& export_name, int delta);
 
  private:
@@ -68,6 +76,7 @@ class NbdServer {
   std::map<std::string, bdev::BdevDesc> export_descs_;
   std::vector<std::unique_ptr<reactor::Listener>> listeners_;
   NbdStats stats_;
+  std::atomic<uint64_t> receive_pauses_{0}, peak_bytes_in_flight_{0};
   size_t next_reactor_ = 0;
   bool stopped_ = false;
   // Live connections per reactor, touched only on that reactor.

@@ -8,11 +8,13 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <thread>
 
 #include "nbd/protocol.h"
 #include "reactor/tcp.h"
@@ -269,6 +271,51 @@ TEST_F(Nbd, ProtocolViolationsGetErrorsOrCloseOnlyThatConnection) {
   if (have("nbdinfo")) {
     EXPECT_EQ(run("nbdinfo --size " + uri).first, 0);
   }
+}
+
+// A client that sends requests without reading the replies is held back by TCP (the
+// connection stops reading past kMaxBytesInFlight) instead of making the engine buffer
+// every reply: here 12 reads of 32 MiB (384 MiB) while at most 64 MiB may be in flight.
+// Every reply still arrives, intact and in order.
+TEST_F(Nbd, ClientThatDoesNotReadIsHeldBackNotBuffered) {
+  Raw r(port);
+  ASSERT_EQ(r.get(18).size(), 18u);
+  r.put(u32(kFlagFixedNewstyle | kFlagNoZeroes));
+  r.put(option(opt::kExportName, "disk"));
+  ASSERT_EQ(r.get(10).size(), 10u);
+  std::vector<uint8_t> pattern(kMaxPayload);
+  for (size_t i = 0; i < pattern.size(); ++i) pattern[i] = static_cast<uint8_t>(i * 7 + (i >> 12));
+  auto w = request(cmd::kWrite, 1, 0, kMaxPayload);
+  w.insert(w.end(), pattern.begin(), pattern.end());
+  r.put(w);
+  auto rep = r.get(16);
+  ASSERT_EQ(rep.size(), 16u);
+  ASSERT_EQ(load_be32(rep.data() + 4), 0u);
+
+  constexpr int kReads = 12;
+  for (int i = 0; i < kReads; ++i) r.put(request(cmd::kRead, 100 + i, 0, kMaxPayload));
+  // Give the server time to take what it may.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_GE(srv->stats().receive_pauses, 1u);
+  EXPECT_LE(srv->stats().peak_bytes_in_flight, kMaxBytesInFlight);
+
+  for (int i = 0; i < kReads; ++i) {
+    auto hdr = r.get(16);
+    ASSERT_EQ(hdr.size(), 16u) << "reply " << i;
+    EXPECT_EQ(load_be32(hdr.data()), kSimpleReplyMagic);
+    EXPECT_EQ(load_be32(hdr.data() + 4), 0u);
+    EXPECT_EQ(load_be64(hdr.data() + 8), 100u + i);
+    auto data = r.get(kMaxPayload);
+    ASSERT_EQ(data.size(), kMaxPayload);
+    EXPECT_TRUE(data == pattern) << "reply " << i;
+  }
+  EXPECT_LE(srv->stats().peak_bytes_in_flight, kMaxBytesInFlight);
+  // The connection goes on normally.
+  r.put(request(cmd::kFlush, 7, 0, 0));
+  rep = r.get(16);
+  ASSERT_EQ(rep.size(), 16u);
+  EXPECT_EQ(load_be64(rep.data() + 8), 7u);
+  EXPECT_EQ(load_be32(rep.data() + 4), 0u);
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // Seed inputs for nbd_server_fuzz: whole client sessions (fixed newstyle, GO or
-// EXPORT_NAME, INFO/LIST/ABORT, then read, write, flush, trim, write-zeroes, disconnect).
+// EXPORT_NAME, INFO/LIST/ABORT, then read, write, flush, trim, write-zeroes, disconnect;
+// and a burst of reads beyond what a connection may have in flight).
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -61,6 +62,16 @@ std::string export_name_session() {
   option(s, opt::kExportName, "e0");
   return s + transmission();
 }
+// More reads than a connection may have in flight (kMaxRequestsInFlight), sent at once:
+// the server stops reading part-way and resumes as the replies drain.
+std::string pipelined_session() {
+  std::string s;
+  be(s, kFlagFixedNewstyle | kFlagNoZeroes, 4);
+  option(s, opt::kGo, go_data("e0"));
+  for (uint32_t i = 0; i < kMaxRequestsInFlight + 40; ++i) request(s, cmd::kRead, (i % 64) * 4096, 4096);
+  request(s, cmd::kDisc, 0, 0);
+  return s;
+}
 std::string abort_session() {
   std::string s;
   be(s, kFlagFixedNewstyle | kFlagNoZeroes, 4);
@@ -71,4 +82,5 @@ std::string abort_session() {
 }
 }  // namespace
 
-extern const std::vector<std::string> kFuzzSeeds = {go_session(), export_name_session(), abort_session()};
+extern const std::vector<std::string> kFuzzSeeds = {go_session(), export_name_session(), pipelined_session(),
+                                                  abort_session()};

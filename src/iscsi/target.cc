@@ -166,6 +166,7 @@ class IscsiConnection final : public reactor::Connection::Handler {
     bool aborted = false;
     bool abort_counted = false;  // the session's TMF in progress waits for this task
     bool holds_credit = false;  // a non-immediate command: its slot of the CmdSN window
+    uint32_t charged = 0;       // bytes counted in buffered_bytes_
     std::vector<Hdr> hdrs;      // Data-In / response headers, reused
     Hdr r2t;
     Task* next_free = nullptr;
@@ -201,6 +202,8 @@ class IscsiConnection final : public reactor::Connection::Handler {
     tk.next_free = free_;
     free_ = &tk;
     --active_;
+    buffered_bytes_ -= tk.charged;
+    tk.charged = 0;
     if (tk.holds_credit) ++sess_->window_credit;
     tk.holds_credit = false;
     if (tk.abort_counted) {
@@ -657,6 +660,13 @@ class IscsiConnection final : public reactor::Connection::Handler {
   }
 
   void scsi_command(const Bhs& h, std::span<const uint8_t> data) {
+    // Larger transfers are refused without a buffer (writes below, reads by the device).
+    const uint32_t need = std::min(h.u32(off::kEdtl), t_.options().max_transfer_bytes);
+    if (need && buffered_bytes_ && buffered_bytes_ + need > t_.options().max_buffered_bytes) {
+      t_.count(&TargetStats::buffer_limit_hits);
+      quick_status(h, scsi::Status::kTaskSetFull);
+      return;
+    }
     Task* tk = take();
     if (!tk) {
       // The initiator exceeded the window only if immediate; answer TASK SET FULL.
@@ -665,6 +675,8 @@ class IscsiConnection final : public reactor::Connection::Handler {
     }
     tk->holds_credit = !h.immediate();
     if (tk->holds_credit) --sess_->window_credit;
+    tk->charged = need;
+    buffered_bytes_ += need;
     tk->itt = h.itt();
     tk->pdu_flags = h.flags();
     tk->edtl = h.u32(off::kEdtl);
@@ -1319,6 +1331,7 @@ class IscsiConnection final : public reactor::Connection::Handler {
   bool login_started_ = false;
   reactor::Reactor::TimerId timer_{};  // the login timeout, then the liveness check
   bool timer_armed_ = false;
+  uint64_t buffered_bytes_ = 0;  // EDTLs of this connection's tasks (max_buffered_bytes)
   uint64_t last_rx_ = 0;       // bytes received at the last liveness check
   uint64_t ping_sent_ns_ = 0;  // a NOP-In ping awaits its answer (0: none)
   uint32_t ping_ttt_ = 0;

@@ -65,6 +65,7 @@ struct TargetStats {
   uint64_t lost_data_outs = 0;  // commands failed 0B/47/05: a Data-Out lost (digest, DataSN)
   uint64_t nop_in_pings = 0;    // NOP-In pings sent to idle initiators
   uint64_t nop_in_timeouts = 0;  // connections closed: no answer to a ping
+  uint64_t buffer_limit_hits = 0;  // commands answered TASK SET FULL: max_buffered_bytes
 };
 
 struct TargetOptions {
@@ -74,6 +75,11 @@ struct TargetOptions {
   // Largest transfer one command may ask for; bigger ones get CHECK CONDITION. (libiscsi's
   // conformance suite writes 65536 blocks in one command.)
   uint32_t max_transfer_bytes = 64u << 20;
+  // The data buffers one connection's commands may hold at once (each command counts its
+  // EDTL, at most max_transfer_bytes). A command beyond it gets TASK SET FULL, which
+  // initiators retry; one command alone always fits. Bounds what an initiator that never
+  // reads its Data-In (or never sends its Data-Out) can make the engine allocate.
+  uint64_t max_buffered_bytes = 256ull << 20;
   // A task's data buffer larger than this is freed when the task ends, so a burst of
   // huge commands does not pin memory in every task slot.
   uint32_t keep_buffer_bytes = 1u << 20;

@@ -286,8 +286,12 @@ void LogicalUnit::rw(Command& c, uint8_t op) {
   const uint32_t bytes = static_cast<uint32_t>(blocks * bs_);
   c.xfer_len = bytes;
   if (!write) {
-    ensure_buf(c, bytes, 0);
-    return submit(c, IoType::kRead, lba, blocks, c.buf.data(), kStageReadDone);
+    // Only what the initiator takes is read: the transport sends min(xfer_len, edtl), so a
+    // short EDTL cannot make the device buffer (and read) more than that.
+    const uint64_t wanted = std::min<uint64_t>(blocks, (uint64_t{c.edtl} + bs_ - 1) / bs_);
+    if (wanted == 0) return good(c);
+    ensure_buf(c, wanted * bs_, 0);
+    return submit(c, IoType::kRead, lba, wanted, c.buf.data(), kStageReadDone);
   }
   const uint32_t have = static_cast<uint32_t>(std::min<size_t>(c.data_out_len, c.buf.size()));
   if (have < bytes) {

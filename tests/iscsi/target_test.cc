@@ -293,6 +293,81 @@ TEST_F(NopInPingTest, InitiatorThatDoesNotAnswerIsClosedAndItsSessionEnds) {
   EXPECT_TRUE(wait_for([&] { return target->list_sessions().empty(); }));
 }
 
+// A connection's commands may hold at most max_buffered_bytes of data buffers (here
+// 8 KiB): writes waiting for their Data-Out hold theirs, and a command beyond the budget
+// gets TASK SET FULL instead of a buffer; once a write completes, commands fit again.
+class BufferBudgetTest : public IscsiTargetTest {
+ protected:
+  TargetOptions options() const override {
+    TargetOptions o;
+    o.max_buffered_bytes = 8192;
+    return o;
+  }
+};
+
+TEST_F(BufferBudgetTest, CommandBeyondTheBudgetGetsTaskSetFullAndLaterOnesFit) {
+  Initiator ini(port);
+  ASSERT_EQ(ini.login(kv({{"InitialR2T", "Yes"}, {"ImmediateData", "No"}})), 0);
+  clear_ua(ini);
+  auto write4k = [&](uint64_t lba) {
+    uint8_t c[16];
+    cdb16(c, 0x8a, lba, 8);
+    Bhs cmd = ini.command(c, 16, kFinal | cmdflag::kWrite, 4096);
+    ini.send(cmd, "");
+    return cmd;
+  };
+  auto send_data = [&](const Bhs& cmd, const Pdu& r2t, char fill) {
+    Bhs d;
+    d.clear();
+    d.set_opcode(op::kDataOut);
+    d.set_flags(kFinal);
+    d.set_itt(cmd.itt());
+    d.set_u32(off::kTtt, r2t.h.u32(off::kTtt));
+    d.set_u32(off::kBufferOffset, 0);
+    ini.send(d, std::string(4096, fill));
+  };
+  Bhs w1 = write4k(0);
+  Pdu r1 = next(ini);
+  ASSERT_EQ(r1.h.opcode(), op::kR2t);
+  Bhs w2 = write4k(8);
+  Pdu r2 = next(ini);
+  ASSERT_EQ(r2.h.opcode(), op::kR2t);
+  // 8 KiB held by two writes awaiting data: a third does not fit.
+  write4k(16);
+  Pdu full = next(ini);
+  ASSERT_EQ(full.h.opcode(), op::kScsiResp);
+  EXPECT_EQ(full.h.b[off::kStatus], static_cast<uint8_t>(scsi::Status::kTaskSetFull));
+  EXPECT_EQ(target->stats().buffer_limit_hits, 1u);
+  // The first write completes; then a new one fits.
+  send_data(w1, r1, 'a');
+  Pdu done = next(ini);
+  ASSERT_EQ(done.h.opcode(), op::kScsiResp);
+  EXPECT_EQ(done.h.b[off::kStatus], 0);
+  Bhs w3 = write4k(16);
+  Pdu r3 = next(ini);
+  ASSERT_EQ(r3.h.opcode(), op::kR2t);
+  send_data(w2, r2, 'b');
+  send_data(w3, r3, 'c');
+  for (int i = 0; i < 2; ++i) {
+    Pdu r = next(ini);
+    ASSERT_EQ(r.h.opcode(), op::kScsiResp);
+    EXPECT_EQ(r.h.b[off::kStatus], 0);
+  }
+  // All three writes landed where they should.
+  uint8_t c[16];
+  cdb16(c, 0x88, 0, 24);
+  ini.send(ini.command(c, 16, kFinal | cmdflag::kRead, 4096), "");  // EDTL: the first 8 blocks
+  Pdu d = next(ini);
+  ASSERT_EQ(d.h.opcode(), op::kDataIn);
+  EXPECT_EQ(d.data, std::string(4096, 'a'));
+  cdb16(c, 0x88, 8, 16);
+  ini.send(ini.command(c, 16, kFinal | cmdflag::kRead, 8192), "");
+  d = next(ini);
+  ASSERT_EQ(d.h.opcode(), op::kDataIn);
+  EXPECT_EQ(d.data, std::string(4096, 'b') + std::string(4096, 'c'));
+  EXPECT_EQ(target->stats().buffer_limit_hits, 1u);
+}
+
 TEST_F(IscsiTargetTest, ManyLargeReadsInFlight) {
   Initiator ini(port);
   ASSERT_EQ(ini.login(kv({{"MaxRecvDataSegmentLength", "65536"}, {"MaxBurstLength", "262144"}})), 0);

@@ -74,6 +74,7 @@
 #include "iscsi/protocol.h"
 #include "iscsi/target.h"
 #include "iscsi/text.h"
+#include "iscsi_pdu.h"
 #include "socket_session.h"
 
 using namespace castor::iscsi;
@@ -286,14 +287,6 @@ bool read_pdu(int fd, Bhs& h, std::string& data) {
   const uint32_t n = h.data_segment_length() + pad4(h.data_segment_length()) + h.total_ahs_bytes();
   data.assign(n, '\0');
   return read_exact(fd, reinterpret_cast<uint8_t*>(data.data()), n);
-}
-
-std::string pdu_bytes(Bhs b, const std::string& data) {
-  b.set_data_segment_length(static_cast<uint32_t>(data.size()));
-  std::string s(reinterpret_cast<const char*>(b.b), kBhsSize);
-  s += data;
-  s.append(pad4(static_cast<uint32_t>(data.size())), '\0');
-  return s;
 }
 
 std::string login_request(uint16_t tsih, uint16_t cid, const std::string& text) {

@@ -17,6 +17,7 @@
 
 #include "iscsi/protocol.h"
 #include "iscsi/text.h"
+#include "iscsi_pdu.h"
 
 using namespace castor::iscsi;
 
@@ -35,20 +36,6 @@ constexpr uint16_t kSlot = 135;  // the first task slot a connection hands out
 std::string pattern(size_t n, uint32_t seed) {
   std::string s(n, '\0');
   for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>(i * 31 + (i >> 9) + seed * 101);
-  return s;
-}
-
-std::string kv(std::initializer_list<std::pair<const char*, const char*>> l) {
-  std::string s;
-  for (const auto& [k, v] : l) append_text(s, k, v);
-  return s;
-}
-
-std::string pdu(Bhs b, const std::string& data) {
-  b.set_data_segment_length(static_cast<uint32_t>(data.size()));
-  std::string s(reinterpret_cast<const char*>(b.b), kBhsSize);
-  s += data;
-  s.append(pad4(static_cast<uint32_t>(data.size())), '\0');
   return s;
 }
 
@@ -106,7 +93,7 @@ struct Seed {
     uint8_t cdb[16];
     cdb16(cdb, 0x88, lba, blocks);
     Bhs b = command(conn, cdb, 16, kFinal | cmdflag::kRead, blocks * kBlock, cmd_sn);
-    rec(conn, pdu(b, ""));
+    rec(conn, pdu_bytes(b, ""));
     return b.itt();
   }
   // WRITE(16) carrying `immediate`; `final` false announces unsolicited Data-Out.
@@ -115,7 +102,7 @@ struct Seed {
     uint8_t cdb[16];
     cdb16(cdb, 0x8a, lba, blocks);
     Bhs b = command(conn, cdb, 16, (final ? kFinal : 0) | cmdflag::kWrite, blocks * kBlock, cmd_sn);
-    rec(conn, pdu(b, immediate));
+    rec(conn, pdu_bytes(b, immediate));
     return b.itt();
   }
   // The TTT of the R2T for the command just sent on `conn`, if the connection's earlier
@@ -124,26 +111,18 @@ struct Seed {
   uint32_t tur(int conn, std::optional<uint32_t> cmd_sn = {}) {
     uint8_t cdb[16] = {};
     Bhs b = command(conn, cdb, 16, kFinal, 0, cmd_sn);
-    rec(conn, pdu(b, ""));
+    rec(conn, pdu_bytes(b, ""));
     return b.itt();
   }
   uint32_t inquiry(int conn) {
     const uint8_t cdb[6] = {0x12, 0, 0, 0, 96, 0};
     Bhs b = command(conn, cdb, 6, kFinal | cmdflag::kRead, 96, {});
-    rec(conn, pdu(b, ""));
+    rec(conn, pdu_bytes(b, ""));
     return b.itt();
   }
   void data_out(int conn, uint32_t for_itt, uint32_t ttt_value, uint32_t data_sn, uint32_t offset,
                 const std::string& d, bool final) {
-    Bhs b;
-    b.clear();
-    b.set_opcode(op::kDataOut);
-    b.set_flags(final ? kFinal : 0);
-    b.set_itt(for_itt);
-    b.set_u32(off::kTtt, ttt_value);
-    b.set_u32(off::kDataSn, data_sn);
-    b.set_u32(off::kBufferOffset, offset);
-    rec(conn, pdu(b, d));
+    rec(conn, pdu_bytes(data_out_bhs(for_itt, ttt_value, data_sn, offset, final), d));
   }
 
   // ---- control PDUs. Immediate ones carry the next CmdSN without taking it.
@@ -155,7 +134,7 @@ struct Seed {
     b.set_itt(reply_to_target ? kReservedTag : itt[conn]++);
     b.set_u32(off::kTtt, kReservedTag);
     b.set_u32(off::kCmdSn, immediate ? sn : sn++);
-    rec(conn, pdu(b, ping));
+    rec(conn, pdu_bytes(b, ping));
   }
   void text(int conn, bool immediate, const std::string& keys) {
     Bhs b;
@@ -165,7 +144,7 @@ struct Seed {
     b.set_itt(itt[conn]++);
     b.set_u32(off::kTtt, kReservedTag);
     b.set_u32(off::kCmdSn, immediate ? sn : sn++);
-    rec(conn, pdu(b, keys));
+    rec(conn, pdu_bytes(b, keys));
   }
   void tmf(int conn, uint8_t fn, uint32_t ref_itt = kReservedTag, uint32_t ref_cmd_sn = 0) {
     Bhs b;
@@ -176,7 +155,7 @@ struct Seed {
     b.set_u32(off::kRefTaskTag, ref_itt);
     b.set_u32(off::kCmdSn, sn);
     b.set_u32(off::kRefCmdSn, ref_cmd_sn);
-    rec(conn, pdu(b, ""));
+    rec(conn, pdu_bytes(b, ""));
   }
   void logout(int conn, uint8_t reason, uint16_t cid) {
     Bhs b;
@@ -186,7 +165,7 @@ struct Seed {
     b.set_itt(itt[conn]++);
     b.set_u16(off::kCid, cid);
     b.set_u32(off::kCmdSn, sn);
-    rec(conn, pdu(b, ""));
+    rec(conn, pdu_bytes(b, ""));
   }
 };
 
@@ -314,9 +293,9 @@ std::string nops() {
 // Text requests on both connections.
 std::string texts() {
   Seed s(kClearUa | kEndHalfCloseAll);
-  s.text(B, false, kv({{"SendTargets", ""}}));
-  s.text(A, false, kv({{"SendTargets", "All"}, {"X-Castor-Unknown", "1"}}));
-  s.text(B, true, kv({{"SendTargets", "iqn.2026-11.io.castor:fuzz"}}));
+  s.text(B, false, text_pairs({{"SendTargets", ""}}));
+  s.text(A, false, text_pairs({{"SendTargets", "All"}, {"X-Castor-Unknown", "1"}}));
+  s.text(B, true, text_pairs({{"SendTargets", "iqn.2026-11.io.castor:fuzz"}}));
   s.inquiry(A);
   s.read16(B, 0, 1);
   return s.out;

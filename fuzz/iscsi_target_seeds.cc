@@ -58,27 +58,13 @@ struct Session {
     pdu(b, imm);
   }
   void data_out(uint32_t for_itt, uint32_t data_sn, uint32_t offset, const std::string& d, bool final) {
-    Bhs b;
-    b.clear();
-    b.set_opcode(op::kDataOut);
-    b.set_flags(final ? kFinal : 0);
-    b.set_itt(for_itt);
-    b.set_u32(off::kTtt, kReservedTag);
-    b.set_u32(off::kDataSn, data_sn);
-    b.set_u32(off::kBufferOffset, offset);
-    pdu(b, d);
+    pdu(data_out_bhs(for_itt, kReservedTag, data_sn, offset, final), d);
   }
 };
 
-std::string kv(std::initializer_list<std::pair<const char*, const char*>> l) {
-  std::string s;
-  for (const auto& [k, v] : l) append_text(s, k, v);
-  return s;
-}
-
 std::string normal(bool digests) {
   Session s;
-  s.login(kv({{"InitiatorName", "iqn.fuzz:init"}, {"TargetName", "iqn.2026-11.io.castor:fuzz"},
+  s.login(text_pairs({{"InitiatorName", "iqn.fuzz:init"}, {"TargetName", "iqn.2026-11.io.castor:fuzz"},
               {"HeaderDigest", digests ? "CRC32C" : "None"}, {"DataDigest", digests ? "CRC32C" : "None"},
               {"InitialR2T", "No"}, {"ImmediateData", "Yes"}, {"MaxRecvDataSegmentLength", "8192"},
               {"FirstBurstLength", "65536"}, {"MaxBurstLength", "262144"}}));
@@ -107,7 +93,7 @@ std::string normal(bool digests) {
   Bhs text = s.hdr(op::kText, kFinal);
   text.set_u32(off::kTtt, kReservedTag);
   text.set_u32(off::kCmdSn, s.cmd_sn++);
-  s.pdu(text, kv({{"SendTargets", ""}}));
+  s.pdu(text, text_pairs({{"SendTargets", ""}}));
   Bhs tmf = s.hdr(op::kTaskMgmt | kImmediateBit, kFinal | tmf::kAbortTask);
   tmf.set_u32(off::kRefTaskTag, 3);
   tmf.set_u32(off::kCmdSn, s.cmd_sn);
@@ -125,7 +111,7 @@ std::string normal(bool digests) {
 // fails it with 0B/47/05 after the final Data-Out and the session goes on with a read.
 std::string lost_data_out() {
   Session s;
-  s.login(kv({{"InitiatorName", "iqn.fuzz:init"}, {"TargetName", "iqn.2026-11.io.castor:fuzz"},
+  s.login(text_pairs({{"InitiatorName", "iqn.fuzz:init"}, {"TargetName", "iqn.2026-11.io.castor:fuzz"},
               {"InitialR2T", "No"}, {"ImmediateData", "No"}, {"FirstBurstLength", "65536"}}));
   const uint8_t w10[10] = {0x2a, 0, 0, 0, 0, 8, 0, 0, 4, 0};
   s.scsi(w10, 10, cmdflag::kWrite, 2048);
@@ -139,11 +125,11 @@ std::string lost_data_out() {
 
 std::string discovery() {
   Session s;
-  s.login(kv({{"InitiatorName", "iqn.fuzz:init"}, {"SessionType", "Discovery"}}));
+  s.login(text_pairs({{"InitiatorName", "iqn.fuzz:init"}, {"SessionType", "Discovery"}}));
   Bhs text = s.hdr(op::kText, kFinal);
   text.set_u32(off::kTtt, kReservedTag);
   text.set_u32(off::kCmdSn, s.cmd_sn++);
-  s.pdu(text, kv({{"SendTargets", "All"}}));
+  s.pdu(text, text_pairs({{"SendTargets", "All"}}));
   Bhs lo = s.hdr(op::kLogout | kImmediateBit, kFinal);
   lo.set_u32(off::kCmdSn, s.cmd_sn);
   s.pdu(lo, "");
@@ -153,11 +139,11 @@ std::string discovery() {
 std::string chap() {
   Session s;
   // Security stage: CSG 0 -> NSG 1 with T; then CHAP_A; then a (wrong) response.
-  s.login(kv({{"InitiatorName", "iqn.fuzz:init"}, {"TargetName", "iqn.2026-11.io.castor:chap"},
+  s.login(text_pairs({{"InitiatorName", "iqn.fuzz:init"}, {"TargetName", "iqn.2026-11.io.castor:chap"},
               {"AuthMethod", "CHAP,None"}}),
           0x81);
-  s.login(kv({{"CHAP_A", "5"}}), 0x01);
-  s.login(kv({{"CHAP_N", "user"}, {"CHAP_R", "0x00112233445566778899aabbccddeeff"},
+  s.login(text_pairs({{"CHAP_A", "5"}}), 0x01);
+  s.login(text_pairs({{"CHAP_N", "user"}, {"CHAP_R", "0x00112233445566778899aabbccddeeff"},
               {"CHAP_I", "7"}, {"CHAP_C", "0x0102030405060708090a0b0c0d0e0f10"}}),
           0x81);
   return s.out;

@@ -131,6 +131,21 @@ struct Bhs {
 };
 static_assert(sizeof(Bhs) == kBhsSize);
 
+// An initiator's Data-Out header (§11.7): for the command `itt`, answering the R2T with
+// `ttt` (kReservedTag for unsolicited data), DataSN within its sequence, at `offset`.
+// The data segment length is set when the PDU is sent.
+inline Bhs data_out_bhs(uint32_t itt, uint32_t ttt, uint32_t data_sn, uint32_t offset, bool final) {
+  Bhs b;
+  b.clear();
+  b.set_opcode(op::kDataOut);
+  b.set_flags(final ? kFinal : 0);
+  b.set_itt(itt);
+  b.set_u32(off::kTtt, ttt);
+  b.set_u32(off::kDataSn, data_sn);
+  b.set_u32(off::kBufferOffset, offset);
+  return b;
+}
+
 // The LUN field (SAM-5 §4.7): single-level peripheral (byte 0 = 0x00, byte 1 = LUN) and
 // flat (byte 0 = 0x40 | high bits) addressing. Returns the LUN number, or UINT64_MAX for a
 // format Castor does not use (the command then sees "LUN not supported").

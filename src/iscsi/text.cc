@@ -43,6 +43,12 @@ void append_text(std::string& out, const std::string& key, const std::string& va
   out += '\0';
 }
 
+std::string text_pairs(std::initializer_list<std::pair<std::string, std::string>> pairs) {
+  std::string out;
+  for (const auto& [k, v] : pairs) append_text(out, k, v);
+  return out;
+}
+
 namespace {
 
 bool parse_number(const std::string& s, uint64_t* v) {

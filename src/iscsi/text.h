@@ -3,6 +3,7 @@
 // and operational keys (§13), kept free of sockets so it can be tested and fuzzed alone.
 
 #include <cstdint>
+#include <initializer_list>
 #include <span>
 #include <string>
 #include <utility>
@@ -28,6 +29,8 @@ inline constexpr size_t kMaxTextBytes = 64 * 1024;
 Result<KeyValues> parse_text(std::span<const uint8_t> data);
 // Appends `key=value\0`.
 void append_text(std::string& out, const std::string& key, const std::string& value);
+// The text data of these pairs, in order (what an initiator sends in a login or text).
+std::string text_pairs(std::initializer_list<std::pair<std::string, std::string>> pairs);
 
 // Operational parameters of a session/connection after negotiation. Defaults are the
 // RFC's; Castor's own limits are in TargetLimits.

@@ -189,12 +189,6 @@ class Initiator {
   uint32_t* shared_cmd_sn_ = nullptr;
 };
 
-inline std::string kv(std::initializer_list<std::pair<const char*, const char*>> l) {
-  std::string s;
-  for (const auto& [k, v] : l) append_text(s, k, v);
-  return s;
-}
-
 inline void cdb16(uint8_t* c, uint8_t op, uint64_t lba, uint32_t blocks) {
   std::memset(c, 0, 16);
   c[0] = op;

@@ -15,12 +15,6 @@ std::span<const uint8_t> bytes(const std::string& s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
 }
 
-std::string kv(std::initializer_list<std::pair<const char*, std::string>> l) {
-  std::string out;
-  for (const auto& [k, v] : l) append_text(out, k, v);
-  return out;
-}
-
 std::string value_of(const std::string& text, const std::string& key) {
   auto parsed = parse_text(bytes(text));
   if (!parsed) return "<unparsable>";
@@ -72,7 +66,7 @@ TEST(Text, NegotiatesOperationalKeys) {
   SessionParams p;
   std::string reply;
   KeyValues unhandled;
-  auto offered = parse_text(bytes(kv({{"HeaderDigest", "CRC32C,None"}, {"DataDigest", "None"},
+  auto offered = parse_text(bytes(text_pairs({{"HeaderDigest", "CRC32C,None"}, {"DataDigest", "None"},
                                       {"MaxRecvDataSegmentLength", "65536"}, {"MaxBurstLength", "16776192"},
                                       {"FirstBurstLength", "262144"}, {"InitialR2T", "No"},
                                       {"ImmediateData", "Yes"}, {"MaxOutstandingR2T", "8"},
@@ -126,7 +120,7 @@ TEST_F(Fixture, SinglePduLoginWithoutAuthentication) {
   Bhs resp;
   std::string out;
   auto o = l.step(login_req(1, 3, true),
-                  bytes(kv({{"InitiatorName", "iqn.test:init"}, {"TargetName", "iqn.2026-11.io.castor:vol"},
+                  bytes(text_pairs({{"InitiatorName", "iqn.test:init"}, {"TargetName", "iqn.2026-11.io.castor:vol"},
                             {"SessionType", "Normal"}, {"HeaderDigest", "None,CRC32C"},
                             {"MaxRecvDataSegmentLength", "262144"}})),
                   resp, out);
@@ -150,11 +144,11 @@ TEST_F(Fixture, LoginErrorsCarryTheRightStatus) {
     std::string text;
     uint16_t want;
   } cases[] = {
-      {kv({{"TargetName", "iqn.2026-11.io.castor:vol"}}), login_status::kMissingParameter},
-      {kv({{"InitiatorName", "iqn.test:init"}}), login_status::kMissingParameter},
-      {kv({{"InitiatorName", "iqn.test:init"}, {"TargetName", "iqn.nope:x"}}), login_status::kTargetNotFound},
-      {kv({{"InitiatorName", "iqn.test:init"}, {"SessionType", "Weird"}}), login_status::kSessionTypeUnsupported},
-      {kv({{"InitiatorName", "iqn.test:init"}, {"TargetName", "iqn.2026-11.io.castor:vol"},
+      {text_pairs({{"TargetName", "iqn.2026-11.io.castor:vol"}}), login_status::kMissingParameter},
+      {text_pairs({{"InitiatorName", "iqn.test:init"}}), login_status::kMissingParameter},
+      {text_pairs({{"InitiatorName", "iqn.test:init"}, {"TargetName", "iqn.nope:x"}}), login_status::kTargetNotFound},
+      {text_pairs({{"InitiatorName", "iqn.test:init"}, {"SessionType", "Weird"}}), login_status::kSessionTypeUnsupported},
+      {text_pairs({{"InitiatorName", "iqn.test:init"}, {"TargetName", "iqn.2026-11.io.castor:vol"},
            {"MaxBurstLength", "1"}}),
        login_status::kInitiatorError},
   };
@@ -170,7 +164,7 @@ TEST_F(Fixture, LoginErrorsCarryTheRightStatus) {
   Bhs resp;
   std::string out;
   EXPECT_EQ(l.step(login_req(1, 3, true),
-                   bytes(kv({{"InitiatorName", "iqn.test:init"}, {"TargetName", "iqn.2026-11.io.castor:vol"}})),
+                   bytes(text_pairs({{"InitiatorName", "iqn.test:init"}, {"TargetName", "iqn.2026-11.io.castor:vol"}})),
                    resp, out),
             Login::Outcome::kFail);
   EXPECT_EQ(status(resp), login_status::kForbidden);
@@ -182,20 +176,20 @@ Login::Outcome chap_login(Login& l, const std::string& secret, bool mutual, std:
   Bhs resp;
   std::string out;
   auto o = l.step(login_req(0, 1, true),
-                  bytes(kv({{"InitiatorName", "iqn.test:init"}, {"TargetName", "iqn.2026-11.io.castor:vol"},
+                  bytes(text_pairs({{"InitiatorName", "iqn.test:init"}, {"TargetName", "iqn.2026-11.io.castor:vol"},
                             {"AuthMethod", "CHAP,None"}})),
                   resp, out);
   EXPECT_EQ(o, Login::Outcome::kContinue);
   EXPECT_EQ(value_of(out, "AuthMethod"), "CHAP");
   EXPECT_FALSE(resp.flags() & loginflag::kTransit);  // authentication not done yet
-  o = l.step(login_req(0, 1, false), bytes(kv({{"CHAP_A", "7,5"}})), resp, out);
+  o = l.step(login_req(0, 1, false), bytes(text_pairs({{"CHAP_A", "7,5"}})), resp, out);
   EXPECT_EQ(o, Login::Outcome::kContinue);
   EXPECT_EQ(value_of(out, "CHAP_A"), "5");
   const uint8_t id = static_cast<uint8_t>(std::stoul(value_of(out, "CHAP_I")));
   auto challenge = decode_binary(value_of(out, "CHAP_C"));
   EXPECT_TRUE(challenge);
   EXPECT_GE(challenge.value().size(), 16u);
-  std::string t = kv({{"CHAP_N", "alice"}, {"CHAP_R", encode_hex(chap_md5(id, secret, challenge.value()))}});
+  std::string t = text_pairs({{"CHAP_N", "alice"}, {"CHAP_R", encode_hex(chap_md5(id, secret, challenge.value()))}});
   if (mutual) {
     append_text(t, "CHAP_I", "9");
     append_text(t, "CHAP_C", "0x00112233445566778899aabbccddeeff");
@@ -216,7 +210,7 @@ TEST_F(Fixture, ChapAcceptsTheRightSecretAndRefusesAWrongOne) {
     // Operational stage, then full feature.
     Bhs resp;
     std::string out;
-    EXPECT_EQ(l.step(login_req(1, 3, true), bytes(kv({{"MaxBurstLength", "262144"}})), resp, out),
+    EXPECT_EQ(l.step(login_req(1, 3, true), bytes(text_pairs({{"MaxBurstLength", "262144"}})), resp, out),
               Login::Outcome::kFullFeature)
         << l.error();
   }
@@ -233,7 +227,7 @@ TEST_F(Fixture, ChapAcceptsTheRightSecretAndRefusesAWrongOne) {
     Bhs resp;
     std::string out;
     EXPECT_EQ(l.step(login_req(1, 3, true),
-                     bytes(kv({{"InitiatorName", "iqn.test:init"}, {"TargetName", "iqn.2026-11.io.castor:vol"}})),
+                     bytes(text_pairs({{"InitiatorName", "iqn.test:init"}, {"TargetName", "iqn.2026-11.io.castor:vol"}})),
                      resp, out),
               Login::Outcome::kFail);
     EXPECT_EQ(status(resp), login_status::kAuthFailed);
@@ -263,7 +257,7 @@ TEST_F(Fixture, DiscoverySessionNeedsNoTargetName) {
   Bhs resp;
   std::string out;
   EXPECT_EQ(l.step(login_req(1, 3, true),
-                   bytes(kv({{"InitiatorName", "iqn.test:init"}, {"SessionType", "Discovery"}})), resp, out),
+                   bytes(text_pairs({{"InitiatorName", "iqn.test:init"}, {"SessionType", "Discovery"}})), resp, out),
             Login::Outcome::kFullFeature);
   EXPECT_EQ(l.session_type(), SessionType::kDiscovery);
   EXPECT_EQ(value_of(out, "TargetPortalGroupTag"), "<absent>");
@@ -273,7 +267,7 @@ TEST_F(Fixture, TextSplitAcrossContinuedPdus) {
   Login l(cfg);
   Bhs resp;
   std::string out;
-  const std::string all = kv({{"InitiatorName", "iqn.test:init"}, {"TargetName", "iqn.2026-11.io.castor:vol"}});
+  const std::string all = text_pairs({{"InitiatorName", "iqn.test:init"}, {"TargetName", "iqn.2026-11.io.castor:vol"}});
   Bhs first = login_req(1, 3, false);
   first.set_flags(loginflag::kContinue | 1 << 2);
   EXPECT_EQ(l.step(first, bytes(all.substr(0, 10)), resp, out), Login::Outcome::kContinue);
@@ -290,19 +284,19 @@ namespace {
 // A login that joins a session (TSIH set) inherits the session-wide keys and may not
 // negotiate them; its own keys (digests) it may.
 TEST_F(Fixture, JoiningLoginMayNotNegotiateSessionWideKeys) {
-  const std::string names = kv({{"InitiatorName", "iqn.test:init"}, {"TargetName", "iqn.2026-11.io.castor:vol"}});
+  const std::string names = text_pairs({{"InitiatorName", "iqn.test:init"}, {"TargetName", "iqn.2026-11.io.castor:vol"}});
   for (const char* key : {"MaxConnections", "InitialR2T", "MaxBurstLength", "ErrorRecoveryLevel"}) {
     Login l(cfg);
     Bhs resp;
     std::string out;
-    const std::string text = names + kv({{key, std::string(key) == "InitialR2T" ? "Yes" : "2"}});
+    const std::string text = names + text_pairs({{key, std::string(key) == "InitialR2T" ? "Yes" : "2"}});
     EXPECT_EQ(l.step(login_req(1, 3, true, 7, 42), bytes(text), resp, out), Login::Outcome::kFail) << key;
     EXPECT_EQ(status(resp), login_status::kInitiatorError) << key;
   }
   Login l(cfg);
   Bhs resp;
   std::string out;
-  EXPECT_EQ(l.step(login_req(1, 3, true, 7, 42), bytes(names + kv({{"HeaderDigest", "CRC32C"}})), resp, out),
+  EXPECT_EQ(l.step(login_req(1, 3, true, 7, 42), bytes(names + text_pairs({{"HeaderDigest", "CRC32C"}})), resp, out),
             Login::Outcome::kFullFeature);
   EXPECT_EQ(resp.u16(off::kTsih), 42);
   EXPECT_TRUE(l.params().header_digest);

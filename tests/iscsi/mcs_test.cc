@@ -126,9 +126,9 @@ class IscsiMcsTest : public TargetFixture {
     ASSERT_NO_FATAL_FAILURE(clear_ua(*c1));
   }
 
-  static std::string lead_keys_with(std::initializer_list<std::pair<const char*, const char*>> more) {
-    std::string s = kv({{"MaxConnections", "4"}});
-    return s + kv(more);
+  static std::string lead_keys_with(std::initializer_list<std::pair<std::string, std::string>> more) {
+    std::string s = text_pairs({{"MaxConnections", "4"}});
+    return s + text_pairs(more);
   }
 
   // ---------------------------------------------------------------- SCSI commands
@@ -239,15 +239,8 @@ class IscsiMcsTest : public TargetFixture {
       }
       for (uint32_t o = 0, dsn = 0; o < len; o += 8192, ++dsn) {
         const uint32_t n = std::min<uint32_t>(8192, len - o);
-        Bhs d;
-        d.clear();
-        d.set_opcode(op::kDataOut);
-        d.set_flags(o + n >= len ? kFinal : 0);
-        d.set_itt(cmd.itt());
-        d.set_u32(off::kTtt, r2t->h.u32(off::kTtt));
-        d.set_u32(off::kDataSn, dsn);
-        d.set_u32(off::kBufferOffset, offset + o);
-        c.send(d, data.substr(offset + o, n));
+        c.send(data_out_bhs(cmd.itt(), r2t->h.u32(off::kTtt), dsn, offset + o, o + n >= len),
+               data.substr(offset + o, n));
       }
       sent += len;
     }
@@ -297,13 +290,13 @@ class IscsiMcsTest : public TargetFixture {
   std::unique_ptr<Initiator> c1, c2, c3;
 };
 
-const std::string kMc4 = kv({{"MaxConnections", "4"}});
+const std::string kMc4 = text_pairs({{"MaxConnections", "4"}});
 
 // ---------------------------------------------------------------------------------------
 
 TEST_F(IscsiMcsTest, SecondConnectionJoinsTheSessionAndSharesItsCmdSn) {
   c1 = connect(kIttBase[1]);
-  ASSERT_EQ(lead(*c1, kv({{"MaxConnections", "4"}, {"InitialR2T", "No"}, {"ImmediateData", "Yes"}})), 0);
+  ASSERT_EQ(lead(*c1, text_pairs({{"MaxConnections", "4"}, {"InitialR2T", "No"}, {"ImmediateData", "Yes"}})), 0);
   EXPECT_EQ(key(lead_keys, "MaxConnections"), "4") << "min(offer 4, the target's 8)";
   const uint16_t session_tsih = tsih;
   c2 = connect(kIttBase[2]);
@@ -443,17 +436,17 @@ TEST_F(IscsiMcsTest, LostConnectionWithAWriteAwaitingDataEndsTheSession) {
 
 TEST_F(IscsiMcsTest, JoinsBeyondMaxConnectionsOrToAnotherSessionOrWithSessionKeysAreRefused) {
   c1 = connect(kIttBase[1]);
-  ASSERT_EQ(lead(*c1, kv({{"MaxConnections", "2"}})), login_status::kSuccess);
+  ASSERT_EQ(lead(*c1, text_pairs({{"MaxConnections", "2"}})), login_status::kSuccess);
   EXPECT_EQ(key(lead_keys, "MaxConnections"), "2");
   {
     auto c = connect(kIttBase[3]);
-    EXPECT_EQ(join(*c, 2, tsih, kv({{"InitialR2T", "Yes"}})), login_status::kInitiatorError)
+    EXPECT_EQ(join(*c, 2, tsih, text_pairs({{"InitialR2T", "Yes"}})), login_status::kInitiatorError)
         << "InitialR2T is negotiated by the leading login only";
     EXPECT_TRUE(c->wait_closed(5000));
   }
   {
     auto c = connect(kIttBase[3]);
-    EXPECT_EQ(join(*c, 2, tsih, kv({{"MaxConnections", "2"}})), login_status::kInitiatorError)
+    EXPECT_EQ(join(*c, 2, tsih, text_pairs({{"MaxConnections", "2"}})), login_status::kInitiatorError)
         << "MaxConnections is negotiated by the leading login only";
   }
   {

@@ -26,7 +26,7 @@
 namespace castor::iscsi {
 namespace {
 
-using namespace test;  // Pdu, Initiator, kv, cdb16, wait_for, kIqn (initiator.h)
+using namespace test;  // Pdu, Initiator, cdb16, wait_for, kIqn (initiator.h)
 
 class IscsiTargetTest : public TargetFixture {
  protected:
@@ -52,7 +52,7 @@ class IscsiTargetTest : public TargetFixture {
 TEST_F(IscsiTargetTest, DigestsR2tAndDataInSplitAtBurstBoundaries) {
   Initiator ini(port);
   ini.hd = ini.dd = true;
-  ASSERT_EQ(ini.login(kv({{"HeaderDigest", "CRC32C"}, {"DataDigest", "CRC32C"}, {"InitialR2T", "Yes"},
+  ASSERT_EQ(ini.login(text_pairs({{"HeaderDigest", "CRC32C"}, {"DataDigest", "CRC32C"}, {"InitialR2T", "Yes"},
                           {"ImmediateData", "No"}, {"MaxBurstLength", "16384"}, {"FirstBurstLength", "8192"},
                           {"MaxRecvDataSegmentLength", "4096"}})),
             0);
@@ -74,15 +74,8 @@ TEST_F(IscsiTargetTest, DigestsR2tAndDataInSplitAtBurstBoundaries) {
     EXPECT_EQ(offset, sent);
     EXPECT_LE(len, 16384u);
     for (uint32_t o = 0, sn = 0; o < len; o += 4096, ++sn) {
-      Bhs d;
-      d.clear();
-      d.set_opcode(op::kDataOut);
-      d.set_flags(o + 4096 >= len ? kFinal : 0);
-      d.set_itt(cmd.itt());
-      d.set_u32(off::kTtt, r2t.h.u32(off::kTtt));
-      d.set_u32(off::kDataSn, sn);
-      d.set_u32(off::kBufferOffset, offset + o);
-      ini.send(d, pattern.substr(offset + o, std::min<uint32_t>(4096, len - o)));
+      ini.send(data_out_bhs(cmd.itt(), r2t.h.u32(off::kTtt), sn, offset + o, o + 4096 >= len),
+               pattern.substr(offset + o, std::min<uint32_t>(4096, len - o)));
     }
     sent += len;
   }
@@ -115,7 +108,7 @@ TEST_F(IscsiTargetTest, DigestsR2tAndDataInSplitAtBurstBoundaries) {
 TEST_F(IscsiTargetTest, BadDataDigestIsRejectedAndClosesTheConnection) {
   Initiator ini(port);
   ini.hd = ini.dd = true;
-  ASSERT_EQ(ini.login(kv({{"HeaderDigest", "CRC32C"}, {"DataDigest", "CRC32C"}, {"ImmediateData", "Yes"}})), 0);
+  ASSERT_EQ(ini.login(text_pairs({{"HeaderDigest", "CRC32C"}, {"DataDigest", "CRC32C"}, {"ImmediateData", "Yes"}})), 0);
   clear_ua(ini);
   uint8_t c[16];
   cdb16(c, 0x8a, 0, 1);
@@ -153,15 +146,8 @@ class LostDataOutTest : public IscsiTargetTest {
   }
   void data_out(Initiator& ini, const Bhs& cmd, const Pdu& r2t, uint32_t data_sn, uint32_t offset,
                 bool final, bool corrupt = false) {
-    Bhs d;
-    d.clear();
-    d.set_opcode(op::kDataOut);
-    d.set_flags(final ? kFinal : 0);
-    d.set_itt(cmd.itt());
-    d.set_u32(off::kTtt, r2t.h.u32(off::kTtt));
-    d.set_u32(off::kDataSn, data_sn);
-    d.set_u32(off::kBufferOffset, offset);
-    ini.send(d, std::string(1024, 'w'), corrupt);
+    ini.send(data_out_bhs(cmd.itt(), r2t.h.u32(off::kTtt), data_sn, offset, final), std::string(1024, 'w'),
+             corrupt);
   }
   void expect_crc_error(const Pdu& r) {
     ASSERT_EQ(r.h.opcode(), op::kScsiResp);
@@ -185,7 +171,7 @@ class LostDataOutTest : public IscsiTargetTest {
 
 TEST_F(LostDataOutTest, DataSnOutOfOrderFailsTheCommandAfterTheBurst) {
   Initiator ini(port);
-  ASSERT_EQ(ini.login(kv({{"InitialR2T", "Yes"}, {"ImmediateData", "No"}})), 0);
+  ASSERT_EQ(ini.login(text_pairs({{"InitialR2T", "Yes"}, {"ImmediateData", "No"}})), 0);
   clear_ua(ini);
   Bhs cmd;
   Pdu r2t = start_write(ini, &cmd);
@@ -201,7 +187,7 @@ TEST_F(LostDataOutTest, DataSnOutOfOrderFailsTheCommandAfterTheBurst) {
 TEST_F(LostDataOutTest, BadDataDigestOnADataOutIsRejectedAndFailsOnlyItsCommand) {
   Initiator ini(port);
   ini.hd = ini.dd = true;
-  ASSERT_EQ(ini.login(kv({{"HeaderDigest", "CRC32C"}, {"DataDigest", "CRC32C"}, {"InitialR2T", "Yes"},
+  ASSERT_EQ(ini.login(text_pairs({{"HeaderDigest", "CRC32C"}, {"DataDigest", "CRC32C"}, {"InitialR2T", "Yes"},
                           {"ImmediateData", "No"}})),
             0);
   clear_ua(ini);
@@ -307,7 +293,7 @@ class BufferBudgetTest : public IscsiTargetTest {
 
 TEST_F(BufferBudgetTest, CommandBeyondTheBudgetGetsTaskSetFullAndLaterOnesFit) {
   Initiator ini(port);
-  ASSERT_EQ(ini.login(kv({{"InitialR2T", "Yes"}, {"ImmediateData", "No"}})), 0);
+  ASSERT_EQ(ini.login(text_pairs({{"InitialR2T", "Yes"}, {"ImmediateData", "No"}})), 0);
   clear_ua(ini);
   auto write4k = [&](uint64_t lba) {
     uint8_t c[16];
@@ -317,14 +303,7 @@ TEST_F(BufferBudgetTest, CommandBeyondTheBudgetGetsTaskSetFullAndLaterOnesFit) {
     return cmd;
   };
   auto send_data = [&](const Bhs& cmd, const Pdu& r2t, char fill) {
-    Bhs d;
-    d.clear();
-    d.set_opcode(op::kDataOut);
-    d.set_flags(kFinal);
-    d.set_itt(cmd.itt());
-    d.set_u32(off::kTtt, r2t.h.u32(off::kTtt));
-    d.set_u32(off::kBufferOffset, 0);
-    ini.send(d, std::string(4096, fill));
+    ini.send(data_out_bhs(cmd.itt(), r2t.h.u32(off::kTtt), 0, 0, true), std::string(4096, fill));
   };
   Bhs w1 = write4k(0);
   Pdu r1 = next(ini);
@@ -370,7 +349,7 @@ TEST_F(BufferBudgetTest, CommandBeyondTheBudgetGetsTaskSetFullAndLaterOnesFit) {
 
 TEST_F(IscsiTargetTest, ManyLargeReadsInFlight) {
   Initiator ini(port);
-  ASSERT_EQ(ini.login(kv({{"MaxRecvDataSegmentLength", "65536"}, {"MaxBurstLength", "262144"}})), 0);
+  ASSERT_EQ(ini.login(text_pairs({{"MaxRecvDataSegmentLength", "65536"}, {"MaxBurstLength", "262144"}})), 0);
   clear_ua(ini);
   // 32 reads of 256 KiB in flight at once, each split into 64 KiB Data-In PDUs: every
   // header must be well formed (queued sends point into per-task header slots) and every

@@ -67,9 +67,9 @@ std::string castor_nqn(const std::string& kind, const Uuid& uuid) {
 }
 
 FrontEnds::FrontEnds(reactor::ReactorGroup& reactors, bdev::BdevRegistry& registry,
-                     pool::PoolManager& pools, iscsi::TargetOptions iscsi_options)
-    : registry_(registry), pools_(pools), nvmf_(reactors, registry), nbd_(reactors, registry),
-      iscsi_(reactors, registry, std::move(iscsi_options)) {}
+                     pool::PoolManager& pools, FrontEndOptions options)
+    : registry_(registry), pools_(pools), nvmf_(reactors, registry),
+      nbd_(reactors, registry, options.nbd), iscsi_(reactors, registry, std::move(options.iscsi)) {}
 
 FrontEnds::~FrontEnds() {
   stop();
@@ -345,6 +345,10 @@ Status FrontEnds::iscsi_unexport(const std::string& iqn) {
 std::vector<iscsi::NodeInfo> FrontEnds::iscsi_targets() const { return iscsi_.list_nodes(); }
 
 std::vector<iscsi::SessionInfo> FrontEnds::iscsi_sessions() const { return iscsi_.list_sessions(); }
+
+iscsi::TargetStats FrontEnds::iscsi_stats() const { return iscsi_.stats(); }
+
+nbd::NbdStats FrontEnds::nbd_stats() const { return nbd_.stats(); }
 
 std::vector<std::string> FrontEnds::iscsi_uris(const std::string& iqn) const {
   std::lock_guard lk(mu_);

@@ -57,11 +57,17 @@ struct ListenerAddress {
   uint16_t port = 0;
 };
 
+// The targets' settings that the engine's configuration chooses.
+struct FrontEndOptions {
+  iscsi::TargetOptions iscsi;
+  nbd::ServerOptions nbd;
+};
+
 class FrontEnds {
  public:
   // `reactors`, `registry` and `pools` must outlive this object.
   FrontEnds(reactor::ReactorGroup& reactors, bdev::BdevRegistry& registry,
-            pool::PoolManager& pools, iscsi::TargetOptions iscsi_options = {});
+            pool::PoolManager& pools, FrontEndOptions options = {});
   // stop(), then the target releases the bdevs it shares.
   ~FrontEnds();
   FrontEnds(const FrontEnds&) = delete;
@@ -120,12 +126,15 @@ class FrontEnds {
   // Sorted by IQN.
   std::vector<iscsi::NodeInfo> iscsi_targets() const;
   std::vector<iscsi::SessionInfo> iscsi_sessions() const;
+  iscsi::TargetStats iscsi_stats() const;
+  nbd::NbdStats nbd_stats() const;
   // iscsi://HOST:PORT/IQN/0 per iSCSI listener.
   std::vector<std::string> iscsi_uris(const std::string& iqn) const;
 
-  // Runs `destroy` unless one of `bdevs` is exported over NBD (then Busy naming the
-  // export): an export does not hold its bdev open, so DestroyBdev, DestroyReplica,
-  // ExportPool and DestroyPool ask here. No export can be added while `destroy` runs.
+  // Runs `destroy` unless one of `bdevs` is exported over NBD or iSCSI (then Busy naming
+  // the export). An export holds its bdev open, so the destroy would fail anyway; asking
+  // here first gives DestroyBdev, DestroyReplica, ExportPool and DestroyPool an error that
+  // says which export to remove. No export can be added while `destroy` runs.
   Status destroy_unless_exported(const std::vector<std::string>& bdevs,
                                  const std::function<Status()>& destroy);
   // The replica named `name_or_uuid`. Errors: InvalidArgument (empty), NotFound.

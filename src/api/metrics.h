@@ -14,6 +14,13 @@
 //   castor_nexus_child_state{nexus,child,state}  gauge, as above per child
 //   castor_nexus_rebuild_blocks_done{nexus,child}   gauge, of the running or last rebuild
 //   castor_nexus_rebuild_blocks_total{nexus,child}  gauge, of the running or last rebuild
+//   castor_nvmf_controllers{subsystem}      gauge, connected NVMe-oF controllers
+//   castor_nbd_connections{export}          gauge, clients in transmission
+//   castor_nbd_*_total                      counters of NbdStats (nbd/server.h)
+//   castor_iscsi_sessions{target}           gauge, logged-in sessions
+//   castor_iscsi_connections                gauge, full-feature connections
+//   castor_iscsi_logins_total{result}       counter, result ok or failed
+//   castor_iscsi_*_total                    counters of TargetStats (iscsi/target.h)
 // `op` is one of the operation types the bdev supports (api/names.h).
 
 #include <prometheus/collectable.h>
@@ -22,6 +29,7 @@
 #include <vector>
 
 #include "api/engine_service.h"
+#include "api/front_ends.h"
 #include "bdev/registry.h"
 #include "nexus/manager.h"
 #include "reactor/reactor.h"
@@ -38,14 +46,17 @@ class MetricsCollector final : public prometheus::Collectable {
   // `registry` and `reactors` must outlive every scrape (unregister from the Exposer
   // before destroying them).
   MetricsCollector(bdev::BdevRegistry& registry, nexus::NexusManager& nexuses,
-                   reactor::ReactorGroup& reactors, EngineIdentity identity);
+                   FrontEnds& front_ends, reactor::ReactorGroup& reactors,
+                   EngineIdentity identity);
 
-  // Called on the HTTP server's threads; reads the registry's thread-safe views only.
+  // Called on the HTTP server's threads; reads thread-safe views only.
   std::vector<prometheus::MetricFamily> Collect() const override;
 
  private:
+  void collect_targets(std::vector<prometheus::MetricFamily>& out) const;
   bdev::BdevRegistry& registry_;
   nexus::NexusManager& nexuses_;
+  FrontEnds& front_ends_;
   reactor::ReactorGroup& reactors_;
   const EngineIdentity identity_;
 };

@@ -59,7 +59,8 @@ ApiServer::ApiServer(bdev::BdevRegistry& registry, pool::PoolManager& pools,
                      nexus::NexusManager& nexuses, FrontEnds& front_ends,
                      reactor::ReactorGroup& reactors, EngineIdentity identity)
     : service_(registry, pools, nexuses, front_ends, reactors, identity),
-      collector_(std::make_shared<MetricsCollector>(registry, nexuses, reactors, identity)) {}
+      collector_(std::make_shared<MetricsCollector>(registry, nexuses, front_ends, reactors,
+                                                    identity)) {}
 
 ApiServer::~ApiServer() {
   stop();

@@ -35,6 +35,7 @@ struct Layer {
   std::optional<std::string> iscsi_listen;
   std::optional<std::vector<std::string>> iscsi_exports;
   std::optional<std::string> iscsi_nop_in_ms;
+  std::optional<std::string> nbd_keepalive_s;
   std::optional<std::string> ready_file;
   std::optional<std::string> state_dir;
 };
@@ -167,10 +168,10 @@ Result<Layer> load_yaml(const std::string& path) {
         auto s = yaml_scalar(v, key);
         if (!s) return s.status();
         l.spin_us = *s;
-      } else if (key == "iscsi-nop-in-ms") {
+      } else if (key == "iscsi-nop-in-ms" || key == "nbd-keepalive-s") {
         auto s = yaml_scalar(v, key);
         if (!s) return s.status();
-        l.iscsi_nop_in_ms = *s;
+        (key == "nbd-keepalive-s" ? l.nbd_keepalive_s : l.iscsi_nop_in_ms) = *s;
       } else if (key == "grpc-listen" || key == "metrics-listen" || key == "log-level" ||
                  key == "log-format" || key == "ready-file" || key == "nbd-listen" ||
                  key == "iscsi-listen" || key == "state-dir") {
@@ -235,6 +236,7 @@ Result<unsigned> parse_reactor_count(const std::string& s) {
 
 constexpr uint64_t kMaxSpinUs = 1'000'000;
 constexpr uint64_t kMaxNopInMs = 3'600'000;
+constexpr uint64_t kMaxKeepaliveS = 3'600;
 
 // A duration setting `key`: a whole number of `unit` in 0..max.
 Result<uint64_t> parse_duration(const char* key, const char* unit, const std::string& s, uint64_t max) {
@@ -282,6 +284,11 @@ Result<EngineConfig> resolve(const Layer& flags, const Layer& file) {
     auto ms = parse_duration("iscsi-nop-in-ms", "milliseconds", *s, kMaxNopInMs);
     if (!ms) return ms.status();
     cfg.iscsi_nop_in_ms = static_cast<uint32_t>(*ms);
+  }
+  if (auto s = pick(flags.nbd_keepalive_s, file.nbd_keepalive_s)) {
+    auto secs = parse_duration("nbd-keepalive-s", "seconds", *s, kMaxKeepaliveS);
+    if (!secs) return secs.status();
+    cfg.nbd_keepalive_s = static_cast<uint32_t>(*secs);
   }
   if (auto g = pick(flags.grpc_listen, file.grpc_listen)) cfg.grpc_listen = *g;
   if (auto m = pick(flags.metrics_listen, file.metrics_listen)) cfg.metrics_listen = *m;
@@ -456,7 +463,7 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
   app.set_version_flag("--version", kVersion);
 
   std::string config_file, cores, reactors, grpc_listen, metrics_listen, log_level, log_format,
-      ready_file, nbd_listen, iscsi_listen, state_dir, spin_us, iscsi_nop_in_ms;
+      ready_file, nbd_listen, iscsi_listen, state_dir, spin_us, iscsi_nop_in_ms, nbd_keepalive_s;
   bool poll = false;
   std::vector<std::string> bdevs, pool_imports, nvmf_listen, nvmf_shares, nbd_exports,
       iscsi_exports;
@@ -502,6 +509,11 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
                                       "export a bdev over NBD at start-up: NAME=BDEV or "
                                       "NAME=BDEV:ro (read-only); repeatable")
                            ->allow_extra_args(false);
+  auto* o_nbd_keepalive = app.add_option("--nbd-keepalive-s", nbd_keepalive_s,
+                                         "probe an NBD client silent this long with TCP "
+                                         "keepalives; cut it off if it answers none, or leaves "
+                                         "data unacknowledged, for twice as long (default 30; "
+                                         "0: never)");
   auto* o_iscsi_listen = app.add_option("--iscsi-listen", iscsi_listen,
                                         "iSCSI portal HOST:PORT (port 0 picks a free port) or "
                                         "none (default none)");
@@ -524,7 +536,7 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
 
   // A repeated single-valued flag takes the last value, as in most tools.
   for (auto* o : {o_config, o_cores, o_reactors, o_grpc, o_metrics, o_level, o_format, o_ready,
-                  o_nbd_listen, o_iscsi_listen, o_iscsi_nop, o_state}) {
+                  o_nbd_listen, o_nbd_keepalive, o_iscsi_listen, o_iscsi_nop, o_state}) {
     o->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   }
 
@@ -563,6 +575,7 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
   if (o_iscsi_listen->count()) flags.iscsi_listen = iscsi_listen;
   if (o_iscsi_export->count()) flags.iscsi_exports = iscsi_exports;
   if (o_iscsi_nop->count()) flags.iscsi_nop_in_ms = iscsi_nop_in_ms;
+  if (o_nbd_keepalive->count()) flags.nbd_keepalive_s = nbd_keepalive_s;
 
   Layer file;
   if (o_config->count()) {

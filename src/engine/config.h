@@ -63,6 +63,9 @@ struct EngineConfig {
   // An iSCSI connection silent this long gets a NOP-In ping; unanswered for twice as
   // long, it is closed. 0: no pings.
   uint32_t iscsi_nop_in_ms = 15'000;
+  // An NBD client silent this long gets TCP keepalive probes; answering none, or leaving
+  // data unacknowledged, for twice as long, it is cut off. 0: never.
+  uint32_t nbd_keepalive_s = 30;
   std::string ready_file;                  // empty: none
   // Node-local persistent state; the nexus health store is <state_dir>/nexus. Created
   // at start-up if missing.

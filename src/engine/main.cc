@@ -149,10 +149,11 @@ int serve(const EngineConfig& cfg, bdev::BdevRegistry& registry, pool::PoolManag
   }
 
   // Both targets exist even without listeners, so the API can add listeners later.
-  iscsi::TargetOptions iscsi_options;
-  iscsi_options.nop_in_interval_ms = cfg.iscsi_nop_in_ms;
-  iscsi_options.nop_in_timeout_ms = 2 * cfg.iscsi_nop_in_ms;
-  api::FrontEnds front_ends(reactors, registry, pools, std::move(iscsi_options));
+  api::FrontEndOptions target_options;
+  target_options.iscsi.nop_in_interval_ms = cfg.iscsi_nop_in_ms;
+  target_options.iscsi.nop_in_timeout_ms = 2 * cfg.iscsi_nop_in_ms;
+  target_options.nbd.keepalive_s = cfg.nbd_keepalive_s;
+  api::FrontEnds front_ends(reactors, registry, pools, std::move(target_options));
   std::vector<int> nvmf_ports;
   for (const auto& addr : cfg.nvmf_listen) {
     auto port = front_ends.nvmf_listen(addr);

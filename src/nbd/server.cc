@@ -1,6 +1,7 @@
 #include "nbd/server.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <future>
 
@@ -47,7 +48,13 @@ class NbdConnection final : public reactor::Connection::Handler {
     if (!export_.name.empty() || in_transmission_) srv_.connection_opened(export_.name, -1);
     auto& v = srv_.live_[r_.id()];
     std::erase(v, this);
-    spdlog::debug("nbd connection closed: {}", reason);
+    if (conn_->error() == ETIMEDOUT) {
+      srv_.count_dead_client();
+      spdlog::warn("nbd client of export '{}' stopped answering for {} s: connection closed "
+                   "with {} request(s) in flight", export_.name, 2 * srv_.options().keepalive_s, outstanding_);
+    } else {
+      spdlog::debug("nbd connection closed: {}", reason);
+    }
     maybe_destroy();
   }
 
@@ -599,8 +606,9 @@ class NbdConnection final : public reactor::Connection::Handler {
   Request* free_ = nullptr;
 };
 
-NbdServer::NbdServer(reactor::ReactorGroup& reactors, bdev::BdevRegistry& registry)
-    : reactors_(reactors), registry_(registry), live_(reactors.size()) {}
+NbdServer::NbdServer(reactor::ReactorGroup& reactors, bdev::BdevRegistry& registry,
+                     ServerOptions options)
+    : reactors_(reactors), registry_(registry), options_(options), live_(reactors.size()) {}
 
 NbdServer::~NbdServer() { stop(); }
 
@@ -621,6 +629,9 @@ Status NbdServer::listen(const std::string& host, uint16_t port, uint16_t* bound
   std::unique_lock lk(mu_);
   reactor::Reactor& home = reactors_.at(0);
   auto l = std::make_unique<reactor::Listener>(home, *fd, [this](int cfd) {
+    if (Status s = reactor::tcp_keepalive(cfd, options_.keepalive_s); !s) {
+      spdlog::warn("nbd: {}; a client that vanishes will not be noticed", s.message());
+    }
     size_t k;
     {
       std::lock_guard g(mu_);
@@ -679,6 +690,7 @@ NbdStats NbdServer::stats() const {
   NbdStats s = stats_;
   s.receive_pauses = receive_pauses_.load(std::memory_order_relaxed);
   s.peak_bytes_in_flight = peak_bytes_in_flight_.load(std::memory_order_relaxed);
+  s.dead_clients = dead_clients_.load(std::memory_order_relaxed);
   return s;
 }
 

@@ -26,9 +26,17 @@ struct ExportInfo {
   uint32_t connections = 0;
 };
 
+struct ServerOptions {
+  // A client silent this long is probed with TCP keepalives; one that answers none, or
+  // leaves the engine's data unacknowledged for twice as long, is cut off and its
+  // requests' buffers freed (reactor::tcp_keepalive). NBD itself has no ping. 0: off.
+  uint32_t keepalive_s = 30;
+};
+
 struct NbdStats {
   uint64_t connections_accepted = 0;
   uint64_t protocol_errors = 0;  // connections closed for a protocol violation
+  uint64_t dead_clients = 0;     // connections closed: the client stopped answering
   // A connection with kMaxRequestsInFlight requests or kMaxBytesInFlight bytes of
   // buffers in flight stops reading its socket until replies drain (TCP then pushes
   // back on the client): how often that happened, and the most bytes one connection held.
@@ -40,7 +48,8 @@ class NbdConnection;
 
 class NbdServer {
  public:
-  NbdServer(reactor::ReactorGroup& reactors, bdev::BdevRegistry& registry);
+  NbdServer(reactor::ReactorGroup& reactors, bdev::BdevRegistry& registry,
+            ServerOptions options = {});
   // Stops listening and closes every connection.
   ~NbdServer();
 
@@ -63,6 +72,8 @@ class NbdServer {
   bool find_export(const std::string& name, ExportInfo* out) const;
   bdev::BdevRegistry& registry() { return registry_; }
   void count_protocol_error();
+  void count_dead_client() { dead_clients_.fetch_add(1, std::memory_order_relaxed); }
+  const ServerOptions& options() const { return options_; }
   void count_receive_pause() { receive_pauses_.fetch_add(1, std::memory_order_relaxed); }
   void note_bytes_in_flight(uint64_t n);
   void connection_opened(const std::string& export_name, int delta);
@@ -70,13 +81,14 @@ class NbdServer {
  private:
   reactor::ReactorGroup& reactors_;
   bdev::BdevRegistry& registry_;
+  const ServerOptions options_;
   mutable std::mutex mu_;
   std::map<std::string, ExportInfo> exports_;
   // Each export holds a descriptor, so its bdev cannot be destroyed while exported.
   std::map<std::string, bdev::BdevDesc> export_descs_;
   std::vector<std::unique_ptr<reactor::Listener>> listeners_;
   NbdStats stats_;
-  std::atomic<uint64_t> receive_pauses_{0}, peak_bytes_in_flight_{0};
+  std::atomic<uint64_t> receive_pauses_{0}, peak_bytes_in_flight_{0}, dead_clients_{0};
   size_t next_reactor_ = 0;
   bool stopped_ = false;
   // Live connections per reactor, touched only on that reactor.

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -51,6 +52,23 @@ Result<SockAddr> tcp_resolve(const std::string& host, uint16_t port) {
   a.text = host.find(':') != std::string::npos ? "[" + host + "]:" + std::to_string(port)
                                                : host + ":" + std::to_string(port);
   return a;
+}
+
+Status tcp_keepalive(int fd, uint32_t idle_s) {
+  if (idle_s == 0) return Status::ok();
+  const int on = 1;
+  const int idle = static_cast<int>(std::min<uint32_t>(idle_s, 1u << 20));
+  const int interval = std::max(1, idle / 3);
+  const int probes = 3;
+  const unsigned user_timeout_ms = 2u * static_cast<unsigned>(idle) * 1000u;
+  if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) != 0 ||
+      setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) != 0 ||
+      setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval)) != 0 ||
+      setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof(probes)) != 0 ||
+      setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof(user_timeout_ms)) != 0) {
+    return make_error(Errc::kIoError, "cannot set TCP keepalive: {}", strerror(errno));
+  }
+  return Status::ok();
 }
 
 TcpConnector::~TcpConnector() {
@@ -343,6 +361,7 @@ void Connection::on_recv(int32_t res) {
     return;
   }
   if (res <= 0) {
+    error_ = -res;
     close(res == 0 ? "peer closed the connection" : std::string("receive failed: ") + strerror(-res));
     return;
   }
@@ -458,6 +477,7 @@ void Connection::on_send(int32_t res) {
     return;
   }
   if (res < 0) {
+    error_ = -res;
     close(std::string("send failed: ") + strerror(-res));
     return;
   }

@@ -24,6 +24,14 @@ namespace castor::reactor {
 
 // Creates a listening socket on host:port (port 0 picks a free port). Control path.
 Result<int> tcp_listen(const std::string& host, uint16_t port, int backlog, uint16_t* bound_port);
+// Finds a peer that vanished without closing (host died, cable pulled): TCP keepalive
+// probes after `idle_s` seconds of silence, three of them idle_s/3 apart (at least 1 s
+// apart), and TCP_USER_TIMEOUT of 2 * idle_s, so that data the peer leaves
+// unacknowledged (it died mid-transfer, or stopped reading) ends the connection in the
+// same time. The socket's receive or send then fails with ETIMEDOUT. A live peer's kernel
+// answers the probes, so an idle client is never cut off. idle_s 0: nothing is changed.
+// Errors: IoError (setsockopt).
+Status tcp_keepalive(int fd, uint32_t idle_s);
 // Blocking connect with a timeout (control path only).
 Result<int> tcp_connect(const std::string& host, uint16_t port, int timeout_ms);
 
@@ -168,6 +176,9 @@ class Connection {
   // Closes: in-flight operations are cancelled, then on_closed(reason) runs once.
   void close(const std::string& reason);
   bool closing() const { return closing_; }
+  // The errno of the failed receive or send that closed the connection (ETIMEDOUT: the
+  // peer stopped answering, see tcp_keepalive); 0 if it closed otherwise.
+  int error() const { return error_; }
   int fd() const { return fd_; }
   uint64_t bytes_received() const { return rx_bytes_; }
   uint64_t bytes_sent() const { return tx_bytes_; }
@@ -226,6 +237,7 @@ class Connection {
   int cancels_ = 0;
   bool closing_ = false;
   bool closed_ = false;
+  int error_ = 0;
   std::string reason_;
   // FIFO of queued sends. A ring over a vector rather than a std::deque: a deque frees
   // and allocates a node every few entries as it moves, which is an allocation every

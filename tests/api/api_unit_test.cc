@@ -123,6 +123,7 @@ TEST(EngineConfigTest, Defaults) {
   EXPECT_FALSE(p->config.poll);
   EXPECT_EQ(p->config.spin_us, 20u);
   EXPECT_EQ(p->config.iscsi_nop_in_ms, 15000u);
+  EXPECT_EQ(p->config.nbd_keepalive_s, 30u);
   EXPECT_EQ(p->config.grpc_listen, "127.0.0.1:10124");
   EXPECT_EQ(p->config.metrics_listen, "127.0.0.1:9124");
   EXPECT_EQ(p->config.log_level, spdlog::level::info);
@@ -179,6 +180,7 @@ TEST(EngineConfigTest, YamlWithFlagOverrides) {
                       "poll: true\n"
                       "spin-us: 5\n"
                       "iscsi-nop-in-ms: 2500\n"
+                      "nbd-keepalive-s: 7\n"
                       "grpc-listen: 127.0.0.1:5000\n"
                       "metrics-listen: none\n"
                       "log-level: warn\n"
@@ -189,6 +191,7 @@ TEST(EngineConfigTest, YamlWithFlagOverrides) {
   EXPECT_TRUE(p->config.poll);
   EXPECT_EQ(p->config.spin_us, 5u);
   EXPECT_EQ(p->config.iscsi_nop_in_ms, 2500u);
+  EXPECT_EQ(p->config.nbd_keepalive_s, 7u);
   EXPECT_EQ(p->config.grpc_listen, "127.0.0.1:6000");
   EXPECT_EQ(p->config.metrics_listen, "none");
   EXPECT_EQ(p->config.log_level, spdlog::level::warn);
@@ -199,25 +202,24 @@ TEST(EngineConfigTest, YamlWithFlagOverrides) {
   ASSERT_TRUE(p.is_ok()) << p.status().message();
   EXPECT_FALSE(p->config.poll);
 
-  // --spin-us overrides the file's; a value that is not a bounded number is refused.
-  p = parse({"--config", f.string(), "--spin-us", "0"});
-  ASSERT_TRUE(p.is_ok()) << p.status().message();
-  EXPECT_EQ(p->config.spin_us, 0u);
-  for (const char* bad : {"-1", "2x", "", "1000001"}) {
-    p = parse({"--config", f.string(), "--spin-us", bad});
-    ASSERT_FALSE(p.is_ok()) << bad;
-    EXPECT_NE(p.status().message().find("spin-us"), std::string::npos) << p.status().message();
+  // Each duration flag overrides the file's (0 turns spinning, pings, keepalives off); a
+  // value that is not a bounded whole number is refused, naming the setting.
+  const std::vector<std::pair<const char*, std::vector<const char*>>> durations = {
+      {"spin-us", {"-1", "2x", "", "1000001"}},
+      {"iscsi-nop-in-ms", {"-5", "1s", "", "3600001"}},
+      {"nbd-keepalive-s", {"-1", "30s", "", "3601"}}};
+  for (const auto& [key, bads] : durations) {
+    p = parse({"--config", f.string(), std::string("--") + key, "0"});
+    ASSERT_TRUE(p.is_ok()) << key << ": " << p.status().message();
+    for (const char* bad : bads) {
+      p = parse({"--config", f.string(), std::string("--") + key, bad});
+      ASSERT_FALSE(p.is_ok()) << key << " " << bad;
+      EXPECT_NE(p.status().message().find(key), std::string::npos) << p.status().message();
+    }
   }
-
-  // --iscsi-nop-in-ms likewise (0 turns the pings off).
-  p = parse({"--config", f.string(), "--iscsi-nop-in-ms", "0"});
-  ASSERT_TRUE(p.is_ok()) << p.status().message();
-  EXPECT_EQ(p->config.iscsi_nop_in_ms, 0u);
-  for (const char* bad : {"-5", "1s", "", "3600001"}) {
-    p = parse({"--config", f.string(), "--iscsi-nop-in-ms", bad});
-    ASSERT_FALSE(p.is_ok()) << bad;
-    EXPECT_NE(p.status().message().find("iscsi-nop-in-ms"), std::string::npos) << p.status().message();
-  }
+  EXPECT_EQ(parse({"--spin-us", "0"})->config.spin_us, 0u);
+  EXPECT_EQ(parse({"--iscsi-nop-in-ms", "0"})->config.iscsi_nop_in_ms, 0u);
+  EXPECT_EQ(parse({"--nbd-keepalive-s", "0"})->config.nbd_keepalive_s, 0u);
 
   // --reactors on the command line replaces the file's cores.
   p = parse({"--config", f.string(), "--reactors", "2"});

@@ -19,34 +19,6 @@ using namespace castor::api::testing;
 
 constexpr uint64_t kMiB = 1024 * 1024;
 
-// A plain HTTP/1.0 GET on 127.0.0.1:port; returns the whole response (headers + body).
-std::string http_get(int port, const std::string& path) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return "";
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
-    close(fd);
-    return "";
-  }
-  std::string req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-  if (write(fd, req.data(), req.size()) != static_cast<ssize_t>(req.size())) {
-    close(fd);
-    return "";
-  }
-  std::string resp;
-  char buf[4096];
-  for (;;) {
-    ssize_t n = read(fd, buf, sizeof(buf));
-    if (n <= 0) break;
-    resp.append(buf, static_cast<size_t>(n));
-  }
-  close(fd);
-  return resp;
-}
-
 // CPU time (user + system) of `pid` in clock ticks, from /proc/<pid>/stat.
 long cpu_ticks(pid_t pid) {
   std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");

@@ -3,11 +3,14 @@
 // process with its own temporary directory (started on loopback with free ports, found
 // through its ready file), castorctl runs and their output.
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -32,6 +35,49 @@ namespace fs = std::filesystem;
 namespace v1 = castor::v1;
 using json = nlohmann::json;
 using namespace std::chrono_literals;
+
+// A plain HTTP/1.0 GET on 127.0.0.1:port; returns the whole response (headers + body),
+// or "" if the connection fails.
+inline std::string http_get(int port, const std::string& path) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return "";
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    ::close(fd);
+    return "";
+  }
+  std::string req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+  if (::write(fd, req.data(), req.size()) != static_cast<ssize_t>(req.size())) {
+    ::close(fd);
+    return "";
+  }
+  std::string resp;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n <= 0) break;
+    resp.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return resp;
+}
+
+// The value of one series in a Prometheus text exposition: `series` is the metric name
+// with its labels exactly as exposed (`castor_x{a="b"}`, or a bare name). Nullopt if the
+// series is absent.
+inline std::optional<double> metric_value(const std::string& exposition, const std::string& series) {
+  std::istringstream in(exposition);
+  for (std::string line; std::getline(in, line);) {
+    if (line.size() > series.size() && line.compare(0, series.size(), series) == 0 &&
+        line[series.size()] == ' ') {
+      return std::stod(line.substr(series.size() + 1));
+    }
+  }
+  return std::nullopt;
+}
 
 // The full path of `prog` on $PATH, or empty.
 inline std::string find_program(const std::string& prog) {
@@ -136,6 +182,10 @@ class Engine {
   pid_t pid() const { return pid_; }
   int grpc_port() const { return grpc_port_; }
   int metrics_port() const { return metrics_port_; }
+  // One series' value from the engine's /metrics now (see metric_value()).
+  std::optional<double> metric(const std::string& series) const {
+    return metric_value(http_get(metrics_port_, "/metrics"), series);
+  }
   // The ready file of the latest start, as written by the engine.
   const json& ready() const { return ready_; }
   std::string endpoint() const { return "127.0.0.1:" + std::to_string(grpc_port_); }

@@ -190,14 +190,22 @@ TEST_F(IscsiApiTest, ExportsManagedAndServed) {
   EXPECT_EQ(table_row(r.out, sec_iqn).at(3), "mutual") << r.out;
   EXPECT_EQ(r.out.find(kSecret), std::string::npos);
   if (!inq_.empty()) {
+    const double ok0 = e.metric("castor_iscsi_logins_total{result=\"ok\"}").value_or(-1);
+    const double failed0 = e.metric("castor_iscsi_logins_total{result=\"failed\"}").value_or(-1);
+    ASSERT_GE(ok0, 0) << "no castor_iscsi_logins_total in /metrics";
     auto q = inquiry(e, inq_, libiscsi_url(port, sec_iqn, "alice", kSecret));
     EXPECT_EQ(q.exit_code, 0) << q.out << q.err << e.log();
+    EXPECT_EQ(e.metric("castor_iscsi_logins_total{result=\"ok\"}"), ok0 + 1);
     q = inquiry(e, inq_, libiscsi_url(port, sec_iqn, "alice", "wrong-secret-value"));
     EXPECT_NE(q.exit_code, 0) << q.out;
     q = inquiry(e, inq_, libiscsi_url(port, sec_iqn, "mallory", kSecret));
     EXPECT_NE(q.exit_code, 0) << q.out;
     q = inquiry(e, inq_, libiscsi_url(port, sec_iqn));
     EXPECT_NE(q.exit_code, 0) << q.out;
+    // Each refused login is counted (libiscsi may retry one, so at least three).
+    EXPECT_GE(e.metric("castor_iscsi_logins_total{result=\"failed\"}").value_or(0), failed0 + 3);
+    EXPECT_EQ(e.metric("castor_iscsi_logins_total{result=\"ok\"}"), ok0 + 1);
+    EXPECT_EQ(e.metric("castor_iscsi_sessions{target=\"" + sec_iqn + "\"}"), 0.0);
   }
   ASSERT_TRUE(iscsi_unexport(e, sec_iqn).ok());
 

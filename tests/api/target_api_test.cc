@@ -212,6 +212,10 @@ TEST(NbdTargetTest, ExportsServedToNbdinfoAndManaged) {
     EXPECT_EQ(info.at("export-size").get<uint64_t>(), 67108864u);
     EXPECT_TRUE(info.at("can_flush").get<bool>());
     EXPECT_FALSE(info.at("is_read_only").get<bool>());
+    // Prometheus: nbdinfo's connection was accepted, and is gone.
+    EXPECT_GE(e.metric("castor_nbd_connections_accepted_total").value_or(0), 1.0);
+    EXPECT_EQ(e.metric("castor_nbd_connections{export=\"disk\"}"), 0.0);
+    EXPECT_EQ(e.metric("castor_nbd_protocol_errors_total"), 0.0);
   }
 
   // A read-only export made with castorctl.
@@ -447,6 +451,9 @@ TEST(NvmfTargetTest, SharesBdevsAndReplicas) {
     EXPECT_EQ(row[1], r0_nqn);
     for (const auto& sub : list_subsystems(e)) {
       EXPECT_EQ(sub.controllers(), sub.nqn() == r0_nqn ? 1u : 0u) << sub.nqn();
+      EXPECT_EQ(e.metric("castor_nvmf_controllers{subsystem=\"" + sub.nqn() + "\"}"),
+                sub.nqn() == r0_nqn ? 1.0 : 0.0)
+          << sub.nqn();
     }
     expect_ctl_error(e.ctl({"replica", "unshare", "r0"}), "connected");
     h.close();
@@ -456,6 +463,7 @@ TEST(NvmfTargetTest, SharesBdevsAndReplicas) {
       std::this_thread::sleep_for(20ms);
     }
     EXPECT_TRUE(list_controllers(e).empty());
+    EXPECT_EQ(e.metric("castor_nvmf_controllers{subsystem=\"" + r0_nqn + "\"}"), 0.0);
   }
 
   // A second listener: new shares list both URIs.

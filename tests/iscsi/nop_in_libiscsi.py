@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 engine = sys.argv[1]
 iqn = "iqn.2026-11.io.castor:nop"
@@ -84,7 +85,7 @@ def service_for(ctx, seconds):
 work = tempfile.mkdtemp(prefix="castor-nopin.")
 log_path = os.path.join(work, "engine.log")
 proc = subprocess.Popen(
-    [engine, "--cores", "0", "--grpc-listen", "127.0.0.1:0", "--metrics-listen", "none",
+    [engine, "--cores", "0", "--grpc-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
      "--state-dir", os.path.join(work, "state"), "--bdev", "malloc:///lun0?size_mb=16",
      "--iscsi-listen", "127.0.0.1:0", "--iscsi-export", iqn + "=lun0", "--iscsi-nop-in-ms", "200",
      "--log-level", "debug", "--ready-file", os.path.join(work, "ready")],
@@ -95,10 +96,20 @@ try:
         if os.path.exists(ready) and os.path.getsize(ready) > 0:
             break
         time.sleep(0.1)
-    port = json.load(open(ready))["iscsi_port"]
+    info = json.load(open(ready))
+    port = info["iscsi_port"]
 
     def log():
         return open(log_path).read()
+
+    def metric(series):
+        """One series' value from the engine's /metrics, or None."""
+        body = urllib.request.urlopen(f"http://127.0.0.1:{info['metrics_port']}/metrics",
+                                      timeout=10).read().decode()
+        for line in body.splitlines():
+            if line.startswith(series + " "):
+                return float(line.split()[-1])
+        return None
 
     ctx = lib.iscsi_create_context(b"iqn.2026-11.test:nop-in")
     lib.iscsi_set_targetname(ctx, iqn.encode())
@@ -115,6 +126,10 @@ try:
           "libiscsi answered every ping: no timeout")
     check(tur(ctx) == 0, "the same session still serves TEST UNIT READY")
     check(log().count("iscsi session to") == 1, "no new login was needed")
+    check(metric(f'castor_iscsi_sessions{{target="{iqn}"}}') == 1 and
+          metric("castor_iscsi_connections") == 1, "the metrics show the one session")
+    check((metric("castor_iscsi_nop_in_pings_total") or 0) >= pings and
+          metric("castor_iscsi_nop_in_timeouts_total") == 0, "and count the pings, no timeout")
 
     # Dead: the application stops servicing the socket. (At most 200 ms to the next check,
     # 200 ms to the ping, 400 ms unanswered: well within 5 s.)
@@ -124,6 +139,8 @@ try:
     check("no answer to a NOP-In ping" in log(), "the engine closed the unanswering connection")
     check(tur_until_good(ctx), "libiscsi logs in again by itself and TEST UNIT READY is GOOD")
     check(log().count("iscsi session to") == 2, "that took a second login")
+    check(metric("castor_iscsi_nop_in_timeouts_total") == 1, "the metrics count the timeout")
+    check(metric('castor_iscsi_logins_total{result="ok"}') == 2, "and two logins")
     lib.iscsi_destroy_context(ctx)
     check(proc.poll() is None, "the engine is still running")
 finally:

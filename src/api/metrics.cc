@@ -197,6 +197,10 @@ void MetricsCollector::collect_targets(std::vector<MetricFamily>& out) const {
                        "Times an NBD connection stopped reading: too many requests or bytes in "
                        "flight.",
                        kCounter, n.receive_pauses));
+  out.push_back(single("castor_nbd_budget_pauses_total",
+                       "Of those, pauses because all connections together held the server's "
+                       "buffer budget (--target-buffer-mb).",
+                       kCounter, n.budget_pauses));
 
   auto sessions = family("castor_iscsi_sessions", "iSCSI sessions logged in to the target node.",
                          kGauge);
@@ -231,9 +235,13 @@ void MetricsCollector::collect_targets(std::vector<MetricFamily>& out) const {
                        "iSCSI connections closed because a NOP-In ping went unanswered.", kCounter,
                        i.nop_in_timeouts));
   out.push_back(single("castor_iscsi_buffer_limit_hits_total",
-                       "iSCSI commands answered TASK SET FULL: the connection's buffer budget was "
-                       "spent.",
+                       "iSCSI commands answered TASK SET FULL: a buffer limit (the connection's "
+                       "or the target's) was spent.",
                        kCounter, i.buffer_limit_hits));
+  out.push_back(single("castor_iscsi_budget_limit_hits_total",
+                       "Of those, commands refused because all connections together held the "
+                       "target's buffer budget (--target-buffer-mb).",
+                       kCounter, i.budget_limit_hits));
 }
 
 }  // namespace castor::api

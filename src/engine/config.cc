@@ -36,6 +36,7 @@ struct Layer {
   std::optional<std::vector<std::string>> iscsi_exports;
   std::optional<std::string> iscsi_nop_in_ms;
   std::optional<std::string> nbd_keepalive_s;
+  std::optional<std::string> target_buffer_mb;
   std::optional<std::string> ready_file;
   std::optional<std::string> state_dir;
 };
@@ -168,10 +169,12 @@ Result<Layer> load_yaml(const std::string& path) {
         auto s = yaml_scalar(v, key);
         if (!s) return s.status();
         l.spin_us = *s;
-      } else if (key == "iscsi-nop-in-ms" || key == "nbd-keepalive-s") {
+      } else if (key == "iscsi-nop-in-ms" || key == "nbd-keepalive-s" || key == "target-buffer-mb") {
         auto s = yaml_scalar(v, key);
         if (!s) return s.status();
-        (key == "nbd-keepalive-s" ? l.nbd_keepalive_s : l.iscsi_nop_in_ms) = *s;
+        (key == "nbd-keepalive-s"    ? l.nbd_keepalive_s
+         : key == "target-buffer-mb" ? l.target_buffer_mb
+                                     : l.iscsi_nop_in_ms) = *s;
       } else if (key == "grpc-listen" || key == "metrics-listen" || key == "log-level" ||
                  key == "log-format" || key == "ready-file" || key == "nbd-listen" ||
                  key == "iscsi-listen" || key == "state-dir") {
@@ -237,9 +240,10 @@ Result<unsigned> parse_reactor_count(const std::string& s) {
 constexpr uint64_t kMaxSpinUs = 1'000'000;
 constexpr uint64_t kMaxNopInMs = 3'600'000;
 constexpr uint64_t kMaxKeepaliveS = 3'600;
+constexpr uint64_t kMaxTargetBufferMb = 1u << 20;  // 1 TiB
 
-// A duration setting `key`: a whole number of `unit` in 0..max.
-Result<uint64_t> parse_duration(const char* key, const char* unit, const std::string& s, uint64_t max) {
+// A numeric setting `key` (a duration, a size): a whole number of `unit` in 0..max.
+Result<uint64_t> parse_number(const char* key, const char* unit, const std::string& s, uint64_t max) {
   uint64_t n = 0;
   auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
   if (ec != std::errc() || p != s.data() + s.size() || n > max) {
@@ -276,19 +280,24 @@ Result<EngineConfig> resolve(const Layer& flags, const Layer& file) {
   auto pick = [&](const auto& f, const auto& y) { return f ? f : y; };
   if (auto p = pick(flags.poll, file.poll)) cfg.poll = *p;
   if (auto s = pick(flags.spin_us, file.spin_us)) {
-    auto us = parse_duration("spin-us", "microseconds", *s, kMaxSpinUs);
+    auto us = parse_number("spin-us", "microseconds", *s, kMaxSpinUs);
     if (!us) return us.status();
     cfg.spin_us = *us;
   }
   if (auto s = pick(flags.iscsi_nop_in_ms, file.iscsi_nop_in_ms)) {
-    auto ms = parse_duration("iscsi-nop-in-ms", "milliseconds", *s, kMaxNopInMs);
+    auto ms = parse_number("iscsi-nop-in-ms", "milliseconds", *s, kMaxNopInMs);
     if (!ms) return ms.status();
     cfg.iscsi_nop_in_ms = static_cast<uint32_t>(*ms);
   }
   if (auto s = pick(flags.nbd_keepalive_s, file.nbd_keepalive_s)) {
-    auto secs = parse_duration("nbd-keepalive-s", "seconds", *s, kMaxKeepaliveS);
+    auto secs = parse_number("nbd-keepalive-s", "seconds", *s, kMaxKeepaliveS);
     if (!secs) return secs.status();
     cfg.nbd_keepalive_s = static_cast<uint32_t>(*secs);
+  }
+  if (auto s = pick(flags.target_buffer_mb, file.target_buffer_mb)) {
+    auto mb = parse_number("target-buffer-mb", "MiB", *s, kMaxTargetBufferMb);
+    if (!mb) return mb.status();
+    cfg.target_buffer_mb = *mb;
   }
   if (auto g = pick(flags.grpc_listen, file.grpc_listen)) cfg.grpc_listen = *g;
   if (auto m = pick(flags.metrics_listen, file.metrics_listen)) cfg.metrics_listen = *m;
@@ -463,7 +472,8 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
   app.set_version_flag("--version", kVersion);
 
   std::string config_file, cores, reactors, grpc_listen, metrics_listen, log_level, log_format,
-      ready_file, nbd_listen, iscsi_listen, state_dir, spin_us, iscsi_nop_in_ms, nbd_keepalive_s;
+      ready_file, nbd_listen, iscsi_listen, state_dir, spin_us, iscsi_nop_in_ms, nbd_keepalive_s,
+      target_buffer_mb;
   bool poll = false;
   std::vector<std::string> bdevs, pool_imports, nvmf_listen, nvmf_shares, nbd_exports,
       iscsi_exports;
@@ -514,6 +524,11 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
                                          "keepalives; cut it off if it answers none, or leaves "
                                          "data unacknowledged, for twice as long (default 30; "
                                          "0: never)");
+  auto* o_target_buffer = app.add_option("--target-buffer-mb", target_buffer_mb,
+                                         "data buffers the clients of the NBD target, and of "
+                                         "the iSCSI target, may make the engine hold at once, "
+                                         "all connections together (default 1024; 0: only each "
+                                         "connection's own limit)");
   auto* o_iscsi_listen = app.add_option("--iscsi-listen", iscsi_listen,
                                         "iSCSI portal HOST:PORT (port 0 picks a free port) or "
                                         "none (default none)");
@@ -536,7 +551,8 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
 
   // A repeated single-valued flag takes the last value, as in most tools.
   for (auto* o : {o_config, o_cores, o_reactors, o_grpc, o_metrics, o_level, o_format, o_ready,
-                  o_nbd_listen, o_nbd_keepalive, o_iscsi_listen, o_iscsi_nop, o_state}) {
+                  o_nbd_listen, o_nbd_keepalive, o_target_buffer, o_iscsi_listen, o_iscsi_nop,
+                  o_state}) {
     o->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   }
 
@@ -576,6 +592,7 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
   if (o_iscsi_export->count()) flags.iscsi_exports = iscsi_exports;
   if (o_iscsi_nop->count()) flags.iscsi_nop_in_ms = iscsi_nop_in_ms;
   if (o_nbd_keepalive->count()) flags.nbd_keepalive_s = nbd_keepalive_s;
+  if (o_target_buffer->count()) flags.target_buffer_mb = target_buffer_mb;
 
   Layer file;
   if (o_config->count()) {

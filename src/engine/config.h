@@ -66,6 +66,9 @@ struct EngineConfig {
   // An NBD client silent this long gets TCP keepalive probes; answering none, or leaving
   // data unacknowledged, for twice as long, it is cut off. 0: never.
   uint32_t nbd_keepalive_s = 30;
+  // The data buffers the NBD target's clients, and the iSCSI target's, may make the engine
+  // hold at once, all connections together. 0: only each connection's own limit.
+  uint64_t target_buffer_mb = 1024;
   std::string ready_file;                  // empty: none
   // Node-local persistent state; the nexus health store is <state_dir>/nexus. Created
   // at start-up if missing.

@@ -73,6 +73,7 @@ class IscsiConnection final : public reactor::Connection::Handler {
   IscsiConnection(IscsiTarget& t, reactor::Reactor& r, int fd, std::vector<uint8_t> initial = {})
       : t_(t),
         r_(r),
+        budget_(t.budget(r.id())),
         id_(g_next_conn_id.fetch_add(1)),
         login_(t.login_config()),
         conn_(std::make_unique<reactor::Connection>(
@@ -203,6 +204,7 @@ class IscsiConnection final : public reactor::Connection::Handler {
     free_ = &tk;
     --active_;
     buffered_bytes_ -= tk.charged;
+    budget_.release(tk.charged);
     tk.charged = 0;
     if (tk.holds_credit) ++sess_->window_credit;
     tk.holds_credit = false;
@@ -667,8 +669,15 @@ class IscsiConnection final : public reactor::Connection::Handler {
       quick_status(h, scsi::Status::kTaskSetFull);
       return;
     }
+    if (need && !budget_.try_charge(need)) {
+      t_.count(&TargetStats::buffer_limit_hits);
+      t_.count(&TargetStats::budget_limit_hits);
+      quick_status(h, scsi::Status::kTaskSetFull);
+      return;
+    }
     Task* tk = take();
     if (!tk) {
+      budget_.release(need);
       // The initiator exceeded the window only if immediate; answer TASK SET FULL.
       quick_status(h, scsi::Status::kTaskSetFull);
       return;
@@ -1324,6 +1333,7 @@ class IscsiConnection final : public reactor::Connection::Handler {
 
   IscsiTarget& t_;
   reactor::Reactor& r_;
+  reactor::ByteBudget& budget_;  // the target's, for this reactor
   const uint64_t id_;
   Login login_;
   std::unique_ptr<reactor::Connection> conn_;
@@ -1372,6 +1382,11 @@ IscsiTarget::IscsiTarget(reactor::ReactorGroup& reactors, bdev::BdevRegistry& re
       opts_(std::move(opts)),
       live_(reactors.size()),
       local_sessions_(reactors.size()) {
+  const uint64_t share =
+      opts_.buffer_budget_bytes ? std::max<uint64_t>(1, opts_.buffer_budget_bytes / reactors.size()) : 0;
+  for (size_t i = 0; i < reactors.size(); ++i) {
+    budgets_.push_back(std::make_unique<reactor::ByteBudget>(share));
+  }
   login_cfg_.limits = opts_.limits;
   login_cfg_.portal_group_tag = opts_.portal_group_tag;
   login_cfg_.cmd_window = opts_.queue_depth;

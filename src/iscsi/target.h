@@ -21,6 +21,7 @@
 
 #include "bdev/registry.h"
 #include "iscsi/login.h"
+#include "reactor/budget.h"
 #include "reactor/tcp.h"
 #include "scsi/device.h"
 
@@ -65,7 +66,8 @@ struct TargetStats {
   uint64_t lost_data_outs = 0;  // commands failed 0B/47/05: a Data-Out lost (digest, DataSN)
   uint64_t nop_in_pings = 0;    // NOP-In pings sent to idle initiators
   uint64_t nop_in_timeouts = 0;  // connections closed: no answer to a ping
-  uint64_t buffer_limit_hits = 0;  // commands answered TASK SET FULL: max_buffered_bytes
+  uint64_t buffer_limit_hits = 0;  // commands answered TASK SET FULL: a buffer limit spent
+  uint64_t budget_limit_hits = 0;  // of those, the target-wide buffer_budget_bytes
 };
 
 struct TargetOptions {
@@ -80,6 +82,10 @@ struct TargetOptions {
   // initiators retry; one command alone always fits. Bounds what an initiator that never
   // reads its Data-In (or never sends its Data-Out) can make the engine allocate.
   uint64_t max_buffered_bytes = 256ull << 20;
+  // The same, for all connections together (split evenly over the reactors), so that many
+  // sessions cannot add up to more. One command alone always fits. 0: no limit beyond
+  // the connections' own.
+  uint64_t buffer_budget_bytes = 1ull << 30;
   // A task's data buffer larger than this is freed when the task ends, so a burst of
   // huge commands does not pin memory in every task slot.
   uint32_t keep_buffer_bytes = 1u << 20;
@@ -141,6 +147,8 @@ class IscsiTarget {
   // does not wait.
   void close_sessions(const std::string& node, uint64_t except_conn);
   void count(uint64_t TargetStats::*field);
+  // Reactor i's share of buffer_budget_bytes. REQUIRES: on reactor i.
+  reactor::ByteBudget& budget(size_t i) { return *budgets_[i]; }
 
  private:
   void spawn(int fd, size_t reactor_index);
@@ -170,6 +178,7 @@ class IscsiTarget {
   std::vector<std::vector<IscsiConnection*>> live_;
   // Sessions by TSIH per reactor, touched only on that reactor.
   std::vector<std::map<uint16_t, IscsiSession*>> local_sessions_;
+  std::vector<std::unique_ptr<reactor::ByteBudget>> budgets_;  // one per reactor
   friend class IscsiConnection;
 };
 

@@ -17,10 +17,13 @@ using bdev::IoStatus;
 using bdev::IoType;
 
 // One client connection, owned by one reactor.
-class NbdConnection final : public reactor::Connection::Handler {
+class NbdConnection final : public reactor::Connection::Handler, reactor::ByteBudget::Waiter {
  public:
   NbdConnection(NbdServer& srv, reactor::Reactor& r, int fd)
-      : srv_(srv), r_(r), conn_(std::make_unique<reactor::Connection>(r, fd, this, 64 * 1024)) {}
+      : srv_(srv),
+        r_(r),
+        budget_(srv.budget(r.id())),
+        conn_(std::make_unique<reactor::Connection>(r, fd, this, 64 * 1024)) {}
 
   void start() {
     srv_.live_[r_.id()].push_back(this);
@@ -45,6 +48,10 @@ class NbdConnection final : public reactor::Connection::Handler {
 
   void on_closed(const std::string& reason) override {
     closed_ = true;
+    if (waiting_budget_) {
+      budget_.cancel_wait(this);
+      waiting_budget_ = false;
+    }
     if (!export_.name.empty() || in_transmission_) srv_.connection_opened(export_.name, -1);
     auto& v = srv_.live_[r_.id()];
     std::erase(v, this);
@@ -288,11 +295,7 @@ class NbdConnection final : public reactor::Connection::Handler {
     const bool buffered = (type == cmd::kRead || type == cmd::kWrite) && length <= kMaxPayload;
     if (outstanding_ >= kMaxRequestsInFlight ||
         (buffered && bytes_in_flight_ && bytes_in_flight_ + length > kMaxBytesInFlight)) {
-      if (!recv_paused_) {
-        recv_paused_ = true;
-        conn_->pause_recv();
-        srv_.count_receive_pause();
-      }
+      pause();
       return 0;
     }
     const uint64_t size = bdev_->size_bytes();
@@ -320,6 +323,7 @@ class NbdConnection final : public reactor::Connection::Handler {
       }
       if (b.size() < kRequestSize + length) return 0;  // wait for the whole payload
       Request* rq = get(length);
+      if (!rq) return 0;  // the server's budget is spent: offered again once it frees
       fill(rq, cookie, type, flags, offset, length);
       std::memcpy(rq->buf.data(), p + kRequestSize, length);
       submit(rq, IoType::kWrite);
@@ -346,6 +350,7 @@ class NbdConnection final : public reactor::Connection::Handler {
           return kRequestSize;
         }
         Request* rq = get(length);
+        if (!rq) return 0;
         fill(rq, cookie, type, flags, offset, length);
         submit(rq, IoType::kRead);
         return kRequestSize;
@@ -390,7 +395,42 @@ class NbdConnection final : public reactor::Connection::Handler {
     }
   }
 
+  // Stops reading the socket (a limit is reached) until maybe_resume().
+  void pause() {
+    if (recv_paused_) return;
+    recv_paused_ = true;
+    conn_->pause_recv();
+    srv_.count_receive_pause();
+  }
+  // Reads again once the server's budget is not awaited and this connection is at most
+  // half its own limits: not at the first reply, for fewer pause and resume round trips.
+  // (Offers the buffered requests at once.)
+  void maybe_resume() {
+    if (recv_paused_ && !waiting_budget_ && !closed_ && !conn_->closing() &&
+        outstanding_ < kMaxRequestsInFlight && bytes_in_flight_ <= kMaxBytesInFlight / 2) {
+      recv_paused_ = false;
+      conn_->resume_recv();
+    }
+  }
+  void budget_available() override {
+    waiting_budget_ = false;
+    maybe_resume();
+  }
+
+  // A request slot with a buffer of `len` bytes, charged to this connection and to the
+  // server's budget. nullptr if the budget is spent: the connection then stops reading
+  // until budget_available().
   Request* get(uint32_t len) {
+    if (len && !budget_.try_charge(len)) {
+      pause();
+      if (!waiting_budget_) {
+        waiting_budget_ = true;
+        budget_.wait(this);
+        srv_.count_budget_pause();
+      }
+      return nullptr;
+    }
+    if (len && budget_.used() == budget_.peak()) srv_.note_budget_bytes(budget_.used());
     Request* rq = free_;
     if (rq) {
       free_ = rq->next_free;
@@ -413,15 +453,13 @@ class NbdConnection final : public reactor::Connection::Handler {
     rq->next_free = free_;
     free_ = rq;
     --outstanding_;
-    bytes_in_flight_ -= rq->charged;
+    const uint32_t charged = rq->charged;
+    rq->charged = 0;
+    bytes_in_flight_ -= charged;
     if (disconnecting_ && outstanding_ == 0) conn_->close("client disconnected");
-    if (recv_paused_ && !closed_ && !conn_->closing() && outstanding_ < kMaxRequestsInFlight &&
-        bytes_in_flight_ <= kMaxBytesInFlight / 2) {
-      // Resume once half the budget is free, not at the first reply: fewer pause and
-      // resume round trips. (Offers the buffered requests at once.)
-      recv_paused_ = false;
-      conn_->resume_recv();
-    }
+    maybe_resume();
+    // Last: may wake connections waiting for the budget (this one too), which read at once.
+    budget_.release(charged);
     maybe_destroy();
   }
   static void fill(Request* rq, uint64_t cookie, uint16_t type, uint16_t flags, uint64_t off, uint32_t len) {
@@ -581,6 +619,7 @@ class NbdConnection final : public reactor::Connection::Handler {
 
   NbdServer& srv_;
   reactor::Reactor& r_;
+  reactor::ByteBudget& budget_;  // the server's, for this reactor
   std::unique_ptr<reactor::Connection> conn_;
   State state_ = State::kClientFlags;
   bool no_zeroes_ = false;
@@ -601,14 +640,22 @@ class NbdConnection final : public reactor::Connection::Handler {
   uint32_t outstanding_ = 0;
   uint64_t bytes_in_flight_ = 0;       // buffers held by requests in flight (get/put)
   uint64_t peak_bytes_in_flight_ = 0;  // this connection's most
-  bool recv_paused_ = false;           // too much in flight: not reading (request/put)
+  bool recv_paused_ = false;           // too much in flight: not reading (pause/maybe_resume)
+  bool waiting_budget_ = false;        // registered with budget_ (get/budget_available)
   int stashed_ = 0;
   Request* free_ = nullptr;
 };
 
 NbdServer::NbdServer(reactor::ReactorGroup& reactors, bdev::BdevRegistry& registry,
                      ServerOptions options)
-    : reactors_(reactors), registry_(registry), options_(options), live_(reactors.size()) {}
+    : reactors_(reactors), registry_(registry), options_(options), live_(reactors.size()) {
+  const uint64_t share = options.buffer_budget_bytes
+                             ? std::max<uint64_t>(1, options.buffer_budget_bytes / reactors.size())
+                             : 0;
+  for (size_t i = 0; i < reactors.size(); ++i) {
+    budgets_.push_back(std::make_unique<reactor::ByteBudget>(share));
+  }
+}
 
 NbdServer::~NbdServer() { stop(); }
 
@@ -691,14 +738,22 @@ NbdStats NbdServer::stats() const {
   s.receive_pauses = receive_pauses_.load(std::memory_order_relaxed);
   s.peak_bytes_in_flight = peak_bytes_in_flight_.load(std::memory_order_relaxed);
   s.dead_clients = dead_clients_.load(std::memory_order_relaxed);
+  s.budget_pauses = budget_pauses_.load(std::memory_order_relaxed);
+  s.peak_budget_bytes = peak_budget_bytes_.load(std::memory_order_relaxed);
   return s;
 }
 
-void NbdServer::note_bytes_in_flight(uint64_t n) {
-  uint64_t seen = peak_bytes_in_flight_.load(std::memory_order_relaxed);
-  while (n > seen && !peak_bytes_in_flight_.compare_exchange_weak(seen, n, std::memory_order_relaxed)) {
+namespace {
+void raise_to(std::atomic<uint64_t>& peak, uint64_t n) {
+  uint64_t seen = peak.load(std::memory_order_relaxed);
+  while (n > seen && !peak.compare_exchange_weak(seen, n, std::memory_order_relaxed)) {
   }
 }
+}  // namespace
+
+void NbdServer::note_bytes_in_flight(uint64_t n) { raise_to(peak_bytes_in_flight_, n); }
+
+void NbdServer::note_budget_bytes(uint64_t n) { raise_to(peak_budget_bytes_, n); }
 
 void NbdServer::count_protocol_error() {
   std::lock_guard lk(mu_);

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "bdev/registry.h"
+#include "reactor/budget.h"
 #include "reactor/tcp.h"
 
 namespace castor::nbd {
@@ -31,6 +32,11 @@ struct ServerOptions {
   // leaves the engine's data unacknowledged for twice as long, is cut off and its
   // requests' buffers freed (reactor::tcp_keepalive). NBD itself has no ping. 0: off.
   uint32_t keepalive_s = 30;
+  // The READ and WRITE buffers all connections together may hold (besides each
+  // connection's own kMaxBytesInFlight), split evenly over the reactors. A connection
+  // whose request does not fit stops reading until half its reactor's share is free. One
+  // request alone always fits. 0: no limit beyond the connections' own.
+  uint64_t buffer_budget_bytes = 1ull << 30;
 };
 
 struct NbdStats {
@@ -42,6 +48,10 @@ struct NbdStats {
   // back on the client): how often that happened, and the most bytes one connection held.
   uint64_t receive_pauses = 0;
   uint64_t peak_bytes_in_flight = 0;
+  // Of the pauses, those because the server-wide budget (buffer_budget_bytes) was spent,
+  // and the most bytes one reactor's connections held together.
+  uint64_t budget_pauses = 0;
+  uint64_t peak_budget_bytes = 0;
 };
 
 class NbdConnection;
@@ -76,6 +86,10 @@ class NbdServer {
   const ServerOptions& options() const { return options_; }
   void count_receive_pause() { receive_pauses_.fetch_add(1, std::memory_order_relaxed); }
   void note_bytes_in_flight(uint64_t n);
+  // This reactor's share of buffer_budget_bytes. REQUIRES: on reactor `i`.
+  reactor::ByteBudget& budget(size_t i) { return *budgets_[i]; }
+  void count_budget_pause() { budget_pauses_.fetch_add(1, std::memory_order_relaxed); }
+  void note_budget_bytes(uint64_t n);
   void connection_opened(const std::string& export_name, int delta);
 
  private:
@@ -89,6 +103,8 @@ class NbdServer {
   std::vector<std::unique_ptr<reactor::Listener>> listeners_;
   NbdStats stats_;
   std::atomic<uint64_t> receive_pauses_{0}, peak_bytes_in_flight_{0}, dead_clients_{0};
+  std::atomic<uint64_t> budget_pauses_{0}, peak_budget_bytes_{0};
+  std::vector<std::unique_ptr<reactor::ByteBudget>> budgets_;  // one per reactor
   size_t next_reactor_ = 0;
   bool stopped_ = false;
   // Live connections per reactor, touched only on that reactor.

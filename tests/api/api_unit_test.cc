@@ -124,6 +124,7 @@ TEST(EngineConfigTest, Defaults) {
   EXPECT_EQ(p->config.spin_us, 20u);
   EXPECT_EQ(p->config.iscsi_nop_in_ms, 15000u);
   EXPECT_EQ(p->config.nbd_keepalive_s, 30u);
+  EXPECT_EQ(p->config.target_buffer_mb, 1024u);
   EXPECT_EQ(p->config.grpc_listen, "127.0.0.1:10124");
   EXPECT_EQ(p->config.metrics_listen, "127.0.0.1:9124");
   EXPECT_EQ(p->config.log_level, spdlog::level::info);
@@ -181,6 +182,7 @@ TEST(EngineConfigTest, YamlWithFlagOverrides) {
                       "spin-us: 5\n"
                       "iscsi-nop-in-ms: 2500\n"
                       "nbd-keepalive-s: 7\n"
+                      "target-buffer-mb: 512\n"
                       "grpc-listen: 127.0.0.1:5000\n"
                       "metrics-listen: none\n"
                       "log-level: warn\n"
@@ -192,6 +194,7 @@ TEST(EngineConfigTest, YamlWithFlagOverrides) {
   EXPECT_EQ(p->config.spin_us, 5u);
   EXPECT_EQ(p->config.iscsi_nop_in_ms, 2500u);
   EXPECT_EQ(p->config.nbd_keepalive_s, 7u);
+  EXPECT_EQ(p->config.target_buffer_mb, 512u);
   EXPECT_EQ(p->config.grpc_listen, "127.0.0.1:6000");
   EXPECT_EQ(p->config.metrics_listen, "none");
   EXPECT_EQ(p->config.log_level, spdlog::level::warn);
@@ -202,12 +205,14 @@ TEST(EngineConfigTest, YamlWithFlagOverrides) {
   ASSERT_TRUE(p.is_ok()) << p.status().message();
   EXPECT_FALSE(p->config.poll);
 
-  // Each duration flag overrides the file's (0 turns spinning, pings, keepalives off); a
-  // value that is not a bounded whole number is refused, naming the setting.
+  // Each numeric flag overrides the file's (0 turns spinning, pings, keepalives, the
+  // target-wide buffer limit off); a value that is not a bounded whole number is refused,
+  // naming the setting.
   const std::vector<std::pair<const char*, std::vector<const char*>>> durations = {
       {"spin-us", {"-1", "2x", "", "1000001"}},
       {"iscsi-nop-in-ms", {"-5", "1s", "", "3600001"}},
-      {"nbd-keepalive-s", {"-1", "30s", "", "3601"}}};
+      {"nbd-keepalive-s", {"-1", "30s", "", "3601"}},
+      {"target-buffer-mb", {"-1", "1G", "", "1048577"}}};
   for (const auto& [key, bads] : durations) {
     p = parse({"--config", f.string(), std::string("--") + key, "0"});
     ASSERT_TRUE(p.is_ok()) << key << ": " << p.status().message();
@@ -220,6 +225,7 @@ TEST(EngineConfigTest, YamlWithFlagOverrides) {
   EXPECT_EQ(parse({"--spin-us", "0"})->config.spin_us, 0u);
   EXPECT_EQ(parse({"--iscsi-nop-in-ms", "0"})->config.iscsi_nop_in_ms, 0u);
   EXPECT_EQ(parse({"--nbd-keepalive-s", "0"})->config.nbd_keepalive_s, 0u);
+  EXPECT_EQ(parse({"--target-buffer-mb", "0"})->config.target_buffer_mb, 0u);
 
   // --reactors on the command line replaces the file's cores.
   p = parse({"--config", f.string(), "--reactors", "2"});

@@ -347,6 +347,90 @@ TEST_F(BufferBudgetTest, CommandBeyondTheBudgetGetsTaskSetFullAndLaterOnesFit) {
   EXPECT_EQ(target->stats().buffer_limit_hits, 1u);
 }
 
+// The target-wide budget (buffer_budget_bytes, here 8 KiB per reactor) bounds what the
+// sessions of one reactor hold together, though each is far below its own limit: while
+// one session's two writes await their data, another session's write on the same reactor
+// gets TASK SET FULL; once a write completes it fits.
+class TargetBudgetTest : public IscsiTargetTest {
+ protected:
+  TargetOptions options() const override {
+    TargetOptions o;
+    o.buffer_budget_bytes = 8192 * env.group.size();
+    return o;
+  }
+};
+
+TEST_F(TargetBudgetTest, SessionsOfOneReactorShareTheBudget) {
+  // Sessions until two share a reactor (connections are spread over the reactors).
+  std::vector<std::unique_ptr<Initiator>> inis;
+  std::map<uint32_t, Initiator*> on_reactor;
+  Initiator* holder = nullptr;
+  Initiator* other = nullptr;
+  for (int i = 0; i <= static_cast<int>(env.group.size()) && !other; ++i) {
+    auto ini = std::make_unique<Initiator>(port);
+    ini->initiator_name = std::string(kInitiatorName) + "-" + std::to_string(i);
+    ASSERT_EQ(ini->login(text_pairs({{"InitialR2T", "Yes"}, {"ImmediateData", "No"}})), 0);
+    clear_ua(*ini);
+    for (const auto& si : target->list_sessions()) {
+      if (si.initiator != ini->initiator_name) continue;
+      auto [it, fresh] = on_reactor.emplace(si.reactor, ini.get());
+      if (!fresh) {
+        holder = it->second;
+        other = ini.get();
+      }
+    }
+    inis.push_back(std::move(ini));
+  }
+  ASSERT_NE(other, nullptr) << "no two sessions on one reactor";
+  auto write4k = [&](Initiator& ini, uint64_t lba) {
+    uint8_t c[16];
+    cdb16(c, 0x8a, lba, 8);
+    Bhs cmd = ini.command(c, 16, kFinal | cmdflag::kWrite, 4096);
+    ini.send(cmd, "");
+    return cmd;
+  };
+  auto send_data = [&](Initiator& ini, const Bhs& cmd, const Pdu& r2t, char fill) {
+    ini.send(data_out_bhs(cmd.itt(), r2t.h.u32(off::kTtt), 0, 0, true), std::string(4096, fill));
+  };
+  Bhs w1 = write4k(*holder, 0);
+  Pdu r1 = next(*holder);
+  ASSERT_EQ(r1.h.opcode(), op::kR2t);
+  Bhs w2 = write4k(*holder, 8);
+  Pdu r2 = next(*holder);
+  ASSERT_EQ(r2.h.opcode(), op::kR2t);
+  write4k(*other, 16);
+  Pdu full = next(*other);
+  ASSERT_EQ(full.h.opcode(), op::kScsiResp);
+  EXPECT_EQ(full.h.b[off::kStatus], static_cast<uint8_t>(scsi::Status::kTaskSetFull));
+  EXPECT_EQ(target->stats().budget_limit_hits, 1u);
+  EXPECT_EQ(target->stats().buffer_limit_hits, 1u);
+  send_data(*holder, w1, r1, 'a');
+  Pdu done = next(*holder);
+  ASSERT_EQ(done.h.opcode(), op::kScsiResp);
+  EXPECT_EQ(done.h.b[off::kStatus], 0);
+  Bhs w3 = write4k(*other, 16);
+  Pdu r3 = next(*other);
+  ASSERT_EQ(r3.h.opcode(), op::kR2t);
+  send_data(*holder, w2, r2, 'b');
+  send_data(*other, w3, r3, 'c');
+  for (Initiator* ini : {holder, other}) {
+    Pdu r = next(*ini);
+    ASSERT_EQ(r.h.opcode(), op::kScsiResp);
+    EXPECT_EQ(r.h.b[off::kStatus], 0);
+  }
+  uint8_t c[16];
+  cdb16(c, 0x88, 0, 24);
+  other->send(other->command(c, 16, kFinal | cmdflag::kRead, 12288), "");
+  std::string got;
+  while (got.size() < 12288) {
+    Pdu d = next(*other);
+    ASSERT_EQ(d.h.opcode(), op::kDataIn);
+    got += d.data;
+  }
+  EXPECT_EQ(got, std::string(4096, 'a') + std::string(4096, 'b') + std::string(4096, 'c'));
+  EXPECT_EQ(target->stats().budget_limit_hits, 1u);
+}
+
 TEST_F(IscsiTargetTest, ManyLargeReadsInFlight) {
   Initiator ini(port);
   ASSERT_EQ(ini.login(text_pairs({{"MaxRecvDataSegmentLength", "65536"}, {"MaxBurstLength", "262144"}})), 0);

@@ -43,7 +43,7 @@ class Nbd : public ::testing::Test {
     reg = std::make_unique<bdev::BdevRegistry>(*group);
     ASSERT_TRUE(reg->create("malloc:///disk?size_mb=128&blk_size=512"));
     ASSERT_TRUE(reg->create("malloc:///ro?size_mb=4&blk_size=512"));
-    srv = std::make_unique<NbdServer>(*group, *reg);
+    srv = std::make_unique<NbdServer>(*group, *reg, options);
     ASSERT_TRUE(srv->listen("127.0.0.1", 0, &port));
     ASSERT_TRUE(srv->add_export({"disk", "disk", false, "a RAM disk", 0}));
     ASSERT_TRUE(srv->add_export({"", "disk", false, "", 0}));
@@ -61,6 +61,7 @@ class Nbd : public ::testing::Test {
   std::unique_ptr<reactor::ReactorGroup> group;
   std::unique_ptr<bdev::BdevRegistry> reg;
   std::unique_ptr<NbdServer> srv;
+  ServerOptions options;  // a derived fixture may change them before SetUp()
   uint16_t port = 0;
   std::filesystem::path dir;
   std::string uri;
@@ -277,20 +278,46 @@ TEST_F(Nbd, ProtocolViolationsGetErrorsOrCloseOnlyThatConnection) {
 // connection stops reading past kMaxBytesInFlight) instead of making the engine buffer
 // every reply: here 12 reads of 32 MiB (384 MiB) while at most 64 MiB may be in flight.
 // Every reply still arrives, intact and in order.
-TEST_F(Nbd, ClientThatDoesNotReadIsHeldBackNotBuffered) {
-  Raw r(port);
+// Connects to export "disk" (EXPORT_NAME, simple replies).
+void open_disk(Raw& r) {
   ASSERT_EQ(r.get(18).size(), 18u);
   r.put(u32(kFlagFixedNewstyle | kFlagNoZeroes));
   r.put(option(opt::kExportName, "disk"));
   ASSERT_EQ(r.get(10).size(), 10u);
+}
+
+// Writes kMaxPayload bytes of a pattern at offset 0 and returns them.
+std::vector<uint8_t> write_pattern(Raw& r) {
   std::vector<uint8_t> pattern(kMaxPayload);
   for (size_t i = 0; i < pattern.size(); ++i) pattern[i] = static_cast<uint8_t>(i * 7 + (i >> 12));
   auto w = request(cmd::kWrite, 1, 0, kMaxPayload);
   w.insert(w.end(), pattern.begin(), pattern.end());
   r.put(w);
   auto rep = r.get(16);
-  ASSERT_EQ(rep.size(), 16u);
-  ASSERT_EQ(load_be32(rep.data() + 4), 0u);
+  EXPECT_EQ(rep.size(), 16u);
+  EXPECT_EQ(rep.size() == 16 ? load_be32(rep.data() + 4) : 1u, 0u);
+  return pattern;
+}
+
+// Reads the replies of `n` pipelined kMaxPayload reads with cookies first, first+1, ...
+// and checks each against `pattern`.
+void expect_read_replies(Raw& r, int n, uint64_t first, const std::vector<uint8_t>& pattern) {
+  for (int i = 0; i < n; ++i) {
+    auto hdr = r.get(16);
+    ASSERT_EQ(hdr.size(), 16u) << "reply " << i;
+    EXPECT_EQ(load_be32(hdr.data()), kSimpleReplyMagic);
+    EXPECT_EQ(load_be32(hdr.data() + 4), 0u);
+    EXPECT_EQ(load_be64(hdr.data() + 8), first + i);
+    auto data = r.get(kMaxPayload);
+    ASSERT_EQ(data.size(), kMaxPayload);
+    EXPECT_TRUE(data == pattern) << "reply " << i;
+  }
+}
+
+TEST_F(Nbd, ClientThatDoesNotReadIsHeldBackNotBuffered) {
+  Raw r(port);
+  open_disk(r);
+  const auto pattern = write_pattern(r);
 
   constexpr int kReads = 12;
   for (int i = 0; i < kReads; ++i) r.put(request(cmd::kRead, 100 + i, 0, kMaxPayload));
@@ -299,23 +326,51 @@ TEST_F(Nbd, ClientThatDoesNotReadIsHeldBackNotBuffered) {
   EXPECT_GE(srv->stats().receive_pauses, 1u);
   EXPECT_LE(srv->stats().peak_bytes_in_flight, kMaxBytesInFlight);
 
-  for (int i = 0; i < kReads; ++i) {
-    auto hdr = r.get(16);
-    ASSERT_EQ(hdr.size(), 16u) << "reply " << i;
-    EXPECT_EQ(load_be32(hdr.data()), kSimpleReplyMagic);
-    EXPECT_EQ(load_be32(hdr.data() + 4), 0u);
-    EXPECT_EQ(load_be64(hdr.data() + 8), 100u + i);
-    auto data = r.get(kMaxPayload);
-    ASSERT_EQ(data.size(), kMaxPayload);
-    EXPECT_TRUE(data == pattern) << "reply " << i;
-  }
+  expect_read_replies(r, kReads, 100, pattern);
   EXPECT_LE(srv->stats().peak_bytes_in_flight, kMaxBytesInFlight);
   // The connection goes on normally.
   r.put(request(cmd::kFlush, 7, 0, 0));
-  rep = r.get(16);
+  auto rep = r.get(16);
   ASSERT_EQ(rep.size(), 16u);
   EXPECT_EQ(load_be64(rep.data() + 8), 7u);
   EXPECT_EQ(load_be32(rep.data() + 4), 0u);
+}
+
+// The server-wide budget bounds what many connections hold together, beyond each one's own
+// limit: four clients (two per reactor) each pipeline six 32 MiB reads, 768 MiB in all,
+// with a budget of 64 MiB (32 MiB per reactor). Without it each reactor would hold up to
+// 2 x 64 MiB. Every reply still arrives, intact and in order, to clients that read
+// concurrently.
+class NbdSmallBudget : public Nbd {
+ protected:
+  NbdSmallBudget() { options.buffer_budget_bytes = 2 * uint64_t{kMaxPayload}; }
+};
+
+TEST_F(NbdSmallBudget, ConnectionsTogetherStayWithinTheServerBudget) {
+  std::vector<std::unique_ptr<Raw>> clients;
+  for (int i = 0; i < 4; ++i) {
+    clients.push_back(std::make_unique<Raw>(port));
+    open_disk(*clients.back());
+  }
+  const auto pattern = write_pattern(*clients[0]);
+  EXPECT_EQ(srv->stats().budget_pauses, 0u);
+  constexpr int kReads = 6;
+  for (auto& c : clients) {
+    for (int i = 0; i < kReads; ++i) c->put(request(cmd::kRead, 100 + i, 0, kMaxPayload));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_GE(srv->stats().budget_pauses, 1u);
+  std::vector<std::thread> readers;
+  for (auto& c : clients) {
+    readers.emplace_back([&c, &pattern] { expect_read_replies(*c, kReads, 100, pattern); });
+  }
+  for (auto& t : readers) t.join();
+  const NbdStats st = srv->stats();
+  EXPECT_LE(st.peak_budget_bytes, uint64_t{kMaxPayload});
+  EXPECT_GE(st.peak_budget_bytes, uint64_t{kMaxPayload});
+  // Everything was released: a new read fits at once.
+  clients[3]->put(request(cmd::kRead, 200, 0, kMaxPayload));
+  expect_read_replies(*clients[3], 1, 200, pattern);
 }
 
 }  // namespace

@@ -293,7 +293,9 @@ class NbdConnection final : public reactor::Connection::Handler, reactor::ByteBu
     // not make the engine buffer without bound: past the limits, stop reading (put()
     // resumes). Requests refused for their length take no buffer and are not counted.
     const bool buffered = (type == cmd::kRead || type == cmd::kWrite) && length <= kMaxPayload;
-    if (outstanding_ >= kMaxRequestsInFlight ||
+    // Replies the server makes up itself (errors, empty reads) count as requests in flight
+    // until sent: a client streaming invalid requests without reading is held back too.
+    if (outstanding_ + stashed_ >= kMaxRequestsInFlight ||
         (buffered && bytes_in_flight_ && bytes_in_flight_ + length > kMaxBytesInFlight)) {
       pause();
       return 0;
@@ -407,7 +409,7 @@ class NbdConnection final : public reactor::Connection::Handler, reactor::ByteBu
   // (Offers the buffered requests at once.)
   void maybe_resume() {
     if (recv_paused_ && !waiting_budget_ && !closed_ && !conn_->closing() &&
-        outstanding_ < kMaxRequestsInFlight && bytes_in_flight_ <= kMaxBytesInFlight / 2) {
+        outstanding_ + stashed_ < kMaxRequestsInFlight && bytes_in_flight_ <= kMaxBytesInFlight / 2) {
       recv_paused_ = false;
       conn_->resume_recv();
     }
@@ -601,6 +603,7 @@ class NbdConnection final : public reactor::Connection::Handler, reactor::ByteBu
     conn_->send({&v, 1}, [this, p] {
       delete[] p;
       --stashed_;
+      maybe_resume();
       maybe_destroy();
     });
   }
@@ -642,7 +645,7 @@ class NbdConnection final : public reactor::Connection::Handler, reactor::ByteBu
   uint64_t peak_bytes_in_flight_ = 0;  // this connection's most
   bool recv_paused_ = false;           // too much in flight: not reading (pause/maybe_resume)
   bool waiting_budget_ = false;        // registered with budget_ (get/budget_available)
-  int stashed_ = 0;
+  uint32_t stashed_ = 0;  // send_stash() replies not yet sent
   Request* free_ = nullptr;
 };
 

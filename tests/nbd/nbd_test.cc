@@ -336,6 +336,34 @@ TEST_F(Nbd, ClientThatDoesNotReadIsHeldBackNotBuffered) {
   EXPECT_EQ(load_be32(rep.data() + 4), 0u);
 }
 
+// Replies the server makes up itself count against the requests a connection may have in
+// flight: a client that streams 20000 invalid requests without reading the replies is held
+// back by TCP instead of making the server queue a reply for each. Every reply arrives, in
+// order, once the client reads.
+TEST_F(Nbd, ClientStreamingInvalidRequestsIsHeldBack) {
+  Raw r(port);
+  open_disk(r);
+  constexpr int kRequests = 20000;
+  std::vector<uint8_t> all;
+  for (int i = 0; i < kRequests; ++i) {
+    auto q = request(42, 1000 + i, 0, 0);  // an unknown command: EINVAL
+    all.insert(all.end(), q.begin(), q.end());
+  }
+  std::thread writer([&] { r.put(all); });
+  // The server stops reading well before the client has sent everything.
+  for (int i = 0; i < 100 && srv->stats().receive_pauses == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_GE(srv->stats().receive_pauses, 1u);
+  for (int i = 0; i < kRequests; ++i) {
+    auto rep = r.get(16);
+    ASSERT_EQ(rep.size(), 16u) << "reply " << i;
+    ASSERT_EQ(load_be32(rep.data() + 4), err::kInval);
+    ASSERT_EQ(load_be64(rep.data() + 8), 1000u + i);
+  }
+  writer.join();
+}
+
 // The server-wide budget bounds what many connections hold together, beyond each one's own
 // limit: four clients (two per reactor) each pipeline six 32 MiB reads, 768 MiB in all,
 // with a budget of 64 MiB (32 MiB per reactor). Without it each reactor would hold up to

@@ -242,6 +242,10 @@ void MetricsCollector::collect_targets(std::vector<MetricFamily>& out) const {
                        "Of those, commands refused because all connections together held the "
                        "target's buffer budget (--target-buffer-mb).",
                        kCounter, i.budget_limit_hits));
+  out.push_back(single("castor_iscsi_receive_holds_total",
+                       "Times an iSCSI connection stopped reading: the initiator was not reading "
+                       "the replies the target made for it.",
+                       kCounter, i.receive_holds));
 }
 
 }  // namespace castor::api

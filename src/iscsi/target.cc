@@ -107,7 +107,7 @@ class IscsiConnection final : public reactor::Connection::Handler {
 
   size_t on_data(std::span<const uint8_t> buf) override {
     size_t used = 0;
-    while (!conn_->closing() && !closed_ && !doomed_ && !detached_ && !parked_) {
+    while (!conn_->closing() && !closed_ && !doomed_ && !detached_ && !parked_ && !held_) {
       rx_ = buf.subspan(used);
       size_t n = next_pdu(rx_);
       if (n == 0) break;
@@ -268,6 +268,15 @@ class IscsiConnection final : public reactor::Connection::Handler {
       login_pdu(h, data);
       return total;
     }
+    if (owned_pdus_ >= kMaxOwnedPdus || owned_bytes_ >= kMaxOwnedBytes) {
+      // The initiator is not reading what it asked for (NOP-In echoes, rejects, status
+      // of refused commands): stop reading it until half of that has gone out, rather
+      // than queue an answer for everything it sends.
+      held_ = true;
+      conn_->pause_recv();
+      t_.count(&TargetStats::receive_holds);
+      return 0;
+    }
     const uint32_t exp_before = sess_->exp_cmd_sn;
     if (!dispatch(h, data)) {
       park();
@@ -327,18 +336,28 @@ class IscsiConnection final : public reactor::Connection::Handler {
   // With `close_reason`, the connection takes no more input and closes once this PDU
   // has been sent (closing at once would cancel the send, and the initiator would never
   // learn why).
+  // Until sent, they count in owned_pdus_ and owned_bytes_ (next_pdu holds the input past
+  // kMaxOwnedPdus or kMaxOwnedBytes).
   void send_owned(const Bhs& bhs, std::string data, const char* close_reason = nullptr) {
     auto* p = new OwnedPdu{};
     p->hdr.bhs = bhs;
     p->data = std::move(data);
-    std::function<void()> done = [p] { delete p; };
-    if (close_reason) {
-      doomed_ = true;
-      done = [this, p, why = std::string(close_reason)] {
-        delete p;
+    const size_t bytes = kBhsSize + p->data.size();
+    ++owned_pdus_;
+    owned_bytes_ += bytes;
+    if (close_reason) doomed_ = true;
+    std::function<void()> done = [this, p, bytes, why = std::string(close_reason ? close_reason : "")] {
+      delete p;
+      --owned_pdus_;
+      owned_bytes_ -= bytes;
+      if (!why.empty()) {
         conn_->close(why);
-      };
-    }
+      } else if (held_ && owned_pdus_ <= kMaxOwnedPdus / 2 && owned_bytes_ <= kMaxOwnedBytes / 2 &&
+                 !conn_->closing()) {
+        held_ = false;
+        conn_->resume_recv();
+      }
+    };
     send_pdu(p->hdr, reinterpret_cast<const uint8_t*>(p->data.data()), static_cast<uint32_t>(p->data.size()),
              std::move(done));
   }
@@ -1353,6 +1372,13 @@ class IscsiConnection final : public reactor::Connection::Handler {
   bool registered_ = false;
   bool detached_ = false;     // handed over to another reactor
   bool parked_ = false;       // waiting for a lower CmdSN on another connection
+  // Control-path replies (send_owned) not yet sent, and whether input is held back until
+  // they drain (next_pdu).
+  static constexpr uint32_t kMaxOwnedPdus = 128;
+  static constexpr size_t kMaxOwnedBytes = 4u << 20;
+  uint32_t owned_pdus_ = 0;
+  size_t owned_bytes_ = 0;
+  bool held_ = false;
   bool reinstated_ = false;   // replaced by a new login with the same CID
   std::vector<uint8_t> initial_;  // bytes read ahead by the reactor that handed us over
   const bool handed_over_;

@@ -68,6 +68,9 @@ struct TargetStats {
   uint64_t nop_in_timeouts = 0;  // connections closed: no answer to a ping
   uint64_t buffer_limit_hits = 0;  // commands answered TASK SET FULL: a buffer limit spent
   uint64_t budget_limit_hits = 0;  // of those, the target-wide buffer_budget_bytes
+  // Times a connection stopped reading because the initiator was not reading the replies
+  // the target makes for it (NOP-In echoes, rejects, refused commands' status).
+  uint64_t receive_holds = 0;
 };
 
 struct TargetOptions {

@@ -347,6 +347,38 @@ TEST_F(BufferBudgetTest, CommandBeyondTheBudgetGetsTaskSetFullAndLaterOnesFit) {
   EXPECT_EQ(target->stats().buffer_limit_hits, 1u);
 }
 
+// An initiator that sends NOP-Outs without reading the NOP-Ins they ask for is held back
+// (the target stops reading it) instead of making the target queue an echo for each:
+// 4000 pings of 8 KiB, 32 MiB of echoes, far more than the socket buffers take. Every
+// echo then arrives, in order, once the initiator reads.
+TEST_F(IscsiTargetTest, InitiatorNotReadingItsNopInsIsHeldBack) {
+  Initiator ini(port);
+  ASSERT_EQ(ini.login(""), 0);
+  constexpr uint32_t kPings = 4000;
+  const std::string payload(8192, 'p');
+  std::thread writer([&] {
+    for (uint32_t i = 0; i < kPings; ++i) {
+      Bhs b;
+      b.clear();
+      b.set_opcode(op::kNopOut | kImmediateBit);
+      b.set_flags(kFinal);
+      b.set_itt(0x1000 + i);
+      b.set_u32(off::kTtt, kReservedTag);
+      b.set_u32(off::kCmdSn, ini.sn());
+      ini.send(b, payload);
+    }
+  });
+  EXPECT_TRUE(wait_for([&] { return target->stats().receive_holds >= 1; }));
+  for (uint32_t i = 0; i < kPings; ++i) {
+    auto p = ini.recv();
+    ASSERT_TRUE(p.has_value()) << "echo " << i;
+    ASSERT_EQ(p->h.opcode(), op::kNopIn);
+    ASSERT_EQ(p->h.itt(), 0x1000 + i);
+    ASSERT_EQ(p->data, payload);
+  }
+  writer.join();
+}
+
 // The target-wide budget (buffer_budget_bytes, here 8 KiB per reactor) bounds what the
 // sessions of one reactor hold together, though each is far below its own limit: while
 // one session's two writes await their data, another session's write on the same reactor

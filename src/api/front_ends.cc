@@ -350,6 +350,8 @@ iscsi::TargetStats FrontEnds::iscsi_stats() const { return iscsi_.stats(); }
 
 nbd::NbdStats FrontEnds::nbd_stats() const { return nbd_.stats(); }
 
+uint64_t FrontEnds::nvmf_receive_holds() const { return nvmf_.receive_holds(); }
+
 std::vector<std::string> FrontEnds::iscsi_uris(const std::string& iqn) const {
   std::lock_guard lk(mu_);
   std::vector<std::string> out;

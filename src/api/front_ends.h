@@ -128,6 +128,7 @@ class FrontEnds {
   std::vector<iscsi::SessionInfo> iscsi_sessions() const;
   iscsi::TargetStats iscsi_stats() const;
   nbd::NbdStats nbd_stats() const;
+  uint64_t nvmf_receive_holds() const;
   // iscsi://HOST:PORT/IQN/0 per iSCSI listener.
   std::vector<std::string> iscsi_uris(const std::string& iqn) const;
 

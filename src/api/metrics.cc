@@ -176,6 +176,10 @@ void MetricsCollector::collect_targets(std::vector<MetricFamily>& out) const {
     ctrls.metric.push_back(labelled_gauge("subsystem", s.nqn, s.controllers));
   }
   out.push_back(std::move(ctrls));
+  out.push_back(single("castor_nvmf_receive_holds_total",
+                       "Times an NVMe-oF queue pair stopped reading: the host sent commands past "
+                       "its queue and did not read the refusals.",
+                       kCounter, front_ends_.nvmf_receive_holds()));
 
   auto nbd_conns = family("castor_nbd_connections", "NBD clients in transmission on the export.",
                           kGauge);

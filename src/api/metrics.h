@@ -15,6 +15,7 @@
 //   castor_nexus_rebuild_blocks_done{nexus,child}   gauge, of the running or last rebuild
 //   castor_nexus_rebuild_blocks_total{nexus,child}  gauge, of the running or last rebuild
 //   castor_nvmf_controllers{subsystem}      gauge, connected NVMe-oF controllers
+//   castor_nvmf_receive_holds_total         counter, NvmfTarget::receive_holds()
 //   castor_nbd_connections{export}          gauge, clients in transmission
 //   castor_nbd_*_total                      counters of NbdStats (nbd/server.h)
 //   castor_iscsi_sessions{target}           gauge, logged-in sessions

@@ -4,6 +4,8 @@
 #include "nvmf/target/target.h"
 
 #include <gtest/gtest.h>
+
+#include <thread>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -548,6 +550,59 @@ TEST_F(Target, WriteWaitingForDataWhenTheHostGoesAwayIsReleased) {
   auto st = tgt->remove_namespace(kNqn, 1, 2000);
   EXPECT_TRUE(st) << st.to_string();
   EXPECT_TRUE(reg->destroy("m0"));
+}
+
+// A host that sends commands past its queue without reading the refusals is held back
+// (the queue pair stops reading it) instead of making the target queue a response for
+// each: with a write holding CID 9 (it waits for its data), 300000 more commands with
+// CID 9 each get Command ID Conflict, far more than the socket buffers take. Every
+// refusal then arrives once the host reads, and the queue pair still works.
+TEST_F(Target, HostNotReadingItsRefusalsIsHeldBack) {
+  TestHost a(port);
+  uint16_t cntlid = bring_up_admin(a, kNqn, kHost);
+  ASSERT_EQ(a.admin(admin_op::kSetFeatures, 0, feature::kNumberOfQueues, 0).status, 0);
+  TestHost io(port);
+  ASSERT_EQ(io.connect(kNqn, kHost, 1, cntlid).status, 0);
+  Sqe wr{};
+  wr.opcode = io_op::kWrite;
+  wr.nsid = 1;
+  wr.cid = 9;
+  wr.flags = 0x40;
+  wr.cdw12 = 31;  // 16 KiB: the target asks for the data with an R2T
+  wr.sgl1.type = kSglTransportDataBlock;
+  wr.sgl1.length = 16384;
+  uint8_t h[80];
+  io.send_raw(h, build_capsule_cmd(h, wr, 0, false, false));
+  Pdu r2t = io.recv();
+  ASSERT_EQ(r2t.f.type, PduType::kR2T);
+
+  Sqe flush{};
+  flush.opcode = io_op::kFlush;
+  flush.nsid = 1;
+  flush.cid = 9;
+  flush.flags = 0x40;
+  flush.sgl1.type = kSglTransportDataBlock;
+  const size_t n = build_capsule_cmd(h, flush, 0, false, false);
+  constexpr int kCommands = 300000;
+  std::vector<uint8_t> flood;
+  flood.reserve(n * kCommands);
+  for (int i = 0; i < kCommands; ++i) flood.insert(flood.end(), h, h + n);
+  std::thread writer([&] { io.send_raw(flood.data(), flood.size()); });
+  for (int i = 0; i < 250 && tgt->receive_holds() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_GE(tgt->receive_holds(), 1u);
+  for (int i = 0; i < kCommands; ++i) {
+    Pdu p = io.recv();
+    ASSERT_EQ(p.f.type, PduType::kCapsuleResp) << "response " << i;
+    Cqe c = p.as<CapsuleRespHeader>().cqe;
+    ASSERT_EQ(c.cid, 9);
+    ASSERT_EQ(sc_of(c), sc::kCidConflict);
+  }
+  writer.join();
+  // The queue pair goes on.
+  std::vector<uint8_t> got;
+  EXPECT_EQ(io.rw(io_op::kRead, 0, 8, 512, &got).status, 0);
 }
 
 TEST_F(Target, DiscoveryAndAllowList) {

@@ -117,6 +117,14 @@ class Qpair final : public reactor::Connection::Handler {
   size_t on_data(std::span<const uint8_t> buf) override {
     size_t used = 0;
     while (!conn_->closing()) {
+      if (loose_resps_ >= kMaxLooseResps) {
+        // The host sends commands past its queue and does not read the refusals: stop
+        // reading it until half of them have gone out, rather than queue one for each.
+        held_ = true;
+        conn_->pause_recv();
+        t_.receive_holds_.fetch_add(1, std::memory_order_relaxed);
+        break;
+      }
       std::span<const uint8_t> b = buf.subspan(used);
       if (b.size() < sizeof(CommonHeader)) break;
       CommonHeader ch;
@@ -321,7 +329,15 @@ class Qpair final : public reactor::Connection::Handler {
     cqe.status = status;
     size_t n = build_capsule_resp(out, cqe, lim_.hdgst);
     iovec v{out, n};
-    conn_->send({&v, 1}, [out] { delete[] out; });
+    ++loose_resps_;
+    conn_->send({&v, 1}, [this, out] {
+      delete[] out;
+      --loose_resps_;
+      if (held_ && loose_resps_ <= kMaxLooseResps / 2 && !conn_->closing()) {
+        held_ = false;
+        conn_->resume_recv();
+      }
+    });
   }
 
   // Data to the host (C2HData, one PDU) then the response, in one send.
@@ -863,6 +879,11 @@ class Qpair final : public reactor::Connection::Handler {
   PduLimits lim_;
   std::vector<Cmd> slots_;
   std::vector<uint16_t> free_slots_;
+  // Responses to commands that got no slot (send_resp_only), not yet sent; past the limit
+  // on_data() holds the input (held_) until half have gone out.
+  static constexpr uint32_t kMaxLooseResps = 128;
+  uint32_t loose_resps_ = 0;
+  bool held_ = false;
   std::vector<bool> cids_ = std::vector<bool>(65536, false);
   std::shared_ptr<Controller> ctrl_;
   uint16_t qid_ = 0;

@@ -84,6 +84,9 @@ class NvmfTarget {
   void stop();
 
   const TargetOptions& options() const { return opts_; }
+  // Times a queue pair stopped reading because the host was not reading the responses to
+  // commands refused outside the queue (more commands than the queue holds, a CID in use).
+  uint64_t receive_holds() const { return receive_holds_.load(std::memory_order_relaxed); }
 
  private:
   friend class Qpair;
@@ -135,6 +138,7 @@ class NvmfTarget {
   std::vector<ListenerEntry> listeners_;
   size_t next_reactor_ = 0;
   bool stopped_ = false;
+  std::atomic<uint64_t> receive_holds_{0};
   std::vector<std::vector<Qpair*>> live_;  // per reactor, touched on that reactor only
   // Removed namespaces (or those of a removed subsystem) whose I/O outlived the removal's
   // wait; released when the target is destroyed (under mu_).

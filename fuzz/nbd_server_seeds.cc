@@ -1,6 +1,7 @@
 // Seed inputs for nbd_server_fuzz: whole client sessions (fixed newstyle, GO or
 // EXPORT_NAME, INFO/LIST/ABORT, then read, write, flush, trim, write-zeroes, disconnect;
-// and a burst of reads beyond what a connection may have in flight).
+// a burst of reads beyond what a connection may have in flight; meta contexts and
+// BLOCK_STATUS).
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -72,6 +73,33 @@ std::string pipelined_session() {
   request(s, cmd::kDisc, 0, 0);
   return s;
 }
+// The base:allocation context: LIST and SET (one query it knows, one it does not), then
+// BLOCK_STATUS (whole, REQ_ONE, unaligned) and a burst of invalid requests.
+std::string meta_context_data(const std::string& name, const std::vector<std::string>& queries) {
+  std::string d;
+  be(d, name.size(), 4);
+  d += name;
+  be(d, queries.size(), 4);
+  for (const auto& q : queries) {
+    be(d, q.size(), 4);
+    d += q;
+  }
+  return d;
+}
+std::string block_status_session() {
+  std::string s;
+  be(s, kFlagFixedNewstyle | kFlagNoZeroes, 4);
+  option(s, opt::kStructuredReply, "");
+  option(s, opt::kListMetaContext, meta_context_data("e0", {}));
+  option(s, opt::kSetMetaContext, meta_context_data("e0", {"qemu:dirty-bitmap:b", kBaseAllocation}));
+  option(s, opt::kGo, go_data("e0"));
+  request(s, cmd::kBlockStatus, 0, 1 << 20);
+  request(s, cmd::kBlockStatus, 4096, 8192, cflag::kReqOne);
+  request(s, cmd::kBlockStatus, 100, 4096);
+  for (int i = 0; i < 300; ++i) request(s, 42, 0, 0);
+  request(s, cmd::kDisc, 0, 0);
+  return s;
+}
 std::string abort_session() {
   std::string s;
   be(s, kFlagFixedNewstyle | kFlagNoZeroes, 4);
@@ -83,4 +111,4 @@ std::string abort_session() {
 }  // namespace
 
 extern const std::vector<std::string> kFuzzSeeds = {go_session(), export_name_session(), pipelined_session(),
-                                                  abort_session()};
+                                                  abort_session(), block_status_session()};

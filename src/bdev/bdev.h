@@ -180,6 +180,16 @@ class Bdev {
     (void)num_blocks;
     return true;
   }
+  // Allocation as runs, for clients that map a device (NBD BLOCK_STATUS): how many blocks
+  // from `offset_blocks` on (at least 1, at most `max_blocks`) share one allocation state,
+  // which goes to *allocated. Unallocated blocks read as zeroes. A snapshot, as
+  // range_allocated(). REQUIRES: max_blocks > 0 and the range inside the bdev. The
+  // default (no allocation tracked): all of it, allocated.
+  virtual uint64_t allocation_run(uint64_t offset_blocks, uint64_t max_blocks, bool* allocated) const {
+    (void)offset_blocks;
+    *allocated = true;
+    return max_blocks;
+  }
 
   // This reactor's channel, created on first use. REQUIRES: on `r`'s thread.
   BdevChannel& channel(reactor::Reactor& r);

@@ -36,6 +36,7 @@ namespace rep {
 inline constexpr uint32_t kAck = 1;
 inline constexpr uint32_t kServer = 2;
 inline constexpr uint32_t kInfo = 3;
+inline constexpr uint32_t kMetaContext = 4;
 inline constexpr uint32_t kErrUnsup = 0x80000001;
 inline constexpr uint32_t kErrPolicy = 0x80000002;
 inline constexpr uint32_t kErrInvalid = 0x80000003;
@@ -76,6 +77,7 @@ namespace cflag {
 inline constexpr uint16_t kFua = 1 << 0;
 inline constexpr uint16_t kNoHole = 1 << 1;
 inline constexpr uint16_t kDf = 1 << 2;
+inline constexpr uint16_t kReqOne = 1 << 3;  // BLOCK_STATUS: one extent only
 inline constexpr uint16_t kFastZero = 1 << 4;
 }  // namespace cflag
 
@@ -83,6 +85,7 @@ namespace chunk {
 inline constexpr uint16_t kDone = 1 << 0;
 inline constexpr uint16_t kNone = 0;
 inline constexpr uint16_t kOffsetData = 1;
+inline constexpr uint16_t kBlockStatus = 5;
 inline constexpr uint16_t kError = 0x8001;
 }  // namespace chunk
 
@@ -102,6 +105,15 @@ inline constexpr uint32_t kOptionHeaderSize = 16;
 inline constexpr uint32_t kMaxOptionLength = 64 * 1024;      // larger: close (DoS guard)
 inline constexpr uint32_t kMaxPayload = 32 * 1024 * 1024;    // READ/WRITE length limit
 inline constexpr uint32_t kMaxOptionsPerConnection = 64;
+// Meta contexts: Castor offers one, base:allocation (flags of its extents below).
+inline constexpr const char* kBaseAllocation = "base:allocation";
+inline constexpr uint32_t kBaseAllocationId = 1;  // its context ID on every connection
+inline constexpr uint32_t kMaxMetaContextName = 4096;
+inline constexpr uint32_t kMaxExtentsPerReply = 1024;  // the client asks again for the rest
+namespace state {
+inline constexpr uint32_t kHole = 1 << 0;  // not allocated
+inline constexpr uint32_t kZero = 1 << 1;  // reads as zeroes
+}  // namespace state
 // Backpressure per connection: requests in flight (until their replies are sent) and the
 // bytes of READ/WRITE buffers they hold. Beyond either the connection stops reading.
 inline constexpr uint32_t kMaxRequestsInFlight = 256;

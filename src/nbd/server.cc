@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstring>
 #include <future>
+#include <string_view>
 
 #include <spdlog/spdlog.h>
 
@@ -150,6 +151,8 @@ class NbdConnection final : public reactor::Connection::Handler, reactor::ByteBu
   }
 
   void enter_transmission() {
+    // Contexts selected for another export do not apply to this one.
+    if (meta_allocation_ && meta_export_ != export_.name) meta_allocation_ = false;
     state_ = State::kTransmission;
     in_transmission_ = true;
     ch_ = &bdev_->channel(r_);
@@ -214,11 +217,81 @@ class NbdConnection final : public reactor::Connection::Handler, reactor::ByteBu
         return used;
       case opt::kInfo:
       case opt::kGo: return info_or_go(option, d, len) ? used : 0;
+      case opt::kListMetaContext:
+      case opt::kSetMetaContext: meta_context(option, d, len); return used;
       default:
-        // STARTTLS, meta contexts, extended headers and anything unknown.
+        // STARTTLS, extended headers and anything unknown.
         opt_error(option, rep::kErrUnsup, "option not supported");
         return used;
     }
+  }
+
+  // LIST_META_CONTEXT and SET_META_CONTEXT: u32 name length, export name, u32 query
+  // count, then per query u32 length and the query. The one context offered is
+  // base:allocation; queries for others select nothing (not an error). SET replaces the
+  // selection, which holds for transmission on that export only.
+  void meta_context(uint32_t option, const uint8_t* d, uint32_t len) {
+    if (!structured_) {
+      opt_error(option, rep::kErrInvalid, "meta contexts need structured replies first");
+      return;
+    }
+    if (len < 8) {
+      opt_error(option, rep::kErrInvalid, "meta context request too short");
+      return;
+    }
+    const uint32_t namelen = load_be32(d);
+    if (namelen > len - 8) {
+      opt_error(option, rep::kErrInvalid, "export name length exceeds the option");
+      return;
+    }
+    std::string name(reinterpret_cast<const char*>(d + 4), namelen);
+    uint32_t p = 4 + namelen;
+    const uint32_t nq = load_be32(d + p);
+    p += 4;
+    bool base_allocation = false;  // asked for (SET), or matched by a query (LIST)
+    for (uint32_t i = 0; i < nq; ++i) {
+      if (len - p < 4) {
+        opt_error(option, rep::kErrInvalid, "meta context query count exceeds the option");
+        return;
+      }
+      const uint32_t ql = load_be32(d + p);
+      p += 4;
+      if (ql > len - p) {
+        opt_error(option, rep::kErrInvalid, "meta context query exceeds the option");
+        return;
+      }
+      if (ql > kMaxMetaContextName) {
+        opt_error(option, rep::kErrTooBig, "meta context query longer than 4096 bytes");
+        return;
+      }
+      const std::string_view q(reinterpret_cast<const char*>(d + p), ql);
+      p += ql;
+      if (q == kBaseAllocation || (option == opt::kListMetaContext && q == "base:")) {
+        base_allocation = true;
+      }
+    }
+    if (p != len) {
+      opt_error(option, rep::kErrInvalid, "meta context request longer than its queries");
+      return;
+    }
+    ExportInfo e;
+    if (!srv_.find_export(name, &e)) {
+      opt_error(option, rep::kErrUnknown, "unknown export '" + name + "'");
+      return;
+    }
+    if (option == opt::kListMetaContext && nq == 0) base_allocation = true;  // list them all
+    if (option == opt::kSetMetaContext) {
+      meta_allocation_ = base_allocation;
+      meta_export_ = name;
+    }
+    if (base_allocation) {
+      const std::string_view ctx = kBaseAllocation;
+      std::vector<uint8_t> r(4 + ctx.size());
+      store_be32(r.data(), option == opt::kSetMetaContext ? kBaseAllocationId : 0);
+      std::memcpy(r.data() + 4, ctx.data(), ctx.size());
+      opt_reply(option, rep::kMetaContext, r.data(), static_cast<uint32_t>(r.size()));
+    }
+    opt_reply(option, rep::kAck);
   }
 
   // Returns false when the connection moved to transmission or closed mid-buffer...
@@ -357,6 +430,9 @@ class NbdConnection final : public reactor::Connection::Handler, reactor::ByteBu
         submit(rq, IoType::kRead);
         return kRequestSize;
       }
+      case cmd::kBlockStatus:
+        block_status(cookie, flags, offset, length);
+        return kRequestSize;
       case cmd::kFlush: {
         if (offset || length) {
           reply_simple_or_error(cookie, type, err::kInval);
@@ -559,6 +635,50 @@ class NbdConnection final : public reactor::Connection::Handler, reactor::ByteBu
     reply_simple_or_error(cookie, cmd::kRead, e);
   }
 
+  // BLOCK_STATUS for base:allocation: one chunk of extents (length, flags) from `offset`
+  // on, each run of allocated blocks with flags 0, each unallocated one HOLE | ZERO. At
+  // most kMaxExtentsPerReply (one with REQ_ONE); the client asks again for the rest.
+  void block_status(uint64_t cookie, uint16_t flags, uint64_t offset, uint32_t length) {
+    const uint64_t size = bdev_->size_bytes();
+    const uint32_t bs = bdev_->block_size();
+    uint32_t e = 0;
+    if (!meta_allocation_) e = err::kInval;  // no context selected (needs structured replies)
+    else if (length == 0 || offset > size || length > size - offset) e = err::kInval;
+    else if ((offset | length) % bs) e = err::kInval;
+    else if (flags & ~(cflag::kFua | cflag::kReqOne)) e = err::kInval;
+    if (e) {
+      reply_simple_or_error(cookie, cmd::kBlockStatus, e);
+      return;
+    }
+    const uint32_t max_extents = (flags & cflag::kReqOne) ? 1 : kMaxExtentsPerReply;
+    uint8_t* h = stash(24 + 8 * size_t{max_extents});
+    uint8_t* ext = h + 24;
+    uint32_t n = 0;
+    uint64_t pos = offset / bs;
+    const uint64_t end = (offset + length) / bs;
+    while (pos < end && n < max_extents) {
+      bool allocated = true;
+      const uint64_t run = bdev_->allocation_run(pos, end - pos, &allocated);
+      const uint32_t st = allocated ? 0 : (state::kHole | state::kZero);
+      // Runs fit in the request's 32-bit length.
+      if (n > 0 && load_be32(ext + 8 * (n - 1) + 4) == st) {
+        store_be32(ext + 8 * (n - 1), load_be32(ext + 8 * (n - 1)) + static_cast<uint32_t>(run * bs));
+      } else {
+        store_be32(ext + 8 * n, static_cast<uint32_t>(run * bs));
+        store_be32(ext + 8 * n + 4, st);
+        ++n;
+      }
+      pos += run;
+    }
+    store_be32(h, kStructuredReplyMagic);
+    store_be16(h + 4, chunk::kDone);
+    store_be16(h + 6, chunk::kBlockStatus);
+    store_be64(h + 8, cookie);
+    store_be32(h + 16, 4 + 8 * n);
+    store_be32(h + 20, kBaseAllocationId);
+    send_stash(h, 24 + 8 * size_t{n});
+  }
+
   void read_reply_empty(uint64_t cookie) {
     if (structured_) {
       uint8_t* h = stash(20);
@@ -627,6 +747,8 @@ class NbdConnection final : public reactor::Connection::Handler, reactor::ByteBu
   State state_ = State::kClientFlags;
   bool no_zeroes_ = false;
   bool structured_ = false;
+  bool meta_allocation_ = false;  // base:allocation selected (SET_META_CONTEXT) ...
+  std::string meta_export_;       // ... for this export
   bool in_transmission_ = false;
   bool disconnecting_ = false;
   bool closed_ = false;

@@ -393,6 +393,7 @@ class ReplicaBdev final : public bdev::Bdev {
   // Any thread: the map is published atomically, old versions live as long as the
   // replica, and clusters are never unmapped, so an allocated answer stays true.
   bool range_allocated(uint64_t offset_blocks, uint64_t num_blocks) const override;
+  uint64_t allocation_run(uint64_t offset_blocks, uint64_t max_blocks, bool* allocated) const override;
 
  protected:
   std::unique_ptr<bdev::BdevChannel> create_channel(reactor::Reactor& r) override;
@@ -622,6 +623,23 @@ bool ReplicaBdev::range_allocated(uint64_t offset_blocks, uint64_t num_blocks) c
     if (c >= mv->len || mv->e[c].load(std::memory_order_acquire) != kUnallocated) return true;
   }
   return false;
+}
+
+uint64_t ReplicaBdev::allocation_run(uint64_t offset_blocks, uint64_t max_blocks, bool* allocated) const {
+  if (!rs_->thin) {
+    *allocated = true;
+    return max_blocks;
+  }
+  const MapVersion* mv = rs_->map.load(std::memory_order_acquire);
+  const uint64_t per_cluster = pool_.layout().cs / block_size();
+  auto mapped = [&](uint64_t c) { return c >= mv->len || mv->e[c].load(std::memory_order_acquire) != kUnallocated; };
+  uint64_t c = offset_blocks / per_cluster;
+  const bool state = mapped(c);
+  const uint64_t end = offset_blocks + max_blocks;
+  uint64_t run_end = (c + 1) * per_cluster;  // blocks: the end of the run so far
+  while (run_end < end && mapped(run_end / per_cluster) == state) run_end += per_cluster;
+  *allocated = state;
+  return std::min(run_end, end) - offset_blocks;
 }
 
 std::unique_ptr<bdev::BdevChannel> ReplicaBdev::create_channel(reactor::Reactor& r) {

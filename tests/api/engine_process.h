@@ -307,6 +307,29 @@ inline std::unique_ptr<grpc::ClientContext> ctx(std::chrono::seconds timeout = 1
   return c;
 }
 
+// WriteBlocks / ReadBlocks of `bdev` through gRPC.
+inline grpc::Status write_blocks(v1::EngineService::Stub& stub, const std::string& bdev, uint64_t offset,
+                                 const std::string& data, bool flush = true) {
+  v1::WriteBlocksRequest req;
+  req.set_bdev(bdev);
+  req.set_offset_bytes(offset);
+  req.set_data(data);
+  req.set_flush(flush);
+  v1::WriteBlocksResponse resp;
+  return stub.WriteBlocks(ctx(30s).get(), req, &resp);
+}
+inline grpc::Status read_blocks(v1::EngineService::Stub& stub, const std::string& bdev, uint64_t offset,
+                                uint64_t length, std::string* data) {
+  v1::ReadBlocksRequest req;
+  req.set_bdev(bdev);
+  req.set_offset_bytes(offset);
+  req.set_length(length);
+  v1::ReadBlocksResponse resp;
+  grpc::Status s = stub.ReadBlocks(ctx(30s).get(), req, &resp);
+  if (s.ok()) *data = resp.data();
+  return s;
+}
+
 // The table row (split on whitespace) whose first cell is `first`, or empty.
 inline std::vector<std::string> table_row(const std::string& table, const std::string& first) {
   for (const auto& l : lines_of(table)) {

@@ -30,17 +30,6 @@ std::string random_bytes(size_t n, uint32_t seed) {
   return s;
 }
 
-grpc::Status write_blocks(Engine& e, const std::string& bdev, uint64_t off,
-                          const std::string& data) {
-  v1::WriteBlocksRequest req;
-  req.set_bdev(bdev);
-  req.set_offset_bytes(off);
-  req.set_data(data);
-  req.set_flush(true);
-  v1::WriteBlocksResponse resp;
-  return e.stub().WriteBlocks(ctx(30s).get(), req, &resp);
-}
-
 // The whole bdev (kSize bytes), or empty on error.
 std::string read_all(Engine& e, const std::string& bdev) {
   std::string out;
@@ -110,7 +99,7 @@ TEST(NexusApiTest, LifecycleRebuildPublishAndRestart) {
   // Data through the nexus reaches both children.
   const std::string data = random_bytes(kSize, 1);
   for (uint64_t off = 0; off < kSize; off += kChunk) {
-    grpc::Status s = write_blocks(e, "n0", off, data.substr(off, kChunk));
+    grpc::Status s = write_blocks(e.stub(), "n0", off, data.substr(off, kChunk));
     ASSERT_TRUE(s.ok()) << s.error_message();
   }
 
@@ -122,7 +111,7 @@ TEST(NexusApiTest, LifecycleRebuildPublishAndRestart) {
   std::string data2 = data;
   const std::string first = random_bytes(kChunk, 2);
   data2.replace(0, kChunk, first);
-  ASSERT_TRUE(write_blocks(e, "n0", 0, first).ok());
+  ASSERT_TRUE(write_blocks(e.stub(), "n0", 0, first).ok());
 
   // Add m2: rebuilt from m0 while we watch (not a TTY: plain lines).
   n = ctl_json(e, {"nexus", "add-child", "n0", "bdev:///m2"});

@@ -91,29 +91,6 @@ std::map<std::string, v1::ReplicaInfo> list_replicas(Engine& e) {
   return out;
 }
 
-grpc::Status write_blocks(v1::EngineService::Stub& stub, const std::string& bdev, uint64_t offset,
-                          const std::string& data, bool flush = true) {
-  v1::WriteBlocksRequest req;
-  req.set_bdev(bdev);
-  req.set_offset_bytes(offset);
-  req.set_data(data);
-  req.set_flush(flush);
-  v1::WriteBlocksResponse resp;
-  return stub.WriteBlocks(ctx().get(), req, &resp);
-}
-
-grpc::Status read_blocks(v1::EngineService::Stub& stub, const std::string& bdev, uint64_t offset,
-                         uint64_t length, std::string* data) {
-  v1::ReadBlocksRequest req;
-  req.set_bdev(bdev);
-  req.set_offset_bytes(offset);
-  req.set_length(length);
-  v1::ReadBlocksResponse resp;
-  grpc::Status s = stub.ReadBlocks(ctx().get(), req, &resp);
-  if (s.ok()) *data = resp.data();
-  return s;
-}
-
 // `len` bytes of a pattern unique to `seed`.
 std::string pattern(uint64_t seed, size_t len) {
   std::string out(len, '\0');

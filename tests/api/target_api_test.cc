@@ -10,6 +10,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <array>
 #include <map>
 
 #include "engine_process.h"
@@ -180,6 +181,22 @@ json nbdinfo(Engine& e, const std::string& nbdinfo_bin, const std::string& uri) 
   return j["exports"][0];
 }
 
+// `nbdinfo --map --json URI`: the export's extents as (offset, length, type) with type
+// the base:allocation flags (1 hole, 2 zero); empty when it fails.
+std::vector<std::array<uint64_t, 3>> nbd_map(Engine& e, const std::string& nbdinfo_bin,
+                                             const std::string& uri) {
+  auto r = run_program({nbdinfo_bin, "--map", "--json", uri}, e.dir());
+  std::vector<std::array<uint64_t, 3>> out;
+  if (r.exit_code != 0) return out;
+  json j = json::parse(r.out, nullptr, false);
+  if (!j.is_array()) return out;
+  for (const auto& x : j) {
+    out.push_back({x.at("offset").get<uint64_t>(), x.at("length").get<uint64_t>(),
+                   x.at("type").get<uint64_t>()});
+  }
+  return out;
+}
+
 TEST(NbdTargetTest, ExportsServedToNbdinfoAndManaged) {
   Engine e;
   ASSERT_TRUE(e.start({"--nbd-listen", "127.0.0.1:0", "--bdev",
@@ -247,7 +264,7 @@ TEST(NbdTargetTest, ExportsServedToNbdinfoAndManaged) {
   expect_ctl_error(e.ctl({"nbd", "export", "x", "nope"}), "bdev 'nope' does not exist");
   expect_ctl_error(e.ctl({"nbd", "export", "disk", "m1"}), "'disk' already exists");
   expect_ctl_error(e.ctl({"nbd", "unexport", "nope"}), "'nope' does not exist");
-  // An exported bdev cannot be destroyed (the export does not hold it open).
+  // An exported bdev cannot be destroyed (the export holds it open).
   s = destroy_bdev(e, "m1");
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
 
@@ -288,6 +305,24 @@ TEST(NbdTargetTest, ExportsServedToNbdinfoAndManaged) {
   s = e.stub().DestroyPool(ctx().get(), dpreq, &dpresp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
   r = e.ctl({"nbd", "unexport", "vol"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // A thin replica's allocation, as nbdinfo --map reads it (NBD BLOCK_STATUS with the
+  // base:allocation context): clusters (1 MiB) never written are holes that read as
+  // zeroes, the two written to are data.
+  r = e.ctl({"replica", "create", "p0", "t0", "--size", "8MiB", "--thin"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_TRUE(write_blocks(e.stub(), "t0", (2 << 20) + 4096, std::string(4096, 'x')).ok());
+  ASSERT_TRUE(write_blocks(e.stub(), "t0", 7 << 20, std::string(8192, 'y')).ok());
+  ASSERT_TRUE(nbd_export(e, "thin", "t0").ok());
+  if (!bin.empty()) {
+    using Extents = std::vector<std::array<uint64_t, 3>>;
+    EXPECT_EQ(nbd_map(e, bin, base + "thin"), (Extents{{0, 2 << 20, 3},
+                                                        {2 << 20, 1 << 20, 0},
+                                                        {3 << 20, 4 << 20, 3},
+                                                        {7 << 20, 1 << 20, 0}}))
+        << e.log();
+  }
+  r = e.ctl({"nbd", "unexport", "thin"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   s = e.stub().DestroyPool(ctx().get(), dpreq, &dpresp);
   EXPECT_TRUE(s.ok()) << s.error_message();

@@ -15,6 +15,7 @@
 #include <fstream>
 #include <random>
 #include <thread>
+#include <tuple>
 
 #include "nbd/protocol.h"
 #include "reactor/tcp.h"
@@ -278,6 +279,43 @@ TEST_F(Nbd, ProtocolViolationsGetErrorsOrCloseOnlyThatConnection) {
 // connection stops reading past kMaxBytesInFlight) instead of making the engine buffer
 // every reply: here 12 reads of 32 MiB (384 MiB) while at most 64 MiB may be in flight.
 // Every reply still arrives, intact and in order.
+// One option reply: its type and data.
+std::pair<uint32_t, std::vector<uint8_t>> opt_reply(Raw& r) {
+  auto h = r.get(20);
+  if (h.size() != 20) return {0, {}};
+  EXPECT_EQ(load_be64(h.data()), kOptReplyMagic);
+  return {load_be32(h.data() + 12), r.get(load_be32(h.data() + 16))};
+}
+
+// LIST_META_CONTEXT / SET_META_CONTEXT data: export name, then the queries.
+std::string meta_request(const std::string& name, const std::vector<std::string>& queries) {
+  std::vector<uint8_t> b(4);
+  store_be32(b.data(), static_cast<uint32_t>(name.size()));
+  b.insert(b.end(), name.begin(), name.end());
+  b.resize(b.size() + 4);
+  store_be32(b.data() + b.size() - 4, static_cast<uint32_t>(queries.size()));
+  for (const auto& q : queries) {
+    b.resize(b.size() + 4);
+    store_be32(b.data() + b.size() - 4, static_cast<uint32_t>(q.size()));
+    b.insert(b.end(), q.begin(), q.end());
+  }
+  return std::string(b.begin(), b.end());
+}
+
+// GO for export `name` with no info requests; reads the replies up to the ACK.
+void go(Raw& r, const std::string& name) {
+  std::string d(4, '\0');
+  store_be32(reinterpret_cast<uint8_t*>(d.data()), static_cast<uint32_t>(name.size()));
+  d += name + std::string(2, '\0');
+  r.put(option(opt::kGo, d));
+  for (;;) {
+    auto [type, data] = opt_reply(r);
+    ASSERT_NE(type, 0u) << "connection closed during GO";
+    if (type == rep::kAck) return;
+    ASSERT_EQ(type, rep::kInfo);
+  }
+}
+
 // Connects to export "disk" (EXPORT_NAME, simple replies).
 void open_disk(Raw& r) {
   ASSERT_EQ(r.get(18).size(), 18u);
@@ -334,6 +372,107 @@ TEST_F(Nbd, ClientThatDoesNotReadIsHeldBackNotBuffered) {
   ASSERT_EQ(rep.size(), 16u);
   EXPECT_EQ(load_be64(rep.data() + 8), 7u);
   EXPECT_EQ(load_be32(rep.data() + 4), 0u);
+}
+
+// The base:allocation meta context and BLOCK_STATUS, on the wire: negotiation answers
+// (LIST, SET, their errors), extents of a bdev that tracks no allocation (all data),
+// REQ_ONE, and the errors of a bad request or of a connection without the context.
+// (Extents of a thin replica, with holes, through nbdinfo: tests/api/target_api_test.cc.)
+TEST_F(Nbd, BaseAllocationContextAndBlockStatus) {
+  auto start = [&](Raw& r, bool structured) {
+    ASSERT_EQ(r.get(18).size(), 18u);
+    r.put(u32(kFlagFixedNewstyle | kFlagNoZeroes));
+    if (!structured) return;
+    r.put(option(opt::kStructuredReply, ""));
+    ASSERT_EQ(opt_reply(r).first, rep::kAck);
+  };
+  {  // Without structured replies there are no contexts.
+    Raw r(port);
+    start(r, false);
+    r.put(option(opt::kSetMetaContext, meta_request("disk", {"base:allocation"})));
+    EXPECT_EQ(opt_reply(r).first, rep::kErrInvalid);
+  }
+  Raw r(port);
+  start(r, true);
+  // LIST with no query lists base:allocation (ID 0: LIST selects nothing).
+  r.put(option(opt::kListMetaContext, meta_request("disk", {})));
+  auto [type, data] = opt_reply(r);
+  ASSERT_EQ(type, rep::kMetaContext);
+  ASSERT_EQ(data.size(), 4u + 15);
+  EXPECT_EQ(load_be32(data.data()), 0u);
+  EXPECT_EQ(std::string(data.begin() + 4, data.end()), "base:allocation");
+  EXPECT_EQ(opt_reply(r).first, rep::kAck);
+  // Unknown contexts select nothing; LIST of one gets just the ACK.
+  r.put(option(opt::kListMetaContext, meta_request("disk", {"qemu:dirty-bitmap:b0"})));
+  EXPECT_EQ(opt_reply(r).first, rep::kAck);
+  // Errors: unknown export, a query count beyond the data, trailing bytes.
+  r.put(option(opt::kSetMetaContext, meta_request("nope", {"base:allocation"})));
+  EXPECT_EQ(opt_reply(r).first, rep::kErrUnknown);
+  std::string bad = meta_request("disk", {"base:allocation"});
+  store_be32(reinterpret_cast<uint8_t*>(bad.data()) + 8, 5);
+  r.put(option(opt::kSetMetaContext, bad));
+  EXPECT_EQ(opt_reply(r).first, rep::kErrInvalid);
+  r.put(option(opt::kSetMetaContext, meta_request("disk", {"base:allocation"}) + "x"));
+  EXPECT_EQ(opt_reply(r).first, rep::kErrInvalid);
+  // SET selects it, with its ID.
+  r.put(option(opt::kSetMetaContext, meta_request("disk", {"qemu:dirty-bitmap:b0", "base:allocation"})));
+  std::tie(type, data) = opt_reply(r);
+  ASSERT_EQ(type, rep::kMetaContext);
+  EXPECT_EQ(load_be32(data.data()), kBaseAllocationId);
+  EXPECT_EQ(opt_reply(r).first, rep::kAck);
+  go(r, "disk");
+
+  auto block_status = [&](uint64_t cookie, uint64_t off, uint32_t len, uint16_t flags) {
+    r.put(request(cmd::kBlockStatus, cookie, off, len, flags));
+  };
+  // A RAM bdev tracks no allocation: one data extent for the whole range.
+  block_status(1, 0, 1 << 20, 0);
+  auto h = r.get(20);
+  ASSERT_EQ(h.size(), 20u);
+  EXPECT_EQ(load_be32(h.data()), kStructuredReplyMagic);
+  EXPECT_EQ(load_be16(h.data() + 4), chunk::kDone);
+  EXPECT_EQ(load_be16(h.data() + 6), chunk::kBlockStatus);
+  EXPECT_EQ(load_be64(h.data() + 8), 1u);
+  ASSERT_EQ(load_be32(h.data() + 16), 12u);
+  auto p = r.get(12);
+  EXPECT_EQ(load_be32(p.data()), kBaseAllocationId);
+  EXPECT_EQ(load_be32(p.data() + 4), 1u << 20);
+  EXPECT_EQ(load_be32(p.data() + 8), 0u);
+  // REQ_ONE: still one extent, never longer than asked.
+  block_status(2, 4096, 8192, cflag::kReqOne);
+  h = r.get(20);
+  ASSERT_EQ(load_be32(h.data() + 16), 12u);
+  p = r.get(12);
+  EXPECT_EQ(load_be32(p.data() + 4), 8192u);
+  // Unaligned, beyond the end, zero length, an unknown flag: EINVAL.
+  int cookie = 10;
+  for (auto [off, len, flags] : std::vector<std::tuple<uint64_t, uint32_t, uint16_t>>{
+           {100, 4096, 0}, {128u << 20, 4096, 0}, {0, 0, 0}, {0, 4096, cflag::kNoHole}}) {
+    block_status(cookie, off, len, flags);
+    auto rep = r.get(16);
+    ASSERT_EQ(rep.size(), 16u);
+    EXPECT_EQ(load_be32(rep.data()), kSimpleReplyMagic);
+    EXPECT_EQ(load_be32(rep.data() + 4), err::kInval) << off << " " << len;
+    EXPECT_EQ(load_be64(rep.data() + 8), static_cast<uint64_t>(cookie));
+    ++cookie;
+  }
+
+  // A connection that selected nothing gets EINVAL; so does one that selected the
+  // context for another export.
+  for (const char* selected_for : {"", "ro"}) {
+    Raw c(port);
+    start(c, true);
+    if (*selected_for) {
+      c.put(option(opt::kSetMetaContext, meta_request(selected_for, {"base:allocation"})));
+      EXPECT_EQ(opt_reply(c).first, rep::kMetaContext);
+      EXPECT_EQ(opt_reply(c).first, rep::kAck);
+    }
+    go(c, "disk");
+    c.put(request(cmd::kBlockStatus, 5, 0, 4096));
+    auto rep = c.get(16);
+    ASSERT_EQ(rep.size(), 16u);
+    EXPECT_EQ(load_be32(rep.data() + 4), err::kInval) << selected_for;
+  }
 }
 
 // Replies the server makes up itself count against the requests a connection may have in

@@ -202,7 +202,7 @@ TEST(Rebuild, SkipsRangesTheThinSourceNeverAllocatedAndZeroesAStaleDestination) 
   auto n = e.make("n0", {src}, o);
   ASSERT_TRUE(n);
   const uint64_t cluster_blocks = (1 << 20) / n->block_size();
-  // Source data in clusters 0 (partly), 5 and 20..21 (one write across the boundary).
+  // Source data in clusters 0 (partly), 5 and 21..22 (one write across the boundary).
   ASSERT_EQ(write_blocks(e, *n, 3, 2, 0x11), IoStatus::kSuccess);
   ASSERT_EQ(write_blocks(e, *n, 5 * cluster_blocks + 100, 40, 0x22), IoStatus::kSuccess);
   ASSERT_EQ(write_blocks(e, *n, 22 * cluster_blocks - 1, 2, 0x33), IoStatus::kSuccess);
@@ -210,6 +210,22 @@ TEST(Rebuild, SkipsRangesTheThinSourceNeverAllocatedAndZeroesAStaleDestination) 
   ASSERT_EQ(src_alloc.size(), 3u);
   EXPECT_FALSE(e.bdev("src").range_allocated(cluster_blocks, 4 * cluster_blocks));
   EXPECT_TRUE(e.bdev("src").range_allocated(cluster_blocks, 5 * cluster_blocks));
+  // The same as runs (NBD BLOCK_STATUS): 0 | 1..4 | 5 | 6..20 | 21..22 | 23.. clusters,
+  // each cut at the asked length.
+  std::vector<std::pair<uint64_t, bool>> runs;
+  for (uint64_t b = 0; b < n->num_blocks();) {
+    bool allocated = false;
+    const uint64_t len = e.bdev("src").allocation_run(b, n->num_blocks() - b, &allocated);
+    ASSERT_GT(len, 0u);
+    runs.emplace_back(len / cluster_blocks, allocated);
+    b += len;
+  }
+  const uint64_t clusters = n->num_blocks() / cluster_blocks;
+  EXPECT_EQ(runs, (std::vector<std::pair<uint64_t, bool>>{
+                      {1, true}, {4, false}, {1, true}, {15, false}, {2, true}, {clusters - 23, false}}));
+  bool allocated = true;
+  EXPECT_EQ(e.bdev("src").allocation_run(cluster_blocks + 5, 10, &allocated), 10u);
+  EXPECT_FALSE(allocated);
 
   // A fresh thin destination: only the source's 4 clusters are copied, the rest skipped,
   // and the destination allocates exactly what the source has.

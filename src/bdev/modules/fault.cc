@@ -67,6 +67,9 @@ class FaultBdev final : public Bdev {
   bool range_allocated(uint64_t offset_blocks, uint64_t num_blocks) const override {
     return base_.bdev()->range_allocated(offset_blocks, num_blocks);
   }
+  uint64_t allocation_run(uint64_t offset_blocks, uint64_t max_blocks, bool* allocated) const override {
+    return base_.bdev()->allocation_run(offset_blocks, max_blocks, allocated);
+  }
   RuleList rules_snapshot() {
     std::lock_guard lk(mu_);
     return rules_;

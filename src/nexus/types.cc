@@ -76,7 +76,11 @@ Result<bool> parse_bool(const std::string& k, const std::string& v) {
 
 Result<NexusOptions> NexusOptions::from_map(const std::map<std::string, std::string>& kv) {
   NexusOptions o;
-  for (const auto& [k, v] : kv) {
+  for (const auto& entry : kv) {
+    // Plain references, not structured bindings: lambdas may capture these in every
+    // compiler (clang before 16 cannot capture a binding).
+    const std::string& k = entry.first;
+    const std::string& v = entry.second;
     auto u32 = [&](uint32_t& dst) -> Status {
       auto r = parse_u32(k, v);
       if (!r) return r.status();

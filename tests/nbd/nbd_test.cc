@@ -133,7 +133,9 @@ TEST_F(Nbd, NbdfuseLoopExt4RoundTrip) {
   ASSERT_EQ(run("nbdfuse -P " + pidfile + " " + (fuse / "disk").string() + " " + uri + " >/dev/null 2>&1 &").first, 0);
   for (int i = 0; i < 100 && !std::filesystem::exists(fuse / "disk"); ++i) usleep(50000);
   ASSERT_TRUE(std::filesystem::exists(fuse / "disk"));
-  auto [lrc, loop] = run("losetup -f --show " + (fuse / "disk").string());
+  // Not a structured binding: the cleanup lambda captures it (clang 14 cannot).
+  auto [lrc, attached] = run("losetup -f --show " + (fuse / "disk").string());
+  std::string loop = attached;
   if (lrc != 0) {
     run("fusermount3 -u " + fuse.string());
     GTEST_SKIP() << "losetup failed here: " << loop;

@@ -58,8 +58,8 @@ class NbdConnection final : public reactor::Connection::Handler, reactor::ByteBu
     std::erase(v, this);
     if (conn_->error() == ETIMEDOUT) {
       srv_.count_dead_client();
-      spdlog::warn("nbd client of export '{}' stopped answering for {} s: connection closed "
-                   "with {} request(s) in flight", export_.name, 2 * srv_.options().keepalive_s, outstanding_);
+      spdlog::warn("nbd client of export '{}' stopped answering for {} s: connection closed",
+                   export_.name, 2 * srv_.options().keepalive_s);
     } else {
       spdlog::debug("nbd connection closed: {}", reason);
     }

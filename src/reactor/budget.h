@@ -29,10 +29,7 @@ class ByteBudget {
   // Takes n bytes if they fit, or if nothing is charged (one request alone always fits,
   // whatever its size). False: nothing taken.
   bool try_charge(uint64_t n) {
-    if (limit_ && used_ && used_ + n > limit_) {
-      ++refusals_;
-      return false;
-    }
+    if (limit_ && used_ && used_ + n > limit_) return false;
     used_ += n;
     peak_ = std::max(peak_, used_);
     return true;
@@ -55,13 +52,11 @@ class ByteBudget {
   uint64_t limit() const { return limit_; }
   uint64_t used() const { return used_; }
   uint64_t peak() const { return peak_; }
-  uint64_t refusals() const { return refusals_; }
 
  private:
   uint64_t limit_;
   uint64_t used_ = 0;
   uint64_t peak_ = 0;
-  uint64_t refusals_ = 0;
   std::vector<Waiter*> waiters_;
 };
 

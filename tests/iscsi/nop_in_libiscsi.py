@@ -12,27 +12,16 @@ ctypes), with the engine pinging after 200 ms of silence (--iscsi-nop-in-ms 200)
   nop_in_libiscsi.py castor-engine
 """
 import ctypes
-import json
 import os
 import select
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from engine_script import EngineScript  # noqa: E402
 
 engine = sys.argv[1]
 iqn = "iqn.2026-11.io.castor:nop"
-failures = []
-
-
-def check(ok, what):
-    print(("ok    " if ok else "FAIL  ") + what, flush=True)
-    if not ok:
-        failures.append(what)
-
-
 lib = ctypes.CDLL("libiscsi.so.7")
 lib.iscsi_create_context.restype = ctypes.c_void_p
 lib.iscsi_create_context.argtypes = [ctypes.c_char_p]
@@ -82,34 +71,11 @@ def service_for(ctx, seconds):
     return True
 
 
-work = tempfile.mkdtemp(prefix="castor-nopin.")
-log_path = os.path.join(work, "engine.log")
-proc = subprocess.Popen(
-    [engine, "--cores", "0", "--grpc-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
-     "--state-dir", os.path.join(work, "state"), "--bdev", "malloc:///lun0?size_mb=16",
-     "--iscsi-listen", "127.0.0.1:0", "--iscsi-export", iqn + "=lun0", "--iscsi-nop-in-ms", "200",
-     "--log-level", "debug", "--ready-file", os.path.join(work, "ready")],
-    stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
-try:
-    ready = os.path.join(work, "ready")
-    for _ in range(100):
-        if os.path.exists(ready) and os.path.getsize(ready) > 0:
-            break
-        time.sleep(0.1)
-    info = json.load(open(ready))
-    port = info["iscsi_port"]
-
-    def log():
-        return open(log_path).read()
-
-    def metric(series):
-        """One series' value from the engine's /metrics, or None."""
-        body = urllib.request.urlopen(f"http://127.0.0.1:{info['metrics_port']}/metrics",
-                                      timeout=10).read().decode()
-        for line in body.splitlines():
-            if line.startswith(series + " "):
-                return float(line.split()[-1])
-        return None
+t = EngineScript(engine, ["--bdev", "malloc:///lun0?size_mb=16", "--iscsi-listen", "127.0.0.1:0",
+                          "--iscsi-export", iqn + "=lun0", "--iscsi-nop-in-ms", "200"], prefix="castor-nopin.")
+check, log, metric = t.check, t.log, t.metric
+with t:
+    port = t.info["iscsi_port"]
 
     ctx = lib.iscsi_create_context(b"iqn.2026-11.test:nop-in")
     lib.iscsi_set_targetname(ctx, iqn.encode())
@@ -142,14 +108,3 @@ try:
     check(metric("castor_iscsi_nop_in_timeouts_total") == 1, "the metrics count the timeout")
     check(metric('castor_iscsi_logins_total{result="ok"}') == 2, "and two logins")
     lib.iscsi_destroy_context(ctx)
-    check(proc.poll() is None, "the engine is still running")
-finally:
-    proc.terminate()
-    proc.wait(timeout=10)
-    if failures:
-        print("--- engine log (tail)")
-        print("\n".join(open(log_path).read().splitlines()[-30:]))
-    shutil.rmtree(work, ignore_errors=True)
-
-print(f"RESULT: {'FAIL' if failures else 'PASS'} ({len(failures)} failure(s))")
-sys.exit(1 if failures else 0)

@@ -14,16 +14,15 @@ client cut off after 2 s without an answer. Clients are raw sockets speaking NBD
 
   nbd_keepalive_test.py castor-engine        (exit 77: no network namespace here)
 """
-import json
 import os
-import shutil
 import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from engine_script import EngineScript  # noqa: E402
 
 engine = sys.argv[1]
 if os.environ.get("CASTOR_IN_NETNS") != "1":
@@ -32,14 +31,6 @@ if os.environ.get("CASTOR_IN_NETNS") != "1":
         sys.exit(77)
     env = dict(os.environ, CASTOR_IN_NETNS="1")
     sys.exit(subprocess.run(["unshare", "-n", sys.executable, __file__, engine], env=env).returncode)
-
-failures = []
-
-
-def check(ok, what):
-    print(("ok    " if ok else "FAIL  ") + what, flush=True)
-    if not ok:
-        failures.append(what)
 
 
 def recv_exact(s, n):
@@ -88,19 +79,14 @@ def read_ok(s, offset=0, length=4096):
         return False
 
 
-work = tempfile.mkdtemp(prefix="castor-nbdka.")
-log_path = os.path.join(work, "engine.log")
 subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-proc = subprocess.Popen(
-    [engine, "--cores", "0", "--grpc-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
-     "--state-dir", os.path.join(work, "state"), "--bdev", "malloc:///m0?size_mb=64",
-     "--nbd-listen", "127.0.0.1:0", "--nbd-export", "disk=m0", "--nbd-keepalive-s", "1",
-     "--log-level", "debug", "--ready-file", os.path.join(work, "ready")],
-    stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
+t = EngineScript(engine, ["--bdev", "malloc:///m0?size_mb=64", "--nbd-listen", "127.0.0.1:0",
+                          "--nbd-export", "disk=m0", "--nbd-keepalive-s", "1"], prefix="castor-nbdka.")
+check = t.check
 
 
 def cut_off():
-    return open(log_path).read().count("stopped answering")
+    return t.log().count("stopped answering")
 
 
 def wait_cut_off(n, seconds):
@@ -113,14 +99,8 @@ def wait_cut_off(n, seconds):
     return None
 
 
-try:
-    ready = os.path.join(work, "ready")
-    for _ in range(100):
-        if os.path.exists(ready) and os.path.getsize(ready) > 0:
-            break
-        time.sleep(0.1)
-    info = json.load(open(ready))
-    port = info["nbd_port"]
+with t:
+    port = t.info["nbd_port"]
 
     idle = nbd_connect(port)
     check(read_ok(idle), "a READ works")
@@ -145,18 +125,4 @@ try:
           ("" if took is None else f" (after {took:.1f} s)"))
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     check(read_ok(nbd_connect(port)), "loopback back up: a new client is served")
-    metrics = urllib.request.urlopen(f"http://127.0.0.1:{info['metrics_port']}/metrics",
-                                     timeout=10).read().decode()
-    check("castor_nbd_dead_clients_total 3" in metrics,
-          "the metrics count the 3 clients cut off")
-    check(proc.poll() is None, "the engine is still running")
-finally:
-    proc.terminate()
-    proc.wait(timeout=10)
-    if failures:
-        print("--- engine log (tail)")
-        print("\n".join(open(log_path).read().splitlines()[-30:]))
-    shutil.rmtree(work, ignore_errors=True)
-
-print(f"RESULT: {'FAIL' if failures else 'PASS'} ({len(failures)} failure(s))")
-sys.exit(1 if failures else 0)
+    check(t.metric("castor_nbd_dead_clients_total") == 3, "the metrics count the 3 clients cut off")

@@ -268,6 +268,23 @@ uint16_t bring_up_admin(TestHost& h, const char* nqn, const char* host) {
   return cntlid;
 }
 
+// Sends a 16 KiB write with `cid` (more than fits in a capsule) and waits for the R2T
+// asking for its data, which is never sent: the command holds its slot and CID.
+void write_awaiting_data(TestHost& io, uint16_t cid) {
+  Sqe wr{};
+  wr.opcode = io_op::kWrite;
+  wr.nsid = 1;
+  wr.cid = cid;
+  wr.flags = 0x40;
+  wr.cdw12 = 31;
+  wr.sgl1.type = kSglTransportDataBlock;
+  wr.sgl1.length = 16384;
+  uint8_t h[80];
+  io.send_raw(h, build_capsule_cmd(h, wr, 0, false, false));
+  Pdu r2t = io.recv();
+  ASSERT_EQ(r2t.f.type, PduType::kR2T);
+}
+
 TEST_F(Target, AdminSequenceIoQueueAndData) {
   for (bool digests : {false, true}) {
     SCOPED_TRACE(digests ? "with digests" : "without digests");
@@ -533,18 +550,7 @@ TEST_F(Target, WriteWaitingForDataWhenTheHostGoesAwayIsReleased) {
     ASSERT_EQ(a.admin(admin_op::kSetFeatures, 0, feature::kNumberOfQueues, 0).status, 0);
     TestHost io(port);
     ASSERT_EQ(io.connect(kNqn, kHost, 1, cntlid).status, 0);
-    Sqe wr{};
-    wr.opcode = io_op::kWrite;
-    wr.nsid = 1;
-    wr.cid = 9;
-    wr.flags = 0x40;
-    wr.cdw12 = 31;  // 16 KiB: more than fits in a capsule, so the target asks with an R2T
-    wr.sgl1.type = kSglTransportDataBlock;
-    wr.sgl1.length = 16384;
-    uint8_t h[80];
-    io.send_raw(h, build_capsule_cmd(h, wr, 0, false, false));
-    Pdu r2t = io.recv();
-    ASSERT_EQ(r2t.f.type, PduType::kR2T);
+    write_awaiting_data(io, 9);
   }  // both connections close with the write still waiting for its data
   // Nothing holds namespace 1 any more (and, under ASan, the queue pair is not leaked).
   auto st = tgt->remove_namespace(kNqn, 1, 2000);
@@ -563,19 +569,9 @@ TEST_F(Target, HostNotReadingItsRefusalsIsHeldBack) {
   ASSERT_EQ(a.admin(admin_op::kSetFeatures, 0, feature::kNumberOfQueues, 0).status, 0);
   TestHost io(port);
   ASSERT_EQ(io.connect(kNqn, kHost, 1, cntlid).status, 0);
-  Sqe wr{};
-  wr.opcode = io_op::kWrite;
-  wr.nsid = 1;
-  wr.cid = 9;
-  wr.flags = 0x40;
-  wr.cdw12 = 31;  // 16 KiB: the target asks for the data with an R2T
-  wr.sgl1.type = kSglTransportDataBlock;
-  wr.sgl1.length = 16384;
-  uint8_t h[80];
-  io.send_raw(h, build_capsule_cmd(h, wr, 0, false, false));
-  Pdu r2t = io.recv();
-  ASSERT_EQ(r2t.f.type, PduType::kR2T);
+  write_awaiting_data(io, 9);
 
+  uint8_t h[80];
   Sqe flush{};
   flush.opcode = io_op::kFlush;
   flush.nsid = 1;

@@ -1,6 +1,9 @@
 #!/bin/sh
 # PID 1 of the test guest (busybox). The kernel command line selects the scenario:
 #   castor.mode=nvme      castor.port=PORT castor.nqn=NQN castor.mb=MiB
+#   castor.mode=nbd       castor.port=PORT castor.export=NAME castor.mb=MiB castor.size_mb=MiB
+#   castor.mode=iscsi     castor.port=PORT castor.iqn=IQN castor.mb=MiB castor.size_mb=MiB
+#                         castor.user=NAME castor.secret=S castor.tuser=NAME castor.tsecret=S
 # It prints "@@ <step>" progress lines, "@@FAIL <why>" on failures and ends with one
 # "@@RESULT PASS" or "@@RESULT FAIL" line, then powers the guest off.
 /bin/busybox mount -t proc proc /proc
@@ -12,13 +15,20 @@ mount -t tmpfs tmpfs /tmp
 echo /sbin/modprobe >/proc/sys/kernel/modprobe
 echo 4 >/proc/sys/kernel/printk
 
-MODE=none PORT=4420 NQN=none MB=16 SERVER=10.0.2.2
+MODE=none PORT=4420 NQN=none MB=16 SIZE_MB=0 SERVER=10.0.2.2 EXPORT= IQN= USER= SECRET= TUSER= TSECRET=
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     castor.mode=*) MODE=${arg#*=} ;;
     castor.port=*) PORT=${arg#*=} ;;
     castor.nqn=*) NQN=${arg#*=} ;;
     castor.mb=*) MB=${arg#*=} ;;
+    castor.size_mb=*) SIZE_MB=${arg#*=} ;;
+    castor.export=*) EXPORT=${arg#*=} ;;
+    castor.iqn=*) IQN=${arg#*=} ;;
+    castor.user=*) USER=${arg#*=} ;;
+    castor.secret=*) SECRET=${arg#*=} ;;
+    castor.tuser=*) TUSER=${arg#*=} ;;
+    castor.tsecret=*) TSECRET=${arg#*=} ;;
   esac
 done
 
@@ -73,6 +83,53 @@ disconnect() {
   while ls /sys/block/ 2>/dev/null | grep -q nvme && [ $n -lt 50 ]; do usleep 100000; n=$((n + 1)); done
 }
 
+# Raw I/O on a block device: MB MiB of random data written and read back with O_DIRECT,
+# then fio random 4 KiB writes at queue depth 16 through libaio, every block verified.
+raw_io() {
+  dev=$1
+  dd if=/dev/urandom of=/tmp/pattern bs=1M count="$MB" 2>/dev/null
+  dd if=/tmp/pattern of="$dev" bs=1M oflag=direct conv=fsync 2>/dev/null || bad "raw write"
+  dd if="$dev" of=/tmp/back bs=1M count="$MB" iflag=direct 2>/dev/null || bad "raw read"
+  cmp -s /tmp/pattern /tmp/back && step "raw ${MB} MiB written and read back" || bad "raw read-back differs"
+  if fio --name=verify --filename="$dev" --direct=1 --ioengine=libaio --iodepth=16 --rw=randwrite \
+       --bs=4k --size="${MB}M" --verify=crc32c --do_verify=1 --verify_fatal=1 --randrepeat=0 \
+       --output=/tmp/fio.log >/dev/null 2>&1 && grep -q "err= 0" /tmp/fio.log; then
+    step "fio randwrite with crc32c verify passed"
+  else
+    bad "fio verify: $(grep -m1 -i -E 'error|verify|err=' /tmp/fio.log)"
+  fi
+}
+
+# An ext4 file system on a block device holding the pattern and 20 small files; FS_SUM is
+# their checksum. Unmounted (and so flushed) on return.
+fs_write() {
+  dev=$1
+  mkfs.ext4 -q -F "$dev" >/tmp/mkfs.log 2>&1 || { bad "mkfs.ext4: $(tail -1 /tmp/mkfs.log)"; return 1; }
+  mkdir -p /mnt/v
+  mount -t ext4 "$dev" /mnt/v || { bad "mount"; return 1; }
+  cp /tmp/pattern /mnt/v/pattern
+  i=0
+  while [ $i -lt 20 ]; do echo "file $i from $(uname -r)" >/mnt/v/f$i; i=$((i + 1)); done
+  FS_SUM=$(cat /mnt/v/pattern /mnt/v/f* | sha256sum | cut -d' ' -f1)
+  umount /mnt/v || bad "umount"
+}
+
+# Mounts the file system read-only with a cold page cache: the files must match FS_SUM.
+fs_verify() {  # DEV WHAT
+  mkdir -p /mnt/v
+  echo 3 >/proc/sys/vm/drop_caches
+  mount -t ext4 -o ro "$1" /mnt/v || { bad "mount $2"; return 1; }
+  sum=$(cat /mnt/v/pattern /mnt/v/f* | sha256sum | cut -d' ' -f1)
+  [ "$sum" = "$FS_SUM" ] && step "files identical $2" || bad "files differ $2"
+  umount /mnt/v
+}
+
+# Checks a block device's size in bytes against SIZE_MB.
+check_size() {
+  bytes=$(blockdev --getsize64 "$1")
+  [ "$bytes" = "$((SIZE_MB * 1048576))" ] && step "size $bytes bytes" || bad "size $bytes, expected $((SIZE_MB * 1048576))"
+}
+
 nvme_scenario() {
   network
   modprobe nvme-tcp || { bad "modprobe nvme-tcp"; return; }
@@ -96,18 +153,7 @@ nvme_scenario() {
   step "id-ns nsze=$nsze, kernel sees $sectors sectors"
   [ -n "$nsze" ] && [ $((nsze)) -gt 0 ] || bad "id-ns nsze"
 
-  dd if=/dev/urandom of=/tmp/pattern bs=1M count="$MB" 2>/dev/null
-  dd if=/tmp/pattern of="$DEV" bs=1M oflag=direct conv=fsync 2>/dev/null || bad "raw write"
-  dd if="$DEV" of=/tmp/back bs=1M count="$MB" iflag=direct 2>/dev/null || bad "raw read"
-  cmp -s /tmp/pattern /tmp/back && step "raw ${MB} MiB written and read back" || bad "raw read-back differs"
-  # fio: random 4 KiB writes at queue depth 16 through libaio, every block verified.
-  if fio --name=verify --filename="$DEV" --direct=1 --ioengine=libaio --iodepth=16 --rw=randwrite \
-       --bs=4k --size="${MB}M" --verify=crc32c --do_verify=1 --verify_fatal=1 --randrepeat=0 \
-       --output=/tmp/fio.log >/dev/null 2>&1 && grep -q "err= 0" /tmp/fio.log; then
-    step "fio randwrite with crc32c verify passed"
-  else
-    bad "fio verify: $(grep -m1 -i -E 'error|verify|err=' /tmp/fio.log)"
-  fi
+  raw_io "$DEV"
   # The host side adds a second namespace when it sees this line: the kernel hears of it
   # through an Async Event Request and scans it in.
   step "waiting for namespace 2"
@@ -127,31 +173,156 @@ nvme_scenario() {
   else
     step "namespace 2 removed after an async event"
   fi
-  mkfs.ext4 -q -F "$DEV" >/tmp/mkfs.log 2>&1 || { bad "mkfs.ext4: $(tail -1 /tmp/mkfs.log)"; return; }
-  mkdir -p /mnt/v
-  mount -t ext4 "$DEV" /mnt/v || { bad "mount"; return; }
-  cp /tmp/pattern /mnt/v/pattern
-  i=0
-  while [ $i -lt 20 ]; do echo "file $i from $(uname -r)" >/mnt/v/f$i; i=$((i + 1)); done
-  sum1=$(cat /mnt/v/pattern /mnt/v/f* | sha256sum | cut -d' ' -f1)
-  umount /mnt/v || bad "umount"
+  fs_write "$DEV" || return
   disconnect
   step "files written, unmounted, disconnected"
 
   # Reconnect with header and data digests: the files read back identical.
   connect --hdr-digest --data-digest || return
-  mount -t ext4 -o ro "$DEV" /mnt/v || { bad "mount after reconnect"; return; }
-  echo 3 >/proc/sys/vm/drop_caches
-  sum2=$(cat /mnt/v/pattern /mnt/v/f* | sha256sum | cut -d' ' -f1)
-  [ "$sum1" = "$sum2" ] && step "files identical after reconnect with digests" || bad "files differ after reconnect"
-  umount /mnt/v
+  fs_verify "$DEV" "after reconnect with digests"
   dd if="$DEV" of=/dev/null bs=1M count="$MB" iflag=direct 2>/dev/null || bad "read with digests"
   disconnect
   step "disconnected"
 }
 
+# The Linux kernel's NBD client (nbd-client configures /dev/nbd0 through netlink).
+nbd_connect() {  # extra nbd-client flags
+  nbd-client "$SERVER" "$PORT" /dev/nbd0 -N "$EXPORT" "$@" >/tmp/nbd.log 2>&1 || {
+    bad "nbd-client $*: $(tail -1 /tmp/nbd.log)"
+    return 1
+  }
+  n=0
+  while [ "$(cat /sys/block/nbd0/size 2>/dev/null)" = 0 ] && [ $n -lt 50 ]; do usleep 100000; n=$((n + 1)); done
+  step "nbd-client connected $*: $(grep -i -m1 'size' /tmp/nbd.log)"
+}
+
+nbd_disconnect() {
+  nbd-client -d /dev/nbd0 >/tmp/nbd-d.log 2>&1 || bad "nbd-client -d: $(tail -1 /tmp/nbd-d.log)"
+  n=0
+  while [ "$(cat /sys/block/nbd0/size 2>/dev/null)" != 0 ] && [ $n -lt 50 ]; do usleep 100000; n=$((n + 1)); done
+}
+
+nbd_scenario() {
+  network
+  modprobe nbd nbds_max=2 || { bad "modprobe nbd"; return; }
+  nbd_connect -b 4096 || return
+  check_size /dev/nbd0
+  q=/sys/block/nbd0/queue
+  # The export's transmission flags as the kernel took them: FLUSH -> a write-back cache,
+  # TRIM -> discard, READ_ONLY -> not read-only.
+  [ "$(cat $q/write_cache)" = "write back" ] && step "flush: write back cache" || bad "write_cache: $(cat $q/write_cache)"
+  [ "$(cat $q/discard_max_bytes)" -gt 0 ] && step "trim: discard enabled" || bad "no discard"
+  [ "$(cat /sys/block/nbd0/ro)" = 0 ] || bad "the device is read-only"
+  raw_io /dev/nbd0
+  blkdiscard -o 0 -l 1048576 /dev/nbd0 && step "blkdiscard (NBD_CMD_TRIM) ok" || bad "blkdiscard"
+  fs_write /dev/nbd0 || return
+  nbd_disconnect
+  step "files written, unmounted, disconnected"
+
+  # Again over two connections (the export advertises multi-conn).
+  nbd_connect -b 4096 -C 2 || return
+  fs_verify /dev/nbd0 "over two connections"
+  dd if=/dev/nbd0 of=/dev/null bs=1M count="$MB" iflag=direct 2>/dev/null || bad "read over two connections"
+  nbd_disconnect
+  step "disconnected"
+}
+
+# The Linux kernel's iSCSI initiator (open-iscsi: iscsid, iscsiadm, iscsi_tcp, sd).
+iscsi_node() {  # iscsiadm node arguments
+  iscsiadm -m node -T "$IQN" -p "$SERVER:$PORT" "$@"
+}
+iscsi_set() {  # NAME VALUE
+  iscsi_node -o update -n "$1" -v "$2" >/dev/null 2>&1 || bad "iscsiadm update $1"
+}
+iscsi_disk() {  # the sd device of the (only) session
+  n=0
+  while [ $n -lt 150 ]; do
+    for d in /sys/block/sd*; do
+      [ -b "/dev/${d##*/}" ] && { echo "/dev/${d##*/}"; return 0; }
+    done
+    usleep 100000
+    n=$((n + 1))
+  done
+  return 1
+}
+iscsi_login() {  # WHAT
+  iscsi_node --login >/tmp/login.log 2>&1 || { bad "login $1: $(tail -1 /tmp/login.log)"; return 1; }
+  DEV=$(iscsi_disk) || { bad "no disk after login $1"; return 1; }
+  step "logged in $1 -> $DEV"
+}
+iscsi_logout() {
+  iscsi_node --logout >/tmp/logout.log 2>&1 || bad "logout: $(tail -1 /tmp/logout.log)"
+  n=0
+  while ls /sys/block | grep -q '^sd' && [ $n -lt 50 ]; do usleep 100000; n=$((n + 1)); done
+}
+
+iscsi_scenario() {
+  network
+  modprobe iscsi_tcp && modprobe sd_mod || { bad "modprobe iscsi_tcp sd_mod"; return; }
+  mkdir -p /run/lock/iscsi /var/lib/iscsi
+  echo "InitiatorName=iqn.2026-11.io.castor:guest" >/etc/iscsi/initiatorname.iscsi
+  iscsid -f >/tmp/iscsid.log 2>&1 &
+  # Ready when its management socket (abstract, so only in /proc/net/unix) is bound.
+  n=0
+  until grep -q ISCSIADM_ABSTRACT_NAMESPACE /proc/net/unix || [ $n -ge 50 ]; do usleep 100000; n=$((n + 1)); done
+
+  iscsiadm -m discovery -t sendtargets -p "$SERVER:$PORT" >/tmp/disc.log 2>&1
+  grep -q ",1 $IQN\$" /tmp/disc.log && step "SendTargets lists $IQN" || bad "discovery: $(cat /tmp/disc.log)"
+  # The portal in the answer is the host's own view (127.0.0.1): the guest reaches it at
+  # SERVER, so the node record is made by hand.
+  iscsi_node -o new >/dev/null 2>&1 || bad "iscsiadm -o new"
+  iscsi_set node.session.auth.authmethod CHAP
+  iscsi_set node.session.auth.username "$USER"
+  iscsi_set node.session.auth.password "not-the-secret-at-all"
+  if iscsi_node --login >/tmp/login.log 2>&1; then
+    bad "login with a wrong CHAP secret succeeded"
+    iscsi_logout
+  else
+    grep -q -i "authoriz\|authentic" /tmp/login.log && step "wrong CHAP secret refused" ||
+      bad "wrong secret: unexpected failure: $(tail -1 /tmp/login.log)"
+  fi
+
+  iscsi_set node.session.auth.password "$SECRET"
+  iscsi_login "with CHAP" || return
+  b=$(basename "$DEV")
+  dev=/sys/block/$b/device
+  step "vendor '$(cat $dev/vendor)' model '$(cat $dev/model)' rev '$(cat $dev/rev)'"
+  grep -q '^CASTOR' $dev/vendor || bad "vendor is not CASTOR"
+  check_size "$DEV"
+  # What sd made of the VPD pages and mode pages it read.
+  # (sysfs gives binary attributes a size of 0: count the bytes.)
+  [ "$(wc -c <$dev/vpd_pg80)" -gt 4 ] && [ "$(wc -c <$dev/vpd_pg83)" -gt 4 ] && step "VPD 0x80 and 0x83 read" ||
+    bad "VPD 0x80/0x83 missing"
+  [ -n "$(cat $dev/wwid 2>/dev/null)" ] && step "wwid $(cat $dev/wwid)" || bad "no wwid from VPD 0x83"
+  sd=$(ls -d $dev/scsi_disk/* 2>/dev/null | head -1)
+  [ "$(cat $sd/cache_type)" = "write back" ] && step "caching mode page: write back" || bad "cache_type: $(cat $sd/cache_type)"
+  [ "$(cat $sd/provisioning_mode)" = unmap ] && step "logical block provisioning: unmap" || bad "provisioning_mode: $(cat $sd/provisioning_mode)"
+  [ "$(cat /sys/block/$b/queue/rotational)" = 0 ] && step "not rotational (VPD 0xB1)" || bad "rotational"
+  [ "$(cat /sys/block/$b/queue/discard_max_bytes)" -gt 0 ] || bad "no discard"
+  dmesg | grep -i -E "sense key|i/o error|critical" >/tmp/err.log && bad "kernel errors: $(head -3 /tmp/err.log)"
+  raw_io "$DEV"
+  blkdiscard -o 0 -l 1048576 "$DEV" && step "blkdiscard (UNMAP) ok" || bad "blkdiscard"
+  fs_write "$DEV" || return
+  iscsi_logout
+  step "files written, unmounted, logged out"
+
+  # Again with mutual CHAP and CRC32C header and data digests.
+  iscsi_set node.session.auth.username_in "$TUSER"
+  iscsi_set node.session.auth.password_in "$TSECRET"
+  iscsi_set "node.conn[0].iscsi.HeaderDigest" CRC32C
+  iscsi_set "node.conn[0].iscsi.DataDigest" CRC32C
+  iscsi_login "with mutual CHAP and digests" || return
+  fs_verify "$DEV" "after login with mutual CHAP and digests"
+  dd if="$DEV" of=/dev/null bs=1M count="$MB" iflag=direct 2>/dev/null || bad "read with digests"
+  dmesg | grep -i -E "sense key|i/o error|critical" >/tmp/err.log && bad "kernel errors: $(head -3 /tmp/err.log)"
+  iscsi_logout
+  iscsiadm -m session 2>&1 | grep -q "No active sessions" && step "logged out" || bad "a session is left"
+}
+
 case "$MODE" in
   nvme) nvme_scenario ;;
+  nbd) nbd_scenario ;;
+  iscsi) iscsi_scenario ;;
   *) bad "unknown castor.mode=$MODE" ;;
 esac
 end

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the test guest: Debian 12's own kernel plus a busybox initramfs carrying
-# nvme-cli, e2fsprogs, nbd-client and fio, all taken from Debian packages (apt-get download,
-# never installed on the host). Output: $GUEST_DIR/{vmlinuz,initramfs.gz}.
+# nvme-cli, e2fsprogs, nbd-client, open-iscsi (iscsid, iscsiadm) and fio, all taken from
+# Debian packages (apt-get download, never installed on the host).
+# Output: $GUEST_DIR/{vmlinuz,initramfs.gz}.
 # Idempotent: rebuilds only when this script or the guest init changed.
 #
 #   tests/vm/make-guest.sh [GUEST_DIR]     (default build/guest)
@@ -25,7 +26,7 @@ if [[ -z "$kpkg" ]]; then
   kpkg=$(apt-cache depends linux-image-amd64 | sed -n 's/.*Depends: \(linux-image-[0-9][^ ]*\).*/\1/p' | head -1)
 fi
 kver=${kpkg#linux-image-}
-tools=(busybox-static nvme-cli e2fsprogs nbd-client fio)
+tools=(busybox-static nvme-cli e2fsprogs nbd-client open-iscsi fio)
 
 # Library closure of the tools (only lib* and zlib packages: no debconf, no perl).
 pkgs=" ${tools[*]} "
@@ -57,11 +58,12 @@ mods="$tree/lib/modules/$kver"
 [[ -x "$bb" && -d "$mods" ]] || { say "kernel or busybox missing from the packages"; exit 1; }
 cp "$tree/boot/vmlinuz-$kver" "$out/vmlinuz"
 
-mkdir -p "$root"/{bin,sbin,usr/sbin,usr/bin,lib64,lib/x86_64-linux-gnu,etc/nvme,proc,sys,dev,tmp,run,mnt}
+mkdir -p "$root"/{bin,sbin,usr/sbin,usr/bin,lib64,lib/x86_64-linux-gnu,etc/nvme,etc/iscsi,proc,sys,dev,tmp,run,mnt}
 cp "$bb" "$root/bin/busybox"
 ln -s busybox "$root/bin/sh"
 ln -s ../bin/busybox "$root/sbin/modprobe"
 cp "$tree/etc/mke2fs.conf" "$root/etc/"
+cp "$tree/etc/iscsi/iscsid.conf" "$root/etc/iscsi/"
 printf 'root:x:0:0::/:/bin/sh\n' >"$root/etc/passwd"
 printf 'root:x:0:\n' >"$root/etc/group"
 
@@ -69,7 +71,7 @@ printf 'root:x:0:\n' >"$root/etc/group"
 ld="$tree/lib64/ld-linux-x86-64.so.2"
 libpath="$tree/lib/x86_64-linux-gnu:$tree/usr/lib/x86_64-linux-gnu"
 cp "$ld" "$root/lib64/"
-for b in usr/sbin/nvme sbin/mke2fs sbin/nbd-client usr/bin/fio; do
+for b in usr/sbin/nvme sbin/mke2fs sbin/nbd-client sbin/iscsid sbin/iscsiadm usr/bin/fio; do
   mkdir -p "$root/$(dirname "$b")"
   cp "$tree/$b" "$root/$b"
   "$ld" --library-path "$libpath" --list "$tree/$b" | awk '$2 == "=>" && $3 ~ /^\// {print $3}' |
@@ -89,7 +91,7 @@ copy_mod() {
   local dep
   for dep in $(awk -F': *' -v m="$rel" '$1 == m {print $2}' "$mods/modules.dep"); do copy_mod "$dep"; done
 }
-for m in nvme-tcp nvme-fabrics nvme-core ext4 nbd virtio_net virtio_pci crc32c_generic crc32c-intel; do
+for m in nvme-tcp nvme-fabrics nvme-core ext4 nbd iscsi_tcp sd_mod virtio_net virtio_pci crc32c_generic crc32c-intel; do
   rel=$(awk -F: -v a="${m//-/_}.ko" -v b="${m//_/-}.ko" '{n=split($1, p, "/"); if (p[n] == a || p[n] == b) {print $1; exit}}' "$mods/modules.dep")
   [[ -n "$rel" ]] && copy_mod "$rel"
 done

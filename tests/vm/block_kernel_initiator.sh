@@ -7,12 +7,19 @@
 #          refused, CHAP login, what sd read (VPD pages, caching mode page, provisioning),
 #          raw I/O, fio verify, blkdiscard (UNMAP), ext4, logout; again with mutual CHAP
 #          and CRC32C digests
+#   nbd-nexus, iscsi-nexus
+#          a replicated volume (a nexus of two local replicas, one behind a fault bdev)
+#          published over the protocol: fio writes with verify while one replica starts
+#          failing every I/O, and again while a new replica is rebuilt and the failed one
+#          removed; ext4 across a reconnect. The kernel must see no error, and the two
+#          replicas must then be equal block for block.
 # Afterwards the engine must hold no connection or session, and tshark must decode the
 # captured exchange without a malformed packet.
 #
-#   tests/vm/block_kernel_initiator.sh nbd|iscsi PATH/TO/castor-engine PATH/TO/castorctl GUEST_DIR
+#   tests/vm/block_kernel_initiator.sh MODE PATH/TO/castor-engine PATH/TO/castorctl GUEST_DIR
 set -uo pipefail
-proto=$1 engine=$2 ctl=$3 guest=$4
+mode=$1 engine=$2 ctl=$3 guest=$4
+proto=${mode%-nexus}
 here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d /tmp/castor-vm.XXXXXX)
 pid="" cap_pid=""
@@ -32,25 +39,39 @@ fi
 size_mb=64
 args=(--cores 0 --grpc-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --state-dir "$work/state"
       --bdev "malloc:///vol0?size_mb=$size_mb&blk_size=512" --ready-file "$work/ready" --log-level info)
-case "$proto" in
+case "$mode" in
   nbd) args+=(--nbd-listen 127.0.0.1:0 --nbd-export vol0=vol0) ;;
   iscsi) args+=(--iscsi-listen 127.0.0.1:0) ;;
-  *) echo "unknown protocol $proto"; exit 2 ;;
+  nbd-nexus | iscsi-nexus)
+    args+=(--"$proto"-listen 127.0.0.1:0 --bdev "malloc:///r1?size_mb=$size_mb&blk_size=512"
+           --bdev "fault:///fr1?base=r1")
+    ;;
+  *) echo "unknown mode $mode"; exit 2 ;;
 esac
 "$engine" "${args[@]}" >"$work/engine.log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do [[ -s "$work/ready" ]] && break; sleep 0.1; done
 [[ -s "$work/ready" ]] || { echo "engine did not start"; cat "$work/engine.log"; exit 1; }
 grpc="127.0.0.1:$(jq -r .grpc_port "$work/ready")"
+mport=$(jq -r .metrics_port "$work/ready")
 port=$(jq -r ".${proto}_port" "$work/ready")
 echo "engine pid $pid, $proto on 127.0.0.1:$port"
+c() { "$ctl" -e "$grpc" "$@"; }
 
 iqn="iqn.2026-11.io.castor:vm-$$"
 user="guest-$$" secret="initiator-secret-$$" tuser="castor-$$" tsecret="target-secret-$$"
-if [[ $proto == iscsi ]]; then
-  "$ctl" -e "$grpc" iscsi export vol0 --iqn "$iqn" --chap-user "$user" --chap-secret "$secret" \
-    --mutual-user "$tuser" --mutual-secret "$tsecret" >/dev/null || { echo "FAIL: iscsi export"; exit 1; }
-fi
+case "$mode" in
+  iscsi)
+    c iscsi export vol0 --iqn "$iqn" --chap-user "$user" --chap-secret "$secret" \
+      --mutual-user "$tuser" --mutual-secret "$tsecret" >/dev/null || { echo "FAIL: iscsi export"; exit 1; }
+    ;;
+  *-nexus)
+    pub=(--nbd-name nx)
+    [[ $proto == iscsi ]] && pub=(--iqn "$iqn")
+    c nexus create nx --size "${size_mb}MiB" --child bdev:///vol0 --child bdev:///fr1 >/dev/null &&
+      c nexus publish nx --protocol "$proto" "${pub[@]}" >/dev/null || { echo "FAIL: nexus"; exit 1; }
+    ;;
+esac
 
 if command -v dumpcap >/dev/null && command -v tshark >/dev/null; then
   dumpcap -q -i lo -f "tcp port $port" -s 0 -B 64 -w "$work/cap.pcapng" >"$work/dumpcap.log" 2>&1 &
@@ -58,8 +79,33 @@ if command -v dumpcap >/dev/null && command -v tshark >/dev/null; then
   sleep 1
 fi
 
+# In the nexus modes, the guest's progress lines drive the faults: fail replica r1 (every
+# I/O errors), then add a new replica r2, wait for its rebuild and remove r1.
+nexus_driver() {
+  local i
+  for i in $(seq 1200); do
+    grep -a -q "@@ writing: fail a replica now" "$work/guest.log" 2>/dev/null && break
+    sleep 0.25
+  done
+  c fault inject fr1 --mode error --op all >/dev/null || { echo "FAIL: fault inject"; return 1; }
+  for i in $(seq 1200); do
+    grep -a -q "@@ writing: add a replica now" "$work/guest.log" 2>/dev/null && break
+    sleep 0.25
+  done
+  c -o json nexus show nx >"$work/nexus-faulted.json"
+  c bdev create "malloc:///r2?size_mb=$size_mb&blk_size=512" >/dev/null &&
+    c nexus add-child nx bdev:///r2 >/dev/null &&
+    c rebuild watch nx bdev:///r2 --interval 0.2 >"$work/rebuild.log" 2>&1 &&
+    c nexus remove-child nx bdev:///fr1 >/dev/null || { echo "FAIL: heal: $(tail -2 "$work/rebuild.log")"; return 1; }
+}
+
 rc=0
-case "$proto" in
+driver=""
+if [[ $mode == *-nexus ]]; then
+  nexus_driver &
+  driver=$!
+fi
+case "$mode" in
   nbd)
     "$here/boot.sh" "$guest" "$work/guest.log" mode=nbd port="$port" export=vol0 mb=16 size_mb=$size_mb |
       tee "$work/steps" || rc=1
@@ -75,7 +121,14 @@ case "$proto" in
            "not rotational" "raw 16 MiB written and read back" "fio randwrite with crc32c verify passed"
            "blkdiscard (UNMAP) ok" "files identical after login with mutual CHAP and digests" "logged out")
     ;;
+  *-nexus)
+    "$here/boot.sh" "$guest" "$work/guest.log" mode="$mode" port="$port" export=nx iqn="$iqn" mb=48 \
+      metrics_port="$mport" | tee "$work/steps" || rc=1
+    steps=("nexus online" "nexus degraded while fio was writing" "fio verify passed through the replica's failure"
+           "nexus online again while fio was writing" "fio verify passed during the rebuild" "files identical after reconnecting" "done")
+    ;;
 esac
+[[ -n $driver ]] && { wait "$driver" || rc=1; }
 for want in "${steps[@]}"; do
   grep -q -F "$want" "$work/steps" || { echo "FAIL: missing step: $want"; rc=1; }
 done
@@ -93,18 +146,46 @@ expect() {  # SERIES TEST VALUE
   [[ -n $v ]] && awk -v v="$v" -v t="$2" -v w="$3" 'BEGIN {exit !((t == "eq" && v == w) || (t == "gt" && v > w))}' ||
     { echo "FAIL: expected $1 $2 $3"; rc=1; }
 }
-# A discard is NBD_CMD_TRIM -> unmap, or SCSI UNMAP -> write-zeroes (the LU promises
-# LBPRZ: unmapped blocks read zero).
-discard_op=unmap
-[[ $proto == iscsi ]] && discard_op=write_zeroes
-for op in flush $discard_op; do expect "castor_bdev_ops_total{bdev=\"vol0\",op=\"$op\"}" gt 0; done
-expect "castor_bdev_errors_total{bdev=\"vol0\",op=\"write\"}" eq 0
-if [[ $proto == nbd ]]; then
-  expect castor_nbd_connections_accepted_total eq 3  # one, then two (multi-conn)
-  expect castor_nbd_protocol_errors_total eq 0
-  expect 'castor_nbd_connections{export="vol0"}' eq 0
+if [[ $mode == *-nexus ]]; then
+  # r1 was retired for its errors; vol0 and the rebuilt r2 are all that is left, equal
+  # block for block (read on the engine once the nexus has let go of them).
+  reason=$(jq -r '.children[] | select(.uri == "bdev:///fr1") | "\(.state) \(.fault_reason)"' "$work/nexus-faulted.json")
+  echo "engine: r1 was '$reason' when the new replica was added"
+  [[ $reason == "faulted io_error" ]] || { echo "FAIL: r1 should be faulted by io_error"; rc=1; }
+  kids=$(c -o json nexus show nx | jq -r '[.state] + [.children[] | "\(.uri)=\(.state)"] | join(" ")')
+  echo "engine: nexus $kids"
+  [[ $kids == "online bdev:///vol0=healthy bdev:///r2=healthy" ]] || { echo "FAIL: nexus not healed"; rc=1; }
+  c nexus unpublish nx >/dev/null && c nexus destroy nx >/dev/null || { echo "FAIL: nexus destroy"; rc=1; }
+  for b in vol0 r2; do  # in 2 MiB reads (a gRPC message is at most 4 MiB)
+    : >"$work/$b.img"
+    for ((off = 0; off < size_mb << 20; off += 2 << 20)); do
+      c bdev read "$b" --offset $off --length $((2 << 20)) --file "$work/chunk" >/dev/null || echo "FAIL: read $b"
+      cat "$work/chunk" >>"$work/$b.img"
+    done
+  done
+  sums=$(sha256sum "$work/vol0.img" "$work/r2.img" | cut -d' ' -f1 | sort -u | wc -l)
+  echo "engine: replicas vol0 and r2 $( ((sums == 1)) && echo equal || echo DIFFER)"
+  ((sums == 1)) || rc=1
+  expect "castor_bdev_ops_total{bdev=\"vol0\",op=\"flush\"}" gt 0
+  expect "castor_bdev_errors_total{bdev=\"vol0\",op=\"write\"}" eq 0
 else
-  expect 'castor_iscsi_logins_total{result="failed"}' eq 1  # the wrong secret
+  # A discard is NBD_CMD_TRIM -> unmap, or SCSI UNMAP -> write-zeroes (the LU promises
+  # LBPRZ: unmapped blocks read zero).
+  discard_op=unmap
+  [[ $proto == iscsi ]] && discard_op=write_zeroes
+  for op in flush $discard_op; do expect "castor_bdev_ops_total{bdev=\"vol0\",op=\"$op\"}" gt 0; done
+  expect "castor_bdev_errors_total{bdev=\"vol0\",op=\"write\"}" eq 0
+fi
+if [[ $mode == nbd ]]; then
+  expect castor_nbd_connections_accepted_total eq 3  # one, then two (multi-conn)
+fi
+if [[ $proto == nbd ]]; then
+  expect castor_nbd_protocol_errors_total eq 0
+  expect "castor_nbd_connections{export=\"$( [[ $mode == nbd ]] && echo vol0 || echo nx)\"}" eq 0
+else
+  if [[ $mode == iscsi ]]; then
+    expect 'castor_iscsi_logins_total{result="failed"}' eq 1  # the wrong secret
+  fi
   expect 'castor_iscsi_logins_total{result="ok"}' gt 1
   expect castor_iscsi_protocol_errors_total eq 0
   expect castor_iscsi_digest_errors_total eq 0

@@ -4,6 +4,8 @@
 #   castor.mode=nbd       castor.port=PORT castor.export=NAME castor.mb=MiB castor.size_mb=MiB
 #   castor.mode=iscsi     castor.port=PORT castor.iqn=IQN castor.mb=MiB castor.size_mb=MiB
 #                         castor.user=NAME castor.secret=S castor.tuser=NAME castor.tsecret=S
+#   castor.mode=nbd-nexus|iscsi-nexus  castor.port=PORT castor.export=NAME|castor.iqn=IQN
+#                         castor.mb=MiB castor.metrics_port=PORT
 # It prints "@@ <step>" progress lines, "@@FAIL <why>" on failures and ends with one
 # "@@RESULT PASS" or "@@RESULT FAIL" line, then powers the guest off.
 /bin/busybox mount -t proc proc /proc
@@ -16,6 +18,7 @@ echo /sbin/modprobe >/proc/sys/kernel/modprobe
 echo 4 >/proc/sys/kernel/printk
 
 MODE=none PORT=4420 NQN=none MB=16 SIZE_MB=0 SERVER=10.0.2.2 EXPORT= IQN= USER= SECRET= TUSER= TSECRET=
+METRICS_PORT=0
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     castor.mode=*) MODE=${arg#*=} ;;
@@ -29,6 +32,7 @@ for arg in $(cat /proc/cmdline); do
     castor.secret=*) SECRET=${arg#*=} ;;
     castor.tuser=*) TUSER=${arg#*=} ;;
     castor.tsecret=*) TSECRET=${arg#*=} ;;
+    castor.metrics_port=*) METRICS_PORT=${arg#*=} ;;
   esac
 done
 
@@ -256,21 +260,25 @@ iscsi_logout() {
   while ls /sys/block | grep -q '^sd' && [ $n -lt 50 ]; do usleep 100000; n=$((n + 1)); done
 }
 
-iscsi_scenario() {
+# The network, the modules and iscsid, with a node record for IQN at SERVER:PORT.
+iscsi_start() {
   network
-  modprobe iscsi_tcp && modprobe sd_mod || { bad "modprobe iscsi_tcp sd_mod"; return; }
+  modprobe iscsi_tcp && modprobe sd_mod || { bad "modprobe iscsi_tcp sd_mod"; return 1; }
   mkdir -p /run/lock/iscsi /var/lib/iscsi
   echo "InitiatorName=iqn.2026-11.io.castor:guest" >/etc/iscsi/initiatorname.iscsi
   iscsid -f >/tmp/iscsid.log 2>&1 &
   # Ready when its management socket (abstract, so only in /proc/net/unix) is bound.
   n=0
   until grep -q ISCSIADM_ABSTRACT_NAMESPACE /proc/net/unix || [ $n -ge 50 ]; do usleep 100000; n=$((n + 1)); done
+  # A SendTargets answer carries the portal the host sees (127.0.0.1): the guest reaches it
+  # at SERVER, so the node record is made by hand.
+  iscsi_node -o new >/dev/null 2>&1 || { bad "iscsiadm -o new"; return 1; }
+}
 
+iscsi_scenario() {
+  iscsi_start || return
   iscsiadm -m discovery -t sendtargets -p "$SERVER:$PORT" >/tmp/disc.log 2>&1
   grep -q ",1 $IQN\$" /tmp/disc.log && step "SendTargets lists $IQN" || bad "discovery: $(cat /tmp/disc.log)"
-  # The portal in the answer is the host's own view (127.0.0.1): the guest reaches it at
-  # SERVER, so the node record is made by hand.
-  iscsi_node -o new >/dev/null 2>&1 || bad "iscsiadm -o new"
   iscsi_set node.session.auth.authmethod CHAP
   iscsi_set node.session.auth.username "$USER"
   iscsi_set node.session.auth.password "not-the-secret-at-all"
@@ -319,10 +327,76 @@ iscsi_scenario() {
   iscsiadm -m session 2>&1 | grep -q "No active sessions" && step "logged out" || bad "a session is left"
 }
 
+# A replicated volume (a nexus of two replicas, published over PROTO) while the host fails
+# one replica and then rebuilds a new one: the kernel must see no error and read back all
+# it wrote. The guest follows the nexus through the engine's metrics (METRICS_PORT).
+nexus_state() {  # prints online|degraded|faulted
+  wget -q -O - "http://$SERVER:$METRICS_PORT/metrics" 2>/dev/null |
+    sed -n 's/^castor_nexus_state{nexus="nx",state="\([a-z]*\)"} 1$/\1/p'
+}
+wait_nexus() {  # STATE SECONDS
+  n=0
+  while [ "$(nexus_state)" != "$1" ] && [ $n -lt $(($2 * 10)) ]; do usleep 100000; n=$((n + 1)); done
+  [ "$(nexus_state)" = "$1" ]
+}
+# fio random 4 KiB writes of the whole first MB MiB at QD16, verified when written; runs in
+# the background (FIO_PID), its verdict by fio_done.
+fio_start() {
+  fio --name=nexus --filename="$DEV" --direct=1 --ioengine=libaio --iodepth=16 --rw=randwrite \
+    --bs=4k --size="${MB}M" --verify=crc32c --do_verify=1 --verify_fatal=1 --randrepeat=0 \
+    --output=/tmp/fio-$1.log >/dev/null 2>&1 &
+  FIO_PID=$!
+}
+fio_done() {  # WHAT
+  wait $FIO_PID && grep -q "err= 0" /tmp/fio-$1.log && step "fio verify passed $2" ||
+    bad "fio $2: $(grep -m1 -i -E 'error|verify|err=' /tmp/fio-$1.log)"
+}
+
+nexus_scenario() {
+  proto=${MODE%-nexus}
+  case $proto in
+    nbd) network; modprobe nbd nbds_max=2 || { bad "modprobe nbd"; return; }; nbd_connect -b 4096 || return; DEV=/dev/nbd0 ;;
+    iscsi) iscsi_start || return; iscsi_login "to the nexus" || return ;;
+  esac
+  [ "$(nexus_state)" = online ] && step "nexus online" || bad "nexus is '$(nexus_state)', not online (metrics port $METRICS_PORT)"
+
+  fio_start fault
+  step "writing: fail a replica now"
+  if wait_nexus degraded 60; then
+    kill -0 $FIO_PID 2>/dev/null && step "nexus degraded while fio was writing" || bad "fio ended before the fault"
+  else
+    bad "the nexus did not degrade"
+  fi
+  fio_done fault "through the replica's failure"
+
+  fio_start rebuild
+  step "writing: add a replica now"
+  if wait_nexus online 120; then
+    kill -0 $FIO_PID 2>/dev/null && step "nexus online again while fio was writing (rebuilt, failed replica removed)" ||
+      bad "fio ended before the rebuild did"
+  else
+    bad "nexus is $(nexus_state)"
+  fi
+  fio_done rebuild "during the rebuild"
+  dd if=/dev/urandom of=/tmp/pattern bs=1M count=8 2>/dev/null
+  fs_write "$DEV" || return
+  case $proto in
+    nbd) nbd_disconnect; nbd_connect -b 4096 || return ;;
+    iscsi) iscsi_logout; iscsi_login "again" || return ;;
+  esac
+  fs_verify "$DEV" "after reconnecting"
+  case $proto in
+    nbd) nbd_disconnect ;;
+    iscsi) iscsi_logout ;;
+  esac
+  step "done"
+}
+
 case "$MODE" in
   nvme) nvme_scenario ;;
   nbd) nbd_scenario ;;
   iscsi) iscsi_scenario ;;
+  nbd-nexus | iscsi-nexus) nexus_scenario ;;
   *) bad "unknown castor.mode=$MODE" ;;
 esac
 end

@@ -13,13 +13,18 @@
 #          failing every I/O, and again while a new replica is rebuilt and the failed one
 #          removed; ext4 across a reconnect. The kernel must see no error, and the two
 #          replicas must then be equal block for block.
+#   iscsi-restart
+#          the engine (over a file) is killed with kill -9 once the guest's write is
+#          acknowledged, and restarted on the same portal: the kernel's session recovery
+#          logs in again by itself, a read queued meanwhile completes, and the data
+#          acknowledged before the crash reads back.
 # Afterwards the engine must hold no connection or session, and tshark must decode the
 # captured exchange without a malformed packet.
 #
 #   tests/vm/block_kernel_initiator.sh MODE PATH/TO/castor-engine PATH/TO/castorctl GUEST_DIR
 set -uo pipefail
 mode=$1 engine=$2 ctl=$3 guest=$4
-proto=${mode%-nexus}
+proto=${mode%%-*}
 here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d /tmp/castor-vm.XXXXXX)
 pid="" cap_pid=""
@@ -37,8 +42,11 @@ fi
 "$here/make-guest.sh" "$guest" || { echo "cannot build the guest"; exit 1; }
 
 size_mb=64
+iqn="iqn.2026-11.io.castor:vm-$$"
+vol0="malloc:///vol0?size_mb=$size_mb&blk_size=512"
+[[ $mode == iscsi-restart ]] && vol0="file://$work/vol0.img?size_mb=$size_mb&blk_size=512&name=vol0"
 args=(--cores 0 --grpc-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --state-dir "$work/state"
-      --bdev "malloc:///vol0?size_mb=$size_mb&blk_size=512" --ready-file "$work/ready" --log-level info)
+      --bdev "$vol0" --ready-file "$work/ready" --log-level info)
 case "$mode" in
   nbd) args+=(--nbd-listen 127.0.0.1:0 --nbd-export vol0=vol0) ;;
   iscsi) args+=(--iscsi-listen 127.0.0.1:0) ;;
@@ -46,19 +54,27 @@ case "$mode" in
     args+=(--"$proto"-listen 127.0.0.1:0 --bdev "malloc:///r1?size_mb=$size_mb&blk_size=512"
            --bdev "fault:///fr1?base=r1")
     ;;
+  iscsi-restart)
+    # Restarted on the same portal, with the target node made at start-up.
+    fixed=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    args+=(--iscsi-listen "127.0.0.1:$fixed" --iscsi-export "$iqn=vol0")
+    ;;
   *) echo "unknown mode $mode"; exit 2 ;;
 esac
-"$engine" "${args[@]}" >"$work/engine.log" 2>&1 &
-pid=$!
-for _ in $(seq 100); do [[ -s "$work/ready" ]] && break; sleep 0.1; done
-[[ -s "$work/ready" ]] || { echo "engine did not start"; cat "$work/engine.log"; exit 1; }
+start_engine() {
+  rm -f "$work/ready"
+  "$engine" "${args[@]}" >>"$work/engine.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do [[ -s "$work/ready" ]] && break; sleep 0.1; done
+  [[ -s "$work/ready" ]] || { echo "engine did not start"; cat "$work/engine.log"; exit 1; }
+}
+start_engine
 grpc="127.0.0.1:$(jq -r .grpc_port "$work/ready")"
 mport=$(jq -r .metrics_port "$work/ready")
 port=$(jq -r ".${proto}_port" "$work/ready")
 echo "engine pid $pid, $proto on 127.0.0.1:$port"
 c() { "$ctl" -e "$grpc" "$@"; }
 
-iqn="iqn.2026-11.io.castor:vm-$$"
 user="guest-$$" secret="initiator-secret-$$" tuser="castor-$$" tsecret="target-secret-$$"
 case "$mode" in
   iscsi)
@@ -99,10 +115,30 @@ nexus_driver() {
     c nexus remove-child nx bdev:///fr1 >/dev/null || { echo "FAIL: heal: $(tail -2 "$work/rebuild.log")"; return 1; }
 }
 
+# In the restart mode: kill -9 the engine once the guest's data is acknowledged, and start
+# it again on the same portal over the same file.
+restart_driver() {
+  local i
+  for i in $(seq 1200); do
+    grep -a -q "@@ written: kill the engine now" "$work/guest.log" 2>/dev/null && break
+    sleep 0.25
+  done
+  kill -9 "$pid"
+  wait "$pid" 2>/dev/null
+  echo "engine killed (kill -9)"
+  sleep 2
+  start_engine
+  echo "engine restarted: pid $pid"
+  echo "$pid" >"$work/pid2"
+}
+
 rc=0
 driver=""
 if [[ $mode == *-nexus ]]; then
   nexus_driver &
+  driver=$!
+elif [[ $mode == iscsi-restart ]]; then
+  restart_driver &
   driver=$!
 fi
 case "$mode" in
@@ -121,6 +157,11 @@ case "$mode" in
            "not rotational" "raw 16 MiB written and read back" "fio randwrite with crc32c verify passed"
            "blkdiscard (UNMAP) ok" "files identical after login with mutual CHAP and digests" "logged out")
     ;;
+  iscsi-restart)
+    "$here/boot.sh" "$guest" "$work/guest.log" mode="$mode" port="$port" iqn="$iqn" mb=8 | tee "$work/steps" || rc=1
+    steps=("logged in" "written: kill the engine now" "connection lost" "read back after the engine restarted"
+           "session recovered" "written and read back after recovery" "logged out")
+    ;;
   *-nexus)
     "$here/boot.sh" "$guest" "$work/guest.log" mode="$mode" port="$port" export=nx iqn="$iqn" mb=48 \
       metrics_port="$mport" | tee "$work/steps" || rc=1
@@ -129,6 +170,11 @@ case "$mode" in
     ;;
 esac
 [[ -n $driver ]] && { wait "$driver" || rc=1; }
+# The restarted engine (a child of the driver's subshell) is the one to check and stop.
+if [[ -s $work/pid2 ]]; then
+  pid=$(cat "$work/pid2")
+  grpc="127.0.0.1:$(jq -r .grpc_port "$work/ready")"
+fi
 for want in "${steps[@]}"; do
   grep -q -F "$want" "$work/steps" || { echo "FAIL: missing step: $want"; rc=1; }
 done
@@ -173,6 +219,7 @@ else
   # LBPRZ: unmapped blocks read zero).
   discard_op=unmap
   [[ $proto == iscsi ]] && discard_op=write_zeroes
+  [[ $mode == iscsi-restart ]] && discard_op=""  # (no discard in that scenario)
   for op in flush $discard_op; do expect "castor_bdev_ops_total{bdev=\"vol0\",op=\"$op\"}" gt 0; done
   expect "castor_bdev_errors_total{bdev=\"vol0\",op=\"write\"}" eq 0
 fi
@@ -183,10 +230,14 @@ if [[ $proto == nbd ]]; then
   expect castor_nbd_protocol_errors_total eq 0
   expect "castor_nbd_connections{export=\"$( [[ $mode == nbd ]] && echo vol0 || echo nx)\"}" eq 0
 else
-  if [[ $mode == iscsi ]]; then
-    expect 'castor_iscsi_logins_total{result="failed"}' eq 1  # the wrong secret
-  fi
-  expect 'castor_iscsi_logins_total{result="ok"}' gt 1
+  case $mode in
+    iscsi)
+      expect 'castor_iscsi_logins_total{result="failed"}' eq 1  # the wrong secret
+      expect 'castor_iscsi_logins_total{result="ok"}' gt 1
+      ;;
+    iscsi-restart) expect 'castor_iscsi_logins_total{result="ok"}' eq 1 ;;  # the recovery, on the new engine
+    *) expect 'castor_iscsi_logins_total{result="ok"}' gt 1 ;;
+  esac
   expect castor_iscsi_protocol_errors_total eq 0
   expect castor_iscsi_digest_errors_total eq 0
   expect castor_iscsi_connections eq 0
@@ -214,7 +265,9 @@ if [[ -n "$cap_pid" ]]; then
     rc=1
   fi
 fi
-kill "$pid" && wait "$pid"
+# (After a restart the engine is not this shell's child: wait for it by polling.)
+kill "$pid"
+for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 pid=""
 if ((rc)); then
   echo "---- guest console (tail)"

@@ -6,6 +6,7 @@
 #                         castor.user=NAME castor.secret=S castor.tuser=NAME castor.tsecret=S
 #   castor.mode=nbd-nexus|iscsi-nexus  castor.port=PORT castor.export=NAME|castor.iqn=IQN
 #                         castor.mb=MiB castor.metrics_port=PORT
+#   castor.mode=iscsi-restart castor.port=PORT castor.iqn=IQN castor.mb=MiB
 # It prints "@@ <step>" progress lines, "@@FAIL <why>" on failures and ends with one
 # "@@RESULT PASS" or "@@RESULT FAIL" line, then powers the guest off.
 /bin/busybox mount -t proc proc /proc
@@ -392,11 +393,39 @@ nexus_scenario() {
   step "done"
 }
 
+# The engine is killed (kill -9) once the guest's write is acknowledged, and restarted on
+# the same portal: the kernel's session recovery logs in again by itself, the I/O queued
+# meanwhile completes, and what was acknowledged before the crash reads back.
+session_state() { cat /sys/class/iscsi_session/session*/state 2>/dev/null | head -1; }
+restart_scenario() {
+  iscsi_start || return
+  iscsi_set node.session.timeo.replacement_timeout 60
+  iscsi_login "" || return
+  dd if=/dev/urandom of=/tmp/pattern bs=1M count="$MB" 2>/dev/null
+  dd if=/tmp/pattern of="$DEV" bs=1M oflag=direct conv=fsync 2>/dev/null || { bad "write"; return; }
+  step "written: kill the engine now"
+  n=0
+  while [ "$(session_state)" = LOGGED_IN ] && [ $n -lt 300 ]; do usleep 100000; n=$((n + 1)); done
+  [ "$(session_state)" != LOGGED_IN ] && step "connection lost (session $(session_state))" || bad "the session never noticed"
+  # Issued while the engine is down: queued by the kernel until the session is back.
+  dd if="$DEV" of=/tmp/back bs=1M count="$MB" iflag=direct 2>/dev/null || bad "read across the restart"
+  cmp -s /tmp/pattern /tmp/back && step "read back after the engine restarted" || bad "data differs after the restart"
+  [ "$(session_state)" = LOGGED_IN ] && step "session recovered" || bad "session is $(session_state)"
+  dd if=/dev/urandom of=/tmp/pattern2 bs=1M count="$MB" 2>/dev/null
+  dd if=/tmp/pattern2 of="$DEV" bs=1M seek="$MB" oflag=direct conv=fsync 2>/dev/null || bad "write after recovery"
+  dd if="$DEV" of=/tmp/back2 bs=1M skip="$MB" count="$MB" iflag=direct 2>/dev/null || bad "read after recovery"
+  cmp -s /tmp/pattern2 /tmp/back2 && step "written and read back after recovery" || bad "data differs after recovery"
+  dmesg | grep -i -E "i/o error|critical" >/tmp/err.log && bad "kernel errors: $(head -3 /tmp/err.log)"
+  iscsi_logout
+  iscsiadm -m session 2>&1 | grep -q "No active sessions" && step "logged out" || bad "a session is left"
+}
+
 case "$MODE" in
   nvme) nvme_scenario ;;
   nbd) nbd_scenario ;;
   iscsi) iscsi_scenario ;;
   nbd-nexus | iscsi-nexus) nexus_scenario ;;
+  iscsi-restart) restart_scenario ;;
   *) bad "unknown castor.mode=$MODE" ;;
 esac
 end

@@ -317,5 +317,41 @@ TEST(Registry, FileReopensWithSameContent) {
   EXPECT_EQ(std::memcmp(rd.data(), buf.data(), 4096), 0);
 }
 
+// A file's data outlives the engine, and so must its identity: an NVMe-oF host that
+// reconnects after an engine restart finds the subsystem by an NQN made from the UUID and
+// rejects a namespace whose identifiers changed.
+TEST(Registry, FileKeepsItsUuidAcrossReopens) {
+  Env env;
+  const std::string uri = "file://" + env.path("id.img") + "?size_mb=1";
+  ASSERT_TRUE(env.reg->create(uri));
+  const Uuid first = env.reg->info("id.img")->uuid;
+  EXPECT_FALSE(first.is_nil());
+  ASSERT_TRUE(env.reg->destroy("id.img"));
+  ASSERT_TRUE(env.reg->create(uri));
+  EXPECT_EQ(env.reg->info("id.img")->uuid, first);
+  ASSERT_TRUE(env.reg->destroy("id.img"));
+  // The same file through uring:// under the same name is the same device.
+  ASSERT_TRUE(env.reg->create("uring://" + env.path("id.img")));
+  EXPECT_EQ(env.reg->info("id.img")->uuid, first);
+  ASSERT_TRUE(env.reg->destroy("id.img"));
+
+  // Another file, or the same file under another name, is another device.
+  ASSERT_TRUE(env.reg->create("file://" + env.path("id2.img") + "?size_mb=1"));
+  EXPECT_NE(env.reg->info("id2.img")->uuid, first);
+  ASSERT_TRUE(env.reg->create(uri + "&name=other"));
+  EXPECT_NE(env.reg->info("other")->uuid, first);
+  ASSERT_TRUE(env.reg->destroy("other"));
+
+  // uuid= pins it; a malformed one is refused and creates nothing.
+  const std::string pinned = "0b7c1d5e-2f43-4a6b-9c8d-7e6f5a4b3c2d";
+  ASSERT_TRUE(env.reg->create(uri + "&uuid=" + pinned));
+  EXPECT_EQ(env.reg->info("id.img")->uuid.to_string(), pinned);
+  ASSERT_TRUE(env.reg->destroy("id.img"));
+  auto bad = env.reg->create("file://" + env.path("id3.img") + "?size_mb=1&uuid=not-a-uuid");
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.status().code(), Errc::kInvalidArgument);
+  EXPECT_FALSE(std::filesystem::exists(env.path("id3.img")));
+}
+
 }  // namespace
 }  // namespace castor::bdev::test

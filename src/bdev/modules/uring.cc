@@ -1,7 +1,12 @@
-// uring:///<path>[?blk_size=B&direct=auto|1|0&name=N] — an existing file or block
+// uring:///<path>[?blk_size=B&direct=auto|1|0&name=N&uuid=U] — an existing file or block
 // device driven through the reactor's io_uring ring.
-// file:///<path>?size_mb=N[&blk_size=B&direct=...&name=N] — the same, creating the
+// file:///<path>?size_mb=N[&blk_size=B&direct=...&name=N&uuid=U] — the same, creating the
 // file (preallocated) when it does not exist.
+//
+// The data outlives the engine, so the identity does too: without uuid=, the UUID is
+// derived from the host name, the file's real path and the bdev name. An NVMe-oF share
+// of the bdev then keeps its NQN and namespace identifiers across engine restarts, which
+// a host reconnecting after a restart requires.
 //
 // O_DIRECT is used when the file system accepts it and blk_size is a multiple of the
 // device's direct-I/O alignment (direct=auto, the default); buffers must then be
@@ -9,6 +14,7 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
+#include <limits.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -46,8 +52,9 @@ IoStatus errno_to_status(int err) {
 class UringBdev final : public Bdev {
  public:
   UringBdev(const std::string& name, int fd, bool direct, bool is_blockdev, uint32_t bs,
-            uint64_t nb, uint32_t align)
+            uint64_t nb, uint32_t align, const Uuid& uuid)
       : Bdev(name, "uring", bs, nb), fd_(fd), direct_(direct), is_blockdev_(is_blockdev) {
+    set_uuid(uuid);
     set_buf_align(direct ? align : 1);
     set_supported_ops(io_type_bit(IoType::kRead) | io_type_bit(IoType::kWrite) |
                       io_type_bit(IoType::kFlush) | io_type_bit(IoType::kUnmap) |
@@ -345,8 +352,27 @@ Result<uint32_t> parse_bs(const Uri& uri, uint32_t def) {
   return static_cast<uint32_t>(*bs);
 }
 
+// uuid= if given, else stable for this host, file and name (see the top of the file).
+Result<Uuid> backing_uuid(const Uri& uri, const std::string& name) {
+  if (auto u = uri.get("uuid"); !u.empty()) {
+    auto parsed = Uuid::parse(u);
+    if (!parsed || parsed->is_nil()) {
+      return make_error(Errc::kInvalidArgument, "uuid={} is not a UUID", u);
+    }
+    return *parsed;
+  }
+  char host[HOST_NAME_MAX + 1] = {};
+  gethostname(host, sizeof host - 1);
+  std::error_code ec;
+  auto real = std::filesystem::canonical(uri.path, ec);
+  return Uuid::from_name(fmt::format("castor-bdev\n{}\n{}\n{}", host,
+                                     ec ? uri.path : real.string(), name));
+}
+
 Result<std::unique_ptr<Bdev>> make_uring_bdev(const Uri& uri, const std::string& name,
                                               uint32_t bs) {
+  auto uuid = backing_uuid(uri, name);
+  if (!uuid) return uuid.status();
   auto f = open_backing(uri.path, uri.get("direct", "auto"), bs);
   if (!f) return f.status();
   if (f->size < bs || f->size % bs) {
@@ -358,7 +384,7 @@ Result<std::unique_ptr<Bdev>> make_uring_bdev(const Uri& uri, const std::string&
   if (!f->direct) align = 1;
   spdlog::debug("uring bdev {} path={} direct={} align={}", name, uri.path, f->direct, align);
   return std::unique_ptr<Bdev>(std::make_unique<UringBdev>(name, f->fd, f->direct, f->is_blockdev,
-                                                           bs, f->size / bs, align));
+                                                           bs, f->size / bs, align, *uuid));
 }
 
 Result<std::string> file_name_for(const Uri& uri) {
@@ -376,7 +402,7 @@ class UringModule final : public BdevModule {
   Result<std::string> name_for(const Uri& uri) const override { return file_name_for(uri); }
   Result<std::unique_ptr<Bdev>> create(const Uri& uri, const std::string& name,
                                        BdevRegistry&) override {
-    if (auto st = uri.check_keys({"blk_size", "direct", "name"}); !st) return st;
+    if (auto st = uri.check_keys({"blk_size", "direct", "name", "uuid"}); !st) return st;
     auto bs = parse_bs(uri, 4096);
     if (!bs) return bs.status();
     return make_uring_bdev(uri, name, *bs);
@@ -389,7 +415,7 @@ class FileModule final : public BdevModule {
   Result<std::string> name_for(const Uri& uri) const override { return file_name_for(uri); }
   Result<std::unique_ptr<Bdev>> create(const Uri& uri, const std::string& name,
                                        BdevRegistry&) override {
-    if (auto st = uri.check_keys({"blk_size", "direct", "name", "size_mb"}); !st) return st;
+    if (auto st = uri.check_keys({"blk_size", "direct", "name", "size_mb", "uuid"}); !st) return st;
     auto bs = parse_bs(uri, 4096);
     if (!bs) return bs.status();
     auto mb = uri.get_u64("size_mb", 0);

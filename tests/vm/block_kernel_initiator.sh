@@ -1,23 +1,23 @@
 #!/usr/bin/env bash
-# The Linux kernel's own NBD client and iSCSI initiator, in a QEMU guest, against
-# castor-engine's NBD export or iSCSI target node:
+# The Linux kernel's own NBD client, iSCSI initiator and NVMe/TCP host, in a QEMU guest,
+# against castor-engine's NBD exports, iSCSI target nodes and NVMe-oF subsystems:
 #   nbd    nbd-client (netlink): size and flags as the kernel took them, raw I/O, fio
 #          verify, blkdiscard (TRIM), ext4; again over two connections (multi-conn)
 #   iscsi  open-iscsi (iscsid, iscsiadm, iscsi_tcp, sd): SendTargets, a wrong CHAP secret
 #          refused, CHAP login, what sd read (VPD pages, caching mode page, provisioning),
 #          raw I/O, fio verify, blkdiscard (UNMAP), ext4, logout; again with mutual CHAP
 #          and CRC32C digests
-#   nbd-nexus, iscsi-nexus
+#   nbd-nexus, iscsi-nexus, nvmf-nexus
 #          a replicated volume (a nexus of two local replicas, one behind a fault bdev)
 #          published over the protocol: fio writes with verify while one replica starts
 #          failing every I/O, and again while a new replica is rebuilt and the failed one
 #          removed; ext4 across a reconnect. The kernel must see no error, and the two
 #          replicas must then be equal block for block.
-#   iscsi-restart
+#   iscsi-restart, nvmf-restart
 #          the engine (over a file) is killed with kill -9 once the guest's write is
-#          acknowledged, and restarted on the same portal: the kernel's session recovery
-#          logs in again by itself, a read queued meanwhile completes, and the data
-#          acknowledged before the crash reads back.
+#          acknowledged, and restarted on the same address: the kernel's session recovery
+#          or controller reconnect connects again by itself, a read queued meanwhile
+#          completes, and the data acknowledged before the crash reads back.
 # Afterwards the engine must hold no connection or session, and tshark must decode the
 # captured exchange without a malformed packet.
 #
@@ -42,22 +42,26 @@ fi
 "$here/make-guest.sh" "$guest" || { echo "cannot build the guest"; exit 1; }
 
 size_mb=64
-iqn="iqn.2026-11.io.castor:vm-$$"
+iqn="iqn.2026-11.io.castor:vm-$$" nqn=none
 vol0="malloc:///vol0?size_mb=$size_mb&blk_size=512"
-[[ $mode == iscsi-restart ]] && vol0="file://$work/vol0.img?size_mb=$size_mb&blk_size=512&name=vol0"
+[[ $mode == *-restart ]] && vol0="file://$work/vol0.img?size_mb=$size_mb&blk_size=512&name=vol0"
 args=(--cores 0 --grpc-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --state-dir "$work/state"
       --bdev "$vol0" --ready-file "$work/ready" --log-level info)
 case "$mode" in
   nbd) args+=(--nbd-listen 127.0.0.1:0 --nbd-export vol0=vol0) ;;
   iscsi) args+=(--iscsi-listen 127.0.0.1:0) ;;
-  nbd-nexus | iscsi-nexus)
+  nbd-nexus | iscsi-nexus | nvmf-nexus)
     args+=(--"$proto"-listen 127.0.0.1:0 --bdev "malloc:///r1?size_mb=$size_mb&blk_size=512"
            --bdev "fault:///fr1?base=r1")
     ;;
-  iscsi-restart)
-    # Restarted on the same portal, with the target node made at start-up.
+  iscsi-restart | nvmf-restart)
+    # Restarted on the same address, with the target node or subsystem made at start-up.
     fixed=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    args+=(--iscsi-listen "127.0.0.1:$fixed" --iscsi-export "$iqn=vol0")
+    if [[ $proto == iscsi ]]; then
+      args+=(--iscsi-listen "127.0.0.1:$fixed" --iscsi-export "$iqn=vol0")
+    else
+      args+=(--nvmf-listen "127.0.0.1:$fixed" --nvmf-share vol0)
+    fi
     ;;
   *) echo "unknown mode $mode"; exit 2 ;;
 esac
@@ -71,7 +75,7 @@ start_engine() {
 start_engine
 grpc="127.0.0.1:$(jq -r .grpc_port "$work/ready")"
 mport=$(jq -r .metrics_port "$work/ready")
-port=$(jq -r ".${proto}_port" "$work/ready")
+port=$(jq -r "if \"$proto\" == \"nvmf\" then .nvmf_ports[0] else .${proto}_port end" "$work/ready")
 echo "engine pid $pid, $proto on 127.0.0.1:$port"
 c() { "$ctl" -e "$grpc" "$@"; }
 
@@ -82,10 +86,14 @@ case "$mode" in
       --mutual-user "$tuser" --mutual-secret "$tsecret" >/dev/null || { echo "FAIL: iscsi export"; exit 1; }
     ;;
   *-nexus)
-    pub=(--nbd-name nx)
-    [[ $proto == iscsi ]] && pub=(--iqn "$iqn")
+    case $proto in
+      nbd) pub=(--nbd-name nx) ;;
+      iscsi) pub=(--iqn "$iqn") ;;
+      nvmf) pub=() ;;
+    esac
     c nexus create nx --size "${size_mb}MiB" --child bdev:///vol0 --child bdev:///fr1 >/dev/null &&
-      c nexus publish nx --protocol "$proto" "${pub[@]}" >/dev/null || { echo "FAIL: nexus"; exit 1; }
+      puri=$(c nexus publish nx --protocol "$proto" "${pub[@]}") || { echo "FAIL: nexus"; exit 1; }
+    nqn=${puri##*/}
     ;;
 esac
 
@@ -137,7 +145,7 @@ driver=""
 if [[ $mode == *-nexus ]]; then
   nexus_driver &
   driver=$!
-elif [[ $mode == iscsi-restart ]]; then
+elif [[ $mode == *-restart ]]; then
   restart_driver &
   driver=$!
 fi
@@ -157,13 +165,22 @@ case "$mode" in
            "not rotational" "raw 16 MiB written and read back" "fio randwrite with crc32c verify passed"
            "blkdiscard (UNMAP) ok" "files identical after login with mutual CHAP and digests" "logged out")
     ;;
-  iscsi-restart)
-    "$here/boot.sh" "$guest" "$work/guest.log" mode="$mode" port="$port" iqn="$iqn" mb=8 | tee "$work/steps" || rc=1
-    steps=("logged in" "written: kill the engine now" "connection lost" "read back after the engine restarted"
-           "session recovered" "written and read back after recovery" "logged out")
+  *-restart)
+    [[ $proto == nvmf ]] && nqn=$(sed -n "s/.*shared bdev 'vol0' as \([^ ]*\) .*/\1/p" "$work/engine.log" | head -1)
+    "$here/boot.sh" "$guest" "$work/guest.log" mode="$mode" port="$port" iqn="$iqn" nqn="$nqn" mb=8 |
+      tee "$work/steps" || rc=1
+    steps=("written: kill the engine now" "connection lost" "read back after the engine restarted"
+           "session recovered" "written and read back after recovery")
+    if [[ $proto == iscsi ]]; then steps+=("logged in" "logged out"); else steps+=("connected" "disconnected"); fi
+    if [[ $proto == nvmf ]]; then
+      # The restarted engine shared the file under the same NQN (its UUID is stable).
+      again=$(sed -n "s/.*shared bdev 'vol0' as \([^ ]*\) .*/\1/p" "$work/engine.log" | sort -u)
+      echo "engine: subsystem NQN(s) over both runs: $again"
+      [[ $again == "$nqn" ]] || { echo "FAIL: the NQN changed across the restart"; rc=1; }
+    fi
     ;;
   *-nexus)
-    "$here/boot.sh" "$guest" "$work/guest.log" mode="$mode" port="$port" export=nx iqn="$iqn" mb=48 \
+    "$here/boot.sh" "$guest" "$work/guest.log" mode="$mode" port="$port" export=nx iqn="$iqn" nqn="$nqn" mb=48 \
       metrics_port="$mport" | tee "$work/steps" || rc=1
     steps=("nexus online" "nexus degraded while fio was writing" "fio verify passed through the replica's failure"
            "nexus online again while fio was writing" "fio verify passed during the rebuild" "files identical after reconnecting" "done")
@@ -219,14 +236,18 @@ else
   # LBPRZ: unmapped blocks read zero).
   discard_op=unmap
   [[ $proto == iscsi ]] && discard_op=write_zeroes
-  [[ $mode == iscsi-restart ]] && discard_op=""  # (no discard in that scenario)
+  [[ $mode == *-restart ]] && discard_op=""  # (no discard in those scenarios)
   for op in flush $discard_op; do expect "castor_bdev_ops_total{bdev=\"vol0\",op=\"$op\"}" gt 0; done
   expect "castor_bdev_errors_total{bdev=\"vol0\",op=\"write\"}" eq 0
 fi
 if [[ $mode == nbd ]]; then
   expect castor_nbd_connections_accepted_total eq 3  # one, then two (multi-conn)
 fi
-if [[ $proto == nbd ]]; then
+if [[ $proto == nvmf ]]; then
+  ctrls=$(awk '/^castor_nvmf_controllers\{/ {n += $2} END {print n + 0}' "$work/metrics")
+  echo "engine: $ctrls NVMe-oF controller(s) left"
+  [[ $ctrls == 0 ]] || { echo "FAIL: controllers left after disconnect"; rc=1; }
+elif [[ $proto == nbd ]]; then
   expect castor_nbd_protocol_errors_total eq 0
   expect "castor_nbd_connections{export=\"$( [[ $mode == nbd ]] && echo vol0 || echo nx)\"}" eq 0
 else
@@ -252,8 +273,10 @@ if [[ -n "$cap_pid" ]]; then
   wait "$cap_pid" 2>/dev/null
   cap_pid=""
   decode=(-r "$work/cap.pcapng")
-  [[ $proto == iscsi ]] && decode+=(-d "tcp.port==$port,iscsi")
-  pdus=$(tshark "${decode[@]}" -Y "$proto" 2>/dev/null | wc -l)
+  dissector=$proto
+  [[ $proto == nvmf ]] && dissector=nvme-tcp
+  [[ $proto != nbd ]] && decode+=(-d "tcp.port==$port,$dissector")
+  pdus=$(tshark "${decode[@]}" -Y "$dissector" 2>/dev/null | wc -l)
   # sd asks for the first 4 bytes of a VPD page to learn its length; the SCSI dissector
   # calls the answer (correctly cut to the allocation length) malformed.
   malformed="_ws.malformed && !(scsi.sbc.opcode == 0x12 && iscsi.datasegmentlength < 8)"

@@ -4,9 +4,10 @@
 #   castor.mode=nbd       castor.port=PORT castor.export=NAME castor.mb=MiB castor.size_mb=MiB
 #   castor.mode=iscsi     castor.port=PORT castor.iqn=IQN castor.mb=MiB castor.size_mb=MiB
 #                         castor.user=NAME castor.secret=S castor.tuser=NAME castor.tsecret=S
-#   castor.mode=nbd-nexus|iscsi-nexus  castor.port=PORT castor.export=NAME|castor.iqn=IQN
+#   castor.mode=nbd-nexus|iscsi-nexus|nvmf-nexus
+#                         castor.port=PORT castor.export=NAME|castor.iqn=IQN|castor.nqn=NQN
 #                         castor.mb=MiB castor.metrics_port=PORT
-#   castor.mode=iscsi-restart castor.port=PORT castor.iqn=IQN castor.mb=MiB
+#   castor.mode=iscsi-restart|nvmf-restart castor.port=PORT castor.iqn=IQN|castor.nqn=NQN castor.mb=MiB
 # It prints "@@ <step>" progress lines, "@@FAIL <why>" on failures and ends with one
 # "@@RESULT PASS" or "@@RESULT FAIL" line, then powers the guest off.
 /bin/busybox mount -t proc proc /proc
@@ -135,12 +136,17 @@ check_size() {
   [ "$bytes" = "$((SIZE_MB * 1048576))" ] && step "size $bytes bytes" || bad "size $bytes, expected $((SIZE_MB * 1048576))"
 }
 
-nvme_scenario() {
+# The network, nvme-tcp and a host NQN of the guest's own.
+nvme_start() {
   network
-  modprobe nvme-tcp || { bad "modprobe nvme-tcp"; return; }
+  modprobe nvme-tcp || { bad "modprobe nvme-tcp"; return 1; }
   uuid=$(cat /proc/sys/kernel/random/uuid)
   echo "nqn.2014-08.org.nvmexpress:uuid:$uuid" >/etc/nvme/hostnqn
   echo "$uuid" >/etc/nvme/hostid
+}
+
+nvme_scenario() {
+  nvme_start || return
 
   nvme discover -t tcp -a "$SERVER" -s "$PORT" >/tmp/discover.log 2>&1 || bad "nvme discover: $(tail -1 /tmp/discover.log)"
   grep -q "subnqn: *$NQN" /tmp/discover.log && step "discover lists $NQN" || bad "discover does not list $NQN"
@@ -358,6 +364,7 @@ nexus_scenario() {
   case $proto in
     nbd) network; modprobe nbd nbds_max=2 || { bad "modprobe nbd"; return; }; nbd_connect -b 4096 || return; DEV=/dev/nbd0 ;;
     iscsi) iscsi_start || return; iscsi_login "to the nexus" || return ;;
+    nvmf) nvme_start || return; connect || return ;;
   esac
   [ "$(nexus_state)" = online ] && step "nexus online" || bad "nexus is '$(nexus_state)', not online (metrics port $METRICS_PORT)"
 
@@ -384,48 +391,65 @@ nexus_scenario() {
   case $proto in
     nbd) nbd_disconnect; nbd_connect -b 4096 || return ;;
     iscsi) iscsi_logout; iscsi_login "again" || return ;;
+    nvmf) disconnect; connect || return ;;
   esac
   fs_verify "$DEV" "after reconnecting"
   case $proto in
     nbd) nbd_disconnect ;;
     iscsi) iscsi_logout ;;
+    nvmf) disconnect ;;
   esac
   step "done"
 }
 
 # The engine is killed (kill -9) once the guest's write is acknowledged, and restarted on
-# the same portal: the kernel's session recovery logs in again by itself, the I/O queued
-# meanwhile completes, and what was acknowledged before the crash reads back.
-session_state() { cat /sys/class/iscsi_session/session*/state 2>/dev/null | head -1; }
+# the same address: the kernel's recovery (iSCSI session recovery, NVMe controller
+# reconnect) connects again by itself, the I/O queued meanwhile completes, and what was
+# acknowledged before the crash reads back.
+session_state() {  # LOGGED_IN / live when connected
+  case $proto in
+    iscsi) cat /sys/class/iscsi_session/session*/state 2>/dev/null | head -1 ;;
+    nvmf) cat /sys/class/nvme/$(basename "$CTRL")/state 2>/dev/null ;;
+  esac
+}
 restart_scenario() {
-  iscsi_start || return
-  iscsi_set node.session.timeo.replacement_timeout 60
-  iscsi_login "" || return
+  proto=${MODE%-restart}
+  case $proto in
+    iscsi)
+      iscsi_start || return
+      iscsi_set node.session.timeo.replacement_timeout 60
+      iscsi_login "" || return
+      up=LOGGED_IN
+      ;;
+    nvmf) nvme_start || return; connect --reconnect-delay=1 --ctrl-loss-tmo=60 || return; up=live ;;
+  esac
   dd if=/dev/urandom of=/tmp/pattern bs=1M count="$MB" 2>/dev/null
   dd if=/tmp/pattern of="$DEV" bs=1M oflag=direct conv=fsync 2>/dev/null || { bad "write"; return; }
   step "written: kill the engine now"
   n=0
-  while [ "$(session_state)" = LOGGED_IN ] && [ $n -lt 300 ]; do usleep 100000; n=$((n + 1)); done
-  [ "$(session_state)" != LOGGED_IN ] && step "connection lost (session $(session_state))" || bad "the session never noticed"
+  while [ "$(session_state)" = $up ] && [ $n -lt 300 ]; do usleep 100000; n=$((n + 1)); done
+  [ "$(session_state)" != $up ] && step "connection lost (state $(session_state))" || bad "the initiator never noticed"
   # Issued while the engine is down: queued by the kernel until the session is back.
   dd if="$DEV" of=/tmp/back bs=1M count="$MB" iflag=direct 2>/dev/null || bad "read across the restart"
   cmp -s /tmp/pattern /tmp/back && step "read back after the engine restarted" || bad "data differs after the restart"
-  [ "$(session_state)" = LOGGED_IN ] && step "session recovered" || bad "session is $(session_state)"
+  [ "$(session_state)" = $up ] && step "session recovered" || bad "state is $(session_state)"
   dd if=/dev/urandom of=/tmp/pattern2 bs=1M count="$MB" 2>/dev/null
   dd if=/tmp/pattern2 of="$DEV" bs=1M seek="$MB" oflag=direct conv=fsync 2>/dev/null || bad "write after recovery"
   dd if="$DEV" of=/tmp/back2 bs=1M skip="$MB" count="$MB" iflag=direct 2>/dev/null || bad "read after recovery"
   cmp -s /tmp/pattern2 /tmp/back2 && step "written and read back after recovery" || bad "data differs after recovery"
   dmesg | grep -i -E "i/o error|critical" >/tmp/err.log && bad "kernel errors: $(head -3 /tmp/err.log)"
-  iscsi_logout
-  iscsiadm -m session 2>&1 | grep -q "No active sessions" && step "logged out" || bad "a session is left"
+  case $proto in
+    iscsi) iscsi_logout; iscsiadm -m session 2>&1 | grep -q "No active sessions" && step "logged out" || bad "a session is left" ;;
+    nvmf) disconnect; [ -z "$(ls /sys/class/nvme 2>/dev/null)" ] && step "disconnected" || bad "a controller is left" ;;
+  esac
 }
 
 case "$MODE" in
   nvme) nvme_scenario ;;
   nbd) nbd_scenario ;;
   iscsi) iscsi_scenario ;;
-  nbd-nexus | iscsi-nexus) nexus_scenario ;;
-  iscsi-restart) restart_scenario ;;
+  nbd-nexus | iscsi-nexus | nvmf-nexus) nexus_scenario ;;
+  iscsi-restart | nvmf-restart) restart_scenario ;;
   *) bad "unknown castor.mode=$MODE" ;;
 esac
 end

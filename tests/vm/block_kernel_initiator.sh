@@ -31,6 +31,7 @@ pid="" cap_pid=""
 cleanup() {
   [[ -n "$cap_pid" ]] && kill "$cap_pid" 2>/dev/null
   [[ -n "$pid" ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  [[ -s $work/pid2 ]] && kill "$(cat "$work/pid2")" 2>/dev/null  # an engine restarted by the driver
   [[ -n ${KEEP:-} ]] || rm -rf "$work"
 }
 trap cleanup EXIT
@@ -103,19 +104,23 @@ if command -v dumpcap >/dev/null && command -v tshark >/dev/null; then
   sleep 1
 fi
 
+# Waits (up to 5 minutes) for the guest to print LINE.
+await_guest() {
+  local i
+  for i in $(seq 1200); do
+    grep -a -q "$1" "$work/guest.log" 2>/dev/null && return 0
+    sleep 0.25
+  done
+  echo "FAIL: the guest never printed '$1'"
+  return 1
+}
+
 # In the nexus modes, the guest's progress lines drive the faults: fail replica r1 (every
 # I/O errors), then add a new replica r2, wait for its rebuild and remove r1.
 nexus_driver() {
-  local i
-  for i in $(seq 1200); do
-    grep -a -q "@@ writing: fail a replica now" "$work/guest.log" 2>/dev/null && break
-    sleep 0.25
-  done
+  await_guest "@@ writing: fail a replica now" || return 1
   c fault inject fr1 --mode error --op all >/dev/null || { echo "FAIL: fault inject"; return 1; }
-  for i in $(seq 1200); do
-    grep -a -q "@@ writing: add a replica now" "$work/guest.log" 2>/dev/null && break
-    sleep 0.25
-  done
+  await_guest "@@ writing: add a replica now" || return 1
   c -o json nexus show nx >"$work/nexus-faulted.json"
   c bdev create "malloc:///r2?size_mb=$size_mb&blk_size=512" >/dev/null &&
     c nexus add-child nx bdev:///r2 >/dev/null &&
@@ -123,14 +128,10 @@ nexus_driver() {
     c nexus remove-child nx bdev:///fr1 >/dev/null || { echo "FAIL: heal: $(tail -2 "$work/rebuild.log")"; return 1; }
 }
 
-# In the restart mode: kill -9 the engine once the guest's data is acknowledged, and start
-# it again on the same portal over the same file.
+# In the restart modes: kill -9 the engine once the guest's data is acknowledged, and start
+# it again on the same address over the same file.
 restart_driver() {
-  local i
-  for i in $(seq 1200); do
-    grep -a -q "@@ written: kill the engine now" "$work/guest.log" 2>/dev/null && break
-    sleep 0.25
-  done
+  await_guest "@@ written: kill the engine now" || return 1
   kill -9 "$pid"
   wait "$pid" 2>/dev/null
   echo "engine killed (kill -9)"
@@ -166,7 +167,8 @@ case "$mode" in
            "blkdiscard (UNMAP) ok" "files identical after login with mutual CHAP and digests" "logged out")
     ;;
   *-restart)
-    [[ $proto == nvmf ]] && nqn=$(sed -n "s/.*shared bdev 'vol0' as \([^ ]*\) .*/\1/p" "$work/engine.log" | head -1)
+    shared_nqns() { sed -n "s/.*shared bdev 'vol0' as \([^ ]*\) .*/\1/p" "$work/engine.log" | sort -u; }
+    [[ $proto == nvmf ]] && nqn=$(shared_nqns)
     "$here/boot.sh" "$guest" "$work/guest.log" mode="$mode" port="$port" iqn="$iqn" nqn="$nqn" mb=8 |
       tee "$work/steps" || rc=1
     steps=("written: kill the engine now" "connection lost" "read back after the engine restarted"
@@ -174,7 +176,7 @@ case "$mode" in
     if [[ $proto == iscsi ]]; then steps+=("logged in" "logged out"); else steps+=("connected" "disconnected"); fi
     if [[ $proto == nvmf ]]; then
       # The restarted engine shared the file under the same NQN (its UUID is stable).
-      again=$(sed -n "s/.*shared bdev 'vol0' as \([^ ]*\) .*/\1/p" "$work/engine.log" | sort -u)
+      again=$(shared_nqns)
       echo "engine: subsystem NQN(s) over both runs: $again"
       [[ $again == "$nqn" ]] || { echo "FAIL: the NQN changed across the restart"; rc=1; }
     fi

@@ -42,6 +42,9 @@ failed=0
 step() { echo "@@ $*"; }
 bad() { echo "@@FAIL $*"; failed=1; }
 end() {
+  # Whatever the scenario, no I/O may have failed in the kernel (a discard included, which
+  # mkfs would not report).
+  if dmesg | grep -i "i/o error" >/tmp/ioerr.log; then bad "kernel I/O errors: $(head -2 /tmp/ioerr.log)"; fi
   if [ "$failed" = 0 ]; then echo "@@RESULT PASS"; else echo "@@RESULT FAIL"; fi
   sync
   poweroff -f

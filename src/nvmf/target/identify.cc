@@ -45,7 +45,9 @@ void build_identify_controller(const ControllerIdentity& id, IdentifyController*
   c->nn = id.discovery ? 0 : id.max_nsid;
   c->oncs = id.discovery ? 0 : static_cast<uint16_t>((1 << 2) | (1 << 3));  // DSM, Write Zeroes
   c->vwc = id.volatile_write_cache && !id.discovery ? 1 : 0;
-  c->sgls = 1u | (1u << 20);  // SGLs supported (no alignment), offsets in in-capsule data
+  // SGLs supported (no alignment); an SGL may be longer than the data (the excess is
+  // ignored); offsets in in-capsule data.
+  c->sgls = 1u | (1u << 18) | (1u << 20);
   copy_nqn(c->subnqn, sizeof(c->subnqn), id.subnqn);
   c->ioccsz = (64 + id.incapsule) / 16;
   c->iorcsz = 1;

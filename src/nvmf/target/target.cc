@@ -692,7 +692,7 @@ class Qpair final : public reactor::Connection::Handler {
           return submit(c, IoType::kRead, slba, nlb);
         }
         c->len = static_cast<uint32_t>(len);
-        if (c->received == len) return submit(c, IoType::kWrite, slba, nlb);
+        if (c->received >= len) return submit(c, IoType::kWrite, slba, nlb);  // excess ignored
         if (c->received != 0 || s.sgl1.type != kSglTransportDataBlock) return finish(c, generic(sc::kSglInvalidData));
         return request_data(c);
       }
@@ -705,11 +705,16 @@ class Qpair final : public reactor::Connection::Handler {
       }
       case io_op::kDatasetManagement: {
         const uint32_t nr = (s.cdw10 & 0xff) + 1;
-        c->len = nr * 16;
-        if (s.sgl1.length < c->len) return finish(c, generic(sc::kSglInvalidData));
+        if (s.sgl1.length < nr * 16) return finish(c, generic(sc::kSglInvalidData));
         if (!(s.cdw11 & (1u << 2))) return finish(c, kSuccess);  // only deallocate does anything
-        if (c->received == c->len) return dsm_next(c, 0);
+        // In-capsule data may be longer than the ranges: Linux always sends a buffer for
+        // 256 of them (4 KiB). The excess is ignored (Identify's SGLS says so).
+        if (c->received >= nr * 16) {
+          c->len = nr * 16;
+          return dsm_next(c, 0);
+        }
         if (c->received != 0 || s.sgl1.type != kSglTransportDataBlock) return finish(c, generic(sc::kSglInvalidData));
+        c->len = nr * 16;
         return request_data(c);
       }
       default: return finish(c, generic(sc::kInvalidOpcode));

@@ -68,7 +68,10 @@ struct NexusOptions {
   ErrorPolicy error_policy = ErrorPolicy::kImmediate;
   uint32_t max_errors = 10;          // window policy: failures tolerated per window
   uint32_t error_window_ms = 10000;  // window policy: window length
-  uint32_t child_io_timeout_ms = 30000;  // a child I/O older than this retires the child
+  // A child I/O older than this retires the child. Well below the 30 s that Linux's
+  // NVMe, SCSI and NBD drivers give a command: a hung replica must be retired (and the
+  // I/O completed from the others) before the application's initiator gives up on it.
+  uint32_t child_io_timeout_ms = 10000;
   RebuildOptions rebuild;
   // Children the health store records as unhealthy start OutOfSync and are rebuilt
   // (true), or start Faulted(OutOfSync) (false).

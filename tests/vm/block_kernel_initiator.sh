@@ -10,9 +10,9 @@
 #   nbd-nexus, iscsi-nexus, nvmf-nexus
 #          a replicated volume (a nexus of two local replicas, one behind a fault bdev)
 #          published over the protocol: fio writes with verify while one replica starts
-#          failing every I/O, and again while a new replica is rebuilt and the failed one
-#          removed; ext4 across a reconnect. The kernel must see no error, and the two
-#          replicas must then be equal block for block.
+#          failing every I/O (NVMe-oF: stops answering), and again while a new replica is
+#          rebuilt and the failed one removed; ext4 across a reconnect. The kernel must see
+#          no error, and the two replicas must then be equal block for block.
 #   iscsi-restart, nvmf-restart
 #          the engine (over a file) is killed with kill -9 once the guest's write is
 #          acknowledged, and restarted on the same address: the kernel's session recovery
@@ -115,13 +115,19 @@ await_guest() {
   return 1
 }
 
-# In the nexus modes, the guest's progress lines drive the faults: fail replica r1 (every
-# I/O errors), then add a new replica r2, wait for its rebuild and remove r1.
+# In the nexus modes, the guest's progress lines drive the faults: fail replica r1, then
+# add a new replica r2, wait for its rebuild and remove r1. Over NBD and iSCSI r1 fails
+# every I/O; over NVMe-oF it stops answering (hang), and the nexus must retire it on its
+# child I/O timeout (10 s) before the kernel's own command timeout (30 s) fires.
+fault_mode=error fault_reason=io_error
+[[ $proto == nvmf ]] && fault_mode=hang fault_reason=timed_out
 nexus_driver() {
   await_guest "@@ writing: fail a replica now" || return 1
-  c fault inject fr1 --mode error --op all >/dev/null || { echo "FAIL: fault inject"; return 1; }
+  c fault inject fr1 --mode $fault_mode --op all >/dev/null || { echo "FAIL: fault inject"; return 1; }
   await_guest "@@ writing: add a replica now" || return 1
   c -o json nexus show nx >"$work/nexus-faulted.json"
+  # The hung I/Os complete late (and are ignored), so that r1 can be removed.
+  [[ $fault_mode == hang ]] && c fault clear fr1 >/dev/null
   c bdev create "malloc:///r2?size_mb=$size_mb&blk_size=512" >/dev/null &&
     c nexus add-child nx bdev:///r2 >/dev/null &&
     c rebuild watch nx bdev:///r2 --interval 0.2 >"$work/rebuild.log" 2>&1 &&
@@ -216,7 +222,7 @@ if [[ $mode == *-nexus ]]; then
   # block for block (read on the engine once the nexus has let go of them).
   reason=$(jq -r '.children[] | select(.uri == "bdev:///fr1") | "\(.state) \(.fault_reason)"' "$work/nexus-faulted.json")
   echo "engine: r1 was '$reason' when the new replica was added"
-  [[ $reason == "faulted io_error" ]] || { echo "FAIL: r1 should be faulted by io_error"; rc=1; }
+  [[ $reason == "faulted $fault_reason" ]] || { echo "FAIL: r1 should be faulted by $fault_reason"; rc=1; }
   kids=$(c -o json nexus show nx | jq -r '[.state] + [.children[] | "\(.uri)=\(.state)"] | join(" ")')
   echo "engine: nexus $kids"
   [[ $kids == "online bdev:///vol0=healthy bdev:///r2=healthy" ]] || { echo "FAIL: nexus not healed"; rc=1; }
@@ -224,9 +230,10 @@ if [[ $mode == *-nexus ]]; then
   for b in vol0 r2; do  # in 2 MiB reads (a gRPC message is at most 4 MiB)
     : >"$work/$b.img"
     for ((off = 0; off < size_mb << 20; off += 2 << 20)); do
-      c bdev read "$b" --offset $off --length $((2 << 20)) --file "$work/chunk" >/dev/null || echo "FAIL: read $b"
-      cat "$work/chunk" >>"$work/$b.img"
+      c bdev read "$b" --offset $off --length $((2 << 20)) --file "$work/chunk" >/dev/null &&
+        cat "$work/chunk" >>"$work/$b.img" || { echo "FAIL: read $b at $off"; rc=1; break; }
     done
+    [[ $(stat -c %s "$work/$b.img") == $((size_mb << 20)) ]] || { echo "FAIL: could not read all of $b"; rc=1; }
   done
   sums=$(sha256sum "$work/vol0.img" "$work/r2.img" | cut -d' ' -f1 | sort -u | wc -l)
   echo "engine: replicas vol0 and r2 $( ((sums == 1)) && echo equal || echo DIFFER)"

@@ -154,6 +154,12 @@ std::string zeroes_and_dsm() {
   t.cmd(wz2);
   t.cmd(dsm(5, 1, true), dsm_ranges({{kBlocks - 1, 2}}));
   t.cmd(rw(io_op::kRead, 6, 0, 16));
+  // As Linux sends them: one range in a 4 KiB buffer (room for 256); and a write whose
+  // in-capsule data is longer than its blocks. The excess is ignored.
+  std::string linux_ranges = dsm_ranges({{16, 8}});
+  linux_ranges.resize(4096, '\0');
+  t.cmd(dsm(7, 1, true), linux_ranges);
+  t.cmd(rw(io_op::kWrite, 8, 32, 1), pattern(1024, 'x'));
   return t.s;
 }
 

@@ -387,6 +387,18 @@ TEST_F(Target, AdminSequenceIoQueueAndData) {
     dsm4k.nsid = 1;
     dsm4k.cdw11 = 1u << 2;
     EXPECT_EQ(io.cmd(dsm4k, linux_ranges).status, 0);
+    // A write whose in-capsule data is longer than its one block: the block gets the first
+    // 512 bytes, the rest is ignored (SGLS bit 18).
+    std::vector<uint8_t> longer(1024);
+    for (size_t i = 0; i < longer.size(); ++i) longer[i] = static_cast<uint8_t>(i * 7 + 3);
+    Sqe wr1{};
+    wr1.opcode = io_op::kWrite;
+    wr1.nsid = 1;
+    wr1.cdw10 = 300;
+    EXPECT_EQ(io.cmd(wr1, longer).status, 0);
+    got.clear();
+    EXPECT_EQ(io.rw(io_op::kRead, 300, 1, 512, &got).status, 0);
+    EXPECT_EQ(got, std::vector<uint8_t>(longer.begin(), longer.begin() + 512));
     // I/O connect with a wrong cntlid or host is refused.
     TestHost io3(port);
     EXPECT_EQ(sc_of(io3.connect(kNqn, kHost, 3, cntlid + 100)), sc::kConnectInvalidParameters);

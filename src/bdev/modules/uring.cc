@@ -12,9 +12,9 @@
 // device's direct-I/O alignment (direct=auto, the default); buffers must then be
 // aligned to buf_align() (DmaBuffer is).
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
-#include <limits.h>
 #include <sys/stat.h>
 #include <unistd.h>
 

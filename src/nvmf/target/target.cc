@@ -709,12 +709,9 @@ class Qpair final : public reactor::Connection::Handler {
         if (!(s.cdw11 & (1u << 2))) return finish(c, kSuccess);  // only deallocate does anything
         // In-capsule data may be longer than the ranges: Linux always sends a buffer for
         // 256 of them (4 KiB). The excess is ignored (Identify's SGLS says so).
-        if (c->received >= nr * 16) {
-          c->len = nr * 16;
-          return dsm_next(c, 0);
-        }
-        if (c->received != 0 || s.sgl1.type != kSglTransportDataBlock) return finish(c, generic(sc::kSglInvalidData));
         c->len = nr * 16;
+        if (c->received >= c->len) return dsm_next(c, 0);
+        if (c->received != 0 || s.sgl1.type != kSglTransportDataBlock) return finish(c, generic(sc::kSglInvalidData));
         return request_data(c);
       }
       default: return finish(c, generic(sc::kInvalidOpcode));

@@ -73,6 +73,16 @@ void Reactor::defer(Task* t) {
   task_tail_ = t;
 }
 
+void Reactor::before_submit(Task* t) {
+  t->next = nullptr;
+  if (flush_tail_) {
+    flush_tail_->next = t;
+  } else {
+    flush_head_ = t;
+  }
+  flush_tail_ = t;
+}
+
 void Reactor::defer(std::function<void()> fn) {
   struct FnTask : Task {
     std::function<void()> fn;
@@ -153,6 +163,18 @@ int Reactor::run_tasks() {
   return n;
 }
 
+int Reactor::run_before_submit() {
+  // Tasks queued while these run (none today) run in this pass too.
+  int n = 0;
+  while (Task* t = flush_head_) {
+    flush_head_ = t->next;
+    if (!flush_head_) flush_tail_ = nullptr;
+    t->fn(t);
+    ++n;
+  }
+  return n;
+}
+
 int Reactor::run_timers() {
   int n = 0;
   while (!timers_.empty()) {
@@ -208,7 +230,7 @@ int Reactor::reap() {
 }
 
 bool Reactor::has_local_work() const {
-  return task_head_ != nullptr || inbox_.maybe_nonempty();
+  return task_head_ != nullptr || flush_head_ != nullptr || inbox_.maybe_nonempty();
 }
 
 void Reactor::sleep() {
@@ -306,6 +328,7 @@ void Reactor::run() {
     work += run_tasks();
     if (!timers_.empty()) work += run_timers();
     if (!pollers_.empty()) work += run_pollers();
+    if (flush_head_) work += run_before_submit();
     if (pending_sqes_) {
       io_uring_submit_and_get_events(&ring_);
       stats_.submits++;

@@ -116,6 +116,11 @@ class Reactor {
   io_uring_sqe* get_sqe(UringOp* op);
   void defer(Task* t);                   // runs on a later loop iteration, in FIFO order
   void defer(std::function<void()> fn);  // allocating convenience
+  // Runs `t` once, later in this loop iteration, just before the reactor submits the SQEs
+  // queued meanwhile (FIFO; `t` stays valid until it has run). Work that several
+  // completions of one iteration add to (a connection's replies) then becomes one
+  // operation instead of one per completion. REQUIRES: `t` is not already queued.
+  void before_submit(Task* t);
   TimerId add_timer(uint64_t delay_ns, std::function<void()> fn);
   bool cancel_timer(TimerId id);  // false if already fired or unknown
   // A poller runs every loop iteration and returns how much work it did (0 = idle).
@@ -160,6 +165,7 @@ class Reactor {
   void run();
   int run_messages();
   int run_tasks();
+  int run_before_submit();
   int run_timers();
   int run_pollers();
   int reap();
@@ -183,6 +189,8 @@ class Reactor {
 
   Task* task_head_ = nullptr;
   Task* task_tail_ = nullptr;
+  Task* flush_head_ = nullptr;  // before_submit() tasks
+  Task* flush_tail_ = nullptr;
   std::map<TimerId, std::function<void()>> timers_;
   uint64_t timer_seq_ = 0;
   std::vector<Poller> pollers_;

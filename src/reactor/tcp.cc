@@ -267,11 +267,14 @@ bool wait_on_reactor(ReactorGroup& g, size_t i, const std::function<bool()>& don
   }
 }
 
-Connection::Connection(Reactor& r, int fd, Handler* h, size_t recv_buffer)
-    : r_(r), fd_(fd), h_(h), buf_(recv_buffer) {
+Connection::Connection(Reactor& r, int fd, Handler* h, size_t recv_buffer,
+                       SendBatching batching)
+    : r_(r), fd_(fd), h_(h), buf_(recv_buffer), batching_(batching) {
   recv_op_.c = this;
   send_op_.c = this;
   cancel_op_.c = this;
+  flush_task_.c = this;
+  flush_task_.fn = [](Task* t) { static_cast<FlushTask*>(t)->c->on_flush(); };
 }
 
 Connection::~Connection() {
@@ -313,7 +316,7 @@ void Connection::offer_buffered() {
 }
 
 int Connection::detach() {
-  if (recv_armed_ || send_armed_ || !sendq_.empty()) {
+  if (recv_armed_ || send_armed_ || flush_queued_ || !sendq_.empty()) {
     close("internal error: detach() with I/O in flight");
     return -1;
   }
@@ -427,12 +430,31 @@ void Connection::send(std::span<const iovec> iovs, std::function<void()> done) {
     p.more.assign(iovs.begin(), iovs.end());
   }
   p.left = total;
+  queued_bytes_ += total;
   p.done = std::move(done);
   kick_send();
 }
 
 void Connection::kick_send() {
   if (send_armed_ || closing_ || sendq_.empty()) return;
+  if (batching_ == SendBatching::kEager || queued_bytes_ >= kBatchBytes) {
+    arm_send();
+  } else if (!flush_queued_) {
+    flush_queued_ = true;
+    r_.before_submit(&flush_task_);
+  }
+}
+
+void Connection::on_flush() {
+  flush_queued_ = false;
+  if (closing_) {
+    maybe_finish_close();  // it waited for this task to leave the reactor's list
+    return;
+  }
+  if (!send_armed_ && !sendq_.empty()) arm_send();
+}
+
+void Connection::arm_send() {
   send_iov_.clear();
   for (size_t k = 0; k < sendq_.size(); ++k) {
     const Pending& p = sendq_[k];
@@ -468,6 +490,7 @@ void Connection::kick_send() {
   auto* sqe = r_.get_sqe(&send_op_);
   io_uring_prep_sendmsg(sqe, fd_, &msg_, MSG_NOSIGNAL);
   send_armed_ = true;
+  ++sendmsgs_;
 }
 
 void Connection::on_send(int32_t res) {
@@ -482,6 +505,7 @@ void Connection::on_send(int32_t res) {
     return;
   }
   tx_bytes_ += static_cast<uint64_t>(res);
+  queued_bytes_ -= static_cast<size_t>(res);
   size_t n = static_cast<size_t>(res);
   // Account every sent byte before running callbacks: a callback may send() again.
   size_t finished = 0;
@@ -519,7 +543,7 @@ void Connection::close(const std::string& reason) {
 void Connection::on_cancel_done() {}
 
 void Connection::maybe_finish_close() {
-  if (closed_ || recv_armed_ || send_armed_) return;
+  if (closed_ || recv_armed_ || send_armed_ || flush_queued_) return;
   closed_ = true;
   // Unsent data will never go out: its owners still get their callback, to free it.
   while (!sendq_.empty()) {

@@ -296,12 +296,13 @@ struct Rig {
 
   // Serves `fd` with a Connection for `p` on reactor `ri`, started there by `start`.
   void open(Probe& p, size_t ri, int fd,
-            const std::function<void(Connection&)>& start = [](Connection& c) { c.start(); }) {
+            const std::function<void(Connection&)>& start = [](Connection& c) { c.start(); },
+            Connection::SendBatching batching = Connection::SendBatching::kEager) {
     probes.push_back(&p);
     p.ri = ri;
     group.run_on(ri, [&](Reactor& r) {
       p.r = &r;
-      p.conn = std::make_unique<Connection>(r, fd, &p, 4096);
+      p.conn = std::make_unique<Connection>(r, fd, &p, 4096, batching);
       start(*p.conn);
     });
   }
@@ -567,6 +568,82 @@ TEST(TcpFlow, DetachWithASendQueuedIsRefusedAndCloses) {
   // The connection really closed (the socket was not handed out): the client sees EOF.
   EXPECT_TRUE(sees_eof(client.fd, 5000ms));
   EXPECT_TRUE(rig.on(0, [&] { return h.conn->closing(); }));
+}
+
+// Sends from the test: `n` pieces of `size` bytes queued within one reactor turn.
+struct Sender : Probe {
+  std::deque<std::string> held;  // kept alive until the end
+  std::atomic<int> sends_done{0};
+  size_t on_data(std::span<const uint8_t> buf) override { return buf.size(); }
+  std::string queue(int n, size_t size) {  // on the reactor
+    std::string all;
+    for (int i = 0; i < n; ++i) {
+      held.emplace_back(size, static_cast<char>('a' + i % 26));
+      all += held.back();
+      iovec v{held.back().data(), size};
+      conn->send({&v, 1}, [this] { sends_done++; });
+    }
+    return all;
+  }
+};
+
+struct Batching {
+  Connection::SendBatching mode;
+  int n;
+  size_t size;
+  uint64_t sendmsgs;
+};
+
+// What a peer notices: every byte arrives, in order; and how many sendmsgs carried it.
+TEST(TcpSend, ATurnsSendsLeaveTogetherAsTheBatchingModeSays) {
+  using enum Connection::SendBatching;
+  for (const Batching& b : {
+           // A target: the first reply at once, the 19 queued behind it in one more.
+           Batching{kEager, 20, 10, 2},
+           // A host: the whole turn in one sendmsg.
+           Batching{kPerLoop, 20, 10, 1},
+           // ... unless 16 KiB are queued: those go at once, the rest after them.
+           Batching{kPerLoop, 3, 8192, 2},
+       }) {
+    SCOPED_TRACE(testing::Message() << "mode " << static_cast<int>(b.mode) << ", " << b.n
+                                    << " x " << b.size);
+    int sv[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    Fd client(sv[1]);
+    Sender h;
+    Rig rig;
+    rig.open(h, 0, sv[0], [](Connection& c) { c.start(); }, b.mode);
+    const std::string want = rig.on(0, [&] { return h.queue(b.n, b.size); });
+    EXPECT_EQ(read_for(client.fd, want.size(), 5000ms), want);
+    rig.settle(0);
+    EXPECT_EQ(h.sends_done.load(), b.n);
+    EXPECT_EQ(rig.on(0, [&] { return h.conn->sendmsgs(); }), b.sendmsgs);
+    EXPECT_EQ(rig.on(0, [&] { return h.conn->bytes_sent(); }), want.size());
+  }
+}
+
+// A connection closed while its batched send waits for the reactor's submit: the send's
+// callback still runs, on_closed() runs once (after the waiting flush, so the owner may
+// destroy the connection), and the peer sees the connection end.
+TEST(TcpSend, CloseWhileABatchedSendWaitsForTheSubmit) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  Fd client(sv[1]);
+  Sender h;
+  Rig rig;
+  rig.open(h, 0, sv[0], [](Connection& c) { c.start(); }, Connection::SendBatching::kPerLoop);
+  rig.on(0, [&] {
+    h.queue(1, 100);
+    h.conn->close("closed by the test");
+    return 0;
+  });
+  ASSERT_TRUE(h.wait([&] { return h.closed_calls > 0; })) << "on_closed() never ran";
+  rig.settle(0);
+  EXPECT_EQ(h.closed(), 1);
+  EXPECT_EQ(h.reason(), "closed by the test");
+  EXPECT_EQ(h.sends_done.load(), 1) << "the queued send's callback never ran";
+  EXPECT_EQ(rig.on(0, [&] { return h.conn->sendmsgs(); }), 0u);
+  EXPECT_TRUE(sees_eof(client.fd, 5000ms));
 }
 
 }  // namespace

@@ -10,7 +10,8 @@ HostQpair::HostQpair(reactor::Reactor& r, int fd, HostQpairOptions opts, std::fu
                      std::function<void(std::string)> on_closed)
     : r_(r),
       opts_(opts),
-      conn_(std::make_unique<reactor::Connection>(r, fd, this, 256 * 1024)),
+      conn_(std::make_unique<reactor::Connection>(r, fd, this, 256 * 1024,
+                                                   reactor::Connection::SendBatching::kPerLoop)),
       on_ready_(std::move(on_ready)),
       on_closed_(std::move(on_closed)),
       slots_(opts.queue_entries) {

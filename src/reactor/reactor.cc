@@ -229,6 +229,26 @@ int Reactor::reap() {
   return static_cast<int>(n);
 }
 
+bool Reactor::spin_allowed() {
+  if (!opts_.spin_adaptive) return true;
+  if (now_ns_ < spin_sample_ns_) return !spin_paused_;
+  spin_sample_ns_ = now_ns_ + kSpinSampleNs;
+  const uint64_t hits = spin_hits_, misses = spin_misses_;
+  spin_hits_ = spin_misses_ = 0;
+  if (spin_paused_) {
+    if (now_ns_ >= spin_resume_ns_) spin_paused_ = false;  // try again
+  } else if (misses >= kSpinMinMisses && misses > hits) {
+    spin_backoff_ns_ = std::min<uint64_t>(spin_backoff_ns_ ? 2 * spin_backoff_ns_ : 100'000'000,
+                                          5'000'000'000);
+    spin_paused_ = true;
+    spin_resume_ns_ = now_ns_ + spin_backoff_ns_;
+    stats_.spin_pauses++;
+  } else if (hits > misses) {
+    spin_backoff_ns_ = 0;
+  }
+  return !spin_paused_;
+}
+
 bool Reactor::has_local_work() const {
   return task_head_ != nullptr || flush_head_ != nullptr || inbox_.maybe_nonempty();
 }
@@ -336,6 +356,10 @@ void Reactor::run() {
     }
     work += reap();
     if (work) {
+      if (spinning_) {
+        spinning_ = false;
+        ++spin_hits_;
+      }
       last_work_ns = now_ns_;
       continue;
     }
@@ -349,7 +373,14 @@ void Reactor::run() {
       }
     }
     if (opts_.poll) continue;
-    if (now_ns_ - last_work_ns < opts_.spin_ns) continue;
+    if (now_ns_ - last_work_ns < opts_.spin_ns && spin_allowed()) {
+      spinning_ = true;
+      continue;
+    }
+    if (spinning_) {
+      spinning_ = false;
+      ++spin_misses_;
+    }
     sleep();
   }
   // Drop what can no longer run; in-flight SQEs (only after a drain timeout) are torn
@@ -358,7 +389,8 @@ void Reactor::run() {
   pollers_.clear();
   io_uring_queue_exit(&ring_);
   ring_ok_ = false;
-  spdlog::debug("reactor={} stopped loops={} sleeps={}", id_, stats_.loops, stats_.sleeps);
+  spdlog::debug("reactor={} stopped loops={} sleeps={} spin_pauses={}", id_, stats_.loops,
+                stats_.sleeps, stats_.spin_pauses);
   t_current = nullptr;
 }
 

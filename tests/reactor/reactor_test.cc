@@ -175,6 +175,38 @@ TEST(Reactor, IdleReactorsSleep) {
   EXPECT_LT(g.at(0).stats().loops, 1000u);
 }
 
+// Work that arrives every millisecond never comes while the reactor spins: each spin
+// expires and is pure cost (on a shared core, the application's time). The adaptive
+// reactor notices and pauses spinning, retrying now and then; a fixed one keeps spinning
+// after every message.
+TEST(Reactor, SpinPausesWhenSpinsFindNoWork) {
+  uint64_t turns[2] = {};
+  for (bool adaptive : {true, false}) {
+    SCOPED_TRACE(adaptive ? "adaptive" : "fixed");
+    ReactorOptions o = opts();
+    o.spin_ns = 200'000;
+    o.spin_adaptive = adaptive;
+    ReactorGroup g({0}, o);
+    g.start();
+    std::atomic<int> ran{0};
+    for (int i = 0; i < 300; ++i) {
+      g.at(0).send([&] { ran++; });
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    ReactorStats s;
+    g.run_on(0, [&](Reactor& r) { s = r.stats(); });
+    g.stop();
+    EXPECT_EQ(ran.load(), 300);
+    EXPECT_EQ(s.spin_pauses > 0, adaptive) << s.spin_pauses << " pauses";
+    turns[adaptive] = s.loops;
+  }
+  // Spinning 200 us after each of the 300 messages is thousands of turns each; paused,
+  // a message takes two or three. The adaptive reactor spins only to find out (its first
+  // 10 ms, then a 10 ms retry after 100 ms, 200 ms, ...).
+  EXPECT_LT(turns[true] * 3, turns[false]) << "adaptive " << turns[true] << " turns, fixed "
+                                           << turns[false];
+}
+
 TEST(Reactor, ParseCpuList) {
   EXPECT_EQ(*parse_cpu_list("0"), (std::vector<int>{0}));
   long n = sysconf(_SC_NPROCESSORS_CONF);

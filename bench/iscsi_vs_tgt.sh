@@ -48,7 +48,7 @@ fi
 start_servers() {
   rm -rf "$work/state"
   # Castor
-  taskset -c "$1" build/release/src/engine/castor-engine --cores 1 --grpc-listen 127.0.0.1:0 --metrics-listen none \
+  taskset -c "$1" build/release/src/engine/castor-engine --reactors 1 --grpc-listen 127.0.0.1:0 --metrics-listen none \
     --state-dir "$work/state" --bdev "malloc:///m0?size_mb=$SIZE_MB&blk_size=512" --iscsi-listen 127.0.0.1:0 \
     --iscsi-export iqn.2026-11.io.castor:bench=m0 --ready-file "$work/ready.$1.json" --log-level warn \
     >"$work/engine.$1.log" 2>&1 &
@@ -78,18 +78,22 @@ stop_servers() {
   rm -f /dev/shm/castor-iscsibench-$$.img
 }
 
-fio_iops() {  # url rw
+fio_iops() {  # url rw -> "iops client_cpu%"
   local f=${1//:/\\:}
   taskset -c 0 fio --name=b --ioengine=external:"$engine_so" --filename="$f" --rw="$2" --bs=4k --iodepth=32 \
     --size="${SIZE_MB}m" --runtime="$SECS" --time_based --output-format=json 2>/dev/null |
-    sed -n '/^{/,$p' | jq -r '.jobs[0].read.iops + .jobs[0].write.iops'
+    sed -n '/^{/,$p' | jq -r '"\(.jobs[0].read.iops + .jobs[0].write.iops) \(.jobs[0].usr_cpu + .jobs[0].sys_cpu)"'
 }
 perf_iops() {  # url
   timeout -s INT $((SECS + 2)) taskset -c 0 iscsi-perf -m 32 -b 8 -r -t "$SECS" "$1" 2>&1 | tr '\r' '\n' |
     grep -o 'iops average [0-9]*' | tail -1 | awk '{print $3}'
 }
-printf "%-32s %14s %14s %7s\n" workload castor_iops tgt_iops ratio
-row() { printf "%-32s %14.0f %14.0f %7.2f\n" "$1" "$2" "$3" "$(echo "$2 / $3" | bc -l)"; }
+printf "%-32s %14s %14s %7s %12s\n" workload castor_iops tgt_iops ratio fio_cpu%
+row() {  # name castor tgt [castor_fio_cpu tgt_fio_cpu]
+  printf "%-32s %14.0f %14.0f %7.2f" "$1" "$2" "$3" "$(echo "$2 / $3" | bc -l)"
+  [[ -n ${4:-} ]] && printf " %6.0f/%-5.0f" "$4" "$5"
+  echo
+}
 for place in separate shared; do
   cpu=1
   [[ $place == shared ]] && cpu=0
@@ -101,13 +105,14 @@ for place in separate shared; do
       --iodepth=4 --size="${SIZE_MB}m" >/dev/null 2>&1
   done
   for rw in randread randwrite; do
-    c=$(fio_iops "$curl" "$rw")
-    t=$(fio_iops "$turl" "$rw")
-    row "fio $rw 4k QD32 $place" "$c" "$t"
+    read -r c cf < <(fio_iops "$curl" "$rw")
+    read -r t tf < <(fio_iops "$turl" "$rw")
+    row "fio $rw 4k QD32 $place" "$c" "$t" "$cf" "$tf"
   done
   c=$(perf_iops "$curl")
   t=$(perf_iops "$turl")
   [[ -n $c && -n $t ]] && row "iscsi-perf randread $place" "$c" "$t"
   stop_servers
 done
-echo "(goal: >= 2; client on CPU 0, targets on CPU 1 (separate) or 0 (shared))"
+echo "(goal: >= 2; client on CPU 0, targets on CPU 1 (separate) or 0 (shared); fio_cpu% = the"
+echo " client's own CPU against Castor/tgt: near 100 with separate cores means the client sets the IOPS)"

@@ -31,7 +31,7 @@ trap cleanup EXIT
 
 # Starts Castor and nbdkit with every thread on CPU $1.
 start_servers() {
-  taskset -c "$1" build/release/src/engine/castor-engine --cores 1 --grpc-listen 127.0.0.1:0 --metrics-listen none \
+  taskset -c "$1" build/release/src/engine/castor-engine --reactors 1 --grpc-listen 127.0.0.1:0 --metrics-listen none \
     --nbd-listen 127.0.0.1:0 --bdev "malloc:///m0?size_mb=$SIZE_MB" --nbd-export disk=m0 --spin-us 0 \
     --ready-file "$work/ready.$1.json" --log-level warn >"$work/engine.log" 2>&1 &
   cpid=$!
@@ -58,16 +58,16 @@ ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }  # utime + stime, every thr
 hz=$(getconf CLK_TCK)
 # Prints "IOPS CPU-microseconds-per-I/O" of one fio run against uri, served by pid.
 run() {  # uri rw pid
-  local t0 t1 iops
+  local t0 t1 iops cpu
   t0=$(ticks "$3")
-  iops=$(taskset -c 0 fio --name=b --ioengine=nbd --uri="$1" --rw="$2" --bs=4k --iodepth=32 \
+  read -r iops cpu < <(taskset -c 0 fio --name=b --ioengine=nbd --uri="$1" --rw="$2" --bs=4k --iodepth=32 \
     --size="${SIZE_MB}m" --runtime="$SECS" --time_based --output-format=json 2>/dev/null |
-    sed -n '/^{/,$p' | jq -r '.jobs[0].read.iops + .jobs[0].write.iops')
+    sed -n '/^{/,$p' | jq -r '"\(.jobs[0].read.iops + .jobs[0].write.iops) \(.jobs[0].usr_cpu + .jobs[0].sys_cpu)"')
   t1=$(ticks "$3")
-  echo "$iops $(echo "($t1 - $t0) * 1000000 / $hz / ($iops * $SECS)" | bc -l)"
+  echo "$iops $(echo "($t1 - $t0) * 1000000 / $hz / ($iops * $SECS)" | bc -l) $cpu"
 }
-printf "%-20s %12s %12s %7s %14s %14s %7s\n" workload castor_iops nbdkit_iops ratio \
-  castor_us/io nbdkit_us/io ratio
+printf "%-20s %12s %12s %7s %14s %14s %7s %12s\n" workload castor_iops nbdkit_iops ratio \
+  castor_us/io nbdkit_us/io ratio fio_cpu%
 for place in separate shared; do
   cpu=1
   [[ $place == shared ]] && cpu=0
@@ -79,12 +79,13 @@ for place in separate shared; do
       --size="${SIZE_MB}m" >/dev/null 2>&1
   done
   for rw in randread randwrite; do
-    read -r c cc < <(run "nbd://127.0.0.1:$cport/disk" "$rw" "$cpid")
-    read -r n nc < <(run "nbd://127.0.0.1:$nport/" "$rw" "$npid")
-    printf "%-20s %12.0f %12.0f %7.2f %14.2f %14.2f %7.2f\n" "$rw $place" "$c" "$n" \
-      "$(echo "$c / $n" | bc -l)" "$cc" "$nc" "$(echo "$nc / $cc" | bc -l)"
+    read -r c cc cf < <(run "nbd://127.0.0.1:$cport/disk" "$rw" "$cpid")
+    read -r n nc nf < <(run "nbd://127.0.0.1:$nport/" "$rw" "$npid")
+    printf "%-20s %12.0f %12.0f %7.2f %14.2f %14.2f %7.2f %6.0f/%-5.0f\n" "$rw $place" "$c" "$n" \
+      "$(echo "$c / $n" | bc -l)" "$cc" "$nc" "$(echo "$nc / $cc" | bc -l)" "$cf" "$nf"
   done
   stop_servers
 done
 echo "(goal: IOPS >= 1.5x; fio on CPU 0, servers on CPU 1 (separate) or 0 (shared);"
-echo " us/io = server CPU time per I/O)"
+echo " us/io = server CPU time per I/O; fio_cpu% = the client's own CPU against Castor/nbdkit:"
+echo " near 100 with separate cores means the client, not the server, sets the IOPS)"

@@ -298,6 +298,13 @@ void Reactor::run() {
   t_current = this;
   if (opts_.pin && cpu_ >= 0) {
     cpu_set_t set;
+    // A CPU named explicitly (--cores) outside the set this process was started with
+    // (taskset, a cpuset) is pinned anyway, which surprises whoever chose that set.
+    if (sched_getaffinity(0, sizeof(set), &set) == 0 && !CPU_ISSET(cpu_, &set)) {
+      spdlog::warn("reactor={} pinned to cpu={}, outside the CPUs this process was started on "
+                   "(taskset or cpuset); use --reactors N to stay within them",
+                   id_, cpu_);
+    }
     CPU_ZERO(&set);
     CPU_SET(cpu_, &set);
     if (pthread_setaffinity_np(pthread_self(), sizeof(set), &set) != 0) {

@@ -63,25 +63,22 @@ io_uring_sqe* Reactor::get_sqe(UringOp* op) {
   return sqe;
 }
 
-void Reactor::defer(Task* t) {
+namespace {
+// Appends `t` to the intrusive FIFO head..tail.
+void append(Task*& head, Task*& tail, Task* t) {
   t->next = nullptr;
-  if (task_tail_) {
-    task_tail_->next = t;
+  if (tail) {
+    tail->next = t;
   } else {
-    task_head_ = t;
+    head = t;
   }
-  task_tail_ = t;
+  tail = t;
 }
+}  // namespace
 
-void Reactor::before_submit(Task* t) {
-  t->next = nullptr;
-  if (flush_tail_) {
-    flush_tail_->next = t;
-  } else {
-    flush_head_ = t;
-  }
-  flush_tail_ = t;
-}
+void Reactor::defer(Task* t) { append(task_head_, task_tail_, t); }
+
+void Reactor::before_submit(Task* t) { append(flush_head_, flush_tail_, t); }
 
 void Reactor::defer(std::function<void()> fn) {
   struct FnTask : Task {

@@ -48,7 +48,7 @@ fi
 start_servers() {
   rm -rf "$work/state"
   # Castor
-  taskset -c "$1" build/release/src/engine/castor-engine --reactors 1 --grpc-listen 127.0.0.1:0 --metrics-listen none \
+  taskset -c "$1" build/release/src/engine/castor-engine --reactors 1 ${batch:+--sched-batch} --grpc-listen 127.0.0.1:0 --metrics-listen none \
     --state-dir "$work/state" --bdev "malloc:///m0?size_mb=$SIZE_MB&blk_size=512" --iscsi-listen 127.0.0.1:0 \
     --iscsi-export iqn.2026-11.io.castor:bench=m0 --ready-file "$work/ready.$1.json" --log-level warn \
     >"$work/engine.$1.log" 2>&1 &
@@ -59,7 +59,7 @@ start_servers() {
   # tgt on a tmpfs file of the same size
   tport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   truncate -s "${SIZE_MB}M" /dev/shm/castor-iscsibench-$$.img
-  taskset -c "$1" tgtd -f --iscsi "portal=127.0.0.1:$tport" -C "$tgt_ctl" >"$work/tgtd.$1.log" 2>&1 &
+  ${batch:+chrt -b 0} taskset -c "$1" tgtd -f --iscsi "portal=127.0.0.1:$tport" -C "$tgt_ctl" >"$work/tgtd.$1.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 50); do tgtadm -C "$tgt_ctl" --lld iscsi --op show --mode sys >/dev/null 2>&1 && break; sleep 0.1; done
   tgtadm -C "$tgt_ctl" --lld iscsi --op new --mode target --tid 1 -T iqn.2024-01.bench.tgt:lun1
@@ -97,6 +97,10 @@ row() {  # name castor tgt [castor_fio_cpu tgt_fio_cpu]
 for place in separate shared; do
   cpu=1
   [[ $place == shared ]] && cpu=0
+  # On the client's core both servers run as SCHED_BATCH (Castor's --sched-batch, chrt for
+  # the other): neither preempts the client on every request it sends.
+  batch=
+  [[ $place == shared ]] && batch=1
   start_servers "$cpu"
   # Precondition both: write every block once, so neither side pays first-touch page
   # faults (RAM bdev pages, tmpfs pages) inside the measurement.
@@ -114,5 +118,5 @@ for place in separate shared; do
   [[ -n $c && -n $t ]] && row "iscsi-perf randread $place" "$c" "$t"
   stop_servers
 done
-echo "(goal: >= 2; client on CPU 0, targets on CPU 1 (separate) or 0 (shared); fio_cpu% = the"
+echo "(goal: >= 2; client on CPU 0, targets on CPU 1 (separate) or 0 (shared, as SCHED_BATCH); fio_cpu% = the"
 echo " client's own CPU against Castor/tgt: near 100 with separate cores means the client sets the IOPS)"

@@ -31,7 +31,7 @@ trap cleanup EXIT
 
 # Starts Castor and nbdkit with every thread on CPU $1.
 start_servers() {
-  taskset -c "$1" build/release/src/engine/castor-engine --reactors 1 --grpc-listen 127.0.0.1:0 --metrics-listen none \
+  taskset -c "$1" build/release/src/engine/castor-engine --reactors 1 ${batch:+--sched-batch} --grpc-listen 127.0.0.1:0 --metrics-listen none \
     --nbd-listen 127.0.0.1:0 --bdev "malloc:///m0?size_mb=$SIZE_MB" --nbd-export disk=m0 --spin-us 0 \
     --ready-file "$work/ready.$1.json" --log-level warn >"$work/engine.log" 2>&1 &
   cpid=$!
@@ -43,7 +43,7 @@ start_servers() {
     nport=$(shuf -i 20000-60000 -n 1)
     ss -ltnH "sport = :$nport" | grep -q . || break
   done
-  taskset -c "$1" nbdkit --exit-with-parent -f -i 127.0.0.1 -p "$nport" memory "${SIZE_MB}M" >"$work/nbdkit.log" 2>&1 &
+  ${batch:+chrt -b 0} taskset -c "$1" nbdkit --exit-with-parent -f -i 127.0.0.1 -p "$nport" memory "${SIZE_MB}M" >"$work/nbdkit.log" 2>&1 &
   npid=$!
   pids+=($npid)
   for _ in $(seq 100); do ss -ltnH "sport = :$nport" | grep -q . && break; sleep 0.1; done
@@ -71,6 +71,10 @@ printf "%-20s %12s %12s %7s %14s %14s %7s %12s\n" workload castor_iops nbdkit_io
 for place in separate shared; do
   cpu=1
   [[ $place == shared ]] && cpu=0
+  # On the client's core both servers run as SCHED_BATCH (Castor's --sched-batch, chrt for
+  # the other): neither preempts the client on every request it sends.
+  batch=
+  [[ $place == shared ]] && batch=1
   start_servers "$cpu"
   # Precondition both: write every block once, so neither pays first-touch page faults
   # inside the measurement.
@@ -86,6 +90,6 @@ for place in separate shared; do
   done
   stop_servers
 done
-echo "(goal: IOPS >= 1.5x; fio on CPU 0, servers on CPU 1 (separate) or 0 (shared);"
+echo "(goal: IOPS >= 1.5x; fio on CPU 0, servers on CPU 1 (separate) or 0 (shared, as SCHED_BATCH);"
 echo " us/io = server CPU time per I/O; fio_cpu% = the client's own CPU against Castor/nbdkit:"
 echo " near 100 with separate cores means the client, not the server, sets the IOPS)"

@@ -21,6 +21,7 @@ struct Layer {
   std::optional<std::string> cores;
   std::optional<std::string> reactors;
   std::optional<bool> poll;
+  std::optional<bool> sched_batch;
   std::optional<std::string> spin_us;
   std::optional<std::string> grpc_listen;
   std::optional<std::string> metrics_listen;
@@ -159,12 +160,13 @@ Result<Layer> load_yaml(const std::string& path) {
         auto s = yaml_scalar(v, key);
         if (!s) return s.status();
         l.reactors = *s;
-      } else if (key == "poll") {
+      } else if (key == "poll" || key == "sched-batch") {
         bool b = false;
         if (!v.IsScalar() || !YAML::convert<bool>::decode(v, b)) {
-          return Status(Errc::kInvalidArgument, "config key 'poll': expected true or false");
+          return make_error(Errc::kInvalidArgument, "config key '{}': expected true or false",
+                            key);
         }
-        l.poll = b;
+        (key == "poll" ? l.poll : l.sched_batch) = b;
       } else if (key == "spin-us") {
         auto s = yaml_scalar(v, key);
         if (!s) return s.status();
@@ -279,6 +281,7 @@ Result<EngineConfig> resolve(const Layer& flags, const Layer& file) {
 
   auto pick = [&](const auto& f, const auto& y) { return f ? f : y; };
   if (auto p = pick(flags.poll, file.poll)) cfg.poll = *p;
+  if (auto b = pick(flags.sched_batch, file.sched_batch)) cfg.sched_batch = *b;
   if (auto s = pick(flags.spin_us, file.spin_us)) {
     auto us = parse_number("spin-us", "microseconds", *s, kMaxSpinUs);
     if (!us) return us.status();
@@ -474,7 +477,7 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
   std::string config_file, cores, reactors, grpc_listen, metrics_listen, log_level, log_format,
       ready_file, nbd_listen, iscsi_listen, state_dir, spin_us, iscsi_nop_in_ms, nbd_keepalive_s,
       target_buffer_mb;
-  bool poll = false;
+  bool poll = false, sched_batch = false;
   std::vector<std::string> bdevs, pool_imports, nvmf_listen, nvmf_shares, nbd_exports,
       iscsi_exports;
   auto* o_config = app.add_option("--config", config_file,
@@ -484,6 +487,10 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
   auto* o_reactors =
       app.add_option("--reactors", reactors, "number of reactors, on CPUs 0..N-1 (default 1)");
   auto* o_poll = app.add_flag("--poll", poll, "busy-poll reactors instead of sleeping");
+  auto* o_batch = app.add_flag("--sched-batch", sched_batch,
+                               "run reactors as SCHED_BATCH: they wait for the running thread "
+                               "instead of preempting it when work arrives (cores shared "
+                               "with applications)");
   auto* o_spin = app.add_option("--spin-us", spin_us,
                                 "keep polling this many microseconds after the last work "
                                 "before sleeping (default 20; 0 sleeps at once)");
@@ -572,6 +579,7 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
   if (o_cores->count()) flags.cores = cores;
   if (o_reactors->count()) flags.reactors = reactors;
   if (o_poll->count()) flags.poll = poll;
+  if (o_batch->count()) flags.sched_batch = sched_batch;
   if (o_spin->count()) flags.spin_us = spin_us;
   if (o_grpc->count()) flags.grpc_listen = grpc_listen;
   if (o_metrics->count()) flags.metrics_listen = metrics_listen;

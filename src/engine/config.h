@@ -43,6 +43,8 @@ struct EngineConfig {
   // Without poll: how long a reactor keeps polling after its last work before it sleeps.
   // Polling saves the wake-up on a busy reactor but burns the CPU it shares with others.
   uint64_t spin_us = 20;
+  // Reactors run as SCHED_BATCH (see ReactorOptions::sched_batch).
+  bool sched_batch = false;
   std::string grpc_listen = kDefaultGrpcListen;
   std::string metrics_listen = kDefaultMetricsListen;  // "none": no metrics endpoint
   spdlog::level::level_enum log_level = spdlog::level::info;

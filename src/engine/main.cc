@@ -272,7 +272,8 @@ int run(const EngineConfig& cfg) {
   spdlog::info("castor-engine {} starting: pid {}, {} reactor(s) on CPUs {}, {}", kVersion,
                ::getpid(), cfg.cpus.size(), cpu_list_text(cfg.cpus),
                cfg.poll ? std::string("polling")
-                        : fmt::format("adaptive (spin {} us)", cfg.spin_us));
+                        : fmt::format("adaptive (spin {} us){}", cfg.spin_us,
+                                      cfg.sched_batch ? ", SCHED_BATCH" : ""));
 
   auto nexus_dir = prepare_state_dir(cfg.state_dir);
   if (!nexus_dir) {
@@ -284,7 +285,9 @@ int run(const EngineConfig& cfg) {
                nexus_dir->string());
 
   reactor::ReactorGroup reactors(
-      cfg.cpus, reactor::ReactorOptions{.poll = cfg.poll, .spin_ns = cfg.spin_us * 1000});
+      cfg.cpus, reactor::ReactorOptions{.poll = cfg.poll,
+                                        .spin_ns = cfg.spin_us * 1000,
+                                        .sched_batch = cfg.sched_batch});
   reactors.start();
   int rc = 0;
   {

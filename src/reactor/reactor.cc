@@ -309,6 +309,12 @@ void Reactor::run() {
     }
   }
   pthread_setname_np(pthread_self(), ("reactor_" + std::to_string(id_)).c_str());
+  if (opts_.sched_batch) {
+    sched_param sp{};
+    if (pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp) != 0) {
+      spdlog::warn("reactor={} cannot switch to SCHED_BATCH", id_);
+    }
+  }
   // The ring belongs to this thread alone (SINGLE_ISSUER), which DEFER_TASKRUN needs.
   // TASKRUN_FLAG makes the kernel flag pending work in the SQ ring, so that reap()'s
   // io_uring_peek_batch_cqe enters the kernel to run it. A kernel that refuses a mode

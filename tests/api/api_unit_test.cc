@@ -121,6 +121,7 @@ TEST(EngineConfigTest, Defaults) {
   ASSERT_TRUE(p.is_ok()) << p.status().message();
   EXPECT_EQ(p->config.cpus.size(), 1u);
   EXPECT_FALSE(p->config.poll);
+  EXPECT_FALSE(p->config.sched_batch);
   EXPECT_EQ(p->config.spin_us, 20u);
   EXPECT_EQ(p->config.iscsi_nop_in_ms, 15000u);
   EXPECT_EQ(p->config.nbd_keepalive_s, 30u);
@@ -132,13 +133,14 @@ TEST(EngineConfigTest, Defaults) {
 }
 
 TEST(EngineConfigTest, FlagsParse) {
-  auto p = parse({"--reactors", "3", "--poll", "--grpc-listen", "127.0.0.1:0", "--metrics-listen",
+  auto p = parse({"--reactors", "3", "--poll", "--sched-batch", "--grpc-listen", "127.0.0.1:0", "--metrics-listen",
                   "none", "--log-level", "debug", "--log-format", "json", "--bdev",
                   "malloc:///a?size_mb=1", "--bdev", "malloc:///b?size_mb=1", "--ready-file",
                   "/tmp/r.json"});
   ASSERT_TRUE(p.is_ok()) << p.status().message();
   EXPECT_EQ(p->config.cpus.size(), 3u);
   EXPECT_TRUE(p->config.poll);
+  EXPECT_TRUE(p->config.sched_batch);
   EXPECT_EQ(p->config.grpc_listen, "127.0.0.1:0");
   EXPECT_EQ(p->config.metrics_listen, "none");
   EXPECT_EQ(p->config.log_level, spdlog::level::debug);
@@ -179,6 +181,7 @@ TEST(EngineConfigTest, YamlWithFlagOverrides) {
   fs::path f = dir / "e.yaml";
   std::ofstream(f) << "cores: [0]\n"
                       "poll: true\n"
+                      "sched-batch: true\n"
                       "spin-us: 5\n"
                       "iscsi-nop-in-ms: 2500\n"
                       "nbd-keepalive-s: 7\n"
@@ -191,6 +194,7 @@ TEST(EngineConfigTest, YamlWithFlagOverrides) {
   ASSERT_TRUE(p.is_ok()) << p.status().message();
   EXPECT_EQ(p->config.cpus, std::vector<int>{0});
   EXPECT_TRUE(p->config.poll);
+  EXPECT_TRUE(p->config.sched_batch);
   EXPECT_EQ(p->config.spin_us, 5u);
   EXPECT_EQ(p->config.iscsi_nop_in_ms, 2500u);
   EXPECT_EQ(p->config.nbd_keepalive_s, 7u);
@@ -201,9 +205,10 @@ TEST(EngineConfigTest, YamlWithFlagOverrides) {
   EXPECT_EQ(p->config.bdevs, std::vector<std::string>{"malloc:///a?size_mb=1"});
 
   // A flag can also switch a file's boolean off.
-  p = parse({"--config", f.string(), "--poll=false"});
+  p = parse({"--config", f.string(), "--poll=false", "--sched-batch=false"});
   ASSERT_TRUE(p.is_ok()) << p.status().message();
   EXPECT_FALSE(p->config.poll);
+  EXPECT_FALSE(p->config.sched_batch);
 
   // Each numeric flag overrides the file's (0 turns spinning, pings, keepalives, the
   // target-wide buffer limit off); a value that is not a bounded whole number is refused,

@@ -1,6 +1,7 @@
 #include "reactor/reactor.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -205,6 +206,21 @@ TEST(Reactor, SpinPausesWhenSpinsFindNoWork) {
   // 10 ms, then a 10 ms retry after 100 ms, 200 ms, ...).
   EXPECT_LT(turns[true] * 3, turns[false]) << "adaptive " << turns[true] << " turns, fixed "
                                            << turns[false];
+}
+
+// sched_batch switches the reactor's own thread, and only it, to SCHED_BATCH.
+TEST(Reactor, SchedBatchAppliesToTheReactorThread) {
+  for (bool batch : {true, false}) {
+    ReactorOptions o = opts();
+    o.sched_batch = batch;
+    ReactorGroup g({0}, o);
+    g.start();
+    int policy = -1;
+    g.run_on(0, [&](Reactor&) { policy = sched_getscheduler(0); });
+    g.stop();
+    EXPECT_EQ(policy, batch ? SCHED_BATCH : SCHED_OTHER);
+    EXPECT_EQ(sched_getscheduler(0), SCHED_OTHER) << "the caller's thread changed";
+  }
 }
 
 TEST(Reactor, ParseCpuList) {

@@ -131,7 +131,7 @@ class Reactor {
   void defer(std::function<void()> fn);  // allocating convenience
   // Runs `t` once, later in this loop iteration, just before the reactor submits the SQEs
   // queued meanwhile (FIFO; `t` stays valid until it has run). Work that several
-  // completions of one iteration add to (a connection's replies) then becomes one
+  // completions of one iteration add to (a host connection's commands) then becomes one
   // operation instead of one per completion. REQUIRES: `t` is not already queued.
   void before_submit(Task* t);
   TimerId add_timer(uint64_t delay_ns, std::function<void()> fn);

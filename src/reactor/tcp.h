@@ -163,9 +163,8 @@ class Connection {
   ~Connection();
   void start();
   // Queues `iovs` (copied; the bytes they point to must stay valid until `done`).
-  // Queued sends go out in order, several per sendmsg (see SendBatching for when the
-  // sendmsg is issued). `done` runs once the bytes are
-  // sent, or once the connection has closed without sending them.
+  // Queued sends go out in order, several per sendmsg (SendBatching says when). `done`
+  // runs once the bytes are sent, or once the connection has closed without sending them.
   void send(std::span<const iovec> iovs, std::function<void()> done = nullptr);
   // Only from inside on_data(), which must then return buf.size() (everything consumed):
   // the next `n` bytes of the stream are received straight into `dst` (valid until

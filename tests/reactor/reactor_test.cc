@@ -5,11 +5,14 @@
 #include <unistd.h>
 
 #include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 
 #include <atomic>
 #include <chrono>
 #include <fstream>
 #include <latch>
+#include <sstream>
 #include <thread>
 
 #include "common/clock.h"
@@ -221,6 +224,41 @@ TEST(Reactor, SchedBatchAppliesToTheReactorThread) {
     EXPECT_EQ(policy, batch ? SCHED_BATCH : SCHED_OTHER);
     EXPECT_EQ(sched_getscheduler(0), SCHED_OTHER) << "the caller's thread changed";
   }
+}
+
+// A reactor pinned (--cores) to a CPU outside the set the process was started on
+// (taskset) says so in the log; one inside it does not.
+TEST(Reactor, PinningOutsideTheStartingCpuSetWarns) {
+  cpu_set_t saved;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(saved), &saved), 0);
+  std::vector<int> allowed;
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (CPU_ISSET(c, &saved)) allowed.push_back(c);
+  }
+  if (allowed.size() < 2) GTEST_SKIP() << "needs two CPUs";
+  auto logs = [&](int pin_to) {
+    std::ostringstream out;
+    auto logger = std::make_shared<spdlog::logger>(
+        "t", std::make_shared<spdlog::sinks::ostream_sink_mt>(out));
+    auto previous = spdlog::default_logger();
+    spdlog::set_default_logger(logger);
+    cpu_set_t only;
+    CPU_ZERO(&only);
+    CPU_SET(allowed[0], &only);
+    EXPECT_EQ(sched_setaffinity(0, sizeof(only), &only), 0);  // threads created now inherit it
+    {
+      ReactorOptions o;  // pinned
+      ReactorGroup g({pin_to}, o);
+      g.start();
+      g.stop();
+    }
+    EXPECT_EQ(sched_setaffinity(0, sizeof(saved), &saved), 0);
+    spdlog::set_default_logger(previous);
+    return out.str();
+  };
+  EXPECT_NE(logs(allowed[1]).find("outside the CPUs this process was started on"),
+            std::string::npos);
+  EXPECT_EQ(logs(allowed[0]).find("outside"), std::string::npos);
 }
 
 TEST(Reactor, ParseCpuList) {

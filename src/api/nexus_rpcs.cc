@@ -143,6 +143,13 @@ grpc::Status EngineServiceImpl::CreateNexus(grpc::ServerContext*, const v1::Crea
     spdlog::info("create nexus '{}' failed: {}", req->name(), opts.status().to_string());
     return to_grpc(Status(Errc::kInvalidArgument, opts.status().message()));
   }
+  if (!req->uuid().empty()) {
+    auto u = Uuid::parse(req->uuid());
+    if (!u || u->is_nil()) {
+      return to_grpc(make_error(Errc::kInvalidArgument, "nexus uuid '{}' is not a UUID", req->uuid()));
+    }
+    opts->uuid = *u;
+  }
   auto info = nexuses_.create(req->name(), req->size_bytes(), to_vector(req->children()), *opts);
   if (!info) {
     spdlog::info("create nexus '{}' failed: {}", req->name(), info.status().to_string());

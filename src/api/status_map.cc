@@ -22,6 +22,8 @@ grpc::StatusCode to_grpc_code(Errc code) {
       return grpc::StatusCode::UNIMPLEMENTED;
     case Errc::kTimedOut:
       return grpc::StatusCode::DEADLINE_EXCEEDED;
+    case Errc::kUnavailable:
+      return grpc::StatusCode::UNAVAILABLE;
     case Errc::kIoError:
     case Errc::kAborted:
     case Errc::kInternal:

@@ -14,6 +14,7 @@ const char* errc_name(Errc c) {
     case Errc::kUnsupported: return "Unsupported";
     case Errc::kTimedOut: return "TimedOut";
     case Errc::kAborted: return "Aborted";
+    case Errc::kUnavailable: return "Unavailable";
     case Errc::kInternal: return "Internal";
   }
   return "Unknown";

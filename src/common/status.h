@@ -22,7 +22,8 @@ enum class Errc {
   kIoError,
   kUnsupported,
   kTimedOut,
-  kAborted,
+  kAborted,      // a conflicting operation is in flight: retry later
+  kUnavailable,  // a peer (engine, store, leader) cannot be reached now
   kInternal,
 };
 

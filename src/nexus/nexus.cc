@@ -175,6 +175,7 @@ Result<std::shared_ptr<Nexus>> Nexus::create(NexusDeps deps, const std::string& 
   }
 
   std::shared_ptr<Nexus> n(new Nexus(deps, name, bs, size_bytes / bs, opts));
+  if (opts.uuid) n->set_uuid(*opts.uuid);
   n->set_supported_ops(ops | io_type_bit(IoType::kReset));
   n->set_buf_align(align);
   for (size_t i = 0; i < kids.size(); ++i) {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "common/uuid.h"
 
 namespace castor::nexus {
 
@@ -80,6 +81,10 @@ struct NexusOptions {
   bool force = false;
   // Reactor that runs rebuild copies.
   uint32_t rebuild_reactor = 0;
+  // The nexus UUID (its NVMe-oF subsystem is nqn...:nexus-<uuid>); unset: random. The
+  // control plane sets it to the volume's UUID, so a nexus re-created on another node is
+  // the same subsystem to its hosts. Not a from_map key (CreateNexusRequest.uuid).
+  std::optional<Uuid> uuid;
 
   // Parses string options as given by the API/CLI: read_policy, error_policy,
   // max_errors, error_window_ms, child_io_timeout_ms, segment_kb, parallel_segments,

@@ -17,6 +17,7 @@ PACKAGES=(
   libnbd-bin nbdkit fuse3 e2fsprogs util-linux
   nettle-dev libiscsi-bin tgt
   qemu-system-x86 tshark
+  libsqlite3-dev libcpp-httplib-dev golang-etcd-server-dev etcd-server etcd-client
 )
 
 missing=()

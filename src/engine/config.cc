@@ -4,6 +4,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <CLI/CLI.hpp>
+#include <cctype>
 #include <charconv>
 #include <optional>
 #include <thread>
@@ -40,6 +41,10 @@ struct Layer {
   std::optional<std::string> target_buffer_mb;
   std::optional<std::string> ready_file;
   std::optional<std::string> state_dir;
+  std::optional<std::string> control;
+  std::optional<std::string> node_name;
+  std::optional<std::string> node_address;
+  std::optional<std::vector<std::string>> node_labels;
 };
 
 std::string one_line(std::string s) {
@@ -179,7 +184,8 @@ Result<Layer> load_yaml(const std::string& path) {
                                      : l.iscsi_nop_in_ms) = *s;
       } else if (key == "grpc-listen" || key == "metrics-listen" || key == "log-level" ||
                  key == "log-format" || key == "ready-file" || key == "nbd-listen" ||
-                 key == "iscsi-listen" || key == "state-dir") {
+                 key == "iscsi-listen" || key == "state-dir" || key == "control" ||
+                 key == "node-name" || key == "node-address") {
         auto s = yaml_scalar(v, key);
         if (!s) return s.status();
         if (key == "nbd-listen") l.nbd_listen = *s;
@@ -190,6 +196,9 @@ Result<Layer> load_yaml(const std::string& path) {
         if (key == "log-format") l.log_format = *s;
         if (key == "ready-file") l.ready_file = *s;
         if (key == "state-dir") l.state_dir = *s;
+        if (key == "control") l.control = *s;
+        if (key == "node-name") l.node_name = *s;
+        if (key == "node-address") l.node_address = *s;
       } else if (key == "bdev" || key == "bdevs") {
         std::vector<std::string> uris;
         if (v.IsSequence()) {
@@ -208,13 +217,14 @@ Result<Layer> load_yaml(const std::string& path) {
         if (!l.bdevs) l.bdevs.emplace();
         l.bdevs->insert(l.bdevs->end(), uris.begin(), uris.end());
       } else if (key == "nvmf-listen" || key == "nvmf-share" || key == "nbd-export" ||
-                 key == "iscsi-export") {
+                 key == "iscsi-export" || key == "node-label") {
         auto list = yaml_string_list(v, key);
         if (!list) return list.status();
         if (key == "nvmf-listen") l.nvmf_listen = std::move(list.value());
         if (key == "nvmf-share") l.nvmf_shares = std::move(list.value());
         if (key == "nbd-export") l.nbd_exports = std::move(list.value());
         if (key == "iscsi-export") l.iscsi_exports = std::move(list.value());
+        if (key == "node-label") l.node_labels = std::move(list.value());
       } else if (key == "pools") {
         auto pools = yaml_pools(v);
         if (!pools) return pools.status();
@@ -385,6 +395,44 @@ Result<EngineConfig> resolve(const Layer& flags, const Layer& file) {
       if (d.empty()) return Status(Errc::kInvalidArgument, "pool import: empty disk URI");
     }
   }
+  if (auto c = pick(flags.control, file.control)) cfg.control = *c;
+  if (auto n = pick(flags.node_name, file.node_name)) cfg.node_name = *n;
+  if (auto a = pick(flags.node_address, file.node_address)) cfg.node_address = *a;
+  if (auto labels = pick(flags.node_labels, file.node_labels)) {
+    for (const auto& kv : *labels) {
+      auto eq = kv.find('=');
+      if (eq == std::string::npos || eq == 0 || eq + 1 == kv.size()) {
+        return make_error(Errc::kInvalidArgument, "node-label: '{}' is not KEY=VALUE", kv);
+      }
+      if (!cfg.node_labels.emplace(kv.substr(0, eq), kv.substr(eq + 1)).second) {
+        return make_error(Errc::kInvalidArgument, "node-label: key '{}' given twice",
+                          kv.substr(0, eq));
+      }
+    }
+  }
+  if (!cfg.control.empty()) {
+    if (Status s = check_listen_address("control", cfg.control); !s) return s;
+    if (cfg.node_name.empty()) {
+      return Status(Errc::kInvalidArgument, "control: --node-name is required with --control");
+    }
+    if (cfg.nvmf_listen.empty()) {
+      return Status(Errc::kInvalidArgument,
+                    "control: a storage node needs an NVMe-oF listener (--nvmf-listen) to share "
+                    "replicas");
+    }
+  } else if (!cfg.node_name.empty() || !cfg.node_labels.empty()) {
+    return Status(Errc::kInvalidArgument, "node-name and node-label need --control");
+  }
+  if (!cfg.node_name.empty()) {
+    bool ok = cfg.node_name.size() <= 63 && cfg.node_name[0] != '.' && cfg.node_name[0] != '-';
+    for (char c : cfg.node_name) {
+      ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-');
+    }
+    if (!ok) {
+      return make_error(Errc::kInvalidArgument,
+                        "node-name: '{}' is not 1 to 63 of [A-Za-z0-9._-]", cfg.node_name);
+    }
+  }
   return cfg;
 }
 
@@ -552,6 +600,20 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
                                  "once serving, write {pid, grpc_port, metrics_port, "
                                  "nvmf_ports, nbd_port, iscsi_port} as JSON to this file");
 
+  std::string control, node_name, node_address;
+  std::vector<std::string> node_labels;
+  auto* o_control = app.add_option("--control", control,
+                                   "register with castor-control at HOST:PORT and heartbeat; "
+                                   "nexus health records then live in its store");
+  auto* o_node_name = app.add_option("--node-name", node_name,
+                                     "this node's name in the cluster (with --control)");
+  auto* o_node_address = app.add_option(
+      "--node-address", node_address,
+      "host other nodes reach this engine at (default: the host of each listen address)");
+  auto* o_node_label = app.add_option("--node-label", node_labels,
+                                      "KEY=VALUE label of this node (repeatable; applied at "
+                                      "first registration)")
+                           ->allow_extra_args(false);
   auto* o_state = app.add_option("--state-dir", state_dir,
                                  "directory for node-local state (nexus health records in "
                                  "DIR/nexus); created if missing (default /var/lib/castor)");
@@ -559,7 +621,7 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
   // A repeated single-valued flag takes the last value, as in most tools.
   for (auto* o : {o_config, o_cores, o_reactors, o_grpc, o_metrics, o_level, o_format, o_ready,
                   o_nbd_listen, o_nbd_keepalive, o_target_buffer, o_iscsi_listen, o_iscsi_nop,
-                  o_state}) {
+                  o_state, o_control, o_node_name, o_node_address}) {
     o->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   }
 
@@ -601,6 +663,10 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
   if (o_iscsi_nop->count()) flags.iscsi_nop_in_ms = iscsi_nop_in_ms;
   if (o_nbd_keepalive->count()) flags.nbd_keepalive_s = nbd_keepalive_s;
   if (o_target_buffer->count()) flags.target_buffer_mb = target_buffer_mb;
+  if (o_control->count()) flags.control = control;
+  if (o_node_name->count()) flags.node_name = node_name;
+  if (o_node_address->count()) flags.node_address = node_address;
+  if (o_node_label->count()) flags.node_labels = node_labels;
 
   Layer file;
   if (o_config->count()) {

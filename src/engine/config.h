@@ -5,6 +5,7 @@
 #include <spdlog/common.h>
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -75,6 +76,13 @@ struct EngineConfig {
   // Node-local persistent state; the nexus health store is <state_dir>/nexus. Created
   // at start-up if missing.
   std::string state_dir = kDefaultStateDir;
+  // castor-control's gRPC HOST:PORT; empty: a stand-alone engine (no registration; nexus
+  // health records in <state_dir>/nexus). With it the engine registers as node_name,
+  // heartbeats, and keeps nexus health records in the control plane's store.
+  std::string control;
+  std::string node_name;
+  std::string node_address;  // advertised host; empty: each listener's own host
+  std::map<std::string, std::string> node_labels;
 };
 
 // What main() should do after parsing.

@@ -31,6 +31,7 @@
 #include "bdev/registry.h"
 #include "common/version.h"
 #include "engine/config.h"
+#include "engine/control_agent.h"
 #include "engine/logging.h"
 #include "nexus/health_store.h"
 #include "nexus/manager.h"
@@ -124,7 +125,7 @@ Result<std::filesystem::path> prepare_state_dir(const std::string& state_dir) {
 // Everything it starts is stopped before it returns.
 int serve(const EngineConfig& cfg, bdev::BdevRegistry& registry, pool::PoolManager& pools,
           nexus::NexusManager& nexuses, reactor::ReactorGroup& reactors, const api::EngineIdentity& identity,
-          const sigset_t& stop_signals) {
+          const sigset_t& stop_signals, std::shared_ptr<grpc::Channel> control) {
   for (const auto& uri : cfg.bdevs) {
     auto info = registry.create(uri);
     if (!info) {
@@ -242,11 +243,17 @@ int serve(const EngineConfig& cfg, bdev::BdevRegistry& registry, pool::PoolManag
   }
   spdlog::info("castor-engine ready (pid {}, gRPC port {}, metrics port {})", ::getpid(),
                *grpc_port, metrics_port ? std::to_string(metrics_port) : "none");
+  std::unique_ptr<ControlAgent> agent;
+  if (control) {
+    agent = std::make_unique<ControlAgent>(cfg, control, pools, front_ends, *grpc_port);
+    agent->start();
+  }
 
   int sig = 0;
   while (sigwait(&stop_signals, &sig) != 0) {
   }
   spdlog::info("received {}, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  if (agent) agent->stop();  // deregister first: the control plane stops using this node
 
   // Idle client connections also hold a gRPC shutdown until the grace period ends, so
   // keep it short: a SIGTERM must not take seconds.
@@ -296,9 +303,20 @@ int run(const EngineConfig& cfg) {
     {
       pool::PoolManager pools(registry);
       {
-        nexus::FileChildHealthStore store(*nexus_dir);
-        nexus::NexusManager nexuses(registry, store);
-        rc = serve(cfg, registry, pools, nexuses, reactors, identity, stop_signals);
+        // With a control plane the health records live in its store (a nexus re-created
+        // on another node must see them); without one, in files under the state dir.
+        std::shared_ptr<grpc::Channel> control;
+        std::unique_ptr<nexus::ChildHealthStore> store;
+        if (!cfg.control.empty()) {
+          control = make_control_channel(cfg.control);
+          store = std::make_unique<ControlChildHealthStore>(control);
+          spdlog::info("node '{}': castor-control at {} (nexus health records in its store)",
+                       cfg.node_name, cfg.control);
+        } else {
+          store = std::make_unique<nexus::FileChildHealthStore>(*nexus_dir);
+        }
+        nexus::NexusManager nexuses(registry, *store);
+        rc = serve(cfg, registry, pools, nexuses, reactors, identity, stop_signals, control);
       }  // destroys every nexus (after the front ends released them): replicas are free
       spdlog::info("nexuses destroyed");
     }  // exports every pool: its replicas' bdevs go, its disks are released

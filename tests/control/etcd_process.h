@@ -123,6 +123,12 @@ class EtcdProcess {
     pid_ = -1;
   }
 
+  // stop() then start(): same data directory, same ports.
+  bool restart(std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+    stop();
+    return start(timeout);
+  }
+
   // SIGKILL (a crash: no clean shutdown), waits for the process to go.
   void kill9() {
     if (pid_ <= 0) return;

@@ -31,7 +31,9 @@ using namespace std::chrono_literals;
 using testing::EtcdProcess;
 
 enum class Backend { kSqlite, kEtcd };
-void PrintTo(Backend b, std::ostream* os) { *os << (b == Backend::kSqlite ? "sqlite" : "etcd"); }
+void PrintTo(Backend b, std::ostream* os) {
+  *os << (b == Backend::kSqlite ? "sqlite" : "etcd");
+}
 
 StoreOptions test_options() {
   StoreOptions o;

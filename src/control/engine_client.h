@@ -93,6 +93,8 @@ class EngineClient {
   virtual Status add_child(const std::string& nexus, const std::string& uri) = 0;
   virtual Status remove_child(const std::string& nexus, const std::string& uri) = 0;
   virtual Status online_child(const std::string& nexus, const std::string& uri) = 0;
+  // Faults a child (the nexus records it stale and stops using it).
+  virtual Status fault_child(const std::string& nexus, const std::string& uri) = 0;
   // Publishes over `protocol`; returns the first URI. Publishing again with the same
   // protocol returns the existing URI.
   virtual Result<std::string> publish_nexus(const std::string& name, Protocol protocol,

@@ -227,6 +227,10 @@ class GrpcEngineClient final : public EngineClient {
     return child_call(&Stub::OnlineChild, nexus, uri);
   }
 
+  Status fault_child(const std::string& nexus, const std::string& uri) override {
+    return child_call(&Stub::FaultChild, nexus, uri);
+  }
+
   Result<std::string> publish_nexus(const std::string& name, Protocol protocol,
                                     const std::vector<std::string>& allowed_hosts) override {
     v1::PublishNexusRequest req;

@@ -463,6 +463,11 @@ void ControlPlane::reconcile_target(VolumeSpec& v) {
     return;  // children are looked at next pass, from a fresh snapshot
   }
 
+  auto node_offline = [&](const std::string& node) {
+    std::lock_guard lk(mu_);
+    auto st = node_states_.find(node);
+    return st == node_states_.end() || st->second.status == NodeStatus::kOffline;
+  };
   bool dirty = false;
   std::set<std::string> children;
   for (const auto& c : nexus->children) {
@@ -482,7 +487,18 @@ void ControlPlane::reconcile_target(VolumeSpec& v) {
       r->faulted_unix_ms = now_unix;
       dirty = true;
       spdlog::warn("volume {}: replica {} on node {} faulted ({})", v.uuid, r->uuid, r->node, c.reason);
+    } else if (c.state == "healthy" && r->state == ReplicaState::kFaulted && node_offline(r->node)) {
+      // The control plane gave up on the replica (its node is offline) before the nexus
+      // noticed (no I/O reached the child yet). The nexus must record it stale before a
+      // replacement is made, or it would still count as current if the node came back.
+      if (Status s = e->fault_child(v.uuid, c.uri); s) {
+        spdlog::warn("volume {}: child {} faulted (its node {} is offline)", v.uuid, c.uri, r->node);
+      } else {
+        spdlog::warn("volume {}: cannot fault child {}: {}", v.uuid, c.uri, s.to_string());
+      }
     } else if (c.state == "healthy" && (r->state == ReplicaState::kNew || r->state == ReplicaState::kFaulted)) {
+      // In sync: rebuilt, or never stale in the nexus's eyes (a healthy child has every
+      // acknowledged write).
       r->state = ReplicaState::kOnline;
       r->reason.clear();
       dirty = true;

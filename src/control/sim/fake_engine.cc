@@ -433,6 +433,7 @@ Status FakeEngine::unpublish_nexus(const std::string& name) {
 }
 
 Status FakeEngine::fault_child(const std::string& nexus, const std::string& uri) {
+  if (Status s = enter("fault_child"); !s) return s;
   std::lock_guard lk(mu_);
   auto it = nexuses_.find(nexus);
   if (it == nexuses_.end()) return make_error(Errc::kNotFound, "no nexus {}", nexus);

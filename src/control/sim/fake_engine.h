@@ -42,6 +42,7 @@ class FakeEngine final : public EngineClient {
   Status add_child(const std::string& nexus, const std::string& uri) override;
   Status remove_child(const std::string& nexus, const std::string& uri) override;
   Status online_child(const std::string& nexus, const std::string& uri) override;
+  Status fault_child(const std::string& nexus, const std::string& uri) override;
   Result<std::string> publish_nexus(const std::string& name, Protocol protocol,
                                     const std::vector<std::string>& allowed_hosts) override;
   Status unpublish_nexus(const std::string& name) override;
@@ -55,8 +56,6 @@ class FakeEngine final : public EngineClient {
   void restart();
   // The next call of `op` (a method name: "create_replica", ...) fails with `s`.
   void fail_next(const std::string& op, Status s);
-  // Marks a child of a nexus faulted (as an I/O error would).
-  Status fault_child(const std::string& nexus, const std::string& uri);
   // A rebuild completes after this many snapshot() calls (0: at once).
   void set_rebuild_polls(uint32_t n) { rebuild_polls_ = n; }
   uint64_t calls() const { return calls_.load(); }

@@ -79,7 +79,7 @@ Status ControlPlane::load() {
   for (const auto& kv : *vols) {
     auto v = volume_from_json(kv.value);
     if (!v) return make_error(Errc::kInvalidArgument, "store key {}: {}", kv.key, v.status().message());
-    volumes_[v->uuid] = std::move(*v);
+    set_volume_locked(*v);
   }
   spdlog::info("loaded {} node(s), {} pool(s), {} volume(s) from {}", nodes_.size(), pools_.size(),
                volumes_.size(), store_.describe());
@@ -134,7 +134,7 @@ Status ControlPlane::persist_volume(VolumeSpec& v) {
   if (Status s = store_.put(volume_key(next.uuid), to_json(next)); !s) return s;
   v = next;
   std::lock_guard lk(mu_);
-  volumes_[v.uuid] = v;
+  set_volume_locked(v);
   changed_ms_[v.uuid] = steady_ms();
   return Status::ok();
 }
@@ -146,9 +146,27 @@ Status ControlPlane::erase_volume(const VolumeSpec& v) {
     return s;
   }
   std::lock_guard lk(mu_);
-  volumes_.erase(v.uuid);
+  if (auto it = volumes_.find(v.uuid); it != volumes_.end()) {
+    account_locked(&it->second, nullptr);
+    volumes_.erase(it);
+  }
   changed_ms_.erase(v.uuid);
   return Status::ok();
+}
+
+void ControlPlane::account_locked(const VolumeSpec* before, const VolumeSpec* after) {
+  auto apply = [&](const VolumeSpec& v, int d) {
+    for (const auto& r : v.replicas) replicas_on_node_[r.node] += d;
+    if (v.target) nexuses_on_node_[v.target->node] += d;
+  };
+  if (before) apply(*before, -1);
+  if (after) apply(*after, +1);
+}
+
+void ControlPlane::set_volume_locked(const VolumeSpec& v) {
+  auto it = volumes_.find(v.uuid);
+  account_locked(it == volumes_.end() ? nullptr : &it->second, &v);
+  volumes_[v.uuid] = v;
 }
 
 Status ControlPlane::persist_node(const NodeSpec& n) {
@@ -273,10 +291,8 @@ NodeView ControlPlane::node_view_locked(const std::string& name) const {
   NodeView v;
   v.spec = nodes_.at(name);
   if (auto it = node_states_.find(name); it != node_states_.end()) v.state = it->second;
-  for (const auto& [id, vol] : volumes_) {
-    for (const auto& r : vol.replicas) v.replicas += r.node == name;
-    v.nexuses += vol.target && vol.target->node == name;
-  }
+  if (auto it = replicas_on_node_.find(name); it != replicas_on_node_.end()) v.replicas = it->second;
+  if (auto it = nexuses_on_node_.find(name); it != nexuses_on_node_.end()) v.nexuses = it->second;
   if (v.spec.draining) v.drain = v.nexuses ? "draining" : "drained";
   return v;
 }
@@ -503,10 +519,6 @@ Result<PoolView> ControlPlane::get_pool(const std::string& node, const std::stri
 }
 
 std::vector<PoolCandidate> ControlPlane::pool_candidates_locked() const {
-  std::map<std::string, uint32_t> per_node;
-  for (const auto& [id, v] : volumes_) {
-    for (const auto& r : v.replicas) ++per_node[r.node];
-  }
   std::vector<PoolCandidate> out;
   for (const auto& [k, p] : pools_) {
     PoolView view = pool_view_locked(p);
@@ -521,23 +533,21 @@ std::vector<PoolCandidate> ControlPlane::pool_candidates_locked() const {
       c.used = view.report->used_bytes;
       c.committed = view.report->committed_bytes;
     }
-    c.node_replicas = per_node[p.node];
+    auto count = replicas_on_node_.find(p.node);
+    c.node_replicas = count == replicas_on_node_.end() ? 0 : count->second;
     out.push_back(std::move(c));
   }
   return out;
 }
 
 std::vector<NexusCandidate> ControlPlane::nexus_candidates_locked(const VolumeSpec& v) const {
-  std::map<std::string, uint32_t> per_node;
-  for (const auto& [id, vol] : volumes_) {
-    if (vol.target) ++per_node[vol.target->node];
-  }
   std::vector<NexusCandidate> out;
   for (const auto& [name, spec] : nodes_) {
     NexusCandidate c;
     c.node = name;
     c.usable = node_usable_locked(name);
-    c.nexuses = per_node[name];
+    auto count = nexuses_on_node_.find(name);
+    c.nexuses = count == nexuses_on_node_.end() ? 0 : count->second;
     for (const auto& r : v.replicas) {
       c.has_replica = c.has_replica || (r.node == name && r.state == ReplicaState::kOnline);
     }

@@ -205,6 +205,10 @@ class ControlPlane {
   std::vector<PoolCandidate> pool_candidates_locked() const;
   std::vector<NexusCandidate> nexus_candidates_locked(const VolumeSpec& v) const;
   bool crash(const std::string& point);
+  // Moves the per-node counts from `before` (null: a new volume) to `after` (null: gone).
+  void account_locked(const VolumeSpec* before, const VolumeSpec* after);
+  // Puts `v` in volumes_ (keeping the counts).
+  void set_volume_locked(const VolumeSpec& v);
   static uint64_t unix_ms();
   int64_t steady_ms() const;
 
@@ -249,6 +253,10 @@ class ControlPlane {
   // Volume uuid -> steady ms of its last spec change: a snapshot read before it cannot
   // show the replicas that change made, so it is no evidence that one is missing.
   std::map<std::string, int64_t> changed_ms_;
+  // Replicas and nexus targets per node over every volume spec, kept as specs change
+  // (placement reads them for every create and publish).
+  std::map<std::string, uint32_t> replicas_on_node_;
+  std::map<std::string, uint32_t> nexuses_on_node_;
   uint64_t passes_ = 0;
 
   std::mutex run_mu_;

@@ -378,6 +378,30 @@ TEST_F(ControlPlaneTest, NexusNodeLostRepublishesElsewhereAtTheSameNqn) {
   EXPECT_EQ(moved->status, "online") << moved->spec.replicas.size();
 }
 
+// An idle published volume: its nexus never notices that a replica's node died (no I/O
+// reaches the child), so the control plane must fault that child in the nexus (its
+// health record then says stale) and replace the replica.
+TEST_F(ControlPlaneTest, IdleReplicaOnALostNodeIsFaultedInTheNexusAndReplaced) {
+  auto v = create(3);
+  auto pub = cp_->publish_volume(PublishArgs{.uuid = v.spec.uuid, .node = v.spec.replicas[0].node,
+                                             .allowed_hosts = {}, .frontend_node = {}});
+  ASSERT_TRUE(pub);
+  const std::string lost = v.spec.replicas[1].node;
+  passes(1);
+  cluster_.find(lost)->set_down(true);
+  std::this_thread::sleep_for(std::chrono::milliseconds(opts_.node_deadline_ms + 100));
+  passes(6);
+  auto got = cp_->get_volume(v.spec.uuid);
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->status, "online");
+  for (const auto& r : got->spec.replicas) EXPECT_NE(r.node, lost);
+  auto snap = cluster_.find(v.spec.replicas[0].node)->snapshot();
+  ASSERT_TRUE(snap);
+  ASSERT_EQ(snap->nexuses.size(), 1u);
+  EXPECT_EQ(snap->nexuses[0].children.size(), 3u);
+  for (const auto& c : snap->nexuses[0].children) EXPECT_EQ(c.state, "healthy") << c.uri;
+}
+
 TEST_F(ControlPlaneTest, EngineRestartIsReReconciled) {
   auto v = create(2);
   auto pub = cp_->publish_volume(PublishArgs{.uuid = v.spec.uuid, .node = "n0", .allowed_hosts = {},

@@ -1,121 +1,145 @@
 #!/usr/bin/env bash
-# The cluster demo (part of the main job): three castor-engines on this host, each with a
-# pool on a file; a 3-way replicated volume (a nexus on engine A: its local replica plus
-# the replicas of B and C over NVMe-oF/TCP) published over NVMe-oF. Data is written and
-# verified, engine B is killed while an application (castor-perf) writes and verifies,
-# B is restarted and a new replica there is added and rebuilt (progress shown), and the
-# data is verified again, on the volume and on every replica.
-#   cluster-demo.sh BUILD_DIR
+# The cluster demo (Castor's main job): castor-control on its embedded SQLite store and
+# four castor-engines on this host, each with a pool on a file. Everything below is asked
+# of the control plane with castorctl; nobody touches a nexus or a replica by hand.
+#   1. the engines register; a pool is declared on each node;
+#   2. a 3-replica volume is created (placed on three nodes) and published over NVMe/TCP;
+#   3. castor-perf (Castor's own NVMe/TCP host) writes and verifies it;
+#   4. under a verifying writer, the engine of one replica is killed with SIGKILL: the
+#      writer sees no error, and the control plane heals the volume by itself: it faults
+#      the lost replica, places a new one on the spare node, the nexus rebuilds it (shown
+#      with castorctl's progress bar) and the lost one is dropped;
+#   5. the data is verified again; the killed engine comes back and its orphaned replica
+#      is garbage-collected; everything stops cleanly (SIGTERM).
+#
+#   cluster-demo.sh [BUILD_DIR]      (default build/release)
+# Environment: CASTOR_DEMO_DIR (where the pool files go, default /var/tmp).
 set -euo pipefail
+cd "$(dirname "$0")/.."
 B=${1:-build/release}
+CONTROL=$B/src/control/castor-control
 ENGINE=$B/src/engine/castor-engine
 CTL=$B/src/cli/castorctl
 PERF=$B/src/tools/nvmfperf/castor-perf
 work=$(mktemp -d "${CASTOR_DEMO_DIR:-/var/tmp}/castor-cluster.XXXXXX")
-declare -A pid grpc nvmfp
-vol_mb=128
-data_mb=32
+declare -A pid
+control_pid=""
 
 cleanup() {
+  local rc=$?
   for n in "${!pid[@]}"; do kill -TERM "${pid[$n]}" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  for n in "${!pid[@]}"; do wait "${pid[$n]}" 2>/dev/null || true; done
+  if [[ -n "$control_pid" ]]; then
+    kill -TERM "$control_pid" 2>/dev/null || true
+    wait "$control_pid" 2>/dev/null || true
+  fi
+  if ((rc != 0)); then
+    for f in "$work"/*.log; do echo "--- $f (tail)"; tail -20 "$f"; done
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-start_engine() {  # NAME CPU [extra args...]
-  local n=$1 cpu=$2
-  shift 2
-  rm -f "$work/$n.ready"
-  "$ENGINE" --cores "$cpu" --grpc-listen 127.0.0.1:0 --metrics-listen none --nvmf-listen 127.0.0.1:0 \
-    --state-dir "$work/state-$n" --ready-file "$work/$n.ready" --log-level warn "$@" >>"$work/$n.log" 2>&1 &
-  pid[$n]=$!
-  for _ in $(seq 100); do [[ -s "$work/$n.ready" ]] && break; sleep 0.1; done
-  [[ -s "$work/$n.ready" ]] || { echo "engine $n did not start:"; cat "$work/$n.log"; exit 1; }
-  grpc[$n]=$(jq -r .grpc_port "$work/$n.ready")
-  nvmfp[$n]=$(jq -r '.nvmf_ports[0]' "$work/$n.ready")
-}
-c() { local n=$1; shift; "$CTL" -e "127.0.0.1:${grpc[$n]}" "$@"; }
-
-# replica ENGINE NAME -> its URIs as JSON
-replica() {
-  c "$1" replica create "pool$1" "$2" --size "${vol_mb}MiB" --thin >/dev/null
-  c "$1" -o json replica share "$2"
-}
-sum_range() {  # ENGINE BDEV MB
-  local out=$work/sum.bin off=0 chunk=$((2 << 20)) total=$(($3 << 20))
-  : >"$out"
-  while ((off < total)); do
-    c "$1" bdev read "$2" --offset "$off" --length "$chunk" --file "$work/chunk" >/dev/null
-    cat "$work/chunk" >>"$out"
-    off=$((off + chunk))
+say() { echo; echo "== $*"; }
+die() { echo "castor cluster demo: $*" >&2; exit 1; }
+wait_file() {  # FILE PID WHAT
+  for _ in $(seq 150); do
+    [[ -s "$1" ]] && return 0
+    kill -0 "$2" 2>/dev/null || break
+    sleep 0.1
   done
-  sha256sum <"$out" | cut -c1-16
+  die "$3 did not start"
 }
 
-cpus=$(nproc)
-echo "== three engines, each with a pool on a file"
-idx=0
-for n in A B C; do
-  start_engine $n $((idx % cpus))
-  idx=$((idx + 1))
-  c $n pool create "pool$n" --disk "file://$work/pool$n.img?size_mb=512" --cluster-size 4MiB >/dev/null
-  echo "   engine $n: pid ${pid[$n]}, gRPC ${grpc[$n]}, NVMe-oF ${nvmfp[$n]}"
-done
-c A replica create poolA vol0 --size "${vol_mb}MiB" --thin >/dev/null
-ua=bdev:///vol0  # local to the nexus: no network hop
-ub=$(replica B vol0 | jq -r '.uris[] | select(startswith("nvmf:"))')"?ctrl_loss_timeout_ms=3000&name=B-vol0"
-uc=$(replica C vol0 | jq -r '.uris[] | select(startswith("nvmf:"))')"?ctrl_loss_timeout_ms=3000&name=C-vol0"
-c A nexus create vol --size "${vol_mb}MiB" --child "$ua" --child "$ub" --child "$uc" --opt child_io_timeout_ms=2000 >/dev/null
+"$CONTROL" --store "sqlite://$work/control.db" --grpc-listen 127.0.0.1:0 --rest-listen 127.0.0.1:0 \
+  --ready-file "$work/control.ready" --heartbeat-ms 500 --node-deadline-ms 3000 \
+  --reconcile-period-ms 500 --faulted-child-wait-ms 3000 --gc-grace-ms 2000 >"$work/control.log" 2>&1 &
+control_pid=$!
+wait_file "$work/control.ready" "$control_pid" castor-control
+cport=$(jq -r .grpc_port "$work/control.ready")
+rport=$(jq -r .rest_port "$work/control.ready")
+ctl() { "$CTL" --control "127.0.0.1:$cport" "$@"; }
+say "castor-control (pid $control_pid): gRPC 127.0.0.1:$cport, REST http://127.0.0.1:$rport/v1, store sqlite://$work/control.db"
 
-echo "== ${data_mb} MiB of data written to the volume"
-head -c $((data_mb << 20)) /dev/urandom >"$work/data"
-for ((i = 0; i < data_mb / 2; i++)); do
-  dd if="$work/data" of="$work/piece" bs=2M skip=$i count=1 status=none
-  c A bdev write vol --offset $((i * 2))MiB --file "$work/piece" >/dev/null
+start_engine() {  # NAME
+  local n=$1
+  rm -f "$work/$n.ready"
+  "$ENGINE" --cores 0 --grpc-listen 127.0.0.1:0 --metrics-listen none --nvmf-listen 127.0.0.1:0 \
+    --state-dir "$work/state-$n" --ready-file "$work/$n.ready" --log-level warn \
+    --control "127.0.0.1:$cport" --node-name "$n" --node-label "zone=zone-${n#node-}" \
+    >>"$work/$n.log" 2>&1 &
+  pid[$n]=$!
+  wait_file "$work/$n.ready" "${pid[$n]}" "castor-engine $n"
+}
+nodes=(node-a node-b node-c node-d)
+for n in "${nodes[@]}"; do start_engine "$n"; done
+online() { ctl -o json node list | jq '[.nodes[] | select(.status == "online")] | length'; }
+for _ in $(seq 100); do [[ $(online) == "${#nodes[@]}" ]] && break; sleep 0.2; done
+[[ $(online) == "${#nodes[@]}" ]] || die "the engines did not register"
+say "four engines registered (castorctl node list)"
+ctl node list
+
+say "a pool on each node (castorctl pool create NODE pool0 --disk file://...)"
+for n in "${nodes[@]}"; do
+  ctl pool create "$n" pool0 --disk "file://$work/$n-pool0.img?size_mb=2048" >/dev/null
 done
-want=$(sha256sum <"$work/data" | cut -c1-16)
-echo "   data sha256 $want, read back $(sum_range A vol $data_mb)"
-puri=$(c A nexus publish vol --protocol nvmf)
-nqn=${puri##*/}
-echo "== volume published: $puri"
-c A nexus show vol
-echo
-echo "== an application writes and verifies (castor-perf, 64 MiB region after the data) while engine B is killed"
-"$PERF" -r "127.0.0.1:${nvmfp[A]}" -n "$nqn" -w randrw -q 16 -t 6 --verify --offset-mb 64 --size-mb 64 &
+ctl pool list
+
+say "a 1 GiB volume with 3 replicas, published over NVMe/TCP (castorctl volume create / publish)"
+uuid=$(ctl -o json volume create --size 1GiB --replicas 3 | jq -r .uuid)
+uri=$(ctl -o json volume publish "$uuid" | jq -r .target.uri)
+target=$(ctl -o json volume get "$uuid" | jq -r .target.node)
+ctl volume get "$uuid"
+hostport=${uri#nvmf://}; hostport=${hostport%%/*}
+nqn=${uri##*/}
+
+say "castor-perf writes and verifies the volume for 3 s"
+"$PERF" -r "$hostport" -n "$nqn" -w randrw -b 8192 -q 16 -t 3 --verify --cores 0
+
+# A replica away from the nexus: its engine dies under the writer.
+victim=$(ctl -o json volume get "$uuid" | jq -r --arg t "$target" '[.replicas[] | select(.node != $t)][0].node')
+say "a verifying writer runs; the engine of $victim (a replica; the nexus is on $target) is killed with SIGKILL"
+"$PERF" -r "$hostport" -n "$nqn" -w randwrite -b 4096 -q 16 -t 20 --verify --cores 0 >"$work/perf.out" 2>&1 &
 perf_pid=$!
-sleep 2
-{ kill -9 "${pid[B]}" && wait "${pid[B]}"; } 2>/dev/null || true
-echo "   killed engine B (pid ${pid[B]})"
-wait "$perf_pid"
-echo
-c A nexus show vol
-echo
-echo "== engine B restarted (its pool re-imported); a new replica there joins the volume"
-start_engine B $((1 % cpus)) --pool-import "file://$work/poolB.img"
-un=$(replica B vol1 | jq -r '.uris[] | select(startswith("nvmf:"))')"?ctrl_loss_timeout_ms=3000&name=B-vol1"
-c A nexus add-child vol "$un" >/dev/null
-"$PERF" -r "127.0.0.1:${nvmfp[A]}" -n "$nqn" -w randwrite -q 8 -t 3 --verify --offset-mb 64 --size-mb 64 --json >"$work/load.json" &
-load_pid=$!
-c A rebuild watch vol "$un" --interval 0.2
-wait "$load_pid"
-echo "   application during the rebuild: $(jq -r '"\(.ios) I/Os, \(.errors) errors, \(.verify_mismatches) mismatches"' "$work/load.json")"
-alloc() { c "$1" -o json replica list | jq -r --arg r "$2" '.[] | select(.name == $r) | .allocated_bytes / 1048576 | tostring + " MiB"'; }
-echo "   thin replicas, allocated: A vol0 $(alloc A vol0), B vol1 (rebuilt) $(alloc B vol1) of ${vol_mb} MiB"
-c A nexus remove-child vol "$ub" >/dev/null
-c A nexus show vol
-echo
-echo "== data verified again"
-c A nexus unpublish vol >/dev/null
-got=$(sum_range A vol $data_mb)
-echo "   volume: $got (want $want)"
-[[ $got == "$want" ]] || { echo "DATA MISMATCH"; exit 1; }
-c A nexus destroy vol >/dev/null
-c C replica unshare vol0 >/dev/null
-c B replica unshare vol1 >/dev/null
-sa=$(sum_range A vol0 $vol_mb)
-sc=$(sum_range C vol0 $vol_mb)
-sb=$(sum_range B vol1 $vol_mb)
-echo "   replicas: A $sa, C $sc, B(new) $sb"
-[[ $sa == "$sc" && $sa == "$sb" ]] || { echo "REPLICAS DIFFER"; exit 1; }
-echo "== cluster demo done: no application error, every replica identical"
+sleep 3
+kill -KILL "${pid[$victim]}"
+wait "${pid[$victim]}" 2>/dev/null || true
+unset "pid[$victim]"
+
+say "the control plane heals the volume by itself (castorctl volume get, every second)"
+healed=0
+for i in $(seq 120); do
+  json=$(ctl -o json volume get "$uuid")
+  echo "--- t=${i}s"
+  ctl volume get "$uuid" | sed 's/^/   /'
+  if [[ $(jq -r .status <<<"$json") == online ]] &&
+     [[ $(jq --arg v "$victim" '[.replicas[] | select(.state == "online" and .node != $v)] | length' <<<"$json") == 3 ]] &&
+     [[ $(jq '.replicas | length' <<<"$json") == 3 ]]; then
+    healed=1
+    break
+  fi
+  sleep 1
+done
+((healed)) || die "the volume did not heal"
+wait "$perf_pid" || { cat "$work/perf.out"; die "the writer saw an error while the volume healed"; }
+tail -4 "$work/perf.out"
+say "healed: a new replica on $(jq -r --arg v "$victim" '[.replicas[].node] | map(select(. != $v)) | join(", ")' <<<"$json"); the writer saw no error"
+
+say "the data is verified again (3 s, every block read back)"
+"$PERF" -r "$hostport" -n "$nqn" -w randrw -b 8192 -q 16 -t 3 --verify --cores 0
+
+say "$victim comes back; its replica is in no spec any more and is garbage-collected"
+start_engine "$victim"
+for _ in $(seq 60); do
+  left=$("$CTL" -e "127.0.0.1:$(jq -r .grpc_port "$work/$victim.ready")" -o json replica list | jq 'if type == "array" then length else (.replicas | length) end')
+  pools=$("$CTL" -e "127.0.0.1:$(jq -r .grpc_port "$work/$victim.ready")" -o json pool list | jq 'if type == "array" then length else (.pools | length) end')
+  [[ $pools == 1 && $left == 0 ]] && break
+  sleep 0.5
+done
+[[ $left == 0 ]] || die "$victim still holds $left replica(s)"
+ctl node list
+
+say "unpublish and destroy the volume; stop the engines and castor-control (SIGTERM)"
+ctl volume unpublish "$uuid" >/dev/null
+ctl volume destroy "$uuid"
+ctl volume list

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <thread>
 
@@ -502,6 +503,36 @@ TEST_F(ControlPlaneTest, CrashDuringDestroyFinishes) {
   passes(2);
   EXPECT_EQ(cp_->get_volume(v.spec.uuid).status().code(), Errc::kNotFound);
   EXPECT_EQ(engine_replicas(), 0u);
+}
+
+// One operation per volume: a second one while the first is in flight is ABORTED (busy),
+// and changes nothing.
+TEST_F(ControlPlaneTest, SecondOperationOnABusyVolumeIsAborted) {
+  auto v = create(2);
+  std::atomic<bool> in_publish{false}, release{false};
+  cp_->set_crash_point([&](const std::string& p) {
+    if (p == "publish:nexus") {
+      in_publish = true;
+      while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return true;
+  });
+  std::thread t([&] {
+    EXPECT_TRUE(cp_->publish_volume(PublishArgs{.uuid = v.spec.uuid, .node = {}, .allowed_hosts = {},
+                                                .frontend_node = {}}));
+  });
+  while (!in_publish) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_EQ(cp_->destroy_volume(v.spec.uuid).code(), Errc::kAborted);
+  EXPECT_EQ(cp_->scale_volume(v.spec.uuid, 3).status().code(), Errc::kAborted);
+  EXPECT_EQ(cp_->unpublish_volume(v.spec.uuid).status().code(), Errc::kAborted);
+  release = true;
+  t.join();
+  auto got = cp_->get_volume(v.spec.uuid);
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->spec.replica_count, 2u);
+  ASSERT_TRUE(got->spec.target);
+  EXPECT_FALSE(got->spec.target->uri.empty());
+  EXPECT_EQ(engine_replicas(), 2u);
 }
 
 TEST_F(ControlPlaneTest, OrphansAreCollected) {

@@ -250,6 +250,11 @@ Result<std::vector<KeyValue>> SqliteStore::list(const std::string& prefix) {
   return out;
 }
 
+// Group commit: concurrent commits share one transaction and so one WAL fsync. The
+// first caller to find no commit running becomes the committer: it takes every batch
+// queued so far, applies each under its own savepoint (a batch whose compare fails is
+// rolled back alone and gets its own error), commits once, and wakes the others. A
+// batch is acknowledged only after the COMMIT that made it durable returned.
 Status SqliteStore::commit(const std::vector<StoreOp>& ops,
                            const std::vector<StoreCompare>& compares) {
   if (Status s = check_batch(ops, compares); !s) return s;
@@ -257,14 +262,57 @@ Status SqliteStore::commit(const std::vector<StoreOp>& ops,
     return make_error(Errc::kAborted,
                       "sqlite {}: not the leader (commit before acquire_leadership)", path_);
   }
+  Pending me{&ops, &compares, Status::ok(), false};
+  std::unique_lock q(queue_mu_);
+  queue_.push_back(&me);
+  queue_cv_.wait(q, [&] { return me.done || !committing_; });
+  if (me.done) return me.status;
+  committing_ = true;
+  std::vector<Pending*> group;
+  group.swap(queue_);
+  q.unlock();
+  Status overall = commit_group(group);
+  q.lock();
+  for (Pending* p : group) {
+    if (!overall) p->status = overall;
+    p->done = true;
+  }
+  committing_ = false;
+  queue_cv_.notify_all();
+  return me.status;
+}
+
+Status SqliteStore::commit_group(const std::vector<Pending*>& group) {
   std::lock_guard lk(mu_);
   if (!db_) return make_error(Errc::kUnavailable, "sqlite {}: not open", path_);
   // IMMEDIATE: take the write lock now, so the compares and the writes see one state.
   if (Status s = exec("BEGIN IMMEDIATE"); !s) return s;
-  auto rollback = [&](Status s) {
+  for (Pending* p : group) {
+    if (Status s = exec("SAVEPOINT batch"); !s) {
+      (void)exec("ROLLBACK");
+      return s;
+    }
+    p->status = apply_locked(*p->ops, *p->compares);
+    Status end = p->status ? exec("RELEASE batch")
+                           : (exec("ROLLBACK TO batch").is_ok() ? exec("RELEASE batch")
+                                                                : error("rollback to savepoint", 0));
+    if (!end) {
+      (void)exec("ROLLBACK");
+      return end;
+    }
+  }
+  if (Status s = exec("COMMIT"); !s) {
     (void)exec("ROLLBACK");
     return s;
-  };
+  }
+  return Status::ok();
+}
+
+// Applies one batch inside the open transaction (the caller holds mu_ and wraps it in a
+// savepoint, so a failing batch leaves nothing behind).
+Status SqliteStore::apply_locked(const std::vector<StoreOp>& ops,
+                                 const std::vector<StoreCompare>& compares) {
+  auto rollback = [](Status s) { return s; };
 
   for (const auto& c : compares) {
     Stmt st;
@@ -330,7 +378,6 @@ Status SqliteStore::commit(const std::vector<StoreOp>& ops,
     if (rc != SQLITE_DONE)
       return rollback(error(op.kind == StoreOp::Kind::kPut ? "put" : "delete", rc));
   }
-  if (Status s = exec("COMMIT"); !s) return rollback(s);
   return Status::ok();
 }
 

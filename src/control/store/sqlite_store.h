@@ -20,6 +20,7 @@
 // keeps every call trivially linearizable.
 
 #include <atomic>
+#include <condition_variable>
 #include <mutex>
 
 #include "control/store/store.h"
@@ -56,6 +57,15 @@ class SqliteStore : public Store {
   const std::string& lock_path() const { return lock_path_; }
 
  private:
+  // One caller's batch waiting for (or in) a group commit.
+  struct Pending {
+    const std::vector<StoreOp>* ops;
+    const std::vector<StoreCompare>* compares;
+    Status status;
+    bool done;
+  };
+  Status commit_group(const std::vector<Pending*>& group);
+  Status apply_locked(const std::vector<StoreOp>& ops, const std::vector<StoreCompare>& compares);
   Status exec(const char* sql);
   Status error(const char* what, int rc);
   Result<int64_t> read_revision();
@@ -65,6 +75,10 @@ class SqliteStore : public Store {
   const StoreOptions opts_;
 
   std::mutex mu_;  // guards db_ (one connection, one statement at a time)
+  std::mutex queue_mu_;  // guards queue_, committing_, and every Pending's status/done
+  std::condition_variable queue_cv_;
+  std::vector<Pending*> queue_;
+  bool committing_ = false;
   sqlite3* db_ = nullptr;
 
   std::mutex lock_mu_;  // guards lock_fd_, identity_

@@ -41,7 +41,7 @@ struct Layer {
   std::optional<std::string> target_buffer_mb;
   std::optional<std::string> ready_file;
   std::optional<std::string> state_dir;
-  std::optional<std::string> control;
+  std::optional<std::vector<std::string>> control;
   std::optional<std::string> node_name;
   std::optional<std::string> node_address;
   std::optional<std::vector<std::string>> node_labels;
@@ -184,8 +184,8 @@ Result<Layer> load_yaml(const std::string& path) {
                                      : l.iscsi_nop_in_ms) = *s;
       } else if (key == "grpc-listen" || key == "metrics-listen" || key == "log-level" ||
                  key == "log-format" || key == "ready-file" || key == "nbd-listen" ||
-                 key == "iscsi-listen" || key == "state-dir" || key == "control" ||
-                 key == "node-name" || key == "node-address") {
+                 key == "iscsi-listen" || key == "state-dir" || key == "node-name" ||
+                 key == "node-address") {
         auto s = yaml_scalar(v, key);
         if (!s) return s.status();
         if (key == "nbd-listen") l.nbd_listen = *s;
@@ -196,7 +196,6 @@ Result<Layer> load_yaml(const std::string& path) {
         if (key == "log-format") l.log_format = *s;
         if (key == "ready-file") l.ready_file = *s;
         if (key == "state-dir") l.state_dir = *s;
-        if (key == "control") l.control = *s;
         if (key == "node-name") l.node_name = *s;
         if (key == "node-address") l.node_address = *s;
       } else if (key == "bdev" || key == "bdevs") {
@@ -217,7 +216,7 @@ Result<Layer> load_yaml(const std::string& path) {
         if (!l.bdevs) l.bdevs.emplace();
         l.bdevs->insert(l.bdevs->end(), uris.begin(), uris.end());
       } else if (key == "nvmf-listen" || key == "nvmf-share" || key == "nbd-export" ||
-                 key == "iscsi-export" || key == "node-label") {
+                 key == "iscsi-export" || key == "node-label" || key == "control") {
         auto list = yaml_string_list(v, key);
         if (!list) return list.status();
         if (key == "nvmf-listen") l.nvmf_listen = std::move(list.value());
@@ -225,6 +224,13 @@ Result<Layer> load_yaml(const std::string& path) {
         if (key == "nbd-export") l.nbd_exports = std::move(list.value());
         if (key == "iscsi-export") l.iscsi_exports = std::move(list.value());
         if (key == "node-label") l.node_labels = std::move(list.value());
+        if (key == "control") {
+          // "A,B" or a list (whose items may also hold commas).
+          l.control.emplace();
+          for (const auto& item : *list) {
+            for (auto& a : split_commas(item)) l.control->push_back(std::move(a));
+          }
+        }
       } else if (key == "pools") {
         auto pools = yaml_pools(v);
         if (!pools) return pools.status();
@@ -411,7 +417,14 @@ Result<EngineConfig> resolve(const Layer& flags, const Layer& file) {
     }
   }
   if (!cfg.control.empty()) {
-    if (Status s = check_listen_address("control", cfg.control); !s) return s;
+    for (size_t i = 0; i < cfg.control.size(); ++i) {
+      if (Status s = check_listen_address("control", cfg.control[i]); !s) return s;
+      for (size_t j = 0; j < i; ++j) {
+        if (cfg.control[j] == cfg.control[i]) {
+          return make_error(Errc::kInvalidArgument, "control: '{}' given twice", cfg.control[i]);
+        }
+      }
+    }
     if (cfg.node_name.empty()) {
       return Status(Errc::kInvalidArgument, "control: --node-name is required with --control");
     }
@@ -603,8 +616,10 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
   std::string control, node_name, node_address;
   std::vector<std::string> node_labels;
   auto* o_control = app.add_option("--control", control,
-                                   "register with castor-control at HOST:PORT and heartbeat; "
-                                   "nexus health records then live in its store");
+                                   "register with castor-control at HOST:PORT[,HOST:PORT...] "
+                                   "(every castor-control of the cluster; the leading one "
+                                   "answers) and heartbeat; nexus health records then live in "
+                                   "its store");
   auto* o_node_name = app.add_option("--node-name", node_name,
                                      "this node's name in the cluster (with --control)");
   auto* o_node_address = app.add_option(
@@ -663,7 +678,7 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
   if (o_iscsi_nop->count()) flags.iscsi_nop_in_ms = iscsi_nop_in_ms;
   if (o_nbd_keepalive->count()) flags.nbd_keepalive_s = nbd_keepalive_s;
   if (o_target_buffer->count()) flags.target_buffer_mb = target_buffer_mb;
-  if (o_control->count()) flags.control = control;
+  if (o_control->count()) flags.control = split_commas(control);
   if (o_node_name->count()) flags.node_name = node_name;
   if (o_node_address->count()) flags.node_address = node_address;
   if (o_node_label->count()) flags.node_labels = node_labels;

@@ -76,10 +76,11 @@ struct EngineConfig {
   // Node-local persistent state; the nexus health store is <state_dir>/nexus. Created
   // at start-up if missing.
   std::string state_dir = kDefaultStateDir;
-  // castor-control's gRPC HOST:PORT; empty: a stand-alone engine (no registration; nexus
-  // health records in <state_dir>/nexus). With it the engine registers as node_name,
-  // heartbeats, and keeps nexus health records in the control plane's store.
-  std::string control;
+  // castor-control's gRPC HOST:PORTs, one per castor-control of the cluster (only the
+  // leader answers); empty: a stand-alone engine (no registration; nexus health records
+  // in <state_dir>/nexus). With them the engine registers as node_name, heartbeats, and
+  // keeps nexus health records in the control plane's store.
+  std::vector<std::string> control;
   std::string node_name;
   std::string node_address;  // advertised host; empty: each listener's own host
   std::map<std::string, std::string> node_labels;

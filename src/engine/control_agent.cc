@@ -13,7 +13,7 @@ namespace cv1 = castor::control::v1;
 
 namespace {
 
-Status status_of(const grpc::Status& st, const char* what) {
+Status status_of(const grpc::Status& st, const char* what, const std::string& address) {
   if (st.ok()) return Status::ok();
   Errc code = Errc::kInternal;
   switch (st.error_code()) {
@@ -23,11 +23,7 @@ Status status_of(const grpc::Status& st, const char* what) {
     case grpc::StatusCode::NOT_FOUND: code = Errc::kNotFound; break;
     default: break;
   }
-  return make_error(code, "castor-control {}: {}", what, st.error_message());
-}
-
-void set_deadline(grpc::ClientContext& ctx, uint32_t ms) {
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(ms));
+  return make_error(code, "castor-control {} at {}: {}", what, address, st.error_message());
 }
 
 std::string host_of(const std::string& listen) {
@@ -44,65 +40,109 @@ std::string endpoint(const std::string& host, int port) {
 
 }  // namespace
 
-std::shared_ptr<grpc::Channel> make_control_channel(const std::string& address) {
+// ---------------------------------------------------------------- endpoints
+
+struct ControlEndpoints::Endpoint {
+  std::string address;
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<cv1::ControlService::Stub> stub;
+};
+
+ControlEndpoints::ControlEndpoints(const std::vector<std::string>& addresses) {
   grpc::ChannelArguments args;
+  // A standby that takes over is reached within a second of listening. (Not
+  // MIN_RECONNECT_BACKOFF: gRPC also uses it as the timeout of one connection attempt.)
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  for (const auto& a : addresses) {
+    auto ep = std::make_unique<Endpoint>();
+    ep->address = a;
+    ep->channel = grpc::CreateCustomChannel(a, grpc::InsecureChannelCredentials(), args);
+    ep->stub = cv1::ControlService::NewStub(ep->channel);
+    endpoints_.push_back(std::move(ep));
+    describe_ += (describe_.empty() ? "" : ",") + a;
+  }
+}
+
+ControlEndpoints::~ControlEndpoints() = default;
+
+grpc::Status ControlEndpoints::call(std::chrono::milliseconds timeout, const Rpc& rpc,
+                                    std::string* answered) {
+  const auto deadline = std::chrono::system_clock::now() + timeout;
+  const size_t n = endpoints_.size();
+  size_t idx = current_.load() % n;
+  for (size_t tried = 1;; ++tried, idx = (idx + 1) % n) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(deadline);
+    grpc::Status s = rpc(*endpoints_[idx], ctx);
+    if (answered) *answered = endpoints_[idx]->address;
+    const auto code = s.error_code();
+    const bool not_leader =
+        code == grpc::StatusCode::UNAVAILABLE || code == grpc::StatusCode::ABORTED;
+    if (!not_leader && code != grpc::StatusCode::DEADLINE_EXCEEDED) {
+      current_.store(idx);  // it answered: the leader
+      return s;
+    }
+    current_.store((idx + 1) % n);
+    if (code == grpc::StatusCode::DEADLINE_EXCEEDED) return s;
+    // Not (or no longer) the leader: on to the next endpoint; after a whole round, a pause.
+    const auto pause = tried % n == 0 ? kRoundPause : std::chrono::milliseconds(0);
+    if (std::chrono::system_clock::now() + pause >= deadline) return s;
+    std::this_thread::sleep_for(pause);
+  }
 }
 
 // ---------------------------------------------------------------- health store
 
-struct ControlChildHealthStore::Stub {
-  std::unique_ptr<cv1::ControlService::Stub> stub;
-};
-
-ControlChildHealthStore::ControlChildHealthStore(std::shared_ptr<grpc::Channel> channel,
-                                                 uint32_t timeout_ms)
-    : stub_(std::make_unique<Stub>(Stub{cv1::ControlService::NewStub(channel)})),
-      timeout_ms_(timeout_ms) {}
+ControlChildHealthStore::ControlChildHealthStore(std::shared_ptr<ControlEndpoints> control,
+                                                 std::chrono::milliseconds timeout)
+    : control_(std::move(control)), timeout_(timeout) {}
 
 ControlChildHealthStore::~ControlChildHealthStore() = default;
 
 Result<nexus::ChildRecords> ControlChildHealthStore::load(const std::string& nexus) {
-  grpc::ClientContext ctx;
-  set_deadline(ctx, timeout_ms_);
   cv1::GetNexusHealthRequest req;
   req.set_nexus(nexus);
   cv1::GetNexusHealthResponse resp;
-  if (Status s = status_of(stub_->stub->GetNexusHealth(&ctx, req, &resp), "GetNexusHealth"); !s) {
-    return s;
-  }
+  std::string who;
+  grpc::Status st = control_->call(
+      timeout_,
+      [&](ControlEndpoints::Endpoint& ep, grpc::ClientContext& ctx) {
+        return ep.stub->GetNexusHealth(&ctx, req, &resp);
+      },
+      &who);
+  if (Status s = status_of(st, "GetNexusHealth", who); !s) return s;
   if (resp.document().empty()) return nexus::ChildRecords{};
   return nexus::records_from_json(resp.document());
 }
 
 Status ControlChildHealthStore::replace(const std::string& nexus,
                                         const nexus::ChildRecords& records) {
-  grpc::ClientContext ctx;
-  set_deadline(ctx, timeout_ms_);
+  // Idempotent (the whole document), so sending it again elsewhere is safe.
   cv1::PutNexusHealthRequest req;
   req.set_nexus(nexus);
   if (!records.empty()) req.set_document(nexus::records_to_json(nexus, records));
   cv1::PutNexusHealthResponse resp;
-  return status_of(stub_->stub->PutNexusHealth(&ctx, req, &resp), "PutNexusHealth");
+  std::string who;
+  grpc::Status st = control_->call(
+      timeout_,
+      [&](ControlEndpoints::Endpoint& ep, grpc::ClientContext& ctx) {
+        return ep.stub->PutNexusHealth(&ctx, req, &resp);
+      },
+      &who);
+  return status_of(st, "PutNexusHealth", who);
 }
 
 // ---------------------------------------------------------------- agent
 
-struct ControlAgent::Stub {
-  std::unique_ptr<cv1::ControlService::Stub> stub;
-};
-
-ControlAgent::ControlAgent(const EngineConfig& cfg, std::shared_ptr<grpc::Channel> channel,
+ControlAgent::ControlAgent(const EngineConfig& cfg, std::shared_ptr<ControlEndpoints> control,
                            pool::PoolManager& pools, api::FrontEnds& front_ends, int grpc_port)
     : cfg_(cfg),
+      control_(std::move(control)),
       pools_(pools),
       front_ends_(front_ends),
       grpc_port_(grpc_port),
-      instance_(Uuid::random().to_string()),
-      stub_(std::make_unique<Stub>(Stub{cv1::ControlService::NewStub(channel)})) {}
+      instance_(Uuid::random().to_string()) {}
 
 ControlAgent::~ControlAgent() { stop(); }
 
@@ -118,16 +158,17 @@ void ControlAgent::stop() {
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
-  grpc::ClientContext ctx;
-  set_deadline(ctx, 1000);
   cv1::DeregisterNodeRequest req;
   req.set_name(cfg_.node_name);
   req.set_instance_uuid(instance_);
   cv1::DeregisterNodeResponse resp;
-  (void)stub_->stub->DeregisterNode(&ctx, req, &resp);
+  (void)control_->call(std::chrono::seconds(1),
+                       [&](ControlEndpoints::Endpoint& ep, grpc::ClientContext& ctx) {
+                         return ep.stub->DeregisterNode(&ctx, req, &resp);
+                       });
 }
 
-Status ControlAgent::beat() {
+Status ControlAgent::beat(std::string* answered) {
   cv1::RegisterNodeRequest req;
   req.set_name(cfg_.node_name);
   req.mutable_labels()->insert(cfg_.node_labels.begin(), cfg_.node_labels.end());
@@ -150,25 +191,31 @@ Status ControlAgent::beat() {
     r->set_committed_bytes(p.committed_bytes);
     r->set_replicas(p.replicas);
   }
-  grpc::ClientContext ctx;
-  set_deadline(ctx, 2000);
   cv1::RegisterNodeResponse resp;
-  if (Status s = status_of(stub_->stub->RegisterNode(&ctx, req, &resp), "RegisterNode"); !s) return s;
+  grpc::Status st = control_->call(
+      std::chrono::seconds(2),
+      [&](ControlEndpoints::Endpoint& ep, grpc::ClientContext& ctx) {
+        return ep.stub->RegisterNode(&ctx, req, &resp);
+      },
+      answered);
+  if (Status s = status_of(st, "RegisterNode", *answered); !s) return s;
   if (resp.heartbeat_interval_ms() >= 100) interval_ms_.store(resp.heartbeat_interval_ms());
   return Status::ok();
 }
 
 void ControlAgent::run() {
   bool failing = false;
+  std::string leader;  // the castor-control that took the last heartbeat
   for (;;) {
-    Status s = beat();
+    std::string answered;
+    Status s = beat(&answered);
     if (!s && !failing) {
-      spdlog::warn("cannot register node '{}' with castor-control at {}: {} (retrying)",
-                   cfg_.node_name, cfg_.control, s.message());
-    } else if (s && (failing || !registered_)) {
+      spdlog::warn("cannot register node '{}' with castor-control ({}): {} (retrying)",
+                   cfg_.node_name, control_->describe(), s.message());
+    } else if (s && (failing || answered != leader)) {
       spdlog::info("node '{}' registered with castor-control at {} (instance {})", cfg_.node_name,
-                   cfg_.control, instance_);
-      registered_ = true;
+                   answered, instance_);
+      leader = answered;
     }
     failing = !s;
     std::unique_lock lk(mu_);

@@ -1,5 +1,7 @@
 #pragma once
-// The engine's side of the control plane (castor-engine --control ADDR):
+// The engine's side of the control plane (castor-engine --control ADDR[,ADDR...]):
+//  * ControlEndpoints reaches whichever castor-control leads (several may run on one etcd;
+//    only the leader listens);
 //  * ControlAgent registers the node with castor-control and heartbeats (its endpoints,
 //    pools and instance UUID) from a thread of its own, so the control plane can place
 //    volumes here and notice when the node is gone or restarted;
@@ -7,36 +9,72 @@
 //    store instead of a node-local file, so a nexus re-created on another node knows
 //    which children are current. Each call returns only once the control plane has
 //    stored the record (the nexus's rule that a health change is durable before the I/O
-//    that caused it completes still holds); if castor-control cannot be reached the
-//    call fails and the waiting I/O fails with it.
+//    that caused it completes still holds); if no castor-control answers within the
+//    call's deadline the call fails and the waiting I/O fails with it.
 
-#include <grpcpp/channel.h>
+#include <grpcpp/client_context.h>
+#include <grpcpp/support/status.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "api/front_ends.h"
 #include "engine/config.h"
 #include "nexus/health_store.h"
 #include "pool/pool.h"
 
-namespace castor::control::v1 {
-class ControlService;
-}
-
 namespace castor::engine {
 
-// One gRPC channel to castor-control, shared by the agent and the health store.
-std::shared_ptr<grpc::Channel> make_control_channel(const std::string& address);
+// castor-control's gRPC endpoints (--control A,B,...), shared by the agent and the health
+// store. Only the leading castor-control listens (a standby waits for the leadership
+// before it serves), so a call goes to whichever endpoint answers:
+//  * one channel per endpoint; a call starts at the endpoint that last answered;
+//  * UNAVAILABLE (nothing listens there: a dead old leader or a standby; or a
+//    castor-control that says it does not lead) or ABORTED (a deposed leader whose write
+//    the store's fence refused: nothing was written; the engine's calls get ABORTED for
+//    nothing else) moves the call on to the next endpoint, round after round (kRoundPause
+//    apart), until the call's deadline;
+//  * DEADLINE_EXCEEDED (a frozen or cut-off castor-control that took the connection) ends
+//    the call: its time is up, and the request may still be applied. The next call
+//    starts at the next endpoint, so a frozen leader does not hold every call;
+//  * any other answer, OK or an error, is the leader's and ends the call.
+// Thread-safe.
+class ControlEndpoints {
+ public:
+  static constexpr std::chrono::milliseconds kRoundPause{100};
+
+  // `addresses`: HOST:PORT each, already validated; at least one.
+  explicit ControlEndpoints(const std::vector<std::string>& addresses);
+  ~ControlEndpoints();
+  ControlEndpoints(const ControlEndpoints&) = delete;
+  ControlEndpoints& operator=(const ControlEndpoints&) = delete;
+
+  struct Endpoint;  // a channel and its ControlService stub (control_agent.cc)
+  using Rpc = std::function<grpc::Status(Endpoint&, grpc::ClientContext&)>;
+  // Runs `rpc` as above; every attempt's context carries the call's deadline (now +
+  // `timeout`). `answered` (optional): the address whose answer is returned.
+  grpc::Status call(std::chrono::milliseconds timeout, const Rpc& rpc,
+                    std::string* answered = nullptr);
+  // "A,B,...": as given.
+  const std::string& describe() const { return describe_; }
+
+ private:
+  std::vector<std::unique_ptr<Endpoint>> endpoints_;
+  std::string describe_;
+  std::atomic<size_t> current_{0};  // where the next call starts
+};
 
 class ControlChildHealthStore final : public nexus::ChildHealthStore {
  public:
-  explicit ControlChildHealthStore(std::shared_ptr<grpc::Channel> channel,
-                                   uint32_t timeout_ms = 5000);
+  explicit ControlChildHealthStore(std::shared_ptr<ControlEndpoints> control,
+                                   std::chrono::milliseconds timeout = std::chrono::seconds(5));
   ~ControlChildHealthStore() override;
   Result<nexus::ChildRecords> load(const std::string& nexus) override;
 
@@ -44,15 +82,14 @@ class ControlChildHealthStore final : public nexus::ChildHealthStore {
   Status replace(const std::string& nexus, const nexus::ChildRecords& records) override;
 
  private:
-  struct Stub;
-  std::unique_ptr<Stub> stub_;
-  uint32_t timeout_ms_;
+  std::shared_ptr<ControlEndpoints> control_;
+  std::chrono::milliseconds timeout_;
 };
 
 class ControlAgent {
  public:
   // `pools` and `front_ends` must outlive the agent.
-  ControlAgent(const EngineConfig& cfg, std::shared_ptr<grpc::Channel> channel,
+  ControlAgent(const EngineConfig& cfg, std::shared_ptr<ControlEndpoints> control,
                pool::PoolManager& pools, api::FrontEnds& front_ends, int grpc_port);
   ~ControlAgent();
   ControlAgent(const ControlAgent&) = delete;
@@ -67,20 +104,19 @@ class ControlAgent {
 
  private:
   void run();
-  Status beat();
+  // One registration; `answered`: the castor-control that took it.
+  Status beat(std::string* answered);
 
   const EngineConfig& cfg_;
+  std::shared_ptr<ControlEndpoints> control_;
   pool::PoolManager& pools_;
   api::FrontEnds& front_ends_;
   const int grpc_port_;
   const std::string instance_;
-  struct Stub;
-  std::unique_ptr<Stub> stub_;
   std::atomic<uint32_t> interval_ms_{1000};
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;
-  bool registered_ = false;
   std::thread thread_;
 };
 

@@ -125,7 +125,7 @@ Result<std::filesystem::path> prepare_state_dir(const std::string& state_dir) {
 // Everything it starts is stopped before it returns.
 int serve(const EngineConfig& cfg, bdev::BdevRegistry& registry, pool::PoolManager& pools,
           nexus::NexusManager& nexuses, reactor::ReactorGroup& reactors, const api::EngineIdentity& identity,
-          const sigset_t& stop_signals, std::shared_ptr<grpc::Channel> control) {
+          const sigset_t& stop_signals, std::shared_ptr<ControlEndpoints> control) {
   for (const auto& uri : cfg.bdevs) {
     auto info = registry.create(uri);
     if (!info) {
@@ -305,13 +305,13 @@ int run(const EngineConfig& cfg) {
       {
         // With a control plane the health records live in its store (a nexus re-created
         // on another node must see them); without one, in files under the state dir.
-        std::shared_ptr<grpc::Channel> control;
+        std::shared_ptr<ControlEndpoints> control;
         std::unique_ptr<nexus::ChildHealthStore> store;
         if (!cfg.control.empty()) {
-          control = make_control_channel(cfg.control);
+          control = std::make_shared<ControlEndpoints>(cfg.control);
           store = std::make_unique<ControlChildHealthStore>(control);
           spdlog::info("node '{}': castor-control at {} (nexus health records in its store)",
-                       cfg.node_name, cfg.control);
+                       cfg.node_name, control->describe());
         } else {
           store = std::make_unique<nexus::FileChildHealthStore>(*nexus_dir);
         }

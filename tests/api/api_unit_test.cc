@@ -149,6 +149,35 @@ TEST(EngineConfigTest, FlagsParse) {
   EXPECT_EQ(p->config.ready_file, "/tmp/r.json");
 }
 
+TEST(EngineConfigTest, ControlEndpoints) {
+  auto p = parse({"--control", "127.0.0.1:1,[::1]:2", "--node-name", "n1", "--nvmf-listen",
+                  "127.0.0.1:0"});
+  ASSERT_TRUE(p.is_ok()) << p.status().message();
+  EXPECT_EQ(p->config.control, (std::vector<std::string>{"127.0.0.1:1", "[::1]:2"}));
+  for (const auto& bad : {"127.0.0.1:1,nope", "127.0.0.1:1,127.0.0.1:1", "127.0.0.1:99999"}) {
+    auto q = parse({"--control", bad, "--node-name", "n1", "--nvmf-listen", "127.0.0.1:0"});
+    EXPECT_FALSE(q.is_ok()) << bad;
+  }
+  char tmpl[] = "/tmp/castor-config-test-XXXXXX";
+  fs::path dir = mkdtemp(tmpl);
+  fs::path f = dir / "e.yaml";
+  std::ofstream(f) << "control:\n  - 10.0.0.1:10125\n  - 10.0.0.2:10125,10.0.0.3:10125\n"
+                      "node-name: n1\nnvmf-listen: 127.0.0.1:0\n";
+  p = parse({"--config", f.string()});
+  ASSERT_TRUE(p.is_ok()) << p.status().message();
+  EXPECT_EQ(p->config.control,
+            (std::vector<std::string>{"10.0.0.1:10125", "10.0.0.2:10125", "10.0.0.3:10125"}));
+  std::ofstream(f) << "control: 10.0.0.1:10125,10.0.0.2:10125\nnode-name: n1\n"
+                      "nvmf-listen: 127.0.0.1:0\n";
+  p = parse({"--config", f.string()});
+  ASSERT_TRUE(p.is_ok()) << p.status().message();
+  EXPECT_EQ(p->config.control.size(), 2u);
+  p = parse({"--config", f.string(), "--control", "10.0.0.9:1"});  // the flag wins
+  ASSERT_TRUE(p.is_ok()) << p.status().message();
+  EXPECT_EQ(p->config.control, std::vector<std::string>{"10.0.0.9:1"});
+  fs::remove_all(dir);
+}
+
 TEST(EngineConfigTest, ReactorCountWrapsOverCpus) {
   auto cpus = reactor::cpus_for_reactor_count(5);
   ASSERT_EQ(cpus.size(), 5u);

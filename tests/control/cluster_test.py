@@ -18,162 +18,22 @@ Scenarios (default: all):
   badinput   malformed REST requests get 4xx errors and change nothing.
 Everything runs on 127.0.0.1 with free ports and is stopped by PID.
 """
-import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 
-CONTROL, ENGINE, CTL, PERF = sys.argv[1:5]
-SCENARIOS = sys.argv[5:] or ["badinput", "heal", "move", "crash"]
-WORK = tempfile.mkdtemp(prefix="castor-control-test.")
-FAILURES = []
-PROCS = {}
-MIB = 1 << 20
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cluster_harness as h  # noqa: E402
+from cluster_harness import (MIB, WORK, Control, Engine, check, create_volume,  # noqa: E402
+                             declare_pools, healthy, log, nodes_online, split_uri, stop_all, until,
+                             volume)
 
-
-def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def check(ok, what):
-    print(("ok    " if ok else "FAIL  ") + what, flush=True)
-    if not ok:
-        FAILURES.append(what)
-    return ok
-
-
-def wait_ready(path, proc, what, timeout=20):
-    end = time.time() + timeout
-    while time.time() < end:
-        if os.path.exists(path) and os.path.getsize(path) > 0:
-            return json.load(open(path))
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    raise SystemExit(f"{what} did not become ready")
-
-
-class Control:
-    def __init__(self):
-        self.db = os.path.join(WORK, "control.db")
-        self.proc = None
-
-    def start(self):
-        ready = os.path.join(WORK, "control.ready")
-        if os.path.exists(ready):
-            os.unlink(ready)
-        args = [CONTROL, "--store", "sqlite://" + self.db, "--grpc-listen",
-                f"127.0.0.1:{getattr(self, 'grpc_port', 0)}", "--rest-listen", "127.0.0.1:0",
-                "--ready-file", ready, "--heartbeat-ms", "200", "--node-deadline-ms", "1500",
-                "--reconcile-period-ms", "300", "--faulted-child-wait-ms", "1500",
-                "--gc-grace-ms", "1000", "--log-level", "debug"]
-        self.proc = subprocess.Popen(args, stdout=open(os.path.join(WORK, "control.log"), "a"),
-                                     stderr=subprocess.STDOUT)
-        info = wait_ready(ready, self.proc, "castor-control")
-        self.grpc_port = info["grpc_port"]
-        self.rest = f"http://127.0.0.1:{info['rest_port']}"
-        PROCS["control"] = self.proc
-
-    def kill9(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def call(self, method, path, body=None):
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.rest + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                return r.status, json.loads(r.read() or b"{}")
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"{}")
-
-
-class Engine:
-    def __init__(self, name, control):
-        self.name = name
-        self.control = control
-        self.proc = None
-
-    def start(self):
-        ready = os.path.join(WORK, f"{self.name}.ready")
-        if os.path.exists(ready):
-            os.unlink(ready)
-        args = [ENGINE, "--cores", "0", "--grpc-listen", "127.0.0.1:0", "--metrics-listen", "none",
-                "--nvmf-listen", "127.0.0.1:0", "--state-dir", os.path.join(WORK, "state-" + self.name),
-                "--ready-file", ready, "--control", f"127.0.0.1:{self.control.grpc_port}",
-                "--node-name", self.name, "--node-label", f"zone=z{self.name[-1]}"]
-        self.proc = subprocess.Popen(args, stdout=open(os.path.join(WORK, f"{self.name}.log"), "a"),
-                                     stderr=subprocess.STDOUT)
-        info = wait_ready(ready, self.proc, f"engine {self.name}")
-        self.grpc = f"127.0.0.1:{info['grpc_port']}"
-        PROCS[self.name] = self.proc
-
-    def kill9(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def ctl(self, *args):
-        r = subprocess.run([CTL, "-e", self.grpc, "-o", "json"] + list(args), capture_output=True,
-                           text=True, timeout=60)
-        if r.returncode != 0:
-            raise RuntimeError(f"castorctl {args}: {r.stderr.strip()}")
-        return json.loads(r.stdout) if r.stdout.strip() else {}
-
-    def replicas(self):
-        out = self.ctl("replica", "list")
-        items = out if isinstance(out, list) else out.get("replicas", [])
-        return [r["uuid"] for r in items]
-
-    def pools(self):
-        out = self.ctl("pool", "list")
-        return out if isinstance(out, list) else out.get("pools", [])
-
-
-def until(what, fn, timeout=60, every=0.3):
-    start = time.time()
-    end = start + timeout
-    last = None
-    while time.time() < end:
-        last = fn()
-        if last:
-            check(True, f"{what} ({time.time() - start:.1f} s)")
-            return last
-        time.sleep(every)
-    check(False, f"{what} (within {timeout} s; last: {last})")
-    return None
-
-
-def volume(ctl, uuid):
-    code, v = ctl.call("GET", f"/v1/volumes/{uuid}")
-    return v if code == 200 else None
-
-
-def healthy(ctl, uuid, count, avoid=()):
-    v = volume(ctl, uuid)
-    if not v or v.get("status") != "online":
-        return None
-    reps = v.get("replicas", [])
-    if len(reps) != count or any(r["state"] != "online" or r["node"] in avoid for r in reps):
-        return None
-    if not v.get("target", {}).get("uri"):
-        return None
-    return v
-
-
-def split_uri(uri):
-    # nvmf://127.0.0.1:PORT/NQN
-    rest = uri[len("nvmf://"):]
-    hostport, nqn = rest.split("/", 1)
-    return hostport, nqn
+SCENARIOS = h.init(sys.argv) or ["badinput", "heal", "move", "crash"]
+PERF = h.BIN.perf
 
 
 def setup_cluster(n=4):
@@ -184,39 +44,9 @@ def setup_cluster(n=4):
         e = Engine(f"n{i}", ctl)
         e.start()
         engines[e.name] = e
-    until("every node online", lambda: len([x for x in ctl.call("GET", "/v1/nodes")[1].get("nodes", [])
-                                            if x["status"] == "online"]) == n)
-    for name in engines:
-        code, p = ctl.call("PUT", f"/v1/nodes/{name}/pools/pool",
-                           {"disks": [f"file://{WORK}/disk-{name}.img?size_mb=256"]})
-        check(code == 200, f"pool on {name} declared ({code} {p.get('status', p)})")
-    until("every pool online", lambda: all(p["status"] == "online" for p in
-                                           ctl.call("GET", "/v1/pools")[1].get("pools", [])) and
-          len(ctl.call("GET", "/v1/pools")[1]["pools"]) == n)
+    until("every node online", lambda: nodes_online(ctl) == n)
+    declare_pools(ctl, list(engines))
     return ctl, engines
-
-
-def create_volume(ctl, replicas, size_mb=64, **kw):
-    import uuid as uuidlib
-    uid = str(uuidlib.uuid4())
-    body = {"size_bytes": size_mb * MIB, "replica_count": replicas}
-    body.update(kw)
-    code, v = ctl.call("PUT", f"/v1/volumes/{uid}", body)
-    check(code == 200, f"volume {uid} created with {replicas} replicas ({code} {v.get('message', '')})")
-    return uid, v
-
-
-def stop_all():
-    # Engines first (they deregister), then castor-control.
-    for name, p in sorted(PROCS.items(), key=lambda kv: kv[0] == "control"):
-        if p.poll() is None:
-            p.terminate()
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-    PROCS.clear()
 
 
 # ---------------------------------------------------------------- scenarios
@@ -295,23 +125,22 @@ def scenario_heal():
     stop_all()
 
 
-def nexus_io(engine, op, uid, path):
-    for _ in range(20):
+def nexus_io(engine, op, uid, path, ctl):
+    # castor-control is paused meanwhile (SIGSTOP): its reconciler would publish the
+    # nexus again within a pass, faster than castorctl starts on a loaded machine.
+    ctl.proc.send_signal(signal.SIGSTOP)
+    try:
         try:
             engine.ctl("nexus", "unpublish", uid)
         except RuntimeError:
             pass  # not published (the reconciler had not re-published it yet)
-        try:
-            if op == "write":
-                engine.ctl("bdev", "write", uid, "--offset", str(8 * MIB), "--file", path)
-            else:
-                engine.ctl("bdev", "read", uid, "--offset", str(8 * MIB), "--length", str(MIB),
-                           "--file", path)
-            return
-        except RuntimeError as e:
-            last = e
-            time.sleep(0.05)
-    raise last
+        if op == "write":
+            engine.ctl("bdev", "write", uid, "--offset", str(8 * MIB), "--file", path)
+        else:
+            engine.ctl("bdev", "read", uid, "--offset", str(8 * MIB), "--length", str(MIB),
+                       "--file", path)
+    finally:
+        ctl.proc.send_signal(signal.SIGCONT)
 
 
 def scenario_move():
@@ -328,8 +157,8 @@ def scenario_move():
     open(src, "wb").write(pattern)
     # The published nexus is claimed by its NVMe-oF subsystem, so the engine's debug block
     # API reaches it only while it is unpublished at the engine (the reconciler publishes
-    # it again within a pass: retried until the write lands in that window).
-    nexus_io(engines[spare], "write", uid, src)
+    # it again once castor-control runs again).
+    nexus_io(engines[spare], "write", uid, src, ctl)
     log(f"volume {uid}: nexus on {spare}; killing it")
     engines[spare].kill9()
     moved = until("the nexus is re-created on another node and published",
@@ -340,7 +169,7 @@ def scenario_move():
         check(split_uri(moved["target"]["uri"])[1] == split_uri(old_uri)[1],
               f"same NQN on {new_node}: {moved['target']['uri']}")
         dst = os.path.join(WORK, "readback")
-        nexus_io(engines[new_node], "read", uid, dst)
+        nexus_io(engines[new_node], "read", uid, dst, ctl)
         check(open(dst, "rb").read() == pattern, "data written before the move reads back the same")
     stop_all()
 
@@ -402,30 +231,6 @@ def scenario_crash():
     stop_all()
 
 
-def main():
-    random.seed()
-    try:
-        for s in SCENARIOS:
-            log(f"=== {s}")
-            globals()["scenario_" + s]()
-    except SystemExit as e:
-        FAILURES.append(str(e))
-    except Exception as e:  # report, then clean up
-        import traceback
-        traceback.print_exc()
-        FAILURES.append(repr(e))
-    finally:
-        stop_all()
-        if FAILURES:
-            for f in sorted(os.listdir(WORK)):
-                if f.endswith(".log"):
-                    print(f"--- {f} (tail)")
-                    print("\n".join(open(os.path.join(WORK, f)).read().splitlines()[-40:]))
-        if not os.environ.get("KEEP"):
-            shutil.rmtree(WORK, ignore_errors=True)
-    print(f"RESULT: {'FAIL' if FAILURES else 'PASS'} ({len(FAILURES)} failure(s))")
-    sys.exit(1 if FAILURES else 0)
-
-
 if __name__ == "__main__":
-    main()
+    random.seed()
+    h.run(SCENARIOS, globals())

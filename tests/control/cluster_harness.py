@@ -1,0 +1,438 @@
+"""Shared pieces of the castor-control integration tests (cluster_test.py, ha_test.py):
+processes on 127.0.0.1 (castor-control, castor-engine, etcd, castor-perf writers), each
+stopped by its PID, REST calls, checks that record failures instead of stopping the test,
+and a runner that always cleans up and prints the tails of every log on failure.
+
+    import cluster_harness as h
+    scenarios = h.init(sys.argv)          # CASTOR_CONTROL CASTOR_ENGINE CASTORCTL CASTOR_PERF ...
+    h.run(scenarios or [...], globals())  # calls scenario_<name>() for each
+"""
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import types
+import urllib.error
+import urllib.request
+import uuid as uuidlib
+
+BIN = types.SimpleNamespace(control=None, engine=None, ctl=None, perf=None)
+WORK = tempfile.mkdtemp(prefix="castor-control-test.")
+DIR = WORK  # the running scenario's own directory (logs, disks, state, databases), made by run()
+FAILURES = []
+PROCS = {}  # name -> Popen; every process a test starts, stopped by PID in stop_all()
+MIB = 1 << 20
+ETCD_BINARY = "/usr/bin/etcd"
+
+
+def init(argv):
+    """Takes the four binaries from argv[1:5]; returns the rest (scenario names)."""
+    if len(argv) < 5:
+        raise SystemExit(f"usage: {argv[0]} CASTOR_CONTROL CASTOR_ENGINE CASTORCTL CASTOR_PERF "
+                         "[scenario ...]")
+    BIN.control, BIN.engine, BIN.ctl, BIN.perf = argv[1:5]
+    return argv[5:]
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def check(ok, what):
+    print(("ok    " if ok else "FAIL  ") + what, flush=True)
+    if not ok:
+        FAILURES.append(what)
+    return ok
+
+
+def until(what, fn, timeout=60, every=0.3):
+    start = time.time()
+    end = start + timeout
+    last = None
+    while time.time() < end:
+        last = fn()
+        if last:
+            check(True, f"{what} ({time.time() - start:.1f} s)")
+            return last
+        time.sleep(every)
+    check(False, f"{what} (within {timeout} s; last: {last})")
+    return None
+
+
+def wait_ready(path, proc, what, timeout=20):
+    end = time.time() + timeout
+    while time.time() < end:
+        if os.path.exists(path) and os.path.getsize(path) > 0:
+            return json.load(open(path))
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise SystemExit(f"{what} did not become ready")
+
+
+USED_PORTS = set()  # handed out by free_port() (not yet bound by their process, maybe)
+
+
+def free_port():
+    """A free loopback port for a process that must listen on a port known in advance.
+    Taken below the kernel's ephemeral range when there is room, so that no port:0 listener
+    or outgoing connection picks it meanwhile (a standby binds its port only when it
+    leads; etcd binds its ports again after a restart)."""
+    try:
+        low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 0
+    for _ in range(200):
+        port = random.randrange(10000, low) if low > 12000 else 0
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            port = s.getsockname()[1]
+        if port not in USED_PORTS:
+            USED_PORTS.add(port)
+            return port
+    raise SystemExit("no free port")
+
+
+
+def rest(base, method, path, body=None, timeout=30):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(base + path, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def spawn(name, args, log_name=None):
+    """Starts a process (output appended to DIR/<log_name or name>.log) and registers it
+    under `name` for stop_all()."""
+    out = open(os.path.join(DIR, f"{log_name or name}.log"), "a")
+    proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    out.close()
+    PROCS[name] = proc
+    return proc
+
+
+class Control:
+    """One castor-control. `store`: its --store URI (default: SQLite in DIR); `grpc_port`:
+    0 picks a free one at the first start (kept across restarts, so the engines find it
+    again)."""
+
+    def __init__(self, name="control", store=None, grpc_port=0, extra=()):
+        self.name = name
+        self.store = store or "sqlite://" + os.path.join(DIR, f"{name}.db")
+        self.grpc_port = grpc_port
+        self.extra = list(extra)
+        self.ready_file = os.path.join(DIR, f"{name}.ready")
+        self.log_file = os.path.join(DIR, f"{name}.log")
+        self.proc = None
+        self.rest_url = None
+
+    @property
+    def address(self):
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def start(self, wait=True):
+        """Starts it; with `wait`, until it leads (its ready file is written only then)."""
+        if os.path.exists(self.ready_file):
+            os.unlink(self.ready_file)
+        self.rest_url = None
+        args = [BIN.control, "--store", self.store, "--grpc-listen", f"127.0.0.1:{self.grpc_port}",
+                "--rest-listen", "127.0.0.1:0", "--ready-file", self.ready_file,
+                "--identity", self.name, "--heartbeat-ms", "200", "--node-deadline-ms", "1500",
+                "--reconcile-period-ms", "300", "--faulted-child-wait-ms", "1500",
+                "--gc-grace-ms", "1000", "--log-level", "debug"] + self.extra
+        self.proc = spawn(self.name, args)
+        if wait:
+            self.wait_leading()
+        return self
+
+    def leading(self):
+        """True once its ready file is there (it leads and serves); records its ports."""
+        if not (os.path.exists(self.ready_file) and os.path.getsize(self.ready_file) > 0):
+            return False
+        info = json.load(open(self.ready_file))
+        self.grpc_port = info["grpc_port"]
+        self.rest_url = f"http://127.0.0.1:{info['rest_port']}"
+        return True
+
+    def wait_leading(self, timeout=20):
+        info = wait_ready(self.ready_file, self.proc, self.name, timeout)
+        self.grpc_port = info["grpc_port"]
+        self.rest_url = f"http://127.0.0.1:{info['rest_port']}"
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def call(self, method, path, body=None, timeout=30):
+        return rest(self.rest_url, method, path, body, timeout)
+
+    def log_text(self):
+        try:
+            return open(self.log_file, errors="replace").read()
+        except OSError:
+            return ""
+
+
+class Engine:
+    """One castor-engine; `control` is a Control (its current gRPC port) or a string of
+    castor-control addresses for --control."""
+
+    def __init__(self, name, control):
+        self.name = name
+        self.control = control
+        self.proc = None
+
+    def start(self):
+        ready = os.path.join(DIR, f"{self.name}.ready")
+        if os.path.exists(ready):
+            os.unlink(ready)
+        control = self.control if isinstance(self.control, str) else self.control.address
+        args = [BIN.engine, "--cores", "0", "--grpc-listen", "127.0.0.1:0", "--metrics-listen", "none",
+                "--nvmf-listen", "127.0.0.1:0", "--state-dir", os.path.join(DIR, "state-" + self.name),
+                "--ready-file", ready, "--control", control,
+                "--node-name", self.name, "--node-label", f"zone=z{self.name[-1]}"]
+        self.proc = spawn(self.name, args)
+        info = wait_ready(ready, self.proc, f"engine {self.name}")
+        self.grpc = f"127.0.0.1:{info['grpc_port']}"
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def ctl(self, *args):
+        r = subprocess.run([BIN.ctl, "-e", self.grpc, "-o", "json"] + list(args), capture_output=True,
+                           text=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError(f"castorctl {args}: {r.stderr.strip()}")
+        return json.loads(r.stdout) if r.stdout.strip() else {}
+
+    def replicas(self):
+        out = self.ctl("replica", "list")
+        items = out if isinstance(out, list) else out.get("replicas", [])
+        return [r["uuid"] for r in items]
+
+    def pools(self):
+        out = self.ctl("pool", "list")
+        return out if isinstance(out, list) else out.get("pools", [])
+
+
+class Etcd:
+    """A single-member etcd (Debian's etcd-server) on free loopback ports and a data
+    directory in DIR; start() again after kill9() reuses both. Missing binary: the test
+    fails (SystemExit), it is never skipped."""
+
+    def __init__(self, name="etcd"):
+        self.name = name
+        self.client_port = free_port()
+        self.peer_port = free_port()
+        self.data_dir = os.path.join(DIR, f"{name}-data")
+        self.proc = None
+        self.starts = 0
+
+    @property
+    def uri(self):
+        return f"etcd://127.0.0.1:{self.client_port}"
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.client_port}"
+
+    def start(self, timeout=30):
+        if not os.access(ETCD_BINARY, os.X_OK):
+            raise SystemExit(f"{ETCD_BINARY} is missing: install etcd-server (scripts/setup.sh "
+                             "installs every package the tests need)")
+        client = self.url
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        args = [ETCD_BINARY, "--name", "castor-test", "--data-dir", self.data_dir,
+                "--listen-client-urls", client, "--advertise-client-urls", client,
+                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                "--initial-cluster", f"castor-test={peer}", "--initial-cluster-state", "new",
+                "--logger", "zap", "--log-outputs", "stderr"]
+        self.starts += 1
+        self.proc = spawn(self.name, args)
+        end = time.time() + timeout
+        while time.time() < end:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"etcd exited during start-up (status {self.proc.returncode})")
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
+                    if json.loads(r.read()).get("health") == "true":
+                        return self
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.1)
+        raise SystemExit("etcd did not become healthy")
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def range(self, prefix):
+        """Every key under `prefix` as {key: (value, mod_revision)}, read through etcd's
+        JSON gateway (no castor-control involved)."""
+        import base64
+        b64 = lambda b: base64.b64encode(b).decode()
+        key = prefix.encode()
+        end = key[:-1] + bytes([key[-1] + 1])
+        body = json.dumps({"key": b64(key), "range_end": b64(end)}).encode()
+        req = urllib.request.Request(self.url + "/v3/kv/range", data=body, method="POST")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            kvs = json.loads(r.read()).get("kvs", [])
+        return {base64.b64decode(kv["key"]).decode(): (base64.b64decode(kv.get("value", "")),
+                                                       int(kv.get("mod_revision", 0)))
+                for kv in kvs}
+
+
+def nodes_online(ctl):
+    code, out = ctl.call("GET", "/v1/nodes")
+    return len([x for x in out.get("nodes", []) if x["status"] == "online"]) if code == 200 else 0
+
+
+def declare_pools(ctl, names):
+    for name in names:
+        code, p = ctl.call("PUT", f"/v1/nodes/{name}/pools/pool",
+                           {"disks": [f"file://{DIR}/disk-{name}.img?size_mb=256"]})
+        check(code == 200, f"pool on {name} declared ({code} {p.get('status', p)})")
+
+    def all_online():
+        pools = ctl.call("GET", "/v1/pools")[1].get("pools", [])
+        return len(pools) == len(names) and all(p["status"] == "online" for p in pools)
+    until("every pool online", all_online)
+
+
+def volume(ctl, uuid):
+    code, v = ctl.call("GET", f"/v1/volumes/{uuid}")
+    return v if code == 200 else None
+
+
+def healthy(ctl, uuid, count, avoid=()):
+    v = volume(ctl, uuid)
+    if not v or v.get("status") != "online":
+        return None
+    reps = v.get("replicas", [])
+    if len(reps) != count or any(r["state"] != "online" or r["node"] in avoid for r in reps):
+        return None
+    if not v.get("target", {}).get("uri"):
+        return None
+    return v
+
+
+def split_uri(uri):
+    # nvmf://127.0.0.1:PORT/NQN
+    rest_ = uri[len("nvmf://"):]
+    hostport, nqn = rest_.split("/", 1)
+    return hostport, nqn
+
+
+def create_volume(ctl, replicas, size_mb=64, **kw):
+    uid = str(uuidlib.uuid4())
+    body = {"size_bytes": size_mb * MIB, "replica_count": replicas}
+    body.update(kw)
+    code, v = ctl.call("PUT", f"/v1/volumes/{uid}", body)
+    check(code == 200, f"volume {uid} created with {replicas} replicas ({code} {v.get('message', '')})")
+    return uid, v
+
+
+def publish(ctl, uid, node=None):
+    code, v = ctl.call("PUT", f"/v1/volumes/{uid}/target", {"node": node} if node else {})
+    ok = code == 200 and v.get("target", {}).get("uri")
+    check(bool(ok), f"volume {uid} published ({code} {v.get('target', v.get('message'))})")
+    return v if ok else None
+
+
+def start_writer(name, uri, seconds, queue_depth=16):
+    """A verifying castor-perf random writer on a published volume's NVMe-oF URI (its exit
+    status is non-zero on any I/O error or data mismatch)."""
+    hostport, nqn = split_uri(uri)
+    return spawn(name, [BIN.perf, "-r", hostport, "-n", nqn, "-w", "randwrite", "--verify", "-q",
+                        str(queue_depth), "-t", str(seconds), "--cores", "1"])
+
+
+def writer_result(name, proc, timeout=120):
+    try:
+        rc = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        rc = proc.wait()
+    ok = check(rc == 0, f"the writer {name} saw no error and no mismatch (rc {rc})")
+    if not ok:
+        print("\n".join(open(os.path.join(DIR, f"{name}.log"), errors="replace")
+                        .read().splitlines()[-30:]))
+    return ok
+
+
+def _rank(name):
+    # Writers first, then engines (they deregister), castor-controls, etcd last.
+    if name.startswith("perf"):
+        return 0
+    if name.startswith("control"):
+        return 2
+    if name.startswith("etcd"):
+        return 3
+    return 1
+
+
+def stop_all():
+    """Stops every process started through this module, by PID (SIGCONT first: a stopped
+    process does not act on SIGTERM)."""
+    for name, p in sorted(PROCS.items(), key=lambda kv: _rank(kv[0])):
+        if p.poll() is None:
+            try:
+                p.send_signal(signal.SIGCONT)
+                p.terminate()
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    PROCS.clear()
+
+
+def run(scenarios, namespace):
+    """Runs scenario_<name>() from `namespace` for each name; always stops every process;
+    on failure prints the tail of every log; exits 1 on any failure."""
+    global DIR
+    try:
+        for s in scenarios:
+            log(f"=== {s}")
+            DIR = os.path.join(WORK, s)
+            os.makedirs(DIR, exist_ok=True)
+            namespace["scenario_" + s]()
+            stop_all()
+    except SystemExit as e:
+        FAILURES.append(str(e))
+    except Exception as e:  # report, then clean up
+        import traceback
+        traceback.print_exc()
+        FAILURES.append(repr(e))
+    finally:
+        stop_all()
+        if FAILURES:
+            for d, _, files in sorted(os.walk(WORK)):
+                for f in sorted(files):
+                    if f.endswith(".log"):
+                        path = os.path.join(d, f)
+                        print(f"--- {os.path.relpath(path, WORK)} (tail)")
+                        print("\n".join(open(path, errors="replace").read().splitlines()[-40:]))
+        if not os.environ.get("KEEP"):
+            shutil.rmtree(WORK, ignore_errors=True)
+        else:
+            print(f"logs kept in {WORK}")
+    print(f"RESULT: {'FAIL' if FAILURES else 'PASS'} ({len(FAILURES)} failure(s))")
+    sys.exit(1 if FAILURES else 0)

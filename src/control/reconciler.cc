@@ -293,7 +293,11 @@ void ControlPlane::reconcile_volume(VolumeSpec v) {
     }
   }
   const uint32_t live = v.live_replicas();
-  if (live + waiting < v.replica_count) {
+  if (v.online_replicas() == 0) {
+    // No current replica is left to copy from: a replacement could never be rebuilt.
+    // The volume stays faulted until a node with a current replica comes back.
+    spdlog::debug("volume {}: no current replica; not placing replacements", v.uuid);
+  } else if (live + waiting < v.replica_count) {
     auto placed = place(v, v.replica_count - live - waiting);
     if (!placed) {
       spdlog::debug("volume {}: cannot place a replacement now: {}", v.uuid, placed.status().message());

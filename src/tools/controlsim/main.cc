@@ -211,6 +211,17 @@ int main(int argc, char** argv) {
     cluster.find(names[order[i]])->set_down(true);
     down.insert(names[order[i]]);
   }
+  // Volumes whose every replica was on a failed node lost their data: they must end
+  // faulted, not healed (nothing is left to rebuild from).
+  std::set<std::string> lost;
+  {
+    auto all = cp.list_volumes(0, "");
+    for (const auto& v : all->first) {
+      bool any_left = false;
+      for (const auto& r : v.spec.replicas) any_left = any_left || !down.count(r.node);
+      if (!any_left) lost.insert(v.spec.uuid);
+    }
+  }
   t0 = now_s();
   auto converged = [&]() -> std::pair<size_t, size_t> {  // (not converged, total)
     size_t bad = 0, total = 0;
@@ -220,6 +231,10 @@ int main(int argc, char** argv) {
       if (!page) return {SIZE_MAX, 0};
       for (const auto& v : page->first) {
         ++total;
+        if (lost.count(v.spec.uuid)) {
+          bad += v.status != "faulted";
+          continue;
+        }
         bool ok = v.spec.online_replicas() == v.spec.replica_count &&
                   v.spec.replicas.size() == v.spec.replica_count;
         for (const auto& r : v.spec.replicas) ok = ok && !down.count(r.node);
@@ -249,7 +264,7 @@ int main(int argc, char** argv) {
       bool ok = v.spec.online_replicas() == v.spec.replica_count && v.spec.replicas.size() == v.spec.replica_count;
       for (const auto& r : v.spec.replicas) ok = ok && !down.count(r.node);
       if (publish) ok = ok && v.spec.target && !down.count(v.spec.target->node) && !v.spec.target->uri.empty();
-      if (ok || shown++ >= 5) continue;
+      if (ok || lost.count(v.spec.uuid) || shown++ >= 5) continue;
       std::string reps;
       for (const auto& r : v.spec.replicas) {
         reps += fmt::format(" {}@{}:{}{}", r.uuid.substr(0, 8), r.node, replica_state_name(r.state),
@@ -260,6 +275,8 @@ int main(int argc, char** argv) {
                   v.spec.target && down.count(v.spec.target->node) ? "(down)" : "", reps.c_str());
     }
   }
+  std::printf("%zu volume(s) had every replica on a failed node (lost; they must end faulted)\n",
+              lost.size());
   std::printf("%u node(s) failed (%u%%): %s\n", nfail, fail_percent,
               converge_s >= 0 ? fmt::format("converged in {:.2f} s", converge_s).c_str()
                               : fmt::format("NOT converged after {:.0f} s ({} volumes left)",
@@ -273,9 +290,9 @@ int main(int argc, char** argv) {
   const double cpu = cpu_s() - cpu0;
   std::printf("reconcile passes %llu, longest %.2f s\n", static_cast<unsigned long long>(passes.load()),
               pass_s_max.load());
-  std::printf("nodes=%u volumes=%u replicas=%u create_s=%.2f publish_s=%.2f converge_s=%.2f "
+  std::printf("nodes=%u volumes=%u replicas=%u lost=%zu create_s=%.2f publish_s=%.2f converge_s=%.2f "
               "store_keys=%llu store_bytes=%llu store_file_bytes=%llu cpu_s=%.1f rss_mib=%.0f\n",
-              nodes, volumes, replicas, create_s, publish_s, converge_s,
+              nodes, volumes, replicas, lost.size(), create_s, publish_s, converge_s,
               st ? static_cast<unsigned long long>(st->keys) : 0ull,
               st ? static_cast<unsigned long long>(st->bytes) : 0ull,
               st ? static_cast<unsigned long long>(st->file_bytes) : 0ull, cpu, rss_mib());

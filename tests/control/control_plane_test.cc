@@ -403,6 +403,32 @@ TEST_F(ControlPlaneTest, IdleReplicaOnALostNodeIsFaultedInTheNexusAndReplaced) {
   for (const auto& c : snap->nexuses[0].children) EXPECT_EQ(c.state, "healthy") << c.uri;
 }
 
+// Every replica lost: nothing is left to rebuild from, so no replacement is made (it
+// could never be synced); the volume is faulted until a node with a replica returns.
+TEST_F(ControlPlaneTest, NoReplacementWithoutACurrentReplica) {
+  auto v = create(2);
+  std::set<std::string> holders{v.spec.replicas[0].node, v.spec.replicas[1].node};
+  std::string spare;
+  for (const auto& n : cluster_.nodes()) {
+    if (!holders.count(n)) spare = n;
+  }
+  ASSERT_TRUE(cp_->publish_volume(PublishArgs{.uuid = v.spec.uuid, .node = spare,
+                                              .allowed_hosts = {}, .frontend_node = {}}));
+  passes(1);
+  for (const auto& n : holders) cluster_.find(n)->set_down(true);
+  std::this_thread::sleep_for(std::chrono::milliseconds(opts_.node_deadline_ms + 100));
+  passes(4);
+  auto got = cp_->get_volume(v.spec.uuid);
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->status, "faulted");
+  EXPECT_EQ(got->spec.replicas.size(), 2u);
+  size_t on_live = 0;
+  for (const auto& n : cluster_.nodes()) {
+    if (!holders.count(n)) on_live += cluster_.find(n)->replica_count();
+  }
+  EXPECT_EQ(on_live, 0u);  // no replacement that could never be rebuilt
+}
+
 TEST_F(ControlPlaneTest, EngineRestartIsReReconciled) {
   auto v = create(2);
   auto pub = cp_->publish_volume(PublishArgs{.uuid = v.spec.uuid, .node = "n0", .allowed_hosts = {},

@@ -460,10 +460,12 @@ void ControlPlane::reconcile_target(VolumeSpec& v) {
       spdlog::warn("volume {}: {}", v.uuid, s.message());
       return;
     }
-    if (v.target->uri != before || !nexus) {
+    if (v.target->uri != before) {
+      // Only a changed URI is written: a snapshot read before a publish finished shows
+      // no nexus, and ensure_nexus then finds it and changes nothing.
       spdlog::info("volume {}: nexus on node {} published at {}", v.uuid, v.target->node, v.target->uri);
+      (void)persist_volume(v);
     }
-    (void)persist_volume(v);
     return;  // children are looked at next pass, from a fresh snapshot
   }
 

@@ -7,28 +7,13 @@
 #include <mutex>
 
 #include "castor/v1/engine.grpc.pb.h"
+#include "common/grpc_codes.h"
 #include "control/engine_client.h"
 
 namespace castor::control {
 namespace {
 
 namespace v1 = castor::v1;
-
-Errc errc_of(grpc::StatusCode c) {
-  switch (c) {
-    case grpc::StatusCode::INVALID_ARGUMENT: return Errc::kInvalidArgument;
-    case grpc::StatusCode::NOT_FOUND: return Errc::kNotFound;
-    case grpc::StatusCode::ALREADY_EXISTS: return Errc::kAlreadyExists;
-    case grpc::StatusCode::FAILED_PRECONDITION: return Errc::kBusy;
-    case grpc::StatusCode::RESOURCE_EXHAUSTED: return Errc::kNoSpace;
-    case grpc::StatusCode::UNIMPLEMENTED: return Errc::kUnsupported;
-    case grpc::StatusCode::ABORTED: return Errc::kAborted;
-    case grpc::StatusCode::UNAVAILABLE:
-    case grpc::StatusCode::DEADLINE_EXCEEDED:
-    case grpc::StatusCode::CANCELLED: return Errc::kUnavailable;
-    default: return Errc::kInternal;
-  }
-}
 
 PoolReport pool_of(const v1::PoolInfo& p) {
   PoolReport r;

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include "castor/control/v1/control.grpc.pb.h"
+#include "common/grpc_codes.h"
 #include "common/uuid.h"
 #include "common/version.h"
 
@@ -15,14 +16,7 @@ namespace {
 
 Status status_of(const grpc::Status& st, const char* what, const std::string& address) {
   if (st.ok()) return Status::ok();
-  Errc code = Errc::kInternal;
-  switch (st.error_code()) {
-    case grpc::StatusCode::UNAVAILABLE:
-    case grpc::StatusCode::DEADLINE_EXCEEDED: code = Errc::kUnavailable; break;
-    case grpc::StatusCode::INVALID_ARGUMENT: code = Errc::kInvalidArgument; break;
-    case grpc::StatusCode::NOT_FOUND: code = Errc::kNotFound; break;
-    default: break;
-  }
+  const Errc code = errc_of(st.error_code());
   return make_error(code, "castor-control {} at {}: {}", what, address, st.error_message());
 }
 

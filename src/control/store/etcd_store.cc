@@ -1,5 +1,7 @@
 #include "control/store/etcd_store.h"
 
+#include "common/grpc_codes.h"
+
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 
@@ -39,47 +41,6 @@ void set_prefix_range(const std::string& prefix, std::string* key, std::string* 
   *key = prefix;
   *range_end = prefix_end(prefix);
   if (range_end->empty()) *range_end = std::string(1, '\0');
-}
-
-const char* code_name(grpc::StatusCode c) {
-  switch (c) {
-    case grpc::StatusCode::OK:
-      return "OK";
-    case grpc::StatusCode::CANCELLED:
-      return "CANCELLED";
-    case grpc::StatusCode::UNKNOWN:
-      return "UNKNOWN";
-    case grpc::StatusCode::INVALID_ARGUMENT:
-      return "INVALID_ARGUMENT";
-    case grpc::StatusCode::DEADLINE_EXCEEDED:
-      return "DEADLINE_EXCEEDED";
-    case grpc::StatusCode::NOT_FOUND:
-      return "NOT_FOUND";
-    case grpc::StatusCode::ALREADY_EXISTS:
-      return "ALREADY_EXISTS";
-    case grpc::StatusCode::PERMISSION_DENIED:
-      return "PERMISSION_DENIED";
-    case grpc::StatusCode::RESOURCE_EXHAUSTED:
-      return "RESOURCE_EXHAUSTED";
-    case grpc::StatusCode::FAILED_PRECONDITION:
-      return "FAILED_PRECONDITION";
-    case grpc::StatusCode::ABORTED:
-      return "ABORTED";
-    case grpc::StatusCode::OUT_OF_RANGE:
-      return "OUT_OF_RANGE";
-    case grpc::StatusCode::UNIMPLEMENTED:
-      return "UNIMPLEMENTED";
-    case grpc::StatusCode::INTERNAL:
-      return "INTERNAL";
-    case grpc::StatusCode::UNAVAILABLE:
-      return "UNAVAILABLE";
-    case grpc::StatusCode::DATA_LOSS:
-      return "DATA_LOSS";
-    case grpc::StatusCode::UNAUTHENTICATED:
-      return "UNAUTHENTICATED";
-    default:
-      return "?";
-  }
 }
 
 std::chrono::system_clock::time_point deadline_in(std::chrono::milliseconds d) {
@@ -180,7 +141,7 @@ Status EtcdStore::to_status(const char* what, const std::string& endpoint,
       code = Errc::kInternal;
       break;
   }
-  return make_error(code, "etcd {} at {}: {}: {}", what, endpoint, code_name(s.error_code()),
+  return make_error(code, "etcd {} at {}: {}: {}", what, endpoint, grpc_code_name(s.error_code()),
                     s.error_message());
 }
 

@@ -83,8 +83,9 @@ class Store {
   // still leads. Errors: Aborted (not the leader any more: fenced), FailedPrecondition
   // is reported as Errc::kBusy (a compare failed; nothing written), Unavailable (the
   // back end cannot be reached: the batch may or may not have been applied, so the
-  // caller retries with the same idempotent batch), InvalidArgument (empty batch, a key
-  // twice, too many ops).
+  // caller retries with the same idempotent batch), InvalidArgument (empty batch, an empty
+  // key, a key twice, more than 120 ops or compares, a key under the back end's reserved
+  // "election/" prefix).
   virtual Status commit(const std::vector<StoreOp>& ops,
                         const std::vector<StoreCompare>& compares = {}) = 0;
 

@@ -67,11 +67,42 @@ void BdevChannel::submit_at(IoRequest& req, uint64_t now_ns) {
   req.channel = this;
   req.start_ns = now_ns;
   ++outstanding_;
+  req.fua_stage = 0;
   if (!valid(bdev_, req)) {
     complete(req, IoStatus::kInvalid);
     return;
   }
+  if (req.fua && (req.type == IoType::kWrite || req.type == IoType::kWriteZeroes || req.type == IoType::kUnmap) &&
+      !bdev_.fua_native(req.type) && bdev_.supports(IoType::kFlush)) {
+    req.fua_stage = 1;
+  }
   do_submit(req);
+}
+
+bool BdevChannel::fua_flush(IoRequest& req, IoStatus status) {
+  if (req.fua_stage == 2) {
+    auto& flush = stats_.per_type[static_cast<int>(IoType::kFlush)];
+    bump(status == IoStatus::kSuccess ? flush.ops : flush.errors, 1);
+    req.type = req.fua_type;  // the flush finished: the caller sees its write again
+    req.fua_stage = 0;
+    return false;
+  }
+  if (status != IoStatus::kSuccess) {
+    req.fua_stage = 0;
+    return false;
+  }
+  // The write is done; the flush runs on a later loop turn (never re-entering the
+  // module's do_submit from inside it). Range and buffers stay as they were: a flush
+  // ignores them.
+  req.fua_stage = 2;
+  req.fua_type = req.type;
+  req.type = IoType::kFlush;
+  req.Task::fn = [](reactor::Task* t) {
+    auto* r = static_cast<IoRequest*>(t);
+    r->channel->do_submit(*r);
+  };
+  reactor_.defer(&req);
+  return true;
 }
 
 void BdevChannel::account(IoRequest& req, IoStatus status) {
@@ -96,6 +127,7 @@ void BdevChannel::deliver(IoRequest& req, uint64_t now_ns) {
 }
 
 void BdevChannel::complete(IoRequest& req, IoStatus status) {
+  if (__builtin_expect(req.fua_stage != 0, 0) && fua_flush(req, status)) return;
   account(req, status);
   req.Task::fn = [](reactor::Task* t) {
     auto* r = static_cast<IoRequest*>(t);
@@ -107,6 +139,7 @@ void BdevChannel::complete(IoRequest& req, IoStatus status) {
 void BdevChannel::complete_now(IoRequest& req, IoStatus status) { complete_now(req, status, mono_ns()); }
 
 void BdevChannel::complete_now(IoRequest& req, IoStatus status, uint64_t now_ns) {
+  if (__builtin_expect(req.fua_stage != 0, 0) && fua_flush(req, status)) return;
   account(req, status);
   deliver(req, now_ns);
 }

@@ -10,6 +10,11 @@
 //    completes with IoStatus::kInvalid and touches nothing.
 //  * The callback always runs on the submitting reactor, never from inside submit(), so
 //    a callback may resubmit without recursion.
+//  * Durability: a completed write is durable once a flush submitted after its completion
+//    has completed, or at its own completion if it was submitted with `fua` set. Modules
+//    that honour `fua` themselves say so with set_fua_ops(); for the other write types
+//    the channel runs a flush after the write and completes the request when the flush
+//    has (a module without a flush has no volatile cache, so `fua` costs nothing there).
 
 #include <sys/uio.h>
 
@@ -53,6 +58,9 @@ struct IoRequest : reactor::Task {
   uint64_t num_blocks = 0;
   iovec* iovs = nullptr;  // read and write only
   int iovcnt = 0;
+  // Write, write-zeroes and unmap: Force Unit Access, complete only once the change is
+  // durable. Ignored by the other types. The caller sets it on every submission.
+  bool fua = false;
   Callback cb = nullptr;
   void* cb_arg = nullptr;
 
@@ -60,6 +68,10 @@ struct IoRequest : reactor::Task {
   uint64_t start_ns = 0;  // set by submit()
   uint64_t done_ns = 0;   // set at completion, valid in the callback
   BdevChannel* channel = nullptr;
+  // FUA emulation: the flush that follows the write is pending (1) or in flight (2);
+  // the request's type is `fua_type` again before the callback runs.
+  uint8_t fua_stage = 0;
+  IoType fua_type = IoType::kRead;
 };
 
 // Per-operation counters of one channel; single writer (the channel's reactor), read by
@@ -132,6 +144,8 @@ class BdevChannel {
  private:
   void account(IoRequest& req, IoStatus status);
   void deliver(IoRequest& req, uint64_t now_ns);
+  // FUA emulation: true if `req` was turned into its flush (the caller then stops).
+  bool fua_flush(IoRequest& req, IoStatus status);
   Bdev& bdev_;
   reactor::Reactor& reactor_;
   ChannelStats stats_;
@@ -166,6 +180,9 @@ class Bdev {
   uint64_t size_bytes() const { return uint64_t{block_size_} * num_blocks(); }
   uint32_t buf_align() const { return buf_align_; }
   bool supports(IoType t) const { return supported_ops_ & io_type_bit(t); }
+  // Whether the module honours IoRequest::fua itself for type `t` (else the channel
+  // follows a FUA write with a flush).
+  bool fua_native(IoType t) const { return fua_ops_ & io_type_bit(t); }
   const std::string& uri() const { return uri_; }
   BdevInfo info() const;
 
@@ -215,6 +232,10 @@ class Bdev {
   void set_uuid(const Uuid& u) { uuid_ = u; }
   void set_buf_align(uint32_t a) { buf_align_ = a; }
   void set_supported_ops(uint32_t mask) { supported_ops_ = mask; }
+  // The write types whose `fua` the module honours itself (io_type_bit() mask): it sets
+  // FUA on the device command, or has no volatile cache, or passes `fua` down to bdevs
+  // that honour it. Default: none.
+  void set_fua_ops(uint32_t mask) { fua_ops_ = mask; }
   // Grows the device (a replica resize). Existing I/O is unaffected.
   void set_num_blocks(uint64_t n) { num_blocks_.store(n, std::memory_order_relaxed); }
 
@@ -228,6 +249,7 @@ class Bdev {
   std::atomic<uint64_t> num_blocks_;
   uint32_t buf_align_ = 1;
   uint32_t supported_ops_ = 0;
+  uint32_t fua_ops_ = 0;
   std::unique_ptr<std::atomic<BdevChannel*>[]> channels_;
   size_t nchannels_ = 0;
 };

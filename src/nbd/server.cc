@@ -552,6 +552,7 @@ class NbdConnection final : public reactor::Connection::Handler, reactor::ByteBu
     const uint32_t bs = bdev_->block_size();
     IoRequest& io = rq->io;
     io.type = t;
+    io.fua = rq->flags & cflag::kFua;  // the bdev layer completes it once durable
     io.offset_blocks = rq->offset / bs;
     io.num_blocks = rq->length / bs;
     if (t == IoType::kRead || t == IoType::kWrite) {
@@ -570,18 +571,6 @@ class NbdConnection final : public reactor::Connection::Handler, reactor::ByteBu
   static void io_done(IoRequest& io, void* arg) {
     auto* rq = static_cast<Request*>(arg);
     NbdConnection* c = rq->c;
-    // FUA: make the data durable before replying.
-    if (io.status == IoStatus::kSuccess && (rq->flags & cflag::kFua) && io.type != IoType::kFlush &&
-        rq->type != cmd::kRead) {
-      rq->flags &= static_cast<uint16_t>(~cflag::kFua);
-      io.type = IoType::kFlush;
-      io.offset_blocks = 0;
-      io.num_blocks = 0;
-      io.iovs = nullptr;
-      io.iovcnt = 0;
-      c->ch_->submit(io);
-      return;
-    }
     c->finish(rq, io.status);
   }
 

@@ -163,6 +163,7 @@ void NexusChannel::submit_kid(Io* io, int s) {
   k.req.status = IoStatus::kSuccess;
   k.req.offset_blocks = p.offset_blocks;
   k.req.num_blocks = p.num_blocks;
+  k.req.fua = p.fua;  // every child makes a FUA write durable before it answers
   k.bounced = false;
   if (p.type == IoType::kRead && slots_[s].bounce && p.iovcnt > 0 && p.iovs) {
     // This child may write into the buffer after a timeout has handed it back: read

@@ -169,8 +169,28 @@ void RebuildJob::kick() {
   } else if (failed_) {
     finish(RebuildState::kFailed);
   } else if (cursor_ >= total_segments_ && state_.load() == RebuildState::kRunning) {
+    // Every segment is written; the destination is in sync only once they are durable
+    // (the source's copy of flushed data was durable, and it may be removed next).
+    if (!dest_flushed_ && dest_->bdev->supports(IoType::kFlush)) return flush_dest();
     finish(RebuildState::kCompleted);
   }
+}
+
+void RebuildJob::flush_dest() {
+  Task* t = tasks_.front().get();
+  t->busy = true;
+  ++inflight_;
+  t->first = t->n = 0;
+  submit(t, dest_.get(), IoType::kFlush, nullptr, &RebuildJob::on_flush);
+}
+
+void RebuildJob::on_flush(Task* t) {
+  if (t->io.status != IoStatus::kSuccess) {
+    fail(fmt::format("destination {} flush failed: {}", dest_->uri, bdev::io_status_name(t->io.status)), true);
+  } else {
+    dest_flushed_ = true;
+  }
+  task_done(t, false);
 }
 
 void RebuildJob::begin(Task* t) {

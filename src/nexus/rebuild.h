@@ -14,6 +14,9 @@
 // job switches to another healthy child. A failed source read or destination write fails
 // the job (the destination then becomes Faulted(RebuildFailed) if it was at fault).
 //
+// The copy ends with a flush of the destination, so that a child marked healthy holds
+// durably what the source held.
+//
 // The nexus applies the outcome (Healthy and recorded healthy, or Faulted) on its worker
 // thread once the job is final and idle.
 
@@ -79,6 +82,8 @@ class RebuildJob : public std::enable_shared_from_this<RebuildJob> {
   void on_read(Task* t);
   void on_write(Task* t);
   void on_verify(Task* t);
+  void flush_dest();
+  void on_flush(Task* t);
   void segment_done(Task* t);
   void task_done(Task* t, bool unlock);
   void fail(const std::string& why, bool dest);
@@ -106,6 +111,7 @@ class RebuildJob : public std::enable_shared_from_this<RebuildJob> {
   bool stop_requested_ = false;
   bool failed_ = false;
   bool started_ = false;
+  bool dest_flushed_ = false;  // the final flush of the destination completed
   bool timer_armed_ = false;
   reactor::Reactor::TimerId timer_{};
 

@@ -386,6 +386,10 @@ class ReplicaBdev final : public bdev::Bdev {
     for (size_t i = 0; i < pool.label().member_count; ++i) align = std::max(align, pool.member(i).buf_align());
     set_buf_align(align);
     set_supported_ops(ops);
+    // FUA goes down to the member disks' requests (their channels honour it); cluster
+    // allocation is durable before a write is dispatched.
+    set_fua_ops(bdev::io_type_bit(IoType::kWrite) | bdev::io_type_bit(IoType::kWriteZeroes) |
+                bdev::io_type_bit(IoType::kUnmap));
   }
   PoolImpl& pool() { return pool_; }
   const std::shared_ptr<ReplicaState>& state() { return rs_; }
@@ -510,6 +514,7 @@ class ReplicaChannel final : public bdev::BdevChannel {
       for (auto* m : members_) {
         Child* c = get_child(p);
         c->io.type = IoType::kFlush;
+        c->io.fua = false;
         c->io.offset_blocks = 0;
         c->io.num_blocks = 0;
         c->io.iovs = nullptr;
@@ -552,6 +557,7 @@ class ReplicaChannel final : public bdev::BdevChannel {
       auto [m, moff] = pool_.layout().locate(pc);
       Child* ch = get_child(p);
       ch->io.type = req.type;
+      ch->io.fua = req.fua;  // allocation metadata is already durable (ensure_alloc)
       ch->io.offset_blocks = (moff + (off - c * cs)) / bs;
       ch->io.num_blocks = len / bs;
       if (req.type == IoType::kRead || req.type == IoType::kWrite) {

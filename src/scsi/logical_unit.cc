@@ -308,8 +308,7 @@ void LogicalUnit::rw(Command& c, uint8_t op) {
       return;
     }
   }
-  c.aux = fua ? kFuaFlag : 0;
-  submit(c, IoType::kWrite, lba, blocks, c.buf.data(), kStageWriteDone);
+  submit(c, IoType::kWrite, lba, blocks, c.buf.data(), kStageWriteDone, fua);
 }
 
 // ---- VERIFY ----
@@ -551,9 +550,10 @@ void LogicalUnit::prevent_allow(Command& c) {
 // ---- I/O state machine ----
 
 void LogicalUnit::submit(Command& c, IoType t, uint64_t lba, uint64_t blocks, uint8_t* buf,
-                         Stage next) {
+                         Stage next, bool fua) {
   c.stage = next;
   c.io.type = t;
+  c.io.fua = fua;
   c.io.offset_blocks = lba;
   c.io.num_blocks = blocks;
   if (buf) {
@@ -605,9 +605,6 @@ void LogicalUnit::io_failed(Command& c, IoStatus s) {
 void LogicalUnit::advance(Command& c) {
   switch (static_cast<Stage>(c.stage)) {
     case kStageWriteDone:
-      if ((c.aux & kFuaFlag) && bdev().supports(IoType::kFlush)) {
-        return submit(c, IoType::kFlush, 0, 0, nullptr, kStageFlushDone);
-      }
       return finish_now(c);
     case kStageVerifyRead: {
       const uint8_t* p = c.buf.data();
@@ -637,13 +634,10 @@ void LogicalUnit::advance(Command& c) {
         return finish_now(c);
       }
       return submit(c, IoType::kWrite, c.io.offset_blocks, c.io.num_blocks,
-                    c.buf.data() + write_off, kStageCawWrite);
+                    c.buf.data() + write_off, kStageCawWrite, c.aux2 & kFuaFlag);
     }
     case kStageCawWrite:
       caw_release(c);
-      if ((c.aux2 & kFuaFlag) && bdev().supports(IoType::kFlush)) {
-        return submit(c, IoType::kFlush, 0, 0, nullptr, kStageFlushDone);
-      }
       return finish_now(c);
     case kStageWsWrite: return ws_next(c);
     case kStageUnmap: return unmap_next(c);

@@ -134,8 +134,8 @@ class LogicalUnit {
   enum Stage : uint32_t {
     kStageNone = 0,
     kStageReadDone,     // READ finished
-    kStageWriteDone,    // WRITE finished; aux = 1 if a FUA flush follows
-    kStageFlushDone,    // flush after FUA / SYNCHRONIZE CACHE
+    kStageWriteDone,    // WRITE finished (durable already if it had FUA)
+    kStageFlushDone,    // SYNCHRONIZE CACHE finished
     kStageVerifyRead,   // VERIFY BYTCHK: medium read into buf + aux; aux2 = bytchk
     kStageCawRead,      // COMPARE AND WRITE: medium read into buf + 2*bs
     kStageCawWrite,     // COMPARE AND WRITE: write done
@@ -143,8 +143,9 @@ class LogicalUnit {
     kStageZeroDone,     // WRITE SAME via write-zeroes
     kStageUnmap,        // UNMAP: aux = next descriptor index, aux2 = count
   };
+  // `fua`: a write whose CDB had FUA set; the bdev layer completes it once durable.
   void submit(Command& c, bdev::IoType t, uint64_t lba, uint64_t blocks, uint8_t* buf,
-              Stage next);
+              Stage next, bool fua = false);
   static void on_io(bdev::IoRequest& req, void* arg);
   void advance(Command& c);
   void io_failed(Command& c, bdev::IoStatus s);

@@ -233,6 +233,40 @@ TEST(Bdev, WriteZeroesAndUnmapReadBackZero) {
   }
 }
 
+// FUA: a module that honours it itself (uring writes: RWF_DSYNC; malloc: no cache) gets
+// it as it is; for the others (uring write-zeroes and unmap) the channel follows the
+// operation with a flush, and the caller's callback sees its own request again.
+TEST(Bdev, FuaIsHonouredByTheModuleOrFollowedByAFlush) {
+  Env env;
+  ASSERT_TRUE(env.reg->create("file://" + env.path("f.img") + "?size_mb=2"));
+  ASSERT_TRUE(env.reg->create("malloc:///m0?size_mb=2"));
+  auto ops = [&](const char* name, IoType t) { return env.reg->stats(name)->per_type[static_cast<int>(t)].ops; };
+  auto f = env.reg->find("f.img");
+  const uint32_t bs = f->block_size();
+  EXPECT_TRUE(f->fua_native(IoType::kWrite));
+  EXPECT_FALSE(f->fua_native(IoType::kWriteZeroes));
+  DmaBuffer buf(bs);
+  std::memset(buf.data(), 0x6b, bs);
+  ASSERT_EQ(do_io(env, 0, *f, IoType::kWrite, 3, 1, buf.data(), bs), IoStatus::kSuccess);
+  ASSERT_EQ(do_io(env, 0, *f, IoType::kWrite, 4, 1, buf.data(), bs, nullptr, true), IoStatus::kSuccess);
+  EXPECT_EQ(ops("f.img", IoType::kFlush), 0u) << "a FUA write is the module's own";
+  ASSERT_EQ(do_io(env, 1, *f, IoType::kWriteZeroes, 3, 1, nullptr, 0, nullptr, true), IoStatus::kSuccess);
+  EXPECT_EQ(ops("f.img", IoType::kFlush), 1u) << "write-zeroes + flush";
+  EXPECT_EQ(ops("f.img", IoType::kWriteZeroes), 1u) << "counted as the caller's write-zeroes";
+  ASSERT_EQ(do_io(env, 0, *f, IoType::kUnmap, 5, 1, nullptr, 0, nullptr, true), IoStatus::kSuccess);
+  ASSERT_EQ(do_io(env, 0, *f, IoType::kUnmap, 6, 1, nullptr, 0, nullptr, false), IoStatus::kSuccess);
+  EXPECT_EQ(ops("f.img", IoType::kFlush), 2u) << "only the FUA unmap is followed by a flush";
+  DmaBuffer rd(bs);
+  ASSERT_EQ(do_io(env, 1, *f, IoType::kRead, 4, 1, rd.data(), bs), IoStatus::kSuccess);
+  EXPECT_EQ(std::memcmp(rd.data(), buf.data(), bs), 0);
+  ASSERT_EQ(do_io(env, 1, *f, IoType::kRead, 3, 1, rd.data(), bs), IoStatus::kSuccess);
+  EXPECT_EQ(rd.data()[0], 0);
+  // No volatile cache, nothing to flush.
+  auto m = env.reg->find("m0");
+  ASSERT_EQ(do_io(env, 0, *m, IoType::kWriteZeroes, 0, 1, nullptr, 0, nullptr, true), IoStatus::kSuccess);
+  EXPECT_EQ(ops("m0", IoType::kFlush), 0u);
+}
+
 TEST(Registry, BadUrisGiveClearErrorsAndCreateNothing) {
   Env env;
   struct Case {

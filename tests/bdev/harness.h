@@ -46,9 +46,11 @@ struct SyncIo {
 };
 
 inline IoStatus do_io(Env& env, size_t reactor_idx, Bdev& b, IoType type, uint64_t off,
-                      uint64_t nblocks, void* buf, size_t len, uint64_t* latency = nullptr) {
+                      uint64_t nblocks, void* buf, size_t len, uint64_t* latency = nullptr,
+                      bool fua = false) {
   SyncIo s;
   s.req.type = type;
+  s.req.fua = fua;
   s.req.offset_blocks = off;
   s.req.num_blocks = nblocks;
   if (buf) {

@@ -140,6 +140,28 @@ TEST_F(Fixture, AttachesWithTheNamespaceGeometryAndMovesDataBothWays) {
 
 // Unmaps larger than one command go out one command at a time (the range lives in the
 // request's context); a second one queued behind the first finishes too.
+// FUA crosses the wire: the host sets the Write Zeroes command's FUA bit, the target
+// hands it to its bdev, whose channel makes the zeroes durable (a file: fallocate, then
+// fdatasync) before the command completes. Without FUA, no flush.
+TEST_F(Fixture, FuaReachesTheTargetsBdev) {
+  ASSERT_TRUE(tenv.reg->create("file://" + tenv.path("z.img") + "?size_mb=4").is_ok());
+  const std::string nqn = std::string(kNqn) + "-fua";
+  ASSERT_TRUE(target->add_subsystem(nqn, {}).is_ok());
+  ASSERT_TRUE(target->add_namespace(nqn, "z.img").is_ok());
+  auto info = henv.reg->create(fmt::format("nvmf://127.0.0.1:{}/{}?name=rz", port, nqn));
+  ASSERT_TRUE(info.is_ok()) << info.status().to_string();
+  auto& b = *henv.reg->find("rz");
+  EXPECT_TRUE(b.fua_native(IoType::kWrite));
+  auto flushes = [&] { return tenv.reg->stats("z.img")->per_type[static_cast<int>(IoType::kFlush)].ops; };
+  ASSERT_EQ(do_io(henv, 0, b, IoType::kWriteZeroes, 8, 8, nullptr, 0), IoStatus::kSuccess);
+  EXPECT_EQ(flushes(), 0u);
+  ASSERT_EQ(do_io(henv, 1, b, IoType::kWriteZeroes, 8, 8, nullptr, 0, nullptr, true), IoStatus::kSuccess);
+  EXPECT_EQ(flushes(), 1u);
+  EXPECT_EQ(henv.reg->stats("rz")->per_type[static_cast<int>(IoType::kFlush)].ops, 0u)
+      << "the host sends the bit, not a Flush command";
+  ASSERT_TRUE(henv.reg->destroy("rz").is_ok());
+}
+
 TEST_F(Fixture, ConcurrentMultiCommandUnmapsComplete) {
   ASSERT_TRUE(tenv.reg->create("malloc:///m2?size_mb=64&blk_size=512").is_ok());
   ASSERT_TRUE(target->add_namespace(kNqn, "m2").is_ok());

@@ -37,6 +37,9 @@ Result<std::pair<uint32_t, uint64_t>> parse_geometry(const Uri& uri) {
   return std::pair<uint32_t, uint64_t>{static_cast<uint32_t>(*bs), bytes / *bs};
 }
 
+constexpr uint32_t kAllWrites =
+    io_type_bit(IoType::kWrite) | io_type_bit(IoType::kWriteZeroes) | io_type_bit(IoType::kUnmap);
+
 class MallocBdev final : public Bdev {
  public:
   MallocBdev(const std::string& name, uint32_t bs, uint64_t nb, uint8_t* mem)
@@ -44,6 +47,7 @@ class MallocBdev final : public Bdev {
     set_supported_ops(io_type_bit(IoType::kRead) | io_type_bit(IoType::kWrite) |
                       io_type_bit(IoType::kFlush) | io_type_bit(IoType::kUnmap) |
                       io_type_bit(IoType::kWriteZeroes) | io_type_bit(IoType::kReset));
+    set_fua_ops(kAllWrites);  // no volatile cache: a completed write is as durable as RAM gets
   }
   ~MallocBdev() override { munmap(mem_, size_bytes()); }
   uint8_t* mem() { return mem_; }
@@ -130,6 +134,7 @@ class NullBdev final : public Bdev {
  public:
   NullBdev(const std::string& name, uint32_t bs, uint64_t nb) : Bdev(name, "null", bs, nb) {
     set_supported_ops(0x3f);
+    set_fua_ops(kAllWrites);  // keeps nothing, caches nothing
   }
 
  protected:

@@ -59,6 +59,10 @@ class UringBdev final : public Bdev {
     set_supported_ops(io_type_bit(IoType::kRead) | io_type_bit(IoType::kWrite) |
                       io_type_bit(IoType::kFlush) | io_type_bit(IoType::kUnmap) |
                       io_type_bit(IoType::kWriteZeroes) | io_type_bit(IoType::kReset));
+    // A FUA write is a pwritev2(RWF_DSYNC): the kernel writes the data through (FUA or a
+    // cache flush on the device, plus the file's metadata). A FUA write-zeroes is left
+    // to the channel's write + fdatasync.
+    set_fua_ops(io_type_bit(IoType::kWrite));
   }
   ~UringBdev() override { close(fd_); }
   int fd() const { return fd_; }
@@ -180,6 +184,7 @@ class UringChannel final : public BdevChannel {
     } else {
       io_uring_prep_writev(sqe, ub_.fd(), iov, iovcnt, off);
     }
+    if (!rd && io.req->fua) sqe->rw_flags = RWF_DSYNC;
     io.pending = 1;
   }
 

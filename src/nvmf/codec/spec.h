@@ -217,6 +217,10 @@ inline constexpr uint8_t kWriteZeroes = 0x08;
 inline constexpr uint8_t kDatasetManagement = 0x09;
 }  // namespace io_op
 
+// Read / Write / Write Zeroes CDW12: bits 15:0 NLB (0's based), bit 30 Force Unit Access
+// (the data is on non-volatile media before the command completes), bit 31 Limited Retry.
+inline constexpr uint32_t kCdw12Fua = 1u << 30;
+
 namespace fctype {
 inline constexpr uint8_t kPropertySet = 0x00;
 inline constexpr uint8_t kConnect = 0x01;

@@ -298,6 +298,9 @@ class NvmfBdev final : public bdev::Bdev {
     if (c_->oncs() & (1u << 2)) ops |= bdev::io_type_bit(IoType::kUnmap);
     if (c_->oncs() & (1u << 3)) ops |= bdev::io_type_bit(IoType::kWriteZeroes);
     set_supported_ops(ops);
+    // FUA is the Write / Write Zeroes command's own bit: the target makes the data
+    // durable before it answers.
+    set_fua_ops(bdev::io_type_bit(IoType::kWrite) | bdev::io_type_bit(IoType::kWriteZeroes));
     Uuid u;
     bool any = false;
     for (int i = 0; i < 16; ++i) any |= c_->nguid()[i] != 0;
@@ -486,6 +489,7 @@ void IoQueue::pump(Ctx* x) {
         break;
       case IoType::kWrite:
         s.opcode = io_op::kWrite;
+        if (req.fua) s.cdw12 |= kCdw12Fua;
         out = {data, size_t{n} * bs};
         break;
       case IoType::kFlush:
@@ -494,6 +498,7 @@ void IoQueue::pump(Ctx* x) {
         break;
       case IoType::kWriteZeroes:
         s.opcode = io_op::kWriteZeroes;
+        if (req.fua) s.cdw12 |= kCdw12Fua;
         break;
       case IoType::kUnmap: {
         s.opcode = io_op::kDatasetManagement;

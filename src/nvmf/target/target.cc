@@ -692,7 +692,7 @@ class Qpair final : public reactor::Connection::Handler {
           return submit(c, IoType::kRead, slba, nlb);
         }
         c->len = static_cast<uint32_t>(len);
-        if (c->received >= len) return submit(c, IoType::kWrite, slba, nlb);  // excess ignored
+        if (c->received >= len) return submit(c, IoType::kWrite, slba, nlb, s.cdw12 & kCdw12Fua);  // excess ignored
         if (c->received != 0 || s.sgl1.type != kSglTransportDataBlock) return finish(c, generic(sc::kSglInvalidData));
         return request_data(c);
       }
@@ -701,7 +701,8 @@ class Qpair final : public reactor::Connection::Handler {
         const uint64_t slba = s.cdw10 | (uint64_t{s.cdw11} << 32);
         const uint32_t nlb = (s.cdw12 & 0xffff) + 1;
         if (slba > b.num_blocks() || nlb > b.num_blocks() - slba) return finish(c, generic(sc::kLbaOutOfRange));
-        return submit(c, b.supports(IoType::kWriteZeroes) ? IoType::kWriteZeroes : IoType::kUnmap, slba, nlb);
+        return submit(c, b.supports(IoType::kWriteZeroes) ? IoType::kWriteZeroes : IoType::kUnmap, slba, nlb,
+                      s.cdw12 & kCdw12Fua);
       }
       case io_op::kDatasetManagement: {
         const uint32_t nr = (s.cdw10 & 0xff) + 1;
@@ -804,7 +805,7 @@ class Qpair final : public reactor::Connection::Handler {
     const Sqe& s = c->sqe;
     if (s.opcode == io_op::kWrite) {
       const uint64_t slba = s.cdw10 | (uint64_t{s.cdw11} << 32);
-      return submit(c, IoType::kWrite, slba, (s.cdw12 & 0xffff) + 1);
+      return submit(c, IoType::kWrite, slba, (s.cdw12 & 0xffff) + 1, s.cdw12 & kCdw12Fua);
     }
     if (s.opcode == io_op::kDatasetManagement) return dsm_next(c, 0);
     finish(c, generic(sc::kInvalidOpcode));
@@ -828,9 +829,12 @@ class Qpair final : public reactor::Connection::Handler {
     finish(c, kSuccess);
   }
 
-  void submit(Cmd* c, IoType t, uint64_t slba, uint64_t nlb) {
+  // `fua`: the command's Force Unit Access bit (writes): the bdev layer completes the
+  // request only once the data is durable.
+  void submit(Cmd* c, IoType t, uint64_t slba, uint64_t nlb, bool fua = false) {
     IoRequest& io = c->io;
     io.type = t;
+    io.fua = fua;
     io.offset_blocks = slba;
     io.num_blocks = nlb;
     if (t == IoType::kRead || t == IoType::kWrite) {

@@ -94,7 +94,7 @@ ControlChildHealthStore::ControlChildHealthStore(std::shared_ptr<ControlEndpoint
 
 ControlChildHealthStore::~ControlChildHealthStore() = default;
 
-Result<nexus::ChildRecords> ControlChildHealthStore::load(const std::string& nexus) {
+Result<nexus::NexusHealth> ControlChildHealthStore::load(const std::string& nexus) {
   cv1::GetNexusHealthRequest req;
   req.set_nexus(nexus);
   cv1::GetNexusHealthResponse resp;
@@ -106,16 +106,16 @@ Result<nexus::ChildRecords> ControlChildHealthStore::load(const std::string& nex
       },
       &who);
   if (Status s = status_of(st, "GetNexusHealth", who); !s) return s;
-  if (resp.document().empty()) return nexus::ChildRecords{};
-  return nexus::records_from_json(resp.document());
+  if (resp.document().empty()) return nexus::NexusHealth{};
+  return nexus::health_from_json(resp.document());
 }
 
 Status ControlChildHealthStore::replace(const std::string& nexus,
-                                        const nexus::ChildRecords& records) {
+                                        const nexus::NexusHealth& records) {
   // Idempotent (the whole document), so sending it again elsewhere is safe.
   cv1::PutNexusHealthRequest req;
   req.set_nexus(nexus);
-  if (!records.empty()) req.set_document(nexus::records_to_json(nexus, records));
+  if (!records.empty()) req.set_document(nexus::health_to_json(nexus, records));
   cv1::PutNexusHealthResponse resp;
   std::string who;
   grpc::Status st = control_->call(

@@ -76,10 +76,10 @@ class ControlChildHealthStore final : public nexus::ChildHealthStore {
   explicit ControlChildHealthStore(std::shared_ptr<ControlEndpoints> control,
                                    std::chrono::milliseconds timeout = std::chrono::seconds(5));
   ~ControlChildHealthStore() override;
-  Result<nexus::ChildRecords> load(const std::string& nexus) override;
+  Result<nexus::NexusHealth> load(const std::string& nexus) override;
 
  protected:
-  Status replace(const std::string& nexus, const nexus::ChildRecords& records) override;
+  Status replace(const std::string& nexus, const nexus::NexusHealth& records) override;
 
  private:
   std::shared_ptr<ControlEndpoints> control_;

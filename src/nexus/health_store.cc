@@ -25,15 +25,16 @@ uint64_t unix_ms() {
 template <class F>
 Status ChildHealthStore::update(const std::string& nexus, F&& f) {
   std::lock_guard lk(update_mu_);
-  auto recs = load(nexus);
-  if (!recs) return recs.status();
-  if (auto st = f(*recs); !st) return st;
-  return replace(nexus, *recs);
+  auto h = load(nexus);
+  if (!h) return h.status();
+  if (auto st = f(*h); !st) return st;
+  return replace(nexus, *h);
 }
 
 Status ChildHealthStore::mark_unhealthy(const std::string& nexus, const std::string& uri,
                                         const std::string& reason) {
-  return update(nexus, [&](ChildRecords& r) {
+  return update(nexus, [&](NexusHealth& h) {
+    auto& r = h.children;
     auto& c = r[uri];
     c.healthy = false;
     c.reason = reason;
@@ -44,7 +45,8 @@ Status ChildHealthStore::mark_unhealthy(const std::string& nexus, const std::str
 }
 
 Status ChildHealthStore::mark_healthy(const std::string& nexus, const std::string& uri) {
-  return update(nexus, [&](ChildRecords& r) {
+  return update(nexus, [&](NexusHealth& h) {
+    auto& r = h.children;
     auto& c = r[uri];
     c.healthy = true;
     c.reason.clear();
@@ -56,7 +58,8 @@ Status ChildHealthStore::mark_healthy(const std::string& nexus, const std::strin
 
 Status ChildHealthStore::save_log(const std::string& nexus, const std::string& uri,
                                   const MissedWriteLog& log) {
-  return update(nexus, [&](ChildRecords& r) {
+  return update(nexus, [&](NexusHealth& h) {
+    auto& r = h.children;
     auto it = r.find(uri);
     if (it == r.end() || it->second.healthy) {
       return make_error(Errc::kNotFound, "nexus '{}' has no unhealthy record for child '{}'",
@@ -69,8 +72,16 @@ Status ChildHealthStore::save_log(const std::string& nexus, const std::string& u
 }
 
 Status ChildHealthStore::forget(const std::string& nexus, const std::string& uri) {
-  return update(nexus, [&](ChildRecords& r) {
+  return update(nexus, [&](NexusHealth& h) {
+    auto& r = h.children;
     r.erase(uri);
+    return Status::ok();
+  });
+}
+
+Status ChildHealthStore::set_open(const std::string& nexus, bool open) {
+  return update(nexus, [&](NexusHealth& h) {
+    h.open = open;
     return Status::ok();
   });
 }
@@ -82,13 +93,14 @@ Status ChildHealthStore::purge(const std::string& nexus) {
 
 // ---- JSON ----
 
-std::string records_to_json(const std::string& nexus, const ChildRecords& records) {
+std::string health_to_json(const std::string& nexus, const NexusHealth& health) {
   nlohmann::json doc;
   doc["format"] = "castor-nexus-health";
   doc["version"] = 1;
   doc["nexus"] = nexus;
+  doc["open"] = health.open;
   nlohmann::json children = nlohmann::json::object();
-  for (const auto& [uri, rec] : records) {
+  for (const auto& [uri, rec] : health.children) {
     nlohmann::json c;
     c["healthy"] = rec.healthy;
     c["reason"] = rec.reason;
@@ -110,7 +122,7 @@ std::string records_to_json(const std::string& nexus, const ChildRecords& record
   return doc.dump(2) + "\n";
 }
 
-Result<ChildRecords> records_from_json(const std::string& text) {
+Result<NexusHealth> health_from_json(const std::string& text) {
   try {
     auto doc = nlohmann::json::parse(text);
     if (doc.value("format", "") != "castor-nexus-health") {
@@ -120,7 +132,9 @@ Result<ChildRecords> records_from_json(const std::string& text) {
       return make_error(Errc::kUnsupported, "nexus health document version {} is not supported",
                         doc.value("version", 0));
     }
-    ChildRecords out;
+    NexusHealth out;
+    // Absent in documents written before the flag existed: treated as closed (clean).
+    out.open = doc.value("open", false);
     for (const auto& [uri, c] : doc.at("children").items()) {
       ChildRecord r;
       r.healthy = c.at("healthy").get<bool>();
@@ -138,7 +152,7 @@ Result<ChildRecords> records_from_json(const std::string& text) {
         }
         r.log = std::move(log);
       }
-      out[uri] = std::move(r);
+      out.children[uri] = std::move(r);
     }
     return out;
   } catch (const std::exception& e) {
@@ -148,14 +162,14 @@ Result<ChildRecords> records_from_json(const std::string& text) {
 
 // ---- in memory ----
 
-Result<ChildRecords> MemChildHealthStore::load(const std::string& nexus) {
+Result<NexusHealth> MemChildHealthStore::load(const std::string& nexus) {
   std::lock_guard lk(mu_);
   auto it = docs_.find(nexus);
-  if (it == docs_.end()) return ChildRecords{};
+  if (it == docs_.end()) return NexusHealth{};
   return it->second;
 }
 
-Status MemChildHealthStore::replace(const std::string& nexus, const ChildRecords& records) {
+Status MemChildHealthStore::replace(const std::string& nexus, const NexusHealth& records) {
   if (uint32_t d = delay_ms_.load()) std::this_thread::sleep_for(std::chrono::milliseconds(d));
   int f = fail_.load();
   while (f > 0 && !fail_.compare_exchange_weak(f, f - 1)) {
@@ -182,16 +196,16 @@ std::filesystem::path FileChildHealthStore::path_for(const std::string& nexus) c
   return dir_ / (nexus + ".json");
 }
 
-Result<ChildRecords> FileChildHealthStore::load(const std::string& nexus) {
+Result<NexusHealth> FileChildHealthStore::load(const std::string& nexus) {
   auto p = path_for(nexus);
   std::ifstream in(p);
   if (!in) {
-    if (!std::filesystem::exists(p)) return ChildRecords{};
+    if (!std::filesystem::exists(p)) return NexusHealth{};
     return make_error(Errc::kIoError, "cannot read '{}'", p.string());
   }
   std::stringstream ss;
   ss << in.rdbuf();
-  auto r = records_from_json(ss.str());
+  auto r = health_from_json(ss.str());
   if (!r) return make_error(r.status().code(), "{}: {}", p.string(), r.status().message());
   return r;
 }
@@ -208,7 +222,7 @@ Status fsync_path(const std::filesystem::path& p, int flags) {
 }
 }  // namespace
 
-Status FileChildHealthStore::replace(const std::string& nexus, const ChildRecords& records) {
+Status FileChildHealthStore::replace(const std::string& nexus, const NexusHealth& records) {
   auto path = path_for(nexus);
   if (records.empty()) {
     std::error_code ec;
@@ -217,7 +231,7 @@ Status FileChildHealthStore::replace(const std::string& nexus, const ChildRecord
   }
   auto tmp = path;
   tmp += ".tmp";
-  std::string text = records_to_json(nexus, records);
+  std::string text = health_to_json(nexus, records);
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return make_error(Errc::kIoError, "create '{}': {}", tmp.string(), strerror(errno));
   size_t off = 0;

@@ -1,8 +1,10 @@
 #pragma once
 // The persistent record of which children of a nexus are unhealthy (stale), so that a
-// re-created nexus never reads from a child that missed writes. Mayastor keeps the same
-// record ("NexusInfo") in etcd; Castor keeps it behind this interface, with a JSON file
-// per nexus as the node-local implementation.
+// re-created nexus never reads from a child that missed writes, and of whether the nexus
+// is open (it did not shut down cleanly, so its children may differ where writes were in
+// flight). Mayastor keeps the same record ("NexusInfo", with its clean-shutdown flag) in
+// etcd; Castor keeps it behind this interface, with a JSON file per nexus as the
+// node-local implementation and castor-control's store as the cluster one.
 //
 // Contract: every call is synchronous and durable when it returns ok. Calls block
 // (disk I/O), so they never run on a reactor thread: the nexus calls them from the
@@ -35,6 +37,9 @@ struct MissedWriteLog {
   std::vector<std::pair<uint64_t, uint64_t>> dirty;  // runs [first segment, count]
 };
 
+// The reason recorded for children made stale because their nexus ended uncleanly.
+inline constexpr char kUncleanShutdown[] = "unclean_shutdown";
+
 struct ChildRecord {
   bool healthy = true;
   std::string reason;           // fault_reason_name() or "offline"
@@ -43,6 +48,16 @@ struct ChildRecord {
 };
 
 using ChildRecords = std::map<std::string, ChildRecord>;  // by child URI
+
+// The persisted health of one nexus.
+struct NexusHealth {
+  // Set, durably, before a nexus serves I/O; cleared at a clean shutdown once every
+  // writable child has been flushed. Found set when a nexus opens: the previous instance
+  // ended uncleanly (a crash, a kill, a lost node).
+  bool open = false;
+  ChildRecords children;
+  bool empty() const { return !open && children.empty(); }
+};
 
 class ChildHealthStore {
  public:
@@ -57,14 +72,16 @@ class ChildHealthStore {
                           const MissedWriteLog& log);
   // Forgets the child (removed from the nexus).
   virtual Status forget(const std::string& nexus, const std::string& child_uri);
+  // Records whether the nexus is open (see NexusHealth::open).
+  virtual Status set_open(const std::string& nexus, bool open);
   // Forgets the whole nexus.
   virtual Status purge(const std::string& nexus);
-  // The records of `nexus` (empty if none).
-  virtual Result<ChildRecords> load(const std::string& nexus) = 0;
+  // The record of `nexus` (empty if none).
+  virtual Result<NexusHealth> load(const std::string& nexus) = 0;
 
  protected:
-  // Atomically replaces the nexus' records; an empty map may delete the document.
-  virtual Status replace(const std::string& nexus, const ChildRecords& records) = 0;
+  // Atomically replaces the nexus' record; an empty one may delete the document.
+  virtual Status replace(const std::string& nexus, const NexusHealth& health) = 0;
 
  private:
   template <class F>
@@ -75,18 +92,18 @@ class ChildHealthStore {
 // In memory, for unit tests. Can be told to fail or delay writes.
 class MemChildHealthStore : public ChildHealthStore {
  public:
-  Result<ChildRecords> load(const std::string& nexus) override;
+  Result<NexusHealth> load(const std::string& nexus) override;
   // Test hooks: the next `n` writes fail with IoError; every write sleeps `delay_ms`.
   void fail_next_writes(int n) { fail_.store(n); }
   void set_write_delay_ms(uint32_t ms) { delay_ms_.store(ms); }
   uint64_t writes() const { return writes_.load(); }
 
  protected:
-  Status replace(const std::string& nexus, const ChildRecords& records) override;
+  Status replace(const std::string& nexus, const NexusHealth& health) override;
 
  private:
   std::mutex mu_;
-  std::map<std::string, ChildRecords> docs_;
+  std::map<std::string, NexusHealth> docs_;
   std::atomic<int> fail_{0};
   std::atomic<uint32_t> delay_ms_{0};
   std::atomic<uint64_t> writes_{0};
@@ -98,18 +115,18 @@ class FileChildHealthStore : public ChildHealthStore {
  public:
   // Creates `dir` if missing.
   explicit FileChildHealthStore(std::filesystem::path dir);
-  Result<ChildRecords> load(const std::string& nexus) override;
+  Result<NexusHealth> load(const std::string& nexus) override;
   std::filesystem::path path_for(const std::string& nexus) const;
 
  protected:
-  Status replace(const std::string& nexus, const ChildRecords& records) override;
+  Status replace(const std::string& nexus, const NexusHealth& health) override;
 
  private:
   std::filesystem::path dir_;
 };
 
 // JSON (de)serialization of one nexus document (exposed for tests and tools).
-std::string records_to_json(const std::string& nexus, const ChildRecords& records);
-Result<ChildRecords> records_from_json(const std::string& text);
+std::string health_to_json(const std::string& nexus, const NexusHealth& health);
+Result<NexusHealth> health_from_json(const std::string& text);
 
 }  // namespace castor::nexus

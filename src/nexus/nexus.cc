@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <set>
 #include <thread>
 
@@ -150,8 +151,8 @@ Result<std::shared_ptr<Nexus>> Nexus::create(NexusDeps deps, const std::string& 
   std::vector<bool> stale(kids.size(), false);
   size_t nstale = 0;
   for (size_t i = 0; i < kids.size(); ++i) {
-    auto it = recs->find(kids[i]->uri);
-    if (it != recs->end() && !it->second.healthy) {
+    auto it = recs->children.find(kids[i]->uri);
+    if (it != recs->children.end() && !it->second.healthy) {
       stale[i] = true;
       ++nstale;
     }
@@ -174,9 +175,42 @@ Result<std::shared_ptr<Nexus>> Nexus::create(NexusDeps deps, const std::string& 
     }
   }
 
+  // The unclean-shutdown rule: the previous instance never closed, so children recorded
+  // healthy may differ wherever its writes were in flight, and two reads of one block
+  // could return different data. One of them (a local one first) is trusted; the others
+  // are recorded stale below, before any I/O, and rebuilt from it in full: a crash during
+  // that resync then finds them stale and cannot take a half-rebuilt child as the source.
+  if (recs->open) {
+    int source = -1;
+    for (size_t i = 0; i < kids.size() && source < 0; ++i) {
+      if (!stale[i] && kids[i]->local) source = static_cast<int>(i);
+    }
+    for (size_t i = 0; i < kids.size() && source < 0; ++i) {
+      if (!stale[i]) source = static_cast<int>(i);
+    }
+    for (size_t i = 0; i < kids.size(); ++i) {
+      if (stale[i] || static_cast<int>(i) == source) continue;
+      stale[i] = true;
+      auto& rec = recs->children[kids[i]->uri];
+      rec.healthy = false;
+      rec.reason = kUncleanShutdown;
+      rec.log.reset();
+    }
+    spdlog::warn("nexus={} did not shut down cleanly: {} is the source, {} child(ren) resync from it",
+                 name, kids[static_cast<size_t>(source)]->uri,
+                 std::count(stale.begin(), stale.end(), true));
+  }
+  // Open from here on, durably before any I/O can arrive.
+  if (auto st = deps.store.set_open(name, true); !st) {
+    undo();
+    return make_error(st.code(), "nexus '{}': cannot record it open: {}", name, st.message());
+  }
+
   std::shared_ptr<Nexus> n(new Nexus(deps, name, bs, size_bytes / bs, opts));
   if (opts.uuid) n->set_uuid(*opts.uuid);
   n->set_supported_ops(ops | io_type_bit(IoType::kReset));
+  n->set_fua_ops(io_type_bit(IoType::kWrite) | io_type_bit(IoType::kWriteZeroes) |
+                io_type_bit(IoType::kUnmap));  // passed to each child
   n->set_buf_align(align);
   for (size_t i = 0; i < kids.size(); ++i) {
     auto& c = kids[i];
@@ -184,7 +218,7 @@ Result<std::shared_ptr<Nexus>> Nexus::create(NexusDeps deps, const std::string& 
     c->log = std::make_unique<SegmentLog>(n->num_blocks(), n->segment_blocks_);
     c->durable = std::make_unique<SegmentLog>(n->num_blocks(), n->segment_blocks_);
     if (stale[i]) {
-      const auto& rec = recs->at(c->uri);
+      const auto& rec = recs->children.at(c->uri);
       bool partial = rec.log && (rec.log->clean || rec.log->write_ahead) &&
                      rec.log->segment_blocks == n->segment_blocks_ &&
                      rec.log->num_segments == c->log->num_segments();
@@ -856,6 +890,17 @@ Status Nexus::shutdown(uint64_t drain_timeout_ms) {
     return make_error(Errc::kBusy, "nexus '{}': {} internal operation(s) did not finish", name(),
                       async_.load());
   }
+  // Every writable child durable, then recorded closed: a re-created nexus may then read
+  // from any child recorded healthy. A failed flush leaves the nexus recorded open (the
+  // next one resyncs); a flush that does not finish keeps the nexus, as a drain would.
+  if (auto st = flush_children(drain_timeout_ms); st.code() == Errc::kBusy) {
+    shut_down_ = false;
+    return st;
+  } else if (!st) {
+    spdlog::warn("nexus={} {}; left recorded open, so the next open resyncs", name(), st.to_string());
+  } else if (auto rec = deps_.store.set_open(name(), false); !rec) {
+    spdlog::warn("nexus={} cannot record a clean shutdown: {}", name(), rec.to_string());
+  }
   // A clean stop: the missed-write logs are complete, so a re-created nexus may use them.
   for (auto& c : children_) {
     if (c->state() == ChildState::kHealthy || !c->log_valid.load()) continue;
@@ -869,6 +914,55 @@ Status Nexus::shutdown(uint64_t drain_timeout_ms) {
                    st.to_string());
     }
   }
+  return Status::ok();
+}
+
+Status Nexus::flush_children(uint64_t timeout_ms) {
+  struct Flush {
+    std::mutex mu;
+    std::condition_variable cv;
+    size_t left = 0;
+    std::string failed;  // the first child that failed, with its status
+    std::vector<std::pair<Child*, bdev::IoRequest>> reqs;
+    std::shared_ptr<Flush> self;  // kept alive until the last completion
+  };
+  auto f = std::make_shared<Flush>();
+  for (auto& c : children_) {
+    const ChildState s = c->state();
+    if ((s == ChildState::kHealthy || s == ChildState::kOutOfSync) && c->bdev->supports(IoType::kFlush)) {
+      f->reqs.emplace_back(c.get(), bdev::IoRequest{});
+    }
+  }
+  if (f->reqs.empty()) return Status::ok();
+  f->left = f->reqs.size();
+  f->self = f;
+  reactor::Reactor& r = reactors().at(0);
+  r.send([f = f.get(), &r] {
+    for (auto& [c, req] : f->reqs) {
+      req.type = IoType::kFlush;
+      req.cb_arg = f;
+      req.cb = [](bdev::IoRequest& q, void* arg) {
+        auto* fl = static_cast<Flush*>(arg);
+        std::shared_ptr<Flush> keep;
+        std::lock_guard lk(fl->mu);
+        if (q.status != bdev::IoStatus::kSuccess && fl->failed.empty()) {
+          for (auto& [ch, rq] : fl->reqs) {
+            if (&rq == &q) fl->failed = fmt::format("flush of child {} failed: {}", ch->uri, bdev::io_status_name(q.status));
+          }
+        }
+        if (--fl->left == 0) {
+          keep = std::move(fl->self);
+          fl->cv.notify_all();
+        }
+      };
+      c->bdev->channel(r).submit(req);
+    }
+  });
+  std::unique_lock lk(f->mu);
+  if (!f->cv.wait_for(lk, std::chrono::milliseconds(timeout_ms), [&] { return f->left == 0; })) {
+    return make_error(Errc::kBusy, "nexus '{}': a child flush did not finish in {} ms", name(), timeout_ms);
+  }
+  if (!f->failed.empty()) return make_error(Errc::kIoError, "{}", f->failed);
   return Status::ok();
 }
 

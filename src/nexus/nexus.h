@@ -233,6 +233,9 @@ class Nexus final : public bdev::Bdev {
   int healthy_count() const;
   void sync_all();  // run_on_all(channel.sync())
   Status drain_child(Child& c, uint64_t timeout_ms);
+  // Flushes every writable child (on reactor 0) and waits. Errors: Busy (not finished in
+  // time: the requests are still out), IoError (a child failed it).
+  Status flush_children(uint64_t timeout_ms);
   Status start_job(const std::shared_ptr<Child>& c, bool partial, std::vector<uint64_t> segs);
   Status stop_job_locked(Child& c);
   ChildInfo child_info(const Child& c) const;

@@ -116,7 +116,7 @@ TEST(ControlEndpointsTest, DeadFirstEndpointIsSkipped) {
   EXPECT_NE(leader.doc("nx").find("bdev:///r1"), std::string::npos);
   auto loaded = store.load("nx");
   ASSERT_TRUE(loaded);
-  EXPECT_FALSE(loaded->at("bdev:///r1").healthy);
+  EXPECT_FALSE(loaded->children.at("bdev:///r1").healthy);
   // The next call starts where the last one was answered.
   std::string who;
   auto st = control->call(1s, [](ControlEndpoints::Endpoint&, grpc::ClientContext&) {

@@ -225,7 +225,7 @@ class SlowFileStore : public FileChildHealthStore {
   std::atomic<uint64_t> last_durable_ns{0};
 
  protected:
-  Status replace(const std::string& n, const ChildRecords& r) override {
+  Status replace(const std::string& n, const NexusHealth& r) override {
     std::this_thread::sleep_for(std::chrono::milliseconds(150));
     auto st = FileChildHealthStore::replace(n, r);
     last_durable_ns = mono_ns();
@@ -256,9 +256,9 @@ TEST(Nexus, ChildErrorIsRetiredAndRecordedBeforeCompletion) {
   FileChildHealthStore reader(base.dir / "health");
   auto recs = reader.load("n0");
   ASSERT_TRUE(recs);
-  ASSERT_TRUE(recs->count("bdev:///fb"));
-  EXPECT_FALSE(recs->at("bdev:///fb").healthy);
-  EXPECT_EQ(recs->at("bdev:///fb").reason, "io_error");
+  ASSERT_TRUE(recs->children.count("bdev:///fb"));
+  EXPECT_FALSE(recs->children.at("bdev:///fb").healthy);
+  EXPECT_EQ(recs->children.at("bdev:///fb").reason, "io_error");
   auto ci = child(n->describe(), "bdev:///fb");
   EXPECT_EQ(ci->state, ChildState::kFaulted);
   EXPECT_EQ(ci->reason, FaultReason::kIoError);
@@ -292,7 +292,7 @@ TEST(Nexus, InjectedErrorDuringVerifyingWorkload) {
   EXPECT_EQ(ci->reason, FaultReason::kIoError);
   auto recs = e.store->load("n0");
   ASSERT_TRUE(recs);
-  EXPECT_FALSE(recs->at("bdev:///" + b).healthy);
+  EXPECT_FALSE(recs->children.at("bdev:///" + b).healthy);
   expect_equal(e, {"a", "c"}, n->num_blocks());
 }
 
@@ -547,7 +547,7 @@ TEST(Nexus, StaleChildRuleAcrossRecreate) {
   EXPECT_EQ(ri->state, RebuildState::kCompleted);
   EXPECT_EQ(n->state(), NexusState::kOnline);
   expect_equal(e, {"a", "b"}, n->num_blocks());
-  EXPECT_TRUE(e.store->load("n0")->at("bdev:///" + b).healthy);
+  EXPECT_TRUE(e.store->load("n0")->children.at("bdev:///" + b).healthy);
   n.reset();
   ASSERT_TRUE(e.mgr->destroy("n0"));
   // Every child recorded unhealthy: refused unless forced.
@@ -605,6 +605,104 @@ TEST(Nexus, MissedWriteLogSurvivesACrash) {
   expect_equal(e, {"a", "b"}, n->num_blocks());
 }
 
+uint64_t flush_ops(NexEnv& e, const std::string& name) {
+  auto s = e.reg->stats(name);
+  return s ? s->per_type[static_cast<int>(IoType::kFlush)].ops : 0;
+}
+
+// An unclean end (the store still records the nexus open): children recorded healthy may
+// differ where the dead nexus's writes were in flight. The re-created nexus trusts one
+// (local first, then the first given) and rebuilds the others in full before reading
+// from them, so every read returns one answer. A clean destroy flushes the children and
+// records the nexus closed, so the next create rebuilds nothing.
+TEST(Nexus, UncleanShutdownResyncsEveryChildFromOne) {
+  NexEnv e;
+  auto a = e.fault_child("a"), b = e.fault_child("b");
+  std::vector<std::string> kids = {"bdev:///" + a, "bdev:///" + b};
+  auto n = e.make("n0", kids);
+  ASSERT_TRUE(n);
+  EXPECT_TRUE(e.store->load("n0")->open) << "recorded open before any I/O";
+  for (uint64_t lba = 0; lba < 64; ++lba) ASSERT_EQ(write_block(e, *n, lba, 1), IoStatus::kSuccess);
+  const uint64_t nblocks = n->num_blocks();
+  n.reset();
+  ASSERT_TRUE(e.mgr->destroy("n0"));
+  EXPECT_FALSE(e.store->load("n0")->open) << "a clean destroy records the nexus closed";
+  EXPECT_GE(flush_ops(e, a), 1u) << "children flushed before the nexus is recorded closed";
+  EXPECT_GE(flush_ops(e, b), 1u);
+  // Clean: re-created, nothing is rebuilt.
+  n = e.make("n0", kids);
+  ASSERT_TRUE(n);
+  for (const auto& c : n->describe().children) EXPECT_EQ(c.state, ChildState::kHealthy) << c.uri;
+  n.reset();
+  ASSERT_TRUE(e.mgr->destroy("n0"));
+
+  // The end of a nexus that died with writes in flight: some reached b only.
+  ASSERT_TRUE(e.store->set_open("n0", true));
+  DmaBuffer buf(4096);
+  std::memset(buf.data(), 9, 4096);
+  for (uint64_t lba = 5; lba < 10; ++lba) {
+    ASSERT_EQ(do_io(e, 0, e.bdev(b), IoType::kWrite, lba, 1, buf.data(), 4096), IoStatus::kSuccess);
+  }
+  const uint64_t b_flushes = flush_ops(e, b);
+  n = e.make("n0", kids);
+  ASSERT_TRUE(n);
+  EXPECT_EQ(child(n->describe(), kids[0])->state, ChildState::kHealthy) << "the source";
+  auto ri = n->wait_rebuild(kids[1], 10000);
+  ASSERT_TRUE(ri) << ri.status().to_string();
+  EXPECT_EQ(ri->state, RebuildState::kCompleted);
+  EXPECT_FALSE(ri->partial) << "nothing says where the children differ: a full rebuild";
+  expect_equal(e, {a, b}, nblocks);
+  for (uint64_t lba = 5; lba < 10; ++lba) {
+    ASSERT_EQ(do_io(e, lba % 2, *n, IoType::kRead, lba, 1, buf.data(), 4096), IoStatus::kSuccess);
+    EXPECT_EQ(buf.data()[0], 1) << "block " << lba << " comes from the source";
+  }
+  EXPECT_GT(flush_ops(e, b), b_flushes) << "a rebuild ends with a flush of its destination";
+  auto h = e.store->load("n0");
+  EXPECT_TRUE(h->open);
+  EXPECT_TRUE(h->children.at(kids[1]).healthy);
+}
+
+// A crash during the resync: the child being rebuilt is recorded stale before the first
+// I/O, so the next open rebuilds it again from the same source and never reads from it.
+TEST(Nexus, CrashDuringUncleanResyncKeepsTheSameSource) {
+  NexEnv e;
+  auto a = e.fault_child("a"), b = e.fault_child("b");
+  std::vector<std::string> kids = {"bdev:///" + a, "bdev:///" + b};
+  ASSERT_TRUE(e.store->set_open("n0", true));
+  NexusOptions o;
+  o.rebuild_stale = false;  // the resync never runs: as if the engine died at once
+  auto n = e.make("n0", kids, o);
+  ASSERT_TRUE(n);
+  auto rec = e.store->load("n0")->children.at(kids[1]);
+  EXPECT_FALSE(rec.healthy);
+  EXPECT_EQ(rec.reason, kUncleanShutdown);
+  n.reset();
+  ASSERT_TRUE(e.mgr->destroy("n0"));
+  // Even unclean again, a stays the source: b is stale, not a candidate.
+  ASSERT_TRUE(e.store->set_open("n0", true));
+  n = e.make("n0", kids);
+  ASSERT_TRUE(n);
+  EXPECT_EQ(child(n->describe(), kids[0])->state, ChildState::kHealthy);
+  auto ri = n->wait_rebuild(kids[1], 10000);
+  ASSERT_TRUE(ri);
+  EXPECT_EQ(ri->state, RebuildState::kCompleted);
+}
+
+// FUA reaches every child: the nexus passes it down and each child's channel honours it
+// (a file's write-zeroes: write-zeroes + fdatasync).
+TEST(Nexus, FuaReachesEveryChild) {
+  NexEnv e;
+  ASSERT_TRUE(e.reg->create("file://" + e.path("c1.img") + "?size_mb=4"));
+  ASSERT_TRUE(e.reg->create("file://" + e.path("c2.img") + "?size_mb=4"));
+  auto n = e.make("n0", {"bdev:///c1.img", "bdev:///c2.img"});
+  ASSERT_TRUE(n);
+  ASSERT_EQ(do_io(e, 0, *n, IoType::kWriteZeroes, 8, 2, nullptr, 0, nullptr, true), IoStatus::kSuccess);
+  EXPECT_EQ(flush_ops(e, "c1.img"), 1u);
+  EXPECT_EQ(flush_ops(e, "c2.img"), 1u);
+  ASSERT_EQ(do_io(e, 1, *n, IoType::kWriteZeroes, 8, 2, nullptr, 0, nullptr, false), IoStatus::kSuccess);
+  EXPECT_EQ(flush_ops(e, "c1.img"), 1u) << "no FUA, no flush";
+}
+
 TEST(HealthStore, JsonRoundTripAndFileReplace) {
   bdev::test::Env base;
   FileChildHealthStore s(base.dir / "h");
@@ -619,18 +717,18 @@ TEST(HealthStore, JsonRoundTripAndFileReplace) {
   ASSERT_TRUE(s.mark_healthy("n", "bdev:///y"));
   auto r = s.load("n");
   ASSERT_TRUE(r);
-  ASSERT_EQ(r->size(), 2u);
-  EXPECT_FALSE(r->at("bdev:///x").healthy);
-  ASSERT_TRUE(r->at("bdev:///x").log);
-  EXPECT_EQ(r->at("bdev:///x").log->dirty.size(), 2u);
-  EXPECT_TRUE(r->at("bdev:///y").healthy);
+  ASSERT_EQ(r->children.size(), 2u);
+  EXPECT_FALSE(r->children.at("bdev:///x").healthy);
+  ASSERT_TRUE(r->children.at("bdev:///x").log);
+  EXPECT_EQ(r->children.at("bdev:///x").log->dirty.size(), 2u);
+  EXPECT_TRUE(r->children.at("bdev:///y").healthy);
   EXPECT_FALSE(std::filesystem::exists(s.path_for("n").string() + ".tmp"));
   ASSERT_TRUE(s.forget("n", "bdev:///x"));
-  EXPECT_EQ(s.load("n")->size(), 1u);
+  EXPECT_EQ(s.load("n")->children.size(), 1u);
   ASSERT_TRUE(s.purge("n"));
   EXPECT_FALSE(std::filesystem::exists(s.path_for("n")));
   EXPECT_TRUE(s.load("none")->empty());
-  EXPECT_FALSE(records_from_json("{\"format\":\"other\"}"));
+  EXPECT_FALSE(health_from_json("{\"format\":\"other\"}"));
 }
 
 TEST(SegmentLog, MarksRunsAndTakes) {

@@ -55,7 +55,7 @@ TEST(Rebuild, NewChildUnderVerifyingWorkloadWithPauseResume) {
   EXPECT_EQ(n->state(), NexusState::kOnline);
   EXPECT_EQ(w.verify_all(), 0u);
   expect_equal(e, {"a", "b", "c"}, n->num_blocks());
-  EXPECT_TRUE(e.store->load("n0")->at(c).healthy);
+  EXPECT_TRUE(e.store->load("n0")->children.at(c).healthy);
 }
 
 TEST(Rebuild, StopLeavesTheChildFaultedOutOfSyncAndVerifyModeWorks) {
@@ -147,14 +147,14 @@ TEST(Rebuild, PartialLogSurvivesCleanRecreate) {
   ASSERT_EQ(write_blocks(e, *n, 40 * seg + 3, 2, 9), IoStatus::kSuccess);
   n.reset();
   ASSERT_TRUE(e.mgr->destroy("n0"));
-  auto rec = e.store->load("n0")->at("bdev:///b");
+  auto rec = e.store->load("n0")->children.at("bdev:///b");
   ASSERT_TRUE(rec.log);
   EXPECT_TRUE(rec.log->clean);
   EXPECT_EQ(rec.log->dirty.size(), 2u);
   // Re-created: b is stale and gets a partial rebuild of exactly those 2 segments.
   n = e.make("n0", kids);
   ASSERT_TRUE(n);
-  EXPECT_FALSE(e.store->load("n0")->at("bdev:///b").log) << "a used log is dropped at once";
+  EXPECT_FALSE(e.store->load("n0")->children.at("bdev:///b").log) << "a used log is dropped at once";
   auto ri = n->wait_rebuild("bdev:///b", 10000);
   ASSERT_TRUE(ri);
   EXPECT_EQ(ri->state, RebuildState::kCompleted);

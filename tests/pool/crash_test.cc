@@ -1,10 +1,19 @@
-// Randomized crash test: a fault bdev acknowledges but drops every write after the N-th
-// (a crash at that instant), while a random stream of pool operations runs. After each
-// crash the pool is re-imported from the base disk: the checker must pass, every
+// Randomized crash tests.
+//
+// RandomizedDroppedWritesAfterNthWrite: a fault bdev acknowledges but drops every write
+// after the N-th (a crash at that instant), while a random stream of pool operations runs.
+// After each crash the pool is re-imported from the base disk: the checker must pass, every
 // operation acknowledged before the crash point must be present, and every write
-// acknowledged before a flush that completed before the crash must read back.
+// acknowledged before a flush that completed before the crash must read back. Everything
+// before the cut stays in order, so a missing flush goes unseen.
+//
+// RandomizedPowerLossWithVolatileCache: the same checks through the fault bdev's volatile
+// write cache, where a power loss keeps only what was flushed (or written with FUA) and any
+// subset of the rest, reordered and torn at 4 KiB. See the test for the replay variables.
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <random>
 #include <set>
@@ -134,7 +143,9 @@ struct Trial {
       ASSERT_TRUE(b) << "durable replica " << n << " is missing";
       EXPECT_GE(b->size_bytes(), st.first) << n;
     }
-    for (const auto& n : durable.gone) EXPECT_FALSE(e.reg->find(n)) << "destroyed replica " << n << " is back";
+    for (const auto& n : durable.gone) {
+      EXPECT_FALSE(e.reg->find(n)) << "destroyed replica " << n << " is back";
+    }
     for (const auto& [n, m] : durable.data) {
       for (const auto& [lba, v] : m) {
         auto got = e.read(n, lba, 1, 0);
@@ -165,6 +176,238 @@ TEST(PoolCrash, RandomizedDroppedWritesAfterNthWrite) {
     t.crash_and_verify(seed);
     if (HasFatalFailure()) return;
   }
+}
+
+// ---- Power loss through a volatile write cache ----
+//
+// The pool's disk is fault (cache=volatile) over malloc. A seeded stream of pool operations
+// runs until its N-th I/O reaches the disk; an error rule fails that I/O and every later one
+// (the device is frozen at that instant), and power_loss() with the trial's seed decides
+// which unflushed block versions reached the malloc disk. The pool is then imported from
+// the malloc disk itself: the checker must pass; every acknowledged create, grow and
+// destroy must be there; every write acknowledged with FUA, or before a flush that
+// completed, must read back; and a block of a replica that no write ever touched must
+// read as zeroes (its cluster was zeroed durably before the pool handed it out).
+// CASTOR_CRASH_SEED (first seed, default 5000) and CASTOR_CRASH_POINTS (trials, default
+// 400) select the trials; trial i uses seed CASTOR_CRASH_SEED + i for the operations, the
+// cut point and the power loss, so CASTOR_CRASH_SEED=<seed> CASTOR_CRASH_POINTS=1 replays
+// one.
+
+uint64_t env_u64(const char* name, uint64_t def) {
+  const char* v = getenv(name);
+  if (!v || !*v) return def;
+  return std::strtoull(v, nullptr, 10);
+}
+
+constexpr uint32_t kAllIo = bdev::io_type_bit(bdev::IoType::kRead) | bdev::io_type_bit(bdev::IoType::kWrite) |
+                            bdev::io_type_bit(bdev::IoType::kFlush) | bdev::io_type_bit(bdev::IoType::kUnmap) |
+                            bdev::io_type_bit(bdev::IoType::kWriteZeroes);
+
+struct PowerTrial {
+  PoolEnv e;
+  std::shared_ptr<bdev::Bdev> f;
+  uint64_t seed = 0;
+  uint64_t cut = 0;  // I/Os that reach the disk before it freezes (0: never)
+  Durable durable;
+  std::map<std::string, std::map<uint64_t, uint8_t>> pending;  // written, not yet flushed
+  std::map<std::string, std::set<uint64_t>> written;           // blocks any write was tried on
+  std::mt19937_64 rng;
+  bdev::PowerLossReport report;
+
+  PowerTrial(uint64_t s, uint64_t n) : seed(s), cut(n), rng(s) {
+    EXPECT_TRUE(e.reg->create("malloc:///m?size_mb=24"));
+    EXPECT_TRUE(e.reg->create("fault:///f?base=m&cache=volatile"));
+    f = e.reg->find("f");
+    bdev::FaultRuleSpec r;
+    r.mode = bdev::FaultMode::kError;
+    r.ops_mask = kAllIo;
+    r.skip = n ? n : UINT64_MAX;
+    EXPECT_TRUE(bdev::FaultControl::inject(*f, r));
+  }
+  uint64_t ios() { return bdev::FaultControl::list(*f)[0].matched; }
+  bool frozen() { return cut && ios() > cut; }
+
+  void run(int nops) {
+    PoolCreateOptions po;
+    po.name = "cp";
+    po.disks = {"f"};
+    po.cluster_size = kMiB;
+    po.log_size = 32 * 1024;
+    if (!e.pools->create(po)) return;
+    durable.pool = true;
+    std::vector<std::string> live;
+    int next = 0;
+    for (int i = 0; i < nops; ++i) {
+      // 10% creates, 5% destroys, 5% grows, 80% writes (1 in 8 followed by a flush).
+      int op = static_cast<int>(rng() % 20);
+      if (live.empty() || op < 2) {
+        std::string n = "r" + std::to_string(next++);
+        bool thin = rng() % 2;
+        uint64_t size = (1 + rng() % 3) * kMiB;
+        if (e.pools->create_replica({"cp", n, size, thin, std::nullopt})) {
+          live.push_back(n);
+          durable.replicas[n] = {size, thin};
+        }
+      } else if (op < 3) {
+        size_t k = rng() % live.size();
+        std::string n = live[k];
+        bool ok = static_cast<bool>(e.pools->destroy_replica(n));
+        // A failed destroy may or may not have landed; its bdev is gone either way.
+        if (ok || !e.reg->find(n)) live.erase(live.begin() + static_cast<long>(k));
+        pending.erase(n);
+        durable.replicas.erase(n);
+        durable.data.erase(n);
+        if (ok) durable.gone.insert(n);
+      } else if (op < 4) {
+        std::string n = live[rng() % live.size()];
+        auto b = e.reg->find(n);
+        if (!b) continue;
+        uint64_t cur = b->size_bytes();
+        if (e.pools->grow_replica(n, cur + kMiB) && durable.replicas.count(n)) {
+          durable.replicas[n].first = cur + kMiB;
+        }
+      } else {
+        std::string n = live[rng() % live.size()];
+        auto b = e.reg->find(n);
+        if (!b) continue;
+        // Half the writes go to a few hot blocks, so that blocks hold several unflushed
+        // versions for the power loss to choose from; up to 4 blocks, so that they tear.
+        uint64_t lba = rng() % 2 ? rng() % 4 : rng() % b->num_blocks();
+        uint64_t nb = std::min<uint64_t>(1 + rng() % 4, b->num_blocks() - lba);
+        uint8_t v = static_cast<uint8_t>(1 + rng() % 250);
+        bool fua = rng() % 4 == 0;
+        size_t r = rng() % 2;
+        b.reset();
+        // Until a flush covers it (or FUA), a block may hold the old or the new value.
+        for (uint64_t l = lba; l < lba + nb; ++l) {
+          durable.data[n].erase(l);
+          pending[n].erase(l);
+          written[n].insert(l);
+        }
+        auto st = fua ? e.fill_fua(n, lba, nb, v, r) : e.fill(n, lba, nb, v, r);
+        if (st == bdev::IoStatus::kSuccess) {
+          for (uint64_t l = lba; l < lba + nb; ++l) {
+            if (!fua) {
+              pending[n][l] = v;
+            } else if (durable.replicas.count(n)) {
+              durable.data[n][l] = v;
+            }
+          }
+        }
+        if (rng() % 8 == 0) {
+          auto rb = e.reg->find(n);
+          // Flush: everything written before it is durable once it completes.
+          if (rb &&
+              bdev::test::do_io(e, 0, *rb, bdev::IoType::kFlush, 0, 0, nullptr, 0) == bdev::IoStatus::kSuccess) {
+            for (auto& [rn, m] : pending) {
+              if (!durable.replicas.count(rn)) continue;
+              for (auto& [l, x] : m) durable.data[rn][l] = x;
+            }
+          }
+          pending.clear();
+        }
+      }
+    }
+  }
+
+  void power_loss_and_verify() {
+    auto ci = bdev::FaultControl::volatile_cache(*f);
+    auto rep = bdev::FaultControl::power_loss(*f, seed);
+    ASSERT_TRUE(rep) << rep.status().to_string();
+    report = *rep;
+    if (getenv("CRASH_DEBUG")) {
+      fprintf(stderr,
+              "seed %llu: %llu I/Os, cache %llu blocks %llu versions; units lost %llu newest %llu older %llu\n",
+              static_cast<unsigned long long>(seed), static_cast<unsigned long long>(ios()),
+              static_cast<unsigned long long>(ci->blocks), static_cast<unsigned long long>(ci->versions),
+              static_cast<unsigned long long>(rep->lost), static_cast<unsigned long long>(rep->newest),
+              static_cast<unsigned long long>(rep->older));
+    }
+    (void)e.pools->export_pool("cp");  // writes nothing
+    f.reset();
+    ASSERT_TRUE(e.reg->destroy("f"));  // import from the malloc disk itself
+    auto chk = e.check({"m"});
+    if (!durable.pool && !chk.ok) return;  // the create never became durable
+    ASSERT_TRUE(chk.ok) << chk.problems[0];
+    auto imp = e.pools->import({"m"});
+    ASSERT_TRUE(imp) << imp.status().to_string();
+    for (const auto& [n, st] : durable.replicas) {
+      auto b = e.reg->find(n);
+      ASSERT_TRUE(b) << "acknowledged replica " << n << " is missing";
+      EXPECT_GE(b->size_bytes(), st.first) << n << " lost an acknowledged grow";
+    }
+    for (const auto& n : durable.gone) {
+      EXPECT_FALSE(e.reg->find(n)) << "destroyed replica " << n << " is back";
+    }
+    for (const auto& [n, m] : durable.data) {
+      for (const auto& [lba, v] : m) {
+        auto got = e.read(n, lba, 1, 0);
+        ASSERT_FALSE(got.empty());
+        EXPECT_TRUE(e.all(got, v)) << n << " lba " << lba << " lost a durable write of " << int(v)
+                                   << ", holds " << int(got[0]);
+      }
+    }
+    // Every replica there (acknowledged or not): untouched blocks are zeroes.
+    for (const auto& ri : e.pools->list_replicas("cp")) {
+      auto b = e.reg->find(ri.name);
+      ASSERT_TRUE(b);
+      auto got = e.read(ri.name, 0, b->num_blocks(), 1);
+      ASSERT_FALSE(got.empty()) << ri.name;
+      const auto& w = written[ri.name];
+      const uint32_t bs = b->block_size();
+      const std::vector<uint8_t> zero(bs, 0);
+      for (uint64_t lba = 0; lba < b->num_blocks(); ++lba) {
+        if (w.count(lba) || std::memcmp(got.data() + lba * bs, zero.data(), bs) == 0) continue;
+        FAIL() << ri.name << " lba " << lba << " was never written but is not zeroes";
+      }
+    }
+  }
+};
+
+TEST(PoolCrash, RandomizedPowerLossWithVolatileCache) {
+  constexpr int kOps = 40;
+  const uint64_t base = env_u64("CASTOR_CRASH_SEED", 5000);
+  const uint64_t points = env_u64("CASTOR_CRASH_POINTS", 400);
+  // How many I/Os a stream makes (a fixed reference seed, so a replay cuts at the same
+  // point): cut points spread over that and a little beyond.
+  uint64_t total = 0;
+  {
+    PowerTrial t(7, 0);
+    t.run(kOps);
+    total = t.ios();
+  }
+  ASSERT_GT(total, 50u);
+  printf("PoolCrash.RandomizedPowerLossWithVolatileCache: seeds %llu..%llu (replay one with "
+         "CASTOR_CRASH_SEED=<seed> CASTOR_CRASH_POINTS=1)\n",
+         static_cast<unsigned long long>(base), static_cast<unsigned long long>(base + points - 1));
+  fflush(stdout);
+  bdev::PowerLossReport sum;
+  uint64_t cut_in_stream = 0, no_pool = 0;
+  for (uint64_t i = 0; i < points; ++i) {
+    const uint64_t seed = base + i;
+    const uint64_t cut = 1 + std::mt19937_64(seed ^ 0x5eed)() % (total + total / 10);
+    SCOPED_TRACE("CASTOR_CRASH_SEED=" + std::to_string(seed) + " CASTOR_CRASH_POINTS=1 (cut after I/O " +
+                 std::to_string(cut) + " of about " + std::to_string(total) + ")");
+    PowerTrial t(seed, cut);
+    t.run(kOps);
+    cut_in_stream += t.frozen();
+    no_pool += !t.durable.pool;
+    t.power_loss_and_verify();
+    sum.units += t.report.units;
+    sum.lost += t.report.lost;
+    sum.newest += t.report.newest;
+    sum.older += t.report.older;
+    if (HasFailure()) {
+      printf("FAILED at seed %llu: replay with CASTOR_CRASH_SEED=%llu CASTOR_CRASH_POINTS=1\n",
+             static_cast<unsigned long long>(seed), static_cast<unsigned long long>(seed));
+      return;
+    }
+  }
+  printf("PoolCrash.RandomizedPowerLossWithVolatileCache: %llu trials, %llu cut inside the stream, %llu before the "
+         "pool was durable; cached units at the cuts: %llu lost, %llu newest, %llu older version\n",
+         static_cast<unsigned long long>(points), static_cast<unsigned long long>(cut_in_stream),
+         static_cast<unsigned long long>(no_pool), static_cast<unsigned long long>(sum.lost),
+         static_cast<unsigned long long>(sum.newest), static_cast<unsigned long long>(sum.older));
 }
 
 }  // namespace

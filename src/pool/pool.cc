@@ -271,12 +271,13 @@ class PoolImpl {
       async_io(home_, member(0), IoType::kWrite, label_.log_offset + log_head_ * kBlock, rec->size(), buf,
                [this, nb, ops, finish](IoStatus st) {
                  if (st != IoStatus::kSuccess) {
-                   finish(make_error(errc_of(st), "metadata log write failed: {}", bdev::io_status_name(st)));
+                   finish(metadata_failed(st, "metadata log write failed", "was not made"));
                    return;
                  }
                  async_io(home_, member(0), IoType::kFlush, 0, 0, nullptr, [this, nb, ops, finish](IoStatus fs) {
                    if (fs != IoStatus::kSuccess) {
-                     finish(make_error(errc_of(fs), "metadata log flush failed: {}", bdev::io_status_name(fs)));
+                     // The record may be on the disk or not: the outcome is unknown.
+                     finish(metadata_failed(fs, "metadata log flush failed", "may or may not be durable"));
                      return;
                    }
                    log_head_ += nb;
@@ -304,6 +305,17 @@ class PoolImpl {
     });
   }
 
+  // A metadata write or flush failed: from now on the pool refuses metadata changes (its
+  // replicas keep serving I/O to clusters already allocated), until it is imported again,
+  // which reads back whatever reached the disk. Returns the caller's error.
+  Status metadata_failed(IoStatus st, const char* what, const char* outcome) {
+    failed_ = true;
+    auto err = make_error(errc_of(st), "{}: {}; the change {}; pool '{}' metadata is now read-only (re-import "
+                          "the pool to recover)", what, bdev::io_status_name(st), outcome, name());
+    spdlog::error("pool={} {}", name(), err.message());
+    return err;
+  }
+
   // Folds the committed state into the inactive slot; the log restarts at block 0.
   void checkpoint(std::function<void(Status)> done) {
     Checkpoint c;
@@ -326,12 +338,15 @@ class PoolImpl {
     async_io(home_, member(0), IoType::kWrite, label_.meta_offset + slot * label_.slot_size, len, buf,
              [this, slot, done](IoStatus st) {
                if (st != IoStatus::kSuccess) {
-                 done(make_error(errc_of(st), "checkpoint write failed"));
+                 done(metadata_failed(st, "checkpoint write failed", "was not made"));
                  return;
                }
                async_io(home_, member(0), IoType::kFlush, 0, 0, nullptr, [this, slot, done](IoStatus fs) {
+                 // A checkpoint that landed although its flush failed would restart the log
+                 // at block 0 on the next import: records appended after it at the old
+                 // head would be lost. Read-only from here on.
                  if (fs != IoStatus::kSuccess) {
-                   done(make_error(errc_of(fs), "checkpoint flush failed"));
+                   done(metadata_failed(fs, "checkpoint flush failed", "was not made"));
                    return;
                  }
                  active_slot_ = slot;

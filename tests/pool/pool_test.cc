@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include "bdev/modules/fault.h"
 #include "pool_harness.h"
 
 namespace castor::pool::test {
@@ -236,6 +237,60 @@ TEST(Pool, ManyOpsCheckpointAndReplay) {
   EXPECT_EQ(imp->used_clusters, before->used_clusters);
   EXPECT_EQ(imp->replicas, before->replicas);
   for (int i = 0; i < 40; ++i) EXPECT_TRUE(e.all(e.read("thin", uint64_t(i) * 256, 1), static_cast<uint8_t>(i + 1)));
+}
+
+}  // namespace
+}  // namespace castor::pool::test
+
+namespace castor::pool::test {
+namespace {
+
+// A failed metadata write or flush makes the pool's metadata read-only, with an error that
+// says so (and, for a failed flush, that the change may or may not be durable); the
+// replicas keep serving I/O; a re-import reads back whatever reached the disk and the
+// pool is writable again. Nothing acknowledged is lost.
+TEST(Pool, MetadataIoErrorMakesThePoolReadOnly) {
+  for (const auto op : {bdev::IoType::kWrite, bdev::IoType::kFlush}) {
+    SCOPED_TRACE(bdev::io_type_name(op));
+    PoolEnv e;
+    ASSERT_TRUE(e.reg->create("malloc:///m?size_mb=32"));
+    ASSERT_TRUE(e.reg->create("fault:///d0?base=m"));
+    ASSERT_TRUE(e.pools->create(opts("p0", {"d0"})));
+    ASSERT_TRUE(e.pools->create_replica(ropts("p0", "r1", 2 * kMiB, false)));
+    ASSERT_EQ(e.fill("r1", 0, 4, 0x11), bdev::IoStatus::kSuccess);
+    bdev::FaultRuleSpec spec;
+    spec.mode = bdev::FaultMode::kError;
+    spec.ops_mask = bdev::io_type_bit(op);
+    auto id = bdev::FaultControl::inject(*e.reg->find("d0"), spec);
+    ASSERT_TRUE(id);
+    auto r2 = e.pools->create_replica(ropts("p0", "r2", kMiB, true));
+    ASSERT_FALSE(r2);
+    EXPECT_NE(r2.status().message().find("read-only"), std::string::npos) << r2.status().message();
+    if (op == bdev::IoType::kFlush) {
+      EXPECT_NE(r2.status().message().find("may or may not be durable"), std::string::npos)
+          << r2.status().message();
+    }
+    ASSERT_TRUE(bdev::FaultControl::clear(*e.reg->find("d0"), 0));
+    // Read-only even with the disk well again: the in-memory state may disagree with it.
+    auto r3 = e.pools->create_replica(ropts("p0", "r3", kMiB, true));
+    ASSERT_FALSE(r3);
+    EXPECT_NE(r3.status().message().find("read-only"), std::string::npos) << r3.status().message();
+    auto info = e.pools->list();
+    ASSERT_EQ(info.size(), 1u);
+    EXPECT_EQ(info[0].state, "faulted");
+    // The replica still serves I/O to what it has.
+    ASSERT_EQ(e.fill("r1", 4, 4, 0x22), bdev::IoStatus::kSuccess);
+    EXPECT_TRUE(e.all(e.read("r1", 0, 4), 0x11));
+    ASSERT_TRUE(e.pools->export_pool("p0"));
+    auto imp = e.pools->import({"d0"});
+    ASSERT_TRUE(imp) << imp.status().to_string();
+    EXPECT_TRUE(e.all(e.read("r1", 0, 4), 0x11));
+    EXPECT_TRUE(e.all(e.read("r1", 4, 4), 0x22));
+    EXPECT_FALSE(e.reg->find("r3"));
+    // A failed write left no record; a failed flush left it on this (cacheless) disk.
+    EXPECT_EQ(static_cast<bool>(e.reg->find("r2")), op == bdev::IoType::kFlush);
+    EXPECT_TRUE(e.pools->create_replica(ropts("p0", "r4", kMiB, true))) << "writable again";
+  }
 }
 
 }  // namespace

@@ -61,6 +61,16 @@ bool valid(const Bdev& b, const IoRequest& r) {
 }
 }  // namespace
 
+BdevChannel::BdevChannel(Bdev& bdev, reactor::Reactor& reactor)
+    : bdev_(bdev), reactor_(reactor), stats_(bdev.stats_slot(reactor.id())) {
+  if (!stats_) {
+    own_stats_ = std::make_unique<ChannelStats>();
+    stats_ = own_stats_.get();
+  }
+}
+
+BdevChannel::~BdevChannel() = default;
+
 void BdevChannel::submit(IoRequest& req) { submit_at(req, mono_ns()); }
 
 void BdevChannel::submit_at(IoRequest& req, uint64_t now_ns) {
@@ -81,7 +91,7 @@ void BdevChannel::submit_at(IoRequest& req, uint64_t now_ns) {
 
 bool BdevChannel::fua_flush(IoRequest& req, IoStatus status) {
   if (req.fua_stage == 2) {
-    auto& flush = stats_.per_type[static_cast<int>(IoType::kFlush)];
+    auto& flush = stats_->per_type[static_cast<int>(IoType::kFlush)];
     bump(status == IoStatus::kSuccess ? flush.ops : flush.errors, 1);
     req.type = req.fua_type;  // the flush finished: the caller sees its write again
     req.fua_stage = 0;
@@ -108,7 +118,7 @@ bool BdevChannel::fua_flush(IoRequest& req, IoStatus status) {
 void BdevChannel::account(IoRequest& req, IoStatus status) {
   --outstanding_;
   req.status = status;
-  auto& pt = stats_.per_type[static_cast<int>(req.type)];
+  auto& pt = stats_->per_type[static_cast<int>(req.type)];
   if (status == IoStatus::kSuccess) {
     bump(pt.ops, 1);
     bump(pt.bytes, req.num_blocks * bdev_.block_size());
@@ -121,7 +131,7 @@ void BdevChannel::account(IoRequest& req, IoStatus status) {
 void BdevChannel::deliver(IoRequest& req, uint64_t now_ns) {
   req.done_ns = now_ns;
   if (req.status == IoStatus::kSuccess) {
-    stats_.latency[static_cast<int>(req.type)].record(req.done_ns - req.start_ns);
+    stats_->latency[static_cast<int>(req.type)].record(req.done_ns - req.start_ns);
   }
   req.cb(req, req.cb_arg);
 }
@@ -152,13 +162,30 @@ Bdev::Bdev(std::string name, std::string module, uint32_t block_size, uint64_t n
       num_blocks_(num_blocks) {}
 
 Bdev::~Bdev() {
+  // Channels first: a channel's destructor may still complete (and count) requests.
   for (size_t i = 0; i < nchannels_; ++i) delete channels_[i].load(std::memory_order_acquire);
+  for (size_t i = 0; i < nchannels_; ++i) delete stats_[i].load(std::memory_order_acquire);
 }
 
 void Bdev::set_reactor_count(size_t n) {
   channels_ = std::make_unique<std::atomic<BdevChannel*>[]>(n);
-  for (size_t i = 0; i < n; ++i) channels_[i].store(nullptr);
+  stats_ = std::make_unique<std::atomic<ChannelStats*>[]>(n);
+  for (size_t i = 0; i < n; ++i) {
+    channels_[i].store(nullptr);
+    stats_[i].store(nullptr);
+  }
   nchannels_ = n;
+}
+
+ChannelStats* Bdev::stats_slot(size_t i) {
+  if (i >= nchannels_) return nullptr;
+  ChannelStats* s = stats_[i].load(std::memory_order_relaxed);
+  if (!s) {
+    // Only reactor i creates slot i; a reader sees either nullptr or the whole object.
+    s = new ChannelStats();
+    stats_[i].store(s, std::memory_order_release);
+  }
+  return s;
 }
 
 BdevChannel& Bdev::channel(reactor::Reactor& r) {
@@ -179,9 +206,9 @@ void Bdev::drop_channel(size_t i) {
 BdevStatsSnapshot Bdev::stats() const {
   BdevStatsSnapshot s;
   for (size_t i = 0; i < nchannels_; ++i) {
-    const BdevChannel* ch = channels_[i].load(std::memory_order_acquire);
-    if (!ch) continue;
-    const auto& cs = ch->stats();
+    const ChannelStats* slot = stats_[i].load(std::memory_order_acquire);
+    if (!slot) continue;
+    const auto& cs = *slot;
     for (int t = 0; t < kNumIoTypes; ++t) {
       s.per_type[t].ops += cs.per_type[t].ops.load(std::memory_order_relaxed);
       s.per_type[t].bytes += cs.per_type[t].bytes.load(std::memory_order_relaxed);

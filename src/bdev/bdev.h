@@ -74,8 +74,9 @@ struct IoRequest : reactor::Task {
   IoType fua_type = IoType::kRead;
 };
 
-// Per-operation counters of one channel; single writer (the channel's reactor), read by
-// any thread with relaxed loads.
+// Per-operation counters of one reactor's channel; single writer (that reactor), read by
+// any thread with relaxed loads. Owned by the Bdev, not the channel, so a reader never
+// touches freed memory while a destroy drops the channels on their reactors.
 struct ChannelStats {
   struct PerType {
     std::atomic<uint64_t> ops{0};
@@ -99,8 +100,9 @@ class Bdev;
 
 class BdevChannel {
  public:
-  BdevChannel(Bdev& bdev, reactor::Reactor& reactor) : bdev_(bdev), reactor_(reactor) {}
-  virtual ~BdevChannel() = default;
+  // Counts into `bdev`'s statistics slot for `reactor` (Bdev::stats_slot).
+  BdevChannel(Bdev& bdev, reactor::Reactor& reactor);
+  virtual ~BdevChannel();
 
   // Validates and submits. REQUIRES: called on reactor()'s thread.
   void submit(IoRequest& req);
@@ -125,7 +127,7 @@ class BdevChannel {
 
   Bdev& bdev() { return bdev_; }
   reactor::Reactor& reactor() { return reactor_; }
-  const ChannelStats& stats() const { return stats_; }
+  const ChannelStats& stats() const { return *stats_; }
   // I/Os submitted to this channel and not yet completed.
   uint64_t outstanding() const { return outstanding_; }
 
@@ -148,7 +150,10 @@ class BdevChannel {
   bool fua_flush(IoRequest& req, IoStatus status);
   Bdev& bdev_;
   reactor::Reactor& reactor_;
-  ChannelStats stats_;
+  // The Bdev's slot for this reactor, or own_stats_ for a channel made outside
+  // Bdev::channel() (no slot): then Bdev::stats() does not see it.
+  ChannelStats* stats_;
+  std::unique_ptr<ChannelStats> own_stats_;
   uint64_t outstanding_ = 0;
 };
 
@@ -210,13 +215,19 @@ class Bdev {
 
   // This reactor's channel, created on first use. REQUIRES: on `r`'s thread.
   BdevChannel& channel(reactor::Reactor& r);
-  // Sum of every channel's statistics. Any thread.
+  // Sum of every reactor's statistics, including those of channels already dropped. Any
+  // thread, for as long as the caller keeps the Bdev alive (BdevRegistry::stats() does);
+  // it reads only storage the Bdev owns, never a channel.
   BdevStatsSnapshot stats() const;
 
   // Sizes the channel table; called once by the registry before any I/O.
   void set_reactor_count(size_t n);
   // Destroys channel `i`; REQUIRES: on reactor i's thread, no outstanding I/O.
   void drop_channel(size_t i);
+  // Reactor i's statistics, created on first use and kept until the Bdev is destroyed;
+  // nullptr if i is beyond the channel table. REQUIRES: on reactor i's thread (channel
+  // construction).
+  ChannelStats* stats_slot(size_t i);
   // Channel `i` if it was created, else nullptr. Dereference only on reactor i.
   BdevChannel* existing_channel(size_t i) const {
     return i < nchannels_ ? channels_[i].load(std::memory_order_acquire) : nullptr;
@@ -251,6 +262,9 @@ class Bdev {
   uint32_t supported_ops_ = 0;
   uint32_t fua_ops_ = 0;
   std::unique_ptr<std::atomic<BdevChannel*>[]> channels_;
+  // Per-reactor statistics, indexed like channels_; each written once (on its reactor)
+  // and freed only by ~Bdev, after the channels.
+  std::unique_ptr<std::atomic<ChannelStats*>[]> stats_;
   size_t nchannels_ = 0;
 };
 

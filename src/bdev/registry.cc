@@ -163,9 +163,13 @@ Result<BdevInfo> BdevRegistry::info(const std::string& name) const {
 }
 
 Result<BdevStatsSnapshot> BdevRegistry::stats(const std::string& name) const {
-  auto b = find(name);
-  if (!b) return make_error(Errc::kNotFound, "bdev '{}' does not exist", name);
-  return b->stats();
+  // Read under the lock rather than through a shared_ptr copy: a scrape then never holds
+  // the last reference, so destroy() stays the point where the bdev dies (and a fault
+  // bdev's claim on its base ends). The read itself touches only Bdev-owned storage.
+  std::lock_guard lk(mu_);
+  auto it = bdevs_.find(name);
+  if (it == bdevs_.end()) return make_error(Errc::kNotFound, "bdev '{}' does not exist", name);
+  return it->second->stats();
 }
 
 std::shared_ptr<Bdev> BdevRegistry::find(const std::string& name) const {

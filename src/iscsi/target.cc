@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstring>
 #include <future>
+#include <set>
 #include <thread>
 
 #include <spdlog/spdlog.h>
@@ -1301,6 +1302,9 @@ class IscsiConnection final : public reactor::Connection::Handler {
     destroying_ = true;
     cancel_timer();
     if (sess_) leave_session();
+    // The connection's reference to its node's device, the last one once the session is
+    // gone: dropped before session_ended() wakes a remove_node() waiting for it.
+    dev_.reset();
     if (registered_) t_.session_ended(id_);
     std::erase(t_.live_[r_.id()], this);
     // Not from inside the Connection's callback stack: defer the delete.
@@ -1420,7 +1424,7 @@ IscsiTarget::IscsiTarget(reactor::ReactorGroup& reactors, bdev::BdevRegistry& re
   login_cfg_.find_target = [this](const std::string& name) -> std::optional<NodeAccess> {
     std::lock_guard g(mu_);
     auto it = nodes_.find(name);
-    if (it == nodes_.end()) return std::nullopt;
+    if (it == nodes_.end() || it->second.removing) return std::nullopt;
     return it->second.cfg.access;
   };
   login_cfg_.new_tsih = [this] {
@@ -1516,22 +1520,59 @@ Status IscsiTarget::add_node(const NodeConfig& cfg) {
   return Status::ok();
 }
 
-Status IscsiTarget::remove_node(const std::string& name) {
+Status IscsiTarget::remove_node(const std::string& name, uint64_t drain_timeout_ms) {
+  std::shared_ptr<scsi::Device> dev;
+  std::vector<std::string> bdevs;
   {
     std::lock_guard g(mu_);
-    if (!nodes_.erase(name)) return make_error(Errc::kNotFound, "iSCSI target {} does not exist", name);
+    auto it = nodes_.find(name);
+    if (it == nodes_.end()) return make_error(Errc::kNotFound, "iSCSI target {} does not exist", name);
+    if (it->second.removing) return make_error(Errc::kBusy, "iSCSI target {} is already being removed", name);
+    it->second.removing = true;  // no new logins or sessions from here on
+    dev = it->second.dev;
+    for (const auto& l : it->second.cfg.luns) bdevs.push_back("'" + l.bdev + "'");
   }
   close_sessions(name, 0);  // connection ids start at 1
-  // Wait until those sessions are gone, so the bdevs are no longer held open.
-  for (int tries = 0; tries < 1000; ++tries) {
-    bool any = false;
-    {
-      std::lock_guard g(mu_);
-      for (const auto& [id, s] : sessions_) any |= s.info.target == name;
-    }
-    if (!any) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  // The node's bdevs are held by its device, which its sessions share: wait until ours
+  // (the node's and this copy) are the only references left, i.e. every connection that
+  // used it is gone, including those still running a command on a hung bdev.
+  // session_ended() signals each end; the periodic re-check is only a safety net.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(drain_timeout_ms);
+  std::unique_lock lk(mu_);
+  while (dev.use_count() > 2) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) break;
+    released_cv_.wait_until(lk, std::min(deadline, now + std::chrono::milliseconds(50)));
   }
+  auto it = nodes_.find(name);
+  const bool ours = it != nodes_.end() && it->second.dev == dev;
+  if (dev.use_count() > 2) {
+    // Not removed: the node stays exactly as it was (logins allowed again), so that the
+    // bdevs are never held by a target that no longer lists them.
+    if (ours) it->second.removing = false;
+    std::set<std::string> initiators;
+    size_t conns = 0;
+    for (const auto& [id, sess] : sessions_) {
+      if (sess.info.target != name) continue;
+      ++conns;
+      initiators.insert(sess.info.initiator);
+    }
+    auto list = [](const auto& v) {
+      std::string out;
+      for (const auto& x : v) out += (out.empty() ? "" : ", ") + x;
+      return out;
+    };
+    return make_error(Errc::kBusy,
+                      "iSCSI target {} is still in use after {} ms: {} closing connection(s){}{} "
+                      "still running commands on bdev {} (a hung device?); the target stays "
+                      "exported, remove it again once they finish",
+                      name, drain_timeout_ms, conns, initiators.empty() ? "" : " from ",
+                      list(initiators), list(bdevs));
+  }
+  std::atomic_thread_fence(std::memory_order_acquire);  // the reactors' last use of `dev`
+  if (ours) nodes_.erase(it);
+  lk.unlock();
+  dev.reset();  // closes the LUNs' descriptors: the bdevs are free when this returns
   spdlog::info("iscsi target {} removed", name);
   return Status::ok();
 }
@@ -1588,13 +1629,15 @@ std::vector<SessionInfo> IscsiTarget::list_sessions() const {
 std::shared_ptr<scsi::Device> IscsiTarget::device(const std::string& node) const {
   std::lock_guard g(mu_);
   auto it = nodes_.find(node);
-  return it == nodes_.end() ? nullptr : it->second.dev;
+  return it == nodes_.end() || it->second.removing ? nullptr : it->second.dev;
 }
 
 std::vector<std::string> IscsiTarget::node_names() const {
   std::lock_guard g(mu_);
   std::vector<std::string> out;
-  for (const auto& [n, node] : nodes_) out.push_back(n);
+  for (const auto& [n, node] : nodes_) {
+    if (!node.removing) out.push_back(n);
+  }
   return out;
 }
 
@@ -1602,6 +1645,12 @@ void IscsiTarget::session_started(IscsiConnection* c, const SessionInfo& s, uint
   std::vector<std::pair<uint32_t, uint64_t>> old;
   {
     std::lock_guard g(mu_);
+    if (!s.target.empty()) {
+      // A login that found the node just before remove_node() marked it: removal closes
+      // this session too.
+      auto n = nodes_.find(s.target);
+      if (n == nodes_.end() || n->second.removing) old.emplace_back(s.reactor, conn_id);
+    }
     for (const auto& [id, other] : sessions_) {
       if (!s.target.empty() && other.info.target == s.target && other.info.initiator == s.initiator &&
           other.info.isid == s.isid && other.info.tsih != s.tsih) {
@@ -1620,6 +1669,7 @@ void IscsiTarget::session_started(IscsiConnection* c, const SessionInfo& s, uint
 void IscsiTarget::session_ended(uint64_t conn_id) {
   std::lock_guard g(mu_);
   sessions_.erase(conn_id);
+  released_cv_.notify_all();
 }
 
 std::optional<uint32_t> IscsiTarget::session_reactor(uint16_t tsih) const {

@@ -12,6 +12,7 @@
 // IscsiTarget's methods are thread-safe control-path calls (not from a reactor thread).
 
 #include <atomic>
+#include <condition_variable>
 #include <map>
 #include <optional>
 #include <memory>
@@ -119,8 +120,13 @@ class IscsiTarget {
   // exists). Errors: AlreadyExists (name), NotFound (bdev), InvalidArgument (bad name,
   // no LUN, CHAP secret shorter than 12 bytes as RFC 7143 §12.1.3 requires).
   Status add_node(const NodeConfig& cfg);
-  // Removes the node and closes its sessions. Errors: NotFound.
-  Status remove_node(const std::string& name);
+  // Closes the node's sessions, waits up to `drain_timeout_ms` for them to end (commands
+  // still running on the bdevs included), then removes the node and releases its bdevs:
+  // they are free when this returns. Meanwhile no new login to the node is accepted.
+  // Errors: NotFound; Busy if a session has not ended by then (a command stuck on a hung
+  // bdev) or another removal of it is running: the node then stays exported as it was
+  // (its closed sessions are not restored), and removing it again succeeds once they end.
+  Status remove_node(const std::string& name, uint64_t drain_timeout_ms = 5000);
   std::vector<NodeInfo> list_nodes() const;
   std::vector<SessionInfo> list_sessions() const;
   // Serves an already connected socket on reactor `reactor_index` as if accepted (tests
@@ -165,6 +171,7 @@ class IscsiTarget {
   struct Node {
     NodeConfig cfg;
     std::shared_ptr<scsi::Device> dev;
+    bool removing = false;  // remove_node() is waiting for its sessions: no new logins
   };
   std::map<std::string, Node> nodes_;
   struct Session {
@@ -172,6 +179,7 @@ class IscsiTarget {
     uint64_t conn_id;
   };
   std::map<uint64_t, Session> sessions_;  // by connection id
+  std::condition_variable released_cv_;   // a session ended (with mu_)
   std::vector<std::unique_ptr<reactor::Listener>> listeners_;
   TargetStats stats_;
   size_t next_reactor_ = 0;

@@ -258,11 +258,14 @@ void stop_listeners(ReactorGroup& g, const std::vector<Listener*>& listeners) {
 
 bool wait_on_reactor(ReactorGroup& g, size_t i, const std::function<bool()>& done,
                      int timeout_ms) {
-  for (int waited = 0;; waited += 10) {
+  // A poll: the state lives on reactor i and is read there by message. The deadline is
+  // on the clock, so time spent reaching the reactor counts too.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
     bool ok = false;
     g.run_on(i, [&](Reactor&) { ok = done(); });
     if (ok) return true;
-    if (waited >= timeout_ms) return false;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
 }

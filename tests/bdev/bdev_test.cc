@@ -387,5 +387,59 @@ TEST(Registry, FileKeepsItsUuidAcrossReopens) {
   EXPECT_FALSE(std::filesystem::exists(env.path("id3.img")));
 }
 
+// Statistics are read by gRPC and Prometheus threads while bdevs are created, used and
+// destroyed; a destroy deletes the bdev's channels on their reactors. A reader must never
+// touch a deleted channel (under ASan a use-after-free), and a reader holding the bdev
+// must not keep it alive past destroy(): the fault bdev's claim on its base ends there,
+// so the base can be destroyed right after.
+TEST(Registry, StatsReadWhileBdevsAreDestroyedTouchNoFreedChannel) {
+  Env env;
+  constexpr int kNames = 3;
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> reads{0};
+  auto reader = [&] {
+    while (!stop.load(std::memory_order_relaxed)) {
+      for (int k = 0; k < kNames; ++k) {
+        const std::string base = "sm" + std::to_string(k);
+        for (const std::string& n : {base, "sf" + std::to_string(k)}) {
+          if (auto st = env.reg->stats(n)) reads.fetch_add(st->per_type[0].ops + 1);
+        }
+        // A holder of the object (find()) reads it directly: the same storage. (Only the
+        // base: holding the fault bdev would rightly delay the end of its claim.)
+        if (auto b = env.reg->find(base)) reads.fetch_add(b->stats().per_type[1].ops + 1);
+      }
+    }
+  };
+  std::thread r1(reader), r2(reader);
+  DmaBuffer buf(4096);
+  std::memset(buf.data(), 0x3c, buf.size());
+  for (int round = 0; round < 300; ++round) {
+    const std::string k = std::to_string(round % kNames);
+    ASSERT_TRUE(env.reg->create("malloc:///sm" + k + "?size_mb=1"));
+    ASSERT_TRUE(env.reg->create("fault:///sf" + k + "?base=sm" + k));
+    {
+      auto f = env.reg->find("sf" + k);
+      ASSERT_TRUE(f);
+      // A channel on every reactor, each with counters to read.
+      for (size_t r = 0; r < env.group.size(); ++r) {
+        ASSERT_EQ(do_io(env, r, *f, IoType::kWrite, r, 1, buf.data(), 4096), IoStatus::kSuccess);
+        ASSERT_EQ(do_io(env, r, *f, IoType::kRead, r, 1, buf.data(), 4096), IoStatus::kSuccess);
+      }
+      auto st = env.reg->stats("sf" + k);
+      ASSERT_TRUE(st);
+      EXPECT_EQ(st->per_type[static_cast<int>(IoType::kWrite)].ops, env.group.size());
+      EXPECT_EQ(st->per_type[static_cast<int>(IoType::kRead)].latency.count, env.group.size());
+    }
+    Status d = env.reg->destroy("sf" + k);
+    ASSERT_TRUE(d) << d.to_string();
+    d = env.reg->destroy("sm" + k);
+    ASSERT_TRUE(d) << "round " << round << ": " << d.to_string();
+  }
+  stop = true;
+  r1.join();
+  r2.join();
+  EXPECT_GT(reads.load(), 0u);
+}
+
 }  // namespace
 }  // namespace castor::bdev::test

@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "../bdev/harness.h"
+#include "bdev/modules/fault.h"
 #include "initiator.h"
 #include "common/crc32c.h"
 #include "iscsi/protocol.h"
@@ -612,6 +613,62 @@ TEST(IscsiTargetLogin, ConnectionThatNeverLogsInIsClosed) {
   usleep(400'000);
   EXPECT_EQ(t.list_sessions().size(), 1u);
   t.stop();
+}
+
+}  // namespace
+}  // namespace castor::iscsi
+
+namespace castor::iscsi {
+namespace {
+
+// Removing a node while one of its commands is stuck on a hung bdev cannot release the
+// bdev: the removal fails with Busy naming what holds it and leaves the node exported as
+// it was (a new login works); once the hang clears, removing it again succeeds, and the
+// bdev is free as soon as it returns.
+TEST_F(IscsiTargetTest, RemovalWhileACommandHangsIsBusyAndLeavesTheNodeExported) {
+  ASSERT_TRUE(target->remove_node(kIqn));
+  EXPECT_TRUE(env.reg->destroy("d0")) << "a removed node's bdev is free at once";
+  ASSERT_TRUE(env.reg->create("malloc:///hm?size_mb=4&blk_size=512"));
+  ASSERT_TRUE(env.reg->create("fault:///hf?base=hm"));
+  NodeConfig n;
+  n.name = kIqn;
+  n.luns.push_back(scsi::LunOptions{.lun = 0, .bdev = "hf", .read_only = false, .product = "t"});
+  ASSERT_TRUE(target->add_node(n));
+  Initiator ini(port);
+  ASSERT_EQ(ini.login(""), 0);
+  clear_ua(ini);
+
+  bdev::FaultRuleSpec hang;
+  hang.mode = bdev::FaultMode::kHang;
+  hang.ops_mask = bdev::io_type_bit(bdev::IoType::kWrite);
+  auto rule = bdev::FaultControl::inject(*env.reg->find("hf"), hang);
+  ASSERT_TRUE(rule);
+  uint8_t c[16];
+  cdb16(c, 0x8a, 0, 1);
+  ini.send(ini.command(c, 16, kFinal | cmdflag::kWrite, 512), std::string(512, 'x'));
+  ASSERT_TRUE(wait_for([&] {
+    auto l = bdev::FaultControl::list(*env.reg->find("hf"));
+    return !l.empty() && l[0].parked == 1;
+  }));
+
+  Status st = target->remove_node(kIqn, 300);
+  EXPECT_EQ(st.code(), Errc::kBusy) << st.to_string();
+  EXPECT_NE(st.message().find("'hf'"), std::string::npos) << st.to_string();
+  EXPECT_NE(st.message().find(kInitiatorName), std::string::npos) << st.to_string();
+  ASSERT_EQ(target->list_nodes().size(), 1u) << "still exported";
+  EXPECT_FALSE(env.reg->destroy("hf")) << "still held by the node";
+  Initiator again(port);
+  again.isid_qualifier = 1;
+  ASSERT_EQ(again.login(""), 0) << "the node still accepts logins";
+  clear_ua(again);
+
+  ASSERT_TRUE(bdev::FaultControl::clear(*env.reg->find("hf"), *rule));
+  EXPECT_TRUE(ini.wait_closed(5000)) << "the removal closed the first session";
+  st = target->remove_node(kIqn, 5000);
+  EXPECT_TRUE(st) << st.to_string();
+  EXPECT_TRUE(target->list_nodes().empty());
+  EXPECT_TRUE(env.reg->destroy("hf")) << "released when remove_node returned";
+  EXPECT_TRUE(env.reg->destroy("hm"));
 }
 
 }  // namespace

@@ -943,10 +943,6 @@ NvmfTarget::~NvmfTarget() {
       registry_.release_claim(ns->bdev, "nvmf:" + n);
     }
   }
-  for (auto& [n, ns] : retired_) {  // stop() has drained every queue pair
-    ns->desc.close();
-    registry_.release_claim(ns->bdev, "nvmf:" + n);
-  }
 }
 
 Status NvmfTarget::listen(const std::string& host, uint16_t port, uint16_t* bound) {
@@ -1000,25 +996,33 @@ Status NvmfTarget::add_subsystem(const std::string& nqn, const std::vector<std::
 }
 
 Status NvmfTarget::remove_subsystem(const std::string& nqn, bool force, uint64_t drain_timeout_ms) {
-  std::map<uint32_t, std::unique_ptr<Namespace>> gone;
+  std::vector<std::pair<std::string, const NsInflight*>> held;  // bdev, its running I/O
   {
     std::lock_guard lk(mu_);
     auto it = subsystems_.find(nqn);
     if (it == subsystems_.end()) return make_error(Errc::kNotFound, "subsystem '{}' does not exist", nqn);
+    Subsystem& s = *it->second;
+    if (s.removing) return make_error(Errc::kBusy, "subsystem '{}' is already being removed", nqn);
+    for (const auto& [id, ns] : s.namespaces) {
+      if (ns->removing) return make_error(Errc::kBusy, "namespace {} of '{}' is being removed", id, nqn);
+    }
     for (const auto& [id, w] : controllers_) {
       auto c = w.lock();
       if (!force && c && c->subnqn == nqn) {
         return make_error(Errc::kBusy, "subsystem '{}' has connected controllers", nqn);
       }
     }
-    gone = std::move(it->second->namespaces);
-    subsystems_.erase(it);  // from now on nobody can connect to it
+    // From now on nobody can connect to it, and its namespaces stay as they are (adding
+    // and removing them is refused), so `held` stays valid.
+    s.removing = true;
     genctr_++;
+    for (const auto& [id, ns] : s.namespaces) held.emplace_back(ns->bdev, ns->inflight.get());
   }
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(drain_timeout_ms);
   if (force) {
     // Close every queue pair of its controllers (again, for an I/O queue that joined a
-    // controller meanwhile) until none is left.
+    // controller meanwhile) until none is left. A poll: queue pairs live on their
+    // reactors and are reached by message.
     for (;;) {
       size_t open = 0;
       for (size_t i = 0; i < reactors_.size(); ++i) {
@@ -1035,34 +1039,46 @@ Status NvmfTarget::remove_subsystem(const std::string& nqn, bool force, uint64_t
       if (std::chrono::steady_clock::now() >= deadline) break;  // the drain below reports it
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
-    spdlog::warn("nvmf: subsystem {} removed with its hosts connected; they were disconnected", nqn);
+    spdlog::warn("nvmf: subsystem {} being removed with its hosts connected; they were disconnected", nqn);
   }
   // Commands of the closed queue pairs may still be running on the bdevs.
-  Status st = Status::ok();
-  for (auto& [nsid, ns] : gone) {
-    if (Status s = release_namespace(nqn, std::move(ns), deadline, drain_timeout_ms); !s) st = s;
+  std::string busy;
+  for (const auto& [bdev, inflight] : held) {
+    if (uint64_t left = wait_inflight(*inflight, deadline)) {
+      busy += fmt::format("{}bdev '{}' still has {} I/O(s) running", busy.empty() ? "" : ", ", bdev, left);
+    }
   }
-  return st;
+  std::map<uint32_t, std::unique_ptr<Namespace>> gone;
+  {
+    std::lock_guard lk(mu_);
+    auto it = subsystems_.find(nqn);  // still there: only this call removes it
+    if (!busy.empty()) {
+      // Not removed: exported again as it was (connects and discovery).
+      it->second->removing = false;
+      genctr_++;
+      return make_error(Errc::kBusy,
+                        "subsystem '{}' not removed: {} after {} ms (a hung device?); it stays{}, "
+                        "remove it again once they finish",
+                        nqn, busy, drain_timeout_ms,
+                        force ? " (its hosts were disconnected and may connect again)" : "");
+    }
+    gone = std::move(it->second->namespaces);
+    subsystems_.erase(it);
+  }
+  for (auto& [nsid, ns] : gone) {
+    ns->desc.close();
+    registry_.release_claim(ns->bdev, "nvmf:" + nqn);
+  }
+  return Status::ok();
 }
 
-Status NvmfTarget::release_namespace(const std::string& nqn, std::unique_ptr<Namespace> ns,
-                                     std::chrono::steady_clock::time_point deadline,
-                                     uint64_t timeout_ms) {
-  while (ns->inflight->total() > 0 && std::chrono::steady_clock::now() < deadline) {
+uint64_t NvmfTarget::wait_inflight(const NsInflight& inflight, std::chrono::steady_clock::time_point deadline) {
+  // The counters are bumped on the I/O path (one per reactor, no lock, no wake-up), so
+  // this polls them.
+  while (inflight.total() > 0 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  if (uint64_t left = ns->inflight->total()) {
-    Status st = make_error(Errc::kTimedOut,
-                           "namespace {} of '{}' was removed, but {} I/O(s) on bdev '{}' did not "
-                           "finish within {} ms; the bdev stays claimed",
-                           ns->nsid, nqn, left, ns->bdev, timeout_ms);
-    std::lock_guard lk(mu_);
-    retired_.emplace_back(nqn, std::move(ns));
-    return st;
-  }
-  ns->desc.close();
-  registry_.release_claim(ns->bdev, "nvmf:" + nqn);
-  return Status::ok();
+  return inflight.total();
 }
 
 Result<uint32_t> NvmfTarget::add_namespace(const std::string& nqn, const std::string& bdev, uint32_t nsid) {
@@ -1070,6 +1086,7 @@ Result<uint32_t> NvmfTarget::add_namespace(const std::string& nqn, const std::st
   auto it = subsystems_.find(nqn);
   if (it == subsystems_.end()) return make_error(Errc::kNotFound, "subsystem '{}' does not exist", nqn);
   auto& s = *it->second;
+  if (s.removing) return make_error(Errc::kBusy, "subsystem '{}' is being removed", nqn);
   if (nsid == 0) {
     nsid = 1;
     while (s.namespaces.count(nsid)) ++nsid;
@@ -1092,29 +1109,65 @@ Result<uint32_t> NvmfTarget::add_namespace(const std::string& nqn, const std::st
 }
 
 Status NvmfTarget::remove_namespace(const std::string& nqn, uint32_t nsid, uint64_t drain_timeout_ms) {
-  std::unique_ptr<Namespace> gone;
+  NsRef ref{};
+  std::string bdev;
   {
     std::lock_guard lk(mu_);
     auto it = subsystems_.find(nqn);
     if (it == subsystems_.end()) return make_error(Errc::kNotFound, "subsystem '{}' does not exist", nqn);
+    if (it->second->removing) return make_error(Errc::kBusy, "subsystem '{}' is being removed", nqn);
     auto n = it->second->namespaces.find(nsid);
     if (n == it->second->namespaces.end()) {
       return make_error(Errc::kNotFound, "subsystem '{}' has no namespace {}", nqn, nsid);
     }
-    gone = std::move(n->second);
-    it->second->namespaces.erase(n);
+    Namespace& ns = *n->second;
+    if (ns.removing) return make_error(Errc::kBusy, "namespace {} of '{}' is already being removed", nsid, nqn);
+    // Hidden from every controller (and from new ones), but kept in the map: the NSID
+    // stays taken and the subsystem stays while the removal is undecided.
+    ns.removing = true;
+    ref = {nsid, ns.desc.bdev(), ns.inflight.get()};
+    bdev = ns.bdev;
     publish_namespaces(nqn, nsid, [nsid](std::vector<NsRef>& v) {
       std::erase_if(v, [nsid](const NsRef& r) { return r.nsid == nsid; });
     });
   }
-  // Commands that found the namespace before their queue pair took the new snapshot may
-  // still be running on the bdev; once they end, nothing refers to it.
-  const std::string bdev = gone->bdev;
-  Status st = release_namespace(
-      nqn, std::move(gone),
-      std::chrono::steady_clock::now() + std::chrono::milliseconds(drain_timeout_ms), drain_timeout_ms);
-  if (st) spdlog::info("nvmf: namespace {} ({}) removed from {}", nsid, bdev, nqn);
-  return st;
+  // Messages from one thread run in order: once this returns, every queue pair has the
+  // snapshot without the namespace, so no new command can find it.
+  reactors_.run_on_all([](reactor::Reactor&) {});
+  // Commands that found it before may still be running on the bdev; once they end,
+  // nothing refers to it.
+  const uint64_t left = wait_inflight(
+      *ref.inflight, std::chrono::steady_clock::now() + std::chrono::milliseconds(drain_timeout_ms));
+  std::unique_ptr<Namespace> gone;
+  {
+    std::lock_guard lk(mu_);
+    auto it = subsystems_.find(nqn);  // a subsystem with a namespace being removed stays
+    auto n = it->second->namespaces.find(nsid);
+    if (left == 0) {
+      gone = std::move(n->second);
+      it->second->namespaces.erase(n);
+    } else {
+      // Not removed: back in the subsystem as it was, announced like an added namespace.
+      n->second->removing = false;
+      publish_namespaces(nqn, nsid, [ref](std::vector<NsRef>& v) {
+        if (std::any_of(v.begin(), v.end(), [&](const NsRef& r) { return r.nsid == ref.nsid; })) return;
+        v.push_back(ref);
+        std::sort(v.begin(), v.end(), [](const NsRef& a, const NsRef& b) { return a.nsid < b.nsid; });
+      });
+    }
+  }
+  if (!gone) {
+    reactors_.run_on_all([](reactor::Reactor&) {});  // every queue pair sees it again
+    return make_error(Errc::kBusy,
+                      "namespace {} of '{}' not removed: bdev '{}' still has {} I/O(s) running "
+                      "after {} ms (a hung device?); it stays in the subsystem, remove it again "
+                      "once they finish",
+                      nsid, nqn, bdev, left, drain_timeout_ms);
+  }
+  gone->desc.close();
+  registry_.release_claim(bdev, "nvmf:" + nqn);
+  spdlog::info("nvmf: namespace {} ({}) removed from {}", nsid, bdev, nqn);
+  return Status::ok();
 }
 
 void NvmfTarget::publish_namespaces(const std::string& nqn, uint32_t nsid,
@@ -1184,7 +1237,7 @@ std::shared_ptr<Controller> NvmfTarget::create_controller(Qpair& admin, const st
     c->serial = serial_from_uuid(Uuid::from_name(subnqn));
   } else {
     auto it = subsystems_.find(subnqn);
-    if (it == subsystems_.end()) {
+    if (it == subsystems_.end() || it->second->removing) {
       *status = specific(sc::kConnectInvalidParameters);
       spdlog::warn("nvmf connect refused: unknown subsystem '{}' (host '{}')", subnqn, hostnqn);
       return nullptr;
@@ -1198,7 +1251,9 @@ std::shared_ptr<Controller> NvmfTarget::create_controller(Qpair& admin, const st
     }
     c->serial = s.serial;
     auto v = std::make_shared<std::vector<NsRef>>();
-    for (const auto& [id, ns] : s.namespaces) v->push_back({id, ns->desc.bdev(), ns->inflight.get()});
+    for (const auto& [id, ns] : s.namespaces) {
+      if (!ns->removing) v->push_back({id, ns->desc.bdev(), ns->inflight.get()});
+    }
     c->ns = std::move(v);
   }
   for (int tries = 0; tries < 0xfff0; ++tries) {
@@ -1237,7 +1292,9 @@ std::vector<uint8_t> NvmfTarget::discovery_log() const {
   std::vector<DiscoveryEntry> e;
   for (const auto& l : listeners_) {
     const bool v6 = l.host.find(':') != std::string::npos;
-    for (const auto& [n, s] : subsystems_) e.push_back({n, l.host, std::to_string(l.port), v6, 1, false});
+    for (const auto& [n, s] : subsystems_) {
+      if (!s->removing) e.push_back({n, l.host, std::to_string(l.port), v6, 1, false});
+    }
     e.push_back({kDiscoveryNqn, l.host, std::to_string(l.port), v6, 1, true});
   }
   return build_discovery_log(genctr_, e);

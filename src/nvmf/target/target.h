@@ -60,11 +60,13 @@ class NvmfTarget {
   Status listen(const std::string& host, uint16_t port, uint16_t* bound);
   // Errors: InvalidArgument (NQN syntax), AlreadyExists.
   Status add_subsystem(const std::string& nqn, const std::vector<std::string>& allowed_hosts);
-  // Removes a subsystem and releases its bdevs. With controllers connected: Busy, unless
-  // `force`, which disconnects them (every queue pair closed) first. Either way the call
-  // waits for bdev I/O still running for it. Errors: NotFound, Busy; TimedOut when that
-  // I/O has not finished within `drain_timeout_ms` (the subsystem is gone all the same,
-  // and those bdevs stay claimed until the target is destroyed).
+  // Removes a subsystem and releases its bdevs (free when this returns). With controllers
+  // connected: Busy, unless `force`, which disconnects them (every queue pair closed)
+  // first. Either way the call waits, refusing connects meanwhile, for bdev I/O still
+  // running for it. Errors: NotFound; Busy with controllers connected and !force, while
+  // it or one of its namespaces is being removed, or when that I/O has not finished
+  // within `drain_timeout_ms` (a hung bdev): the subsystem then stays exactly as it was
+  // (disconnected hosts may connect again) and removing it again succeeds once it ends.
   Status remove_subsystem(const std::string& nqn, bool force = false, uint64_t drain_timeout_ms = 30000);
   // Adds bdev as a namespace (nsid 0 = the next free). Errors: NotFound, AlreadyExists,
   // Busy (bdev claimed).
@@ -72,9 +74,11 @@ class NvmfTarget {
   // Removes a namespace from a live subsystem. Connected controllers stop seeing it at
   // once (new commands to it fail with Invalid Namespace) and get a namespace-change
   // notice (Changed Namespace List, AER); the call then waits for the bdev I/O already
-  // running on it and releases the bdev. Errors: NotFound; TimedOut when that I/O has
-  // not finished within `drain_timeout_ms` (the namespace is gone all the same, and the
-  // bdev stays claimed until the I/O finishes and the target is destroyed).
+  // running on it and releases the bdev (free when this returns). Errors: NotFound;
+  // Busy while the subsystem or this namespace is being removed, or when that I/O has
+  // not finished within `drain_timeout_ms` (a hung bdev): the namespace is then put back
+  // as it was, announced to the controllers like an added one, and removing it again
+  // succeeds once the I/O ends.
   Status remove_namespace(const std::string& nqn, uint32_t nsid, uint64_t drain_timeout_ms = 30000);
   std::vector<SubsystemInfo> list_subsystems() const;
   std::vector<ControllerInfo> list_controllers() const;
@@ -98,12 +102,14 @@ class NvmfTarget {
     std::string bdev;
     bdev::BdevDesc desc;
     std::unique_ptr<NsInflight> inflight;  // bdev I/Os running on it, per reactor
+    bool removing = false;  // remove_namespace() waits for its I/O: hidden from controllers
   };
   struct Subsystem {
     std::string nqn;
     std::string serial;
     std::vector<std::string> allowed_hosts;
     std::map<uint32_t, std::unique_ptr<Namespace>> namespaces;
+    bool removing = false;  // remove_subsystem() waits for its I/O: no connects, not listed
   };
 
   // Connect-time lookups (under mu_).
@@ -112,10 +118,9 @@ class NvmfTarget {
   std::shared_ptr<Controller> find_controller(uint16_t cntlid, const std::string& subnqn, const std::string& hostnqn);
   void drop_controller(uint16_t cntlid);
   std::vector<uint8_t> discovery_log() const;
-  // Waits until `deadline` for the bdev I/O still running on a namespace taken out of its
-  // subsystem, then releases the bdev; on timeout keeps it claimed in retired_ (TimedOut).
-  Status release_namespace(const std::string& nqn, std::unique_ptr<Namespace> ns,
-                           std::chrono::steady_clock::time_point deadline, uint64_t timeout_ms);
+  // Waits until `deadline` for a namespace's running bdev I/O to end; returns how many
+  // are left (0: none).
+  static uint64_t wait_inflight(const NsInflight& inflight, std::chrono::steady_clock::time_point deadline);
   // Under mu_: gives each live controller of `nqn` the namespace snapshot `edit` makes
   // of its current one, delivered to every queue pair on its reactor (the admin queue
   // last: it records the change and sends the notice for `nsid`).
@@ -140,9 +145,6 @@ class NvmfTarget {
   bool stopped_ = false;
   std::atomic<uint64_t> receive_holds_{0};
   std::vector<std::vector<Qpair*>> live_;  // per reactor, touched on that reactor only
-  // Removed namespaces (or those of a removed subsystem) whose I/O outlived the removal's
-  // wait; released when the target is destroyed (under mu_).
-  std::vector<std::pair<std::string, std::unique_ptr<Namespace>>> retired_;
 };
 
 }  // namespace castor::nvmf

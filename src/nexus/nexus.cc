@@ -516,11 +516,26 @@ Status Nexus::start_job(const std::shared_ptr<Child>& c, bool partial, std::vect
   return Status::ok();
 }
 
-Status Nexus::stop_job_locked(Child& c) {
+Status Nexus::stop_job_locked(Child& c, uint64_t timeout_ms) {
   auto job = c.job;
   if (!job || job->applied.load()) return Status::ok();
   job->stop();
-  while (!job->quiescent()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  // The job runs on its reactor and publishes only a flag, so this polls it; bounded,
+  // because a copy stuck on a hung child would otherwise hold mu_ (every control call
+  // and describe()) for as long as the device hangs.
+  if (timeout_ms == 0) timeout_ms = std::max<uint64_t>(5000, 2ull * opts_.child_io_timeout_ms);
+  const uint64_t deadline = mono_ns() + timeout_ms * 1'000'000;
+  while (!job->quiescent()) {
+    if (mono_ns() > deadline) {
+      // Left to finish on its own: the worker applies its outcome (Faulted(out_of_sync)
+      // for a stopped job) once the stuck I/O returns.
+      return make_error(Errc::kBusy,
+                        "nexus '{}': the rebuild of '{}' did not stop within {} ms (a copy is "
+                        "stuck on a hung child); it stops once that I/O returns, retry then",
+                        name(), c.uri, timeout_ms);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   // Apply the outcome here; the worker's finish_rebuild then finds it applied.
   job->applied.store(true);
   if (job->state() == RebuildState::kCompleted) {
@@ -681,14 +696,42 @@ Status Nexus::remove_child(const std::string& uri) {
   for (const auto& o : children_) {
     if (o != c && o->job && !o->job->applied.load() && o->job->source() == c.get()) {
       spdlog::warn("nexus={} removing {} stops the rebuild of {} (its source)", name(), uri, o->uri);
-      (void)stop_job_locked(*o);
+      if (auto st = stop_job_locked(*o); !st) return st;
     }
   }
+  // Out of the write set from here on, it misses writes that no log records: recorded
+  // stale first (which drops a stored missed-write log) and retired by request, so that
+  // neither a crash during the drain nor a drain that fails leaves it counted as current
+  // or partially rebuildable. Retiring it here (atomically, as a reactor would) also
+  // keeps a reactor from retiring it later with a fresh "valid" log that would not
+  // cover the writes it skipped while draining.
+  if (auto st = deps_.store.mark_unhealthy(name(), uri, fault_reason_name(FaultReason::kByRequest)); !st) {
+    return st;
+  }
+  ChildState was;
+  if (c->try_retire(FaultReason::kByRequest, &was)) c->settle_record(RecordState::kDurable);
   c->detaching.store(true);
-  sync_all();
+  sync_all();  // every reactor has dropped it, and any retire() it was running has ended
+  c->log_valid.store(false);
   uint64_t drain_ms = std::max<uint64_t>(5000, 2ull * opts_.child_io_timeout_ms);
-  if (auto st = drain_child(*c, drain_ms); !st) return st;
-  while (c->record_state() == RecordState::kPending) {
+  if (auto st = drain_child(*c, drain_ms); !st) {
+    // Not removed: it stays as a faulted child (recorded so), to be removed again, or
+    // brought back with a full rebuild, once its I/O has drained.
+    c->detaching.store(false);
+    sync_all();
+    return st;
+  }
+  // The unhealthy record of a retirement is written by the worker; the store may be slow
+  // or unreachable, so wait for it only as long as for the drain.
+  for (const uint64_t deadline = mono_ns() + drain_ms * 1'000'000; c->record_state() == RecordState::kPending;) {
+    if (mono_ns() > deadline) {
+      c->detaching.store(false);  // a retired child: it stays, Faulted, out of the I/O sets
+      sync_all();
+      return make_error(Errc::kBusy,
+                        "nexus '{}': the unhealthy record of '{}' is still being written to the "
+                        "health store after {} ms; not removed",
+                        name(), c->uri, drain_ms);
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   slots_[c->slot].store(nullptr);
@@ -874,7 +917,12 @@ Result<RebuildInfo> Nexus::wait_rebuild(const std::string& uri, uint64_t timeout
 Status Nexus::shutdown(uint64_t drain_timeout_ms) {
   std::lock_guard lk(mu_);
   shut_down_ = true;
-  for (auto& c : children_) (void)stop_job_locked(*c);
+  for (auto& c : children_) {
+    if (auto st = stop_job_locked(*c, drain_timeout_ms); !st) {
+      shut_down_ = false;
+      return st;
+    }
+  }
   for (auto& c : children_) {
     if (auto st = drain_child(*c, drain_timeout_ms); !st) {
       shut_down_ = false;

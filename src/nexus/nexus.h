@@ -160,9 +160,10 @@ class Nexus final : public bdev::Bdev {
   // or starts Faulted(OutOfSync). Errors: InvalidArgument (limit, size, block size),
   // AlreadyExists, NotFound/Busy (open), and the creation error of an owned child.
   Status add_child(const std::string& uri, bool rebuild = true);
-  // Stops its rebuild, drains its in-flight I/O, closes it (destroys it if owned) and
-  // forgets its record. Errors: NotFound; Busy if it is the last healthy child (a
-  // nexus keeps one source of truth) or its I/O does not drain (a hung device).
+  // Records it unhealthy, stops its rebuild, drains its in-flight I/O, closes it
+  // (destroys it if owned) and forgets its record. Errors: NotFound; Busy if it is the
+  // last healthy child (a nexus keeps one source of truth) or its I/O does not drain (a
+  // hung device: the child then stays, Faulted(by_request)).
   Status remove_child(const std::string& uri);
   // Faulted(ByRequest), recorded unhealthy first. Errors: NotFound, Busy (last healthy).
   Status fault_child(const std::string& uri);
@@ -237,7 +238,10 @@ class Nexus final : public bdev::Bdev {
   // time: the requests are still out), IoError (a child failed it).
   Status flush_children(uint64_t timeout_ms);
   Status start_job(const std::shared_ptr<Child>& c, bool partial, std::vector<uint64_t> segs);
-  Status stop_job_locked(Child& c);
+  // Stops c's running job and applies its outcome. Waits (holding mu_) at most
+  // `timeout_ms` (0: max(5 s, 2 x child_io_timeout_ms)) for its copies in flight; Busy if
+  // they have not returned by then (the job then finishes, and is applied, on its own).
+  Status stop_job_locked(Child& c, uint64_t timeout_ms = 0);
   ChildInfo child_info(const Child& c) const;
 
   NexusDeps deps_;

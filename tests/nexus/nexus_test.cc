@@ -748,5 +748,47 @@ TEST(SegmentLog, MarksRunsAndTakes) {
   EXPECT_EQ(l.count(), 4u);
 }
 
+// A rebuild copy stuck on a hung destination must not hold the nexus for as long as the
+// device hangs: stopping the job (which waits for its copies, under the nexus' control
+// mutex) gives up with Busy after max(5 s, 2 x child_io_timeout_ms) and the nexus answers
+// again; once the copy returns, the job stops on its own and its outcome is applied.
+TEST(Nexus, StoppingARebuildStuckOnAHungChildIsBusyNotForever) {
+  NexEnv e;
+  auto a = e.fault_child("a", 4), b = e.fault_child("b", 4);
+  NexusOptions o;
+  o.child_io_timeout_ms = 100;
+  auto n = e.make("n0", {"bdev:///" + a}, o);
+  ASSERT_TRUE(n);
+  auto hang = FaultControl::inject(e.bdev(b), fault_spec(FaultMode::kHang, kW));
+  ASSERT_TRUE(hang);
+  const std::string cb = "bdev:///" + b;
+  ASSERT_TRUE(n->add_child(cb));
+  ASSERT_TRUE(wait_until([&] { return FaultControl::list(e.bdev(b))[0].parked > 0; }));
+  const uint64_t t0 = mono_ns();
+  auto stopping = std::async(std::launch::async, [&] { return n->stop_rebuild(cb); });
+  if (stopping.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
+    ADD_FAILURE() << "stop_rebuild waits for the hung copy for ever, holding the nexus";
+    ASSERT_TRUE(FaultControl::clear(e.bdev(b), *hang));
+    (void)stopping.get();
+    return;
+  }
+  Status st = stopping.get();
+  EXPECT_EQ(st.code(), Errc::kBusy) << st.to_string();
+  EXPECT_NE(st.message().find(cb), std::string::npos) << st.to_string();
+  EXPECT_GE(mono_ns() - t0, 4'900'000'000ull) << "gave up before its deadline";
+  EXPECT_EQ(child(n->describe(), cb)->state, ChildState::kOutOfSync);
+  // Removing it runs into the same stuck job.
+  EXPECT_EQ(n->remove_child(cb).code(), Errc::kBusy);
+  EXPECT_EQ(n->describe().children.size(), 2u);
+  ASSERT_TRUE(FaultControl::clear(e.bdev(b), *hang));
+  auto ri = n->wait_rebuild(cb, 10000);
+  ASSERT_TRUE(ri) << ri.status().to_string();
+  EXPECT_EQ(ri->state, RebuildState::kStopped);
+  EXPECT_EQ(child(n->describe(), cb)->state, ChildState::kFaulted);
+  Status rm = n->remove_child(cb);
+  EXPECT_TRUE(rm) << rm.to_string();
+  EXPECT_EQ(n->state(), NexusState::kOnline);
+}
+
 }  // namespace
 }  // namespace castor::nexus::test

@@ -14,7 +14,7 @@ PACKAGES=(
   libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev libyaml-cpp-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev libisal-dev
   fio procps jq bsdextrautils bc
-  libnbd-bin nbdkit fuse3 e2fsprogs util-linux
+  libnbd-bin nbdkit fuse3 e2fsprogs util-linux mount iproute2
   nettle-dev libiscsi-bin tgt
   qemu-system-x86 tshark
   libsqlite3-dev libcpp-httplib-dev golang-etcd-server-dev etcd-server etcd-client

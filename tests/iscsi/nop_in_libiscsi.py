@@ -22,7 +22,11 @@ from engine_script import EngineScript  # noqa: E402
 
 engine = sys.argv[1]
 iqn = "iqn.2026-11.io.castor:nop"
-lib = ctypes.CDLL("libiscsi.so.7")
+try:
+    lib = ctypes.CDLL("libiscsi.so.7")
+except OSError as e:
+    sys.exit(f"FAIL: libiscsi.so.7 is missing (scripts/setup.sh installs libiscsi-bin, "
+             f"which brings libiscsi7): {e}")
 lib.iscsi_create_context.restype = ctypes.c_void_p
 lib.iscsi_create_context.argtypes = [ctypes.c_char_p]
 lib.iscsi_set_targetname.argtypes = [ctypes.c_void_p, ctypes.c_char_p]

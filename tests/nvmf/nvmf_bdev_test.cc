@@ -317,7 +317,14 @@ TEST_F(Fixture, AnAbortedReadNeverWritesIntoTheCallersBufferLater) {
   auto f = s.p.get_future();
   auto& r = henv.group.at(0);
   r.send([&] { b.channel(r).submit(s.req); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  // Aborted once it hangs in the target's bdev (not while still on its way there).
+  for (int i = 0; i < 1000; ++i) {
+    auto l = bdev::FaultControl::list(*tenv.reg->find("f0"));
+    if (!l.empty() && l[0].parked == 1) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(bdev::FaultControl::list(*tenv.reg->find("f0"))[0].parked, 1u)
+      << "the read never reached the target";
   bool aborted = false;
   henv.group.run_on(0, [&](reactor::Reactor& rr) { aborted = b.channel(rr).abort(s.req); });
   EXPECT_TRUE(aborted);

@@ -253,6 +253,13 @@ class Target : public ::testing::Test {
   uint16_t port = 0;
 };
 
+// After send_aer(): returns once the target holds the Async Event Request. The admin
+// queue's capsules are taken in order, so the answer to a later command proves it (no
+// event can come first: none has happened yet). A notice finding no AER is not sent.
+void aer_held(TestHost& h) {
+  ASSERT_EQ(h.admin(admin_op::kGetFeatures, 0, feature::kNumberOfQueues, 0).status, 0);
+}
+
 uint16_t bring_up_admin(TestHost& h, const char* nqn, const char* host) {
   Cqe c = h.connect(nqn, host, 0, 0xffff);
   EXPECT_EQ(c.status, 0);
@@ -444,7 +451,7 @@ TEST_F(Target, AddedNamespaceIsAnnouncedThroughAnAsyncEvent) {
   TestHost io(port);
   ASSERT_EQ(io.connect(kNqn, kHost, 1, cntlid).status, 0);
   a.send_aer(0x7000);
-  usleep(50000);
+  aer_held(a);
   auto nsid = tgt->add_namespace(kNqn, "m1");
   ASSERT_TRUE(nsid);
   EXPECT_EQ(*nsid, 2u);
@@ -527,7 +534,7 @@ TEST_F(Target, RemovedNamespaceIsAnnouncedAndReleasedOnceItsIoEnds) {
   ASSERT_EQ(bdev::FaultControl::list(*reg->find("f1"))[0].parked, 1u);
 
   a.send_aer(0x7001);
-  usleep(20000);
+  aer_held(a);
   auto removed = std::async(std::launch::async, [&] { return tgt->remove_namespace(kNqn, 2, 10000); });
 
   Pdu p = a.recv();
@@ -674,6 +681,107 @@ TEST_F(Target, KeepAliveTimeoutTearsDownTheController) {
   // host sees the socket close.
   for (int i = 0; i < 200 && !tgt->list_controllers().empty(); ++i) usleep(10000);
   EXPECT_TRUE(tgt->list_controllers().empty());
+}
+
+// A removal that cannot release its bdev (a write stuck on a hung device) fails with Busy
+// naming the bdev and leaves the export as it was: the namespace is back in the
+// subsystem, the subsystem still takes connects. Once the hang clears, removing it again
+// succeeds and the bdev is free as soon as that returns.
+TEST_F(Target, RemovalBlockedByAHungIoIsBusyAndLeavesTheExportAsItWas) {
+  auto hang_writes = [&](const char* bdev) {
+    bdev::FaultRuleSpec hang;
+    hang.mode = bdev::FaultMode::kHang;
+    hang.ops_mask = bdev::io_type_bit(bdev::IoType::kWrite);
+    auto rule = bdev::FaultControl::inject(*reg->find(bdev), hang);
+    EXPECT_TRUE(rule);
+    return rule ? *rule : 0;
+  };
+  auto parked = [&](const char* bdev) {
+    for (int i = 0; i < 1000; ++i) {
+      auto l = bdev::FaultControl::list(*reg->find(bdev));
+      if (!l.empty() && l[0].parked == 1) return true;
+      usleep(2000);
+    }
+    return false;
+  };
+  auto active_nsids = [](TestHost& a) {
+    std::vector<uint8_t> buf;
+    EXPECT_EQ(a.admin(admin_op::kIdentify, 0, cns::kActiveNsList, 0, &buf, 4096).status, 0);
+    std::vector<uint32_t> out;
+    for (size_t i = 0; i + 4 <= buf.size(); i += 4) {
+      uint32_t id;
+      std::memcpy(&id, buf.data() + i, 4);
+      if (id == 0) break;
+      out.push_back(id);
+    }
+    return out;
+  };
+  std::vector<uint8_t> w(4096, 0x5a);
+  auto write_to = [&](TestHost& h, uint32_t nsid) {
+    Sqe wr{};
+    wr.opcode = io_op::kWrite;
+    wr.nsid = nsid;
+    wr.cdw12 = 7;
+    return h.cmd(wr, w);
+  };
+
+  ASSERT_TRUE(reg->create("malloc:///m1?size_mb=4&blk_size=512"));
+  ASSERT_TRUE(reg->create("fault:///f1?base=m1"));
+  ASSERT_EQ(*tgt->add_namespace(kNqn, "f1"), 2u);
+  TestHost a(port);
+  uint16_t cntlid = bring_up_admin(a, kNqn, kHost);
+  ASSERT_EQ(a.admin(admin_op::kSetFeatures, 0, feature::kNumberOfQueues, (1u << 16) | 1u).status, 0);
+  TestHost io(port), stuck(port);
+  ASSERT_EQ(io.connect(kNqn, kHost, 1, cntlid).status, 0);
+  ASSERT_EQ(stuck.connect(kNqn, kHost, 2, cntlid).status, 0);
+
+  // Namespace removal.
+  uint64_t rule = hang_writes("f1");
+  auto hung = std::async(std::launch::async, [&] { return write_to(stuck, 2); });
+  ASSERT_TRUE(parked("f1"));
+  Status st = tgt->remove_namespace(kNqn, 2, 300);
+  EXPECT_EQ(st.code(), Errc::kBusy) << st.to_string();
+  EXPECT_NE(st.message().find("'f1'"), std::string::npos) << st.to_string();
+  EXPECT_EQ(active_nsids(a), (std::vector<uint32_t>{1, 2})) << "namespace 2 is back";
+  std::vector<uint8_t> got;
+  Sqe rd{};
+  rd.opcode = io_op::kRead;
+  rd.nsid = 2;
+  rd.sgl1.length = 512;
+  EXPECT_EQ(io.cmd(rd, {}, &got).status, 0) << "and serves I/O";
+  EXPECT_FALSE(reg->destroy("f1")) << "still claimed by the subsystem";
+  ASSERT_TRUE(bdev::FaultControl::clear(*reg->find("f1"), rule));
+  EXPECT_EQ(hung.get().status, 0) << "the write in flight completes normally";
+  st = tgt->remove_namespace(kNqn, 2, 5000);
+  EXPECT_TRUE(st) << st.to_string();
+  EXPECT_TRUE(reg->destroy("f1")) << "released when remove_namespace returned";
+  EXPECT_EQ(active_nsids(a), (std::vector<uint32_t>{1}));
+
+  // Subsystem removal (forced: hosts are connected).
+  ASSERT_TRUE(reg->create("fault:///f2?base=m1"));
+  ASSERT_EQ(*tgt->add_namespace(kNqn, "f2"), 2u);
+  rule = hang_writes("f2");
+  auto hung2 = std::async(std::launch::async, [&] { return write_to(stuck, 2); });
+  ASSERT_TRUE(parked("f2"));
+  st = tgt->remove_subsystem(kNqn, true, 300);
+  EXPECT_EQ(st.code(), Errc::kBusy) << st.to_string();
+  EXPECT_NE(st.message().find("'f2'"), std::string::npos) << st.to_string();
+  bool listed = false;
+  for (const auto& s : tgt->list_subsystems()) listed |= s.nqn == kNqn && s.namespaces.size() == 2;
+  EXPECT_TRUE(listed) << "the subsystem stays, with both namespaces";
+  EXPECT_FALSE(reg->destroy("f2"));
+  {
+    TestHost again(port);
+    bring_up_admin(again, kNqn, kHost);  // connects again
+    EXPECT_EQ(active_nsids(again), (std::vector<uint32_t>{1, 2}));
+  }
+  ASSERT_TRUE(bdev::FaultControl::clear(*reg->find("f2"), rule));
+  (void)hung2.get();  // its queue pair was closed: the response may never come
+  st = tgt->remove_subsystem(kNqn, true, 5000);
+  EXPECT_TRUE(st) << st.to_string();
+  EXPECT_TRUE(reg->destroy("f2")) << "released when remove_subsystem returned";
+  EXPECT_TRUE(reg->destroy("m0"));
+  EXPECT_EQ(tgt->remove_subsystem(kNqn).code(), Errc::kNotFound);
 }
 
 }  // namespace

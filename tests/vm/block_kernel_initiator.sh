@@ -40,6 +40,9 @@ if ! command -v qemu-system-x86_64 >/dev/null; then
   echo "qemu-system-x86_64 is missing (scripts/setup.sh installs qemu-system-x86)"
   exit 1
 fi
+for tool in dumpcap tshark; do
+  command -v "$tool" >/dev/null || { echo "FAIL: $tool is missing (scripts/setup.sh installs tshark)"; exit 1; }
+done
 "$here/make-guest.sh" "$guest" || { echo "cannot build the guest"; exit 1; }
 
 size_mb=64
@@ -98,11 +101,11 @@ case "$mode" in
     ;;
 esac
 
-if command -v dumpcap >/dev/null && command -v tshark >/dev/null; then
-  dumpcap -q -i lo -f "tcp port $port" -s 0 -B 64 -w "$work/cap.pcapng" >"$work/dumpcap.log" 2>&1 &
-  cap_pid=$!
-  sleep 1
-fi
+dumpcap -q -i lo -f "tcp port $port" -s 0 -B 64 -w "$work/cap.pcapng" >"$work/dumpcap.log" 2>&1 &
+cap_pid=$!
+# dumpcap writes the file's header once it captures: wait for that, not a fixed time.
+for _ in $(seq 100); do [[ -s $work/cap.pcapng ]] && break; kill -0 "$cap_pid" 2>/dev/null || break; sleep 0.05; done
+[[ -s $work/cap.pcapng ]] || { echo "FAIL: dumpcap does not capture on lo"; cat "$work/dumpcap.log"; exit 1; }
 
 # Waits (up to 5 minutes) for the guest to print LINE.
 await_guest() {
@@ -206,10 +209,26 @@ done
 
 # What the engine saw: the commands the kernel sent (its flushes and discards reached the
 # volume), no protocol or digest error, and every connection and session let go.
-sleep 0.5
 kill -0 "$pid" 2>/dev/null || { echo "FAIL: the engine died"; rc=1; }
-curl -s "http://127.0.0.1:$(jq -r .metrics_port "$work/ready")/metrics" >"$work/metrics"
+fetch_metrics() { curl -s "http://127.0.0.1:$(jq -r .metrics_port "$work/ready")/metrics" >"$work/metrics"; }
 metric() { awk -v k="$1" '$1 == k {print $2}' "$work/metrics"; }
+# wait_for SECONDS COMMAND...: polls COMMAND every 0.1 s until it succeeds or time is up.
+wait_for() {
+  local end=$((SECONDS + $1))
+  shift
+  until "$@"; do ((SECONDS < end)) || return 1; sleep 0.1; done
+}
+# The guest is gone: wait (not a fixed time) until the engine has let go of its
+# connections; the checks below then read the final metrics.
+let_go() {
+  fetch_metrics
+  case $proto in
+    nvmf) [[ $(awk '/^castor_nvmf_controllers\{/ {n += $2} END {print n + 0}' "$work/metrics") == 0 ]] ;;
+    nbd) [[ $(awk '/^castor_nbd_connections\{/ {n += $2} END {print n + 0}' "$work/metrics") == 0 ]] ;;
+    iscsi) [[ $(metric castor_iscsi_connections) == 0 ]] ;;
+  esac
+}
+wait_for 10 let_go || echo "engine: connections still open after 10 s"
 expect() {  # SERIES TEST VALUE
   local v
   v=$(metric "$1")

@@ -9,8 +9,9 @@ serve=$1
 guest=$2
 here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d /tmp/castor-vm.XXXXXX)
-pid=""
+pid="" cap_pid=""
 cleanup() {
+  [[ -n "$cap_pid" ]] && kill "$cap_pid" 2>/dev/null
   [[ -n "$pid" ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
   rm -rf "$work"
 }
@@ -20,6 +21,9 @@ if ! command -v qemu-system-x86_64 >/dev/null; then
   echo "qemu-system-x86_64 is missing (scripts/setup.sh installs qemu-system-x86)"
   exit 1
 fi
+for tool in dumpcap tshark; do
+  command -v "$tool" >/dev/null || { echo "FAIL: $tool is missing (scripts/setup.sh installs tshark)"; exit 1; }
+done
 "$here/make-guest.sh" "$guest" || { echo "cannot build the guest"; exit 1; }
 
 nqn="nqn.2026-11.io.castor:vm-$$"
@@ -32,13 +36,12 @@ port=$(cat "$work/port" 2>/dev/null)
 [[ -n "$port" ]] || { echo "target did not start"; cat "$work/target.log"; exit 1; }
 echo "target pid $pid on 127.0.0.1:$port, nqn $nqn"
 
-# Capture the exchange for tshark's NVMe/TCP dissector (when dumpcap can capture here).
-cap_pid=""
-if command -v dumpcap >/dev/null && command -v tshark >/dev/null; then
-  dumpcap -q -i lo -f "tcp port $port" -s 0 -B 64 -w "$work/nvme.pcapng" >"$work/dumpcap.log" 2>&1 &
-  cap_pid=$!
-  sleep 1
-fi
+# Capture the exchange for tshark's NVMe/TCP dissector.
+dumpcap -q -i lo -f "tcp port $port" -s 0 -B 64 -w "$work/nvme.pcapng" >"$work/dumpcap.log" 2>&1 &
+cap_pid=$!
+# dumpcap writes the file's header once it captures: wait for that, not a fixed time.
+for _ in $(seq 100); do [[ -s $work/nvme.pcapng ]] && break; kill -0 "$cap_pid" 2>/dev/null || break; sleep 0.05; done
+[[ -s $work/nvme.pcapng ]] || { echo "FAIL: dumpcap does not capture on lo"; cat "$work/dumpcap.log"; exit 1; }
 
 rc=0
 # When the guest waits for a second namespace, add one (castor-nvmf-serve on SIGUSR1);
@@ -70,6 +73,7 @@ if [[ -n "$cap_pid" ]]; then
   sleep 0.5
   kill "$cap_pid" 2>/dev/null
   wait "$cap_pid" 2>/dev/null
+  cap_pid=""
   pdus=$(tshark -r "$work/nvme.pcapng" -d "tcp.port==$port,nvme-tcp" -Y nvme-tcp 2>/dev/null | wc -l)
   bad=$(tshark -r "$work/nvme.pcapng" -d "tcp.port==$port,nvme-tcp" -Y "_ws.malformed || _ws.expert.severity >= error" 2>/dev/null | wc -l)
   echo "tshark: $pdus NVMe/TCP packets decoded, $bad malformed or in error"

@@ -1,5 +1,9 @@
 #include "control/model.h"
 
+#include <limits>
+#include <optional>
+#include <stdexcept>
+
 #include <nlohmann/json.hpp>
 
 namespace castor::control {
@@ -123,6 +127,27 @@ Result<T> parse_doc(const std::string& text, const char* kind, F&& f) {
   }
 }
 
+// An unsigned integer field, `dflt` when absent (none: required). nlohmann converts a
+// floating-point number (which is what an integer too large for 64 bits parses as) to
+// an integer with undefined behaviour, so only a JSON integer that fits T is accepted;
+// anything else throws, which parse_doc turns into InvalidArgument.
+template <class T>
+T uint_field(const json& j, const char* key, std::optional<T> dflt = std::nullopt) {
+  auto it = j.find(key);
+  if (it == j.end()) {
+    if (dflt) return *dflt;
+    throw std::invalid_argument(fmt::format("field '{}' is missing", key));
+  }
+  if (!it->is_number_unsigned()) {
+    throw std::invalid_argument(fmt::format("field '{}' is not a non-negative integer", key));
+  }
+  const uint64_t v = it->get<uint64_t>();
+  if (v > std::numeric_limits<T>::max()) {
+    throw std::invalid_argument(fmt::format("field '{}' = {} is out of range", key, v));
+  }
+  return static_cast<T>(v);
+}
+
 json topology_json(const Topology& t) {
   return json{{"allowed_nodes", t.allowed_nodes},
               {"preferred_nodes", t.preferred_nodes},
@@ -189,7 +214,7 @@ Result<PoolSpec> pool_from_json(const std::string& text) {
     s.name = j.at("name").get<std::string>();
     s.disks = j.value("disks", std::vector<std::string>{});
     s.labels = j.value("labels", Labels{});
-    s.cluster_size = j.value("cluster_size", uint64_t{0});
+    s.cluster_size = uint_field<uint64_t>(j, "cluster_size", 0);
     auto st = enum_from<SpecStatus>(j.value("status", ""), spec_status_name,
                                     {SpecStatus::kCreating, SpecStatus::kCreated,
                                      SpecStatus::kDeleting},
@@ -237,8 +262,8 @@ Result<VolumeSpec> volume_from_json(const std::string& text) {
     VolumeSpec s;
     s.uuid = j.at("uuid").get<std::string>();
     s.name = j.value("name", "");
-    s.size_bytes = j.at("size_bytes").get<uint64_t>();
-    s.replica_count = j.at("replica_count").get<uint32_t>();
+    s.size_bytes = uint_field<uint64_t>(j, "size_bytes");
+    s.replica_count = uint_field<uint32_t>(j, "replica_count");
     s.thin = j.value("thin", false);
     auto proto = parse_protocol(j.value("protocol", "nvmf"));
     if (!proto) return proto.status();
@@ -264,7 +289,7 @@ Result<VolumeSpec> volume_from_json(const std::string& text) {
       if (!rs) return rs.status();
       r.state = *rs;
       r.reason = rj.value("reason", "");
-      r.faulted_unix_ms = rj.value("faulted_unix_ms", uint64_t{0});
+      r.faulted_unix_ms = uint_field<uint64_t>(rj, "faulted_unix_ms", 0);
       s.replicas.push_back(std::move(r));
     }
     if (j.contains("target")) {
@@ -285,9 +310,9 @@ Result<VolumeSpec> volume_from_json(const std::string& text) {
                                  "operation");
       if (!k) return k.status();
       s.op.kind = *k;
-      s.op.started_unix_ms = o.value("started_unix_ms", uint64_t{0});
+      s.op.started_unix_ms = uint_field<uint64_t>(o, "started_unix_ms", 0);
     }
-    s.generation = j.value("generation", uint64_t{0});
+    s.generation = uint_field<uint64_t>(j, "generation", 0);
     return s;
   });
 }

@@ -18,6 +18,7 @@
 
 #include <sys/uio.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -48,6 +49,12 @@ inline constexpr int kNumIoStatuses = 6;
 const char* io_status_name(IoStatus s);
 
 class BdevChannel;
+struct IoRequest;
+
+// Calls fn(uint8_t* p, uint64_t n) for each piece of `req`'s iovecs that covers the byte
+// range [off, off + len) of its data, in order. Stops at the end of the iovecs.
+template <class F>
+void for_each_iov_piece(const IoRequest& req, uint64_t off, uint64_t len, F&& fn);
 
 struct IoRequest : reactor::Task {
   using Callback = void (*)(IoRequest& req, void* arg);
@@ -73,6 +80,21 @@ struct IoRequest : reactor::Task {
   uint8_t fua_stage = 0;
   IoType fua_type = IoType::kRead;
 };
+
+template <class F>
+void for_each_iov_piece(const IoRequest& req, uint64_t off, uint64_t len, F&& fn) {
+  for (int i = 0; i < req.iovcnt && len; ++i) {
+    const iovec& v = req.iovs[i];
+    if (off >= v.iov_len) {
+      off -= v.iov_len;
+      continue;
+    }
+    const uint64_t n = std::min<uint64_t>(v.iov_len - off, len);
+    fn(static_cast<uint8_t*>(v.iov_base) + off, n);
+    len -= n;
+    off = 0;
+  }
+}
 
 // Per-operation counters of one reactor's channel; single writer (that reactor), read by
 // any thread with relaxed loads. Owned by the Bdev, not the channel, so a reader never

@@ -504,22 +504,15 @@ class ReplicaChannel final : public bdev::BdevChannel {
 
   // Copies the iovec range [off, off+len) of `req` into `out`, or zero-fills it.
   static void slice(const IoRequest& req, uint64_t off, uint64_t len, std::vector<iovec>* out) {
-    for (int i = 0; i < req.iovcnt && len; ++i) {
-      const iovec& v = req.iovs[i];
-      if (off >= v.iov_len) {
-        off -= v.iov_len;
-        continue;
-      }
-      uint64_t n = std::min<uint64_t>(v.iov_len - off, len);
+    bdev::for_each_iov_piece(req, off, len, [out](uint8_t* p, uint64_t n) {
       if (out) {
-        out->push_back({static_cast<uint8_t*>(v.iov_base) + off, n});
+        out->push_back({p, n});
       } else {
-        std::memset(static_cast<uint8_t*>(v.iov_base) + off, 0, n);
+        std::memset(p, 0, n);
       }
-      len -= n;
-      off = 0;
-    }
+    });
   }
+
 
   void dispatch(IoRequest& req, bool first) {
     const uint64_t bs = bdev().block_size();

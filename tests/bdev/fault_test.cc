@@ -155,27 +155,6 @@ TEST(FaultBdev, RejectsBadRules) {
 
 // ---- Volatile write cache and power loss ----
 
-// One synchronous I/O with `fua` (the harness's do_io has none).
-IoStatus do_io_fua(Env& env, size_t reactor_idx, Bdev& b, IoType type, uint64_t off, uint64_t nblocks,
-                   void* buf, size_t len) {
-  SyncIo s;
-  s.req.type = type;
-  s.req.offset_blocks = off;
-  s.req.num_blocks = nblocks;
-  s.req.fua = true;
-  if (buf) {
-    s.iov = {buf, len};
-    s.req.iovs = &s.iov;
-    s.req.iovcnt = 1;
-  }
-  s.req.cb = [](IoRequest& r, void* arg) { static_cast<SyncIo*>(arg)->p.set_value(r.status); };
-  s.req.cb_arg = &s;
-  auto f = s.p.get_future();
-  reactor::Reactor& r = env.group.at(reactor_idx);
-  r.send([&] { b.channel(r).submit(s.req); });
-  return f.get();
-}
-
 // A fault bdev with a volatile cache over a malloc disk; values are one byte per block.
 struct CacheEnv : Env {
   std::shared_ptr<Bdev> f, m;
@@ -194,8 +173,7 @@ struct CacheEnv : Env {
   IoStatus write(uint64_t lba, uint64_t n, uint8_t v, bool fua = false, size_t r = 0) {
     DmaBuffer b(n * bs);
     std::memset(b.data(), v, n * bs);
-    return fua ? do_io_fua(*this, r, *f, IoType::kWrite, lba, n, b.data(), n * bs)
-               : do_io(*this, r, *f, IoType::kWrite, lba, n, b.data(), n * bs);
+    return do_io(*this, r, *f, IoType::kWrite, lba, n, b.data(), n * bs, nullptr, fua);
   }
   IoStatus flush(size_t r = 0) { return do_io(*this, r, *f, IoType::kFlush, 0, 0, nullptr, 0); }
   // The blocks' bytes through `b`; every byte of a block must be equal (else -1).
@@ -272,7 +250,7 @@ TEST(FaultCache, FuaWritesSurviveAndSupersedeCachedVersions) {
     ASSERT_EQ(e.write(5, 4, 1), IoStatus::kSuccess);           // cached
     ASSERT_EQ(e.write(6, 2, 2, true, 1), IoStatus::kSuccess);  // FUA over part of it
     EXPECT_EQ(e.base(5, 4), (std::vector<int>{0, 2, 2, 0}));   // on the base at completion
-    ASSERT_EQ(do_io_fua(e, 0, *e.f, IoType::kWriteZeroes, 20, 1, nullptr, 0), IoStatus::kSuccess);
+    ASSERT_EQ(do_io(e, 0, *e.f, IoType::kWriteZeroes, 20, 1, nullptr, 0, nullptr, true), IoStatus::kSuccess);
     ASSERT_TRUE(FaultControl::power_loss(*e.f, seed));
     auto got = e.base(5, 4);
     EXPECT_EQ(got[1], 2);  // the older cached version 1 never overwrites the FUA write

@@ -284,7 +284,7 @@ struct PowerTrial {
           pending[n].erase(l);
           written[n].insert(l);
         }
-        auto st = fua ? e.fill_fua(n, lba, nb, v, r) : e.fill(n, lba, nb, v, r);
+        auto st = e.fill(n, lba, nb, v, r, fua);
         if (st == bdev::IoStatus::kSuccess) {
           for (uint64_t l = lba; l < lba + nb; ++l) {
             if (!fua) {

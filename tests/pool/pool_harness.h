@@ -15,36 +15,15 @@ struct PoolEnv : Env {
   std::unique_ptr<PoolManager> pools = std::make_unique<PoolManager>(*reg);
   ~PoolEnv() { pools.reset(); }
 
-  // Writes `nblocks` blocks of `v` at `lba` of bdev `name` on reactor `r`.
-  bdev::IoStatus fill(const std::string& name, uint64_t lba, uint64_t nblocks, uint8_t v, size_t r = 0) {
+  // Writes `nblocks` blocks of `v` at `lba` of bdev `name` on reactor `r` (with `fua`:
+  // Force Unit Access, durable at completion).
+  bdev::IoStatus fill(const std::string& name, uint64_t lba, uint64_t nblocks, uint8_t v, size_t r = 0,
+                      bool fua = false) {
     auto b = reg->find(name);
     if (!b) return bdev::IoStatus::kInvalid;
     bdev::DmaBuffer buf(nblocks * b->block_size());
     std::memset(buf.data(), v, buf.size());
-    return do_io(*this, r, *b, bdev::IoType::kWrite, lba, nblocks, buf.data(), buf.size());
-  }
-  // The same as a write with Force Unit Access (durable at completion).
-  bdev::IoStatus fill_fua(const std::string& name, uint64_t lba, uint64_t nblocks, uint8_t v, size_t r = 0) {
-    auto b = reg->find(name);
-    if (!b) return bdev::IoStatus::kInvalid;
-    bdev::DmaBuffer buf(nblocks * b->block_size());
-    std::memset(buf.data(), v, buf.size());
-    bdev::test::SyncIo s;
-    s.req.type = bdev::IoType::kWrite;
-    s.req.offset_blocks = lba;
-    s.req.num_blocks = nblocks;
-    s.req.fua = true;
-    s.iov = {buf.data(), buf.size()};
-    s.req.iovs = &s.iov;
-    s.req.iovcnt = 1;
-    s.req.cb = [](bdev::IoRequest& req, void* arg) {
-      static_cast<bdev::test::SyncIo*>(arg)->p.set_value(req.status);
-    };
-    s.req.cb_arg = &s;
-    auto f = s.p.get_future();
-    reactor::Reactor& R = group.at(r);
-    R.send([&] { b->channel(R).submit(s.req); });
-    return f.get();
+    return do_io(*this, r, *b, bdev::IoType::kWrite, lba, nblocks, buf.data(), buf.size(), nullptr, fua);
   }
   // Reads and returns the blocks (empty on error).
   std::vector<uint8_t> read(const std::string& name, uint64_t lba, uint64_t nblocks, size_t r = 1) {

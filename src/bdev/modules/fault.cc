@@ -111,14 +111,7 @@ struct Phase {
 // Copies `len` bytes between `flat` and the iovecs of `req` from byte `off` on: into the
 // iovecs (zeroes when `flat` is null) or out of them.
 void iov_copy(const IoRequest& req, uint64_t off, uint8_t* flat, uint64_t len, bool into) {
-  for (int i = 0; i < req.iovcnt && len; ++i) {
-    const iovec& v = req.iovs[i];
-    if (off >= v.iov_len) {
-      off -= v.iov_len;
-      continue;
-    }
-    uint64_t n = std::min<uint64_t>(v.iov_len - off, len);
-    auto* p = static_cast<uint8_t*>(v.iov_base) + off;
+  for_each_iov_piece(req, off, len, [&flat, into](uint8_t* p, uint64_t n) {
     if (!into) {
       std::memcpy(flat, p, n);
     } else if (flat) {
@@ -127,9 +120,7 @@ void iov_copy(const IoRequest& req, uint64_t off, uint8_t* flat, uint64_t len, b
       std::memset(p, 0, n);
     }
     if (flat) flat += n;
-    len -= n;
-    off = 0;
-  }
+  });
 }
 
 }  // namespace

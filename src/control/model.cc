@@ -1,10 +1,8 @@
 #include "control/model.h"
 
-#include <limits>
-#include <optional>
-#include <stdexcept>
-
 #include <nlohmann/json.hpp>
+
+#include "common/json_fields.h"
 
 namespace castor::control {
 
@@ -125,27 +123,6 @@ Result<T> parse_doc(const std::string& text, const char* kind, F&& f) {
   } catch (const std::exception& e) {
     return make_error(Errc::kInvalidArgument, "bad {} document: {}", kind, e.what());
   }
-}
-
-// An unsigned integer field, `dflt` when absent (none: required). nlohmann converts a
-// floating-point number (which is what an integer too large for 64 bits parses as) to
-// an integer with undefined behaviour, so only a JSON integer that fits T is accepted;
-// anything else throws, which parse_doc turns into InvalidArgument.
-template <class T>
-T uint_field(const json& j, const char* key, std::optional<T> dflt = std::nullopt) {
-  auto it = j.find(key);
-  if (it == j.end()) {
-    if (dflt) return *dflt;
-    throw std::invalid_argument(fmt::format("field '{}' is missing", key));
-  }
-  if (!it->is_number_unsigned()) {
-    throw std::invalid_argument(fmt::format("field '{}' is not a non-negative integer", key));
-  }
-  const uint64_t v = it->get<uint64_t>();
-  if (v > std::numeric_limits<T>::max()) {
-    throw std::invalid_argument(fmt::format("field '{}' = {} is out of range", key, v));
-  }
-  return static_cast<T>(v);
 }
 
 json topology_json(const Topology& t) {

@@ -12,6 +12,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/json_fields.h"
+
 namespace castor::nexus {
 
 namespace {
@@ -128,9 +130,9 @@ Result<NexusHealth> health_from_json(const std::string& text) {
     if (doc.value("format", "") != "castor-nexus-health") {
       return make_error(Errc::kInvalidArgument, "not a castor nexus health document");
     }
-    if (doc.value("version", 0) != 1) {
+    if (uint_field<uint64_t>(doc, "version", 0) != 1) {
       return make_error(Errc::kUnsupported, "nexus health document version {} is not supported",
-                        doc.value("version", 0));
+                        doc["version"].dump());
     }
     NexusHealth out;
     // Absent in documents written before the flag existed: treated as closed (clean).
@@ -139,16 +141,20 @@ Result<NexusHealth> health_from_json(const std::string& text) {
       ChildRecord r;
       r.healthy = c.at("healthy").get<bool>();
       r.reason = c.value("reason", "");
-      r.updated_unix_ms = c.value("updated_unix_ms", uint64_t{0});
+      r.updated_unix_ms = uint_field<uint64_t>(c, "updated_unix_ms", 0);
       if (c.contains("log")) {
         const auto& l = c["log"];
         MissedWriteLog log;
-        log.segment_blocks = l.at("segment_blocks").get<uint64_t>();
-        log.num_segments = l.at("segments").get<uint64_t>();
+        log.segment_blocks = uint_field<uint64_t>(l, "segment_blocks");
+        log.num_segments = uint_field<uint64_t>(l, "segments");
         log.clean = l.at("clean").get<bool>();
         log.write_ahead = l.value("write_ahead", false);
         for (const auto& run : l.at("dirty")) {
-          log.dirty.emplace_back(run.at(0).get<uint64_t>(), run.at(1).get<uint64_t>());
+          if (!run.is_array() || run.size() != 2 || !run[0].is_number_unsigned() || !run[1].is_number_unsigned()) {
+            return make_error(Errc::kInvalidArgument, "malformed nexus health document: a dirty run is not "
+                              "[first segment, count]");
+          }
+          log.dirty.emplace_back(run[0].get<uint64_t>(), run[1].get<uint64_t>());
         }
         r.log = std::move(log);
       }

@@ -1,7 +1,7 @@
 #pragma once
 // The engine's side of the control plane (castor-engine --control ADDR[,ADDR...]):
-//  * ControlEndpoints reaches whichever castor-control leads (several may run on one etcd;
-//    only the leader listens);
+//  * ControlEndpoints (control/client) reaches whichever castor-control leads (several may
+//    run on one etcd; only the leader listens);
 //  * ControlAgent registers the node with castor-control and heartbeats (its endpoints,
 //    pools and instance UUID) from a thread of its own, so the control plane can place
 //    volumes here and notice when the node is gone or restarted;
@@ -26,50 +26,14 @@
 #include <vector>
 
 #include "api/front_ends.h"
+#include "control/client/control_endpoints.h"
 #include "engine/config.h"
 #include "nexus/health_store.h"
 #include "pool/pool.h"
 
 namespace castor::engine {
 
-// castor-control's gRPC endpoints (--control A,B,...), shared by the agent and the health
-// store. Only the leading castor-control listens (a standby waits for the leadership
-// before it serves), so a call goes to whichever endpoint answers:
-//  * one channel per endpoint; a call starts at the endpoint that last answered;
-//  * UNAVAILABLE (nothing listens there: a dead old leader or a standby; or a
-//    castor-control that says it does not lead) or ABORTED (a deposed leader whose write
-//    the store's fence refused: nothing was written; the engine's calls get ABORTED for
-//    nothing else) moves the call on to the next endpoint, round after round (kRoundPause
-//    apart), until the call's deadline;
-//  * DEADLINE_EXCEEDED (a frozen or cut-off castor-control that took the connection) ends
-//    the call: its time is up, and the request may still be applied. The next call
-//    starts at the next endpoint, so a frozen leader does not hold every call;
-//  * any other answer, OK or an error, is the leader's and ends the call.
-// Thread-safe.
-class ControlEndpoints {
- public:
-  static constexpr std::chrono::milliseconds kRoundPause{100};
-
-  // `addresses`: HOST:PORT each, already validated; at least one.
-  explicit ControlEndpoints(const std::vector<std::string>& addresses);
-  ~ControlEndpoints();
-  ControlEndpoints(const ControlEndpoints&) = delete;
-  ControlEndpoints& operator=(const ControlEndpoints&) = delete;
-
-  struct Endpoint;  // a channel and its ControlService stub (control_agent.cc)
-  using Rpc = std::function<grpc::Status(Endpoint&, grpc::ClientContext&)>;
-  // Runs `rpc` as above; every attempt's context carries the call's deadline (now +
-  // `timeout`). `answered` (optional): the address whose answer is returned.
-  grpc::Status call(std::chrono::milliseconds timeout, const Rpc& rpc,
-                    std::string* answered = nullptr);
-  // "A,B,...": as given.
-  const std::string& describe() const { return describe_; }
-
- private:
-  std::vector<std::unique_ptr<Endpoint>> endpoints_;
-  std::string describe_;
-  std::atomic<size_t> current_{0};  // where the next call starts
-};
+using control::ControlEndpoints;
 
 class ControlChildHealthStore final : public nexus::ChildHealthStore {
  public:

@@ -18,6 +18,7 @@ PACKAGES=(
   nettle-dev libiscsi-bin tgt
   qemu-system-x86 tshark
   libsqlite3-dev libcpp-httplib-dev golang-etcd-server-dev etcd-server etcd-client
+  libblkid-dev python3-grpcio python3-protobuf
 )
 
 missing=()

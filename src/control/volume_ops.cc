@@ -193,6 +193,8 @@ Status ControlPlane::ensure_nexus(VolumeSpec& v) {
   if (!e) return make_error(Errc::kUnavailable, "node '{}' for the nexus is not online", target);
   auto stale = unhealthy_replicas(v.uuid);
   if (!stale) return stale.status();
+  // Whether the nexus exists, as the node's last poll saw it. That view may be out of date
+  // (a nexus destroyed since): a publish that finds no nexus makes it after all.
   bool exists = false;
   {
     std::lock_guard lk(mu_);
@@ -201,7 +203,7 @@ Status ControlPlane::ensure_nexus(VolumeSpec& v) {
       for (const auto& n : snap->second.data.nexuses) exists = exists || n.name == v.uuid;
     }
   }
-  if (!exists) {
+  auto create = [&]() -> Status {
     if (Status s = translate_health(v, target); !s) return s;
     std::vector<std::string> uris;
     std::vector<std::string> skipped;
@@ -231,9 +233,17 @@ Status ControlPlane::ensure_nexus(VolumeSpec& v) {
                         v.uuid, target, made.status().message());
     }
     spdlog::info("volume {}: nexus created on node {} with {} child(ren)", v.uuid, target, uris.size());
+    return Status::ok();
+  };
+  if (!exists) {
+    if (Status s = create(); !s) return s;
   }
   if (crash("nexus:publish")) return make_error(Errc::kInternal, "crash point");
   auto uri = e->publish_nexus(v.uuid, v.protocol, v.target->allowed_hosts);
+  if (!uri && uri.status().code() == Errc::kNotFound && exists) {
+    if (Status s = create(); !s) return s;
+    uri = e->publish_nexus(v.uuid, v.protocol, v.target->allowed_hosts);
+  }
   if (!uri) {
     return make_error(uri.status().code(), "cannot publish the nexus of volume {} on node '{}': {}",
                       v.uuid, target, uri.status().message());
@@ -251,6 +261,11 @@ Status ControlPlane::teardown_nexus(const std::string& node, const std::string& 
   if (!s && s.code() != Errc::kNotFound) return s;
   s = e->destroy_nexus(uuid);
   if (!s && s.code() != Errc::kNotFound) return s;
+  std::lock_guard lk(mu_);
+  if (auto snap = snapshots_.find(node); snap != snapshots_.end()) {
+    auto& nx = snap->second.data.nexuses;
+    nx.erase(std::remove_if(nx.begin(), nx.end(), [&](const auto& n) { return n.name == uuid; }), nx.end());
+  }
   return Status::ok();
 }
 

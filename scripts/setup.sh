@@ -19,6 +19,7 @@ PACKAGES=(
   qemu-system-x86 tshark
   libsqlite3-dev libcpp-httplib-dev golang-etcd-server-dev etcd-server etcd-client
   libblkid-dev python3-grpcio python3-protobuf
+  unzip
 )
 
 missing=()
@@ -27,6 +28,11 @@ for p in "${PACKAGES[@]}"; do
     missing+=("$p")
   fi
 done
+# Node.js and npm for tests/deploy (kubectl, helm and Kubernetes' schemas come from npm):
+# Debian's, unless the machine has a node and npm already (a NodeSource nodejs carries npm).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  missing+=(nodejs npm)
+fi
 if ((${#missing[@]})); then
   echo "castor setup: installing ${missing[*]}"
   SUDO=""
@@ -43,6 +49,11 @@ case "$kind" in
   test) dir=build/test; args=(-DCMAKE_BUILD_TYPE=Debug -DCASTOR_SANITIZE=ON) ;;
   *) echo "usage: $0 release|test" >&2; exit 2 ;;
 esac
+
+# The deployment test's tools (tests/deploy): npm packages into build/npm, once.
+if [[ "$kind" == test ]]; then
+  tests/deploy/setup-npm.sh
+fi
 
 export CCACHE_DIR="${CCACHE_DIR:-$PWD/.cache/ccache}"
 if [[ ! -f "$dir/build.ninja" ]]; then

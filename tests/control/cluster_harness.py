@@ -194,9 +194,10 @@ class Engine:
     """One castor-engine; `control` is a Control (its current gRPC port) or a string of
     castor-control addresses for --control."""
 
-    def __init__(self, name, control):
+    def __init__(self, name, control, extra=()):
         self.name = name
         self.control = control
+        self.extra = list(extra)  # more castor-engine flags (listeners)
         self.proc = None
 
     def start(self):
@@ -207,7 +208,7 @@ class Engine:
         args = [BIN.engine, "--cores", "0", "--grpc-listen", "127.0.0.1:0", "--metrics-listen", "none",
                 "--nvmf-listen", "127.0.0.1:0", "--state-dir", os.path.join(DIR, "state-" + self.name),
                 "--ready-file", ready, "--control", control,
-                "--node-name", self.name, "--node-label", f"zone=z{self.name[-1]}"]
+                "--node-name", self.name, "--node-label", f"zone=z{self.name[-1]}"] + self.extra
         self.proc = spawn(self.name, args)
         info = wait_ready(ready, self.proc, f"engine {self.name}")
         self.grpc = f"127.0.0.1:{info['grpc_port']}"

@@ -8,6 +8,10 @@
 #                         castor.port=PORT castor.export=NAME|castor.iqn=IQN|castor.nqn=NQN
 #                         castor.mb=MiB castor.metrics_port=PORT
 #   castor.mode=iscsi-restart|nvmf-restart castor.port=PORT castor.iqn=IQN|castor.nqn=NQN castor.mb=MiB
+#   castor.mode=csi-node  castor.node=NAME castor.serve_s=SECONDS
+#                         runs castor-csi --mode node (added to the initramfs by the test) on
+#                         tcp port 10199 and a shell on tcp port 2323 (busybox nc), for a
+#                         driver on the host (through QEMU's forwards) to play kubelet
 # It prints "@@ <step>" progress lines, "@@FAIL <why>" on failures and ends with one
 # "@@RESULT PASS" or "@@RESULT FAIL" line, then powers the guest off.
 /bin/busybox mount -t proc proc /proc
@@ -20,7 +24,7 @@ echo /sbin/modprobe >/proc/sys/kernel/modprobe
 echo 4 >/proc/sys/kernel/printk
 
 MODE=none PORT=4420 NQN=none MB=16 SIZE_MB=0 SERVER=10.0.2.2 EXPORT= IQN= USER= SECRET= TUSER= TSECRET=
-METRICS_PORT=0
+METRICS_PORT=0 NODE=guest SERVE_S=600
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     castor.mode=*) MODE=${arg#*=} ;;
@@ -35,6 +39,8 @@ for arg in $(cat /proc/cmdline); do
     castor.tuser=*) TUSER=${arg#*=} ;;
     castor.tsecret=*) TSECRET=${arg#*=} ;;
     castor.metrics_port=*) METRICS_PORT=${arg#*=} ;;
+    castor.node=*) NODE=${arg#*=} ;;
+    castor.serve_s=*) SERVE_S=${arg#*=} ;;
   esac
 done
 
@@ -446,8 +452,30 @@ restart_scenario() {
   esac
 }
 
+# castor-csi's node plugin, driven from the host (tests/vm/csi_node_test.py): the guest
+# only provides the kernel, the initiators and the tools; the driver makes every CSI call
+# and inspects the guest through the shell on port 2323. The guest powers off when the
+# plugin exits (the driver stops QEMU) or after castor.serve_s seconds.
+csi_node_scenario() {
+  network
+  for m in nvme-tcp ext4 xfs nbd iscsi_tcp sd_mod; do modprobe $m || bad "modprobe $m"; done
+  mkdir -p /run/lock/iscsi /var/lib/iscsi /var/lib/castor-csi /var/lib/kubelet
+  echo "InitiatorName=iqn.2026-11.io.castor:$NODE" >/etc/iscsi/initiatorname.iscsi
+  iscsid -f >/tmp/iscsid.log 2>&1 &
+  nc -ll -p 2323 -e /bin/sh &
+  [ -x /usr/bin/castor-csi ] || { bad "castor-csi is not in the initramfs"; return; }
+  /usr/bin/castor-csi --mode node --endpoint tcp://0.0.0.0:10199 --node-name "$NODE" \
+    --state-dir /var/lib/castor-csi --log-level debug >/dev/console 2>&1 &
+  csi=$!
+  step "castor-csi node plugin started (pid $csi)"
+  n=0
+  while kill -0 $csi 2>/dev/null && [ $n -lt "$SERVE_S" ]; do sleep 1; n=$((n + 1)); done
+  kill -0 $csi 2>/dev/null && bad "the driver did not finish within $SERVE_S s"
+}
+
 case "$MODE" in
   nvme) nvme_scenario ;;
+  csi-node) csi_node_scenario ;;
   nbd) nbd_scenario ;;
   iscsi) iscsi_scenario ;;
   nbd-nexus | iscsi-nexus | nvmf-nexus) nexus_scenario ;;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the test guest: Debian 12's own kernel plus a busybox initramfs carrying
-# nvme-cli, e2fsprogs, nbd-client, open-iscsi (iscsid, iscsiadm) and fio, all taken from
+# nvme-cli, e2fsprogs, xfsprogs, nbd-client, open-iscsi (iscsid, iscsiadm) and fio, all taken from
 # Debian packages (apt-get download, never installed on the host).
 # Output: $GUEST_DIR/{vmlinuz,initramfs.gz}.
 # Idempotent: rebuilds only when this script or the guest init changed.
@@ -26,7 +26,7 @@ if [[ -z "$kpkg" ]]; then
   kpkg=$(apt-cache depends linux-image-amd64 | sed -n 's/.*Depends: \(linux-image-[0-9][^ ]*\).*/\1/p' | head -1)
 fi
 kver=${kpkg#linux-image-}
-tools=(busybox-static nvme-cli e2fsprogs nbd-client open-iscsi fio)
+tools=(busybox-static nvme-cli e2fsprogs xfsprogs nbd-client open-iscsi fio)
 
 # Library closure of the tools (only lib* and zlib packages: no debconf, no perl).
 pkgs=" ${tools[*]} "
@@ -71,7 +71,8 @@ printf 'root:x:0:\n' >"$root/etc/group"
 ld="$tree/lib64/ld-linux-x86-64.so.2"
 libpath="$tree/lib/x86_64-linux-gnu:$tree/usr/lib/x86_64-linux-gnu"
 cp "$ld" "$root/lib64/"
-for b in usr/sbin/nvme sbin/mke2fs sbin/nbd-client sbin/iscsid sbin/iscsiadm usr/bin/fio; do
+for b in usr/sbin/nvme sbin/mke2fs sbin/resize2fs sbin/mkfs.xfs usr/sbin/xfs_growfs sbin/nbd-client \
+         sbin/iscsid sbin/iscsiadm usr/bin/fio; do
   mkdir -p "$root/$(dirname "$b")"
   cp "$tree/$b" "$root/$b"
   "$ld" --library-path "$libpath" --list "$tree/$b" | awk '$2 == "=>" && $3 ~ /^\// {print $3}' |
@@ -91,7 +92,7 @@ copy_mod() {
   local dep
   for dep in $(awk -F': *' -v m="$rel" '$1 == m {print $2}' "$mods/modules.dep"); do copy_mod "$dep"; done
 }
-for m in nvme-tcp nvme-fabrics nvme-core ext4 nbd iscsi_tcp sd_mod virtio_net virtio_pci crc32c_generic crc32c-intel; do
+for m in nvme-tcp nvme-fabrics nvme-core ext4 xfs nbd iscsi_tcp sd_mod virtio_net virtio_pci crc32c_generic crc32c-intel; do
   rel=$(awk -F: -v a="${m//-/_}.ko" -v b="${m//_/-}.ko" '{n=split($1, p, "/"); if (p[n] == a || p[n] == b) {print $1; exit}}' "$mods/modules.dep")
   [[ -n "$rel" ]] && copy_mod "$rel"
 done

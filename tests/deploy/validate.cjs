@@ -797,7 +797,7 @@ function knownToDebian(names) {
   const known = new Set(names.filter((n) => inst.has(n)));
   if (rest.length) {
     const lists = fs.existsSync('/var/lib/apt/lists')
-      ? fs.readdirSync('/var/lib/apt/lists').filter((f) => f.endsWith('_Packages')) : [];
+      ? fs.readdirSync('/var/lib/apt/lists').filter((f) => /_Packages(\.\w+)?$/.test(f)) : [];
     ok(lists.length > 0, `apt's package lists exist to look up ${rest.join(', ')} (apt-get update makes them)`);
     const out = cp.spawnSync('apt-cache', ['policy', ...rest], { encoding: 'utf8' }).stdout || '';
     let cur = null;

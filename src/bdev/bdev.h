@@ -235,6 +235,13 @@ class Bdev {
     return max_blocks;
   }
 
+  // Re-reads the device's size from where it lives, for a device that may have grown
+  // since it was opened (a remote namespace is identified again; a wrapper asks its
+  // base), and adopts it if it is larger. Returns num_blocks() afterwards. Blocking: a
+  // control-path thread, never a reactor. The default, for devices whose num_blocks()
+  // is always current (they grow in place, e.g. a pool replica): num_blocks().
+  virtual Result<uint64_t> refresh_size() { return num_blocks(); }
+
   // This reactor's channel, created on first use. REQUIRES: on `r`'s thread.
   BdevChannel& channel(reactor::Reactor& r);
   // Sum of every reactor's statistics, including those of channels already dropped. Any
@@ -269,7 +276,8 @@ class Bdev {
   // FUA on the device command, or has no volatile cache, or passes `fua` down to bdevs
   // that honour it. Default: none.
   void set_fua_ops(uint32_t mask) { fua_ops_ = mask; }
-  // Grows the device (a replica resize). Existing I/O is unaffected.
+  // Grows the device (a replica or nexus resize). Existing I/O is unaffected; I/O
+  // submitted after a reactor has synchronized with the caller sees the new size.
   void set_num_blocks(uint64_t n) { num_blocks_.store(n, std::memory_order_relaxed); }
 
  private:

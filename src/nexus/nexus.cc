@@ -837,6 +837,49 @@ Status Nexus::online_child(const std::string& uri) {
   return Status::ok();
 }
 
+Status Nexus::resize(uint64_t bytes) {
+  std::lock_guard lk(mu_);
+  if (shut_down_) return make_error(Errc::kBusy, "nexus '{}' is shutting down", name());
+  const uint32_t bs = block_size();
+  if (bytes == 0 || bytes % bs) {
+    return make_error(Errc::kInvalidArgument,
+                      "nexus '{}': size {} is not a non-zero multiple of the block size {}", name(),
+                      bytes, bs);
+  }
+  const uint64_t blocks = bytes / bs;
+  if (blocks < num_blocks()) {
+    return make_error(Errc::kInvalidArgument, "nexus '{}' is {} bytes; a nexus never shrinks (asked {})",
+                      name(), size_bytes(), bytes);
+  }
+  if (blocks == num_blocks()) return Status::ok();
+  // Every child first: a child that cannot hold the new blocks would fail the writes to
+  // them (or, rebuilt later, be taken as current while too small).
+  for (const auto& c : children_) {
+    if (c->bdev->num_blocks() >= blocks) continue;
+    auto got = c->bdev->refresh_size();
+    if (!got) {
+      return make_error(got.status().code(), "nexus '{}': cannot read the size of child '{}': {}", name(),
+                        c->uri, got.status().message());
+    }
+    if (c->bdev->num_blocks() < blocks) {
+      return make_error(Errc::kBusy,
+                        "nexus '{}': child '{}' is {} bytes, smaller than {} (grow it first)", name(),
+                        c->uri, c->bdev->size_bytes(), bytes);
+    }
+  }
+  // The logs cover the new segments before any write can reach them: every reactor
+  // synchronizes with the growth (sync_all's messages) before the size changes.
+  for (const auto& c : children_) {
+    c->log->grow(blocks);
+    c->durable->grow(blocks);
+  }
+  sync_all();
+  const uint64_t old = size_bytes();
+  set_num_blocks(blocks);
+  spdlog::info("nexus={} grown from {} to {} bytes", name(), old, bytes);
+  return Status::ok();
+}
+
 Status Nexus::start_rebuild(const std::string& uri) {
   std::unique_lock lk(mu_);
   auto c = find_child(uri);

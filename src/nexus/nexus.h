@@ -175,6 +175,17 @@ class Nexus final : public bdev::Bdev {
   // (no healthy source, or I/O of the child still outstanding).
   Status online_child(const std::string& uri);
 
+  // Grows the nexus to `bytes` while I/O runs. Every child (whatever its state) must
+  // already be at least that big: a child that looks smaller is asked to re-read its size
+  // first (Bdev::refresh_size: a remote nvmf:// child identifies its namespace again).
+  // The missed-write logs grow with it; rebuilds already running keep their range (the
+  // new blocks hold no data yet and every write to them reaches every writable child).
+  // Front ends read the size from the bdev, so the caller tells their hosts. The same
+  // size is a no-op. Errors: InvalidArgument (zero, not a multiple of the block size,
+  // smaller than now: a nexus never shrinks), Busy (a child smaller than `bytes`
+  // after the refresh, or shutting down), and the refresh's error naming the child.
+  Status resize(uint64_t bytes);
+
   Status start_rebuild(const std::string& uri);  // OutOfSync child without a running job
   Status pause_rebuild(const std::string& uri);
   Status resume_rebuild(const std::string& uri);

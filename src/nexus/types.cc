@@ -1,6 +1,8 @@
 #include "nexus/types.h"
 
+#include <algorithm>
 #include <bit>
+#include <cstdlib>
 
 namespace castor::nexus {
 
@@ -167,15 +169,40 @@ Status NexusOptions::validate() const {
 
 SegmentLog::SegmentLog(uint64_t num_blocks, uint64_t segment_blocks)
     : segment_blocks_(segment_blocks),
-      nseg_((num_blocks + segment_blocks - 1) / segment_blocks),
-      nwords_((nseg_ + 63) / 64) {
-  words_ = std::make_unique<std::atomic<uint64_t>[]>(nwords_ ? nwords_ : 1);
-  for (size_t i = 0; i < nwords_; ++i) words_[i].store(0, std::memory_order_relaxed);
+      base_(std::bit_ceil(std::max<uint64_t>(1, ((num_blocks + segment_blocks - 1) / segment_blocks + 63) / 64))),
+      nseg_(0) {
+  grow(num_blocks);
+}
+
+std::atomic<uint64_t>& SegmentLog::word(uint64_t w) const {
+  if (w < base_) return chunks_[0].load(std::memory_order_acquire)[w];
+  const auto k = static_cast<size_t>(std::bit_width(w / base_));  // w in [base 2^(k-1), base 2^k)
+  return chunks_[k].load(std::memory_order_acquire)[w - (base_ << (k - 1))];
+}
+
+void SegmentLog::grow(uint64_t num_blocks) {
+  const uint64_t nseg = (num_blocks + segment_blocks_ - 1) / segment_blocks_;
+  if (nseg <= nseg_.load(std::memory_order_relaxed)) return;
+  const uint64_t words = (nseg + 63) / 64;
+  // Chunks 0..k-1 hold base * 2^(k-1) words (k >= 1).
+  auto capacity = [this](size_t k) -> uint64_t { return k == 0 ? 0 : base_ << (k - 1); };
+  while (capacity(nchunks_) < words) {
+    if (nchunks_ == kMaxChunks) std::abort();  // 2^39 x base words: beyond any device
+    const uint64_t n = nchunks_ == 0 ? base_ : base_ << (nchunks_ - 1);
+    auto chunk = std::make_unique<std::atomic<uint64_t>[]>(n);
+    for (uint64_t i = 0; i < n; ++i) chunk[i].store(0, std::memory_order_relaxed);
+    chunks_[nchunks_].store(chunk.get(), std::memory_order_release);
+    owned_.push_back(std::move(chunk));
+    ++nchunks_;
+  }
+  // Bits past the old count were never set (mark and set_runs stop at it): the new
+  // segments start clear.
+  nseg_.store(nseg, std::memory_order_release);
 }
 
 void SegmentLog::mark_segment(uint64_t seg) {
-  if (seg >= nseg_) return;
-  auto& w = words_[seg / 64];
+  if (seg >= num_segments()) return;
+  auto& w = word(seg / 64);
   uint64_t bit = uint64_t{1} << (seg % 64);
   // Most writes hit an already-set bit: test first to avoid the locked instruction.
   if (!(w.load(std::memory_order_relaxed) & bit)) w.fetch_or(bit, std::memory_order_relaxed);
@@ -183,44 +210,48 @@ void SegmentLog::mark_segment(uint64_t seg) {
 
 void SegmentLog::mark(uint64_t first_block, uint64_t n) {
   if (n == 0) n = 1;
+  const uint64_t nseg = num_segments();
   uint64_t s0 = first_block / segment_blocks_;
   uint64_t s1 = (first_block + n - 1) / segment_blocks_;
-  for (uint64_t s = s0; s <= s1 && s < nseg_; ++s) mark_segment(s);
+  for (uint64_t s = s0; s <= s1 && s < nseg; ++s) mark_segment(s);
 }
 
 bool SegmentLog::covers(uint64_t first_block, uint64_t n) const {
   if (n == 0) n = 1;
+  const uint64_t nseg = num_segments();
   uint64_t s0 = first_block / segment_blocks_;
   uint64_t s1 = (first_block + n - 1) / segment_blocks_;
-  for (uint64_t s = s0; s <= s1 && s < nseg_; ++s) {
+  for (uint64_t s = s0; s <= s1 && s < nseg; ++s) {
     if (!test(s)) return false;
   }
   return true;
 }
 
 void SegmentLog::merge(const std::vector<std::pair<uint64_t, uint64_t>>& runs) {
+  const uint64_t nseg = num_segments();
   for (const auto& [first, count] : runs) {
-    for (uint64_t s = first; s < first + count && s < nseg_; ++s) mark_segment(s);
+    for (uint64_t s = first; s < first + count && s < nseg; ++s) mark_segment(s);
   }
 }
 
 bool SegmentLog::test(uint64_t seg) const {
-  return seg < nseg_ &&
-         (words_[seg / 64].load(std::memory_order_relaxed) >> (seg % 64) & 1);
+  return seg < num_segments() && (word(seg / 64).load(std::memory_order_relaxed) >> (seg % 64) & 1);
 }
 
 uint64_t SegmentLog::count() const {
   uint64_t n = 0;
-  for (size_t i = 0; i < nwords_; ++i) {
-    n += static_cast<uint64_t>(std::popcount(words_[i].load(std::memory_order_relaxed)));
+  const uint64_t nw = nwords();
+  for (uint64_t i = 0; i < nw; ++i) {
+    n += static_cast<uint64_t>(std::popcount(word(i).load(std::memory_order_relaxed)));
   }
   return n;
 }
 
 std::vector<uint64_t> SegmentLog::take() {
   std::vector<uint64_t> out;
-  for (size_t i = 0; i < nwords_; ++i) {
-    uint64_t w = words_[i].exchange(0, std::memory_order_acq_rel);
+  const uint64_t nw = nwords();
+  for (uint64_t i = 0; i < nw; ++i) {
+    uint64_t w = word(i).exchange(0, std::memory_order_acq_rel);
     while (w) {
       int b = std::countr_zero(w);
       out.push_back(i * 64 + static_cast<uint64_t>(b));
@@ -231,12 +262,14 @@ std::vector<uint64_t> SegmentLog::take() {
 }
 
 void SegmentLog::clear() {
-  for (size_t i = 0; i < nwords_; ++i) words_[i].store(0, std::memory_order_relaxed);
+  const uint64_t nw = nwords();
+  for (uint64_t i = 0; i < nw; ++i) word(i).store(0, std::memory_order_relaxed);
 }
 
 std::vector<std::pair<uint64_t, uint64_t>> SegmentLog::runs() const {
   std::vector<std::pair<uint64_t, uint64_t>> out;
-  for (uint64_t s = 0; s < nseg_; ++s) {
+  const uint64_t nseg = num_segments();
+  for (uint64_t s = 0; s < nseg; ++s) {
     if (!test(s)) continue;
     if (!out.empty() && out.back().first + out.back().second == s) {
       out.back().second++;
@@ -248,9 +281,7 @@ std::vector<std::pair<uint64_t, uint64_t>> SegmentLog::runs() const {
 }
 
 void SegmentLog::set_runs(const std::vector<std::pair<uint64_t, uint64_t>>& runs) {
-  for (auto [first, n] : runs) {
-    for (uint64_t s = first; s < first + n && s < nseg_; ++s) mark_segment(s);
-  }
+  merge(runs);
 }
 
 }  // namespace castor::nexus

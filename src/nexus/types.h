@@ -3,6 +3,7 @@
 // the health store and the manager: states, fault reasons, options and the info
 // structures the management API reports.
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <map>
@@ -139,11 +140,16 @@ struct NexusInfo {
 
 // Per-child bitmap of segments whose writes the child missed while out of the write set.
 // Bits are set from any reactor with an atomic OR (no lock); taken by the control path.
+//
+// It grows with the nexus (grow()) without moving a word: the words live in chunks that
+// double in size (chunk 0 holds the first `base` words, chunk k >= 1 the next
+// base * 2^(k-1)), published before the segment count that makes them reachable, so a
+// reactor marking a segment never races with a reallocation.
 class SegmentLog {
  public:
   SegmentLog(uint64_t num_blocks, uint64_t segment_blocks);
   uint64_t segment_blocks() const { return segment_blocks_; }
-  uint64_t num_segments() const { return nseg_; }
+  uint64_t num_segments() const { return nseg_.load(std::memory_order_acquire); }
   // Sets the segments overlapping [first, first + n). Any thread.
   void mark(uint64_t first_block, uint64_t n);
   void mark_segment(uint64_t seg);
@@ -159,12 +165,22 @@ class SegmentLog {
   // As runs [first, count] (the persistent form) and back.
   std::vector<std::pair<uint64_t, uint64_t>> runs() const;
   void set_runs(const std::vector<std::pair<uint64_t, uint64_t>>& runs);
+  // Covers `num_blocks` blocks from now on (never shrinks); the new segments are clear.
+  // Control path, one caller at a time; marks and tests may run meanwhile on any thread
+  // (a reactor sees the new segments once it has synchronized with this call, e.g. by a
+  // message sent after it).
+  void grow(uint64_t num_blocks);
 
  private:
+  static constexpr size_t kMaxChunks = 40;
+  std::atomic<uint64_t>& word(uint64_t w) const;
+  uint64_t nwords() const { return (num_segments() + 63) / 64; }
   uint64_t segment_blocks_;
-  uint64_t nseg_;
-  std::unique_ptr<std::atomic<uint64_t>[]> words_;
-  size_t nwords_;
+  uint64_t base_;  // words in chunk 0, a power of two
+  std::atomic<uint64_t> nseg_;
+  size_t nchunks_ = 0;  // chunks allocated (control path)
+  std::array<std::atomic<std::atomic<uint64_t>*>, kMaxChunks> chunks_{};
+  std::vector<std::unique_ptr<std::atomic<uint64_t>[]>> owned_;
 };
 
 }  // namespace castor::nexus

@@ -149,6 +149,13 @@ class FaultBdev final : public Bdev {
   }
 
   Bdev& base() { return *base_.bdev(); }
+  // Follows its base's growth.
+  Result<uint64_t> refresh_size() override {
+    auto n = base().refresh_size();
+    if (!n) return n.status();
+    if (*n > num_blocks()) set_num_blocks(*n);
+    return num_blocks();
+  }
   bool range_allocated(uint64_t offset_blocks, uint64_t num_blocks) const override {
     return base_.bdev()->range_allocated(offset_blocks, num_blocks);
   }

@@ -89,6 +89,25 @@ grpc::Status NodeService::NodeStageVolume(grpc::ServerContext*, const v1::NodeSt
   if (!held) return csi_error(C::ABORTED, "an operation on volume {} is in flight", req->volume_id());
   auto prior = state_->load(req->volume_id());
   if (!prior) return to_grpc(prior.status());
+  if (*prior && (*prior)->uri != target->uri && (*prior)->staging_path == path) {
+    // Published again at another address (the nexus moved while the node was away, or the
+    // node rebooted): the old record is stale if nothing of it is left: its target not
+    // connected, nothing mounted at the staging path or at any of its targets.
+    auto old = TargetAddress::parse((*prior)->uri);
+    auto dev = old ? initiator(old->protocol).find(*old, (*prior)->device)
+                   : Result<std::optional<std::string>>(std::optional<std::string>());
+    auto staged = mount_at(path);
+    bool mounted = !staged || *staged;
+    for (const auto& pub : (*prior)->publications) {
+      auto m = mount_at(pub.target);
+      mounted = mounted || !m || *m;
+    }
+    if (dev && !*dev && !mounted) {
+      spdlog::info("NodeStageVolume {}: the record of {} is stale (not connected, not mounted)", req->volume_id(),
+                   (*prior)->uri);
+      prior = std::optional<StagedVolume>();
+    }
+  }
   if (*prior) {
     const auto& p = **prior;
     if (p.staging_path != path || p.access != access || p.fs_type != fs_type || p.uri != target->uri) {

@@ -41,6 +41,7 @@ from csi_client import CsiClient  # noqa: E402
 MIB = 1 << 20
 ARGS = {}
 GUEST = {}
+CTL = {}
 DRIVER = "io.castor.csi"
 
 
@@ -165,6 +166,7 @@ def for_guest(ctx):
 
 def scenario_node():
     ctl = h.Control().start()
+    CTL["ctl"] = ctl
     engines = []
     for name in ("n1", "n2"):
         e = h.Engine(name, ctl, extra=["--iscsi-listen", "127.0.0.1:0"])
@@ -349,7 +351,27 @@ def node_scenarios(c, n):
     unpublish(n, vid, "podb", block=True)
     rc, _ = sh(f"test -e {t}")
     h.check(rc != 0, "the device file removed")
+    # Left staged with its target gone, the volume is published again at another address
+    # (n1 cordoned: the nexus goes to n2), as after a node was away: staging it again
+    # replaces the stale record and connects to the new target.
+    expect(c, "ControllerUnpublishVolume", {"volume_id": vid, "node_id": "n1"}, "OK", "")
+    code, _ = h.Control.call(CTL["ctl"], "PUT", "/v1/nodes/n1/cordon")
+    h.check(code == 200, "n1 cordoned")
+    pub = expect(c, "ControllerPublishVolume", {"volume_id": vid, "node_id": "n1", "volume_capability": BLOCK},
+                 "OK", "with n1 cordoned")
+    moved = for_guest(pub["publish_context"]) if pub else ctx
+    h.check(pub and pub["publish_context"]["nexus_node"] == "n2" and moved["uri"] != ctx["uri"],
+            f"the nexus is on n2 at another address ({moved['uri']})")
+    stage(n, vid, moved, vctx, BLOCK, block=True, what="again at the new address")
+    publish(n, vid, moved, BLOCK, "podb", block=True, what="again")
+    rc, out = sh(f"dd if={t} of=/tmp/back bs=1M skip=3 count=2 iflag=direct 2>/dev/null && cmp /tmp/pat /tmp/back "
+                 f"&& echo same")
+    h.check(rc == 0 and "same" in out, f"the data read through the new target ({out.strip()})")
+    unpublish(n, vid, "podb", block=True)
     unstage(n, vid, block=True)
+    rc, out = sh("ls /sys/class/nvme/ 2>/dev/null | wc -l")
+    h.check(out.strip() == "0", "no controller left")
+    h.Control.call(CTL["ctl"], "DELETE", "/v1/nodes/n1/cordon")
     expect(c, "ControllerUnpublishVolume", {"volume_id": vid, "node_id": "n1"}, "OK", "")
     expect(c, "DeleteVolume", {"volume_id": vid}, "OK", "")
 

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cctype>
 #include <fstream>
 #include <mutex>
@@ -107,21 +108,12 @@ class NvmeInitiator final : public Initiator {
     auto have = find(t, "");
     if (!have) return have.status();
     if (*have) return **have;
-    load_module("nvme-tcp");
-    auto r = run_ok({"nvme", "connect", "-t", "tcp", "-a", t.host, "-s", std::to_string(t.port), "-n", t.name,
-                     "--ctrl-loss-tmo=" + std::to_string(opts_.nvme_ctrl_loss_tmo_s),
-                     "--reconnect-delay=" + std::to_string(opts_.nvme_reconnect_delay_s)},
-                    60s);
-    if (!r) return make_error(Errc::kUnavailable, "{}", r.status().message());
+    if (Status s = nvme_connect_path(t, opts_); !s) return s;
     return wait_for_device(t, opts_.device_wait, [&] { return find(t, ""); });
   }
 
   Status disconnect(const TargetAddress& t, const std::string&) override {
-    bool connected = false;
-    for (const auto& c : list_dir("/sys/class/nvme")) {
-      if (read_attr("/sys/class/nvme/" + c + "/subsysnqn") == t.name) connected = true;
-    }
-    if (!connected) return Status::ok();
+    if (nvme_controllers(t.name).empty()) return Status::ok();
     auto r = run_ok({"nvme", "disconnect", "-n", t.name}, 60s);
     return r ? Status::ok() : r.status();
   }
@@ -129,9 +121,9 @@ class NvmeInitiator final : public Initiator {
   Status rescan(const TargetAddress& t, const std::string& device) override {
     // The target announces a size change with an asynchronous event and the kernel
     // re-reads the namespace; ns-rescan does it now for every controller of the subsystem.
-    for (const auto& c : list_dir("/sys/class/nvme")) {
-      if (read_attr("/sys/class/nvme/" + c + "/subsysnqn") != t.name) continue;
-      auto r = run_ok({"nvme", "ns-rescan", "/dev/" + c}, 60s);
+    for (const auto& c : nvme_controllers(t.name)) {
+      if (c.state != "live") continue;
+      auto r = run_ok({"nvme", "ns-rescan", "/dev/" + c.name}, 60s);
       if (!r) return r.status();
     }
     return Status::ok();
@@ -266,6 +258,53 @@ bool safe_token(const std::string& s) {
 }
 
 }  // namespace
+
+std::vector<NvmeController> nvme_controllers(const std::string& nqn) {
+  std::vector<NvmeController> out;
+  for (const auto& c : list_dir("/sys/class/nvme")) {
+    const std::string dir = "/sys/class/nvme/" + c;
+    if (read_attr(dir + "/subsysnqn") != nqn) continue;
+    NvmeController ctrl;
+    ctrl.name = c;
+    ctrl.state = read_attr(dir + "/state");
+    // "traddr=10.0.0.2,trsvcid=4420[,src_addr=...]"
+    const std::string addr = read_attr(dir + "/address");
+    size_t pos = 0;
+    while (pos < addr.size()) {
+      size_t comma = addr.find(',', pos);
+      const std::string kv = addr.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+      if (kv.rfind("traddr=", 0) == 0) ctrl.host = kv.substr(7);
+      if (kv.rfind("trsvcid=", 0) == 0) {
+        const std::string p = kv.substr(8);
+        if (!p.empty() && p.size() <= 5 && p.find_first_not_of("0123456789") == std::string::npos) {
+          ctrl.port = static_cast<uint16_t>(std::min(std::stoul(p), 65535ul));
+        }
+      }
+      if (comma == std::string::npos) break;
+      pos = comma + 1;
+    }
+    out.push_back(std::move(ctrl));
+  }
+  return out;
+}
+
+Status nvme_connect_path(const TargetAddress& t, const InitiatorOptions& opts) {
+  load_module("nvme-tcp");
+  auto r = run_ok({"nvme", "connect", "-t", "tcp", "-a", t.host, "-s", std::to_string(t.port), "-n", t.name,
+                   "--ctrl-loss-tmo=" + std::to_string(opts.nvme_ctrl_loss_tmo_s),
+                   "--reconnect-delay=" + std::to_string(opts.nvme_reconnect_delay_s)},
+                  60s);
+  if (!r) return make_error(Errc::kUnavailable, "{}", r.status().message());
+  return Status::ok();
+}
+
+Status nvme_disconnect_controller(const std::string& name) {
+  if (name.rfind("nvme", 0) != 0 || name.find('/') != std::string::npos) {
+    return make_error(Errc::kInvalidArgument, "not a controller name: {}", name);
+  }
+  auto r = run_ok({"nvme", "disconnect", "-d", name}, 60s);
+  return r ? Status::ok() : r.status();
+}
 
 Result<TargetAddress> TargetAddress::parse(const std::string& uri) {
   auto u = Uri::parse(uri);

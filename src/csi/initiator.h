@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 
@@ -50,5 +51,19 @@ class Initiator {
 };
 
 std::unique_ptr<Initiator> make_initiator(const std::string& protocol, const InitiatorOptions& opts);
+
+// The kernel's NVMe controllers of one subsystem (its paths, with native multipath), as
+// sysfs shows them: /sys/class/nvme/nvmeX/{subsysnqn,state,address}.
+struct NvmeController {
+  std::string name;   // nvme0
+  std::string state;  // live, connecting, resetting, deleting, ...
+  std::string host;   // traddr
+  uint16_t port = 0;  // trsvcid
+};
+std::vector<NvmeController> nvme_controllers(const std::string& nqn);
+// Connects one more path to t's subsystem (nvme connect), whatever is connected already.
+Status nvme_connect_path(const TargetAddress& t, const InitiatorOptions& opts);
+// Disconnects one controller (nvme disconnect -d nvmeX).
+Status nvme_disconnect_controller(const std::string& name);
 
 }  // namespace castor::csi

@@ -25,6 +25,7 @@
 #include "csi/identity.h"
 #include "csi/node.h"
 #include "csi/parameters.h"
+#include "csi/path_watcher.h"
 
 namespace castor::csi {
 namespace {
@@ -41,6 +42,7 @@ struct Flags {
   int64_t max_volumes = 0;
   std::string state_dir = "/var/lib/castor-csi";
   uint32_t nvme_ctrl_loss_tmo_s = 1800;
+  uint32_t path_check_ms = 2000;
   std::string log_level = "info";
   std::string ready_file;
 };
@@ -113,12 +115,14 @@ int run(Flags f) {
     topology[l.substr(0, eq)] = l.substr(eq + 1);
   }
 
+  std::shared_ptr<control::ControlEndpoints> endpoints;
+  if (!f.control.empty()) {
+    endpoints = std::make_shared<control::ControlEndpoints>(split(f.control, ','),
+                                                            control::ControlEndpoints::AbortedIs::kAnswer);
+  }
   std::unique_ptr<ControllerService> ctl;
   std::unique_ptr<NoController> no_ctl;
   if (controller) {
-    auto addrs = split(f.control, ',');
-    auto endpoints = std::make_shared<control::ControlEndpoints>(
-        addrs, control::ControlEndpoints::AbortedIs::kAnswer);
     ctl = std::make_unique<ControllerService>(endpoints, std::chrono::milliseconds(f.control_timeout_ms));
   } else {
     no_ctl = std::make_unique<NoController>();
@@ -133,6 +137,13 @@ int run(Flags f) {
     o.max_volumes = f.max_volumes;
     o.initiator.nvme_ctrl_loss_tmo_s = f.nvme_ctrl_loss_tmo_s;
     nodesvc = std::make_unique<NodeService>(o, std::move(state));
+  }
+  // With castor-control known, the node plugin follows nexuses that move (path_watcher.h).
+  std::unique_ptr<PathWatcher> watcher;
+  if (nodesvc && endpoints) {
+    watcher = std::make_unique<PathWatcher>(nodesvc->state(), nodesvc->locks(), endpoints,
+                                            nodesvc->options().initiator,
+                                            std::chrono::milliseconds(f.path_check_ms));
   }
   IdentityService identity(controller, [&ctl]() { return ctl ? ctl->check_control() : grpc::Status::OK; });
 
@@ -155,11 +166,13 @@ int run(Flags f) {
   }
   spdlog::info("castor-csi {} ({}) serving {} as {}{}", kVersion, f.mode, f.endpoint, kDriverName,
                node ? fmt::format(" on node {}", f.node_name) : std::string());
+  if (watcher) watcher->start();
 
   int sig = 0;
   while (sigwait(&stop_signals, &sig) != 0) {
   }
   spdlog::info("received {}, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  if (watcher) watcher->stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   if (f.endpoint.rfind("unix://", 0) == 0) ::unlink(f.endpoint.substr(7).c_str());
   if (!f.ready_file.empty()) ::unlink(f.ready_file.c_str());
@@ -177,7 +190,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"controller", "node", "all"}));
   app.add_option("--endpoint", f.endpoint, "unix:///PATH/csi.sock (default $CSI_ENDPOINT)");
   app.add_option("--control", f.control,
-                 "castor-control HOST:PORT[,HOST:PORT...] (controller and all modes)");
+                 "castor-control HOST:PORT[,HOST:PORT...] (required in controller and all modes; in node mode, "
+                 "lets the plugin follow a nexus that moves)");
   app.add_option("--control-timeout-ms", f.control_timeout_ms, "deadline of each castor-control call (30000)")
       ->check(CLI::Range(100u, 600000u));
   app.add_option("--node-name", f.node_name, "this node's name, as its castor-engine's --node-name (default $NODE_NAME, else the host name)");
@@ -188,6 +202,9 @@ int main(int argc, char** argv) {
   app.add_option("--nvme-ctrl-loss-tmo", f.nvme_ctrl_loss_tmo_s,
                  "seconds the kernel keeps reconnecting a lost NVMe/TCP controller (1800)")
       ->check(CLI::Range(0u, 86400u));
+  app.add_option("--path-check-ms", f.path_check_ms,
+                 "node mode with --control: how often staged NVMe/TCP volumes without a live path are checked (2000)")
+      ->check(CLI::Range(100u, 600000u));
   app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error (default info)")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
   app.add_option("--ready-file", f.ready_file, "write {pid, port} here once serving");

@@ -46,6 +46,11 @@ class NodeService final : public ::csi::v1::Node::Service {
   grpc::Status NodeGetInfo(grpc::ServerContext*, const ::csi::v1::NodeGetInfoRequest*,
                            ::csi::v1::NodeGetInfoResponse*) override;
 
+  // For the PathWatcher, which works on the same records under the same locks.
+  NodeState& state() { return *state_; }
+  OperationLocks& locks() { return locks_; }
+  const NodeOptions& options() const { return opts_; }
+
  private:
   Initiator& initiator(const std::string& protocol) { return *initiators_.at(protocol); }
   // The staged record of `volume_id`, or NOT_FOUND / INTERNAL.

@@ -142,6 +142,19 @@ Status NodeState::save(const StagedVolume& v) const {
   return Status::ok();
 }
 
+std::vector<std::string> NodeState::list() const {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir_ + "/volumes", ec)) {
+    const std::string n = e.path().filename().string();
+    if (n.size() > 5 && n.compare(n.size() - 5, 5, ".json") == 0) {
+      const std::string id = n.substr(0, n.size() - 5);
+      if (valid_volume_id(id)) out.push_back(id);
+    }
+  }
+  return out;
+}
+
 Status NodeState::remove(const std::string& volume_id) const {
   if (::unlink(path_of(volume_id).c_str()) != 0 && errno != ENOENT) {
     return make_error(Errc::kIoError, "cannot remove {}: {}", path_of(volume_id), std::strerror(errno));

@@ -49,6 +49,8 @@ class NodeState {
   Result<std::optional<StagedVolume>> load(const std::string& volume_id) const;
   Status save(const StagedVolume& v) const;
   Status remove(const std::string& volume_id) const;
+  // The ids of every recorded volume.
+  std::vector<std::string> list() const;
 
  private:
   std::string path_of(const std::string& volume_id) const;

@@ -6,7 +6,6 @@
 //     --render NAME=FILE ...      rendered manifests (each checked on its own)
 //     --same NAME=NAME ...        pairs that must hold the same objects
 //     --binary NAME=PATH ...      castor-engine, castor-control, castorctl, castor-csi
-//     [--csi-help-file FILE]      castor-csi's flags while the binary does not exist
 //     --etcd PATH                 an etcd binary, for the etcd StatefulSet's flags
 //
 // Prints one line per failed check, a summary per group, and "N passed, M failed".
@@ -125,16 +124,11 @@ function loadFlags() {
     castorFlags[name] = parseHelp(helpOf(bin));
     ok(castorFlags[name].size > 5, `${name} --help lists its flags (${castorFlags[name].size})`);
   }
-  if (opt.binary['castor-csi']) {
+  {
     const bin = opt.binary['castor-csi'];
-    if (ok(fs.existsSync(bin), `castor-csi binary present (${bin})`)) {
+    if (ok(bin && fs.existsSync(bin), `castor-csi binary present (${bin})`)) {
       castorFlags['castor-csi'] = parseHelp(helpOf(bin));
-      console.log(`     castor-csi's flags from ${bin} --help`);
     }
-  } else if (ok(opt.csiHelpFile && fs.existsSync(opt.csiHelpFile),
-                'castor-csi: a binary or --csi-help-file')) {
-    castorFlags['castor-csi'] = parseHelp(fs.readFileSync(opt.csiHelpFile, 'utf8'));
-    console.log(`     castor-csi is not built: its flags from ${path.relative(opt.root, opt.csiHelpFile)}`);
   }
   ok(castorFlags['castor-csi'] && castorFlags['castor-csi'].size > 5, 'castor-csi flags known');
   // Debian's etcd is 3.4 (etcd --help lists "--flag 'default'"); the image runs 3.5: the

@@ -3,7 +3,7 @@
 # Dockerfiles. Nothing here needs a cluster, Docker or the network.
 #
 #   tests/deploy/validate.sh --engine PATH --control PATH --castorctl PATH
-#                            [--csi PATH] [--build-dir DIR] [--npm-dir DIR]
+#                            --csi PATH [--build-dir DIR] [--npm-dir DIR]
 #
 # 1. renders kubectl kustomize deploy/kubernetes and deploy/kubernetes/etcd, and
 #    helm template deploy/helm/castor with the defaults, with control.store=etcd and with
@@ -11,8 +11,7 @@
 # 2. validate.cjs: every object against Kubernetes' schemas (kubernetes-models) and for
 #    fields outside them; the kinds, names and namespaces; kustomize and helm render
 #    the same objects; every flag given to castor-engine, castor-control, castor-csi is
-#    in that binary's --help (castor-csi: tests/deploy/csi-flags.txt until it is built),
-#    and etcd's in etcd --help; listen ports, Services, probes, CSI sockets and kubelet
+#    in that binary's --help and etcd's in etcd --help; listen ports, Services, probes, CSI sockets and kubelet
 #    paths agree; the sidecars' RBAC; the Dockerfiles build the targets they copy from
 #    where the build tree puts them, install every runtime library the binaries link to,
 #    and run them as ENTRYPOINT.
@@ -35,8 +34,8 @@ while (($#)); do
     *) echo "validate.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
-if [[ -z "$engine" || -z "$control" || -z "$castorctl" ]]; then
-  echo "usage: $0 --engine PATH --control PATH --castorctl PATH [--csi PATH] [--build-dir DIR] [--npm-dir DIR]" >&2
+if [[ -z "$engine" || -z "$control" || -z "$castorctl" || -z "$csi" ]]; then
+  echo "usage: $0 --engine PATH --control PATH --castorctl PATH --csi PATH [--build-dir DIR] [--npm-dir DIR]" >&2
   exit 2
 fi
 # The build tree the binaries are in: the directory above src/.
@@ -86,11 +85,9 @@ if "$helm" template castor "$chart" --set control.store=mysql >/dev/null 2>&1; t
 fi
 echo "ok   helm template refuses control.store=mysql"
 
-csi_args=()
-if [[ -n "$csi" ]]; then csi_args=(--binary "castor-csi=$csi"); else csi_args=(--csi-help-file "$here/csi-flags.txt"); fi
 node "$here/validate.cjs" --root "$root" --npm "$npm_dir" --build-dir "$build_dir" --etcd "$etcd" \
   --binary "castor-engine=$engine" --binary "castor-control=$control" --binary "castorctl=$castorctl" \
-  "${csi_args[@]}" \
+  --binary "castor-csi=$csi" \
   --render "kustomize=$out/kustomize.yaml" --render "kustomize-etcd=$out/kustomize-etcd.yaml" \
   --render "helm=$out/helm.yaml" --render "helm-etcd=$out/helm-etcd.yaml" \
   --render "helm-custom=$out/helm-custom.yaml" \

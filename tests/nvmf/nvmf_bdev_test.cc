@@ -13,6 +13,7 @@
 #include "bdev/modules/fault.h"
 #include "common/clock.h"
 #include "nvmf/target/target.h"
+#include "pool/pool.h"
 
 namespace castor::nvmf {
 namespace {
@@ -354,6 +355,70 @@ TEST_F(Fixture, ATargetBackWithoutTheSubsystemCountsAsLost) {
   auto st = nvmf_bdev_status(b);
   EXPECT_EQ(st->state, ControllerState::kLost);
   EXPECT_NE(st->last_error.find("refused"), std::string::npos) << st->last_error;
+}
+
+// The namespace grows under the host (a pool replica resized online): the target's
+// notice (an Async Event) makes the host identify it again and take the new size, I/O
+// past the old end works; refresh_size() identifies it again on demand.
+TEST_F(Fixture, TheHostLearnsAGrownNamespaceFromTheNoticeOrWhenAsked) {
+  constexpr char kGrowNqn[] = "nqn.2026-11.io.castor:replica-grow";
+  pool::PoolManager pools(*tenv.reg);
+  pool::PoolCreateOptions po;
+  po.name = "p0";
+  po.disks = {"malloc:///pdisk?size_mb=64"};
+  po.cluster_size = 1 << 20;
+  po.log_size = 1 << 20;
+  ASSERT_TRUE(pools.create(po));
+  pool::ReplicaCreateOptions ro;
+  ro.pool = "p0";
+  ro.name = "gr";
+  ro.size_bytes = 8 << 20;
+  ASSERT_TRUE(pools.create_replica(ro));
+  ASSERT_TRUE(target->add_subsystem(kGrowNqn, {}).is_ok());
+  ASSERT_TRUE(target->add_namespace(kGrowNqn, "gr").is_ok());
+  auto info = henv.reg->create(fmt::format("nvmf://127.0.0.1:{}/{}?name=g0", port, kGrowNqn));
+  ASSERT_TRUE(info.is_ok()) << info.status().to_string();
+  auto& b = *henv.reg->find("g0");
+  auto& tb = *tenv.reg->find("gr");
+  const uint32_t bs = b.block_size();
+  const uint64_t old_blocks = (8u << 20) / bs, new_blocks = (16u << 20) / bs;
+  ASSERT_EQ(b.num_blocks(), old_blocks);
+
+  ASSERT_TRUE(pools.grow_replica("gr", 16 << 20));
+  EXPECT_EQ(b.num_blocks(), old_blocks) << "no notice yet";
+  EXPECT_EQ(nvmf_bdev_status(b)->events, 0u);
+  EXPECT_EQ(target->announce_resize("gr"), 1u);
+  for (int i = 0; i < 2500 && b.num_blocks() != new_blocks; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  ASSERT_EQ(b.num_blocks(), new_blocks)
+      << "the notice made the host identify the namespace again: " << b.num_blocks();
+  EXPECT_EQ(nvmf_bdev_status(b)->events, 1u);
+
+  // Past the old end, from both reactors, lands on the target's bdev.
+  auto w = pattern(64 * 1024, 21);
+  const uint64_t lba = old_blocks + 16;
+  ASSERT_EQ(do_io(henv, 1, b, IoType::kWrite, lba, w.size() / bs, w.data(), w.size()), IoStatus::kSuccess);
+  std::vector<uint8_t> r(w.size()), t(w.size());
+  ASSERT_EQ(do_io(henv, 0, b, IoType::kRead, lba, r.size() / bs, r.data(), r.size()), IoStatus::kSuccess);
+  EXPECT_EQ(r, w);
+  ASSERT_EQ(do_io(tenv, 0, tb, IoType::kRead, lba, t.size() / bs, t.data(), t.size()), IoStatus::kSuccess);
+  EXPECT_EQ(t, w);
+  std::vector<uint8_t> one(bs);
+  EXPECT_EQ(do_io(henv, 0, b, IoType::kWrite, new_blocks - 1, 1, one.data(), bs), IoStatus::kSuccess);
+  EXPECT_EQ(do_io(henv, 0, b, IoType::kWrite, new_blocks, 1, one.data(), bs), IoStatus::kInvalid);
+
+  // Grown again without a notice: refresh_size() asks.
+  ASSERT_TRUE(pools.grow_replica("gr", 24 << 20));
+  EXPECT_EQ(b.num_blocks(), new_blocks);
+  auto n = b.refresh_size();
+  ASSERT_TRUE(n) << n.status().to_string();
+  EXPECT_EQ(*n, (24u << 20) / bs);
+  EXPECT_EQ(b.num_blocks(), (24u << 20) / bs);
+  EXPECT_EQ(nvmf_bdev_status(b)->events, 1u);
+
+  ASSERT_TRUE(henv.reg->destroy("g0").is_ok());
+  ASSERT_TRUE(target->remove_subsystem(kGrowNqn, true).is_ok());
 }
 
 }  // namespace

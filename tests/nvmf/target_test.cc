@@ -15,6 +15,7 @@
 
 #include "bdev/modules/fault.h"
 #include "nvmf/codec/pdu.h"
+#include "pool/pool.h"
 
 namespace castor::nvmf {
 namespace {
@@ -496,6 +497,85 @@ TEST_F(Target, AddedNamespaceIsAnnouncedThroughAnAsyncEvent) {
   ASSERT_EQ(a.admin(admin_op::kGetLogPage, 0, log_id::kChangedNs | (1023u << 16), 0, &buf, 4096).status, 0);
   std::memcpy(&first, buf.data(), 4);
   EXPECT_EQ(first, 0u);
+}
+
+// A namespace whose bdev grew (a pool replica, resized online): Identify Namespace
+// reports the new size at once, and announce_resize() completes the outstanding Async
+// Event Request with a namespace-attribute notice listing it; I/O past the old end works.
+TEST_F(Target, GrownNamespaceIsIdentifiedWithItsNewSizeAndAnnounced) {
+  pool::PoolManager pools(*reg);
+  pool::PoolCreateOptions po;
+  po.name = "p0";
+  po.disks = {"malloc:///pdisk?size_mb=48"};
+  po.cluster_size = 1 << 20;
+  po.log_size = 1 << 20;
+  ASSERT_TRUE(pools.create(po));
+  pool::ReplicaCreateOptions ro;
+  ro.pool = "p0";
+  ro.name = "r";
+  ro.size_bytes = 8 << 20;
+  auto rep = pools.create_replica(ro);
+  ASSERT_TRUE(rep) << rep.status().to_string();
+  auto added = tgt->add_namespace(kNqn, "r", 2);
+  ASSERT_TRUE(added) << added.status().to_string();
+  ASSERT_EQ(*added, 2u);
+  const uint32_t bs = reg->find("r")->block_size();
+  const uint64_t old_blocks = (8u << 20) / bs, new_blocks = (16u << 20) / bs;
+
+  TestHost a(port);
+  uint16_t cntlid = bring_up_admin(a, kNqn, kHost);
+  ASSERT_EQ(a.admin(admin_op::kSetFeatures, 0, feature::kNumberOfQueues, 0).status, 0);
+  ASSERT_EQ(a.admin(admin_op::kSetFeatures, 0, feature::kAsyncEventConfig, 1u << 8).status, 0);
+  TestHost io(port);
+  ASSERT_EQ(io.connect(kNqn, kHost, 1, cntlid).status, 0);
+  auto identify = [&](uint64_t want) {
+    std::vector<uint8_t> buf;
+    ASSERT_EQ(a.admin(admin_op::kIdentify, 2, cns::kNamespace, 0, &buf, 4096).status, 0);
+    IdentifyNamespace in;
+    std::memcpy(&in, buf.data(), sizeof(in));
+    EXPECT_EQ(in.nsze, want);
+    EXPECT_EQ(in.ncap, want);
+    EXPECT_EQ(in.nuse, want);
+  };
+  identify(old_blocks);
+  a.send_aer(0x7100);
+  aer_held(a);
+
+  ASSERT_TRUE(pools.grow_replica("r", 16 << 20));
+  identify(new_blocks);  // read live, before any notice
+  EXPECT_EQ(tgt->announce_resize("r"), 1u);
+  EXPECT_EQ(tgt->announce_resize("m0-nothing"), 0u);
+  Pdu p = a.recv();
+  ASSERT_EQ(p.f.type, PduType::kCapsuleResp);
+  auto r = p.as<CapsuleRespHeader>();
+  EXPECT_EQ(r.cqe.cid, 0x7100);
+  EXPECT_EQ(r.cqe.status, 0);
+  EXPECT_EQ(r.cqe.dw0, 0x040002u);  // notice, namespace attribute changed, log page 0x04
+  std::vector<uint8_t> buf;
+  ASSERT_EQ(a.admin(admin_op::kGetLogPage, 0, log_id::kChangedNs | (1023u << 16), 0, &buf, 4096).status, 0);
+  uint32_t first = 0, second = 1;
+  std::memcpy(&first, buf.data(), 4);
+  std::memcpy(&second, buf.data() + 4, 4);
+  EXPECT_EQ(first, 2u);
+  EXPECT_EQ(second, 0u);
+
+  // The last block of the grown namespace is writable; one past it is out of range.
+  std::vector<uint8_t> w(bs, 0x5e), got;
+  Sqe wr{};
+  wr.opcode = io_op::kWrite;
+  wr.nsid = 2;
+  wr.cdw10 = static_cast<uint32_t>(new_blocks - 1);
+  EXPECT_EQ(io.cmd(wr, w).status, 0);
+  Sqe rd{};
+  rd.opcode = io_op::kRead;
+  rd.nsid = 2;
+  rd.cdw10 = static_cast<uint32_t>(new_blocks - 1);
+  rd.sgl1.length = bs;
+  EXPECT_EQ(io.cmd(rd, {}, &got).status, 0);
+  EXPECT_EQ(got, w);
+  wr.cdw10 = static_cast<uint32_t>(new_blocks);
+  EXPECT_EQ(sc_of(io.cmd(wr, w)), sc::kLbaOutOfRange);
+  ASSERT_TRUE(tgt->remove_namespace(kNqn, 2));
 }
 
 TEST_F(Target, RemovedNamespaceIsAnnouncedAndReleasedOnceItsIoEnds) {

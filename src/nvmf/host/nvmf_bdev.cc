@@ -178,6 +178,16 @@ class Controller {
   Status connect_first();
   // Control thread: tears everything down and waits until no connection remains.
   void shutdown();
+  // Control thread: Identify Namespace again and adopt a larger size (the namespace may
+  // have grown). Returns the namespace size in blocks. Errors: Unavailable (the
+  // controller is not live or reset meanwhile), IoError (refused, or a different
+  // namespace), TimedOut.
+  Result<uint64_t> reidentify();
+  // Control thread, once: `fn(blocks)` runs on the home reactor whenever the namespace
+  // is found larger (a namespace-attribute notice, a reidentify(), a reconnect).
+  void set_on_grow(std::function<void(uint64_t)> fn) {
+    g_.run_on(0, [this, &fn](reactor::Reactor&) { on_grow_ = std::move(fn); });
+  }
 
   // Any reactor: a queue of generation `gen` failed.
   void report_failure(uint64_t gen, std::string why) {
@@ -193,7 +203,7 @@ class Controller {
   const std::string& subnqn() const { return subnqn_; }
   const NvmfHostOptions& options() const { return o_; }
   uint32_t block_size() const { return lba_size_; }
-  uint64_t num_blocks() const { return nlbas_; }
+  uint64_t num_blocks() const { return nlbas_.load(std::memory_order_acquire); }
   uint32_t max_xfer_blocks() const { return max_xfer_blocks_; }
   uint16_t oncs() const { return oncs_; }
   bool vwc() const { return vwc_; }
@@ -204,6 +214,7 @@ class Controller {
     s.resets = resets_.load();
     s.reconnects = reconnects_.load();
     s.timeouts = timeouts_.load();
+    s.events = events_.load();
     std::lock_guard lk(err_mu_);
     s.last_error = last_error_;
     return s;
@@ -216,6 +227,15 @@ class Controller {
   void after_connect(uint64_t gen);
   void wait_ready(uint64_t gen, int tries);
   void identify(uint64_t gen);
+  // Home reactor: Identify Namespace on the live admin queue; `done` always runs (on the
+  // home reactor) with the namespace size in blocks, after adopting a larger one.
+  void identify_ns(std::function<void(Result<uint64_t>)> done);
+  void adopt_size(uint64_t nsze);
+  // Asynchronous events: enables namespace-attribute notices and keeps one Async Event
+  // Request outstanding; a notice reads the Changed Namespace List and identifies the
+  // namespace again.
+  void enable_events(uint64_t gen);
+  void submit_aer(uint64_t gen);
   void queue_ready(uint64_t gen);
   void fail(uint64_t gen, const std::string& why);
   void teardown(const std::string& why);
@@ -236,9 +256,12 @@ class Controller {
   const NvmfHostOptions o_;
   std::vector<std::unique_ptr<IoQueue>> queues_;
 
-  // Learned at the first connection; constant afterwards.
+  // Learned at the first connection; constant afterwards, but for the size, which only
+  // grows (written on the home reactor).
   uint32_t lba_size_ = 0;
-  uint64_t nlbas_ = 0;
+  std::atomic<uint64_t> nlbas_{0};
+  uint32_t oaes_ = 0;
+  std::function<void(uint64_t)> on_grow_;  // home reactor
   uint32_t max_xfer_blocks_ = 0;
   uint16_t oncs_ = 0;
   bool vwc_ = false;
@@ -263,7 +286,7 @@ class Controller {
   std::vector<uint8_t> idbuf_ = std::vector<uint8_t>(4096);
 
   std::atomic<ControllerState> state_{ControllerState::kConnecting};
-  std::atomic<uint64_t> resets_{0}, reconnects_{0}, timeouts_{0};
+  std::atomic<uint64_t> resets_{0}, reconnects_{0}, timeouts_{0}, events_{0};
   mutable std::mutex err_mu_;
   std::string last_error_;
 };
@@ -308,9 +331,17 @@ class NvmfBdev final : public bdev::Bdev {
       std::memcpy(&u, c_->nguid(), std::min(sizeof(u), size_t{16}));
       set_uuid(u);
     }
+    c_->set_on_grow([this](uint64_t blocks) {
+      if (blocks > num_blocks()) set_num_blocks(blocks);
+    });
+    if (c_->num_blocks() > num_blocks()) set_num_blocks(c_->num_blocks());  // grew before the hook
   }
   ~NvmfBdev() override { c_->shutdown(); }
   Controller& controller() { return *c_; }
+  Result<uint64_t> refresh_size() override {
+    if (auto n = c_->reidentify(); !n) return n.status();
+    return num_blocks();
+  }
 
  protected:
   std::unique_ptr<bdev::BdevChannel> create_channel(reactor::Reactor& r) override {
@@ -887,6 +918,7 @@ void Controller::identify(uint64_t gen) {
     const uint8_t mdts = ic.mdts;
     const uint16_t oncs = ic.oncs;
     const bool vwc = ic.vwc & 1;
+    oaes_ = ic.oaes;
     admin_cmd(ns, {}, idbuf_, [this, gen, mdts, oncs, vwc](const Cqe& c) {
       if (c.status != 0) return fail(gen, fmt::format("Identify Namespace {} failed", o_.nsid));
       IdentifyNamespace in;
@@ -911,6 +943,8 @@ void Controller::identify(uint64_t gen) {
         // A different namespace answers at this address now: never write to it.
         lost_at_ns_ = 1;  // make fail() declare the controller lost
         return fail(gen, "the namespace changed (size, format or NGUID) across the reconnect");
+      } else {
+        adopt_size(in.nsze);  // it may have grown meanwhile
       }
       for (size_t i = 0; i < queues_.size(); ++i) {
         IoQueue* q = queues_[i].get();
@@ -937,11 +971,108 @@ void Controller::queue_ready(uint64_t gen) {
   delay_ns_ = o_.reconnect_delay_ms * kMs;
   ka_outstanding_ = false;
   keep_alive();
+  if (oaes_ & (1u << 8)) enable_events(gen);
   if (first_) {
     first_ = false;
     auto d = std::move(first_done_);
     d(Status::ok());
   }
+}
+
+void Controller::adopt_size(uint64_t nsze) {
+  const uint64_t old = nlbas_.load(std::memory_order_relaxed);
+  if (nsze <= old) return;
+  nlbas_.store(nsze, std::memory_order_release);
+  spdlog::info("nvmf host {}: namespace {} of {} grew from {} to {} blocks", addr_.text, o_.nsid, subnqn_, old,
+               nsze);
+  if (on_grow_) on_grow_(nsze);
+}
+
+void Controller::identify_ns(std::function<void(Result<uint64_t>)> done) {
+  if (state_ != ControllerState::kLive || !admin_) {
+    return done(make_error(Errc::kUnavailable, "the controller of {} at {} is {}", subnqn_, addr_.text,
+                           controller_state_name(state_.load())));
+  }
+  auto buf = std::make_shared<std::vector<uint8_t>>(4096);
+  Sqe ns{};
+  ns.opcode = admin_op::kIdentify;
+  ns.nsid = o_.nsid;
+  ns.cdw10 = cns::kNamespace;
+  const uint64_t gen = gen_;
+  // Straight on the queue pair, not admin_cmd(): `done` must run even if the
+  // connection closes first (its commands then complete with status 0xFFFF).
+  int cid = admin_->submit(ns, {}, *buf, [this, gen, buf, done](const Cqe& c) {
+    if (c.status == 0xffff || gen != gen_) {
+      return done(make_error(Errc::kUnavailable, "the controller of {} reset during Identify", subnqn_));
+    }
+    if (c.status != 0) {
+      return done(make_error(Errc::kIoError, "Identify Namespace {} of {} failed (status 0x{:04x})", o_.nsid,
+                             subnqn_, c.status));
+    }
+    IdentifyNamespace in;
+    std::memcpy(&in, buf->data(), sizeof(in));
+    const uint8_t lbads = in.lbaf[in.flbas & 0xf].lbads;
+    if (lbads < 9 || lbads > 16 || (1u << lbads) != lba_size_ || std::memcmp(nguid_, in.nguid, 16) != 0) {
+      return done(make_error(Errc::kIoError, "namespace {} of {} changed its format or NGUID", o_.nsid, subnqn_));
+    }
+    if (in.nsze < nlbas_.load(std::memory_order_relaxed)) {
+      return done(make_error(Errc::kIoError, "namespace {} of {} shrank from {} to {} blocks", o_.nsid, subnqn_,
+                             nlbas_.load(), in.nsze));
+    }
+    adopt_size(in.nsze);
+    done(nlbas_.load(std::memory_order_relaxed));
+  });
+  if (cid < 0) done(make_error(Errc::kUnavailable, "cannot submit Identify to {} (admin queue full or closed)", subnqn_));
+}
+
+Result<uint64_t> Controller::reidentify() {
+  auto p = std::make_shared<std::promise<Result<uint64_t>>>();
+  auto f = p->get_future();
+  home_.send([this, p] { identify_ns([p](Result<uint64_t> r) { p->set_value(std::move(r)); }); });
+  const uint64_t wait_ms = std::max<uint64_t>(o_.io_timeout_ms, 1000);
+  if (f.wait_for(std::chrono::milliseconds(wait_ms)) != std::future_status::ready) {
+    return make_error(Errc::kTimedOut, "Identify Namespace of {} not answered in {} ms", subnqn_, wait_ms);
+  }
+  return f.get();
+}
+
+void Controller::enable_events(uint64_t gen) {
+  Sqe sf{};
+  sf.opcode = admin_op::kSetFeatures;
+  sf.cdw10 = feature::kAsyncEventConfig;
+  sf.cdw11 = 1u << 8;  // namespace attribute notices
+  admin_cmd(sf, {}, {}, [this, gen](const Cqe& c) {
+    if (c.status != 0) {
+      spdlog::warn("nvmf host {}: {} refused asynchronous event configuration (status 0x{:04x})", addr_.text,
+                   subnqn_, c.status);
+      return;
+    }
+    submit_aer(gen);
+  });
+}
+
+void Controller::submit_aer(uint64_t gen) {
+  if (gen != gen_ || state_ != ControllerState::kLive) return;
+  Sqe aer{};
+  aer.opcode = admin_op::kAsyncEventRequest;
+  admin_cmd(aer, {}, {}, [this, gen](const Cqe& c) {
+    if (c.status != 0) return;  // aborted or refused: no more events on this connection
+    events_.fetch_add(1, std::memory_order_relaxed);
+    const uint32_t type = c.dw0 & 7, info = (c.dw0 >> 8) & 0xff, lid = (c.dw0 >> 16) & 0xff;
+    submit_aer(gen);
+    if (type != 2 || info != 0) return;  // only namespace attribute notices are acted on
+    // Read (and so clear) the Changed Namespace List, then identify the namespace again.
+    auto page = std::make_shared<std::vector<uint8_t>>(4096);
+    Sqe gl{};
+    gl.opcode = admin_op::kGetLogPage;
+    gl.nsid = 0xffffffff;
+    gl.cdw10 = lid | (1023u << 16);  // 1024 dwords
+    admin_cmd(gl, {}, *page, [this, page](const Cqe&) {
+      identify_ns([this](Result<uint64_t> r) {
+        if (!r) spdlog::warn("nvmf host {}: after a namespace notice: {}", addr_.text, r.status().to_string());
+      });
+    });
+  });
 }
 
 void Controller::keep_alive() {

@@ -23,6 +23,12 @@
 //    reconnects are tried (destroy and re-create the bdev). ctrl_loss_timeout_ms=0
 //    declares it lost at the first failure.
 //
+// Growth: the namespace may grow under the bdev. The host keeps an Asynchronous Event
+// Request outstanding (when the controller offers namespace-attribute notices); a notice
+// makes it read the Changed Namespace List and identify the namespace again, and a larger
+// size becomes the bdev's. Bdev::refresh_size() identifies it again on demand (a nexus
+// asks before it grows); a reconnect does too. A namespace that shrank is refused.
+//
 // Requests larger than the controller's MDTS are split into several commands; requests
 // with several iovecs are bounced through one contiguous buffer.
 
@@ -60,6 +66,7 @@ struct NvmfBdevStatus {
   uint64_t resets = 0;      // times the controller was torn down after a failure
   uint64_t reconnects = 0;  // successful reconnects
   uint64_t timeouts = 0;    // commands that timed out
+  uint64_t events = 0;      // asynchronous events received (namespace notices, ...)
   std::string last_error;
 };
 

@@ -1198,6 +1198,23 @@ void NvmfTarget::publish_namespaces(const std::string& nqn, uint32_t nsid,
   }
 }
 
+size_t NvmfTarget::announce_resize(const std::string& bdev) {
+  std::lock_guard lk(mu_);
+  size_t n = 0;
+  for (const auto& [nqn, sub] : subsystems_) {
+    if (sub->removing) continue;
+    for (const auto& [nsid, ns] : sub->namespaces) {
+      if (ns->bdev != bdev || ns->removing) continue;
+      // The same namespaces, as a new snapshot: what matters is the notice it carries.
+      publish_namespaces(nqn, nsid, [](std::vector<NsRef>&) {});
+      spdlog::info("nvmf: namespace {} of {} ({}) resized to {} blocks; controllers notified", nsid, nqn, bdev,
+                   ns->desc.bdev()->num_blocks());
+      ++n;
+    }
+  }
+  return n;
+}
+
 std::vector<SubsystemInfo> NvmfTarget::list_subsystems() const {
   std::lock_guard lk(mu_);
   std::vector<SubsystemInfo> out;

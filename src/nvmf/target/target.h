@@ -80,6 +80,12 @@ class NvmfTarget {
   // as it was, announced to the controllers like an added one, and removing it again
   // succeeds once the I/O ends.
   Status remove_namespace(const std::string& nqn, uint32_t nsid, uint64_t drain_timeout_ms = 30000);
+  // The bdev of every namespace named `bdev` has grown (its size is read live, so
+  // Identify Namespace reports the new NSZE/NCAP/NUSE at once): each connected
+  // controller of those subsystems gets a namespace-attribute notice (the NSID goes on
+  // its Changed Namespace List, log page 04h, and an outstanding Async Event Request
+  // completes if the host enabled the notice). Returns how many namespaces it announced.
+  size_t announce_resize(const std::string& bdev);
   std::vector<SubsystemInfo> list_subsystems() const;
   std::vector<ControllerInfo> list_controllers() const;
   // Serves an already connected socket as a new queue pair on reactor `reactor_index`

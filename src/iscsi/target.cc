@@ -1626,6 +1626,19 @@ std::vector<SessionInfo> IscsiTarget::list_sessions() const {
   return out;
 }
 
+size_t IscsiTarget::announce_resize(const std::string& bdev) {
+  std::vector<std::shared_ptr<scsi::Device>> devs;
+  {
+    std::lock_guard g(mu_);
+    for (const auto& [name, node] : nodes_) {
+      if (!node.removing) devs.push_back(node.dev);
+    }
+  }
+  size_t n = 0;
+  for (const auto& d : devs) n += d->capacity_changed(bdev);
+  return n;
+}
+
 std::shared_ptr<scsi::Device> IscsiTarget::device(const std::string& node) const {
   std::lock_guard g(mu_);
   auto it = nodes_.find(node);

@@ -128,6 +128,10 @@ class IscsiTarget {
   // (its closed sessions are not restored), and removing it again succeeds once they end.
   Status remove_node(const std::string& name, uint64_t drain_timeout_ms = 5000);
   std::vector<NodeInfo> list_nodes() const;
+  // Bdev `bdev` has grown: each target node with a LUN over it queues the unit attention
+  // CAPACITY DATA HAS CHANGED (2A/09) for every logged-in session (scsi::Device::
+  // capacity_changed). Returns the number of LUNs over it.
+  size_t announce_resize(const std::string& bdev);
   std::vector<SessionInfo> list_sessions() const;
   // Serves an already connected socket on reactor `reactor_index` as if accepted (tests
   // and fuzzing use a socketpair). Takes ownership of `fd`.

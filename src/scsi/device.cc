@@ -72,6 +72,18 @@ void Device::detach(const ItNexus& n) {
   for (auto& [num, lu] : luns_) lu->detach(n);
 }
 
+size_t Device::capacity_changed(const std::string& bdev) {
+  size_t n = 0;
+  for (auto& [num, lu] : luns_) {
+    if (lu->bdev().name() != bdev) continue;
+    lu->capacity_changed();
+    spdlog::info("scsi {}: LUN {} ({}) grew to {} blocks; unit attention 2A/09 queued", info_.target_name, num,
+                 bdev, lu->bdev().num_blocks());
+    ++n;
+  }
+  return n;
+}
+
 bool Device::lun_reset(uint64_t lun, const ItNexus& by) {
   LogicalUnit* lu = find(lun);
   if (!lu) return false;

@@ -71,6 +71,11 @@ class Device {
   // attention 29/03 on every other nexus. Returns false for an unknown LUN.
   bool lun_reset(uint64_t lun, const ItNexus& by);
 
+  // Bdev `bdev` has grown: every LU over it queues a unit attention 2A/09 (CAPACITY
+  // DATA HAS CHANGED) for every attached nexus; READ CAPACITY already answers the new
+  // size. Returns the number of LUs over that bdev.
+  size_t capacity_changed(const std::string& bdev);
+
  private:
   LogicalUnit* find(uint64_t lun) const;
   bdev::BdevRegistry& registry_;

@@ -55,6 +55,9 @@ class LogicalUnit {
   void detach(const ItNexus& n);
   // LOGICAL UNIT RESET: releases RESERVE(6), unit attention 29/03 for the other nexuses.
   void reset(const ItNexus& by);
+  // The bdev grew (READ CAPACITY reads its size live): unit attention 2A/09 CAPACITY
+  // DATA HAS CHANGED for every attached nexus.
+  void capacity_changed();
 
   // Runs `c`, whose LUN is this LU. REQUIRES: c.reactor set to the calling reactor,
   // c.reset_result() done. `done` runs once, on a later loop turn.

@@ -95,6 +95,12 @@ void LogicalUnit::reset(const ItNexus& by) {
   update_gate_locked();
 }
 
+void LogicalUnit::capacity_changed() {
+  std::lock_guard lk(mu_);
+  for (const auto& [id, port] : nexuses_) add_ua_locked(id, asc::kCapacityDataChanged);
+  update_gate_locked();
+}
+
 void LogicalUnit::request_sense(const ItNexus* n, uint8_t* out) {
   uint16_t code = asc::kNoAdditional;
   uint8_t key = sense_key::kNoSense;

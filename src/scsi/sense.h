@@ -26,6 +26,7 @@ inline constexpr uint16_t kNoAdditional = 0x0000, kWriteError = 0x0C00,
                           kPowerOnReset = 0x2900, kLunReset = 0x2903,
                           kModeParametersChanged = 0x2A01, kReservationsPreempted = 0x2A03,
                           kReservationsReleased = 0x2A04, kRegistrationsPreempted = 0x2A05,
+                          kCapacityDataChanged = 0x2A09,
                           kSavingNotSupported = 0x3900, kInternalTargetFailure = 0x4400,
                           kCrcErrorDetected = 0x4705;
 }  // namespace asc

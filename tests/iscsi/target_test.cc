@@ -23,6 +23,7 @@
 #include "iscsi/protocol.h"
 #include "iscsi/target.h"
 #include "iscsi/text.h"
+#include "pool/pool.h"
 
 namespace castor::iscsi {
 namespace {
@@ -581,6 +582,62 @@ TEST_F(IscsiTargetTest, TargetWarmResetRaisesUnitAttentionsAndColdResetEndsEvery
   EXPECT_FALSE(a.recv(3000).has_value()) << "the requester's connection closes after the response";
   EXPECT_FALSE(b.recv(3000).has_value()) << "every other session with the node is closed";
   EXPECT_TRUE(wait_for([&] { return target->list_sessions().empty(); }));
+}
+
+// LUN 0 over a pool replica that grows while a session is logged in: after
+// announce_resize() the session's next command gets CHECK CONDITION, UNIT ATTENTION,
+// CAPACITY DATA HAS CHANGED (2A/09), and READ CAPACITY then answers the new size.
+TEST_F(IscsiTargetTest, GrownLunRaisesCapacityDataHasChanged) {
+  pool::PoolManager pools(*env.reg);
+  pool::PoolCreateOptions po;
+  po.name = "p0";
+  po.disks = {"malloc:///pdisk?size_mb=48"};
+  po.cluster_size = 1 << 20;
+  po.log_size = 1 << 20;
+  ASSERT_TRUE(pools.create(po));
+  pool::ReplicaCreateOptions ro;
+  ro.pool = "p0";
+  ro.name = "gr";
+  ro.size_bytes = 8 << 20;
+  ASSERT_TRUE(pools.create_replica(ro));
+  ASSERT_TRUE(target->remove_node(kIqn));
+  NodeConfig n;
+  n.name = kIqn;
+  n.luns.push_back(scsi::LunOptions{.lun = 0, .bdev = "gr", .read_only = false, .product = "t"});
+  ASSERT_TRUE(target->add_node(n));
+  const uint32_t bs = env.reg->find("gr")->block_size();
+  const uint64_t new_blocks = (16u << 20) / bs;
+  {
+    Initiator ini(port);
+    ASSERT_EQ(ini.login(""), 0);
+    clear_ua(ini);
+    ASSERT_TRUE(pools.grow_replica("gr", 16 << 20));
+    EXPECT_EQ(target->announce_resize("gr"), 1u);
+    EXPECT_EQ(target->announce_resize("d0"), 0u) << "no LUN over it any more";
+    uint8_t rc[16] = {0x9E, 0x10};  // READ CAPACITY (16)
+    rc[13] = 32;
+    ini.send(ini.command(rc, 16, kFinal | cmdflag::kRead, 32), "");
+    Pdu ua = next(ini);
+    ASSERT_EQ(ua.h.opcode(), op::kScsiResp);
+    ASSERT_EQ(ua.h.b[off::kStatus], 0x02);
+    ASSERT_GE(ua.data.size(), 2u + 14u);
+    EXPECT_EQ(ua.data[2 + 2] & 0x0F, 0x06) << "UNIT ATTENTION";
+    EXPECT_EQ(static_cast<uint8_t>(ua.data[2 + 12]), 0x2A);
+    EXPECT_EQ(static_cast<uint8_t>(ua.data[2 + 13]), 0x09) << "CAPACITY DATA HAS CHANGED";
+    ini.send(ini.command(rc, 16, kFinal | cmdflag::kRead, 32), "");
+    Pdu d = next(ini);
+    ASSERT_EQ(d.h.opcode(), op::kDataIn);
+    ASSERT_GE(d.data.size(), 8u);
+    EXPECT_EQ(load_be64(reinterpret_cast<const uint8_t*>(d.data.data())), new_blocks - 1);
+    if (!(d.h.flags() & respflag::kStatus)) {
+      Pdu st = next(ini);
+      EXPECT_EQ(st.h.opcode(), op::kScsiResp);
+      EXPECT_EQ(st.h.b[off::kStatus], 0);
+    } else {
+      EXPECT_EQ(d.h.b[off::kStatus], 0);
+    }
+  }
+  ASSERT_TRUE(target->remove_node(kIqn));
 }
 
 }  // namespace

@@ -7,11 +7,14 @@
 
 #include <atomic>
 #include <cstring>
+#include <functional>
 #include <future>
 #include <vector>
 
 #include "../bdev/harness.h"
+#include "pool/pool.h"
 #include "scsi/logical_unit.h"
+#include "scsi/sense.h"
 #include "scsi/wire.h"
 
 namespace castor::scsi {
@@ -658,6 +661,73 @@ TEST_F(ScsiDevice, UnitAttentionAtAttachAndReset) {
   expect_check(run(n3, cdb10(op::kRead10, 0, 1)), sense_key::kUnitAttention, 0x2903);
   EXPECT_EQ(run(n2, cdb10(op::kRead10, 0, 1)).status, Status::kGood);
   dev->detach(n3);
+}
+
+// An LU whose bdev grew (a pool replica, resized online): every nexus gets the unit
+// attention CAPACITY DATA HAS CHANGED once, then READ CAPACITY answers the new size and
+// blocks past the old end are readable and writable.
+TEST_F(ScsiDevice, GrownLuRaisesCapacityDataHasChangedAndReportsTheNewSize) {
+  pool::PoolManager pools(*env.reg);
+  pool::PoolCreateOptions po;
+  po.name = "p0";
+  po.disks = {"malloc:///pdisk?size_mb=48"};
+  po.cluster_size = 1 << 20;
+  po.log_size = 1 << 20;
+  ASSERT_TRUE(pools.create(po));
+  pool::ReplicaCreateOptions ro;
+  ro.pool = "p0";
+  ro.name = "gr";
+  ro.size_bytes = 8 << 20;
+  ASSERT_TRUE(pools.create_replica(ro));
+  // Its own device, destroyed before the pool (the fixture's `dev` is swapped back).
+  DeviceInfo info;
+  info.target_name = "iqn.2026-01.io.castor:grow";
+  auto grow_dev = std::make_unique<Device>(*env.reg, info);
+  ASSERT_TRUE(grow_dev->add_lun({0, "gr", false, "Castor volume"}).is_ok());
+  std::swap(dev, grow_dev);
+  struct OnExit {
+    std::function<void()> fn;
+    ~OnExit() { fn(); }
+  } swap_back{[&] {
+    dev->detach(n1);
+    dev->detach(n2);
+    std::swap(dev, grow_dev);
+  }};
+  dev->attach(n1);
+  dev->attach(n2);
+  for (const ItNexus* n : {&n1, &n2}) {
+    expect_check(run(*n, {op::kTestUnitReady, 0, 0, 0, 0, 0}), sense_key::kUnitAttention, 0x2900);
+  }
+  const uint32_t bs = env.reg->find("gr")->block_size();
+  const uint64_t old_blocks = (8u << 20) / bs, new_blocks = (16u << 20) / bs;
+  Bytes c16(16, 0);
+  c16[0] = op::kServiceActionIn16;
+  c16[1] = kSaReadCapacity16;
+  c16[13] = 32;
+  Reply r = run(n1, c16);
+  ASSERT_EQ(r.status, Status::kGood);
+  EXPECT_EQ(load_be64(&r.data[0]), old_blocks - 1);
+
+  ASSERT_TRUE(pools.grow_replica("gr", 16 << 20));
+  EXPECT_EQ(dev->capacity_changed("gr"), 1u);
+  EXPECT_EQ(dev->capacity_changed("m0"), 0u);
+  // n1: the attention first (READ CAPACITY is not exempt), then the new size; once.
+  expect_check(run(n1, c16), sense_key::kUnitAttention, asc::kCapacityDataChanged);
+  r = run(n1, c16);
+  ASSERT_EQ(r.status, Status::kGood);
+  EXPECT_EQ(load_be64(&r.data[0]), new_blocks - 1);
+  Reply r10 = run(n1, {op::kReadCapacity10, 0, 0, 0, 0, 0, 0, 0, 0, 0});
+  ASSERT_EQ(r10.status, Status::kGood);
+  EXPECT_EQ(load_be32(&r10.data[0]), new_blocks - 1);
+  // n2: its WRITE past the old end gets the attention, then goes through.
+  const Bytes w = pattern(bs, 0x42);
+  expect_check(run(n2, cdb16(op::kWrite16, new_blocks - 1, 1), w), sense_key::kUnitAttention,
+               asc::kCapacityDataChanged);
+  EXPECT_EQ(run(n2, cdb16(op::kWrite16, new_blocks - 1, 1), w).status, Status::kGood);
+  Reply rd = run(n2, cdb16(op::kRead16, new_blocks - 1, 1));
+  ASSERT_EQ(rd.status, Status::kGood);
+  EXPECT_EQ(rd.data, w);
+  expect_check(run(n2, cdb16(op::kRead16, new_blocks, 1)), sense_key::kIllegalRequest, asc::kLbaOutOfRange);
 }
 
 TEST_F(ScsiDevice, Reserve6) {

@@ -107,10 +107,19 @@ std::vector<ListenerAddress> FrontEnds::nvmf_listeners() const {
   return nvmf_listeners_;
 }
 
+void FrontEnds::set_advertised_host(std::string host) {
+  std::lock_guard lk(mu_);
+  advertised_host_ = std::move(host);
+}
+
+std::string FrontEnds::authority_locked(const ListenerAddress& l) const {
+  return uri_authority(advertised_host_.empty() ? l.host : advertised_host_, l.port);
+}
+
 std::vector<std::string> FrontEnds::nvmf_uris_locked(const std::string& nqn) const {
   std::vector<std::string> out;
   for (const auto& l : nvmf_listeners_) {
-    out.push_back(fmt::format("nvmf://{}/{}", uri_authority(l.host, l.port), nqn));
+    out.push_back(fmt::format("nvmf://{}/{}", authority_locked(l), nqn));
   }
   return out;
 }
@@ -290,7 +299,7 @@ std::vector<std::string> FrontEnds::nbd_uris(const std::string& export_name) con
   std::lock_guard lk(mu_);
   std::vector<std::string> out;
   for (const auto& l : nbd_listeners_) {
-    out.push_back(fmt::format("nbd://{}/{}", uri_authority(l.host, l.port), export_name));
+    out.push_back(fmt::format("nbd://{}/{}", authority_locked(l), export_name));
   }
   return out;
 }
@@ -356,7 +365,7 @@ std::vector<std::string> FrontEnds::iscsi_uris(const std::string& iqn) const {
   std::lock_guard lk(mu_);
   std::vector<std::string> out;
   for (const auto& l : iscsi_listeners_) {
-    out.push_back(fmt::format("iscsi://{}/{}/0", uri_authority(l.host, l.port), iqn));
+    out.push_back(fmt::format("iscsi://{}/{}/0", authority_locked(l), iqn));
   }
   return out;
 }

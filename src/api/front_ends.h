@@ -79,6 +79,11 @@ class FrontEnds {
   Result<uint16_t> nvmf_listen(const std::string& address);
   std::vector<ListenerAddress> nvmf_listeners() const;
 
+  // The host the URIs of shares, exports and published nexuses name (--node-address):
+  // the listeners' own host when empty. A listener on 0.0.0.0 needs it, or its URIs name
+  // an address nobody can connect to.
+  void set_advertised_host(std::string host);
+
   // Shares `bdev` as namespace 1 of its own subsystem: replica-<replica uuid> for a pool
   // replica, nexus-<nexus uuid> for a nexus, bdev-<bdev uuid> otherwise. `allowed_hosts` empty: any host. Sharing again
   // with the same hosts returns the existing share. Errors: InvalidArgument (empty name,
@@ -159,7 +164,11 @@ class FrontEnds {
   iscsi::IscsiTarget iscsi_;
   // Serialises share/unshare/listen decisions (each is a check followed by an action);
   // the targets lock their own state.
+  // "HOST:PORT" of `l` as its URIs name it (mu_ held).
+  std::string authority_locked(const ListenerAddress& l) const;
+
   mutable std::mutex mu_;
+  std::string advertised_host_;
   std::vector<ListenerAddress> nvmf_listeners_;
   std::vector<ListenerAddress> nbd_listeners_;
   std::vector<ListenerAddress> iscsi_listeners_;

@@ -157,6 +157,7 @@ int serve(const EngineConfig& cfg, bdev::BdevRegistry& registry, pool::PoolManag
   target_options.nbd.buffer_budget_bytes = cfg.target_buffer_mb << 20;
   target_options.iscsi.buffer_budget_bytes = cfg.target_buffer_mb << 20;
   api::FrontEnds front_ends(reactors, registry, pools, std::move(target_options));
+  if (!cfg.node_address.empty()) front_ends.set_advertised_host(cfg.node_address);
   std::vector<int> nvmf_ports;
   for (const auto& addr : cfg.nvmf_listen) {
     auto port = front_ends.nvmf_listen(addr);

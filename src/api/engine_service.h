@@ -137,6 +137,8 @@ class EngineServiceImpl final : public castor::v1::EngineService::Service {
                             v1::PublishNexusResponse* resp) override;
   grpc::Status UnpublishNexus(grpc::ServerContext* ctx, const v1::UnpublishNexusRequest* req,
                               v1::UnpublishNexusResponse* resp) override;
+  grpc::Status ResizeNexus(grpc::ServerContext* ctx, const v1::ResizeNexusRequest* req,
+                           v1::NexusInfo* resp) override;
   grpc::Status StartRebuild(grpc::ServerContext* ctx, const v1::RebuildRequest* req,
                             v1::RebuildInfo* resp) override;
   grpc::Status StopRebuild(grpc::ServerContext* ctx, const v1::RebuildRequest* req,

@@ -379,6 +379,28 @@ Status FrontEnds::destroy_unless_exported(const std::vector<std::string>& bdevs,
   return destroy();
 }
 
+Status FrontEnds::grow_unless_nbd(const std::string& bdev, const std::function<Status()>& grow) {
+  std::lock_guard lk(mu_);
+  for (const auto& e : nbd_.list_exports()) {
+    if (e.bdev == bdev) {
+      return make_error(Errc::kBusy,
+                        "bdev '{}' is exported over NBD as '{}': NBD cannot tell connected clients "
+                        "about a new size (unexport it, grow it, export it again)",
+                        bdev, e.name);
+    }
+  }
+  if (Status s = grow(); !s) return s;
+  nvmf_.announce_resize(bdev);
+  iscsi_.announce_resize(bdev);
+  return Status::ok();
+}
+
+void FrontEnds::announce_resize(const std::string& bdev) {
+  std::lock_guard lk(mu_);
+  nvmf_.announce_resize(bdev);
+  iscsi_.announce_resize(bdev);
+}
+
 Status FrontEnds::check_not_exported(const std::string& bdev) const {
   for (const auto& e : nbd_.list_exports()) {
     if (e.bdev == bdev) {

@@ -143,6 +143,15 @@ class FrontEnds {
   // says which export to remove. No export can be added while `destroy` runs.
   Status destroy_unless_exported(const std::vector<std::string>& bdevs,
                                  const std::function<Status()>& destroy);
+  // Runs `grow` (which makes bdev `bdev` larger) unless the bdev is exported over NBD
+  // (Busy naming the export: NBD clients learn a size only when they connect), then
+  // announce_resize(bdev). No export can be added while `grow` runs.
+  Status grow_unless_nbd(const std::string& bdev, const std::function<Status()>& grow);
+  // Tells the hosts that bdev `bdev` grew: a namespace-attribute notice to the NVMe-oF
+  // controllers of its namespaces, the unit attention CAPACITY DATA HAS CHANGED to the
+  // iSCSI sessions of its LUNs (NBD has no way to).
+  void announce_resize(const std::string& bdev);
+
   // The replica named `name_or_uuid`. Errors: InvalidArgument (empty), NotFound.
   Result<pool::ReplicaInfo> find_replica(const std::string& name_or_uuid) const;
 

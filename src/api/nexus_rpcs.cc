@@ -390,6 +390,33 @@ grpc::Status EngineServiceImpl::PublishNexus(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
+grpc::Status EngineServiceImpl::ResizeNexus(grpc::ServerContext*, const v1::ResizeNexusRequest* req,
+                                            v1::NexusInfo* resp) {
+  auto n = find_nexus(nexuses_, req->name());
+  if (!n) return to_grpc(n.status());
+  const std::string& name = req->name();
+  const uint64_t old = (*n)->size_bytes();
+  for (const auto& e : front_ends_.nbd_exports()) {
+    if (e.bdev != name) continue;
+    Status s = make_error(Errc::kBusy,
+                          "nexus '{}' is published over NBD as '{}': NBD cannot tell connected "
+                          "clients about a new size (unpublish it, resize it, publish it again)",
+                          name, e.name);
+    spdlog::info("resize nexus '{}' to {} bytes failed: {}", name, req->size_bytes(), s.to_string());
+    return to_grpc(s);
+  }
+  Status s = front_ends_.grow_unless_nbd(name, [&] { return (*n)->resize(req->size_bytes()); });
+  if (!s) {
+    spdlog::info("resize nexus '{}' to {} bytes failed: {}", name, req->size_bytes(), s.to_string());
+    return to_grpc(s);
+  }
+  if (old != (*n)->size_bytes()) {
+    spdlog::info("nexus '{}' resized from {} to {} bytes", name, old, (*n)->size_bytes());
+  }
+  to_proto((*n)->describe(), published_uris(name), resp);
+  return grpc::Status::OK;
+}
+
 grpc::Status EngineServiceImpl::UnpublishNexus(grpc::ServerContext*,
                                                const v1::UnpublishNexusRequest* req,
                                                v1::UnpublishNexusResponse*) {

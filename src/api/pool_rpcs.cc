@@ -184,6 +184,7 @@ grpc::Status EngineServiceImpl::GrowReplica(grpc::ServerContext*, const v1::Grow
                  info.status().to_string());
     return to_grpc(info.status());
   }
+  front_ends_.announce_resize(info->name);
   to_proto(*info, cluster_size_of(pools_, info->pool), resp);
   return grpc::Status::OK;
 }

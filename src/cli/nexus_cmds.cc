@@ -182,6 +182,17 @@ int nexus_add_child(Context& c, const std::string& name, const std::string& uri,
   return print_nexus(c, info);
 }
 
+int nexus_resize(Context& c, const std::string& name, const std::string& size) {
+  v1::ResizeNexusRequest req;
+  req.set_name(name);
+  req.set_size_bytes(parse_size(size).value_or(0));
+  v1::NexusInfo info;
+  auto ctx = c.call();
+  grpc::Status s = c.engine->ResizeNexus(ctx.get(), req, &info);
+  if (!s.ok()) return c.fail(s);
+  return print_nexus(c, info);
+}
+
 using ChildRpc = grpc::Status (v1::EngineService::Stub::*)(grpc::ClientContext*,
                                                            const v1::ChildRequest&, v1::NexusInfo*);
 
@@ -388,6 +399,7 @@ struct NexusOptions {
   std::string name;
   bool purge = false;
   std::string child_uri;
+  std::string resize_size;
   bool no_rebuild = false;
   PublishArgs publish;
   std::string protocol_arg;
@@ -505,6 +517,14 @@ void add_nexus_commands(CLI::App& app, Context& ctx) {
     if (!o->protocol_arg.empty()) o->publish.protocol = o->protocol_arg;
     ctx.action = [&ctx, o] { return nexus_publish(ctx, o->publish); };
   });
+
+  auto* xresize = nexus->add_subcommand(
+      "resize", "grow a nexus under I/O (its children first); hosts are told the new size");
+  xresize->add_option("NAME", o->name, "nexus name")->required();
+  xresize->add_option("--size", o->resize_size, "new size, e.g. 2GiB (never smaller)")
+      ->required()
+      ->check(size_validator());
+  on_run(xresize, ctx, [&ctx, o] { return nexus_resize(ctx, o->name, o->resize_size); });
 
   auto* xunpublish = nexus->add_subcommand(
       "unpublish", "remove a nexus' NVMe-oF share, NBD export or iSCSI target");

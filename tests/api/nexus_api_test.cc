@@ -240,6 +240,74 @@ TEST(NexusApiTest, LifecycleRebuildPublishAndRestart) {
   EXPECT_TRUE(WIFEXITED(*st) && WEXITSTATUS(*st) == 0) << e.log();
 }
 
+// ResizeNexus through castorctl and gRPC: refused while a child is smaller (naming it),
+// then grown once both replicas are; a shrink is INVALID_ARGUMENT; published over
+// NVMe-oF or iSCSI it grows, over NBD it is refused (no way to tell NBD clients).
+TEST(NexusApiTest, ResizeGrowsOnceEveryChildHasAndRefusesNbd) {
+  Engine e;
+  ASSERT_TRUE(e.start({"--bdev", "malloc:///d0?size_mb=128", "--nvmf-listen", "127.0.0.1:0", "--nbd-listen",
+                       "127.0.0.1:0", "--iscsi-listen", "127.0.0.1:0"}))
+      << e.error();
+  ASSERT_EQ(e.ctl({"pool", "create", "p0", "--disk", "bdev:///d0", "--cluster-size", "1MiB"}).exit_code, 0);
+  for (const char* r : {"ra", "rb"}) {
+    ASSERT_EQ(e.ctl({"replica", "create", "p0", r, "--size", "8MiB"}).exit_code, 0);
+  }
+  ASSERT_EQ(e.ctl({"nexus", "create", "n0", "--child", "bdev:///ra", "--child", "bdev:///rb"}).exit_code, 0);
+  const std::string pattern = random_bytes(kMiB, 7);
+  ASSERT_TRUE(write_blocks(e.stub(), "n0", 0, pattern).ok());
+  ASSERT_EQ(e.ctl({"nexus", "publish", "n0"}).exit_code, 0);
+
+  expect_ctl_error(e.ctl({"nexus", "resize", "n0", "--size", "16MiB"}), "child 'bdev:///ra' is 8388608 bytes");
+  ASSERT_EQ(e.ctl({"replica", "grow", "ra", "--size", "16MiB"}).exit_code, 0);
+  {
+    v1::ResizeNexusRequest req;
+    req.set_name("n0");
+    req.set_size_bytes(16 * kMiB);
+    v1::NexusInfo resp;
+    grpc::Status s = e.stub().ResizeNexus(ctx().get(), req, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+    EXPECT_NE(s.error_message().find("bdev:///rb"), std::string::npos) << s.error_message();
+  }
+  ASSERT_EQ(e.ctl({"replica", "grow", "rb", "--size", "24MiB"}).exit_code, 0);
+  json n = ctl_json(e, {"nexus", "resize", "n0", "--size", "16MiB"});
+  ASSERT_TRUE(n.is_object());
+  EXPECT_EQ(n.at("size_bytes").get<uint64_t>(), 16 * kMiB);
+  EXPECT_EQ(n.at("state"), "online");
+  EXPECT_FALSE(n.at("uris").empty()) << "still published";
+  expect_ctl_error(e.ctl({"nexus", "resize", "n0", "--size", "8MiB"}), "never shrinks");
+  expect_ctl_error(e.ctl({"nexus", "resize", "nope", "--size", "8MiB"}), "nexus 'nope' does not exist");
+  EXPECT_EQ(ctl_json(e, {"nexus", "resize", "n0", "--size", "16MiB"}).at("size_bytes").get<uint64_t>(), 16 * kMiB)
+      << "the same size again is fine";
+  auto table = e.ctl({"nexus", "show", "n0"});
+  EXPECT_NE(table.out.find("16.0 MiB"), std::string::npos) << table.out;
+
+  // Over iSCSI: grows too.
+  ASSERT_EQ(e.ctl({"nexus", "unpublish", "n0"}).exit_code, 0);
+  ASSERT_EQ(e.ctl({"replica", "grow", "ra", "--size", "24MiB"}).exit_code, 0);
+  ASSERT_EQ(e.ctl({"nexus", "publish", "n0", "iscsi"}).exit_code, 0);
+  EXPECT_EQ(ctl_json(e, {"nexus", "resize", "n0", "--size", "20MiB"}).at("size_bytes").get<uint64_t>(), 20 * kMiB);
+  // Over NBD: refused, the size unchanged.
+  ASSERT_EQ(e.ctl({"nexus", "unpublish", "n0"}).exit_code, 0);
+  ASSERT_EQ(e.ctl({"nexus", "publish", "n0", "nbd"}).exit_code, 0);
+  expect_ctl_error(e.ctl({"nexus", "resize", "n0", "--size", "24MiB"}),
+                   "nexus 'n0' is published over NBD as 'n0': NBD cannot tell connected clients about a new size");
+  {
+    v1::ResizeNexusRequest req;
+    req.set_name("n0");
+    req.set_size_bytes(24 * kMiB);
+    v1::NexusInfo resp;
+    EXPECT_EQ(e.stub().ResizeNexus(ctx().get(), req, &resp).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  }
+  EXPECT_EQ(ctl_json(e, {"nexus", "show", "n0"}).at("size_bytes").get<uint64_t>(), 20 * kMiB);
+  ASSERT_EQ(e.ctl({"nexus", "unpublish", "n0"}).exit_code, 0);
+  EXPECT_EQ(ctl_json(e, {"nexus", "resize", "n0", "--size", "24MiB"}).at("size_bytes").get<uint64_t>(), 24 * kMiB);
+  // The data written before reads back through the grown nexus.
+  std::string got;
+  ASSERT_TRUE(read_blocks(e.stub(), "n0", 0, kMiB, &got).ok());
+  EXPECT_EQ(got, pattern);
+  ASSERT_EQ(e.ctl({"nexus", "destroy", "n0"}).exit_code, 0);
+}
+
 TEST(NexusApiTest, ErrorsAreClear) {
   Engine e;
   ASSERT_TRUE(e.start(malloc_flags({"m0", "m1"}))) << e.error();

@@ -430,7 +430,7 @@ grpc::Status EngineServiceImpl::UnpublishNexus(grpc::ServerContext*,
     }
   }
   if (found) {
-    if (Status s = front_ends_.unshare(name); !s) {
+    if (Status s = front_ends_.unshare(name, req->force()); !s) {
       spdlog::info("unpublish nexus '{}' failed: {}", name, s.to_string());
       return to_grpc(s);
     }

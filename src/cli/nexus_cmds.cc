@@ -246,9 +246,10 @@ int nexus_publish(Context& c, const PublishArgs& a) {
   return 0;
 }
 
-int nexus_unpublish(Context& c, const std::string& name) {
+int nexus_unpublish(Context& c, const std::string& name, bool force) {
   v1::UnpublishNexusRequest req;
   req.set_name(name);
+  req.set_force(force);
   v1::UnpublishNexusResponse resp;
   auto ctx = c.call();
   grpc::Status s = c.engine->UnpublishNexus(ctx.get(), req, &resp);
@@ -398,6 +399,7 @@ struct NexusOptions {
   NexusCreateArgs create;
   std::string name;
   bool purge = false;
+  bool force = false;
   std::string child_uri;
   std::string resize_size;
   bool no_rebuild = false;
@@ -529,7 +531,8 @@ void add_nexus_commands(CLI::App& app, Context& ctx) {
   auto* xunpublish = nexus->add_subcommand(
       "unpublish", "remove a nexus' NVMe-oF share, NBD export or iSCSI target");
   xunpublish->add_option("NAME", o->name, "nexus name")->required();
-  on_run(xunpublish, ctx, [&ctx, o] { return nexus_unpublish(ctx, o->name); });
+  xunpublish->add_flag("--force", o->force, "disconnect connected hosts instead of failing");
+  on_run(xunpublish, ctx, [&ctx, o] { return nexus_unpublish(ctx, o->name, o->force); });
 
   auto* rebuild = app.add_subcommand("rebuild", "rebuilds of nexus children");
   rebuild->require_subcommand(1);

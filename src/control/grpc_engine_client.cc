@@ -236,6 +236,9 @@ class GrpcEngineClient final : public EngineClient {
   Status unpublish_nexus(const std::string& name) override {
     v1::UnpublishNexusRequest req;
     req.set_name(name);
+    // The control plane unpublishes to serve the volume elsewhere or not at all (unpublish,
+    // drain, move, destroy): hosts still connected are disconnected.
+    req.set_force(true);
     v1::UnpublishNexusResponse resp;
     return call(&Stub::UnpublishNexus, req, &resp);
   }

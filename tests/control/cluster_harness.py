@@ -194,10 +194,11 @@ class Engine:
     """One castor-engine; `control` is a Control (its current gRPC port) or a string of
     castor-control addresses for --control."""
 
-    def __init__(self, name, control, extra=()):
+    def __init__(self, name, control, extra=(), listen="127.0.0.1"):
         self.name = name
         self.control = control
-        self.extra = list(extra)  # more castor-engine flags (listeners)
+        self.extra = list(extra)  # more castor-engine flags (listeners, --node-address)
+        self.listen = listen      # the host its gRPC and NVMe-oF listeners bind
         self.proc = None
 
     def start(self):
@@ -205,8 +206,8 @@ class Engine:
         if os.path.exists(ready):
             os.unlink(ready)
         control = self.control if isinstance(self.control, str) else self.control.address
-        args = [BIN.engine, "--cores", "0", "--grpc-listen", "127.0.0.1:0", "--metrics-listen", "none",
-                "--nvmf-listen", "127.0.0.1:0", "--state-dir", os.path.join(DIR, "state-" + self.name),
+        args = [BIN.engine, "--cores", "0", "--grpc-listen", f"{self.listen}:0", "--metrics-listen", "none",
+                "--nvmf-listen", f"{self.listen}:0", "--state-dir", os.path.join(DIR, "state-" + self.name),
                 "--ready-file", ready, "--control", control,
                 "--node-name", self.name, "--node-label", f"zone=z{self.name[-1]}"] + self.extra
         self.proc = spawn(self.name, args)

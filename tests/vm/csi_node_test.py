@@ -16,9 +16,16 @@ through a shell (busybox nc on a forwarded port).
   through it and read back; stats report the device's size.
   errors: no uri, not staged, another staging path, unknown volumes.
 
-The published URIs name the engines' loopback addresses; the guest reaches the host's
-127.0.0.1 as 10.0.2.2 (QEMU user networking), so the driver, like a CO passing
-publish_context through, hands the node the URI with that host.
+  a nexus that moves: a mounted ext4 volume under a writer in the guest; its nexus's
+  node is drained, castor-control moves the nexus to the other engine (same NQN, another
+  address), the node plugin (with --control) connects the new path, which native NVMe
+  multipath joins to the mounted namespace, and drops the dead one; the writer sees no
+  error and every file reads back.
+
+Everything runs in a network namespace of its own (the test re-executes itself under
+`unshare -n`), whose loopback also carries 10.0.2.2: the engines listen on it and
+advertise it, so the URIs castor-control hands out are the ones the guest uses (QEMU's
+user network maps the guest's 10.0.2.2 to the namespace's loopback).
 
     csi_node_test.py CASTOR_CONTROL CASTOR_ENGINE CASTORCTL CASTOR_PERF CASTOR_CSI CSI_DESC GUEST_DIR
 """
@@ -39,6 +46,7 @@ import cluster_harness as h  # noqa: E402
 from csi_client import CsiClient  # noqa: E402
 
 MIB = 1 << 20
+GUEST_HOST = "10.0.2.2"  # the host as QEMU's user network shows it to the guest
 ARGS = {}
 GUEST = {}
 CTL = {}
@@ -128,7 +136,7 @@ def boot_guest(node):
     env["VM_TIMEOUT"] = "900"
     GUEST["log"] = os.path.join(h.DIR, "guest.log")
     GUEST["proc"] = subprocess.Popen([os.path.join(HERE, "boot.sh"), guest_dir, GUEST["log"], "mode=csi-node",
-                                      f"node={node}", "serve_s=800"], env=env, start_new_session=True,
+                                      f"node={node}", "serve_s=800", f"control={GUEST_HOST}:{CTL['ctl'].grpc_port}"], env=env, start_new_session=True,
                                      stdout=open(os.path.join(h.DIR, "boot.out"), "w"), stderr=subprocess.STDOUT)
     node_client = CsiClient(f"127.0.0.1:{GUEST['csi_port']}", ARGS["desc"])
     end = time.time() + 240
@@ -159,9 +167,7 @@ def stop_guest():
 
 
 def for_guest(ctx):
-    ctx = dict(ctx)
-    ctx["uri"] = ctx["uri"].replace("://127.0.0.1:", "://10.0.2.2:")
-    return ctx
+    return dict(ctx)
 
 
 def scenario_node():
@@ -169,7 +175,8 @@ def scenario_node():
     CTL["ctl"] = ctl
     engines = []
     for name in ("n1", "n2"):
-        e = h.Engine(name, ctl, extra=["--iscsi-listen", "127.0.0.1:0"])
+        e = h.Engine(name, ctl, listen="0.0.0.0",
+                     extra=["--iscsi-listen", "0.0.0.0:0", "--node-address", GUEST_HOST])
         e.start()
         engines.append(e)
     h.until("two nodes online", lambda: h.nodes_online(ctl) == 2)
@@ -233,7 +240,7 @@ def node_scenarios(c, n):
     # ---- ext4 over NVMe/TCP, two replicas
     cap = mount_cap("ext4")
     vid, ctx, vctx = create_and_publish(c, "vm-ext4", cap, {"repl": "2"})
-    h.check(ctx["uri"].startswith("nvmf://10.0.2.2:"), f"publish_context {ctx}")
+    h.check(ctx["uri"].startswith(f"nvmf://{GUEST_HOST}:"), f"publish_context {ctx}")
     # Errors first: nothing staged by them.
     expect(n, "NodeStageVolume", {"volume_id": vid, "staging_target_path": staging_path(vid),
                                   "volume_capability": cap}, "INVALID_ARGUMENT", "without a uri")
@@ -312,7 +319,7 @@ def node_scenarios(c, n):
     # ---- xfs over iSCSI
     cap = mount_cap("xfs")
     vid, ctx, vctx = create_and_publish(c, "vm-xfs", cap, {"protocol": "iscsi"}, size=320 * MIB)
-    h.check(ctx["uri"].startswith("iscsi://10.0.2.2:"), f"iSCSI publish_context {ctx}")
+    h.check(ctx["uri"].startswith(f"iscsi://{GUEST_HOST}:"), f"iSCSI publish_context {ctx}")
     stage(n, vid, ctx, vctx, cap, what="xfs over iSCSI")
     rc, out = sh(f"grep ' {staging_path(vid)} ' /proc/mounts")
     h.check(rc == 0 and " xfs " in out and "/dev/sd" in out, f"xfs from a SCSI disk: {out.strip()}")
@@ -355,7 +362,7 @@ def node_scenarios(c, n):
     # (n1 cordoned: the nexus goes to n2), as after a node was away: staging it again
     # replaces the stale record and connects to the new target.
     expect(c, "ControllerUnpublishVolume", {"volume_id": vid, "node_id": "n1"}, "OK", "")
-    code, _ = h.Control.call(CTL["ctl"], "PUT", "/v1/nodes/n1/cordon")
+    code, _ = CTL["ctl"].call("PUT", "/v1/nodes/n1/cordon")
     h.check(code == 200, "n1 cordoned")
     pub = expect(c, "ControllerPublishVolume", {"volume_id": vid, "node_id": "n1", "volume_capability": BLOCK},
                  "OK", "with n1 cordoned")
@@ -371,9 +378,11 @@ def node_scenarios(c, n):
     unstage(n, vid, block=True)
     rc, out = sh("ls /sys/class/nvme/ 2>/dev/null | wc -l")
     h.check(out.strip() == "0", "no controller left")
-    h.Control.call(CTL["ctl"], "DELETE", "/v1/nodes/n1/cordon")
+    CTL["ctl"].call("DELETE", "/v1/nodes/n1/cordon")
     expect(c, "ControllerUnpublishVolume", {"volume_id": vid, "node_id": "n1"}, "OK", "")
     expect(c, "DeleteVolume", {"volume_id": vid}, "OK", "")
+
+    move_scenario(c, n)
 
     expect(n, "NodeUnpublishVolume", {"volume_id": "fake-vol-id", "target_path": "/tmp/none"}, "OK",
            "of an unknown volume")
@@ -384,9 +393,84 @@ def node_scenarios(c, n):
     h.check(out.strip() == "0", "no volume record left on the node")
 
 
+def enter_netns():
+    """Re-executes this test in a new network namespace whose loopback also carries
+    GUEST_HOST. Failing to make one fails the test (it needs root, as the suite does)."""
+    if os.environ.get("CASTOR_CSI_NETNS") == "1":
+        for cmd in (["ip", "link", "set", "lo", "up"], ["ip", "addr", "add", f"{GUEST_HOST}/32", "dev", "lo"]):
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                raise SystemExit(f"{' '.join(cmd)}: {r.stderr.strip()}")
+        return
+    env = dict(os.environ, CASTOR_CSI_NETNS="1")
+    try:
+        os.execvpe("unshare", ["unshare", "-n", sys.executable] + sys.argv, env)
+    except OSError as e:
+        raise SystemExit(f"cannot run unshare -n (a network namespace of its own): {e}")
+
+
+def nvme_paths(nqn):
+    """The guest's controllers of subsystem `nqn`: [(name, state, address)]."""
+    _, out = sh(f"for c in /sys/class/nvme/nvme*; do [ \"$(cat $c/subsysnqn)\" = {nqn} ] && "
+                f"echo \"${{c##*/}} $(cat $c/state) $(cat $c/address)\"; done")
+    return [tuple(line.split(None, 2)) for line in out.splitlines() if line.strip()]
+
+
+def move_scenario(c, n):
+    """A mounted volume follows its nexus to another engine (n1 drained) under a writer."""
+    cap = mount_cap("ext4")
+    vid, ctx, vctx = create_and_publish(c, "vm-move", cap, {"repl": "2"})
+    h.check(ctx.get("nexus_node") == "n1", f"the nexus on n1 ({ctx})")
+    stage(n, vid, ctx, vctx, cap, what="the volume that will move")
+    publish(n, vid, ctx, cap, "podm")
+    p = pod_path("podm", vid)
+    nqn = ctx["uri"].rsplit("/", 1)[1]
+    paths = nvme_paths(nqn)
+    h.check(len(paths) == 1 and paths[0][1] == "live", f"one live path ({paths})")
+    rc, out = sh("ls /sys/block | grep -c 'nvme[0-9]*c[0-9]*n'")
+    h.check(out.strip() == "1", f"native multipath: a hidden path disk under the namespace head ({out.strip()})")
+    # A writer in the guest: 60 files of 256 KiB, each synced and checksummed.
+    rc, _ = sh(f"(i=0; while [ $i -lt 60 ]; do dd if=/dev/urandom of={p}/f$i bs=64k count=4 conv=fsync "
+               f"2>/dev/null || echo ERR $i; md5sum {p}/f$i >>/tmp/sums; i=$((i+1)); usleep 150000; done; "
+               f"echo DONE) >/tmp/writer.log 2>&1 &")
+    h.check(rc == 0, "writer started")
+    time.sleep(2)
+    code, _ = CTL["ctl"].call("PUT", "/v1/nodes/n1/drain")
+    h.check(code == 200, "n1 drained")
+
+    def moved():
+        code, v = CTL["ctl"].call("GET", f"/v1/volumes/{vid}")
+        t = v.get("target", {}) if code == 200 else {}
+        return t.get("node") == "n2" and t.get("uri") and t["uri"] != ctx["uri"] and t["uri"]
+    new_uri = h.until("castor-control moved the nexus to n2", moved, timeout=60)
+    new_addr = new_uri.split("://", 1)[1].split("/", 1)[0] if new_uri else ""
+
+    def followed():
+        ps = nvme_paths(nqn)
+        live = [x for x in ps if x[1] == "live"]
+        return len(ps) == 1 and live and f"trsvcid={new_addr.rsplit(':', 1)[1]}" in live[0][2] and ps
+    h.until("the node plugin connected the new path and dropped the old one", followed, timeout=90)
+    h.until("the writer finished", lambda: "DONE" in sh("cat /tmp/writer.log")[1], timeout=180)
+    rc, out = sh("cat /tmp/writer.log")
+    h.check("ERR" not in out, f"the writer saw no error ({out.strip()[-200:]})")
+    rc, out = sh("md5sum -c /tmp/sums 2>&1 | grep -vc ': OK$'; wc -l </tmp/sums")
+    h.check(out.split() == ["0", "60"], f"all 60 files read back equal ({out.split()})")
+    rc, out = sh("dmesg | grep -i -E 'i/o error|buffer i/o|ext4.*error' | head -3")
+    h.check(not out.strip(), f"no I/O error in the kernel ({out.strip()})")
+    rc, out = sh("cat /var/lib/castor-csi/volumes/" + vid + ".json")
+    h.check(new_addr and new_addr in out, "the node's record names the new address")
+    unpublish(n, vid, "podm")
+    unstage(n, vid)
+    h.check(not nvme_paths(nqn), "no path left")
+    CTL["ctl"].call("DELETE", "/v1/nodes/n1/cordon")
+    expect(c, "ControllerUnpublishVolume", {"volume_id": vid, "node_id": "n1"}, "OK", "")
+    expect(c, "DeleteVolume", {"volume_id": vid}, "OK", "")
+
+
 if __name__ == "__main__":
     if len(sys.argv) < 8:
         raise SystemExit(__doc__)
+    enter_netns()
     ARGS["csi"], ARGS["desc"], ARGS["guest"] = (os.path.abspath(a) for a in sys.argv[5:8])
     h.init(sys.argv[:5])
     h.run(["node"], globals())

@@ -8,7 +8,7 @@
 #                         castor.port=PORT castor.export=NAME|castor.iqn=IQN|castor.nqn=NQN
 #                         castor.mb=MiB castor.metrics_port=PORT
 #   castor.mode=iscsi-restart|nvmf-restart castor.port=PORT castor.iqn=IQN|castor.nqn=NQN castor.mb=MiB
-#   castor.mode=csi-node  castor.node=NAME castor.serve_s=SECONDS
+#   castor.mode=csi-node  castor.node=NAME castor.serve_s=SECONDS [castor.control=HOST:PORT]
 #                         runs castor-csi --mode node (added to the initramfs by the test) on
 #                         tcp port 10199 and a shell on tcp port 2323 (busybox nc), for a
 #                         driver on the host (through QEMU's forwards) to play kubelet
@@ -24,7 +24,7 @@ echo /sbin/modprobe >/proc/sys/kernel/modprobe
 echo 4 >/proc/sys/kernel/printk
 
 MODE=none PORT=4420 NQN=none MB=16 SIZE_MB=0 SERVER=10.0.2.2 EXPORT= IQN= USER= SECRET= TUSER= TSECRET=
-METRICS_PORT=0 NODE=guest SERVE_S=600
+METRICS_PORT=0 NODE=guest SERVE_S=600 CONTROL=
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     castor.mode=*) MODE=${arg#*=} ;;
@@ -41,6 +41,7 @@ for arg in $(cat /proc/cmdline); do
     castor.metrics_port=*) METRICS_PORT=${arg#*=} ;;
     castor.node=*) NODE=${arg#*=} ;;
     castor.serve_s=*) SERVE_S=${arg#*=} ;;
+    castor.control=*) CONTROL=${arg#*=} ;;
   esac
 done
 
@@ -464,8 +465,10 @@ csi_node_scenario() {
   iscsid -f >/tmp/iscsid.log 2>&1 &
   nc -ll -p 2323 -e /bin/sh &
   [ -x /usr/bin/castor-csi ] || { bad "castor-csi is not in the initramfs"; return; }
+  follow=""
+  [ -n "$CONTROL" ] && follow="--control $CONTROL --path-check-ms 1000"
   /usr/bin/castor-csi --mode node --endpoint tcp://0.0.0.0:10199 --node-name "$NODE" \
-    --state-dir /var/lib/castor-csi --log-level debug >/dev/console 2>&1 &
+    --state-dir /var/lib/castor-csi --log-level debug $follow >/dev/console 2>&1 &
   csi=$!
   step "castor-csi node plugin started (pid $csi)"
   n=0

@@ -25,7 +25,10 @@ void build_identify_controller(const ControllerIdentity& id, IdentifyController*
   pad(c->mn, sizeof(c->mn), id.model);
   pad(c->fr, sizeof(c->fr), id.firmware);
   c->rab = 6;
-  c->cmic = 0;
+  // A Castor subsystem may be served by more than one controller, on more than one engine
+  // (a volume's nexus moves, keeping its NQN): the host treats the controllers as paths
+  // of one subsystem (native multipath) instead of refusing the second.
+  c->cmic = id.discovery ? 0 : 1u << 1;
   c->mdts = id.mdts;
   c->cntlid = id.cntlid;
   c->ver = 0x00010400;
@@ -63,6 +66,7 @@ void build_identify_namespace(const NamespaceIdentity& ns, IdentifyNamespace* n)
   n->nlbaf = 0;
   n->flbas = 0;
   n->dlfeat = 1 << 3 | 1;  // deallocated blocks read as zeroes; Write Zeroes may deallocate
+  n->nmic = 1;              // may be attached to more than one controller (paths of one namespace)
   std::memcpy(n->nguid, ns.uuid.bytes.data(), 16);
   n->lbaf[0].lbads = static_cast<uint8_t>(std::countr_zero(ns.block_size));
 }

@@ -1,6 +1,7 @@
 #include "nvmf/target/target.h"
 
 #include <algorithm>
+#include <random>
 #include <cstring>
 #include <unistd.h>
 
@@ -931,8 +932,15 @@ class Qpair final : public reactor::Connection::Handler {
 NvmfTarget::Namespace::Namespace() = default;
 NvmfTarget::Namespace::~Namespace() = default;
 
+// Controller ids start at a random point: one subsystem served by two engines (a volume's
+// nexus before and after it moves) is one multipath subsystem to a host, which refuses a
+// controller whose id another of its controllers there has. Ids are unique within an
+// engine; across engines a clash is unlikely, and fails only that connect (the host's
+// next attempt gets the next id).
 NvmfTarget::NvmfTarget(reactor::ReactorGroup& reactors, bdev::BdevRegistry& registry, TargetOptions opts)
-    : reactors_(reactors), registry_(registry), opts_(opts), live_(reactors.size()) {}
+    : reactors_(reactors), registry_(registry), opts_(opts), live_(reactors.size()) {
+  next_cntlid_ = static_cast<uint16_t>(1 + std::random_device{}() % 0xffef);
+}
 
 NvmfTarget::~NvmfTarget() {
   stop();

@@ -412,7 +412,8 @@ void add_volume_commands(CLI::App& app, Context& ctx) {
   on_run(unpublish, ctx, [&ctx, o] { return volume_unpublish(ctx, o->uuid); });
 
   auto* resize = volume->add_subcommand(
-      "resize", "grow a volume (every replica, then the volume; unpublish it first)");
+      "resize",
+      "grow a volume, published or not (every replica, then the nexus; not over NBD)");
   resize->add_option("UUID", o->uuid, "volume UUID")->required();
   resize->add_option("--size", o->size, "new size, a multiple of 4KiB")
       ->required()

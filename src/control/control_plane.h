@@ -217,6 +217,8 @@ class ControlPlane {
   Status create_replicas(VolumeSpec& v, const std::vector<std::string>& uuids);
   Result<std::string> child_uri(const ReplicaSpec& r, const std::string& target_node);
   Status ensure_nexus(VolumeSpec& v);
+  // The size of v's nexus in its target node's last snapshot; 0 if not seen. REQUIRES mu_.
+  uint64_t nexus_size_locked(const VolumeSpec& v) const;
   Status teardown_nexus(const std::string& node, const std::string& uuid);
   Status destroy_replica(const ReplicaSpec& r);
   Status translate_health(const VolumeSpec& v, const std::string& target_node);

@@ -101,6 +101,10 @@ class EngineClient {
                                             const std::vector<std::string>& allowed_hosts) = 0;
   // NotFound when not published.
   virtual Status unpublish_nexus(const std::string& name) = 0;
+  // Grows the nexus while it serves I/O (ResizeNexus); its hosts are told. Busy when a
+  // child is smaller than `size_bytes` or the nexus is published over NBD;
+  // InvalidArgument when smaller than now. The same size is a no-op.
+  virtual Result<EngineNexus> resize_nexus(const std::string& name, uint64_t size_bytes) = 0;
 };
 
 // Finds the client for a node's engine (cached per endpoint).

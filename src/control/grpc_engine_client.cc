@@ -233,6 +233,15 @@ class GrpcEngineClient final : public EngineClient {
     return resp.uri();
   }
 
+  Result<EngineNexus> resize_nexus(const std::string& name, uint64_t size_bytes) override {
+    v1::ResizeNexusRequest req;
+    req.set_name(name);
+    req.set_size_bytes(size_bytes);
+    v1::NexusInfo info;
+    if (Status s = call(&Stub::ResizeNexus, req, &info); !s) return s;
+    return nexus_of(info);
+  }
+
   Status unpublish_nexus(const std::string& name) override {
     v1::UnpublishNexusRequest req;
     req.set_name(name);

@@ -482,6 +482,23 @@ void ControlPlane::reconcile_target(VolumeSpec& v) {
     }
     return;  // children are looked at next pass, from a fresh snapshot
   }
+  // A nexus smaller than the volume: a resize recorded the new size (every replica had
+  // grown) but could not grow the nexus. Grow it now (the engine checks its children).
+  if (nexus->size_bytes < v.size_bytes && v.protocol != Protocol::kNbd) {
+    if (auto grown = e->resize_nexus(v.uuid, v.size_bytes); grown) {
+      spdlog::info("volume {}: nexus on node {} grown from {} to {} bytes (finishing a resize)", v.uuid,
+                   v.target->node, nexus->size_bytes, grown->size_bytes);
+      std::lock_guard lk(mu_);
+      if (auto snap = snapshots_.find(v.target->node); snap != snapshots_.end()) {
+        for (auto& n : snap->second.data.nexuses) {
+          if (n.name == v.uuid) n.size_bytes = grown->size_bytes;
+        }
+      }
+    } else {
+      spdlog::warn("volume {}: nexus on node {} is {} bytes, the volume {}; cannot grow it yet: {}", v.uuid,
+                   v.target->node, nexus->size_bytes, v.size_bytes, grown.status().message());
+    }
+  }
 
   auto node_offline = [&](const std::string& node) {
     std::lock_guard lk(mu_);
@@ -537,6 +554,18 @@ void ControlPlane::reconcile_target(VolumeSpec& v) {
         }
       }
       if (there) {
+        // Grown first if a resize passed it by (a child smaller than the nexus would
+        // fail the rebuild's writes past its end).
+        uint64_t size = 0;
+        {
+          std::lock_guard lk(mu_);
+          for (const auto& er : snapshots_[r->node].data.replicas) {
+            if (er.uuid == r->uuid) size = er.size_bytes;
+          }
+        }
+        if (size < v.size_bytes) {
+          if (auto re = engine(r->node)) (void)re->grow_replica(r->uuid, v.size_bytes);
+        }
         // Shared again first (an engine restart drops its shares), then back in place;
         // a child that cannot come back in place (a new URI, a dead connection) is
         // removed and added again (a full rebuild).

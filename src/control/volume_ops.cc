@@ -511,6 +511,17 @@ Result<VolumeView> ControlPlane::unpublish_volume(const std::string& uuid) {
 
 // ---------------------------------------------------------------- resize / scale
 
+// Grows a volume, published or not, while its application keeps doing I/O:
+//  1. every replica grows (GrowReplica; the spec still says the old size, so a failure
+//     or a crash here leaves a volume that works at the old size: a replica already grown
+//     is merely larger than it needs to be, and the next resize uses it);
+//  2. the new size is recorded: from here on a nexus (re)created anywhere is made at it,
+//     and every replica can hold it;
+//  3. a published volume's nexus grows (ResizeNexus on the target node), which tells its
+//     hosts (NVMe-oF: a namespace-attribute notice; iSCSI: unit attention 2A/09).
+// A failure in 3 leaves the nexus serving the old size with the new one recorded; the
+// reconciler grows it at its next passes, as do the next resize and a republish. NBD
+// cannot tell its clients about a new size: a volume published over NBD is refused.
 Result<VolumeView> ControlPlane::resize_volume(const std::string& uuid, uint64_t size_bytes) {
   if (size_bytes == 0 || size_bytes % kVolumeAlign) {
     return make_error(Errc::kInvalidArgument, "volume size {} is not a positive multiple of {}",
@@ -528,37 +539,108 @@ Result<VolumeView> ControlPlane::resize_volume(const std::string& uuid, uint64_t
       return make_error(Errc::kInvalidArgument, "volume {} is {} bytes; it cannot shrink to {}",
                         uuid, v.size_bytes, size_bytes);
     }
-    if (size_bytes == v.size_bytes) return view_locked(v);
-    if (v.target) {
-      return make_error(Errc::kBusy, "volume {} is published; unpublish it to resize", uuid);
+    if (v.status != SpecStatus::kCreated) {
+      return make_error(Errc::kBusy, "volume {} is {}", uuid, spec_status_name(v.status));
+    }
+    if (v.target && v.protocol == Protocol::kNbd) {
+      return make_error(Errc::kBusy,
+                        "volume {} is published over NBD, which cannot tell its clients about a "
+                        "new size; unpublish it to resize",
+                        uuid);
+    }
+    if (size_bytes == v.size_bytes) {
+      // Done, unless a published volume's nexus is still smaller (an earlier resize
+      // failed at its last step): then this call finishes it.
+      if (!v.target || nexus_size_locked(v) >= size_bytes) return view_locked(v);
     }
     for (const auto& r : v.replicas) {
+      if (r.state == ReplicaState::kRemoving) continue;
       if (!node_states_.count(r.node) || node_states_.at(r.node).status != NodeStatus::kOnline) {
         return make_error(Errc::kUnavailable, "node '{}' of replica {} is not online", r.node,
                           r.uuid);
       }
     }
+    if (v.target && (!node_states_.count(v.target->node) ||
+                     node_states_.at(v.target->node).status != NodeStatus::kOnline)) {
+      return make_error(Errc::kUnavailable, "node '{}' of the nexus of volume {} is not online",
+                        v.target->node, uuid);
+    }
   }
-  v.size_bytes = size_bytes;
+  const uint64_t old_size = v.size_bytes;
   v.op = OperationRecord{.kind = OpKind::kResize, .started_unix_ms = unix_ms()};
   if (Status s = persist_volume(v); !s) return s;
+  // The operation ends (its record cleared, so the reconciler looks after the volume
+  // again) with what is recorded by then.
+  auto end_op = [&](Status s) -> Status {
+    v.op = {};
+    if (Status p = persist_volume(v); !p) {
+      spdlog::warn("volume {}: cannot clear its resize record: {}", uuid, p.to_string());
+    }
+    return s;
+  };
+  if (crash("resize:replicas")) return make_error(Errc::kInternal, "crash point");
+  // 1. The replicas. A faulted one that cannot grow is left: it is not current, and it is
+  // replaced (or grown before it is brought back); as a nexus child it makes step 3 fail.
   for (const auto& r : v.replicas) {
-    if (r.state == ReplicaState::kRemoving) continue;
+    if (r.state == ReplicaState::kRemoving || r.state == ReplicaState::kCreating) continue;
     auto e = engine(r.node);
     Status s = e ? e->grow_replica(r.uuid, size_bytes)
                  : make_error(Errc::kUnavailable, "node '{}' is not online", r.node);
+    if (!s && r.state == ReplicaState::kFaulted) {
+      spdlog::warn("volume {}: faulted replica {} on node '{}' not grown: {}", uuid, r.uuid, r.node,
+                   s.to_string());
+      continue;
+    }
     if (!s) {
-      // The operation stays recorded; the reconciler grows the rest when it can.
-      return make_error(s.code(), "volume {}: cannot grow replica {} on node '{}': {} (the "
-                                  "control plane retries)",
-                        uuid, r.uuid, r.node, s.message());
+      return end_op(make_error(
+          s.code(),
+          "volume {}: cannot grow replica {} on node '{}': {}. The volume is unchanged at {} bytes "
+          "(replicas grown so far keep their larger size, which the next resize reuses); retry",
+          uuid, r.uuid, r.node, s.message(), old_size));
     }
   }
-  v.op = {};
+  // 2. The new size, recorded.
+  if (crash("resize:record")) return make_error(Errc::kInternal, "crash point");
+  v.size_bytes = size_bytes;
   if (Status s = persist_volume(v); !s) return s;
-  spdlog::info("volume {} resized to {} bytes", uuid, size_bytes);
+  // 3. The nexus.
+  if (v.target) {
+    if (crash("resize:nexus")) return make_error(Errc::kInternal, "crash point");
+    auto e = engine(v.target->node);
+    auto grown = e ? e->resize_nexus(v.uuid, size_bytes)
+                   : Result<EngineNexus>(make_error(Errc::kUnavailable, "node '{}' is not online",
+                                                    v.target->node));
+    if (!grown) {
+      return end_op(make_error(
+          grown.status().code(),
+          "volume {}: every replica has grown and {} bytes is recorded, but its nexus on node '{}' "
+          "has not grown: {}. It keeps serving {} bytes and no data is lost; castor-control "
+          "retries growing it, and so do the next resize and a republish",
+          uuid, size_bytes, v.target->node, grown.status().message(), old_size));
+    }
+    std::lock_guard lk(mu_);
+    if (auto snap = snapshots_.find(v.target->node); snap != snapshots_.end()) {
+      for (auto& n : snap->second.data.nexuses) {
+        if (n.name == v.uuid) n.size_bytes = grown->size_bytes;
+      }
+    }
+  }
+  if (Status s = end_op(Status::ok()); !s) return s;
+  spdlog::info("volume {} resized from {} to {} bytes{}", uuid, old_size, size_bytes,
+               v.target ? fmt::format(" (published on node {}: its hosts were told)", v.target->node) : "");
   std::lock_guard lk(mu_);
   return view_locked(v);
+}
+
+// The size of the volume's nexus as its node's last poll saw it; 0 if not seen.
+uint64_t ControlPlane::nexus_size_locked(const VolumeSpec& v) const {
+  if (!v.target) return 0;
+  auto snap = snapshots_.find(v.target->node);
+  if (snap == snapshots_.end() || !snap->second.ok) return 0;
+  for (const auto& n : snap->second.data.nexuses) {
+    if (n.name == v.uuid) return n.size_bytes;
+  }
+  return 0;
 }
 
 Result<VolumeView> ControlPlane::scale_volume(const std::string& uuid, uint32_t count) {

@@ -19,6 +19,12 @@ Scenarios (default: all):
              holds a replica no spec names, and every target's nexus is published where
              its spec says and nowhere else.
   badinput   malformed REST requests get 4xx errors and change nothing.
+  resize     a published 3-replica volume is grown from 64 to 128 MiB under a verifying
+             writer (castor-perf --verify): the writer sees no error, castor-control and
+             the nexus's engine report the new size, every replica has grown, a writer
+             past the old end (refused before the resize) succeeds and a verifying
+             writer over the whole volume too; a volume published over NBD is refused
+             (412) and keeps its size.
 Everything runs on 127.0.0.1 with free ports and is stopped by PID.
 """
 import os
@@ -32,19 +38,19 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cluster_harness as h  # noqa: E402
 from cluster_harness import (MIB, WORK, Control, Engine, check, create_volume,  # noqa: E402
-                             declare_pools, healthy, log, nodes_online, split_uri, stop_all, until,
-                             volume)
+                             declare_pools, healthy, log, nodes_online, split_uri, start_writer,
+                             stop_all, until, volume, writer_result)
 
-SCENARIOS = h.init(sys.argv) or ["badinput", "heal", "move", "crash"]
+SCENARIOS = h.init(sys.argv) or ["badinput", "heal", "move", "crash", "resize"]
 PERF = h.BIN.perf
 
 
-def setup_cluster(n=4):
+def setup_cluster(n=4, extra=()):
     ctl = Control()
     ctl.start()
     engines = {}
     for i in range(n):
-        e = Engine(f"n{i}", ctl)
+        e = Engine(f"n{i}", ctl, extra=extra)
         e.start()
         engines[e.name] = e
     until("every node online", lambda: nodes_online(ctl) == n)
@@ -293,6 +299,81 @@ def scenario_crash():
         check(all(u in uuids for u in made), f"every acknowledged create survived ({len(made)} of them)")
         check(all(len(v["replicas"]) == 2 for v in vols), f"{len(vols)} volume(s), each with 2 replicas")
         check(len(made) > 0 and len(vols) > len(made) // 2, "the crashes landed among acknowledged creates")
+    stop_all()
+
+
+def perf_region(uri, offset_mb, seconds, name):
+    """A verifying castor-perf random writer from `offset_mb` to the end of the volume; its
+    exit status (0: no error, no mismatch) and the tail of its output."""
+    hostport, nqn = split_uri(uri)
+    r = subprocess.run([PERF, "-r", hostport, "-n", nqn, "-w", "randwrite", "--verify", "-q", "8", "-t",
+                        str(seconds), "--cores", "1", "--offset-mb", str(offset_mb)],
+                       capture_output=True, text=True, timeout=120)
+    log(f"{name}: rc {r.returncode}: {(r.stdout + r.stderr).strip().splitlines()[-1:]}")
+    return r.returncode, (r.stdout + r.stderr)[-2000:]
+
+
+def scenario_resize():
+    ctl, engines = setup_cluster(4, extra=("--nbd-listen", "127.0.0.1:0"))
+    uid, v = create_volume(ctl, 3, size_mb=64)
+    nodes = [r["node"] for r in v["replicas"]]
+    target = nodes[0]  # one local child, two nvmf:// ones
+    code, v = ctl.call("PUT", f"/v1/volumes/{uid}/target", {"node": target})
+    check(code == 200 and v.get("target", {}).get("uri"), f"published on {target}: {v.get('target')}")
+    uri = v["target"]["uri"]
+    rc, out = perf_region(uri, 64, 1, "writer past the end before the resize")
+    check(rc != 0, "before the resize a writer past 64 MiB is refused (the region is past the end)")
+
+    writer = start_writer("perf-resize", uri, 12)
+    time.sleep(3)
+    check(writer.poll() is None, "the verifying writer is running when the resize starts")
+    t0 = time.time()
+    code, v = ctl.call("PUT", f"/v1/volumes/{uid}/size", {"size_bytes": 128 * MIB})
+    check(code == 200 and int(v.get("size_bytes", 0)) == 128 * MIB,
+          f"ResizeVolume of the published volume to 128 MiB: {code} {v.get('message', '')} "
+          f"({time.time() - t0:.1f} s)")
+    check(v.get("target", {}).get("uri") == uri, "the same target, still published")
+    check(writer.poll() is None, "the writer was still running when the resize returned")
+    writer_result("perf-resize", writer)
+
+    got = volume(ctl, uid) or {}
+    check(int(got.get("size_bytes", 0)) == 128 * MIB and got.get("status") == "online",
+          f"castor-control reports 128 MiB, online: {got.get('size_bytes')} {got.get('status')}")
+    nexus = engines[target].ctl("nexus", "show", uid)
+    check(nexus.get("size_bytes") == 128 * MIB and nexus.get("state") == "online",
+          f"the nexus on {target} is 128 MiB and online: {nexus.get('size_bytes')} {nexus.get('state')}")
+    sizes = {}
+    for name, e in engines.items():
+        out = e.ctl("replica", "list")
+        for r in (out if isinstance(out, list) else out.get("replicas", [])):
+            sizes[r["uuid"]] = int(r["size_bytes"])
+    want = {r["uuid"] for r in got.get("replicas", [])}
+    check(len(want) == 3 and all(sizes.get(u) == 128 * MIB for u in want),
+          f"every replica is 128 MiB: {[sizes.get(u) for u in want]}")
+
+    rc, out = perf_region(uri, 64, 3, "writer past the old end")
+    check(rc == 0, "a verifying writer from 64 MiB to the new end succeeds")
+    if rc != 0:
+        print(out)
+    rc, out = perf_region(uri, 0, 3, "writer over the whole volume")
+    check(rc == 0, "a verifying writer over the whole grown volume succeeds")
+    if rc != 0:
+        print(out)
+    # The same size again is fine; smaller is refused.
+    code, _ = ctl.call("PUT", f"/v1/volumes/{uid}/size", {"size_bytes": 128 * MIB})
+    check(code == 200, f"the same size again is OK ({code})")
+    code, resp = ctl.call("PUT", f"/v1/volumes/{uid}/size", {"size_bytes": 64 * MIB})
+    check(code == 400, f"shrinking is refused with 400 ({code} {resp.get('message')})")
+
+    # NBD cannot announce a new size: refused while published over it.
+    nuid, nv = create_volume(ctl, 1, size_mb=32, protocol="nbd")
+    code, nv = ctl.call("PUT", f"/v1/volumes/{nuid}/target", {})
+    check(code == 200 and nv.get("target", {}).get("uri", "").startswith("nbd://"),
+          f"an NBD volume published: {code} {nv.get('target', nv.get('message'))}")
+    code, resp = ctl.call("PUT", f"/v1/volumes/{nuid}/size", {"size_bytes": 64 * MIB})
+    check(code == 412 and "NBD" in resp.get("message", ""),
+          f"resizing it is FAILED_PRECONDITION (412): {code} {resp.get('message')}")
+    check(int((volume(ctl, nuid) or {}).get("size_bytes", 0)) == 32 * MIB, "it keeps its size")
     stop_all()
 
 

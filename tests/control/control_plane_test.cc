@@ -471,12 +471,172 @@ TEST_F(ControlPlaneTest, ResizeAndDestroy) {
   EXPECT_EQ(r->spec.size_bytes, 2 * kGiB);
   ASSERT_TRUE(cp_->publish_volume(PublishArgs{.uuid = v.spec.uuid, .node = {}, .allowed_hosts = {},
                                               .frontend_node = {}}));
-  EXPECT_EQ(cp_->resize_volume(v.spec.uuid, 3 * kGiB).status().code(), Errc::kBusy);
+  auto published = cp_->resize_volume(v.spec.uuid, 3 * kGiB);  // online: see ResizePublished*
+  ASSERT_TRUE(published) << published.status().to_string();
+  EXPECT_EQ(published->spec.size_bytes, 3 * kGiB);
   ASSERT_TRUE(cp_->destroy_volume(v.spec.uuid));
   EXPECT_EQ(engine_replicas(), 0u);
   for (const auto& n : cluster_.nodes()) EXPECT_EQ(cluster_.find(n)->nexus_count(), 0u);
   EXPECT_EQ(cp_->get_volume(v.spec.uuid).status().code(), Errc::kNotFound);
   EXPECT_EQ(cp_->destroy_volume(v.spec.uuid).code(), Errc::kNotFound);
+}
+
+// The size of `uuid`'s nexus on the node that holds it (0: none).
+uint64_t nexus_size(FakeCluster& c, const std::string& uuid) {
+  uint64_t size = 0;
+  for (const auto& n : c.nodes()) size = std::max(size, c.find(n)->nexus_size(uuid));
+  return size;
+}
+
+// Every replica of the volume at `size` on its engine.
+void expect_replica_sizes(FakeCluster& c, const VolumeSpec& v, uint64_t size) {
+  for (const auto& r : v.replicas) {
+    EXPECT_EQ(c.find(r.node)->replica_size(r.uuid), size) << r.uuid << " on " << r.node;
+  }
+}
+
+TEST_F(ControlPlaneTest, ResizePublishedGrowsReplicasThenTheNexus) {
+  auto v = create(3);
+  auto pub = cp_->publish_volume(PublishArgs{.uuid = v.spec.uuid, .node = {}, .allowed_hosts = {},
+                                             .frontend_node = {}});
+  ASSERT_TRUE(pub) << pub.status().to_string();
+  passes(1);
+  EXPECT_EQ(nexus_size(cluster_, v.spec.uuid), kGiB);
+  auto r = cp_->resize_volume(v.spec.uuid, 2 * kGiB);
+  ASSERT_TRUE(r) << r.status().to_string();
+  EXPECT_EQ(r->spec.size_bytes, 2 * kGiB);
+  EXPECT_EQ(r->spec.op.kind, OpKind::kNone);
+  ASSERT_TRUE(r->spec.target);
+  EXPECT_EQ(r->spec.target->uri, pub->spec.target->uri) << "the same target, still published";
+  expect_replica_sizes(cluster_, r->spec, 2 * kGiB);
+  EXPECT_EQ(nexus_size(cluster_, v.spec.uuid), 2 * kGiB);
+  // Again with the same size: nothing to do (no engine call).
+  const uint64_t calls = cluster_.find(pub->spec.target->node)->calls();
+  ASSERT_TRUE(cp_->resize_volume(v.spec.uuid, 2 * kGiB));
+  EXPECT_EQ(cluster_.find(pub->spec.target->node)->calls(), calls);
+  EXPECT_EQ(cp_->resize_volume(v.spec.uuid, kGiB).status().code(), Errc::kInvalidArgument);
+  passes(2);
+  EXPECT_EQ(cp_->get_volume(v.spec.uuid)->status, "online");
+}
+
+TEST_F(ControlPlaneTest, ResizePublishedOverNbdIsRefused) {
+  CreateVolumeArgs a;
+  a.size_bytes = kGiB;
+  a.replica_count = 2;
+  a.protocol = "nbd";
+  auto v = cp_->create_volume(a);
+  ASSERT_TRUE(v) << v.status().to_string();
+  ASSERT_TRUE(cp_->publish_volume(PublishArgs{.uuid = v->spec.uuid, .node = {}, .allowed_hosts = {},
+                                              .frontend_node = {}}));
+  auto r = cp_->resize_volume(v->spec.uuid, 2 * kGiB);
+  EXPECT_EQ(r.status().code(), Errc::kBusy);
+  EXPECT_NE(r.status().message().find("published over NBD"), std::string::npos) << r.status().message();
+  auto got = cp_->get_volume(v->spec.uuid);
+  EXPECT_EQ(got->spec.size_bytes, kGiB);
+  expect_replica_sizes(cluster_, got->spec, kGiB);
+  ASSERT_TRUE(cp_->unpublish_volume(v->spec.uuid));
+  EXPECT_TRUE(cp_->resize_volume(v->spec.uuid, 2 * kGiB)) << "unpublished it grows";
+}
+
+// A replica that cannot grow: nothing is recorded, the volume stays as it was.
+TEST_F(ControlPlaneTest, ResizeWhoseReplicaCannotGrowChangesNothing) {
+  auto v = create(2);
+  ASSERT_TRUE(cp_->publish_volume(PublishArgs{.uuid = v.spec.uuid, .node = {}, .allowed_hosts = {},
+                                              .frontend_node = {}}));
+  cluster_.find(v.spec.replicas[1].node)->fail_next("grow_replica", Status(Errc::kNoSpace, "pool full"));
+  auto r = cp_->resize_volume(v.spec.uuid, 2 * kGiB);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.status().code(), Errc::kNoSpace);
+  EXPECT_NE(r.status().message().find("unchanged at 1073741824 bytes"), std::string::npos) << r.status().message();
+  auto got = cp_->get_volume(v.spec.uuid);
+  EXPECT_EQ(got->spec.size_bytes, kGiB);
+  EXPECT_EQ(got->spec.op.kind, OpKind::kNone) << "the reconciler looks after it again";
+  EXPECT_EQ(nexus_size(cluster_, v.spec.uuid), kGiB);
+  passes(2);
+  EXPECT_EQ(nexus_size(cluster_, v.spec.uuid), kGiB);
+  EXPECT_EQ(cp_->get_volume(v.spec.uuid)->status, "online");
+  // The retry grows it (the replica grown the first time is reused).
+  ASSERT_TRUE(cp_->resize_volume(v.spec.uuid, 2 * kGiB));
+  expect_replica_sizes(cluster_, cp_->get_volume(v.spec.uuid)->spec, 2 * kGiB);
+  EXPECT_EQ(nexus_size(cluster_, v.spec.uuid), 2 * kGiB);
+}
+
+// Replicas grown, the nexus not: the error says so, the new size is recorded, and the
+// reconciler (or the next resize) grows the nexus.
+TEST_F(ControlPlaneTest, ResizeWhoseNexusCannotGrowIsFinishedLater) {
+  for (bool by_retry : {false, true}) {
+    SCOPED_TRACE(by_retry ? "finished by the retry" : "finished by the reconciler");
+    auto v = create(3);
+    auto pub = cp_->publish_volume(PublishArgs{.uuid = v.spec.uuid, .node = {}, .allowed_hosts = {},
+                                               .frontend_node = {}});
+    ASSERT_TRUE(pub);
+    passes(1);
+    FakeEngine* target = cluster_.find(pub->spec.target->node);
+    target->fail_next("resize_nexus", Status(Errc::kUnavailable, "engine busy"));
+    auto r = cp_->resize_volume(v.spec.uuid, 2 * kGiB);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.status().code(), Errc::kUnavailable);
+    EXPECT_NE(r.status().message().find("every replica has grown"), std::string::npos) << r.status().message();
+    EXPECT_NE(r.status().message().find("no data is lost"), std::string::npos) << r.status().message();
+    auto got = cp_->get_volume(v.spec.uuid);
+    EXPECT_EQ(got->spec.size_bytes, 2 * kGiB);
+    EXPECT_EQ(got->spec.op.kind, OpKind::kNone);
+    expect_replica_sizes(cluster_, got->spec, 2 * kGiB);
+    EXPECT_EQ(nexus_size(cluster_, v.spec.uuid), kGiB);
+    if (by_retry) {
+      auto again = cp_->resize_volume(v.spec.uuid, 2 * kGiB);
+      ASSERT_TRUE(again) << again.status().to_string();
+    } else {
+      passes(2);
+    }
+    EXPECT_EQ(nexus_size(cluster_, v.spec.uuid), 2 * kGiB);
+    passes(1);
+    EXPECT_EQ(cp_->get_volume(v.spec.uuid)->status, "online");
+    ASSERT_TRUE(cp_->destroy_volume(v.spec.uuid));
+  }
+}
+
+// A nexus re-created after a resize (here: republished) is made at the new size.
+TEST_F(ControlPlaneTest, RepublishAfterAResizeIsAtTheNewSize) {
+  auto v = create(2);
+  ASSERT_TRUE(cp_->publish_volume(PublishArgs{.uuid = v.spec.uuid, .node = {}, .allowed_hosts = {},
+                                              .frontend_node = {}}));
+  passes(1);
+  auto pub = cp_->get_volume(v.spec.uuid);
+  cluster_.find(pub->spec.target->node)->fail_next("resize_nexus", Status(Errc::kUnavailable, "busy"));
+  EXPECT_FALSE(cp_->resize_volume(v.spec.uuid, 3 * kGiB));
+  ASSERT_TRUE(cp_->unpublish_volume(v.spec.uuid));
+  ASSERT_TRUE(cp_->publish_volume(PublishArgs{.uuid = v.spec.uuid, .node = {}, .allowed_hosts = {},
+                                              .frontend_node = {}}));
+  EXPECT_EQ(nexus_size(cluster_, v.spec.uuid), 3 * kGiB);
+}
+
+// kill -9 of castor-control during a resize: before the size is recorded the volume is as
+// it was (the client retries); after, the reconciler grows the nexus.
+TEST_F(ControlPlaneTest, CrashDuringResizeOfAPublishedVolume) {
+  for (const char* point : {"resize:replicas", "resize:record", "resize:nexus"}) {
+    SCOPED_TRACE(point);
+    auto v = create(2);
+    ASSERT_TRUE(cp_->publish_volume(PublishArgs{.uuid = v.spec.uuid, .node = {}, .allowed_hosts = {},
+                                                .frontend_node = {}}));
+    passes(1);
+    cp_->set_crash_point([&](const std::string& p) { return p != point; });
+    EXPECT_FALSE(cp_->resize_volume(v.spec.uuid, 2 * kGiB));
+    open_control();
+    passes(2);
+    auto got = cp_->get_volume(v.spec.uuid);
+    ASSERT_TRUE(got);
+    EXPECT_EQ(got->spec.op.kind, OpKind::kNone);
+    const uint64_t want = std::string(point) == "resize:nexus" ? 2 * kGiB : kGiB;
+    EXPECT_EQ(got->spec.size_bytes, want);
+    EXPECT_EQ(nexus_size(cluster_, v.spec.uuid), want);
+    EXPECT_EQ(got->status, "online");
+    // The client's retry finishes it either way.
+    ASSERT_TRUE(cp_->resize_volume(v.spec.uuid, 2 * kGiB));
+    EXPECT_EQ(nexus_size(cluster_, v.spec.uuid), 2 * kGiB);
+    expect_replica_sizes(cluster_, cp_->get_volume(v.spec.uuid)->spec, 2 * kGiB);
+    ASSERT_TRUE(cp_->destroy_volume(v.spec.uuid));
+  }
 }
 
 // kill -9 of castor-control between any two steps: the restarted control plane finishes

@@ -65,6 +65,18 @@ bool FakeEngine::replica_shared(const std::string& uuid) const {
   return it != replicas_.end() && pools_.at(it->second.pool).imported && it->second.shared;
 }
 
+uint64_t FakeEngine::replica_size(const std::string& uuid) const {
+  std::lock_guard lk(mu_);
+  auto it = replicas_.find(uuid);
+  return it == replicas_.end() ? 0 : it->second.size;
+}
+
+uint64_t FakeEngine::nexus_size(const std::string& name) const {
+  std::lock_guard lk(mu_);
+  auto it = nexuses_.find(name);
+  return it == nexuses_.end() ? 0 : it->second.size;
+}
+
 size_t FakeEngine::nexus_count() const {
   std::lock_guard lk(mu_);
   return nexuses_.size();
@@ -421,6 +433,48 @@ Result<std::string> FakeEngine::publish_nexus(const std::string& name, Protocol 
   return it->second.published_uri;
 }
 
+Result<EngineNexus> FakeEngine::resize_nexus(const std::string& name, uint64_t size_bytes) {
+  if (Status s = enter("resize_nexus"); !s) return s;
+  std::vector<std::string> remote;
+  {
+    std::lock_guard lk(mu_);
+    auto it = nexuses_.find(name);
+    if (it == nexuses_.end()) return make_error(Errc::kNotFound, "no nexus {}", name);
+    if (it->second.published_uri.rfind("nbd://", 0) == 0) {
+      return make_error(Errc::kBusy, "nexus {} is published over NBD", name);
+    }
+    if (size_bytes < it->second.size) return make_error(Errc::kInvalidArgument, "a nexus never shrinks");
+    for (const auto& c : it->second.children) {
+      if (c.uri.rfind("bdev:///", 0) == 0) {
+        auto r = replicas_.find(c.uri.substr(8));
+        if (r == replicas_.end() || r->second.size < size_bytes) {
+          return make_error(Errc::kBusy, "nexus {}: child '{}' is smaller than {}", name, c.uri, size_bytes);
+        }
+      } else {
+        remote.push_back(c.uri);
+      }
+    }
+  }
+  for (const auto& uri : remote) {  // outside mu_: another engine's lock
+    if (cluster_.child_size(uri) < size_bytes) {
+      return make_error(Errc::kBusy, "nexus {}: child '{}' is smaller than {} (or unreachable)", name, uri,
+                        size_bytes);
+    }
+  }
+  {
+    std::lock_guard lk(mu_);
+    auto it = nexuses_.find(name);
+    if (it == nexuses_.end()) return make_error(Errc::kNotFound, "no nexus {}", name);
+    it->second.size = std::max(it->second.size, size_bytes);
+  }
+  auto snap = snapshot();
+  if (!snap) return snap.status();
+  for (auto& n : snap->nexuses) {
+    if (n.name == name) return n;
+  }
+  return make_error(Errc::kInternal, "nexus vanished");
+}
+
 Status FakeEngine::unpublish_nexus(const std::string& name) {
   if (Status s = enter("unpublish_nexus"); !s) return s;
   std::lock_guard lk(mu_);
@@ -478,6 +532,14 @@ bool FakeCluster::child_reachable(const std::string& uri) {
   auto id = replica_of_child_uri(uri);
   FakeEngine* e = find(node);
   return e && !e->down() && id && e->replica_shared(*id);
+}
+
+uint64_t FakeCluster::child_size(const std::string& uri) {
+  if (!child_reachable(uri)) return 0;
+  auto host_end = uri.find(':', 7);
+  auto id = replica_of_child_uri(uri);
+  FakeEngine* e = find(uri.substr(7, host_end - 7));
+  return e && id ? e->replica_size(*id) : 0;
 }
 
 std::vector<std::string> FakeCluster::nodes() const {

@@ -46,6 +46,7 @@ class FakeEngine final : public EngineClient {
   Result<std::string> publish_nexus(const std::string& name, Protocol protocol,
                                     const std::vector<std::string>& allowed_hosts) override;
   Status unpublish_nexus(const std::string& name) override;
+  Result<EngineNexus> resize_nexus(const std::string& name, uint64_t size_bytes) override;
 
   // ---- test controls ----
   // A down engine answers nothing (Unavailable). restart(): comes back as a new
@@ -67,6 +68,10 @@ class FakeEngine final : public EngineClient {
   size_t nexus_count() const;
   // The replica exists (its pool imported) and is shared. Counts as no call.
   bool replica_shared(const std::string& uuid) const;
+  // The replica's size, 0 if it does not exist. Counts as no call.
+  uint64_t replica_size(const std::string& uuid) const;
+  // The nexus's size, 0 if it does not exist. Counts as no call.
+  uint64_t nexus_size(const std::string& name) const;
 
  private:
   struct Replica {
@@ -131,6 +136,8 @@ class FakeCluster final : public EngineConnector {
                                         const std::string& grpc_endpoint) override;
   // True if the replica exists on a running engine and is reachable as `uri`.
   bool child_reachable(const std::string& uri);
+  // The size of the replica a reachable nvmf:// child names; 0 if unreachable.
+  uint64_t child_size(const std::string& uri);
   std::vector<std::string> nodes() const;
 
  private:

@@ -23,7 +23,7 @@ grpc::Status IdentityService::GetPluginCapabilities(grpc::ServerContext*,
   }
   resp->add_capabilities()->mutable_service()->set_type(Svc::VOLUME_ACCESSIBILITY_CONSTRAINTS);
   resp->add_capabilities()->mutable_volume_expansion()->set_type(
-      v1::PluginCapability::VolumeExpansion::OFFLINE);
+      v1::PluginCapability::VolumeExpansion::ONLINE);
   return grpc::Status::OK;
 }
 

@@ -39,7 +39,7 @@ def expect(c, method, req, want, what):
 
 def cluster():
     ctl = h.Control().start()
-    engines = [h.Engine(n, ctl) for n in ("n1", "n2", "n3")]
+    engines = [h.Engine(n, ctl, extra=["--nbd-listen", "127.0.0.1:0"]) for n in ("n1", "n2", "n3")]
     for e in engines:
         e.start()
     h.until("three nodes online", lambda: h.nodes_online(ctl) == 3)
@@ -60,6 +60,8 @@ def scenario_identity():
     caps = expect(c, "GetPluginCapabilities", {}, "OK", "")
     kinds = {x.get("service", {}).get("type") for x in caps["capabilities"]} if caps else set()
     h.check({"CONTROLLER_SERVICE", "VOLUME_ACCESSIBILITY_CONSTRAINTS"} <= kinds, f"plugin capabilities {kinds}")
+    exp = {x.get("volume_expansion", {}).get("type") for x in caps["capabilities"]} if caps else set()
+    h.check("ONLINE" in exp, f"online volume expansion ({exp})")
     probe = expect(c, "Probe", {}, "OK", "with castor-control up")
     h.check(probe and probe.get("ready") is True, f"ready {probe}")
     ccaps = expect(c, "ControllerGetCapabilities", {}, "OK", "")
@@ -275,8 +277,16 @@ def scenario_publish_expand():
     h.writer_result("perf-pub", w)
 
     expect(c, "DeleteVolume", {"volume_id": vid}, "FAILED_PRECONDITION", "while published")
-    expect(c, "ControllerExpandVolume", {"volume_id": vid, "capacity_range": {"required_bytes": str(128 * MIB)}},
-           "FAILED_PRECONDITION", "while published (offline expansion only)")
+    # Online expansion: grown while published and written.
+    w = h.start_writer("perf-grow", uri, 4, queue_depth=8)
+    ex = expect(c, "ControllerExpandVolume", {"volume_id": vid, "volume_capability": cap,
+                                              "capacity_range": {"required_bytes": str(96 * MIB)}}, "OK",
+                "to 96 MiB while published, under a writer")
+    h.check(ex and int(ex["capacity_bytes"]) == 96 * MIB, f"96 MiB ({ex})")
+    h.writer_result("perf-grow", w)
+    got = expect(c, "ControllerGetVolume", {"volume_id": vid}, "OK", "after the online expansion")
+    h.check(got and int(got["volume"]["capacity_bytes"]) == 96 * MIB and
+            got["status"].get("published_node_ids") == ["n1"], "96 MiB and still published")
     expect(c, "ControllerUnpublishVolume", {}, "INVALID_ARGUMENT", "without a volume id")
     expect(c, "ControllerUnpublishVolume", {"volume_id": vid, "node_id": "n2"}, "OK", "from a node it is not on")
     h.check(h.volume(ctl, vid).get("target") is not None, "still published for n1")
@@ -301,6 +311,20 @@ def scenario_publish_expand():
                                                    "capacity_range": {"required_bytes": str(64 * MIB)}}, "OK",
                      "to less than it has")
     h.check(smaller and int(smaller["capacity_bytes"]) == 128 * MIB, "keeps 128 MiB")
+    # A volume published over NBD cannot grow while published (NBD has no way to tell).
+    nb = expect(c, "CreateVolume", {"name": "over-nbd", "volume_capabilities": [cap],
+                                    "capacity_range": {"required_bytes": str(32 * MIB)},
+                                    "parameters": {"protocol": "nbd"}}, "OK", "over NBD")
+    nid = nb["volume"]["volume_id"] if nb else ""
+    pn = expect(c, "ControllerPublishVolume", {"volume_id": nid, "node_id": "n2", "volume_capability": cap}, "OK",
+                "over NBD")
+    h.check(pn and pn["publish_context"].get("uri", "").startswith("nbd://"), f"an NBD URI ({pn})")
+    expect(c, "ControllerExpandVolume", {"volume_id": nid, "capacity_range": {"required_bytes": str(64 * MIB)}},
+           "FAILED_PRECONDITION", "of a volume published over NBD")
+    expect(c, "ControllerUnpublishVolume", {"volume_id": nid, "node_id": "n2"}, "OK", "over NBD")
+    ex = expect(c, "ControllerExpandVolume", {"volume_id": nid, "capacity_range": {"required_bytes": str(64 * MIB)}},
+                "OK", "of the NBD volume once unpublished")
+    expect(c, "DeleteVolume", {"volume_id": nid}, "OK", "over NBD")
     # Publish again after the resize; then clean up.
     expect(c, "ControllerPublishVolume", pub, "OK", "after the resize")
     expect(c, "ControllerUnpublishVolume", {"volume_id": vid}, "OK", "without a node id")

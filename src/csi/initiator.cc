@@ -225,7 +225,10 @@ class NbdInitiator final : public Initiator {
       if (!exists("/sys/block/" + n)) break;
       if (read_attr("/sys/block/" + n + "/size") != "0") continue;
       const std::string dev = "/dev/" + n;
-      auto r = run_ok({"nbd-client", t.host, std::to_string(t.port), dev, "-N", t.name}, 60s);
+      // 4 KiB blocks: a Castor volume (pool replicas, the nexus over them) takes no I/O
+      // smaller or less aligned than that, and the kernel's NBD client would send 512-byte
+      // I/O (which the target refuses with EINVAL) unless told.
+      auto r = run_ok({"nbd-client", t.host, std::to_string(t.port), dev, "-N", t.name, "-b", "4096"}, 60s);
       if (!r) return make_error(Errc::kUnavailable, "{}", r.status().message());
       return dev;
     }

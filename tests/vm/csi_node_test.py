@@ -8,10 +8,11 @@ through a shell (busybox nc on a forwarded port).
   ext4 (NVMe/TCP, 2 replicas): stage (mkfs, mount) twice, publish to two pods (one
   read-only) twice, write a file through one and read it through the other, a write on
   the read-only one refused, stats (bytes, inodes, condition), a wrong path NOT_FOUND,
-  unpublish (targets removed) and unstage (controller gone) twice; expand (the controller
-  grows the unpublished volume, the node grows ext4 after staging again); stage again and
-  find the file.
+  online expansion (the controller grows the published volume, the node grows the mounted
+  ext4, 70 MiB more written), unpublish (targets removed) and unstage (controller gone)
+  twice; stage again and find the file.
   xfs (iSCSI): stage makes xfs, the file survives an unstage and a stage.
+  ext4 (NBD): the same with nbd-client; NodeExpandVolume refused (NBD cannot announce a size).
   block (NVMe/TCP): staged without a file system, published onto a file, data written
   through it and read back; stats report the device's size.
   errors: no uri, not staged, another staging path, unknown volumes.
@@ -176,7 +177,8 @@ def scenario_node():
     engines = []
     for name in ("n1", "n2"):
         e = h.Engine(name, ctl, listen="0.0.0.0",
-                     extra=["--iscsi-listen", "0.0.0.0:0", "--node-address", GUEST_HOST])
+                     extra=["--iscsi-listen", "0.0.0.0:0", "--nbd-listen", "0.0.0.0:0",
+                            "--node-address", GUEST_HOST])
         e.start()
         engines.append(e)
     h.until("two nodes online", lambda: h.nodes_online(ctl) == 2)
@@ -280,6 +282,24 @@ def node_scenarios(c, n):
     expect(n, "NodeGetVolumeStats", {"volume_id": "fake-vol-id", "volume_path": p1}, "NOT_FOUND",
            "of an unknown volume")
     expect(n, "NodeGetVolumeStats", {"volume_id": vid}, "INVALID_ARGUMENT", "without a path")
+    # Online expansion: the controller grows the published volume while the file system is
+    # mounted (the kernel hears of it from the target's notice), the node grows ext4.
+    ex = expect(c, "ControllerExpandVolume", {"volume_id": vid, "volume_capability": cap,
+                                              "capacity_range": {"required_bytes": str(128 * MIB)}}, "OK",
+                "to 128 MiB while mounted")
+    h.check(ex and ex.get("node_expansion_required") is True, "node expansion required")
+    for i in range(2):
+        nx = expect(n, "NodeExpandVolume", {"volume_id": vid, "volume_path": p1,
+                                            "capacity_range": {"required_bytes": str(128 * MIB)}}, "OK",
+                    f"online #{i + 1}")
+        h.check(nx and int(nx["capacity_bytes"]) == 128 * MIB, f"the device is 128 MiB ({nx})")
+    st = expect(n, "NodeGetVolumeStats", {"volume_id": vid, "volume_path": p2}, "OK", "after the expansion")
+    total = int({u.get("unit"): u for u in (st or {}).get("usage", [])}.get("BYTES", {}).get("total", 0))
+    h.check(total > 100 * MIB, f"ext4 grew online to {total >> 20} MiB")
+    rc, out = sh(f"dd if=/dev/urandom of={p1}/big bs=1M count=70 conv=fsync 2>&1 && md5sum {p2}/data | cut -d' ' -f1")
+    h.check(rc == 0 and out.strip().endswith(digest), f"70 MiB more written into the grown file system ({out.strip()[-80:]})")
+    rc, out = sh("dmesg | grep -i -E 'i/o error|ext4.*error' | head -3")
+    h.check(not out.strip(), f"no I/O error in the kernel ({out.strip()})")
     for i in range(2):
         unpublish(n, vid, "pod1", what=f"pod1 #{i + 1}")
         unpublish(n, vid, "pod2", what=f"pod2 #{i + 1}")
@@ -290,27 +310,16 @@ def node_scenarios(c, n):
     rc, out = sh("ls /sys/class/nvme/ 2>/dev/null | wc -l; grep -c ' ext4 ' /proc/mounts")
     h.check(out.split() == ["0", "0"], f"no controller and no mount left ({out.split()})")
 
-    # Offline expansion: the controller grows the unpublished volume; staged again, the
-    # node grows ext4.
-    expect(c, "ControllerUnpublishVolume", {"volume_id": vid, "node_id": "n1"}, "OK", "for the expansion")
-    ex = expect(c, "ControllerExpandVolume", {"volume_id": vid, "volume_capability": cap,
-                                              "capacity_range": {"required_bytes": str(128 * MIB)}}, "OK",
-                "to 128 MiB")
-    h.check(ex and ex.get("node_expansion_required") is True, "node expansion required")
+    # Unstaged, unpublished and published again (the nexus made anew): the file is there.
+    expect(c, "ControllerUnpublishVolume", {"volume_id": vid, "node_id": "n1"}, "OK", "")
     pub = expect(c, "ControllerPublishVolume", {"volume_id": vid, "node_id": "n1", "volume_capability": cap},
                  "OK", "again")
     ctx = for_guest(pub["publish_context"])
-    stage(n, vid, ctx, vctx, cap, what="after the expansion")
+    stage(n, vid, ctx, vctx, cap, what="again")
     publish(n, vid, ctx, cap, "pod3", what="pod3")
     p3 = pod_path("pod3", vid)
     rc, out = sh(f"md5sum {p3}/data | cut -d' ' -f1")
-    h.check(rc == 0 and out.strip() == digest, "the file is there after unstage, expand and stage")
-    nx = expect(n, "NodeExpandVolume", {"volume_id": vid, "volume_path": p3,
-                                        "capacity_range": {"required_bytes": str(128 * MIB)}}, "OK", "")
-    h.check(nx and int(nx["capacity_bytes"]) == 128 * MIB, f"the device is 128 MiB ({nx})")
-    st = expect(n, "NodeGetVolumeStats", {"volume_id": vid, "volume_path": p3}, "OK", "after the expansion")
-    total = int({u.get("unit"): u for u in (st or {}).get("usage", [])}.get("BYTES", {}).get("total", 0))
-    h.check(total > 100 * MIB, f"ext4 grew to {total >> 20} MiB")
+    h.check(rc == 0 and out.strip() == digest, "the file is there after unstage, unpublish, publish and stage")
     unpublish(n, vid, "pod3")
     unstage(n, vid)
     expect(c, "ControllerUnpublishVolume", {"volume_id": vid, "node_id": "n1"}, "OK", "")
@@ -333,6 +342,29 @@ def node_scenarios(c, n):
     stage(n, vid, ctx, vctx, cap, what="xfs again")
     rc, out = sh(f"cat {staging_path(vid)}/hello")
     h.check(out.strip() == "castor", "the xfs file survived")
+    unstage(n, vid)
+    expect(c, "ControllerUnpublishVolume", {"volume_id": vid, "node_id": "n1"}, "OK", "")
+    expect(c, "DeleteVolume", {"volume_id": vid}, "OK", "")
+
+    # ---- ext4 over NBD
+    cap = mount_cap("ext4")
+    vid, ctx, vctx = create_and_publish(c, "vm-nbd", cap, {"protocol": "nbd"})
+    h.check(ctx["uri"].startswith(f"nbd://{GUEST_HOST}:"), f"NBD publish_context {ctx}")
+    stage(n, vid, ctx, vctx, cap, what="ext4 over NBD")
+    rc, out = sh(f"grep ' {staging_path(vid)} ' /proc/mounts")
+    h.check(rc == 0 and " ext4 " in out and "/dev/nbd" in out, f"ext4 from an NBD device: {out.strip()}")
+    publish(n, vid, ctx, cap, "pod1")
+    rc, _ = sh(f"echo over-nbd >{pod_path('pod1', vid)}/hello && sync")
+    h.check(rc == 0, "a file written over NBD")
+    expect(n, "NodeExpandVolume", {"volume_id": vid, "volume_path": pod_path("pod1", vid)}, "FAILED_PRECONDITION",
+           "over NBD (no way to tell the client a new size)")
+    unpublish(n, vid, "pod1")
+    unstage(n, vid, what="NBD (disconnect)")
+    rc, out = sh("cat /sys/block/nbd0/size")
+    h.check(out.strip() == "0", f"/dev/nbd0 disconnected (size {out.strip()})")
+    stage(n, vid, ctx, vctx, cap, what="NBD again")
+    rc, out = sh(f"cat {staging_path(vid)}/hello")
+    h.check(out.strip() == "over-nbd", "the file is there over NBD")
     unstage(n, vid)
     expect(c, "ControllerUnpublishVolume", {"volume_id": vid, "node_id": "n1"}, "OK", "")
     expect(c, "DeleteVolume", {"volume_id": vid}, "OK", "")

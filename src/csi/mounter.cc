@@ -184,7 +184,8 @@ Status unmount(const std::string& path) {
 }
 
 Status grow_fs(const std::string& device, const std::string& mount_point, const std::string& fs_type) {
-  Result<std::string> r = fs_type == "xfs" ? run_ok({"xfs_growfs", mount_point}, std::chrono::minutes(5))
+  // xfs_growfs without -d only reports the geometry.
+  Result<std::string> r = fs_type == "xfs" ? run_ok({"xfs_growfs", "-d", mount_point}, std::chrono::minutes(5))
                                            : run_ok({"resize2fs", device}, std::chrono::minutes(5));
   return r ? Status::ok() : r.status();
 }

@@ -40,7 +40,24 @@ void PathWatcher::check_once() {
   for (const auto& id : state_.list()) check_volume(id);
 }
 
+// Whether `id` needs the watcher: an NVMe/TCP volume with no live path, or with a path
+// that is not live and not at the recorded address. Read without the volume's lock (the
+// record is replaced atomically), so a healthy volume never holds up a CSI call.
+bool PathWatcher::needs_work(const std::string& id) {
+  auto rec = state_.load(id);
+  if (!rec || !*rec) return false;
+  auto t = TargetAddress::parse((*rec)->uri);
+  if (!t || t->protocol != "nvmf") return false;
+  const auto ctrls = nvme_controllers(t->name);
+  const bool live = std::any_of(ctrls.begin(), ctrls.end(), [](const auto& c) { return c.state == "live"; });
+  if (!live) return !ctrls.empty();
+  return std::any_of(ctrls.begin(), ctrls.end(), [&](const auto& c) {
+    return c.state != "live" && !(c.host == t->host && c.port == t->port);
+  });
+}
+
 void PathWatcher::check_volume(const std::string& id) {
+  if (!needs_work(id)) return;
   auto held = locks_.try_acquire(id);
   if (!held) return;  // a CSI call is working on it
   auto rec = state_.load(id);

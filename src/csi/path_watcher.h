@@ -12,8 +12,9 @@
 // and is recorded. Once a path is live, paths that are not live and not at the recorded
 // address (the moved-from nexus) are disconnected.
 //
-// It takes the volume's operation lock for each check, so it never races a CSI call on
-// the same volume (a busy volume is looked at next period).
+// It looks at a volume without its operation lock, and takes the lock only to act, so it
+// never races a CSI call on the same volume (a busy volume is looked at next period) and
+// never makes one of a healthy volume's calls ABORTED.
 
 #include <chrono>
 #include <condition_variable>
@@ -39,6 +40,7 @@ class PathWatcher {
   void check_once();
 
  private:
+  bool needs_work(const std::string& id);
   void check_volume(const std::string& id);
 
   NodeState& state_;

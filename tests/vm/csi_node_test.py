@@ -11,7 +11,8 @@ through a shell (busybox nc on a forwarded port).
   online expansion (the controller grows the published volume, the node grows the mounted
   ext4, 70 MiB more written), unpublish (targets removed) and unstage (controller gone)
   twice; stage again and find the file.
-  xfs (iSCSI): stage makes xfs, the file survives an unstage and a stage.
+  xfs (iSCSI): stage makes xfs, grows online (xfs_growfs after an iSCSI rescan), the file
+  survives an unstage and a stage.
   ext4 (NBD): the same with nbd-client; NodeExpandVolume refused (NBD cannot announce a size).
   block (NVMe/TCP): staged without a file system, published onto a file, data written
   through it and read back; stats report the device's size.
@@ -335,6 +336,21 @@ def node_scenarios(c, n):
     publish(n, vid, ctx, cap, "pod1")
     rc, _ = sh(f"echo castor >{pod_path('pod1', vid)}/hello && sync")
     h.check(rc == 0, "a file written on xfs")
+    # Online over iSCSI: the LU grows (the kernel hears CAPACITY DATA HAS CHANGED), the node
+    # rescans the session and grows xfs while it is mounted.
+    st = expect(n, "NodeGetVolumeStats", {"volume_id": vid, "volume_path": pod_path("pod1", vid)}, "OK",
+                "xfs before the expansion")
+    before = int({u.get("unit"): u for u in (st or {}).get("usage", [])}.get("BYTES", {}).get("total", 0))
+    expect(c, "ControllerExpandVolume", {"volume_id": vid, "volume_capability": cap,
+                                         "capacity_range": {"required_bytes": str(400 * MIB)}}, "OK",
+           "xfs over iSCSI to 400 MiB while mounted")
+    nx = expect(n, "NodeExpandVolume", {"volume_id": vid, "volume_path": pod_path("pod1", vid),
+                                        "capacity_range": {"required_bytes": str(400 * MIB)}}, "OK", "xfs online")
+    h.check(nx and int(nx["capacity_bytes"]) == 400 * MIB, f"the SCSI disk is 400 MiB ({nx})")
+    st = expect(n, "NodeGetVolumeStats", {"volume_id": vid, "volume_path": pod_path("pod1", vid)}, "OK",
+                "xfs after the expansion")
+    total = int({u.get("unit"): u for u in (st or {}).get("usage", [])}.get("BYTES", {}).get("total", 0))
+    h.check(total >= before + 70 * MIB, f"xfs grew online from {before >> 20} to {total >> 20} MiB")
     unpublish(n, vid, "pod1")
     unstage(n, vid, what="iSCSI (logout)")
     rc, out = sh("iscsiadm -m session 2>&1")

@@ -399,7 +399,8 @@ grpc::Status ControllerService::ControllerGetCapabilities(grpc::ServerContext*,
                                                           v1::ControllerGetCapabilitiesResponse* resp) {
   using T = v1::ControllerServiceCapability::RPC;
   for (auto t : {T::CREATE_DELETE_VOLUME, T::PUBLISH_UNPUBLISH_VOLUME, T::LIST_VOLUMES, T::GET_CAPACITY,
-                 T::EXPAND_VOLUME, T::LIST_VOLUMES_PUBLISHED_NODES, T::GET_VOLUME, T::VOLUME_CONDITION}) {
+                 T::EXPAND_VOLUME, T::LIST_VOLUMES_PUBLISHED_NODES, T::GET_VOLUME, T::VOLUME_CONDITION,
+                 T::SINGLE_NODE_MULTI_WRITER}) {
     resp->add_capabilities()->mutable_rpc()->set_type(t);
   }
   return grpc::Status::OK;

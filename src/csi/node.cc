@@ -387,7 +387,8 @@ grpc::Status NodeService::NodeExpandVolume(grpc::ServerContext*, const v1::NodeE
 grpc::Status NodeService::NodeGetCapabilities(grpc::ServerContext*, const v1::NodeGetCapabilitiesRequest*,
                                               v1::NodeGetCapabilitiesResponse* resp) {
   using T = v1::NodeServiceCapability::RPC;
-  for (auto t : {T::STAGE_UNSTAGE_VOLUME, T::GET_VOLUME_STATS, T::EXPAND_VOLUME, T::VOLUME_CONDITION}) {
+  for (auto t : {T::STAGE_UNSTAGE_VOLUME, T::GET_VOLUME_STATS, T::EXPAND_VOLUME, T::VOLUME_CONDITION,
+                 T::SINGLE_NODE_MULTI_WRITER}) {
     resp->add_capabilities()->mutable_rpc()->set_type(t);
   }
   return grpc::Status::OK;

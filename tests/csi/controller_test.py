@@ -67,7 +67,8 @@ def scenario_identity():
     ccaps = expect(c, "ControllerGetCapabilities", {}, "OK", "")
     rpcs = {x["rpc"]["type"] for x in ccaps["capabilities"]} if ccaps else set()
     h.check({"CREATE_DELETE_VOLUME", "PUBLISH_UNPUBLISH_VOLUME", "LIST_VOLUMES", "GET_CAPACITY",
-             "EXPAND_VOLUME", "LIST_VOLUMES_PUBLISHED_NODES", "GET_VOLUME"} <= rpcs, f"controller rpcs {rpcs}")
+             "EXPAND_VOLUME", "LIST_VOLUMES_PUBLISHED_NODES", "GET_VOLUME", "SINGLE_NODE_MULTI_WRITER"} <= rpcs,
+            f"controller rpcs {rpcs}")
     # A castor-csi whose castor-control does not answer is not ready.
     dead = start_csi("csi-dead", f"127.0.0.1:{h.free_port()}")
     expect(dead, "Probe", {}, "FAILED_PRECONDITION", "with no castor-control")

@@ -238,7 +238,8 @@ def node_scenarios(c, n):
     h.check(info and info["node_id"] == "n1", f"node id n1 ({info})")
     caps = expect(n, "NodeGetCapabilities", {}, "OK", "")
     got = {x["rpc"]["type"] for x in (caps or {}).get("capabilities", [])}
-    h.check({"STAGE_UNSTAGE_VOLUME", "GET_VOLUME_STATS", "EXPAND_VOLUME"} <= got, f"node capabilities {got}")
+    h.check({"STAGE_UNSTAGE_VOLUME", "GET_VOLUME_STATS", "EXPAND_VOLUME", "SINGLE_NODE_MULTI_WRITER"} <= got,
+            f"node capabilities {got}")
 
     # ---- ext4 over NVMe/TCP, two replicas
     cap = mount_cap("ext4")
@@ -264,6 +265,9 @@ def node_scenarios(c, n):
         publish(n, vid, ctx, cap, "pod1", what=f"pod1 #{i + 1}")
         publish(n, vid, ctx, cap, "pod2", readonly=True, what=f"pod2 read-only #{i + 1}")
     publish(n, vid, ctx, cap, "pod1", readonly=True, want="ALREADY_EXISTS", what="pod1 again read-only")
+    snsw = {"mount": {"fs_type": "ext4"}, "access_mode": {"mode": "SINGLE_NODE_SINGLE_WRITER"}}
+    publish(n, vid, ctx, snsw, "pod4", want="FAILED_PRECONDITION",
+            what="single-writer at a third target while published at two")
     p1, p2 = pod_path("pod1", vid), pod_path("pod2", vid)
     rc, out = sh(f"dd if=/dev/urandom of={p1}/data bs=1M count=4 2>/dev/null && sync && md5sum {p1}/data | cut -d' ' -f1")
     digest = out.strip()

@@ -261,6 +261,24 @@ void aer_held(TestHost& h) {
   ASSERT_EQ(h.admin(admin_op::kGetFeatures, 0, feature::kNumberOfQueues, 0).status, 0);
 }
 
+// The held Asynchronous Event Request `cid` completes as a namespace-attribute notice, and
+// the Changed Namespace List (log page 04h) names exactly `nsid`.
+void expect_ns_changed(TestHost& h, uint16_t cid, uint32_t nsid) {
+  Pdu p = h.recv();
+  ASSERT_EQ(p.f.type, PduType::kCapsuleResp);
+  auto r = p.as<CapsuleRespHeader>();
+  EXPECT_EQ(r.cqe.cid, cid);
+  EXPECT_EQ(r.cqe.status, 0);
+  EXPECT_EQ(r.cqe.dw0, 0x040002u);  // notice, namespace attribute changed, log page 0x04
+  std::vector<uint8_t> buf;
+  ASSERT_EQ(h.admin(admin_op::kGetLogPage, 0, log_id::kChangedNs | (1023u << 16), 0, &buf, 4096).status, 0);
+  uint32_t first = 0, second = 1;
+  std::memcpy(&first, buf.data(), 4);
+  std::memcpy(&second, buf.data() + 4, 4);
+  EXPECT_EQ(first, nsid);
+  EXPECT_EQ(second, 0u);
+}
+
 uint16_t bring_up_admin(TestHost& h, const char* nqn, const char* host) {
   Cqe c = h.connect(nqn, host, 0, 0xffff);
   EXPECT_EQ(c.status, 0);
@@ -456,20 +474,8 @@ TEST_F(Target, AddedNamespaceIsAnnouncedThroughAnAsyncEvent) {
   auto nsid = tgt->add_namespace(kNqn, "m1");
   ASSERT_TRUE(nsid);
   EXPECT_EQ(*nsid, 2u);
-  Pdu p = a.recv();
-  ASSERT_EQ(p.f.type, PduType::kCapsuleResp);
-  auto r = p.as<CapsuleRespHeader>();
-  EXPECT_EQ(r.cqe.cid, 0x7000);
-  EXPECT_EQ(r.cqe.status, 0);
-  EXPECT_EQ(r.cqe.dw0, 0x040002u);  // notice, namespace attribute changed, log page 0x04
+  expect_ns_changed(a, 0x7000, 2);
   std::vector<uint8_t> buf;
-  ASSERT_EQ(a.admin(admin_op::kGetLogPage, 0, log_id::kChangedNs | (1023u << 16), 0, &buf, 4096).status, 0);
-  uint32_t first = 0, second = 1;
-  std::memcpy(&first, buf.data(), 4);
-  std::memcpy(&second, buf.data() + 4, 4);
-  EXPECT_EQ(first, 2u);
-  EXPECT_EQ(second, 0u);
-  buf.clear();
   ASSERT_EQ(a.admin(admin_op::kIdentify, 0, cns::kActiveNsList, 0, &buf, 4096).status, 0);
   EXPECT_EQ(buf[0], 1);
   EXPECT_EQ(buf[4], 2);
@@ -495,6 +501,7 @@ TEST_F(Target, AddedNamespaceIsAnnouncedThroughAnAsyncEvent) {
   // Read again: the list was cleared.
   buf.clear();
   ASSERT_EQ(a.admin(admin_op::kGetLogPage, 0, log_id::kChangedNs | (1023u << 16), 0, &buf, 4096).status, 0);
+  uint32_t first = 1;
   std::memcpy(&first, buf.data(), 4);
   EXPECT_EQ(first, 0u);
 }
@@ -545,19 +552,7 @@ TEST_F(Target, GrownNamespaceIsIdentifiedWithItsNewSizeAndAnnounced) {
   identify(new_blocks);  // read live, before any notice
   EXPECT_EQ(tgt->announce_resize("r"), 1u);
   EXPECT_EQ(tgt->announce_resize("m0-nothing"), 0u);
-  Pdu p = a.recv();
-  ASSERT_EQ(p.f.type, PduType::kCapsuleResp);
-  auto r = p.as<CapsuleRespHeader>();
-  EXPECT_EQ(r.cqe.cid, 0x7100);
-  EXPECT_EQ(r.cqe.status, 0);
-  EXPECT_EQ(r.cqe.dw0, 0x040002u);  // notice, namespace attribute changed, log page 0x04
-  std::vector<uint8_t> buf;
-  ASSERT_EQ(a.admin(admin_op::kGetLogPage, 0, log_id::kChangedNs | (1023u << 16), 0, &buf, 4096).status, 0);
-  uint32_t first = 0, second = 1;
-  std::memcpy(&first, buf.data(), 4);
-  std::memcpy(&second, buf.data() + 4, 4);
-  EXPECT_EQ(first, 2u);
-  EXPECT_EQ(second, 0u);
+  expect_ns_changed(a, 0x7100, 2);
 
   // The last block of the grown namespace is writable; one past it is out of range.
   std::vector<uint8_t> w(bs, 0x5e), got;
@@ -617,16 +612,8 @@ TEST_F(Target, RemovedNamespaceIsAnnouncedAndReleasedOnceItsIoEnds) {
   aer_held(a);
   auto removed = std::async(std::launch::async, [&] { return tgt->remove_namespace(kNqn, 2, 10000); });
 
-  Pdu p = a.recv();
-  ASSERT_EQ(p.f.type, PduType::kCapsuleResp);
-  EXPECT_EQ(p.as<CapsuleRespHeader>().cqe.cid, 0x7001);
-  EXPECT_EQ(p.as<CapsuleRespHeader>().cqe.dw0, 0x040002u);  // notice, namespace attribute changed
+  expect_ns_changed(a, 0x7001, 2);
   std::vector<uint8_t> buf;
-  ASSERT_EQ(a.admin(admin_op::kGetLogPage, 0, log_id::kChangedNs | (1023u << 16), 0, &buf, 4096).status, 0);
-  uint32_t first = 0;
-  std::memcpy(&first, buf.data(), 4);
-  EXPECT_EQ(first, 2u);
-  buf.clear();
   ASSERT_EQ(a.admin(admin_op::kIdentify, 0, cns::kActiveNsList, 0, &buf, 4096).status, 0);
   EXPECT_EQ(buf[0], 1);
   EXPECT_EQ(buf[4], 0) << "namespace 2 is no longer active";

@@ -24,6 +24,7 @@
 #include "iscsi/target.h"
 #include "iscsi/text.h"
 #include "pool/pool.h"
+#include "../pool/small_pool.h"
 
 namespace castor::iscsi {
 namespace {
@@ -589,17 +590,8 @@ TEST_F(IscsiTargetTest, TargetWarmResetRaisesUnitAttentionsAndColdResetEndsEvery
 // CAPACITY DATA HAS CHANGED (2A/09), and READ CAPACITY then answers the new size.
 TEST_F(IscsiTargetTest, GrownLunRaisesCapacityDataHasChanged) {
   pool::PoolManager pools(*env.reg);
-  pool::PoolCreateOptions po;
-  po.name = "p0";
-  po.disks = {"malloc:///pdisk?size_mb=48"};
-  po.cluster_size = 1 << 20;
-  po.log_size = 1 << 20;
-  ASSERT_TRUE(pools.create(po));
-  pool::ReplicaCreateOptions ro;
-  ro.pool = "p0";
-  ro.name = "gr";
-  ro.size_bytes = 8 << 20;
-  ASSERT_TRUE(pools.create_replica(ro));
+  testing::make_small_pool(pools, 48, "gr", 8 << 20);
+  if (HasFatalFailure()) return;
   ASSERT_TRUE(target->remove_node(kIqn));
   NodeConfig n;
   n.name = kIqn;

@@ -14,6 +14,7 @@
 #include "common/clock.h"
 #include "nvmf/target/target.h"
 #include "pool/pool.h"
+#include "../pool/small_pool.h"
 
 namespace castor::nvmf {
 namespace {
@@ -363,17 +364,8 @@ TEST_F(Fixture, ATargetBackWithoutTheSubsystemCountsAsLost) {
 TEST_F(Fixture, TheHostLearnsAGrownNamespaceFromTheNoticeOrWhenAsked) {
   constexpr char kGrowNqn[] = "nqn.2026-11.io.castor:replica-grow";
   pool::PoolManager pools(*tenv.reg);
-  pool::PoolCreateOptions po;
-  po.name = "p0";
-  po.disks = {"malloc:///pdisk?size_mb=64"};
-  po.cluster_size = 1 << 20;
-  po.log_size = 1 << 20;
-  ASSERT_TRUE(pools.create(po));
-  pool::ReplicaCreateOptions ro;
-  ro.pool = "p0";
-  ro.name = "gr";
-  ro.size_bytes = 8 << 20;
-  ASSERT_TRUE(pools.create_replica(ro));
+  testing::make_small_pool(pools, 64, "gr", 8 << 20);
+  if (HasFatalFailure()) return;
   ASSERT_TRUE(target->add_subsystem(kGrowNqn, {}).is_ok());
   ASSERT_TRUE(target->add_namespace(kGrowNqn, "gr").is_ok());
   auto info = henv.reg->create(fmt::format("nvmf://127.0.0.1:{}/{}?name=g0", port, kGrowNqn));

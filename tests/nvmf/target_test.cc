@@ -16,6 +16,7 @@
 #include "bdev/modules/fault.h"
 #include "nvmf/codec/pdu.h"
 #include "pool/pool.h"
+#include "../pool/small_pool.h"
 
 namespace castor::nvmf {
 namespace {
@@ -511,18 +512,8 @@ TEST_F(Target, AddedNamespaceIsAnnouncedThroughAnAsyncEvent) {
 // Event Request with a namespace-attribute notice listing it; I/O past the old end works.
 TEST_F(Target, GrownNamespaceIsIdentifiedWithItsNewSizeAndAnnounced) {
   pool::PoolManager pools(*reg);
-  pool::PoolCreateOptions po;
-  po.name = "p0";
-  po.disks = {"malloc:///pdisk?size_mb=48"};
-  po.cluster_size = 1 << 20;
-  po.log_size = 1 << 20;
-  ASSERT_TRUE(pools.create(po));
-  pool::ReplicaCreateOptions ro;
-  ro.pool = "p0";
-  ro.name = "r";
-  ro.size_bytes = 8 << 20;
-  auto rep = pools.create_replica(ro);
-  ASSERT_TRUE(rep) << rep.status().to_string();
+  testing::make_small_pool(pools, 48, "r", 8 << 20);
+  if (HasFatalFailure()) return;
   auto added = tgt->add_namespace(kNqn, "r", 2);
   ASSERT_TRUE(added) << added.status().to_string();
   ASSERT_EQ(*added, 2u);

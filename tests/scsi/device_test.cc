@@ -16,6 +16,7 @@
 #include "scsi/logical_unit.h"
 #include "scsi/sense.h"
 #include "scsi/wire.h"
+#include "../pool/small_pool.h"
 
 namespace castor::scsi {
 namespace {
@@ -668,17 +669,8 @@ TEST_F(ScsiDevice, UnitAttentionAtAttachAndReset) {
 // blocks past the old end are readable and writable.
 TEST_F(ScsiDevice, GrownLuRaisesCapacityDataHasChangedAndReportsTheNewSize) {
   pool::PoolManager pools(*env.reg);
-  pool::PoolCreateOptions po;
-  po.name = "p0";
-  po.disks = {"malloc:///pdisk?size_mb=48"};
-  po.cluster_size = 1 << 20;
-  po.log_size = 1 << 20;
-  ASSERT_TRUE(pools.create(po));
-  pool::ReplicaCreateOptions ro;
-  ro.pool = "p0";
-  ro.name = "gr";
-  ro.size_bytes = 8 << 20;
-  ASSERT_TRUE(pools.create_replica(ro));
+  testing::make_small_pool(pools, 48, "gr", 8 << 20);
+  if (HasFatalFailure()) return;
   // Its own device, destroyed before the pool (the fixture's `dev` is swapped back).
   DeviceInfo info;
   info.target_name = "iqn.2026-01.io.castor:grow";

@@ -1,7 +1,8 @@
 // Fuzz target for what castor-csi's node plugin parses: its volume records (JSON files in
 // --state-dir that a crash, a bug or an operator may have written), the kernel's mount
 // table, and target URIs from publish_context (a CO passes them through; what they carry
-// ends up on nvme/iscsiadm/nbd-client command lines). The first byte picks the parser.
+// ends up on nvme/iscsiadm/nbd-client command lines), and NVMe controllers' sysfs
+// addresses. The first byte picks the parser.
 // Invariants: nothing crashes; a refused record is InvalidArgument with a message; an
 // accepted one serializes to a record that parses back to the same serialization; an
 // accepted URI never yields a host or name that starts with '-' or holds a byte outside
@@ -29,7 +30,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace castor;
   if (size == 0) return 0;
   const std::string text(reinterpret_cast<const char*>(data + 1), size - 1);
-  switch (data[0] % 3) {
+  switch (data[0] % 4) {
     case 0: {
       auto v = csi::staged_from_json(text);
       if (!v) {
@@ -47,6 +48,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           __builtin_trap();  // a line with no fields at all must not have parsed
         }
       }
+      return 0;
+    }
+    case 3: {
+      csi::NvmeController c;
+      csi::parse_nvme_address(text, &c);
+      if (c.host.size() > text.size()) __builtin_trap();
       return 0;
     }
     default: {

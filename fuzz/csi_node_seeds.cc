@@ -1,7 +1,8 @@
 #include <string>
 #include <vector>
 
-// The first byte picks the parser: 0 volume record, 1 mount table, 2 target URI.
+// The first byte picks the parser: 0 volume record, 1 mount table, 2 target URI,
+// 3 an NVMe controller's sysfs address.
 extern const std::vector<std::string> kFuzzSeeds = {
     std::string("\x00", 1) +
         R"({"format":"castor-csi-volume","version":1,"volume_id":"v-1","uri":"nvmf://h:1/nqn.x",)"
@@ -16,4 +17,6 @@ extern const std::vector<std::string> kFuzzSeeds = {
     "\x02" "iscsi://10.0.0.2:3260/iqn.2026-11.io.castor:v1/0",
     "\x02" "nbd://127.0.0.1:10809/vol",
     "\x02" "nvmf://h:4420/-n",
+    "\x03" "traddr=10.0.2.2,trsvcid=40335,src_addr=10.0.2.15",
+    "\x03" "traddr=,trsvcid=999999,",
 };

@@ -270,25 +270,27 @@ std::vector<NvmeController> nvme_controllers(const std::string& nqn) {
     NvmeController ctrl;
     ctrl.name = c;
     ctrl.state = read_attr(dir + "/state");
-    // "traddr=10.0.0.2,trsvcid=4420[,src_addr=...]"
-    const std::string addr = read_attr(dir + "/address");
-    size_t pos = 0;
-    while (pos < addr.size()) {
-      size_t comma = addr.find(',', pos);
-      const std::string kv = addr.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-      if (kv.rfind("traddr=", 0) == 0) ctrl.host = kv.substr(7);
-      if (kv.rfind("trsvcid=", 0) == 0) {
-        const std::string p = kv.substr(8);
-        if (!p.empty() && p.size() <= 5 && p.find_first_not_of("0123456789") == std::string::npos) {
-          ctrl.port = static_cast<uint16_t>(std::min(std::stoul(p), 65535ul));
-        }
-      }
-      if (comma == std::string::npos) break;
-      pos = comma + 1;
-    }
+    parse_nvme_address(read_attr(dir + "/address"), &ctrl);
     out.push_back(std::move(ctrl));
   }
   return out;
+}
+
+void parse_nvme_address(const std::string& addr, NvmeController* c) {
+  size_t pos = 0;
+  while (pos < addr.size()) {
+    size_t comma = addr.find(',', pos);
+    const std::string kv = addr.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    if (kv.rfind("traddr=", 0) == 0) c->host = kv.substr(7);
+    if (kv.rfind("trsvcid=", 0) == 0) {
+      const std::string p = kv.substr(8);
+      if (!p.empty() && p.size() <= 5 && p.find_first_not_of("0123456789") == std::string::npos) {
+        c->port = static_cast<uint16_t>(std::min(std::stoul(p), 65535ul));
+      }
+    }
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
 }
 
 Status nvme_connect_path(const TargetAddress& t, const InitiatorOptions& opts) {

@@ -61,6 +61,9 @@ struct NvmeController {
   uint16_t port = 0;  // trsvcid
 };
 std::vector<NvmeController> nvme_controllers(const std::string& nqn);
+// A controller's sysfs `address` ("traddr=10.0.0.2,trsvcid=4420[,src_addr=...]") into
+// `c.host` and `c.port`; fields that are missing or malformed stay empty / 0.
+void parse_nvme_address(const std::string& address, NvmeController* c);
 // Connects one more path to t's subsystem (nvme connect), whatever is connected already.
 Status nvme_connect_path(const TargetAddress& t, const InitiatorOptions& opts);
 // Disconnects one controller (nvme disconnect -d nvmeX).

@@ -143,6 +143,17 @@ TEST(TargetUri, RefusesWhatACommandLineMustNotCarry) {
   }
 }
 
+TEST(NvmeAddress, ParsesWhatSysfsShowsAndIgnoresJunk) {
+  NvmeController c;
+  parse_nvme_address("traddr=10.0.2.2,trsvcid=40335,src_addr=10.0.2.15", &c);
+  EXPECT_EQ(c.host, "10.0.2.2");
+  EXPECT_EQ(c.port, 40335);
+  NvmeController bad;
+  parse_nvme_address("trsvcid=99999x,foo", &bad);
+  EXPECT_EQ(bad.port, 0);
+  EXPECT_TRUE(bad.host.empty());
+}
+
 TEST(MountInfo, ParsesAndDecodesAndSkipsJunk) {
   const std::string text =
       "36 35 98:0 /mnt1 /mnt/parent\\040dir rw,noatime master:1 - ext3 /dev/root rw,errors=continue\n"

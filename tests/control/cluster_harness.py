@@ -401,9 +401,26 @@ def stop_all():
                 p.terminate()
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
+                log(f"{name} (pid {p.pid}) ignored SIGTERM for 10 s: its threads' stacks follow")
+                dump_stacks(name, p.pid)
                 p.kill()
                 p.wait()
     PROCS.clear()
+
+
+def dump_stacks(name, pid):
+    """Every thread's stack of a process that stopped answering, into DIR/<name>.stacks,
+    so that a hang says where it is (gdb, when the machine has it)."""
+    gdb = shutil.which("gdb")
+    path = os.path.join(DIR, f"{name}.stacks")
+    if not gdb:
+        open(path, "w").write("gdb is not installed: no stacks\n")
+        return
+    with open(path, "w") as out:
+        subprocess.run([gdb, "-batch", "-p", str(pid), "-ex", "thread apply all bt"], stdout=out,
+                       stderr=subprocess.STDOUT, timeout=120)
+    print(f"--- {name}.stacks (head)")
+    print("\n".join(open(path, errors="replace").read().splitlines()[:200]))
 
 
 def run(scenarios, namespace):

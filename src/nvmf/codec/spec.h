@@ -177,6 +177,7 @@ inline constexpr uint8_t kInvalidNamespace = 0x0B;
 inline constexpr uint8_t kLbaOutOfRange = 0x80;
 inline constexpr uint8_t kCapacityExceeded = 0x81;
 inline constexpr uint8_t kNamespaceNotReady = 0x82;
+inline constexpr uint8_t kReservationConflict = 0x83;
 // command specific (SCT 1)
 inline constexpr uint8_t kInvalidQueueSize = 0x02;
 inline constexpr uint8_t kInvalidLogPage = 0x09;
@@ -189,6 +190,10 @@ inline constexpr uint8_t kConnectInvalidHost = 0x84;
 // media errors (SCT 2)
 inline constexpr uint8_t kWriteFault = 0x80;
 inline constexpr uint8_t kUnrecoveredReadError = 0x81;
+// path related (SCT 3): the host retries the command on another path
+inline constexpr uint8_t kAnaPersistentLoss = 0x01;
+inline constexpr uint8_t kAnaInaccessible = 0x02;
+inline constexpr uint8_t kAnaTransition = 0x03;
 }  // namespace sc
 
 inline constexpr uint16_t make_status(Sct sct, uint8_t code, bool dnr = false) {
@@ -215,6 +220,10 @@ inline constexpr uint8_t kWrite = 0x01;
 inline constexpr uint8_t kRead = 0x02;
 inline constexpr uint8_t kWriteZeroes = 0x08;
 inline constexpr uint8_t kDatasetManagement = 0x09;
+inline constexpr uint8_t kReservationRegister = 0x0D;
+inline constexpr uint8_t kReservationReport = 0x0E;
+inline constexpr uint8_t kReservationAcquire = 0x11;
+inline constexpr uint8_t kReservationRelease = 0x15;
 }  // namespace io_op
 
 // Read / Write / Write Zeroes CDW12: bits 15:0 NLB (0's based), bit 30 Force Unit Access
@@ -327,7 +336,12 @@ struct IdentifyController {
   uint8_t npss;
   uint8_t reserved264[56];
   uint16_t kas;
-  uint8_t reserved322[190];
+  uint8_t reserved322[20];
+  uint8_t anatt;       // ANA transition time, seconds
+  uint8_t anacap;      // ANA capabilities (anacap:: bits)
+  uint32_t anagrpmax;  // largest ANA group id
+  uint32_t nanagrpid;  // number of ANA group ids
+  uint8_t reserved352[160];
   uint8_t sqes;
   uint8_t cqes;
   uint16_t maxcmd;
@@ -343,7 +357,8 @@ struct IdentifyController {
   uint16_t acwu;
   uint16_t reserved534;
   uint32_t sgls;
-  uint8_t reserved540[228];
+  uint32_t mnan;  // maximum number of allowed namespaces (the host sizes the ANA log by it)
+  uint8_t reserved544[224];
   char subnqn[256];
   uint8_t reserved1024[768];
   uint32_t ioccsz;
@@ -364,6 +379,9 @@ static_assert(offsetof(IdentifyController, sn) == 4 && offsetof(IdentifyControll
               offsetof(IdentifyController, ctratt) == 96 && offsetof(IdentifyController, cntrltype) == 111 &&
               offsetof(IdentifyController, oacs) == 256 && offsetof(IdentifyController, aerl) == 259 &&
               offsetof(IdentifyController, lpa) == 261 && offsetof(IdentifyController, kas) == 320 &&
+              offsetof(IdentifyController, anatt) == 342 && offsetof(IdentifyController, anacap) == 343 &&
+              offsetof(IdentifyController, anagrpmax) == 344 && offsetof(IdentifyController, nanagrpid) == 348 &&
+              offsetof(IdentifyController, mnan) == 540 &&
               offsetof(IdentifyController, sqes) == 512 && offsetof(IdentifyController, maxcmd) == 514 &&
               offsetof(IdentifyController, nn) == 516 && offsetof(IdentifyController, oncs) == 520 &&
               offsetof(IdentifyController, vwc) == 525 && offsetof(IdentifyController, sgls) == 536 &&
@@ -400,7 +418,9 @@ struct IdentifyNamespace {
   uint16_t nabspf;
   uint16_t noiob;
   uint8_t nvmcap[16];
-  uint8_t reserved64[40];
+  uint8_t reserved64[28];
+  uint32_t anagrpid;  // the namespace's ANA group
+  uint8_t reserved96[8];
   uint8_t nguid[16];
   uint8_t eui64[8];
   LbaFormat lbaf[64];
@@ -408,6 +428,8 @@ struct IdentifyNamespace {
 };
 static_assert(sizeof(IdentifyNamespace) == 4096);
 static_assert(offsetof(IdentifyNamespace, nlbaf) == 25 && offsetof(IdentifyNamespace, flbas) == 26 &&
+              offsetof(IdentifyNamespace, nmic) == 30 && offsetof(IdentifyNamespace, rescap) == 31 &&
+              offsetof(IdentifyNamespace, anagrpid) == 92 &&
               offsetof(IdentifyNamespace, nguid) == 104 && offsetof(IdentifyNamespace, eui64) == 120 &&
               offsetof(IdentifyNamespace, lbaf) == 128);
 
@@ -424,7 +446,9 @@ inline constexpr uint8_t kSmart = 0x02;
 inline constexpr uint8_t kFirmware = 0x03;
 inline constexpr uint8_t kChangedNs = 0x04;
 inline constexpr uint8_t kCommandEffects = 0x05;
+inline constexpr uint8_t kAna = 0x0C;
 inline constexpr uint8_t kDiscovery = 0x70;
+inline constexpr uint8_t kReservationNotification = 0x80;
 }  // namespace log_id
 
 namespace feature {
@@ -433,6 +457,8 @@ inline constexpr uint8_t kVolatileWriteCache = 0x06;
 inline constexpr uint8_t kNumberOfQueues = 0x07;
 inline constexpr uint8_t kAsyncEventConfig = 0x0B;
 inline constexpr uint8_t kKeepAliveTimer = 0x0F;
+inline constexpr uint8_t kHostIdentifier = 0x81;
+inline constexpr uint8_t kReservationPersistence = 0x83;
 }  // namespace feature
 
 struct DiscoveryLogHeader {
@@ -462,6 +488,124 @@ struct DiscoveryLogEntry {
 static_assert(sizeof(DiscoveryLogEntry) == 1024);
 static_assert(offsetof(DiscoveryLogEntry, trsvcid) == 32 && offsetof(DiscoveryLogEntry, subnqn) == 256 &&
               offsetof(DiscoveryLogEntry, traddr) == 512 && offsetof(DiscoveryLogEntry, tsas) == 768);
+
+// ---------------------------------------------------------------- asynchronous events
+// An Async Event Request completes with DW0 = type | info << 8 | log page << 16.
+namespace aen {
+inline constexpr uint8_t kTypeNotice = 2;
+inline constexpr uint8_t kNoticeNsAttrChanged = 0x00;  // log page 04h
+inline constexpr uint8_t kNoticeAnaChange = 0x03;      // log page 0Ch
+inline constexpr uint32_t make(uint8_t type, uint8_t info, uint8_t log) {
+  return uint32_t{type} | uint32_t{info} << 8 | uint32_t{log} << 16;
+}
+}  // namespace aen
+
+// ---------------------------------------------------------------- ANA (asymmetric namespace access)
+// OAES bit 11: ANA change notices. CMIC bit 3: ANA reporting.
+inline constexpr uint32_t kOaesAnaChange = 1u << 11;
+inline constexpr uint32_t kOaesNsAttr = 1u << 8;
+inline constexpr uint8_t kCmicMultiCtrl = 1u << 1;
+inline constexpr uint8_t kCmicAna = 1u << 3;
+namespace anacap {
+inline constexpr uint8_t kOptimized = 1u << 0;
+inline constexpr uint8_t kNonOptimized = 1u << 1;
+inline constexpr uint8_t kInaccessible = 1u << 2;
+inline constexpr uint8_t kPersistentLoss = 1u << 3;
+inline constexpr uint8_t kChange = 1u << 4;
+inline constexpr uint8_t kGroupIdStatic = 1u << 6;  // ANAGRPID does not change while attached
+}  // namespace anacap
+
+enum class AnaState : uint8_t {
+  kOptimized = 0x01,
+  kNonOptimized = 0x02,
+  kInaccessible = 0x03,
+  kPersistentLoss = 0x04,
+  kChange = 0x0F,
+};
+
+// Log page 0Ch: a header, then per group a descriptor followed by its NSIDs (u32 each),
+// unless Get Log Page's LSP bit 0 (RGO, "return groups only") asks for none.
+struct AnaLogHeader {
+  uint64_t chgcnt;
+  uint16_t ngrps;
+  uint8_t reserved[6];
+};
+static_assert(sizeof(AnaLogHeader) == 16 && offsetof(AnaLogHeader, ngrps) == 8);
+
+struct AnaGroupDescriptor {
+  uint32_t grpid;
+  uint32_t nnsids;
+  uint64_t chgcnt;
+  uint8_t state;  // AnaState
+  uint8_t reserved[15];
+};
+static_assert(sizeof(AnaGroupDescriptor) == 32 && offsetof(AnaGroupDescriptor, chgcnt) == 8 &&
+              offsetof(AnaGroupDescriptor, state) == 16);
+
+// ---------------------------------------------------------------- reservations
+// ONCS bit 5: reservations supported. RESCAP (Identify Namespace byte 31) bits 1..6: the
+// types below; bit 0 persist through power loss; bit 7 IEKEY ignores the current key.
+inline constexpr uint16_t kOncsReservations = 1u << 5;
+
+enum class ReservationType : uint8_t {
+  kNone = 0,
+  kWriteExclusive = 1,
+  kExclusiveAccess = 2,
+  kWriteExclusiveRegistrantsOnly = 3,
+  kExclusiveAccessRegistrantsOnly = 4,
+  kWriteExclusiveAllRegistrants = 5,
+  kExclusiveAccessAllRegistrants = 6,
+};
+
+// Reservation Register: CDW10 bits 2:0 RREGA (0 register, 1 unregister, 2 replace), bit 3
+// IEKEY, bits 31:30 CPTPL. Acquire: bits 2:0 RACQA (0 acquire, 1 preempt, 2 preempt and
+// abort), bit 3 IEKEY, bits 15:8 RTYPE. Release: bits 2:0 RRELA (0 release, 1 clear),
+// bit 3 IEKEY, bits 15:8 RTYPE. Report: CDW10 NUMD (0's based dwords), CDW11 bit 0 EDS.
+namespace resv {
+inline constexpr uint8_t kRegister = 0, kUnregister = 1, kReplace = 2;
+inline constexpr uint8_t kAcquire = 0, kPreempt = 1, kPreemptAndAbort = 2;
+inline constexpr uint8_t kRelease = 0, kClear = 1;
+}  // namespace resv
+
+struct ReservationKeys {  // Register: CRKEY, NRKEY; Acquire: CRKEY, PRKEY
+  uint64_t current;
+  uint64_t other;
+};
+static_assert(sizeof(ReservationKeys) == 16);
+
+// Reservation Report data: a 24-byte header (64 with EDS) then one entry per registrant
+// (24 bytes; 64 with EDS, which carries the 128-bit host identifier).
+struct ReservationStatusHeader {
+  uint32_t gen;
+  uint8_t rtype;
+  uint16_t regctl;
+  uint8_t reserved7[2];
+  uint8_t ptpls;
+  uint8_t reserved10[14];
+} __attribute__((packed));
+static_assert(sizeof(ReservationStatusHeader) == 24 && offsetof(ReservationStatusHeader, regctl) == 5 &&
+              offsetof(ReservationStatusHeader, ptpls) == 9);
+
+struct RegisteredController {
+  uint16_t cntlid;
+  uint8_t rcsts;  // bit 0: holds the reservation
+  uint8_t reserved3[5];
+  uint64_t hostid;
+  uint64_t rkey;
+};
+static_assert(sizeof(RegisteredController) == 24 && offsetof(RegisteredController, hostid) == 8 &&
+              offsetof(RegisteredController, rkey) == 16);
+
+struct RegisteredControllerExtended {
+  uint16_t cntlid;
+  uint8_t rcsts;
+  uint8_t reserved3[5];
+  uint64_t rkey;
+  uint8_t hostid[16];
+  uint8_t reserved32[32];
+};
+static_assert(sizeof(RegisteredControllerExtended) == 64 && offsetof(RegisteredControllerExtended, rkey) == 8 &&
+              offsetof(RegisteredControllerExtended, hostid) == 16);
 
 inline constexpr const char* kDiscoveryNqn = "nqn.2014-08.org.nvmexpress.discovery";
 

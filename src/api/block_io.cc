@@ -115,6 +115,8 @@ Errc errc_of(IoStatus s) {
       return Errc::kTimedOut;
     case IoStatus::kAborted:
       return Errc::kAborted;
+    case IoStatus::kPathUnavailable:
+      return Errc::kUnavailable;
     case IoStatus::kIoError:
       break;
   }

@@ -27,6 +27,7 @@ const char* io_status_name(IoStatus s) {
     case IoStatus::kAborted: return "aborted";
     case IoStatus::kTimedOut: return "timed_out";
     case IoStatus::kInvalid: return "invalid";
+    case IoStatus::kPathUnavailable: return "path_unavailable";
   }
   return "unknown";
 }

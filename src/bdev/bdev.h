@@ -44,8 +44,13 @@ enum class IoStatus : uint8_t {
   kAborted,
   kTimedOut,
   kInvalid,  // rejected before reaching the device: range, alignment, unsupported op
+  // Not executed: this device can no longer serve I/O through this path (a nexus that
+  // was fenced by a newer one, or is handing over); the same volume may be reachable
+  // through another path. NVMe-oF answers it with an ANA path error, which a multipath
+  // host retries elsewhere.
+  kPathUnavailable,
 };
-inline constexpr int kNumIoStatuses = 6;
+inline constexpr int kNumIoStatuses = 7;
 const char* io_status_name(IoStatus s);
 
 class BdevChannel;

@@ -462,6 +462,161 @@ TEST_F(Target, CommandsBeforeEnableAndAfterShutdownAreRefused) {
   EXPECT_EQ(sc_of(io.rw(io_op::kRead, 0, 8, 512, &back)), sc::kCommandSequenceError);
 }
 
+// The ANA log page (0Ch) of `h`'s controller: {change count, state of group 1, NSIDs}.
+struct AnaLog {
+  uint64_t chgcnt = 0;
+  uint8_t state = 0;
+  std::vector<uint32_t> nsids;
+};
+AnaLog read_ana_log(TestHost& h, bool groups_only = false) {
+  std::vector<uint8_t> buf;
+  AnaLog out;
+  const uint32_t lsp = groups_only ? 1u << 8 : 0;
+  EXPECT_EQ(h.admin(admin_op::kGetLogPage, 0, log_id::kAna | lsp | (1023u << 16), 0, &buf, 4096).status, 0);
+  if (buf.size() < sizeof(AnaLogHeader) + sizeof(AnaGroupDescriptor)) return out;
+  AnaLogHeader hd;
+  AnaGroupDescriptor d;
+  std::memcpy(&hd, buf.data(), sizeof(hd));
+  std::memcpy(&d, buf.data() + sizeof(hd), sizeof(d));
+  EXPECT_EQ(hd.ngrps, 1);
+  EXPECT_EQ(d.grpid, 1u);
+  EXPECT_EQ(d.chgcnt, hd.chgcnt);
+  out.chgcnt = hd.chgcnt;
+  out.state = d.state;
+  for (uint32_t i = 0; i < d.nnsids; ++i) {
+    uint32_t id;
+    std::memcpy(&id, buf.data() + sizeof(hd) + sizeof(d) + 4 * i, 4);
+    out.nsids.push_back(id);
+  }
+  return out;
+}
+
+// The held Asynchronous Event Request `cid` completes as an ANA change notice.
+void expect_ana_notice(TestHost& h, uint16_t cid) {
+  Pdu p = h.recv();
+  ASSERT_EQ(p.f.type, PduType::kCapsuleResp);
+  auto r = p.as<CapsuleRespHeader>();
+  EXPECT_EQ(r.cqe.cid, cid);
+  EXPECT_EQ(r.cqe.status, 0);
+  EXPECT_EQ(r.cqe.dw0, 0x0C0302u);  // notice, ANA change, log page 0x0C
+}
+
+TEST_F(Target, AnaStateIsReportedAnnouncedAndEnforced) {
+  TestHost a(port);
+  uint16_t cntlid = bring_up_admin(a, kNqn, kHost);
+  std::vector<uint8_t> buf;
+  ASSERT_EQ(a.admin(admin_op::kIdentify, 0, cns::kController, 0, &buf, 4096).status, 0);
+  IdentifyController ic;
+  std::memcpy(&ic, buf.data(), sizeof(ic));
+  EXPECT_EQ(ic.cmic & kCmicAna, kCmicAna);
+  EXPECT_EQ(ic.oaes & kOaesAnaChange, kOaesAnaChange);
+  EXPECT_EQ(ic.anagrpmax, 1u);
+  EXPECT_EQ(ic.nanagrpid, 1u);
+  EXPECT_EQ(ic.mnan, ic.nn);
+  EXPECT_NE(ic.anacap & anacap::kInaccessible, 0);
+  buf.clear();
+  ASSERT_EQ(a.admin(admin_op::kIdentify, 1, cns::kNamespace, 0, &buf, 4096).status, 0);
+  IdentifyNamespace in;
+  std::memcpy(&in, buf.data(), sizeof(in));
+  EXPECT_EQ(in.anagrpid, 1u);
+
+  AnaLog l0 = read_ana_log(a);
+  EXPECT_EQ(l0.state, static_cast<uint8_t>(AnaState::kOptimized));
+  EXPECT_EQ(l0.nsids, std::vector<uint32_t>{1});
+  EXPECT_TRUE(read_ana_log(a, true).nsids.empty());  // RGO: groups only
+
+  ASSERT_EQ(a.admin(admin_op::kSetFeatures, 0, feature::kNumberOfQueues, 0).status, 0);
+  ASSERT_EQ(a.admin(admin_op::kSetFeatures, 0, feature::kAsyncEventConfig, kOaesAnaChange | kOaesNsAttr).status, 0);
+  TestHost io(port);
+  ASSERT_EQ(io.connect(kNqn, kHost, 1, cntlid).status, 0);
+  std::vector<uint8_t> got;
+  ASSERT_EQ(io.rw(io_op::kRead, 0, 8, 512, &got).status, 0);
+
+  // Inaccessible: the held AER carries the notice, the log says so with a new change
+  // count, and I/O gets the path error (SCT 3, no DNR) a multipath host retries elsewhere.
+  a.send_aer(0x7200);
+  aer_held(a);
+  ASSERT_TRUE(tgt->set_ana_state(kNqn, AnaState::kInaccessible));
+  expect_ana_notice(a, 0x7200);
+  AnaLog l1 = read_ana_log(a);
+  EXPECT_EQ(l1.state, static_cast<uint8_t>(AnaState::kInaccessible));
+  EXPECT_GT(l1.chgcnt, l0.chgcnt);
+  Cqe r = io.rw(io_op::kRead, 0, 8, 512, &got);
+  EXPECT_EQ(status_type(r.status), Sct::kPath);
+  EXPECT_EQ(status_code(r.status), sc::kAnaInaccessible);
+  EXPECT_EQ(r.status & 0x8000, 0);
+  std::vector<uint8_t> w(4096, 0x42);
+  Sqe wr{};
+  wr.opcode = io_op::kWrite;
+  wr.nsid = 1;
+  wr.cdw12 = 7;
+  EXPECT_EQ(status_code(io.cmd(wr, w).status), sc::kAnaInaccessible);
+  auto subs = tgt->list_subsystems();
+  auto it = std::find_if(subs.begin(), subs.end(), [](const SubsystemInfo& i) { return i.nqn == kNqn; });
+  ASSERT_NE(it, subs.end());
+  EXPECT_EQ(it->ana_state, AnaState::kInaccessible);
+  // Setting the same state again is no change.
+  ASSERT_TRUE(tgt->set_ana_state(kNqn, AnaState::kInaccessible));
+  EXPECT_EQ(read_ana_log(a).chgcnt, l1.chgcnt);
+
+  // Back to optimized while no AER is outstanding: the notice is kept for the next one.
+  ASSERT_TRUE(tgt->set_ana_state(kNqn, AnaState::kOptimized));
+  a.send_aer(0x7201);
+  expect_ana_notice(a, 0x7201);
+  EXPECT_EQ(read_ana_log(a).state, static_cast<uint8_t>(AnaState::kOptimized));
+  EXPECT_EQ(io.cmd(wr, w).status, 0);
+
+  // Transition.
+  ASSERT_TRUE(tgt->set_ana_state(kNqn, AnaState::kChange));
+  EXPECT_EQ(status_code(io.rw(io_op::kRead, 0, 8, 512, &got).status), sc::kAnaTransition);
+  ASSERT_TRUE(tgt->set_ana_state(kNqn, AnaState::kOptimized));
+
+  // Bad arguments change nothing.
+  EXPECT_EQ(tgt->set_ana_state(kNqn, static_cast<AnaState>(7)).code(), Errc::kInvalidArgument);
+  EXPECT_EQ(tgt->set_ana_state("nqn.2026-11.io.castor:none", AnaState::kInaccessible).code(), Errc::kNotFound);
+  EXPECT_EQ(read_ana_log(a).state, static_cast<uint8_t>(AnaState::kOptimized));
+}
+
+// A bdev that answers kPathUnavailable (a fenced nexus) takes its subsystem's path away for
+// good: that I/O and every later one get the persistent-loss path error, and the ANA log
+// and a notice say so.
+TEST_F(Target, PathUnavailableFromTheBdevIsAPersistentLossOfThePath) {
+  ASSERT_TRUE(reg->create("malloc:///m1?size_mb=4&blk_size=512"));
+  ASSERT_TRUE(reg->create("fault:///f1?base=m1"));
+  static constexpr const char* kFenced = "nqn.2026-11.io.castor:fenced";
+  ASSERT_TRUE(tgt->add_subsystem(kFenced, {}));
+  ASSERT_TRUE(tgt->add_namespace(kFenced, "f1"));
+  TestHost a(port);
+  uint16_t cntlid = bring_up_admin(a, kFenced, kHost);
+  ASSERT_EQ(a.admin(admin_op::kSetFeatures, 0, feature::kNumberOfQueues, 0).status, 0);
+  ASSERT_EQ(a.admin(admin_op::kSetFeatures, 0, feature::kAsyncEventConfig, kOaesAnaChange).status, 0);
+  TestHost io(port);
+  ASSERT_EQ(io.connect(kFenced, kHost, 1, cntlid).status, 0);
+  a.send_aer(0x7300);
+  aer_held(a);
+  bdev::FaultRuleSpec fence;
+  fence.mode = bdev::FaultMode::kError;
+  fence.error_status = bdev::IoStatus::kPathUnavailable;
+  fence.ops_mask = bdev::io_type_bit(bdev::IoType::kWrite);
+  ASSERT_TRUE(bdev::FaultControl::inject(*reg->find("f1"), fence));
+  std::vector<uint8_t> w(4096, 0x42), got;
+  Sqe wr{};
+  wr.opcode = io_op::kWrite;
+  wr.nsid = 1;
+  wr.cdw12 = 7;
+  Cqe r = io.cmd(wr, w);
+  EXPECT_EQ(status_type(r.status), Sct::kPath);
+  EXPECT_EQ(status_code(r.status), sc::kAnaPersistentLoss);
+  expect_ana_notice(a, 0x7300);
+  EXPECT_EQ(read_ana_log(a).state, static_cast<uint8_t>(AnaState::kPersistentLoss));
+  // Reads (which the bdev would serve) are refused too: the path is gone.
+  EXPECT_EQ(status_code(io.rw(io_op::kRead, 0, 8, 512, &got).status), sc::kAnaPersistentLoss);
+  // The other subsystem is untouched.
+  TestHost b(port);
+  bring_up_admin(b, kNqn, kHost);
+  EXPECT_EQ(read_ana_log(b).state, static_cast<uint8_t>(AnaState::kOptimized));
+}
+
 TEST_F(Target, AddedNamespaceIsAnnouncedThroughAnAsyncEvent) {
   ASSERT_TRUE(reg->create("malloc:///m1?size_mb=4&blk_size=512"));
   TestHost a(port);

@@ -28,11 +28,12 @@ void build_identify_controller(const ControllerIdentity& id, IdentifyController*
   // A Castor subsystem may be served by more than one controller, on more than one engine
   // (a volume's nexus moves, keeping its NQN): the host treats the controllers as paths
   // of one subsystem (native multipath) instead of refusing the second.
-  c->cmic = id.discovery ? 0 : 1u << 1;
+  // ANA reporting tells it which engine's path to use (group 1 holds every namespace).
+  c->cmic = id.discovery ? 0 : kCmicMultiCtrl | kCmicAna;
   c->mdts = id.mdts;
   c->cntlid = id.cntlid;
   c->ver = 0x00010400;
-  c->oaes = id.discovery ? (1u << 31) : (1u << 8);  // discovery log change / namespace attribute notices
+  c->oaes = id.discovery ? (1u << 31) : kOaesNsAttr | kOaesAnaChange;  // discovery log change / notices
   c->ctratt = 1u << 0;                             // 128-bit host identifier
   c->cntrltype = id.discovery ? 2 : 1;
   c->oacs = 0;
@@ -42,6 +43,15 @@ void build_identify_controller(const ControllerIdentity& id, IdentifyController*
   c->lpa = 1 << 1 | 1 << 2;  // command effects log, extended data for Get Log Page
   c->elpe = 0;
   c->kas = id.kas_100ms;
+  if (!id.discovery) {
+    c->anatt = 10;
+    c->anacap = anacap::kOptimized | anacap::kNonOptimized | anacap::kInaccessible | anacap::kPersistentLoss |
+                anacap::kChange | anacap::kGroupIdStatic;
+    c->anagrpmax = 1;
+    c->nanagrpid = 1;
+    // The host sizes its ANA log buffer by MNAN (else by nothing): every NSID must fit.
+    c->mnan = id.max_nsid;
+  }
   c->sqes = 0x66;
   c->cqes = 0x44;
   c->maxcmd = id.maxcmd;
@@ -67,6 +77,7 @@ void build_identify_namespace(const NamespaceIdentity& ns, IdentifyNamespace* n)
   n->flbas = 0;
   n->dlfeat = 1 << 3 | 1;  // deallocated blocks read as zeroes; Write Zeroes may deallocate
   n->nmic = 1;              // may be attached to more than one controller (paths of one namespace)
+  n->anagrpid = 1;          // every namespace of a subsystem is in ANA group 1
   std::memcpy(n->nguid, ns.uuid.bytes.data(), 16);
   n->lbaf[0].lbads = static_cast<uint8_t>(std::countr_zero(ns.block_size));
 }

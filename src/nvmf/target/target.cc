@@ -57,6 +57,40 @@ struct NsRef {
   NsInflight* inflight = nullptr;
 };
 
+// The ANA group of a subsystem (every namespace is in group 1): this engine's path state.
+// `state` is read by every I/O command on any reactor; `controllers` are the ones to
+// notify when it changes.
+struct AnaGroup {
+  static constexpr uint32_t kId = 1;
+  std::atomic<uint8_t> state{static_cast<uint8_t>(AnaState::kOptimized)};
+  std::atomic<uint64_t> chgcnt{1};
+  std::mutex mu;  // guards controllers
+  std::vector<std::weak_ptr<Controller>> controllers;
+};
+
+// The path error (SCT 3) an I/O command gets in ANA state `st`, or 0 when it may run.
+uint16_t ana_path_status(uint8_t st) {
+  switch (static_cast<AnaState>(st)) {
+    case AnaState::kOptimized:
+    case AnaState::kNonOptimized: return 0;
+    case AnaState::kInaccessible: return make_status(Sct::kPath, sc::kAnaInaccessible);
+    case AnaState::kPersistentLoss: return make_status(Sct::kPath, sc::kAnaPersistentLoss);
+    case AnaState::kChange: return make_status(Sct::kPath, sc::kAnaTransition);
+  }
+  return make_status(Sct::kPath, sc::kAnaInaccessible);
+}
+
+bool is_ana_state(AnaState st) {
+  switch (st) {
+    case AnaState::kOptimized:
+    case AnaState::kNonOptimized:
+    case AnaState::kInaccessible:
+    case AnaState::kPersistentLoss:
+    case AnaState::kChange: return true;
+  }
+  return false;
+}
+
 // Controller state. Fields marked (admin) are touched only on the admin queue's reactor.
 class Controller {
  public:
@@ -80,6 +114,8 @@ class Controller {
   reactor::Reactor* admin_reactor = nullptr;
   Qpair* admin = nullptr;
   std::vector<uint16_t> aers;  // outstanding AER slots (admin)
+  std::shared_ptr<AnaGroup> ana;  // null for a discovery controller
+  NvmfTarget* target = nullptr;
   std::mutex mu;               // guards io_qpairs
   std::vector<std::pair<reactor::Reactor*, Qpair*>> io_qpairs;
   std::atomic<bool> dead{false};
@@ -508,6 +544,11 @@ class Qpair final : public reactor::Connection::Handler {
       case admin_op::kAsyncEventRequest:
         if (ctrl.aers.size() > 3) return finish(c, specific(sc::kAsyncEventLimitExceeded));
         ctrl.aers.push_back(c->slot);  // completed when an event happens or the queue closes
+        if (!retained_events_.empty()) {
+          const uint32_t dw0 = retained_events_.front();
+          retained_events_.erase(retained_events_.begin());
+          post_event(dw0);
+        }
         return;
       case admin_op::kAbort:
         return finish(c, kSuccess, 1);  // bit 0: the command was not aborted
@@ -620,6 +661,28 @@ class Qpair final : public reactor::Connection::Handler {
         if (!ctrl_->discovery) return finish(c, specific(sc::kInvalidLogPage));
         page = t_.discovery_log();
         break;
+      case log_id::kAna: {
+        if (!ctrl_->ana) return finish(c, specific(sc::kInvalidLogPage));
+        // One group. LSP bit 0 (RGO): the group descriptors only, without NSIDs.
+        const bool groups_only = (s.cdw10 >> 8) & 1;
+        AnaLogHeader h{};
+        AnaGroupDescriptor d{};
+        h.chgcnt = d.chgcnt = ctrl_->ana->chgcnt.load(std::memory_order_acquire);
+        h.ngrps = 1;
+        d.grpid = AnaGroup::kId;
+        d.state = ctrl_->ana->state.load(std::memory_order_acquire);
+        std::vector<uint32_t> ids;
+        if (!groups_only) {
+          for (const auto& n : *ns_) ids.push_back(n.nsid);
+          std::sort(ids.begin(), ids.end());
+        }
+        d.nnsids = static_cast<uint32_t>(ids.size());
+        page.resize(sizeof(h) + sizeof(d) + 4 * ids.size());
+        std::memcpy(page.data(), &h, sizeof(h));
+        std::memcpy(page.data() + sizeof(h), &d, sizeof(d));
+        if (!ids.empty()) std::memcpy(page.data() + sizeof(h) + sizeof(d), ids.data(), 4 * ids.size());
+        break;
+      }
       default: return finish(c, specific(sc::kInvalidLogPage));
     }
     if (off > page.size()) return finish(c, generic(sc::kInvalidField));
@@ -673,6 +736,7 @@ class Qpair final : public reactor::Connection::Handler {
     if (!ctrl_->ready.load(std::memory_order_acquire)) return finish(c, generic(sc::kCommandSequenceError));
     const NsRef* ns = find_ns(*ns_, s.nsid);
     if (!ns) return finish(c, generic(sc::kInvalidNamespace));
+    if (uint16_t path = ana_path_status(ctrl_->ana->state.load(std::memory_order_relaxed))) return finish(c, path);
     c->ns = *ns;  // counted until release(): a removal waits for it
     if (c->ns.inflight) c->ns.inflight->slots[r_.id()].n.fetch_add(1, std::memory_order_relaxed);
     bdev::Bdev& b = *ns->bdev;
@@ -858,6 +922,7 @@ class Qpair final : public reactor::Connection::Handler {
       case IoStatus::kInvalid: return generic(sc::kInvalidField);
       case IoStatus::kAborted: return generic(sc::kAbortRequested, false);
       case IoStatus::kTimedOut: return generic(sc::kInternalError, false);
+      case IoStatus::kPathUnavailable: return make_status(Sct::kPath, sc::kAnaPersistentLoss);
       case IoStatus::kIoError:
         return make_status(Sct::kMediaError, io.type == IoType::kRead ? sc::kUnrecoveredReadError : sc::kWriteFault);
     }
@@ -868,9 +933,28 @@ class Qpair final : public reactor::Connection::Handler {
     auto* c = static_cast<Cmd*>(arg);
     Qpair* q = c->q;
     const uint16_t st = status_of(io);
+    if (io.status == IoStatus::kPathUnavailable) q->lose_path();
     if (c->sqe.opcode == io_op::kDatasetManagement && st == kSuccess) return q->dsm_next(c, c->dsm_next);
     if (io.type == IoType::kRead && st == kSuccess) return q->finish_with_data(c, c->len);
     q->finish(c, st);
+  }
+
+  // The bdev behind this subsystem said it cannot serve I/O through this engine any more
+  // (its nexus was fenced): the path is lost for good, and the host is told so, so that
+  // it stops retrying here. Any reactor.
+  void lose_path() {
+    AnaGroup& g = *ctrl_->ana;
+    uint8_t cur = g.state.load(std::memory_order_acquire);
+    const auto lost = static_cast<uint8_t>(AnaState::kPersistentLoss);
+    while (cur != lost) {
+      if (g.state.compare_exchange_weak(cur, lost, std::memory_order_acq_rel)) {
+        spdlog::warn("nvmf: the bdev behind {} cannot serve this path any more: ANA state persistent loss",
+                     ctrl_->subnqn);
+        g.chgcnt.fetch_add(1, std::memory_order_acq_rel);
+        NvmfTarget::notify_ana_change(g);
+        return;
+      }
+    }
   }
 
   void maybe_destroy() {
@@ -905,6 +989,7 @@ class Qpair final : public reactor::Connection::Handler {
   uint32_t direct_len_ = 0;
   uint32_t aec_ = 0;
   uint32_t error_recovery_ = 0;
+  std::vector<uint32_t> retained_events_;  // (admin) events that found no outstanding AER
   std::shared_ptr<const std::vector<NsRef>> ns_ = std::make_shared<std::vector<NsRef>>();
 
  public:
@@ -916,11 +1001,25 @@ class Qpair final : public reactor::Connection::Handler {
     if (qid_ != 0 || !ctrl_ || closed_) return;
     auto& ch = ctrl_->changed_ns;
     if (std::find(ch.begin(), ch.end(), nsid) == ch.end()) ch.push_back(nsid);
-    if (!(aec_ & (1u << 8)) || ctrl_->aers.empty()) return;
+    if (aec_ & kOaesNsAttr) post_event(aen::make(aen::kTypeNotice, aen::kNoticeNsAttrChanged, log_id::kChangedNs));
+  }
+  // On the admin queue's reactor: the subsystem's ANA state changed.
+  void ana_changed() {
+    if (qid_ != 0 || !ctrl_ || closed_) return;
+    if (aec_ & kOaesAnaChange) post_event(aen::make(aen::kTypeNotice, aen::kNoticeAnaChange, log_id::kAna));
+  }
+  // Completes an outstanding Async Event Request with `dw0`, or keeps the event (once)
+  // for the next one the host sends.
+  void post_event(uint32_t dw0) {
+    if (ctrl_->aers.empty()) {
+      if (std::find(retained_events_.begin(), retained_events_.end(), dw0) == retained_events_.end()) {
+        retained_events_.push_back(dw0);
+      }
+      return;
+    }
     const uint16_t slot = ctrl_->aers.front();
     ctrl_->aers.erase(ctrl_->aers.begin());
-    // Notice (type 2), namespace attribute changed (info 0), log page 0x04.
-    finish(&slots_[slot], kSuccess, 2u | (0u << 8) | (uint32_t{log_id::kChangedNs} << 16));
+    finish(&slots_[slot], kSuccess, dw0);
   }
   bool is_admin_of(const Controller* c) const { return qid_ == 0 && ctrl_.get() == c; }
   bool serves(const std::string& nqn) const { return ctrl_ && ctrl_->subnqn == nqn; }
@@ -931,6 +1030,33 @@ class Qpair final : public reactor::Connection::Handler {
 
 NvmfTarget::Namespace::Namespace() = default;
 NvmfTarget::Namespace::~Namespace() = default;
+
+void NvmfTarget::notify_ana_change(AnaGroup& g) {
+  std::vector<std::shared_ptr<Controller>> ctrls;
+  {
+    std::lock_guard lk(g.mu);
+    std::erase_if(g.controllers, [](const auto& w) { return w.expired(); });
+    for (const auto& w : g.controllers) {
+      if (auto c = w.lock(); c && !c->dead) ctrls.push_back(std::move(c));
+    }
+  }
+  for (auto& ctrl : ctrls) {
+    reactor::Reactor* r;
+    Qpair* admin;
+    {
+      std::lock_guard ck(ctrl->mu);
+      r = ctrl->admin_reactor;
+      admin = ctrl->admin;
+    }
+    if (!r || !admin) continue;
+    NvmfTarget* t = ctrl->target;
+    r->send([t, r, admin, ctrl] {
+      auto& live = t->live_[r->id()];
+      if (std::find(live.begin(), live.end(), admin) == live.end() || !admin->belongs_to(ctrl.get())) return;
+      admin->ana_changed();
+    });
+  }
+}
 
 // Controller ids start at a random point: one subsystem served by two engines (a volume's
 // nexus before and after it moves) is one multipath subsystem to a host, which refuses a
@@ -998,6 +1124,7 @@ Status NvmfTarget::add_subsystem(const std::string& nqn, const std::vector<std::
   s->nqn = nqn;
   s->serial = serial_from_uuid(Uuid::from_name(nqn));
   s->allowed_hosts = allowed_hosts;
+  s->ana = std::make_shared<AnaGroup>();
   subsystems_[nqn] = std::move(s);
   genctr_++;
   return Status::ok();
@@ -1206,6 +1333,23 @@ void NvmfTarget::publish_namespaces(const std::string& nqn, uint32_t nsid,
   }
 }
 
+Status NvmfTarget::set_ana_state(const std::string& nqn, AnaState state) {
+  if (!is_ana_state(state)) return make_error(Errc::kInvalidArgument, "{} is not an ANA state", static_cast<int>(state));
+  std::shared_ptr<AnaGroup> g;
+  {
+    std::lock_guard lk(mu_);
+    auto it = subsystems_.find(nqn);
+    if (it == subsystems_.end() || it->second->removing) return make_error(Errc::kNotFound, "no subsystem '{}'", nqn);
+    g = it->second->ana;
+  }
+  const auto prev = g->state.exchange(static_cast<uint8_t>(state), std::memory_order_acq_rel);
+  if (prev == static_cast<uint8_t>(state)) return Status::ok();
+  g->chgcnt.fetch_add(1, std::memory_order_acq_rel);
+  spdlog::info("nvmf: ANA state of {} is now {} (was {})", nqn, static_cast<int>(state), static_cast<int>(prev));
+  notify_ana_change(*g);
+  return Status::ok();
+}
+
 size_t NvmfTarget::announce_resize(const std::string& bdev) {
   std::lock_guard lk(mu_);
   size_t n = 0;
@@ -1232,6 +1376,7 @@ std::vector<SubsystemInfo> NvmfTarget::list_subsystems() const {
     i.serial = s->serial;
     i.allowed_hosts = s->allowed_hosts;
     for (const auto& [id, ns] : s->namespaces) i.namespaces.emplace_back(id, ns->bdev);
+    i.ana_state = static_cast<AnaState>(s->ana->state.load(std::memory_order_acquire));
     for (const auto& [cid, w] : controllers_) {
       if (auto c = w.lock(); c && c->subnqn == n) i.controllers++;
     }
@@ -1275,6 +1420,11 @@ std::shared_ptr<Controller> NvmfTarget::create_controller(Qpair& admin, const st
       return nullptr;
     }
     c->serial = s.serial;
+    c->ana = s.ana;
+    {
+      std::lock_guard g(s.ana->mu);
+      s.ana->controllers.push_back(c);
+    }
     auto v = std::make_shared<std::vector<NsRef>>();
     for (const auto& [id, ns] : s.namespaces) {
       if (!ns->removing) v->push_back({id, ns->desc.bdev(), ns->inflight.get()});
@@ -1291,6 +1441,7 @@ std::shared_ptr<Controller> NvmfTarget::create_controller(Qpair& admin, const st
   }
   c->subnqn = subnqn;
   c->hostnqn = hostnqn;
+  c->target = this;
   c->kato_ms = kato_ms ? kato_ms : (c->discovery ? 0 : opts_.default_kato_ms);
   controllers_[c->cntlid] = c;
   (void)admin;

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "bdev/registry.h"
+#include "nvmf/codec/spec.h"
 #include "reactor/tcp.h"
 
 namespace castor::nvmf {
@@ -36,6 +37,7 @@ struct SubsystemInfo {
   std::vector<std::string> allowed_hosts;  // empty: any host
   std::vector<std::pair<uint32_t, std::string>> namespaces;  // nsid, bdev
   uint32_t controllers = 0;
+  AnaState ana_state = AnaState::kOptimized;
 };
 
 struct ControllerInfo {
@@ -48,6 +50,7 @@ struct ControllerInfo {
 
 class Controller;
 class Qpair;
+struct AnaGroup;
 struct NsInflight;
 struct NsRef;
 
@@ -86,6 +89,16 @@ class NvmfTarget {
   // its Changed Namespace List, log page 04h, and an outstanding Async Event Request
   // completes if the host enabled the notice). Returns how many namespaces it announced.
   size_t announce_resize(const std::string& bdev);
+  // Asymmetric Namespace Access: every namespace of a subsystem is in ANA group 1, whose
+  // state is this engine's path to the subsystem (a host that reaches the subsystem
+  // through several engines uses the optimized ones). A new subsystem is optimized. In
+  // the inaccessible, persistent-loss and change states every I/O command is answered
+  // with the matching path error (SCT 3), which a multipath host retries on another
+  // path. A change bumps the ANA change count and sends an ANA change notice to each
+  // connected controller that enabled it. A namespace whose bdev completes an I/O with
+  // IoStatus::kPathUnavailable (a fenced nexus) moves its subsystem to persistent loss
+  // by itself. Errors: NotFound, InvalidArgument (not an ANA state).
+  Status set_ana_state(const std::string& nqn, AnaState state);
   std::vector<SubsystemInfo> list_subsystems() const;
   std::vector<ControllerInfo> list_controllers() const;
   // Serves an already connected socket as a new queue pair on reactor `reactor_index`
@@ -115,6 +128,7 @@ class NvmfTarget {
     std::string serial;
     std::vector<std::string> allowed_hosts;
     std::map<uint32_t, std::unique_ptr<Namespace>> namespaces;
+    std::shared_ptr<AnaGroup> ana;  // shared with its controllers (their I/O path reads it)
     bool removing = false;  // remove_subsystem() waits for its I/O: no connects, not listed
   };
 
@@ -132,6 +146,10 @@ class NvmfTarget {
   // last: it records the change and sends the notice for `nsid`).
   void publish_namespaces(const std::string& nqn, uint32_t nsid,
                           const std::function<void(std::vector<NsRef>&)>& edit);
+  // Tells every live controller of an ANA group that its state changed, on its admin
+  // queue's reactor. Any thread (a reactor too); takes only the group's and the
+  // controllers' own locks.
+  static void notify_ana_change(AnaGroup& g);
 
   reactor::ReactorGroup& reactors_;
   bdev::BdevRegistry& registry_;

@@ -2,19 +2,21 @@
 // benchmark (`bdev perf`) and block reads and writes for tests (`bdev read|write`).
 
 #include <fmt/format.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
-#include <iterator>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/progress.h"
 #include "cli/table.h"
 
 namespace castor::cli {
@@ -200,86 +202,241 @@ struct BlockArgs {
   std::string bdev;
   std::string offset = "0";  // sizes, validated by size_validator()
   std::string length;
-  std::string file;
+  std::string file;  // "-": stdin (write) or stdout (read)
   std::optional<int> pattern;
   bool flush = false;
 };
 
-// Reads the whole of `path` into `data`; false (with the reason printed) on failure.
-bool slurp(const std::string& path, std::string* data) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    print_error(fmt::format("cannot read '{}': {}", path, std::strerror(errno)));
-    return false;
+// The payload of one WriteBlocks/ReadBlocks call. The engine refuses more than 4 MiB in
+// one call (api::kMaxBlockIoBytes) and gRPC more than a 4 MiB message, so a transfer is
+// cut into calls of this size: under both with room for the other fields, and a multiple
+// of every block size a bdev can have (512..64 KiB), so every call stays aligned.
+constexpr uint64_t kChunkBytes = 2ull << 20;
+
+// Geometry of bdev `name` from ListBdevs, to refuse a misaligned or too long transfer
+// before its first call rather than after part of it. nullopt when the engine does not
+// list it (the first call then returns the engine's own error, e.g. NotFound).
+std::optional<v1::BdevInfo> find_bdev(Context& c, const std::string& name, grpc::Status* s) {
+  v1::ListBdevsResponse resp;
+  auto ctx = c.call();
+  *s = c.engine->ListBdevs(ctx.get(), v1::ListBdevsRequest(), &resp);
+  if (!s->ok()) return std::nullopt;
+  for (const auto& b : resp.bdevs()) {
+    if (b.name() == name) return b;
   }
-  data->assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  if (in.bad()) {
-    print_error(fmt::format("cannot read '{}'", path));
+  return std::nullopt;
+}
+
+// The engine's own checks of a whole transfer (api/block_io.cc words them the same way);
+// empty when it fits. `length` unknown (stdin) checks the offset alone.
+std::string range_error(const v1::BdevInfo& b, uint64_t offset, std::optional<uint64_t> length) {
+  const uint64_t bs = b.block_size();
+  if (bs == 0) return "";
+  if (offset % bs || (length && *length % bs)) {
+    return fmt::format(
+        "offset {} and length {} must be multiples of the block size {} of bdev '{}'", offset,
+        length ? std::to_string(*length) : "?", bs, b.name());
+  }
+  if (offset > b.size_bytes() || (length && *length > b.size_bytes() - offset)) {
+    return fmt::format("range {}+{} is past the end of bdev '{}' ({} bytes)", offset,
+                       length ? std::to_string(*length) : "?", b.name(), b.size_bytes());
+  }
+  return "";
+}
+
+// The error of a call that failed part-way: the engine's message and how far it got.
+int fail_after(Context& c, const grpc::Status& s, uint64_t done, const char* what) {
+  if (done == 0 || s.error_code() == grpc::StatusCode::UNAVAILABLE) return c.fail(s);
+  return c.fail(grpc::Status(s.error_code(),
+                             fmt::format("{} (after {} bytes {})", s.error_message(), done, what)));
+}
+
+// A redrawn progress line on stderr for transfers of more than one call, when stderr is
+// a terminal (never in scripts, never with -o json).
+class TransferProgress {
+ public:
+  TransferProgress(const Context& c, std::string name, std::optional<uint64_t> total)
+      : name_(std::move(name)),
+        total_(total),
+        on_(!c.json() && total && *total > kChunkBytes && ::isatty(STDERR_FILENO)),
+        start_(std::chrono::steady_clock::now()) {}
+  ~TransferProgress() {
+    if (width_) std::fprintf(stderr, "\n");
+  }
+  void update(uint64_t done) {
+    if (!on_) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (done < *total_ && now - last_ < std::chrono::milliseconds(200)) return;
+    last_ = now;
+    const double secs = std::chrono::duration<double>(now - start_).count();
+    Progress p;
+    p.percent = *total_ ? 100.0 * static_cast<double>(done) / static_cast<double>(*total_) : 100;
+    p.done_bytes = done;
+    p.total_bytes = *total_;
+    p.rate_bytes_s = secs > 0 ? static_cast<uint64_t>(static_cast<double>(done) / secs) : 0;
+    p.eta = p.rate_bytes_s ? duration_text((*total_ - done) / p.rate_bytes_s) : "-";
+    std::string line = progress_line(name_, p);
+    std::fprintf(stderr, "\r%s%s", line.c_str(),
+                 std::string(width_ > line.size() ? width_ - line.size() : 0, ' ').c_str());
+    std::fflush(stderr);
+    width_ = line.size();
+  }
+
+ private:
+  std::string name_;
+  std::optional<uint64_t> total_;
+  bool on_;
+  std::chrono::steady_clock::time_point start_, last_;
+  size_t width_ = 0;
+};
+
+// Fills `buf` (up to kChunkBytes) from `in`; false with the reason printed on a read error.
+bool read_chunk(std::FILE* in, const std::string& path, std::string* buf) {
+  buf->resize(kChunkBytes);
+  size_t got = 0;
+  while (got < buf->size()) {
+    size_t n = std::fread(buf->data() + got, 1, buf->size() - got, in);
+    if (n == 0) break;
+    got += n;
+  }
+  buf->resize(got);
+  if (std::ferror(in)) {
+    print_error(fmt::format("cannot read '{}': {}", path, std::strerror(errno)));
     return false;
   }
   return true;
 }
 
+// Writes the file (or stdin, or the pattern) in calls of kChunkBytes, as a stream: the
+// input is never held whole. With --flush only the last call flushes (a flush covers
+// every write completed before it).
 int bdev_write(Context& c, const BlockArgs& a) {
+  const uint64_t offset = parse_size(a.offset).value_or(0);
+  const bool from_stdin = a.file == "-";
+  std::optional<uint64_t> total;
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> in(nullptr, std::fclose);
+  if (a.file.empty()) {
+    total = parse_size(a.length).value_or(0);
+  } else if (!from_stdin) {
+    in.reset(std::fopen(a.file.c_str(), "rb"));
+    struct stat st {};
+    if (!in || ::fstat(::fileno(in.get()), &st) != 0) {
+      print_error(fmt::format("cannot read '{}': {}", a.file, std::strerror(errno)));
+      return 1;
+    }
+    if (S_ISREG(st.st_mode)) total = static_cast<uint64_t>(st.st_size);
+  }
+  std::FILE* src = from_stdin ? stdin : in.get();
+  grpc::Status s;
+  if (auto b = find_bdev(c, a.bdev, &s)) {
+    if (auto e = range_error(*b, offset, total); !e.empty())
+      return c.fail(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, e));
+  } else if (!s.ok()) {
+    return c.fail(s);
+  }
+  // The next chunk is read before the current one is sent, to know which one is last.
+  auto next_chunk = [&](uint64_t done, std::string* buf) -> bool {
+    if (a.file.empty()) {
+      buf->assign(std::min(kChunkBytes, *total - done), static_cast<char>(*a.pattern));
+      return true;
+    }
+    return read_chunk(src, from_stdin ? "stdin" : a.file, buf);
+  };
+  TransferProgress progress(c, a.bdev, total);
   v1::WriteBlocksRequest req;
   req.set_bdev(a.bdev);
-  req.set_offset_bytes(parse_size(a.offset).value_or(0));
-  req.set_flush(a.flush);
-  if (!a.file.empty()) {
-    if (!slurp(a.file, req.mutable_data())) return 1;
-  } else {
-    req.set_data(std::string(parse_size(a.length).value_or(0), static_cast<char>(*a.pattern)));
+  std::string next;
+  if (!next_chunk(0, req.mutable_data())) return 1;
+  uint64_t done = 0;
+  for (;;) {
+    const uint64_t n = req.data().size();
+    if (!next_chunk(done + n, &next)) return 1;
+    const bool last = next.empty();
+    req.set_offset_bytes(offset + done);
+    req.set_flush(a.flush && last);
+    v1::WriteBlocksResponse resp;
+    auto ctx = c.call();
+    s = c.engine->WriteBlocks(ctx.get(), req, &resp);
+    if (!s.ok()) return fail_after(c, s, done, "were written");
+    done += n;
+    progress.update(done);
+    if (last) break;
+    req.mutable_data()->swap(next);
   }
-  v1::WriteBlocksResponse resp;
-  auto ctx = c.call();
-  grpc::Status s = c.engine->WriteBlocks(ctx.get(), req, &resp);
-  if (!s.ok()) return c.fail(s);
   if (c.json()) {
-    print_json({{"bdev", a.bdev},
-                {"offset_bytes", req.offset_bytes()},
-                {"length", req.data().size()},
-                {"flushed", a.flush}});
+    print_json(
+        {{"bdev", a.bdev}, {"offset_bytes", offset}, {"length", done}, {"flushed", a.flush}});
   } else {
-    fmt::print("wrote {} bytes to '{}' at offset {}{}\n", req.data().size(), a.bdev,
-               req.offset_bytes(), a.flush ? " (flushed)" : "");
+    fmt::print("wrote {} bytes to '{}' at offset {}{}\n", done, a.bdev, offset,
+               a.flush ? " (flushed)" : "");
   }
   return 0;
 }
 
+// Reads in calls of kChunkBytes, each written out before the next is asked for. The
+// output file is created once the first call succeeded.
 int bdev_read(Context& c, const BlockArgs& a) {
+  const uint64_t offset = parse_size(a.offset).value_or(0);
+  const uint64_t length = parse_size(a.length).value_or(0);
+  const bool to_stdout = a.file.empty() || a.file == "-";
+  grpc::Status s;
+  if (auto b = find_bdev(c, a.bdev, &s)) {
+    if (auto e = range_error(*b, offset, length); !e.empty())
+      return c.fail(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, e));
+  } else if (!s.ok()) {
+    return c.fail(s);
+  }
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> out(nullptr, std::fclose);
+  TransferProgress progress(c, a.bdev, to_stdout ? std::nullopt : std::optional(length));
   v1::ReadBlocksRequest req;
   req.set_bdev(a.bdev);
-  req.set_offset_bytes(parse_size(a.offset).value_or(0));
-  req.set_length(parse_size(a.length).value_or(0));
-  v1::ReadBlocksResponse resp;
-  auto ctx = c.call();
-  grpc::Status s = c.engine->ReadBlocks(ctx.get(), req, &resp);
-  if (!s.ok()) return c.fail(s);
-  const std::string& data = resp.data();
-  if (a.file.empty()) {
+  uint64_t done = 0;
+  do {  // a zero length goes to the engine once, for its error
+    req.set_offset_bytes(offset + done);
+    req.set_length(std::min(kChunkBytes, length - done));
+    v1::ReadBlocksResponse resp;
+    auto ctx = c.call();
+    s = c.engine->ReadBlocks(ctx.get(), req, &resp);
+    if (!s.ok()) return fail_after(c, s, done, "were read");
+    const std::string& data = resp.data();
+    if (data.size() != req.length()) {
+      print_error(
+          fmt::format("the engine returned {} bytes for a read of {}", data.size(), req.length()));
+      return 1;
+    }
+    std::FILE* dst = stdout;
+    if (!to_stdout) {
+      if (!out) out.reset(std::fopen(a.file.c_str(), "wb"));
+      if (!out) {
+        print_error(fmt::format("cannot write '{}': {}", a.file, std::strerror(errno)));
+        return 1;
+      }
+      dst = out.get();
+    }
     // Raw bytes to stdout, whatever -o says: this is for piping into od or cmp.
-    if (std::fwrite(data.data(), 1, data.size(), stdout) != data.size() ||
-        std::fflush(stdout) != 0) {
+    if (std::fwrite(data.data(), 1, data.size(), dst) != data.size()) {
+      print_error(fmt::format("cannot write to {}: {}", to_stdout ? "stdout" : "'" + a.file + "'",
+                              std::strerror(errno)));
+      return 1;
+    }
+    done += data.size();
+    progress.update(done);
+  } while (done < length);
+  if (to_stdout) {
+    if (std::fflush(stdout) != 0) {
       print_error(fmt::format("cannot write to stdout: {}", std::strerror(errno)));
       return 1;
     }
     return 0;
   }
-  std::ofstream out(a.file, std::ios::binary | std::ios::trunc);
-  out.write(data.data(), static_cast<std::streamsize>(data.size()));
-  out.close();
-  if (!out) {
+  if (std::fclose(out.release()) != 0) {
     print_error(fmt::format("cannot write '{}': {}", a.file, std::strerror(errno)));
     return 1;
   }
   if (c.json()) {
-    print_json({{"bdev", a.bdev},
-                {"offset_bytes", req.offset_bytes()},
-                {"length", data.size()},
-                {"file", a.file}});
+    print_json({{"bdev", a.bdev}, {"offset_bytes", offset}, {"length", done}, {"file", a.file}});
   } else {
-    fmt::print("read {} bytes from '{}' at offset {} into {}\n", data.size(), a.bdev,
-               req.offset_bytes(), a.file);
+    fmt::print("read {} bytes from '{}' at offset {} into {}\n", done, a.bdev, offset, a.file);
   }
   return 0;
 }
@@ -373,7 +530,8 @@ void add_bdev_commands(CLI::App& app, Context& ctx) {
   write->add_option("NAME", wr.bdev, "bdev name")->required();
   write->add_option("--offset", wr.offset, "byte offset, a block multiple (default 0)")
       ->check(size_validator());
-  auto* w_file = write->add_option("--file", wr.file, "write this file's content");
+  auto* w_file = write->add_option(
+      "--file", wr.file, "write this file's content (- for stdin); any size, sent in 2 MiB calls");
   auto* w_pattern =
       write->add_option("--pattern", wr.pattern, "fill with this byte (0..255 or 0x..)")
           ->check(byte_validator());
@@ -397,7 +555,9 @@ void add_bdev_commands(CLI::App& app, Context& ctx) {
   read->add_option("--length", rd.length, "bytes to read, a block multiple")
       ->required()
       ->check(size_validator());
-  read->add_option("--file", rd.file, "write the data to this file instead of stdout");
+  read->add_option(
+      "--file", rd.file,
+      "write the data to this file instead of stdout (any length, read in 2 MiB calls)");
   on_run(read, ctx, [&ctx, o] { return bdev_read(ctx, o->rd); });
 }
 

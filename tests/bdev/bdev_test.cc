@@ -1,6 +1,8 @@
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <fstream>
 #include <latch>
 
 #include "bdev/bdev.h"
@@ -329,6 +331,33 @@ TEST(Registry, DuplicatesUnknownsAndClaims) {
   }
   EXPECT_TRUE(env.reg->destroy("m0"));
   EXPECT_EQ(env.reg->list().size(), 1u);
+}
+
+// Resident memory of this process in bytes (/proc/self/statm).
+uint64_t resident_bytes() {
+  std::ifstream in("/proc/self/statm");
+  uint64_t size = 0, resident = 0;
+  in >> size >> resident;
+  return resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+}
+
+// A malloc bdev's memory is faulted in at create (no I/O pays a first-touch page fault
+// later), unless prefault=0 asks for it to be faulted on first use as before.
+TEST(Registry, MallocMemoryIsBackedAtCreateUnlessPrefaultIsOff) {
+  Env env;
+  constexpr uint64_t kSize = 64ull << 20;
+  uint64_t before = resident_bytes();
+  ASSERT_TRUE(env.reg->create("malloc:///lazy?size_mb=64&prefault=0"));
+  EXPECT_LT(resident_bytes() - before, kSize / 4);
+  before = resident_bytes();
+  ASSERT_TRUE(env.reg->create("malloc:///eager?size_mb=64"));
+  EXPECT_GE(resident_bytes() - before, kSize - (2u << 20));
+  before = resident_bytes();
+  ASSERT_TRUE(env.reg->create("malloc:///eager1?size_mb=64&prefault=1"));
+  EXPECT_GE(resident_bytes() - before, kSize - (2u << 20));
+  auto bad = env.reg->create("malloc:///m?size_mb=1&prefault=maybe");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.status().message().find("prefault"), std::string::npos) << bad.status().to_string();
 }
 
 TEST(Registry, FileReopensWithSameContent) {

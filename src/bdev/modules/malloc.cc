@@ -1,7 +1,10 @@
-// malloc:///<name>?size_mb=N&blk_size=B[&uuid=U] — a RAM disk. Memory is anonymous
-// and zero-filled; I/O is a memcpy on the submitting reactor.
+// malloc:///<name>?size_mb=N&blk_size=B[&uuid=U][&prefault=0] — a RAM disk. Memory is
+// anonymous and zero-filled, faulted in at create unless prefault=0; I/O is a memcpy on
+// the submitting reactor.
 #include <sys/mman.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 
 #include "bdev/modules/modules.h"
@@ -35,6 +38,28 @@ Result<std::pair<uint32_t, uint64_t>> parse_geometry(const Uri& uri) {
     return make_error(Errc::kInvalidArgument, "size is not a multiple of blk_size={}", *bs);
   }
   return std::pair<uint32_t, uint64_t>{static_cast<uint32_t>(*bs), bytes / *bs};
+}
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23  // Linux 5.14; older headers lack it
+#endif
+
+// Backs every page of [mem, mem + bytes) now, so that no I/O pays a page fault later. On a
+// virtual machine the first write to a guest page also costs the hypervisor's fault: a
+// fresh bdev read at 60 K IOPS (15 ms p99) and took 128 KiB writes at 256 MiB/s here,
+// against 1.4 M IOPS once warm. Transparent huge pages (asked for, best effort) make
+// this 512 times fewer faults and the random I/O that follows fewer TLB misses.
+// False when the memory is not there (the create then fails rather than the process
+// being killed on a later write).
+bool prefault(void* mem, size_t bytes) {
+  (void)madvise(mem, bytes, MADV_HUGEPAGE);
+  if (madvise(mem, bytes, MADV_POPULATE_WRITE) == 0) return true;
+  if (errno != EINVAL) return false;
+  // Kernels before 5.14: a write to each page (zero, which it already reads as).
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  auto* p = static_cast<volatile uint8_t*>(mem);
+  for (size_t off = 0; off < bytes; off += page) p[off] = 0;
+  return true;
 }
 
 constexpr uint32_t kAllWrites =
@@ -106,11 +131,14 @@ class MallocModule final : public BdevModule {
   const char* scheme() const override { return "malloc"; }
   Result<std::unique_ptr<Bdev>> create(const Uri& uri, const std::string& name,
                                        BdevRegistry&) override {
-    if (auto st = uri.check_keys({"size_mb", "num_blocks", "blk_size", "uuid", "name"}); !st) {
+    if (auto st = uri.check_keys({"size_mb", "num_blocks", "blk_size", "uuid", "name", "prefault"});
+        !st) {
       return st;
     }
     auto geo = parse_geometry(uri);
     if (!geo) return geo.status();
+    auto pre = uri.get_bool("prefault", true);
+    if (!pre) return pre.status();
     std::optional<Uuid> uuid;
     if (auto u = uri.get("uuid"); !u.empty()) {
       uuid = Uuid::parse(u);
@@ -122,7 +150,14 @@ class MallocModule final : public BdevModule {
       return make_error(Errc::kNoSpace, "cannot allocate {} bytes for malloc bdev '{}'", bytes,
                         name);
     }
-    auto b = std::make_unique<MallocBdev>(name, geo->first, geo->second, static_cast<uint8_t*>(mem));
+    if (*pre && !prefault(mem, bytes)) {
+      const int err = errno;
+      munmap(mem, bytes);
+      return make_error(Errc::kNoSpace, "cannot back {} bytes for malloc bdev '{}': {}", bytes,
+                        name, std::strerror(err));
+    }
+    auto b =
+        std::make_unique<MallocBdev>(name, geo->first, geo->second, static_cast<uint8_t*>(mem));
     if (uuid) b->set_uuid_public(*uuid);
     return std::unique_ptr<Bdev>(std::move(b));
   }

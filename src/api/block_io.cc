@@ -117,6 +117,8 @@ Errc errc_of(IoStatus s) {
       return Errc::kAborted;
     case IoStatus::kPathUnavailable:
       return Errc::kUnavailable;
+    case IoStatus::kReservationConflict:
+      return Errc::kBusy;
     case IoStatus::kIoError:
       break;
   }

@@ -9,12 +9,13 @@ constexpr std::array<const char*, bdev::kNumIoTypes> kOpNames = {"read",  "write
                                                                  "unmap", "write_zeroes", "reset"};
 constexpr std::array<const char*, 4> kModeNames = {"error", "delay", "hang", "drop"};
 constexpr std::array<const char*, bdev::kNumIoStatuses> kStatusNames = {
-    "ok", "io_error", "no_space", "aborted", "timed_out", "invalid"};
+    "ok", "io_error", "no_space", "aborted", "timed_out", "invalid", "path_unavailable", "reservation_conflict"};
 
 static_assert(static_cast<int>(bdev::IoType::kWriteZeroes) == 4 &&
               static_cast<int>(bdev::IoType::kReset) == 5);
 static_assert(static_cast<int>(bdev::FaultMode::kDropWrite) == 3);
-static_assert(static_cast<int>(bdev::IoStatus::kInvalid) == 5);
+static_assert(static_cast<int>(bdev::IoStatus::kInvalid) == 5 &&
+              static_cast<int>(bdev::IoStatus::kReservationConflict) == 7);
 
 }  // namespace
 
@@ -91,7 +92,7 @@ Result<bdev::IoStatus> parse_error_status(std::string_view s) {
   }
   return make_error(Errc::kInvalidArgument,
                     "unknown error status '{}' (expected io_error, no_space, aborted, "
-                    "timed_out or invalid)",
+                    "timed_out, invalid, path_unavailable or reservation_conflict)",
                     s);
 }
 

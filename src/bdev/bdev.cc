@@ -28,6 +28,7 @@ const char* io_status_name(IoStatus s) {
     case IoStatus::kTimedOut: return "timed_out";
     case IoStatus::kInvalid: return "invalid";
     case IoStatus::kPathUnavailable: return "path_unavailable";
+    case IoStatus::kReservationConflict: return "reservation_conflict";
   }
   return "unknown";
 }

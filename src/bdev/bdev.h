@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "bdev/reservations.h"
 #include "common/histogram.h"
 #include "common/status.h"
 #include "common/uuid.h"
@@ -49,8 +50,12 @@ enum class IoStatus : uint8_t {
   // through another path. NVMe-oF answers it with an ANA path error, which a multipath
   // host retries elsewhere.
   kPathUnavailable,
+  // Not executed: the device holds an NVMe reservation that excludes the submitter (a
+  // remote namespace answered Reservation Conflict). Retrying cannot help: a nexus whose
+  // registration was preempted has been fenced.
+  kReservationConflict,
 };
-inline constexpr int kNumIoStatuses = 7;
+inline constexpr int kNumIoStatuses = 8;
 const char* io_status_name(IoStatus s);
 
 class BdevChannel;
@@ -247,6 +252,20 @@ class Bdev {
   // is always current (they grow in place, e.g. a pool replica): num_blocks().
   virtual Result<uint64_t> refresh_size() { return num_blocks(); }
 
+  // NVMe reservations (bdev/reservations.h) on this device, as host `self`: register,
+  // acquire, preempt, release, clear or report, per `cmd`. With `report`, also returns
+  // the state after the command (for kReport, only that). Blocking: a control-path
+  // thread, never a reactor. Errors: Busy for a reservation conflict ("reservation
+  // conflict: ..."), InvalidArgument for an invalid field; a remote device also
+  // Unavailable, TimedOut, IoError. The default applies `cmd` to reservations(), the
+  // table every front end of this bdev checks; a remote device (nvmf) overrides it to
+  // send the NVMe commands, and then `self` must be its connection's host identifier.
+  virtual Status reservation(const HostId& self, const ReservationCommand& cmd, ReservationReport* report = nullptr);
+  // This bdev's own reservation table: the NVMe-oF target answers reservation commands
+  // from it and checks it before each I/O command. Lives as long as the bdev; empty
+  // after a restart (not persistent).
+  ReservationTable& reservations() const { return *reservations_; }
+
   // This reactor's channel, created on first use. REQUIRES: on `r`'s thread.
   BdevChannel& channel(reactor::Reactor& r);
   // Sum of every reactor's statistics, including those of channels already dropped. Any
@@ -301,6 +320,7 @@ class Bdev {
   // and freed only by ~Bdev, after the channels.
   std::unique_ptr<std::atomic<ChannelStats*>[]> stats_;
   size_t nchannels_ = 0;
+  const std::unique_ptr<ReservationTable> reservations_ = std::make_unique<ReservationTable>();
 };
 
 // An open handle on a bdev. While any descriptor is open the bdev cannot be destroyed.

@@ -579,6 +579,7 @@ class NbdConnection final : public reactor::Connection::Handler, reactor::ByteBu
       case IoStatus::kSuccess: return 0;
       case IoStatus::kNoSpace: return err::kNoSpc;
       case IoStatus::kInvalid: return err::kInval;
+      case IoStatus::kReservationConflict: return err::kPerm;  // the device refuses this host
       default: return err::kIo;
     }
   }

@@ -594,6 +594,11 @@ void LogicalUnit::io_failed(Command& c, IoStatus s) {
     case IoStatus::kTimedOut:
       check_condition(c, sense_key::kAbortedCommand, asc::kNoAdditional);
       break;
+    case IoStatus::kReservationConflict:
+      // The device below (an NVMe namespace) refused this engine: RESERVATION CONFLICT
+      // status, no sense data (SAM-5), as for a conflict with the LU's own reservations.
+      c.status = Status::kReservationConflict;
+      break;
     default:
       check_condition(c, sense_key::kHardwareError, asc::kInternalTargetFailure);
       break;

@@ -923,6 +923,7 @@ class Qpair final : public reactor::Connection::Handler {
       case IoStatus::kAborted: return generic(sc::kAbortRequested, false);
       case IoStatus::kTimedOut: return generic(sc::kInternalError, false);
       case IoStatus::kPathUnavailable: return make_status(Sct::kPath, sc::kAnaPersistentLoss);
+      case IoStatus::kReservationConflict: return generic(sc::kReservationConflict);
       case IoStatus::kIoError:
         return make_status(Sct::kMediaError, io.type == IoType::kRead ? sc::kUnrecoveredReadError : sc::kWriteFault);
     }

@@ -106,9 +106,6 @@ Result<std::shared_ptr<Nexus>> Nexus::create(NexusDeps deps, const std::string& 
   if (std::set<std::string>(uris.begin(), uris.end()).size() != uris.size()) {
     return make_error(Errc::kInvalidArgument, "nexus '{}': a child URI is given twice", name);
   }
-  auto recs = deps.store.load(name);
-  if (!recs) return recs.status();
-
   std::vector<std::shared_ptr<Child>> kids;
   auto undo = [&] {
     for (auto it = kids.rbegin(); it != kids.rend(); ++it) close_child_bdev(deps.registry, name, **it);
@@ -121,6 +118,19 @@ Result<std::shared_ptr<Nexus>> Nexus::create(NexusDeps deps, const std::string& 
                         c.status().message());
     }
     kids.push_back(std::move(c.value()));
+  }
+  // Fence the previous nexus off the children before reading what it recorded: from
+  // here on it cannot write to them.
+  for (const auto& c : kids) {
+    if (auto st = reserve_child(deps, opts, name, *c); !st) {
+      undo();
+      return st;
+    }
+  }
+  auto recs = deps.store.load(name);
+  if (!recs) {
+    undo();
+    return recs.status();
   }
   const uint32_t bs = kids[0]->bdev->block_size();
   uint64_t min_bytes = UINT64_MAX;
@@ -309,11 +319,83 @@ void Nexus::sync_all() {
   });
 }
 
+void Nexus::fence(const std::string& why) {
+  if (fenced_.exchange(true, std::memory_order_acq_rel)) return;
+  spdlog::error("nexus={} generation={} fenced: {}; it serves no more I/O (a newer nexus has its children)", name(),
+                opts_.generation, why);
+}
+
+Status Nexus::reserve_child(const NexusDeps& deps, const NexusOptions& opts, const std::string& nexus, Child& c) {
+  if (opts.generation == 0 || c.local) return Status::ok();
+  auto fail = [&](const Status& st) {
+    return make_error(st.code(), "nexus '{}' child '{}': cannot take its reservation: {}", nexus, c.uri,
+                      st.message());
+  };
+  if (deps.host_id.is_zero()) {
+    return fail(make_error(Errc::kUnsupported, "the engine has no host identifier"));
+  }
+  const uint64_t key = reservation_key(opts.generation);
+  bdev::ReservationReport rep;
+  bdev::ReservationCommand cmd;
+  cmd.action = bdev::ReservationAction::kReport;
+  if (auto st = c.bdev->reservation(deps.host_id, cmd, &rep); !st) return fail(st);
+  const bdev::ReservationRegistrant* me = nullptr;
+  const bdev::ReservationRegistrant* holder = nullptr;
+  for (const auto& r : rep.registrants) {
+    if (r.host == deps.host_id) me = &r;
+    if (r.holder && !bdev::all_registrants(rep.type)) holder = &r;
+    if (r.holder && generation_of_key(r.key) > opts.generation) {
+      return fail(make_error(Errc::kBusy, "a newer nexus (generation {}) holds it; this one is {}",
+                             generation_of_key(r.key), opts.generation));
+    }
+  }
+  // Registered under this generation's key (a new registration, or the old key replaced).
+  if (!me || me->key != key) {
+    bdev::ReservationCommand reg;
+    reg.action = me ? bdev::ReservationAction::kReplace : bdev::ReservationAction::kRegister;
+    reg.crkey = me ? me->key : 0;
+    reg.nrkey = key;
+    if (auto st = c.bdev->reservation(deps.host_id, reg); !st) return fail(st);
+  }
+  const bool held_by_me = holder && holder->host == deps.host_id;
+  if (held_by_me && rep.type == bdev::ReservationType::kExclusiveAccess) return Status::ok();
+  bdev::ReservationCommand acq;
+  acq.type = bdev::ReservationType::kExclusiveAccess;
+  acq.crkey = key;
+  if (rep.type == bdev::ReservationType::kNone) {
+    acq.action = bdev::ReservationAction::kAcquire;
+  } else if (held_by_me) {
+    // Ours, of another type (set by hand): release it and take the right one.
+    bdev::ReservationCommand rel;
+    rel.action = bdev::ReservationAction::kRelease;
+    rel.type = rep.type;
+    rel.crkey = key;
+    if (auto st = c.bdev->reservation(deps.host_id, rel); !st) return fail(st);
+    acq.action = bdev::ReservationAction::kAcquire;
+  } else {
+    // Another host's (an older nexus): preempt its key, which also unregisters it. For
+    // the all-registrants types, PRKEY 0 preempts every other registrant.
+    acq.action = bdev::ReservationAction::kPreempt;
+    acq.prkey = holder ? holder->key : 0;
+    spdlog::info("nexus={} generation={} preempts the reservation on {} (held with key {:#x})", nexus,
+                 opts.generation, c.uri, acq.prkey);
+  }
+  if (auto st = c.bdev->reservation(deps.host_id, acq); !st) return fail(st);
+  return Status::ok();
+}
+
 void Nexus::on_child_retired(Child* c, FaultReason why) {
   // Other reactors stop using the child at once; the record follows on the worker, and
   // the I/Os that depend on it are released when it is durable.
   broadcast([](NexusChannel& ch) { ch.sync(); });
   post_control([this, c, why] {
+    if (fenced()) {
+      // The health record is the newer nexus's now: write nothing. The I/Os waiting for
+      // this record complete as fenced.
+      c->settle_record(RecordState::kFailed);
+      broadcast([](NexusChannel& ch) { ch.recheck_records(); });
+      return;
+    }
     Status st = deps_.store.mark_unhealthy(name(), c->uri, fault_reason_name(why));
     // A timeout keeps a valid log: write it with the record, so the writes abandoned
     // by the retirement (waiting for this record) are in a persisted log too.
@@ -328,6 +410,7 @@ void Nexus::on_child_retired(Child* c, FaultReason why) {
 }
 
 Status Nexus::persist_log(Child* c, const std::string& reason, bool after_mark) {
+  if (fenced()) return make_error(Errc::kUnavailable, "nexus '{}' is fenced: it records nothing", name());
   // Read the generation first: every segment logged before a bump up to `g` is set in
   // the log by then (mark, then bump with release), so the snapshot below holds it.
   const uint64_t g = c->log_gen.load(std::memory_order_acquire);
@@ -427,6 +510,7 @@ std::vector<Nexus::LockRange> Nexus::lock_snapshot() const {
 // ---- state and info ----
 
 NexusState Nexus::state() const {
+  if (fenced()) return NexusState::kFenced;
   size_t total = 0, healthy = 0;
   for (const auto& s : slots_) {
     Child* c = s.load();
@@ -470,6 +554,7 @@ NexusInfo Nexus::describe() const {
   i.size_bytes = size_bytes();
   i.block_size = block_size();
   i.state = state();
+  i.generation = opts_.generation;
   for (const auto& c : children_) i.children.push_back(child_info(*c));
   return i;
 }
@@ -539,8 +624,9 @@ Status Nexus::stop_job_locked(Child& c, uint64_t timeout_ms) {
   // Apply the outcome here; the worker's finish_rebuild then finds it applied.
   job->applied.store(true);
   if (job->state() == RebuildState::kCompleted) {
-    // Finished before the stop arrived: keep the copy.
-    auto st = deps_.store.mark_healthy(name(), c.uri);
+    // Finished before the stop arrived: keep the copy (unless fenced: the record is the
+    // newer nexus's).
+    auto st = fenced() ? make_error(Errc::kUnavailable, "fenced") : deps_.store.mark_healthy(name(), c.uri);
     if (st && c.state() == ChildState::kOutOfSync) {
       c.log->clear();
       c.log_active.store(false);
@@ -576,7 +662,8 @@ void Nexus::finish_rebuild(const std::shared_ptr<RebuildJob>& job) {
   switch (job->state()) {
     case RebuildState::kCompleted: {
       if (c.state() != ChildState::kOutOfSync) break;  // faulted meanwhile
-      auto st = deps_.store.mark_healthy(name(), c.uri);
+      auto st = fenced() ? make_error(Errc::kUnavailable, "nexus '{}' is fenced: it records nothing", name())
+                         : deps_.store.mark_healthy(name(), c.uri);
       if (!st) {
         spdlog::error("nexus={} rebuild of {} done but the record failed: {}", name(), c.uri,
                       st.to_string());
@@ -653,6 +740,7 @@ Status Nexus::add_child(const std::string& uri, bool rebuild) {
                            "nexus '{}': child '{}' needs buffer alignment {} (the nexus has {})",
                            name(), uri, c->bdev->buf_align(), buf_align()));
   }
+  if (auto st = reserve_child(deps_, opts_, name(), *c); !st) return fail(st);
   // Recorded stale before it joins: a crash mid-rebuild must not trust it.
   if (auto st = deps_.store.mark_unhealthy(name(), uri, "out_of_sync"); !st) return fail(st);
   int slot = -1;
@@ -984,6 +1072,11 @@ Status Nexus::shutdown(uint64_t drain_timeout_ms) {
   // Every writable child durable, then recorded closed: a re-created nexus may then read
   // from any child recorded healthy. A failed flush leaves the nexus recorded open (the
   // next one resyncs); a flush that does not finish keeps the nexus, as a drain would.
+  if (fenced()) {
+    // The health record belongs to the nexus that fenced this one.
+    spdlog::info("nexus={} is fenced: its shutdown records nothing", name());
+    return Status::ok();
+  }
   if (auto st = flush_children(drain_timeout_ms); st.code() == Errc::kBusy) {
     shut_down_ = false;
     return st;

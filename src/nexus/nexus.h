@@ -132,6 +132,9 @@ struct NexusDeps {
   bdev::BdevRegistry& registry;
   ChildHealthStore& store;
   ControlWorker& worker;
+  // This engine's host identifier: the one its nvmf:// children connect with, under
+  // which a nexus with a generation registers on them. Zero: reservations unavailable.
+  bdev::HostId host_id{};
 };
 
 class Nexus final : public bdev::Bdev {
@@ -152,6 +155,12 @@ class Nexus final : public bdev::Bdev {
   void start_initial_rebuilds();
 
   NexusState state() const;
+  // A remote child answered Reservation Conflict: a newer nexus of the volume took its
+  // children over. From now on every I/O completes with kPathUnavailable (NVMe-oF turns
+  // that into a lost path, and the host continues on the new nexus's), and nothing is
+  // written to the health store. Any thread; idempotent.
+  void fence(const std::string& why);
+  bool fenced() const { return fenced_.load(std::memory_order_acquire); }
   NexusInfo describe() const;
   const NexusOptions& options() const { return opts_; }
 
@@ -240,6 +249,10 @@ class Nexus final : public bdev::Bdev {
   Nexus(NexusDeps deps, const std::string& name, uint32_t block_size, uint64_t num_blocks,
         const NexusOptions& opts);
   Result<std::shared_ptr<Child>> open_child(const std::string& uri);
+  // With a generation: registers on a remote child and takes (or preempts) an Exclusive
+  // Access reservation. Errors: Busy (a newer nexus holds it), and the
+  // child's reservation errors.
+  static Status reserve_child(const NexusDeps& deps, const NexusOptions& opts, const std::string& nexus, Child& c);
   void release_child(Child& c);
   std::shared_ptr<Child> find_child(const std::string& uri) const;
   int healthy_count() const;
@@ -267,6 +280,7 @@ class Nexus final : public bdev::Bdev {
   mutable std::mutex lock_mu_;  // the master list of range locks
   std::vector<LockRange> locks_;
   std::atomic<int> async_{0};
+  std::atomic<bool> fenced_{false};
   bool shut_down_ = false;
 };
 

@@ -85,6 +85,11 @@ void NexusChannel::do_submit(IoRequest& req) {
 }
 
 void NexusChannel::dispatch(IoRequest& req) {
+  if (nexus_.fenced()) {
+    --active_;
+    complete(req, IoStatus::kPathUnavailable);
+    return;
+  }
   Io* io = get_io();
   io->parent = &req;
   io->seq = ++seq_;
@@ -262,6 +267,14 @@ void NexusChannel::kid_done(ChildIo& k) {
     io->invalid = true;
     --io->waiting;
     maybe_finish(io);
+  } else if (st == IoStatus::kReservationConflict || nexus_.fenced()) {
+    // Not the child's fault: a newer nexus holds the children. Retiring it would tell the
+    // health store (now the newer nexus's) a lie.
+    if (st == IoStatus::kReservationConflict) {
+      nexus_.fence(fmt::format("child {} answered reservation conflict", slots_[s].child->uri));
+    }
+    --io->waiting;
+    maybe_finish(io);
   } else {
     kid_failed(io, s, st);
   }
@@ -363,6 +376,11 @@ void NexusChannel::maybe_finish(Io* io) {
 
 void NexusChannel::finish(Io* io) {
   const IoRequest& p = *io->parent;
+  if (nexus_.fenced()) {
+    // Whatever the children did, the host must retry it through the newer nexus.
+    complete_parent(io, IoStatus::kPathUnavailable);
+    return;
+  }
   IoStatus st;
   if (p.type == IoType::kRead) {
     st = io->ok_mask ? IoStatus::kSuccess : io->invalid ? IoStatus::kInvalid : IoStatus::kIoError;

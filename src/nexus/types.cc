@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <bit>
+#include <cctype>
+#include <cerrno>
 #include <cstdlib>
 
 namespace castor::nexus {
@@ -43,6 +45,7 @@ const char* nexus_state_name(NexusState s) {
     case NexusState::kOnline: return "online";
     case NexusState::kDegraded: return "degraded";
     case NexusState::kFaulted: return "faulted";
+    case NexusState::kFenced: return "fenced";
   }
   return "unknown";
 }
@@ -132,6 +135,15 @@ Result<NexusOptions> NexusOptions::from_map(const std::map<std::string, std::str
       st = boolean(o.rebuild_stale);
     } else if (k == "force") {
       st = boolean(o.force);
+    } else if (k == "generation") {
+      char* end = nullptr;
+      errno = 0;
+      const unsigned long long g = std::strtoull(v.c_str(), &end, 10);
+      if (v.empty() || !std::isdigit(static_cast<unsigned char>(v[0])) || *end || errno || g > kMaxGeneration) {
+        st = make_error(Errc::kInvalidArgument, "generation='{}' is invalid (0..{})", v, kMaxGeneration);
+      } else {
+        o.generation = g;
+      }
     } else {
       st = make_error(Errc::kInvalidArgument, "unknown nexus option '{}'", k);
     }

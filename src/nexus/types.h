@@ -41,6 +41,10 @@ enum class NexusState : uint8_t {
   kOnline = 0,  // every child healthy
   kDegraded,    // at least one healthy child, not all
   kFaulted,     // no healthy child
+  // A newer nexus of the same volume took over its children (a remote child answered
+  // Reservation Conflict): it serves nothing any more, every I/O gets kPathUnavailable,
+  // and it records nothing in the health store. Only destroying it ends the state.
+  kFenced,
 };
 const char* child_state_name(ChildState s);
 const char* fault_reason_name(FaultReason r);
@@ -86,6 +90,12 @@ struct NexusOptions {
   // control plane sets it to the volume's UUID, so a nexus re-created on another node is
   // the same subsystem to its hosts. Not a from_map key (CreateNexusRequest.uuid).
   std::optional<Uuid> uuid;
+  // Fencing (from_map key "generation"): the control plane numbers each nexus it creates
+  // for a volume, higher each time. A nexus with a generation registers on each remote
+  // (nvmf://) child with a key holding it and takes an Exclusive Access reservation,
+  // preempting an older nexus; one that finds a newer nexus there refuses the child.
+  // 0: no reservations (a stand-alone nexus).
+  uint64_t generation = 0;
 
   // Parses string options as given by the API/CLI: read_policy, error_policy,
   // max_errors, error_window_ms, child_io_timeout_ms, segment_kb, parallel_segments,
@@ -135,8 +145,19 @@ struct NexusInfo {
   uint64_t size_bytes = 0;
   uint32_t block_size = 0;
   NexusState state = NexusState::kOnline;
+  uint64_t generation = 0;
   std::vector<ChildInfo> children;
 };
+
+// The reservation key a nexus of `generation` registers on its remote children: a tag
+// (0xCA57) in the top 16 bits, the generation (< 2^48) below.
+inline constexpr uint64_t kReservationKeyTag = 0xCA57ull << 48;
+inline constexpr uint64_t kMaxGeneration = (1ull << 48) - 1;
+inline constexpr uint64_t reservation_key(uint64_t generation) { return kReservationKeyTag | generation; }
+// The generation a key holds, or 0 for a key that is not a nexus's.
+inline constexpr uint64_t generation_of_key(uint64_t key) {
+  return (key >> 48) == (kReservationKeyTag >> 48) ? key & kMaxGeneration : 0;
+}
 
 // Per-child bitmap of segments whose writes the child missed while out of the write set.
 // Bits are set from any reactor with an atomic OR (no lock); taken by the control path.

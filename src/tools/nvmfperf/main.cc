@@ -2,15 +2,22 @@
 // spdk_nvme_perf): connects an admin queue and N I/O queues to a subsystem, runs a
 // workload at a fixed queue depth per queue and prints IOPS, MiB/s and latency
 // percentiles (or JSON). --verify writes and reads back every block it touches.
+// --rate IOPS offers a fixed load instead (open loop, the queue depth as a cap), and
+// --cpu-pid PID reports another process's CPU time per I/O over the measurement (the
+// target's, to draw its CPU against the offered load).
+#include <dirent.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <future>
 #include <iostream>
 #include <latch>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <spdlog/spdlog.h>
 
@@ -91,6 +98,24 @@ Cqe property(Queue& q, bool set, uint32_t ofst, uint64_t value, bool eight) {
   return run(q, s);
 }
 
+// CPU time (user + system) of every thread of process `pid` so far, in nanoseconds, from
+// /proc/PID/task/*/schedstat (nanosecond resolution, unlike the clock ticks of
+// /proc/PID/stat). -1 when the process is gone. Threads that exited are not counted.
+int64_t process_cpu_ns(int pid) {
+  const std::string dir = "/proc/" + std::to_string(pid) + "/task";
+  DIR* d = opendir(dir.c_str());
+  if (!d) return -1;
+  int64_t total = 0;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::ifstream in(dir + "/" + e->d_name + "/schedstat");
+    int64_t run_ns = 0;
+    if (in >> run_ns) total += run_ns;
+  }
+  closedir(d);
+  return total;
+}
+
 struct Job {
   Queue* q = nullptr;
   uint32_t bs = 0, lba_size = 0, qd = 0, read_pct = 100;
@@ -106,6 +131,55 @@ struct Job {
   std::vector<uint64_t> verify_lba;
   std::vector<uint8_t> phase;  // verify: 0 = write next, 1 = read back
   std::latch* done = nullptr;
+  // --rate: one arrival every interval_ns from start, issued on a free slot (of qd) at
+  // once, or when a slot frees if none is (counted in `waited`). Latency is measured from
+  // the submission, so it is the target's service time, not the backlog's.
+  uint64_t interval_ns = 0;  // 0: closed loop, qd always in flight
+  uint64_t next_arrival = 0, waited = 0;
+  std::vector<uint32_t> free_slots;
+  std::optional<reactor::Reactor::TimerId> timer;
+  bool finished = false;
+  void finish(uint64_t now) {
+    if (finished) return;
+    finished = true;
+    end = now;
+    if (timer) q->r->cancel_timer(*timer);
+    timer.reset();
+    done->count_down();
+  }
+  // Rate mode: slot k is free (its I/O completed, or its submission failed).
+  void slot_free(uint32_t k, uint64_t now, bool dead) {
+    --outstanding;
+    if (!dead && now < deadline && next_arrival <= now) {  // an arrival waits for a slot
+      ++waited;
+      next_arrival += interval_ns;
+      ++outstanding;
+      return issue(k);
+    }
+    free_slots.push_back(k);
+    if (now >= deadline && outstanding == 0) finish(now);
+  }
+  // Rate mode: issues the arrivals that are due on free slots and sleeps until the next.
+  void tick() {
+    timer.reset();
+    if (finished) return;
+    const uint64_t now = mono_ns();
+    if (now >= deadline) {
+      if (outstanding == 0) finish(now);
+      return;
+    }
+    while (next_arrival <= now && !free_slots.empty()) {
+      uint32_t k = free_slots.back();
+      free_slots.pop_back();
+      next_arrival += interval_ns;
+      ++outstanding;
+      issue(k);
+    }
+    // With no free slot the due arrivals are issued by completions; wake at the next
+    // arrival (or the deadline) anyway.
+    uint64_t wake = std::min(std::max(next_arrival, now + 1000), deadline);
+    timer = q->r->add_timer(wake - now, [this] { tick(); });
+  }
   uint64_t next() {
     rng ^= rng << 13;
     rng ^= rng >> 7;
@@ -156,6 +230,7 @@ struct Job {
         if (verify && read && std::memcmp(bufs[k].data(), expect[k].data(), bs) != 0) ++mismatches;
       }
       if (verify) phase[k] ^= 1;
+      if (interval_ns) return slot_free(k, now, c.status == 0xffff);
       if (now < deadline && c.status != 0xffff) return issue(k);
       if (--outstanding == 0) {
         end = now;
@@ -165,6 +240,7 @@ struct Job {
     bool ok = (read ? q->qp->submit(s, {}, b, cb) : q->qp->submit(s, b, {}, cb)) >= 0;
     if (!ok) {
       ++errors;
+      if (interval_ns) return slot_free(k, mono_ns(), true);
       if (--outstanding == 0) {
         end = mono_ns();
         done->count_down();
@@ -201,6 +277,14 @@ int main(int argc, char** argv) {
   app.add_option("--size-mb", size_mb, "size of the region to use (MiB; 0 = to the end)")->capture_default_str();
   bool poll = false;
   app.add_flag("--poll", poll, "busy-poll the host's reactors");
+  double rate = 0;
+  app.add_option("--rate", rate,
+                 "offered load in IOPS over all connections: open loop, at most --qd in flight "
+                 "per connection (default 0: closed loop, --qd always in flight)")
+      ->check(CLI::Range(0.0, 1e8));
+  std::vector<int> cpu_pids;
+  app.add_option("--cpu-pid", cpu_pids,
+                 "report this process's CPU time per I/O over the run (the target's; repeatable)");
   std::string taskrun = "defer";
   app.add_option("--taskrun", taskrun, "io_uring task-run mode: defer, coop or interrupt")
       ->capture_default_str();
@@ -313,40 +397,72 @@ int main(int argc, char** argv) {
         j->stride = uint64_t{qd} * queues.size();
         j->done = &done;
         j->phase.assign(qd, 0);
+        if (rate > 0) {
+          j->interval_ns = std::max<uint64_t>(
+              1, static_cast<uint64_t>(1e9 * static_cast<double>(queues.size()) / rate));
+        }
         j->verify_lba.assign(qd, 0);
         for (uint32_t k = 0; k < qd; ++k) {
           j->bufs.emplace_back(bs);
           j->expect.emplace_back(bs);
           std::memset(j->bufs.back().data(), 0x5a, bs);
         }
-        Job* jp = j.get();
         jobs.push_back(std::move(j));
-        queues[i].r->send([jp, dur] {
+      }
+      std::vector<int64_t> cpu0;
+      for (int pid : cpu_pids) cpu0.push_back(process_cpu_ns(pid));
+      for (auto& j : jobs) {
+        Job* jp = j.get();
+        jp->q->r->send([jp, dur] {
           jp->start = mono_ns();
           jp->deadline = jp->start + dur;
+          if (jp->interval_ns) {
+            jp->next_arrival = jp->start;
+            for (uint32_t k = jp->qd; k-- > 0;) jp->free_slots.push_back(k);
+            jp->tick();
+            return;
+          }
           jp->outstanding = jp->qd;
           for (uint32_t k = 0; k < jp->qd; ++k) jp->issue(k);
         });
       }
       done.wait();
+      std::vector<int64_t> cpu1;
+      for (int pid : cpu_pids) cpu1.push_back(process_cpu_ns(pid));
       LatencyHistogram::Snapshot s;
-      uint64_t ios = 0, errors = 0, mism = 0;
+      uint64_t ios = 0, errors = 0, mism = 0, waited = 0;
       double maxs = 0;
       for (auto& j : jobs) {
         j->hist.snapshot_into(s);
         ios += j->ios;
         errors += j->errors;
         mism += j->mismatches;
+        waited += j->waited;
         maxs = std::max(maxs, static_cast<double>(j->end - j->start) / 1e9);
       }
       double iops = ios / maxs;
+      // CPU of each --cpu-pid process over the run: seconds, share of one core, per I/O.
+      nlohmann::json cpu = nlohmann::json::array();
+      for (size_t i = 0; i < cpu_pids.size(); ++i) {
+        if (cpu0[i] < 0 || cpu1[i] < 0) {
+          cpu.push_back({{"pid", cpu_pids[i]}, {"error", "no such process"}});
+          continue;
+        }
+        double sec = static_cast<double>(cpu1[i] - cpu0[i]) / 1e9;
+        cpu.push_back({{"pid", cpu_pids[i]},
+                       {"cpu_s", sec},
+                       {"cpu_pct", 100.0 * sec / maxs},
+                       {"cpu_us_per_io", ios ? sec * 1e6 / static_cast<double>(ios) : 0.0}});
+      }
       if (json) {
         std::cout << nlohmann::json{{"workload", workload}, {"block_size", bs}, {"queue_depth", qd},
                                     {"connections", connections}, {"ios", ios}, {"errors", errors},
                                     {"verify_mismatches", mism}, {"iops", iops},
                                     {"mib_s", iops * bs / 1048576.0}, {"lat_mean_us", s.mean() / 1e3},
                                     {"lat_p50_us", s.percentile(50) / 1e3}, {"lat_p99_us", s.percentile(99) / 1e3},
-                                    {"lat_p999_us", s.percentile(99.9) / 1e3}}
+                                    {"lat_p999_us", s.percentile(99.9) / 1e3},
+                                    {"offered_iops", rate}, {"waited_for_slot", waited},
+                                    {"seconds", maxs}, {"target_cpu", cpu}}
                          .dump()
                   << "\n";
       } else {
@@ -355,6 +471,18 @@ int main(int argc, char** argv) {
         std::printf("%-9s %6u %4u %5u %12.0f %10.1f %9.1f %9.1f %9.1f %7lu %8lu\n", workload.c_str(), bs, qd,
                     connections, iops, iops * bs / 1048576.0, s.percentile(50) / 1e3, s.percentile(99) / 1e3,
                     s.percentile(99.9) / 1e3, static_cast<unsigned long>(errors), static_cast<unsigned long>(mism));
+        if (rate > 0) {
+          std::printf("offered %.0f IOPS, achieved %.0f; %lu arrivals waited for a free slot (--qd %u)\n", rate,
+                      iops, static_cast<unsigned long>(waited), qd);
+        }
+        for (const auto& c : cpu) {
+          if (c.contains("error")) {
+            std::printf("pid %d: no such process\n", c["pid"].get<int>());
+          } else {
+            std::printf("pid %d: %.3f s CPU (%.1f %% of a core), %.2f us per I/O\n", c["pid"].get<int>(),
+                        c["cpu_s"].get<double>(), c["cpu_pct"].get<double>(), c["cpu_us_per_io"].get<double>());
+          }
+        }
       }
       if (errors || mism) rc = 1;
     }

@@ -1,4 +1,5 @@
 #include "nvmf/target/identify.h"
+#include "nvmf/target/reservation_cmds.h"
 
 #include <algorithm>
 #include <bit>
@@ -56,7 +57,8 @@ void build_identify_controller(const ControllerIdentity& id, IdentifyController*
   c->cqes = 0x44;
   c->maxcmd = id.maxcmd;
   c->nn = id.discovery ? 0 : id.max_nsid;
-  c->oncs = id.discovery ? 0 : static_cast<uint16_t>((1 << 2) | (1 << 3));  // DSM, Write Zeroes
+  // DSM, Write Zeroes, reservations (bdev::ReservationTable, every namespace)
+  c->oncs = id.discovery ? 0 : static_cast<uint16_t>((1 << 2) | (1 << 3) | kOncsReservations);
   c->vwc = id.volatile_write_cache && !id.discovery ? 1 : 0;
   // SGLs supported (no alignment); an SGL may be longer than the data (the excess is
   // ignored); offsets in in-capsule data.
@@ -77,6 +79,7 @@ void build_identify_namespace(const NamespaceIdentity& ns, IdentifyNamespace* n)
   n->flbas = 0;
   n->dlfeat = 1 << 3 | 1;  // deallocated blocks read as zeroes; Write Zeroes may deallocate
   n->nmic = 1;              // may be attached to more than one controller (paths of one namespace)
+  n->rescap = kRescap;      // the six reservation types, IEKEY as in NVMe 1.3+; not persistent
   n->anagrpid = 1;          // every namespace of a subsystem is in ANA group 1
   std::memcpy(n->nguid, ns.uuid.bytes.data(), 16);
   n->lbaf[0].lbads = static_cast<uint8_t>(std::countr_zero(ns.block_size));

@@ -15,6 +15,7 @@
 #include "nvmf/codec/pdu.h"
 #include "nvmf/target/identify.h"
 #include "nvmf/target/registers.h"
+#include "nvmf/target/reservation_cmds.h"
 
 namespace castor::nvmf {
 
@@ -119,6 +120,10 @@ class Controller {
   std::mutex mu;               // guards io_qpairs
   std::vector<std::pair<reactor::Reactor*, Qpair*>> io_qpairs;
   std::atomic<bool> dead{false};
+  // The host identifier from the admin queue's Connect data: the identity of this
+  // controller's host in every namespace's reservation table. Set before any I/O queue
+  // can join.
+  bdev::HostId hostid;
 
 };
 
@@ -428,6 +433,7 @@ class Qpair final : public reactor::Connection::Handler {
       auto ctrl = t_.create_controller(*this, subnqn, hostnqn, cmd.kato, &status);
       if (!ctrl) return finish(c, status, status == specific(sc::kConnectInvalidParameters) ? (256u | 1u << 16) : 0);
       ctrl_ = ctrl;
+      ctrl_->hostid.bytes = std::to_array(d.hostid);
       qid_ = 0;
       connected_ = true;
       {
@@ -652,6 +658,10 @@ class Qpair final : public reactor::Connection::Handler {
                            admin_op::kGetFeatures, admin_op::kAsyncEventRequest, admin_op::kKeepAlive}) {
           mark(0, op, 1);
         }
+        for (uint8_t op : {io_op::kReservationRegister, io_op::kReservationReport, io_op::kReservationAcquire,
+                           io_op::kReservationRelease}) {
+          mark(1024, op, 1);  // CSUPP
+        }
         for (uint8_t op : {io_op::kFlush, io_op::kWrite, io_op::kRead, io_op::kWriteZeroes, io_op::kDatasetManagement}) {
           mark(1024, op, op == io_op::kRead || op == io_op::kFlush ? 1 : 3);  // CSUPP (+LBCC for writes)
         }
@@ -741,6 +751,11 @@ class Qpair final : public reactor::Connection::Handler {
     if (c->ns.inflight) c->ns.inflight->slots[r_.id()].n.fetch_add(1, std::memory_order_relaxed);
     bdev::Bdev& b = *ns->bdev;
     const uint32_t bs = b.block_size();
+    // A reservation held by another host may exclude this one (one relaxed load while
+    // none is held).
+    if (const int w = reservation_access(s.opcode); w >= 0 && !b.reservations().allows(ctrl_->hostid, w, resv_cache_)) {
+      return finish(c, generic(sc::kReservationConflict));
+    }
     switch (s.opcode) {
       case io_op::kRead:
       case io_op::kWrite: {
@@ -779,6 +794,20 @@ class Qpair final : public reactor::Connection::Handler {
         if (c->received >= c->len) return dsm_next(c, 0);
         if (c->received != 0 || s.sgl1.type != kSglTransportDataBlock) return finish(c, generic(sc::kSglInvalidData));
         return request_data(c);
+      }
+      case io_op::kReservationRegister:
+      case io_op::kReservationAcquire:
+      case io_op::kReservationRelease:
+        // 16 or 8 bytes of keys, in-capsule or fetched like DSM's ranges.
+        c->len = reservation_data_len(s.opcode);
+        if (s.sgl1.length < c->len) return finish(c, generic(sc::kSglInvalidData));
+        if (c->received >= c->len) return reservation(c);
+        if (c->received != 0 || s.sgl1.type != kSglTransportDataBlock) return finish(c, generic(sc::kSglInvalidData));
+        return request_data(c);
+      case io_op::kReservationReport: {
+        std::vector<uint8_t> out;
+        if (const uint16_t st = execute_reservation_report(b.reservations(), s, &out)) return finish(c, st);
+        return reply_data(c, out.data(), static_cast<uint32_t>(out.size()));
       }
       default: return finish(c, generic(sc::kInvalidOpcode));
     }
@@ -873,7 +902,14 @@ class Qpair final : public reactor::Connection::Handler {
       return submit(c, IoType::kWrite, slba, (s.cdw12 & 0xffff) + 1, s.cdw12 & kCdw12Fua);
     }
     if (s.opcode == io_op::kDatasetManagement) return dsm_next(c, 0);
+    if (reservation_data_len(s.opcode)) return reservation(c);
     finish(c, generic(sc::kInvalidOpcode));
+  }
+
+  // Register, Acquire or Release with its keys in the command's buffer, as this
+  // controller's host. A preempt's notifications run here, on this reactor.
+  void reservation(Cmd* c) {
+    finish(c, execute_reservation(c->ns.bdev->reservations(), ctrl_->hostid, c->sqe, {c->buf.data(), c->len}));
   }
 
   void dsm_next(Cmd* c, uint32_t i) {
@@ -990,6 +1026,7 @@ class Qpair final : public reactor::Connection::Handler {
   uint32_t direct_len_ = 0;
   uint32_t aec_ = 0;
   uint32_t error_recovery_ = 0;
+  bdev::ReservationAccessCache resv_cache_;  // the I/O path's verdict for ctrl_'s host
   std::vector<uint32_t> retained_events_;  // (admin) events that found no outstanding AER
   std::shared_ptr<const std::vector<NsRef>> ns_ = std::make_shared<std::vector<NsRef>>();
 

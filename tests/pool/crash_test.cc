@@ -10,8 +10,14 @@
 // RandomizedPowerLossWithVolatileCache: the same checks through the fault bdev's volatile
 // write cache, where a power loss keeps only what was flushed (or written with FUA) and any
 // subset of the rest, reordered and torn at 4 KiB. See the test for the replay variables.
+//
+// MultiDiskPowerLossOnEveryDisk, MultiDiskOneDiskLosesItsCache: the same over pools of 2-3
+// disks, each with its own volatile cache, cut at one instant across all of them
+// (power_cut.h): every disk loses its own subset, or one disk goes off and loses its cache
+// while the others run on and keep theirs.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -20,6 +26,7 @@
 
 #include "bdev/modules/fault.h"
 #include "pool_harness.h"
+#include "power_cut.h"
 
 namespace castor::pool::test {
 namespace {
@@ -203,34 +210,63 @@ constexpr uint32_t kAllIo = bdev::io_type_bit(bdev::IoType::kRead) | bdev::io_ty
                             bdev::io_type_bit(bdev::IoType::kFlush) | bdev::io_type_bit(bdev::IoType::kUnmap) |
                             bdev::io_type_bit(bdev::IoType::kWriteZeroes);
 
+// Where a trial's pool lives and what the cut does to it.
+enum class Loss {
+  kOneDiskPool,  // one disk, frozen by a fault rule at its N-th I/O (the original test)
+  kEveryDisk,    // 2-3 disks, all off at the same instant, each losing its own subset
+  kOneDisk,      // 2-3 disks, one goes off (and loses its cache), the others run on
+};
+
 struct PowerTrial {
   PoolEnv e;
-  std::shared_ptr<bdev::Bdev> f;
+  std::shared_ptr<bdev::Bdev> f;  // kOneDiskPool: the fault disk
   uint64_t seed = 0;
-  uint64_t cut = 0;  // I/Os that reach the disk before it freezes (0: never)
+  uint64_t cut = 0;  // I/Os that reach the disks before the cut (0: never)
+  Loss loss;
+  size_t ndisks = 1;
+  size_t victim = 0;  // kOneDisk: the member that goes off
+  std::shared_ptr<CutClock> clock = std::make_shared<CutClock>();
+  std::vector<std::string> pool_disks;
   Durable durable;
   std::map<std::string, std::map<uint64_t, uint8_t>> pending;  // written, not yet flushed
   std::map<std::string, std::set<uint64_t>> written;           // blocks any write was tried on
   std::mt19937_64 rng;
   bdev::PowerLossReport report;
 
-  PowerTrial(uint64_t s, uint64_t n) : seed(s), cut(n), rng(s) {
-    EXPECT_TRUE(e.reg->create("malloc:///m?size_mb=24"));
-    EXPECT_TRUE(e.reg->create("fault:///f?base=m&cache=volatile"));
-    f = e.reg->find("f");
-    bdev::FaultRuleSpec r;
-    r.mode = bdev::FaultMode::kError;
-    r.ops_mask = kAllIo;
-    r.skip = n ? n : UINT64_MAX;
-    EXPECT_TRUE(bdev::FaultControl::inject(*f, r));
+  PowerTrial(uint64_t s, uint64_t n, Loss l = Loss::kOneDiskPool) : seed(s), cut(n), loss(l), rng(s) {
+    if (loss == Loss::kOneDiskPool) {
+      EXPECT_TRUE(e.reg->create("malloc:///m?size_mb=24"));
+      EXPECT_TRUE(e.reg->create("fault:///f?base=m&cache=volatile"));
+      f = e.reg->find("f");
+      bdev::FaultRuleSpec r;
+      r.mode = bdev::FaultMode::kError;
+      r.ops_mask = kAllIo;
+      r.skip = n ? n : UINT64_MAX;
+      EXPECT_TRUE(bdev::FaultControl::inject(*f, r));
+      pool_disks = {"f"};
+      return;
+    }
+    // Members k = 0..ndisks-1: malloc mk (4-7 MiB: 3-6 clusters) < fault fk (volatile cache) < gate gk.
+    // Its own generator, so that the operation stream of a seed does not depend on it.
+    std::mt19937_64 setup(s ^ 0xd15c5);
+    ndisks = 2 + setup() % 2;
+    victim = setup() % ndisks;
+    clock->cut = n ? n : UINT64_MAX;
+    for (size_t k = 0; k < ndisks; ++k) {
+      const std::string ks = std::to_string(k);
+      EXPECT_TRUE(e.reg->create("malloc:///m" + ks + "?size_mb=" + std::to_string(4 + setup() % 4)));
+      EXPECT_TRUE(e.reg->create("fault:///f" + ks + "?base=m" + ks + "&cache=volatile"));
+      EXPECT_TRUE(add_gate(*e.reg, "g" + ks, "f" + ks, clock, loss == Loss::kEveryDisk || k == victim));
+      pool_disks.push_back("g" + ks);
+    }
   }
-  uint64_t ios() { return bdev::FaultControl::list(*f)[0].matched; }
+  uint64_t ios() { return loss == Loss::kOneDiskPool ? bdev::FaultControl::list(*f)[0].matched : clock->ticks.load(); }
   bool frozen() { return cut && ios() > cut; }
 
   void run(int nops) {
     PoolCreateOptions po;
     po.name = "cp";
-    po.disks = {"f"};
+    po.disks = pool_disks;
     po.cluster_size = kMiB;
     po.log_size = 32 * 1024;
     if (!e.pools->create(po)) return;
@@ -238,8 +274,11 @@ struct PowerTrial {
     std::vector<std::string> live;
     int next = 0;
     for (int i = 0; i < nops; ++i) {
-      // 10% creates, 5% destroys, 5% grows, 80% writes (1 in 8 followed by a flush).
+      // 10% creates, 5% destroys (10% over several disks, whose pools are small, so that
+      // freed clusters are soon handed out again), 5% grows, the rest writes (1 in 8
+      // followed by a flush).
       int op = static_cast<int>(rng() % 20);
+      if (op == 4 && loss != Loss::kOneDiskPool) op = 2;
       if (live.empty() || op < 2) {
         std::string n = "r" + std::to_string(next++);
         bool thin = rng() % 2;
@@ -310,26 +349,60 @@ struct PowerTrial {
     }
   }
 
-  void power_loss_and_verify() {
-    auto ci = bdev::FaultControl::volatile_cache(*f);
-    auto rep = bdev::FaultControl::power_loss(*f, seed);
+  // The cut on fault disk `name` with `s`: its cache loses, keeps or reorders each unit.
+  void lose_cache(const std::string& name, uint64_t s) {
+    auto& d = *e.reg->find(name);
+    auto ci = bdev::FaultControl::volatile_cache(d);
+    auto rep = bdev::FaultControl::power_loss(d, s);
     ASSERT_TRUE(rep) << rep.status().to_string();
-    report = *rep;
+    report.units += rep->units;
+    report.lost += rep->lost;
+    report.newest += rep->newest;
+    report.older += rep->older;
     if (getenv("CRASH_DEBUG")) {
       fprintf(stderr,
-              "seed %llu: %llu I/Os, cache %llu blocks %llu versions; units lost %llu newest %llu older %llu\n",
-              static_cast<unsigned long long>(seed), static_cast<unsigned long long>(ios()),
+              "seed %llu %s: %llu I/Os, cache %llu blocks %llu versions; units lost %llu newest %llu older %llu\n",
+              static_cast<unsigned long long>(seed), name.c_str(), static_cast<unsigned long long>(ios()),
               static_cast<unsigned long long>(ci->blocks), static_cast<unsigned long long>(ci->versions),
               static_cast<unsigned long long>(rep->lost), static_cast<unsigned long long>(rep->newest),
               static_cast<unsigned long long>(rep->older));
     }
-    (void)e.pools->export_pool("cp");  // writes nothing
-    f.reset();
-    ASSERT_TRUE(e.reg->destroy("f"));  // import from the malloc disk itself
-    auto chk = e.check({"m"});
+  }
+
+  void power_loss_and_verify() {
+    std::vector<std::string> media;  // the disks beneath the caches, imported from
+    if (loss == Loss::kOneDiskPool) {
+      lose_cache("f", seed);
+      if (::testing::Test::HasFatalFailure()) return;
+      (void)e.pools->export_pool("cp");  // writes nothing
+      f.reset();
+      ASSERT_TRUE(e.reg->destroy("f"));  // import from the malloc disk itself
+      media = {"m"};
+    } else {
+      for (size_t k = 0; k < ndisks; ++k) {
+        const std::string fk = "f" + std::to_string(k);
+        if (loss == Loss::kEveryDisk || k == victim) {
+          // Independent outcomes per disk: each has its own seed.
+          lose_cache(fk, std::mt19937_64(seed * 31 + k)());
+          if (::testing::Test::HasFatalFailure()) return;
+        } else {
+          // A disk that kept its power writes its cache out.
+          ASSERT_TRUE(bdev::FaultControl::set_volatile_cache(*e.reg->find(fk), false));
+        }
+      }
+      (void)e.pools->export_pool("cp");  // writes nothing
+      for (size_t k = 0; k < ndisks; ++k) {
+        ASSERT_TRUE(e.reg->destroy("g" + std::to_string(k)));
+        ASSERT_TRUE(e.reg->destroy("f" + std::to_string(k)));
+        media.push_back("m" + std::to_string(k));
+      }
+      // Import takes the members in any order.
+      std::shuffle(media.begin(), media.end(), std::mt19937_64(seed));
+    }
+    auto chk = e.check(media);
     if (!durable.pool && !chk.ok) return;  // the create never became durable
     ASSERT_TRUE(chk.ok) << chk.problems[0];
-    auto imp = e.pools->import({"m"});
+    auto imp = e.pools->import(media);
     ASSERT_TRUE(imp) << imp.status().to_string();
     for (const auto& [n, st] : durable.replicas) {
       auto b = e.reg->find(n);
@@ -364,50 +437,81 @@ struct PowerTrial {
   }
 };
 
-TEST(PoolCrash, RandomizedPowerLossWithVolatileCache) {
+// Runs CASTOR_CRASH_POINTS trials (default `points`) from seed CASTOR_CRASH_SEED (default
+// `first`) of test `name` and prints what the cuts did.
+void power_loss_trials(const char* name, Loss loss, uint64_t first, uint64_t points) {
   constexpr int kOps = 40;
-  const uint64_t base = env_u64("CASTOR_CRASH_SEED", 5000);
-  const uint64_t points = env_u64("CASTOR_CRASH_POINTS", 400);
+  const uint64_t base = env_u64("CASTOR_CRASH_SEED", first);
+  points = env_u64("CASTOR_CRASH_POINTS", points);
   // How many I/Os a stream makes (a fixed reference seed, so a replay cuts at the same
   // point): cut points spread over that and a little beyond.
   uint64_t total = 0;
   {
-    PowerTrial t(7, 0);
+    PowerTrial t(7, 0, loss);
     t.run(kOps);
     total = t.ios();
   }
   ASSERT_GT(total, 50u);
-  printf("PoolCrash.RandomizedPowerLossWithVolatileCache: seeds %llu..%llu (replay one with "
-         "CASTOR_CRASH_SEED=<seed> CASTOR_CRASH_POINTS=1)\n",
-         static_cast<unsigned long long>(base), static_cast<unsigned long long>(base + points - 1));
+  printf("PoolCrash.%s: seeds %llu..%llu (replay one with CASTOR_CRASH_SEED=<seed> CASTOR_CRASH_POINTS=1 "
+         "--gtest_filter=PoolCrash.%s)\n",
+         name, static_cast<unsigned long long>(base), static_cast<unsigned long long>(base + points - 1), name);
   fflush(stdout);
   bdev::PowerLossReport sum;
-  uint64_t cut_in_stream = 0, no_pool = 0;
+  uint64_t cut_in_stream = 0, no_pool = 0, disks[4] = {};
   for (uint64_t i = 0; i < points; ++i) {
     const uint64_t seed = base + i;
     const uint64_t cut = 1 + std::mt19937_64(seed ^ 0x5eed)() % (total + total / 10);
+    PowerTrial t(seed, cut, loss);
     SCOPED_TRACE("CASTOR_CRASH_SEED=" + std::to_string(seed) + " CASTOR_CRASH_POINTS=1 (cut after I/O " +
-                 std::to_string(cut) + " of about " + std::to_string(total) + ")");
-    PowerTrial t(seed, cut);
+                 std::to_string(cut) + " of about " + std::to_string(total) + "; " + std::to_string(t.ndisks) +
+                 " disk(s)" + (loss == Loss::kOneDisk ? ", member " + std::to_string(t.victim) + " off" : "") + ")");
     t.run(kOps);
     cut_in_stream += t.frozen();
     no_pool += !t.durable.pool;
+    ++disks[t.ndisks];
     t.power_loss_and_verify();
     sum.units += t.report.units;
     sum.lost += t.report.lost;
     sum.newest += t.report.newest;
     sum.older += t.report.older;
-    if (HasFailure()) {
-      printf("FAILED at seed %llu: replay with CASTOR_CRASH_SEED=%llu CASTOR_CRASH_POINTS=1\n",
-             static_cast<unsigned long long>(seed), static_cast<unsigned long long>(seed));
+    if (::testing::Test::HasFailure()) {
+      printf("FAILED at seed %llu: replay with CASTOR_CRASH_SEED=%llu CASTOR_CRASH_POINTS=1 "
+             "--gtest_filter=PoolCrash.%s\n",
+             static_cast<unsigned long long>(seed), static_cast<unsigned long long>(seed), name);
       return;
     }
   }
-  printf("PoolCrash.RandomizedPowerLossWithVolatileCache: %llu trials, %llu cut inside the stream, %llu before the "
+  printf("PoolCrash.%s: %llu trials (%llu over 2 disks, %llu over 3), %llu cut inside the stream, %llu before the "
          "pool was durable; cached units at the cuts: %llu lost, %llu newest, %llu older version\n",
-         static_cast<unsigned long long>(points), static_cast<unsigned long long>(cut_in_stream),
+         name, static_cast<unsigned long long>(points), static_cast<unsigned long long>(disks[2]),
+         static_cast<unsigned long long>(disks[3]), static_cast<unsigned long long>(cut_in_stream),
          static_cast<unsigned long long>(no_pool), static_cast<unsigned long long>(sum.lost),
          static_cast<unsigned long long>(sum.newest), static_cast<unsigned long long>(sum.older));
+}
+
+TEST(PoolCrash, RandomizedPowerLossWithVolatileCache) {
+  power_loss_trials("RandomizedPowerLossWithVolatileCache", Loss::kOneDiskPool, 5000, 400);
+}
+
+// A pool over 2-3 disks (seeded sizes), each with its own volatile cache. The power goes
+// off on every disk at the same instant (the N-th I/O over all of them); each disk keeps
+// its own random subset of what it had not flushed. The durability rule is the one disk's:
+// a replica flush flushes every member, metadata lives on member 0 and is flushed there,
+// and a cluster's zeroing is flushed on its member before the record that maps it.
+TEST(PoolCrash, MultiDiskPowerLossOnEveryDisk) {
+  power_loss_trials("MultiDiskPowerLossOnEveryDisk", Loss::kEveryDisk, 20000, 200);
+}
+
+// The same pools, but only one member (seeded; member 0 holds the metadata) goes off at
+// the cut and loses its cache; the others keep serving the pool until the stream ends and
+// then write their caches out. The pool sees that member fail every I/O: if it is member 0
+// the metadata turns read-only; a replica flush fails (it covers every member), so nothing
+// becomes durable through a flush any more, while FUA writes to the other members still
+// do. Everything durable must survive. (A disk that loses its cache and then serves I/O
+// again as if nothing happened is outside the model: no layer above it can tell what it
+// lost, and a later flush would vouch for writes that are gone.)
+TEST(PoolCrash, MultiDiskOneDiskLosesItsCache) {
+  power_loss_trials("MultiDiskOneDiskLosesItsCache", Loss::kOneDisk, 30000, 200);
 }
 
 }  // namespace

@@ -47,12 +47,11 @@ Result<std::pair<uint32_t, uint64_t>> parse_geometry(const Uri& uri) {
 // Backs every page of [mem, mem + bytes) now, so that no I/O pays a page fault later. On a
 // virtual machine the first write to a guest page also costs the hypervisor's fault: a
 // fresh bdev read at 60 K IOPS (15 ms p99) and took 128 KiB writes at 256 MiB/s here,
-// against 1.4 M IOPS once warm. Transparent huge pages (asked for, best effort) make
-// this 512 times fewer faults and the random I/O that follows fewer TLB misses.
-// False when the memory is not there (the create then fails rather than the process
-// being killed on a later write).
+// against 1.4 M IOPS once warm. Huge pages (MADV_HUGEPAGE) are not asked for: after
+// 4 KiB pages were freed their populate waits for compaction, 2-4 s per GiB here instead
+// of 0.4-0.5 s. False when the memory is not there (the create then fails rather than
+// the process being killed on a later write).
 bool prefault(void* mem, size_t bytes) {
-  (void)madvise(mem, bytes, MADV_HUGEPAGE);
   if (madvise(mem, bytes, MADV_POPULATE_WRITE) == 0) return true;
   if (errno != EINVAL) return false;
   // Kernels before 5.14: a write to each page (zero, which it already reads as).

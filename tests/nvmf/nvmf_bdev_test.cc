@@ -413,5 +413,115 @@ TEST_F(Fixture, TheHostLearnsAGrownNamespaceFromTheNoticeOrWhenAsked) {
   ASSERT_TRUE(target->remove_subsystem(kGrowNqn, true).is_ok());
 }
 
+// Two hosts (two nvmf bdevs with different host identifiers) on one namespace: the
+// reservation of one fences the other's writes, a preempt moves it, and the target's
+// bdev table is what both see.
+TEST_F(Fixture, ReservationsFromTwoHostsFenceEachOther) {
+  using A = bdev::ReservationAction;
+  using T = bdev::ReservationType;
+  const std::string ida = "5c000000-0000-4000-8000-0000000000a1", idb = "5c000000-0000-4000-8000-0000000000b2";
+  auto make = [&](const char* name, const std::string& id) {
+    auto info = henv.reg->create(fmt::format("nvmf://127.0.0.1:{}/{}?name={}&hostid={}", port, kNqn, name, id));
+    EXPECT_TRUE(info.is_ok()) << info.status().to_string();
+    return henv.reg->find(name);
+  };
+  auto a = make("ra", ida), b = make("rb", idb);
+  ASSERT_TRUE(a && b);
+  const bdev::HostId ha = *nvmf_bdev_host_id(*a), hb = *nvmf_bdev_host_id(*b);
+  EXPECT_EQ(ha.to_string(), ida);
+  EXPECT_EQ(hb.to_string(), idb);
+
+  bdev::ReservationCommand reg;
+  reg.action = A::kRegister;
+  reg.nrkey = 0xa;
+  // Only as the connection's own host.
+  EXPECT_EQ(a->reservation(hb, reg).code(), Errc::kInvalidArgument);
+  ASSERT_TRUE(a->reservation(ha, reg));
+  bdev::ReservationCommand acq;
+  acq.action = A::kAcquire;
+  acq.type = T::kWriteExclusive;
+  acq.crkey = 0xa;
+  bdev::ReservationReport rep;
+  ASSERT_TRUE(a->reservation(ha, acq, &rep));
+  EXPECT_EQ(rep.type, T::kWriteExclusive);
+  ASSERT_TRUE(rep.holder);
+  EXPECT_EQ(*rep.holder, ha);
+
+  auto w = pattern(4096, 5);
+  std::vector<uint8_t> r(4096);
+  EXPECT_EQ(do_io(henv, 0, *b, IoType::kWrite, 0, 8, w.data(), w.size()), IoStatus::kReservationConflict);
+  EXPECT_EQ(do_io(henv, 1, *b, IoType::kWriteZeroes, 0, 8, nullptr, 0), IoStatus::kReservationConflict);
+  EXPECT_EQ(do_io(henv, 0, *b, IoType::kRead, 0, 8, r.data(), r.size()), IoStatus::kSuccess);
+  EXPECT_EQ(do_io(henv, 1, *a, IoType::kWrite, 0, 8, w.data(), w.size()), IoStatus::kSuccess);
+  EXPECT_EQ(nvmf_bdev_status(*b)->resets, 0u) << "a conflict is an answer, not a path failure";
+
+  // B registers and cannot take it; it preempts A's key instead.
+  reg.nrkey = 0xb;
+  ASSERT_TRUE(b->reservation(hb, reg));
+  acq.crkey = 0xb;
+  Status st = b->reservation(hb, acq);
+  EXPECT_EQ(st.code(), Errc::kBusy);
+  EXPECT_EQ(st.message().rfind("reservation conflict", 0), 0u) << st.to_string();
+  bdev::ReservationCommand pre = acq;
+  pre.action = A::kPreempt;
+  pre.prkey = 0xa;
+  ASSERT_TRUE(b->reservation(hb, pre, &rep));
+  EXPECT_EQ(*rep.holder, hb);
+  ASSERT_EQ(rep.registrants.size(), 1u);
+  EXPECT_EQ(rep.registrants[0].host, hb);
+  EXPECT_EQ(rep.registrants[0].key, 0xbu);
+  EXPECT_TRUE(rep.registrants[0].holder);
+
+  // A is fenced: its writes conflict (reads pass: Write Exclusive), it cannot re-take.
+  EXPECT_EQ(do_io(henv, 0, *a, IoType::kWrite, 0, 8, w.data(), w.size()), IoStatus::kReservationConflict);
+  EXPECT_EQ(do_io(henv, 0, *a, IoType::kFlush, 0, 0, nullptr, 0), IoStatus::kReservationConflict);
+  EXPECT_EQ(do_io(henv, 1, *a, IoType::kRead, 0, 8, r.data(), r.size()), IoStatus::kSuccess);
+  EXPECT_EQ(r, w);
+  EXPECT_EQ(do_io(henv, 0, *b, IoType::kWrite, 0, 8, w.data(), w.size()), IoStatus::kSuccess);
+  acq.crkey = 0xa;
+  EXPECT_EQ(a->reservation(ha, acq).code(), Errc::kBusy);
+
+  // A's report is the target bdev's table.
+  bdev::ReservationCommand report;
+  ASSERT_TRUE(a->reservation(ha, report, &rep));
+  const auto tr = tenv.reg->find("f0")->reservations().report();
+  EXPECT_EQ(rep.generation, tr.generation);
+  EXPECT_EQ(rep.generation, 3u);  // two registers, one preempt
+  EXPECT_EQ(rep.type, tr.type);
+  ASSERT_EQ(tr.registrants.size(), 1u);
+  EXPECT_EQ(tr.registrants[0].host, hb);
+
+  // An invalid field is InvalidArgument and changes nothing.
+  bdev::ReservationCommand bad;
+  bad.action = A::kRelease;
+  bad.type = T::kExclusiveAccess;
+  bad.crkey = 0xb;
+  EXPECT_EQ(b->reservation(hb, bad).code(), Errc::kInvalidArgument);
+  bdev::ReservationCommand clear;
+  clear.action = A::kClear;
+  clear.crkey = 0xb;
+  ASSERT_TRUE(b->reservation(hb, clear, &rep));
+  EXPECT_TRUE(rep.registrants.empty());
+  EXPECT_EQ(do_io(henv, 0, *a, IoType::kWrite, 0, 8, w.data(), w.size()), IoStatus::kSuccess);
+}
+
+TEST(NvmfHostOptions, HostIdIsGivenOrDerivedStablyFromTheHostNqn) {
+  auto opts = [](const std::string& q) { return NvmfHostOptions::from_uri(*Uri::parse("nvmf://h/nqn.x:y?" + q)); };
+  auto o = opts("hostnqn=nqn.2014-08.org.nvmexpress:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427");
+  ASSERT_TRUE(o.is_ok());
+  EXPECT_EQ(o->host_id().to_string(), "1b4e28ba-2fa1-11d2-883f-0016d3cca427");
+  o = opts("hostnqn=nqn.2026-11.io.castor:engine-7");
+  ASSERT_TRUE(o.is_ok());
+  EXPECT_EQ(o->host_id(), opts("hostnqn=nqn.2026-11.io.castor:engine-7")->host_id());
+  EXPECT_NE(o->host_id(), opts("hostnqn=nqn.2026-11.io.castor:engine-8")->host_id());
+  EXPECT_FALSE(o->host_id().is_zero());
+  EXPECT_FALSE(NvmfHostOptions{}.host_id().is_zero());
+  o = opts("hostnqn=nqn.2026-11.io.castor:engine-7&hostid=1b4e28ba-2fa1-11d2-883f-0016d3cca427");
+  ASSERT_TRUE(o.is_ok());
+  EXPECT_EQ(o->host_id().to_string(), "1b4e28ba-2fa1-11d2-883f-0016d3cca427");
+  EXPECT_EQ(opts("hostid=nope").status().code(), Errc::kInvalidArgument);
+  EXPECT_EQ(opts("hostid=00000000-0000-0000-0000-000000000000").status().code(), Errc::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace castor::nvmf

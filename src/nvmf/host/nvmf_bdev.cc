@@ -34,7 +34,7 @@ const char* controller_state_name(ControllerState s) {
 }
 
 Result<NvmfHostOptions> NvmfHostOptions::from_uri(const Uri& uri) {
-  if (auto st = uri.check_keys({"hostnqn", "hdgst", "ddgst", "qd", "io_timeout_ms", "keep_alive_ms",
+  if (auto st = uri.check_keys({"hostnqn", "hostid", "hdgst", "ddgst", "qd", "io_timeout_ms", "keep_alive_ms",
                                 "connect_timeout_ms", "reconnect_delay_ms", "reconnect_delay_max_ms",
                                 "ctrl_loss_timeout_ms", "nsid", "name"});
       !st) {
@@ -44,6 +44,11 @@ Result<NvmfHostOptions> NvmfHostOptions::from_uri(const Uri& uri) {
   o.hostnqn = uri.get("hostnqn", o.hostnqn);
   if (o.hostnqn.empty() || o.hostnqn.size() > 223) {
     return make_error(Errc::kInvalidArgument, "hostnqn must be 1..223 characters");
+  }
+  if (auto h = uri.get("hostid"); !h.empty()) {
+    auto u = Uuid::parse(h);
+    if (!u || u->is_nil()) return make_error(Errc::kInvalidArgument, "hostid '{}' is not a non-zero UUID", h);
+    o.hostid = *u;
   }
   auto b = [&](const char* k, bool& out) -> Status {
     auto v = uri.get_bool(k, out);
@@ -73,6 +78,15 @@ Result<NvmfHostOptions> NvmfHostOptions::from_uri(const Uri& uri) {
   o.nsid = static_cast<uint32_t>(nsid);
   o.reconnect_delay_max_ms = std::max(o.reconnect_delay_max_ms, o.reconnect_delay_ms);
   return o;
+}
+
+bdev::HostId NvmfHostOptions::host_id() const {
+  if (hostid) return bdev::HostId::from_uuid(*hostid);
+  static constexpr std::string_view kUuidNqn = "nqn.2014-08.org.nvmexpress:uuid:";
+  if (hostnqn.rfind(kUuidNqn, 0) == 0) {
+    if (auto u = Uuid::parse(hostnqn.substr(kUuidNqn.size())); u && !u->is_nil()) return bdev::HostId::from_uuid(*u);
+  }
+  return bdev::HostId::from_uuid(Uuid::from_name(hostnqn));
 }
 
 namespace {
@@ -116,6 +130,10 @@ class IoQueue {
   void connect(uint64_t gen, uint16_t cntlid);
   void declare_lost();
   void stop();
+  // A command of the caller's own (reservations) on this queue's connection: `done(status)`
+  // runs on this reactor with the completion status, 0xFFFF if the queue is not live or
+  // its connection closes first, 0xFFFE if it is full. The spans stay valid until then.
+  void passthru(Sqe s, std::span<const uint8_t> out, std::span<uint8_t> in, std::function<void(uint16_t)> done);
   bool idle() const { return !qp_ && pending_resets_ == 0 && !conn_.busy(); }
   void set_channel(NvmfChannel* ch) { chan_ = ch; }
 
@@ -183,6 +201,11 @@ class Controller {
   // controller is not live or reset meanwhile), IoError (refused, or a different
   // namespace), TimedOut.
   Result<uint64_t> reidentify();
+  // Control thread: the reservation command `cmd` on the namespace (reactor 0's I/O
+  // queue), then, with `report`, a Reservation Report into it. Errors as
+  // Bdev::reservation().
+  Status reservation(const bdev::ReservationCommand& cmd, bdev::ReservationReport* report);
+  const bdev::HostId& host_id() const { return host_id_; }
   // Control thread, once: `fn(blocks)` runs on the home reactor whenever the namespace
   // is found larger (a namespace-attribute notice, a reidentify(), a reconnect).
   void set_on_grow(std::function<void(uint64_t)> fn) {
@@ -222,6 +245,9 @@ class Controller {
 
  private:
   using CqeFn = std::function<void(const Cqe&)>;
+  // Control thread: `s` on reactor 0's I/O queue with `out` data, `in_len` bytes back
+  // into *in; returns the completion status. Errors: TimedOut.
+  Result<uint16_t> run_io_cmd(Sqe s, std::vector<uint8_t> out, size_t in_len, std::vector<uint8_t>* in);
   void attempt();
   void admin_cmd(Sqe sqe, std::span<const uint8_t> out, std::span<uint8_t> in, CqeFn fn);
   void after_connect(uint64_t gen);
@@ -254,6 +280,7 @@ class Controller {
   const reactor::SockAddr addr_;
   const std::string subnqn_;
   const NvmfHostOptions o_;
+  const bdev::HostId host_id_ = o_.host_id();
   std::vector<std::unique_ptr<IoQueue>> queues_;
 
   // Learned at the first connection; constant afterwards, but for the size, which only
@@ -342,6 +369,17 @@ class NvmfBdev final : public bdev::Bdev {
     if (auto n = c_->reidentify(); !n) return n.status();
     return num_blocks();
   }
+  // The remote namespace's reservations, not this bdev's own table (which only a
+  // target exporting this bdev would use).
+  Status reservation(const bdev::HostId& self, const bdev::ReservationCommand& cmd,
+                     bdev::ReservationReport* report) override {
+    if (!(self == c_->host_id())) {
+      return make_error(Errc::kInvalidArgument,
+                        "nvmf bdev '{}' connects as host {}, not {}: reservations are taken as the connection's host",
+                        name(), c_->host_id().to_string(), self.to_string());
+    }
+    return c_->reservation(cmd, report);
+  }
 
  protected:
   std::unique_ptr<bdev::BdevChannel> create_channel(reactor::Reactor& r) override {
@@ -358,6 +396,7 @@ IoStatus map_status(uint16_t status) {
   if (sct == 0 && sc == 0x80) return IoStatus::kInvalid;   // LBA out of range
   if (sct == 0 && sc == 0x81) return IoStatus::kNoSpace;   // capacity exceeded
   if (sct == 0 && sc == 0x07) return IoStatus::kAborted;   // command abort requested
+  if (sct == 0 && sc == 0x83) return IoStatus::kReservationConflict;  // fenced: never retried
   return IoStatus::kIoError;
 }
 
@@ -729,6 +768,7 @@ void IoQueue::connect(uint64_t gen, uint16_t cntlid) {
           cdata_.cntlid = cntlid;
           std::strncpy(cdata_.subnqn, c_.subnqn().c_str(), sizeof(cdata_.subnqn) - 1);
           std::strncpy(cdata_.hostnqn, c_.options().hostnqn.c_str(), sizeof(cdata_.hostnqn) - 1);
+          std::memcpy(cdata_.hostid, c_.host_id().bytes.data(), sizeof(cdata_.hostid));
           Sqe s;
           std::memcpy(&s, &cc, sizeof(s));
           int cid = qp_->submit(s, {reinterpret_cast<const uint8_t*>(&cdata_), sizeof(cdata_)}, {},
@@ -757,6 +797,19 @@ void IoQueue::declare_lost() {
   st_ = St::kLost;
   requeue_waiting();
   fail_pending(IoStatus::kIoError);
+}
+
+void IoQueue::passthru(Sqe s, std::span<const uint8_t> out, std::span<uint8_t> in,
+                       std::function<void(uint16_t)> done) {
+  if (st_ != St::kLive || !qp_) return done(0xffff);
+  s.nsid = c_.options().nsid;
+  // Not in cmds_: the timeout scan does not see it (the caller waits with its own
+  // deadline), and on_cmd_done() never does.
+  const int cid = qp_->submit(s, out, in, [this, done](const Cqe& c) {
+    done(c.status);
+    if (st_ == St::kLive) drain();
+  });
+  if (cid < 0) done(0xfffe);
 }
 
 void IoQueue::stop() {
@@ -818,6 +871,7 @@ void Controller::attempt() {
           cdata_.cntlid = 0xffff;
           std::strncpy(cdata_.subnqn, subnqn_.c_str(), sizeof(cdata_.subnqn) - 1);
           std::strncpy(cdata_.hostnqn, o_.hostnqn.c_str(), sizeof(cdata_.hostnqn) - 1);
+          std::memcpy(cdata_.hostid, host_id_.bytes.data(), sizeof(cdata_.hostid));
           Sqe s;
           std::memcpy(&s, &cc, sizeof(s));
           admin_cmd(s, {reinterpret_cast<const uint8_t*>(&cdata_), sizeof(cdata_)}, {}, [this, gen](const Cqe& c) {
@@ -1025,6 +1079,124 @@ void Controller::identify_ns(std::function<void(Result<uint64_t>)> done) {
   if (cid < 0) done(make_error(Errc::kUnavailable, "cannot submit Identify to {} (admin queue full or closed)", subnqn_));
 }
 
+Result<uint16_t> Controller::run_io_cmd(Sqe s, std::vector<uint8_t> out, size_t in_len, std::vector<uint8_t>* in) {
+  struct Op {
+    std::vector<uint8_t> out, in;
+    std::promise<uint16_t> done;
+  };
+  // Shared with the reactor: a command answered after the deadline still has its buffers.
+  auto op = std::make_shared<Op>();
+  op->out = std::move(out);
+  op->in.assign(in_len, 0);
+  auto f = op->done.get_future();
+  IoQueue* q = queues_[0].get();
+  g_.at(0).send([q, op, s] {
+    q->passthru(s, op->out, op->in, [op](uint16_t st) { op->done.set_value(st); });
+  });
+  const uint64_t wait_ms = std::max<uint64_t>(o_.io_timeout_ms, 1000);
+  if (f.wait_for(std::chrono::milliseconds(wait_ms)) != std::future_status::ready) {
+    return make_error(Errc::kTimedOut, "reservation command {:#04x} to {} not answered in {} ms", s.opcode, subnqn_,
+                      wait_ms);
+  }
+  const uint16_t st = f.get();
+  if (in) *in = std::move(op->in);
+  return st;
+}
+
+Status Controller::reservation(const bdev::ReservationCommand& cmd, bdev::ReservationReport* report) {
+  using A = bdev::ReservationAction;
+  auto check = [&](const char* what, Result<uint16_t> r) -> Status {
+    if (!r) return r.status();
+    const uint16_t st = *r;
+    if (st == 0) return Status::ok();
+    if (st == 0xffff || st == 0xfffe) {
+      return make_error(Errc::kUnavailable, "{} to {} at {}: the I/O queue is {}", what, subnqn_, addr_.text,
+                        st == 0xffff ? "not connected" : "full");
+    }
+    const uint8_t code = status_code(st);
+    if (status_type(st) == Sct::kGeneric && code == sc::kReservationConflict) {
+      return make_error(Errc::kBusy, "reservation conflict: {} refused by {} at {}", what, subnqn_, addr_.text);
+    }
+    if (status_type(st) == Sct::kGeneric && code == sc::kInvalidField) {
+      return make_error(Errc::kInvalidArgument, "{} refused by {} at {}: invalid field", what, subnqn_, addr_.text);
+    }
+    return make_error(Errc::kIoError, "{} to {} at {} failed (status 0x{:04x})", what, subnqn_, addr_.text, st);
+  };
+  if (cmd.action != A::kReport) {
+    Sqe s{};
+    const uint32_t iekey = cmd.ignore_key ? 1u << 3 : 0;
+    const uint32_t rtype = uint32_t{static_cast<uint8_t>(cmd.type)} << 8;
+    uint64_t other = 0;
+    size_t len = 16;
+    switch (cmd.action) {
+      case A::kRegister:
+      case A::kUnregister:
+      case A::kReplace:
+        s.opcode = io_op::kReservationRegister;
+        s.cdw10 = (cmd.action == A::kRegister ? resv::kRegister
+                   : cmd.action == A::kUnregister ? resv::kUnregister
+                                                  : resv::kReplace) | iekey;
+        other = cmd.nrkey;
+        break;
+      case A::kAcquire:
+      case A::kPreempt:
+      case A::kPreemptAndAbort:
+        s.opcode = io_op::kReservationAcquire;
+        s.cdw10 = (cmd.action == A::kAcquire ? resv::kAcquire
+                   : cmd.action == A::kPreempt ? resv::kPreempt
+                                               : resv::kPreemptAndAbort) | iekey | rtype;
+        other = cmd.prkey;
+        break;
+      default:  // release, clear
+        s.opcode = io_op::kReservationRelease;
+        s.cdw10 = (cmd.action == A::kRelease ? resv::kRelease : resv::kClear) | iekey | rtype;
+        len = 8;
+        break;
+    }
+    std::vector<uint8_t> data(len);
+    std::memcpy(data.data(), &cmd.crkey, 8);
+    if (len == 16) std::memcpy(data.data() + 8, &other, 8);
+    if (auto st = check(bdev::reservation_action_name(cmd.action), run_io_cmd(s, std::move(data), 0, nullptr)); !st) {
+      return st;
+    }
+  }
+  if (!report) return Status::ok();
+  // Extended data (128-bit host identifiers); asked again, larger, if the registrants
+  // did not fit.
+  uint32_t len = 4096;
+  for (int tries = 0; tries < 4; ++tries) {
+    Sqe s{};
+    s.opcode = io_op::kReservationReport;
+    s.cdw10 = len / 4 - 1;
+    s.cdw11 = 1;  // EDS
+    std::vector<uint8_t> buf;
+    if (auto st = check("report", run_io_cmd(s, {}, len, &buf)); !st) return st;
+    ReservationStatusHeader h;
+    std::memcpy(&h, buf.data(), sizeof(h));
+    const uint32_t need = 64 + 64 * uint32_t{h.regctl};
+    if (need > len) {
+      len = need;
+      continue;
+    }
+    bdev::ReservationReport r;
+    r.generation = h.gen;
+    r.type = static_cast<bdev::ReservationType>(h.rtype);
+    for (uint32_t i = 0; i < h.regctl; ++i) {
+      RegisteredControllerExtended e;
+      std::memcpy(&e, buf.data() + 64 + 64 * i, sizeof(e));
+      bdev::ReservationRegistrant g;
+      std::memcpy(g.host.bytes.data(), e.hostid, 16);
+      g.key = e.rkey;
+      g.holder = e.rcsts & 1;
+      if (g.holder && !bdev::all_registrants(r.type)) r.holder = g.host;
+      r.registrants.push_back(g);
+    }
+    *report = std::move(r);
+    return Status::ok();
+  }
+  return make_error(Errc::kIoError, "reservation report of {}: the registrants keep growing", subnqn_);
+}
+
 Result<uint64_t> Controller::reidentify() {
   auto p = std::make_shared<std::promise<Result<uint64_t>>>();
   auto f = p->get_future();
@@ -1222,6 +1394,12 @@ Result<NvmfBdevStatus> nvmf_bdev_status(bdev::Bdev& b) {
   auto* nb = dynamic_cast<NvmfBdev*>(&b);
   if (!nb) return make_error(Errc::kInvalidArgument, "bdev '{}' is not an nvmf bdev", b.name());
   return nb->controller().status();
+}
+
+Result<bdev::HostId> nvmf_bdev_host_id(bdev::Bdev& b) {
+  auto* nb = dynamic_cast<NvmfBdev*>(&b);
+  if (!nb) return make_error(Errc::kInvalidArgument, "bdev '{}' is not an nvmf bdev", b.name());
+  return nb->controller().host_id();
 }
 
 }  // namespace castor::nvmf

@@ -2,9 +2,21 @@
 // The nvmf bdev module: a remote NVMe-oF/TCP namespace as a local bdev, through Castor's
 // host. URI:
 //
-//   nvmf://HOST[:PORT]/SUBNQN?hostnqn=..&hdgst=..&ddgst=..&qd=..&io_timeout_ms=..
+//   nvmf://HOST[:PORT]/SUBNQN?hostnqn=..&hostid=..&hdgst=..&ddgst=..&qd=..&io_timeout_ms=..
 //        &keep_alive_ms=..&connect_timeout_ms=..&reconnect_delay_ms=..
 //        &reconnect_delay_max_ms=..&ctrl_loss_timeout_ms=..&nsid=..&name=..
+//
+// hostid: the 128-bit host identifier sent in every Connect (UUID text, not all zeroes);
+// the target knows this host's reservations by it. Default: derived from hostnqn, stably
+// (the UUID of an "nqn.2014-08.org.nvmexpress:uuid:<UUID>" host NQN, as Linux does; else
+// a name-based UUID of the NQN). Two bdevs meant to be different reservation holders
+// need different hostnqn or hostid values.
+//
+// Reservations: Bdev::reservation() sends Reservation Register / Acquire / Release /
+// Report on reactor 0's I/O queue and waits (up to io_timeout_ms, at least 1 s); `self`
+// must be this bdev's host identifier (host_id()). Reservation Conflict (SC 83h) is
+// Busy "reservation conflict: ..."; on I/O it is IoStatus::kReservationConflict, never
+// retried.
 //
 // One controller per bdev: an admin queue on reactor 0 and one I/O queue per reactor,
 // so each reactor's channel submits on its own connection without locks.
@@ -34,6 +46,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "bdev/registry.h"
@@ -53,7 +66,10 @@ struct NvmfHostOptions {
   uint64_t reconnect_delay_ms = 500;
   uint64_t reconnect_delay_max_ms = 5'000;
   uint64_t ctrl_loss_timeout_ms = 30'000;
+  std::optional<Uuid> hostid;  // unset: derived from hostnqn (host_id())
 
+  // The host identifier this host connects with.
+  bdev::HostId host_id() const;
   // Errors: InvalidArgument naming the bad or unknown key.
   static Result<NvmfHostOptions> from_uri(const Uri& uri);
 };
@@ -75,5 +91,8 @@ std::unique_ptr<bdev::BdevModule> make_nvmf_bdev_module();
 
 // Status of an nvmf bdev. Errors: InvalidArgument if `b` is not one.
 Result<NvmfBdevStatus> nvmf_bdev_status(bdev::Bdev& b);
+// The host identifier an nvmf bdev connects with: the `self` its reservation() takes.
+// Errors: InvalidArgument if `b` is not one.
+Result<bdev::HostId> nvmf_bdev_host_id(bdev::Bdev& b);
 
 }  // namespace castor::nvmf

@@ -35,7 +35,7 @@ cleanup() {
   for p in "${bg[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pid[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${bg[@]}" "${pid[@]}"; do wait "$p" 2>/dev/null || true; done
-  [[ -n ${KEEP:-} ]] && echo "logs kept in $work" >&2 || rm -rf "$work"
+  if [[ -n ${KEEP:-} ]]; then echo "logs kept in $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 die() { echo "replication.sh: $*" >&2; for f in "$work"/*.log; do echo "--- $f" >&2; tail -20 "$f" >&2; done; exit 1; }

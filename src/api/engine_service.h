@@ -137,6 +137,8 @@ class EngineServiceImpl final : public castor::v1::EngineService::Service {
                             v1::PublishNexusResponse* resp) override;
   grpc::Status UnpublishNexus(grpc::ServerContext* ctx, const v1::UnpublishNexusRequest* req,
                               v1::UnpublishNexusResponse* resp) override;
+  grpc::Status SetNexusAnaState(grpc::ServerContext* ctx, const v1::SetNexusAnaStateRequest* req,
+                                v1::NexusInfo* resp) override;
   grpc::Status ResizeNexus(grpc::ServerContext* ctx, const v1::ResizeNexusRequest* req,
                            v1::NexusInfo* resp) override;
   grpc::Status StartRebuild(grpc::ServerContext* ctx, const v1::RebuildRequest* req,
@@ -156,6 +158,8 @@ class EngineServiceImpl final : public castor::v1::EngineService::Service {
   // Where nexus `name` is published (nvmf://, nbd:// and iscsi:// URIs; empty if it is
   // not).
   std::vector<std::string> published_uris(const std::string& name) const;
+  // to_proto() of a nexus with its published URIs and its subsystem's ANA state.
+  void nexus_to_proto(const nexus::NexusInfo& info, v1::NexusInfo* out) const;
   // Applies `op` to the child `uri` of nexus `name` and answers the nexus' info.
   grpc::Status child_op(const char* what, const v1::ChildRequest& req, v1::NexusInfo* resp,
                         Status (nexus::Nexus::*op)(const std::string&));

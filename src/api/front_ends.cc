@@ -233,6 +233,16 @@ Status FrontEnds::unshare_replica(const std::string& name, bool force) {
   return unshare_locked(r->name, force);
 }
 
+Status FrontEnds::set_ana_state(const std::string& bdev, nvmf::AnaState state) {
+  std::lock_guard lk(mu_);
+  for (const auto& s : nvmf_.list_subsystems()) {
+    for (const auto& ns : s.namespaces) {
+      if (ns.second == bdev) return nvmf_.set_ana_state(s.nqn, state);
+    }
+  }
+  return make_error(Errc::kNotFound, "'{}' is not shared over NVMe-oF", bdev);
+}
+
 std::vector<std::pair<nvmf::SubsystemInfo, std::vector<std::string>>> FrontEnds::subsystems()
     const {
   std::lock_guard lk(mu_);

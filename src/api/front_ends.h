@@ -102,6 +102,9 @@ class FrontEnds {
   // unshare() of a replica by name or UUID. Errors: NotFound (replica or not shared),
   // Busy, TimedOut.
   Status unshare_replica(const std::string& name, bool force = false);
+  // Sets the ANA state of the subsystem sharing `bdev` (NvmfTarget::set_ana_state).
+  // Errors: NotFound (not shared), InvalidArgument.
+  Status set_ana_state(const std::string& bdev, nvmf::AnaState state);
   // Subsystems (sorted by NQN) with the URIs of each.
   std::vector<std::pair<nvmf::SubsystemInfo, std::vector<std::string>>> subsystems() const;
   std::vector<nvmf::ControllerInfo> controllers() const;

@@ -94,6 +94,7 @@ void to_proto(const nexus::NexusInfo& in, const std::vector<std::string>& uris,
   out->set_size_bytes(in.size_bytes);
   out->set_block_size(in.block_size);
   out->set_state(nexus::nexus_state_name(in.state));
+  out->set_generation(in.generation);
   for (const auto& u : uris) out->add_uris(u);
   for (const auto& c : in.children) {
     auto* pc = out->add_children();
@@ -108,6 +109,15 @@ void to_proto(const nexus::NexusInfo& in, const std::vector<std::string>& uris,
     pc->set_has_log(c.has_log);
     pc->set_missed_segments(c.missed_segments);
     if (c.rebuild) to_proto(in.name, *c.rebuild, pc->mutable_rebuild());
+  }
+}
+
+void EngineServiceImpl::nexus_to_proto(const nexus::NexusInfo& info, v1::NexusInfo* out) const {
+  to_proto(info, published_uris(info.name), out);
+  for (const auto& [sub, uris] : front_ends_.subsystems()) {
+    for (const auto& [nsid, bdev] : sub.namespaces) {
+      if (bdev == info.name) out->set_ana_state(nvmf::ana_state_name(sub.ana_state));
+    }
   }
 }
 
@@ -189,7 +199,7 @@ grpc::Status EngineServiceImpl::ListNexuses(grpc::ServerContext*, const v1::List
                                             v1::ListNexusesResponse* resp) {
   auto all = nexuses_.list();
   std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
-  for (const auto& n : all) to_proto(n, published_uris(n.name), resp->add_nexuses());
+  for (const auto& n : all) nexus_to_proto(n, resp->add_nexuses());
   return grpc::Status::OK;
 }
 
@@ -197,7 +207,7 @@ grpc::Status EngineServiceImpl::GetNexus(grpc::ServerContext*, const v1::GetNexu
                                          v1::NexusInfo* resp) {
   auto n = find_nexus(nexuses_, req->name());
   if (!n) return to_grpc(n.status());
-  to_proto((*n)->describe(), published_uris(req->name()), resp);
+  nexus_to_proto((*n)->describe(), resp);
   return grpc::Status::OK;
 }
 
@@ -212,7 +222,7 @@ grpc::Status EngineServiceImpl::child_op(const char* what, const v1::ChildReques
     return to_grpc(s);
   }
   spdlog::info("nexus '{}': {} '{}'", req.nexus(), what, req.uri());
-  to_proto((*n)->describe(), published_uris(req.nexus()), resp);
+  nexus_to_proto((*n)->describe(), resp);
   return grpc::Status::OK;
 }
 
@@ -228,7 +238,7 @@ grpc::Status EngineServiceImpl::AddChild(grpc::ServerContext*, const v1::AddChil
   }
   spdlog::info("nexus '{}': added child '{}'{}", req->nexus(), req->uri(),
                req->no_rebuild() ? " (no rebuild)" : "");
-  to_proto((*n)->describe(), published_uris(req->nexus()), resp);
+  nexus_to_proto((*n)->describe(), resp);
   return grpc::Status::OK;
 }
 
@@ -390,6 +400,20 @@ grpc::Status EngineServiceImpl::PublishNexus(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
+grpc::Status EngineServiceImpl::SetNexusAnaState(grpc::ServerContext*, const v1::SetNexusAnaStateRequest* req,
+                                                 v1::NexusInfo* resp) {
+  auto n = find_nexus(nexuses_, req->name());
+  if (!n) return to_grpc(n.status());
+  auto state = nvmf::parse_ana_state(req->state());
+  if (!state) return to_grpc(state.status());
+  if (Status s = front_ends_.set_ana_state(req->name(), *state); !s) {
+    spdlog::info("ANA state {} for nexus '{}' failed: {}", req->state(), req->name(), s.to_string());
+    return to_grpc(s);
+  }
+  nexus_to_proto((*n)->describe(), resp);
+  return grpc::Status::OK;
+}
+
 grpc::Status EngineServiceImpl::ResizeNexus(grpc::ServerContext*, const v1::ResizeNexusRequest* req,
                                             v1::NexusInfo* resp) {
   auto n = find_nexus(nexuses_, req->name());
@@ -413,7 +437,7 @@ grpc::Status EngineServiceImpl::ResizeNexus(grpc::ServerContext*, const v1::Resi
   if (old != (*n)->size_bytes()) {
     spdlog::info("nexus '{}' resized from {} to {} bytes", name, old, (*n)->size_bytes());
   }
-  to_proto((*n)->describe(), published_uris(name), resp);
+  nexus_to_proto((*n)->describe(), resp);
   return grpc::Status::OK;
 }
 

@@ -39,6 +39,7 @@ void to_proto(const nvmf::SubsystemInfo& in, const std::vector<std::string>& uri
   }
   out->set_controllers(in.controllers);
   for (const auto& u : uris) out->add_uris(u);
+  out->set_ana_state(nvmf::ana_state_name(in.ana_state));
 }
 
 void to_proto(const nvmf::ControllerInfo& in, v1::NvmfController* out) {

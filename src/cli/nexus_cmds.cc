@@ -60,6 +60,8 @@ ordered_json nexus_json(const v1::NexusInfo& n) {
           {"size_bytes", n.size_bytes()},
           {"block_size", n.block_size()},
           {"state", n.state()},
+          {"generation", n.generation()},
+          {"ana_state", n.ana_state()},
           {"uris", std::vector<std::string>(n.uris().begin(), n.uris().end())},
           {"children", children}};
 }
@@ -178,6 +180,17 @@ int nexus_add_child(Context& c, const std::string& name, const std::string& uri,
   v1::NexusInfo info;
   auto ctx = c.call();
   grpc::Status s = c.engine->AddChild(ctx.get(), req, &info);
+  if (!s.ok()) return c.fail(s);
+  return print_nexus(c, info);
+}
+
+int nexus_ana_state(Context& c, const std::string& name, const std::string& state) {
+  v1::SetNexusAnaStateRequest req;
+  req.set_name(name);
+  req.set_state(state);
+  v1::NexusInfo info;
+  auto ctx = c.call();
+  grpc::Status s = c.engine->SetNexusAnaState(ctx.get(), req, &info);
   if (!s.ok()) return c.fail(s);
   return print_nexus(c, info);
 }
@@ -402,6 +415,7 @@ struct NexusOptions {
   bool force = false;
   std::string child_uri;
   std::string resize_size;
+  std::string ana_state;
   bool no_rebuild = false;
   PublishArgs publish;
   std::string protocol_arg;
@@ -527,6 +541,14 @@ void add_nexus_commands(CLI::App& app, Context& ctx) {
       ->required()
       ->check(size_validator());
   on_run(xresize, ctx, [&ctx, o] { return nexus_resize(ctx, o->name, o->resize_size); });
+
+  auto* xana = nexus->add_subcommand(
+      "ana-state", "set this engine's ANA state of a nexus published over NVMe-oF (its path)");
+  xana->add_option("NAME", o->name, "nexus name")->required();
+  xana->add_option("STATE", o->ana_state, "optimized, non_optimized, inaccessible, persistent_loss or change")
+      ->required()
+      ->check(CLI::IsMember({"optimized", "non_optimized", "inaccessible", "persistent_loss", "change"}));
+  on_run(xana, ctx, [&ctx, o] { return nexus_ana_state(ctx, o->name, o->ana_state); });
 
   auto* xunpublish = nexus->add_subcommand(
       "unpublish", "remove a nexus' NVMe-oF share, NBD export or iSCSI target");

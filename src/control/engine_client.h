@@ -47,7 +47,8 @@ struct EngineNexus {
   std::string name;
   std::string uuid;
   uint64_t size_bytes = 0;
-  std::string state;  // online, degraded, faulted
+  std::string state;  // online, degraded, faulted, fenced
+  uint64_t generation = 0;
   std::vector<std::string> uris;  // where it is published
   std::vector<EngineChild> children;
 };
@@ -85,10 +86,15 @@ class EngineClient {
   virtual Status unshare_replica(const std::string& uuid) = 0;
 
   // Creates nexus `name` with nexus uuid `uuid` (so its NVMe-oF subsystem NQN is the
-  // same wherever it is re-created).
+  // same wherever it is re-created) and fencing generation `generation` (it preempts the
+  // reservations of older nexuses on its remote children).
   virtual Result<EngineNexus> create_nexus(const std::string& name, const std::string& uuid,
                                            uint64_t size_bytes,
-                                           const std::vector<std::string>& children) = 0;
+                                           const std::vector<std::string>& children,
+                                           uint64_t generation) = 0;
+  // Sets the ANA state of the published nexus's NVMe-oF subsystem (optimized,
+  // inaccessible, ...). NotFound when not published over NVMe-oF.
+  virtual Status set_nexus_ana_state(const std::string& name, const std::string& state) = 0;
   virtual Status destroy_nexus(const std::string& name) = 0;
   virtual Status add_child(const std::string& nexus, const std::string& uri) = 0;
   virtual Status remove_child(const std::string& nexus, const std::string& uri) = 0;

@@ -33,6 +33,7 @@ EngineNexus nexus_of(const v1::NexusInfo& n) {
   e.uuid = n.uuid();
   e.size_bytes = n.size_bytes();
   e.state = n.state();
+  e.generation = n.generation();
   e.uris.assign(n.uris().begin(), n.uris().end());
   for (const auto& c : n.children()) {
     EngineChild ec;
@@ -177,13 +178,14 @@ class GrpcEngineClient final : public EngineClient {
   }
 
   Result<EngineNexus> create_nexus(const std::string& name, const std::string& uuid,
-                                   uint64_t size_bytes,
-                                   const std::vector<std::string>& children) override {
+                                   uint64_t size_bytes, const std::vector<std::string>& children,
+                                   uint64_t generation) override {
     v1::CreateNexusRequest req;
     req.set_name(name);
     req.set_uuid(uuid);
     req.set_size_bytes(size_bytes);
     for (const auto& c : children) req.add_children(c);
+    if (generation) (*req.mutable_options())["generation"] = std::to_string(generation);
     v1::NexusInfo info;
     if (Status s = call(&Stub::CreateNexus, req, &info); !s) return s;
     return nexus_of(info);
@@ -240,6 +242,14 @@ class GrpcEngineClient final : public EngineClient {
     v1::NexusInfo info;
     if (Status s = call(&Stub::ResizeNexus, req, &info); !s) return s;
     return nexus_of(info);
+  }
+
+  Status set_nexus_ana_state(const std::string& name, const std::string& state) override {
+    v1::SetNexusAnaStateRequest req;
+    req.set_name(name);
+    req.set_state(state);
+    v1::NexusInfo info;
+    return call(&Stub::SetNexusAnaState, req, &info);
   }
 
   Status unpublish_nexus(const std::string& name) override {

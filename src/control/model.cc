@@ -224,7 +224,8 @@ std::string to_json(const VolumeSpec& s) {
          {"status", spec_status_name(s.status)},
          {"replicas", replicas},
          {"operation", json{{"kind", op_name(s.op.kind)}, {"started_unix_ms", s.op.started_unix_ms}}},
-         {"generation", s.generation}};
+         {"generation", s.generation},
+         {"nexus_generation", s.nexus_generation}};
   if (s.target) {
     j["target"] = json{{"node", s.target->node},
                        {"allowed_hosts", s.target->allowed_hosts},
@@ -290,6 +291,7 @@ Result<VolumeSpec> volume_from_json(const std::string& text) {
       s.op.started_unix_ms = uint_field<uint64_t>(o, "started_unix_ms", 0);
     }
     s.generation = uint_field<uint64_t>(j, "generation", 0);
+    s.nexus_generation = uint_field<uint64_t>(j, "nexus_generation", 0);
     return s;
   });
 }

@@ -151,6 +151,11 @@ struct VolumeSpec {
   std::optional<TargetSpec> target;
   OperationRecord op;
   uint64_t generation = 0;
+  // Fencing: the generation of the volume's latest nexus, one higher for each nexus
+  // castor-control creates (persisted before the create), never reset (an unpublished
+  // volume's old nexus may still be running somewhere). A nexus preempts the
+  // reservations of lower generations on its replicas.
+  uint64_t nexus_generation = 0;
 
   ReplicaSpec* find_replica(const std::string& uuid);
   // Replicas counted toward replica_count: creating, new or online.

@@ -437,6 +437,14 @@ void ControlPlane::reconcile_target(VolumeSpec& v) {
     }
     const std::string old = v.target->node;
     if (draining && status == NodeStatus::kOnline) {
+      // A planned move: the old path first becomes inaccessible (ANA), so a multipath
+      // host stops sending to it and queues its I/O until the new path is live, instead
+      // of finding the connection dropped. Best effort: the teardown follows anyway.
+      if (auto e = engine(old); e && v.protocol == Protocol::kNvmf) {
+        if (Status s = e->set_nexus_ana_state(v.uuid, "inaccessible"); !s && s.code() != Errc::kNotFound) {
+          spdlog::warn("volume {}: cannot make the old path on {} inaccessible: {}", v.uuid, old, s.message());
+        }
+      }
       if (Status s = teardown_nexus(old, v.uuid); !s) {
         spdlog::warn("volume {}: cannot take the nexus off draining node {}: {}", v.uuid, old,
                      s.to_string());

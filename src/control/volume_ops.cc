@@ -226,8 +226,11 @@ Status ControlPlane::ensure_nexus(VolumeSpec& v) {
       return make_error(Errc::kUnavailable, "volume {} has no current replica to build a nexus from{}{}",
                         v.uuid, why.empty() ? "" : ": ", why);
     }
+    // The new nexus's generation is durable before it exists: a later one is always higher.
+    ++v.nexus_generation;
+    if (Status s = persist_volume(v); !s) return s;
     if (crash("nexus:create")) return make_error(Errc::kInternal, "crash point");
-    auto made = e->create_nexus(v.uuid, v.uuid, v.size_bytes, uris);
+    auto made = e->create_nexus(v.uuid, v.uuid, v.size_bytes, uris, v.nexus_generation);
     if (!made && made.status().code() != Errc::kAlreadyExists) {
       return make_error(made.status().code(), "cannot create the nexus of volume {} on node '{}': {}",
                         v.uuid, target, made.status().message());

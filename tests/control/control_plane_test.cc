@@ -364,6 +364,12 @@ TEST_F(ControlPlaneTest, NexusNodeLostRepublishesElsewhereAtTheSameNqn) {
   ASSERT_TRUE(pub);
   const std::string old_node = pub->spec.target->node;
   const std::string old_uri = pub->spec.target->uri;
+  // Each nexus castor-control creates has a higher fencing generation, recorded first.
+  EXPECT_EQ(pub->spec.nexus_generation, 1u);
+  auto first = cluster_.find(old_node)->snapshot();
+  ASSERT_TRUE(first);
+  ASSERT_EQ(first->nexuses.size(), 1u);
+  EXPECT_EQ(first->nexuses[0].generation, 1u);
   passes(1);
   cluster_.find(old_node)->set_down(true);
   std::this_thread::sleep_for(std::chrono::milliseconds(opts_.node_deadline_ms + 100));
@@ -372,6 +378,11 @@ TEST_F(ControlPlaneTest, NexusNodeLostRepublishesElsewhereAtTheSameNqn) {
   ASSERT_TRUE(moved);
   ASSERT_TRUE(moved->spec.target);
   EXPECT_NE(moved->spec.target->node, old_node);
+  EXPECT_EQ(moved->spec.nexus_generation, 2u);
+  auto second = cluster_.find(moved->spec.target->node)->snapshot();
+  ASSERT_TRUE(second);
+  ASSERT_EQ(second->nexuses.size(), 1u);
+  EXPECT_EQ(second->nexuses[0].generation, 2u);
   EXPECT_FALSE(moved->spec.target->uri.empty());
   EXPECT_NE(moved->spec.target->uri.find(nexus_nqn(v.spec.uuid)), std::string::npos);
   EXPECT_EQ(cp_->get_node(old_node)->state.status, NodeStatus::kOffline);

@@ -135,7 +135,7 @@ Result<EngineSnapshot> FakeEngine::snapshot() {
                               : std::string()});
   }
   for (auto& [name, n] : nexuses_) {
-    EngineNexus en{.name = name, .uuid = n.uuid, .size_bytes = n.size, .state = {}, .uris = {},
+    EngineNexus en{.name = name, .uuid = n.uuid, .size_bytes = n.size, .state = {}, .generation = n.generation, .uris = {},
                    .children = {}};
     if (!n.published_uri.empty()) en.uris.push_back(n.published_uri);
     size_t healthy = 0;
@@ -324,8 +324,8 @@ void FakeEngine::close_child_locked(const std::string& uri) {
 }
 
 Result<EngineNexus> FakeEngine::create_nexus(const std::string& name, const std::string& uuid,
-                                             uint64_t size_bytes,
-                                             const std::vector<std::string>& children) {
+                                             uint64_t size_bytes, const std::vector<std::string>& children,
+                                             uint64_t generation) {
   if (Status s = enter("create_nexus"); !s) return s;
   if (Status s = reachable(children); !s) return s;
   {
@@ -340,7 +340,7 @@ Result<EngineNexus> FakeEngine::create_nexus(const std::string& name, const std:
       }
       opened.push_back(c);
     }
-    Nexus n{.uuid = uuid, .size = size_bytes, .children = {}, .published_uri = {}};
+    Nexus n{.uuid = uuid, .size = size_bytes, .children = {}, .published_uri = {}, .generation = generation};
     for (const auto& c : children) {
       Child k;
       k.uri = c;
@@ -354,6 +354,17 @@ Result<EngineNexus> FakeEngine::create_nexus(const std::string& name, const std:
     if (n.name == name) return n;
   }
   return make_error(Errc::kInternal, "nexus vanished");
+}
+
+Status FakeEngine::set_nexus_ana_state(const std::string& name, const std::string& state) {
+  if (Status s = enter("set_nexus_ana_state"); !s) return s;
+  std::lock_guard lk(mu_);
+  auto it = nexuses_.find(name);
+  if (it == nexuses_.end() || it->second.published_uri.empty()) {
+    return make_error(Errc::kNotFound, "nexus {} is not published", name);
+  }
+  it->second.ana_state = state;
+  return Status::ok();
 }
 
 Status FakeEngine::destroy_nexus(const std::string& name) {

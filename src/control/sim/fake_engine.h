@@ -36,8 +36,9 @@ class FakeEngine final : public EngineClient {
   Result<std::string> share_replica(const std::string& uuid) override;
   Status unshare_replica(const std::string& uuid) override;
   Result<EngineNexus> create_nexus(const std::string& name, const std::string& uuid,
-                                   uint64_t size_bytes,
-                                   const std::vector<std::string>& children) override;
+                                   uint64_t size_bytes, const std::vector<std::string>& children,
+                                   uint64_t generation) override;
+  Status set_nexus_ana_state(const std::string& name, const std::string& state) override;
   Status destroy_nexus(const std::string& name) override;
   Status add_child(const std::string& nexus, const std::string& uri) override;
   Status remove_child(const std::string& nexus, const std::string& uri) override;
@@ -100,6 +101,8 @@ class FakeEngine final : public EngineClient {
     uint64_t size = 0;
     std::vector<Child> children;
     std::string published_uri;
+    uint64_t generation = 0;
+    std::string ana_state = "optimized";
   };
 
   Status enter(const char* op);  // counts the call; down or an injected failure

@@ -81,6 +81,28 @@ uint16_t ana_path_status(uint8_t st) {
   return make_status(Sct::kPath, sc::kAnaInaccessible);
 }
 
+
+const char* ana_state_name(AnaState s) {
+  switch (s) {
+    case AnaState::kOptimized: return "optimized";
+    case AnaState::kNonOptimized: return "non_optimized";
+    case AnaState::kInaccessible: return "inaccessible";
+    case AnaState::kPersistentLoss: return "persistent_loss";
+    case AnaState::kChange: return "change";
+  }
+  return "unknown";
+}
+
+Result<AnaState> parse_ana_state(const std::string& s) {
+  for (AnaState st : {AnaState::kOptimized, AnaState::kNonOptimized, AnaState::kInaccessible,
+                      AnaState::kPersistentLoss, AnaState::kChange}) {
+    if (s == ana_state_name(st)) return st;
+  }
+  return make_error(Errc::kInvalidArgument,
+                    "'{}' is not an ANA state (optimized, non_optimized, inaccessible, persistent_loss, change)", s);
+}
+
+
 bool is_ana_state(AnaState st) {
   switch (st) {
     case AnaState::kOptimized:
@@ -1383,7 +1405,8 @@ Status NvmfTarget::set_ana_state(const std::string& nqn, AnaState state) {
   const auto prev = g->state.exchange(static_cast<uint8_t>(state), std::memory_order_acq_rel);
   if (prev == static_cast<uint8_t>(state)) return Status::ok();
   g->chgcnt.fetch_add(1, std::memory_order_acq_rel);
-  spdlog::info("nvmf: ANA state of {} is now {} (was {})", nqn, static_cast<int>(state), static_cast<int>(prev));
+  spdlog::info("nvmf: ANA state of {} is now {} (was {})", nqn, ana_state_name(state),
+               ana_state_name(static_cast<AnaState>(prev)));
   notify_ana_change(*g);
   return Status::ok();
 }

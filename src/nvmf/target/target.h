@@ -48,6 +48,11 @@ struct ControllerInfo {
   uint32_t kato_ms = 0;
 };
 
+// optimized, non_optimized, inaccessible, persistent_loss, change.
+const char* ana_state_name(AnaState s);
+// Errors: InvalidArgument naming the accepted words.
+Result<AnaState> parse_ana_state(const std::string& s);
+
 class Controller;
 class Qpair;
 struct AnaGroup;

@@ -4,8 +4,8 @@
 
 namespace castor::nexus {
 
-NexusManager::NexusManager(bdev::BdevRegistry& registry, ChildHealthStore& store)
-    : registry_(registry), store_(store) {}
+NexusManager::NexusManager(bdev::BdevRegistry& registry, ChildHealthStore& store, bdev::HostId host_id)
+    : registry_(registry), store_(store), host_id_(host_id) {}
 
 NexusManager::~NexusManager() {
   std::vector<std::string> names;
@@ -26,7 +26,7 @@ Result<NexusInfo> NexusManager::create(const std::string& name, uint64_t size_by
   if (!registry_.name_free(name)) {
     return make_error(Errc::kAlreadyExists, "a bdev named '{}' already exists", name);
   }
-  auto n = Nexus::create(NexusDeps{registry_, store_, worker_}, name, size_bytes, children, opts);
+  auto n = Nexus::create(NexusDeps{registry_, store_, worker_, host_id_}, name, size_bytes, children, opts);
   if (!n) return n.status();
   if (auto st = registry_.add(*n, "nexus:///" + name); !st) {
     (*n)->close_children();

@@ -20,8 +20,9 @@ namespace castor::nexus {
 class NexusManager {
  public:
   // `registry` and `store` must outlive the manager; the reactors must be running while
-  // nexuses exist.
-  NexusManager(bdev::BdevRegistry& registry, ChildHealthStore& store);
+  // nexuses exist. `host_id`: the engine's host identifier, the one its nvmf:// children
+  // connect with (nexuses with a generation register on them under it); zero: none.
+  NexusManager(bdev::BdevRegistry& registry, ChildHealthStore& store, bdev::HostId host_id = {});
   // Destroys every nexus (best effort; failures are logged).
   ~NexusManager();
   NexusManager(const NexusManager&) = delete;
@@ -47,6 +48,7 @@ class NexusManager {
  private:
   bdev::BdevRegistry& registry_;
   ChildHealthStore& store_;
+  bdev::HostId host_id_;
   ControlWorker worker_;  // destroyed after the nexuses below
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<Nexus>> nexuses_;

@@ -1,6 +1,7 @@
 // Fuzz target for the NVMe/TCP target's I/O queues: in-capsule and R2T/H2CData writes
 // (including the in-place receive of large H2CData payloads), reads (C2HData), flush,
-// write zeroes, dataset management, bad SGLs, lengths and offsets, digests.
+// write zeroes, dataset management, reservation commands, bad SGLs, lengths and offsets,
+// digests.
 //
 // An I/O queue needs a controller, so per input the harness opens an admin connection to
 // a live target (over a socketpair, like nvmf_target_fuzz), connects it (ICReq + Fabrics
@@ -72,6 +73,7 @@ std::string connect_pdus(uint16_t qid, uint16_t cntlid, bool hdgst, bool ddgst) 
   d.cntlid = cntlid;
   std::strcpy(d.subnqn, kSubnqn);
   std::strcpy(d.hostnqn, kHostnqn);
+  d.hostid[0] = 0xf0;  // a host identifier, so that reservation commands get past it
   Sqe sqe;
   std::memcpy(&sqe, &c, sizeof(sqe));
   size_t n = build_capsule_cmd(b, sqe, sizeof(d), hdgst, ddgst);

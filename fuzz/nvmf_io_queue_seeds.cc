@@ -291,6 +291,53 @@ std::string host_term() {
 }
 }  // namespace
 
+// Reservations: Register by R2T (first command, ttag 0), then in-capsule; Acquire, the
+// write group and a read as the holder, Report with and without EDS, bad fields, a
+// Preempt of its own key, Release, Clear.
+std::string reservations(uint8_t sel) {
+  Stream t(sel);
+  auto keys = [](uint64_t cur, uint64_t other) {
+    std::string s(16, '\0');
+    std::memcpy(s.data(), &cur, 8);
+    std::memcpy(s.data() + 8, &other, 8);
+    return s;
+  };
+  Sqe reg = plain(io_op::kReservationRegister, 1);
+  reg.sgl1.length = 16;
+  t.cmd(reg);  // the target answers with an R2T for slot 0
+  t.h2c(1, 0, 0, keys(0, 0x1111), true);
+  reg.cid = 2;
+  reg.cdw10 = resv::kReplace;
+  t.cmd(reg, keys(0x1111, 0x2222));
+  Sqe acq = plain(io_op::kReservationAcquire, 3);
+  acq.cdw10 = resv::kAcquire | 2u << 8;  // Exclusive Access
+  t.cmd(acq, keys(0x2222, 0));
+  t.cmd(rw(io_op::kWrite, 4, 16, 1), pattern(512, 'r'));
+  t.cmd(rw(io_op::kRead, 5, 16, 1));
+  t.cmd(plain(io_op::kFlush, 6));
+  Sqe rep = plain(io_op::kReservationReport, 7);
+  rep.cdw10 = 4096 / 4 - 1;
+  rep.cdw11 = 1;  // EDS
+  rep.sgl1.length = 4096;
+  t.cmd(rep);
+  rep.cid = 8;
+  rep.cdw11 = 0;  // no EDS: Host Identifier Inconsistent Format
+  t.cmd(rep);
+  acq.cid = 9;
+  acq.cdw10 = resv::kAcquire | 9u << 8 | 1u << 3;  // bad type and IEKEY
+  t.cmd(acq, keys(0x2222, 0));
+  acq.cid = 10;
+  acq.cdw10 = resv::kPreemptAndAbort | 6u << 8;
+  t.cmd(acq, keys(0x2222, 0x2222));
+  Sqe rel = plain(io_op::kReservationRelease, 11);
+  rel.cdw10 = resv::kRelease | 6u << 8;
+  t.cmd(rel, keys(0x2222, 0).substr(0, 8));
+  rel.cid = 12;
+  rel.cdw10 = resv::kClear;
+  t.cmd(rel, keys(0x2222, 0).substr(0, 8));
+  return t.s;
+}
+
 extern const std::vector<std::string> kFuzzSeeds = {
     incapsule_write_read(0),
     incapsule_write_read(kHdgst | kDdgst),
@@ -313,4 +360,6 @@ extern const std::vector<std::string> kFuzzSeeds = {
     bad_data_digest(),
     bad_header_digest(),
     host_term(),
+    reservations(0),
+    reservations(kChunk1000 | kHdgst | kDdgst),
 };

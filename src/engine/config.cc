@@ -695,4 +695,8 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
   return out;
 }
 
+std::string host_nqn(const EngineConfig& cfg) {
+  return cfg.node_name.empty() ? std::string() : "nqn.2026-11.io.castor:node:" + cfg.node_name;
+}
+
 }  // namespace castor::engine

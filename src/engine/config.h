@@ -86,6 +86,12 @@ struct EngineConfig {
   std::map<std::string, std::string> node_labels;
 };
 
+// The host NQN this engine's nvmf:// bdevs (a nexus's remote children) connect with:
+// nqn.2026-11.io.castor:node:<node name> in a cluster, so that each engine is a distinct
+// host to the replicas' targets (its own reservation holder, the fence between the nexus
+// of a volume and the next); empty for a stand-alone engine (the module's default).
+std::string host_nqn(const EngineConfig& cfg);
+
 // What main() should do after parsing.
 struct ParsedArgs {
   bool exit_now = false;  // help or version was printed: exit with `exit_code`

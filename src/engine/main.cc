@@ -300,7 +300,11 @@ int run(const EngineConfig& cfg) {
   int rc = 0;
   {
     bdev::BdevRegistry registry(reactors);
-    registry.register_module(nvmf::make_nvmf_bdev_module());
+    // In a cluster each engine connects to the replicas it reaches as its own host (its
+    // nexuses' reservations are held under that host's identifier).
+    nvmf::NvmfHostOptions host;
+    if (auto nqn = host_nqn(cfg); !nqn.empty()) host.hostnqn = nqn;
+    registry.register_module(nvmf::make_nvmf_bdev_module(host));
     {
       pool::PoolManager pools(registry);
       {
@@ -316,7 +320,8 @@ int run(const EngineConfig& cfg) {
         } else {
           store = std::make_unique<nexus::FileChildHealthStore>(*nexus_dir);
         }
-        nexus::NexusManager nexuses(registry, *store);
+        nexus::NexusManager nexuses(registry, *store, host.host_id());
+        spdlog::info("nvmf host {} (host identifier {})", host.hostnqn, host.host_id().to_string());
         rc = serve(cfg, registry, pools, nexuses, reactors, identity, stop_signals, control);
       }  // destroys every nexus (after the front ends released them): replicas are free
       spdlog::info("nexuses destroyed");

@@ -33,14 +33,14 @@ const char* controller_state_name(ControllerState s) {
   return "?";
 }
 
-Result<NvmfHostOptions> NvmfHostOptions::from_uri(const Uri& uri) {
+Result<NvmfHostOptions> NvmfHostOptions::from_uri(const Uri& uri, const NvmfHostOptions& defaults) {
   if (auto st = uri.check_keys({"hostnqn", "hostid", "hdgst", "ddgst", "qd", "io_timeout_ms", "keep_alive_ms",
                                 "connect_timeout_ms", "reconnect_delay_ms", "reconnect_delay_max_ms",
                                 "ctrl_loss_timeout_ms", "nsid", "name"});
       !st) {
     return st;
   }
-  NvmfHostOptions o;
+  NvmfHostOptions o = defaults;
   o.hostnqn = uri.get("hostnqn", o.hostnqn);
   if (o.hostnqn.empty() || o.hostnqn.size() > 223) {
     return make_error(Errc::kInvalidArgument, "hostnqn must be 1..223 characters");
@@ -1355,6 +1355,7 @@ void Controller::shutdown() {
 
 class NvmfModule final : public bdev::BdevModule {
  public:
+  explicit NvmfModule(NvmfHostOptions defaults) : defaults_(std::move(defaults)) {}
   const char* scheme() const override { return "nvmf"; }
   Result<std::string> name_for(const Uri& uri) const override {
     if (auto n = uri.get("name"); !n.empty()) return n;
@@ -1365,7 +1366,7 @@ class NvmfModule final : public bdev::BdevModule {
   }
   Result<std::unique_ptr<bdev::Bdev>> create(const Uri& uri, const std::string& name,
                                              bdev::BdevRegistry& registry) override {
-    auto o = NvmfHostOptions::from_uri(uri);
+    auto o = NvmfHostOptions::from_uri(uri, defaults_);
     if (!o) return o.status();
     if (uri.host.empty()) return make_error(Errc::kInvalidArgument, "nvmf URI '{}' has no host", uri.text);
     std::string nqn = uri.name_from_path();
@@ -1384,11 +1385,16 @@ class NvmfModule final : public bdev::BdevModule {
     }
     return std::unique_ptr<bdev::Bdev>(std::make_unique<NvmfBdev>(name, std::move(c)));
   }
+
+ private:
+  NvmfHostOptions defaults_;
 };
 
 }  // namespace
 
-std::unique_ptr<bdev::BdevModule> make_nvmf_bdev_module() { return std::make_unique<NvmfModule>(); }
+std::unique_ptr<bdev::BdevModule> make_nvmf_bdev_module(NvmfHostOptions defaults) {
+  return std::make_unique<NvmfModule>(std::move(defaults));
+}
 
 Result<NvmfBdevStatus> nvmf_bdev_status(bdev::Bdev& b) {
   auto* nb = dynamic_cast<NvmfBdev*>(&b);

@@ -71,7 +71,9 @@ struct NvmfHostOptions {
   // The host identifier this host connects with.
   bdev::HostId host_id() const;
   // Errors: InvalidArgument naming the bad or unknown key.
-  static Result<NvmfHostOptions> from_uri(const Uri& uri);
+  // Unset keys keep their values in `defaults` (the first form: these defaults).
+  static Result<NvmfHostOptions> from_uri(const Uri& uri) { return from_uri(uri, NvmfHostOptions{}); }
+  static Result<NvmfHostOptions> from_uri(const Uri& uri, const NvmfHostOptions& defaults);
 };
 
 enum class ControllerState : uint8_t { kConnecting, kLive, kResetting, kLost, kStopped };
@@ -86,8 +88,10 @@ struct NvmfBdevStatus {
   std::string last_error;
 };
 
-// The module (scheme "nvmf"). Register it in the engine's registry.
-std::unique_ptr<bdev::BdevModule> make_nvmf_bdev_module();
+// The module (scheme "nvmf"). Register it in the engine's registry. `defaults`: the
+// options of a URI that does not set them (the engine sets its node's host NQN, so that
+// each engine is its own reservation holder on the replicas it reaches).
+std::unique_ptr<bdev::BdevModule> make_nvmf_bdev_module(NvmfHostOptions defaults = {});
 
 // Status of an nvmf bdev. Errors: InvalidArgument if `b` is not one.
 Result<NvmfBdevStatus> nvmf_bdev_status(bdev::Bdev& b);

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "../bdev/harness.h"
+#include "../bdev/verify_workload.h"
 #include "bdev/modules/fault.h"
 #include "nexus/manager.h"
 
@@ -76,149 +77,8 @@ bool wait_until(F&& f, int timeout_ms = 5000) {
   return f();
 }
 
-inline void fill_block(uint8_t* p, uint32_t bs, uint64_t lba, uint32_t gen) {
-  std::memset(p, static_cast<int>((lba * 7 + gen) & 0xff), bs);
-  std::memcpy(p, &lba, 8);
-  std::memcpy(p + 8, &gen, 4);
-}
-
-// Random reads and writes from `qd` slots on each reactor. Each slot owns disjoint
-// 4-block chunks and has one I/O at a time, so the expected content of every block is
-// known: reads are verified against it.
-struct Workload {
-  static constexpr uint64_t kChunk = 4;
-  static constexpr uint32_t kUnknown = UINT32_MAX;
-  NexEnv& env;
-  Bdev& nx;
-  uint32_t bs;
-  uint64_t nblocks;
-  std::vector<uint32_t> gen;
-  std::atomic<bool> stop{false};
-  std::atomic<uint64_t> ops{0}, errors{0}, mismatches{0};
-  std::atomic<int> running{0};
-  uint64_t total_slots = 0;
-  struct Slot {
-    Workload* w;
-    reactor::Reactor* r;
-    IoRequest req;
-    iovec iov;
-    DmaBuffer buf;
-    uint64_t id, rng, seq = 0;
-    bool is_write = false;
-  };
-  std::vector<std::unique_ptr<Slot>> slots;
-
-  Workload(NexEnv& e, Bdev& n) : env(e), nx(n), bs(n.block_size()), nblocks(n.num_blocks()) {
-    gen.assign(nblocks, 0);
-  }
-  ~Workload() { finish(); }
-
-  void start(size_t qd = 4) {
-    size_t nr = env.group.size();
-    total_slots = nr * qd;
-    for (size_t r = 0; r < nr; ++r) {
-      for (size_t q = 0; q < qd; ++q) {
-        auto s = std::make_unique<Slot>();
-        s->w = this;
-        s->r = &env.group.at(r);
-        s->buf = DmaBuffer(kChunk * bs);
-        s->id = slots.size();
-        s->rng = 0x9E3779B97F4A7C15ull * (s->id + 1) + static_cast<uint64_t>(std::rand());
-        slots.push_back(std::move(s));
-      }
-    }
-    running = static_cast<int>(slots.size());
-    for (auto& s : slots) {
-      Slot* sp = s.get();
-      sp->r->send([sp] { sp->w->issue(*sp); });
-    }
-  }
-  // Stops issuing and waits for the slots to go idle.
-  void finish() {
-    stop = true;
-    while (running.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  static uint64_t next(uint64_t& x) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return x;
-  }
-  void issue(Slot& s) {
-    if (stop.load()) {
-      running.fetch_sub(1);
-      return;
-    }
-    uint64_t nchunks = nblocks / kChunk;
-    uint64_t mine = (nchunks + total_slots - 1 - s.id) / total_slots;
-    uint64_t c = s.id + (next(s.rng) % mine) * total_slots;
-    uint64_t off = next(s.rng) % kChunk;
-    uint64_t n = 1 + next(s.rng) % (kChunk - off);
-    s.req.offset_blocks = c * kChunk + off;
-    s.req.num_blocks = n;
-    s.is_write = next(s.rng) % 100 < 60;
-    s.iov = {s.buf.data(), n * bs};
-    s.req.iovs = &s.iov;
-    s.req.iovcnt = 1;
-    if (s.is_write) {
-      s.req.type = IoType::kWrite;
-      for (uint64_t i = 0; i < n; ++i) {
-        uint32_t g = static_cast<uint32_t>((s.id + 1) << 22 | (++s.seq & 0x3fffff));
-        gen[s.req.offset_blocks + i] = g;
-        fill_block(s.buf.data() + i * bs, bs, s.req.offset_blocks + i, g);
-      }
-    } else {
-      s.req.type = IoType::kRead;
-    }
-    s.req.cb = [](IoRequest& r, void* arg) { static_cast<Slot*>(arg)->w->done(*static_cast<Slot*>(arg)); };
-    s.req.cb_arg = &s;
-    nx.channel(*s.r).submit(s.req);
-  }
-  bool check_block(const uint8_t* p, uint64_t lba) {
-    uint32_t g = gen[lba];
-    if (g == kUnknown) return true;
-    std::vector<uint8_t> exp(bs, 0);
-    if (g != 0) fill_block(exp.data(), bs, lba, g);
-    if (std::memcmp(exp.data(), p, bs) == 0) return true;
-    uint64_t got_lba;
-    uint32_t got_gen;
-    std::memcpy(&got_lba, p, 8);
-    std::memcpy(&got_gen, p + 8, 4);
-    if (mismatches.load() < 5) {
-      std::fprintf(stderr, "mismatch lba=%lu expected gen=%u got lba=%lu gen=%u\n",
-                   static_cast<unsigned long>(lba), g, static_cast<unsigned long>(got_lba), got_gen);
-    }
-    return false;
-  }
-  void done(Slot& s) {
-    if (s.req.status != IoStatus::kSuccess) {
-      errors.fetch_add(1);
-      if (s.is_write) {
-        for (uint64_t i = 0; i < s.req.num_blocks; ++i) gen[s.req.offset_blocks + i] = kUnknown;
-      }
-    } else if (!s.is_write) {
-      for (uint64_t i = 0; i < s.req.num_blocks; ++i) {
-        if (!check_block(s.buf.data() + i * bs, s.req.offset_blocks + i)) mismatches.fetch_add(1);
-      }
-    }
-    ops.fetch_add(1);
-    issue(s);
-  }
-  // Reads the whole nexus back (after finish()) and checks every block.
-  uint64_t verify_all() {
-    uint64_t bad = 0;
-    const uint64_t step = 64;
-    DmaBuffer b(step * bs);
-    for (uint64_t lba = 0; lba < nblocks; lba += step) {
-      uint64_t n = std::min(step, nblocks - lba);
-      if (do_io(env, 0, nx, IoType::kRead, lba, n, b.data(), n * bs) != IoStatus::kSuccess) {
-        return UINT64_MAX;
-      }
-      for (uint64_t i = 0; i < n; ++i) bad += !check_block(b.data() + i * bs, lba + i);
-    }
-    return bad;
-  }
-};
+using bdev::test::fill_block;
+using bdev::test::Workload;
 
 inline std::vector<uint8_t> read_all(NexEnv& env, Bdev& b, uint64_t nblocks) {
   const uint32_t bs = b.block_size();

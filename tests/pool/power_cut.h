@@ -24,15 +24,18 @@ struct CutClock {
   // gate's `counted_below` block: tests that cut inside one operation (a grow) count only
   // its kinds of I/O, so that a concurrent workload does not blur the point.
   uint32_t counted_ops = UINT32_MAX;
-  bool frozen() const { return ticks.load() > cut.load(); }
+  std::atomic<bool> off{false};  // cut now, whatever the count
+  bool frozen() const { return off.load() || ticks.load() > cut.load(); }
 };
 
 class CutGate final : public bdev::Bdev {
  public:
   // `freezes`: whether this disk goes off at the cut (all disks for a power loss; one for
-  // a single disk's crash while the others run on).
+  // a single disk's crash while the others run on). `unmap`: whether the gate offers the
+  // base's unmap (without it, what a pool frees keeps its old data, as on a disk without
+  // discard).
   CutGate(const std::string& name, std::shared_ptr<bdev::Bdev> base, std::shared_ptr<CutClock> clock,
-          bool freezes, uint64_t counted_below = 0)
+          bool freezes, uint64_t counted_below = 0, bool unmap = true)
       : Bdev(name, "gate", base->block_size(), base->num_blocks()),
         base_(std::move(base)),
         clock_(std::move(clock)),
@@ -42,6 +45,7 @@ class CutGate final : public bdev::Bdev {
     for (int t = 0; t < bdev::kNumIoTypes; ++t) {
       if (base_->supports(static_cast<bdev::IoType>(t))) ops |= bdev::io_type_bit(static_cast<bdev::IoType>(t));
     }
+    if (!unmap) ops &= ~bdev::io_type_bit(bdev::IoType::kUnmap);
     set_supported_ops(ops);
     set_buf_align(base_->buf_align());
     // `fua` goes down with the request: the base's channel honours or emulates it.
@@ -70,7 +74,7 @@ class CutGateChannel final : public bdev::BdevChannel {
     CutClock& c = *gate_.clock_;
     const bool counted = (c.counted_ops & bdev::io_type_bit(req.type)) || req.offset_blocks < gate_.counted_below_;
     const uint64_t t = counted ? c.ticks.fetch_add(1) + 1 : c.ticks.load();
-    if (gate_.freezes_ && t > c.cut.load()) {
+    if (gate_.freezes_ && (t > c.cut.load() || c.off.load())) {
       complete(req, bdev::IoStatus::kIoError);
       return;
     }
@@ -105,10 +109,11 @@ inline std::unique_ptr<bdev::BdevChannel> CutGate::create_channel(reactor::React
 
 // Registers a gate named `name` over bdev `base`.
 inline Status add_gate(bdev::BdevRegistry& reg, const std::string& name, const std::string& base,
-                       std::shared_ptr<CutClock> clock, bool freezes, uint64_t counted_below = 0) {
+                       std::shared_ptr<CutClock> clock, bool freezes, uint64_t counted_below = 0,
+                       bool unmap = true) {
   auto b = reg.find(base);
   if (!b) return make_error(Errc::kNotFound, "no bdev '{}'", base);
-  return reg.add(std::make_shared<CutGate>(name, std::move(b), std::move(clock), freezes, counted_below),
+  return reg.add(std::make_shared<CutGate>(name, std::move(b), std::move(clock), freezes, counted_below, unmap),
                  "gate:///" + name + "?base=" + base);
 }
 

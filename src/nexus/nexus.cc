@@ -373,9 +373,11 @@ Status Nexus::reserve_child(const NexusDeps& deps, const NexusOptions& opts, con
     if (auto st = c.bdev->reservation(deps.host_id, rel); !st) return fail(st);
     acq.action = bdev::ReservationAction::kAcquire;
   } else {
-    // Another host's (an older nexus): preempt its key, which also unregisters it. For
-    // the all-registrants types, PRKEY 0 preempts every other registrant.
-    acq.action = bdev::ReservationAction::kPreempt;
+    // Another host's (an older nexus): preempt its key, which also unregisters it (and
+    // asks the target to abort that host's commands in flight; Castor's target does not
+    // yet wait for them). For the all-registrants types, PRKEY 0 preempts every other
+    // registrant.
+    acq.action = bdev::ReservationAction::kPreemptAndAbort;
     acq.prkey = holder ? holder->key : 0;
     spdlog::info("nexus={} generation={} preempts the reservation on {} (held with key {:#x})", nexus,
                  opts.generation, c.uri, acq.prkey);

@@ -481,10 +481,11 @@ void power_loss_trials(const char* name, Loss loss, uint64_t first, uint64_t poi
       return;
     }
   }
-  printf("PoolCrash.%s: %llu trials (%llu over 2 disks, %llu over 3), %llu cut inside the stream, %llu before the "
+  const std::string shape = loss == Loss::kOneDiskPool ? "" : " (" + std::to_string(disks[2]) + " over 2 disks, " +
+                                                                 std::to_string(disks[3]) + " over 3)";
+  printf("PoolCrash.%s: %llu trials%s, %llu cut inside the stream, %llu before the "
          "pool was durable; cached units at the cuts: %llu lost, %llu newest, %llu older version\n",
-         name, static_cast<unsigned long long>(points), static_cast<unsigned long long>(disks[2]),
-         static_cast<unsigned long long>(disks[3]), static_cast<unsigned long long>(cut_in_stream),
+         name, static_cast<unsigned long long>(points), shape.c_str(), static_cast<unsigned long long>(cut_in_stream),
          static_cast<unsigned long long>(no_pool), static_cast<unsigned long long>(sum.lost),
          static_cast<unsigned long long>(sum.newest), static_cast<unsigned long long>(sum.older));
 }

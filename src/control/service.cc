@@ -109,6 +109,7 @@ void fill(const VolumeView& v, cv1::Volume* out) {
   fill(s.topology, out->mutable_topology());
   out->mutable_labels()->insert(s.labels.begin(), s.labels.end());
   out->set_status(v.status);
+  out->set_nexus_generation(s.nexus_generation);
   if (s.target) {
     auto* t = out->mutable_target();
     t->set_node(s.target->node);

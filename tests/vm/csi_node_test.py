@@ -23,6 +23,11 @@ through a shell (busybox nc on a forwarded port).
   address), the node plugin (with --control) connects the new path, which native NVMe
   multipath joins to the mounted namespace, and drops the dead one; the writer sees no
   error and every file reads back.
+  a nexus whose engine dies: the same under `kill -9` of the nexus's engine: the kernel
+  queues the writer's I/O while no path is live, castor-control declares the node offline
+  and re-creates the nexus (a higher fencing generation) on the other engine, the node
+  plugin connects it, ANA reports the new path optimized, and the writer sees no error;
+  the killed engine comes back and the volume heals to two replicas.
 
 Everything runs in a network namespace of its own (the test re-executes itself under
 `unshare -n`), whose loopback also carries 10.0.2.2: the engines listen on it and
@@ -52,6 +57,7 @@ GUEST_HOST = "10.0.2.2"  # the host as QEMU's user network shows it to the guest
 ARGS = {}
 GUEST = {}
 CTL = {}
+ENGINES = {}
 DRIVER = "io.castor.csi"
 
 
@@ -182,6 +188,7 @@ def scenario_node():
                             "--node-address", GUEST_HOST])
         e.start()
         engines.append(e)
+        ENGINES[name] = e
     h.until("two nodes online", lambda: h.nodes_online(ctl) == 2)
     for e in engines:
         code, _ = ctl.call("PUT", f"/v1/nodes/{e.name}/pools/pool",
@@ -435,6 +442,7 @@ def node_scenarios(c, n):
     expect(c, "DeleteVolume", {"volume_id": vid}, "OK", "")
 
     move_scenario(c, n)
+    kill_scenario(c, n)
 
     expect(n, "NodeUnpublishVolume", {"volume_id": "fake-vol-id", "target_path": "/tmp/none"}, "OK",
            "of an unknown volume")
@@ -465,7 +473,8 @@ def nvme_paths(nqn):
     """The guest's controllers of subsystem `nqn`: [(name, state, address)]."""
     _, out = sh(f"for c in /sys/class/nvme/nvme*; do [ \"$(cat $c/subsysnqn)\" = {nqn} ] && "
                 f"echo \"${{c##*/}} $(cat $c/state) $(cat $c/address)\"; done")
-    return [tuple(line.split(None, 2)) for line in out.splitlines() if line.strip()]
+    # A controller being deleted or reconnecting may show no address yet: three fields always.
+    return [tuple((line.split(None, 2) + ["", ""])[:3]) for line in out.splitlines() if line.strip()]
 
 
 def move_scenario(c, n):
@@ -515,6 +524,71 @@ def move_scenario(c, n):
     unstage(n, vid)
     h.check(not nvme_paths(nqn), "no path left")
     CTL["ctl"].call("DELETE", "/v1/nodes/n1/cordon")
+    expect(c, "ControllerUnpublishVolume", {"volume_id": vid, "node_id": "n1"}, "OK", "")
+    expect(c, "DeleteVolume", {"volume_id": vid}, "OK", "")
+
+
+def ana_states(nqn):
+    """The ANA state of each of the guest's paths to subsystem `nqn`: {controller: state}."""
+    _, out = sh(f"for c in /sys/class/nvme/nvme*; do [ \"$(cat $c/subsysnqn)\" = {nqn} ] && "
+                f"for p in $c/nvme*c*n*; do echo \"${{c##*/}} $(cat $p/ana_state)\"; done; done")
+    return dict(line.split(None, 1) for line in out.splitlines() if line.strip())
+
+
+def kill_scenario(c, n):
+    """A mounted volume survives kill -9 of its nexus's engine under a writer."""
+    cap = mount_cap("ext4")
+    vid, ctx, vctx = create_and_publish(c, "vm-kill", cap, {"repl": "2"})
+    h.check(ctx.get("nexus_node") == "n1", f"the nexus on n1 ({ctx})")
+    stage(n, vid, ctx, vctx, cap, what="the volume whose engine dies")
+    publish(n, vid, ctx, cap, "podk")
+    p = pod_path("podk", vid)
+    nqn = ctx["uri"].rsplit("/", 1)[1]
+    states = ana_states(nqn)
+    h.check(list(states.values()) == ["optimized"], f"one path, ANA optimized ({states})")
+    code, v = CTL["ctl"].call("GET", f"/v1/volumes/{vid}")
+    gen = int(v.get("nexus_generation", 0)) if code == 200 else 0
+    rc, _ = sh(f"rm -f /tmp/sums; (i=0; while [ $i -lt 60 ]; do dd if=/dev/urandom of={p}/k$i bs=64k count=4 "
+               f"conv=fsync 2>/dev/null || echo ERR $i; md5sum {p}/k$i >>/tmp/sums; i=$((i+1)); usleep 150000; "
+               f"done; echo DONE) >/tmp/writer.log 2>&1 &")
+    h.check(rc == 0, "writer started")
+    time.sleep(2)
+    t0 = time.monotonic()
+    ENGINES["n1"].kill9()
+    h.log("engine n1 killed (kill -9)")
+
+    def moved():
+        code, v = CTL["ctl"].call("GET", f"/v1/volumes/{vid}")
+        t = v.get("target", {}) if code == 200 else {}
+        return t.get("node") == "n2" and t.get("uri") and t["uri"] != ctx["uri"] and t["uri"]
+    new_uri = h.until("castor-control re-created the nexus on n2", moved, timeout=60)
+    t_moved = time.monotonic() - t0
+    new_port = new_uri.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1] if new_uri else ""
+
+    def live_on_n2():
+        ps = nvme_paths(nqn)
+        return any(x[1] == "live" and f"trsvcid={new_port}" in x[2] for x in ps) and ps
+    h.until("the node plugin connected the path to n2", live_on_n2, timeout=90)
+    h.log(f"nexus re-created on n2 {t_moved:.1f} s after the kill; new path live "
+          f"{time.monotonic() - t0:.1f} s after it")
+    code, v = CTL["ctl"].call("GET", f"/v1/volumes/{vid}")
+    gen2 = int(v.get("nexus_generation", 0)) if code == 200 else 0
+    h.check(gen2 > gen, f"the new nexus has a higher fencing generation ({gen} -> {gen2})")
+    h.until("the writer finished", lambda: "DONE" in sh("cat /tmp/writer.log")[1], timeout=180)
+    rc, out = sh("cat /tmp/writer.log")
+    h.check("ERR" not in out, f"the writer saw no error ({out.strip()[-200:]})")
+    rc, out = sh("md5sum -c /tmp/sums 2>&1 | grep -vc ': OK$'; wc -l </tmp/sums")
+    h.check(out.split() == ["0", "60"], f"all 60 files read back equal ({out.split()})")
+    rc, out = sh("dmesg | grep -i -E 'i/o error|buffer i/o|ext4.*error' | head -3")
+    h.check(not out.strip(), f"no I/O error in the kernel ({out.strip()})")
+    states = ana_states(nqn)
+    h.check("optimized" in states.values(), f"the live path is ANA optimized ({states})")
+    # The engine comes back; the volume is healed to two replicas (one rebuilt).
+    ENGINES["n1"].start()
+    h.until("the volume healed to two online replicas", lambda: h.healthy(CTL["ctl"], vid, 2), timeout=120)
+    unpublish(n, vid, "podk")
+    unstage(n, vid)
+    h.check(not nvme_paths(nqn), "no path left")
     expect(c, "ControllerUnpublishVolume", {"volume_id": vid, "node_id": "n1"}, "OK", "")
     expect(c, "DeleteVolume", {"volume_id": vid}, "OK", "")
 

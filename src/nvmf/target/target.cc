@@ -1131,8 +1131,19 @@ NvmfTarget::NvmfTarget(reactor::ReactorGroup& reactors, bdev::BdevRegistry& regi
 NvmfTarget::~NvmfTarget() {
   stop();
   std::lock_guard lk(mu_);
+  // The connections are closed, but bdev I/O may still be running for them (a nexus
+  // holding writes until a health record is durable): each completes into its queue
+  // pair, which counts it off its namespace. Wait for that; a namespace whose I/O does
+  // not end is left allocated (and its bdev claimed) rather than freed under it.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   for (auto& [n, s] : subsystems_) {
     for (auto& [id, ns] : s->namespaces) {
+      if (uint64_t left = wait_inflight(*ns->inflight, deadline)) {
+        spdlog::error("nvmf: {} I/O(s) of namespace {} of {} ({}) still running at target shutdown; left allocated",
+                      left, id, n, ns->bdev);
+        (void)ns.release();
+        continue;
+      }
       ns->desc.close();
       registry_.release_claim(ns->bdev, "nvmf:" + n);
     }

@@ -426,7 +426,25 @@ int main(int argc, char** argv) {
           for (uint32_t k = 0; k < jp->qd; ++k) jp->issue(k);
         });
       }
+      // The target drops a controller that sends nothing on its admin queue for KATO (30 s,
+      // set at Connect): a Keep Alive every 10 s lets a run last as long as it is asked to.
+      struct KeepAlive {
+        Queue* q;
+        std::optional<reactor::Reactor::TimerId> timer;
+        void arm() {
+          timer = q->r->add_timer(10'000'000'000ull, [this] {
+            Sqe k{};
+            k.opcode = admin_op::kKeepAlive;
+            q->qp->submit(k, {}, {}, [](const Cqe&) {});
+            arm();
+          });
+        }
+      } keep_alive{&admin.value(), std::nullopt};
+      g.run_on(0, [&](reactor::Reactor&) { keep_alive.arm(); });
       done.wait();
+      g.run_on(0, [&](reactor::Reactor& r) {
+        if (keep_alive.timer) r.cancel_timer(*keep_alive.timer);
+      });
       std::vector<int64_t> cpu1;
       for (int pid : cpu_pids) cpu1.push_back(process_cpu_ns(pid));
       LatencyHistogram::Snapshot s;

@@ -213,7 +213,10 @@ class ControlPlane {
   int64_t steady_ms() const;
 
   // volume operations (volume_ops.cc)
+  // `count` new replicas of `v` on nodes without one (a faulted replica's node only when
+  // no other fits).
   Result<std::vector<ReplicaSpec>> place(const VolumeSpec& v, uint32_t count);
+  Result<std::vector<ReplicaSpec>> place_avoiding(const VolumeSpec& v, uint32_t count, bool avoid_faulted);
   Status create_replicas(VolumeSpec& v, const std::vector<std::string>& uuids);
   Result<std::string> child_uri(const ReplicaSpec& r, const std::string& target_node);
   Status ensure_nexus(VolumeSpec& v);

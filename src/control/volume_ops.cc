@@ -57,6 +57,20 @@ Status validate_create(const CreateVolumeArgs& a) {
 // ---------------------------------------------------------------- shared steps
 
 Result<std::vector<ReplicaSpec>> ControlPlane::place(const VolumeSpec& v, uint32_t count) {
+  // Replicas go on distinct nodes: first avoiding every node that holds one of the
+  // volume's replicas, then, if that finds too few, letting a faulted replica's node take
+  // its replacement (with as many nodes as replicas, a node that came back too late
+  // would otherwise hold the volume degraded for good; the faulted one is retired once
+  // the replacement is current).
+  auto placed = place_avoiding(v, count, /*avoid_faulted=*/true);
+  if (placed) return placed;
+  bool any_faulted = false;
+  for (const auto& r : v.replicas) any_faulted = any_faulted || r.state == ReplicaState::kFaulted;
+  if (!any_faulted) return placed;
+  return place_avoiding(v, count, /*avoid_faulted=*/false);
+}
+
+Result<std::vector<ReplicaSpec>> ControlPlane::place_avoiding(const VolumeSpec& v, uint32_t count, bool avoid_faulted) {
   ReplicaPlacementRequest req;
   req.size_bytes = v.size_bytes;
   req.thin = v.thin;
@@ -67,6 +81,7 @@ Result<std::vector<ReplicaSpec>> ControlPlane::place(const VolumeSpec& v, uint32
     std::lock_guard lk(mu_);
     for (const auto& r : v.replicas) {
       if (r.state == ReplicaState::kRemoving) continue;
+      if (r.state == ReplicaState::kFaulted && !avoid_faulted) continue;
       req.exclude_nodes.insert(r.node);
       auto n = nodes_.find(r.node);
       if (n == nodes_.end()) continue;

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <set>
 #include <thread>
 
 #include "common/uuid.h"
@@ -388,6 +389,39 @@ TEST_F(ControlPlaneTest, NexusNodeLostRepublishesElsewhereAtTheSameNqn) {
   EXPECT_EQ(cp_->get_node(old_node)->state.status, NodeStatus::kOffline);
   // The lost node's replica is replaced on the spare node.
   EXPECT_EQ(moved->status, "online") << moved->spec.replicas.size();
+}
+
+// As many replicas as nodes: a node that comes back after its replica was faulted (past
+// the wait) takes the replacement itself (no other node can), and the faulted replica is
+// retired once the new one is current; before, the volume stayed degraded for good.
+TEST_F(ControlPlaneTest, AsManyReplicasAsNodesTheReturningNodeTakesTheReplacement) {
+  auto v = create(4);
+  const std::string target = v.spec.replicas[0].node;
+  auto pub = cp_->publish_volume(PublishArgs{.uuid = v.spec.uuid, .node = target, .allowed_hosts = {},
+                                             .frontend_node = {}});
+  ASSERT_TRUE(pub);
+  const std::string victim = v.spec.replicas[1].node;
+  const std::string old_replica = v.spec.replicas[1].uuid;
+  passes(1);
+  cluster_.find(victim)->set_down(true);
+  std::this_thread::sleep_for(std::chrono::milliseconds(opts_.node_deadline_ms + 100));
+  passes(4);
+  auto down = cp_->get_volume(v.spec.uuid);
+  ASSERT_TRUE(down);
+  EXPECT_NE(down->status, "online");
+  cluster_.find(victim)->set_down(false);
+  passes(8);
+  auto got = cp_->get_volume(v.spec.uuid);
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->status, "online");
+  ASSERT_EQ(got->spec.replicas.size(), 4u);
+  std::set<std::string> nodes;
+  for (const auto& r : got->spec.replicas) {
+    nodes.insert(r.node);
+    EXPECT_NE(r.uuid, old_replica);
+    EXPECT_EQ(r.state, ReplicaState::kOnline) << r.uuid;
+  }
+  EXPECT_EQ(nodes.size(), 4u);
 }
 
 // An idle published volume: its nexus never notices that a replica's node died (no I/O

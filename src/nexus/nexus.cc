@@ -120,11 +120,14 @@ Result<std::shared_ptr<Nexus>> Nexus::create(NexusDeps deps, const std::string& 
     kids.push_back(std::move(c.value()));
   }
   // Fence the previous nexus off the children before reading what it recorded: from
-  // here on it cannot write to them.
-  for (const auto& c : kids) {
-    if (auto st = reserve_child(deps, opts, name, *c); !st) {
-      undo();
-      return st;
+  // here on it cannot write to them. First a check of every child, so that a create that
+  // a newer nexus refuses on one child has preempted none.
+  for (bool check_only : {true, false}) {
+    for (const auto& c : kids) {
+      if (auto st = reserve_child(deps, opts, name, *c, check_only); !st) {
+        undo();
+        return st;
+      }
     }
   }
   auto recs = deps.store.load(name);
@@ -325,7 +328,8 @@ void Nexus::fence(const std::string& why) {
                 opts_.generation, why);
 }
 
-Status Nexus::reserve_child(const NexusDeps& deps, const NexusOptions& opts, const std::string& nexus, Child& c) {
+Status Nexus::reserve_child(const NexusDeps& deps, const NexusOptions& opts, const std::string& nexus, Child& c,
+                            bool check_only) {
   if (opts.generation == 0 || c.local) return Status::ok();
   auto fail = [&](const Status& st) {
     return make_error(st.code(), "nexus '{}' child '{}': cannot take its reservation: {}", nexus, c.uri,
@@ -349,6 +353,7 @@ Status Nexus::reserve_child(const NexusDeps& deps, const NexusOptions& opts, con
                              generation_of_key(r.key), opts.generation));
     }
   }
+  if (check_only) return Status::ok();
   // Registered under this generation's key (a new registration, or the old key replaced).
   if (!me || me->key != key) {
     bdev::ReservationCommand reg;

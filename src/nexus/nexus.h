@@ -250,9 +250,11 @@ class Nexus final : public bdev::Bdev {
         const NexusOptions& opts);
   Result<std::shared_ptr<Child>> open_child(const std::string& uri);
   // With a generation: registers on a remote child and takes (or preempts) an Exclusive
-  // Access reservation. Errors: Busy (a newer nexus holds it), and the
-  // child's reservation errors.
-  static Status reserve_child(const NexusDeps& deps, const NexusOptions& opts, const std::string& nexus, Child& c);
+  // Access reservation; with `check_only`, only checks that no newer nexus holds it (so
+  // that a create refused on one child has preempted none). Errors: Busy (a newer nexus
+  // holds it), and the child's reservation errors.
+  static Status reserve_child(const NexusDeps& deps, const NexusOptions& opts, const std::string& nexus, Child& c,
+                              bool check_only = false);
   void release_child(Child& c);
   std::shared_ptr<Child> find_child(const std::string& uri) const;
   int healthy_count() const;

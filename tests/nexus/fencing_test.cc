@@ -63,10 +63,10 @@ struct NexusNode {
     }
     return out;
   }
-  Result<NexusInfo> create(const ReplicaNode& n, uint64_t generation) {
+  Result<NexusInfo> create(const ReplicaNode& n, uint64_t generation, std::vector<std::string> uris = {}) {
     NexusOptions o;
     o.generation = generation;
-    return mgr->create("vol", 0, children(n), o);
+    return mgr->create("vol", 0, uris.empty() ? children(n) : uris, o);
   }
   IoStatus write(uint64_t lba, uint8_t tag) {
     std::vector<uint8_t> b(kBs, tag);
@@ -179,6 +179,24 @@ TEST(Fencing, ANewerNexusFencesTheOlderOneOffItsReplicas) {
   for (uint64_t lba = 0; lba < 16; ++lba) {
     EXPECT_EQ(replica_byte(storage, "r0", lba), replica_byte(storage, "r1", lba)) << lba;
   }
+}
+
+// A create that a newer nexus refuses on one child preempts none: the older holder of the
+// other child keeps it.
+TEST(Fencing, ACreateRefusedOnOneChildPreemptsNoOther) {
+  ReplicaNode storage;
+  MemChildHealthStore sa, sb, sc;
+  NexusNode a("a", sa), b("b", sb), c("c", sc);
+  ASSERT_TRUE(a.create(storage, 1));
+  ASSERT_TRUE(b.create(storage, 3, {b.children(storage)[1]}));  // takes r1 only
+  auto nc = c.create(storage, 2);
+  ASSERT_FALSE(nc);
+  EXPECT_EQ(nc.status().code(), Errc::kBusy);
+  EXPECT_EQ(*storage.report("r0").holder, a.host);
+  EXPECT_EQ(*storage.report("r1").holder, b.host);
+  EXPECT_EQ(a.write(0, 0x11), IoStatus::kPathUnavailable);  // a lost r1 to b
+  ASSERT_TRUE(b.mgr->destroy("vol"));
+  ASSERT_TRUE(a.mgr->destroy("vol"));
 }
 
 // Without a generation a nexus takes no reservation (a stand-alone engine), and one with a

@@ -13,7 +13,8 @@
 #   bench/replication.sh [seconds=5] [rounds=1]
 #   env: REPLICA_MB=4096 (every replica and the rebuilt one; ~3.1x that of RAM in all)
 #        CPU_A=1 CPU_B=0 CPU_C=0 CPU_HOST=0 (each engine runs one reactor, pinned by taskset)
-#        RATE_MB_S (the throttled rebuild; default half the unthrottled rate), ENGINE_ARGS
+#        RATE_MB_S (the throttled rebuild; default half the unthrottled rate), ENGINE_ARGS,
+#        NEXUS_OPTS="KEY=VALUE ..." (every nexus's options, e.g. parallel_segments=8)
 #        KEEP=1 keeps the work directory (logs)
 # Last line: ratio2=<x> ratio3=<x> rebuild_gib_s=<x> rebuild_under_load_app_ratio=<x>
 # (ratios of 4 KiB randwrite QD32 IOPS to 1 replica; medians over the rounds).
@@ -90,8 +91,8 @@ nexus_up() {
   local name=$1
   shift
   local args=()
-  for u in "$@"; do
-    if [[ $u == rate_mb_s=* ]]; then args+=(--opt "$u"); else args+=(--child "$u"); fi
+  for u in "$@" ${NEXUS_OPTS:-}; do
+    if [[ $u != *://* ]]; then args+=(--opt "$u"); else args+=(--child "$u"); fi
   done
   c A nexus create "$name" "${args[@]}" >/dev/null || die "nexus create $name"
   local puri

@@ -43,6 +43,9 @@ struct ControlOptions {
   uint32_t heartbeat_interval_ms = 1000;
   // A node with no heartbeat for this long is probed; not answering, it is Offline.
   uint32_t node_deadline_ms = 5000;
+  // The nexus option child_io_timeout_ms of every nexus it creates; 0: the engine's
+  // default (10 s).
+  uint32_t nexus_child_io_timeout_ms = 0;
   // Reconciler pass period (and sooner when an event pokes it).
   uint32_t reconcile_period_ms = 2000;
   // A faulted replica whose node may come back is given this long before it is
@@ -216,6 +219,10 @@ class ControlPlane {
   // `count` new replicas of `v` on nodes without one (a faulted replica's node only when
   // no other fits).
   Result<std::vector<ReplicaSpec>> place(const VolumeSpec& v, uint32_t count);
+  // An online node that has missed three heartbeats: probably frozen or cut off. The
+  // reconciler sends it nothing (each call would wait a whole request timeout) until the
+  // liveness check decides.
+  bool suspected_locked(const std::string& node) const;
   Result<std::vector<ReplicaSpec>> place_avoiding(const VolumeSpec& v, uint32_t count, bool avoid_faulted);
   Status create_replicas(VolumeSpec& v, const std::vector<std::string>& uuids);
   Result<std::string> child_uri(const ReplicaSpec& r, const std::string& target_node);

@@ -14,6 +14,7 @@
 // Thread-safety: a client may be used from several threads at once.
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -86,12 +87,13 @@ class EngineClient {
   virtual Status unshare_replica(const std::string& uuid) = 0;
 
   // Creates nexus `name` with nexus uuid `uuid` (so its NVMe-oF subsystem NQN is the
-  // same wherever it is re-created) and fencing generation `generation` (it preempts the
-  // reservations of older nexuses on its remote children).
+  // same wherever it is re-created) and nexus `options` (NexusOptions keys; castor-control
+  // always sets "generation", with which the nexus preempts the reservations of older
+  // nexuses on its remote children).
   virtual Result<EngineNexus> create_nexus(const std::string& name, const std::string& uuid,
                                            uint64_t size_bytes,
                                            const std::vector<std::string>& children,
-                                           uint64_t generation) = 0;
+                                           const std::map<std::string, std::string>& options) = 0;
   // Sets the ANA state of the published nexus's NVMe-oF subsystem (optimized,
   // inaccessible, ...). NotFound when not published over NVMe-oF.
   virtual Status set_nexus_ana_state(const std::string& name, const std::string& state) = 0;

@@ -66,8 +66,13 @@ class GrpcEngineClient final : public EngineClient {
   }
 
   Result<std::string> ping() override {
+    // A live engine answers at once; a frozen or partitioned one must not hold the
+    // liveness check for a whole request timeout.
     v1::EngineInfo info;
-    if (Status s = call(&Stub::GetEngineInfo, v1::GetEngineInfoRequest{}, &info); !s) return s;
+    if (Status s = call(&Stub::GetEngineInfo, v1::GetEngineInfoRequest{}, &info, std::min(timeout_ms_, kPingTimeoutMs));
+        !s) {
+      return s;
+    }
     return info.version();
   }
 
@@ -179,13 +184,13 @@ class GrpcEngineClient final : public EngineClient {
 
   Result<EngineNexus> create_nexus(const std::string& name, const std::string& uuid,
                                    uint64_t size_bytes, const std::vector<std::string>& children,
-                                   uint64_t generation) override {
+                                   const std::map<std::string, std::string>& options) override {
     v1::CreateNexusRequest req;
     req.set_name(name);
     req.set_uuid(uuid);
     req.set_size_bytes(size_bytes);
     for (const auto& c : children) req.add_children(c);
-    if (generation) (*req.mutable_options())["generation"] = std::to_string(generation);
+    req.mutable_options()->insert(options.begin(), options.end());
     v1::NexusInfo info;
     if (Status s = call(&Stub::CreateNexus, req, &info); !s) return s;
     return nexus_of(info);
@@ -265,11 +270,14 @@ class GrpcEngineClient final : public EngineClient {
  private:
   using Stub = v1::EngineService::Stub;
 
+  static constexpr uint32_t kPingTimeoutMs = 2000;
+
   template <class Req, class Resp>
   Status call(grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
-              const Req& req, Resp* resp) {
+              const Req& req, Resp* resp, uint32_t timeout_ms = 0) {
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms_));
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::milliseconds(timeout_ms ? timeout_ms : timeout_ms_));
     grpc::Status st = ((*stub_).*method)(&ctx, req, resp);
     if (st.ok()) return Status::ok();
     Errc code = errc_of(st.error_code());

@@ -81,6 +81,12 @@ void ControlPlane::check_liveness() {
   }
 }
 
+bool ControlPlane::suspected_locked(const std::string& node) const {
+  auto st = node_states_.find(node);
+  if (st == node_states_.end() || st->second.status != NodeStatus::kOnline) return false;
+  return steady_ms() - st->second.last_seen_ms > 3 * static_cast<int64_t>(opts_.heartbeat_interval_ms);
+}
+
 // One snapshot per online engine, read by up to kSnapshotThreads threads at once: each
 // read is four RPCs, and a pass over a thousand engines one after the other would take
 // seconds (or a dead engine's timeout, several times over).
@@ -90,7 +96,8 @@ void ControlPlane::take_snapshots() {
   {
     std::lock_guard lk(mu_);
     for (const auto& [name, st] : node_states_) {
-      if (st.status == NodeStatus::kOnline) online.emplace_back(name, st.instance_uuid);
+      // A suspected node keeps its last snapshot until the liveness check decides.
+      if (st.status == NodeStatus::kOnline && !suspected_locked(name)) online.emplace_back(name, st.instance_uuid);
     }
   }
   std::atomic<size_t> next{0};
@@ -419,6 +426,9 @@ void ControlPlane::reconcile_target(VolumeSpec& v) {
     std::lock_guard lk(mu_);
     if (auto st = node_states_.find(v.target->node); st != node_states_.end()) status = st->second.status;
     if (auto n = nodes_.find(v.target->node); n != nodes_.end()) draining = n->second.draining;
+    // Silent: wait for the verdict (online again, or offline and the nexus moves) rather
+    // than wait out request timeouts on a frozen or partitioned engine.
+    if (status == NodeStatus::kOnline && !draining && suspected_locked(v.target->node)) return;
   }
   if (status == NodeStatus::kOffline || draining) {
     // Move the nexus: a new one on another node from the current children, at the same

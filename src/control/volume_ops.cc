@@ -245,7 +245,11 @@ Status ControlPlane::ensure_nexus(VolumeSpec& v) {
     ++v.nexus_generation;
     if (Status s = persist_volume(v); !s) return s;
     if (crash("nexus:create")) return make_error(Errc::kInternal, "crash point");
-    auto made = e->create_nexus(v.uuid, v.uuid, v.size_bytes, uris, v.nexus_generation);
+    std::map<std::string, std::string> options{{"generation", std::to_string(v.nexus_generation)}};
+    if (opts_.nexus_child_io_timeout_ms) {
+      options["child_io_timeout_ms"] = std::to_string(opts_.nexus_child_io_timeout_ms);
+    }
+    auto made = e->create_nexus(v.uuid, v.uuid, v.size_bytes, uris, options);
     if (!made && made.status().code() != Errc::kAlreadyExists) {
       return make_error(made.status().code(), "cannot create the nexus of volume {} on node '{}': {}",
                         v.uuid, target, made.status().message());

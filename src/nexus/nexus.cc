@@ -326,6 +326,8 @@ void Nexus::fence(const std::string& why) {
   if (fenced_.exchange(true, std::memory_order_acq_rel)) return;
   spdlog::error("nexus={} generation={} fenced: {}; it serves no more I/O (a newer nexus has its children)", name(),
                 opts_.generation, why);
+  // What is in flight completes now (as fenced), not when the children answer or time out.
+  broadcast([](NexusChannel& ch) { ch.abandon_all(); });
 }
 
 Status Nexus::reserve_child(const NexusDeps& deps, const NexusOptions& opts, const std::string& nexus, Child& c,

@@ -511,11 +511,21 @@ uint8_t* NexusChannel::sink(size_t bytes) {
   return sinks_.back().data();
 }
 
-void NexusChannel::abandon(Io* io, int s) {
+void NexusChannel::abandon_all() {
+  for (Io* io = head_; io;) {
+    Io* next = io->next;
+    for (int s = 0; s < static_cast<int>(kMaxChildren) && !io->done; ++s) {
+      ChildIo& k = io->kids[s];
+      if (k.active && !k.abandoned) abandon(io, s, /*timed_out=*/false);
+    }
+    io = next;
+  }
+}
+
+void NexusChannel::abandon(Io* io, int s, bool timed_out) {
   ChildIo& k = io->kids[s];
   k.abandoned = true;
   Child* c = slots_[s].child;
-  c->timeouts.fetch_add(1, std::memory_order_relaxed);
   // A module that can abort stops touching the buffers now (the nvmf bdev drops the
   // connection); for the others, redirect the buffers below.
   const bool aborted = slots_[s].ch->abort(k.req);
@@ -530,6 +540,14 @@ void NexusChannel::abandon(Io* io, int s) {
       p += k.req.iovs[i].iov_len;
     }
   }
+  if (!timed_out) {
+    // Fenced: the children answer to a newer nexus now; nothing is retired or logged,
+    // and the I/O completes as fenced.
+    --io->waiting;
+    maybe_finish(io);
+    return;
+  }
+  c->timeouts.fetch_add(1, std::memory_order_relaxed);
   spdlog::warn("nexus={} child={} I/O timed out after {} ms (lba={} blocks={})", nexus_.name(),
                c->uri, nexus_.options().child_io_timeout_ms, k.req.offset_blocks,
                k.req.num_blocks);

@@ -35,6 +35,10 @@ class NexusChannel final : public bdev::BdevChannel {
   void remove_lock(uint64_t id);
   // A child's unhealthy record became durable (or failed): complete waiting I/Os.
   void recheck_records();
+  // The nexus was fenced: gives up every child request in flight (as a timeout does: its
+  // buffers are redirected or the request aborted, its late completion ignored), so each
+  // nexus I/O completes now, with kPathUnavailable, instead of when its children answer.
+  void abandon_all();
 
  protected:
   void do_submit(bdev::IoRequest& req) override;
@@ -121,7 +125,7 @@ class NexusChannel final : public bdev::BdevChannel {
   void unlink(Io* io);
   void arm_timer();
   void scan_timeouts();
-  void abandon(Io* io, int slot);
+  void abandon(Io* io, int slot, bool timed_out = true);
   uint8_t* sink(size_t bytes);
 
   Nexus& nexus_;

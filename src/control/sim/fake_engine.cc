@@ -325,7 +325,9 @@ void FakeEngine::close_child_locked(const std::string& uri) {
 
 Result<EngineNexus> FakeEngine::create_nexus(const std::string& name, const std::string& uuid,
                                              uint64_t size_bytes, const std::vector<std::string>& children,
-                                             uint64_t generation) {
+                                             const std::map<std::string, std::string>& options) {
+  uint64_t generation = 0;
+  if (auto g = options.find("generation"); g != options.end()) generation = std::stoull(g->second);
   if (Status s = enter("create_nexus"); !s) return s;
   if (Status s = reachable(children); !s) return s;
   {

@@ -37,7 +37,7 @@ class FakeEngine final : public EngineClient {
   Status unshare_replica(const std::string& uuid) override;
   Result<EngineNexus> create_nexus(const std::string& name, const std::string& uuid,
                                    uint64_t size_bytes, const std::vector<std::string>& children,
-                                   uint64_t generation) override;
+                                   const std::map<std::string, std::string>& options) override;
   Status set_nexus_ana_state(const std::string& name, const std::string& state) override;
   Status destroy_nexus(const std::string& name) override;
   Status add_child(const std::string& nexus, const std::string& uri) override;

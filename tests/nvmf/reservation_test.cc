@@ -5,6 +5,8 @@
 // command functions (reservation_cmds.h) on their own.
 #include <gtest/gtest.h>
 
+#include <future>
+
 #include "bdev/modules/fault.h"
 #include "nvmf/target/identify.h"
 #include "nvmf/target/reservation_cmds.h"
@@ -260,6 +262,36 @@ TEST_F(Reservations, BadFieldsAreRefusedWithoutChangingTheState) {
   ASSERT_EQ(z.report(&after).status, 0);
   EXPECT_EQ(before, after);
   EXPECT_EQ(z.write(), sc::kReservationConflict);
+}
+
+// Preempt and Abort completes only once the commands the preempted host had running on
+// the namespace are done: a write of a fenced nexus stuck in the bdev cannot land after the
+// new holder's writes.
+TEST_F(Reservations, PreemptAndAbortWaitsForThePreemptedHostsRunningWrites) {
+  ASSERT_TRUE(reg->create("fault:///f0?base=m0"));
+  ASSERT_TRUE(tgt->add_namespace(kNqn, "f0"));
+  Host a(port, "nqn.2014-08.org.nvmexpress:uuid:host-a", hostid(1));
+  Host b(port, "nqn.2014-08.org.nvmexpress:uuid:host-b", hostid(2));
+  ASSERT_EQ(sc_of(a.reg(resv::kRegister, 0, 0xA)), 0);
+  ASSERT_EQ(sc_of(a.acquire(resv::kAcquire, 2, 0xA)), 0);  // Exclusive Access
+  ASSERT_EQ(sc_of(b.reg(resv::kRegister, 0, 0xB)), 0);
+  // a's write hangs in the bdev.
+  bdev::FaultRuleSpec hang;
+  hang.mode = bdev::FaultMode::kHang;
+  hang.ops_mask = bdev::io_type_bit(bdev::IoType::kWrite);
+  auto rule = bdev::FaultControl::inject(*reg->find("f0"), hang);
+  ASSERT_TRUE(rule);
+  auto stuck = std::async(std::launch::async, [&] { return a.write(); });
+  for (int i = 0; i < 1000 && bdev::FaultControl::list(*reg->find("f0"))[0].parked == 0; ++i) usleep(2000);
+  ASSERT_EQ(bdev::FaultControl::list(*reg->find("f0"))[0].parked, 1u);
+  auto preempt = std::async(std::launch::async, [&] { return sc_of(b.acquire(resv::kPreemptAndAbort, 2, 0xB, 0xA)); });
+  EXPECT_EQ(preempt.wait_for(std::chrono::milliseconds(300)), std::future_status::timeout)
+      << "the preempt completed while the preempted host's write was still running";
+  ASSERT_TRUE(bdev::FaultControl::clear(*reg->find("f0"), *rule));
+  EXPECT_EQ(stuck.get(), 0);  // admitted before the preempt: it ran
+  EXPECT_EQ(preempt.get(), 0);
+  EXPECT_EQ(a.write(), sc::kReservationConflict);
+  EXPECT_EQ(b.write(), 0);
 }
 
 TEST_F(Reservations, ABdevConflictReachesTheHostAsReservationConflict) {

@@ -931,7 +931,26 @@ class Qpair final : public reactor::Connection::Handler {
   // Register, Acquire or Release with its keys in the command's buffer, as this
   // controller's host. A preempt's notifications run here, on this reactor.
   void reservation(Cmd* c) {
-    finish(c, execute_reservation(c->ns.bdev->reservations(), ctrl_->hostid, c->sqe, {c->buf.data(), c->len}));
+    const uint16_t st = execute_reservation(c->ns.bdev->reservations(), ctrl_->hostid, c->sqe, {c->buf.data(), c->len});
+    const bool preempt_and_abort = c->sqe.opcode == io_op::kReservationAcquire && (c->sqe.cdw10 & 7) == resv::kPreemptAndAbort;
+    if (st != kSuccess || !preempt_and_abort) return finish(c, st);
+    // The preempted hosts' commands admitted before the preempt may still be running on
+    // the bdev (a write of a fenced nexus): Preempt and Abort completes once they have,
+    // so whatever the new holder writes next lands after them. Castor aborts nothing: it
+    // waits (polling the namespace's in-flight count, this command included) up to
+    // kPreemptDrainMs, then completes anyway, saying so.
+    drain_then_finish(c, mono_ns() + kPreemptDrainMs * 1'000'000);
+  }
+  static constexpr uint64_t kPreemptDrainMs = 10'000;
+  void drain_then_finish(Cmd* c, uint64_t deadline_ns) {
+    const uint64_t running = c->ns.inflight ? c->ns.inflight->total() : 1;
+    if (running <= 1 || closed_) return finish(c, kSuccess);
+    if (mono_ns() >= deadline_ns) {
+      spdlog::warn("nvmf: Preempt and Abort on {} completes with {} command(s) still running on the namespace",
+                   ctrl_->subnqn, running - 1);
+      return finish(c, kSuccess);
+    }
+    r_.add_timer(1'000'000, [this, c, deadline_ns] { drain_then_finish(c, deadline_ns); });
   }
 
   void dsm_next(Cmd* c, uint32_t i) {

@@ -267,9 +267,20 @@ Status ControlPlane::deregister_node(const std::string& name, const std::string&
   return Status::ok();
 }
 
-Status ControlPlane::put_nexus_health(const std::string& nexus, const std::string& document) {
+Status ControlPlane::put_nexus_health(const std::string& nexus, const std::string& document,
+                                      uint64_t generation) {
   if (nexus.empty() || nexus.size() > 128) {
     return make_error(Errc::kInvalidArgument, "bad nexus name '{}'", nexus);
+  }
+  if (generation) {
+    // A nexus superseded by a newer one of its volume (fenced, or about to be) must not
+    // rewrite the record the newer one reads and keeps. The newer generation is stored
+    // before that nexus is created, so from then on the older one's writes stop here.
+    std::lock_guard lk(mu_);
+    if (auto v = volumes_.find(nexus); v != volumes_.end() && v->second.nexus_generation > generation) {
+      return make_error(Errc::kBusy, "stale nexus: generation {} of volume {} is superseded by {}", generation,
+                        nexus, v->second.nexus_generation);
+    }
   }
   if (document.size() > (1u << 20)) {
     return make_error(Errc::kInvalidArgument, "health document of {} bytes is too large",

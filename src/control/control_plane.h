@@ -142,7 +142,9 @@ class ControlPlane {
   // ---- engines ----
   Result<uint32_t> register_node(const RegisterRequest& req);
   Status deregister_node(const std::string& name, const std::string& instance_uuid);
-  Status put_nexus_health(const std::string& nexus, const std::string& document);
+  // `generation`: the writing nexus's (0: not checked); Busy ("stale nexus: ...") when
+  // the volume's nexus_generation is higher.
+  Status put_nexus_health(const std::string& nexus, const std::string& document, uint64_t generation = 0);
   Result<std::string> get_nexus_health(const std::string& nexus);
 
   // ---- nodes ----

@@ -196,7 +196,7 @@ grpc::Status ControlServiceImpl::DeregisterNode(grpc::ServerContext*,
 grpc::Status ControlServiceImpl::PutNexusHealth(grpc::ServerContext*,
                                                 const cv1::PutNexusHealthRequest* req,
                                                 cv1::PutNexusHealthResponse*) {
-  return to_grpc_status(cp_.put_nexus_health(req->nexus(), req->document()));
+  return to_grpc_status(cp_.put_nexus_health(req->nexus(), req->document(), req->generation()));
 }
 
 grpc::Status ControlServiceImpl::GetNexusHealth(grpc::ServerContext*,

@@ -58,11 +58,20 @@ Result<nexus::NexusHealth> ControlChildHealthStore::load(const std::string& nexu
   return nexus::health_from_json(resp.document());
 }
 
+void ControlChildHealthStore::bind_generation(const std::string& nexus, uint64_t generation) {
+  std::lock_guard lk(generations_mu_);
+  generations_[nexus] = generation;
+}
+
 Status ControlChildHealthStore::replace(const std::string& nexus,
                                         const nexus::NexusHealth& records) {
   // Idempotent (the whole document), so sending it again elsewhere is safe.
   cv1::PutNexusHealthRequest req;
   req.set_nexus(nexus);
+  {
+    std::lock_guard lk(generations_mu_);
+    if (auto g = generations_.find(nexus); g != generations_.end()) req.set_generation(g->second);
+  }
   if (!records.empty()) req.set_document(nexus::health_to_json(nexus, records));
   cv1::PutNexusHealthResponse resp;
   std::string who;

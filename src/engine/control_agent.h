@@ -19,6 +19,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -41,6 +42,8 @@ class ControlChildHealthStore final : public nexus::ChildHealthStore {
                                    std::chrono::milliseconds timeout = std::chrono::seconds(5));
   ~ControlChildHealthStore() override;
   Result<nexus::NexusHealth> load(const std::string& nexus) override;
+  // Sent with every write of that nexus's record (PutNexusHealthRequest.generation).
+  void bind_generation(const std::string& nexus, uint64_t generation) override;
 
  protected:
   Status replace(const std::string& nexus, const nexus::NexusHealth& records) override;
@@ -48,6 +51,8 @@ class ControlChildHealthStore final : public nexus::ChildHealthStore {
  private:
   std::shared_ptr<ControlEndpoints> control_;
   std::chrono::milliseconds timeout_;
+  std::mutex generations_mu_;
+  std::map<std::string, uint64_t> generations_;
 };
 
 class ControlAgent {

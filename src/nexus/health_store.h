@@ -78,6 +78,10 @@ class ChildHealthStore {
   virtual Status purge(const std::string& nexus);
   // The record of `nexus` (empty if none).
   virtual Result<NexusHealth> load(const std::string& nexus) = 0;
+  // The fencing generation of the nexus that writes `nexus`'s record from now on (0:
+  // none). A store shared by the nexuses of a volume (castor-control's) refuses the
+  // writes of a superseded generation with is_stale_nexus() errors; the others ignore it.
+  virtual void bind_generation(const std::string& nexus, uint64_t generation) {}
 
  protected:
   // Atomically replaces the nexus' record; an empty one may delete the document.
@@ -90,6 +94,11 @@ class ChildHealthStore {
 };
 
 // In memory, for unit tests. Can be told to fail or delay writes.
+// A write refused because a newer nexus of the volume owns the record: the writer is fenced.
+inline bool is_stale_nexus(const Status& s) {
+  return s.code() == Errc::kBusy && s.message().find("stale nexus:") != std::string::npos;
+}
+
 class MemChildHealthStore : public ChildHealthStore {
  public:
   Result<NexusHealth> load(const std::string& nexus) override;

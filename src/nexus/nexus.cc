@@ -130,6 +130,7 @@ Result<std::shared_ptr<Nexus>> Nexus::create(NexusDeps deps, const std::string& 
       }
     }
   }
+  deps.store.bind_generation(name, opts.generation);
   auto recs = deps.store.load(name);
   if (!recs) {
     undo();
@@ -409,6 +410,9 @@ void Nexus::on_child_retired(Child* c, FaultReason why) {
     // A timeout keeps a valid log: write it with the record, so the writes abandoned
     // by the retirement (waiting for this record) are in a persisted log too.
     if (st && c->log_valid.load()) st = persist_log(c, fault_reason_name(why), /*after_mark=*/true);
+    // Refused because a newer nexus owns the record: this one is superseded. Fenced first,
+    // so the I/Os waiting for the record complete as fenced, not as errors.
+    if (is_stale_nexus(st)) fence(st.message());
     if (!st) {
       spdlog::error("nexus={} cannot record child {} unhealthy: {}", name(), c->uri,
                     st.to_string());
@@ -451,6 +455,7 @@ void Nexus::request_log_flush(Child* c) {
       const ChildState s = c->state();
       const std::string reason = s == ChildState::kOffline ? "offline" : fault_reason_name(c->reason());
       if (Status st = persist_log(c, reason, /*after_mark=*/false); !st) {
+        if (is_stale_nexus(st)) fence(st.message());
         spdlog::error("nexus={} cannot persist the missed-write log of {}: {}", name(), c->uri,
                       st.to_string());
       }
@@ -673,6 +678,7 @@ void Nexus::finish_rebuild(const std::shared_ptr<RebuildJob>& job) {
       if (c.state() != ChildState::kOutOfSync) break;  // faulted meanwhile
       auto st = fenced() ? make_error(Errc::kUnavailable, "nexus '{}' is fenced: it records nothing", name())
                          : deps_.store.mark_healthy(name(), c.uri);
+      if (is_stale_nexus(st)) fence(st.message());
       if (!st) {
         spdlog::error("nexus={} rebuild of {} done but the record failed: {}", name(), c.uri,
                       st.to_string());

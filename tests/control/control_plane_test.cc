@@ -15,6 +15,7 @@
 #include "control/control_plane.h"
 #include "control/placement.h"
 #include "control/sim/fake_engine.h"
+#include "nexus/health_store.h"
 #include "control/store/store.h"
 
 namespace castor::control {
@@ -389,6 +390,37 @@ TEST_F(ControlPlaneTest, NexusNodeLostRepublishesElsewhereAtTheSameNqn) {
   EXPECT_EQ(cp_->get_node(old_node)->state.status, NodeStatus::kOffline);
   // The lost node's replica is replaced on the spare node.
   EXPECT_EQ(moved->status, "online") << moved->spec.replicas.size();
+}
+
+// The health record of a volume is written only by its latest nexus: a write carrying an
+// older generation (a superseded nexus that has not met a reservation conflict yet) is
+// refused, and the record is left as it was.
+TEST_F(ControlPlaneTest, HealthWritesOfASupersededNexusAreRefused) {
+  auto v = create(2);
+  auto pub = cp_->publish_volume(PublishArgs{.uuid = v.spec.uuid, .node = {}, .allowed_hosts = {},
+                                             .frontend_node = {}});
+  ASSERT_TRUE(pub);
+  ASSERT_EQ(pub->spec.nexus_generation, 1u);
+  const std::string doc = R"({"format":"castor-nexus-health","nexus":")" + v.spec.uuid + R"(","open":true,"children":{}})";
+  ASSERT_TRUE(cp_->put_nexus_health(v.spec.uuid, doc, 1));
+  const std::string old_node = pub->spec.target->node;
+  passes(1);
+  cluster_.find(old_node)->set_down(true);
+  std::this_thread::sleep_for(std::chrono::milliseconds(opts_.node_deadline_ms + 100));
+  passes(6);
+  auto moved = cp_->get_volume(v.spec.uuid);
+  ASSERT_TRUE(moved);
+  ASSERT_EQ(moved->spec.nexus_generation, 2u);
+  auto before = cp_->get_nexus_health(v.spec.uuid);
+  ASSERT_TRUE(before);
+  Status st = cp_->put_nexus_health(v.spec.uuid, "", 1);
+  EXPECT_EQ(st.code(), Errc::kBusy);
+  EXPECT_TRUE(nexus::is_stale_nexus(st)) << st.to_string();
+  auto after = cp_->get_nexus_health(v.spec.uuid);
+  ASSERT_TRUE(after);
+  EXPECT_EQ(*after, *before);
+  EXPECT_TRUE(cp_->put_nexus_health(v.spec.uuid, *before, 2));  // the current one
+  EXPECT_TRUE(cp_->put_nexus_health(v.spec.uuid, *before, 0));  // not checked
 }
 
 // As many replicas as nodes: a node that comes back after its replica was faulted (past

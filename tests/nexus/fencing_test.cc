@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include "../bdev/harness.h"
+#include "bdev/modules/fault.h"
 #include "bdev/reservations.h"
 #include "nexus/manager.h"
 #include "nvmf/host/nvmf_bdev.h"
@@ -15,6 +16,7 @@
 namespace castor::nexus::test {
 namespace {
 
+using bdev::Bdev;
 using bdev::IoStatus;
 using bdev::IoType;
 using bdev::test::do_io;
@@ -197,6 +199,51 @@ TEST(Fencing, ACreateRefusedOnOneChildPreemptsNoOther) {
   EXPECT_EQ(a.write(0, 0x11), IoStatus::kPathUnavailable);  // a lost r1 to b
   ASSERT_TRUE(b.mgr->destroy("vol"));
   ASSERT_TRUE(a.mgr->destroy("vol"));
+}
+
+// A store that has been told a newer nexus owns the record (castor-control's, after a
+// move) refuses this nexus's writes as stale.
+class SupersededStore : public MemChildHealthStore {
+ public:
+  std::atomic<bool> superseded{false};
+
+ protected:
+  Status replace(const std::string& nexus, const NexusHealth& health) override {
+    if (superseded.load()) {
+      return make_error(Errc::kBusy, "castor-control PutNexusHealth at test: stale nexus: generation 1 of volume {} "
+                        "is superseded by 2", nexus);
+    }
+    return MemChildHealthStore::replace(nexus, health);
+  }
+};
+
+// A nexus whose health record write is refused as stale is superseded: it fences itself,
+// and the I/O that waited for the record completes as fenced (kPathUnavailable), not as
+// an error the application would see.
+TEST(Fencing, AStaleHealthRecordWriteFencesTheNexus) {
+  Env env;
+  SupersededStore store;
+  NexusManager mgr(*env.reg, store);
+  for (const char* m : {"m0", "m1"}) {
+    ASSERT_TRUE(env.reg->create(fmt::format("malloc:///{}?size_mb=8&blk_size={}", m, kBs)));
+  }
+  ASSERT_TRUE(env.reg->create("fault:///f1?base=m1"));
+  NexusOptions o;
+  o.generation = 1;
+  ASSERT_TRUE(mgr.create("vol", 0, {"bdev:///m0", "bdev:///f1"}, o));
+  bdev::DmaBuffer buf(kBs);
+  std::memset(buf.data(), 0x5a, kBs);
+  Bdev& vol = *env.reg->find("vol");
+  ASSERT_EQ(do_io(env, 0, vol, IoType::kWrite, 0, 1, buf.data(), kBs), IoStatus::kSuccess);
+  store.superseded = true;
+  bdev::FaultRuleSpec err;
+  err.ops_mask = bdev::io_type_bit(IoType::kWrite);
+  ASSERT_TRUE(bdev::FaultControl::inject(*env.reg->find("f1"), err));
+  // The child fails, its unhealthy record is refused as stale: fenced.
+  EXPECT_EQ(do_io(env, 0, vol, IoType::kWrite, 1, 1, buf.data(), kBs), IoStatus::kPathUnavailable);
+  EXPECT_EQ(mgr.find("vol")->state(), NexusState::kFenced);
+  EXPECT_EQ(do_io(env, 1, vol, IoType::kRead, 0, 1, buf.data(), kBs), IoStatus::kPathUnavailable);
+  ASSERT_TRUE(mgr.destroy("vol"));
 }
 
 // Without a generation a nexus takes no reservation (a stand-alone engine), and one with a

@@ -241,6 +241,19 @@ Status ControlPlane::ensure_nexus(VolumeSpec& v) {
       return make_error(Errc::kUnavailable, "volume {} has no current replica to build a nexus from{}{}",
                         v.uuid, why.empty() ? "" : ": ", why);
     }
+    // The view that said "no nexus" may be out of date (castor-control restarted, a
+    // snapshot from before a create): ask the engine. The volume's latest nexus is kept
+    // (creating another would raise the generation and so fence the one serving the
+    // volume); a nexus of an older generation there is a leftover, replaced.
+    if (auto snap = e->snapshot()) {
+      for (const auto& n : snap->nexuses) {
+        if (n.name != v.uuid) continue;
+        if (n.generation == v.nexus_generation) return Status::ok();
+        spdlog::info("volume {}: node {} holds a nexus of generation {} (the volume's is {}): replacing it", v.uuid,
+                     target, n.generation, v.nexus_generation);
+        if (Status s = teardown_nexus(target, v.uuid); !s) return s;
+      }
+    }
     // The new nexus's generation is durable before it exists: a later one is always higher.
     ++v.nexus_generation;
     if (Status s = persist_volume(v); !s) return s;

@@ -392,6 +392,30 @@ TEST_F(ControlPlaneTest, NexusNodeLostRepublishesElsewhereAtTheSameNqn) {
   EXPECT_EQ(moved->status, "online") << moved->spec.replicas.size();
 }
 
+// A snapshot that misses the nexus (a failed read, or castor-control restarted) must not
+// make castor-control create "another" one: that would raise the generation, and the
+// nexus serving the volume would then be refused as stale and fence itself.
+TEST_F(ControlPlaneTest, AMissedNexusInASnapshotKeepsItsGeneration) {
+  auto v = create(2);
+  auto pub = cp_->publish_volume(PublishArgs{.uuid = v.spec.uuid, .node = {}, .allowed_hosts = {},
+                                             .frontend_node = {}});
+  ASSERT_TRUE(pub);
+  ASSERT_EQ(pub->spec.nexus_generation, 1u);
+  const std::string node = pub->spec.target->node;
+  passes(1);
+  cluster_.find(node)->fail_next("snapshot", Status(Errc::kUnavailable, "snapshot lost"));
+  passes(3);
+  auto got = cp_->get_volume(v.spec.uuid);
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->spec.nexus_generation, 1u);
+  auto snap = cluster_.find(node)->snapshot();
+  ASSERT_TRUE(snap);
+  ASSERT_EQ(snap->nexuses.size(), 1u);
+  EXPECT_EQ(snap->nexuses[0].generation, 1u);
+  const std::string doc = R"({"format":"castor-nexus-health","nexus":")" + v.spec.uuid + R"(","open":true,"children":{}})";
+  EXPECT_TRUE(cp_->put_nexus_health(v.spec.uuid, doc, 1));  // still the volume's nexus
+}
+
 // The health record of a volume is written only by its latest nexus: a write carrying an
 // older generation (a superseded nexus that has not met a reservation conflict yet) is
 // refused, and the record is left as it was.

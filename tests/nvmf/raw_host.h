@@ -230,6 +230,9 @@ inline uint16_t bring_up_admin(TestHost& h, const char* nqn, const char* host, c
   Cqe c = h.connect(nqn, host, 0, 0xffff, 0, hostid);
   EXPECT_EQ(c.status, 0);
   const uint16_t cntlid = static_cast<uint16_t>(c.dw0);
+  c = h.prop_get(prop::kCap, true);
+  EXPECT_EQ(c.status, 0);
+  EXPECT_EQ(c.dw0 & 0xffff, 127u);  // MQES: the target's default 128 entries
   uint32_t cc = (6u << 16) | (4u << 20);
   EXPECT_EQ(h.prop_set(prop::kCc, cc).status, 0);
   EXPECT_EQ(h.prop_set(prop::kCc, cc | 1).status, 0);

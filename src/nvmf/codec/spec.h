@@ -544,18 +544,9 @@ static_assert(sizeof(AnaGroupDescriptor) == 32 && offsetof(AnaGroupDescriptor, c
 
 // ---------------------------------------------------------------- reservations
 // ONCS bit 5: reservations supported. RESCAP (Identify Namespace byte 31) bits 1..6: the
-// types below; bit 0 persist through power loss; bit 7 IEKEY ignores the current key.
+// reservation types 1..6 (bdev::ReservationType holds their wire values); bit 0 persist
+// through power loss; bit 7 IEKEY ignores the current key.
 inline constexpr uint16_t kOncsReservations = 1u << 5;
-
-enum class ReservationType : uint8_t {
-  kNone = 0,
-  kWriteExclusive = 1,
-  kExclusiveAccess = 2,
-  kWriteExclusiveRegistrantsOnly = 3,
-  kExclusiveAccessRegistrantsOnly = 4,
-  kWriteExclusiveAllRegistrants = 5,
-  kExclusiveAccessAllRegistrants = 6,
-};
 
 // Reservation Register: CDW10 bits 2:0 RREGA (0 register, 1 unregister, 2 replace), bit 3
 // IEKEY, bits 31:30 CPTPL. Acquire: bits 2:0 RACQA (0 acquire, 1 preempt, 2 preempt and

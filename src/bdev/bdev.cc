@@ -165,8 +165,12 @@ Bdev::Bdev(std::string name, std::string module, uint32_t block_size, uint64_t n
 
 Bdev::~Bdev() {
   // Channels first: a channel's destructor may still complete (and count) requests.
-  for (size_t i = 0; i < nchannels_; ++i) delete channels_[i].load(std::memory_order_acquire);
+  destroy_channels();
   for (size_t i = 0; i < nchannels_; ++i) delete stats_[i].load(std::memory_order_acquire);
+}
+
+void Bdev::destroy_channels() {
+  for (size_t i = 0; i < nchannels_; ++i) delete channels_[i].exchange(nullptr, std::memory_order_acq_rel);
 }
 
 void Bdev::set_reactor_count(size_t n) {

@@ -303,6 +303,9 @@ class Bdev {
   // Grows the device (a replica or nexus resize). Existing I/O is unaffected; I/O
   // submitted after a reactor has synchronized with the caller sees the new size.
   void set_num_blocks(uint64_t n) { num_blocks_.store(n, std::memory_order_relaxed); }
+  // Deletes every channel now (~Bdev does it otherwise): for a module whose channels refer
+  // to state its own destructor frees, which runs before ~Bdev. No I/O may be in flight.
+  void destroy_channels();
 
  private:
   friend class BdevRegistry;

@@ -1122,14 +1122,18 @@ Status Nexus::flush_children(uint64_t timeout_ms) {
     std::condition_variable cv;
     size_t left = 0;
     std::string failed;  // the first child that failed, with its status
-    std::vector<std::pair<Child*, bdev::IoRequest>> reqs;
+    // The child's URI, not the Child: a flush that does not finish in time outlives the
+    // nexus (its completion then reads only this Flush).
+    std::vector<std::pair<std::string, bdev::IoRequest>> reqs;
+    std::vector<bdev::Bdev*> bdevs;  // reqs[i] goes to bdevs[i] (held by the registry)
     std::shared_ptr<Flush> self;  // kept alive until the last completion
   };
   auto f = std::make_shared<Flush>();
   for (auto& c : children_) {
     const ChildState s = c->state();
     if ((s == ChildState::kHealthy || s == ChildState::kOutOfSync) && c->bdev->supports(IoType::kFlush)) {
-      f->reqs.emplace_back(c.get(), bdev::IoRequest{});
+      f->reqs.emplace_back(c->uri, bdev::IoRequest{});
+      f->bdevs.push_back(c->bdev.get());
     }
   }
   if (f->reqs.empty()) return Status::ok();
@@ -1137,7 +1141,8 @@ Status Nexus::flush_children(uint64_t timeout_ms) {
   f->self = f;
   reactor::Reactor& r = reactors().at(0);
   r.send([f = f.get(), &r] {
-    for (auto& [c, req] : f->reqs) {
+    for (size_t i = 0; i < f->reqs.size(); ++i) {
+      bdev::IoRequest& req = f->reqs[i].second;
       req.type = IoType::kFlush;
       req.cb_arg = f;
       req.cb = [](bdev::IoRequest& q, void* arg) {
@@ -1146,7 +1151,7 @@ Status Nexus::flush_children(uint64_t timeout_ms) {
         std::lock_guard lk(fl->mu);
         if (q.status != bdev::IoStatus::kSuccess && fl->failed.empty()) {
           for (auto& [ch, rq] : fl->reqs) {
-            if (&rq == &q) fl->failed = fmt::format("flush of child {} failed: {}", ch->uri, bdev::io_status_name(q.status));
+            if (&rq == &q) fl->failed = fmt::format("flush of child {} failed: {}", ch, bdev::io_status_name(q.status));
           }
         }
         if (--fl->left == 0) {
@@ -1154,7 +1159,7 @@ Status Nexus::flush_children(uint64_t timeout_ms) {
           fl->cv.notify_all();
         }
       };
-      c->bdev->channel(r).submit(req);
+      f->bdevs[i]->channel(r).submit(req);
     }
   });
   std::unique_lock lk(f->mu);

@@ -307,10 +307,21 @@ def nodes_online(ctl):
     return len([x for x in out.get("nodes", []) if x["status"] == "online"]) if code == 200 else 0
 
 
+def disk_uri(node, size_mb):
+    """A pool disk for `node` in the scenario's directory: a sparse file made here (the
+    engine, finding it at the size asked, opens it as it is instead of allocating all of
+    it), so that a suite of scenarios costs the disk space its volumes write, not the sum
+    of its pools."""
+    path = os.path.join(DIR, f"disk-{node}.img")
+    if not os.path.exists(path):
+        with open(path, "wb") as f:
+            f.truncate(size_mb * MIB)
+    return f"file://{path}?size_mb={size_mb}"
+
+
 def declare_pools(ctl, names):
     for name in names:
-        code, p = ctl.call("PUT", f"/v1/nodes/{name}/pools/pool",
-                           {"disks": [f"file://{DIR}/disk-{name}.img?size_mb=256"]})
+        code, p = ctl.call("PUT", f"/v1/nodes/{name}/pools/pool", {"disks": [disk_uri(name, 256)]})
         check(code == 200, f"pool on {name} declared ({code} {p.get('status', p)})")
 
     def all_online():
@@ -391,6 +402,11 @@ def _rank(name):
     return 1
 
 
+# An engine's shutdown may wait up to 10 s for a nexus's child flush (a child whose node is
+# already gone), then tear down; past this, it is taken as hung.
+STOP_GRACE_S = 20
+
+
 def stop_all():
     """Stops every process started through this module, by PID (SIGCONT first: a stopped
     process does not act on SIGTERM)."""
@@ -399,9 +415,9 @@ def stop_all():
             try:
                 p.send_signal(signal.SIGCONT)
                 p.terminate()
-                p.wait(timeout=10)
+                p.wait(timeout=STOP_GRACE_S)
             except subprocess.TimeoutExpired:
-                log(f"{name} (pid {p.pid}) ignored SIGTERM for 10 s: its threads' stacks follow")
+                log(f"{name} (pid {p.pid}) ignored SIGTERM for {STOP_GRACE_S} s: its threads' stacks follow")
                 dump_stacks(name, p.pid)
                 p.kill()
                 p.wait()
@@ -423,17 +439,43 @@ def dump_stacks(name, pid):
     print("\n".join(open(path, errors="replace").read().splitlines()[:200]))
 
 
+SANITIZER_REPORT = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", ": runtime error: ")
+
+
+def sanitizer_reports(root):
+    """A sanitizer report in any process's log under `root` fails the test, even when every
+    check passed (an engine that hits a use-after-free while shutting down exits without
+    failing one)."""
+    for d, _, files in sorted(os.walk(root)):
+        for f in sorted(files):
+            if not f.endswith(".log"):
+                continue
+            path = os.path.join(d, f)
+            lines = open(path, errors="replace").read().splitlines()
+            for i, line in enumerate(lines):
+                if any(r in line for r in SANITIZER_REPORT):
+                    check(False, f"sanitizer report in {os.path.relpath(path, WORK)}: {line.strip()}")
+                    print("\n".join(lines[i:i + 30]))
+                    break
+
+
 def run(scenarios, namespace):
     """Runs scenario_<name>() from `namespace` for each name; always stops every process;
     on failure prints the tail of every log; exits 1 on any failure."""
     global DIR
+    scanned = set()
     try:
         for s in scenarios:
             log(f"=== {s}")
             DIR = os.path.join(WORK, s)
             os.makedirs(DIR, exist_ok=True)
+            failed_before = len(FAILURES)
             namespace["scenario_" + s]()
             stop_all()
+            sanitizer_reports(DIR)
+            scanned.add(DIR)
+            if len(FAILURES) == failed_before and not os.environ.get("KEEP"):
+                shutil.rmtree(DIR, ignore_errors=True)  # a passed scenario's disks and logs
     except SystemExit as e:
         FAILURES.append(str(e))
     except Exception as e:  # report, then clean up
@@ -442,6 +484,8 @@ def run(scenarios, namespace):
         FAILURES.append(repr(e))
     finally:
         stop_all()
+        if os.path.isdir(DIR) and DIR not in scanned:
+            sanitizer_reports(DIR)  # the scenario that raised
         if FAILURES:
             for d, _, files in sorted(os.walk(WORK)):
                 for f in sorted(files):

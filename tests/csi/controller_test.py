@@ -45,7 +45,7 @@ def cluster():
     h.until("three nodes online", lambda: h.nodes_online(ctl) == 3)
     for e in engines:
         code, p = ctl.call("PUT", f"/v1/nodes/{e.name}/pools/pool",
-                           {"disks": [f"file://{h.DIR}/disk-{e.name}.img?size_mb=2048"]})
+                           {"disks": [h.disk_uri(e.name, 2048)]})
         h.check(code == 200, f"pool on {e.name} declared ({code})")
     h.until("every pool online", lambda: len([p for p in ctl.call("GET", "/v1/pools")[1].get("pools", [])
                                               if p["status"] == "online"]) == 3)

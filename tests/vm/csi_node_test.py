@@ -192,7 +192,7 @@ def scenario_node():
     h.until("two nodes online", lambda: h.nodes_online(ctl) == 2)
     for e in engines:
         code, _ = ctl.call("PUT", f"/v1/nodes/{e.name}/pools/pool",
-                           {"disks": [f"file://{h.DIR}/disk-{e.name}.img?size_mb=1024"]})
+                           {"disks": [h.disk_uri(e.name, 1024)]})
         h.check(code == 200, f"pool on {e.name} declared")
     h.until("both pools online", lambda: len([p for p in ctl.call("GET", "/v1/pools")[1].get("pools", [])
                                                if p["status"] == "online"]) == 2)

@@ -363,7 +363,12 @@ class NvmfBdev final : public bdev::Bdev {
     });
     if (c_->num_blocks() > num_blocks()) set_num_blocks(c_->num_blocks());  // grew before the hook
   }
-  ~NvmfBdev() override { c_->shutdown(); }
+  // The channels go before the controller: each one points at its reactor's IoQueue,
+  // which the controller owns (and the last reference to it may be c_).
+  ~NvmfBdev() override {
+    c_->shutdown();
+    destroy_channels();
+  }
   Controller& controller() { return *c_; }
   Result<uint64_t> refresh_size() override {
     if (auto n = c_->reidentify(); !n) return n.status();

@@ -486,7 +486,9 @@ void ControlPlane::reconcile_target(VolumeSpec& v) {
   }
   auto e = engine(v.target->node);
   if (!e) return;
-  if (!nexus || nexus->uris.empty()) {
+  // No nexus, or not published, or published but not recorded (castor-control stopped
+  // between the engine's answer and writing the URI): ensure_nexus finishes it.
+  if (!nexus || nexus->uris.empty() || v.target->uri.empty()) {
     const std::string before = v.target->uri;
     if (Status s = ensure_nexus(v); !s) {
       spdlog::warn("volume {}: {}", v.uuid, s.message());

@@ -513,6 +513,7 @@ Result<VolumeView> ControlPlane::publish_volume(const PublishArgs& args) {
     (void)persist_volume(v);
     return s;
   }
+  if (crash("publish:record")) return make_error(Errc::kInternal, "crash point");  // published, not recorded
   v.op = {};
   if (Status s = persist_volume(v); !s) return s;
   spdlog::info("volume {} published on node {} at {}", v.uuid, node, v.target->uri);

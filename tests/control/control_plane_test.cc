@@ -758,7 +758,7 @@ TEST_F(ControlPlaneTest, CrashDuringCreateLeavesNothing) {
 
 TEST_F(ControlPlaneTest, CrashDuringPublishIsFinished) {
   auto v = create(2);
-  for (const char* point : {"publish:nexus", "nexus:publish"}) {
+  for (const char* point : {"publish:nexus", "nexus:publish", "publish:record"}) {
     cp_->set_crash_point([&](const std::string& p) { return p != point; });
     EXPECT_FALSE(cp_->publish_volume(PublishArgs{.uuid = v.spec.uuid, .node = {},
                                                  .allowed_hosts = {}, .frontend_node = {}}));

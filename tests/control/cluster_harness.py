@@ -213,6 +213,7 @@ class Engine:
         self.proc = spawn(self.name, args)
         info = wait_ready(ready, self.proc, f"engine {self.name}")
         self.grpc = f"127.0.0.1:{info['grpc_port']}"
+        self.nvmf = f"{self.listen}:{info['nvmf_ports'][0]}" if info.get("nvmf_ports") else None
 
     def kill9(self):
         self.proc.send_signal(signal.SIGKILL)
@@ -376,6 +377,18 @@ def start_writer(name, uri, seconds, queue_depth=16):
     hostport, nqn = split_uri(uri)
     return spawn(name, [BIN.perf, "-r", hostport, "-n", nqn, "-w", "randwrite", "--verify", "-q",
                         str(queue_depth), "-t", str(seconds), "--cores", "1"])
+
+
+def start_multipath_writer(name, uri, other_paths, seconds, queue_depth=16, loss_timeout_s=60, offset_mb=0):
+    """The same writer through castor-perf's --bdev: the nvmf:// multipath host, with the
+    published URI as its first path and `other_paths` (HOST:PORT of the other engines'
+    NVMe-oF listeners) as paths that connect once their engine serves the volume. I/O
+    with no usable path waits up to `loss_timeout_s`."""
+    opts = (f"paths={','.join(other_paths)}&ctrl_loss_timeout_ms={loss_timeout_s * 1000}"
+            "&reconnect_delay_ms=100&reconnect_delay_max_ms=500&connect_timeout_ms=1000")
+    return spawn(name, [BIN.perf, "--bdev", f"{uri}?{opts}", "-w", "randwrite", "--verify", "-q",
+                        str(queue_depth), "-t", str(seconds), "--cores", "1", "--json",
+                        "--offset-mb", str(offset_mb)])
 
 
 def writer_result(name, proc, timeout=120):

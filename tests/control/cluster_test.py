@@ -34,6 +34,7 @@ Scenarios (default: all):
              (412) and keeps its size.
 Everything runs on 127.0.0.1 with free ports and is stopped by PID.
 """
+import json
 import os
 import random
 import signal
@@ -45,7 +46,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cluster_harness as h  # noqa: E402
 from cluster_harness import (MIB, WORK, Control, Engine, check, create_volume,  # noqa: E402
-                             declare_pools, healthy, log, nodes_online, split_uri, start_writer,
+                             declare_pools, healthy, log, nodes_online, split_uri, start_multipath_writer,
+                             start_writer,
                              stop_all, until, volume, writer_result)
 
 SCENARIOS = h.init(sys.argv) or ["badinput", "heal", "move", "splitbrain", "crash", "resize"]
@@ -191,11 +193,33 @@ def scenario_move():
     # API reaches it only while it is unpublished at the engine (the reconciler publishes
     # it again once castor-control runs again).
     nexus_io(engines[spare], "write", uid, src, ctl)
-    log(f"volume {uid}: nexus on {spare}; killing it")
+    # Castor's own multipath host writes through the whole move: its first path is the
+    # nexus about to die, the others every other engine's NVMe-oF listener (the one that
+    # gets the new nexus connects once it serves the volume). It writes from 16 MiB on,
+    # clear of the pattern at 8 MiB.
+    def republished():
+        out = engines[spare].ctl("nexus", "list")
+        items = out if isinstance(out, list) else out.get("nexuses", [])
+        return any(n["name"] == uid and n.get("uris") for n in items)
+    until("the nexus published again at its engine after the pattern was written", republished)
+    uri = volume(ctl, uid)["target"]["uri"]
+    writer = start_multipath_writer("perf-move", uri, [e.nvmf for n, e in engines.items() if n != spare], 20,
+                                    offset_mb=16)
+    time.sleep(3)
+    log(f"volume {uid}: nexus on {spare}; killing it under the multipath writer")
+    killed_at = time.time()
     engines[spare].kill9()
     moved = until("the nexus is re-created on another node and published",
                   lambda: (lambda x: x if x and x.get("target", {}).get("node") != spare and
                            x["target"].get("uri") else None)(volume(ctl, uid)), timeout=60)
+    if moved:
+        log(f"nexus published on {moved['target']['node']} {time.time() - killed_at:.1f} s after the kill")
+    if writer_result("perf-move", writer):
+        out = open(os.path.join(h.DIR, "perf-move.log")).read().strip().splitlines()
+        res = next((json.loads(line) for line in reversed(out) if line.startswith("{")), {})
+        check(res.get("ios", 0) > 0 and res.get("errors") == 0 and res.get("verify_mismatches") == 0,
+              f"the multipath writer carried on over the move: {res.get('ios')} I/Os, none failed, "
+              f"p99.9 latency {res.get('lat_p999_us', 0) / 1000:.0f} ms")
     if moved:
         new_node = moved["target"]["node"]
         check(split_uri(moved["target"]["uri"])[1] == split_uri(old_uri)[1],

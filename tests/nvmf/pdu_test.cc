@@ -1,7 +1,10 @@
 #include "nvmf/codec/pdu.h"
 
+#include "nvmf/codec/ana_log.h"
+
 #include <gtest/gtest.h>
 
+#include <cstddef>
 #include <cstring>
 #include <vector>
 
@@ -141,6 +144,55 @@ TEST(Pdu, BuildersProduceHeadersTheParserAccepts) {
   std::memcpy(&t, b, sizeof(t));
   EXPECT_EQ(t.fes, 3);
   EXPECT_EQ(digest({reinterpret_cast<const uint8_t*>("123456789"), 9}), 0xE3069283u);
+}
+
+// The ANA log page as the host reads it: the state of the group listing the namespace,
+// and every length checked against the bytes received.
+TEST(AnaLog, FindsTheNamespacesGroupAndRefusesShortOrBadPages) {
+  std::vector<uint8_t> page;
+  auto put = [&page](const void* p, size_t n) {
+    const auto* b = static_cast<const uint8_t*>(p);
+    page.insert(page.end(), b, b + n);
+  };
+  AnaLogHeader h{};
+  h.ngrps = 2;
+  put(&h, sizeof(h));
+  AnaGroupDescriptor g1{};
+  g1.grpid = 1;
+  g1.nnsids = 2;
+  g1.state = static_cast<uint8_t>(AnaState::kNonOptimized);
+  put(&g1, sizeof(g1));
+  for (uint32_t id : {1u, 2u}) put(&id, 4);
+  AnaGroupDescriptor g2{};
+  g2.grpid = 2;
+  g2.nnsids = 1;
+  g2.state = static_cast<uint8_t>(AnaState::kInaccessible);
+  put(&g2, sizeof(g2));
+  uint32_t three = 3;
+  put(&three, 4);
+
+  EXPECT_EQ(*ana_state_of(page, 2), AnaState::kNonOptimized);
+  EXPECT_EQ(*ana_state_of(page, 3), AnaState::kInaccessible);
+  EXPECT_EQ(ana_state_of(page, 4).status().code(), Errc::kNotFound);
+  // Cut inside the second group's NSID list, inside its descriptor, inside the header.
+  for (size_t n : {page.size() - 2, sizeof(h) + sizeof(g1) + 8 + 10, size_t{8}}) {
+    auto r = ana_state_of(std::span<const uint8_t>(page.data(), n), 3);
+    EXPECT_EQ(r.status().code(), Errc::kInvalidArgument) << n;
+  }
+  // A count of namespaces that would run past the page (and overflow a 32-bit product).
+  auto bad = page;
+  const uint32_t huge = 0x40000001;
+  std::memcpy(bad.data() + sizeof(h) + offsetof(AnaGroupDescriptor, nnsids), &huge, 4);
+  EXPECT_EQ(ana_state_of(bad, 1).status().code(), Errc::kInvalidArgument);
+  // A reserved state.
+  bad = page;
+  bad[sizeof(h) + offsetof(AnaGroupDescriptor, state)] = 0x05;
+  EXPECT_EQ(ana_state_of(bad, 1).status().code(), Errc::kInvalidArgument);
+  for (AnaState s : {AnaState::kOptimized, AnaState::kNonOptimized, AnaState::kInaccessible,
+                     AnaState::kPersistentLoss, AnaState::kChange}) {
+    EXPECT_EQ(*parse_ana_state(ana_state_name(s)), s);
+  }
+  EXPECT_EQ(parse_ana_state("fast").status().code(), Errc::kInvalidArgument);
 }
 
 }  // namespace

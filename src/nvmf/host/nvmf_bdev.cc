@@ -12,6 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/clock.h"
+#include "nvmf/codec/ana_log.h"
 #include "nvmf/codec/spec.h"
 #include "nvmf/host/qpair.h"
 #include "reactor/tcp.h"
@@ -36,7 +37,7 @@ const char* controller_state_name(ControllerState s) {
 Result<NvmfHostOptions> NvmfHostOptions::from_uri(const Uri& uri, const NvmfHostOptions& defaults) {
   if (auto st = uri.check_keys({"hostnqn", "hostid", "hdgst", "ddgst", "qd", "io_timeout_ms", "keep_alive_ms",
                                 "connect_timeout_ms", "reconnect_delay_ms", "reconnect_delay_max_ms",
-                                "ctrl_loss_timeout_ms", "nsid", "name"});
+                                "ctrl_loss_timeout_ms", "nsid", "name", "paths"});
       !st) {
     return st;
   }
@@ -135,7 +136,16 @@ class IoQueue {
   // its connection closes first, 0xFFFE if it is full. The spans stay valid until then.
   void passthru(Sqe s, std::span<const uint8_t> out, std::span<uint8_t> in, std::function<void(uint16_t)> done);
   bool idle() const { return !qp_ && pending_resets_ == 0 && !conn_.busy(); }
-  void set_channel(NvmfChannel* ch) { chan_ = ch; }
+  // `path`: this queue's index among the channel's paths. `failfast` (a bdev with several
+  // paths): a request this queue cannot carry now (not connected, its connection lost, a
+  // path error, a timeout) is handed back at once with kPathUnavailable or kTimedOut for
+  // the channel to send on another path, instead of waiting here for a reconnect.
+  void set_channel(NvmfChannel* ch, size_t path = 0, bool failfast = false) {
+    chan_ = ch;
+    path_ = path;
+    failfast_ = failfast;
+  }
+  bool live() const { return st_ == St::kLive; }
 
  private:
   enum class St { kDown, kConnecting, kLive, kLost, kStopped };
@@ -168,6 +178,8 @@ class IoQueue {
   St st_ = St::kDown;
   uint64_t gen_ = 0;
   NvmfChannel* chan_ = nullptr;
+  size_t path_ = 0;
+  bool failfast_ = false;
   bool in_submit_ = false;
   std::vector<Cmd> cmds_;
   std::vector<Ctx*> all_;
@@ -194,6 +206,11 @@ class Controller {
   // Control thread: the first connection, waited for. Errors: IoError, TimedOut,
   // InvalidArgument (host refused), InvalidArgument (no such namespace).
   Status connect_first();
+  // Control thread, after connect_first() failed: keeps trying in the background as a
+  // reset does (back-off, lost after ctrl_loss_timeout_ms), and once connected must find
+  // the namespace `like` has (same format and NGUID, at least its size) or is lost. For
+  // a second path whose target does not serve the subsystem yet.
+  void connect_later(const Controller& like);
   // Control thread: tears everything down and waits until no connection remains.
   void shutdown();
   // Control thread: Identify Namespace again and adopt a larger size (the namespace may
@@ -231,6 +248,11 @@ class Controller {
   uint16_t oncs() const { return oncs_; }
   bool vwc() const { return vwc_; }
   const uint8_t* nguid() const { return nguid_; }
+  bool live() const { return state_.load() == ControllerState::kLive; }
+  // This path's ANA state for the namespace, as last read from the ANA log page (at each
+  // connection and on every ANA change notice); optimized for a controller that does not
+  // report ANA. Any thread.
+  AnaState ana_state() const { return static_cast<AnaState>(ana_.load(std::memory_order_acquire)); }
   NvmfBdevStatus status() const {
     NvmfBdevStatus s;
     s.state = state_.load();
@@ -262,6 +284,8 @@ class Controller {
   // namespace again.
   void enable_events(uint64_t gen);
   void submit_aer(uint64_t gen);
+  // Reads the ANA log page and adopts the state of the group listing our namespace.
+  void read_ana(uint64_t gen);
   void queue_ready(uint64_t gen);
   void fail(uint64_t gen, const std::string& why);
   void teardown(const std::string& why);
@@ -288,6 +312,8 @@ class Controller {
   uint32_t lba_size_ = 0;
   std::atomic<uint64_t> nlbas_{0};
   uint32_t oaes_ = 0;
+  bool ana_reporting_ = false;  // CMIC.ANA
+  std::atomic<uint8_t> ana_{static_cast<uint8_t>(AnaState::kOptimized)};
   std::function<void(uint64_t)> on_grow_;  // home reactor
   uint32_t max_xfer_blocks_ = 0;
   uint16_t oncs_ = 0;
@@ -318,81 +344,192 @@ class Controller {
   std::string last_error_;
 };
 
+// One reactor's channel: its I/O queue on each path (one path, or several controllers of
+// the same subsystem at different addresses).
+//
+// Several paths: a request goes to the first path whose queue is connected and whose ANA
+// state is optimized, else the first non-optimized one. The queues fail fast (see
+// IoQueue::set_channel), and a request handed back with kPathUnavailable or kTimedOut
+// goes to another path; the path it left is passed over for kPathAvoidNs. With no usable
+// path the request waits in this channel, tried again every kRetryNs, and fails with
+// kIoError once ctrl_loss_timeout_ms have passed since it was submitted. A timed-out request's connection is
+// closed before it is handed back, so nothing late lands in its buffers; the target may
+// still carry out a write it had received (as with any NVMe multipath host): a volume's
+// old nexus is fenced against that (docs/nexus.md).
 class NvmfChannel final : public bdev::BdevChannel {
  public:
-  NvmfChannel(bdev::Bdev& b, reactor::Reactor& r, IoQueue& q) : BdevChannel(b, r), q_(q) { q_.set_channel(this); }
-  ~NvmfChannel() override { q_.set_channel(nullptr); }
-  // From the queue: completes now (async context) or on a later turn (inside submit).
-  void finish(IoRequest& req, IoStatus s, bool later) {
+  struct Path {
+    IoQueue* queue;
+    const Controller* controller;
+  };
+  NvmfChannel(bdev::Bdev& b, reactor::Reactor& r, std::vector<Path> paths, uint64_t give_up_ns)
+      : BdevChannel(b, r), paths_(std::move(paths)), avoid_until_(paths_.size(), 0), give_up_ns_(give_up_ns) {
+    for (size_t i = 0; i < paths_.size(); ++i) paths_[i].queue->set_channel(this, i, paths_.size() > 1);
+  }
+  // No I/O is in flight or parked (the Bdev's contract); a retry timer still armed (its
+  // requests were aborted) finds the channel gone through `alive_`, as the destructor may
+  // run on another thread than the reactor's.
+  ~NvmfChannel() override {
+    for (auto& p : paths_) p.queue->set_channel(nullptr);
+  }
+  // From queue `path`: completes now (async context) or on a later turn (inside submit).
+  void finish(IoRequest& req, IoStatus s, bool later, size_t path) {
+    if (paths_.size() > 1 && (s == IoStatus::kPathUnavailable || s == IoStatus::kTimedOut)) {
+      avoid_until_[path] = mono_ns() + kPathAvoidNs;
+      return route(req);
+    }
     if (later) complete(req, s);
     else complete_now(req, s);
   }
 
  protected:
-  void do_submit(IoRequest& req) override { q_.submit(req); }
+  void do_submit(IoRequest& req) override {
+    if (paths_.size() == 1) return paths_[0].queue->submit(req);
+    route(req);
+  }
 
  public:
-  bool abort(IoRequest& req) override { return q_.abort(req); }
+  bool abort(IoRequest& req) override {
+    for (auto it = parked_.begin(); it != parked_.end(); ++it) {
+      if (*it != &req) continue;
+      parked_.erase(it);
+      complete(req, IoStatus::kAborted);
+      return true;
+    }
+    for (auto& p : paths_) {
+      if (p.queue->abort(req)) return true;
+    }
+    return false;
+  }
   bool late_read_writes() const override { return false; }  // abort() drops the connection
 
  private:
-  IoQueue& q_;
+  static constexpr uint64_t kPathAvoidNs = 100 * kMs;
+  static constexpr uint64_t kRetryNs = 10 * kMs;
+
+  // The path to use now, or -1.
+  int choose(uint64_t now) const {
+    int fallback = -1;
+    for (size_t i = 0; i < paths_.size(); ++i) {
+      if (!paths_[i].queue->live() || now < avoid_until_[i]) continue;
+      const AnaState st = paths_[i].controller->ana_state();
+      if (st == AnaState::kOptimized) return static_cast<int>(i);
+      if (st == AnaState::kNonOptimized && fallback < 0) fallback = static_cast<int>(i);
+    }
+    return fallback;
+  }
+  // Sends `req` on the best path, or parks it. A queue that cannot take it hands it back
+  // through finish(), which passes that path over and routes again: at most one hop per
+  // path before the request parks.
+  void route(IoRequest& req) {
+    if (const int i = choose(mono_ns()); i >= 0) return paths_[static_cast<size_t>(i)].queue->submit(req);
+    parked_.push_back(&req);
+    arm_retry();
+  }
+  void arm_retry() {
+    if (retry_armed_) return;
+    retry_armed_ = true;
+    reactor().add_timer(kRetryNs, [this, alive = std::weak_ptr<bool>(alive_)] {
+      if (alive.expired()) return;
+      retry_armed_ = false;
+      retry_parked();
+    });
+  }
+  void retry_parked() {
+    std::vector<IoRequest*> parked;
+    parked.swap(parked_);
+    for (IoRequest* req : parked) {
+      const uint64_t now = mono_ns();
+      if (choose(now) >= 0) route(*req);  // may park it again
+      else if (now - req->start_ns >= give_up_ns_) complete_now(*req, IoStatus::kIoError);
+      else parked_.push_back(req);
+    }
+    if (!parked_.empty()) arm_retry();
+  }
+
+  std::vector<Path> paths_;
+  std::vector<uint64_t> avoid_until_;
+  const uint64_t give_up_ns_;
+  std::vector<IoRequest*> parked_;  // waiting for a usable path, oldest first
+  bool retry_armed_ = false;
+  const std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
+// A remote namespace through one controller per path (the first is the URI's address,
+// the others its `paths`); all paths lead to one namespace (same NGUID and format).
 class NvmfBdev final : public bdev::Bdev {
  public:
-  NvmfBdev(const std::string& name, std::shared_ptr<Controller> c)
-      : Bdev(name, "nvmf", c->block_size(), c->num_blocks()), c_(std::move(c)) {
+  NvmfBdev(const std::string& name, std::vector<std::shared_ptr<Controller>> cs)
+      : Bdev(name, "nvmf", cs.at(0)->block_size(), cs.at(0)->num_blocks()), cs_(std::move(cs)) {
+    Controller& c = *cs_[0];
     uint32_t ops = bdev::io_type_bit(IoType::kRead) | bdev::io_type_bit(IoType::kWrite) |
                    bdev::io_type_bit(IoType::kReset) | bdev::io_type_bit(IoType::kFlush);
-    if (c_->oncs() & (1u << 2)) ops |= bdev::io_type_bit(IoType::kUnmap);
-    if (c_->oncs() & (1u << 3)) ops |= bdev::io_type_bit(IoType::kWriteZeroes);
+    if (c.oncs() & (1u << 2)) ops |= bdev::io_type_bit(IoType::kUnmap);
+    if (c.oncs() & (1u << 3)) ops |= bdev::io_type_bit(IoType::kWriteZeroes);
     set_supported_ops(ops);
     // FUA is the Write / Write Zeroes command's own bit: the target makes the data
     // durable before it answers.
     set_fua_ops(bdev::io_type_bit(IoType::kWrite) | bdev::io_type_bit(IoType::kWriteZeroes));
     Uuid u;
     bool any = false;
-    for (int i = 0; i < 16; ++i) any |= c_->nguid()[i] != 0;
+    for (int i = 0; i < 16; ++i) any |= c.nguid()[i] != 0;
     if (any) {
-      std::memcpy(&u, c_->nguid(), std::min(sizeof(u), size_t{16}));
+      std::memcpy(&u, c.nguid(), std::min(sizeof(u), size_t{16}));
       set_uuid(u);
     }
-    c_->set_on_grow([this](uint64_t blocks) {
-      if (blocks > num_blocks()) set_num_blocks(blocks);
-    });
-    if (c_->num_blocks() > num_blocks()) set_num_blocks(c_->num_blocks());  // grew before the hook
+    for (auto& p : cs_) {
+      p->set_on_grow([this](uint64_t blocks) {
+        if (blocks > num_blocks()) set_num_blocks(blocks);
+      });
+      if (p->num_blocks() > num_blocks()) set_num_blocks(p->num_blocks());  // grew before the hook
+    }
   }
-  // The channels go before the controller: each one points at its reactor's IoQueue,
-  // which the controller owns (and the last reference to it may be c_).
+  // The channels go before the controllers: each one points at its reactor's IoQueues,
+  // which the controllers own (and the last references to them may be cs_).
   ~NvmfBdev() override {
-    c_->shutdown();
+    for (auto& c : cs_) c->shutdown();
     destroy_channels();
   }
-  Controller& controller() { return *c_; }
+  // The first path's controller (status, host identifier).
+  Controller& controller() { return *cs_[0]; }
+  const std::vector<std::shared_ptr<Controller>>& paths() const { return cs_; }
   Result<uint64_t> refresh_size() override {
-    if (auto n = c_->reidentify(); !n) return n.status();
+    if (auto n = live_path().reidentify(); !n) return n.status();
     return num_blocks();
   }
   // The remote namespace's reservations, not this bdev's own table (which only a
-  // target exporting this bdev would use).
+  // target exporting this bdev would use). Sent on a live path: every path connects as
+  // the same host, so the target holds the reservation for all of them.
   Status reservation(const bdev::HostId& self, const bdev::ReservationCommand& cmd,
                      bdev::ReservationReport* report) override {
-    if (!(self == c_->host_id())) {
+    if (!(self == controller().host_id())) {
       return make_error(Errc::kInvalidArgument,
                         "nvmf bdev '{}' connects as host {}, not {}: reservations are taken as the connection's host",
-                        name(), c_->host_id().to_string(), self.to_string());
+                        name(), controller().host_id().to_string(), self.to_string());
     }
-    return c_->reservation(cmd, report);
+    return live_path().reservation(cmd, report);
   }
 
  protected:
   std::unique_ptr<bdev::BdevChannel> create_channel(reactor::Reactor& r) override {
-    return std::make_unique<NvmfChannel>(*this, r, c_->queue(r.id()));
+    std::vector<NvmfChannel::Path> paths;
+    for (auto& c : cs_) paths.push_back({&c->queue(r.id()), c.get()});
+    return std::make_unique<NvmfChannel>(*this, r, std::move(paths), cs_[0]->options().ctrl_loss_timeout_ms * kMs);
   }
 
  private:
-  std::shared_ptr<Controller> c_;
+  // The first live path whose ANA state allows I/O, else the first live one, else the first.
+  Controller& live_path() {
+    Controller* live = nullptr;
+    for (auto& c : cs_) {
+      if (!c->live()) continue;
+      if (ana_accessible(c->ana_state())) return *c;
+      if (!live) live = c.get();
+    }
+    return live ? *live : *cs_[0];
+  }
+
+  std::vector<std::shared_ptr<Controller>> cs_;
 };
 
 IoStatus map_status(uint16_t status) {
@@ -427,7 +564,7 @@ void IoQueue::release(Ctx* x) {
 }
 
 void IoQueue::finish(IoRequest& req, IoStatus s) {
-  if (chan_) chan_->finish(req, s, in_submit_);
+  if (chan_) chan_->finish(req, s, in_submit_, path_);
 }
 
 void IoQueue::pend_back(IoRequest& req) {
@@ -460,6 +597,8 @@ void IoQueue::submit(IoRequest& req) {
     finish(req, IoStatus::kAborted);
   } else if (req.type == IoType::kReset) {
     finish(req, IoStatus::kSuccess);
+  } else if (failfast_ && st_ != St::kLive) {
+    finish(req, IoStatus::kPathUnavailable);
   } else if (st_ != St::kLive || pend_head_ || !waiting_.empty()) {
     pend_back(req);
   } else {
@@ -478,7 +617,7 @@ bool IoQueue::abort(IoRequest& req) {
     else pend_head_ = after;
     if (pend_tail_ == q) pend_tail_ = prev;
     q->Task::next = nullptr;
-    chan_->finish(req, IoStatus::kAborted, true);
+    chan_->finish(req, IoStatus::kAborted, true, path_);
     return true;
   }
   for (Ctx* x : all_) {
@@ -493,7 +632,7 @@ bool IoQueue::abort(IoRequest& req) {
     }
     if (x->inflight == 0) release(x);
     if (qp_) qp_->close("command aborted");
-    chan_->finish(req, IoStatus::kAborted, true);
+    chan_->finish(req, IoStatus::kAborted, true, path_);
     report_failure(gen_, "a command was aborted by its owner");
     return true;
   }
@@ -614,7 +753,8 @@ void IoQueue::on_cmd_done(const Cqe& c) {
   if (c.status == 0xffff) {
     x->conn_lost = true;
   } else if (IoStatus s = map_status(c.status); s != IoStatus::kSuccess && x->st == IoStatus::kSuccess) {
-    x->st = s;
+    // A path error (SCT 3: this controller's ANA state) is for another path to retry.
+    x->st = failfast_ && ((c.status >> 9) & 7) == static_cast<uint8_t>(Sct::kPath) ? IoStatus::kPathUnavailable : s;
   }
   if (x->inflight == 0 && x->done_issuing()) finish_ctx(x);
   if (st_ == St::kLive) drain();
@@ -634,8 +774,9 @@ void IoQueue::finish_ctx(Ctx* x) {
     // The connection went away under it: run it again once the controller is back
     // (or fail it if the controller is declared lost).
     release(x);
-    if (st_ == St::kLost) finish(*req, IoStatus::kIoError);
-    else if (st_ == St::kStopped) finish(*req, IoStatus::kAborted);
+    if (st_ == St::kStopped) finish(*req, IoStatus::kAborted);
+    else if (failfast_) finish(*req, IoStatus::kPathUnavailable);
+    else if (st_ == St::kLost) finish(*req, IoStatus::kIoError);
     else pend_front(*req);
     return;
   }
@@ -727,6 +868,7 @@ void IoQueue::disconnect(uint64_t gen, const std::string& why) {
   conn_.cancel();
   if (qp_) qp_->close(why);
   requeue_waiting();
+  if (failfast_) fail_pending(IoStatus::kPathUnavailable);
 }
 
 void IoQueue::requeue_waiting() {
@@ -801,7 +943,7 @@ void IoQueue::declare_lost() {
   if (st_ == St::kStopped) return;
   st_ = St::kLost;
   requeue_waiting();
-  fail_pending(IoStatus::kIoError);
+  fail_pending(failfast_ ? IoStatus::kPathUnavailable : IoStatus::kIoError);
 }
 
 void IoQueue::passthru(Sqe s, std::span<const uint8_t> out, std::span<uint8_t> in,
@@ -840,6 +982,28 @@ Status Controller::connect_first() {
     attempt();
   });
   return f.get();
+}
+
+void Controller::connect_later(const Controller& like) {
+  lba_size_ = like.lba_size_;
+  nlbas_.store(like.num_blocks(), std::memory_order_release);
+  max_xfer_blocks_ = like.max_xfer_blocks_;
+  oncs_ = like.oncs_;
+  vwc_ = like.vwc_;
+  std::memcpy(nguid_, like.nguid_, sizeof(nguid_));
+  std::promise<void> p;
+  home_.send([this, &p] {
+    first_ = false;
+    state_ = ControllerState::kResetting;
+    lost_at_ns_ = mono_ns();
+    delay_ns_ = o_.reconnect_delay_ms * kMs;
+    retry_timer_ = home_.add_timer(delay_ns_, [this] {
+      retry_timer_.reset();
+      if (state_ == ControllerState::kResetting) attempt();
+    });
+    p.set_value();
+  });
+  p.get_future().wait();
 }
 
 void Controller::attempt() {
@@ -978,6 +1142,7 @@ void Controller::identify(uint64_t gen) {
     const uint16_t oncs = ic.oncs;
     const bool vwc = ic.vwc & 1;
     oaes_ = ic.oaes;
+    ana_reporting_ = ic.cmic & kCmicAna;
     admin_cmd(ns, {}, idbuf_, [this, gen, mdts, oncs, vwc](const Cqe& c) {
       if (c.status != 0) return fail(gen, fmt::format("Identify Namespace {} failed", o_.nsid));
       IdentifyNamespace in;
@@ -1030,7 +1195,8 @@ void Controller::queue_ready(uint64_t gen) {
   delay_ns_ = o_.reconnect_delay_ms * kMs;
   ka_outstanding_ = false;
   keep_alive();
-  if (oaes_ & (1u << 8)) enable_events(gen);
+  if (ana_reporting_) read_ana(gen);
+  if (oaes_ & (kOaesNsAttr | kOaesAnaChange)) enable_events(gen);
   if (first_) {
     first_ = false;
     auto d = std::move(first_done_);
@@ -1217,7 +1383,7 @@ void Controller::enable_events(uint64_t gen) {
   Sqe sf{};
   sf.opcode = admin_op::kSetFeatures;
   sf.cdw10 = feature::kAsyncEventConfig;
-  sf.cdw11 = 1u << 8;  // namespace attribute notices
+  sf.cdw11 = oaes_ & (kOaesNsAttr | kOaesAnaChange);  // namespace attribute and ANA change notices
   admin_cmd(sf, {}, {}, [this, gen](const Cqe& c) {
     if (c.status != 0) {
       spdlog::warn("nvmf host {}: {} refused asynchronous event configuration (status 0x{:04x})", addr_.text,
@@ -1237,7 +1403,8 @@ void Controller::submit_aer(uint64_t gen) {
     events_.fetch_add(1, std::memory_order_relaxed);
     const uint32_t type = c.dw0 & 7, info = (c.dw0 >> 8) & 0xff, lid = (c.dw0 >> 16) & 0xff;
     submit_aer(gen);
-    if (type != 2 || info != 0) return;  // only namespace attribute notices are acted on
+    if (type == aen::kTypeNotice && info == aen::kNoticeAnaChange) return read_ana(gen);
+    if (type != aen::kTypeNotice || info != aen::kNoticeNsAttrChanged) return;
     // Read (and so clear) the Changed Namespace List, then identify the namespace again.
     auto page = std::make_shared<std::vector<uint8_t>>(4096);
     Sqe gl{};
@@ -1249,6 +1416,32 @@ void Controller::submit_aer(uint64_t gen) {
         if (!r) spdlog::warn("nvmf host {}: after a namespace notice: {}", addr_.text, r.status().to_string());
       });
     });
+  });
+}
+
+void Controller::read_ana(uint64_t gen) {
+  if (gen != gen_) return;
+  auto page = std::make_shared<std::vector<uint8_t>>(4096);
+  Sqe gl{};
+  gl.opcode = admin_op::kGetLogPage;
+  gl.nsid = 0xffffffff;
+  gl.cdw10 = log_id::kAna | (1023u << 16);  // 1024 dwords
+  admin_cmd(gl, {}, *page, [this, gen, page](const Cqe& c) {
+    if (gen != gen_) return;
+    if (c.status != 0) {
+      spdlog::warn("nvmf host {}: {} refused the ANA log page (status 0x{:04x})", addr_.text, subnqn_, c.status);
+      return;
+    }
+    auto st = ana_state_of(*page, o_.nsid);
+    if (!st) {
+      spdlog::warn("nvmf host {}: {}: {}", addr_.text, subnqn_, st.status().to_string());
+      return;
+    }
+    const auto prev = static_cast<AnaState>(ana_.exchange(static_cast<uint8_t>(*st), std::memory_order_acq_rel));
+    if (prev != *st) {
+      spdlog::info("nvmf host {}: path to {} is {} (was {})", addr_.text, subnqn_, ana_state_name(*st),
+                   ana_state_name(prev));
+    }
   });
 }
 
@@ -1358,6 +1551,50 @@ void Controller::shutdown() {
 
 // --------------------------------------------------------------------------- module
 
+// The URI's own address, then each of `paths` (HOST:PORT, comma-separated; an IPv6 host
+// in brackets). Errors: InvalidArgument (a malformed or repeated address), NotFound (a
+// host that does not resolve).
+Result<std::vector<reactor::SockAddr>> path_addresses(const Uri& uri) {
+  auto strip = [](std::string h) {
+    if (h.size() > 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+    return h;
+  };
+  std::vector<reactor::SockAddr> out;
+  auto add = [&](const std::string& host, uint16_t port) -> Status {
+    auto a = reactor::tcp_resolve(strip(host), port);
+    if (!a) return a.status();
+    for (const auto& o : out) {
+      if (o.text == a->text) return make_error(Errc::kInvalidArgument, "nvmf URI '{}': path {} given twice", uri.text, a->text);
+    }
+    out.push_back(*a);
+    return Status::ok();
+  };
+  if (auto st = add(uri.host, uri.port.value_or(8420)); !st) return st;
+  const std::string list = uri.get("paths");
+  for (size_t pos = 0; pos < list.size();) {
+    size_t comma = list.find(',', pos);
+    if (comma == std::string::npos) comma = list.size();
+    const std::string item = list.substr(pos, comma - pos);
+    pos = comma + 1;
+    const size_t colon = item.rfind(':');
+    const bool bracketed_v6 = !item.empty() && item.front() == '[' && (colon == std::string::npos || colon < item.rfind(']'));
+    std::string host = item;
+    uint64_t port = 8420;
+    if (colon != std::string::npos && !bracketed_v6) {
+      host = item.substr(0, colon);
+      const std::string p = item.substr(colon + 1);
+      if (p.empty() || p.size() > 5 || p.find_first_not_of("0123456789") != std::string::npos ||
+          (port = std::stoull(p)) == 0 || port > 65535) {
+        return make_error(Errc::kInvalidArgument, "nvmf URI '{}': path '{}' has a bad port", uri.text, item);
+      }
+    }
+    if (host.empty()) return make_error(Errc::kInvalidArgument, "nvmf URI '{}': an empty path in paths=", uri.text);
+    if (auto st = add(host, static_cast<uint16_t>(port)); !st) return st;
+  }
+  if (out.size() > 8) return make_error(Errc::kInvalidArgument, "nvmf URI '{}': at most 8 paths", uri.text);
+  return out;
+}
+
 class NvmfModule final : public bdev::BdevModule {
  public:
   explicit NvmfModule(NvmfHostOptions defaults) : defaults_(std::move(defaults)) {}
@@ -1378,17 +1615,36 @@ class NvmfModule final : public bdev::BdevModule {
     if (nqn.empty() || nqn.size() > 223) {
       return make_error(Errc::kInvalidArgument, "nvmf URI '{}': the path must be a subsystem NQN", uri.text);
     }
-    std::string host = uri.host;
-    if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-    auto addr = reactor::tcp_resolve(host, uri.port.value_or(8420));
-    if (!addr) return addr.status();
     if (registry.reactors().size() > 0xfffe) return make_error(Errc::kInvalidArgument, "too many reactors");
-    auto c = std::make_shared<Controller>(registry.reactors(), *addr, nqn, *o);
-    if (auto st = c->connect_first(); !st) {
-      c->shutdown();
+    auto addrs = path_addresses(uri);
+    if (!addrs) return addrs.status();
+    // The first path must connect now; another that does not (its engine does not serve
+    // the subsystem yet) keeps trying in the background. A path that connects must lead
+    // to the first one's namespace.
+    std::vector<std::shared_ptr<Controller>> cs;
+    auto undo = [&cs](Status st) {
+      for (auto& c : cs) c->shutdown();
       return st;
+    };
+    for (const auto& addr : *addrs) {
+      cs.push_back(std::make_shared<Controller>(registry.reactors(), addr, nqn, *o));
+      if (auto st = cs.back()->connect_first(); !st) {
+        if (cs.size() == 1) return undo(st);
+        spdlog::warn("nvmf host: path {} of {} does not connect yet ({}); it keeps trying", addr.text, nqn,
+                     st.message());
+        cs.back()->connect_later(*cs.front());
+        continue;
+      }
+      const Controller& first = *cs.front();
+      const Controller& c = *cs.back();
+      if (c.block_size() != first.block_size() || std::memcmp(c.nguid(), first.nguid(), 16) != 0) {
+        return undo(make_error(Errc::kInvalidArgument,
+                               "nvmf URI '{}': the path at {} leads to another namespace than the one at {} "
+                               "(block size or NGUID differ)",
+                               uri.text, c.addr().text, first.addr().text));
+      }
     }
-    return std::unique_ptr<bdev::Bdev>(std::make_unique<NvmfBdev>(name, std::move(c)));
+    return std::unique_ptr<bdev::Bdev>(std::make_unique<NvmfBdev>(name, std::move(cs)));
   }
 
  private:
@@ -1404,7 +1660,11 @@ std::unique_ptr<bdev::BdevModule> make_nvmf_bdev_module(NvmfHostOptions defaults
 Result<NvmfBdevStatus> nvmf_bdev_status(bdev::Bdev& b) {
   auto* nb = dynamic_cast<NvmfBdev*>(&b);
   if (!nb) return make_error(Errc::kInvalidArgument, "bdev '{}' is not an nvmf bdev", b.name());
-  return nb->controller().status();
+  NvmfBdevStatus st = nb->controller().status();
+  for (const auto& c : nb->paths()) {
+    st.paths.push_back({c->addr().text, c->status().state, ana_state_name(c->ana_state())});
+  }
+  return st;
 }
 
 Result<bdev::HostId> nvmf_bdev_host_id(bdev::Bdev& b) {

@@ -5,6 +5,7 @@
 //   nvmf://HOST[:PORT]/SUBNQN?hostnqn=..&hostid=..&hdgst=..&ddgst=..&qd=..&io_timeout_ms=..
 //        &keep_alive_ms=..&connect_timeout_ms=..&reconnect_delay_ms=..
 //        &reconnect_delay_max_ms=..&ctrl_loss_timeout_ms=..&nsid=..&name=..
+//        &paths=HOST2:PORT2[,HOST3:PORT3...]
 //
 // hostid: the 128-bit host identifier sent in every Connect (UUID text, not all zeroes);
 // the target knows this host's reservations by it. Default: derived from hostnqn, stably
@@ -18,8 +19,21 @@
 // Busy "reservation conflict: ..."; on I/O it is IoStatus::kReservationConflict, never
 // retried.
 //
-// One controller per bdev: an admin queue on reactor 0 and one I/O queue per reactor,
+// One controller per path: an admin queue on reactor 0 and one I/O queue per reactor,
 // so each reactor's channel submits on its own connection without locks.
+//
+// Multipath: `paths` adds up to 7 more addresses of the same subsystem (other engines
+// serving the volume's namespace, as after a nexus switch-over). The first path must
+// connect when the bdev is created; another that does not yet keeps trying in the
+// background (lost after ctrl_loss_timeout_ms). A path must lead to the first one's
+// namespace (block size and NGUID): refused at creation, lost later. Each
+// path reads the ANA log page at every connection and on each ANA change notice. I/O goes
+// to the first connected path in ANA state optimized, else the first non-optimized one.
+// With several paths a path that cannot carry a request (connection lost, not yet back,
+// a path error of SCT 3 such as ANA inaccessible, a timeout) hands it back at once and
+// it is sent on another path; with none usable it waits, tried every 10 ms, and fails
+// with kIoError ctrl_loss_timeout_ms after it was submitted. Each path reconnects (and
+// is lost) on its own, as below.
 //
 // Failure handling (defaults in NvmfHostOptions):
 //  * A command that outlives io_timeout_ms completes with IoStatus::kTimedOut and its
@@ -48,6 +62,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "bdev/registry.h"
 #include "common/uri.h"
@@ -86,6 +101,12 @@ struct NvmfBdevStatus {
   uint64_t timeouts = 0;    // commands that timed out
   uint64_t events = 0;      // asynchronous events received (namespace notices, ...)
   std::string last_error;
+  struct Path {
+    std::string address;  // HOST:PORT
+    ControllerState state = ControllerState::kConnecting;
+    std::string ana_state;  // optimized, non_optimized, inaccessible, persistent_loss, change
+  };
+  std::vector<Path> paths;  // every path, the URI's address first (the fields above are its)
 };
 
 // The module (scheme "nvmf"). Register it in the engine's registry. `defaults`: the

@@ -81,28 +81,6 @@ uint16_t ana_path_status(uint8_t st) {
   return make_status(Sct::kPath, sc::kAnaInaccessible);
 }
 
-
-const char* ana_state_name(AnaState s) {
-  switch (s) {
-    case AnaState::kOptimized: return "optimized";
-    case AnaState::kNonOptimized: return "non_optimized";
-    case AnaState::kInaccessible: return "inaccessible";
-    case AnaState::kPersistentLoss: return "persistent_loss";
-    case AnaState::kChange: return "change";
-  }
-  return "unknown";
-}
-
-Result<AnaState> parse_ana_state(const std::string& s) {
-  for (AnaState st : {AnaState::kOptimized, AnaState::kNonOptimized, AnaState::kInaccessible,
-                      AnaState::kPersistentLoss, AnaState::kChange}) {
-    if (s == ana_state_name(st)) return st;
-  }
-  return make_error(Errc::kInvalidArgument,
-                    "'{}' is not an ANA state (optimized, non_optimized, inaccessible, persistent_loss, change)", s);
-}
-
-
 bool is_ana_state(AnaState st) {
   switch (st) {
     case AnaState::kOptimized:

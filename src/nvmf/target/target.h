@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "bdev/registry.h"
+#include "nvmf/codec/ana_log.h"
 #include "nvmf/codec/spec.h"
 #include "reactor/tcp.h"
 
@@ -47,11 +48,6 @@ struct ControllerInfo {
   uint32_t io_queues = 0;
   uint32_t kato_ms = 0;
 };
-
-// optimized, non_optimized, inaccessible, persistent_loss, change.
-const char* ana_state_name(AnaState s);
-// Errors: InvalidArgument naming the accepted words.
-Result<AnaState> parse_ana_state(const std::string& s);
 
 class Controller;
 class Qpair;

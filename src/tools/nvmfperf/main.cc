@@ -5,6 +5,9 @@
 // --rate IOPS offers a fixed load instead (open loop, the queue depth as a cap), and
 // --cpu-pid PID reports another process's CPU time per I/O over the measurement (the
 // target's, to draw its CPU against the offered load).
+// --bdev URI drives the same workloads through a bdev instead of raw queue pairs (an
+// nvmf:// URI, with `paths=` for several paths: the multipath host, which follows ANA
+// states and fails over, so a run survives a nexus switch-over).
 #include <dirent.h>
 #include <unistd.h>
 
@@ -22,8 +25,10 @@
 #include <spdlog/spdlog.h>
 
 #include "bdev/bdev.h"
+#include "bdev/registry.h"
 #include "common/clock.h"
 #include "common/histogram.h"
+#include "nvmf/host/nvmf_bdev.h"
 #include "nvmf/host/qpair.h"
 
 using namespace castor;
@@ -116,8 +121,23 @@ int64_t process_cpu_ns(int pid) {
   return total;
 }
 
+struct Job;
+
+// --bdev: slot k's request (one I/O in flight per slot).
+struct BdevSlot {
+  Job* job = nullptr;
+  uint32_t k = 0;
+  uint64_t t0 = 0;
+  bool read = false;
+  bdev::IoRequest req;
+  iovec iov{};
+};
+
 struct Job {
-  Queue* q = nullptr;
+  Queue* q = nullptr;             // raw queue pair, or
+  bdev::Bdev* bdev = nullptr;     // a bdev (--bdev), through its channel on `r`
+  reactor::Reactor* r = nullptr;  // where the job runs
+  std::vector<BdevSlot> bdev_slots;
   uint32_t bs = 0, lba_size = 0, qd = 0, read_pct = 100;
   bool random = true, verify = false;
   uint64_t nlbas = 0, slots = 0, seq = 0, deadline = 0, start = 0, end = 0;
@@ -143,7 +163,7 @@ struct Job {
     if (finished) return;
     finished = true;
     end = now;
-    if (timer) q->r->cancel_timer(*timer);
+    if (timer) r->cancel_timer(*timer);
     timer.reset();
     done->count_down();
   }
@@ -178,7 +198,7 @@ struct Job {
     // With no free slot the due arrivals are issued by completions; wake at the next
     // arrival (or the deadline) anyway.
     uint64_t wake = std::min(std::max(next_arrival, now + 1000), deadline);
-    timer = q->r->add_timer(wake - now, [this] { tick(); });
+    timer = r->add_timer(wake - now, [this] { tick(); });
   }
   uint64_t next() {
     rng ^= rng << 13;
@@ -214,29 +234,14 @@ struct Job {
       read = read_pct == 100 || (read_pct && next() % 100 < read_pct);
     }
     uint64_t slba = (first_slot + slot) * (bs / lba_size);
+    if (bdev) return issue_bdev(k, slba, read);
     s.opcode = read ? io_op::kRead : io_op::kWrite;
     s.cdw10 = static_cast<uint32_t>(slba);
     s.cdw11 = static_cast<uint32_t>(slba >> 32);
     s.cdw12 = bs / lba_size - 1;
     uint64_t t0 = mono_ns();
     std::span<uint8_t> b(bufs[k].data(), bs);
-    auto cb = [this, k, t0, read](const Cqe& c) {
-      uint64_t now = mono_ns();
-      if (c.status != 0) {
-        ++errors;
-      } else {
-        ++ios;
-        hist.record(now - t0);
-        if (verify && read && std::memcmp(bufs[k].data(), expect[k].data(), bs) != 0) ++mismatches;
-      }
-      if (verify) phase[k] ^= 1;
-      if (interval_ns) return slot_free(k, now, c.status == 0xffff);
-      if (now < deadline && c.status != 0xffff) return issue(k);
-      if (--outstanding == 0) {
-        end = now;
-        done->count_down();
-      }
-    };
+    auto cb = [this, k, t0, read](const Cqe& c) { completed(k, t0, read, c.status != 0, c.status == 0xffff); };
     bool ok = (read ? q->qp->submit(s, {}, b, cb) : q->qp->submit(s, b, {}, cb)) >= 0;
     if (!ok) {
       ++errors;
@@ -246,6 +251,42 @@ struct Job {
         done->count_down();
       }
     }
+  }
+  // Slot k's I/O is done. `dead`: its connection is gone (nothing more is issued on it).
+  void completed(uint32_t k, uint64_t t0, bool read, bool failed, bool dead) {
+    uint64_t now = mono_ns();
+    if (failed) {
+      ++errors;
+    } else {
+      ++ios;
+      hist.record(now - t0);
+      if (verify && read && std::memcmp(bufs[k].data(), expect[k].data(), bs) != 0) ++mismatches;
+    }
+    if (verify) phase[k] ^= 1;
+    if (interval_ns) return slot_free(k, now, dead);
+    if (now < deadline && !dead) return issue(k);
+    if (--outstanding == 0) {
+      end = now;
+      done->count_down();
+    }
+  }
+  void issue_bdev(uint32_t k, uint64_t slba, bool read) {
+    BdevSlot& sl = bdev_slots[k];
+    sl.t0 = mono_ns();
+    sl.read = read;
+    sl.iov = {bufs[k].data(), bs};
+    sl.req = bdev::IoRequest{};
+    sl.req.type = read ? bdev::IoType::kRead : bdev::IoType::kWrite;
+    sl.req.offset_blocks = slba;
+    sl.req.num_blocks = bs / lba_size;
+    sl.req.iovs = &sl.iov;
+    sl.req.iovcnt = 1;
+    sl.req.cb_arg = &sl;
+    sl.req.cb = [](bdev::IoRequest& q, void* arg) {
+      auto* slot = static_cast<BdevSlot*>(arg);
+      slot->job->completed(slot->k, slot->t0, slot->read, q.status != bdev::IoStatus::kSuccess, false);
+    };
+    bdev->channel(*r).submit(sl.req);
   }
 };
 
@@ -258,8 +299,15 @@ int main(int argc, char** argv) {
   uint32_t bs = 4096, qd = 32, mix = 70, connections = 1;
   double secs = 5;
   bool verify = false, hdgst = false, ddgst = false, json = false;
-  app.add_option("-r,--connect", target, "HOST:PORT of the target")->required();
-  app.add_option("-n,--nqn", nqn, "subsystem NQN")->required();
+  std::string bdev_uri;
+  auto* connect_opt = app.add_option("-r,--connect", target, "HOST:PORT of the target");
+  auto* nqn_opt = app.add_option("-n,--nqn", nqn, "subsystem NQN");
+  auto* bdev_opt = app.add_option("--bdev", bdev_uri,
+                                  "drive a bdev instead of raw queue pairs: an nvmf:// URI (paths=H:P,... for "
+                                  "multipath); --connections I/O streams over the host's reactors");
+  bdev_opt->excludes(connect_opt)->excludes(nqn_opt);
+  connect_opt->needs(nqn_opt);
+  nqn_opt->needs(connect_opt);
   app.add_option("--hostnqn", hostnqn)->capture_default_str();
   app.add_option("-w,--workload", workload, "randread|randwrite|read|write|randrw|rw")->capture_default_str();
   app.add_option("-b,--bs", bs)->capture_default_str();
@@ -290,13 +338,23 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::warn);
-  auto colon = target.rfind(':');
-  if (colon == std::string::npos) {
-    std::fprintf(stderr, "castor-perf: error: --connect wants HOST:PORT\n");
+  if (bdev_uri.empty() && target.empty()) {
+    std::fprintf(stderr, "castor-perf: error: give --connect HOST:PORT with --nqn, or --bdev URI\n");
     return 2;
   }
-  std::string host = target.substr(0, colon);
-  uint16_t port = static_cast<uint16_t>(std::stoi(target.substr(colon + 1)));
+  std::string host;
+  uint16_t port = 0;
+  if (!target.empty()) {
+    auto colon = target.rfind(':');
+    const std::string p = colon == std::string::npos ? "" : target.substr(colon + 1);
+    if (p.empty() || p.size() > 5 || p.find_first_not_of("0123456789") != std::string::npos || std::stoi(p) == 0 ||
+        std::stoi(p) > 65535) {
+      std::fprintf(stderr, "castor-perf: error: --connect wants HOST:PORT\n");
+      return 2;
+    }
+    host = target.substr(0, colon);
+    port = static_cast<uint16_t>(std::stoi(p));
+  }
   uint32_t read_pct = workload == "randread" || workload == "read" ? 100
                       : workload == "randwrite" || workload == "write" ? 0 : mix;
   bool random = workload.rfind("rand", 0) == 0;
@@ -324,17 +382,36 @@ int main(int argc, char** argv) {
   o.hdgst = hdgst;
   o.ddgst = ddgst;
   std::vector<Queue> queues;
-  {
-    auto admin = open_queue(g, 0, host, port, o);
-    if (!admin) {
-      die(admin.status().message());
+  std::optional<Queue> admin;
+  std::unique_ptr<bdev::BdevRegistry> registry;  // --bdev
+  std::shared_ptr<bdev::Bdev> dev;
+  uint64_t nlbas = 0;
+  uint32_t lba_size = 512;
+  size_t streams = 0;  // jobs: one per I/O queue, or --connections over the bdev
+  if (!bdev_uri.empty()) {
+    registry = std::make_unique<bdev::BdevRegistry>(g);
+    NvmfHostOptions ho;
+    ho.hostnqn = hostnqn;
+    registry->register_module(make_nvmf_bdev_module(ho));
+    if (auto made = registry->create(bdev_uri); !made) {
+      die(made.status().to_string());
+    } else {
+      dev = registry->find(made->name);
+      nlbas = dev->num_blocks();
+      lba_size = dev->block_size();
+      if (bs % lba_size || uint64_t{bs} > nlbas * lba_size) die("bdev too small or bs not a multiple of its block size");
+      streams = connections;
+    }
+  } else {
+    auto opened = open_queue(g, 0, host, port, o);
+    if (!opened) {
+      die(opened.status().message());
       g.stop();
       return 1;
     }
+    admin = std::move(*opened);
     Cqe c = connect(*admin, nqn, hostnqn, 0, 0xffff);
     uint16_t cntlid = static_cast<uint16_t>(c.dw0);
-    uint64_t nlbas = 0;
-    uint32_t lba_size = 512;
     if (c.status) die(fmt::format("admin connect refused (status 0x{:04x})", c.status));
     if (!rc) {
       uint32_t cc = (6u << 16) | (4u << 20);
@@ -369,17 +446,31 @@ int main(int argc, char** argv) {
       }
       queues.push_back(std::move(q.value()));
     }
+    streams = queues.size();
+  }
+  {
     if (!rc && ((offset_mb << 20) + (size_mb << 20) > nlbas * lba_size ||
                 (offset_mb << 20) + bs > nlbas * lba_size)) {
       die("--offset-mb/--size-mb reach beyond the namespace");
     }
     if (!rc) {
-      std::latch done(static_cast<std::ptrdiff_t>(queues.size()));
+      std::latch done(static_cast<std::ptrdiff_t>(streams));
       std::vector<std::unique_ptr<Job>> jobs;
       uint64_t dur = static_cast<uint64_t>(secs * 1e9);
-      for (size_t i = 0; i < queues.size(); ++i) {
+      for (size_t i = 0; i < streams; ++i) {
         auto j = std::make_unique<Job>();
-        j->q = &queues[i];
+        if (dev) {
+          j->bdev = dev.get();
+          j->r = &g.at(i % g.size());
+          j->bdev_slots.resize(qd);
+          for (uint32_t k = 0; k < qd; ++k) {
+            j->bdev_slots[k].job = j.get();
+            j->bdev_slots[k].k = k;
+          }
+        } else {
+          j->q = &queues[i];
+          j->r = queues[i].r;
+        }
         j->bs = bs;
         j->lba_size = lba_size;
         j->qd = qd;
@@ -394,12 +485,12 @@ int main(int argc, char** argv) {
         j->slots = len / bs;
         j->rng += i * 7919;
         j->base = i * qd;
-        j->stride = uint64_t{qd} * queues.size();
+        j->stride = uint64_t{qd} * streams;
         j->done = &done;
         j->phase.assign(qd, 0);
         if (rate > 0) {
           j->interval_ns = std::max<uint64_t>(
-              1, static_cast<uint64_t>(1e9 * static_cast<double>(queues.size()) / rate));
+              1, static_cast<uint64_t>(1e9 * static_cast<double>(streams) / rate));
         }
         j->verify_lba.assign(qd, 0);
         for (uint32_t k = 0; k < qd; ++k) {
@@ -413,7 +504,7 @@ int main(int argc, char** argv) {
       for (int pid : cpu_pids) cpu0.push_back(process_cpu_ns(pid));
       for (auto& j : jobs) {
         Job* jp = j.get();
-        jp->q->r->send([jp, dur] {
+        jp->r->send([jp, dur] {
           jp->start = mono_ns();
           jp->deadline = jp->start + dur;
           if (jp->interval_ns) {
@@ -439,8 +530,8 @@ int main(int argc, char** argv) {
             arm();
           });
         }
-      } keep_alive{&admin.value(), std::nullopt};
-      g.run_on(0, [&](reactor::Reactor&) { keep_alive.arm(); });
+      } keep_alive{admin ? &*admin : nullptr, std::nullopt};
+      if (admin) g.run_on(0, [&](reactor::Reactor&) { keep_alive.arm(); });
       done.wait();
       g.run_on(0, [&](reactor::Reactor& r) {
         if (keep_alive.timer) r.cancel_timer(*keep_alive.timer);
@@ -505,11 +596,13 @@ int main(int argc, char** argv) {
       if (errors || mism) rc = 1;
     }
     for (auto& q : queues) g.run_on(q.r->id(), [&](reactor::Reactor&) { q.qp->close("done"); });
-    g.run_on(0, [&](reactor::Reactor&) { admin->qp->close("done"); });
+    if (admin) g.run_on(0, [&](reactor::Reactor&) { admin->qp->close("done"); });
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     for (auto& q : queues) g.run_on(q.r->id(), [&](reactor::Reactor&) { q.qp.reset(); });
-    g.run_on(0, [&](reactor::Reactor&) { admin->qp.reset(); });
+    if (admin) g.run_on(0, [&](reactor::Reactor&) { admin->qp.reset(); });
   }
+  dev.reset();
+  registry.reset();  // disconnects the bdev's paths
   g.stop();
   return rc;
 }

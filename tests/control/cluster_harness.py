@@ -130,8 +130,9 @@ class Control:
     0 picks a free one at the first start (kept across restarts, so the engines find it
     again)."""
 
-    def __init__(self, name="control", store=None, grpc_port=0, extra=()):
+    def __init__(self, name="control", store=None, grpc_port=0, extra=(), listen="127.0.0.1"):
         self.name = name
+        self.listen = listen  # the host its gRPC listener binds (the engines' way in)
         self.store = store or "sqlite://" + os.path.join(DIR, f"{name}.db")
         self.grpc_port = grpc_port
         self.extra = list(extra)
@@ -142,14 +143,14 @@ class Control:
 
     @property
     def address(self):
-        return f"127.0.0.1:{self.grpc_port}"
+        return f"{self.listen}:{self.grpc_port}"
 
     def start(self, wait=True):
         """Starts it; with `wait`, until it leads (its ready file is written only then)."""
         if os.path.exists(self.ready_file):
             os.unlink(self.ready_file)
         self.rest_url = None
-        args = [BIN.control, "--store", self.store, "--grpc-listen", f"127.0.0.1:{self.grpc_port}",
+        args = [BIN.control, "--store", self.store, "--grpc-listen", f"{self.listen}:{self.grpc_port}",
                 "--rest-listen", "127.0.0.1:0", "--ready-file", self.ready_file,
                 "--identity", self.name, "--heartbeat-ms", "200", "--node-deadline-ms", "1500",
                 "--reconcile-period-ms", "300", "--faulted-child-wait-ms", "1500",
@@ -194,11 +195,12 @@ class Engine:
     """One castor-engine; `control` is a Control (its current gRPC port) or a string of
     castor-control addresses for --control."""
 
-    def __init__(self, name, control, extra=(), listen="127.0.0.1"):
+    def __init__(self, name, control, extra=(), listen="127.0.0.1", wrap=()):
         self.name = name
         self.control = control
         self.extra = list(extra)  # more castor-engine flags (listeners, --node-address)
         self.listen = listen      # the host its gRPC and NVMe-oF listeners bind
+        self.wrap = list(wrap)    # a command prefix (NetNs.wrap(): run it in that namespace)
         self.proc = None
 
     def start(self):
@@ -210,10 +212,11 @@ class Engine:
                 "--nvmf-listen", f"{self.listen}:0", "--state-dir", os.path.join(DIR, "state-" + self.name),
                 "--ready-file", ready, "--control", control,
                 "--node-name", self.name, "--node-label", f"zone=z{self.name[-1]}"] + self.extra
-        self.proc = spawn(self.name, args)
+        self.proc = spawn(self.name, self.wrap + args)
         info = wait_ready(ready, self.proc, f"engine {self.name}")
-        self.grpc = f"127.0.0.1:{info['grpc_port']}"
-        self.nvmf = f"{self.listen}:{info['nvmf_ports'][0]}" if info.get("nvmf_ports") else None
+        reach = "127.0.0.1" if self.listen in ("0.0.0.0", "127.0.0.1") else self.listen
+        self.grpc = f"{reach}:{info['grpc_port']}"
+        self.nvmf = f"{reach}:{info['nvmf_ports'][0]}" if info.get("nvmf_ports") else None
 
     def kill9(self):
         self.proc.send_signal(signal.SIGKILL)
@@ -234,6 +237,66 @@ class Engine:
     def pools(self):
         out = self.ctl("pool", "list")
         return out if isinstance(out, list) else out.get("pools", [])
+
+
+def enter_netns(addresses=()):
+    """Re-executes this test in a network namespace of its own (unshare -n, as root), with
+    its loopback up and also carrying `addresses`; a test that changes links or addresses
+    (NetNs) never touches the machine's network. Failing to make one fails the test."""
+    if os.environ.get("CASTOR_TEST_NETNS") == "1":
+        cmds = [["ip", "link", "set", "lo", "up"]] + [["ip", "addr", "add", f"{a}/32", "dev", "lo"] for a in addresses]
+        for cmd in cmds:
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                raise SystemExit(f"{' '.join(cmd)}: {r.stderr.strip()}")
+        return
+    env = dict(os.environ, CASTOR_TEST_NETNS="1")
+    try:
+        os.execvpe("unshare", ["unshare", "-n", sys.executable] + sys.argv, env)
+    except OSError as e:
+        raise SystemExit(f"cannot run unshare -n (a network namespace of its own): {e}")
+
+
+NETNS = []  # NetNs made by this test, removed by run() at the end
+
+
+class NetNs:
+    """A network namespace for processes to be cut off from the rest, joined to the test's
+    own namespace (see enter_netns) by a veth pair: HERE on this side, THERE on the other.
+    cut() takes the link down: nothing passes either way and nothing is refused (no RST),
+    as with a pulled cable; heal() brings it back."""
+    HERE, THERE = "10.231.0.1", "10.231.0.2"
+
+    def __init__(self):
+        self.name = f"castor-test-{os.getpid()}"
+
+    def _ip(self, *args):
+        r = subprocess.run(["ip"] + list(args), capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"ip {' '.join(args)}: {r.stderr.strip()}")
+
+    def up(self):
+        self._ip("netns", "add", self.name)
+        NETNS.append(self)
+        self._ip("link", "add", "cveth0", "type", "veth", "peer", "name", "cveth1", "netns", self.name)
+        self._ip("addr", "add", f"{self.HERE}/30", "dev", "cveth0")
+        self._ip("link", "set", "cveth0", "up")
+        self._ip("-n", self.name, "addr", "add", f"{self.THERE}/30", "dev", "cveth1")
+        self._ip("-n", self.name, "link", "set", "cveth1", "up")
+        self._ip("-n", self.name, "link", "set", "lo", "up")
+        return self
+
+    def wrap(self):
+        return ["ip", "netns", "exec", self.name]
+
+    def cut(self):
+        self._ip("link", "set", "cveth0", "down")
+
+    def heal(self):
+        self._ip("link", "set", "cveth0", "up")
+
+    def remove(self):
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
 
 
 class Etcd:
@@ -497,6 +560,9 @@ def run(scenarios, namespace):
         FAILURES.append(repr(e))
     finally:
         stop_all()
+        for ns in NETNS:
+            ns.remove()
+        NETNS.clear()
         if os.path.isdir(DIR) and DIR not in scanned:
             sanitizer_reports(DIR)  # the scenario that raised
         if FAILURES:

@@ -12,7 +12,9 @@ Scenarios (default: all):
              the lost one; the returning node's orphan replica is garbage-collected.
   move       the engine holding the nexus is killed with SIGKILL; the control plane
              re-creates the nexus on another node from the current replicas and
-             publishes it at the same NQN; data written before reads back the same.
+             publishes it at the same NQN; data written before reads back the same; a
+             verifying writer through Castor's multipath host (castor-perf --bdev, the
+             other engines as paths) runs through the kill without an I/O error.
   crash      castor-control is killed with SIGKILL in the middle of creates, then of
              publishes and unpublishes (random delays; the seed is printed, CASTOR_SEED
              replays it); after each restart every volume is whole or gone, no engine
@@ -25,6 +27,10 @@ Scenarios (default: all):
              engine resumes: its nexus meets Reservation Conflict on the replica it still
              reaches and fences itself (it acknowledges nothing more); the volume heals
              and its two replicas are equal block for block.
+  partition  the same with a network partition instead of a freeze: the nexus's engine
+             and the application's writer in a network namespace of their own, joined by
+             a veth pair whose link is taken down (nothing passes, nothing is refused)
+             and brought back after the nexus moved.
   badinput   malformed REST requests get 4xx errors and change nothing.
   resize     a published 3-replica volume is grown from 64 to 128 MiB under a verifying
              writer (castor-perf --verify): the writer sees no error, castor-control and
@@ -32,7 +38,8 @@ Scenarios (default: all):
              past the old end (refused before the resize) succeeds and a verifying
              writer over the whole volume too; a volume published over NBD is refused
              (412) and keeps its size.
-Everything runs on 127.0.0.1 with free ports and is stopped by PID.
+Everything runs in a network namespace of the test's own (unshare -n), on its loopback
+(and a veth pair for the partition) with free ports, and is stopped by PID.
 """
 import json
 import os
@@ -50,7 +57,7 @@ from cluster_harness import (MIB, WORK, Control, Engine, check, create_volume,  
                              start_writer,
                              stop_all, until, volume, writer_result)
 
-SCENARIOS = h.init(sys.argv) or ["badinput", "heal", "move", "splitbrain", "crash", "resize"]
+SCENARIOS = h.init(sys.argv) or ["badinput", "heal", "move", "splitbrain", "partition", "crash", "resize"]
 PERF = h.BIN.perf
 
 
@@ -240,36 +247,29 @@ def replica_digest(engine, uuid, size):
     return d
 
 
-def scenario_splitbrain():
-    # The old nexus's child I/O must outlive the freeze (castor-control declares a silent
-    # node offline after its deadline and a probe): with the default 10 s a slow machine
-    # would retire its children by timeout before it meets the conflict.
-    ctl, engines = setup_cluster(3, control_extra=("--nexus-child-io-timeout-ms", "60000"))
-    uid, v = create_volume(ctl, 2)
-    nodes = [r["node"] for r in v["replicas"]]
-    old = [n for n in engines if n not in nodes][0]
-    code, v = ctl.call("PUT", f"/v1/volumes/{uid}/target", {"node": old})
-    check(code == 200 and v["target"]["node"] == old, f"published on {old} (both replicas remote to it)")
+def split_brain(ctl, engines, uid, old, isolate, rejoin, how):
+    """The volume's nexus on `old` is cut off by isolate() with a writer's I/O in flight;
+    castor-control moves it to another node with a higher generation; a writer uses the new
+    nexus; then rejoin(). The old nexus must meet Reservation Conflict on its next write,
+    fence itself and record nothing; once healed, both replicas are equal block for block."""
+    v = volume(ctl, uid)
     gen1 = int(v.get("nexus_generation", 0))
-    w1 = start_writer("perf-old", v["target"]["uri"], 40)
-    time.sleep(2)
-    engines[old].proc.send_signal(signal.SIGSTOP)
-    log(f"engine {old} frozen (SIGSTOP) with the writer's I/O in flight")
+    isolate()
+    log(f"engine {old} {how} with the writer's I/O in flight")
     moved = until("the nexus is re-created on another node",
                   lambda: (lambda x: x if x and x.get("target", {}).get("node") not in (None, old) and
                            x["target"].get("uri") else None)(volume(ctl, uid)), timeout=60)
     if not moved:
-        stop_all()
         return
     new = moved["target"]["node"]
     gen2 = int(moved.get("nexus_generation", 0))
     check(gen2 > gen1, f"the new nexus on {new} has a higher fencing generation ({gen1} -> {gen2})")
-    # A writer on the new nexus; meanwhile the old engine resumes (before its nexus's
+    # A writer on the new nexus; meanwhile the old engine comes back (before its nexus's
     # child I/O timeout, so it still believes it serves the volume with both children).
     w2 = start_writer("perf-new", moved["target"]["uri"], 8)
     time.sleep(1)
-    engines[old].proc.send_signal(signal.SIGCONT)
-    log(f"engine {old} resumed")
+    rejoin()
+    log(f"engine {old} back")
     old_log = os.path.join(h.DIR, f"{old}.log")
     until(f"the old nexus on {old} met Reservation Conflict and fenced itself",
           lambda: "answered reservation conflict" in open(old_log, errors="replace").read(), timeout=60)
@@ -278,8 +278,6 @@ def scenario_splitbrain():
     check("recorded unhealthy" not in after and "rebuild start" not in after,
           "the fenced nexus records nothing and starts no rebuild")
     writer_result("perf-new", w2)
-    w1.kill()
-    w1.wait()
     # Nothing the fenced nexus did reached a replica after the preempt: once the volume
     # is healed, both replicas are equal block for block.
     healed = until("the volume is healed (two replicas online)", lambda: healthy(ctl, uid, 2), timeout=120)
@@ -301,7 +299,56 @@ def scenario_splitbrain():
             check(len(set(digests.values())) == 1, f"the two replicas are equal ({digests})")
         finally:
             ctl.proc.send_signal(signal.SIGCONT)
+
+
+# The old nexus's child I/O must outlive the isolation (castor-control declares a silent
+# node offline after its deadline and a probe): with the default 10 s a slow machine
+# would retire its children by timeout before it meets the conflict.
+SPLIT_BRAIN_CONTROL = ("--nexus-child-io-timeout-ms", "60000")
+
+
+def scenario_splitbrain():
+    # The old nexus's engine frozen (SIGSTOP): its sockets still take what it had sent.
+    ctl, engines = setup_cluster(3, control_extra=SPLIT_BRAIN_CONTROL)
+    uid, v = create_volume(ctl, 2)
+    nodes = [r["node"] for r in v["replicas"]]
+    old = [n for n in engines if n not in nodes][0]
+    code, v = ctl.call("PUT", f"/v1/volumes/{uid}/target", {"node": old})
+    check(code == 200 and v["target"]["node"] == old, f"published on {old} (both replicas remote to it)")
+    w1 = start_writer("perf-old", v["target"]["uri"], 40)
+    time.sleep(2)
+    split_brain(ctl, engines, uid, old, lambda: engines[old].proc.send_signal(signal.SIGSTOP),
+                lambda: engines[old].proc.send_signal(signal.SIGCONT), "frozen (SIGSTOP)")
+    w1.kill()
+    w1.wait()
     stop_all()
+
+
+def scenario_partition():
+    # The old nexus's engine, and the application writing through it, in a network
+    # namespace of their own whose link to the rest is taken down and brought back: a
+    # network partition, the engine running on throughout.
+    ns = h.NetNs().up()
+    ctl = Control(extra=SPLIT_BRAIN_CONTROL, listen=ns.HERE)
+    ctl.start()
+    engines = {}
+    for name, addr, wrap in (("n0", ns.HERE, ()), ("n1", ns.HERE, ()), ("n2", ns.THERE, ns.wrap())):
+        engines[name] = Engine(name, ctl, listen=addr, extra=["--node-address", addr], wrap=wrap)
+        engines[name].start()
+    until("every node online", lambda: nodes_online(ctl) == 3)
+    declare_pools(ctl, ["n0", "n1"])  # the replicas on this side; n2 only hosts the nexus
+    uid, v = create_volume(ctl, 2)
+    code, v = ctl.call("PUT", f"/v1/volumes/{uid}/target", {"node": "n2"})
+    check(code == 200 and v.get("target", {}).get("node") == "n2", "published on n2, across the link")
+    hostport, nqn = split_uri(v["target"]["uri"])
+    w1 = h.spawn("perf-old", ns.wrap() + [h.BIN.perf, "-r", hostport, "-n", nqn, "-w", "randwrite", "--verify",
+                                          "-q", "16", "-t", "40", "--cores", "1"])
+    time.sleep(2)
+    split_brain(ctl, engines, uid, "n2", ns.cut, ns.heal, "cut off (its link down)")
+    w1.kill()
+    w1.wait()
+    stop_all()
+    ns.remove()
 
 
 def scenario_crash():
@@ -483,5 +530,6 @@ def scenario_resize():
 
 
 if __name__ == "__main__":
+    h.enter_netns()
     random.seed()
     h.run(SCENARIOS, globals())

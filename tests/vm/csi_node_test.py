@@ -453,22 +453,6 @@ def node_scenarios(c, n):
     h.check(out.strip() == "0", "no volume record left on the node")
 
 
-def enter_netns():
-    """Re-executes this test in a new network namespace whose loopback also carries
-    GUEST_HOST. Failing to make one fails the test (it needs root, as the suite does)."""
-    if os.environ.get("CASTOR_CSI_NETNS") == "1":
-        for cmd in (["ip", "link", "set", "lo", "up"], ["ip", "addr", "add", f"{GUEST_HOST}/32", "dev", "lo"]):
-            r = subprocess.run(cmd, capture_output=True, text=True)
-            if r.returncode != 0:
-                raise SystemExit(f"{' '.join(cmd)}: {r.stderr.strip()}")
-        return
-    env = dict(os.environ, CASTOR_CSI_NETNS="1")
-    try:
-        os.execvpe("unshare", ["unshare", "-n", sys.executable] + sys.argv, env)
-    except OSError as e:
-        raise SystemExit(f"cannot run unshare -n (a network namespace of its own): {e}")
-
-
 def nvme_paths(nqn):
     """The guest's controllers of subsystem `nqn`: [(name, state, address)]."""
     _, out = sh(f"for c in /sys/class/nvme/nvme*; do [ \"$(cat $c/subsysnqn)\" = {nqn} ] && "
@@ -596,7 +580,7 @@ def kill_scenario(c, n):
 if __name__ == "__main__":
     if len(sys.argv) < 8:
         raise SystemExit(__doc__)
-    enter_netns()
+    h.enter_netns([GUEST_HOST])
     ARGS["csi"], ARGS["desc"], ARGS["guest"] = (os.path.abspath(a) for a in sys.argv[5:8])
     h.init(sys.argv[:5])
     h.run(["node"], globals())

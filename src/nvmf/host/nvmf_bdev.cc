@@ -385,6 +385,7 @@ class NvmfChannel final : public bdev::BdevChannel {
  protected:
   void do_submit(IoRequest& req) override {
     if (paths_.size() == 1) return paths_[0].queue->submit(req);
+    if (req.type == IoType::kReset) return complete(req, IoStatus::kSuccess);  // nothing is cached host-side
     route(req);
   }
 

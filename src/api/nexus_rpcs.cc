@@ -97,18 +97,18 @@ void to_proto(const nexus::NexusInfo& in, const std::vector<std::string>& uris,
   out->set_generation(in.generation);
   for (const auto& u : uris) out->add_uris(u);
   for (const auto& c : in.children) {
-    auto* pc = out->add_children();
-    pc->set_uri(c.uri);
-    pc->set_bdev(c.bdev_name);
-    pc->set_state(nexus::child_state_name(c.state));
-    pc->set_fault_reason(nexus::fault_reason_name(c.reason));
-    pc->set_local(c.local);
-    pc->set_read_errors(c.read_errors);
-    pc->set_write_errors(c.write_errors);
-    pc->set_timeouts(c.timeouts);
-    pc->set_has_log(c.has_log);
-    pc->set_missed_segments(c.missed_segments);
-    if (c.rebuild) to_proto(in.name, *c.rebuild, pc->mutable_rebuild());
+    auto* child_pb = out->add_children();
+    child_pb->set_uri(c.uri);
+    child_pb->set_bdev(c.bdev_name);
+    child_pb->set_state(nexus::child_state_name(c.state));
+    child_pb->set_fault_reason(nexus::fault_reason_name(c.reason));
+    child_pb->set_local(c.local);
+    child_pb->set_read_errors(c.read_errors);
+    child_pb->set_write_errors(c.write_errors);
+    child_pb->set_timeouts(c.timeouts);
+    child_pb->set_has_log(c.has_log);
+    child_pb->set_missed_segments(c.missed_segments);
+    if (c.rebuild) to_proto(in.name, *c.rebuild, child_pb->mutable_rebuild());
   }
 }
 

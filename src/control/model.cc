@@ -259,13 +259,13 @@ Result<VolumeSpec> volume_from_json(const std::string& text) {
       r.uuid = rj.at("uuid").get<std::string>();
       r.node = rj.at("node").get<std::string>();
       r.pool = rj.at("pool").get<std::string>();
-      auto rs = enum_from<ReplicaState>(
+      auto state = enum_from<ReplicaState>(
           rj.value("state", ""), replica_state_name,
           {ReplicaState::kCreating, ReplicaState::kNew, ReplicaState::kOnline,
            ReplicaState::kFaulted, ReplicaState::kRemoving},
           "replica state");
-      if (!rs) return rs.status();
-      r.state = *rs;
+      if (!state) return state.status();
+      r.state = *state;
       r.reason = rj.value("reason", "");
       r.faulted_unix_ms = uint_field<uint64_t>(rj, "faulted_unix_ms", 0);
       s.replicas.push_back(std::move(r));

@@ -184,18 +184,18 @@ Status ControlPlane::translate_health(const VolumeSpec& v, const std::string& ta
       uri_of[r.uuid] = fmt::format("nvmf://{}/{}", n->second.nvmf_endpoints.front(), replica_nqn(r.uuid));
     }
   }
-  nlohmann::json kids = nlohmann::json::object();
+  nlohmann::json by_uri = nlohmann::json::object();
   bool changed = false;
   for (auto& [uri, rec] : j["children"].items()) {
     auto id = replica_of_child_uri(uri);
     auto it = id ? uri_of.find(*id) : uri_of.end();
     if (it == uri_of.end()) continue;  // not a replica of this volume any more
     changed = changed || it->second != uri;
-    kids[it->second] = rec;
+    by_uri[it->second] = rec;
   }
-  changed = changed || kids.size() != j["children"].size();
+  changed = changed || by_uri.size() != j["children"].size();
   if (!changed) return Status::ok();
-  j["children"] = kids;
+  j["children"] = by_uri;
   return put_nexus_health(v.uuid, j.dump());
 }
 

@@ -106,9 +106,9 @@ Result<std::shared_ptr<Nexus>> Nexus::create(NexusDeps deps, const std::string& 
   if (std::set<std::string>(uris.begin(), uris.end()).size() != uris.size()) {
     return make_error(Errc::kInvalidArgument, "nexus '{}': a child URI is given twice", name);
   }
-  std::vector<std::shared_ptr<Child>> kids;
+  std::vector<std::shared_ptr<Child>> opened;
   auto undo = [&] {
-    for (auto it = kids.rbegin(); it != kids.rend(); ++it) close_child_bdev(deps.registry, name, **it);
+    for (auto it = opened.rbegin(); it != opened.rend(); ++it) close_child_bdev(deps.registry, name, **it);
   };
   for (const auto& uri : uris) {
     auto c = open_child_bdev(deps.registry, name, uri);
@@ -117,13 +117,13 @@ Result<std::shared_ptr<Nexus>> Nexus::create(NexusDeps deps, const std::string& 
       return make_error(c.status().code(), "nexus '{}' child '{}': {}", name, uri,
                         c.status().message());
     }
-    kids.push_back(std::move(c.value()));
+    opened.push_back(std::move(c.value()));
   }
   // Fence the previous nexus off the children before reading what it recorded: from
   // here on it cannot write to them. First a check of every child, so that a create that
   // a newer nexus refuses on one child has preempted none.
   for (bool check_only : {true, false}) {
-    for (const auto& c : kids) {
+    for (const auto& c : opened) {
       if (auto st = reserve_child(deps, opts, name, *c, check_only); !st) {
         undo();
         return st;
@@ -136,15 +136,15 @@ Result<std::shared_ptr<Nexus>> Nexus::create(NexusDeps deps, const std::string& 
     undo();
     return recs.status();
   }
-  const uint32_t bs = kids[0]->bdev->block_size();
+  const uint32_t bs = opened[0]->bdev->block_size();
   uint64_t min_bytes = UINT64_MAX;
   uint32_t ops = kNexusOps;
   uint32_t align = 1;
-  for (const auto& c : kids) {
+  for (const auto& c : opened) {
     if (c->bdev->block_size() != bs) {
       auto st = make_error(Errc::kInvalidArgument,
                            "nexus '{}': child '{}' has block size {}, '{}' has {}", name, c->uri,
-                           c->bdev->block_size(), kids[0]->uri, bs);
+                           c->bdev->block_size(), opened[0]->uri, bs);
       undo();
       return st;
     }
@@ -162,16 +162,16 @@ Result<std::shared_ptr<Nexus>> Nexus::create(NexusDeps deps, const std::string& 
   }
 
   // The stale-child rule.
-  std::vector<bool> stale(kids.size(), false);
+  std::vector<bool> stale(opened.size(), false);
   size_t nstale = 0;
-  for (size_t i = 0; i < kids.size(); ++i) {
-    auto it = recs->children.find(kids[i]->uri);
+  for (size_t i = 0; i < opened.size(); ++i) {
+    auto it = recs->children.find(opened[i]->uri);
     if (it != recs->children.end() && !it->second.healthy) {
       stale[i] = true;
       ++nstale;
     }
   }
-  if (nstale == kids.size()) {
+  if (nstale == opened.size()) {
     if (!opts.force) {
       undo();
       return make_error(Errc::kBusy,
@@ -180,8 +180,8 @@ Result<std::shared_ptr<Nexus>> Nexus::create(NexusDeps deps, const std::string& 
                         name);
     }
     spdlog::warn("nexus={} every child is recorded unhealthy; force: trusting them all", name);
-    for (size_t i = 0; i < kids.size(); ++i) {
-      if (auto st = deps.store.mark_healthy(name, kids[i]->uri); !st) {
+    for (size_t i = 0; i < opened.size(); ++i) {
+      if (auto st = deps.store.mark_healthy(name, opened[i]->uri); !st) {
         undo();
         return st;
       }
@@ -196,22 +196,22 @@ Result<std::shared_ptr<Nexus>> Nexus::create(NexusDeps deps, const std::string& 
   // that resync then finds them stale and cannot take a half-rebuilt child as the source.
   if (recs->open) {
     int source = -1;
-    for (size_t i = 0; i < kids.size() && source < 0; ++i) {
-      if (!stale[i] && kids[i]->local) source = static_cast<int>(i);
+    for (size_t i = 0; i < opened.size() && source < 0; ++i) {
+      if (!stale[i] && opened[i]->local) source = static_cast<int>(i);
     }
-    for (size_t i = 0; i < kids.size() && source < 0; ++i) {
+    for (size_t i = 0; i < opened.size() && source < 0; ++i) {
       if (!stale[i]) source = static_cast<int>(i);
     }
-    for (size_t i = 0; i < kids.size(); ++i) {
+    for (size_t i = 0; i < opened.size(); ++i) {
       if (stale[i] || static_cast<int>(i) == source) continue;
       stale[i] = true;
-      auto& rec = recs->children[kids[i]->uri];
+      auto& rec = recs->children[opened[i]->uri];
       rec.healthy = false;
       rec.reason = kUncleanShutdown;
       rec.log.reset();
     }
     spdlog::warn("nexus={} did not shut down cleanly: {} is the source, {} child(ren) resync from it",
-                 name, kids[static_cast<size_t>(source)]->uri,
+                 name, opened[static_cast<size_t>(source)]->uri,
                  std::count(stale.begin(), stale.end(), true));
   }
   // Open from here on, durably before any I/O can arrive.
@@ -226,8 +226,8 @@ Result<std::shared_ptr<Nexus>> Nexus::create(NexusDeps deps, const std::string& 
   n->set_fua_ops(io_type_bit(IoType::kWrite) | io_type_bit(IoType::kWriteZeroes) |
                 io_type_bit(IoType::kUnmap));  // passed to each child
   n->set_buf_align(align);
-  for (size_t i = 0; i < kids.size(); ++i) {
-    auto& c = kids[i];
+  for (size_t i = 0; i < opened.size(); ++i) {
+    auto& c = opened[i];
     c->slot = static_cast<int>(i);
     c->log = std::make_unique<SegmentLog>(n->num_blocks(), n->segment_blocks_);
     c->durable = std::make_unique<SegmentLog>(n->num_blocks(), n->segment_blocks_);

@@ -78,7 +78,7 @@ void NexusChannel::do_submit(IoRequest& req) {
       held_head_ = &req;
     }
     held_tail_ = &req;
-    reactor().hold();
+    reactor().hold_stop();
     return;
   }
   dispatch(req);
@@ -139,10 +139,10 @@ NexusChannel::Io* NexusChannel::get_io() {
     io = all_.back().get();
     io->ch = this;
     for (size_t s = 0; s < kMaxChildren; ++s) {
-      io->kids[s].io = io;
-      io->kids[s].slot = static_cast<uint8_t>(s);
-      io->kids[s].req.cb = &NexusChannel::on_kid_done;
-      io->kids[s].req.cb_arg = &io->kids[s];
+      io->child_ios[s].io = io;
+      io->child_ios[s].slot = static_cast<uint8_t>(s);
+      io->child_ios[s].req.cb = &NexusChannel::on_child_done;
+      io->child_ios[s].req.cb_arg = &io->child_ios[s];
     }
   }
   io->outstanding = io->waiting = io->ok_mask = io->tried_mask = io->retired_mask = 0;
@@ -160,7 +160,7 @@ void NexusChannel::put_io(Io* io) {
 }
 
 void NexusChannel::submit_kid(Io* io, int s) {
-  ChildIo& k = io->kids[s];
+  ChildIo& k = io->child_ios[s];
   const IoRequest& p = *io->parent;
   k.active = true;
   k.abandoned = false;
@@ -230,7 +230,7 @@ int NexusChannel::pick_reader(uint8_t exclude) {
 
 // ---- completion ----
 
-void NexusChannel::on_kid_done(IoRequest& r, void* arg) {
+void NexusChannel::on_child_done(IoRequest& r, void* arg) {
   auto* k = static_cast<ChildIo*>(arg);
   NexusChannel* ch = k->io->ch;
   // The child's completion time is fresh: the parent completed from here reuses it.
@@ -394,13 +394,13 @@ void NexusChannel::finish(Io* io) {
     // unhealthy, so a restart never trusts it.
     for (int s = 0; s < static_cast<int>(kMaxChildren); ++s) {
       if (!(io->retired_mask & bit(s))) continue;
-      RecordState rs = slots_[s].child->record_state();
-      if (rs == RecordState::kPending) {
-        reactor().hold();
+      RecordState record = slots_[s].child->record_state();
+      if (record == RecordState::kPending) {
+        reactor().hold_stop();
         record_waiters_.push_back(io);
         return;
       }
-      if (rs == RecordState::kFailed) st = IoStatus::kIoError;
+      if (record == RecordState::kFailed) st = IoStatus::kIoError;
     }
     // Nor before the segments it skipped are in a persisted missed-write log, so a
     // partial rebuild after a crash still copies them.
@@ -409,7 +409,7 @@ void NexusChannel::finish(Io* io) {
       Child* c = slots_[s].child;
       if (!c) continue;  // removed meanwhile: no log to wait for
       if (c->log_durable_gen.load(std::memory_order_acquire) < io->log_need[s]) {
-        reactor().hold();
+        reactor().hold_stop();
         record_waiters_.push_back(io);
         return;
       }
@@ -425,7 +425,7 @@ void NexusChannel::recheck_records() {
   w.swap(record_waiters_);
   record_waiters_.reserve(w.capacity());
   for (Io* io : w) {
-    reactor().release();
+    reactor().release_stop();
     finish(io);
   }
 }
@@ -495,7 +495,7 @@ void NexusChannel::scan_timeouts() {
   for (Io* io = head_; io;) {
     Io* next = io->next;
     for (int s = 0; s < static_cast<int>(kMaxChildren) && !io->done; ++s) {
-      ChildIo& k = io->kids[s];
+      ChildIo& k = io->child_ios[s];
       // start_ns may be later than `now`: a retry issued during this scan.
       if (k.active && !k.abandoned && k.req.start_ns + timeout_ns_ < now) abandon(io, s);
     }
@@ -515,7 +515,7 @@ void NexusChannel::abandon_all() {
   for (Io* io = head_; io;) {
     Io* next = io->next;
     for (int s = 0; s < static_cast<int>(kMaxChildren) && !io->done; ++s) {
-      ChildIo& k = io->kids[s];
+      ChildIo& k = io->child_ios[s];
       if (k.active && !k.abandoned) abandon(io, s, /*timed_out=*/false);
     }
     io = next;
@@ -523,7 +523,7 @@ void NexusChannel::abandon_all() {
 }
 
 void NexusChannel::abandon(Io* io, int s, bool timed_out) {
-  ChildIo& k = io->kids[s];
+  ChildIo& k = io->child_ios[s];
   k.abandoned = true;
   Child* c = slots_[s].child;
   // A module that can abort stops touching the buffers now (the nvmf bdev drops the
@@ -594,7 +594,7 @@ void NexusChannel::remove_lock(uint64_t id) {
       }
       held_tail_ = q;
     } else {
-      reactor().release();
+      reactor().release_stop();
       dispatch(*q);
     }
     q = next;

@@ -59,7 +59,7 @@ class NexusChannel final : public bdev::BdevChannel {
   struct Io {
     bdev::IoRequest* parent = nullptr;
     NexusChannel* ch = nullptr;
-    std::array<ChildIo, kMaxChildren> kids;
+    std::array<ChildIo, kMaxChildren> child_ios;
     uint8_t outstanding = 0;  // child requests not returned
     uint8_t waiting = 0;      // child results still needed
     uint8_t ok_mask = 0;      // slots that succeeded
@@ -107,7 +107,7 @@ class NexusChannel final : public bdev::BdevChannel {
   void put_io(Io* io);
   void submit_kid(Io* io, int slot);
   int pick_reader(uint8_t exclude);
-  static void on_kid_done(bdev::IoRequest& r, void* arg);
+  static void on_child_done(bdev::IoRequest& r, void* arg);
   void kid_done(ChildIo& k);
   void kid_failed(Io* io, int slot, bdev::IoStatus st);
   void retire(int slot, FaultReason why);

@@ -31,11 +31,11 @@ struct Layout {
     }
     return y;
   }
-  // (member, byte offset) of physical cluster `pc`. REQUIRES: pc < total.
-  std::pair<size_t, uint64_t> locate(uint64_t pc) const {
+  // (member, byte offset) of physical cluster `physical_cluster`. REQUIRES: physical_cluster < total.
+  std::pair<size_t, uint64_t> locate(uint64_t physical_cluster) const {
     size_t m = 0;
-    while (m + 1 < first.size() && pc >= first[m + 1]) ++m;
-    return {m, data_start[m] + (pc - first[m]) * cs};
+    while (m + 1 < first.size() && physical_cluster >= first[m + 1]) ++m;
+    return {m, data_start[m] + (physical_cluster - first[m]) * cs};
   }
 };
 

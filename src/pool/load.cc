@@ -163,23 +163,23 @@ std::vector<std::string> validate_state(const Layout& y, const PoolState& s, uin
       continue;
     }
     uint64_t holes = 0;
-    for (uint64_t lc = 0; lc < nclusters; ++lc) {
-      uint32_t pc = map.value()[lc];
-      if (pc == kUnallocated) {
+    for (uint64_t logical_cluster = 0; logical_cluster < nclusters; ++logical_cluster) {
+      uint32_t physical_cluster = map.value()[logical_cluster];
+      if (physical_cluster == kUnallocated) {
         ++holes;
         continue;
       }
-      if (pc >= y.total) {
+      if (physical_cluster >= y.total) {
         problems.push_back(fmt::format("replica '{}' maps cluster {} outside the pool ({} clusters)",
-                                       r.name, pc, y.total));
+                                       r.name, physical_cluster, y.total));
         continue;
       }
-      if (owner[pc] >= 0) {
-        problems.push_back(fmt::format("cluster {} is owned by both '{}' and '{}'", pc,
-                                       s.replicas[owner[pc]].name, r.name));
+      if (owner[physical_cluster] >= 0) {
+        problems.push_back(fmt::format("cluster {} is owned by both '{}' and '{}'", physical_cluster,
+                                       s.replicas[owner[physical_cluster]].name, r.name));
         continue;
       }
-      owner[pc] = static_cast<int32_t>(i);
+      owner[physical_cluster] = static_cast<int32_t>(i);
       ++n_used;
     }
     if (!r.thin && holes) {

@@ -77,11 +77,11 @@ class PoolImpl {
     generation_ = ld.generation;
     active_slot_ = ld.slot;
     for (const auto& r : committed_.replicas) {
-      auto rs = std::make_shared<ReplicaState>();
-      rs->uuid = r.uuid;
-      rs->name = r.name;
-      rs->thin = r.thin;
-      rs->size_bytes = r.size_bytes;
+      auto replica_state = std::make_shared<ReplicaState>();
+      replica_state->uuid = r.uuid;
+      replica_state->name = r.name;
+      replica_state->thin = r.thin;
+      replica_state->size_bytes = r.size_bytes;
       uint64_t n = nclusters(r.size_bytes);
       auto mv = std::make_unique<MapVersion>(n);
       for (const auto& e : r.extents) {
@@ -89,12 +89,12 @@ class PoolImpl {
           mv->e[e.logical + k].store(e.physical + k, std::memory_order_relaxed);
           used_[e.physical + k] = true;
           ++used_count_;
-          ++rs->allocated;
+          ++replica_state->allocated;
         }
       }
-      rs->map.store(mv.get(), std::memory_order_release);
-      rs->versions.push_back(std::move(mv));
-      replicas_[r.uuid.to_string()] = rs;
+      replica_state->map.store(mv.get(), std::memory_order_release);
+      replica_state->versions.push_back(std::move(mv));
+      replicas_[r.uuid.to_string()] = replica_state;
     }
   }
 
@@ -138,46 +138,48 @@ class PoolImpl {
     range_op(clusters, IoType::kUnmap, false, std::move(done));
   }
 
-  // Thin allocation of logical cluster `lc` of `rs`; `reply` runs on the home reactor.
-  void ensure_alloc(const std::shared_ptr<ReplicaState>& rs, uint32_t lc,
+  // Thin allocation of logical cluster `logical_cluster` of `replica_state`; `reply` runs on the home reactor.
+  void ensure_alloc(const std::shared_ptr<ReplicaState>& replica_state, uint32_t logical_cluster,
                     std::function<void(IoStatus)> reply) {
-    MapVersion* mv = rs->map.load(std::memory_order_acquire);
-    if (lc >= mv->len) {
+    MapVersion* mv = replica_state->map.load(std::memory_order_acquire);
+    if (logical_cluster >= mv->len) {
       reply(IoStatus::kInvalid);
       return;
     }
-    if (mv->e[lc].load(std::memory_order_acquire) != kUnallocated) {
+    if (mv->e[logical_cluster].load(std::memory_order_acquire) != kUnallocated) {
       reply(IoStatus::kSuccess);
       return;
     }
-    auto& waiters = rs->pending[lc];
+    auto& waiters = replica_state->pending[logical_cluster];
     waiters.push_back(std::move(reply));
     if (waiters.size() > 1) return;  // an allocation of this cluster is already running
     auto got = reserve(1);
     if (!got) {
-      finish_alloc(rs, lc, IoStatus::kNoSpace);
+      finish_alloc(replica_state, logical_cluster, IoStatus::kNoSpace);
       return;
     }
-    uint32_t pc = (*got)[0];
-    zero({pc}, [this, rs, lc, pc](IoStatus st) {
+    uint32_t physical_cluster = (*got)[0];
+    zero({physical_cluster}, [this, replica_state, logical_cluster, physical_cluster](IoStatus st) {
       if (st != IoStatus::kSuccess) {
-        unreserve({pc});
-        finish_alloc(rs, lc, st);
+        unreserve({physical_cluster});
+        finish_alloc(replica_state, logical_cluster, st);
         return;
       }
       LogOp op;
       op.type = OpType::kAlloc;
-      op.replica.uuid = rs->uuid;
-      op.extents = {{lc, pc, 1}};
-      commit({op}, [this, rs, lc, pc](Status cs) {
+      op.replica.uuid = replica_state->uuid;
+      op.extents = {{logical_cluster, physical_cluster, 1}};
+      commit({op}, [this, replica_state, logical_cluster, physical_cluster](Status cs) {
         if (!cs) {
-          unreserve({pc});
-          finish_alloc(rs, lc, IoStatus::kIoError);
+          unreserve({physical_cluster});
+          finish_alloc(replica_state, logical_cluster, IoStatus::kIoError);
           return;
         }
-        rs->map.load(std::memory_order_acquire)->e[lc].store(pc, std::memory_order_release);
-        rs->allocated++;
-        finish_alloc(rs, lc, IoStatus::kSuccess);
+        replica_state->map.load(std::memory_order_acquire)
+            ->e[logical_cluster]
+            .store(physical_cluster, std::memory_order_release);
+        replica_state->allocated++;
+        finish_alloc(replica_state, logical_cluster, IoStatus::kSuccess);
       });
     });
   }
@@ -192,9 +194,9 @@ class PoolImpl {
     std::function<void(Status)> done;
   };
 
-  void finish_alloc(const std::shared_ptr<ReplicaState>& rs, uint32_t lc, IoStatus st) {
-    auto waiters = std::move(rs->pending[lc]);
-    rs->pending.erase(lc);
+  void finish_alloc(const std::shared_ptr<ReplicaState>& replica_state, uint32_t logical_cluster, IoStatus st) {
+    auto waiters = std::move(replica_state->pending[logical_cluster]);
+    replica_state->pending.erase(logical_cluster);
     for (auto& w : waiters) w(st);
   }
 
@@ -389,10 +391,10 @@ class PoolImpl {
 
 class ReplicaBdev final : public bdev::Bdev {
  public:
-  ReplicaBdev(PoolImpl& pool, std::shared_ptr<ReplicaState> rs)
-      : Bdev(rs->name, "replica", pool.block_size(), rs->size_bytes / pool.block_size()),
+  ReplicaBdev(PoolImpl& pool, std::shared_ptr<ReplicaState> replica_state)
+      : Bdev(replica_state->name, "replica", pool.block_size(), replica_state->size_bytes / pool.block_size()),
         pool_(pool),
-        rs_(std::move(rs)) {
+        rs_(std::move(replica_state)) {
     set_uuid(rs_->uuid);
     uint32_t align = 1;
     uint32_t ops = bdev::io_type_bit(IoType::kRead) | bdev::io_type_bit(IoType::kWrite) |
@@ -554,15 +556,15 @@ class ReplicaChannel final : public bdev::BdevChannel {
       uint64_t c = off / cs;
       uint64_t seg_end = std::min(end, (c + 1) * cs);
       uint64_t len = seg_end - off;
-      uint32_t pc = c < mv->len ? mv->e[c].load(std::memory_order_acquire) : kUnallocated;
-      if (pc == kUnallocated) {
+      uint32_t physical_cluster = c < mv->len ? mv->e[c].load(std::memory_order_acquire) : kUnallocated;
+      if (physical_cluster == kUnallocated) {
         // Reads of unallocated ranges return zeroes; unmap/write-zeroes have nothing to do.
         if (req.type == IoType::kRead) slice(req, off - start, len, nullptr);
         if (req.type == IoType::kWrite) p->status = IoStatus::kIoError;  // raced a shrink: impossible
         off = seg_end;
         continue;
       }
-      auto [m, moff] = pool_.layout().locate(pc);
+      auto [m, moff] = pool_.layout().locate(physical_cluster);
       Child* ch = get_child(p);
       ch->io.type = req.type;
       ch->io.fua = req.fua;  // allocation metadata is already durable (ensure_alloc)
@@ -586,8 +588,8 @@ class ReplicaChannel final : public bdev::BdevChannel {
   // Asks the home reactor to allocate the unallocated clusters of [first_c, last_c],
   // then dispatches `req` again on this reactor (or fails it, e.g. with no_space).
   void request_alloc(IoRequest& req, uint64_t first_c, uint64_t last_c) {
-    auto rs = rb_.state();
-    MapVersion* mv = rs->map.load(std::memory_order_acquire);
+    auto replica_state = rb_.state();
+    MapVersion* mv = replica_state->map.load(std::memory_order_acquire);
     std::vector<uint32_t> todo;
     for (uint64_t c = first_c; c <= last_c && c < mv->len; ++c) {
       if (mv->e[c].load(std::memory_order_acquire) == kUnallocated) todo.push_back(static_cast<uint32_t>(c));
@@ -602,9 +604,9 @@ class ReplicaChannel final : public bdev::BdevChannel {
     reactor::Reactor* origin = &reactor();
     IoRequest* rq = &req;
     PoolImpl* pool = &pool_;
-    pool_.home().send([pool, rs, todo, w, origin, rq, this] {
-      for (uint32_t lc : todo) {
-        pool->ensure_alloc(rs, lc, [w, origin, rq, this](IoStatus st) {
+    pool_.home().send([pool, replica_state, todo, w, origin, rq, this] {
+      for (uint32_t logical_cluster : todo) {
+        pool->ensure_alloc(replica_state, logical_cluster, [w, origin, rq, this](IoStatus st) {
           origin->send([w, st, rq, this] {
             if (st != IoStatus::kSuccess && w->status == IoStatus::kSuccess) w->status = st;
             if (--w->left) return;
@@ -686,15 +688,15 @@ Status check_pool_name(const std::string& n) {
   return Status::ok();
 }
 
-ReplicaInfo replica_info(PoolImpl& p, ReplicaState& rs) {
+ReplicaInfo replica_info(PoolImpl& p, ReplicaState& replica_state) {
   ReplicaInfo i;
-  i.name = rs.name;
-  i.uuid = rs.uuid;
+  i.name = replica_state.name;
+  i.uuid = replica_state.uuid;
   i.pool = p.name();
-  i.size_bytes = rs.size_bytes;
-  i.thin = rs.thin;
-  i.allocated_clusters = rs.allocated;
-  i.uri = "bdev:///" + rs.name;
+  i.size_bytes = replica_state.size_bytes;
+  i.thin = replica_state.thin;
+  i.allocated_clusters = replica_state.allocated;
+  i.uri = "bdev:///" + replica_state.name;
   return i;
 }
 
@@ -723,8 +725,8 @@ Result<std::pair<PoolImpl*, Uuid>> PoolManager::find_replica(const std::string& 
   for (const auto& [pn, p] : pools_) {
     PoolImpl* pp = p.get();
     auto hit = run_home<std::optional<Uuid>>(*pp, [pp, &name](auto done) {
-      for (const auto& [u, rs] : pp->replicas()) {
-        if (rs->name == name || u == name) return done(rs->uuid);
+      for (const auto& [u, replica_state] : pp->replicas()) {
+        if (replica_state->name == name || u == name) return done(replica_state->uuid);
       }
       done(std::nullopt);
     });
@@ -901,16 +903,16 @@ Result<PoolInfo> PoolManager::create(const PoolCreateOptions& o) {
 }
 
 Status PoolManager::register_replica(PoolImpl& p, const std::string& uuid) {
-  auto rs = run_home<std::shared_ptr<ReplicaState>>(p, [&p, &uuid](auto done) {
+  auto replica_state = run_home<std::shared_ptr<ReplicaState>>(p, [&p, &uuid](auto done) {
     auto it = p.replicas().find(uuid);
     done(it == p.replicas().end() ? nullptr : it->second);
   });
-  if (!rs) return make_error(Errc::kInternal, "replica {} vanished", uuid);
-  auto b = std::make_shared<ReplicaBdev>(p, rs);
-  rs->bdev = b;
-  if (auto st = registry_.add(b, "replica://" + p.name() + "/" + rs->name); !st) return st;
+  if (!replica_state) return make_error(Errc::kInternal, "replica {} vanished", uuid);
+  auto b = std::make_shared<ReplicaBdev>(p, replica_state);
+  replica_state->bdev = b;
+  if (auto st = registry_.add(b, "replica://" + p.name() + "/" + replica_state->name); !st) return st;
   // The pool owns its replicas' bdevs: a plain bdev destroy must not remove one.
-  return registry_.set_owner(rs->name, "pool:" + p.name());
+  return registry_.set_owner(replica_state->name, "pool:" + p.name());
 }
 
 Result<PoolInfo> PoolManager::import(const std::vector<std::string>& disk_uris) {
@@ -984,7 +986,7 @@ Status PoolManager::export_pool(const std::string& name) {
   PoolImpl* pool = *p;
   auto names = run_home<std::vector<std::string>>(*pool, [pool](auto done) {
     std::vector<std::string> n;
-    for (const auto& [u, rs] : pool->replicas()) n.push_back(rs->name);
+    for (const auto& [u, replica_state] : pool->replicas()) n.push_back(replica_state->name);
     done(n);
   });
   for (const auto& n : names) {
@@ -1020,7 +1022,7 @@ Status PoolManager::destroy(const std::string& name) {
     PoolImpl* pool = *p;
     auto replicas = run_home<std::vector<std::string>>(*pool, [pool](auto done) {
       std::vector<std::string> n;
-      for (const auto& [u, rs] : pool->replicas()) n.push_back(rs->name);
+      for (const auto& [u, replica_state] : pool->replicas()) n.push_back(replica_state->name);
       done(n);
     });
     for (const auto& r : replicas) {
@@ -1060,8 +1062,8 @@ Result<PoolInfo> PoolManager::info_locked(const std::string& name) const {
   i.capacity_bytes = i.total_clusters * i.cluster_size;
   run_home<int>(*pool, [pool, &i](auto done) {
     i.used_clusters = pool->used_count();
-    for (const auto& [u, rs] : pool->replicas()) {
-      i.committed_bytes += rs->size_bytes;
+    for (const auto& [u, replica_state] : pool->replicas()) {
+      i.committed_bytes += replica_state->size_bytes;
       i.replicas++;
     }
     i.state = pool->failed() ? "faulted" : "online";
@@ -1110,8 +1112,8 @@ Result<ReplicaInfo> PoolManager::create_replica(const ReplicaCreateOptions& o) {
   for (const auto& [pn, pp] : pools_) {
     PoolImpl* q = pp.get();
     bool clash = run_home<bool>(*q, [q, &uuid, &o](auto done) {
-      for (const auto& [u, rs] : q->replicas()) {
-        if (rs->uuid == uuid || rs->name == o.name) return done(true);
+      for (const auto& [u, replica_state] : q->replicas()) {
+        if (replica_state->uuid == uuid || replica_state->name == o.name) return done(true);
       }
       done(false);
     });
@@ -1128,16 +1130,16 @@ Result<ReplicaInfo> PoolManager::create_replica(const ReplicaCreateOptions& o) {
       clusters = std::move(*got);
     }
     // The replica state is private until the create record is durable.
-    auto rs = std::make_shared<ReplicaState>();
-    rs->uuid = uuid;
-    rs->name = o.name;
-    rs->thin = o.thin;
-    rs->size_bytes = o.size_bytes;
-    rs->allocated = clusters.size();
+    auto replica_state = std::make_shared<ReplicaState>();
+    replica_state->uuid = uuid;
+    replica_state->name = o.name;
+    replica_state->thin = o.thin;
+    replica_state->size_bytes = o.size_bytes;
+    replica_state->allocated = clusters.size();
     auto mv = std::make_unique<MapVersion>(ncl);
     for (uint64_t i = 0; i < clusters.size(); ++i) mv->e[i].store(clusters[i], std::memory_order_relaxed);
-    rs->map.store(mv.get(), std::memory_order_release);
-    rs->versions.push_back(std::move(mv));
+    replica_state->map.store(mv.get(), std::memory_order_release);
+    replica_state->versions.push_back(std::move(mv));
     LogOp op;
     op.type = OpType::kCreate;
     op.replica.uuid = uuid;
@@ -1147,18 +1149,18 @@ Result<ReplicaInfo> PoolManager::create_replica(const ReplicaCreateOptions& o) {
     std::vector<uint32_t> m(ncl, kUnallocated);
     std::copy(clusters.begin(), clusters.end(), m.begin());
     op.replica.extents = map_to_extents(m);
-    pool->zero(clusters, [pool, clusters, op, rs, done](IoStatus zs) {
+    pool->zero(clusters, [pool, clusters, op, replica_state, done](IoStatus zs) {
       if (zs != IoStatus::kSuccess) {
         pool->unreserve(clusters);
         return done(make_error(errc_of(zs), "zeroing the new replica's clusters failed: {}",
                                bdev::io_status_name(zs)));
       }
-      pool->commit({op}, [pool, clusters, rs, done](Status cs) {
+      pool->commit({op}, [pool, clusters, replica_state, done](Status cs) {
         if (!cs) {
           pool->unreserve(clusters);
           return done(cs);
         }
-        pool->replicas()[rs->uuid.to_string()] = rs;
+        pool->replicas()[replica_state->uuid.to_string()] = replica_state;
         done(Status::ok());
       });
     });
@@ -1193,19 +1195,19 @@ Status PoolManager::destroy_replica_locked(const std::string& name) {
     return st;
   }
   Status st = run_home<Status>(*pool, [pool, uuid](std::function<void(Status)> done) {
-    auto rs = pool->replicas().at(uuid.to_string());
+    auto replica_state = pool->replicas().at(uuid.to_string());
     LogOp op;
     op.type = OpType::kDestroy;
     op.replica.uuid = uuid;
-    pool->commit({op}, [pool, rs, done](Status cs) {
+    pool->commit({op}, [pool, replica_state, done](Status cs) {
       if (!cs) return done(cs);
-      pool->replicas().erase(rs->uuid.to_string());
+      pool->replicas().erase(replica_state->uuid.to_string());
       // Unmap the freed clusters before they can be handed out again.
       std::vector<uint32_t> clusters;
-      MapVersion* mv = rs->map.load(std::memory_order_acquire);
+      MapVersion* mv = replica_state->map.load(std::memory_order_acquire);
       for (uint64_t i = 0; i < mv->len; ++i) {
-        uint32_t pc = mv->e[i].load(std::memory_order_relaxed);
-        if (pc != kUnallocated) clusters.push_back(pc);
+        uint32_t physical_cluster = mv->e[i].load(std::memory_order_relaxed);
+        if (physical_cluster != kUnallocated) clusters.push_back(physical_cluster);
       }
       pool->unmap(clusters, [pool, clusters, done](IoStatus) {
         pool->unreserve(clusters);
@@ -1232,16 +1234,16 @@ Result<ReplicaInfo> PoolManager::grow_replica(const std::string& name, uint64_t 
                       kMaxReplicaClusters);
   }
   Status st = run_home<Status>(*pool, [pool, uuid, new_size](std::function<void(Status)> done) {
-    auto rs = pool->replicas().at(uuid.to_string());
-    if (new_size < rs->size_bytes) {
-      return done(make_error(Errc::kInvalidArgument, "replica '{}' is {} bytes; replicas only grow", rs->name,
-                             rs->size_bytes));
+    auto replica_state = pool->replicas().at(uuid.to_string());
+    if (new_size < replica_state->size_bytes) {
+      return done(make_error(Errc::kInvalidArgument, "replica '{}' is {} bytes; replicas only grow",
+                             replica_state->name, replica_state->size_bytes));
     }
-    if (new_size == rs->size_bytes) return done(Status::ok());
-    const uint64_t old_n = pool->nclusters(rs->size_bytes);
+    if (new_size == replica_state->size_bytes) return done(Status::ok());
+    const uint64_t old_n = pool->nclusters(replica_state->size_bytes);
     const uint64_t new_n = pool->nclusters(new_size);
     std::vector<uint32_t> clusters;
-    if (!rs->thin && new_n > old_n) {
+    if (!replica_state->thin && new_n > old_n) {
       auto got = pool->reserve(new_n - old_n);
       if (!got) {
         return done(make_error(Errc::kNoSpace, "pool '{}' has {} free clusters, growing needs {}", pool->name(),
@@ -1251,37 +1253,37 @@ Result<ReplicaInfo> PoolManager::grow_replica(const std::string& name, uint64_t 
     }
     LogOp op;
     op.type = OpType::kResize;
-    op.replica.uuid = rs->uuid;
+    op.replica.uuid = replica_state->uuid;
     op.new_size = new_size;
     for (uint64_t i = 0; i < clusters.size(); ++i) {
-      uint32_t lc = static_cast<uint32_t>(old_n + i);
-      if (!op.extents.empty() && op.extents.back().logical + op.extents.back().count == lc &&
+      uint32_t logical_cluster = static_cast<uint32_t>(old_n + i);
+      if (!op.extents.empty() && op.extents.back().logical + op.extents.back().count == logical_cluster &&
           op.extents.back().physical + op.extents.back().count == clusters[i]) {
         op.extents.back().count++;
       } else {
-        op.extents.push_back({lc, clusters[i], 1});
+        op.extents.push_back({logical_cluster, clusters[i], 1});
       }
     }
-    pool->zero(clusters, [pool, rs, op, clusters, new_size, old_n, new_n, done](IoStatus zs) {
+    pool->zero(clusters, [pool, replica_state, op, clusters, new_size, old_n, new_n, done](IoStatus zs) {
       if (zs != IoStatus::kSuccess) {
         pool->unreserve(clusters);
         return done(make_error(errc_of(zs), "zeroing new clusters failed"));
       }
-      pool->commit({op}, [pool, rs, clusters, new_size, old_n, new_n, done](Status cs) {
+      pool->commit({op}, [pool, replica_state, clusters, new_size, old_n, new_n, done](Status cs) {
         if (!cs) {
           pool->unreserve(clusters);
           return done(cs);
         }
         // Publish a larger map (copy of the old one plus the new clusters), then the size.
-        MapVersion* old = rs->map.load(std::memory_order_acquire);
+        MapVersion* old = replica_state->map.load(std::memory_order_acquire);
         auto mv = std::make_unique<MapVersion>(new_n);
         for (uint64_t i = 0; i < old->len; ++i) mv->e[i].store(old->e[i].load(std::memory_order_relaxed), std::memory_order_relaxed);
         for (uint64_t i = 0; i < clusters.size(); ++i) mv->e[old_n + i].store(clusters[i], std::memory_order_relaxed);
-        rs->map.store(mv.get(), std::memory_order_release);
-        rs->versions.push_back(std::move(mv));
-        rs->allocated += clusters.size();
-        rs->size_bytes = new_size;
-        if (auto b = rs->bdev.lock()) b->resized(new_size);
+        replica_state->map.store(mv.get(), std::memory_order_release);
+        replica_state->versions.push_back(std::move(mv));
+        replica_state->allocated += clusters.size();
+        replica_state->size_bytes = new_size;
+        if (auto b = replica_state->bdev.lock()) b->resized(new_size);
         done(Status::ok());
       });
     });
@@ -1301,7 +1303,7 @@ std::vector<ReplicaInfo> PoolManager::list_replicas(const std::string& pool_name
     PoolImpl* pool = p.get();
     auto v = run_home<std::vector<ReplicaInfo>>(*pool, [pool](auto done) {
       std::vector<ReplicaInfo> r;
-      for (const auto& [u, rs] : pool->replicas()) r.push_back(replica_info(*pool, *rs));
+      for (const auto& [u, replica_state] : pool->replicas()) r.push_back(replica_info(*pool, *replica_state));
       done(r);
     });
     out.insert(out.end(), v.begin(), v.end());
@@ -1317,14 +1319,14 @@ Result<std::vector<std::pair<uint64_t, uint64_t>>> PoolManager::allocated_ranges
   PoolImpl* pool = hit->first;
   const Uuid uuid = hit->second;
   return run_home<std::vector<std::pair<uint64_t, uint64_t>>>(*pool, [pool, uuid](auto done) {
-    auto rs = pool->replicas().at(uuid.to_string());
-    MapVersion* mv = rs->map.load(std::memory_order_acquire);
+    auto replica_state = pool->replicas().at(uuid.to_string());
+    MapVersion* mv = replica_state->map.load(std::memory_order_acquire);
     const uint64_t cs = pool->layout().cs;
     std::vector<std::pair<uint64_t, uint64_t>> out;
     for (uint64_t i = 0; i < mv->len; ++i) {
       if (mv->e[i].load(std::memory_order_relaxed) == kUnallocated) continue;
       uint64_t off = i * cs;
-      uint64_t len = std::min(cs, rs->size_bytes - off);
+      uint64_t len = std::min(cs, replica_state->size_bytes - off);
       if (!out.empty() && out.back().first + out.back().second == off) {
         out.back().second += len;
       } else {

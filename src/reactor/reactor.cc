@@ -374,11 +374,11 @@ void Reactor::run() {
       continue;
     }
     if (stopping()) {
-      bool drained = inflight_ == 0 && holds_ <= 0 && !has_local_work();
+      bool drained = inflight_ == 0 && stop_holds_ <= 0 && !has_local_work();
       if (drained) break;
       if (now_ns_ > stop_deadline_ns_) {
         spdlog::warn("reactor={} stop: abandoning {} in-flight ops and {} holds", id_, inflight_,
-                     holds_);
+                     stop_holds_);
         break;
       }
     }

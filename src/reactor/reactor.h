@@ -45,9 +45,9 @@ class UringOp {
 enum class TaskRun : uint8_t {
   // Only when the reactor enters the kernel to collect completions, which its loop does
   // whenever the kernel flags such work (IORING_SETUP_DEFER_TASKRUN): nothing interrupts
-  // a busy reactor, and a peer sending to it never pays for waking it. Measured on
-  // loopback NVMe/TCP between two cores: QD1 4 KiB reads 2.4-3x the IOPS of kInterrupt,
-  // QD32 the same or better (docs/benchmarks.md). Linux 6.1+.
+  // a busy reactor, and a peer sending to it never pays for waking it. The fastest mode
+  // at every queue depth measured (docs/benchmarks.md, "Measurements behind defaults").
+  // Linux 6.1+.
   kDefer,
   // At the reactor's next system call, without an interrupt (COOP_TASKRUN). Linux 5.19+.
   kCooperative,
@@ -70,17 +70,17 @@ struct ReactorOptions {
   // Run the reactor thread as SCHED_BATCH: when its work arrives it waits for the thread
   // running on its CPU to block or use up its time slice instead of preempting it. On a
   // core shared with the application, the application then issues a whole burst of
-  // requests before the reactor takes them all at once: fio's NBD engine and the engine
-  // on one CPU, 4 KiB randread QD32, 105 K -> 123 K IOPS and 187 K -> 23 K context
-  // switches in 6 s. The cost: an application thread that computes without blocking
+  // requests before the reactor takes them all at once (more IOPS, far fewer context
+  // switches: docs/benchmarks.md, "Measurements behind defaults"). The cost: an
+  // application thread that computes without blocking
   // delays the I/O of its neighbours by up to one time slice (a few ms). No effect on a
   // core the reactor has to itself.
   bool sched_batch = false;
   bool pin = true;                // pin the thread to its CPU
   // While completions are handled, enter the kernel as soon as this many new SQEs are
-  // queued. 1 resubmits at once, which keeps a disk's queue steadily full (batching 16
-  // at a time cost ~15 % of 4 KiB random-read IOPS on a virtio disk); larger values
-  // save system calls where the device is not the bottleneck.
+  // queued. 1 resubmits at once, which keeps a disk's queue steadily full (batching cost
+  // random-read IOPS on a virtio disk: docs/benchmarks.md); larger values save system
+  // calls where the device is not the bottleneck.
   unsigned submit_batch = 1;
 };
 
@@ -139,10 +139,10 @@ class Reactor {
   // A poller runs every loop iteration and returns how much work it did (0 = idle).
   PollerId add_poller(std::function<int()> fn);
   void remove_poller(PollerId id);
-  // Work in flight that the reactor cannot see (e.g. an I/O parked on a timer): stop()
-  // waits for hold() to be balanced by release().
-  void hold() { ++holds_; }
-  void release() { --holds_; }
+  // Work in flight that the reactor cannot see (e.g. an I/O parked on a timer) holds off
+  // its stop: stop() waits until every hold_stop() is balanced by a release_stop().
+  void hold_stop() { ++stop_holds_; }
+  void release_stop() { --stop_holds_; }
   // Time at the start of this loop iteration (cheap), or now (exact).
   uint64_t loop_now_ns() const { return now_ns_; }
   bool stopping() const { return stop_requested_.load(std::memory_order_acquire); }
@@ -187,13 +187,14 @@ class Reactor {
   // Whether an idle turn may keep spinning. Spinning pays when work arrives while the
   // reactor spins (a peer on another core answering within microseconds); when it
   // expires instead it is pure cost, and on a core an application shares it takes the
-  // application's time: a reactor spinning 20 us after each batch of replies kept the
-  // very client that would send the next requests off the CPU (fio on the same core:
-  // -30 % IOPS). With spin_adaptive the reactor counts, per kSpinSampleNs, the spins
-  // that found work (hits) and those that ended in sleep (misses). At kSpinMinMisses
-  // misses or more, outnumbering the hits, spinning pauses: for 100 ms at first, twice
-  // as long after each retry that fails again (at most 5 s). A sample whose spins mostly
-  // hit resets the backoff. While paused the reactor sleeps as soon as it is idle.
+  // application's time: a reactor spinning after each batch of replies kept the very
+  // client that would send the next requests off the CPU (docs/benchmarks.md,
+  // "Measurements behind defaults"). With spin_adaptive the reactor counts, per
+  // kSpinSampleNs, the spins that found work (hits) and those that ended in sleep
+  // (misses). At kSpinMinMisses misses or more, outnumbering the hits, spinning pauses:
+  // for 100 ms at first, twice as long after each retry that fails again (at most 5 s).
+  // A sample whose spins mostly hit resets the backoff. While paused the reactor sleeps
+  // as soon as it is idle.
   bool spin_allowed();
 
   const uint32_t id_;
@@ -223,7 +224,7 @@ class Reactor {
 
   unsigned pending_sqes_ = 0;
   uint64_t inflight_ = 0;
-  int64_t holds_ = 0;
+  int64_t stop_holds_ = 0;
   uint64_t now_ns_ = 0;
   ReactorStats stats_;
   static constexpr uint64_t kSpinSampleNs = 10'000'000;

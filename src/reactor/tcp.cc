@@ -558,9 +558,9 @@ void Connection::maybe_finish_close() {
   // while the handler may destroy it from on_closed().
   Handler* h = h_;
   std::string reason = reason_;
-  r_.hold();
+  r_.hold_stop();
   r_.defer([h, reason, this] {
-    r_.release();
+    r_.release_stop();
     h->on_closed(reason);
   });
 }

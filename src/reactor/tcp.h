@@ -146,15 +146,14 @@ class Connection {
     // At once if no sendmsg is in flight; what is queued meanwhile follows in one
     // sendmsg when it completes. For a target's replies: the peer starts on the first
     // reply while the next are produced. (Batching a target's replies per loop iteration
-    // too made host and target fall into lock-step: NVMe/TCP 4 KiB randread QD32 fell
-    // from ~760 K to ~600 K IOPS with both CPUs partly idle, docs/benchmarks.md.)
+    // too made host and target fall into lock-step, both CPUs partly idle: see
+    // docs/benchmarks.md, "Measurements behind defaults".)
     kEager,
     // Just before the reactor next submits: everything queued in one loop iteration
     // leaves in one sendmsg. For a host's commands, which an application issues in
-    // bursts: the target receives them in fewer segments and receives, its main cost
-    // (~760 K -> ~910 K IOPS in the same benchmark). Once kBatchBytes are queued
-    // they go at once: holding back data-carrying commands (writes) made 4 KiB
-    // randwrite QD32 slower and erratic (440-750 K against ~700 K).
+    // bursts: the target receives them in fewer segments and receives, its main cost.
+    // Once kBatchBytes are queued they go at once: holding back data-carrying commands
+    // (writes) made random writes slower and erratic (docs/benchmarks.md).
     kPerLoop,
   };
   static constexpr size_t kBatchBytes = 16 * 1024;

@@ -257,7 +257,7 @@ class FaultChannel final : public BdevChannel {
     parked_ = std::move(keep);
     for (Child* c : go) {
       c->rule->parked.fetch_sub(1, std::memory_order_relaxed);
-      reactor().release();
+      reactor().release_stop();
       forward(c);
     }
   }
@@ -270,7 +270,7 @@ class FaultChannel final : public BdevChannel {
       parked_.clear();
       for (Child* c : parked) {
         c->rule->parked.fetch_sub(1, std::memory_order_relaxed);
-        reactor().release();
+        reactor().release_stop();
         IoRequest& p = *c->parent;
         put(c);
         complete(p, IoStatus::kAborted);
@@ -291,15 +291,15 @@ class FaultChannel final : public BdevChannel {
       case FaultMode::kHang: {
         Child* c = get(req, r);
         r->parked.fetch_add(1, std::memory_order_relaxed);
-        reactor().hold();
+        reactor().hold_stop();
         parked_.push_back(c);
         return;
       }
       case FaultMode::kDelay: {
         Child* c = get(req, r);
-        reactor().hold();
+        reactor().hold_stop();
         reactor().add_timer(r->spec.delay_us * 1000, [this, c] {
-          reactor().release();
+          reactor().release_stop();
           forward(c);
         });
         return;

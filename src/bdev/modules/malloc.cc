@@ -45,11 +45,11 @@ Result<std::pair<uint32_t, uint64_t>> parse_geometry(const Uri& uri) {
 #endif
 
 // Backs every page of [mem, mem + bytes) now, so that no I/O pays a page fault later. On a
-// virtual machine the first write to a guest page also costs the hypervisor's fault: a
-// fresh bdev read at 60 K IOPS (15 ms p99) and took 128 KiB writes at 256 MiB/s here,
-// against 1.4 M IOPS once warm. Huge pages (MADV_HUGEPAGE) are not asked for: after
-// 4 KiB pages were freed their populate waits for compaction, 2-4 s per GiB here instead
-// of 0.4-0.5 s. False when the memory is not there (the create then fails rather than
+// virtual machine the first write to a guest page also costs the hypervisor's fault, which
+// made a fresh bdev many times slower than a warm one (docs/benchmarks.md, "First-touch
+// costs"). Huge pages (MADV_HUGEPAGE) are not asked for: after 4 KiB pages were freed
+// their populate waits for compaction, several times slower. False when the memory is
+// not there (the create then fails rather than
 // the process being killed on a later write).
 bool prefault(void* mem, size_t bytes) {
   if (madvise(mem, bytes, MADV_POPULATE_WRITE) == 0) return true;

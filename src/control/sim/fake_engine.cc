@@ -401,16 +401,16 @@ Status FakeEngine::remove_child(const std::string& nexus, const std::string& uri
   std::lock_guard lk(mu_);
   auto it = nexuses_.find(nexus);
   if (it == nexuses_.end()) return make_error(Errc::kNotFound, "no nexus {}", nexus);
-  auto& kids = it->second.children;
-  auto c = std::find_if(kids.begin(), kids.end(), [&](const Child& k) { return k.uri == uri; });
-  if (c == kids.end()) return make_error(Errc::kNotFound, "no child {}", uri);
+  auto& nexus_children = it->second.children;
+  auto c = std::find_if(nexus_children.begin(), nexus_children.end(), [&](const Child& k) { return k.uri == uri; });
+  if (c == nexus_children.end()) return make_error(Errc::kNotFound, "no child {}", uri);
   size_t healthy = 0;
-  for (const auto& k : kids) healthy += k.state == "healthy";
+  for (const auto& k : nexus_children) healthy += k.state == "healthy";
   if (c->state == "healthy" && healthy == 1) {
     return make_error(Errc::kBusy, "child {} is the last healthy child", uri);
   }
   close_child_locked(uri);
-  kids.erase(c);
+  nexus_children.erase(c);
   return Status::ok();
 }
 

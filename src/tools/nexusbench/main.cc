@@ -143,9 +143,9 @@ int main(int argc, char** argv) {
     auto base_r = perf("c0", "randread", duration);
     line("child alone, randread", base_r, 0);
     for (int n = 1; n <= 3; ++n) {
-      std::vector<std::string> kids;
-      for (int i = 0; i < n; ++i) kids.push_back(fmt::format("bdev:///c{}", i));
-      check(mgr.create("nx", 0, kids, nopts), "create nexus");
+      std::vector<std::string> child_uris;
+      for (int i = 0; i < n; ++i) child_uris.push_back(fmt::format("bdev:///c{}", i));
+      check(mgr.create("nx", 0, child_uris, nopts), "create nexus");
       auto r = perf("nx", "randwrite", duration);
       line(fmt::format("nexus, {} child{}, randwrite", n, n > 1 ? "ren" : ""), r, base_w.iops);
       if (n == 1) {

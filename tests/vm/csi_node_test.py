@@ -536,6 +536,12 @@ def kill_scenario(c, n):
                f"conv=fsync 2>/dev/null || echo ERR $i; md5sum {p}/k$i >>/tmp/sums; i=$((i+1)); usleep 150000; "
                f"done; echo DONE) >/tmp/writer.log 2>&1 &")
     h.check(rc == 0, "writer started")
+    # And fio with verify beside it: direct random writes, each batch read back and
+    # checked (crc32c) while the run goes on, through the kill and the switch-over.
+    rc, _ = sh(f"(fio --name=kill --filename={p}/fio.dat --size=16M --rw=randwrite --bs=4k --ioengine=libaio "
+               f"--iodepth=8 --direct=1 --verify=crc32c --verify_backlog=64 --time_based --runtime=25 "
+               f"--output=/tmp/fio.out; echo \"FIO rc=$?\" >>/tmp/fio.out) >/dev/null 2>&1 &")
+    h.check(rc == 0, "fio with verify started")
     time.sleep(2)
     t0 = time.monotonic()
     ENGINES["n1"].kill9()
@@ -563,10 +569,16 @@ def kill_scenario(c, n):
     h.check("ERR" not in out, f"the writer saw no error ({out.strip()[-200:]})")
     rc, out = sh("md5sum -c /tmp/sums 2>&1 | grep -vc ': OK$'; wc -l </tmp/sums")
     h.check(out.split() == ["0", "60"], f"all 60 files read back equal ({out.split()})")
+    h.until("fio finished", lambda: "FIO rc=" in sh("cat /tmp/fio.out")[1], timeout=120)
+    rc, out = sh("cat /tmp/fio.out")
+    h.check("FIO rc=0" in out and "verify:" not in out and " err= 0" in out,
+            f"fio saw no I/O error and no verify failure ({' '.join(out.split()[-40:])})")
     rc, out = sh("dmesg | grep -i -E 'i/o error|buffer i/o|ext4.*error' | head -3")
     h.check(not out.strip(), f"no I/O error in the kernel ({out.strip()})")
     states = ana_states(nqn)
     h.check("optimized" in states.values(), f"the live path is ANA optimized ({states})")
+    rc, out = sh(f"nvme list-subsys 2>&1 | grep -A6 {nqn} | head -8")
+    h.log(f"nvme list-subsys: {' | '.join(line.strip() for line in out.splitlines())}")
     # The engine comes back; the volume is healed to two replicas (one rebuilt).
     ENGINES["n1"].start()
     h.until("the volume healed to two online replicas", lambda: h.healthy(CTL["ctl"], vid, 2), timeout=120)

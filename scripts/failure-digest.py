@@ -11,7 +11,7 @@ import sys
 
 # What a failing test's output says about its failure, across the suite's harnesses.
 TELLING = re.compile(r"^(FAIL |FAIL\b|\[  FAILED|.*Failure$|.*(error|Error|ERROR): |==\d+==ERROR|"
-                     r"SUMMARY: |Traceback|\S+Error: |SystemExit|RESULT: |.*did not become ready|"
+                     r"SUMMARY: |WATCHDOG: |Traceback|\S+Error: |SystemExit|RESULT: |.*did not become ready|"
                      r".*timed out|\*\*\*)")
 
 

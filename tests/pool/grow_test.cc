@@ -25,6 +25,7 @@
 #include <thread>
 
 #include "../bdev/verify_workload.h"
+#include "../common/watchdog.h"
 #include "bdev/modules/fault.h"
 #include "pool_harness.h"
 #include "power_cut.h"
@@ -255,6 +256,9 @@ bool allowed_block(const uint8_t* p, uint64_t lba, uint32_t durable, bool* later
 
 GrowOutcome grow_power_loss_trial(uint64_t seed) {
   GrowOutcome out;
+  // A trial takes well under a second; one run hung once (to CTest's timeout, with
+  // nothing printed): the watchdog names the phase and prints the stacks instead.
+  castor::test::Watchdog watchdog(std::chrono::seconds(120), "PoolGrow power-loss trial, seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
   std::srand(static_cast<unsigned>(seed));
   PoolEnv e;
@@ -298,6 +302,7 @@ GrowOutcome grow_power_loss_trial(uint64_t seed) {
   fill_and_destroy_scratch(e, "gp");
   if (::testing::Test::HasFailure()) return out;
   std::vector<std::shared_ptr<bdev::Bdev>> b = {e.reg->find("t"), e.reg->find("k")};
+  watchdog.phase("first workload, flushed");
   // Phase 1, made durable by a flush of each replica.
   std::vector<std::vector<uint32_t>> durable;
   {
@@ -322,6 +327,7 @@ GrowOutcome grow_power_loss_trial(uint64_t seed) {
     for (auto& x : b) EXPECT_EQ(do_io(e, 1, *x, IoType::kFlush, 0, 0, nullptr, 0), IoStatus::kSuccess);
   }
   if (::testing::Test::HasFailure()) return out;
+  watchdog.phase("second workload and the grow under the cut");
   // Phase 2: the workload again (newer generations), and a grow of one replica of which
   // only the first `at` counted I/Os reach the disks (all of them if it makes fewer: the
   // power then goes off just after it returned).
@@ -341,8 +347,10 @@ GrowOutcome grow_power_loss_trial(uint64_t seed) {
   clock->cut = clock->ticks.load() + at;
   out.acked = static_cast<bool>(e.pools->grow_replica(names[g], new_bytes));
   clock->off = true;  // the power goes off now if the cut has not come yet
+  watchdog.phase(std::string("the second workload ends (grow acknowledged: ") + (out.acked ? "yes)" : "no)"));
   for (auto& x : w2) x->finish();
   for (size_t i = 0; i < 2; ++i) EXPECT_EQ(w2[i]->mismatches.load(), 0u) << names[i] << " read a wrong block";
+  watchdog.phase("power loss, export and import");
   w2.clear();
   b.clear();
   for (int k = 0; k < 2; ++k) {
@@ -354,6 +362,7 @@ GrowOutcome grow_power_loss_trial(uint64_t seed) {
     EXPECT_TRUE(e.reg->destroy("g" + std::to_string(k)));
     EXPECT_TRUE(e.reg->destroy("f" + std::to_string(k)));
   }
+  watchdog.phase("checks after the re-import");
   auto chk = e.check({"m0", "m1"});
   EXPECT_TRUE(chk.ok) << chk.problems[0];
   auto imp = e.pools->import({"m1", "m0"});

@@ -45,10 +45,11 @@ struct SyncIo {
   uint64_t latency_ns = 0;
 };
 
-inline IoStatus do_io(Env& env, size_t reactor_idx, Bdev& b, IoType type, uint64_t off,
-                      uint64_t nblocks, void* buf, size_t len, uint64_t* latency = nullptr,
-                      bool fua = false) {
-  SyncIo s;
+// Submits one I/O described by `s` on reactor `reactor_idx` and returns its status's
+// future; `s` must outlive the completion. `buf` may be null for non-data operations.
+inline std::future<IoStatus> start_io(Env& env, size_t reactor_idx, Bdev& b, SyncIo& s, IoType type,
+                                      uint64_t off, uint64_t nblocks, void* buf, size_t len,
+                                      bool fua = false) {
   s.req.type = type;
   s.req.fua = fua;
   s.req.offset_blocks = off;
@@ -66,8 +67,15 @@ inline IoStatus do_io(Env& env, size_t reactor_idx, Bdev& b, IoType type, uint64
   s.req.cb_arg = &s;
   auto f = s.p.get_future();
   reactor::Reactor& r = env.group.at(reactor_idx);
-  r.send([&] { b.channel(r).submit(s.req); });
-  IoStatus st = f.get();
+  r.send([&b, &r, &s] { b.channel(r).submit(s.req); });
+  return f;
+}
+
+inline IoStatus do_io(Env& env, size_t reactor_idx, Bdev& b, IoType type, uint64_t off,
+                      uint64_t nblocks, void* buf, size_t len, uint64_t* latency = nullptr,
+                      bool fua = false) {
+  SyncIo s;
+  IoStatus st = start_io(env, reactor_idx, b, s, type, off, nblocks, buf, len, fua).get();
   if (latency) *latency = s.latency_ns;
   return st;
 }

@@ -201,17 +201,7 @@ TEST_F(Multipath, NoUsablePathParksIoUntilOneReturnsOrTheLossTimeout) {
   ASSERT_TRUE(path_is(1, "inaccessible"));
   bdev::test::SyncIo s;
   std::vector<uint8_t> r(4096);
-  s.iov = {r.data(), r.size()};
-  s.req.type = IoType::kRead;
-  s.req.offset_blocks = 0;
-  s.req.num_blocks = 8;
-  s.req.iovs = &s.iov;
-  s.req.iovcnt = 1;
-  s.req.cb = [](bdev::IoRequest& q, void* arg) { static_cast<bdev::test::SyncIo*>(arg)->p.set_value(q.status); };
-  s.req.cb_arg = &s;
-  auto f = s.p.get_future();
-  auto& rr = host.group.at(1);
-  rr.send([&] { mp().channel(rr).submit(s.req); });
+  auto f = bdev::test::start_io(host, 1, mp(), s, IoType::kRead, 0, 8, r.data(), r.size());
   EXPECT_EQ(f.wait_for(std::chrono::milliseconds(300)), std::future_status::timeout);
   ASSERT_TRUE(b.target->set_ana_state(kNqn, AnaState::kOptimized));
   ASSERT_EQ(f.wait_for(std::chrono::seconds(5)), std::future_status::ready);

@@ -255,17 +255,7 @@ TEST_F(Fixture, IoWaitsAcrossATargetRestartAndCompletes) {
   // Issued while the target is down: parked, not failed.
   bdev::test::SyncIo s;
   std::vector<uint8_t> r(65536);
-  s.iov = {r.data(), r.size()};
-  s.req.type = IoType::kRead;
-  s.req.offset_blocks = 0;
-  s.req.num_blocks = 128;
-  s.req.iovs = &s.iov;
-  s.req.iovcnt = 1;
-  s.req.cb = [](bdev::IoRequest& q, void* a) { static_cast<bdev::test::SyncIo*>(a)->p.set_value(q.status); };
-  s.req.cb_arg = &s;
-  auto f = s.p.get_future();
-  auto& rr = henv.group.at(1);
-  rr.send([&] { b.channel(rr).submit(s.req); });
+  auto f = bdev::test::start_io(henv, 1, b, s, IoType::kRead, 0, 128, r.data(), r.size());
   EXPECT_EQ(f.wait_for(std::chrono::milliseconds(300)), std::future_status::timeout);
   EXPECT_EQ(nvmf_bdev_status(b)->state, ControllerState::kResetting) << nvmf_bdev_status(b)->last_error;
   start_target(port);
@@ -308,17 +298,7 @@ TEST_F(Fixture, AnAbortedReadNeverWritesIntoTheCallersBufferLater) {
   ASSERT_TRUE(id.is_ok());
   std::vector<uint8_t> buf(4096, 0xEE);
   bdev::test::SyncIo s;
-  s.iov = {buf.data(), buf.size()};
-  s.req.type = IoType::kRead;
-  s.req.offset_blocks = 64;
-  s.req.num_blocks = 8;
-  s.req.iovs = &s.iov;
-  s.req.iovcnt = 1;
-  s.req.cb = [](bdev::IoRequest& q, void* a) { static_cast<bdev::test::SyncIo*>(a)->p.set_value(q.status); };
-  s.req.cb_arg = &s;
-  auto f = s.p.get_future();
-  auto& r = henv.group.at(0);
-  r.send([&] { b.channel(r).submit(s.req); });
+  auto f = bdev::test::start_io(henv, 0, b, s, IoType::kRead, 64, 8, buf.data(), buf.size());
   // Aborted once it hangs in the target's bdev (not while still on its way there).
   for (int i = 0; i < 1000; ++i) {
     auto l = bdev::FaultControl::list(*tenv.reg->find("f0"));

@@ -147,46 +147,33 @@ TEST(Pdu, BuildersProduceHeadersTheParserAccepts) {
 }
 
 // The ANA log page as the host reads it: the state of the group listing the namespace,
-// and every length checked against the bytes received.
+// and every length checked against the bytes received; the page as the target builds it.
 TEST(AnaLog, FindsTheNamespacesGroupAndRefusesShortOrBadPages) {
-  std::vector<uint8_t> page;
-  auto put = [&page](const void* p, size_t n) {
-    const auto* b = static_cast<const uint8_t*>(p);
-    page.insert(page.end(), b, b + n);
-  };
-  AnaLogHeader h{};
-  h.ngrps = 2;
-  put(&h, sizeof(h));
-  AnaGroupDescriptor g1{};
-  g1.grpid = 1;
-  g1.nnsids = 2;
-  g1.state = static_cast<uint8_t>(AnaState::kNonOptimized);
-  put(&g1, sizeof(g1));
-  for (uint32_t id : {1u, 2u}) put(&id, 4);
-  AnaGroupDescriptor g2{};
-  g2.grpid = 2;
-  g2.nnsids = 1;
-  g2.state = static_cast<uint8_t>(AnaState::kInaccessible);
-  put(&g2, sizeof(g2));
-  uint32_t three = 3;
-  put(&three, 4);
+  const AnaLogGroup groups[] = {{1, AnaState::kNonOptimized, 5, {1, 2}}, {2, AnaState::kInaccessible, 5, {3}}};
+  const auto page = build_ana_log(5, groups);
+  const size_t h = sizeof(AnaLogHeader), g1 = sizeof(AnaGroupDescriptor);
+  ASSERT_EQ(page.size(), h + 2 * g1 + 3 * 4);
+  // Return groups only: the descriptors without their NSIDs, so no namespace is found.
+  const auto rgo = build_ana_log(5, groups, true);
+  EXPECT_EQ(rgo.size(), h + 2 * g1);
+  EXPECT_EQ(ana_state_of(rgo, 1).status().code(), Errc::kNotFound);
 
   EXPECT_EQ(*ana_state_of(page, 2), AnaState::kNonOptimized);
   EXPECT_EQ(*ana_state_of(page, 3), AnaState::kInaccessible);
   EXPECT_EQ(ana_state_of(page, 4).status().code(), Errc::kNotFound);
   // Cut inside the second group's NSID list, inside its descriptor, inside the header.
-  for (size_t n : {page.size() - 2, sizeof(h) + sizeof(g1) + 8 + 10, size_t{8}}) {
+  for (size_t n : {page.size() - 2, h + g1 + 8 + 10, size_t{8}}) {
     auto r = ana_state_of(std::span<const uint8_t>(page.data(), n), 3);
     EXPECT_EQ(r.status().code(), Errc::kInvalidArgument) << n;
   }
   // A count of namespaces that would run past the page (and overflow a 32-bit product).
   auto bad = page;
   const uint32_t huge = 0x40000001;
-  std::memcpy(bad.data() + sizeof(h) + offsetof(AnaGroupDescriptor, nnsids), &huge, 4);
+  std::memcpy(bad.data() + h + offsetof(AnaGroupDescriptor, nnsids), &huge, 4);
   EXPECT_EQ(ana_state_of(bad, 1).status().code(), Errc::kInvalidArgument);
   // A reserved state.
   bad = page;
-  bad[sizeof(h) + offsetof(AnaGroupDescriptor, state)] = 0x05;
+  bad[h + offsetof(AnaGroupDescriptor, state)] = 0x05;
   EXPECT_EQ(ana_state_of(bad, 1).status().code(), Errc::kInvalidArgument);
   for (AnaState s : {AnaState::kOptimized, AnaState::kNonOptimized, AnaState::kInaccessible,
                      AnaState::kPersistentLoss, AnaState::kChange}) {

@@ -4,6 +4,26 @@
 
 namespace castor::nvmf {
 
+std::vector<uint8_t> build_ana_log(uint64_t chgcnt, std::span<const AnaLogGroup> groups, bool groups_only) {
+  std::vector<uint8_t> page(sizeof(AnaLogHeader));
+  AnaLogHeader h{};
+  h.chgcnt = chgcnt;
+  h.ngrps = static_cast<uint16_t>(groups.size());
+  std::memcpy(page.data(), &h, sizeof(h));
+  for (const auto& g : groups) {
+    AnaGroupDescriptor d{};
+    d.grpid = g.grpid;
+    d.chgcnt = g.chgcnt;
+    d.state = static_cast<uint8_t>(g.state);
+    d.nnsids = groups_only ? 0 : static_cast<uint32_t>(g.nsids.size());
+    const size_t at = page.size();
+    page.resize(at + sizeof(d) + 4 * size_t{d.nnsids});
+    std::memcpy(page.data() + at, &d, sizeof(d));
+    if (d.nnsids) std::memcpy(page.data() + at + sizeof(d), g.nsids.data(), 4 * size_t{d.nnsids});
+  }
+  return page;
+}
+
 Result<AnaState> ana_state_of(std::span<const uint8_t> page, uint32_t nsid) {
   if (page.size() < sizeof(AnaLogHeader)) {
     return make_error(Errc::kInvalidArgument, "ANA log: {} bytes, shorter than its header", page.size());

@@ -423,7 +423,7 @@ class NvmfChannel final : public bdev::BdevChannel {
   // through finish(), which passes that path over and routes again: at most one hop per
   // path before the request parks.
   void route(IoRequest& req) {
-    if (const int i = choose(mono_ns()); i >= 0) return paths_[static_cast<size_t>(i)].queue->submit(req);
+    if (const int i = choose(reactor().loop_now_ns()); i >= 0) return paths_[static_cast<size_t>(i)].queue->submit(req);
     parked_.push_back(&req);
     arm_retry();
   }

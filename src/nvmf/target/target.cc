@@ -674,23 +674,13 @@ class Qpair final : public reactor::Connection::Handler {
       case log_id::kAna: {
         if (!ctrl_->ana) return finish(c, specific(sc::kInvalidLogPage));
         // One group. LSP bit 0 (RGO): the group descriptors only, without NSIDs.
-        const bool groups_only = (s.cdw10 >> 8) & 1;
-        AnaLogHeader h{};
-        AnaGroupDescriptor d{};
-        h.chgcnt = d.chgcnt = ctrl_->ana->chgcnt.load(std::memory_order_acquire);
-        h.ngrps = 1;
-        d.grpid = AnaGroup::kId;
-        d.state = ctrl_->ana->state.load(std::memory_order_acquire);
-        std::vector<uint32_t> ids;
-        if (!groups_only) {
-          for (const auto& n : *ns_) ids.push_back(n.nsid);
-          std::sort(ids.begin(), ids.end());
-        }
-        d.nnsids = static_cast<uint32_t>(ids.size());
-        page.resize(sizeof(h) + sizeof(d) + 4 * ids.size());
-        std::memcpy(page.data(), &h, sizeof(h));
-        std::memcpy(page.data() + sizeof(h), &d, sizeof(d));
-        if (!ids.empty()) std::memcpy(page.data() + sizeof(h) + sizeof(d), ids.data(), 4 * ids.size());
+        AnaLogGroup g;
+        g.grpid = AnaGroup::kId;
+        g.chgcnt = ctrl_->ana->chgcnt.load(std::memory_order_acquire);
+        g.state = static_cast<AnaState>(ctrl_->ana->state.load(std::memory_order_acquire));
+        for (const auto& n : *ns_) g.nsids.push_back(n.nsid);
+        std::sort(g.nsids.begin(), g.nsids.end());
+        page = build_ana_log(g.chgcnt, {&g, 1}, (s.cdw10 >> 8) & 1);
         break;
       }
       default: return finish(c, specific(sc::kInvalidLogPage));

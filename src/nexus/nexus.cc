@@ -85,6 +85,7 @@ Nexus::Nexus(NexusDeps deps, const std::string& name, uint32_t block_size, uint6
       opts_(opts),
       segment_blocks_(std::max<uint64_t>(1, uint64_t{opts.rebuild.segment_kb} * 1024 / block_size)) {
   for (auto& s : slots_) s.store(nullptr);
+  if (opts.serialize_overlaps) inflight_ = std::make_unique<InflightWrites>(block_size, num_blocks);
 }
 
 Nexus::~Nexus() {

@@ -27,6 +27,10 @@
 // Range lock (for rebuild): a locked block range holds new application writes that
 // overlap it on every reactor; the lock is granted once each reactor's in-flight
 // overlapping writes have drained.
+//
+// Write order: a write that overlaps a write in flight (on any reactor) is held until
+// that one has completed (InflightWrites), so every child sees overlapping writes in the
+// same order.
 
 #include <array>
 #include <atomic>
@@ -38,6 +42,7 @@
 
 #include "bdev/registry.h"
 #include "nexus/health_store.h"
+#include "nexus/inflight_writes.h"
 #include "nexus/types.h"
 #include "nexus/worker.h"
 
@@ -215,6 +220,8 @@ class Nexus final : public bdev::Bdev {
   NexusChannel* channel_on(size_t reactor_id) const;
   reactor::ReactorGroup& reactors() { return deps_.registry.reactors(); }
   uint64_t segment_blocks() const { return segment_blocks_; }
+  // Null with serialize_overlaps=false.
+  InflightWrites* inflight_writes() const { return inflight_.get(); }
   // A reactor retired `c`: persist the record, then re-sync every channel.
   void on_child_retired(Child* c, FaultReason r);
   // A write skipped `c` into segments not yet persisted in its valid log: persist the log
@@ -273,6 +280,7 @@ class Nexus final : public bdev::Bdev {
   NexusDeps deps_;
   NexusOptions opts_;
   uint64_t segment_blocks_;
+  std::unique_ptr<InflightWrites> inflight_;
   mutable std::mutex mu_;  // control path: serializes reconfiguration
   std::vector<std::shared_ptr<Child>> children_;   // live children (mu_)
   std::vector<std::shared_ptr<Child>> graveyard_;  // removed; kept for late references

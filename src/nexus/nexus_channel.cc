@@ -18,7 +18,7 @@ constexpr uint8_t bit(int s) { return static_cast<uint8_t>(1u << s); }
 }  // namespace
 
 NexusChannel::NexusChannel(Nexus& nexus, reactor::Reactor& r)
-    : BdevChannel(nexus, r), nexus_(nexus) {
+    : BdevChannel(nexus, r), nexus_(nexus), inflight_(nexus.inflight_writes()) {
   timeout_ns_ = uint64_t{nexus.options().child_io_timeout_ms} * 1'000'000;
   scan_ns_ = std::min<uint64_t>(timeout_ns_ / 4, 100'000'000);
   if (scan_ns_ == 0) scan_ns_ = 1'000'000;
@@ -29,6 +29,7 @@ NexusChannel::NexusChannel(Nexus& nexus, reactor::Reactor& r)
 
 NexusChannel::~NexusChannel() {
   if (timer_armed_) reactor().cancel_timer(timer_);
+  if (retry_armed_) reactor().cancel_timer(retry_timer_);
 }
 
 void NexusChannel::sync() {
@@ -69,25 +70,74 @@ bool NexusChannel::blocked(const IoRequest& req) const {
 
 void NexusChannel::do_submit(IoRequest& req) {
   ++active_;
-  if (!locks_.empty() && write_like(req.type) && blocked(req)) {
-    // Held until the overlapping range unlocks; counted so a stopping reactor waits.
-    req.next = nullptr;
-    if (held_tail_) {
-      held_tail_->next = &req;
-    } else {
-      held_head_ = &req;
-    }
-    held_tail_ = &req;
-    reactor().hold_stop();
+  if (write_like(req.type) && !admit(req)) {
+    hold(req);
     return;
   }
   dispatch(req);
 }
 
+bool NexusChannel::admit(const IoRequest& req) {
+  if (!locks_.empty() && blocked(req)) return false;
+  if (inflight_ && req.num_blocks > 0 && !inflight_->try_mark(req.offset_blocks, req.num_blocks)) {
+    overlap_held_ = true;
+    return false;
+  }
+  return true;
+}
+
+void NexusChannel::hold(IoRequest& req) {
+  // Counted so a stopping reactor waits for it.
+  req.next = nullptr;
+  if (held_tail_) {
+    held_tail_->next = &req;
+  } else {
+    held_head_ = &req;
+  }
+  held_tail_ = &req;
+  reactor().hold_stop();
+  if (overlap_held_ && !retry_armed_) {
+    retry_armed_ = true;
+    retry_timer_ = reactor().add_timer(kOverlapRetryNs, [this] {
+      retry_armed_ = false;
+      release_held();
+    });
+  }
+}
+
+void NexusChannel::release_held() {
+  IoRequest* q = held_head_;
+  held_head_ = held_tail_ = nullptr;
+  overlap_held_ = false;
+  while (q) {
+    IoRequest* next = static_cast<IoRequest*>(q->next);
+    q->next = nullptr;
+    reactor().release_stop();
+    if (admit(*q)) {
+      dispatch(*q);
+    } else {
+      hold(*q);
+    }
+    q = next;
+  }
+}
+
+void NexusChannel::end_write(const IoRequest& req) {
+  if (inflight_ && req.num_blocks > 0) inflight_->unmark(req.offset_blocks, req.num_blocks);
+}
+
+void NexusChannel::refuse(IoRequest& req, IoStatus st) {
+  --active_;
+  if (write_like(req.type)) {
+    end_write(req);
+    if (held_head_) release_held();
+  }
+  complete(req, st);
+}
+
 void NexusChannel::dispatch(IoRequest& req) {
   if (nexus_.fenced()) {
-    --active_;
-    complete(req, IoStatus::kPathUnavailable);
+    refuse(req, IoStatus::kPathUnavailable);
     return;
   }
   Io* io = get_io();
@@ -97,8 +147,7 @@ void NexusChannel::dispatch(IoRequest& req) {
     int s = pick_reader(0);
     if (s < 0) {
       put_io(io);
-      --active_;
-      complete(req, IoStatus::kIoError);  // no healthy child: the nexus is faulted
+      refuse(req, IoStatus::kIoError);  // no healthy child: the nexus is faulted
       return;
     }
     link(io);
@@ -117,8 +166,7 @@ void NexusChannel::dispatch(IoRequest& req) {
     }
     if (!targets) {
       put_io(io);
-      --active_;
-      complete(req, IoStatus::kIoError);
+      refuse(req, IoStatus::kIoError);
       return;
     }
     link(io);
@@ -435,6 +483,8 @@ void NexusChannel::complete_parent(Io* io, IoStatus st) {
   io->done = true;
   IoRequest* p = io->parent;
   if (write_like(p->type)) {
+    // Writes it held go first, before the caller can send a new overlapping one.
+    end_write(*p);
     for (auto& l : locks_) {
       if (l.pending && io->seq < l.seq &&
           overlaps(p->offset_blocks, p->num_blocks, l.first, l.n) && --l.pending == 0) {
@@ -446,6 +496,7 @@ void NexusChannel::complete_parent(Io* io, IoStatus st) {
   }
   --active_;
   if (io->outstanding == 0) put_io(io);
+  if (held_head_ && write_like(p->type)) release_held();
   if (cb_now_ns_) complete_now(*p, st, cb_now_ns_);
   else complete_now(*p, st);
 }
@@ -581,24 +632,7 @@ void NexusChannel::add_lock(uint64_t id, uint64_t first, uint64_t n, std::functi
 
 void NexusChannel::remove_lock(uint64_t id) {
   std::erase_if(locks_, [id](const Lock& l) { return l.id == id; });
-  IoRequest* q = held_head_;
-  held_head_ = held_tail_ = nullptr;
-  while (q) {
-    IoRequest* next = static_cast<IoRequest*>(q->next);
-    q->next = nullptr;
-    if (blocked(*q)) {
-      if (held_tail_) {
-        held_tail_->next = q;
-      } else {
-        held_head_ = q;
-      }
-      held_tail_ = q;
-    } else {
-      reactor().release_stop();
-      dispatch(*q);
-    }
-    q = next;
-  }
+  release_held();
 }
 
 }  // namespace castor::nexus

@@ -2,8 +2,9 @@
 // NexusChannel: a nexus' channel on one reactor. Holds this reactor's copy of the child
 // set (which slots are readable/writable, their child channels), the per-I/O contexts
 // (a free list that grows to the peak queue depth and is reused, so steady state
-// allocates nothing), the in-flight list scanned by the timeout timer, the range locks
-// and the writes they hold. Used only on its reactor's thread.
+// allocates nothing), the in-flight list scanned by the timeout timer, the range locks,
+// and the writes held by a range lock or by an overlapping write in flight (the nexus's
+// InflightWrites). Used only on its reactor's thread.
 
 #include <array>
 #include <cstdint>
@@ -94,6 +95,9 @@ class NexusChannel final : public bdev::BdevChannel {
     std::function<void()> drained;
   };
 
+  // How soon a write held by another reactor's overlapping write looks again.
+  static constexpr uint64_t kOverlapRetryNs = 20'000;
+
   static bool write_like(bdev::IoType t) {
     return t == bdev::IoType::kWrite || t == bdev::IoType::kWriteZeroes ||
            t == bdev::IoType::kUnmap;
@@ -102,7 +106,19 @@ class NexusChannel final : public bdev::BdevChannel {
     return a < b + bn && b < a + an;
   }
   bool blocked(const bdev::IoRequest& req) const;
+  // A write may go to the children now: no range lock holds it and it marked its units
+  // in InflightWrites (or the nexus does not serialize overlaps).
+  bool admit(const bdev::IoRequest& req);
+  void hold(bdev::IoRequest& req);
+  // Admits the held writes that can go now, oldest first; the rest stay held. A write
+  // held by an overlapping write of another reactor is retried on a short timer (that
+  // reactor's completion is not seen here).
+  void release_held();
+  // Unmarks an admitted write's units (then writes it held may go).
+  void end_write(const bdev::IoRequest& req);
   void dispatch(bdev::IoRequest& req);
+  // Completes a request that dispatch() could not send to any child.
+  void refuse(bdev::IoRequest& req, bdev::IoStatus st);
   Io* get_io();
   void put_io(Io* io);
   void submit_kid(Io* io, int slot);
@@ -129,6 +145,7 @@ class NexusChannel final : public bdev::BdevChannel {
   uint8_t* sink(size_t bytes);
 
   Nexus& nexus_;
+  InflightWrites* const inflight_;  // null: overlapping writes are not serialized
   std::array<Slot, kMaxChildren> slots_;
   std::vector<std::unique_ptr<Io>> all_;
   Io* free_ = nullptr;
@@ -145,6 +162,9 @@ class NexusChannel final : public bdev::BdevChannel {
   uint64_t scan_ns_;
   bool timer_armed_ = false;
   reactor::Reactor::TimerId timer_{};
+  bool overlap_held_ = false;  // a held write found its units marked (release_held retries)
+  bool retry_armed_ = false;
+  reactor::Reactor::TimerId retry_timer_{};
   std::vector<bdev::DmaBuffer> sinks_;
 };
 

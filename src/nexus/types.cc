@@ -135,6 +135,8 @@ Result<NexusOptions> NexusOptions::from_map(const std::map<std::string, std::str
       st = boolean(o.rebuild_stale);
     } else if (k == "force") {
       st = boolean(o.force);
+    } else if (k == "serialize_overlaps") {
+      st = boolean(o.serialize_overlaps);
     } else if (k == "generation") {
       char* end = nullptr;
       errno = 0;

@@ -84,6 +84,11 @@ struct NexusOptions {
   bool rebuild_stale = true;
   // Create even if the store records every child as unhealthy (they are then trusted).
   bool force = false;
+  // Overlapping writes reach the children one after the other (see InflightWrites), so
+  // two writes to one block in flight at once cannot leave the children different.
+  // false: they go out together, as md's raid1 without serialize_policy does (for
+  // measuring the cost only; the children may then differ).
+  bool serialize_overlaps = true;
   // Reactor that runs rebuild copies.
   uint32_t rebuild_reactor = 0;
   // The nexus UUID (its NVMe-oF subsystem is nqn...:nexus-<uuid>); unset: random. The
@@ -99,7 +104,7 @@ struct NexusOptions {
 
   // Parses string options as given by the API/CLI: read_policy, error_policy,
   // max_errors, error_window_ms, child_io_timeout_ms, segment_kb, parallel_segments,
-  // rate_mb_s, verify, rebuild_stale, force. Unknown keys and bad values are errors.
+  // rate_mb_s, verify, rebuild_stale, force, serialize_overlaps. Unknown keys and bad values are errors.
   static Result<NexusOptions> from_map(const std::map<std::string, std::string>& kv);
   Status validate() const;
 };

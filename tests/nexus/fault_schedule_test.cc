@@ -10,7 +10,8 @@
 // child is never touched, so a healthy child always remains and the checker requires:
 // no application error, every read correct during the run, every acknowledged write
 // readable afterwards, and after the survivors are brought back and rebuilt, every child
-// equal block for block.
+// equal block for block. Two slots per reactor write only to 32 shared blocks, so
+// overlapping writes are in flight at once (the Workload's `hot` blocks).
 //
 // CI runs CASTOR_SCHEDULES (default 20) schedules from CASTOR_SCHEDULE_SEED (default: a
 // random base, printed). scripts/soak-schedules.sh runs 1,000 and writes a summary.
@@ -162,7 +163,8 @@ void run_schedule(NexEnv& e, const Schedule& s, int idx, Totals& t) {
   auto n = e.make(nname, uris, o);
   ASSERT_TRUE(n);
   Workload w(e, *n);
-  w.start(3);
+  w.hot = 32;  // overlapping writes in flight at once, from both reactors
+  w.start(4);
   std::vector<uint64_t> rule(3, 0);
   bool removed[3] = {false, false, false};
   bool fresh_added = false;
@@ -217,6 +219,7 @@ void run_schedule(NexEnv& e, const Schedule& s, int idx, Totals& t) {
   EXPECT_EQ(w.errors.load(), 0u) << "a healthy child remained throughout";
   EXPECT_EQ(w.mismatches.load(), 0u);
   t.add("ios", w.ops.load());
+  t.add("overlapping_writes", w.hot_writes.load());
   // Bring every child that is not healthy back and let every rebuild finish.
   std::vector<std::string> members;
   for (int i = 0; i < 3; ++i) {

@@ -244,15 +244,23 @@ Status ControlPlane::ensure_nexus(VolumeSpec& v) {
     // The view that said "no nexus" may be out of date (castor-control restarted, a
     // snapshot from before a create): ask the engine. The volume's latest nexus is kept
     // (creating another would raise the generation and so fence the one serving the
-    // volume); a nexus of an older generation there is a leftover, replaced.
-    if (auto snap = e->snapshot()) {
-      for (const auto& n : snap->nexuses) {
-        if (n.name != v.uuid) continue;
-        if (n.generation == v.nexus_generation) return Status::ok();
-        spdlog::info("volume {}: node {} holds a nexus of generation {} (the volume's is {}): replacing it", v.uuid,
-                     target, n.generation, v.nexus_generation);
-        if (Status s = teardown_nexus(target, v.uuid); !s) return s;
-      }
+    // volume); a nexus of an older generation there is a leftover, replaced. An engine
+    // that does not answer is no "no nexus": it may hold the one serving the volume and
+    // be busy (a child removal waiting for a stuck rebuild copy holds its nexus for up to
+    // twice the child I/O timeout). Creating blind would raise the generation, the
+    // create would meet that nexus (AlreadyExists) and leave it serving under a
+    // superseded generation: every health record it writes refused, for good.
+    auto snap = e->snapshot();
+    if (!snap) {
+      return make_error(snap.status().code(), "cannot tell whether node '{}' holds the nexus of volume {}: {}", target,
+                        v.uuid, snap.status().message());
+    }
+    for (const auto& n : snap->nexuses) {
+      if (n.name != v.uuid) continue;
+      if (n.generation == v.nexus_generation) return Status::ok();
+      spdlog::info("volume {}: node {} holds a nexus of generation {} (the volume's is {}): replacing it", v.uuid,
+                   target, n.generation, v.nexus_generation);
+      if (Status s = teardown_nexus(target, v.uuid); !s) return s;
     }
     // The new nexus's generation is durable before it exists: a later one is always higher.
     ++v.nexus_generation;

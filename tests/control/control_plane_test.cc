@@ -416,6 +416,39 @@ TEST_F(ControlPlaneTest, AMissedNexusInASnapshotKeepsItsGeneration) {
   EXPECT_TRUE(cp_->put_nexus_health(v.spec.uuid, doc, 1));  // still the volume's nexus
 }
 
+// The same when the engine cannot be read at all for a while (its API busy: a child
+// removal waiting for a rebuild copy stuck on a dead replica holds the nexus for up to
+// 20 s): neither the pass's snapshot nor the one ensure_nexus asks for answers. Creating
+// blind raised the generation and met the existing nexus (AlreadyExists, taken as done):
+// the nexus serving the volume was left under a superseded generation, every health
+// record it wrote refused, the volume stuck degraded (found by control_fault_schedules,
+// CASTOR_SCHEDULE_SEED=1).
+TEST_F(ControlPlaneTest, AnEngineThatCannotBeReadKeepsItsNexusAndGeneration) {
+  auto v = create(2);
+  auto pub = cp_->publish_volume(PublishArgs{.uuid = v.spec.uuid, .node = {}, .allowed_hosts = {},
+                                             .frontend_node = {}});
+  ASSERT_TRUE(pub);
+  ASSERT_EQ(pub->spec.nexus_generation, 1u);
+  const std::string node = pub->spec.target->node;
+  passes(1);
+  cluster_.find(node)->fail_next("snapshot", Status(Errc::kUnavailable, "deadline exceeded"), 4);
+  passes(2);
+  auto got = cp_->get_volume(v.spec.uuid);
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->spec.nexus_generation, 1u);
+  passes(2);  // readable again
+  got = cp_->get_volume(v.spec.uuid);
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->spec.nexus_generation, 1u);
+  EXPECT_EQ(got->status, "online");
+  auto snap = cluster_.find(node)->snapshot();
+  ASSERT_TRUE(snap);
+  ASSERT_EQ(snap->nexuses.size(), 1u);
+  EXPECT_EQ(snap->nexuses[0].generation, 1u);
+  const std::string doc = R"({"format":"castor-nexus-health","nexus":")" + v.spec.uuid + R"(","open":true,"children":{}})";
+  EXPECT_TRUE(cp_->put_nexus_health(v.spec.uuid, doc, 1));  // still the volume's nexus
+}
+
 // The health record of a volume is written only by its latest nexus: a write carrying an
 // older generation (a superseded nexus that has not met a reservation conflict yet) is
 // refused, and the record is left as it was.

@@ -21,8 +21,8 @@ Status FakeEngine::enter(const char* op) {
   if (down_.load()) return make_error(Errc::kUnavailable, "engine {} is down", node_);
   std::lock_guard lk(mu_);
   if (auto it = fail_next_.find(op); it != fail_next_.end()) {
-    Status s = it->second;
-    fail_next_.erase(it);
+    Status s = it->second.first;
+    if (--it->second.second == 0) fail_next_.erase(it);
     return s;
   }
   return Status::ok();
@@ -42,9 +42,9 @@ void FakeEngine::restart() {
   down_.store(false);
 }
 
-void FakeEngine::fail_next(const std::string& op, Status s) {
+void FakeEngine::fail_next(const std::string& op, Status s, uint32_t times) {
   std::lock_guard lk(mu_);
-  fail_next_[op] = std::move(s);
+  if (times) fail_next_[op] = {std::move(s), times};
 }
 
 void FakeEngine::add_disk(const std::string& uri, uint64_t bytes) {

@@ -56,8 +56,8 @@ class FakeEngine final : public EngineClient {
   void set_down(bool down);
   bool down() const { return down_.load(); }
   void restart();
-  // The next call of `op` (a method name: "create_replica", ...) fails with `s`.
-  void fail_next(const std::string& op, Status s);
+  // The next `times` calls of `op` (a method name: "create_replica", ...) fail with `s`.
+  void fail_next(const std::string& op, Status s, uint32_t times = 1);
   // A rebuild completes after this many snapshot() calls (0: at once).
   void set_rebuild_polls(uint32_t n) { rebuild_polls_ = n; }
   uint64_t calls() const { return calls_.load(); }
@@ -125,7 +125,7 @@ class FakeEngine final : public EngineClient {
   std::map<std::string, Pool> pools_;
   std::map<std::string, Replica> replicas_;  // by uuid
   std::map<std::string, Nexus> nexuses_;
-  std::map<std::string, Status> fail_next_;
+  std::map<std::string, std::pair<Status, uint32_t>> fail_next_;  // op -> failure, calls left
 };
 
 // Every fake engine of a simulation, so a nexus on one can check that a remote child's

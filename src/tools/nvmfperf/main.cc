@@ -8,7 +8,14 @@
 // --bdev URI drives the same workloads through a bdev instead of raw queue pairs (an
 // nvmf:// URI, with `paths=` for several paths: the multipath host, which follows ANA
 // states and fails over, so a run survives a nexus switch-over).
+// --write-log FILE (with --verify) records which data each block last received with an
+// acknowledged write, merged into FILE across runs; --check-log FILE reads every block
+// such a log lists and compares: a later pass that proves every acknowledged write of the
+// earlier runs still reads back (after faults, failovers, rebuilds). SIGINT/SIGTERM end
+// a run early as its time would: the I/O in flight completes, results and log are
+// written.
 #include <dirent.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -19,6 +26,7 @@
 #include <future>
 #include <iostream>
 #include <latch>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
@@ -35,6 +43,63 @@ using namespace castor;
 using namespace castor::nvmf;
 
 namespace {
+
+// Set by SIGINT/SIGTERM: every job stops issuing, as at its deadline.
+std::atomic<bool> g_stop{false};
+void on_stop_signal(int) { g_stop.store(true, std::memory_order_relaxed); }
+
+// The data a verify write puts in a block: bs bytes expanded from a 64-bit token (odd, so
+// never 0, the "not written" of a log), so that a log of tokens describes whole blocks.
+void fill_block(uint8_t* p, uint32_t bs, uint64_t token) {
+  uint64_t x = token;
+  for (uint32_t i = 0; i + 8 <= bs; i += 8) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    std::memcpy(p + i, &x, 8);
+  }
+}
+
+// The write log (--write-log, --check-log): a text file, "castor-perf-write-log 1 BS" and
+// then one line per block, "OFFSET TOKEN" in hex: the byte offset of the block and the
+// token of the data its last acknowledged write carried. A block whose last write failed
+// is not listed (its content is unknown).
+using WriteLog = std::map<uint64_t, uint64_t>;
+
+Result<WriteLog> load_write_log(const std::string& path, uint32_t bs, bool must_exist) {
+  WriteLog log;
+  std::ifstream in(path);
+  if (!in) {
+    if (must_exist) return make_error(Errc::kNotFound, "cannot read the write log {}", path);
+    return log;
+  }
+  std::string magic;
+  int version = 0;
+  uint32_t log_bs = 0;
+  if (!(in >> magic >> version >> log_bs) || magic != "castor-perf-write-log" || version != 1) {
+    return make_error(Errc::kInvalidArgument, "{} is not a castor-perf write log", path);
+  }
+  if (log_bs != bs) {
+    return make_error(Errc::kInvalidArgument, "{} was written with --bs {}, not {}", path, log_bs, bs);
+  }
+  uint64_t off = 0, token = 0;
+  while (in >> std::hex >> off >> token) log[off] = token;
+  if (!in.eof()) return make_error(Errc::kInvalidArgument, "{}: a malformed line", path);
+  return log;
+}
+
+Status save_write_log(const std::string& path, uint32_t bs, const WriteLog& log) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << "castor-perf-write-log 1 " << bs << "\n" << std::hex;
+    for (const auto& [off, token] : log) out << off << " " << token << "\n";
+    out.flush();
+    if (!out) return make_error(Errc::kIoError, "cannot write {}", tmp);
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) return make_error(Errc::kIoError, "cannot rename {}", tmp);
+  return Status::ok();
+}
 
 struct Queue {
   std::unique_ptr<HostQpair> qp;
@@ -150,6 +215,17 @@ struct Job {
   std::vector<bdev::DmaBuffer> bufs, expect;
   std::vector<uint64_t> verify_lba;
   std::vector<uint8_t> phase;  // verify: 0 = write next, 1 = read back
+  std::vector<uint64_t> token;  // verify: the token of slot k's data
+  // --write-log: per block of the region (index slot), the token of its last acknowledged
+  // write, kFailedWrite after a failed one, 0 if not written. Blocks are split between
+  // the jobs' slots, so each element has one writer.
+  static constexpr uint64_t kFailedWrite = 2;  // even: never a token
+  std::vector<uint64_t>* written = nullptr;
+  // --check-log: this job's share of the log's blocks (offset, token), read in turn.
+  bool check_mode = false;
+  std::vector<std::pair<uint64_t, uint64_t>> check;
+  size_t check_next = 0;
+  uint64_t checked = 0;
   std::latch* done = nullptr;
   // --rate: one arrival every interval_ns from start, issued on a free slot (of qd) at
   // once, or when a slot frees if none is (counted in `waited`). Latency is measured from
@@ -170,21 +246,22 @@ struct Job {
   // Rate mode: slot k is free (its I/O completed, or its submission failed).
   void slot_free(uint32_t k, uint64_t now, bool dead) {
     --outstanding;
-    if (!dead && now < deadline && next_arrival <= now) {  // an arrival waits for a slot
+    if (!dead && now < deadline && !g_stop.load(std::memory_order_relaxed) &&
+        next_arrival <= now) {  // an arrival waits for a slot
       ++waited;
       next_arrival += interval_ns;
       ++outstanding;
       return issue(k);
     }
     free_slots.push_back(k);
-    if (now >= deadline && outstanding == 0) finish(now);
+    if ((now >= deadline || g_stop.load(std::memory_order_relaxed)) && outstanding == 0) finish(now);
   }
   // Rate mode: issues the arrivals that are due on free slots and sleeps until the next.
   void tick() {
     timer.reset();
     if (finished) return;
     const uint64_t now = mono_ns();
-    if (now >= deadline) {
+    if (now >= deadline || g_stop.load(std::memory_order_relaxed)) {
       if (outstanding == 0) finish(now);
       return;
     }
@@ -207,10 +284,25 @@ struct Job {
     return rng;
   }
   void issue(uint32_t k) {
-    Sqe s{};
-    s.nsid = 1;
     bool read;
     uint64_t slot;
+    if (check_mode) {
+      // --check-log: the next block of the log, read and compared with its token's data.
+      if (check_next == check.size()) {
+        if (--outstanding == 0) {
+          end = mono_ns();
+          done->count_down();
+        }
+        return;
+      }
+      const auto [off, tok] = check[check_next++];
+      fill_block(expect[k].data(), bs, tok);
+      std::memset(bufs[k].data(), 0, bs);
+      read = true;
+      const uint64_t slba = off / lba_size;
+      if (bdev) return issue_bdev(k, slba, read);
+      return submit_raw(k, slba, read);
+    }
     if (verify) {
       // Slot k of job j owns blocks base+k, base+k+stride, ...: no two commands, on
       // any connection, ever touch one block.
@@ -218,10 +310,8 @@ struct Job {
         uint64_t per = slots / stride;
         slot = base + k + stride * (next() % std::max<uint64_t>(per, 1));
         verify_lba[k] = slot;
-        for (uint32_t i = 0; i < bs; i += 8) {
-          uint64_t v = next();
-          std::memcpy(expect[k].data() + i, &v, 8);
-        }
+        token[k] = next() | 1;
+        fill_block(expect[k].data(), bs, token[k]);
         std::memcpy(bufs[k].data(), expect[k].data(), bs);
         read = false;
       } else {
@@ -235,6 +325,11 @@ struct Job {
     }
     uint64_t slba = (first_slot + slot) * (bs / lba_size);
     if (bdev) return issue_bdev(k, slba, read);
+    submit_raw(k, slba, read);
+  }
+  void submit_raw(uint32_t k, uint64_t slba, bool read) {
+    Sqe s{};
+    s.nsid = 1;
     s.opcode = read ? io_op::kRead : io_op::kWrite;
     s.cdw10 = static_cast<uint32_t>(slba);
     s.cdw11 = static_cast<uint32_t>(slba >> 32);
@@ -255,16 +350,19 @@ struct Job {
   // Slot k's I/O is done. `dead`: its connection is gone (nothing more is issued on it).
   void completed(uint32_t k, uint64_t t0, bool read, bool failed, bool dead) {
     uint64_t now = mono_ns();
+    const bool checking = check_mode;
     if (failed) {
       ++errors;
     } else {
       ++ios;
       hist.record(now - t0);
-      if (verify && read && std::memcmp(bufs[k].data(), expect[k].data(), bs) != 0) ++mismatches;
+      if ((verify || checking) && read && std::memcmp(bufs[k].data(), expect[k].data(), bs) != 0) ++mismatches;
     }
+    if (checking && !failed) ++checked;
+    if (verify && !read && written) (*written)[verify_lba[k]] = failed ? kFailedWrite : token[k];
     if (verify) phase[k] ^= 1;
     if (interval_ns) return slot_free(k, now, dead);
-    if (now < deadline && !dead) return issue(k);
+    if (now < deadline && !dead && !g_stop.load(std::memory_order_relaxed)) return issue(k);
     if (--outstanding == 0) {
       end = now;
       done->count_down();
@@ -336,7 +434,35 @@ int main(int argc, char** argv) {
   std::string taskrun = "defer";
   app.add_option("--taskrun", taskrun, "io_uring task-run mode: defer, coop or interrupt")
       ->capture_default_str();
+  uint64_t seed = 0;
+  app.add_option("--seed", seed,
+                 "seed of the blocks chosen and the data written (default 0: the same every run; give "
+                 "each run of a --write-log series its own, so a lost write is not hidden by the same "
+                 "data written there by an earlier run)");
+  std::string write_log, check_log;
+  auto* write_log_opt = app.add_option(
+      "--write-log", write_log,
+      "with --verify: record the data of every acknowledged write in FILE (merged into what FILE "
+      "holds from earlier runs: the last write of a block wins, a block whose write failed is dropped)");
+  auto* check_log_opt = app.add_option(
+      "--check-log", check_log,
+      "read every block a --write-log FILE lists and compare it with the data last written there "
+      "(the workload, -t and --offset-mb/--size-mb are ignored; exit 1 on any error or mismatch)");
+  auto* verify_opt = app.get_option("--verify");
+  write_log_opt->needs(verify_opt)->excludes(check_log_opt);
+  check_log_opt->excludes(verify_opt);
   CLI11_PARSE(app, argc, argv);
+  if (!check_log.empty() && rate > 0) {
+    std::fprintf(stderr, "castor-perf: error: --check-log reads as fast as it can (no --rate)\n");
+    return 2;
+  }
+  {
+    struct sigaction sa{};
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
+  }
   spdlog::set_level(spdlog::level::warn);
   if (bdev_uri.empty() && target.empty()) {
     std::fprintf(stderr, "castor-perf: error: give --connect HOST:PORT with --nqn, or --bdev URI\n");
@@ -453,10 +579,27 @@ int main(int argc, char** argv) {
                 (offset_mb << 20) + bs > nlbas * lba_size)) {
       die("--offset-mb/--size-mb reach beyond the namespace");
     }
+    WriteLog log;  // --write-log (what the file held before) or --check-log
+    if (!rc && (!write_log.empty() || !check_log.empty())) {
+      auto loaded = write_log.empty() ? load_write_log(check_log, bs, true) : load_write_log(write_log, bs, false);
+      if (!loaded) {
+        die(loaded.status().message());
+      } else {
+        log = std::move(*loaded);
+      }
+      for (const auto& [off, token] : log) {
+        if (!rc && (off % bs || off + bs > nlbas * lba_size)) {
+          die(fmt::format("the write log lists a block at {} that is not one of this device's", off));
+        }
+      }
+    }
     if (!rc) {
       std::latch done(static_cast<std::ptrdiff_t>(streams));
       std::vector<std::unique_ptr<Job>> jobs;
       uint64_t dur = static_cast<uint64_t>(secs * 1e9);
+      if (!check_log.empty()) dur = UINT64_MAX / 2;  // until every block is read
+      std::vector<uint64_t> written;  // --write-log: per block of the region
+      uint64_t region_first = 0;      // its first block (units of bs)
       for (size_t i = 0; i < streams; ++i) {
         auto j = std::make_unique<Job>();
         if (dev) {
@@ -483,7 +626,21 @@ int main(int argc, char** argv) {
         const uint64_t len = size_mb ? std::min<uint64_t>(size_mb << 20, total - start) : total - start;
         j->first_slot = start / bs;
         j->slots = len / bs;
+        if (seed) j->rng = (seed * 0x9E3779B97F4A7C15ull) | 1;
         j->rng += i * 7919;
+        if (!write_log.empty()) {
+          region_first = j->first_slot;
+          written.assign(j->slots, 0);
+          j->written = &written;
+        }
+        if (!check_log.empty()) {
+          j->check_mode = true;
+          size_t n = 0;
+          for (const auto& e : log) {
+            if (n++ % streams == i) j->check.push_back(e);
+          }
+        }
+        j->token.assign(qd, 0);
         j->base = i * qd;
         j->stride = uint64_t{qd} * streams;
         j->done = &done;
@@ -550,6 +707,19 @@ int main(int argc, char** argv) {
         maxs = std::max(maxs, static_cast<double>(j->end - j->start) / 1e9);
       }
       double iops = ios / maxs;
+      uint64_t checked = 0;
+      for (auto& j : jobs) checked += j->checked;
+      if (!write_log.empty()) {
+        for (uint64_t slot = 0; slot < written.size(); ++slot) {
+          const uint64_t off = (region_first + slot) * bs;
+          if (written[slot] == Job::kFailedWrite) {
+            log.erase(off);
+          } else if (written[slot]) {
+            log[off] = written[slot];
+          }
+        }
+        if (Status st = save_write_log(write_log, bs, log); !st) die(st.message());
+      }
       // CPU of each --cpu-pid process over the run: seconds, share of one core, per I/O.
       nlohmann::json cpu = nlohmann::json::array();
       for (size_t i = 0; i < cpu_pids.size(); ++i) {
@@ -571,7 +741,9 @@ int main(int argc, char** argv) {
                                     {"lat_p50_us", s.percentile(50) / 1e3}, {"lat_p99_us", s.percentile(99) / 1e3},
                                     {"lat_p999_us", s.percentile(99.9) / 1e3},
                                     {"offered_iops", rate}, {"waited_for_slot", waited},
-                                    {"seconds", maxs}, {"target_cpu", cpu}}
+                                    {"seconds", maxs}, {"target_cpu", cpu},
+                                    {"write_log_blocks", write_log.empty() ? 0 : log.size()},
+                                    {"checked", checked}, {"check_log_blocks", check_log.empty() ? 0 : log.size()}}
                          .dump()
                   << "\n";
       } else {
@@ -580,6 +752,11 @@ int main(int argc, char** argv) {
         std::printf("%-9s %6u %4u %5u %12.0f %10.1f %9.1f %9.1f %9.1f %7lu %8lu\n", workload.c_str(), bs, qd,
                     connections, iops, iops * bs / 1048576.0, s.percentile(50) / 1e3, s.percentile(99) / 1e3,
                     s.percentile(99.9) / 1e3, static_cast<unsigned long>(errors), static_cast<unsigned long>(mism));
+        if (!write_log.empty()) std::printf("write log %s: %zu blocks\n", write_log.c_str(), log.size());
+        if (!check_log.empty()) {
+          std::printf("check log %s: %lu of %zu blocks read back as written\n", check_log.c_str(),
+                      static_cast<unsigned long>(checked - mism), log.size());
+        }
         if (rate > 0) {
           std::printf("offered %.0f IOPS, achieved %.0f; %lu arrivals waited for a free slot (--qd %u)\n", rate,
                       iops, static_cast<unsigned long>(waited), qd);
@@ -594,6 +771,7 @@ int main(int argc, char** argv) {
         }
       }
       if (errors || mism) rc = 1;
+      if (!check_log.empty() && checked != log.size()) rc = 1;  // stopped early, or reads failed
     }
     for (auto& q : queues) g.run_on(q.r->id(), [&](reactor::Reactor&) { q.qp->close("done"); });
     if (admin) g.run_on(0, [&](reactor::Reactor&) { admin->qp->close("done"); });

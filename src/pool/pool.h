@@ -64,7 +64,7 @@ struct ReplicaCreateOptions {
   std::optional<Uuid> uuid;  // random when absent
 };
 
-class PoolImpl;
+class Pool;
 
 class PoolManager {
  public:
@@ -100,15 +100,15 @@ class PoolManager {
   Result<std::vector<std::pair<uint64_t, uint64_t>>> allocated_ranges(const std::string& name) const;
 
  private:
-  Result<PoolImpl*> find_pool(const std::string& name) const;
+  Result<Pool*> find_pool(const std::string& name) const;
   Result<PoolInfo> info_locked(const std::string& name) const;
-  Status register_replica(PoolImpl& p, const std::string& uuid);
+  Status register_replica(Pool& p, const std::string& uuid);
   Status destroy_replica_locked(const std::string& name);
-  Result<std::pair<PoolImpl*, Uuid>> find_replica(const std::string& name) const;
+  Result<std::pair<Pool*, Uuid>> find_replica(const std::string& name) const;
 
   bdev::BdevRegistry& registry_;
   mutable std::mutex mu_;  // serializes control operations
-  std::map<std::string, std::unique_ptr<PoolImpl>> pools_;
+  std::map<std::string, std::unique_ptr<Pool>> pools_;
 };
 
 // ---- Offline check (castor-pool-check) ----

@@ -9,6 +9,8 @@
 
 #include "pool/layout.h"
 #include "pool/meta_io.h"
+#include "pool/pool_internal.h"
+#include "pool/replica_bdev.h"
 
 namespace castor::pool {
 
@@ -17,650 +19,8 @@ using bdev::IoStatus;
 using bdev::IoType;
 
 namespace {
-
-// A replica's cluster map version. Grows replace the version (old ones stay alive until
-// the replica is destroyed, so a channel holding a stale pointer reads valid memory).
-struct MapVersion {
-  explicit MapVersion(uint64_t n) : len(n), e(new std::atomic<uint32_t>[n]) {
-    for (uint64_t i = 0; i < n; ++i) e[i].store(kUnallocated, std::memory_order_relaxed);
-  }
-  uint64_t len;
-  std::unique_ptr<std::atomic<uint32_t>[]> e;
-};
-
 Errc errc_of(IoStatus s) { return s == IoStatus::kNoSpace ? Errc::kNoSpace : Errc::kIoError; }
-
 }  // namespace
-
-class ReplicaBdev;
-
-// Runtime state of one replica, shared by its bdev (any reactor) and the pool (home).
-struct ReplicaState {
-  Uuid uuid;
-  std::string name;
-  bool thin = false;
-  std::atomic<MapVersion*> map{nullptr};
-  std::vector<std::unique_ptr<MapVersion>> versions;  // home reactor only
-  uint64_t size_bytes = 0;                            // home reactor only
-  uint64_t allocated = 0;                             // home reactor only
-  // Thin allocations in progress: logical cluster -> waiters (home reactor only).
-  std::map<uint32_t, std::vector<std::function<void(IoStatus)>>> pending;
-  std::weak_ptr<ReplicaBdev> bdev;
-};
-
-class PoolImpl {
- public:
-  PoolImpl(bdev::BdevRegistry& reg, Label label, std::vector<bdev::BdevDesc> descs,
-           std::vector<std::string> member_names, std::vector<bool> owned)
-      : reg_(reg),
-        home_(reg.reactors().at(0)),
-        label_(std::move(label)),
-        layout_(Layout::from(label_)),
-        descs_(std::move(descs)),
-        member_names_(std::move(member_names)),
-        owned_(std::move(owned)),
-        used_(layout_.total, false) {}
-
-  const std::string& name() const { return label_.pool_name; }
-  const Label& label() const { return label_; }
-  const Layout& layout() const { return layout_; }
-  bdev::Bdev& member(size_t i) { return *descs_[i].bdev(); }
-  reactor::Reactor& home() { return home_; }
-  const std::vector<std::string>& member_names() const { return member_names_; }
-  uint32_t block_size() const { return descs_[0].bdev()->block_size(); }
-
-  // ---- set-up from loaded metadata (control thread, before any I/O) ----
-  void adopt(Loaded& ld) {
-    committed_ = ld.state;
-    next_seq_ = ld.next_seq;
-    log_head_ = ld.log_head;
-    generation_ = ld.generation;
-    active_slot_ = ld.slot;
-    for (const auto& r : committed_.replicas) {
-      auto replica_state = std::make_shared<ReplicaState>();
-      replica_state->uuid = r.uuid;
-      replica_state->name = r.name;
-      replica_state->thin = r.thin;
-      replica_state->size_bytes = r.size_bytes;
-      uint64_t n = nclusters(r.size_bytes);
-      auto mv = std::make_unique<MapVersion>(n);
-      for (const auto& e : r.extents) {
-        for (uint32_t k = 0; k < e.count; ++k) {
-          mv->e[e.logical + k].store(e.physical + k, std::memory_order_relaxed);
-          used_[e.physical + k] = true;
-          ++used_count_;
-          ++replica_state->allocated;
-        }
-      }
-      replica_state->map.store(mv.get(), std::memory_order_release);
-      replica_state->versions.push_back(std::move(mv));
-      replicas_[r.uuid.to_string()] = replica_state;
-    }
-  }
-
-  uint64_t nclusters(uint64_t size) const { return (size + layout_.cs - 1) / layout_.cs; }
-
-  // ---- everything below runs on the home reactor ----
-
-  // Appends `ops` to the log (group commit: one write in flight, later callers batch
-  // into the next record). `done` runs once the record is durable, after the ops were
-  // applied to the committed state.
-  void commit(std::vector<LogOp> ops, std::function<void(Status)> done) {
-    queue_.push_back({std::move(ops), std::move(done)});
-    if (!writing_) write_next();
-  }
-
-  // Picks `n` free clusters and marks them used (uncommitted until the caller commits).
-  std::optional<std::vector<uint32_t>> reserve(uint64_t n) {
-    if (layout_.total - used_count_ < n) return std::nullopt;
-    std::vector<uint32_t> out;
-    out.reserve(n);
-    for (uint64_t scanned = 0; out.size() < n && scanned < layout_.total; ++scanned) {
-      uint64_t c = hint_;
-      hint_ = hint_ + 1 == layout_.total ? 0 : hint_ + 1;
-      if (!used_[c]) {
-        used_[c] = true;
-        out.push_back(static_cast<uint32_t>(c));
-      }
-    }
-    used_count_ += out.size();
-    return out;
-  }
-  void unreserve(const std::vector<uint32_t>& cs) {
-    for (uint32_t c : cs) used_[c] = false;
-    used_count_ -= cs.size();
-  }
-
-  // Writes zeroes over the clusters and makes that durable (so a committed cluster never
-  // shows another replica's old data).
-  void zero(const std::vector<uint32_t>& clusters, IoDone done) { range_op(clusters, IoType::kWriteZeroes, true, std::move(done)); }
-  void unmap(const std::vector<uint32_t>& clusters, IoDone done) {
-    range_op(clusters, IoType::kUnmap, false, std::move(done));
-  }
-
-  // Thin allocation of logical cluster `logical_cluster` of `replica_state`; `reply` runs on the home reactor.
-  void ensure_alloc(const std::shared_ptr<ReplicaState>& replica_state, uint32_t logical_cluster,
-                    std::function<void(IoStatus)> reply) {
-    MapVersion* mv = replica_state->map.load(std::memory_order_acquire);
-    if (logical_cluster >= mv->len) {
-      reply(IoStatus::kInvalid);
-      return;
-    }
-    if (mv->e[logical_cluster].load(std::memory_order_acquire) != kUnallocated) {
-      reply(IoStatus::kSuccess);
-      return;
-    }
-    auto& waiters = replica_state->pending[logical_cluster];
-    waiters.push_back(std::move(reply));
-    if (waiters.size() > 1) return;  // an allocation of this cluster is already running
-    auto got = reserve(1);
-    if (!got) {
-      finish_alloc(replica_state, logical_cluster, IoStatus::kNoSpace);
-      return;
-    }
-    uint32_t physical_cluster = (*got)[0];
-    zero({physical_cluster}, [this, replica_state, logical_cluster, physical_cluster](IoStatus st) {
-      if (st != IoStatus::kSuccess) {
-        unreserve({physical_cluster});
-        finish_alloc(replica_state, logical_cluster, st);
-        return;
-      }
-      LogOp op;
-      op.type = OpType::kAlloc;
-      op.replica.uuid = replica_state->uuid;
-      op.extents = {{logical_cluster, physical_cluster, 1}};
-      commit({op}, [this, replica_state, logical_cluster, physical_cluster](Status cs) {
-        if (!cs) {
-          unreserve({physical_cluster});
-          finish_alloc(replica_state, logical_cluster, IoStatus::kIoError);
-          return;
-        }
-        replica_state->map.load(std::memory_order_acquire)
-            ->e[logical_cluster]
-            .store(physical_cluster, std::memory_order_release);
-        replica_state->allocated++;
-        finish_alloc(replica_state, logical_cluster, IoStatus::kSuccess);
-      });
-    });
-  }
-
-  std::map<std::string, std::shared_ptr<ReplicaState>>& replicas() { return replicas_; }
-  uint64_t used_count() const { return used_count_; }
-  bool failed() const { return failed_; }
-
- private:
-  struct Pending {
-    std::vector<LogOp> ops;
-    std::function<void(Status)> done;
-  };
-
-  void finish_alloc(const std::shared_ptr<ReplicaState>& replica_state, uint32_t logical_cluster, IoStatus st) {
-    auto waiters = std::move(replica_state->pending[logical_cluster]);
-    replica_state->pending.erase(logical_cluster);
-    for (auto& w : waiters) w(st);
-  }
-
-  void range_op(const std::vector<uint32_t>& clusters, IoType type, bool flush, IoDone done) {
-    struct Run {
-      size_t member;
-      uint64_t off, len;
-    };
-    std::vector<Run> runs;
-    std::vector<uint32_t> sorted = clusters;
-    std::sort(sorted.begin(), sorted.end());
-    for (uint32_t c : sorted) {
-      auto [m, off] = layout_.locate(c);
-      if (!runs.empty() && runs.back().member == m && runs.back().off + runs.back().len == off) {
-        runs.back().len += layout_.cs;
-      } else {
-        runs.push_back({m, off, layout_.cs});
-      }
-    }
-    std::set<size_t> members;
-    for (const auto& r : runs) members.insert(r.member);
-    auto after = [this, flush, members, done = std::move(done)](IoStatus st) mutable {
-      if (st != IoStatus::kSuccess || !flush) {
-        done(st);
-        return;
-      }
-      std::vector<size_t> ms(members.begin(), members.end());
-      parallel(
-          ms.size(),
-          [this, ms](size_t i, IoDone d) {
-            async_io(home_, member(ms[i]), IoType::kFlush, 0, 0, nullptr, std::move(d));
-          },
-          std::move(done));
-    };
-    parallel(
-        runs.size(),
-        [this, runs, type](size_t i, IoDone d) {
-          const auto& r = runs[i];
-          if (!member(r.member).supports(type)) {
-            d(type == IoType::kUnmap ? IoStatus::kSuccess : IoStatus::kInvalid);
-            return;
-          }
-          async_io(home_, member(r.member), type, r.off, r.len, nullptr, std::move(d));
-        },
-        std::move(after));
-  }
-
-  void write_next() {
-    if (queue_.empty()) return;
-    writing_ = true;
-    auto batch = std::make_shared<std::vector<Pending>>(std::move(queue_));
-    queue_.clear();
-    std::vector<LogOp> ops;
-    for (auto& p : *batch) ops.insert(ops.end(), p.ops.begin(), p.ops.end());
-    auto finish = [this, batch](Status st) {
-      for (auto& p : *batch) p.done(st);
-      writing_ = false;
-      write_next();
-    };
-    if (failed_) {
-      finish(make_error(Errc::kIoError, "pool '{}' metadata is read-only after an I/O error", name()));
-      return;
-    }
-    auto rec = std::make_shared<std::vector<uint8_t>>(encode_log_record(label_.pool_uuid, next_seq_, ops));
-    const uint64_t nb = rec->size() / kBlock;
-    const uint64_t log_blocks = label_.log_size / kBlock;
-    if (nb > log_blocks) {
-      finish(make_error(Errc::kNoSpace, "metadata record of {} blocks exceeds the log", nb));
-      return;
-    }
-    auto write_record = [this, rec, nb, ops, finish]() {
-      auto buf = std::make_shared<bdev::DmaBuffer>(rec->size(), std::max<size_t>(4096, member(0).buf_align()));
-      std::memcpy(buf->data(), rec->data(), rec->size());
-      async_io(home_, member(0), IoType::kWrite, label_.log_offset + log_head_ * kBlock, rec->size(), buf,
-               [this, nb, ops, finish](IoStatus st) {
-                 if (st != IoStatus::kSuccess) {
-                   finish(metadata_failed(st, "metadata log write failed", "was not made"));
-                   return;
-                 }
-                 async_io(home_, member(0), IoType::kFlush, 0, 0, nullptr, [this, nb, ops, finish](IoStatus fs) {
-                   if (fs != IoStatus::kSuccess) {
-                     // The record may be on the disk or not: the outcome is unknown.
-                     finish(metadata_failed(fs, "metadata log flush failed", "may or may not be durable"));
-                     return;
-                   }
-                   log_head_ += nb;
-                   ++next_seq_;
-                   for (const auto& op : ops) {
-                     if (auto s = apply_op(committed_, op); !s) {
-                       spdlog::critical("pool={} committed op does not apply: {}", name(), s.message());
-                       failed_ = true;
-                     }
-                   }
-                   finish(Status::ok());
-                 });
-               });
-    };
-    if (log_head_ + nb <= log_blocks) {
-      write_record();
-      return;
-    }
-    checkpoint([this, write_record, finish](Status st) {
-      if (!st) {
-        finish(st);
-        return;
-      }
-      write_record();
-    });
-  }
-
-  // A metadata write or flush failed: from now on the pool refuses metadata changes (its
-  // replicas keep serving I/O to clusters already allocated), until it is imported again,
-  // which reads back whatever reached the disk. Returns the caller's error.
-  Status metadata_failed(IoStatus st, const char* what, const char* outcome) {
-    failed_ = true;
-    auto err = make_error(errc_of(st), "{}: {}; the change {}; pool '{}' metadata is now read-only (re-import "
-                          "the pool to recover)", what, bdev::io_status_name(st), outcome, name());
-    spdlog::error("pool={} {}", name(), err.message());
-    return err;
-  }
-
-  // Folds the committed state into the inactive slot; the log restarts at block 0.
-  void checkpoint(std::function<void(Status)> done) {
-    Checkpoint c;
-    c.generation = generation_ + 1;
-    c.log_seq = next_seq_ - 1;
-    c.state = committed_;
-    for (auto& r : c.state.replicas) {
-      auto map = extents_to_map(r.extents, nclusters(r.size_bytes));
-      if (map) r.extents = map_to_extents(map.value());
-    }
-    auto enc = encode_checkpoint(label_.pool_uuid, c, label_.slot_size);
-    if (!enc) {
-      done(enc.status());
-      return;
-    }
-    const int slot = 1 - active_slot_;
-    auto buf = std::make_shared<bdev::DmaBuffer>(enc->size(), std::max<size_t>(4096, member(0).buf_align()));
-    std::memcpy(buf->data(), enc->data(), enc->size());
-    const uint64_t len = enc->size();
-    async_io(home_, member(0), IoType::kWrite, label_.meta_offset + slot * label_.slot_size, len, buf,
-             [this, slot, done](IoStatus st) {
-               if (st != IoStatus::kSuccess) {
-                 done(metadata_failed(st, "checkpoint write failed", "was not made"));
-                 return;
-               }
-               async_io(home_, member(0), IoType::kFlush, 0, 0, nullptr, [this, slot, done](IoStatus fs) {
-                 // A checkpoint that landed although its flush failed would restart the log
-                 // at block 0 on the next import: records appended after it at the old
-                 // head would be lost. Read-only from here on.
-                 if (fs != IoStatus::kSuccess) {
-                   done(metadata_failed(fs, "checkpoint flush failed", "was not made"));
-                   return;
-                 }
-                 active_slot_ = slot;
-                 ++generation_;
-                 log_head_ = 0;
-                 spdlog::debug("pool={} checkpoint generation={} slot={}", name(), generation_, "AB"[slot]);
-                 done(Status::ok());
-               });
-             });
-  }
-
-  bdev::BdevRegistry& reg_;
-  reactor::Reactor& home_;
-  Label label_;
-  Layout layout_;
-  std::vector<bdev::BdevDesc> descs_;
-  std::vector<std::string> member_names_;
-
- public:
-  std::vector<bool> owned_;
-
- private:
-  // Home reactor state.
-  PoolState committed_;
-  std::map<std::string, std::shared_ptr<ReplicaState>> replicas_;  // by uuid string
-  std::vector<bool> used_;
-  uint64_t used_count_ = 0;
-  uint64_t hint_ = 0;
-  uint64_t next_seq_ = 1;
-  uint64_t log_head_ = 0;
-  uint64_t generation_ = 0;
-  int active_slot_ = 0;
-  std::vector<Pending> queue_;
-  bool writing_ = false;
-  bool failed_ = false;
-};
-
-// ---------------------------------------------------------------------------------
-// Replica bdev: translates logical blocks to (member, offset) through the cluster map.
-
-class ReplicaBdev final : public bdev::Bdev {
- public:
-  ReplicaBdev(PoolImpl& pool, std::shared_ptr<ReplicaState> replica_state)
-      : Bdev(replica_state->name, "replica", pool.block_size(), replica_state->size_bytes / pool.block_size()),
-        pool_(pool),
-        rs_(std::move(replica_state)) {
-    set_uuid(rs_->uuid);
-    uint32_t align = 1;
-    uint32_t ops = bdev::io_type_bit(IoType::kRead) | bdev::io_type_bit(IoType::kWrite) |
-                   bdev::io_type_bit(IoType::kFlush) | bdev::io_type_bit(IoType::kUnmap) |
-                   bdev::io_type_bit(IoType::kWriteZeroes) | bdev::io_type_bit(IoType::kReset);
-    for (size_t i = 0; i < pool.label().member_count; ++i) align = std::max(align, pool.member(i).buf_align());
-    set_buf_align(align);
-    set_supported_ops(ops);
-    // FUA goes down to the member disks' requests (their channels honour it); cluster
-    // allocation is durable before a write is dispatched.
-    set_fua_ops(bdev::io_type_bit(IoType::kWrite) | bdev::io_type_bit(IoType::kWriteZeroes) |
-                bdev::io_type_bit(IoType::kUnmap));
-  }
-  PoolImpl& pool() { return pool_; }
-  const std::shared_ptr<ReplicaState>& state() { return rs_; }
-  void resized(uint64_t bytes) { set_num_blocks(bytes / block_size()); }
-  // Any thread: the map is published atomically, old versions live as long as the
-  // replica, and clusters are never unmapped, so an allocated answer stays true.
-  bool range_allocated(uint64_t offset_blocks, uint64_t num_blocks) const override;
-  uint64_t allocation_run(uint64_t offset_blocks, uint64_t max_blocks, bool* allocated) const override;
-
- protected:
-  std::unique_ptr<bdev::BdevChannel> create_channel(reactor::Reactor& r) override;
-
- private:
-  PoolImpl& pool_;
-  std::shared_ptr<ReplicaState> rs_;
-};
-
-class ReplicaChannel final : public bdev::BdevChannel {
- public:
-  ReplicaChannel(ReplicaBdev& b, reactor::Reactor& r) : BdevChannel(b, r), rb_(b), pool_(b.pool()) {
-    for (size_t i = 0; i < pool_.label().member_count; ++i) members_.push_back(&pool_.member(i).channel(r));
-  }
-  ~ReplicaChannel() override {
-    while (free_) {
-      Child* n = free_->next_free;
-      delete free_;
-      free_ = n;
-    }
-    while (free_parents_) {
-      Parent* n = free_parents_->next_free;
-      delete free_parents_;
-      free_parents_ = n;
-    }
-  }
-
- protected:
-  void do_submit(IoRequest& req) override { dispatch(req, true); }
-
- private:
-  struct Parent {
-    IoRequest* req = nullptr;
-    uint32_t pending = 0;
-    IoStatus status = IoStatus::kSuccess;
-    Parent* next_free = nullptr;
-  };
-  struct Child {
-    IoRequest io;
-    Parent* parent = nullptr;
-    ReplicaChannel* ch = nullptr;
-    std::vector<iovec> iov;
-    Child* next_free = nullptr;
-  };
-
-  Parent* get_parent(IoRequest& req) {
-    Parent* p = free_parents_;
-    if (p) free_parents_ = p->next_free;
-    else p = new Parent;
-    p->req = &req;
-    p->pending = 1;  // held by dispatch until all children are issued
-    p->status = IoStatus::kSuccess;
-    return p;
-  }
-  Child* get_child(Parent* p) {
-    Child* c = free_;
-    if (c) free_ = c->next_free;
-    else {
-      c = new Child;
-      c->ch = this;
-      c->io.cb = &ReplicaChannel::child_done;
-      c->io.cb_arg = c;
-    }
-    c->parent = p;
-    c->iov.clear();
-    return c;
-  }
-  void put_child(Child* c) {
-    c->next_free = free_;
-    free_ = c;
-  }
-  void parent_step(Parent* p, bool async) {
-    if (--p->pending) return;
-    IoRequest& req = *p->req;
-    IoStatus st = p->status;
-    p->next_free = free_parents_;
-    free_parents_ = p;
-    if (async) complete_now(req, st);
-    else complete(req, st);
-  }
-  static void child_done(IoRequest& io, void* arg) {
-    auto* c = static_cast<Child*>(arg);
-    ReplicaChannel* self = c->ch;
-    Parent* p = c->parent;
-    if (io.status != IoStatus::kSuccess && p->status == IoStatus::kSuccess) p->status = io.status;
-    self->put_child(c);
-    self->parent_step(p, true);
-  }
-
-  // Copies the iovec range [off, off+len) of `req` into `out`, or zero-fills it.
-  static void slice(const IoRequest& req, uint64_t off, uint64_t len, std::vector<iovec>* out) {
-    bdev::for_each_iov_piece(req, off, len, [out](uint8_t* p, uint64_t n) {
-      if (out) {
-        out->push_back({p, n});
-      } else {
-        std::memset(p, 0, n);
-      }
-    });
-  }
-
-
-  void dispatch(IoRequest& req, bool first) {
-    const uint64_t bs = bdev().block_size();
-    const uint64_t cs = pool_.layout().cs;
-    if (req.type == IoType::kFlush) {
-      Parent* p = get_parent(req);
-      for (auto* m : members_) {
-        Child* c = get_child(p);
-        c->io.type = IoType::kFlush;
-        c->io.fua = false;
-        c->io.offset_blocks = 0;
-        c->io.num_blocks = 0;
-        c->io.iovs = nullptr;
-        c->io.iovcnt = 0;
-        ++p->pending;
-        m->submit(c->io);
-      }
-      parent_step(p, !first);
-      return;
-    }
-    if (req.type == IoType::kReset) {
-      first ? complete(req, IoStatus::kSuccess) : complete_now(req, IoStatus::kSuccess);
-      return;
-    }
-    MapVersion* mv = rb_.state()->map.load(std::memory_order_acquire);
-    const uint64_t start = req.offset_blocks * bs;
-    const uint64_t end = start + req.num_blocks * bs;
-    // Thin writes to unallocated clusters wait for the home reactor to allocate them.
-    if (req.type == IoType::kWrite) {
-      for (uint64_t c = start / cs; c * cs < end && c < mv->len; ++c) {
-        if (mv->e[c].load(std::memory_order_acquire) == kUnallocated) {
-          request_alloc(req, start / cs, (end - 1) / cs);
-          return;
-        }
-      }
-    }
-    Parent* p = get_parent(req);
-    for (uint64_t off = start; off < end;) {
-      uint64_t c = off / cs;
-      uint64_t seg_end = std::min(end, (c + 1) * cs);
-      uint64_t len = seg_end - off;
-      uint32_t physical_cluster = c < mv->len ? mv->e[c].load(std::memory_order_acquire) : kUnallocated;
-      if (physical_cluster == kUnallocated) {
-        // Reads of unallocated ranges return zeroes; unmap/write-zeroes have nothing to do.
-        if (req.type == IoType::kRead) slice(req, off - start, len, nullptr);
-        if (req.type == IoType::kWrite) p->status = IoStatus::kIoError;  // raced a shrink: impossible
-        off = seg_end;
-        continue;
-      }
-      auto [m, moff] = pool_.layout().locate(physical_cluster);
-      Child* ch = get_child(p);
-      ch->io.type = req.type;
-      ch->io.fua = req.fua;  // allocation metadata is already durable (ensure_alloc)
-      ch->io.offset_blocks = (moff + (off - c * cs)) / bs;
-      ch->io.num_blocks = len / bs;
-      if (req.type == IoType::kRead || req.type == IoType::kWrite) {
-        slice(req, off - start, len, &ch->iov);
-        ch->io.iovs = ch->iov.data();
-        ch->io.iovcnt = static_cast<int>(ch->iov.size());
-      } else {
-        ch->io.iovs = nullptr;
-        ch->io.iovcnt = 0;
-      }
-      ++p->pending;
-      members_[m]->submit(ch->io);
-      off = seg_end;
-    }
-    parent_step(p, !first);
-  }
-
-  // Asks the home reactor to allocate the unallocated clusters of [first_c, last_c],
-  // then dispatches `req` again on this reactor (or fails it, e.g. with no_space).
-  void request_alloc(IoRequest& req, uint64_t first_c, uint64_t last_c) {
-    auto replica_state = rb_.state();
-    MapVersion* mv = replica_state->map.load(std::memory_order_acquire);
-    std::vector<uint32_t> todo;
-    for (uint64_t c = first_c; c <= last_c && c < mv->len; ++c) {
-      if (mv->e[c].load(std::memory_order_acquire) == kUnallocated) todo.push_back(static_cast<uint32_t>(c));
-    }
-    // Called only when a cluster was seen unallocated, and clusters are never unmapped,
-    // so `todo` cannot be empty.
-    struct Wait {
-      size_t left;
-      IoStatus status = IoStatus::kSuccess;
-    };
-    auto w = std::make_shared<Wait>(Wait{todo.size()});
-    reactor::Reactor* origin = &reactor();
-    IoRequest* rq = &req;
-    PoolImpl* pool = &pool_;
-    pool_.home().send([pool, replica_state, todo, w, origin, rq, this] {
-      for (uint32_t logical_cluster : todo) {
-        pool->ensure_alloc(replica_state, logical_cluster, [w, origin, rq, this](IoStatus st) {
-          origin->send([w, st, rq, this] {
-            if (st != IoStatus::kSuccess && w->status == IoStatus::kSuccess) w->status = st;
-            if (--w->left) return;
-            if (w->status != IoStatus::kSuccess) {
-              complete_now(*rq, w->status);
-            } else {
-              dispatch(*rq, false);
-            }
-          });
-        });
-      }
-    });
-  }
-
-  ReplicaBdev& rb_;
-  PoolImpl& pool_;
-  std::vector<bdev::BdevChannel*> members_;
-  Child* free_ = nullptr;
-  Parent* free_parents_ = nullptr;
-};
-
-bool ReplicaBdev::range_allocated(uint64_t offset_blocks, uint64_t num_blocks) const {
-  if (num_blocks == 0) return false;
-  if (!rs_->thin) return true;
-  const MapVersion* mv = rs_->map.load(std::memory_order_acquire);
-  const uint64_t cs = pool_.layout().cs;
-  const uint64_t first = offset_blocks * block_size() / cs;
-  const uint64_t last = ((offset_blocks + num_blocks) * block_size() - 1) / cs;
-  for (uint64_t c = first; c <= last; ++c) {
-    if (c >= mv->len || mv->e[c].load(std::memory_order_acquire) != kUnallocated) return true;
-  }
-  return false;
-}
-
-uint64_t ReplicaBdev::allocation_run(uint64_t offset_blocks, uint64_t max_blocks, bool* allocated) const {
-  if (!rs_->thin) {
-    *allocated = true;
-    return max_blocks;
-  }
-  const MapVersion* mv = rs_->map.load(std::memory_order_acquire);
-  const uint64_t per_cluster = pool_.layout().cs / block_size();
-  auto mapped = [&](uint64_t c) { return c >= mv->len || mv->e[c].load(std::memory_order_acquire) != kUnallocated; };
-  uint64_t c = offset_blocks / per_cluster;
-  const bool state = mapped(c);
-  const uint64_t end = offset_blocks + max_blocks;
-  uint64_t run_end = (c + 1) * per_cluster;  // blocks: the end of the run so far
-  while (run_end < end && mapped(run_end / per_cluster) == state) run_end += per_cluster;
-  *allocated = state;
-  return std::min(run_end, end) - offset_blocks;
-}
-
-std::unique_ptr<bdev::BdevChannel> ReplicaBdev::create_channel(reactor::Reactor& r) {
-  return std::make_unique<ReplicaChannel>(*this, r);
-}
 
 // ---------------------------------------------------------------------------------
 // PoolManager: control-thread API. Each operation validates, then runs its metadata
@@ -669,7 +29,7 @@ std::unique_ptr<bdev::BdevChannel> ReplicaBdev::create_channel(reactor::Reactor&
 namespace {
 
 template <class T>
-T run_home(PoolImpl& p, std::function<void(std::function<void(T)>)> fn) {
+T run_home(Pool& p, std::function<void(std::function<void(T)>)> fn) {
   std::promise<T> pr;
   auto f = pr.get_future();
   p.home().send([&] { fn([&pr](T v) { pr.set_value(std::move(v)); }); });
@@ -688,7 +48,7 @@ Status check_pool_name(const std::string& n) {
   return Status::ok();
 }
 
-ReplicaInfo replica_info(PoolImpl& p, ReplicaState& replica_state) {
+ReplicaInfo replica_info(Pool& p, ReplicaState& replica_state) {
   ReplicaInfo i;
   i.name = replica_state.name;
   i.uuid = replica_state.uuid;
@@ -715,22 +75,22 @@ PoolManager::~PoolManager() {
   }
 }
 
-Result<PoolImpl*> PoolManager::find_pool(const std::string& name) const {
+Result<Pool*> PoolManager::find_pool(const std::string& name) const {
   auto it = pools_.find(name);
   if (it == pools_.end()) return make_error(Errc::kNotFound, "pool '{}' does not exist", name);
   return it->second.get();
 }
 
-Result<std::pair<PoolImpl*, Uuid>> PoolManager::find_replica(const std::string& name) const {
+Result<std::pair<Pool*, Uuid>> PoolManager::find_replica(const std::string& name) const {
   for (const auto& [pn, p] : pools_) {
-    PoolImpl* pp = p.get();
+    Pool* pp = p.get();
     auto hit = run_home<std::optional<Uuid>>(*pp, [pp, &name](auto done) {
       for (const auto& [u, replica_state] : pp->replicas()) {
         if (replica_state->name == name || u == name) return done(replica_state->uuid);
       }
       done(std::nullopt);
     });
-    if (hit) return std::pair<PoolImpl*, Uuid>{pp, *hit};
+    if (hit) return std::pair<Pool*, Uuid>{pp, *hit};
   }
   return make_error(Errc::kNotFound, "replica '{}' does not exist", name);
 }
@@ -890,7 +250,7 @@ Result<PoolInfo> PoolManager::create(const PoolCreateOptions& o) {
     if (auto st = sync_write(R, *disks->descs[k].bdev(), 0, lb.data(), lb.size()); !st) return fail(st);
     if (auto st = sync_flush(R, *disks->descs[k].bdev()); !st) return fail(st);
   }
-  auto impl = std::make_unique<PoolImpl>(registry_, L, std::move(disks->descs), disks->names, disks->owned);
+  auto impl = std::make_unique<Pool>(registry_, L, std::move(disks->descs), disks->names, disks->owned);
   Loaded ld;
   ld.label = L;
   ld.generation = 1;
@@ -902,7 +262,7 @@ Result<PoolInfo> PoolManager::create(const PoolCreateOptions& o) {
   return info_locked(o.name);
 }
 
-Status PoolManager::register_replica(PoolImpl& p, const std::string& uuid) {
+Status PoolManager::register_replica(Pool& p, const std::string& uuid) {
   auto replica_state = run_home<std::shared_ptr<ReplicaState>>(p, [&p, &uuid](auto done) {
     auto it = p.replicas().find(uuid);
     done(it == p.replicas().end() ? nullptr : it->second);
@@ -964,10 +324,10 @@ Result<PoolInfo> PoolManager::import(const std::vector<std::string>& disk_uris) 
     auto again = registry_.open(n, claimer);
     if (again) again->close();
   }
-  auto impl = std::make_unique<PoolImpl>(registry_, ld->label, std::move(ordered.descs), ordered.names,
+  auto impl = std::make_unique<Pool>(registry_, ld->label, std::move(ordered.descs), ordered.names,
                                          ordered.owned);
   impl->adopt(ld.value());
-  PoolImpl* p = impl.get();
+  Pool* p = impl.get();
   pools_[name] = std::move(impl);
   std::vector<std::string> uuids;
   for (const auto& r : ld->state.replicas) uuids.push_back(r.uuid.to_string());
@@ -983,7 +343,7 @@ Status PoolManager::export_pool(const std::string& name) {
   std::lock_guard lk(mu_);
   auto p = find_pool(name);
   if (!p) return p.status();
-  PoolImpl* pool = *p;
+  Pool* pool = *p;
   auto names = run_home<std::vector<std::string>>(*pool, [pool](auto done) {
     std::vector<std::string> n;
     for (const auto& [u, replica_state] : pool->replicas()) n.push_back(replica_state->name);
@@ -1004,7 +364,7 @@ Status PoolManager::export_pool(const std::string& name) {
   auto impl = std::move(pools_[name]);
   pools_.erase(name);
   const auto member_names = impl->member_names();
-  const auto owned = impl->owned_;
+  const auto owned = impl->owned();
   impl.reset();  // closes the member descriptors
   for (size_t i = 0; i < member_names.size(); ++i) {
     registry_.release_claim(member_names[i], "pool:" + name);
@@ -1019,7 +379,7 @@ Status PoolManager::destroy(const std::string& name) {
   {
     auto p = find_pool(name);
     if (!p) return p.status();
-    PoolImpl* pool = *p;
+    Pool* pool = *p;
     auto replicas = run_home<std::vector<std::string>>(*pool, [pool](auto done) {
       std::vector<std::string> n;
       for (const auto& [u, replica_state] : pool->replicas()) n.push_back(replica_state->name);
@@ -1031,7 +391,7 @@ Status PoolManager::destroy(const std::string& name) {
   }
   auto p = find_pool(name);
   if (!p) return p.status();
-  PoolImpl* pool = *p;
+  Pool* pool = *p;
   auto& R = registry_.reactors().at(0);
   std::vector<uint8_t> zero(2 * kBlock, 0);
   for (size_t i = 0; i < pool->label().member_count; ++i) {
@@ -1039,7 +399,7 @@ Status PoolManager::destroy(const std::string& name) {
     if (auto st = sync_flush(R, pool->member(i)); !st) return st;
   }
   auto names = pool->member_names();
-  auto owned = pool->owned_;
+  auto owned = pool->owned();
   pools_.erase(name);
   for (size_t i = 0; i < names.size(); ++i) {
     registry_.release_claim(names[i], "pool:" + name);
@@ -1052,7 +412,7 @@ Status PoolManager::destroy(const std::string& name) {
 Result<PoolInfo> PoolManager::info_locked(const std::string& name) const {
   auto p = find_pool(name);
   if (!p) return p.status();
-  PoolImpl* pool = *p;
+  Pool* pool = *p;
   PoolInfo i;
   i.name = name;
   i.uuid = pool->label().pool_uuid;
@@ -1091,7 +451,7 @@ Result<ReplicaInfo> PoolManager::create_replica(const ReplicaCreateOptions& o) {
   std::lock_guard lk(mu_);
   auto p = find_pool(o.pool);
   if (!p) return p.status();
-  PoolImpl* pool = *p;
+  Pool* pool = *p;
   if (o.name.empty() || o.name.size() > kMaxNameLen) {
     return make_error(Errc::kInvalidArgument, "replica name must have 1 to {} characters", kMaxNameLen);
   }
@@ -1110,7 +470,7 @@ Result<ReplicaInfo> PoolManager::create_replica(const ReplicaCreateOptions& o) {
   }
   Uuid uuid = o.uuid ? *o.uuid : Uuid::random();
   for (const auto& [pn, pp] : pools_) {
-    PoolImpl* q = pp.get();
+    Pool* q = pp.get();
     bool clash = run_home<bool>(*q, [q, &uuid, &o](auto done) {
       for (const auto& [u, replica_state] : q->replicas()) {
         if (replica_state->uuid == uuid || replica_state->name == o.name) return done(true);
@@ -1183,7 +543,7 @@ Status PoolManager::destroy_replica(const std::string& name) {
 Status PoolManager::destroy_replica_locked(const std::string& name) {
   auto hit = find_replica(name);
   if (!hit) return hit.status();
-  PoolImpl* pool = hit->first;
+  Pool* pool = hit->first;
   const Uuid uuid = hit->second;
   std::string bdev_name = run_home<std::string>(*pool, [pool, uuid](auto done) {
     done(pool->replicas().at(uuid.to_string())->name);
@@ -1223,7 +583,7 @@ Result<ReplicaInfo> PoolManager::grow_replica(const std::string& name, uint64_t 
   std::lock_guard lk(mu_);
   auto hit = find_replica(name);
   if (!hit) return hit.status();
-  PoolImpl* pool = hit->first;
+  Pool* pool = hit->first;
   const Uuid uuid = hit->second;
   const uint32_t bs = pool->block_size();
   if (new_size == 0 || new_size % bs) {
@@ -1300,7 +660,7 @@ std::vector<ReplicaInfo> PoolManager::list_replicas(const std::string& pool_name
   std::vector<ReplicaInfo> out;
   for (const auto& [pn, p] : pools_) {
     if (!pool_name.empty() && pn != pool_name) continue;
-    PoolImpl* pool = p.get();
+    Pool* pool = p.get();
     auto v = run_home<std::vector<ReplicaInfo>>(*pool, [pool](auto done) {
       std::vector<ReplicaInfo> r;
       for (const auto& [u, replica_state] : pool->replicas()) r.push_back(replica_info(*pool, *replica_state));
@@ -1316,7 +676,7 @@ Result<std::vector<std::pair<uint64_t, uint64_t>>> PoolManager::allocated_ranges
   std::lock_guard lk(mu_);
   auto hit = find_replica(name);
   if (!hit) return hit.status();
-  PoolImpl* pool = hit->first;
+  Pool* pool = hit->first;
   const Uuid uuid = hit->second;
   return run_home<std::vector<std::pair<uint64_t, uint64_t>>>(*pool, [pool, uuid](auto done) {
     auto replica_state = pool->replicas().at(uuid.to_string());

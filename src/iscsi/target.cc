@@ -16,6 +16,7 @@
 
 #include "common/clock.h"
 #include "common/crc32c.h"
+#include "iscsi/connection.h"
 #include "iscsi/protocol.h"
 #include "scsi/sense.h"
 
@@ -26,12 +27,6 @@ std::atomic<uint64_t> g_next_conn_id{1};
 std::atomic<uint64_t> g_next_nexus_id{1};
 const uint8_t kZeroPad[4] = {0, 0, 0, 0};
 
-std::string hex(const uint8_t* p, size_t n) {
-  std::string s;
-  for (size_t i = 0; i < n; ++i) s += fmt::format("{:02x}", p[i]);
-  return s;
-}
-
 bool valid_node_name(const std::string& n) {
   if (n.empty() || n.size() > 223) return false;
   if (n.rfind("iqn.", 0) != 0 && n.rfind("eui.", 0) != 0 && n.rfind("naa.", 0) != 0) return false;
@@ -41,1368 +36,1254 @@ bool valid_node_name(const std::string& n) {
 }
 }  // namespace
 
-// A session (an I_T nexus) and its connections (RFC 7143 MC/S). Every connection of a
-// session runs on the reactor of its leading connection (a connection that logs in to
-// join a session on another reactor is handed over there first), so the CmdSN window,
-// the task set and task management are shared without locks. Created by the leading
-// login; destroyed with its last connection. Error recovery level 0: a connection that
-// fails (rather than logging out) fails the whole session.
-struct IscsiSession {
-  uint16_t tsih = 0;
-  std::array<uint8_t, 6> isid{};
-  std::string initiator, target;
-  bool discovery = false;
-  SessionParams params;  // the session-wide ("LO") values of the leading login
-  std::shared_ptr<scsi::Device> dev;
-  scsi::ItNexus nexus;
-  bool attached = false;
-  uint32_t exp_cmd_sn = 0, max_cmd_sn = 0;
-  uint32_t window_credit = 0;  // CmdSN slots free: queue_depth minus commands in flight
-  std::vector<IscsiConnection*> conns;
-  bool ending = false;  // being closed as a whole: a connection closing is no failure
-  // The task management function in progress (one per session at a time): the
-  // connection that asked, and how many aborted tasks it still waits for.
-  IscsiConnection* tmf_conn = nullptr;
-  uint32_t tmf_pending = 0;
-};
+// ==================================================================== IscsiConnection
 
-// One TCP connection of a session, owned by one reactor. Tasks have connection
-// allegiance: a command's R2Ts, Data-In and response go on the connection it came on.
-class IscsiConnection final : public reactor::Connection::Handler {
- public:
-  // `initial`: bytes already read from `fd` by the reactor that handed it over.
-  IscsiConnection(IscsiTarget& t, reactor::Reactor& r, int fd, std::vector<uint8_t> initial = {})
-      : t_(t),
-        r_(r),
-        budget_(t.budget(r.id())),
-        id_(g_next_conn_id.fetch_add(1)),
-        login_(t.login_config()),
-        conn_(std::make_unique<reactor::Connection>(
-            r, fd, this, t.options().limits.max_recv_data_segment_length + 64 * 1024)),
-        initial_(std::move(initial)),
-        handed_over_(!initial_.empty()) {
-    sockaddr_storage ss{};
-    socklen_t len = sizeof ss;
-    if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) peer_ = addr_text(ss);
+IscsiConnection::IscsiConnection(IscsiTarget& t, reactor::Reactor& r, int fd, std::vector<uint8_t> initial)
+    : t_(t),
+      r_(r),
+      budget_(t.budget(r.id())),
+      id_(g_next_conn_id.fetch_add(1)),
+      login_(t.login_config()),
+      conn_(std::make_unique<reactor::Connection>(
+          r, fd, this, t.options().limits.max_recv_data_segment_length + 64 * 1024)),
+      initial_(std::move(initial)),
+      handed_over_(!initial_.empty()) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) peer_ = addr_text(ss);
+}
+
+void IscsiConnection::start() {
+  t_.live_[r_.id()].push_back(this);
+  // A connection that does not finish logging in is closed, so idle sockets cannot pile up.
+  timer_ = r_.add_timer(t_.options().login_timeout_ms * 1'000'000ull, [this] {
+    timer_armed_ = false;
+    if (!ffp_) shutdown("login timed out");
+  });
+  timer_armed_ = true;
+  if (initial_.empty()) {
+    conn_->start();
+  } else {
+    std::vector<uint8_t> b = std::move(initial_);
+    conn_->start(b);
   }
+}
 
-  void start() {
-    t_.live_[r_.id()].push_back(this);
-    // A connection that does not finish logging in is closed, so idle sockets cannot pile up.
-    timer_ = r_.add_timer(t_.options().login_timeout_ms * 1'000'000ull, [this] {
-      timer_armed_ = false;
-      if (!ffp_) shutdown("login timed out");
-    });
-    timer_armed_ = true;
-    if (initial_.empty()) {
-      conn_->start();
-    } else {
-      std::vector<uint8_t> b = std::move(initial_);
-      conn_->start(b);
-    }
+void IscsiConnection::shutdown(const std::string& why) {
+  if (!conn_->closing()) conn_->close(why);
+}
+
+size_t IscsiConnection::on_data(std::span<const uint8_t> buf) {
+  size_t used = 0;
+  while (!conn_->closing() && !closed_ && !doomed_ && !detached_ && !parked_ && !held_) {
+    rx_ = buf.subspan(used);
+    size_t n = next_pdu(rx_);
+    if (n == 0) break;
+    used += n;
   }
-  uint64_t id() const { return id_; }
-  void shutdown(const std::string& why) {
-    if (!conn_->closing()) conn_->close(why);
-  }
+  return used;
+}
 
-  size_t on_data(std::span<const uint8_t> buf) override {
-    size_t used = 0;
-    while (!conn_->closing() && !closed_ && !doomed_ && !detached_ && !parked_ && !held_) {
-      rx_ = buf.subspan(used);
-      size_t n = next_pdu(rx_);
-      if (n == 0) break;
-      used += n;
-    }
-    return used;
-  }
-
-  void on_closed(const std::string& reason) override {
-    closed_ = true;
-    spdlog::debug("iscsi connection {} closed: {}", peer_, reason);
-    // At error recovery level 0 the only recovery is session recovery: a lost
-    // connection fails its session, the others close too, and the initiator logs in
-    // afresh. (Before the releases below: the last one may unlink us from the session.)
-    if (sess_ && !sess_->ending && !logged_out_ && !reinstated_) {
-      sess_->ending = true;
-      for (IscsiConnection* c : sess_->conns) {
-        if (c != this) c->shutdown("session failed: connection " + std::to_string(cid_) + " lost (" + reason + ")");
-      }
-    }
-    // Tasks still receiving data will never get it; those executing finish first.
-    for (Task& tk : tasks_) {
-      if (tk.state == TaskState::kReceiving) release(tk);
-    }
-    maybe_destroy();
-  }
-
- private:
-  // ------------------------------------------------------------------ tasks
-  enum class TaskState : uint8_t { kFree, kReceiving, kExecuting, kSending };
-
-  // A header slot: BHS, room for a header digest, and a tail for padding + data digest.
-  struct Hdr {
-    Bhs bhs;
-    uint8_t hdigest[4];
-    uint8_t tail[8];
-  };
-
-  struct Task {
-    scsi::Command cmd;
-    IscsiConnection* c = nullptr;
-    TaskState state = TaskState::kFree;
-    uint32_t index = 0;
-    uint32_t generation = 0;
-    uint32_t itt = 0;
-    uint8_t pdu_flags = 0;
-    uint32_t edtl = 0;
-    uint32_t received = 0;      // Data-Out bytes in buf
-    uint32_t unsol_limit = 0;   // bytes the initiator may send without R2T
-    bool unsol_open = false;    // unsolicited Data-Out may still arrive
-    bool r2t_open = false;
-    uint32_t r2t_end = 0;       // offset where the current burst ends
-    uint32_t r2t_sn = 0;
-    uint32_t data_sn = 0;       // expected DataSN of the next Data-Out in this sequence
-    bool data_lost = false;     // a Data-Out was lost: the task ends in 0B/47/05 (data_out)
-    uint32_t datain_sn = 0;     // Data-In and R2T PDUs sent
-    bool aborted = false;
-    bool abort_counted = false;  // the session's TMF in progress waits for this task
-    bool holds_credit = false;  // a non-immediate command: its slot of the CmdSN window
-    uint32_t charged = 0;       // bytes counted in buffered_bytes_
-    std::vector<Hdr> hdrs;      // Data-In / response headers, reused
-    Hdr r2t;
-    Task* next_free = nullptr;
-    uint32_t ttt() const { return (generation << 16) | index; }
-  };
-
-  void init_tasks() {
-    const uint32_t n = t_.options().queue_depth + kImmediateSlots;
-    tasks_ = std::vector<Task>(n);
-    for (uint32_t i = 0; i < n; ++i) {
-      tasks_[i].index = i;
-      tasks_[i].c = this;
-      tasks_[i].next_free = free_;
-      free_ = &tasks_[i];
+void IscsiConnection::on_closed(const std::string& reason) {
+  closed_ = true;
+  spdlog::debug("iscsi connection {} closed: {}", peer_, reason);
+  // At error recovery level 0 the only recovery is session recovery: a lost
+  // connection fails its session, the others close too, and the initiator logs in
+  // afresh. (Before the releases below: the last one may unlink us from the session.)
+  if (sess_ && !sess_->ending && !logged_out_ && !reinstated_) {
+    sess_->ending = true;
+    for (IscsiConnection* c : sess_->conns) {
+      if (c != this) c->shutdown("session failed: connection " + std::to_string(cid_) + " lost (" + reason + ")");
     }
   }
-  Task* take() {
-    Task* tk = free_;
-    if (!tk) return nullptr;
-    free_ = tk->next_free;
-    tk->generation = (tk->generation + 1) & 0x7FFF;
-    tk->aborted = tk->abort_counted = tk->data_lost = false;
-    tk->received = 0;
-    tk->unsol_open = tk->r2t_open = false;
-    tk->r2t_sn = tk->data_sn = tk->datain_sn = 0;
-    tk->cmd.reset_result();
-    ++active_;
-    return tk;
+  // Tasks still receiving data will never get it; those executing finish first.
+  for (Task& tk : tasks_) {
+    if (tk.state == TaskState::kReceiving) release(tk);
   }
-  void release(Task& tk) {
-    tk.state = TaskState::kFree;
-    if (tk.cmd.buf.size() > t_.options().keep_buffer_bytes) tk.cmd.buf = bdev::DmaBuffer();
-    tk.next_free = free_;
-    free_ = &tk;
-    --active_;
-    buffered_bytes_ -= tk.charged;
-    budget_.release(tk.charged);
-    tk.charged = 0;
-    if (tk.holds_credit) ++sess_->window_credit;
-    tk.holds_credit = false;
-    if (tk.abort_counted) {
-      tk.abort_counted = false;
-      if (sess_->tmf_conn && --sess_->tmf_pending == 0) sess_->tmf_conn->finish_tmf();
-    }
-    if (logout_pending_) maybe_logout();
-    if (closed_) maybe_destroy();
-  }
-  Task* find_itt(uint32_t itt) {
-    for (Task& tk : tasks_) {
-      if (tk.state != TaskState::kFree && tk.itt == itt) return &tk;
-    }
-    return nullptr;
-  }
+  maybe_destroy();
+}
 
-  // ------------------------------------------------------------------ framing
-  size_t next_pdu(std::span<const uint8_t> b) {
-    if (b.size() < kBhsSize) return 0;
-    Bhs h;
-    std::memcpy(h.b, b.data(), kBhsSize);
-    const uint32_t ahs = h.total_ahs_bytes();
-    const uint32_t dsl = h.data_segment_length();
-    const uint32_t hd = params_.header_digest && ffp_ ? kDigestSize : 0;
-    const uint32_t dd = params_.data_digest && ffp_ && dsl ? kDigestSize : 0;
-    if (dsl > t_.options().limits.max_recv_data_segment_length) {
-      return protocol_error(h, reject::kProtocolError, fmt::format("data segment of {} bytes", dsl));
-    }
-    const size_t total = kBhsSize + ahs + hd + dsl + pad4(dsl) + dd;
-    if (b.size() < total) return 0;
-    if (hd) {
-      uint32_t want;
-      std::memcpy(&want, b.data() + kBhsSize + ahs, 4);
-      if (crc32c(b.data(), kBhsSize + ahs) != want) {
-        t_.count(&TargetStats::digest_errors);
-        // A header digest error leaves the framing untrustworthy: at ERL 0, close.
-        conn_->close("header digest mismatch");
-        return 0;
-      }
-    }
-    std::span<const uint8_t> data = b.subspan(kBhsSize + ahs + hd, dsl);
-    if (dd) {
-      uint32_t want;
-      std::memcpy(&want, b.data() + kBhsSize + ahs + hd + dsl + pad4(dsl), 4);
-      if (crc32c(b.data() + kBhsSize + ahs + hd, dsl + pad4(dsl)) != want) {
-        t_.count(&TargetStats::digest_errors);
-        // RFC 7143 §7.8: Reject and discard. A Data-Out's loss ends its task (data_out);
-        // any other PDU (a command's immediate data, a text) leaves a gap in CmdSN that
-        // ERL 0 cannot fill: session recovery.
-        if (ffp_ && h.opcode() == op::kDataOut) {
-          send_reject(h, reject::kDataDigest);
-          data_out(h, data, /*intact=*/false);
-          return total;
-        }
-        send_reject(h, reject::kDataDigest, "data digest mismatch");
-        return 0;
-      }
-    }
-    if (!ffp_) {
-      login_pdu(h, data);
-      return total;
-    }
-    if (owned_pdus_ >= kMaxOwnedPdus || owned_bytes_ >= kMaxOwnedBytes) {
-      // The initiator is not reading what it asked for (NOP-In echoes, rejects, status
-      // of refused commands): stop reading it until half of that has gone out, rather
-      // than queue an answer for everything it sends.
-      held_ = true;
-      conn_->pause_recv();
-      t_.count(&TargetStats::receive_holds);
+void IscsiConnection::init_tasks() {
+  const uint32_t n = t_.options().queue_depth + kImmediateSlots;
+  tasks_ = std::vector<Task>(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    tasks_[i].index = i;
+    tasks_[i].c = this;
+    tasks_[i].next_free = free_;
+    free_ = &tasks_[i];
+  }
+}
+
+IscsiConnection::Task* IscsiConnection::take() {
+  Task* tk = free_;
+  if (!tk) return nullptr;
+  free_ = tk->next_free;
+  tk->generation = (tk->generation + 1) & 0x7FFF;
+  tk->aborted = tk->abort_counted = tk->data_lost = false;
+  tk->received = 0;
+  tk->unsol_open = tk->r2t_open = false;
+  tk->r2t_sn = tk->data_sn = tk->datain_sn = 0;
+  tk->cmd.reset_result();
+  ++active_;
+  return tk;
+}
+
+void IscsiConnection::release(Task& tk) {
+  tk.state = TaskState::kFree;
+  if (tk.cmd.buf.size() > t_.options().keep_buffer_bytes) tk.cmd.buf = bdev::DmaBuffer();
+  tk.next_free = free_;
+  free_ = &tk;
+  --active_;
+  buffered_bytes_ -= tk.charged;
+  budget_.release(tk.charged);
+  tk.charged = 0;
+  if (tk.holds_credit) ++sess_->window_credit;
+  tk.holds_credit = false;
+  if (tk.abort_counted) {
+    tk.abort_counted = false;
+    if (sess_->tmf_conn && --sess_->tmf_pending == 0) sess_->tmf_conn->finish_tmf();
+  }
+  if (logout_pending_) maybe_logout();
+  if (closed_) maybe_destroy();
+}
+
+IscsiConnection::Task* IscsiConnection::find_itt(uint32_t itt) {
+  for (Task& tk : tasks_) {
+    if (tk.state != TaskState::kFree && tk.itt == itt) return &tk;
+  }
+  return nullptr;
+}
+
+size_t IscsiConnection::next_pdu(std::span<const uint8_t> b) {
+  if (b.size() < kBhsSize) return 0;
+  Bhs h;
+  std::memcpy(h.b, b.data(), kBhsSize);
+  const uint32_t ahs = h.total_ahs_bytes();
+  const uint32_t dsl = h.data_segment_length();
+  const uint32_t hd = params_.header_digest && ffp_ ? kDigestSize : 0;
+  const uint32_t dd = params_.data_digest && ffp_ && dsl ? kDigestSize : 0;
+  if (dsl > t_.options().limits.max_recv_data_segment_length) {
+    return protocol_error(h, reject::kProtocolError, fmt::format("data segment of {} bytes", dsl));
+  }
+  const size_t total = kBhsSize + ahs + hd + dsl + pad4(dsl) + dd;
+  if (b.size() < total) return 0;
+  if (hd) {
+    uint32_t want;
+    std::memcpy(&want, b.data() + kBhsSize + ahs, 4);
+    if (crc32c(b.data(), kBhsSize + ahs) != want) {
+      t_.count(&TargetStats::digest_errors);
+      // A header digest error leaves the framing untrustworthy: at ERL 0, close.
+      conn_->close("header digest mismatch");
       return 0;
     }
-    const uint32_t exp_before = sess_->exp_cmd_sn;
-    if (!dispatch(h, data)) {
-      park();
-      return 0;  // offered again once the commands before it have arrived
+  }
+  std::span<const uint8_t> data = b.subspan(kBhsSize + ahs + hd, dsl);
+  if (dd) {
+    uint32_t want;
+    std::memcpy(&want, b.data() + kBhsSize + ahs + hd + dsl + pad4(dsl), 4);
+    if (crc32c(b.data() + kBhsSize + ahs + hd, dsl + pad4(dsl)) != want) {
+      t_.count(&TargetStats::digest_errors);
+      // RFC 7143 §7.8: Reject and discard. A Data-Out's loss ends its task (data_out);
+      // any other PDU (a command's immediate data, a text) leaves a gap in CmdSN that
+      // ERL 0 cannot fill: session recovery.
+      if (ffp_ && h.opcode() == op::kDataOut) {
+        send_reject(h, reject::kDataDigest);
+        data_out(h, data, /*intact=*/false);
+        return total;
+      }
+      send_reject(h, reject::kDataDigest, "data digest mismatch");
+      return 0;
     }
-    // Only a session of several connections can have one parked.
-    if (sess_->exp_cmd_sn != exp_before && sess_->conns.size() > 1) wake_parked();
+  }
+  if (!ffp_) {
+    login_pdu(h, data);
     return total;
   }
-
-  size_t protocol_error(const Bhs& h, uint8_t reason, const std::string& why) {
-    spdlog::warn("iscsi protocol error from {}, closing connection: {}", peer_, why);
-    t_.count(&TargetStats::protocol_errors);
-    if (ffp_) {
-      send_reject(h, reason, why.c_str());
-    } else {
-      conn_->close(why);
-    }
+  if (owned_pdus_ >= kMaxOwnedPdus || owned_bytes_ >= kMaxOwnedBytes) {
+    // The initiator is not reading what it asked for (NOP-In echoes, rejects, status
+    // of refused commands): stop reading it until half of that has gone out, rather
+    // than queue an answer for everything it sends.
+    held_ = true;
+    conn_->pause_recv();
+    t_.count(&TargetStats::receive_holds);
     return 0;
   }
-
-  // Sends a header (with digest) and an optional data segment (padded, with digest).
-  // `hdr` and `data` must stay valid until `done` runs.
-  void send_pdu(Hdr& hdr, const uint8_t* data, uint32_t len, std::function<void()> done = nullptr) {
-    hdr.bhs.set_data_segment_length(len);
-    iovec iov[4];
-    int n = 0;
-    size_t hlen = kBhsSize;
-    if (params_.header_digest && ffp_) {
-      uint32_t crc = crc32c(hdr.bhs.b, kBhsSize);
-      std::memcpy(hdr.hdigest, &crc, 4);
-      hlen += 4;
-    }
-    static_assert(offsetof(Hdr, hdigest) == kBhsSize, "digest follows the BHS");
-    iov[n++] = {&hdr, hlen};
-    if (len) {
-      iov[n++] = {const_cast<uint8_t*>(data), len};
-      const uint32_t pad = pad4(len);
-      size_t tail = pad;
-      std::memset(hdr.tail, 0, 4);
-      if (params_.data_digest && ffp_) {
-        uint32_t crc = crc32c(data, len);
-        if (pad) crc = crc32c(kZeroPad, pad, crc);
-        std::memcpy(hdr.tail + pad, &crc, 4);
-        tail += 4;
-      }
-      if (tail) iov[n++] = {hdr.tail, tail};
-    }
-    conn_->send({iov, static_cast<size_t>(n)}, std::move(done));
+  const uint32_t exp_before = sess_->exp_cmd_sn;
+  if (!dispatch(h, data)) {
+    park();
+    return 0;  // offered again once the commands before it have arrived
   }
+  // Only a session of several connections can have one parked.
+  if (sess_->exp_cmd_sn != exp_before && sess_->conns.size() > 1) wake_parked();
+  return total;
+}
 
-  // Control-path replies (login, text, NOP-In, TMF, logout, reject) own their bytes.
-  struct OwnedPdu {
-    Hdr hdr;
-    std::string data;
+size_t IscsiConnection::protocol_error(const Bhs& h, uint8_t reason, const std::string& why) {
+  spdlog::warn("iscsi protocol error from {}, closing connection: {}", peer_, why);
+  t_.count(&TargetStats::protocol_errors);
+  if (ffp_) {
+    send_reject(h, reason, why.c_str());
+  } else {
+    conn_->close(why);
+  }
+  return 0;
+}
+
+// Sends a header (with digest) and an optional data segment (padded, with digest).
+// `hdr` and `data` must stay valid until `done` runs.
+void IscsiConnection::send_pdu(Hdr& hdr, const uint8_t* data, uint32_t len, std::function<void()> done) {
+  hdr.bhs.set_data_segment_length(len);
+  iovec iov[4];
+  int n = 0;
+  size_t hlen = kBhsSize;
+  if (params_.header_digest && ffp_) {
+    uint32_t crc = crc32c(hdr.bhs.b, kBhsSize);
+    std::memcpy(hdr.hdigest, &crc, 4);
+    hlen += 4;
+  }
+  static_assert(offsetof(Hdr, hdigest) == kBhsSize, "digest follows the BHS");
+  iov[n++] = {&hdr, hlen};
+  if (len) {
+    iov[n++] = {const_cast<uint8_t*>(data), len};
+    const uint32_t pad = pad4(len);
+    size_t tail = pad;
+    std::memset(hdr.tail, 0, 4);
+    if (params_.data_digest && ffp_) {
+      uint32_t crc = crc32c(data, len);
+      if (pad) crc = crc32c(kZeroPad, pad, crc);
+      std::memcpy(hdr.tail + pad, &crc, 4);
+      tail += 4;
+    }
+    if (tail) iov[n++] = {hdr.tail, tail};
+  }
+  conn_->send({iov, static_cast<size_t>(n)}, std::move(done));
+}
+
+// With `close_reason`, the connection takes no more input and closes once this PDU
+// has been sent (closing at once would cancel the send, and the initiator would never
+// learn why).
+// Until sent, they count in owned_pdus_ and owned_bytes_ (next_pdu holds the input past
+// kMaxOwnedPdus or kMaxOwnedBytes).
+void IscsiConnection::send_owned(const Bhs& bhs, std::string data, const char* close_reason) {
+  auto* p = new OwnedPdu{};
+  p->hdr.bhs = bhs;
+  p->data = std::move(data);
+  const size_t bytes = kBhsSize + p->data.size();
+  ++owned_pdus_;
+  owned_bytes_ += bytes;
+  if (close_reason) doomed_ = true;
+  std::function<void()> done = [this, p, bytes, why = std::string(close_reason ? close_reason : "")] {
+    delete p;
+    --owned_pdus_;
+    owned_bytes_ -= bytes;
+    if (!why.empty()) {
+      conn_->close(why);
+    } else if (held_ && owned_pdus_ <= kMaxOwnedPdus / 2 && owned_bytes_ <= kMaxOwnedBytes / 2 &&
+               !conn_->closing()) {
+      held_ = false;
+      conn_->resume_recv();
+    }
   };
-  // With `close_reason`, the connection takes no more input and closes once this PDU
-  // has been sent (closing at once would cancel the send, and the initiator would never
-  // learn why).
-  // Until sent, they count in owned_pdus_ and owned_bytes_ (next_pdu holds the input past
-  // kMaxOwnedPdus or kMaxOwnedBytes).
-  void send_owned(const Bhs& bhs, std::string data, const char* close_reason = nullptr) {
-    auto* p = new OwnedPdu{};
-    p->hdr.bhs = bhs;
-    p->data = std::move(data);
-    const size_t bytes = kBhsSize + p->data.size();
-    ++owned_pdus_;
-    owned_bytes_ += bytes;
-    if (close_reason) doomed_ = true;
-    std::function<void()> done = [this, p, bytes, why = std::string(close_reason ? close_reason : "")] {
-      delete p;
-      --owned_pdus_;
-      owned_bytes_ -= bytes;
-      if (!why.empty()) {
-        conn_->close(why);
-      } else if (held_ && owned_pdus_ <= kMaxOwnedPdus / 2 && owned_bytes_ <= kMaxOwnedBytes / 2 &&
-                 !conn_->closing()) {
-        held_ = false;
-        conn_->resume_recv();
+  send_pdu(p->hdr, reinterpret_cast<const uint8_t*>(p->data.data()), static_cast<uint32_t>(p->data.size()),
+           std::move(done));
+}
+
+void IscsiConnection::fill_sns(Bhs& b, bool advance_stat) {
+  b.set_u32(off::kStatSn, stat_sn_);
+  if (advance_stat) ++stat_sn_;
+  b.set_u32(off::kExpCmdSn, sess_->exp_cmd_sn);
+  b.set_u32(off::kMaxCmdSn, max_cmd_sn());
+}
+
+uint32_t IscsiConnection::max_cmd_sn() {
+  // Never decreases: the window grows as tasks finish.
+  IscsiSession& s = *sess_;
+  uint32_t m = s.exp_cmd_sn + s.window_credit - 1;
+  if (sn_lt(s.max_cmd_sn, m)) s.max_cmd_sn = m;
+  return s.max_cmd_sn;
+}
+
+void IscsiConnection::send_reject(const Bhs& bad, uint8_t reason, const char* close_reason) {
+  Bhs b;
+  b.clear();
+  b.set_opcode(op::kReject);
+  b.set_flags(kFinal);
+  b.b[off::kResponse] = reason;
+  b.set_itt(kReservedTag);
+  fill_sns(b, true);
+  send_owned(b, std::string(reinterpret_cast<const char*>(bad.b), kBhsSize), close_reason);
+}
+
+void IscsiConnection::login_pdu(const Bhs& h, std::span<const uint8_t> data) {
+  if (h.opcode() != op::kLogin) {
+    protocol_error(h, reject::kProtocolError, fmt::format("opcode {:#x} before login", h.opcode()));
+    return;
+  }
+  if (login_started_ == false) {
+    login_started_ = true;
+    const uint16_t tsih = h.u16(off::kTsih);
+    if (tsih != 0) {
+      // Joining a session (or reinstating one of its connections): the session's
+      // reactor must serve this connection.
+      std::optional<uint32_t> home = t_.session_reactor(tsih);
+      if (!home) {
+        refuse_login(h, data, login_status::kSessionNotFound, "login to an unknown session (TSIH)");
+        return;
       }
-    };
-    send_pdu(p->hdr, reinterpret_cast<const uint8_t*>(p->data.data()), static_cast<uint32_t>(p->data.size()),
-             std::move(done));
-  }
-
-  void fill_sns(Bhs& b, bool advance_stat) {
-    b.set_u32(off::kStatSn, stat_sn_);
-    if (advance_stat) ++stat_sn_;
-    b.set_u32(off::kExpCmdSn, sess_->exp_cmd_sn);
-    b.set_u32(off::kMaxCmdSn, max_cmd_sn());
-  }
-  uint32_t max_cmd_sn() {
-    // Never decreases: the window grows as tasks finish.
-    IscsiSession& s = *sess_;
-    uint32_t m = s.exp_cmd_sn + s.window_credit - 1;
-    if (sn_lt(s.max_cmd_sn, m)) s.max_cmd_sn = m;
-    return s.max_cmd_sn;
-  }
-
-  void send_reject(const Bhs& bad, uint8_t reason, const char* close_reason = nullptr) {
-    Bhs b;
-    b.clear();
-    b.set_opcode(op::kReject);
-    b.set_flags(kFinal);
-    b.b[off::kResponse] = reason;
-    b.set_itt(kReservedTag);
-    fill_sns(b, true);
-    send_owned(b, std::string(reinterpret_cast<const char*>(bad.b), kBhsSize), close_reason);
-  }
-
-  // ------------------------------------------------------------------ login
-  void login_pdu(const Bhs& h, std::span<const uint8_t> data) {
-    if (h.opcode() != op::kLogin) {
-      protocol_error(h, reject::kProtocolError, fmt::format("opcode {:#x} before login", h.opcode()));
-      return;
-    }
-    if (login_started_ == false) {
-      login_started_ = true;
-      const uint16_t tsih = h.u16(off::kTsih);
-      if (tsih != 0) {
-        // Joining a session (or reinstating one of its connections): the session's
-        // reactor must serve this connection.
-        std::optional<uint32_t> home = t_.session_reactor(tsih);
-        if (!home) {
-          refuse_login(h, data, login_status::kSessionNotFound, "login to an unknown session (TSIH)");
+      if (*home != r_.id()) {
+        if (handed_over_) {
+          refuse_login(h, data, login_status::kSessionNotFound, "session moved during login");
           return;
         }
-        if (*home != r_.id()) {
-          if (handed_over_) {
-            refuse_login(h, data, login_status::kSessionNotFound, "session moved during login");
-            return;
-          }
-          hand_over(*home);
-          return;
-        }
-      }
-    }
-    Bhs resp;
-    std::string out;
-    Login::Outcome o = login_.step(h, data, resp, out);
-    if (o == Login::Outcome::kFail) {
-      spdlog::warn("iscsi login from {} failed: {}", peer_, login_.error());
-      t_.count(&TargetStats::logins_failed);
-      send_owned(resp, std::move(out), "login failed");
-      return;
-    }
-    if (o == Login::Outcome::kFullFeature && login_.requested_tsih() != 0) {
-      std::string why;
-      const uint16_t st = check_join(&why);
-      if (st != login_status::kSuccess) {
-        refuse(resp, st, why);
+        hand_over(*home);
         return;
       }
     }
-    send_owned(resp, std::move(out));
-    if (o == Login::Outcome::kFullFeature) {
-      enter_ffp();
-    }
   }
-
-  // Answers a login request with an error status and closes once that is sent.
-  void refuse_login(const Bhs& h, std::span<const uint8_t> data, uint16_t status, const std::string& why) {
-    Bhs resp;
-    std::string out;
-    login_.step(h, data, resp, out);  // fills the header
-    refuse(resp, status, why);
-  }
-  void refuse(Bhs& resp, uint16_t status, const std::string& why) {
-    spdlog::warn("iscsi login from {} refused: {}", peer_, why);
-    resp.set_flags(0);
-    resp.b[off::kStatusClass] = static_cast<uint8_t>(status >> 8);
-    resp.b[off::kStatusDetail] = static_cast<uint8_t>(status & 0xFF);
-    resp.set_data_segment_length(0);
+  Bhs resp;
+  std::string out;
+  Login::Outcome o = login_.step(h, data, resp, out);
+  if (o == Login::Outcome::kFail) {
+    spdlog::warn("iscsi login from {} failed: {}", peer_, login_.error());
     t_.count(&TargetStats::logins_failed);
-    send_owned(resp, {}, why.c_str());
+    send_owned(resp, std::move(out), "login failed");
+    return;
   }
-
-  // This connection's first login request names a session that lives on reactor
-  // `home`: hand the socket, with the bytes read so far, to a new connection there.
-  void hand_over(uint32_t home) {
-    spdlog::debug("iscsi login from {} joins a session of reactor {}: handing it over", peer_, home);
-    std::vector<uint8_t> bytes(rx_.begin(), rx_.end());
-    const int fd = conn_->detach();
-    detached_ = true;
-    if (fd >= 0) t_.hand_over(fd, home, std::move(bytes));
-    std::erase(t_.live_[r_.id()], this);
-    cancel_timer();
-    destroying_ = true;
-    r_.defer([this] { delete this; });
-  }
-
-  // A login that joins session login_.requested_tsih() as connection login_.cid(), about
-  // to enter full feature phase. Returns kSuccess or the login status that refuses it.
-  uint16_t check_join(std::string* why) {
-    IscsiSession* s = t_.local_session(r_.id(), login_.requested_tsih());
-    if (!s || s->ending || s->isid != login_.isid()) {
-      *why = "no such session (TSIH and ISID)";
-      return login_status::kSessionNotFound;
-    }
-    if (s->discovery || s->initiator != login_.initiator_name() || s->target != login_.target_name()) {
-      *why = "a connection may join only a normal session of the same initiator and target";
-      return login_status::kInitiatorError;
-    }
-    size_t others = 0;
-    for (IscsiConnection* c : s->conns) others += c->cid_ != login_.cid() && !c->reinstated_;
-    if (others >= s->params.max_connections) {
-      *why = fmt::format("session already has {} connection(s), MaxConnections={}", others, s->params.max_connections);
-      return login_status::kTooManyConnections;
-    }
-    return login_status::kSuccess;
-  }
-
-  void enter_ffp() {
-    cancel_timer();
-    params_ = login_.params();
-    stat_sn_ = login_.next_stat_sn();
-    cid_ = login_.cid();
-    if (login_.requested_tsih() != 0) {
-      if (!join_session()) return;
-    } else if (!lead_session()) {
+  if (o == Login::Outcome::kFullFeature && login_.requested_tsih() != 0) {
+    std::string why;
+    const uint16_t st = check_join(&why);
+    if (st != login_status::kSuccess) {
+      refuse(resp, st, why);
       return;
     }
-    discovery_ = sess_->discovery;
-    dev_ = sess_->dev;
-    init_tasks();
-    SessionInfo s;
-    s.target = discovery_ ? "" : login_.target_name();
-    s.initiator = login_.initiator_name();
-    s.isid = hex(login_.isid().data(), 6);
-    s.tsih = login_.tsih();
-    s.cid = cid_;
-    s.peer = peer_;
-    s.header_digest = params_.header_digest;
-    s.data_digest = params_.data_digest;
-    s.reactor = static_cast<uint32_t>(r_.id());
-    t_.session_started(this, s, id_);
-    registered_ = true;
-    t_.count(&TargetStats::logins_ok);
-    // Digests apply from the first PDU after the final login response.
-    ffp_ = true;
-    spdlog::info("iscsi {} {} {} from {} ({}) tsih={} cid={} digests h={} d={}",
-                 sess_->conns.size() > 1 ? "connection joined session" : "session", discovery_ ? "discovery" : "to",
-                 s.target, s.initiator, peer_, s.tsih, s.cid, params_.header_digest, params_.data_digest);
-    if (t_.options().nop_in_interval_ms) {
-      last_rx_ = conn_->bytes_received();
-      arm_liveness(t_.options().nop_in_interval_ms);
-    }
   }
-
-  // The leading login: a new session on this reactor.
-  bool lead_session() {
-    auto s = std::make_unique<IscsiSession>();
-    s->tsih = login_.tsih();
-    s->isid = login_.isid();
-    s->initiator = login_.initiator_name();
-    s->discovery = login_.session_type() == SessionType::kDiscovery;
-    s->target = s->discovery ? "" : login_.target_name();
-    s->params = params_;
-    s->exp_cmd_sn = login_.exp_cmd_sn();
-    s->window_credit = t_.options().queue_depth;
-    s->max_cmd_sn = s->exp_cmd_sn + s->window_credit - 1;
-    if (!s->discovery) {
-      s->dev = t_.device(login_.target_name());
-      if (!s->dev) {
-        conn_->close("target removed during login");
-        return false;
-      }
-      s->nexus.id = g_next_nexus_id.fetch_add(1);
-      s->nexus.initiator_name = login_.initiator_name();
-      s->nexus.initiator_port = fmt::format("{},i,0x{}", login_.initiator_name(), hex(login_.isid().data(), 6));
-      s->nexus.target_port = fmt::format("{},t,0x{:04x}", login_.target_name(), t_.options().portal_group_tag);
-      s->nexus.relative_port = 1;
-      s->dev->attach(s->nexus);
-      s->attached = true;
-    }
-    sess_ = s.release();
-    sess_->conns.push_back(this);
-    t_.local_sessions_[r_.id()][sess_->tsih] = sess_;
-    return true;
+  send_owned(resp, std::move(out));
+  if (o == Login::Outcome::kFullFeature) {
+    enter_ffp();
   }
+}
 
-  // A connection added to an existing session of this reactor (checked by check_join).
-  bool join_session() {
-    IscsiSession* s = t_.local_session(r_.id(), login_.requested_tsih());
-    if (!s || s->ending) {
-      conn_->close("session ended during login");
+// Answers a login request with an error status and closes once that is sent.
+void IscsiConnection::refuse_login(const Bhs& h, std::span<const uint8_t> data, uint16_t status,
+                                   const std::string& why) {
+  Bhs resp;
+  std::string out;
+  login_.step(h, data, resp, out);  // fills the header
+  refuse(resp, status, why);
+}
+
+void IscsiConnection::refuse(Bhs& resp, uint16_t status, const std::string& why) {
+  spdlog::warn("iscsi login from {} refused: {}", peer_, why);
+  resp.set_flags(0);
+  resp.b[off::kStatusClass] = static_cast<uint8_t>(status >> 8);
+  resp.b[off::kStatusDetail] = static_cast<uint8_t>(status & 0xFF);
+  resp.set_data_segment_length(0);
+  t_.count(&TargetStats::logins_failed);
+  send_owned(resp, {}, why.c_str());
+}
+
+// This connection's first login request names a session that lives on reactor
+// `home`: hand the socket, with the bytes read so far, to a new connection there.
+void IscsiConnection::hand_over(uint32_t home) {
+  spdlog::debug("iscsi login from {} joins a session of reactor {}: handing it over", peer_, home);
+  std::vector<uint8_t> bytes(rx_.begin(), rx_.end());
+  const int fd = conn_->detach();
+  detached_ = true;
+  if (fd >= 0) t_.hand_over(fd, home, std::move(bytes));
+  std::erase(t_.live_[r_.id()], this);
+  cancel_timer();
+  destroying_ = true;
+  r_.defer([this] { delete this; });
+}
+
+// A login that joins session login_.requested_tsih() as connection login_.cid(), about
+// to enter full feature phase. Returns kSuccess or the login status that refuses it.
+uint16_t IscsiConnection::check_join(std::string* why) {
+  IscsiSession* s = t_.local_session(r_.id(), login_.requested_tsih());
+  if (!s || s->ending || s->isid != login_.isid()) {
+    *why = "no such session (TSIH and ISID)";
+    return login_status::kSessionNotFound;
+  }
+  if (s->discovery || s->initiator != login_.initiator_name() || s->target != login_.target_name()) {
+    *why = "a connection may join only a normal session of the same initiator and target";
+    return login_status::kInitiatorError;
+  }
+  size_t others = 0;
+  for (IscsiConnection* c : s->conns) others += c->cid_ != login_.cid() && !c->reinstated_;
+  if (others >= s->params.max_connections) {
+    *why = fmt::format("session already has {} connection(s), MaxConnections={}", others, s->params.max_connections);
+    return login_status::kTooManyConnections;
+  }
+  return login_status::kSuccess;
+}
+
+void IscsiConnection::enter_ffp() {
+  cancel_timer();
+  params_ = login_.params();
+  stat_sn_ = login_.next_stat_sn();
+  cid_ = login_.cid();
+  if (login_.requested_tsih() != 0) {
+    if (!join_session()) return;
+  } else if (!lead_session()) {
+    return;
+  }
+  discovery_ = sess_->discovery;
+  dev_ = sess_->dev;
+  init_tasks();
+  SessionInfo s;
+  s.target = discovery_ ? "" : login_.target_name();
+  s.initiator = login_.initiator_name();
+  s.isid = hex(login_.isid().data(), 6);
+  s.tsih = login_.tsih();
+  s.cid = cid_;
+  s.peer = peer_;
+  s.header_digest = params_.header_digest;
+  s.data_digest = params_.data_digest;
+  s.reactor = static_cast<uint32_t>(r_.id());
+  t_.session_started(this, s, id_);
+  registered_ = true;
+  t_.count(&TargetStats::logins_ok);
+  // Digests apply from the first PDU after the final login response.
+  ffp_ = true;
+  spdlog::info("iscsi {} {} {} from {} ({}) tsih={} cid={} digests h={} d={}",
+               sess_->conns.size() > 1 ? "connection joined session" : "session", discovery_ ? "discovery" : "to",
+               s.target, s.initiator, peer_, s.tsih, s.cid, params_.header_digest, params_.data_digest);
+  if (t_.options().nop_in_interval_ms) {
+    last_rx_ = conn_->bytes_received();
+    arm_liveness(t_.options().nop_in_interval_ms);
+  }
+}
+
+// The leading login: a new session on this reactor.
+bool IscsiConnection::lead_session() {
+  auto s = std::make_unique<IscsiSession>();
+  s->tsih = login_.tsih();
+  s->isid = login_.isid();
+  s->initiator = login_.initiator_name();
+  s->discovery = login_.session_type() == SessionType::kDiscovery;
+  s->target = s->discovery ? "" : login_.target_name();
+  s->params = params_;
+  s->exp_cmd_sn = login_.exp_cmd_sn();
+  s->window_credit = t_.options().queue_depth;
+  s->max_cmd_sn = s->exp_cmd_sn + s->window_credit - 1;
+  if (!s->discovery) {
+    s->dev = t_.device(login_.target_name());
+    if (!s->dev) {
+      conn_->close("target removed during login");
       return false;
     }
-    // Same CID as a live connection: connection reinstatement, the old one goes.
-    for (IscsiConnection* c : s->conns) {
-      if (c->cid_ == cid_ && !c->reinstated_) {
-        c->reinstated_ = true;
-        c->shutdown("connection reinstated by a new login with its CID");
-      }
-    }
-    // Session-wide values come from the leading login; this connection negotiated only
-    // its own (digests, data segment length).
-    const SessionParams mine = params_;
-    params_ = s->params;
-    params_.header_digest = mine.header_digest;
-    params_.data_digest = mine.data_digest;
-    params_.initiator_mrdsl = mine.initiator_mrdsl;
-    sess_ = s;
-    sess_->conns.push_back(this);
-    return true;
+    s->nexus.id = g_next_nexus_id.fetch_add(1);
+    s->nexus.initiator_name = login_.initiator_name();
+    s->nexus.initiator_port = fmt::format("{},i,0x{}", login_.initiator_name(), hex(login_.isid().data(), 6));
+    s->nexus.target_port = fmt::format("{},t,0x{:04x}", login_.target_name(), t_.options().portal_group_tag);
+    s->nexus.relative_port = 1;
+    s->dev->attach(s->nexus);
+    s->attached = true;
   }
+  sess_ = s.release();
+  sess_->conns.push_back(this);
+  t_.local_sessions_[r_.id()][sess_->tsih] = sess_;
+  return true;
+}
 
-  // ------------------------------------------------------------------ full feature
-  enum class Order { kAccept, kDrop, kPark };
-  // Orders a non-immediate command by CmdSN (RFC 7143 §4.2.2.1), session-wide. kDrop: a
-  // duplicate or outside the window, dropped silently. kPark: within the window but
-  // ahead of ExpCmdSN, which on a session of several connections means a command with
-  // a lower CmdSN is still on its way over another connection: this connection stops
-  // until it has arrived. (With no other connection that still reads, it is a drop, as
-  // on a session of one connection, where TCP keeps the order.)
-  Order order_cmd_sn(const Bhs& h) {
-    IscsiSession& s = *sess_;
-    const uint32_t sn = h.u32(off::kCmdSn);
-    if (h.immediate()) return Order::kAccept;
-    if (sn != s.exp_cmd_sn) {
-      if (sn_lt(s.exp_cmd_sn, sn) && !sn_lt(s.max_cmd_sn, sn) && another_can_deliver()) return Order::kPark;
-      spdlog::debug("iscsi: dropping command with CmdSN {} (expected {}, max {})", sn, s.exp_cmd_sn, s.max_cmd_sn);
-      return Order::kDrop;
-    }
-    if (s.window_credit == 0) return Order::kDrop;  // outside the window we advertised
-    ++s.exp_cmd_sn;
-    return Order::kAccept;
-  }
-
-  // Whether another connection of the session still reads commands, so the one missing
-  // before a parked command can arrive. Parked connections do not: if every connection
-  // parked, none would read again (nor notice its peer closing), and the session would
-  // wedge for good.
-  bool another_can_deliver() const {
-    for (const IscsiConnection* c : sess_->conns) {
-      if (c != this && !c->parked_ && !c->closed_ && !c->doomed_ && !c->logged_out_ && !c->reinstated_ &&
-          !c->conn_->closing()) {
-        return true;
-      }
-    }
+// A connection added to an existing session of this reactor (checked by check_join).
+bool IscsiConnection::join_session() {
+  IscsiSession* s = t_.local_session(r_.id(), login_.requested_tsih());
+  if (!s || s->ending) {
+    conn_->close("session ended during login");
     return false;
   }
-
-  void park() {
-    parked_ = true;
-    conn_->pause_recv();
-  }
-  // ExpCmdSN moved: connections waiting for it try their next command again.
-  void wake_parked() { unpark(*sess_, this); }
-  // Resumes the parked connections of `s` other than `except`. Each runs its input at
-  // once, which may end tasks and connections (the session's list changes under us), so
-  // this works on a snapshot; connections are deleted only later, from the reactor loop.
-  static void unpark(IscsiSession& s, IscsiConnection* except) {
-    std::vector<IscsiConnection*> parked;
-    for (IscsiConnection* c : s.conns) {
-      if (c != except && c->parked_) parked.push_back(c);
-    }
-    for (IscsiConnection* c : parked) {
-      if (!c->parked_) continue;
-      c->parked_ = false;
-      c->conn_->resume_recv();
+  // Same CID as a live connection: connection reinstatement, the old one goes.
+  for (IscsiConnection* c : s->conns) {
+    if (c->cid_ == cid_ && !c->reinstated_) {
+      c->reinstated_ = true;
+      c->shutdown("connection reinstated by a new login with its CID");
     }
   }
+  // Session-wide values come from the leading login; this connection negotiated only
+  // its own (digests, data segment length).
+  const SessionParams mine = params_;
+  params_ = s->params;
+  params_.header_digest = mine.header_digest;
+  params_.data_digest = mine.data_digest;
+  params_.initiator_mrdsl = mine.initiator_mrdsl;
+  sess_ = s;
+  sess_->conns.push_back(this);
+  return true;
+}
 
-  // Handles one PDU of the full feature phase. False: not now (parked), offer it again.
-  bool dispatch(const Bhs& h, std::span<const uint8_t> data) {
-    if (logged_out_) return true;  // nothing after a logout is accepted
-    const uint8_t o = h.opcode();
-    if ((o == op::kNopOut || o == op::kTaskMgmt || o == op::kText || o == op::kLogout) && !h.immediate()) {
-      // These take a CmdSN unless immediate.
+// Orders a non-immediate command by CmdSN (RFC 7143 §4.2.2.1), session-wide. kDrop: a
+// duplicate or outside the window, dropped silently. kPark: within the window but
+// ahead of ExpCmdSN, which on a session of several connections means a command with
+// a lower CmdSN is still on its way over another connection: this connection stops
+// until it has arrived. (With no other connection that still reads, it is a drop, as
+// on a session of one connection, where TCP keeps the order.)
+IscsiConnection::Order IscsiConnection::order_cmd_sn(const Bhs& h) {
+  IscsiSession& s = *sess_;
+  const uint32_t sn = h.u32(off::kCmdSn);
+  if (h.immediate()) return Order::kAccept;
+  if (sn != s.exp_cmd_sn) {
+    if (sn_lt(s.exp_cmd_sn, sn) && !sn_lt(s.max_cmd_sn, sn) && another_can_deliver()) return Order::kPark;
+    spdlog::debug("iscsi: dropping command with CmdSN {} (expected {}, max {})", sn, s.exp_cmd_sn, s.max_cmd_sn);
+    return Order::kDrop;
+  }
+  if (s.window_credit == 0) return Order::kDrop;  // outside the window we advertised
+  ++s.exp_cmd_sn;
+  return Order::kAccept;
+}
+
+// Whether another connection of the session still reads commands, so the one missing
+// before a parked command can arrive. Parked connections do not: if every connection
+// parked, none would read again (nor notice its peer closing), and the session would
+// wedge for good.
+bool IscsiConnection::another_can_deliver() const {
+  for (const IscsiConnection* c : sess_->conns) {
+    if (c != this && !c->parked_ && !c->closed_ && !c->doomed_ && !c->logged_out_ && !c->reinstated_ &&
+        !c->conn_->closing()) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void IscsiConnection::park() {
+  parked_ = true;
+  conn_->pause_recv();
+}
+
+// ExpCmdSN moved: connections waiting for it try their next command again.
+void IscsiConnection::wake_parked() { unpark(*sess_, this); }
+
+// Resumes the parked connections of `s` other than `except`. Each runs its input at
+// once, which may end tasks and connections (the session's list changes under us), so
+// this works on a snapshot; connections are deleted only later, from the reactor loop.
+void IscsiConnection::unpark(IscsiSession& s, IscsiConnection* except) {
+  std::vector<IscsiConnection*> parked;
+  for (IscsiConnection* c : s.conns) {
+    if (c != except && c->parked_) parked.push_back(c);
+  }
+  for (IscsiConnection* c : parked) {
+    if (!c->parked_) continue;
+    c->parked_ = false;
+    c->conn_->resume_recv();
+  }
+}
+
+// Handles one PDU of the full feature phase. False: not now (parked), offer it again.
+bool IscsiConnection::dispatch(const Bhs& h, std::span<const uint8_t> data) {
+  if (logged_out_) return true;  // nothing after a logout is accepted
+  const uint8_t o = h.opcode();
+  if ((o == op::kNopOut || o == op::kTaskMgmt || o == op::kText || o == op::kLogout) && !h.immediate()) {
+    // These take a CmdSN unless immediate.
+    switch (order_cmd_sn(h)) {
+      case Order::kAccept: break;
+      case Order::kDrop: return true;
+      case Order::kPark: return false;
+    }
+  }
+  switch (h.opcode()) {
+    case op::kScsiCmd:
+      if (discovery_) {
+        protocol_error(h, reject::kProtocolError, "SCSI command in a discovery session");
+        return true;
+      }
       switch (order_cmd_sn(h)) {
         case Order::kAccept: break;
         case Order::kDrop: return true;
         case Order::kPark: return false;
       }
-    }
-    switch (h.opcode()) {
-      case op::kScsiCmd:
-        if (discovery_) {
-          protocol_error(h, reject::kProtocolError, "SCSI command in a discovery session");
-          return true;
-        }
-        switch (order_cmd_sn(h)) {
-          case Order::kAccept: break;
-          case Order::kDrop: return true;
-          case Order::kPark: return false;
-        }
-        scsi_command(h, data);
-        return true;
-      case op::kDataOut: data_out(h, data); return true;
-      case op::kNopOut: nop_out(h, data); return true;
-      case op::kTaskMgmt: task_mgmt(h); return true;
-      case op::kText: text(h, data); return true;
-      case op::kLogout: logout(h); return true;
-      case op::kLogin: protocol_error(h, reject::kProtocolError, "login in full feature phase"); return true;
-      case op::kSnack: send_reject(h, reject::kCommandNotSupported); return true;
-      default:
-        spdlog::debug("iscsi: unsupported opcode {:#x}", h.opcode());
-        send_reject(h, reject::kCommandNotSupported);
-        return true;
-    }
+      scsi_command(h, data);
+      return true;
+    case op::kDataOut: data_out(h, data); return true;
+    case op::kNopOut: nop_out(h, data); return true;
+    case op::kTaskMgmt: task_mgmt(h); return true;
+    case op::kText: text(h, data); return true;
+    case op::kLogout: logout(h); return true;
+    case op::kLogin: protocol_error(h, reject::kProtocolError, "login in full feature phase"); return true;
+    case op::kSnack: send_reject(h, reject::kCommandNotSupported); return true;
+    default:
+      spdlog::debug("iscsi: unsupported opcode {:#x}", h.opcode());
+      send_reject(h, reject::kCommandNotSupported);
+      return true;
   }
+}
 
-  void scsi_command(const Bhs& h, std::span<const uint8_t> data) {
-    // Larger transfers are refused without a buffer (writes below, reads by the device).
-    const uint32_t need = std::min(h.u32(off::kEdtl), t_.options().max_transfer_bytes);
-    if (need && buffered_bytes_ && buffered_bytes_ + need > t_.options().max_buffered_bytes) {
-      t_.count(&TargetStats::buffer_limit_hits);
-      quick_status(h, scsi::Status::kTaskSetFull);
-      return;
-    }
-    if (need && !budget_.try_charge(need)) {
-      t_.count(&TargetStats::buffer_limit_hits);
-      t_.count(&TargetStats::budget_limit_hits);
-      quick_status(h, scsi::Status::kTaskSetFull);
-      return;
-    }
-    Task* tk = take();
-    if (!tk) {
-      budget_.release(need);
-      // The initiator exceeded the window only if immediate; answer TASK SET FULL.
-      quick_status(h, scsi::Status::kTaskSetFull);
-      return;
-    }
-    tk->holds_credit = !h.immediate();
-    if (tk->holds_credit) --sess_->window_credit;
-    tk->charged = need;
-    buffered_bytes_ += need;
-    tk->itt = h.itt();
-    tk->pdu_flags = h.flags();
-    tk->edtl = h.u32(off::kEdtl);
-    scsi::Command& c = tk->cmd;
-    std::memcpy(c.cdb, h.b + off::kCdb, 16);
-    c.lun = decode_lun(h.lun_field());
-    c.nexus = &sess_->nexus;
-    c.edtl = tk->edtl;
-    c.data_out_len = 0;
-    const bool w = tk->pdu_flags & cmdflag::kWrite;
-    if (!w && !data.empty()) {
-      release_credit_and_fail(*tk, h, "immediate data on a command without the W bit");
-      return;
-    }
-    if (!data.empty() && !params_.immediate_data) {
-      release_credit_and_fail(*tk, h, "immediate data not negotiated");
-      return;
-    }
-    if (w && tk->edtl > t_.options().max_transfer_bytes) {
-      // Too big to buffer: fail it now. Unsolicited Data-Out for it is ignored later.
-      fail_unexecuted(*tk, scsi::sense_key::kIllegalRequest, scsi::asc::kInvalidFieldInCdb);
-      return;
-    }
-    if (w && tk->edtl > 0) {
-      if (data.size() > tk->edtl || data.size() > params_.first_burst) {
-        release_credit_and_fail(*tk, h, "immediate data beyond EDTL or FirstBurstLength");
-        return;
-      }
-      ensure_buf(c, tk->edtl);
-      if (!data.empty()) std::memcpy(c.buf.data(), data.data(), data.size());
-      tk->received = static_cast<uint32_t>(data.size());
-      tk->unsol_limit = params_.initial_r2t ? tk->received : std::min(tk->edtl, params_.first_burst);
-      tk->unsol_open = !h.final() && !params_.initial_r2t && tk->received < tk->unsol_limit;
-      if (!h.final() && params_.initial_r2t) {
-        release_credit_and_fail(*tk, h, "unsolicited Data-Out announced with InitialR2T=Yes");
-        return;
-      }
-      tk->state = TaskState::kReceiving;
-      if (tk->received == tk->edtl) {
-        execute(*tk);
-      } else if (!tk->unsol_open) {
-        send_r2t(*tk);
-      }
-      return;
-    }
-    execute(*tk);
+void IscsiConnection::scsi_command(const Bhs& h, std::span<const uint8_t> data) {
+  // Larger transfers are refused without a buffer (writes below, reads by the device).
+  const uint32_t need = std::min(h.u32(off::kEdtl), t_.options().max_transfer_bytes);
+  if (need && buffered_bytes_ && buffered_bytes_ + need > t_.options().max_buffered_bytes) {
+    t_.count(&TargetStats::buffer_limit_hits);
+    quick_status(h, scsi::Status::kTaskSetFull);
+    return;
   }
-
-  void release_credit_and_fail(Task& tk, const Bhs& h, const std::string& why) {
-    release(tk);
-    protocol_error(h, reject::kProtocolError, why);
+  if (need && !budget_.try_charge(need)) {
+    t_.count(&TargetStats::buffer_limit_hits);
+    t_.count(&TargetStats::budget_limit_hits);
+    quick_status(h, scsi::Status::kTaskSetFull);
+    return;
   }
-
-  // Answers a task with CHECK CONDITION without handing it to the SCSI layer.
-  void fail_unexecuted(Task& tk, uint8_t key, uint16_t asc_ascq) {
-    scsi::check_condition(tk.cmd, key, asc_ascq);
-    tk.state = TaskState::kSending;
-    send_response(tk);
+  Task* tk = take();
+  if (!tk) {
+    budget_.release(need);
+    // The initiator exceeded the window only if immediate; answer TASK SET FULL.
+    quick_status(h, scsi::Status::kTaskSetFull);
+    return;
   }
-
-  void ensure_buf(scsi::Command& c, uint32_t n) {
-    if (c.buf.size() < n) c.buf = bdev::DmaBuffer(std::max<size_t>(n, 4096), 4096);
+  tk->holds_credit = !h.immediate();
+  if (tk->holds_credit) --sess_->window_credit;
+  tk->charged = need;
+  buffered_bytes_ += need;
+  tk->itt = h.itt();
+  tk->pdu_flags = h.flags();
+  tk->edtl = h.u32(off::kEdtl);
+  scsi::Command& c = tk->cmd;
+  std::memcpy(c.cdb, h.b + off::kCdb, 16);
+  c.lun = decode_lun(h.lun_field());
+  c.nexus = &sess_->nexus;
+  c.edtl = tk->edtl;
+  c.data_out_len = 0;
+  const bool w = tk->pdu_flags & cmdflag::kWrite;
+  if (!w && !data.empty()) {
+    release_credit_and_fail(*tk, h, "immediate data on a command without the W bit");
+    return;
   }
-
-  // A status-only answer to a command that never got a task (no slot free).
-  void quick_status(const Bhs& h, scsi::Status st) {
-    Bhs b;
-    b.clear();
-    b.set_opcode(op::kScsiResp);
-    b.set_flags(kFinal);
-    b.b[off::kStatus] = static_cast<uint8_t>(st);
-    b.set_itt(h.itt());
-    fill_sns(b, true);
-    send_owned(b, {});
+  if (!data.empty() && !params_.immediate_data) {
+    release_credit_and_fail(*tk, h, "immediate data not negotiated");
+    return;
   }
-
-  void send_r2t(Task& tk) {
-    const uint32_t len = std::min(params_.max_burst, tk.edtl - tk.received);
-    Bhs& b = tk.r2t.bhs;
-    b.clear();
-    b.set_opcode(op::kR2t);
-    b.set_flags(kFinal);
-    store_be64(b.b + off::kLun, encode_lun(tk.cmd.lun));
-    b.set_itt(tk.itt);
-    b.set_u32(off::kTtt, tk.ttt());
-    fill_sns(b, false);
-    b.set_u32(off::kDataSn, tk.r2t_sn++);
-    b.set_u32(off::kBufferOffset, tk.received);
-    b.set_u32(off::kDesiredLength, len);
-    tk.r2t_open = true;
-    tk.r2t_end = tk.received + len;
-    tk.data_sn = 0;
-    ++tk.datain_sn;
-    send_pdu(tk.r2t, nullptr, 0);
+  if (w && tk->edtl > t_.options().max_transfer_bytes) {
+    // Too big to buffer: fail it now. Unsolicited Data-Out for it is ignored later.
+    fail_unexecuted(*tk, scsi::sense_key::kIllegalRequest, scsi::asc::kInvalidFieldInCdb);
+    return;
   }
-
-  // `intact` is false for a Data-Out whose data digest failed: its header is sound (the
-  // header digest passed), its data is not.
-  void data_out(const Bhs& h, std::span<const uint8_t> data, bool intact = true) {
-    const uint32_t ttt = h.u32(off::kTtt);
-    Task* tk = nullptr;
-    bool solicited = ttt != kReservedTag;
-    if (solicited) {
-      const uint32_t idx = ttt & 0xFFFF;
-      if (idx < tasks_.size() && tasks_[idx].state == TaskState::kReceiving && tasks_[idx].ttt() == ttt &&
-          tasks_[idx].itt == h.itt() && tasks_[idx].r2t_open) {
-        tk = &tasks_[idx];
-      }
-    } else {
-      Task* f = find_itt(h.itt());
-      if (f && f->state == TaskState::kReceiving && f->unsol_open) tk = f;
-    }
-    if (!tk) {
-      // Data for a task that already ended (failed early, or aborted): drop it.
-      spdlog::debug("iscsi: Data-Out for unknown task itt={:#x} ttt={:#x}", h.itt(), ttt);
+  if (w && tk->edtl > 0) {
+    if (data.size() > tk->edtl || data.size() > params_.first_burst) {
+      release_credit_and_fail(*tk, h, "immediate data beyond EDTL or FirstBurstLength");
       return;
     }
-    const uint32_t off = h.u32(off::kBufferOffset);
-    const uint32_t len = static_cast<uint32_t>(data.size());
-    const uint32_t limit = solicited ? tk->r2t_end : tk->unsol_limit;
-    // A DataSN out of order means an earlier Data-Out was lost (RFC 7143 §7.9: a sequence
-    // error implies a digest error). With no recovery R2T at ERL 0, the task is ended with
-    // CHECK CONDITION, "protocol service CRC error", once the initiator has sent the rest
-    // of the sequence (§7.8), and none of its data is written. The connection stays.
-    if (!tk->data_lost && (!intact || h.u32(off::kDataSn) != tk->data_sn)) {
-      spdlog::warn("iscsi {}: Data-Out itt={:#x} lost ({}); the command will fail", peer_, h.itt(),
-                   intact ? fmt::format("DataSN {}, expected {}", h.u32(off::kDataSn), tk->data_sn)
-                          : std::string("data digest mismatch"));
-      t_.count(&TargetStats::lost_data_outs);
-      tk->data_lost = true;
-    }
-    if (uint64_t{off} + len > limit || (!tk->data_lost && off != tk->received)) {
-      protocol_error(h, reject::kProtocolError,
-                     fmt::format("Data-Out offset {} length {} (expected offset {}, limit {})", off, len,
-                                 tk->received, limit));
+    ensure_buf(c, tk->edtl);
+    if (!data.empty()) std::memcpy(c.buf.data(), data.data(), data.size());
+    tk->received = static_cast<uint32_t>(data.size());
+    tk->unsol_limit = params_.initial_r2t ? tk->received : std::min(tk->edtl, params_.first_burst);
+    tk->unsol_open = !h.final() && !params_.initial_r2t && tk->received < tk->unsol_limit;
+    if (!h.final() && params_.initial_r2t) {
+      release_credit_and_fail(*tk, h, "unsolicited Data-Out announced with InitialR2T=Yes");
       return;
     }
-    if (!tk->data_lost) {
-      ++tk->data_sn;
-      if (len) std::memcpy(tk->cmd.buf.data() + off, data.data(), len);
-      tk->received += len;
-    }
-    // Once data was lost only the F bit ends the sequence: the offsets no longer add up.
-    const bool end_of_sequence = h.final() || (!tk->data_lost && tk->received == limit);
-    if (!end_of_sequence) return;
-    if (!tk->data_lost && h.final() != (tk->received == limit) && solicited) {
-      protocol_error(h, reject::kProtocolError, "Data-Out F bit before the end of the burst");
-      return;
-    }
-    if (solicited) {
-      tk->r2t_open = false;
-    } else {
-      tk->unsol_open = false;
-    }
-    if (tk->data_lost) {
-      fail_unexecuted(*tk, scsi::sense_key::kAbortedCommand, scsi::asc::kCrcErrorDetected);
-    } else if (tk->received == tk->edtl) {
+    tk->state = TaskState::kReceiving;
+    if (tk->received == tk->edtl) {
       execute(*tk);
-    } else if (!tk->r2t_open && !tk->unsol_open) {
-      tk->data_sn = 0;
+    } else if (!tk->unsol_open) {
       send_r2t(*tk);
     }
+    return;
   }
+  execute(*tk);
+}
 
-  void execute(Task& tk) {
-    tk.state = TaskState::kExecuting;
-    tk.cmd.data_out_len = tk.received;
-    tk.cmd.done = &IscsiConnection::command_done;
-    tk.cmd.done_arg = &tk;
-    dev_->execute(tk.cmd, r_);
-  }
+void IscsiConnection::release_credit_and_fail(Task& tk, const Bhs& h, const std::string& why) {
+  release(tk);
+  protocol_error(h, reject::kProtocolError, why);
+}
 
-  static void command_done(scsi::Command& c, void* arg) {
-    Task& tk = *static_cast<Task*>(arg);
-    tk.c->finish(tk);
-  }
+// Answers a task with CHECK CONDITION without handing it to the SCSI layer.
+void IscsiConnection::fail_unexecuted(Task& tk, uint8_t key, uint16_t asc_ascq) {
+  scsi::check_condition(tk.cmd, key, asc_ascq);
+  tk.state = TaskState::kSending;
+  send_response(tk);
+}
 
-  void finish(Task& tk) {
-    if (tk.aborted || closed_ || conn_->closing()) {
-      release(tk);
-      return;
+void IscsiConnection::ensure_buf(scsi::Command& c, uint32_t n) {
+  if (c.buf.size() < n) c.buf = bdev::DmaBuffer(std::max<size_t>(n, 4096), 4096);
+}
+
+// A status-only answer to a command that never got a task (no slot free).
+void IscsiConnection::quick_status(const Bhs& h, scsi::Status st) {
+  Bhs b;
+  b.clear();
+  b.set_opcode(op::kScsiResp);
+  b.set_flags(kFinal);
+  b.b[off::kStatus] = static_cast<uint8_t>(st);
+  b.set_itt(h.itt());
+  fill_sns(b, true);
+  send_owned(b, {});
+}
+
+void IscsiConnection::send_r2t(Task& tk) {
+  const uint32_t len = std::min(params_.max_burst, tk.edtl - tk.received);
+  Bhs& b = tk.r2t.bhs;
+  b.clear();
+  b.set_opcode(op::kR2t);
+  b.set_flags(kFinal);
+  store_be64(b.b + off::kLun, encode_lun(tk.cmd.lun));
+  b.set_itt(tk.itt);
+  b.set_u32(off::kTtt, tk.ttt());
+  fill_sns(b, false);
+  b.set_u32(off::kDataSn, tk.r2t_sn++);
+  b.set_u32(off::kBufferOffset, tk.received);
+  b.set_u32(off::kDesiredLength, len);
+  tk.r2t_open = true;
+  tk.r2t_end = tk.received + len;
+  tk.data_sn = 0;
+  ++tk.datain_sn;
+  send_pdu(tk.r2t, nullptr, 0);
+}
+
+// `intact` is false for a Data-Out whose data digest failed: its header is sound (the
+// header digest passed), its data is not.
+void IscsiConnection::data_out(const Bhs& h, std::span<const uint8_t> data, bool intact) {
+  const uint32_t ttt = h.u32(off::kTtt);
+  Task* tk = nullptr;
+  bool solicited = ttt != kReservedTag;
+  if (solicited) {
+    const uint32_t idx = ttt & 0xFFFF;
+    if (idx < tasks_.size() && tasks_[idx].state == TaskState::kReceiving && tasks_[idx].ttt() == ttt &&
+        tasks_[idx].itt == h.itt() && tasks_[idx].r2t_open) {
+      tk = &tasks_[idx];
     }
-    tk.state = TaskState::kSending;
-    const scsi::Command& c = tk.cmd;
-    const bool read = tk.pdu_flags & cmdflag::kRead;
-    const bool good = c.status == scsi::Status::kGood || c.status == scsi::Status::kConditionMet;
-    if (read && good && c.dir == scsi::DataDir::kIn && std::min(c.xfer_len, tk.edtl) > 0) {
-      send_data_in(tk);
-    } else {
-      send_response(tk);
-    }
+  } else {
+    Task* f = find_itt(h.itt());
+    if (f && f->state == TaskState::kReceiving && f->unsol_open) tk = f;
   }
-
-  // Residual flags and count for the response (RFC 7143 §11.4.5).
-  void residual(const Task& tk, uint8_t* flags, uint32_t* count) {
-    const scsi::Command& c = tk.cmd;
-    *flags = 0;
-    *count = 0;
-    const bool read = tk.pdu_flags & cmdflag::kRead, write = tk.pdu_flags & cmdflag::kWrite;
-    uint32_t full = 0;
-    if (read && c.dir == scsi::DataDir::kIn) full = c.xfer_len;
-    else if (write && c.dir == scsi::DataDir::kOut) full = c.xfer_len;
-    else if (!read && !write) return;
-    else if (c.dir != scsi::DataDir::kNone) return;  // direction mismatch: no residual
-    if (full > tk.edtl) {
-      *flags = respflag::kOverflow;
-      *count = full - tk.edtl;
-    } else if (full < tk.edtl) {
-      *flags = respflag::kUnderflow;
-      *count = tk.edtl - full;
-    }
+  if (!tk) {
+    // Data for a task that already ended (failed early, or aborted): drop it.
+    spdlog::debug("iscsi: Data-Out for unknown task itt={:#x} ttt={:#x}", h.itt(), ttt);
+    return;
   }
-
-  void send_data_in(Task& tk) {
-    const scsi::Command& c = tk.cmd;
-    const uint32_t total = std::min(c.xfer_len, tk.edtl);
-    const uint32_t seg = std::max<uint32_t>(512, params_.initiator_mrdsl);
-    const uint32_t burst = std::max<uint32_t>(seg, params_.max_burst);
-    uint8_t rflags;
-    uint32_t rcount;
-    residual(tk, &rflags, &rcount);
-    // Size the header slots first: queued sends point into them, so the vector must
-    // not reallocate while this loop queues PDUs.
-    size_t pdus = 0;
-    for (uint32_t o = 0; o < total;) {
-      const uint32_t be = std::min(total, (o / burst + 1) * burst);
-      o += std::min(seg, be - o);
-      ++pdus;
-    }
-    if (tk.hdrs.size() < pdus) tk.hdrs.resize(pdus);
-    uint32_t offset = 0;
-    size_t i = 0;
-    while (offset < total) {
-      const uint32_t burst_end = std::min(total, (offset / burst + 1) * burst);
-      const uint32_t len = std::min(seg, burst_end - offset);
-      const bool last = offset + len == total;
-      Hdr& hd = tk.hdrs[i++];
-      Bhs& b = hd.bhs;
-      b.clear();
-      b.set_opcode(op::kDataIn);
-      uint8_t f = 0;
-      if (offset + len == burst_end) f |= kFinal;
-      if (last) f |= kFinal | respflag::kStatus | rflags;
-      b.set_flags(f);
-      if (last) b.b[off::kStatus] = static_cast<uint8_t>(c.status);
-      store_be64(b.b + off::kLun, encode_lun(c.lun));
-      b.set_itt(tk.itt);
-      b.set_u32(off::kTtt, kReservedTag);
-      fill_sns(b, last);
-      if (!last) b.set_u32(off::kStatSn, 0);
-      b.set_u32(off::kDataSn, tk.datain_sn++);
-      b.set_u32(off::kBufferOffset, offset);
-      if (last) b.set_u32(off::kResidual, rcount);
-      Task* tp = &tk;
-      send_pdu(hd, c.buf.data() + offset, len, last ? std::function<void()>([this, tp] { release(*tp); }) : nullptr);
-      offset += len;
-    }
+  const uint32_t off = h.u32(off::kBufferOffset);
+  const uint32_t len = static_cast<uint32_t>(data.size());
+  const uint32_t limit = solicited ? tk->r2t_end : tk->unsol_limit;
+  // A DataSN out of order means an earlier Data-Out was lost (RFC 7143 §7.9: a sequence
+  // error implies a digest error). With no recovery R2T at ERL 0, the task is ended with
+  // CHECK CONDITION, "protocol service CRC error", once the initiator has sent the rest
+  // of the sequence (§7.8), and none of its data is written. The connection stays.
+  if (!tk->data_lost && (!intact || h.u32(off::kDataSn) != tk->data_sn)) {
+    spdlog::warn("iscsi {}: Data-Out itt={:#x} lost ({}); the command will fail", peer_, h.itt(),
+                 intact ? fmt::format("DataSN {}, expected {}", h.u32(off::kDataSn), tk->data_sn)
+                        : std::string("data digest mismatch"));
+    t_.count(&TargetStats::lost_data_outs);
+    tk->data_lost = true;
   }
+  if (uint64_t{off} + len > limit || (!tk->data_lost && off != tk->received)) {
+    protocol_error(h, reject::kProtocolError,
+                   fmt::format("Data-Out offset {} length {} (expected offset {}, limit {})", off, len,
+                               tk->received, limit));
+    return;
+  }
+  if (!tk->data_lost) {
+    ++tk->data_sn;
+    if (len) std::memcpy(tk->cmd.buf.data() + off, data.data(), len);
+    tk->received += len;
+  }
+  // Once data was lost only the F bit ends the sequence: the offsets no longer add up.
+  const bool end_of_sequence = h.final() || (!tk->data_lost && tk->received == limit);
+  if (!end_of_sequence) return;
+  if (!tk->data_lost && h.final() != (tk->received == limit) && solicited) {
+    protocol_error(h, reject::kProtocolError, "Data-Out F bit before the end of the burst");
+    return;
+  }
+  if (solicited) {
+    tk->r2t_open = false;
+  } else {
+    tk->unsol_open = false;
+  }
+  if (tk->data_lost) {
+    fail_unexecuted(*tk, scsi::sense_key::kAbortedCommand, scsi::asc::kCrcErrorDetected);
+  } else if (tk->received == tk->edtl) {
+    execute(*tk);
+  } else if (!tk->r2t_open && !tk->unsol_open) {
+    tk->data_sn = 0;
+    send_r2t(*tk);
+  }
+}
 
-  void send_response(Task& tk) {
-    const scsi::Command& c = tk.cmd;
-    uint8_t rflags;
-    uint32_t rcount;
-    residual(tk, &rflags, &rcount);
-    if (tk.hdrs.size() < 2) tk.hdrs.resize(2);  // slot 0: the header; slot 1: room for the sense
-    Hdr& hd = tk.hdrs[0];
+void IscsiConnection::execute(Task& tk) {
+  tk.state = TaskState::kExecuting;
+  tk.cmd.data_out_len = tk.received;
+  tk.cmd.done = &IscsiConnection::command_done;
+  tk.cmd.done_arg = &tk;
+  dev_->execute(tk.cmd, r_);
+}
+
+void IscsiConnection::command_done(scsi::Command& c, void* arg) {
+  Task& tk = *static_cast<Task*>(arg);
+  tk.c->finish(tk);
+}
+
+void IscsiConnection::finish(Task& tk) {
+  if (tk.aborted || closed_ || conn_->closing()) {
+    release(tk);
+    return;
+  }
+  tk.state = TaskState::kSending;
+  const scsi::Command& c = tk.cmd;
+  const bool read = tk.pdu_flags & cmdflag::kRead;
+  const bool good = c.status == scsi::Status::kGood || c.status == scsi::Status::kConditionMet;
+  if (read && good && c.dir == scsi::DataDir::kIn && std::min(c.xfer_len, tk.edtl) > 0) {
+    send_data_in(tk);
+  } else {
+    send_response(tk);
+  }
+}
+
+// Residual flags and count for the response (RFC 7143 §11.4.5).
+void IscsiConnection::residual(const Task& tk, uint8_t* flags, uint32_t* count) {
+  const scsi::Command& c = tk.cmd;
+  *flags = 0;
+  *count = 0;
+  const bool read = tk.pdu_flags & cmdflag::kRead, write = tk.pdu_flags & cmdflag::kWrite;
+  uint32_t full = 0;
+  if (read && c.dir == scsi::DataDir::kIn) full = c.xfer_len;
+  else if (write && c.dir == scsi::DataDir::kOut) full = c.xfer_len;
+  else if (!read && !write) return;
+  else if (c.dir != scsi::DataDir::kNone) return;  // direction mismatch: no residual
+  if (full > tk.edtl) {
+    *flags = respflag::kOverflow;
+    *count = full - tk.edtl;
+  } else if (full < tk.edtl) {
+    *flags = respflag::kUnderflow;
+    *count = tk.edtl - full;
+  }
+}
+
+void IscsiConnection::send_data_in(Task& tk) {
+  const scsi::Command& c = tk.cmd;
+  const uint32_t total = std::min(c.xfer_len, tk.edtl);
+  const uint32_t seg = std::max<uint32_t>(512, params_.initiator_mrdsl);
+  const uint32_t burst = std::max<uint32_t>(seg, params_.max_burst);
+  uint8_t rflags;
+  uint32_t rcount;
+  residual(tk, &rflags, &rcount);
+  // Size the header slots first: queued sends point into them, so the vector must
+  // not reallocate while this loop queues PDUs.
+  size_t pdus = 0;
+  for (uint32_t o = 0; o < total;) {
+    const uint32_t be = std::min(total, (o / burst + 1) * burst);
+    o += std::min(seg, be - o);
+    ++pdus;
+  }
+  if (tk.hdrs.size() < pdus) tk.hdrs.resize(pdus);
+  uint32_t offset = 0;
+  size_t i = 0;
+  while (offset < total) {
+    const uint32_t burst_end = std::min(total, (offset / burst + 1) * burst);
+    const uint32_t len = std::min(seg, burst_end - offset);
+    const bool last = offset + len == total;
+    Hdr& hd = tk.hdrs[i++];
     Bhs& b = hd.bhs;
     b.clear();
-    b.set_opcode(op::kScsiResp);
-    b.set_flags(kFinal | rflags);
-    b.b[off::kResponse] = 0;
-    b.b[off::kStatus] = static_cast<uint8_t>(c.status);
+    b.set_opcode(op::kDataIn);
+    uint8_t f = 0;
+    if (offset + len == burst_end) f |= kFinal;
+    if (last) f |= kFinal | respflag::kStatus | rflags;
+    b.set_flags(f);
+    if (last) b.b[off::kStatus] = static_cast<uint8_t>(c.status);
+    store_be64(b.b + off::kLun, encode_lun(c.lun));
     b.set_itt(tk.itt);
-    fill_sns(b, true);
-    b.set_u32(off::kExpDataSn, tk.datain_sn);
-    b.set_u32(off::kResidual, rcount);
-    uint32_t len = 0;
-    if (c.status == scsi::Status::kCheckCondition && c.sense_len) {
-      // Data segment: SenseLength (2 bytes) + sense data. Built in the slot's second half.
-      uint8_t* p = reinterpret_cast<uint8_t*>(&tk.hdrs[1]);
-      static_assert(sizeof(Hdr) >= 2 + sizeof(c.sense), "sense fits a slot");
-      store_be16(p, c.sense_len);
-      std::memcpy(p + 2, c.sense, c.sense_len);
-      len = 2u + c.sense_len;
-      Task* tp = &tk;
-      send_pdu(hd, p, len, [this, tp] { release(*tp); });
-      return;
-    }
+    b.set_u32(off::kTtt, kReservedTag);
+    fill_sns(b, last);
+    if (!last) b.set_u32(off::kStatSn, 0);
+    b.set_u32(off::kDataSn, tk.datain_sn++);
+    b.set_u32(off::kBufferOffset, offset);
+    if (last) b.set_u32(off::kResidual, rcount);
     Task* tp = &tk;
-    send_pdu(hd, nullptr, 0, [this, tp] { release(*tp); });
+    send_pdu(hd, c.buf.data() + offset, len, last ? std::function<void()>([this, tp] { release(*tp); }) : nullptr);
+    offset += len;
   }
+}
 
-  // ------------------------------------------------------------------ NOP, text, TMF, logout
-  void nop_out(const Bhs& h, std::span<const uint8_t> data) {
-    if (h.itt() == kReservedTag) return;  // the answer to a ping (liveness_tick)
-    Bhs b;
-    b.clear();
-    b.set_opcode(op::kNopIn);
-    b.set_flags(kFinal);
-    std::memcpy(b.b + off::kLun, h.b + off::kLun, 8);
-    b.set_itt(h.itt());
-    b.set_u32(off::kTtt, kReservedTag);
+void IscsiConnection::send_response(Task& tk) {
+  const scsi::Command& c = tk.cmd;
+  uint8_t rflags;
+  uint32_t rcount;
+  residual(tk, &rflags, &rcount);
+  if (tk.hdrs.size() < 2) tk.hdrs.resize(2);  // slot 0: the header; slot 1: room for the sense
+  Hdr& hd = tk.hdrs[0];
+  Bhs& b = hd.bhs;
+  b.clear();
+  b.set_opcode(op::kScsiResp);
+  b.set_flags(kFinal | rflags);
+  b.b[off::kResponse] = 0;
+  b.b[off::kStatus] = static_cast<uint8_t>(c.status);
+  b.set_itt(tk.itt);
+  fill_sns(b, true);
+  b.set_u32(off::kExpDataSn, tk.datain_sn);
+  b.set_u32(off::kResidual, rcount);
+  uint32_t len = 0;
+  if (c.status == scsi::Status::kCheckCondition && c.sense_len) {
+    // Data segment: SenseLength (2 bytes) + sense data. Built in the slot's second half.
+    uint8_t* p = reinterpret_cast<uint8_t*>(&tk.hdrs[1]);
+    static_assert(sizeof(Hdr) >= 2 + sizeof(c.sense), "sense fits a slot");
+    store_be16(p, c.sense_len);
+    std::memcpy(p + 2, c.sense, c.sense_len);
+    len = 2u + c.sense_len;
+    Task* tp = &tk;
+    send_pdu(hd, p, len, [this, tp] { release(*tp); });
+    return;
+  }
+  Task* tp = &tk;
+  send_pdu(hd, nullptr, 0, [this, tp] { release(*tp); });
+}
+
+void IscsiConnection::nop_out(const Bhs& h, std::span<const uint8_t> data) {
+  if (h.itt() == kReservedTag) return;  // the answer to a ping (liveness_tick)
+  Bhs b;
+  b.clear();
+  b.set_opcode(op::kNopIn);
+  b.set_flags(kFinal);
+  std::memcpy(b.b + off::kLun, h.b + off::kLun, 8);
+  b.set_itt(h.itt());
+  b.set_u32(off::kTtt, kReservedTag);
+  fill_sns(b, true);
+  const size_t n = std::min<size_t>(data.size(), params_.initiator_mrdsl);
+  send_owned(b, std::string(reinterpret_cast<const char*>(data.data()), n));
+}
+
+void IscsiConnection::text(const Bhs& h, std::span<const uint8_t> data) {
+  if (h.flags() & kTextContinue) {
+    protocol_error(h, reject::kProtocolError, "multi-PDU text requests are not supported");
+    return;
+  }
+  auto kv = parse_text(data);
+  if (!kv) {
+    send_reject(h, reject::kProtocolError);
+    return;
+  }
+  std::string out;
+  {
+    for (const auto& [k, v] : kv.value()) {
+      if (k == "SendTargets") {
+        send_targets(v, out);
+      } else {
+        append_text(out, k, "NotUnderstood");
+      }
+    }
+  }
+  Bhs b;
+  b.clear();
+  b.set_opcode(op::kTextResp);
+  b.set_flags(kFinal);
+  b.set_itt(h.itt());
+  b.set_u32(off::kTtt, kReservedTag);
+  fill_sns(b, true);
+  if (out.size() > params_.initiator_mrdsl) out.resize(params_.initiator_mrdsl);
+  send_owned(b, std::move(out));
+}
+
+void IscsiConnection::send_targets(const std::string& which, std::string& out) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  std::string addr = "127.0.0.1:3260";
+  if (getsockname(conn_->fd(), reinterpret_cast<sockaddr*>(&ss), &len) == 0) addr = addr_text(ss);
+  const std::string portal = fmt::format("{},{}", addr, t_.options().portal_group_tag);
+  for (const std::string& n : t_.node_names()) {
+    const bool match = which == "All" ? discovery_ : which.empty() ? n == login_.target_name() : n == which;
+    if (!match) continue;
+    append_text(out, "TargetName", n);
+    append_text(out, "TargetAddress", portal);
+  }
+}
+
+// Task management covers the whole session: ITTs are unique in a session, and a LUN
+// or target reset aborts the tasks of every connection.
+void IscsiConnection::task_mgmt(const Bhs& h) {
+  const uint8_t fn = h.flags() & 0x7F;
+  const uint64_t lun = decode_lun(h.lun_field());
+  uint8_t response = tmf::kComplete;
+  Bhs b;
+  b.clear();
+  b.set_opcode(op::kTaskMgmtResp);
+  b.set_flags(kFinal);
+  b.set_itt(h.itt());
+  if (sess_->tmf_conn) {  // one at a time
+    b.b[off::kResponse] = tmf::kRejected;
     fill_sns(b, true);
-    const size_t n = std::min<size_t>(data.size(), params_.initiator_mrdsl);
-    send_owned(b, std::string(reinterpret_cast<const char*>(data.data()), n));
+    send_owned(b, {});
+    return;
   }
-
-  void text(const Bhs& h, std::span<const uint8_t> data) {
-    if (h.flags() & kTextContinue) {
-      protocol_error(h, reject::kProtocolError, "multi-PDU text requests are not supported");
+  uint32_t pending = 0;
+  auto abort_task = [&](IscsiConnection* c, Task& tk) {
+    if (tk.state == TaskState::kReceiving) {
+      c->release(tk);
       return;
     }
-    auto kv = parse_text(data);
-    if (!kv) {
-      send_reject(h, reject::kProtocolError);
-      return;
+    if (tk.state == TaskState::kExecuting && !tk.aborted) {
+      tk.aborted = true;  // no response; the slot frees when its I/O ends
+      tk.abort_counted = true;
+      ++pending;
     }
-    std::string out;
-    {
-      for (const auto& [k, v] : kv.value()) {
-        if (k == "SendTargets") {
-          send_targets(v, out);
-        } else {
-          append_text(out, k, "NotUnderstood");
-        }
+  };
+  auto each_task = [&](auto&& fn2) {
+    for (size_t i = 0; i < sess_->conns.size(); ++i) {
+      IscsiConnection* c = sess_->conns[i];
+      for (Task& tk : c->tasks_) {
+        if (tk.state != TaskState::kFree) fn2(c, tk);
       }
     }
+  };
+  switch (fn) {
+    case tmf::kAbortTask: {
+      const uint32_t ref = h.u32(off::kRefTaskTag);
+      IscsiConnection* owner = nullptr;
+      Task* tk = nullptr;
+      each_task([&](IscsiConnection* c, Task& t) {
+        if (!tk && t.itt == ref) owner = c, tk = &t;
+      });
+      if (!tk || tk->state == TaskState::kSending || tk->aborted) {
+        response = tmf::kNoTask;
+      } else {
+        abort_task(owner, *tk);
+      }
+      break;
+    }
+    case tmf::kAbortTaskSet:
+    case tmf::kClearTaskSet:
+    case tmf::kLunReset:
+      if (!dev_ || !has_lun(lun)) {
+        response = tmf::kNoLun;
+        break;
+      }
+      each_task([&](IscsiConnection* c, Task& tk) {
+        if (tk.cmd.lun == lun) abort_task(c, tk);
+      });
+      if (fn == tmf::kLunReset) lun_reset_pending_ = true, reset_lun_ = lun;
+      break;
+    case tmf::kTargetWarmReset:
+    case tmf::kTargetColdReset:
+      // Every LU of this target node is reset (RFC 7143 §11.5.1); a cold reset then
+      // ends every session with the node, this one after the response.
+      if (!dev_) {
+        response = tmf::kNotSupported;  // a discovery session has no target to reset
+        break;
+      }
+      each_task(abort_task);
+      target_reset_pending_ = fn;
+      break;
+    default: response = tmf::kNotSupported; break;
+  }
+  b.b[off::kResponse] = response;
+  tmf_resp_ = b;
+  sess_->tmf_conn = this;
+  if (pending) {
+    sess_->tmf_pending = pending;
+    return;
+  }
+  finish_tmf();
+}
+
+bool IscsiConnection::has_lun(uint64_t lun) const {
+  if (!dev_) return false;
+  for (uint64_t l : dev_->luns()) {
+    if (l == lun) return true;
+  }
+  return false;
+}
+
+void IscsiConnection::finish_tmf() {
+  sess_->tmf_conn = nullptr;
+  sess_->tmf_pending = 0;
+  if (lun_reset_pending_) {
+    lun_reset_pending_ = false;
+    dev_->lun_reset(reset_lun_, sess_->nexus);
+  }
+  const uint8_t target_reset = target_reset_pending_;
+  target_reset_pending_ = 0;
+  if (target_reset) {
+    for (uint64_t lun : dev_->luns()) dev_->lun_reset(lun, sess_->nexus);
+    spdlog::warn("iscsi target {}: TARGET {} RESET by {}", login_.target_name(),
+                 target_reset == tmf::kTargetColdReset ? "COLD" : "WARM", login_.initiator_name());
+    if (target_reset == tmf::kTargetColdReset) {
+      sess_->ending = true;  // this connection closes after the response, not before
+      t_.close_sessions(login_.target_name(), id_);
+    }
+  }
+  if (closed_ || conn_->closing()) return;
+  fill_sns(tmf_resp_, true);
+  send_owned(tmf_resp_, {},
+             target_reset == tmf::kTargetColdReset ? "TARGET COLD RESET" : nullptr);
+}
+
+void IscsiConnection::logout(const Bhs& h) {
+  const uint8_t reason = h.flags() & 0x7F;
+  logout_req_ = h;
+  auto answer = [&](uint8_t response) {
     Bhs b;
-    b.clear();
-    b.set_opcode(op::kTextResp);
-    b.set_flags(kFinal);
-    b.set_itt(h.itt());
-    b.set_u32(off::kTtt, kReservedTag);
-    fill_sns(b, true);
-    if (out.size() > params_.initiator_mrdsl) out.resize(params_.initiator_mrdsl);
-    send_owned(b, std::move(out));
-  }
-
-  void send_targets(const std::string& which, std::string& out) {
-    sockaddr_storage ss{};
-    socklen_t len = sizeof ss;
-    std::string addr = "127.0.0.1:3260";
-    if (getsockname(conn_->fd(), reinterpret_cast<sockaddr*>(&ss), &len) == 0) addr = addr_text(ss);
-    const std::string portal = fmt::format("{},{}", addr, t_.options().portal_group_tag);
-    for (const std::string& n : t_.node_names()) {
-      const bool match = which == "All" ? discovery_ : which.empty() ? n == login_.target_name() : n == which;
-      if (!match) continue;
-      append_text(out, "TargetName", n);
-      append_text(out, "TargetAddress", portal);
-    }
-  }
-
-  // Task management covers the whole session: ITTs are unique in a session, and a LUN
-  // or target reset aborts the tasks of every connection.
-  void task_mgmt(const Bhs& h) {
-    const uint8_t fn = h.flags() & 0x7F;
-    const uint64_t lun = decode_lun(h.lun_field());
-    uint8_t response = tmf::kComplete;
-    Bhs b;
-    b.clear();
-    b.set_opcode(op::kTaskMgmtResp);
-    b.set_flags(kFinal);
-    b.set_itt(h.itt());
-    if (sess_->tmf_conn) {  // one at a time
-      b.b[off::kResponse] = tmf::kRejected;
-      fill_sns(b, true);
-      send_owned(b, {});
-      return;
-    }
-    uint32_t pending = 0;
-    auto abort_task = [&](IscsiConnection* c, Task& tk) {
-      if (tk.state == TaskState::kReceiving) {
-        c->release(tk);
-        return;
-      }
-      if (tk.state == TaskState::kExecuting && !tk.aborted) {
-        tk.aborted = true;  // no response; the slot frees when its I/O ends
-        tk.abort_counted = true;
-        ++pending;
-      }
-    };
-    auto each_task = [&](auto&& fn2) {
-      for (size_t i = 0; i < sess_->conns.size(); ++i) {
-        IscsiConnection* c = sess_->conns[i];
-        for (Task& tk : c->tasks_) {
-          if (tk.state != TaskState::kFree) fn2(c, tk);
-        }
-      }
-    };
-    switch (fn) {
-      case tmf::kAbortTask: {
-        const uint32_t ref = h.u32(off::kRefTaskTag);
-        IscsiConnection* owner = nullptr;
-        Task* tk = nullptr;
-        each_task([&](IscsiConnection* c, Task& t) {
-          if (!tk && t.itt == ref) owner = c, tk = &t;
-        });
-        if (!tk || tk->state == TaskState::kSending || tk->aborted) {
-          response = tmf::kNoTask;
-        } else {
-          abort_task(owner, *tk);
-        }
-        break;
-      }
-      case tmf::kAbortTaskSet:
-      case tmf::kClearTaskSet:
-      case tmf::kLunReset:
-        if (!dev_ || !has_lun(lun)) {
-          response = tmf::kNoLun;
-          break;
-        }
-        each_task([&](IscsiConnection* c, Task& tk) {
-          if (tk.cmd.lun == lun) abort_task(c, tk);
-        });
-        if (fn == tmf::kLunReset) lun_reset_pending_ = true, reset_lun_ = lun;
-        break;
-      case tmf::kTargetWarmReset:
-      case tmf::kTargetColdReset:
-        // Every LU of this target node is reset (RFC 7143 §11.5.1); a cold reset then
-        // ends every session with the node, this one after the response.
-        if (!dev_) {
-          response = tmf::kNotSupported;  // a discovery session has no target to reset
-          break;
-        }
-        each_task(abort_task);
-        target_reset_pending_ = fn;
-        break;
-      default: response = tmf::kNotSupported; break;
-    }
-    b.b[off::kResponse] = response;
-    tmf_resp_ = b;
-    sess_->tmf_conn = this;
-    if (pending) {
-      sess_->tmf_pending = pending;
-      return;
-    }
-    finish_tmf();
-  }
-
-  bool has_lun(uint64_t lun) const {
-    if (!dev_) return false;
-    for (uint64_t l : dev_->luns()) {
-      if (l == lun) return true;
-    }
-    return false;
-  }
-
-  void finish_tmf() {
-    sess_->tmf_conn = nullptr;
-    sess_->tmf_pending = 0;
-    if (lun_reset_pending_) {
-      lun_reset_pending_ = false;
-      dev_->lun_reset(reset_lun_, sess_->nexus);
-    }
-    const uint8_t target_reset = target_reset_pending_;
-    target_reset_pending_ = 0;
-    if (target_reset) {
-      for (uint64_t lun : dev_->luns()) dev_->lun_reset(lun, sess_->nexus);
-      spdlog::warn("iscsi target {}: TARGET {} RESET by {}", login_.target_name(),
-                   target_reset == tmf::kTargetColdReset ? "COLD" : "WARM", login_.initiator_name());
-      if (target_reset == tmf::kTargetColdReset) {
-        sess_->ending = true;  // this connection closes after the response, not before
-        t_.close_sessions(login_.target_name(), id_);
-      }
-    }
-    if (closed_ || conn_->closing()) return;
-    fill_sns(tmf_resp_, true);
-    send_owned(tmf_resp_, {},
-               target_reset == tmf::kTargetColdReset ? "TARGET COLD RESET" : nullptr);
-  }
-
-  void logout(const Bhs& h) {
-    const uint8_t reason = h.flags() & 0x7F;
-    logout_req_ = h;
-    auto answer = [&](uint8_t response) {
-      Bhs b;
-      b.clear();
-      b.set_opcode(op::kLogoutResp);
-      b.set_flags(kFinal);
-      b.b[off::kResponse] = response;
-      b.set_itt(h.itt());
-      fill_sns(b, true);
-      send_owned(b, {});
-    };
-    if (reason == logout::kRemoveForRecovery) {
-      answer(logout::kRecoveryUnsupported);
-      return;
-    }
-    const uint16_t cid = h.u16(off::kCid);
-    if (reason == logout::kCloseConnection && cid != cid_) {
-      // Closing another connection of the session; its tasks end with it (ERL 0).
-      for (IscsiConnection* c : sess_->conns) {
-        if (c->cid_ == cid && !c->reinstated_ && !c->logged_out_) {
-          c->logged_out_ = true;
-          c->shutdown(fmt::format("logged out by connection {}", cid_));
-          answer(logout::kOk);
-          return;
-        }
-      }
-      answer(logout::kCidNotFound);
-      return;
-    }
-    if (reason == logout::kCloseSession) sess_->ending = true;
-    logout_pending_ = true;
-    maybe_logout();
-  }
-
-  void maybe_logout() {
-    if (!logout_pending_ || closed_ || conn_->closing()) return;
-    for (const Task& tk : tasks_) {
-      if (tk.state == TaskState::kExecuting || tk.state == TaskState::kSending) return;
-    }
-    logout_pending_ = false;
-    logged_out_ = true;
-    for (Task& tk : tasks_) {
-      if (tk.state == TaskState::kReceiving) release(tk);
-    }
-    const bool whole_session = (logout_req_.flags() & 0x7F) == logout::kCloseSession;
-    auto* p = new OwnedPdu{};
-    Bhs& b = p->hdr.bhs;
     b.clear();
     b.set_opcode(op::kLogoutResp);
     b.set_flags(kFinal);
-    b.b[off::kResponse] = logout::kOk;
-    b.set_itt(logout_req_.itt());
+    b.b[off::kResponse] = response;
+    b.set_itt(h.itt());
     fill_sns(b, true);
-    b.set_u16(off::kTime2Wait, 0);
-    b.set_u16(off::kTime2Retain, 0);
-    send_pdu(p->hdr, nullptr, 0, [this, p, whole_session] {
-      delete p;
-      conn_->close("logout");
-      if (whole_session) {
-        for (IscsiConnection* c : sess_->conns) {
-          if (c != this) c->shutdown("session logged out");
-        }
-      }
-    });
-  }
-
-  // ------------------------------------------------------------------ lifetime
-  void cancel_timer() {
-    if (timer_armed_) r_.cancel_timer(timer_);
-    timer_armed_ = false;
-  }
-
-  // Liveness in full feature phase (TargetOptions::nop_in_interval_ms). Any byte from the
-  // initiator proves it alive; a parked connection is not reading, so it is not judged.
-  void arm_liveness(uint64_t delay_ms) {
-    timer_ = r_.add_timer(delay_ms * 1'000'000ull, [this] {
-      timer_armed_ = false;
-      liveness_tick();
-    });
-    timer_armed_ = true;
-  }
-  void liveness_tick() {
-    if (closed_ || doomed_ || conn_->closing()) return;
-    const TargetOptions& o = t_.options();
-    const uint64_t rx = conn_->bytes_received();
-    if (rx != last_rx_ || parked_) {
-      last_rx_ = rx;
-      ping_sent_ns_ = 0;
-      arm_liveness(o.nop_in_interval_ms);
-      return;
-    }
-    const uint64_t now = mono_ns();
-    if (ping_sent_ns_ == 0) {
-      send_ping();
-      ping_sent_ns_ = now;
-      arm_liveness(o.nop_in_timeout_ms ? o.nop_in_timeout_ms : o.nop_in_interval_ms);
-      return;
-    }
-    t_.count(&TargetStats::nop_in_timeouts);
-    spdlog::warn("iscsi {}: no answer to a NOP-In ping in {} ms; closing the connection", peer_,
-                 (now - ping_sent_ns_) / 1'000'000);
-    shutdown("initiator did not answer a NOP-In ping");
-  }
-  // A NOP-In that asks for a NOP-Out: a Target Transfer Tag of our own, no ITT, and
-  // StatSN not advanced (RFC 7143 §11.19).
-  void send_ping() {
-    Bhs b;
-    b.clear();
-    b.set_opcode(op::kNopIn);
-    b.set_flags(kFinal);
-    b.set_itt(kReservedTag);
-    b.set_u32(off::kTtt, ++ping_ttt_ == kReservedTag ? ++ping_ttt_ : ping_ttt_);
-    fill_sns(b, false);
-    t_.count(&TargetStats::nop_in_pings);
-    spdlog::debug("iscsi {}: initiator silent; NOP-In ping ttt={:#x}", peer_, ping_ttt_);
     send_owned(b, {});
+  };
+  if (reason == logout::kRemoveForRecovery) {
+    answer(logout::kRecoveryUnsupported);
+    return;
   }
-
-  void maybe_destroy() {
-    if (!closed_ || active_ != 0 || destroying_) return;
-    destroying_ = true;
-    cancel_timer();
-    if (sess_) leave_session();
-    // The connection's reference to its node's device, the last one once the session is
-    // gone: dropped before session_ended() wakes a remove_node() waiting for it.
-    dev_.reset();
-    if (registered_) t_.session_ended(id_);
-    std::erase(t_.live_[r_.id()], this);
-    // Not from inside the Connection's callback stack: defer the delete.
-    r_.defer([this] { delete this; });
-  }
-
-  // Unlinks this connection from its session; the last one out ends the session.
-  void leave_session() {
-    IscsiSession* s = sess_;
-    sess_ = nullptr;
-    std::erase(s->conns, this);
-    if (s->tmf_conn == this) {
-      // Its response can no longer be sent; aborted tasks elsewhere stop counting.
-      s->tmf_conn = nullptr;
-      s->tmf_pending = 0;
-      for (IscsiConnection* c : s->conns) {
-        for (Task& tk : c->tasks_) tk.abort_counted = false;
+  const uint16_t cid = h.u16(off::kCid);
+  if (reason == logout::kCloseConnection && cid != cid_) {
+    // Closing another connection of the session; its tasks end with it (ERL 0).
+    for (IscsiConnection* c : sess_->conns) {
+      if (c->cid_ == cid && !c->reinstated_ && !c->logged_out_) {
+        c->logged_out_ = true;
+        c->shutdown(fmt::format("logged out by connection {}", cid_));
+        answer(logout::kOk);
+        return;
       }
     }
-    // A parked connection's missing CmdSN may have died with this one: let it try again
-    // (on a session left with one connection, a command ahead of ExpCmdSN is dropped
-    // rather than waited for).
-    if (!s->conns.empty()) {
-      unpark(*s, nullptr);
-      return;
-    }
-    if (s->attached) s->dev->detach(s->nexus);
-    auto& m = t_.local_sessions_[r_.id()];
-    if (auto it = m.find(s->tsih); it != m.end() && it->second == s) m.erase(it);
-    delete s;
+    answer(logout::kCidNotFound);
+    return;
   }
+  if (reason == logout::kCloseSession) sess_->ending = true;
+  logout_pending_ = true;
+  maybe_logout();
+}
 
-  static std::string addr_text(const sockaddr_storage& ss) {
-    char buf[INET6_ADDRSTRLEN] = {};
-    if (ss.ss_family == AF_INET) {
-      auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
-      inet_ntop(AF_INET, &a->sin_addr, buf, sizeof buf);
-      return fmt::format("{}:{}", buf, ntohs(a->sin_port));
-    }
-    if (ss.ss_family == AF_INET6) {
-      auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
-      inet_ntop(AF_INET6, &a->sin6_addr, buf, sizeof buf);
-      return fmt::format("[{}]:{}", buf, ntohs(a->sin6_port));
-    }
-    return "local";
+void IscsiConnection::maybe_logout() {
+  if (!logout_pending_ || closed_ || conn_->closing()) return;
+  for (const Task& tk : tasks_) {
+    if (tk.state == TaskState::kExecuting || tk.state == TaskState::kSending) return;
   }
+  logout_pending_ = false;
+  logged_out_ = true;
+  for (Task& tk : tasks_) {
+    if (tk.state == TaskState::kReceiving) release(tk);
+  }
+  const bool whole_session = (logout_req_.flags() & 0x7F) == logout::kCloseSession;
+  auto* p = new OwnedPdu{};
+  Bhs& b = p->hdr.bhs;
+  b.clear();
+  b.set_opcode(op::kLogoutResp);
+  b.set_flags(kFinal);
+  b.b[off::kResponse] = logout::kOk;
+  b.set_itt(logout_req_.itt());
+  fill_sns(b, true);
+  b.set_u16(off::kTime2Wait, 0);
+  b.set_u16(off::kTime2Retain, 0);
+  send_pdu(p->hdr, nullptr, 0, [this, p, whole_session] {
+    delete p;
+    conn_->close("logout");
+    if (whole_session) {
+      for (IscsiConnection* c : sess_->conns) {
+        if (c != this) c->shutdown("session logged out");
+      }
+    }
+  });
+}
 
-  static constexpr uint32_t kImmediateSlots = 8;
+void IscsiConnection::cancel_timer() {
+  if (timer_armed_) r_.cancel_timer(timer_);
+  timer_armed_ = false;
+}
 
-  IscsiTarget& t_;
-  reactor::Reactor& r_;
-  reactor::ByteBudget& budget_;  // the target's, for this reactor
-  const uint64_t id_;
-  Login login_;
-  std::unique_ptr<reactor::Connection> conn_;
-  std::string peer_;
-  bool login_started_ = false;
-  reactor::Reactor::TimerId timer_{};  // the login timeout, then the liveness check
-  bool timer_armed_ = false;
-  uint64_t buffered_bytes_ = 0;  // EDTLs of this connection's tasks (max_buffered_bytes)
-  uint64_t last_rx_ = 0;       // bytes received at the last liveness check
-  uint64_t ping_sent_ns_ = 0;  // a NOP-In ping awaits its answer (0: none)
-  uint32_t ping_ttt_ = 0;
-  bool ffp_ = false;
-  bool discovery_ = false;
-  bool closed_ = false;
-  bool doomed_ = false;  // closing once the last reply is sent; input is ignored
-  bool destroying_ = false;
-  bool registered_ = false;
-  bool detached_ = false;     // handed over to another reactor
-  bool parked_ = false;       // waiting for a lower CmdSN on another connection
-  // Control-path replies (send_owned) not yet sent, and whether input is held back until
-  // they drain (next_pdu).
-  static constexpr uint32_t kMaxOwnedPdus = 128;
-  static constexpr size_t kMaxOwnedBytes = 4u << 20;
-  uint32_t owned_pdus_ = 0;
-  size_t owned_bytes_ = 0;
-  bool held_ = false;
-  bool reinstated_ = false;   // replaced by a new login with the same CID
-  std::vector<uint8_t> initial_;  // bytes read ahead by the reactor that handed us over
-  const bool handed_over_;
-  std::span<const uint8_t> rx_;   // the unconsumed input, from the PDU being handled
-  IscsiSession* sess_ = nullptr;  // set in full feature phase
-  uint16_t cid_ = 0;
-  bool logout_pending_ = false;
-  bool logged_out_ = false;
-  Bhs logout_req_{};
-  SessionParams params_;
-  std::shared_ptr<scsi::Device> dev_;  // the session's
-  uint32_t stat_sn_ = 0;
-  std::vector<Task> tasks_;
-  Task* free_ = nullptr;
-  uint32_t active_ = 0;
-  Bhs tmf_resp_{};
-  bool lun_reset_pending_ = false;
-  uint64_t reset_lun_ = 0;
-  uint8_t target_reset_pending_ = 0;  // tmf::kTargetWarmReset or kTargetColdReset
-};
+// Liveness in full feature phase (TargetOptions::nop_in_interval_ms). Any byte from the
+// initiator proves it alive; a parked connection is not reading, so it is not judged.
+void IscsiConnection::arm_liveness(uint64_t delay_ms) {
+  timer_ = r_.add_timer(delay_ms * 1'000'000ull, [this] {
+    timer_armed_ = false;
+    liveness_tick();
+  });
+  timer_armed_ = true;
+}
+
+void IscsiConnection::liveness_tick() {
+  if (closed_ || doomed_ || conn_->closing()) return;
+  const TargetOptions& o = t_.options();
+  const uint64_t rx = conn_->bytes_received();
+  if (rx != last_rx_ || parked_) {
+    last_rx_ = rx;
+    ping_sent_ns_ = 0;
+    arm_liveness(o.nop_in_interval_ms);
+    return;
+  }
+  const uint64_t now = mono_ns();
+  if (ping_sent_ns_ == 0) {
+    send_ping();
+    ping_sent_ns_ = now;
+    arm_liveness(o.nop_in_timeout_ms ? o.nop_in_timeout_ms : o.nop_in_interval_ms);
+    return;
+  }
+  t_.count(&TargetStats::nop_in_timeouts);
+  spdlog::warn("iscsi {}: no answer to a NOP-In ping in {} ms; closing the connection", peer_,
+               (now - ping_sent_ns_) / 1'000'000);
+  shutdown("initiator did not answer a NOP-In ping");
+}
+
+// A NOP-In that asks for a NOP-Out: a Target Transfer Tag of our own, no ITT, and
+// StatSN not advanced (RFC 7143 §11.19).
+void IscsiConnection::send_ping() {
+  Bhs b;
+  b.clear();
+  b.set_opcode(op::kNopIn);
+  b.set_flags(kFinal);
+  b.set_itt(kReservedTag);
+  b.set_u32(off::kTtt, ++ping_ttt_ == kReservedTag ? ++ping_ttt_ : ping_ttt_);
+  fill_sns(b, false);
+  t_.count(&TargetStats::nop_in_pings);
+  spdlog::debug("iscsi {}: initiator silent; NOP-In ping ttt={:#x}", peer_, ping_ttt_);
+  send_owned(b, {});
+}
+
+void IscsiConnection::maybe_destroy() {
+  if (!closed_ || active_ != 0 || destroying_) return;
+  destroying_ = true;
+  cancel_timer();
+  if (sess_) leave_session();
+  // The connection's reference to its node's device, the last one once the session is
+  // gone: dropped before session_ended() wakes a remove_node() waiting for it.
+  dev_.reset();
+  if (registered_) t_.session_ended(id_);
+  std::erase(t_.live_[r_.id()], this);
+  // Not from inside the Connection's callback stack: defer the delete.
+  r_.defer([this] { delete this; });
+}
+
+// Unlinks this connection from its session; the last one out ends the session.
+void IscsiConnection::leave_session() {
+  IscsiSession* s = sess_;
+  sess_ = nullptr;
+  std::erase(s->conns, this);
+  if (s->tmf_conn == this) {
+    // Its response can no longer be sent; aborted tasks elsewhere stop counting.
+    s->tmf_conn = nullptr;
+    s->tmf_pending = 0;
+    for (IscsiConnection* c : s->conns) {
+      for (Task& tk : c->tasks_) tk.abort_counted = false;
+    }
+  }
+  // A parked connection's missing CmdSN may have died with this one: let it try again
+  // (on a session left with one connection, a command ahead of ExpCmdSN is dropped
+  // rather than waited for).
+  if (!s->conns.empty()) {
+    unpark(*s, nullptr);
+    return;
+  }
+  if (s->attached) s->dev->detach(s->nexus);
+  auto& m = t_.local_sessions_[r_.id()];
+  if (auto it = m.find(s->tsih); it != m.end() && it->second == s) m.erase(it);
+  delete s;
+}
+
+std::string IscsiConnection::addr_text(const sockaddr_storage& ss) {
+  char buf[INET6_ADDRSTRLEN] = {};
+  if (ss.ss_family == AF_INET) {
+    auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+    inet_ntop(AF_INET, &a->sin_addr, buf, sizeof buf);
+    return fmt::format("{}:{}", buf, ntohs(a->sin_port));
+  }
+  if (ss.ss_family == AF_INET6) {
+    auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+    inet_ntop(AF_INET6, &a->sin6_addr, buf, sizeof buf);
+    return fmt::format("[{}]:{}", buf, ntohs(a->sin6_port));
+  }
+  return "local";
+}
+
+std::string IscsiConnection::hex(const uint8_t* p, size_t n) {
+  std::string s;
+  for (size_t i = 0; i < n; ++i) s += fmt::format("{:02x}", p[i]);
+  return s;
+}
 
 // ==================================================================== IscsiTarget
 

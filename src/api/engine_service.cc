@@ -6,7 +6,7 @@
 #include "api/names.h"
 #include "api/status_map.h"
 #include "common/version.h"
-#include "tools/bdevperf/perf.h"
+#include "bdev/perf.h"
 
 namespace castor::api {
 namespace {
@@ -252,7 +252,7 @@ grpc::Status EngineServiceImpl::RunBenchmark(grpc::ServerContext*,
   if (req->bdev().empty()) {
     return to_grpc(Status(Errc::kInvalidArgument, "bdev name is required"));
   }
-  tools::PerfOptions opts;
+  bdev::PerfOptions opts;
   if (!req->workload().empty()) opts.workload = req->workload();
   if (req->block_size() != 0) opts.block_size = req->block_size();
   if (req->queue_depth() != 0) opts.queue_depth = req->queue_depth();
@@ -282,7 +282,7 @@ grpc::Status EngineServiceImpl::RunBenchmark(grpc::ServerContext*,
 
   spdlog::info("benchmark on '{}': {} bs={} qd={} for {} s", req->bdev(), opts.workload,
                opts.block_size, opts.queue_depth, opts.duration_s);
-  auto r = tools::run_perf(registry_, req->bdev(), opts);
+  auto r = bdev::run_perf(registry_, req->bdev(), opts);
   if (!r) {
     spdlog::info("benchmark on '{}' failed: {}", req->bdev(), r.status().to_string());
     return to_grpc(r.status());

@@ -1,4 +1,4 @@
-#include "tools/bdevperf/perf.h"
+#include "bdev/perf.h"
 
 #include <algorithm>
 #include <cstring>
@@ -6,12 +6,9 @@
 
 #include "common/clock.h"
 
-namespace castor::tools {
+namespace castor::bdev {
 namespace {
 
-using bdev::IoRequest;
-using bdev::IoStatus;
-using bdev::IoType;
 
 enum class Pattern { kRandom, kSequential };
 
@@ -34,7 +31,7 @@ Result<Workload> parse_workload(const std::string& w, uint32_t mix) {
 // One reactor's share of the benchmark. Lives on that reactor; touched by the caller
 // only before start and after `done` is counted down.
 struct Job {
-  bdev::BdevChannel* ch = nullptr;
+  BdevChannel* ch = nullptr;
   Workload wl{};
   uint64_t slots = 0;             // number of block_size-sized slots on the device
   uint64_t blocks_per_io = 0;
@@ -45,7 +42,7 @@ struct Job {
   uint64_t ios = 0, errors = 0;
   uint32_t outstanding = 0;
   LatencyHistogram hist;
-  std::vector<bdev::DmaBuffer> bufs;
+  std::vector<DmaBuffer> bufs;
   std::vector<iovec> iovs;
   std::vector<IoRequest> reqs;
   std::latch* done = nullptr;
@@ -94,7 +91,7 @@ struct Job {
 
 }  // namespace
 
-Result<PerfResult> run_perf(bdev::BdevRegistry& registry, const std::string& bdev_name,
+Result<PerfResult> run_perf(BdevRegistry& registry, const std::string& bdev_name,
                             const PerfOptions& opts) {
   auto wl = parse_workload(opts.workload, opts.rw_mix_read);
   if (!wl) return wl.status();
@@ -111,7 +108,7 @@ Result<PerfResult> run_perf(bdev::BdevRegistry& registry, const std::string& bde
   }
   auto desc = registry.open(bdev_name);
   if (!desc) return desc.status();
-  bdev::Bdev& b = *desc->bdev();
+  Bdev& b = *desc->bdev();
   if (opts.block_size == 0 || opts.block_size % b.block_size() || opts.block_size > (16u << 20) ||
       opts.block_size > b.size_bytes()) {
     return make_error(Errc::kInvalidArgument,
@@ -206,4 +203,4 @@ Result<PerfResult> run_perf(bdev::BdevRegistry& registry, const std::string& bde
   return res;
 }
 
-}  // namespace castor::tools
+}  // namespace castor::bdev

@@ -1,5 +1,6 @@
 #pragma once
-// The built-in block benchmark: drives a bdev from one or more reactors with a fixed
+// The built-in block benchmark (part of the bdev layer, so the engine API can run it
+// without linking a tool): drives a bdev from one or more reactors with a fixed
 // queue depth each, and reports IOPS, bandwidth and latency percentiles. Used by the
 // castor-bdevperf program and by the engine's RunBenchmark API.
 
@@ -9,7 +10,7 @@
 
 #include "bdev/registry.h"
 
-namespace castor::tools {
+namespace castor::bdev {
 
 struct PerfOptions {
   // randread, randwrite, read, write, randrw (mix by rw_mix_read), rw
@@ -43,7 +44,7 @@ struct PerfResult {
 // workload supported, queue depth 1..4096, duration > 0) and runs the benchmark,
 // blocking the calling thread, which must not be a reactor thread.
 // Errors: NotFound (bdev), InvalidArgument (options), Busy (claimed bdev).
-Result<PerfResult> run_perf(bdev::BdevRegistry& registry, const std::string& bdev_name,
+Result<PerfResult> run_perf(BdevRegistry& registry, const std::string& bdev_name,
                             const PerfOptions& opts);
 
-}  // namespace castor::tools
+}  // namespace castor::bdev

@@ -9,13 +9,13 @@
 #include <spdlog/spdlog.h>
 
 #include "bdev/registry.h"
-#include "tools/bdevperf/perf.h"
+#include "bdev/perf.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"castor-bdevperf: benchmark a Castor bdev in-process"};
   std::vector<std::string> uris;
   std::string target;
-  castor::tools::PerfOptions o;
+  castor::bdev::PerfOptions o;
   std::string cores;
   unsigned nreactors = 1;
   bool poll = false, json = false;
@@ -69,7 +69,7 @@ int main(int argc, char** argv) {
     }
     if (rc == 0) {
       if (!target.empty()) name = target;
-      auto r = castor::tools::run_perf(reg, name, o);
+      auto r = castor::bdev::run_perf(reg, name, o);
       if (!r) {
         std::fprintf(stderr, "castor-bdevperf: error: %s\n", r.status().message().c_str());
         rc = 1;

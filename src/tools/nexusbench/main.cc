@@ -22,7 +22,7 @@
 #include "bdev/modules/fault.h"
 #include "common/clock.h"
 #include "nexus/manager.h"
-#include "tools/bdevperf/perf.h"
+#include "bdev/perf.h"
 
 using namespace castor;
 
@@ -122,13 +122,13 @@ int main(int argc, char** argv) {
       }
     }
     auto perf = [&](const std::string& bdev, const std::string& wl, double secs) {
-      tools::PerfOptions po;
+      bdev::PerfOptions po;
       po.workload = wl;
       po.queue_depth = qd;
       po.duration_s = secs;
-      return check(tools::run_perf(reg, bdev, po), "perf");
+      return check(bdev::run_perf(reg, bdev, po), "perf");
     };
-    auto line = [](const std::string& what, const tools::PerfResult& r, double base) {
+    auto line = [](const std::string& what, const bdev::PerfResult& r, double base) {
       std::printf("%-34s %10.0f IOPS  p50 %7.1f us  p99 %7.1f us  ratio %.3f%s\n", what.c_str(), r.iops, r.p50_us,
                   r.p99_us, base > 0 ? r.iops / base : 1.0, r.errors ? "  ERRORS" : "");
     };

@@ -11,7 +11,7 @@
 
 #include "common/clock.h"
 #include "pool/pool.h"
-#include "tools/bdevperf/perf.h"
+#include "bdev/perf.h"
 
 using namespace castor;
 
@@ -81,7 +81,7 @@ int main(int argc, char** argv) {
       group.stop();
       return 1;
     }
-    tools::PerfOptions o;
+    bdev::PerfOptions o;
     o.block_size = 4096;
     o.queue_depth = qd;
     o.duration_s = secs;
@@ -96,13 +96,13 @@ int main(int argc, char** argv) {
     o.block_size = 1 << 20;
     o.queue_depth = 4;
     o.duration_s = std::max(1.0, secs / 2);
-    (void)tools::run_perf(reg, base->name, o);
+    (void)bdev::run_perf(reg, base->name, o);
     o.block_size = 4096;
     o.queue_depth = qd;
     o.duration_s = secs;
     for (auto& r : rows) {
       o.workload = r.wl;
-      auto res = tools::run_perf(reg, base->name, o);
+      auto res = bdev::run_perf(reg, base->name, o);
       if (res) r.raw = res->iops;
     }
     pool::PoolManager pools(reg);
@@ -125,13 +125,13 @@ int main(int argc, char** argv) {
         o.block_size = 1 << 20;
         o.queue_depth = 4;
         o.duration_s = std::max(1.0, secs / 2);
-        (void)tools::run_perf(reg, "thick", o);
+        (void)bdev::run_perf(reg, "thick", o);
         o.block_size = 4096;
         o.queue_depth = qd;
         o.duration_s = secs;
         for (auto& r : rows) {
           o.workload = r.wl;
-          auto res = tools::run_perf(reg, "thick", o);
+          auto res = bdev::run_perf(reg, "thick", o);
           if (res) r.rep = res->iops;
           std::printf("%-10s %-10s %12.0f %12.0f %7.3f\n", r.wl.c_str(), "thick", r.raw, r.rep,
                       r.raw > 0 ? r.rep / r.raw : 0.0);

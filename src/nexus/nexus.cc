@@ -81,7 +81,10 @@ Result<std::shared_ptr<Nexus>> Nexus::create(NexusDeps deps, const std::string& 
   const uint32_t bs = opened[0]->bdev->block_size();
   uint64_t min_bytes = UINT64_MAX;
   uint32_t ops = kNexusOps;
-  uint32_t align = 1;
+  // Buffers aligned to the block size at least, whatever these children need: a child
+  // added later may (a local replica does direct I/O), and a nexus's alignment is fixed
+  // once its users allocate by it. Every front end allocates 4 KiB-aligned buffers.
+  uint32_t align = bs;
   for (const auto& c : opened) {
     if (c->bdev->block_size() != bs) {
       auto st = make_error(Errc::kInvalidArgument,

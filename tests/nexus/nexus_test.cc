@@ -278,6 +278,36 @@ TEST(Nexus, ReconfigureUnderWorkload) {
   EXPECT_EQ(n->remove_child("nope").code(), Errc::kNotFound);
 }
 
+// A nexus whose children take any buffer (remote nvmf:// replicas, RAM) still takes a
+// child that needs aligned ones (a local replica: direct I/O). castor-control puts a lost
+// replica's replacement on the nexus's node when that node holds none, and a nexus
+// published on a node without a replica (the application's) refused it for good ("needs
+// buffer alignment 512 (the nexus has 1)"): the volume never healed (found by
+// control_fault_schedules). A nexus asks for buffers aligned to its block size at least.
+TEST(Nexus, AChildThatNeedsAlignedBuffersJoinsChildrenThatDoNot) {
+  NexEnv e;
+  auto n = e.make("n0", {"malloc:///a?size_mb=8", "malloc:///b?size_mb=8"});
+  ASSERT_TRUE(n);
+  ASSERT_EQ(e.bdev("a").buf_align(), 1u);
+  const std::string file = "file://" + e.path("c.img") + "?size_mb=8&direct=1";
+  ASSERT_TRUE(e.reg->create(file));
+  ASSERT_GT(e.bdev("c.img").buf_align(), 1u);  // direct I/O
+  ASSERT_TRUE(e.reg->destroy("c.img"));
+  Workload w(e, *n);
+  w.start();
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  auto added = n->add_child(file);
+  ASSERT_TRUE(added) << added.to_string();
+  ASSERT_TRUE(n->wait_rebuild(file, 10000));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  w.finish();
+  EXPECT_EQ(w.errors.load(), 0u);
+  EXPECT_EQ(w.mismatches.load(), 0u);
+  EXPECT_EQ(n->state(), NexusState::kOnline);
+  EXPECT_EQ(w.verify_all(), 0u);
+  expect_equal(e, {"a", "b", "c.img"}, n->num_blocks());
+}
+
 // A wrapper that delays every store write and notes when the last one became durable.
 class SlowFileStore : public FileChildHealthStore {
  public:

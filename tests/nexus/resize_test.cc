@@ -36,9 +36,9 @@ struct GrowPool {
 };
 
 std::vector<uint8_t> blocks_of(NexEnv& e, Bdev& b, uint64_t lba, uint64_t n) {
-  std::vector<uint8_t> out(n * b.block_size());
-  EXPECT_EQ(do_io(e, 0, b, IoType::kRead, lba, n, out.data(), out.size()), IoStatus::kSuccess);
-  return out;
+  DmaBuffer buf(n * b.block_size());  // aligned as a nexus asks (its block size, at least)
+  EXPECT_EQ(do_io(e, 0, b, IoType::kRead, lba, n, buf.data(), n * b.block_size()), IoStatus::kSuccess);
+  return std::vector<uint8_t>(buf.data(), buf.data() + n * b.block_size());
 }
 
 IoStatus write_pattern(NexEnv& e, Bdev& b, uint64_t lba, uint64_t n, uint8_t v, size_t r = 0) {

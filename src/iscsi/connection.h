@@ -86,7 +86,7 @@ class IscsiConnection final : public reactor::Connection::Handler {
   static std::string addr_text(const sockaddr_storage& ss);
   static std::string hex(const uint8_t* p, size_t n);
 
-  // ---- Framing: PDUs in and out
+  // ---- connection_framing.cc: PDUs in and out
   size_t next_pdu(std::span<const uint8_t> b);
   size_t protocol_error(const Bhs& h, uint8_t reason, const std::string& why);
   void send_pdu(Hdr& hdr, const uint8_t* data, uint32_t len, std::function<void()> done = nullptr);

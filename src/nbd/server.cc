@@ -18,16 +18,18 @@ using bdev::IoStatus;
 using bdev::IoType;
 
 // One client connection, owned by one reactor.
-class NbdConnection final : public reactor::Connection::Handler, reactor::ByteBudget::Waiter {
+class NbdConnection final : public reactor::ServedConnection,
+                            public reactor::Connection::Handler,
+                            reactor::ByteBudget::Waiter {
  public:
   NbdConnection(NbdServer& srv, reactor::Reactor& r, int fd)
       : srv_(srv),
         r_(r),
-        budget_(srv.budget(r.id())),
+        budget_(srv.tcp_.budget(r.id())),
         conn_(std::make_unique<reactor::Connection>(r, fd, this, 64 * 1024)) {}
 
   void start() {
-    srv_.live_[r_.id()].push_back(this);
+    srv_.tcp_.attach(r_, *this);
     uint8_t* h = stash(18);
     store_be64(h, kNbdMagic);
     store_be64(h + 8, kIHaveOpt);
@@ -35,7 +37,7 @@ class NbdConnection final : public reactor::Connection::Handler, reactor::ByteBu
     send_stash(h, 18);
     conn_->start();
   }
-  void shutdown() { conn_->close("server stopping"); }
+  void shut_down() override { conn_->close("server stopping"); }
 
   size_t on_data(std::span<const uint8_t> buf) override {
     size_t used = 0;
@@ -54,8 +56,7 @@ class NbdConnection final : public reactor::Connection::Handler, reactor::ByteBu
       waiting_budget_ = false;
     }
     if (!export_.name.empty() || in_transmission_) srv_.connection_opened(export_.name, -1);
-    auto& v = srv_.live_[r_.id()];
-    std::erase(v, this);
+    srv_.tcp_.detach(r_, *this);
     if (conn_->error() == ETIMEDOUT) {
       srv_.count_dead_client();
       spdlog::warn("nbd client of export '{}' stopped answering for {} s: connection closed",
@@ -763,53 +764,18 @@ class NbdConnection final : public reactor::Connection::Handler, reactor::ByteBu
 
 NbdServer::NbdServer(reactor::ReactorGroup& reactors, bdev::BdevRegistry& registry,
                      ServerOptions options)
-    : reactors_(reactors), registry_(registry), options_(options), live_(reactors.size()) {
-  const uint64_t share = options.buffer_budget_bytes
-                             ? std::max<uint64_t>(1, options.buffer_budget_bytes / reactors.size())
-                             : 0;
-  for (size_t i = 0; i < reactors.size(); ++i) {
-    budgets_.push_back(std::make_unique<reactor::ByteBudget>(share));
-  }
-}
+    : registry_(registry),
+      options_(options),
+      tcp_(reactors,
+           {.protocol = "nbd", .keepalive_s = options.keepalive_s, .buffer_budget_bytes = options.buffer_budget_bytes},
+           [this](int fd, reactor::Reactor& r) { (new NbdConnection(*this, r, fd))->start(); }) {}
 
 NbdServer::~NbdServer() { stop(); }
 
-void NbdServer::adopt(int fd, size_t reactor_index) {
-  {
-    std::lock_guard g(mu_);
-    stats_.connections_accepted++;
-  }
-  reactor::Reactor& r = reactors_.at(reactor_index % reactors_.size());
-  r.send([this, &r, fd] { (new NbdConnection(*this, r, fd))->start(); });
-}
+void NbdServer::adopt(int fd, size_t reactor_index) { tcp_.adopt(fd, reactor_index); }
 
 Status NbdServer::listen(const std::string& host, uint16_t port, uint16_t* bound) {
-  uint16_t got = 0;
-  auto fd = reactor::tcp_listen(host, port, 128, &got);
-  if (!fd) return fd.status();
-  if (bound) *bound = got;
-  std::unique_lock lk(mu_);
-  reactor::Reactor& home = reactors_.at(0);
-  auto l = std::make_unique<reactor::Listener>(home, *fd, [this](int cfd) {
-    if (Status s = reactor::tcp_keepalive(cfd, options_.keepalive_s); !s) {
-      spdlog::warn("nbd: {}; a client that vanishes will not be noticed", s.message());
-    }
-    size_t k;
-    {
-      std::lock_guard g(mu_);
-      k = next_reactor_++ % reactors_.size();
-      stats_.connections_accepted++;
-    }
-    reactor::Reactor& r = reactors_.at(k);
-    r.send([this, &r, cfd] { (new NbdConnection(*this, r, cfd))->start(); });
-  });
-  reactor::Listener* lp = l.get();
-  listeners_.push_back(std::move(l));
-  // Not under the lock: reactor 0 may be accepting a connection, which takes it.
-  lk.unlock();
-  reactors_.run_on(0, [lp](reactor::Reactor&) { lp->start(); });
-  spdlog::info("nbd listening on {}:{}", host, got);
-  return Status::ok();
+  return tcp_.listen(host, port, bound);
 }
 
 Status NbdServer::add_export(const ExportInfo& e) {
@@ -850,6 +816,7 @@ bool NbdServer::find_export(const std::string& name, ExportInfo* out) const {
 NbdStats NbdServer::stats() const {
   std::lock_guard lk(mu_);
   NbdStats s = stats_;
+  s.connections_accepted = tcp_.connections_accepted();
   s.receive_pauses = receive_pauses_.load(std::memory_order_relaxed);
   s.peak_bytes_in_flight = peak_bytes_in_flight_.load(std::memory_order_relaxed);
   s.dead_clients = dead_clients_.load(std::memory_order_relaxed);
@@ -882,16 +849,7 @@ void NbdServer::connection_opened(const std::string& name, int delta) {
 }
 
 void NbdServer::stop() {
-  {
-    std::lock_guard lk(mu_);
-    if (stopped_) return;
-    stopped_ = true;
-  }
-  std::vector<reactor::Listener*> ls;
-  for (auto& l : listeners_) ls.push_back(l.get());
-  reactor::stop_listeners(reactors_, ls);
-  reactors_.run_on(0, [this](reactor::Reactor&) { listeners_.clear(); });
-  reactor::close_connections(reactors_, live_, [](NbdConnection* c) { c->shutdown(); });
+  tcp_.stop();
   // The exports' descriptors go with the server: the registry may outlive it only briefly.
   std::lock_guard lk(mu_);
   export_descs_.clear();

@@ -16,6 +16,7 @@
 #include "bdev/registry.h"
 #include "reactor/budget.h"
 #include "reactor/tcp.h"
+#include "reactor/tcp_server.h"
 
 namespace castor::nbd {
 
@@ -86,29 +87,23 @@ class NbdServer {
   const ServerOptions& options() const { return options_; }
   void count_receive_pause() { receive_pauses_.fetch_add(1, std::memory_order_relaxed); }
   void note_bytes_in_flight(uint64_t n);
-  // This reactor's share of buffer_budget_bytes. REQUIRES: on reactor `i`.
-  reactor::ByteBudget& budget(size_t i) { return *budgets_[i]; }
   void count_budget_pause() { budget_pauses_.fetch_add(1, std::memory_order_relaxed); }
   void note_budget_bytes(uint64_t n);
   void connection_opened(const std::string& export_name, int delta);
 
  private:
-  reactor::ReactorGroup& reactors_;
   bdev::BdevRegistry& registry_;
   const ServerOptions options_;
   mutable std::mutex mu_;
   std::map<std::string, ExportInfo> exports_;
   // Each export holds a descriptor, so its bdev cannot be destroyed while exported.
   std::map<std::string, bdev::BdevDesc> export_descs_;
-  std::vector<std::unique_ptr<reactor::Listener>> listeners_;
   NbdStats stats_;
   std::atomic<uint64_t> receive_pauses_{0}, peak_bytes_in_flight_{0}, dead_clients_{0};
   std::atomic<uint64_t> budget_pauses_{0}, peak_budget_bytes_{0};
-  std::vector<std::unique_ptr<reactor::ByteBudget>> budgets_;  // one per reactor
-  size_t next_reactor_ = 0;
-  bool stopped_ = false;
-  // Live connections per reactor, touched only on that reactor.
-  std::vector<std::vector<NbdConnection*>> live_;
+  // Listeners, connections by id, the buffer budget (one share per reactor), stopping.
+  // Last: destroyed (stopped) first, while the state above is still there.
+  reactor::TcpServer tcp_;
   friend class NbdConnection;
 };
 

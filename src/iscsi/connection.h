@@ -98,7 +98,7 @@ class IscsiConnection final : public reactor::Connection::Handler {
   void send_owned(const Bhs& bhs, std::string data, const char* close_reason = nullptr);
   void send_reject(const Bhs& bad, uint8_t reason, const char* close_reason = nullptr);
 
-  // ---- Login phase
+  // ---- connection_login.cc: the login phase
   void login_pdu(const Bhs& h, std::span<const uint8_t> data);
   void refuse_login(const Bhs& h, std::span<const uint8_t> data, uint16_t status, const std::string& why);
   void refuse(Bhs& resp, uint16_t status, const std::string& why);

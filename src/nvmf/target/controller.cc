@@ -48,8 +48,7 @@ void Qpair::connect(Cmd* c) {
     connected_ = true;
     {
       std::lock_guard lk(ctrl_->mu);
-      ctrl_->admin_reactor = &r_;
-      ctrl_->admin = this;
+      ctrl_->admin_connection = connection_id();
       ns_ = ctrl_->ns;
     }
     ctrl_->last_keepalive_ns = mono_ns();
@@ -67,14 +66,14 @@ void Qpair::connect(Cmd* c) {
     // reaches this queue by message, and so that two Connects for one queue ID
     // cannot both succeed.
     std::lock_guard lk(ctrl->mu);
-    for (const auto& entry : ctrl->io_qpairs) {
-      if (entry.second->qid_ == cmd.qid) {
+    for (const auto& q : ctrl->io_qpairs) {
+      if (q.qid == cmd.qid) {
         // As Linux's nvmet answers: the queue exists already.
         return finish(c, generic(sc::kCommandSequenceError), 0);
       }
     }
     qid_ = cmd.qid;
-    ctrl->io_qpairs.emplace_back(&r_, this);
+    ctrl->io_qpairs.push_back({connection_id(), cmd.qid});
     ns_ = ctrl->ns;
   }
   ctrl_ = ctrl;
@@ -124,18 +123,14 @@ void Qpair::teardown_controller(const std::string& reason) {
   auto ctrl = ctrl_;
   if (ctrl->dead.exchange(true)) return;
   if (ctrl->ka_timer) r_.cancel_timer(*ctrl->ka_timer);
-  std::vector<std::pair<reactor::Reactor*, Qpair*>> io;
+  std::vector<Controller::IoQueueRef> io;
   {
     std::lock_guard lk(ctrl->mu);
     io = ctrl->io_qpairs;
   }
-  for (const auto& entry : io) {
-    reactor::Reactor* rp = entry.first;
-    Qpair* q = entry.second;
-    NvmfTarget* t = &t_;
-    rp->send([t, rp, q] {
-      auto& live = t->live_[rp->id()];
-      if (std::find(live.begin(), live.end(), q) != live.end()) q->close("controller torn down");
+  for (const auto& q : io) {
+    t_.with_qpair(q.connection, [ctrl](Qpair& qp) {
+      if (qp.belongs_to(ctrl.get())) qp.close("controller torn down");
     });
   }
   t_.drop_controller(ctrl->cntlid);

@@ -83,13 +83,16 @@ class Controller {
   uint64_t last_keepalive_ns = 0;                // (admin)
   std::optional<reactor::Reactor::TimerId> ka_timer;
   uint16_t granted_io_queues = 0;  // 0: not negotiated yet (admin)
-  reactor::Reactor* admin_reactor = nullptr;
-  Qpair* admin = nullptr;
+  uint64_t admin_connection = 0;  // the admin queue's TcpServer connection id (mu)
   std::vector<uint16_t> aers;  // outstanding AER slots (admin)
   std::shared_ptr<AnaGroup> ana;  // null for a discovery controller
   NvmfTarget* target = nullptr;
-  std::mutex mu;               // guards io_qpairs
-  std::vector<std::pair<reactor::Reactor*, Qpair*>> io_qpairs;
+  std::mutex mu;  // guards admin_connection, io_qpairs
+  struct IoQueueRef {
+    uint64_t connection;  // TcpServer connection id (it names the reactor)
+    uint16_t qid;
+  };
+  std::vector<IoQueueRef> io_qpairs;
   std::atomic<bool> dead{false};
   // The host identifier from the admin queue's Connect data: the identity of this
   // controller's host in every namespace's reservation table. Set before any I/O queue

@@ -35,11 +35,12 @@ inline constexpr uint16_t kSuccess = 0;
 inline uint16_t generic(uint8_t code, bool dnr = true) { return make_status(Sct::kGeneric, code, dnr); }
 inline uint16_t specific(uint8_t code, bool dnr = true) { return make_status(Sct::kCommandSpecific, code, dnr); }
 
-class Qpair final : public reactor::Connection::Handler {
+class Qpair final : public reactor::ServedConnection, public reactor::Connection::Handler {
  public:
   Qpair(NvmfTarget& t, reactor::Reactor& r, int fd);
   void start();
   void close(const std::string& why) { conn_->close(why); }
+  void shut_down() override { close("target stopping"); }
 
   // reactor::Connection::Handler (tcp_transport.cc).
   size_t on_data(std::span<const uint8_t> buf) override;

@@ -81,12 +81,12 @@ Status NvmfTarget::remove_subsystem(const std::string& nqn, bool force, uint64_t
       size_t open = 0;
       for (size_t i = 0; i < reactors_.size(); ++i) {
         reactors_.run_on(i, [this, i, &nqn, &open](reactor::Reactor&) {
-          auto v = live_[i];
-          for (Qpair* q : v) {
-            if (!q->serves(nqn)) continue;
+          tcp_.for_each_connection(i, [&](reactor::ServedConnection& c) {
+            auto& q = static_cast<Qpair&>(c);
+            if (!q.serves(nqn)) return;
             ++open;
-            q->close("subsystem removed");
-          }
+            q.close("subsystem removed");
+          });
         });
       }
       if (open == 0) break;
@@ -231,7 +231,7 @@ void NvmfTarget::publish_namespaces(const std::string& nqn, uint32_t nsid,
   for (const auto& [cid, w] : controllers_) {
     auto ctrl = w.lock();
     if (!ctrl || ctrl->subnqn != nqn || ctrl->dead) continue;
-    std::vector<std::pair<reactor::Reactor*, Qpair*>> qps;
+    std::vector<uint64_t> qps;
     std::shared_ptr<const std::vector<NsRef>> snap;
     {
       std::lock_guard ck(ctrl->mu);
@@ -239,16 +239,12 @@ void NvmfTarget::publish_namespaces(const std::string& nqn, uint32_t nsid,
       edit(*v);
       ctrl->ns = v;
       snap = v;
-      qps = ctrl->io_qpairs;
-      if (ctrl->admin) qps.emplace_back(ctrl->admin_reactor, ctrl->admin);  // last: notice after the I/O queues
+      for (const auto& q : ctrl->io_qpairs) qps.push_back(q.connection);
+      if (ctrl->admin_connection) qps.push_back(ctrl->admin_connection);  // last: notice after the I/O queues
     }
-    for (const auto& entry : qps) {
-      reactor::Reactor* r = entry.first;  // not a structured binding: clang 14 cannot capture those
-      Qpair* qp = entry.second;
-      r->send([this, r, qp, ctrl, snap, nsid] {
-        auto& live = live_[r->id()];
-        if (std::find(live.begin(), live.end(), qp) == live.end() || !qp->belongs_to(ctrl.get())) return;
-        qp->namespaces_changed(snap, nsid);
+    for (uint64_t id : qps) {
+      with_qpair(id, [ctrl, snap, nsid](Qpair& qp) {
+        if (qp.belongs_to(ctrl.get())) qp.namespaces_changed(snap, nsid);
       });
     }
   }
@@ -301,19 +297,14 @@ void NvmfTarget::notify_ana_change(AnaGroup& g) {
     }
   }
   for (auto& ctrl : ctrls) {
-    reactor::Reactor* r;
-    Qpair* admin;
+    uint64_t admin;
     {
       std::lock_guard ck(ctrl->mu);
-      r = ctrl->admin_reactor;
-      admin = ctrl->admin;
+      admin = ctrl->admin_connection;
     }
-    if (!r || !admin) continue;
-    NvmfTarget* t = ctrl->target;
-    r->send([t, r, admin, ctrl] {
-      auto& live = t->live_[r->id()];
-      if (std::find(live.begin(), live.end(), admin) == live.end() || !admin->belongs_to(ctrl.get())) return;
-      admin->ana_changed();
+    if (!admin) continue;
+    ctrl->target->with_qpair(admin, [ctrl](Qpair& qp) {
+      if (qp.belongs_to(ctrl.get())) qp.ana_changed();
     });
   }
 }
@@ -341,7 +332,7 @@ std::vector<SubsystemInfo> NvmfTarget::list_subsystems() const {
 std::vector<uint8_t> NvmfTarget::discovery_log() const {
   std::lock_guard lk(mu_);
   std::vector<DiscoveryEntry> e;
-  for (const auto& l : listeners_) {
+  for (const auto& l : tcp_.listeners()) {
     const bool v6 = l.host.find(':') != std::string::npos;
     for (const auto& [n, s] : subsystems_) {
       if (!s->removing) e.push_back({n, l.host, std::to_string(l.port), v6, 1, false});

@@ -27,7 +27,10 @@ namespace castor::nvmf {
 // engine; across engines a clash is unlikely, and fails only that connect (the host's
 // next attempt gets the next id).
 NvmfTarget::NvmfTarget(reactor::ReactorGroup& reactors, bdev::BdevRegistry& registry, TargetOptions opts)
-    : reactors_(reactors), registry_(registry), opts_(opts), live_(reactors.size()) {
+    : reactors_(reactors),
+      registry_(registry),
+      opts_(opts),
+      tcp_(reactors, {.protocol = "nvmf"}, [this](int fd, reactor::Reactor& r) { (new Qpair(*this, r, fd))->start(); }) {
   next_cntlid_ = static_cast<uint16_t>(1 + std::random_device{}() % 0xffef);
 }
 
@@ -54,52 +57,26 @@ NvmfTarget::~NvmfTarget() {
 }
 
 Status NvmfTarget::listen(const std::string& host, uint16_t port, uint16_t* bound) {
+  if (tcp_.stopping()) return make_error(Errc::kAborted, "the NVMe-oF target is stopped");
   uint16_t got = 0;
-  auto fd = reactor::tcp_listen(host, port, 128, &got);
-  if (!fd) return fd.status();
-  if (bound) *bound = got;
-  std::unique_lock lk(mu_);
-  if (stopped_) {
-    ::close(*fd);
-    return make_error(Errc::kAborted, "the NVMe-oF target is stopped");
+  if (auto st = tcp_.listen(host, port, &got); !st) {
+    return st.code() == Errc::kBusy ? make_error(Errc::kAborted, "the NVMe-oF target is stopped") : st;
   }
-  auto l = std::make_unique<reactor::Listener>(reactors_.at(0), *fd, [this](int cfd) {
-    size_t k;
-    {
-      std::lock_guard g(mu_);
-      k = next_reactor_++ % reactors_.size();
-    }
-    reactor::Reactor& r = reactors_.at(k);
-    r.send([this, &r, cfd] { (new Qpair(*this, r, cfd))->start(); });
-  });
-  reactor::Listener* lp = l.get();
-  listeners_.push_back({host, got, std::move(l)});
-  genctr_++;
-  // Not under the lock: reactor 0 may be accepting a connection, which takes it.
-  lk.unlock();
-  reactors_.run_on(0, [lp](reactor::Reactor&) { lp->start(); });
-  spdlog::info("nvmf listening on {}:{}", host, got);
+  if (bound) *bound = got;
+  std::lock_guard lk(mu_);
+  genctr_++;  // the discovery log changed
   return Status::ok();
 }
 
-void NvmfTarget::adopt(int fd, size_t reactor_index) {
-  reactor::Reactor& r = reactors_.at(reactor_index % reactors_.size());
-  r.send([this, &r, fd] { (new Qpair(*this, r, fd))->start(); });
+void NvmfTarget::adopt(int fd, size_t reactor_index) { tcp_.adopt(fd, reactor_index); }
+
+void NvmfTarget::with_qpair(uint64_t connection, std::function<void(Qpair&)> fn) {
+  const size_t i = reactor::TcpServer::reactor_of(connection);
+  reactors_.at(i).send([this, i, connection, fn = std::move(fn)] {
+    if (auto* c = tcp_.find(i, connection)) fn(static_cast<Qpair&>(*c));
+  });
 }
 
-void NvmfTarget::stop() {
-  {
-    std::lock_guard lk(mu_);
-    if (stopped_) return;
-    stopped_ = true;
-  }
-  std::vector<reactor::Listener*> ls;
-  for (auto& l : listeners_) ls.push_back(l.listener.get());
-  reactor::stop_listeners(reactors_, ls);
-  reactors_.run_on(0, [this](reactor::Reactor&) {
-    for (auto& l : listeners_) l.listener.reset();
-  });
-  reactor::close_connections(reactors_, live_, [](Qpair* q) { q->close("target stopping"); });
-}
+void NvmfTarget::stop() { tcp_.stop(); }
 
 }  // namespace castor::nvmf

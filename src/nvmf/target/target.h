@@ -20,6 +20,7 @@
 #include "nvmf/codec/ana_log.h"
 #include "nvmf/codec/spec.h"
 #include "reactor/tcp.h"
+#include "reactor/tcp_server.h"
 
 namespace castor::nvmf {
 
@@ -151,6 +152,10 @@ class NvmfTarget {
   // queue's reactor. Any thread (a reactor too); takes only the group's and the
   // controllers' own locks.
   static void notify_ana_change(AnaGroup& g);
+  // Runs fn on the reactor of the queue pair with this connection id, if it is still
+  // live there then (an id is never reused, so a queue pair that went away is skipped,
+  // not mistaken for a new one at the same address).
+  void with_qpair(uint64_t connection, std::function<void(Qpair&)> fn);
 
   reactor::ReactorGroup& reactors_;
   bdev::BdevRegistry& registry_;
@@ -160,16 +165,10 @@ class NvmfTarget {
   std::map<uint16_t, std::weak_ptr<Controller>> controllers_;
   uint16_t next_cntlid_ = 1;
   uint64_t genctr_ = 1;
-  struct ListenerEntry {
-    std::string host;
-    uint16_t port;
-    std::unique_ptr<reactor::Listener> listener;
-  };
-  std::vector<ListenerEntry> listeners_;
-  size_t next_reactor_ = 0;
-  bool stopped_ = false;
   std::atomic<uint64_t> receive_holds_{0};
-  std::vector<std::vector<Qpair*>> live_;  // per reactor, touched on that reactor only
+  // Listeners and the live queue pairs by connection id. Last: stopped and destroyed
+  // first, while the subsystems above are still there.
+  reactor::TcpServer tcp_;
 };
 
 }  // namespace castor::nvmf

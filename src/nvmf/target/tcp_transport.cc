@@ -27,7 +27,7 @@ Qpair::Qpair(NvmfTarget& t, reactor::Reactor& r, int fd)
 }
 
 void Qpair::start() {
-  t_.live_[r_.id()].push_back(this);
+  t_.tcp_.attach(r_, *this);
   conn_->start();
 }
 
@@ -68,7 +68,7 @@ size_t Qpair::on_data(std::span<const uint8_t> buf) {
 
 void Qpair::on_closed(const std::string& reason) {
   closed_ = true;
-  std::erase(t_.live_[r_.id()], this);
+  t_.tcp_.detach(r_, *this);
   // Writes still waiting for the host's data will never get it, and nothing else would
   // free their slots (the queue pair would never be destroyed).
   for (Cmd& c : slots_) {
@@ -80,7 +80,7 @@ void Qpair::on_closed(const std::string& reason) {
       teardown_controller(reason);
     } else {
       std::lock_guard lk(ctrl_->mu);
-      std::erase_if(ctrl_->io_qpairs, [this](const auto& p) { return p.second == this; });
+      std::erase_if(ctrl_->io_qpairs, [this](const auto& q) { return q.connection == connection_id(); });
     }
   }
   maybe_destroy();

@@ -104,7 +104,7 @@ class IscsiConnection final : public reactor::Connection::Handler {
   void refuse(Bhs& resp, uint16_t status, const std::string& why);
   void enter_ffp();
 
-  // ---- Session: membership, CmdSN ordering, logout
+  // ---- connection_session.cc: membership of a session, CmdSN ordering, logout
   void fill_sns(Bhs& b, bool advance_stat);
   uint32_t max_cmd_sn();
   void hand_over(uint32_t home);

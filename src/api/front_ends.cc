@@ -68,7 +68,7 @@ std::string castor_nqn(const std::string& kind, const Uuid& uuid) {
 
 FrontEnds::FrontEnds(reactor::ReactorGroup& reactors, bdev::BdevRegistry& registry,
                      pool::PoolManager& pools, FrontEndOptions options)
-    : registry_(registry), pools_(pools), nvmf_(reactors, registry),
+    : registry_(registry), pools_(pools), nvmf_(reactors, registry, options.nvmf),
       nbd_(reactors, registry, options.nbd), iscsi_(reactors, registry, std::move(options.iscsi)) {}
 
 FrontEnds::~FrontEnds() {
@@ -370,6 +370,7 @@ iscsi::TargetStats FrontEnds::iscsi_stats() const { return iscsi_.stats(); }
 nbd::NbdStats FrontEnds::nbd_stats() const { return nbd_.stats(); }
 
 uint64_t FrontEnds::nvmf_receive_holds() const { return nvmf_.receive_holds(); }
+uint64_t FrontEnds::nvmf_budget_holds() const { return nvmf_.budget_holds(); }
 
 std::vector<std::string> FrontEnds::iscsi_uris(const std::string& iqn) const {
   std::lock_guard lk(mu_);

@@ -59,6 +59,7 @@ struct ListenerAddress {
 
 // The targets' settings that the engine's configuration chooses.
 struct FrontEndOptions {
+  nvmf::TargetOptions nvmf;
   iscsi::TargetOptions iscsi;
   nbd::ServerOptions nbd;
 };
@@ -137,6 +138,7 @@ class FrontEnds {
   iscsi::TargetStats iscsi_stats() const;
   nbd::NbdStats nbd_stats() const;
   uint64_t nvmf_receive_holds() const;
+  uint64_t nvmf_budget_holds() const;
   // iscsi://HOST:PORT/IQN/0 per iSCSI listener.
   std::vector<std::string> iscsi_uris(const std::string& iqn) const;
 

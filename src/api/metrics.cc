@@ -180,6 +180,10 @@ void MetricsCollector::collect_targets(std::vector<MetricFamily>& out) const {
                        "Times an NVMe-oF queue pair stopped reading: the host sent commands past "
                        "its queue and did not read the refusals.",
                        kCounter, front_ends_.nvmf_receive_holds()));
+  out.push_back(single("castor_nvmf_budget_holds_total",
+                       "Times an NVMe-oF read or write waited because the target-wide buffer budget "
+                       "(--target-buffer-mb) was spent.",
+                       kCounter, front_ends_.nvmf_budget_holds()));
 
   auto nbd_conns = family("castor_nbd_connections", "NBD clients in transmission on the export.",
                           kGauge);

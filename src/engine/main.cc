@@ -154,6 +154,7 @@ int serve(const EngineConfig& cfg, bdev::BdevRegistry& registry, pool::PoolManag
   target_options.iscsi.nop_in_interval_ms = cfg.iscsi_nop_in_ms;
   target_options.iscsi.nop_in_timeout_ms = 2 * cfg.iscsi_nop_in_ms;
   target_options.nbd.keepalive_s = cfg.nbd_keepalive_s;
+  target_options.nvmf.buffer_budget_bytes = cfg.target_buffer_mb << 20;
   target_options.nbd.buffer_budget_bytes = cfg.target_buffer_mb << 20;
   target_options.iscsi.buffer_budget_bytes = cfg.target_buffer_mb << 20;
   api::FrontEnds front_ends(reactors, registry, pools, std::move(target_options));

@@ -629,6 +629,88 @@ TEST_F(Target, HostNotReadingItsRefusalsIsHeldBack) {
   EXPECT_EQ(io.rw(io_op::kRead, 0, 8, 512, &got).status, 0);
 }
 
+// The target-wide buffer budget: with 32 KiB per reactor, two 16 KiB writes awaiting
+// their data hold it all, and a third write waits (no R2T) while the queue pair keeps
+// reading; the first write's data completes it, which frees enough for the third to get
+// its R2T. Every write lands.
+TEST_F(Target, WritesBeyondTheBufferBudgetWaitWhileTheQueueKeepsReading) {
+  TargetOptions o;
+  o.buffer_budget_bytes = 64 * 1024;  // two reactors: 32 KiB each
+  NvmfTarget small(*group, *reg, o);
+  uint16_t p = 0;
+  ASSERT_TRUE(small.listen("127.0.0.1", 0, &p));
+  ASSERT_TRUE(tgt->remove_subsystem(kNqn, 2000));
+  ASSERT_TRUE(small.add_subsystem(kNqn, {}));
+  ASSERT_TRUE(small.add_namespace(kNqn, "m0"));
+  TestHost a(p);
+  uint16_t cntlid = bring_up_admin(a, kNqn, kHost);
+  ASSERT_EQ(a.admin(admin_op::kSetFeatures, 0, feature::kNumberOfQueues, 0).status, 0);
+  TestHost io(p);
+  ASSERT_EQ(io.connect(kNqn, kHost, 1, cntlid).status, 0);
+  auto send_write = [&](uint16_t cid, uint64_t slba) {
+    Sqe wr{};
+    wr.opcode = io_op::kWrite;
+    wr.nsid = 1;
+    wr.cid = cid;
+    wr.flags = 0x40;
+    wr.cdw10 = static_cast<uint32_t>(slba);
+    wr.cdw12 = 31;  // 32 blocks of 512 bytes
+    wr.sgl1.type = kSglTransportDataBlock;
+    wr.sgl1.length = 16384;
+    uint8_t h[80];
+    io.send_raw(h, build_capsule_cmd(h, wr, 0, false, false));
+  };
+  auto data = [](uint16_t cid) { return std::vector<uint8_t>(16384, static_cast<uint8_t>(cid)); };
+  auto send_data = [&](const R2THeader& r) {
+    auto d = data(r.cccid);
+    uint8_t dh[32];
+    size_t hn = build_data_header(dh, PduType::kH2CData, r.cccid, r.ttag, 0, 16384, true, false, false, false);
+    std::vector<uint8_t> pd(dh, dh + hn);
+    pd.insert(pd.end(), d.begin(), d.end());
+    io.send_raw(pd.data(), pd.size());
+  };
+  send_write(101, 0);
+  send_write(102, 32);
+  Pdu r1 = io.recv();
+  Pdu r2 = io.recv();
+  ASSERT_EQ(r1.f.type, PduType::kR2T);
+  ASSERT_EQ(r2.f.type, PduType::kR2T);
+  send_write(103, 64);
+  for (int i = 0; i < 250 && small.budget_holds() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(small.budget_holds(), 1u);
+  // The queue still reads: the first write's data arrives and completes it, and the
+  // third write then gets its R2T.
+  send_data(r1.as<R2THeader>());
+  std::vector<uint16_t> done;
+  std::optional<R2THeader> r3;
+  while (done.size() < 1 || !r3) {
+    Pdu p3 = io.recv();
+    if (p3.f.type == PduType::kCapsuleResp) {
+      ASSERT_EQ(p3.as<CapsuleRespHeader>().cqe.status, 0);
+      done.push_back(p3.as<CapsuleRespHeader>().cqe.cid);
+    } else {
+      ASSERT_EQ(p3.f.type, PduType::kR2T);
+      r3 = p3.as<R2THeader>();
+    }
+  }
+  EXPECT_EQ(done[0], 101);
+  EXPECT_EQ(r3->cccid, 103);
+  send_data(r2.as<R2THeader>());
+  send_data(*r3);
+  for (int i = 0; i < 2; ++i) {
+    Pdu p4 = io.recv();
+    ASSERT_EQ(p4.f.type, PduType::kCapsuleResp);
+    EXPECT_EQ(p4.as<CapsuleRespHeader>().cqe.status, 0);
+  }
+  for (uint16_t cid : {101, 102, 103}) {
+    std::vector<uint8_t> got;
+    ASSERT_EQ(io.rw(io_op::kRead, (cid - 101) * 32, 32, 512, &got).status, 0);
+    EXPECT_EQ(got, data(cid)) << cid;
+  }
+}
+
 TEST_F(Target, DiscoveryAndAllowList) {
   TestHost d(port);
   ASSERT_EQ(d.connect(kDiscoveryNqn, kHost, 0, 0xffff).status, 0);

@@ -58,16 +58,16 @@ void Qpair::io(Cmd* c) {
       if (len > (uint64_t{4096} << t_.opts_.mdts)) return finish(c, generic(sc::kInvalidField));
       if (slba > b.num_blocks() || nlb > b.num_blocks() - slba) return finish(c, generic(sc::kLbaOutOfRange));
       if (s.sgl1.length < len) return finish(c, generic(sc::kSglInvalidData));
-      if (s.opcode == io_op::kRead) {
-        if (s.sgl1.type != kSglTransportDataBlock) return finish(c, generic(sc::kSglInvalidType));
-        ensure_buf(c, static_cast<uint32_t>(len));
-        c->len = static_cast<uint32_t>(len);
-        return submit(c, IoType::kRead, slba, nlb);
+      if (s.opcode == io_op::kRead && s.sgl1.type != kSglTransportDataBlock) {
+        return finish(c, generic(sc::kSglInvalidType));
+      }
+      if (s.opcode == io_op::kWrite && c->received < len &&
+          (c->received != 0 || s.sgl1.type != kSglTransportDataBlock)) {
+        return finish(c, generic(sc::kSglInvalidData));
       }
       c->len = static_cast<uint32_t>(len);
-      if (c->received >= len) return submit(c, IoType::kWrite, slba, nlb, s.cdw12 & kCdw12Fua);  // excess ignored
-      if (c->received != 0 || s.sgl1.type != kSglTransportDataBlock) return finish(c, generic(sc::kSglInvalidData));
-      return request_data(c);
+      if (!charge(c)) return;  // started by budget_available()
+      return start_rw(c);
     }
     case io_op::kFlush: return submit(c, IoType::kFlush, 0, 0);
     case io_op::kWriteZeroes: {
@@ -104,6 +104,47 @@ void Qpair::io(Cmd* c) {
     }
     default: return finish(c, generic(sc::kInvalidOpcode));
   }
+}
+
+bool Qpair::charge(Cmd* c) {
+  if (budget_parked_.empty() && budget_.try_charge(c->len)) {
+    c->charged = c->len;
+    return true;
+  }
+  budget_parked_.push_back(c);  // after the ones already waiting: in order
+  if (!waiting_budget_) {
+    waiting_budget_ = true;
+    budget_.wait(this);
+    t_.budget_holds_.fetch_add(1, std::memory_order_relaxed);
+  }
+  return false;
+}
+
+void Qpair::budget_available() {
+  waiting_budget_ = false;
+  while (!budget_parked_.empty() && !closed_) {
+    Cmd* c = budget_parked_.front();
+    if (!budget_.try_charge(c->len)) {
+      waiting_budget_ = true;
+      budget_.wait(this);
+      return;
+    }
+    budget_parked_.pop_front();
+    c->charged = c->len;
+    start_rw(c);
+  }
+}
+
+void Qpair::start_rw(Cmd* c) {
+  const Sqe& s = c->sqe;
+  const uint64_t slba = s.cdw10 | (uint64_t{s.cdw11} << 32);
+  const uint32_t nlb = (s.cdw12 & 0xffff) + 1;
+  if (s.opcode == io_op::kRead) {
+    ensure_buf(c, c->len);
+    return submit(c, IoType::kRead, slba, nlb);
+  }
+  if (c->received >= c->len) return submit(c, IoType::kWrite, slba, nlb, s.cdw12 & kCdw12Fua);  // excess ignored
+  return request_data(c);
 }
 
 void Qpair::data_received(Cmd* c) {

@@ -16,6 +16,7 @@
 #include <sys/uio.h>
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <span>
 #include <string>
@@ -35,7 +36,9 @@ inline constexpr uint16_t kSuccess = 0;
 inline uint16_t generic(uint8_t code, bool dnr = true) { return make_status(Sct::kGeneric, code, dnr); }
 inline uint16_t specific(uint8_t code, bool dnr = true) { return make_status(Sct::kCommandSpecific, code, dnr); }
 
-class Qpair final : public reactor::ServedConnection, public reactor::Connection::Handler {
+class Qpair final : public reactor::ServedConnection,
+                    public reactor::Connection::Handler,
+                    reactor::ByteBudget::Waiter {
  public:
   Qpair(NvmfTarget& t, reactor::Reactor& r, int fd);
   void start();
@@ -77,6 +80,7 @@ class Qpair final : public reactor::ServedConnection, public reactor::Connection
     uint8_t resp[32];
     uint32_t ddgst = 0;
     uint32_t dsm_next = 0;  // DSM: next range to deallocate
+    uint32_t charged = 0;   // bytes of the target's buffer budget this command holds
   };
   static constexpr uint32_t kAdminInCapsule = 8192;
 
@@ -88,6 +92,7 @@ class Qpair final : public reactor::ServedConnection, public reactor::Connection
   Cmd* get_slot(uint16_t cid);
   void release(Cmd* c);
   void capsule(const PduFrame& f, std::span<const uint8_t> pdu);
+
   void ensure_buf(Cmd* c, uint32_t len);
   // ------------------------------------------------------- tcp_transport.cc: responses
   void fill_resp(Cmd* c, uint16_t status, uint32_t dw0, uint32_t dw1, size_t* n);
@@ -135,6 +140,14 @@ class Qpair final : public reactor::ServedConnection, public reactor::Connection
   void io(Cmd* c);
   // The host data of a Write, Dataset Management or reservation command has all arrived.
   void data_received(Cmd* c);
+  // Read/Write: charges the data length to the target's buffer budget (one command alone
+  // always fits). False: parked until budget_available() starts it. The socket keeps being
+  // read meanwhile (a write's data, which frees budget, may be behind it in the stream);
+  // the queue size bounds what can park.
+  bool charge(Cmd* c);
+  void budget_available() override;
+  // Read: the bdev read into the command's buffer; Write: its data (R2T) or the bdev write.
+  void start_rw(Cmd* c);
   // Register, Acquire or Release with its keys in the command's buffer, as this
   // controller's host. A preempt's notifications run here, on this reactor.
   void reservation(Cmd* c);
@@ -162,6 +175,9 @@ class Qpair final : public reactor::ServedConnection, public reactor::Connection
   static constexpr uint32_t kMaxLooseResps = 128;
   uint32_t loose_resps_ = 0;
   bool held_ = false;
+  reactor::ByteBudget& budget_;   // the target's share for this reactor
+  std::deque<Cmd*> budget_parked_;  // reads and writes waiting for budget_, in order
+  bool waiting_budget_ = false;   // registered with budget_
   std::vector<bool> cids_ = std::vector<bool>(65536, false);
   std::shared_ptr<Controller> ctrl_;
   uint16_t qid_ = 0;

@@ -30,7 +30,7 @@ NvmfTarget::NvmfTarget(reactor::ReactorGroup& reactors, bdev::BdevRegistry& regi
     : reactors_(reactors),
       registry_(registry),
       opts_(opts),
-      tcp_(reactors, {.protocol = "nvmf"}, [this](int fd, reactor::Reactor& r) { (new Qpair(*this, r, fd))->start(); }) {
+      tcp_(reactors, {.protocol = "nvmf", .buffer_budget_bytes = opts.buffer_budget_bytes}, [this](int fd, reactor::Reactor& r) { (new Qpair(*this, r, fd))->start(); }) {
   next_cntlid_ = static_cast<uint16_t>(1 + std::random_device{}() % 0xffef);
 }
 

@@ -31,6 +31,11 @@ struct TargetOptions {
   uint32_t max_h2c_data = 131072; // MAXH2CDATA
   uint16_t max_io_queues = 8;
   uint32_t default_kato_ms = 120000;
+  // The Read and Write data all queue pairs together may have in flight (besides each
+  // queue's own limit, queue_entries commands), split evenly over the reactors. A queue
+  // pair whose next command does not fit stops reading until half its reactor's share is
+  // free; one command alone always fits. 0: no limit beyond the queues' own.
+  uint64_t buffer_budget_bytes = 1ull << 30;
 };
 
 struct SubsystemInfo {
@@ -112,6 +117,8 @@ class NvmfTarget {
   // Times a queue pair stopped reading because the host was not reading the responses to
   // commands refused outside the queue (more commands than the queue holds, a CID in use).
   uint64_t receive_holds() const { return receive_holds_.load(std::memory_order_relaxed); }
+  // Times a queue pair stopped reading because buffer_budget_bytes was spent.
+  uint64_t budget_holds() const { return budget_holds_.load(std::memory_order_relaxed); }
 
  private:
   friend class Qpair;
@@ -166,6 +173,7 @@ class NvmfTarget {
   uint16_t next_cntlid_ = 1;
   uint64_t genctr_ = 1;
   std::atomic<uint64_t> receive_holds_{0};
+  std::atomic<uint64_t> budget_holds_{0};
   // Listeners and the live queue pairs by connection id. Last: stopped and destroyed
   // first, while the subsystems above are still there.
   reactor::TcpServer tcp_;

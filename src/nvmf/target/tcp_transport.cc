@@ -15,7 +15,10 @@
 namespace castor::nvmf {
 
 Qpair::Qpair(NvmfTarget& t, reactor::Reactor& r, int fd)
-    : t_(t), r_(r), conn_(std::make_unique<reactor::Connection>(r, fd, this, 256 * 1024)) {
+    : t_(t),
+      r_(r),
+      conn_(std::make_unique<reactor::Connection>(r, fd, this, 256 * 1024)),
+      budget_(t.tcp_.budget(r.id())) {
   lim_.max_data = std::max({t.opts_.incapsule, kAdminInCapsule, t.opts_.max_h2c_data});
   // Twice the queue size, so the R2T tag (the slot index) always has room.
   slots_ = std::vector<Cmd>(2 * t.opts_.queue_entries);
@@ -68,6 +71,14 @@ size_t Qpair::on_data(std::span<const uint8_t> buf) {
 
 void Qpair::on_closed(const std::string& reason) {
   closed_ = true;
+  if (waiting_budget_) {
+    budget_.cancel_wait(this);
+    waiting_budget_ = false;
+  }
+  // Reads and writes parked for the buffer budget never start.
+  auto parked = std::move(budget_parked_);
+  budget_parked_.clear();
+  for (Cmd* c : parked) release(c);
   t_.tcp_.detach(r_, *this);
   // Writes still waiting for the host's data will never get it, and nothing else would
   // free their slots (the queue pair would never be destroyed).
@@ -142,6 +153,11 @@ Qpair::Cmd* Qpair::get_slot(uint16_t cid) {
 }
 
 void Qpair::release(Cmd* c) {
+  if (c->charged) {
+    const uint32_t n = c->charged;
+    c->charged = 0;
+    budget_.release(n);  // may wake queue pairs waiting for the budget (this one too)
+  }
   if (c->ns.inflight) c->ns.inflight->slots[r_.id()].n.fetch_sub(1, std::memory_order_release);
   c->ns = NsRef{0, nullptr};
   c->busy = false;

@@ -121,7 +121,7 @@ class IscsiConnection final : public reactor::Connection::Handler {
   void logout(const Bhs& h);
   void maybe_logout();
 
-  // ---- Data transfer: commands, R2T, Data-Out, Data-In and status
+  // ---- connection_data.cc: commands, R2T, Data-Out, Data-In and status
   void scsi_command(const Bhs& h, std::span<const uint8_t> data);
   void release_credit_and_fail(Task& tk, const Bhs& h, const std::string& why);
   void fail_unexecuted(Task& tk, uint8_t key, uint16_t asc_ascq);

@@ -195,12 +195,16 @@ class Engine:
     """One castor-engine; `control` is a Control (its current gRPC port) or a string of
     castor-control addresses for --control."""
 
-    def __init__(self, name, control, extra=(), listen="127.0.0.1", wrap=()):
+    def __init__(self, name, control, extra=(), listen="127.0.0.1", wrap=(), nvmf_port=0):
         self.name = name
         self.control = control
         self.extra = list(extra)  # more castor-engine flags (listeners, --node-address)
         self.listen = listen      # the host its gRPC and NVMe-oF listeners bind
         self.wrap = list(wrap)    # a command prefix (NetNs.wrap(): run it in that namespace)
+        # The NVMe-oF port (0: a free one at each start). A fixed one keeps the engine at
+        # the same address across restarts, so that a multipath host's list of paths
+        # still names it.
+        self.nvmf_port = nvmf_port
         self.proc = None
 
     def start(self):
@@ -209,7 +213,7 @@ class Engine:
             os.unlink(ready)
         control = self.control if isinstance(self.control, str) else self.control.address
         args = [BIN.engine, "--cores", "0", "--grpc-listen", f"{self.listen}:0", "--metrics-listen", "none",
-                "--nvmf-listen", f"{self.listen}:0", "--state-dir", os.path.join(DIR, "state-" + self.name),
+                "--nvmf-listen", f"{self.listen}:{self.nvmf_port}", "--state-dir", os.path.join(DIR, "state-" + self.name),
                 "--ready-file", ready, "--control", control,
                 "--node-name", self.name, "--node-label", f"zone=z{self.name[-1]}"] + self.extra
         self.proc = spawn(self.name, self.wrap + args)
@@ -264,36 +268,53 @@ class NetNs:
     """A network namespace for processes to be cut off from the rest, joined to the test's
     own namespace (see enter_netns) by a veth pair: HERE on this side, THERE on the other.
     cut() takes the link down: nothing passes either way and nothing is refused (no RST),
-    as with a pulled cable; heal() brings it back."""
+    as with a pulled cable; heal() brings it back.
+
+    Several at once: NetNs(index) for index 1..254 uses 10.231.<index>.1/.2 and links of
+    its own; up(route=True) routes everything else through this side, so that with
+    forward() on, namespaces reach each other and the addresses of the test's own (one
+    process per namespace, each cut off alone)."""
     HERE, THERE = "10.231.0.1", "10.231.0.2"
 
-    def __init__(self):
-        self.name = f"castor-test-{os.getpid()}"
+    def __init__(self, index=0):
+        self.name = f"castor-test-{os.getpid()}" + (f"-{index}" if index else "")
+        self.here_dev, self.there_dev = ("cveth0", "cveth1") if index == 0 else (f"cveth{index}h", f"cveth{index}t")
+        if index:
+            self.HERE, self.THERE = f"10.231.{index}.1", f"10.231.{index}.2"
 
     def _ip(self, *args):
         r = subprocess.run(["ip"] + list(args), capture_output=True, text=True)
         if r.returncode != 0:
             raise SystemExit(f"ip {' '.join(args)}: {r.stderr.strip()}")
 
-    def up(self):
+    def up(self, route=False):
         self._ip("netns", "add", self.name)
         NETNS.append(self)
-        self._ip("link", "add", "cveth0", "type", "veth", "peer", "name", "cveth1", "netns", self.name)
-        self._ip("addr", "add", f"{self.HERE}/30", "dev", "cveth0")
-        self._ip("link", "set", "cveth0", "up")
-        self._ip("-n", self.name, "addr", "add", f"{self.THERE}/30", "dev", "cveth1")
-        self._ip("-n", self.name, "link", "set", "cveth1", "up")
+        self._ip("link", "add", self.here_dev, "type", "veth", "peer", "name", self.there_dev, "netns", self.name)
+        self._ip("addr", "add", f"{self.HERE}/30", "dev", self.here_dev)
+        self._ip("link", "set", self.here_dev, "up")
+        self._ip("-n", self.name, "addr", "add", f"{self.THERE}/30", "dev", self.there_dev)
+        self._ip("-n", self.name, "link", "set", self.there_dev, "up")
         self._ip("-n", self.name, "link", "set", "lo", "up")
+        if route:
+            self._ip("-n", self.name, "route", "add", "default", "via", self.HERE)
         return self
 
     def wrap(self):
         return ["ip", "netns", "exec", self.name]
 
     def cut(self):
-        self._ip("link", "set", "cveth0", "down")
+        self._ip("link", "set", self.here_dev, "down")
 
     def heal(self):
-        self._ip("link", "set", "cveth0", "up")
+        self._ip("link", "set", self.here_dev, "up")
+
+    @staticmethod
+    def forward():
+        """IPv4 forwarding on in the test's own namespace (enter_netns): the namespaces
+        made with up(route=True) reach each other through it."""
+        with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
+            f.write("1")
 
     def remove(self):
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
@@ -383,9 +404,9 @@ def disk_uri(node, size_mb):
     return f"file://{path}?size_mb={size_mb}"
 
 
-def declare_pools(ctl, names):
+def declare_pools(ctl, names, size_mb=256):
     for name in names:
-        code, p = ctl.call("PUT", f"/v1/nodes/{name}/pools/pool", {"disks": [disk_uri(name, 256)]})
+        code, p = ctl.call("PUT", f"/v1/nodes/{name}/pools/pool", {"disks": [disk_uri(name, size_mb)]})
         check(code == 200, f"pool on {name} declared ({code} {p.get('status', p)})")
 
     def all_online():
@@ -442,16 +463,38 @@ def start_writer(name, uri, seconds, queue_depth=16):
                         str(queue_depth), "-t", str(seconds), "--cores", "1"])
 
 
-def start_multipath_writer(name, uri, other_paths, seconds, queue_depth=16, loss_timeout_s=60, offset_mb=0):
-    """The same writer through castor-perf's --bdev: the nvmf:// multipath host, with the
-    published URI as its first path and `other_paths` (HOST:PORT of the other engines'
-    NVMe-oF listeners) as paths that connect once their engine serves the volume. I/O
-    with no usable path waits up to `loss_timeout_s`."""
+def multipath_uri(uri, other_paths, loss_timeout_s=60):
+    """The nvmf:// URI of Castor's multipath host for a published volume: `uri` as its
+    first path and `other_paths` (HOST:PORT of the other engines' NVMe-oF listeners) as
+    paths that connect once their engine serves the volume. I/O with no usable path
+    waits up to `loss_timeout_s`."""
     opts = (f"paths={','.join(other_paths)}&ctrl_loss_timeout_ms={loss_timeout_s * 1000}"
             "&reconnect_delay_ms=100&reconnect_delay_max_ms=500&connect_timeout_ms=1000")
-    return spawn(name, [BIN.perf, "--bdev", f"{uri}?{opts}", "-w", "randwrite", "--verify", "-q",
-                        str(queue_depth), "-t", str(seconds), "--cores", "1", "--json",
-                        "--offset-mb", str(offset_mb)])
+    return f"{uri}?{opts}"
+
+
+def start_multipath_writer(name, uri, other_paths, seconds, queue_depth=16, loss_timeout_s=60, offset_mb=0,
+                           extra=()):
+    """The same writer through castor-perf's --bdev: the nvmf:// multipath host (see
+    multipath_uri). `extra`: more castor-perf flags (--write-log, --seed)."""
+    return spawn(name, [BIN.perf, "--bdev", multipath_uri(uri, other_paths, loss_timeout_s), "-w", "randwrite",
+                        "--verify", "-q", str(queue_depth), "-t", str(seconds), "--cores", "1", "--json",
+                        "--offset-mb", str(offset_mb)] + list(extra))
+
+
+def perf_json(name):
+    """The JSON result line (castor-perf --json) in DIR/<name>.log, or {}."""
+    try:
+        lines = open(os.path.join(DIR, f"{name}.log"), errors="replace").read().strip().splitlines()
+    except OSError:
+        return {}
+    for line in reversed(lines):
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                return {}
+    return {}
 
 
 def writer_result(name, proc, timeout=120):
@@ -465,6 +508,41 @@ def writer_result(name, proc, timeout=120):
         print("\n".join(open(os.path.join(DIR, f"{name}.log"), errors="replace")
                         .read().splitlines()[-30:]))
     return ok
+
+
+def replica_digest(engine, uuid, size):
+    """sha256 of a replica's whole content, read through its engine's block API."""
+    import hashlib
+    path = os.path.join(WORK, f"replica-{uuid}")
+    engine.ctl("bdev", "read", uuid, "--offset", "0", "--length", str(size), "--file", path)
+    d = hashlib.sha256(open(path, "rb").read()).hexdigest()
+    os.unlink(path)
+    return d
+
+
+def replica_digests(ctl, engines, vol, resume=True):
+    """{node: sha256} of every replica of `vol` (a volume document whose target names
+    the nexus's node), read through each replica's engine. The volume is quiesced to read
+    them: castor-control paused meanwhile (SIGSTOP; it would re-publish), the nexus
+    unpublished and destroyed, each remote replica's share removed (a replica is claimed
+    by its nexus or its subsystem). The volume is left without a nexus: for a test's end.
+    With resume=False castor-control is left stopped (kill it next): resumed, it would
+    re-create the nexus, which then resyncs its children while the test stops them."""
+    size = int(vol["size_bytes"])
+    tnode = vol["target"]["node"]
+    ctl.proc.send_signal(signal.SIGSTOP)
+    try:
+        engines[tnode].ctl("nexus", "unpublish", vol["uuid"], "--force")
+        engines[tnode].ctl("nexus", "destroy", vol["uuid"])
+        digests = {}
+        for r in vol["replicas"]:
+            if r["node"] != tnode:
+                engines[r["node"]].ctl("replica", "unshare", r["uuid"], "--force")
+            digests[r["node"]] = replica_digest(engines[r["node"]], r["uuid"], size)
+        return digests
+    finally:
+        if resume:
+            ctl.proc.send_signal(signal.SIGCONT)
 
 
 def _rank(name):

@@ -41,7 +41,6 @@ Scenarios (default: all):
 Everything runs in a network namespace of the test's own (unshare -n), on its loopback
 (and a veth pair for the partition) with free ports, and is stopped by PID.
 """
-import json
 import os
 import random
 import signal
@@ -222,8 +221,7 @@ def scenario_move():
     if moved:
         log(f"nexus published on {moved['target']['node']} {time.time() - killed_at:.1f} s after the kill")
     if writer_result("perf-move", writer):
-        out = open(os.path.join(h.DIR, "perf-move.log")).read().strip().splitlines()
-        res = next((json.loads(line) for line in reversed(out) if line.startswith("{")), {})
+        res = h.perf_json("perf-move")
         check(res.get("ios", 0) > 0 and res.get("errors") == 0 and res.get("verify_mismatches") == 0,
               f"the multipath writer carried on over the move: {res.get('ios')} I/Os, none failed, "
               f"p99.9 latency {res.get('lat_p999_us', 0) / 1000:.0f} ms")
@@ -235,16 +233,6 @@ def scenario_move():
         nexus_io(engines[new_node], "read", uid, dst, ctl)
         check(open(dst, "rb").read() == pattern, "data written before the move reads back the same")
     stop_all()
-
-
-def replica_digest(engine, uuid, size):
-    """sha256 of a replica's whole content, read through its engine's block API."""
-    import hashlib
-    path = os.path.join(WORK, f"replica-{uuid}")
-    engine.ctl("bdev", "read", uuid, "--offset", "0", "--length", str(size), "--file", path)
-    d = hashlib.sha256(open(path, "rb").read()).hexdigest()
-    os.unlink(path)
-    return d
 
 
 def split_brain(ctl, engines, uid, old, isolate, rejoin, how):
@@ -282,23 +270,8 @@ def split_brain(ctl, engines, uid, old, isolate, rejoin, how):
     # is healed, both replicas are equal block for block.
     healed = until("the volume is healed (two replicas online)", lambda: healthy(ctl, uid, 2), timeout=120)
     if healed:
-        # Quiesce the volume to read its replicas: castor-control paused (it would
-        # re-publish), the nexus destroyed, the remote replica's share removed (a replica
-        # is claimed by its nexus or its subsystem).
-        size = int(healed["size_bytes"])
-        tnode = healed["target"]["node"]
-        ctl.proc.send_signal(signal.SIGSTOP)
-        try:
-            engines[tnode].ctl("nexus", "unpublish", uid, "--force")
-            engines[tnode].ctl("nexus", "destroy", uid)
-            digests = {}
-            for r in healed["replicas"]:
-                if r["node"] != tnode:
-                    engines[r["node"]].ctl("replica", "unshare", r["uuid"], "--force")
-                digests[r["node"]] = replica_digest(engines[r["node"]], r["uuid"], size)
-            check(len(set(digests.values())) == 1, f"the two replicas are equal ({digests})")
-        finally:
-            ctl.proc.send_signal(signal.SIGCONT)
+        digests = h.replica_digests(ctl, engines, healed)
+        check(len(set(digests.values())) == 1, f"the two replicas are equal ({digests})")
 
 
 # The old nexus's child I/O must outlive the isolation (castor-control declares a silent

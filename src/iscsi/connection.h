@@ -136,7 +136,7 @@ class IscsiConnection final : public reactor::Connection::Handler {
   void send_data_in(Task& tk);
   void send_response(Task& tk);
 
-  // ---- Task management
+  // ---- connection_task_management.cc: task management functions
   void task_mgmt(const Bhs& h);
   bool has_lun(uint64_t lun) const;
   void finish_tmf();

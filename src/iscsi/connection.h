@@ -141,13 +141,13 @@ class IscsiConnection final : public reactor::Connection::Handler {
   bool has_lun(uint64_t lun) const;
   void finish_tmf();
 
-  // ---- NOP-Out echoes and NOP-In liveness pings
+  // ---- connection_nop.cc: NOP-Out echoes and NOP-In liveness pings
   void nop_out(const Bhs& h, std::span<const uint8_t> data);
   void arm_liveness(uint64_t delay_ms);
   void liveness_tick();
   void send_ping();
 
-  // ---- Text requests (SendTargets)
+  // ---- connection_text.cc: Text requests (SendTargets)
   void text(const Bhs& h, std::span<const uint8_t> data);
   void send_targets(const std::string& which, std::string& out);
 

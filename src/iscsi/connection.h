@@ -36,7 +36,7 @@ class IscsiConnection final : public reactor::Connection::Handler {
   void on_closed(const std::string& reason) override;
 
  private:
-  // ---- Task slots
+  // ---- connection.cc: task slots
   enum class TaskState : uint8_t { kFree, kReceiving, kExecuting, kSending };
 
   // A header slot: BHS, room for a header digest, and a tail for padding + data digest.
@@ -79,7 +79,7 @@ class IscsiConnection final : public reactor::Connection::Handler {
   void release(Task& tk);
   Task* find_itt(uint32_t itt);
 
-  // ---- Lifetime and dispatch
+  // ---- connection.cc: lifetime and dispatch
   bool dispatch(const Bhs& h, std::span<const uint8_t> data);
   void cancel_timer();
   void maybe_destroy();

@@ -286,7 +286,7 @@ Status FrontEnds::nbd_export(const nbd::ExportInfo& e) {
   std::lock_guard lk(mu_);
   auto info = registry_.info(e.bdev);
   if (!info) return info.status();
-  if (!info->claimed_by.empty()) {
+  if (info->claim) {
     return make_error(Errc::kBusy, "bdev '{}' is claimed by '{}'", e.bdev, info->claimed_by);
   }
   return nbd_.add_export(e);
@@ -345,7 +345,7 @@ Result<std::string> FrontEnds::iscsi_export(const IscsiExportSpec& e) {
   std::lock_guard lk(mu_);
   auto info = registry_.info(e.bdev);
   if (!info) return info.status();
-  if (!info->claimed_by.empty()) {
+  if (info->claim) {
     return make_error(Errc::kBusy, "bdev '{}' is claimed by '{}'", e.bdev, info->claimed_by);
   }
   iscsi::NodeConfig cfg;

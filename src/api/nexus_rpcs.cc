@@ -185,9 +185,9 @@ grpc::Status EngineServiceImpl::DestroyNexus(grpc::ServerContext*,
   }
   // Under the front ends' lock, so no share or export can slip in meanwhile.
   Status s = front_ends_.destroy_unless_exported({name}, [&]() -> Status {
-    if (auto info = registry_.info(name); info && info->claimed_by.rfind("nvmf:", 0) == 0) {
+    if (auto info = registry_.info(name); info && info->claim && info->claim->kind == bdev::Claim::Kind::kNvmfSubsystem) {
       return make_error(Errc::kBusy, "nexus '{}' is published as {} (unpublish it first)", name,
-                        info->claimed_by.substr(5));
+                        info->claim->holder);
     }
     return nexuses_.destroy(name, req->purge());
   });
@@ -291,10 +291,10 @@ grpc::Status EngineServiceImpl::PublishNexus(grpc::ServerContext*,
     return Status::ok();
   };
   auto check_not_nvmf = [&]() -> Status {
-    if (auto info = registry_.info(name); info && info->claimed_by.rfind("nvmf:", 0) == 0) {
+    if (auto info = registry_.info(name); info && info->claim && info->claim->kind == bdev::Claim::Kind::kNvmfSubsystem) {
       return make_error(Errc::kBusy,
                         "nexus '{}' is already published over NVMe-oF as {} (unpublish it first)",
-                        name, info->claimed_by.substr(5));
+                        name, info->claim->holder);
     }
     return Status::ok();
   };

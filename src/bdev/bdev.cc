@@ -235,7 +235,8 @@ BdevInfo Bdev::info() const {
   i.num_blocks = num_blocks();
   i.buf_align = buf_align_;
   i.supported_ops = supported_ops_;
-  i.claimed_by = claimed_by;
+  i.claim = claim;
+  if (claim) i.claimed_by = claim->to_string();
   i.open_descs = open_descs.load();
   return i;
 }
@@ -258,6 +259,16 @@ DmaBuffer& DmaBuffer::operator=(DmaBuffer&& o) noexcept {
     o.size_ = 0;
   }
   return *this;
+}
+
+std::string Claim::to_string() const {
+  switch (kind) {
+    case Kind::kBdev: return holder;
+    case Kind::kPool: return "pool:" + holder;
+    case Kind::kNexus: return "nexus:" + holder;
+    case Kind::kNvmfSubsystem: return "nvmf:" + holder;
+  }
+  return holder;
 }
 
 }  // namespace castor::bdev

@@ -22,6 +22,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -189,6 +190,27 @@ class BdevChannel {
   uint64_t outstanding_ = 0;
 };
 
+// Who holds a bdev exclusively (BdevRegistry::open with a claim) or manages its lifetime
+// (BdevRegistry::set_owner): the kind of holder and its name. Compared by value and
+// never parsed back from text.
+struct Claim {
+  enum class Kind : uint8_t {
+    kBdev,           // a bdev built on this one (a fault bdev's base): holder = its name
+    kPool,           // a pool's member disk, or (as owner) a pool's replica
+    kNexus,          // a nexus's child
+    kNvmfSubsystem,  // a namespace of an NVMe-oF subsystem: holder = its NQN
+  };
+  Kind kind = Kind::kBdev;
+  std::string holder;
+  static Claim bdev(std::string name) { return {Kind::kBdev, std::move(name)}; }
+  static Claim pool(std::string name) { return {Kind::kPool, std::move(name)}; }
+  static Claim nexus(std::string name) { return {Kind::kNexus, std::move(name)}; }
+  static Claim nvmf_subsystem(std::string nqn) { return {Kind::kNvmfSubsystem, std::move(nqn)}; }
+  // As people read it: "pool:p0", "nexus:n0", "nvmf:<nqn>", or a bdev's own name.
+  std::string to_string() const;
+  bool operator==(const Claim&) const = default;
+};
+
 struct BdevInfo {
   std::string name;
   Uuid uuid;
@@ -198,7 +220,8 @@ struct BdevInfo {
   uint64_t num_blocks = 0;
   uint32_t buf_align = 1;      // required alignment of iovec bases and lengths
   uint32_t supported_ops = 0;  // io_type_bit() mask
-  std::string claimed_by;      // the bdev or subsystem holding it open, if any
+  std::optional<Claim> claim;  // who holds it exclusively, if anyone
+  std::string claimed_by;      // claim->to_string(), or empty
   uint32_t open_descs = 0;
 };
 
@@ -288,8 +311,8 @@ class Bdev {
 
   // Descriptor bookkeeping (see BdevDesc).
   std::atomic<uint32_t> open_descs{0};
-  std::string claimed_by;  // guarded by the registry's lock
-  std::string owner;       // manages the lifetime (e.g. "pool:p0"); guarded likewise
+  std::optional<Claim> claim;  // guarded by the registry's lock
+  std::optional<Claim> owner;  // manages the lifetime (a pool its replicas); guarded likewise
 
  protected:
   virtual std::unique_ptr<BdevChannel> create_channel(reactor::Reactor& r) = 0;

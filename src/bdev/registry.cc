@@ -111,11 +111,11 @@ Status BdevRegistry::destroy(const std::string& name) {
     auto it = bdevs_.find(name);
     if (it == bdevs_.end()) return make_error(Errc::kNotFound, "bdev '{}' does not exist", name);
     b = it->second;
-    if (!b->owner.empty()) {
-      return make_error(Errc::kBusy, "bdev '{}' belongs to '{}'; destroy it there", name, b->owner);
+    if (b->owner) {
+      return make_error(Errc::kBusy, "bdev '{}' belongs to '{}'; destroy it there", name, b->owner->to_string());
     }
-    if (!b->claimed_by.empty()) {
-      return make_error(Errc::kBusy, "bdev '{}' is in use by '{}'", name, b->claimed_by);
+    if (b->claim) {
+      return make_error(Errc::kBusy, "bdev '{}' is in use by '{}'", name, b->claim->to_string());
     }
     if (uint32_t n = b->open_descs.load(); n > 0) {
       return make_error(Errc::kBusy, "bdev '{}' has {} open descriptor(s)", name, n);
@@ -178,30 +178,34 @@ std::shared_ptr<Bdev> BdevRegistry::find(const std::string& name) const {
   return it == bdevs_.end() ? nullptr : it->second;
 }
 
-Result<BdevDesc> BdevRegistry::open(const std::string& name, const std::string& claimer) {
+Result<BdevDesc> BdevRegistry::open(const std::string& name) {
   std::lock_guard lk(mu_);
   auto it = bdevs_.find(name);
   if (it == bdevs_.end()) return make_error(Errc::kNotFound, "bdev '{}' does not exist", name);
   Bdev* b = it->second.get();
-  if (!b->claimed_by.empty()) {
-    return make_error(Errc::kBusy, "bdev '{}' is claimed by '{}'", name, b->claimed_by);
-  }
-  if (!claimer.empty()) b->claimed_by = claimer;
+  if (b->claim) return make_error(Errc::kBusy, "bdev '{}' is claimed by '{}'", name, b->claim->to_string());
   return BdevDesc(b);
 }
 
-Status BdevRegistry::set_owner(const std::string& name, const std::string& owner) {
+Result<BdevDesc> BdevRegistry::open(const std::string& name, const Claim& claim) {
+  std::lock_guard lk(mu_);
+  auto d = open(name);  // recursive mutex
+  if (d) bdevs_.at(name)->claim = claim;
+  return d;
+}
+
+Status BdevRegistry::set_owner(const std::string& name, std::optional<Claim> owner) {
   std::lock_guard lk(mu_);
   auto it = bdevs_.find(name);
   if (it == bdevs_.end()) return make_error(Errc::kNotFound, "bdev '{}' does not exist", name);
-  it->second->owner = owner;
+  it->second->owner = std::move(owner);
   return Status::ok();
 }
 
-void BdevRegistry::release_claim(const std::string& name, const std::string& claimer) {
+void BdevRegistry::release_claim(const std::string& name, const Claim& claim) {
   std::lock_guard lk(mu_);
   auto it = bdevs_.find(name);
-  if (it != bdevs_.end() && it->second->claimed_by == claimer) it->second->claimed_by.clear();
+  if (it != bdevs_.end() && it->second->claim == claim) it->second->claim.reset();
 }
 
 }  // namespace castor::bdev

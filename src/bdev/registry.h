@@ -60,15 +60,17 @@ class BdevRegistry {
   // must hold a descriptor to do I/O.
   std::shared_ptr<Bdev> find(const std::string& name) const;
 
-  // Opens a descriptor. A non-empty `claimer` claims the bdev exclusively (fails with
-  // Busy if someone else claimed it); the claim ends when the descriptor is released
-  // through release_claim().
-  Result<BdevDesc> open(const std::string& name, const std::string& claimer = "");
-  void release_claim(const std::string& name, const std::string& claimer);
+  // Opens a descriptor. Errors: NotFound, Busy (claimed).
+  Result<BdevDesc> open(const std::string& name);
+  // The same, and claims the bdev exclusively for `claim` (Busy if anyone holds a claim
+  // on it); the claim ends with release_claim().
+  Result<BdevDesc> open(const std::string& name, const Claim& claim);
+  // Ends `claim` on the bdev; no-op if it holds another claim or none.
+  void release_claim(const std::string& name, const Claim& claim);
   // Records that `owner` manages the bdev's lifetime (a pool owns its replicas' bdevs):
-  // anyone may open it, but destroy() refuses while an owner is set ("" clears it).
+  // anyone may open it, but destroy() refuses while an owner is set (nullopt clears it).
   // Errors: NotFound.
-  Status set_owner(const std::string& name, const std::string& owner);
+  Status set_owner(const std::string& name, std::optional<Claim> owner);
 
   reactor::ReactorGroup& reactors() { return reactors_; }
 

@@ -36,7 +36,7 @@ Result<std::shared_ptr<Child>> open_child_bdev(bdev::BdevRegistry& reg, const st
     c->bdev_name = info->name;
     c->owned = true;
   }
-  auto desc = reg.open(c->bdev_name, "nexus:" + nexus);
+  auto desc = reg.open(c->bdev_name, bdev::Claim::nexus(nexus));
   if (!desc) {
     if (c->owned) (void)reg.destroy(c->bdev_name);
     return desc.status();
@@ -50,7 +50,7 @@ Result<std::shared_ptr<Child>> open_child_bdev(bdev::BdevRegistry& reg, const st
 void close_child_bdev(bdev::BdevRegistry& reg, const std::string& nexus, Child& c) {
   if (!c.desc) return;
   c.desc.close();
-  reg.release_claim(c.bdev_name, "nexus:" + nexus);
+  reg.release_claim(c.bdev_name, bdev::Claim::nexus(nexus));
   c.bdev.reset();
   if (c.owned) {
     if (auto st = reg.destroy(c.bdev_name); !st) {

@@ -104,7 +104,7 @@ struct OpenedDisks {
   std::vector<bool> owned;
 };
 
-void release_disks(bdev::BdevRegistry& reg, OpenedDisks& d, const std::string& claimer) {
+void release_disks(bdev::BdevRegistry& reg, OpenedDisks& d, const bdev::Claim& claimer) {
   for (size_t i = 0; i < d.descs.size(); ++i) {
     d.descs[i].close();
     reg.release_claim(d.names[i], claimer);
@@ -114,7 +114,7 @@ void release_disks(bdev::BdevRegistry& reg, OpenedDisks& d, const std::string& c
 }
 
 Result<OpenedDisks> open_disks(bdev::BdevRegistry& reg, const std::vector<std::string>& disks,
-                               const std::string& claimer) {
+                               const bdev::Claim& claimer) {
   OpenedDisks out;
   if (disks.empty()) return make_error(Errc::kInvalidArgument, "a pool needs at least one disk");
   if (disks.size() > kMaxMembers) {
@@ -178,7 +178,7 @@ Result<PoolInfo> PoolManager::create(const PoolCreateOptions& o) {
     return make_error(Errc::kInvalidArgument,
                       "cluster size {} is invalid (a power of two from 64 KiB to 1 GiB)", cs);
   }
-  const std::string claimer = "pool:" + o.name;
+  const bdev::Claim claimer = bdev::Claim::pool(o.name);
   auto disks = open_disks(registry_, o.disks, claimer);
   if (!disks) return disks.status();
   auto& R = registry_.reactors().at(0);
@@ -272,13 +272,13 @@ Status PoolManager::register_replica(Pool& p, const std::string& uuid) {
   replica_state->bdev = b;
   if (auto st = registry_.add(b, "replica://" + p.name() + "/" + replica_state->name); !st) return st;
   // The pool owns its replicas' bdevs: a plain bdev destroy must not remove one.
-  return registry_.set_owner(replica_state->name, "pool:" + p.name());
+  return registry_.set_owner(replica_state->name, bdev::Claim::pool(p.name()));
 }
 
 Result<PoolInfo> PoolManager::import(const std::vector<std::string>& disk_uris) {
   std::lock_guard lk(mu_);
   // Claim under a temporary name; the label tells the pool's name.
-  const std::string tmp_claimer = "pool-import";
+  const bdev::Claim tmp_claimer = bdev::Claim::pool("(importing)");
   auto disks = open_disks(registry_, disk_uris, tmp_claimer);
   if (!disks) return disks.status();
   auto& R = registry_.reactors().at(0);
@@ -318,7 +318,7 @@ Result<PoolInfo> PoolManager::import(const std::vector<std::string>& disk_uris) 
     ordered.owned.push_back(disks->owned[d]);
     registry_.release_claim(disks->names[d], tmp_claimer);
   }
-  const std::string claimer = "pool:" + name;
+  const bdev::Claim claimer = bdev::Claim::pool(name);
   for (auto& n : ordered.names) {
     // The descriptors stay open; only the claim's name changes.
     auto again = registry_.open(n, claimer);
@@ -356,7 +356,7 @@ Status PoolManager::export_pool(const std::string& name) {
     }
   }
   for (const auto& n : names) {
-    (void)registry_.set_owner(n, "");
+    (void)registry_.set_owner(n, std::nullopt);
     (void)registry_.destroy(n);
   }
   // Wait for in-flight metadata work (there is none without open replicas) and close.
@@ -367,7 +367,7 @@ Status PoolManager::export_pool(const std::string& name) {
   const auto owned = impl->owned();
   impl.reset();  // closes the member descriptors
   for (size_t i = 0; i < member_names.size(); ++i) {
-    registry_.release_claim(member_names[i], "pool:" + name);
+    registry_.release_claim(member_names[i], bdev::Claim::pool(name));
     if (owned[i]) (void)registry_.destroy(member_names[i]);
   }
   spdlog::info("pool exported name={}", name);
@@ -402,7 +402,7 @@ Status PoolManager::destroy(const std::string& name) {
   auto owned = pool->owned();
   pools_.erase(name);
   for (size_t i = 0; i < names.size(); ++i) {
-    registry_.release_claim(names[i], "pool:" + name);
+    registry_.release_claim(names[i], bdev::Claim::pool(name));
     if (owned[i]) (void)registry_.destroy(names[i]);
   }
   spdlog::info("pool destroyed name={}", name);
@@ -549,9 +549,9 @@ Status PoolManager::destroy_replica_locked(const std::string& name) {
     done(pool->replicas().at(uuid.to_string())->name);
   });
   // No descriptor may be open: after this no I/O reaches the replica.
-  (void)registry_.set_owner(bdev_name, "");
+  (void)registry_.set_owner(bdev_name, std::nullopt);
   if (auto st = registry_.destroy(bdev_name); !st && st.code() != Errc::kNotFound) {
-    (void)registry_.set_owner(bdev_name, "pool:" + pool->name());
+    (void)registry_.set_owner(bdev_name, bdev::Claim::pool(pool->name()));
     return st;
   }
   Status st = run_home<Status>(*pool, [pool, uuid](std::function<void(Status)> done) {

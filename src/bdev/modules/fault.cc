@@ -145,7 +145,7 @@ class FaultBdev final : public Bdev {
   }
   ~FaultBdev() override {
     base_.close();
-    reg_.release_claim(base_name_, name());
+    reg_.release_claim(base_name_, Claim::bdev(name()));
   }
 
   Bdev& base() { return *base_.bdev(); }
@@ -981,7 +981,7 @@ class FaultModule final : public BdevModule {
       return make_error(Errc::kInvalidArgument, "fault bdev needs base=<bdev name>");
     }
     if (base == name) return make_error(Errc::kInvalidArgument, "fault bdev cannot wrap itself");
-    auto desc = reg.open(base, name);
+    auto desc = reg.open(base, Claim::bdev(name));
     if (!desc) return desc.status();
     return std::unique_ptr<Bdev>(
         std::make_unique<FaultBdev>(name, reg, std::move(desc.value()), cache == "volatile", *mb << 20));

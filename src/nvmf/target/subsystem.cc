@@ -121,7 +121,7 @@ Status NvmfTarget::remove_subsystem(const std::string& nqn, bool force, uint64_t
   }
   for (auto& [nsid, ns] : gone) {
     ns->desc.close();
-    registry_.release_claim(ns->bdev, "nvmf:" + nqn);
+    registry_.release_claim(ns->bdev, bdev::Claim::nvmf_subsystem(nqn));
   }
   return Status::ok();
 }
@@ -148,7 +148,7 @@ Result<uint32_t> NvmfTarget::add_namespace(const std::string& nqn, const std::st
     while (s.namespaces.count(nsid)) ++nsid;
   }
   if (s.namespaces.count(nsid)) return make_error(Errc::kAlreadyExists, "namespace {} of '{}' exists", nsid, nqn);
-  auto d = registry_.open(bdev, "nvmf:" + nqn);
+  auto d = registry_.open(bdev, bdev::Claim::nvmf_subsystem(nqn));
   if (!d) return d.status();
   auto ns = std::make_unique<Namespace>();
   ns->nsid = nsid;
@@ -221,7 +221,7 @@ Status NvmfTarget::remove_namespace(const std::string& nqn, uint32_t nsid, uint6
                       nsid, nqn, bdev, left, drain_timeout_ms);
   }
   gone->desc.close();
-  registry_.release_claim(bdev, "nvmf:" + nqn);
+  registry_.release_claim(bdev, bdev::Claim::nvmf_subsystem(nqn));
   spdlog::info("nvmf: namespace {} ({}) removed from {}", nsid, bdev, nqn);
   return Status::ok();
 }

@@ -51,7 +51,7 @@ NvmfTarget::~NvmfTarget() {
         continue;
       }
       ns->desc.close();
-      registry_.release_claim(ns->bdev, "nvmf:" + n);
+      registry_.release_claim(ns->bdev, bdev::Claim::nvmf_subsystem(n));
     }
   }
 }

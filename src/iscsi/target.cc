@@ -44,16 +44,7 @@ IscsiTarget::IscsiTarget(reactor::ReactorGroup& reactors, bdev::BdevRegistry& re
     if (it == nodes_.end() || it->second.removing) return std::nullopt;
     return it->second.cfg.access;
   };
-  login_cfg_.new_tsih = [this] {
-    std::lock_guard g(mu_);
-    for (;;) {
-      uint16_t t = next_tsih_++;
-      if (t == 0) continue;
-      bool used = false;
-      for (const auto& [id, s] : sessions_) used |= s.info.tsih == t;
-      if (!used) return t;
-    }
-  };
+  login_cfg_.new_tsih = [this] { return new_tsih(); };
 }
 
 IscsiTarget::~IscsiTarget() { stop(); }
@@ -194,25 +185,6 @@ Status IscsiTarget::remove_node(const std::string& name, uint64_t drain_timeout_
   return Status::ok();
 }
 
-void IscsiTarget::close_sessions(const std::string& node, uint64_t except_conn) {
-  std::vector<std::pair<uint32_t, uint64_t>> to_close;
-  {
-    std::lock_guard g(mu_);
-    for (const auto& [id, s] : sessions_) {
-      if (s.info.target == node && id != except_conn) to_close.emplace_back(s.info.reactor, id);
-    }
-  }
-  for (auto [r, id] : to_close) close_connection(r, id);
-}
-
-void IscsiTarget::close_connection(uint32_t r, uint64_t conn_id) {
-  reactors_.at(r).send([this, r, conn_id] {
-    for (IscsiConnection* c : live_[r]) {
-      if (c->id() == conn_id) c->shutdown("session closed by the target");
-    }
-  });
-}
-
 std::vector<NodeInfo> IscsiTarget::list_nodes() const {
   std::lock_guard g(mu_);
   std::vector<NodeInfo> out;
@@ -233,13 +205,6 @@ std::vector<NodeInfo> IscsiTarget::list_nodes() const {
     i.sessions = static_cast<uint32_t>(seen.size());
     out.push_back(std::move(i));
   }
-  return out;
-}
-
-std::vector<SessionInfo> IscsiTarget::list_sessions() const {
-  std::lock_guard g(mu_);
-  std::vector<SessionInfo> out;
-  for (const auto& [id, s] : sessions_) out.push_back(s.info);
   return out;
 }
 
@@ -269,51 +234,6 @@ std::vector<std::string> IscsiTarget::node_names() const {
     if (!node.removing) out.push_back(n);
   }
   return out;
-}
-
-void IscsiTarget::session_started(IscsiConnection* c, const SessionInfo& s, uint64_t conn_id) {
-  std::vector<std::pair<uint32_t, uint64_t>> old;
-  {
-    std::lock_guard g(mu_);
-    if (!s.target.empty()) {
-      // A login that found the node just before remove_node() marked it: removal closes
-      // this session too.
-      auto n = nodes_.find(s.target);
-      if (n == nodes_.end() || n->second.removing) old.emplace_back(s.reactor, conn_id);
-    }
-    for (const auto& [id, other] : sessions_) {
-      if (!s.target.empty() && other.info.target == s.target && other.info.initiator == s.initiator &&
-          other.info.isid == s.isid && other.info.tsih != s.tsih) {
-        old.emplace_back(other.info.reactor, id);  // reinstatement: the old one goes
-      }
-    }
-    sessions_[conn_id] = Session{s, conn_id};
-  }
-  for (auto [r, id] : old) {
-    spdlog::info("iscsi session reinstated by {} isid={}: closing the old session's connection", s.initiator,
-                 s.isid);
-    close_connection(r, id);
-  }
-}
-
-void IscsiTarget::session_ended(uint64_t conn_id) {
-  std::lock_guard g(mu_);
-  sessions_.erase(conn_id);
-  released_cv_.notify_all();
-}
-
-std::optional<uint32_t> IscsiTarget::session_reactor(uint16_t tsih) const {
-  std::lock_guard g(mu_);
-  for (const auto& [id, s] : sessions_) {
-    if (s.info.tsih == tsih) return s.info.reactor;
-  }
-  return std::nullopt;
-}
-
-IscsiSession* IscsiTarget::local_session(size_t r, uint16_t tsih) const {
-  const auto& m = local_sessions_[r];
-  auto it = m.find(tsih);
-  return it == m.end() ? nullptr : it->second;
 }
 
 void IscsiTarget::count(uint64_t TargetStats::*field) {

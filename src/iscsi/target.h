@@ -166,6 +166,8 @@ class IscsiTarget {
  private:
   void spawn(int fd, size_t reactor_index);
   void close_connection(uint32_t reactor, uint64_t conn_id);
+  // A TSIH that no registered session has, never 0 (LoginConfig::new_tsih).
+  uint16_t new_tsih();
 
   reactor::ReactorGroup& reactors_;
   bdev::BdevRegistry& registry_;

@@ -490,14 +490,21 @@ void ControlPlane::reconcile_target(VolumeSpec& v) {
   // between the engine's answer and writing the URI): ensure_nexus finishes it.
   if (!nexus || nexus->uris.empty() || v.target->uri.empty()) {
     const std::string before = v.target->uri;
+    std::vector<ReplicaState> states_before;
+    for (const auto& r : v.replicas) states_before.push_back(r.state);
     if (Status s = ensure_nexus(v); !s) {
       spdlog::warn("volume {}: {}", v.uuid, s.message());
       return;
     }
-    if (v.target->uri != before) {
-      // Only a changed URI is written: a snapshot read before a publish finished shows
-      // no nexus, and ensure_nexus then finds it and changes nothing.
-      spdlog::info("volume {}: nexus on node {} published at {}", v.uuid, v.target->node, v.target->uri);
+    bool states_changed = false;
+    for (size_t i = 0; i < v.replicas.size(); ++i) states_changed |= v.replicas[i].state != states_before[i];
+    if (v.target->uri != before || states_changed) {
+      // Only a change is written: a snapshot read before a publish finished shows no
+      // nexus, and ensure_nexus then finds it and changes nothing. A nexus created
+      // without some replica changed that replica's state.
+      if (v.target->uri != before) {
+        spdlog::info("volume {}: nexus on node {} published at {}", v.uuid, v.target->node, v.target->uri);
+      }
       (void)persist_volume(v);
     }
     return;  // children are looked at next pass, from a fresh snapshot
@@ -553,6 +560,14 @@ void ControlPlane::reconcile_target(VolumeSpec& v) {
       } else {
         spdlog::warn("volume {}: cannot fault child {}: {}", v.uuid, c.uri, s.to_string());
       }
+    } else if (c.state == "out_of_sync" && r->state == ReplicaState::kOnline) {
+      // Being rebuilt, so not current until it is healthy again: a nexus re-created after
+      // an unclean end resyncs every child but its source. Recorded `new` (shown as
+      // rebuilding), it does not count as current for a move or a replacement meanwhile.
+      r->state = ReplicaState::kNew;
+      r->reason = "resyncing";
+      dirty = true;
+      spdlog::info("volume {}: replica {} on node {} is being resynced", v.uuid, r->uuid, r->node);
     } else if (c.state == "healthy" && (r->state == ReplicaState::kNew || r->state == ReplicaState::kFaulted)) {
       // In sync: rebuilt, or never stale in the nexus's eyes (a healthy child has every
       // acknowledged write).

@@ -222,15 +222,18 @@ Status ControlPlane::ensure_nexus(VolumeSpec& v) {
     if (Status s = translate_health(v, target); !s) return s;
     std::vector<std::string> uris;
     std::vector<std::string> skipped;
+    std::vector<std::string> left_out;  // online replicas that will not be children
     for (const auto& r : v.replicas) {
       if (r.state != ReplicaState::kOnline) continue;
       if (stale->count(r.uuid)) {
         skipped.push_back(r.uuid + " (recorded stale)");
+        left_out.push_back(r.uuid);
         continue;
       }
       auto uri = child_uri(r, target);
       if (!uri) {
         skipped.push_back(fmt::format("{} ({})", r.uuid, uri.status().message()));
+        left_out.push_back(r.uuid);
         continue;
       }
       uris.push_back(*uri);
@@ -276,6 +279,19 @@ Status ControlPlane::ensure_nexus(VolumeSpec& v) {
                         v.uuid, target, made.status().message());
     }
     spdlog::info("volume {}: nexus created on node {} with {} child(ren)", v.uuid, target, uris.size());
+    // A replica the new nexus does not have misses its writes from now on: it is no
+    // longer current, whatever the spec said. Recorded `new`, it is added back to the
+    // nexus (a full rebuild) like any replica waiting for one. Left `online`, the volume
+    // would report it current, and nothing would ever add it (a nexus re-created while
+    // it resynced children after an unclean end kept only its source, with the volume
+    // reported online with three replicas).
+    for (auto& r : v.replicas) {
+      if (std::find(left_out.begin(), left_out.end(), r.uuid) == left_out.end()) continue;
+      r.state = ReplicaState::kNew;
+      r.reason = "left out of the nexus created on " + target;
+      spdlog::warn("volume {}: replica {} on node {} is not in the new nexus: to be added back and rebuilt",
+                   v.uuid, r.uuid, r.node);
+    }
     return Status::ok();
   };
   if (!exists) {

@@ -563,6 +563,101 @@ TEST_F(ControlPlaneTest, NoReplacementWithoutACurrentReplica) {
   EXPECT_EQ(on_live, 0u);  // no replacement that could never be rebuilt
 }
 
+// A nexus created without a replica the health record calls stale (castor-control leaves
+// such replicas out) misses that replica's writes from then on: the replica must not stay
+// `online`. It is recorded new, added back and rebuilt in place. Before, it stayed online
+// and out of the nexus for good: the volume reported three current replicas with one in
+// the nexus (found by control_fault_schedules, CASTOR_SCHEDULE_SEED=301: a nexus
+// re-created after its node died was unpublished while it resynced two children, and
+// published again with its source alone).
+TEST_F(ControlPlaneTest, AReplicaLeftOutOfARecreatedNexusIsAddedBackAndRebuilt) {
+  auto v = create(3);
+  auto pub = cp_->publish_volume(PublishArgs{.uuid = v.spec.uuid, .node = v.spec.replicas[0].node,
+                                             .allowed_hosts = {}, .frontend_node = {}});
+  ASSERT_TRUE(pub);
+  const std::string node = pub->spec.target->node;
+  passes(1);
+  auto snap = cluster_.find(node)->snapshot();
+  ASSERT_TRUE(snap);
+  ASSERT_EQ(snap->nexuses.size(), 1u);
+  ASSERT_EQ(snap->nexuses[0].children.size(), 3u);
+  std::string stale_uri;
+  for (const auto& c : snap->nexuses[0].children) {
+    if (c.uri.rfind("nvmf://", 0) == 0) stale_uri = c.uri;
+  }
+  ASSERT_FALSE(stale_uri.empty());
+  const std::string stale = *replica_of_child_uri(stale_uri);
+  const std::string doc = R"({"format":"castor-nexus-health","version":1,"nexus":")" + v.spec.uuid +
+                          R"(","open":false,"children":{")" + stale_uri +
+                          R"(":{"healthy":false,"reason":"out_of_sync"}}})";
+  ASSERT_TRUE(cp_->put_nexus_health(v.spec.uuid, doc, pub->spec.nexus_generation));
+  // The nexus's engine restarts; castor-control re-creates the nexus without that replica.
+  cluster_.find(node)->set_rebuild_polls(2);
+  cluster_.find(node)->restart();
+  instances_[node] = Uuid::random().to_string();
+  for (int i = 0; i < 4 && cluster_.find(node)->nexus_count() == 0; ++i) passes(1);
+  ASSERT_EQ(cluster_.find(node)->nexus_count(), 1u);
+  auto mid = cp_->get_volume(v.spec.uuid);
+  ASSERT_TRUE(mid);
+  for (const auto& r : mid->spec.replicas) {
+    if (r.uuid == stale) {
+      EXPECT_NE(r.state, ReplicaState::kOnline) << "a replica the nexus does not have";
+    }
+  }
+  EXPECT_NE(mid->status, "online");
+  passes(8);
+  auto got = cp_->get_volume(v.spec.uuid);
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->status, "online");
+  ASSERT_EQ(got->spec.replicas.size(), 3u);
+  bool kept = false;
+  for (const auto& r : got->spec.replicas) {
+    EXPECT_EQ(r.state, ReplicaState::kOnline) << r.uuid;
+    kept = kept || r.uuid == stale;
+  }
+  EXPECT_TRUE(kept) << "rebuilt in place, not replaced";
+  snap = cluster_.find(node)->snapshot();
+  ASSERT_TRUE(snap);
+  ASSERT_EQ(snap->nexuses.size(), 1u);
+  EXPECT_EQ(snap->nexuses[0].children.size(), 3u);
+  for (const auto& c : snap->nexuses[0].children) EXPECT_EQ(c.state, "healthy") << c.uri;
+}
+
+// A child the nexus rebuilds by its own decision (a nexus re-created after an unclean end
+// resyncs every child but its source) is not current until it is healthy again: its
+// replica is reported rebuilding, not online, and the volume degraded meanwhile (so that
+// nothing, a move or a client, takes it for a current copy).
+TEST_F(ControlPlaneTest, AReplicaWhoseChildResyncsIsNotReportedOnline) {
+  auto v = create(3);
+  auto pub = cp_->publish_volume(PublishArgs{.uuid = v.spec.uuid, .node = v.spec.replicas[0].node,
+                                             .allowed_hosts = {}, .frontend_node = {}});
+  ASSERT_TRUE(pub);
+  const std::string node = pub->spec.target->node;
+  passes(1);
+  auto snap = cluster_.find(node)->snapshot();
+  ASSERT_TRUE(snap);
+  ASSERT_EQ(snap->nexuses.size(), 1u);
+  const std::string uri = snap->nexuses[0].children.back().uri;
+  const std::string uuid = *replica_of_child_uri(uri);
+  cluster_.find(node)->set_rebuild_polls(3);
+  ASSERT_TRUE(cluster_.find(node)->resync_child(v.spec.uuid, uri));
+  passes(1);
+  auto mid = cp_->get_volume(v.spec.uuid);
+  ASSERT_TRUE(mid);
+  EXPECT_EQ(mid->status, "degraded");
+  for (const auto& r : mid->spec.replicas) {
+    if (r.uuid == uuid) {
+      EXPECT_EQ(r.state, ReplicaState::kNew);
+    }
+  }
+  EXPECT_TRUE(mid->replicas[uuid].rebuilding);
+  passes(4);
+  auto got = cp_->get_volume(v.spec.uuid);
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->status, "online");
+  for (const auto& r : got->spec.replicas) EXPECT_EQ(r.state, ReplicaState::kOnline) << r.uuid;
+}
+
 TEST_F(ControlPlaneTest, EngineRestartIsReReconciled) {
   auto v = create(2);
   auto pub = cp_->publish_volume(PublishArgs{.uuid = v.spec.uuid, .node = "n0", .allowed_hosts = {},

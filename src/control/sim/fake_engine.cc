@@ -414,6 +414,21 @@ Status FakeEngine::remove_child(const std::string& nexus, const std::string& uri
   return Status::ok();
 }
 
+bool FakeEngine::resync_child(const std::string& nexus, const std::string& uri) {
+  std::lock_guard lk(mu_);
+  auto it = nexuses_.find(nexus);
+  if (it == nexuses_.end()) return false;
+  for (auto& c : it->second.children) {
+    if (c.uri != uri) continue;
+    c.state = "out_of_sync";
+    c.reason = "none";
+    c.rebuild_left = rebuild_polls_.load();
+    c.rebuilt = false;
+    return true;
+  }
+  return false;
+}
+
 Status FakeEngine::online_child(const std::string& nexus, const std::string& uri) {
   if (Status s = enter("online_child"); !s) return s;
   if (Status s = reachable({uri}); !s) return s;

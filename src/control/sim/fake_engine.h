@@ -60,6 +60,10 @@ class FakeEngine final : public EngineClient {
   void fail_next(const std::string& op, Status s, uint32_t times = 1);
   // A rebuild completes after this many snapshot() calls (0: at once).
   void set_rebuild_polls(uint32_t n) { rebuild_polls_ = n; }
+  // The child starts a rebuild by the nexus's own decision (as a nexus re-created after
+  // an unclean end resyncs its children). False if there is no such child. Counts as no
+  // call.
+  bool resync_child(const std::string& nexus, const std::string& uri);
   uint64_t calls() const { return calls_.load(); }
   const std::string& node() const { return node_; }
   std::string nvmf_endpoint() const { return nvmf_endpoint_; }

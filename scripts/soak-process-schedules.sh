@@ -16,8 +16,13 @@ count=${1:-50}
 base=${2:-$(od -An -N5 -tu8 /dev/urandom | tr -d ' ')}
 [[ -f build/test/build.ninja ]] || scripts/setup.sh test
 flock /tmp/castor-build.lock cmake --build build/test --target castor-control castor-engine castorctl castor-perf >/dev/null
-bins=(build/test/src/control/castor-control build/test/src/engine/castor-engine build/test/src/cli/castorctl
-      build/test/src/tools/nvmfperf/castor-perf)
+# The run uses copies: a build running meanwhile (the tree is shared) would replace the
+# binaries under it, and an engine restarted then fails to exec.
+bindir=$(mktemp -d /tmp/castor-soak-bin.XXXXXX)
+trap 'rm -rf "$bindir"' EXIT
+cp build/test/src/control/castor-control build/test/src/engine/castor-engine build/test/src/cli/castorctl \
+   build/test/src/tools/nvmfperf/castor-perf "$bindir"/
+bins=("$bindir/castor-control" "$bindir/castor-engine" "$bindir/castorctl" "$bindir/castor-perf")
 log=build/test/soak-process-schedules-$base.log
 summary=build/test/soak-process-schedules-$base.txt
 echo "soak: $count process fault schedules from seed base $base (log: $log)"
@@ -28,7 +33,12 @@ CASTOR_SCHEDULE_SEED=$base CASTOR_SCHEDULES=$count \
 {
   echo "process fault schedule soak: $(date -u +%FT%TZ), seed base $base, $count schedules, $(($(date +%s) - start)) s"
   grep -E '^process fault schedules summary' "$log" || echo "no summary line: the run ended early (rc=$rc)"
-  grep -E '^FAILED schedule seed=[0-9]+: ' "$log" || true
+  # Replay lines name the build's binaries, not the run's copies.
+  grep -E '^FAILED schedule seed=[0-9]+: ' "$log" |
+    sed -e "s#$bindir/castor-control#$PWD/build/test/src/control/castor-control#" \
+        -e "s#$bindir/castor-engine#$PWD/build/test/src/engine/castor-engine#" \
+        -e "s#$bindir/castorctl#$PWD/build/test/src/cli/castorctl#" \
+        -e "s#$bindir/castor-perf#$PWD/build/test/src/tools/nvmfperf/castor-perf#" || true
   echo "exit code: $rc"
 } | tee "$summary"
 exit "$rc"

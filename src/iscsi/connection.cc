@@ -154,7 +154,7 @@ void IscsiConnection::release(Task& tk) {
   buffered_bytes_ -= tk.charged;
   budget_.release(tk.charged);
   tk.charged = 0;
-  if (tk.holds_credit) ++sess_->window_credit;
+  if (tk.holds_credit) sess_->window.return_credit();
   tk.holds_credit = false;
   if (tk.abort_counted) {
     tk.abort_counted = false;

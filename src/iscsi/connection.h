@@ -106,7 +106,6 @@ class IscsiConnection final : public reactor::Connection::Handler {
 
   // ---- connection_session.cc: membership of a session, CmdSN ordering, logout
   void fill_sns(Bhs& b, bool advance_stat);
-  uint32_t max_cmd_sn();
   void hand_over(uint32_t home);
   uint16_t check_join(std::string* why);
   bool lead_session();

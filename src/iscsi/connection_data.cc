@@ -33,7 +33,7 @@ void IscsiConnection::scsi_command(const Bhs& h, std::span<const uint8_t> data) 
     return;
   }
   tk->holds_credit = !h.immediate();
-  if (tk->holds_credit) --sess_->window_credit;
+  if (tk->holds_credit) sess_->window.take_credit();
   tk->charged = need;
   buffered_bytes_ += need;
   tk->itt = h.itt();

@@ -70,13 +70,13 @@ size_t IscsiConnection::next_pdu(std::span<const uint8_t> b) {
     t_.count(&TargetStats::receive_holds);
     return 0;
   }
-  const uint32_t exp_before = sess_->exp_cmd_sn;
+  const uint32_t exp_before = sess_->window.exp_cmd_sn();
   if (!dispatch(h, data)) {
     park();
     return 0;  // offered again once the commands before it have arrived
   }
   // Only a session of several connections can have one parked.
-  if (sess_->exp_cmd_sn != exp_before && sess_->conns.size() > 1) wake_parked();
+  if (sess_->window.exp_cmd_sn() != exp_before && sess_->conns.size() > 1) wake_parked();
   return total;
 }
 

@@ -58,9 +58,7 @@ bool IscsiConnection::lead_session() {
   s->discovery = login_.session_type() == SessionType::kDiscovery;
   s->target = s->discovery ? "" : login_.target_name();
   s->params = params_;
-  s->exp_cmd_sn = login_.exp_cmd_sn();
-  s->window_credit = t_.options().queue_depth;
-  s->max_cmd_sn = s->exp_cmd_sn + s->window_credit - 1;
+  s->window.open(login_.exp_cmd_sn(), t_.options().queue_depth);
   if (!s->discovery) {
     s->dev = t_.device(login_.target_name());
     if (!s->dev) {
@@ -136,16 +134,8 @@ void IscsiConnection::leave_session() {
 void IscsiConnection::fill_sns(Bhs& b, bool advance_stat) {
   b.set_u32(off::kStatSn, stat_sn_);
   if (advance_stat) ++stat_sn_;
-  b.set_u32(off::kExpCmdSn, sess_->exp_cmd_sn);
-  b.set_u32(off::kMaxCmdSn, max_cmd_sn());
-}
-
-uint32_t IscsiConnection::max_cmd_sn() {
-  // Never decreases: the window grows as tasks finish.
-  IscsiSession& s = *sess_;
-  uint32_t m = s.exp_cmd_sn + s.window_credit - 1;
-  if (sn_lt(s.max_cmd_sn, m)) s.max_cmd_sn = m;
-  return s.max_cmd_sn;
+  b.set_u32(off::kExpCmdSn, sess_->window.exp_cmd_sn());
+  b.set_u32(off::kMaxCmdSn, sess_->window.max_cmd_sn());
 }
 
 // Orders a non-immediate command by CmdSN (RFC 7143 §4.2.2.1), session-wide. kDrop: a
@@ -155,17 +145,16 @@ uint32_t IscsiConnection::max_cmd_sn() {
 // until it has arrived. (With no other connection that still reads, it is a drop, as
 // on a session of one connection, where TCP keeps the order.)
 IscsiConnection::Order IscsiConnection::order_cmd_sn(const Bhs& h) {
-  IscsiSession& s = *sess_;
+  CmdSnWindow& w = sess_->window;
   const uint32_t sn = h.u32(off::kCmdSn);
   if (h.immediate()) return Order::kAccept;
-  if (sn != s.exp_cmd_sn) {
-    if (sn_lt(s.exp_cmd_sn, sn) && !sn_lt(s.max_cmd_sn, sn) && another_can_deliver()) return Order::kPark;
-    spdlog::debug("iscsi: dropping command with CmdSN {} (expected {}, max {})", sn, s.exp_cmd_sn, s.max_cmd_sn);
+  if (sn != w.exp_cmd_sn()) {
+    if (w.ahead(sn) && another_can_deliver()) return Order::kPark;
+    spdlog::debug("iscsi: dropping command with CmdSN {} (expected {}, max {})", sn, w.exp_cmd_sn(),
+                  w.advertised_max());
     return Order::kDrop;
   }
-  if (s.window_credit == 0) return Order::kDrop;  // outside the window we advertised
-  ++s.exp_cmd_sn;
-  return Order::kAccept;
+  return w.accept_next() ? Order::kAccept : Order::kDrop;
 }
 
 // Whether another connection of the session still reads commands, so the one missing

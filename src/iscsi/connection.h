@@ -1,6 +1,7 @@
 #pragma once
 // One TCP connection of the iSCSI target (private to src/iscsi): its login, its share of
-// the session's full feature phase, and the tasks it carries.
+// the session's full feature phase, and the tasks it carries. The member functions are
+// defined by concern in connection*.cc; each group of declarations below names its file.
 
 #include <sys/socket.h>
 
@@ -105,6 +106,7 @@ class IscsiConnection final : public reactor::Connection::Handler {
   void enter_ffp();
 
   // ---- connection_session.cc: membership of a session, CmdSN ordering, logout
+  // Stamps StatSN (then advanced if `advance_stat`), ExpCmdSN and MaxCmdSN into `b`.
   void fill_sns(Bhs& b, bool advance_stat);
   void hand_over(uint32_t home);
   uint16_t check_join(std::string* why);
@@ -150,6 +152,7 @@ class IscsiConnection final : public reactor::Connection::Handler {
   void text(const Bhs& h, std::span<const uint8_t> data);
   void send_targets(const std::string& which, std::string& out);
 
+  // Task slots beyond queue_depth: immediate commands hold no CmdSN credit.
   static constexpr uint32_t kImmediateSlots = 8;
 
   IscsiTarget& t_;

@@ -32,7 +32,7 @@ IscsiConnection::IscsiConnection(IscsiTarget& t, reactor::Reactor& r, int fd, st
 }
 
 void IscsiConnection::start() {
-  t_.live_[r_.id()].push_back(this);
+  t_.tcp_.attach(r_, *this);
   // A connection that does not finish logging in is closed, so idle sockets cannot pile up.
   timer_ = r_.add_timer(t_.options().login_timeout_ms * 1'000'000ull, [this] {
     timer_armed_ = false;
@@ -185,7 +185,7 @@ void IscsiConnection::maybe_destroy() {
   // gone: dropped before session_ended() wakes a remove_node() waiting for it.
   dev_.reset();
   if (registered_) t_.session_ended(id_);
-  std::erase(t_.live_[r_.id()], this);
+  t_.tcp_.detach(r_, *this);
   // Not from inside the Connection's callback stack: defer the delete.
   r_.defer([this] { delete this; });
 }

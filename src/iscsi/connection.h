@@ -18,13 +18,14 @@
 #include "iscsi/target.h"
 #include "reactor/budget.h"
 #include "reactor/tcp.h"
+#include "reactor/tcp_server.h"
 #include "scsi/device.h"
 
 namespace castor::iscsi {
 
 // One TCP connection of a session, owned by one reactor. Tasks have connection
 // allegiance: a command's R2Ts, Data-In and response go on the connection it came on.
-class IscsiConnection final : public reactor::Connection::Handler {
+class IscsiConnection final : public reactor::ServedConnection, public reactor::Connection::Handler {
  public:
   // `initial`: bytes already read from `fd` by the reactor that handed it over.
   IscsiConnection(IscsiTarget& t, reactor::Reactor& r, int fd, std::vector<uint8_t> initial = {});
@@ -32,6 +33,7 @@ class IscsiConnection final : public reactor::Connection::Handler {
   void start();
   uint64_t id() const { return id_; }
   void shutdown(const std::string& why);
+  void shut_down() override { shutdown("target stopping"); }
 
   size_t on_data(std::span<const uint8_t> buf) override;
   void on_closed(const std::string& reason) override;

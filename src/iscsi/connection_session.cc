@@ -22,7 +22,7 @@ void IscsiConnection::hand_over(uint32_t home) {
   const int fd = conn_->detach();
   detached_ = true;
   if (fd >= 0) t_.hand_over(fd, home, std::move(bytes));
-  std::erase(t_.live_[r_.id()], this);
+  t_.tcp_.detach(r_, *this);
   cancel_timer();
   destroying_ = true;
   r_.defer([this] { delete this; });

@@ -89,9 +89,10 @@ void IscsiTarget::close_sessions(const std::string& node, uint64_t except_conn) 
 
 void IscsiTarget::close_connection(uint32_t r, uint64_t conn_id) {
   reactors_.at(r).send([this, r, conn_id] {
-    for (IscsiConnection* c : live_[r]) {
-      if (c->id() == conn_id) c->shutdown("session closed by the target");
-    }
+    tcp_.for_each_connection(r, [conn_id](reactor::ServedConnection& sc) {
+      auto& c = static_cast<IscsiConnection&>(sc);
+      if (c.id() == conn_id) c.shutdown("session closed by the target");
+    });
   });
 }
 

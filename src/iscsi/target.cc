@@ -27,13 +27,9 @@ IscsiTarget::IscsiTarget(reactor::ReactorGroup& reactors, bdev::BdevRegistry& re
     : reactors_(reactors),
       registry_(registry),
       opts_(std::move(opts)),
-      live_(reactors.size()),
-      local_sessions_(reactors.size()) {
-  const uint64_t share =
-      opts_.buffer_budget_bytes ? std::max<uint64_t>(1, opts_.buffer_budget_bytes / reactors.size()) : 0;
-  for (size_t i = 0; i < reactors.size(); ++i) {
-    budgets_.push_back(std::make_unique<reactor::ByteBudget>(share));
-  }
+      local_sessions_(reactors.size()),
+      tcp_(reactors, {.protocol = "iscsi", .buffer_budget_bytes = opts_.buffer_budget_bytes},
+           [this](int fd, reactor::Reactor& r) { (new IscsiConnection(*this, r, fd))->start(); }) {
   login_cfg_.limits = opts_.limits;
   login_cfg_.portal_group_tag = opts_.portal_group_tag;
   login_cfg_.cmd_window = opts_.queue_depth;
@@ -49,51 +45,23 @@ IscsiTarget::IscsiTarget(reactor::ReactorGroup& reactors, bdev::BdevRegistry& re
 
 IscsiTarget::~IscsiTarget() { stop(); }
 
-void IscsiTarget::spawn(int fd, size_t k) {
-  reactor::Reactor& r = reactors_.at(k % reactors_.size());
-  r.send([this, &r, fd] { (new IscsiConnection(*this, r, fd))->start(); });
-}
-
 void IscsiTarget::hand_over(int fd, uint32_t k, std::vector<uint8_t> initial) {
   reactor::Reactor& r = reactors_.at(k);
-  // Under mu_: either stop() has not begun (and its sweep of reactor k comes after this
-  // message), or the connection is dropped here.
-  std::lock_guard g(mu_);
-  if (stopped_) {
-    ::close(fd);
-    return;
-  }
   r.send([this, &r, fd, b = std::move(initial)]() mutable {
+    // stop() marks the server stopping before it sweeps the reactors: a socket that
+    // arrives here after that would outlive the sweep.
+    if (tcp_.stopping()) {
+      ::close(fd);
+      return;
+    }
     (new IscsiConnection(*this, r, fd, std::move(b)))->start();
   });
 }
 
-void IscsiTarget::adopt(int fd, size_t reactor_index) {
-  count(&TargetStats::connections_accepted);
-  spawn(fd, reactor_index);
-}
+void IscsiTarget::adopt(int fd, size_t reactor_index) { tcp_.adopt(fd, reactor_index); }
 
 Status IscsiTarget::listen(const std::string& host, uint16_t port, uint16_t* bound) {
-  uint16_t got = 0;
-  auto fd = reactor::tcp_listen(host, port, 128, &got);
-  if (!fd) return fd.status();
-  if (bound) *bound = got;
-  std::unique_lock lk(mu_);
-  auto l = std::make_unique<reactor::Listener>(reactors_.at(0), *fd, [this](int cfd) {
-    size_t k;
-    {
-      std::lock_guard g(mu_);
-      k = next_reactor_++;
-      stats_.connections_accepted++;
-    }
-    spawn(cfd, k);
-  });
-  reactor::Listener* lp = l.get();
-  listeners_.push_back(std::move(l));
-  lk.unlock();
-  reactors_.run_on(0, [lp](reactor::Reactor&) { lp->start(); });
-  spdlog::info("iscsi listening on {}:{}", host, got);
-  return Status::ok();
+  return tcp_.listen(host, port, bound);
 }
 
 Status IscsiTarget::add_node(const NodeConfig& cfg) {
@@ -243,21 +211,13 @@ void IscsiTarget::count(uint64_t TargetStats::*field) {
 
 TargetStats IscsiTarget::stats() const {
   std::lock_guard g(mu_);
-  return stats_;
+  TargetStats s = stats_;
+  s.connections_accepted = tcp_.connections_accepted();
+  return s;
 }
 
 void IscsiTarget::stop() {
-  {
-    std::lock_guard lk(mu_);
-    if (stopped_) return;
-    stopped_ = true;
-  }
-  std::vector<reactor::Listener*> ls;
-  for (auto& l : listeners_) ls.push_back(l.get());
-  reactor::stop_listeners(reactors_, ls);
-  reactors_.run_on(0, [this](reactor::Reactor&) { listeners_.clear(); });
-  reactor::close_connections(reactors_, live_,
-                             [](IscsiConnection* c) { c->shutdown("target stopping"); });
+  tcp_.stop();
   std::lock_guard lk(mu_);
   nodes_.clear();
 }

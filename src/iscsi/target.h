@@ -23,6 +23,7 @@
 #include "bdev/registry.h"
 #include "iscsi/login.h"
 #include "reactor/budget.h"
+#include "reactor/tcp_server.h"
 #include "reactor/tcp.h"
 #include "scsi/device.h"
 
@@ -161,10 +162,9 @@ class IscsiTarget {
   void close_sessions(const std::string& node, uint64_t except_conn);
   void count(uint64_t TargetStats::*field);
   // Reactor i's share of buffer_budget_bytes. REQUIRES: on reactor i.
-  reactor::ByteBudget& budget(size_t i) { return *budgets_[i]; }
+  reactor::ByteBudget& budget(size_t i) { return tcp_.budget(i); }
 
  private:
-  void spawn(int fd, size_t reactor_index);
   void close_connection(uint32_t reactor, uint64_t conn_id);
   // A TSIH that no registered session has, never 0 (LoginConfig::new_tsih).
   uint16_t new_tsih();
@@ -186,16 +186,13 @@ class IscsiTarget {
   };
   std::map<uint64_t, Session> sessions_;  // by connection id
   std::condition_variable released_cv_;   // a session ended (with mu_)
-  std::vector<std::unique_ptr<reactor::Listener>> listeners_;
   TargetStats stats_;
-  size_t next_reactor_ = 0;
   uint16_t next_tsih_ = 1;
-  bool stopped_ = false;
-  // Live connections per reactor, touched only on that reactor.
-  std::vector<std::vector<IscsiConnection*>> live_;
   // Sessions by TSIH per reactor, touched only on that reactor.
   std::vector<std::map<uint16_t, IscsiSession*>> local_sessions_;
-  std::vector<std::unique_ptr<reactor::ByteBudget>> budgets_;  // one per reactor
+  // Listeners, the live connections, the buffer budget (one share per reactor). Last:
+  // stopped and destroyed first, while the state above is still there.
+  reactor::TcpServer tcp_;
   friend class IscsiConnection;
 };
 

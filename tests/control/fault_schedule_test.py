@@ -273,7 +273,6 @@ class Run:
         self.impaired = {}          # node -> what we did to it
         self.settled_at = {}        # node -> when its last heal has settled (SETTLE_S)
         self.quiet_after = 0        # when every heal so far has settled
-        self.permanent = set()      # engines killed until the end
         self.struck = []            # victims so far (one or two per schedule)
         self.writer = None
         self.writer_runs = 0
@@ -282,19 +281,17 @@ class Run:
         self.caught = set()         # replicas seen rebuilding (REST)
         self.last_view = None
         self.stop_monitor = threading.Event()
-        self.ctl_down = False
 
     # -------------------------------------------------------- cluster
 
     def setup(self):
-        NetNs_ = h.NetNs
-        NetNs_.forward()
+        h.NetNs.forward()
         self.ns = {}
         self.ctl = Control(listen=CONTROL_ADDRESS)
         self.ctl.start()
         self.engines = {}
         for j, name in enumerate(NODES):
-            ns = NetNs_(4 * (self.slot % 60) + j + 1).up(route=True)
+            ns = h.NetNs(4 * (self.slot % 60) + j + 1).up(route=True)
             self.ns[name] = ns
             e = Engine(name, self.ctl, listen=ns.THERE, extra=["--node-address", ns.THERE], wrap=ns.wrap(),
                        nvmf_port=NVMF_PORT)
@@ -566,7 +563,6 @@ class Run:
             self.mark_healed(node)
             return True
         if restart_after is None:
-            self.permanent.add(node)
             self.schedule_heal(1e9, f"{node}'s engine restarted", restart)
         else:
             self.schedule_heal(restart_after, f"{node}'s engine restarted", restart)

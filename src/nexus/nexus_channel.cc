@@ -96,7 +96,10 @@ void NexusChannel::hold(IoRequest& req) {
   }
   held_tail_ = &req;
   reactor().hold_stop();
-  if (overlap_held_ && !retry_armed_) {
+  // While a write of this channel is in flight, its completion retries the held ones;
+  // the timer is for a hold by another reactor's writes alone (and allocates: not on the
+  // steady-state path).
+  if (overlap_held_ && writes_in_flight_ == 0 && !retry_armed_) {
     retry_armed_ = true;
     retry_timer_ = reactor().add_timer(kOverlapRetryNs, [this] {
       retry_armed_ = false;
@@ -170,6 +173,7 @@ void NexusChannel::dispatch(IoRequest& req) {
       return;
     }
     link(io);
+    if (write_like(req.type)) ++writes_in_flight_;
     io->waiting = static_cast<uint8_t>(__builtin_popcount(targets));
     for (int s = 0; s < static_cast<int>(kMaxChildren); ++s) {
       if (targets & bit(s)) submit_kid(io, s);
@@ -485,6 +489,7 @@ void NexusChannel::complete_parent(Io* io, IoStatus st) {
   if (write_like(p->type)) {
     // Writes it held go first, before the caller can send a new overlapping one.
     end_write(*p);
+    --writes_in_flight_;
     for (auto& l : locks_) {
       if (l.pending && io->seq < l.seq &&
           overlaps(p->offset_blocks, p->num_blocks, l.first, l.n) && --l.pending == 0) {

@@ -163,6 +163,7 @@ class NexusChannel final : public bdev::BdevChannel {
   bool timer_armed_ = false;
   reactor::Reactor::TimerId timer_{};
   bool overlap_held_ = false;  // a held write found its units marked (release_held retries)
+  uint64_t writes_in_flight_ = 0;  // write-like nexus I/Os dispatched and not completed
   bool retry_armed_ = false;
   reactor::Reactor::TimerId retry_timer_{};
   std::vector<bdev::DmaBuffer> sinks_;

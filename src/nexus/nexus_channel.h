@@ -110,9 +110,9 @@ class NexusChannel final : public bdev::BdevChannel {
   // in InflightWrites (or the nexus does not serialize overlaps).
   bool admit(const bdev::IoRequest& req);
   void hold(bdev::IoRequest& req);
-  // Admits the held writes that can go now, oldest first; the rest stay held. A write
-  // held by an overlapping write of another reactor is retried on a short timer (that
-  // reactor's completion is not seen here).
+  // Admits the held writes that can go now, oldest first; the rest stay held. Each local
+  // write completion retries them; with no local write in flight, a write held by another
+  // reactor's write is retried on a short timer (that reactor's completion is not seen here).
   void release_held();
   // Unmarks an admitted write's units (then writes it held may go).
   void end_write(const bdev::IoRequest& req);

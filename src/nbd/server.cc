@@ -4,10 +4,12 @@
 #include <cerrno>
 #include <cstring>
 #include <future>
+#include <optional>
 #include <string_view>
 
 #include <spdlog/spdlog.h>
 
+#include "frontend/block_commands.h"
 #include "nbd/protocol.h"
 #include "reactor/tcp.h"
 
@@ -16,6 +18,9 @@ namespace castor::nbd {
 using bdev::IoRequest;
 using bdev::IoStatus;
 using bdev::IoType;
+using frontend::Action;
+using frontend::Op;
+using frontend::Reason;
 
 // One client connection, owned by one reactor.
 class NbdConnection final : public reactor::ServedConnection,
@@ -131,11 +136,14 @@ class NbdConnection final : public reactor::ServedConnection,
     opt_reply(option, type, reinterpret_cast<const uint8_t*>(msg.data()), static_cast<uint32_t>(msg.size()));
   }
 
+  // The transmission flags: what the export advertises (frontend/block_commands.h).
   uint16_t tflags() const {
-    uint16_t f = tflag::kHasFlags | tflag::kSendFlush | tflag::kSendFua | tflag::kCanMultiConn;
-    if (export_.read_only) f |= tflag::kReadOnly;
-    if (bdev_->supports(IoType::kUnmap)) f |= tflag::kSendTrim;
-    if (bdev_->supports(IoType::kWriteZeroes)) f |= tflag::kSendWriteZeroes;
+    uint16_t f = tflag::kHasFlags | tflag::kCanMultiConn;
+    if (adv_.read_only) f |= tflag::kReadOnly;
+    if (adv_.volatile_write_cache) f |= tflag::kSendFlush;
+    if (adv_.fua) f |= tflag::kSendFua;
+    if (adv_.discard) f |= tflag::kSendTrim;
+    if (adv_.write_zeroes) f |= tflag::kSendWriteZeroes;
     return f;
   }
 
@@ -148,6 +156,9 @@ class NbdConnection final : public reactor::ServedConnection,
     desc_ = std::move(d.value());
     bdev_ = desc_.bdev();
     export_ = e;
+    caps_ = frontend::caps_of(*bdev_);
+    // TRIM is advisory (the NBD protocol: contents afterwards undefined).
+    adv_ = frontend::advertise(caps_, export_.read_only, frontend::Discard::kAdvisory);
     return true;
   }
 
@@ -380,9 +391,10 @@ class NbdConnection final : public reactor::ServedConnection,
     if (type == cmd::kWrite) {
       // The payload follows; an invalid write must still consume it.
       uint32_t e = 0;
-      if (export_.read_only) e = err::kPerm;
+      std::optional<Reason> r;
+      if ((r = frontend::check_access(Op::kWrite, adv_.read_only))) e = errno_of(*r, type);
       else if (length > kMaxPayload) e = err::kInval;
-      else if (offset > size || length > size - offset) e = err::kNoSpc;
+      else if ((r = frontend::check_range(size, offset, length))) e = errno_of(*r, type);
       else if ((offset | length) % bs || length == 0) e = err::kInval;
       else if (flags & ~cflag::kFua) e = err::kInval;
       if (e) {
@@ -402,7 +414,7 @@ class NbdConnection final : public reactor::ServedConnection,
       if (!rq) return 0;  // the server's budget is spent: offered again once it frees
       fill(rq, cookie, type, flags, offset, length);
       std::memcpy(rq->buf.data(), p + kRequestSize, length);
-      submit(rq, IoType::kWrite);
+      submit(rq, frontend::plan(caps_, {.op = Op::kWrite, .fua = (flags & cflag::kFua) != 0}));
       return kRequestSize + length;
     }
     switch (type) {
@@ -414,7 +426,7 @@ class NbdConnection final : public reactor::ServedConnection,
       case cmd::kCache: {
         uint32_t e = 0;
         if (length > kMaxPayload) e = err::kInval;
-        else if (offset > size || length > size - offset) e = err::kInval;
+        else if (auto r = frontend::check_range(size, offset, length)) e = errno_of(*r, type);
         else if ((offset | length) % bs) e = err::kInval;
         else if (flags & ~(cflag::kFua | cflag::kDf)) e = err::kInval;
         if (e || length == 0 || type == cmd::kCache) {
@@ -428,7 +440,7 @@ class NbdConnection final : public reactor::ServedConnection,
         Request* rq = get(length);
         if (!rq) return 0;
         fill(rq, cookie, type, flags, offset, length);
-        submit(rq, IoType::kRead);
+        submit(rq, frontend::plan(caps_, {.op = Op::kRead}));
         return kRequestSize;
       }
       case cmd::kBlockStatus:
@@ -441,31 +453,35 @@ class NbdConnection final : public reactor::ServedConnection,
         }
         Request* rq = get(0);
         fill(rq, cookie, type, flags, 0, 0);
-        submit(rq, IoType::kFlush);
+        run(rq, frontend::plan(caps_, {.op = Op::kFlush}));
         return kRequestSize;
       }
       case cmd::kTrim:
       case cmd::kWriteZeroes: {
         uint32_t e = 0;
         const bool wz = type == cmd::kWriteZeroes;
-        if (export_.read_only) e = err::kPerm;
-        else if (offset > size || length > size - offset) e = wz ? err::kNoSpc : err::kInval;
+        // TRIM is advisory; WRITE_ZEROES may punch holes unless NO_HOLE, and with
+        // FAST_ZERO must fail (ENOTSUP) rather than be slower than a write.
+        const frontend::Command bc{.op = wz ? Op::kWriteZeroes : Op::kDiscard,
+                                   .fua = (flags & cflag::kFua) != 0,
+                                   .discard = frontend::Discard::kAdvisory,
+                                   .may_deallocate = !(flags & cflag::kNoHole),
+                                   .must_be_fast = (flags & cflag::kFastZero) != 0};
+        const Action a = frontend::plan(caps_, bc);
+        std::optional<Reason> r;
+        if ((r = frontend::check_access(bc.op, adv_.read_only))) e = errno_of(*r, type);
+        else if ((r = frontend::check_range(size, offset, length))) e = errno_of(*r, type);
         else if ((offset | length) % bs) e = err::kInval;
         else if (flags & ~(cflag::kFua | cflag::kNoHole | cflag::kFastZero)) e = err::kInval;
         else if (!wz && (flags & (cflag::kNoHole | cflag::kFastZero))) e = err::kInval;
-        else if (wz && (flags & cflag::kFastZero) && !bdev_->supports(IoType::kWriteZeroes)) e = err::kNotSup;
+        else if (a.kind == Action::Kind::kReject) e = errno_of(a.reason, type);
         if (e || length == 0) {
           reply_simple_or_error(cookie, type, e);
           return kRequestSize;
         }
         Request* rq = get(0);
         fill(rq, cookie, type, flags, offset, length);
-        // Trim is advisory: without unmap support it succeeds without doing anything.
-        if (!wz && !bdev_->supports(IoType::kUnmap)) {
-          finish(rq, IoStatus::kSuccess);
-          return kRequestSize;
-        }
-        submit(rq, wz ? IoType::kWriteZeroes : IoType::kUnmap);
+        run(rq, a);
         return kRequestSize;
       }
       default:
@@ -549,11 +565,24 @@ class NbdConnection final : public reactor::ServedConnection,
     rq->length = len;
   }
 
-  void submit(Request* rq, IoType t) {
+  // Carries out a planned command that needs no payload of its own: submits it, or
+  // completes it at once.
+  void run(Request* rq, const Action& a) {
+    switch (a.kind) {
+      case Action::Kind::kSubmit: return submit(rq, a);
+      case Action::Kind::kComplete: return finish(rq, IoStatus::kSuccess);
+      case Action::Kind::kReject:             // refused before a request was taken
+      case Action::Kind::kWriteZeroBuffers:   // not asked for (may_write_buffers)
+        return finish(rq, IoStatus::kInvalid);
+    }
+  }
+
+  void submit(Request* rq, const Action& a) {
     const uint32_t bs = bdev_->block_size();
     IoRequest& io = rq->io;
+    const IoType t = a.type;
     io.type = t;
-    io.fua = rq->flags & cflag::kFua;  // the bdev layer completes it once durable
+    io.fua = a.fua;  // the bdev layer completes it once durable
     io.offset_blocks = rq->offset / bs;
     io.num_blocks = rq->length / bs;
     if (t == IoType::kRead || t == IoType::kWrite) {
@@ -573,6 +602,20 @@ class NbdConnection final : public reactor::ServedConnection,
     auto* rq = static_cast<Request*>(arg);
     NbdConnection* c = rq->c;
     c->finish(rq, io.status);
+  }
+
+  // A refusal by the block-command rules as an NBD error (the NBD protocol's "Error
+  // values": ENOSPC for writes beyond the end, EINVAL for reads and trims, EINVAL for a
+  // command the export did not advertise, ENOTSUP only for FAST_ZERO).
+  static uint32_t errno_of(Reason r, uint16_t type) {
+    switch (r) {
+      case Reason::kReadOnly: return err::kPerm;
+      case Reason::kOutOfRange:
+        return type == cmd::kWrite || type == cmd::kWriteZeroes ? err::kNoSpc : err::kInval;
+      case Reason::kUnsupported: return err::kInval;
+      case Reason::kNotFast: return err::kNotSup;
+    }
+    return err::kInval;
   }
 
   static uint32_t errno_of(IoStatus s) {
@@ -748,6 +791,8 @@ class NbdConnection final : public reactor::ServedConnection,
   ExportInfo export_;
   bdev::BdevDesc desc_;
   bdev::Bdev* bdev_ = nullptr;
+  frontend::BdevCaps caps_;   // bdev_'s, for the block-command rules
+  frontend::Advertised adv_;  // what this export advertises
   bdev::BdevChannel* ch_ = nullptr;
   uint64_t drain_ = 0;
   uint32_t pending_error_ = 0;

@@ -13,6 +13,8 @@
 #include "bdev/modules/fault.h"
 #include "bdev/registry.h"
 #include "castor/v1/engine.grpc.pb.h"
+#include "iscsi/target.h"
+#include "nvmf/target/target.h"
 #include "nexus/manager.h"
 #include "pool/pool.h"
 #include "reactor/reactor.h"
@@ -165,6 +167,8 @@ class EngineServiceImpl final : public castor::v1::EngineService::Service {
                         Status (nexus::Nexus::*op)(const std::string&));
   grpc::Status rebuild_op(const char* what, const v1::RebuildRequest& req, v1::RebuildInfo* resp,
                           Status (nexus::Nexus::*op)(const std::string&));
+  // A listener of `protocol` on `address`; its bound port in *port.
+  grpc::Status listen(const char* protocol, const std::string& address, uint32_t* port);
 
   bdev::BdevRegistry& registry_;
   pool::PoolManager& pools_;
@@ -183,22 +187,20 @@ void to_proto(const bdev::FaultRuleSpec& in, v1::FaultRule* out);
 void to_proto(const pool::PoolInfo& in, v1::PoolInfo* out);
 // `cluster_size` of the replica's pool gives allocated_bytes.
 void to_proto(const pool::ReplicaInfo& in, uint64_t cluster_size, v1::ReplicaInfo* out);
-void to_proto(const ShareResult& in, v1::ShareInfo* out);
+// An NVMe-oF export (a share).
+void to_proto(const frontend::Export& in, v1::ShareInfo* out);
 void to_proto(const nvmf::SubsystemInfo& in, const std::vector<std::string>& uris,
               v1::NvmfSubsystem* out);
 void to_proto(const nvmf::ControllerInfo& in, v1::NvmfController* out);
-void to_proto(const nbd::ExportInfo& in, const std::vector<std::string>& uris,
-              v1::NbdExportInfo* out);
-// The node's LUN 0 gives bdev and read_only; never carries a secret.
-void to_proto(const iscsi::NodeInfo& in, const std::vector<std::string>& uris,
-              v1::IscsiTargetInfo* out);
+void to_proto(const frontend::Export& in, v1::NbdExportInfo* out);
+// Never carries a secret (an Export has none).
+void to_proto(const frontend::Export& in, v1::IscsiTargetInfo* out);
 void to_proto(const iscsi::SessionInfo& in, v1::IscsiSession* out);
-// The access rules of an export request. Errors: InvalidArgument (a secret without its
-// user or a user without its secret).
-Result<iscsi::NodeAccess> iscsi_access(
-    const std::string& chap_user, const std::string& chap_secret, const std::string& mutual_user,
-    const std::string& mutual_secret,
-    const google::protobuf::RepeatedPtrField<std::string>& allowed_initiators);
+// The iSCSI access fields of a request into `spec` (IscsiFrontEnd::add_export checks them).
+void set_iscsi_access(const std::string& chap_user, const std::string& chap_secret,
+                      const std::string& mutual_user, const std::string& mutual_secret,
+                      const google::protobuf::RepeatedPtrField<std::string>& allowed_initiators,
+                      frontend::ExportSpec* spec);
 void to_proto(const std::string& nexus, const nexus::RebuildInfo& in, v1::RebuildInfo* out);
 // `uris`: where the nexus is published.
 void to_proto(const nexus::NexusInfo& in, const std::vector<std::string>& uris,

@@ -4,35 +4,10 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <cctype>
+#include <cassert>
 #include <charconv>
-#include <set>
 
 namespace castor::api {
-namespace {
-
-constexpr size_t kMaxNqnLength = 223;
-
-bool is_nqn(const std::string& s) {
-  return s.size() > 4 && s.size() <= kMaxNqnLength && s.rfind("nqn.", 0) == 0;
-}
-
-// Allowed hosts as a sorted set of validated NQNs.
-Result<std::vector<std::string>> normalise_hosts(const std::vector<std::string>& hosts) {
-  std::set<std::string> out;
-  for (const auto& h : hosts) {
-    if (!is_nqn(h)) {
-      return make_error(Errc::kInvalidArgument,
-                        "allowed host '{}' is not a host NQN (nqn.yyyy-mm.domain:name, at most "
-                        "{} bytes)",
-                        h, kMaxNqnLength);
-    }
-    out.insert(h);
-  }
-  return std::vector<std::string>(out.begin(), out.end());
-}
-
-}  // namespace
 
 Result<std::pair<std::string, uint16_t>> parse_host_port(const std::string& address) {
   auto colon = address.rfind(':');
@@ -62,17 +37,36 @@ std::string uri_authority(const std::string& host, uint16_t port) {
   return fmt::format("{}:{}", host, port);
 }
 
-std::string castor_nqn(const std::string& kind, const Uuid& uuid) {
-  return fmt::format("{}{}-{}", kNqnPrefix, kind, uuid.to_string());
-}
-
-FrontEnds::FrontEnds(reactor::ReactorGroup& reactors, bdev::BdevRegistry& registry,
-                     pool::PoolManager& pools, FrontEndOptions options)
-    : registry_(registry), pools_(pools), nvmf_(reactors, registry, options.nvmf),
-      nbd_(reactors, registry, options.nbd), iscsi_(reactors, registry, std::move(options.iscsi)) {}
+FrontEnds::FrontEnds(bdev::BdevRegistry& registry, pool::PoolManager& pools)
+    : registry_(registry), pools_(pools) {}
 
 FrontEnds::~FrontEnds() {
   stop();
+  while (!entries_.empty()) entries_.pop_back();
+}
+
+void FrontEnds::add(std::unique_ptr<frontend::FrontEnd> front_end) {
+  std::lock_guard lk(mu_);
+  assert(!entry_locked(front_end->protocol()));
+  entries_.push_back(Entry{std::move(front_end), {}});
+}
+
+std::vector<std::string> FrontEnds::protocols() const {
+  std::vector<std::string> out;
+  for (const auto& e : entries_) out.emplace_back(e.front_end->protocol());
+  return out;
+}
+
+const FrontEnds::Entry* FrontEnds::entry_locked(const std::string& protocol) const {
+  for (const auto& e : entries_) {
+    if (protocol == e.front_end->protocol()) return &e;
+  }
+  return nullptr;
+}
+
+frontend::FrontEnd* FrontEnds::find(const std::string& protocol) const {
+  const Entry* e = entry_locked(protocol);
+  return e ? e->front_end.get() : nullptr;
 }
 
 void FrontEnds::stop() {
@@ -81,30 +75,30 @@ void FrontEnds::stop() {
     if (stopped_) return;
     stopped_ = true;
   }
-  iscsi_.stop();
-  spdlog::info("iSCSI target stopped");
-  nbd_.stop();
-  spdlog::info("NBD server stopped");
-  nvmf_.stop();
-  spdlog::info("NVMe-oF target stopped");
+  // entries_ no longer changes: add() comes only before any other call.
+  for (auto it = entries_.rbegin(); it != entries_.rend(); ++it) {
+    it->front_end->stop();
+    spdlog::info("{} front end stopped", it->front_end->display_name());
+  }
 }
 
-// ---- NVMe-oF ----
-
-Result<uint16_t> FrontEnds::nvmf_listen(const std::string& address) {
+Result<uint16_t> FrontEnds::listen(const std::string& protocol, const std::string& address) {
   auto hp = parse_host_port(address);
   if (!hp) return hp.status();
   std::lock_guard lk(mu_);
+  const Entry* e = entry_locked(protocol);
+  if (!e) return make_error(Errc::kInvalidArgument, "unknown protocol '{}'", protocol);
   if (stopped_) return Status(Errc::kBusy, "the engine is shutting down");
-  uint16_t bound = 0;
-  if (Status s = nvmf_.listen(hp->first, hp->second, &bound); !s) return s;
-  nvmf_listeners_.push_back({hp->first, bound});
-  return bound;
+  auto bound = e->front_end->listen(hp->first, hp->second);
+  if (!bound) return bound.status();
+  entries_[static_cast<size_t>(e - entries_.data())].listeners.push_back({hp->first, *bound});
+  return *bound;
 }
 
-std::vector<ListenerAddress> FrontEnds::nvmf_listeners() const {
+std::vector<ListenerAddress> FrontEnds::listeners(const std::string& protocol) const {
   std::lock_guard lk(mu_);
-  return nvmf_listeners_;
+  const Entry* e = entry_locked(protocol);
+  return e ? e->listeners : std::vector<ListenerAddress>{};
 }
 
 void FrontEnds::set_advertised_host(std::string host) {
@@ -112,16 +106,16 @@ void FrontEnds::set_advertised_host(std::string host) {
   advertised_host_ = std::move(host);
 }
 
-std::string FrontEnds::authority_locked(const ListenerAddress& l) const {
-  return uri_authority(advertised_host_.empty() ? l.host : advertised_host_, l.port);
-}
-
-std::vector<std::string> FrontEnds::nvmf_uris_locked(const std::string& nqn) const {
-  std::vector<std::string> out;
-  for (const auto& l : nvmf_listeners_) {
-    out.push_back(fmt::format("nvmf://{}/{}", authority_locked(l), nqn));
+std::vector<frontend::Export> FrontEnds::with_uris_locked(
+    const Entry& e, std::vector<frontend::Export> exports) const {
+  for (auto& x : exports) {
+    for (const auto& l : e.listeners) {
+      const std::string authority =
+          uri_authority(advertised_host_.empty() ? l.host : advertised_host_, l.port);
+      x.uris.push_back(e.front_end->uri(authority, x.name));
+    }
   }
-  return out;
+  return exports;
 }
 
 Result<pool::ReplicaInfo> FrontEnds::find_replica(const std::string& name_or_uuid) const {
@@ -136,297 +130,134 @@ Result<pool::ReplicaInfo> FrontEnds::find_replica(const std::string& name_or_uui
   return make_error(Errc::kNotFound, "replica '{}' does not exist", name_or_uuid);
 }
 
-Result<ShareResult> FrontEnds::share_locked(const std::string& bdev,
-                                            const std::vector<std::string>& allowed_hosts) {
-  if (bdev.empty()) return Status(Errc::kInvalidArgument, "bdev name is required");
-  auto hosts = normalise_hosts(allowed_hosts);
-  if (!hosts) return hosts.status();
-  auto info = registry_.info(bdev);
+Result<frontend::Export> FrontEnds::add_export(const std::string& protocol,
+                                               frontend::ExportSpec spec) {
+  if (spec.bdev.empty()) return Status(Errc::kInvalidArgument, "bdev name is required");
+  std::lock_guard lk(mu_);
+  const Entry* e = entry_locked(protocol);
+  if (!e) return make_error(Errc::kInvalidArgument, "unknown protocol '{}'", protocol);
+  auto info = registry_.info(spec.bdev);
   if (!info) return info.status();
-
-  std::string nqn;
-  if (info->module == "replica") {
-    auto r = find_replica(bdev);
-    if (!r) return r.status();
-    nqn = castor_nqn("replica", r->uuid);
-  } else if (info->module == "nexus") {
-    nqn = castor_nqn("nexus", info->uuid);  // a nexus bdev's UUID is the nexus UUID
-  } else {
-    nqn = castor_nqn("bdev", info->uuid);
-  }
-
-  for (const auto& s : nvmf_.list_subsystems()) {
-    if (s.nqn != nqn) continue;
-    auto existing = s.allowed_hosts;
-    std::sort(existing.begin(), existing.end());
-    if (existing != *hosts) {
-      return make_error(Errc::kAlreadyExists,
-                        "bdev '{}' is already shared as '{}' with other allowed hosts (unshare "
-                        "it first)",
-                        bdev, nqn);
+  if (spec.kind == "bdev" && spec.uuid.is_nil()) {
+    spec.uuid = info->uuid;  // a nexus bdev's UUID is the nexus UUID
+    if (info->module == "nexus") spec.kind = "nexus";
+    if (info->module == "replica") {
+      auto r = find_replica(spec.bdev);
+      if (!r) return r.status();
+      spec.kind = "replica";
+      spec.uuid = r->uuid;
     }
-    return ShareResult{nqn, bdev, nvmf_uris_locked(nqn), s.allowed_hosts};
   }
-  // An NBD client opens the bdev per connection, which the subsystem's claim would
-  // refuse: one front end per bdev.
-  if (Status s = check_not_exported(bdev); !s) return s;
-
-  if (Status s = nvmf_.add_subsystem(nqn, *hosts); !s) return s;
-  auto nsid = nvmf_.add_namespace(nqn, bdev, 1);
-  if (!nsid) {
-    if (Status s = nvmf_.remove_subsystem(nqn); !s) {
-      spdlog::warn("cannot remove subsystem '{}' after a failed share: {}", nqn, s.to_string());
+  if (!spec.name) spec.name = e->front_end->default_name(spec);
+  // One protocol per bdev: each holds the bdev in its own way (an NVMe-oF namespace
+  // claims it; an NBD client opens it per connection, which the claim would refuse).
+  for (const auto& other : entries_) {
+    if (&other == e) continue;
+    for (const auto& x : other.front_end->exports()) {
+      if (x.bdev != spec.bdev) continue;
+      return make_error(Errc::kBusy, "bdev '{}' is exported over {} as '{}' (unexport it first)",
+                        spec.bdev, other.front_end->display_name(), x.name);
     }
-    return nsid.status();
   }
-  spdlog::info("shared bdev '{}' as {} ({})", bdev, nqn,
-               hosts->empty() ? std::string("any host") : fmt::format("{} host(s)", hosts->size()));
-  return ShareResult{nqn, bdev, nvmf_uris_locked(nqn), *hosts};
+  auto made = e->front_end->add_export(spec);
+  if (!made) return made.status();
+  return std::move(with_uris_locked(*e, {std::move(*made)}).front());
 }
 
-Result<ShareResult> FrontEnds::share_bdev(const std::string& bdev,
-                                          const std::vector<std::string>& allowed_hosts) {
+Status FrontEnds::remove_export(const std::string& protocol, const std::string& name_or_bdev,
+                                bool force) {
   std::lock_guard lk(mu_);
-  return share_locked(bdev, allowed_hosts);
+  const Entry* e = entry_locked(protocol);
+  if (!e) return make_error(Errc::kInvalidArgument, "unknown protocol '{}'", protocol);
+  const auto all = e->front_end->exports();
+  // By name first (NBD's default export is named ""), else by bdev.
+  std::string name = name_or_bdev;
+  if (std::none_of(all.begin(), all.end(), [&](const auto& x) { return x.name == name; })) {
+    for (const auto& x : all) {
+      if (x.bdev == name_or_bdev) name = x.name;
+    }
+  }
+  const char* display = e->front_end->display_name();
+  const bool found =
+      std::any_of(all.begin(), all.end(), [&](const auto& x) { return x.name == name; });
+  if (!found) {
+    if (name_or_bdev.empty()) return Status(Errc::kInvalidArgument, "an export name is required");
+    if (registry_.find(name_or_bdev)) {
+      return make_error(Errc::kNotFound, "bdev '{}' is not exported over {}", name_or_bdev,
+                        display);
+    }
+    return make_error(Errc::kNotFound, "{} export '{}' does not exist", display, name_or_bdev);
+  }
+  return e->front_end->remove_export(name, force);
 }
 
-Result<ShareResult> FrontEnds::share_replica(const std::string& name,
-                                             const std::vector<std::string>& allowed_hosts) {
+std::vector<frontend::Export> FrontEnds::exports(const std::string& protocol) const {
   std::lock_guard lk(mu_);
-  auto r = find_replica(name);
-  if (!r) return r.status();
-  return share_locked(r->name, allowed_hosts);
+  std::vector<frontend::Export> out;
+  for (const auto& e : entries_) {
+    if (!protocol.empty() && protocol != e.front_end->protocol()) continue;
+    for (auto& x : with_uris_locked(e, e.front_end->exports())) out.push_back(std::move(x));
+  }
+  return out;
 }
 
-Status FrontEnds::unshare_locked(const std::string& bdev_or_nqn, bool force) {
-  if (bdev_or_nqn.empty()) return Status(Errc::kInvalidArgument, "bdev name or NQN is required");
-  const bool by_nqn = bdev_or_nqn.rfind("nqn.", 0) == 0;
-  std::string nqn;
-  for (const auto& s : nvmf_.list_subsystems()) {
-    if (by_nqn && s.nqn == bdev_or_nqn) nqn = s.nqn;
-    for (const auto& [nsid, b] : s.namespaces) {
-      if (!by_nqn && b == bdev_or_nqn) nqn = s.nqn;
+std::vector<frontend::Export> FrontEnds::exports_of(const std::string& bdev) const {
+  auto out = exports();
+  std::erase_if(out, [&](const auto& x) { return x.bdev != bdev; });
+  return out;
+}
+
+Status FrontEnds::check_not_exported_locked(const std::string& bdev) const {
+  for (const auto& e : entries_) {
+    for (const auto& x : e.front_end->exports()) {
+      if (x.bdev != bdev) continue;
+      return make_error(Errc::kBusy, "bdev '{}' is exported over {} as '{}' (unexport it first)",
+                        bdev, e.front_end->display_name(), x.name);
     }
-    if (!nqn.empty()) break;
   }
-  if (nqn.empty()) {
-    if (by_nqn) return make_error(Errc::kNotFound, "subsystem '{}' does not exist", bdev_or_nqn);
-    if (!registry_.find(bdev_or_nqn)) {
-      return make_error(Errc::kNotFound, "bdev '{}' does not exist", bdev_or_nqn);
-    }
-    return make_error(Errc::kNotFound, "bdev '{}' is not shared", bdev_or_nqn);
-  }
-  if (Status s = nvmf_.remove_subsystem(nqn, force); !s) return s;
-  spdlog::info("unshared {} ({})", nqn, bdev_or_nqn);
   return Status::ok();
-}
-
-Status FrontEnds::unshare(const std::string& bdev_or_nqn, bool force) {
-  std::lock_guard lk(mu_);
-  return unshare_locked(bdev_or_nqn, force);
-}
-
-Status FrontEnds::unshare_replica(const std::string& name, bool force) {
-  std::lock_guard lk(mu_);
-  auto r = find_replica(name);
-  if (!r) return r.status();
-  return unshare_locked(r->name, force);
-}
-
-Status FrontEnds::set_ana_state(const std::string& bdev, nvmf::AnaState state) {
-  std::lock_guard lk(mu_);
-  for (const auto& s : nvmf_.list_subsystems()) {
-    for (const auto& ns : s.namespaces) {
-      if (ns.second == bdev) return nvmf_.set_ana_state(s.nqn, state);
-    }
-  }
-  return make_error(Errc::kNotFound, "'{}' is not shared over NVMe-oF", bdev);
-}
-
-std::vector<std::pair<nvmf::SubsystemInfo, std::vector<std::string>>> FrontEnds::subsystems()
-    const {
-  std::lock_guard lk(mu_);
-  std::vector<std::pair<nvmf::SubsystemInfo, std::vector<std::string>>> out;
-  for (auto& s : nvmf_.list_subsystems()) {
-    auto uris = nvmf_uris_locked(s.nqn);
-    out.emplace_back(std::move(s), std::move(uris));
-  }
-  std::sort(out.begin(), out.end(),
-            [](const auto& a, const auto& b) { return a.first.nqn < b.first.nqn; });
-  return out;
-}
-
-std::vector<nvmf::ControllerInfo> FrontEnds::controllers() const {
-  auto out = nvmf_.list_controllers();
-  std::sort(out.begin(), out.end(),
-            [](const auto& a, const auto& b) { return a.cntlid < b.cntlid; });
-  return out;
-}
-
-// ---- NBD ----
-
-Result<uint16_t> FrontEnds::nbd_listen(const std::string& address) {
-  auto hp = parse_host_port(address);
-  if (!hp) return hp.status();
-  std::lock_guard lk(mu_);
-  if (stopped_) return Status(Errc::kBusy, "the engine is shutting down");
-  uint16_t bound = 0;
-  if (Status s = nbd_.listen(hp->first, hp->second, &bound); !s) return s;
-  nbd_listeners_.push_back({hp->first, bound});
-  return bound;
-}
-
-std::vector<ListenerAddress> FrontEnds::nbd_listeners() const {
-  std::lock_guard lk(mu_);
-  return nbd_listeners_;
-}
-
-Status FrontEnds::nbd_export(const nbd::ExportInfo& e) {
-  if (e.bdev.empty()) return Status(Errc::kInvalidArgument, "bdev name is required");
-  std::lock_guard lk(mu_);
-  auto info = registry_.info(e.bdev);
-  if (!info) return info.status();
-  if (info->claim) {
-    return make_error(Errc::kBusy, "bdev '{}' is claimed by '{}'", e.bdev, info->claimed_by);
-  }
-  return nbd_.add_export(e);
-}
-
-Status FrontEnds::nbd_unexport(const std::string& name) {
-  std::lock_guard lk(mu_);
-  Status s = nbd_.remove_export(name);
-  if (s) spdlog::info("nbd export '{}' removed", name);
-  return s;
-}
-
-std::vector<nbd::ExportInfo> FrontEnds::nbd_exports() const {
-  auto out = nbd_.list_exports();
-  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
-  return out;
-}
-
-std::vector<std::string> FrontEnds::nbd_uris(const std::string& export_name) const {
-  std::lock_guard lk(mu_);
-  std::vector<std::string> out;
-  for (const auto& l : nbd_listeners_) {
-    out.push_back(fmt::format("nbd://{}/{}", authority_locked(l), export_name));
-  }
-  return out;
-}
-
-// ---- iSCSI ----
-
-Result<uint16_t> FrontEnds::iscsi_listen(const std::string& address) {
-  auto hp = parse_host_port(address);
-  if (!hp) return hp.status();
-  std::lock_guard lk(mu_);
-  if (stopped_) return Status(Errc::kBusy, "the engine is shutting down");
-  uint16_t bound = 0;
-  if (Status s = iscsi_.listen(hp->first, hp->second, &bound); !s) return s;
-  iscsi_listeners_.push_back({hp->first, bound});
-  return bound;
-}
-
-std::vector<ListenerAddress> FrontEnds::iscsi_listeners() const {
-  std::lock_guard lk(mu_);
-  return iscsi_listeners_;
-}
-
-Result<std::string> FrontEnds::iscsi_export(const IscsiExportSpec& e) {
-  if (e.bdev.empty()) return Status(Errc::kInvalidArgument, "bdev name is required");
-  std::string iqn = e.iqn;
-  if (iqn.empty()) {
-    iqn = kIqnPrefix;
-    for (char c : e.bdev) {
-      const char l = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      iqn += (std::isalnum(static_cast<unsigned char>(l)) || l == '.' || l == '-') ? l : '-';
-    }
-  }
-  std::lock_guard lk(mu_);
-  auto info = registry_.info(e.bdev);
-  if (!info) return info.status();
-  if (info->claim) {
-    return make_error(Errc::kBusy, "bdev '{}' is claimed by '{}'", e.bdev, info->claimed_by);
-  }
-  iscsi::NodeConfig cfg;
-  cfg.name = iqn;
-  cfg.luns.push_back(scsi::LunOptions{.lun = 0, .bdev = e.bdev, .read_only = e.read_only});
-  cfg.access = e.access;
-  if (Status s = iscsi_.add_node(cfg); !s) return s;
-  return iqn;
-}
-
-Status FrontEnds::iscsi_unexport(const std::string& iqn) {
-  std::lock_guard lk(mu_);
-  return iscsi_.remove_node(iqn);
-}
-
-std::vector<iscsi::NodeInfo> FrontEnds::iscsi_targets() const { return iscsi_.list_nodes(); }
-
-std::vector<iscsi::SessionInfo> FrontEnds::iscsi_sessions() const { return iscsi_.list_sessions(); }
-
-iscsi::TargetStats FrontEnds::iscsi_stats() const { return iscsi_.stats(); }
-
-nbd::NbdStats FrontEnds::nbd_stats() const { return nbd_.stats(); }
-
-uint64_t FrontEnds::nvmf_receive_holds() const { return nvmf_.receive_holds(); }
-uint64_t FrontEnds::nvmf_budget_holds() const { return nvmf_.budget_holds(); }
-
-std::vector<std::string> FrontEnds::iscsi_uris(const std::string& iqn) const {
-  std::lock_guard lk(mu_);
-  std::vector<std::string> out;
-  for (const auto& l : iscsi_listeners_) {
-    out.push_back(fmt::format("iscsi://{}/{}/0", authority_locked(l), iqn));
-  }
-  return out;
 }
 
 Status FrontEnds::destroy_unless_exported(const std::vector<std::string>& bdevs,
                                           const std::function<Status()>& destroy) {
   std::lock_guard lk(mu_);
   for (const auto& b : bdevs) {
-    if (Status s = check_not_exported(b); !s) return s;
+    if (Status s = check_not_exported_locked(b); !s) return s;
   }
   return destroy();
 }
 
-Status FrontEnds::grow_unless_nbd(const std::string& bdev, const std::function<Status()>& grow) {
+Status FrontEnds::grow_if_allowed(const std::string& bdev, const std::function<Status()>& grow,
+                                  const char* noun) {
   std::lock_guard lk(mu_);
-  for (const auto& e : nbd_.list_exports()) {
-    if (e.bdev == bdev) {
-      return make_error(Errc::kBusy,
-                        "bdev '{}' is exported over NBD as '{}': NBD cannot tell connected clients "
-                        "about a new size (unexport it, grow it, export it again)",
-                        bdev, e.name);
+  for (const auto& e : entries_) {
+    for (const auto& x : e.front_end->exports()) {
+      if (x.bdev != bdev) continue;
+      if (Status s = e.front_end->check_resize(x); !s) {
+        const bool nexus = std::string_view(noun) == "nexus";
+        return make_error(s.code(), "{} '{}' is {} over {} as '{}': {} ({} it, {} it, {} it again)",
+                          noun, bdev, nexus ? "published" : "exported", e.front_end->display_name(),
+                          x.name, s.message(), nexus ? "unpublish" : "unexport",
+                          nexus ? "resize" : "grow", nexus ? "publish" : "export");
+      }
     }
   }
   if (Status s = grow(); !s) return s;
-  nvmf_.announce_resize(bdev);
-  iscsi_.announce_resize(bdev);
+  for (const auto& e : entries_) e.front_end->announce_resize(bdev);
   return Status::ok();
 }
 
 void FrontEnds::announce_resize(const std::string& bdev) {
   std::lock_guard lk(mu_);
-  nvmf_.announce_resize(bdev);
-  iscsi_.announce_resize(bdev);
+  for (const auto& e : entries_) e.front_end->announce_resize(bdev);
 }
 
-Status FrontEnds::check_not_exported(const std::string& bdev) const {
-  for (const auto& e : nbd_.list_exports()) {
-    if (e.bdev == bdev) {
-      return make_error(Errc::kBusy, "bdev '{}' is exported over NBD as '{}' (unexport it first)",
-                        bdev, e.name);
-    }
+std::vector<frontend::Metric> FrontEnds::metrics() const {
+  std::vector<frontend::Metric> out;
+  for (const auto& e : entries_) {
+    for (auto& m : e.front_end->metrics()) out.push_back(std::move(m));
   }
-  for (const auto& n : iscsi_.list_nodes()) {
-    for (const auto& l : n.luns) {
-      if (l.bdev == bdev) {
-        return make_error(Errc::kBusy, "bdev '{}' is exported over iSCSI as {} (unexport it first)", bdev, n.name);
-      }
-    }
-  }
-  return Status::ok();
+  return out;
 }
 
 }  // namespace castor::api

@@ -33,25 +33,6 @@ ClientMetric gauge(double value) {
   return m;
 }
 
-// A family of one unlabelled value.
-MetricFamily single(const char* name, const char* help, MetricType type, uint64_t value) {
-  MetricFamily f = family(name, help, type);
-  ClientMetric m;
-  if (type == MetricType::Counter) {
-    m.counter.value = static_cast<double>(value);
-  } else {
-    m.gauge.value = static_cast<double>(value);
-  }
-  f.metric.push_back(std::move(m));
-  return f;
-}
-
-ClientMetric labelled_gauge(const char* label, const std::string& value, double v) {
-  ClientMetric m = gauge(v);
-  m.label = {{label, value}};
-  return m;
-}
-
 ClientMetric histogram(const std::string& bdev, const char* op,
                        const LatencyHistogram::Snapshot& snap) {
   ClientMetric m;
@@ -165,95 +146,27 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
   return out;
 }
 
-// The front-end targets: who is connected, and how often each protection acted.
+// The front ends' own families (FrontEnd::metrics: who is connected, and how often each
+// protection acted), in Prometheus terms.
 void MetricsCollector::collect_targets(std::vector<MetricFamily>& out) const {
-  constexpr auto kCounter = MetricType::Counter;
-  constexpr auto kGauge = MetricType::Gauge;
-
-  auto ctrls = family("castor_nvmf_controllers", "NVMe-oF controllers connected to the subsystem.",
-                      kGauge);
-  for (const auto& [s, uris] : front_ends_.subsystems()) {
-    ctrls.metric.push_back(labelled_gauge("subsystem", s.nqn, s.controllers));
+  for (const auto& m : front_ends_.metrics()) {
+    const bool is_counter = m.type == frontend::Metric::Type::kCounter;
+    MetricFamily f;
+    f.name = m.name;
+    f.help = m.help;
+    f.type = is_counter ? MetricType::Counter : MetricType::Gauge;
+    for (const auto& sample : m.samples) {
+      ClientMetric c;
+      for (const auto& [k, v] : sample.labels) c.label.push_back({k, v});
+      if (is_counter) {
+        c.counter.value = sample.value;
+      } else {
+        c.gauge.value = sample.value;
+      }
+      f.metric.push_back(std::move(c));
+    }
+    out.push_back(std::move(f));
   }
-  out.push_back(std::move(ctrls));
-  out.push_back(single("castor_nvmf_receive_holds_total",
-                       "Times an NVMe-oF queue pair stopped reading: the host sent commands past "
-                       "its queue and did not read the refusals.",
-                       kCounter, front_ends_.nvmf_receive_holds()));
-  out.push_back(single("castor_nvmf_budget_holds_total",
-                       "Times an NVMe-oF read or write waited because the target-wide buffer budget "
-                       "(--target-buffer-mb) was spent.",
-                       kCounter, front_ends_.nvmf_budget_holds()));
-
-  auto nbd_conns = family("castor_nbd_connections", "NBD clients in transmission on the export.",
-                          kGauge);
-  for (const auto& e : front_ends_.nbd_exports()) {
-    nbd_conns.metric.push_back(labelled_gauge("export", e.name, e.connections));
-  }
-  out.push_back(std::move(nbd_conns));
-  const nbd::NbdStats n = front_ends_.nbd_stats();
-  out.push_back(single("castor_nbd_connections_accepted_total", "NBD connections accepted.", kCounter,
-                       n.connections_accepted));
-  out.push_back(single("castor_nbd_protocol_errors_total",
-                       "NBD connections closed for a protocol violation.", kCounter,
-                       n.protocol_errors));
-  out.push_back(single("castor_nbd_dead_clients_total",
-                       "NBD connections closed because the client stopped answering "
-                       "(--nbd-keepalive-s).",
-                       kCounter, n.dead_clients));
-  out.push_back(single("castor_nbd_receive_pauses_total",
-                       "Times an NBD connection stopped reading: too many requests or bytes in "
-                       "flight.",
-                       kCounter, n.receive_pauses));
-  out.push_back(single("castor_nbd_budget_pauses_total",
-                       "Of those, pauses because all connections together held the server's "
-                       "buffer budget (--target-buffer-mb).",
-                       kCounter, n.budget_pauses));
-
-  auto sessions = family("castor_iscsi_sessions", "iSCSI sessions logged in to the target node.",
-                         kGauge);
-  for (const auto& t : front_ends_.iscsi_targets()) {
-    sessions.metric.push_back(labelled_gauge("target", t.name, t.sessions));
-  }
-  out.push_back(std::move(sessions));
-  out.push_back(single("castor_iscsi_connections", "iSCSI connections in full-feature phase.", kGauge,
-                       front_ends_.iscsi_sessions().size()));
-  const iscsi::TargetStats i = front_ends_.iscsi_stats();
-  out.push_back(single("castor_iscsi_connections_accepted_total", "iSCSI connections accepted.",
-                       kCounter, i.connections_accepted));
-  auto logins = family("castor_iscsi_logins_total", "iSCSI logins, by result.", kCounter);
-  for (auto [result, v] : {std::pair{"ok", i.logins_ok}, std::pair{"failed", i.logins_failed}}) {
-    ClientMetric m;
-    m.label = {{"result", result}};
-    m.counter.value = static_cast<double>(v);
-    logins.metric.push_back(std::move(m));
-  }
-  out.push_back(std::move(logins));
-  out.push_back(single("castor_iscsi_protocol_errors_total",
-                       "iSCSI connections closed for a protocol violation.", kCounter,
-                       i.protocol_errors));
-  out.push_back(single("castor_iscsi_digest_errors_total", "iSCSI PDUs with a wrong digest.",
-                       kCounter, i.digest_errors));
-  out.push_back(single("castor_iscsi_lost_data_outs_total",
-                       "iSCSI commands failed because a Data-Out was lost (digest or DataSN).",
-                       kCounter, i.lost_data_outs));
-  out.push_back(single("castor_iscsi_nop_in_pings_total", "NOP-In pings sent to idle initiators.",
-                       kCounter, i.nop_in_pings));
-  out.push_back(single("castor_iscsi_nop_in_timeouts_total",
-                       "iSCSI connections closed because a NOP-In ping went unanswered.", kCounter,
-                       i.nop_in_timeouts));
-  out.push_back(single("castor_iscsi_buffer_limit_hits_total",
-                       "iSCSI commands answered TASK SET FULL: a buffer limit (the connection's "
-                       "or the target's) was spent.",
-                       kCounter, i.buffer_limit_hits));
-  out.push_back(single("castor_iscsi_budget_limit_hits_total",
-                       "Of those, commands refused because all connections together held the "
-                       "target's buffer budget (--target-buffer-mb).",
-                       kCounter, i.budget_limit_hits));
-  out.push_back(single("castor_iscsi_receive_holds_total",
-                       "Times an iSCSI connection stopped reading: the initiator was not reading "
-                       "the replies the target made for it.",
-                       kCounter, i.receive_holds));
 }
 
 }  // namespace castor::api

@@ -14,14 +14,9 @@
 //   castor_nexus_child_state{nexus,child,state}  gauge, as above per child
 //   castor_nexus_rebuild_blocks_done{nexus,child}   gauge, of the running or last rebuild
 //   castor_nexus_rebuild_blocks_total{nexus,child}  gauge, of the running or last rebuild
-//   castor_nvmf_controllers{subsystem}      gauge, connected NVMe-oF controllers
-//   castor_nvmf_receive_holds_total         counter, NvmfTarget::receive_holds()
-//   castor_nbd_connections{export}          gauge, clients in transmission
-//   castor_nbd_*_total                      counters of NbdStats (nbd/server.h)
-//   castor_iscsi_sessions{target}           gauge, logged-in sessions
-//   castor_iscsi_connections                gauge, full-feature connections
-//   castor_iscsi_logins_total{result}       counter, result ok or failed
-//   castor_iscsi_*_total                    counters of TargetStats (iscsi/target.h)
+//   castor_<protocol>_*                     each front end's own (FrontEnd::metrics:
+//                                           nvmf/target/front_end.cc, nbd/front_end.cc,
+//                                           iscsi/front_end.cc; docs/engine.md lists them)
 // `op` is one of the operation types the bdev supports (api/names.h).
 
 #include <prometheus/collectable.h>

@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <map>
 #include <optional>
@@ -18,6 +19,7 @@
 
 #include "api/engine_service.h"
 #include "api/status_map.h"
+#include "nvmf/target/front_end.h"
 
 namespace castor::api {
 namespace {
@@ -36,16 +38,6 @@ Result<std::shared_ptr<nexus::Nexus>> find_nexus(const nexus::NexusManager& m,
   auto n = m.find(name);
   if (!n) return make_error(Errc::kNotFound, "nexus '{}' does not exist", name);
   return n;
-}
-
-// The iSCSI target node exporting bdev `name` as a LUN, if any.
-std::optional<iscsi::NodeInfo> iscsi_node_of(const FrontEnds& fe, const std::string& name) {
-  for (auto& node : fe.iscsi_targets()) {
-    for (const auto& l : node.luns) {
-      if (l.bdev == name) return node;
-    }
-  }
-  return std::nullopt;
 }
 
 }  // namespace
@@ -114,32 +106,17 @@ void to_proto(const nexus::NexusInfo& in, const std::vector<std::string>& uris,
 
 void EngineServiceImpl::nexus_to_proto(const nexus::NexusInfo& info, v1::NexusInfo* out) const {
   to_proto(info, published_uris(info.name), out);
-  for (const auto& [sub, uris] : front_ends_.subsystems()) {
-    for (const auto& [nsid, bdev] : sub.namespaces) {
-      if (bdev == info.name) out->set_ana_state(nvmf::ana_state_name(sub.ana_state));
-    }
+  if (auto* nvmf = front_ends_.get<nvmf::NvmfFrontEnd>("nvmf")) {
+    if (auto state = nvmf->ana_state(info.name)) out->set_ana_state(nvmf::ana_state_name(*state));
   }
 }
 
 std::vector<std::string> EngineServiceImpl::published_uris(const std::string& name) const {
   std::vector<std::string> out;
-  for (const auto& [sub, uris] : front_ends_.subsystems()) {
-    for (const auto& [nsid, bdev] : sub.namespaces) {
-      if (bdev != name) continue;
-      if (uris.empty()) out.push_back(sub.nqn);  // no listener: the NQN still names it
-      out.insert(out.end(), uris.begin(), uris.end());
-    }
-  }
-  for (const auto& e : front_ends_.nbd_exports()) {
-    if (e.bdev != name) continue;
-    auto uris = front_ends_.nbd_uris(e.name);
-    if (uris.empty()) out.push_back("nbd:" + e.name);
-    out.insert(out.end(), uris.begin(), uris.end());
-  }
-  if (auto node = iscsi_node_of(front_ends_, name)) {
-    auto uris = front_ends_.iscsi_uris(node->name);
-    if (uris.empty()) out.push_back(node->name);  // no listener: the IQN still names it
-    out.insert(out.end(), uris.begin(), uris.end());
+  for (const auto& e : front_ends_.exports_of(name)) {
+    // No listener (yet): PROTOCOL:NAME still says where it is published.
+    if (e.uris.empty()) out.push_back(e.protocol + ":" + e.name);
+    out.insert(out.end(), e.uris.begin(), e.uris.end());
   }
   return out;
 }
@@ -273,130 +250,86 @@ grpc::Status EngineServiceImpl::PublishNexus(grpc::ServerContext*,
     spdlog::info("publish nexus '{}' over {} failed: {}", name, protocol, s.to_string());
     return to_grpc(s);
   };
-  if (protocol != "iscsi" &&
-      (!req->iscsi_iqn().empty() || !req->chap_user().empty() || !req->chap_secret().empty() ||
-       !req->mutual_user().empty() || !req->mutual_secret().empty() ||
-       !req->allowed_initiators().empty())) {
-    return fail(Status(Errc::kInvalidArgument,
-                       "iscsi_iqn, CHAP and allowed_initiators are only valid with protocol "
-                       "iscsi"));
+  frontend::FrontEnd* fe = front_ends_.find(protocol);
+  if (!fe) {
+    const auto known = front_ends_.protocols();
+    std::string list;
+    for (size_t i = 0; i < known.size(); ++i) {
+      list += (i == 0 ? "" : (i + 1 == known.size() ? " or " : ", ")) + known[i];
+    }
+    return fail(make_error(Errc::kInvalidArgument, "protocol '{}' is not {}", protocol, list));
   }
-  // One protocol at a time: the error names where the nexus is published now.
-  auto check_not_iscsi = [&]() -> Status {
-    if (auto node = iscsi_node_of(front_ends_, name)) {
-      return make_error(Errc::kBusy,
-                        "nexus '{}' is already published over iSCSI as {} (unpublish it first)",
-                        name, node->name);
-    }
-    return Status::ok();
+  // Each protocol-specific field of the request belongs to one protocol.
+  const struct {
+    const char* field;
+    const char* protocol;
+    bool set;
+  } fields[] = {
+      {"allowed_hosts", "nvmf", !req->allowed_hosts().empty()},
+      {"nbd_name", "nbd", !req->nbd_name().empty()},
+      {"iscsi_iqn", "iscsi", !req->iscsi_iqn().empty()},
+      {"chap_user", "iscsi", !req->chap_user().empty()},
+      {"chap_secret", "iscsi", !req->chap_secret().empty()},
+      {"mutual_user", "iscsi", !req->mutual_user().empty()},
+      {"mutual_secret", "iscsi", !req->mutual_secret().empty()},
+      {"allowed_initiators", "iscsi", !req->allowed_initiators().empty()},
   };
-  auto check_not_nvmf = [&]() -> Status {
-    if (auto info = registry_.info(name); info && info->claim && info->claim->kind == bdev::Claim::Kind::kNvmfSubsystem) {
-      return make_error(Errc::kBusy,
-                        "nexus '{}' is already published over NVMe-oF as {} (unpublish it first)",
-                        name, info->claim->holder);
+  for (const auto& f : fields) {
+    if (f.set && protocol != f.protocol) {
+      return fail(make_error(Errc::kInvalidArgument, "{} is only valid with protocol {}", f.field,
+                             f.protocol));
     }
-    return Status::ok();
-  };
-  auto check_not_nbd = [&]() -> Status {
-    for (const auto& e : front_ends_.nbd_exports()) {
-      if (e.bdev == name) {
-        return make_error(Errc::kBusy,
-                          "nexus '{}' is already published over NBD as '{}' (unpublish it first)",
-                          name, e.name);
-      }
-    }
-    return Status::ok();
-  };
-  std::vector<std::string> uris;
-  if (protocol == "nvmf") {
-    if (!req->nbd_name().empty()) {
-      return fail(Status(Errc::kInvalidArgument, "nbd_name is only valid with protocol nbd"));
-    }
-    if (front_ends_.nvmf_listeners().empty()) {
-      return fail(Status(Errc::kBusy,
-                         "the engine has no NVMe-oF listener (add one with --nvmf-listen or "
-                         "NvmfListen)"));
-    }
-    if (Status s = check_not_nbd(); !s) return fail(s);
-    if (Status s = check_not_iscsi(); !s) return fail(s);
-    auto share = front_ends_.share_bdev(name, to_vector(req->allowed_hosts()));
-    if (!share) return fail(share.status());
-    uris = share->uris;
-  } else if (protocol == "nbd") {
-    if (!req->allowed_hosts().empty()) {
-      return fail(Status(Errc::kInvalidArgument, "allowed_hosts is only valid with protocol nvmf"));
-    }
-    if (front_ends_.nbd_listeners().empty()) {
-      return fail(Status(Errc::kBusy,
-                         "the engine has no NBD listener (add one with --nbd-listen or NbdListen)"));
-    }
-    const std::string export_name = req->nbd_name().empty() ? name : req->nbd_name();
-    if (Status s = check_not_nvmf(); !s) return fail(s);
-    if (Status s = check_not_iscsi(); !s) return fail(s);
-    bool exists = false;
-    for (const auto& e : front_ends_.nbd_exports()) {
-      if (e.name == export_name && e.bdev == name) exists = true;  // repeated publish
-    }
-    if (!exists) {
-      nbd::ExportInfo e{.name = export_name,
-                        .bdev = name,
-                        .read_only = false,
-                        .description = "castor nexus " + name,
-                        .connections = 0};
-      if (Status s = front_ends_.nbd_export(e); !s) return fail(s);
-      spdlog::info("nexus '{}' published over NBD as '{}'", name, export_name);
-    }
-    uris = front_ends_.nbd_uris(export_name);
-  } else if (protocol == "iscsi") {
-    if (!req->allowed_hosts().empty()) {
-      return fail(Status(Errc::kInvalidArgument, "allowed_hosts is only valid with protocol nvmf"));
-    }
-    if (!req->nbd_name().empty()) {
-      return fail(Status(Errc::kInvalidArgument, "nbd_name is only valid with protocol nbd"));
-    }
-    if (front_ends_.iscsi_listeners().empty()) {
-      return fail(Status(Errc::kBusy,
-                         "the engine has no iSCSI listener (add one with --iscsi-listen or "
-                         "IscsiListen)"));
-    }
-    auto access = iscsi_access(req->chap_user(), req->chap_secret(), req->mutual_user(),
-                               req->mutual_secret(), req->allowed_initiators());
-    if (!access) return fail(access.status());
-    // Named like the nexus' NVMe-oF subsystem, by UUID: a nexus name may hold upper-case
-    // letters and '_', which an IQN may not.
-    const std::string iqn = req->iscsi_iqn().empty()
-                                ? std::string(kIqnPrefix) + "nexus-" + (*n)->describe().uuid
-                                : req->iscsi_iqn();
-    if (Status s = check_not_nvmf(); !s) return fail(s);
-    if (Status s = check_not_nbd(); !s) return fail(s);
-    if (auto node = iscsi_node_of(front_ends_, name)) {
-      // A repeated publish returns the node when its access rules are the same (the
-      // secrets themselves cannot be compared: the target never hands them back).
-      const std::set<std::string> want(access->allowed_initiators.begin(),
-                                       access->allowed_initiators.end());
-      const std::set<std::string> have(node->allowed_initiators.begin(),
-                                       node->allowed_initiators.end());
-      if (node->name != iqn || node->chap != access->chap.enabled() ||
-          node->mutual_chap != access->mutual_chap.enabled() || want != have) {
-        return fail(make_error(Errc::kAlreadyExists,
-                               "nexus '{}' is already published over iSCSI as {} with other "
-                               "settings (unpublish it first)",
-                               name, node->name));
-      }
-    } else {
-      auto made = front_ends_.iscsi_export(
-          IscsiExportSpec{.bdev = name, .iqn = iqn, .read_only = false, .access = *access});
-      if (!made) return fail(made.status());
-      spdlog::info("nexus '{}' published over iSCSI as {}", name, *made);
-    }
-    uris = front_ends_.iscsi_uris(iqn);
-  } else {
-    return fail(
-        make_error(Errc::kInvalidArgument, "protocol '{}' is not nvmf, nbd or iscsi", protocol));
   }
-  if (!uris.empty()) resp->set_uri(uris.front());
-  for (const auto& u : uris) resp->add_uris(u);
+  if (front_ends_.listeners(protocol).empty()) {
+    std::string rpc = protocol;
+    rpc[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(rpc[0])));
+    return fail(make_error(Errc::kBusy,
+                           "the engine has no {} listener (add one with --{}-listen or {}Listen)",
+                           fe->display_name(), protocol, rpc));
+  }
+  frontend::ExportSpec spec;
+  spec.bdev = name;
+  spec.kind = "nexus";
+  spec.uuid = Uuid::parse((*n)->describe().uuid).value_or(Uuid{});
+  spec.description = "castor nexus " + name;
+  spec.allowed_hosts = to_vector(req->allowed_hosts());
+  if (!req->nbd_name().empty()) spec.name = req->nbd_name();
+  if (!req->iscsi_iqn().empty()) spec.name = req->iscsi_iqn();
+  spec.chap = {req->chap_user(), req->chap_secret()};
+  spec.mutual_chap = {req->mutual_user(), req->mutual_secret()};
+  // Host NQNs (NVMe-oF) or initiator IQNs (iSCSI): one list, the fields check above
+  // leaves at most one of the two set.
+  for (const auto& i : req->allowed_initiators()) spec.allowed_hosts.push_back(i);
+  const std::string wanted = spec.name.value_or(fe->default_name(spec));
+  // One export per nexus: publishing again with the same settings is idempotent.
+  const auto existing = front_ends_.exports_of(name);
+  for (const auto& e : existing) {
+    if (e.protocol != protocol) {
+      return fail(make_error(Errc::kBusy,
+                             "nexus '{}' is already published over {} as {} (unpublish it first)",
+                             name, front_ends_.find(e.protocol)->display_name(), e.name));
+    }
+    if (e.name != wanted) {
+      return fail(make_error(Errc::kAlreadyExists,
+                             "nexus '{}' is already published over {} as {} (unpublish it first)",
+                             name, fe->display_name(), e.name));
+    }
+  }
+  auto made = front_ends_.add_export(protocol, spec);
+  if (!made) {
+    if (made.status().code() == Errc::kAlreadyExists && !existing.empty()) {
+      return fail(make_error(Errc::kAlreadyExists,
+                             "nexus '{}' is already published over {} as {} with other settings "
+                             "(unpublish it first)",
+                             name, fe->display_name(), existing.front().name));
+    }
+    return fail(made.status());
+  }
+  if (existing.empty()) {
+    spdlog::info("nexus '{}' published over {} as {}", name, fe->display_name(), made->name);
+  }
+  if (!made->uris.empty()) resp->set_uri(made->uris.front());
+  for (const auto& u : made->uris) resp->add_uris(u);
   return grpc::Status::OK;
 }
 
@@ -406,7 +339,10 @@ grpc::Status EngineServiceImpl::SetNexusAnaState(grpc::ServerContext*, const v1:
   if (!n) return to_grpc(n.status());
   auto state = nvmf::parse_ana_state(req->state());
   if (!state) return to_grpc(state.status());
-  if (Status s = front_ends_.set_ana_state(req->name(), *state); !s) {
+  auto* nvmf = front_ends_.get<nvmf::NvmfFrontEnd>("nvmf");
+  Status set = nvmf ? nvmf->set_ana_state(req->name(), *state)
+                    : Status(Errc::kNotFound, "the engine has no NVMe-oF front end");
+  if (Status s = set; !s) {
     spdlog::info("ANA state {} for nexus '{}' failed: {}", req->state(), req->name(), s.to_string());
     return to_grpc(s);
   }
@@ -420,16 +356,8 @@ grpc::Status EngineServiceImpl::ResizeNexus(grpc::ServerContext*, const v1::Resi
   if (!n) return to_grpc(n.status());
   const std::string& name = req->name();
   const uint64_t old = (*n)->size_bytes();
-  for (const auto& e : front_ends_.nbd_exports()) {
-    if (e.bdev != name) continue;
-    Status s = make_error(Errc::kBusy,
-                          "nexus '{}' is published over NBD as '{}': NBD cannot tell connected "
-                          "clients about a new size (unpublish it, resize it, publish it again)",
-                          name, e.name);
-    spdlog::info("resize nexus '{}' to {} bytes failed: {}", name, req->size_bytes(), s.to_string());
-    return to_grpc(s);
-  }
-  Status s = front_ends_.grow_unless_nbd(name, [&] { return (*n)->resize(req->size_bytes()); });
+  Status s = front_ends_.grow_if_allowed(
+      name, [&] { return (*n)->resize(req->size_bytes()); }, "nexus");
   if (!s) {
     spdlog::info("resize nexus '{}' to {} bytes failed: {}", name, req->size_bytes(), s.to_string());
     return to_grpc(s);
@@ -447,34 +375,16 @@ grpc::Status EngineServiceImpl::UnpublishNexus(grpc::ServerContext*,
   auto n = find_nexus(nexuses_, req->name());
   if (!n) return to_grpc(n.status());
   const std::string& name = req->name();
-  bool found = false;
-  for (const auto& [sub, uris] : front_ends_.subsystems()) {
-    for (const auto& [nsid, bdev] : sub.namespaces) {
-      if (bdev == name) found = true;
-    }
+  const auto exports = front_ends_.exports_of(name);
+  if (exports.empty()) {
+    return to_grpc(make_error(Errc::kNotFound, "nexus '{}' is not published", name));
   }
-  if (found) {
-    if (Status s = front_ends_.unshare(name, req->force()); !s) {
+  for (const auto& e : exports) {
+    if (Status s = front_ends_.remove_export(e.protocol, e.name, req->force()); !s) {
       spdlog::info("unpublish nexus '{}' failed: {}", name, s.to_string());
       return to_grpc(s);
     }
   }
-  for (const auto& e : front_ends_.nbd_exports()) {
-    if (e.bdev != name) continue;
-    found = true;
-    if (Status s = front_ends_.nbd_unexport(e.name); !s) {
-      spdlog::info("unpublish nexus '{}' failed: {}", name, s.to_string());
-      return to_grpc(s);
-    }
-  }
-  while (auto node = iscsi_node_of(front_ends_, name)) {
-    found = true;
-    if (Status s = front_ends_.iscsi_unexport(node->name); !s) {
-      spdlog::info("unpublish nexus '{}' failed: {}", name, s.to_string());
-      return to_grpc(s);
-    }
-  }
-  if (!found) return to_grpc(make_error(Errc::kNotFound, "nexus '{}' is not published", name));
   spdlog::info("nexus '{}' unpublished", name);
   return grpc::Status::OK;
 }

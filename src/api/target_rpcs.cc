@@ -1,15 +1,18 @@
 // EngineService handlers for the front-end targets: NVMe-oF/TCP listeners, shares,
 // subsystems and controllers; NBD listeners and exports; iSCSI portals, target nodes and
-// sessions. The rules (NQN and IQN names, URIs, which bdevs may be shared or exported)
-// live in FrontEnds.
+// sessions. Each goes through FrontEnds by protocol name; the rules (names, URIs, which
+// bdevs may be shared or exported) live there and in each protocol's FrontEnd.
 
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <map>
 #include <tuple>
 
 #include "api/engine_service.h"
 #include "api/status_map.h"
+#include "iscsi/front_end.h"
+#include "nvmf/target/front_end.h"
 
 namespace castor::api {
 namespace {
@@ -20,8 +23,8 @@ std::vector<std::string> to_vector(const google::protobuf::RepeatedPtrField<std:
 
 }  // namespace
 
-void to_proto(const ShareResult& in, v1::ShareInfo* out) {
-  out->set_nqn(in.nqn);
+void to_proto(const frontend::Export& in, v1::ShareInfo* out) {
+  out->set_nqn(in.name);
   out->set_bdev(in.bdev);
   for (const auto& u : in.uris) out->add_uris(u);
   for (const auto& h : in.allowed_hosts) out->add_allowed_hosts(h);
@@ -50,29 +53,24 @@ void to_proto(const nvmf::ControllerInfo& in, v1::NvmfController* out) {
   out->set_kato_ms(in.kato_ms);
 }
 
-void to_proto(const nbd::ExportInfo& in, const std::vector<std::string>& uris,
-              v1::NbdExportInfo* out) {
+void to_proto(const frontend::Export& in, v1::NbdExportInfo* out) {
   out->set_name(in.name);
   out->set_bdev(in.bdev);
   out->set_read_only(in.read_only);
   out->set_description(in.description);
   out->set_connections(in.connections);
-  for (const auto& u : uris) out->add_uris(u);
+  for (const auto& u : in.uris) out->add_uris(u);
 }
 
-void to_proto(const iscsi::NodeInfo& in, const std::vector<std::string>& uris,
-              v1::IscsiTargetInfo* out) {
+void to_proto(const frontend::Export& in, v1::IscsiTargetInfo* out) {
   out->set_iqn(in.name);
-  for (const auto& l : in.luns) {
-    if (l.lun != 0) continue;
-    out->set_bdev(l.bdev);
-    out->set_read_only(l.read_only);
-  }
+  out->set_bdev(in.bdev);
+  out->set_read_only(in.read_only);
   out->set_chap(in.chap);
   out->set_mutual_chap(in.mutual_chap);
-  for (const auto& i : in.allowed_initiators) out->add_allowed_initiators(i);
-  out->set_sessions(in.sessions);
-  for (const auto& u : uris) out->add_uris(u);
+  for (const auto& i : in.allowed_hosts) out->add_allowed_initiators(i);
+  out->set_sessions(in.connections);
+  for (const auto& u : in.uris) out->add_uris(u);
 }
 
 void to_proto(const iscsi::SessionInfo& in, v1::IscsiSession* out) {
@@ -86,40 +84,42 @@ void to_proto(const iscsi::SessionInfo& in, v1::IscsiSession* out) {
   out->set_data_digest(in.data_digest);
 }
 
-Result<iscsi::NodeAccess> iscsi_access(
-    const std::string& chap_user, const std::string& chap_secret, const std::string& mutual_user,
-    const std::string& mutual_secret,
-    const google::protobuf::RepeatedPtrField<std::string>& allowed_initiators) {
-  // A secret without its user would silently disable the authentication it asks for.
-  if (chap_user.empty() && !chap_secret.empty()) {
-    return Status(Errc::kInvalidArgument, "chap_secret needs chap_user");
+void set_iscsi_access(const std::string& chap_user, const std::string& chap_secret,
+                      const std::string& mutual_user, const std::string& mutual_secret,
+                      const google::protobuf::RepeatedPtrField<std::string>& allowed_initiators,
+                      frontend::ExportSpec* spec) {
+  spec->chap = {chap_user, chap_secret};
+  spec->mutual_chap = {mutual_user, mutual_secret};
+  spec->allowed_hosts = to_vector(allowed_initiators);
+}
+
+grpc::Status EngineServiceImpl::listen(const char* protocol, const std::string& address,
+                                       uint32_t* port) {
+  auto bound = front_ends_.listen(protocol, address);
+  if (!bound) {
+    spdlog::info("{} listen on '{}' failed: {}", protocol, address, bound.status().to_string());
+    return to_grpc(bound.status());
   }
-  if (mutual_user.empty() && !mutual_secret.empty()) {
-    return Status(Errc::kInvalidArgument, "mutual_secret needs mutual_user");
-  }
-  iscsi::NodeAccess a;
-  a.chap = {chap_user, chap_secret};
-  a.mutual_chap = {mutual_user, mutual_secret};
-  a.allowed_initiators = to_vector(allowed_initiators);
-  return a;
+  *port = *bound;
+  return grpc::Status::OK;
 }
 
 // ---- NVMe-oF ----
 
 grpc::Status EngineServiceImpl::NvmfListen(grpc::ServerContext*, const v1::NvmfListenRequest* req,
                                            v1::NvmfListenResponse* resp) {
-  auto port = front_ends_.nvmf_listen(req->address());
-  if (!port) {
-    spdlog::info("NVMe-oF listen on '{}' failed: {}", req->address(), port.status().to_string());
-    return to_grpc(port.status());
-  }
-  resp->set_port(*port);
-  return grpc::Status::OK;
+  uint32_t port = 0;
+  grpc::Status s = listen("nvmf", req->address(), &port);
+  resp->set_port(port);
+  return s;
 }
 
 grpc::Status EngineServiceImpl::ShareBdev(grpc::ServerContext*, const v1::ShareBdevRequest* req,
                                           v1::ShareInfo* resp) {
-  auto r = front_ends_.share_bdev(req->bdev(), to_vector(req->allowed_hosts()));
+  frontend::ExportSpec spec;
+  spec.bdev = req->bdev();
+  spec.allowed_hosts = to_vector(req->allowed_hosts());
+  auto r = front_ends_.add_export("nvmf", std::move(spec));
   if (!r) {
     spdlog::info("share bdev '{}' failed: {}", req->bdev(), r.status().to_string());
     return to_grpc(r.status());
@@ -130,7 +130,7 @@ grpc::Status EngineServiceImpl::ShareBdev(grpc::ServerContext*, const v1::ShareB
 
 grpc::Status EngineServiceImpl::UnshareBdev(grpc::ServerContext*, const v1::UnshareBdevRequest* req,
                                             v1::UnshareBdevResponse*) {
-  Status s = front_ends_.unshare(req->bdev(), req->force());
+  Status s = front_ends_.remove_export("nvmf", req->bdev(), req->force());
   if (!s) spdlog::info("unshare '{}' failed: {}", req->bdev(), s.to_string());
   return to_grpc(s);
 }
@@ -138,27 +138,43 @@ grpc::Status EngineServiceImpl::UnshareBdev(grpc::ServerContext*, const v1::Unsh
 grpc::Status EngineServiceImpl::ListSubsystems(grpc::ServerContext*,
                                                const v1::ListSubsystemsRequest*,
                                                v1::ListSubsystemsResponse* resp) {
-  for (const auto& [info, uris] : front_ends_.subsystems()) {
-    to_proto(info, uris, resp->add_subsystems());
-  }
+  auto* nvmf = front_ends_.get<nvmf::NvmfFrontEnd>("nvmf");
+  if (!nvmf) return grpc::Status::OK;
+  std::map<std::string, std::vector<std::string>> uris;  // by NQN
+  for (auto& e : front_ends_.exports("nvmf")) uris[e.name] = std::move(e.uris);
+  auto subsystems = nvmf->target().list_subsystems();
+  std::sort(subsystems.begin(), subsystems.end(),
+            [](const auto& a, const auto& b) { return a.nqn < b.nqn; });
+  for (const auto& s : subsystems) to_proto(s, uris[s.nqn], resp->add_subsystems());
   return grpc::Status::OK;
 }
 
 grpc::Status EngineServiceImpl::ListControllers(grpc::ServerContext*,
                                                 const v1::ListControllersRequest*,
                                                 v1::ListControllersResponse* resp) {
-  for (const auto& c : front_ends_.controllers()) to_proto(c, resp->add_controllers());
+  auto* nvmf = front_ends_.get<nvmf::NvmfFrontEnd>("nvmf");
+  if (!nvmf) return grpc::Status::OK;
+  auto controllers = nvmf->target().list_controllers();
+  std::sort(controllers.begin(), controllers.end(),
+            [](const auto& a, const auto& b) { return a.cntlid < b.cntlid; });
+  for (const auto& c : controllers) to_proto(c, resp->add_controllers());
   return grpc::Status::OK;
 }
 
 grpc::Status EngineServiceImpl::ShareReplica(grpc::ServerContext*,
                                              const v1::ShareReplicaRequest* req,
                                              v1::ShareInfo* resp) {
-  auto r = front_ends_.share_replica(req->name(), to_vector(req->allowed_hosts()));
-  if (!r) {
-    spdlog::info("share replica '{}' failed: {}", req->name(), r.status().to_string());
-    return to_grpc(r.status());
-  }
+  auto fail = [&](const Status& s) {
+    spdlog::info("share replica '{}' failed: {}", req->name(), s.to_string());
+    return to_grpc(s);
+  };
+  auto replica = front_ends_.find_replica(req->name());
+  if (!replica) return fail(replica.status());
+  frontend::ExportSpec spec;
+  spec.bdev = replica->name;
+  spec.allowed_hosts = to_vector(req->allowed_hosts());
+  auto r = front_ends_.add_export("nvmf", std::move(spec));
+  if (!r) return fail(r.status());
   to_proto(*r, resp);
   // The local path last: a nexus on this node opens the bdev directly.
   resp->add_uris("bdev:///" + r->bdev);
@@ -168,7 +184,9 @@ grpc::Status EngineServiceImpl::ShareReplica(grpc::ServerContext*,
 grpc::Status EngineServiceImpl::UnshareReplica(grpc::ServerContext*,
                                                const v1::UnshareReplicaRequest* req,
                                                v1::UnshareBdevResponse*) {
-  Status s = front_ends_.unshare_replica(req->name(), req->force());
+  auto replica = front_ends_.find_replica(req->name());
+  Status s = replica ? front_ends_.remove_export("nvmf", replica->name, req->force())
+                     : replica.status();
   if (!s) spdlog::info("unshare replica '{}' failed: {}", req->name(), s.to_string());
   return to_grpc(s);
 }
@@ -177,35 +195,33 @@ grpc::Status EngineServiceImpl::UnshareReplica(grpc::ServerContext*,
 
 grpc::Status EngineServiceImpl::NbdListen(grpc::ServerContext*, const v1::NbdListenRequest* req,
                                           v1::NbdListenResponse* resp) {
-  auto port = front_ends_.nbd_listen(req->address());
-  if (!port) {
-    spdlog::info("NBD listen on '{}' failed: {}", req->address(), port.status().to_string());
-    return to_grpc(port.status());
-  }
-  resp->set_port(*port);
-  return grpc::Status::OK;
+  uint32_t port = 0;
+  grpc::Status s = listen("nbd", req->address(), &port);
+  resp->set_port(port);
+  return s;
 }
 
 grpc::Status EngineServiceImpl::NbdExport(grpc::ServerContext*, const v1::NbdExportRequest* req,
                                           v1::NbdExportInfo* resp) {
-  nbd::ExportInfo e;
-  e.name = req->name();
-  e.bdev = req->bdev();
-  e.read_only = req->read_only();
-  e.description = req->description();
-  Status s = front_ends_.nbd_export(e);
-  if (!s) {
+  // The NBD default export is named "": the request's name is taken as it is.
+  frontend::ExportSpec spec;
+  spec.bdev = req->bdev();
+  spec.name = req->name();
+  spec.read_only = req->read_only();
+  spec.description = req->description();
+  auto e = front_ends_.add_export("nbd", spec);
+  if (!e) {
     spdlog::info("NBD export '{}' of bdev '{}' failed: {}", req->name(), req->bdev(),
-                 s.to_string());
-    return to_grpc(s);
+                 e.status().to_string());
+    return to_grpc(e.status());
   }
-  to_proto(e, front_ends_.nbd_uris(e.name), resp);
+  to_proto(*e, resp);
   return grpc::Status::OK;
 }
 
 grpc::Status EngineServiceImpl::NbdUnexport(grpc::ServerContext*, const v1::NbdUnexportRequest* req,
                                             v1::NbdUnexportResponse*) {
-  Status s = front_ends_.nbd_unexport(req->name());
+  Status s = front_ends_.remove_export("nbd", req->name());
   if (!s) spdlog::info("NBD unexport '{}' failed: {}", req->name(), s.to_string());
   return to_grpc(s);
 }
@@ -213,9 +229,7 @@ grpc::Status EngineServiceImpl::NbdUnexport(grpc::ServerContext*, const v1::NbdU
 grpc::Status EngineServiceImpl::ListNbdExports(grpc::ServerContext*,
                                                const v1::ListNbdExportsRequest*,
                                                v1::ListNbdExportsResponse* resp) {
-  for (const auto& e : front_ends_.nbd_exports()) {
-    to_proto(e, front_ends_.nbd_uris(e.name), resp->add_exports());
-  }
+  for (const auto& e : front_ends_.exports("nbd")) to_proto(e, resp->add_exports());
   return grpc::Status::OK;
 }
 
@@ -223,30 +237,26 @@ grpc::Status EngineServiceImpl::ListNbdExports(grpc::ServerContext*,
 
 grpc::Status EngineServiceImpl::IscsiListen(grpc::ServerContext*, const v1::IscsiListenRequest* req,
                                             v1::IscsiListenResponse* resp) {
-  auto port = front_ends_.iscsi_listen(req->address());
-  if (!port) {
-    spdlog::info("iSCSI listen on '{}' failed: {}", req->address(), port.status().to_string());
-    return to_grpc(port.status());
-  }
-  resp->set_port(*port);
-  return grpc::Status::OK;
+  uint32_t port = 0;
+  grpc::Status s = listen("iscsi", req->address(), &port);
+  resp->set_port(port);
+  return s;
 }
 
 grpc::Status EngineServiceImpl::IscsiExport(grpc::ServerContext*, const v1::IscsiExportRequest* req,
                                             v1::IscsiTargetInfo* resp) {
-  auto fail = [&](const Status& s) {
-    spdlog::info("iSCSI export of bdev '{}' failed: {}", req->bdev(), s.to_string());
-    return to_grpc(s);
-  };
-  auto access = iscsi_access(req->chap_user(), req->chap_secret(), req->mutual_user(),
-                             req->mutual_secret(), req->allowed_initiators());
-  if (!access) return fail(access.status());
-  auto iqn = front_ends_.iscsi_export(IscsiExportSpec{
-      .bdev = req->bdev(), .iqn = req->iqn(), .read_only = req->read_only(), .access = *access});
-  if (!iqn) return fail(iqn.status());
-  for (const auto& n : front_ends_.iscsi_targets()) {
-    if (n.name == *iqn) to_proto(n, front_ends_.iscsi_uris(n.name), resp);
+  frontend::ExportSpec spec;
+  spec.bdev = req->bdev();
+  if (!req->iqn().empty()) spec.name = req->iqn();
+  spec.read_only = req->read_only();
+  set_iscsi_access(req->chap_user(), req->chap_secret(), req->mutual_user(), req->mutual_secret(),
+                   req->allowed_initiators(), &spec);
+  auto e = front_ends_.add_export("iscsi", spec);
+  if (!e) {
+    spdlog::info("iSCSI export of bdev '{}' failed: {}", req->bdev(), e.status().to_string());
+    return to_grpc(e.status());
   }
+  to_proto(*e, resp);
   return grpc::Status::OK;
 }
 
@@ -254,7 +264,7 @@ grpc::Status EngineServiceImpl::IscsiUnexport(grpc::ServerContext*,
                                               const v1::IscsiUnexportRequest* req,
                                               v1::IscsiUnexportResponse*) {
   if (req->iqn().empty()) return to_grpc(Status(Errc::kInvalidArgument, "iqn is required"));
-  Status s = front_ends_.iscsi_unexport(req->iqn());
+  Status s = front_ends_.remove_export("iscsi", req->iqn());
   if (!s) spdlog::info("iSCSI unexport '{}' failed: {}", req->iqn(), s.to_string());
   return to_grpc(s);
 }
@@ -262,16 +272,16 @@ grpc::Status EngineServiceImpl::IscsiUnexport(grpc::ServerContext*,
 grpc::Status EngineServiceImpl::ListIscsiTargets(grpc::ServerContext*,
                                                  const v1::ListIscsiTargetsRequest*,
                                                  v1::ListIscsiTargetsResponse* resp) {
-  for (const auto& n : front_ends_.iscsi_targets()) {
-    to_proto(n, front_ends_.iscsi_uris(n.name), resp->add_targets());
-  }
+  for (const auto& e : front_ends_.exports("iscsi")) to_proto(e, resp->add_targets());
   return grpc::Status::OK;
 }
 
 grpc::Status EngineServiceImpl::ListIscsiSessions(grpc::ServerContext*,
                                                   const v1::ListIscsiSessionsRequest*,
                                                   v1::ListIscsiSessionsResponse* resp) {
-  auto sessions = front_ends_.iscsi_sessions();
+  auto* iscsi = front_ends_.get<iscsi::IscsiFrontEnd>("iscsi");
+  if (!iscsi) return grpc::Status::OK;
+  auto sessions = iscsi->target().list_sessions();
   std::sort(sessions.begin(), sessions.end(), [](const auto& a, const auto& b) {
     return std::tie(a.target, a.tsih, a.cid) < std::tie(b.target, b.tsih, b.cid);
   });

@@ -125,9 +125,13 @@ Status ControlAgent::beat(std::string* answered) {
   req.mutable_labels()->insert(cfg_.node_labels.begin(), cfg_.node_labels.end());
   auto host = [&](const std::string& own) { return cfg_.node_address.empty() ? own : cfg_.node_address; };
   req.set_grpc_endpoint(endpoint(host(host_of(cfg_.grpc_listen)), grpc_port_));
-  for (const auto& l : front_ends_.nvmf_listeners()) req.add_nvmf_endpoints(endpoint(host(l.host), l.port));
-  for (const auto& l : front_ends_.nbd_listeners()) req.set_nbd_endpoint(endpoint(host(l.host), l.port));
-  for (const auto& l : front_ends_.iscsi_listeners()) {
+  for (const auto& l : front_ends_.listeners("nvmf")) {
+    req.add_nvmf_endpoints(endpoint(host(l.host), l.port));
+  }
+  for (const auto& l : front_ends_.listeners("nbd")) {
+    req.set_nbd_endpoint(endpoint(host(l.host), l.port));
+  }
+  for (const auto& l : front_ends_.listeners("iscsi")) {
     req.set_iscsi_endpoint(endpoint(host(l.host), l.port));
   }
   req.set_instance_uuid(instance_);

@@ -35,7 +35,10 @@
 #include "engine/logging.h"
 #include "nexus/health_store.h"
 #include "nexus/manager.h"
+#include "iscsi/front_end.h"
+#include "nbd/front_end.h"
 #include "nvmf/host/nvmf_bdev.h"
+#include "nvmf/target/front_end.h"
 #include "pool/pool.h"
 #include "reactor/reactor.h"
 
@@ -149,72 +152,81 @@ int serve(const EngineConfig& cfg, bdev::BdevRegistry& registry, pool::PoolManag
                  info->replicas, info->used_clusters, info->total_clusters);
   }
 
-  // Both targets exist even without listeners, so the API can add listeners later.
-  api::FrontEndOptions target_options;
-  target_options.iscsi.nop_in_interval_ms = cfg.iscsi_nop_in_ms;
-  target_options.iscsi.nop_in_timeout_ms = 2 * cfg.iscsi_nop_in_ms;
-  target_options.nbd.keepalive_s = cfg.nbd_keepalive_s;
-  target_options.nvmf.buffer_budget_bytes = cfg.target_buffer_mb << 20;
-  target_options.nbd.buffer_budget_bytes = cfg.target_buffer_mb << 20;
-  target_options.iscsi.buffer_budget_bytes = cfg.target_buffer_mb << 20;
-  api::FrontEnds front_ends(reactors, registry, pools, std::move(target_options));
+  // The front ends, registered once each: every one exists even without a listener, so
+  // the API can add listeners later. A new protocol registers here.
+  api::FrontEnds front_ends(registry, pools);
+  {
+    const uint64_t budget = cfg.target_buffer_mb << 20;
+    nvmf::TargetOptions nvmf_options;
+    nvmf_options.buffer_budget_bytes = budget;
+    front_ends.add(std::make_unique<nvmf::NvmfFrontEnd>(reactors, registry, nvmf_options));
+    nbd::ServerOptions nbd_options;
+    nbd_options.keepalive_s = cfg.nbd_keepalive_s;
+    nbd_options.buffer_budget_bytes = budget;
+    front_ends.add(std::make_unique<nbd::NbdFrontEnd>(reactors, registry, nbd_options));
+    iscsi::TargetOptions iscsi_options;
+    iscsi_options.nop_in_interval_ms = cfg.iscsi_nop_in_ms;
+    iscsi_options.nop_in_timeout_ms = 2 * cfg.iscsi_nop_in_ms;
+    iscsi_options.buffer_budget_bytes = budget;
+    front_ends.add(
+        std::make_unique<iscsi::IscsiFrontEnd>(reactors, registry, std::move(iscsi_options)));
+  }
   if (!cfg.node_address.empty()) front_ends.set_advertised_host(cfg.node_address);
+  // --<protocol>-listen, and the bound ports for the ready line.
+  auto listen = [&](const char* protocol, const std::string& address) -> Result<uint16_t> {
+    auto port = front_ends.listen(protocol, address);
+    if (!port) {
+      print_error(fmt::format("{}-listen '{}': {}", protocol, address, port.status().message()));
+    }
+    return port;
+  };
   std::vector<int> nvmf_ports;
   for (const auto& addr : cfg.nvmf_listen) {
-    auto port = front_ends.nvmf_listen(addr);
-    if (!port) {
-      print_error(fmt::format("nvmf-listen '{}': {}", addr, port.status().message()));
-      return 1;
-    }
+    auto port = listen("nvmf", addr);
+    if (!port) return 1;
     nvmf_ports.push_back(*port);
   }
   int nbd_port = 0;
   if (!cfg.nbd_listen.empty()) {
-    auto port = front_ends.nbd_listen(cfg.nbd_listen);
-    if (!port) {
-      print_error(fmt::format("nbd-listen '{}': {}", cfg.nbd_listen, port.status().message()));
-      return 1;
-    }
+    auto port = listen("nbd", cfg.nbd_listen);
+    if (!port) return 1;
     nbd_port = *port;
   }
   int iscsi_port = 0;
   if (!cfg.iscsi_listen.empty()) {
-    auto port = front_ends.iscsi_listen(cfg.iscsi_listen);
-    if (!port) {
-      print_error(fmt::format("iscsi-listen '{}': {}", cfg.iscsi_listen, port.status().message()));
-      return 1;
-    }
+    auto port = listen("iscsi", cfg.iscsi_listen);
+    if (!port) return 1;
     iscsi_port = *port;
   }
-  for (const auto& bdev : cfg.nvmf_shares) {
-    auto share = front_ends.share_bdev(bdev, {});
-    if (!share) {
-      print_error(
-          fmt::format("cannot share bdev '{}' over NVMe-oF: {}", bdev, share.status().message()));
-      return 1;
+  // --nvmf-share, --nbd-export, --iscsi-export.
+  auto add_export = [&](const char* protocol, frontend::ExportSpec spec) {
+    const std::string bdev = spec.bdev;
+    auto e = front_ends.add_export(protocol, std::move(spec));
+    if (!e) {
+      print_error(fmt::format("cannot export bdev '{}' over {}: {}", bdev,
+                              front_ends.find(protocol)->display_name(), e.status().message()));
     }
+    return e.is_ok();
+  };
+  for (const auto& bdev : cfg.nvmf_shares) {
+    frontend::ExportSpec spec;
+    spec.bdev = bdev;
+    if (!add_export("nvmf", std::move(spec))) return 1;
   }
   for (const auto& e : cfg.nbd_exports) {
-    Status s = front_ends.nbd_export(nbd::ExportInfo{.name = e.name,
-                                                     .bdev = e.bdev,
-                                                     .read_only = e.read_only,
-                                                     .description = {},
-                                                     .connections = 0});
-    if (!s) {
-      print_error(
-          fmt::format("cannot export bdev '{}' over NBD as '{}': {}", e.bdev, e.name, s.message()));
-      return 1;
-    }
+    frontend::ExportSpec spec;
+    spec.bdev = e.bdev;
+    spec.name = e.name;
+    spec.read_only = e.read_only;
+    if (!add_export("nbd", std::move(spec))) return 1;
   }
-
   for (const auto& e : cfg.iscsi_exports) {
-    auto iqn = front_ends.iscsi_export(api::IscsiExportSpec{.bdev = e.bdev, .iqn = e.iqn, .read_only = e.read_only, .access = {}});
-    if (!iqn) {
-      print_error(fmt::format("cannot export bdev '{}' over iSCSI: {}", e.bdev, iqn.status().message()));
-      return 1;
-    }
+    frontend::ExportSpec spec;
+    spec.bdev = e.bdev;
+    if (!e.iqn.empty()) spec.name = e.iqn;
+    spec.read_only = e.read_only;
+    if (!add_export("iscsi", std::move(spec))) return 1;
   }
-
   api::ApiServer server(registry, pools, nexuses, front_ends, reactors, identity);
   auto grpc_port = server.start_grpc(cfg.grpc_listen);
   if (!grpc_port) {

@@ -11,6 +11,7 @@
 // metrics scrape), never from a reactor; implementations lock their own state.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -30,9 +31,9 @@ struct Chap {
 // What the API asks a front end to export.
 struct ExportSpec {
   std::string bdev;
-  // The export's name in the protocol: an NQN (NVMe-oF), an export name (NBD), an IQN
-  // (iSCSI). Empty: FrontEnd::default_name(*this).
-  std::string name;
+  // The export's name in the protocol: an NQN (NVMe-oF), an export name (NBD, where ""
+  // is the default export), an IQN (iSCSI). Unset: FrontEnd::default_name(*this).
+  std::optional<std::string> name;
   // What the bdev is and its identity, from which default names are built: "replica"
   // (uuid: the replica's), "nexus" (the nexus'), "bdev" (the bdev's).
   std::string kind = "bdev";
@@ -56,7 +57,7 @@ struct Export {
   std::vector<std::string> allowed_hosts;  // sorted
   bool chap = false;
   bool mutual_chap = false;
-  uint32_t connections = 0;  // NVMe-oF controllers, NBD clients, iSCSI sessions
+  uint32_t connections = 0;       // NVMe-oF controllers, NBD clients, iSCSI sessions
   std::vector<std::string> uris;  // filled in by api::FrontEnds (one per listener)
 };
 
@@ -91,10 +92,10 @@ class FrontEnd {
   // AlreadyExists (address in use), IoError, Busy (stopping).
   virtual Result<uint16_t> listen(const std::string& host, uint16_t port) = 0;
 
-  // The name an export of `spec` gets when spec.name is empty.
+  // The name an export of `spec` gets when spec.name is unset.
   virtual std::string default_name(const ExportSpec& spec) const = 0;
 
-  // Exports spec.bdev as spec.name (not empty). Exporting again with the same settings
+  // Exports spec.bdev as *spec.name (set). Exporting again with the same settings
   // returns the existing export. Errors: InvalidArgument (a bad name or host, a setting
   // the protocol does not have), NotFound (bdev), AlreadyExists (the name is taken, or the
   // bdev is exported with other settings), Busy (the bdev is claimed).
@@ -110,8 +111,8 @@ class FrontEnd {
   // The URI of export `name` reached through a listener at `authority` (host:port).
   virtual std::string uri(const std::string& authority, const std::string& name) const = 0;
 
-  // Whether export `e`'s bdev may grow while exported: Busy naming why not (NBD clients
-  // learn the size only when they connect).
+  // Whether export `e`'s bdev may grow while exported: Busy saying why not (NBD clients
+  // learn the size only when they connect); the caller names the export.
   virtual Status check_resize(const Export& e) const {
     (void)e;
     return Status::ok();

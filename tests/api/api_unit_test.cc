@@ -14,6 +14,7 @@
 #include "api/status_map.h"
 #include "cli/table.h"
 #include "engine/config.h"
+#include "nvmf/target/front_end.h"
 
 namespace castor {
 namespace {
@@ -386,7 +387,7 @@ TEST(FrontEndsTest, AddressesAndNames) {
   EXPECT_EQ(api::uri_authority("::1", 8420), "[::1]:8420");
   auto u = Uuid::parse("301e149e-1ef7-4bd6-b830-b84783c05914");
   ASSERT_TRUE(u.has_value());
-  EXPECT_EQ(api::castor_nqn("replica", *u),
+  EXPECT_EQ(nvmf::castor_nqn("replica", *u),
             "nqn.2026-11.io.castor:replica-301e149e-1ef7-4bd6-b830-b84783c05914");
 }
 
@@ -416,9 +417,16 @@ TEST(ConvertTest, TargetInfo) {
   EXPECT_EQ(cp.io_queues(), 3u);
   EXPECT_EQ(cp.kato_ms(), 15000u);
 
-  nbd::ExportInfo e{"disk", "m0", true, "d", 4};
+  frontend::Export e;
+  e.protocol = "nbd";
+  e.name = "disk";
+  e.bdev = "m0";
+  e.read_only = true;
+  e.description = "d";
+  e.connections = 4;
+  e.uris = {"nbd://127.0.0.1:1/disk"};
   v1::NbdExportInfo ep;
-  api::to_proto(e, {"nbd://127.0.0.1:1/disk"}, &ep);
+  api::to_proto(e, &ep);
   EXPECT_EQ(ep.name(), "disk");
   EXPECT_EQ(ep.bdev(), "m0");
   EXPECT_TRUE(ep.read_only());
@@ -427,14 +435,17 @@ TEST(ConvertTest, TargetInfo) {
 }
 
 TEST(ConvertTest, IscsiInfo) {
-  iscsi::NodeInfo n;
+  frontend::Export n;
+  n.protocol = "iscsi";
   n.name = "iqn.2026-11.io.castor:m0";
-  n.luns = {scsi::LunOptions{.lun = 0, .bdev = "m0", .read_only = true}};
+  n.bdev = "m0";
+  n.read_only = true;
+  n.allowed_hosts = {"iqn.i1"};
   n.chap = true;
-  n.allowed_initiators = {"iqn.i1"};
-  n.sessions = 2;
+  n.connections = 2;
+  n.uris = {"iscsi://127.0.0.1:1/" + n.name + "/0"};
   v1::IscsiTargetInfo tp;
-  api::to_proto(n, {"iscsi://127.0.0.1:1/" + n.name + "/0"}, &tp);
+  api::to_proto(n, &tp);
   EXPECT_EQ(tp.iqn(), n.name);
   EXPECT_EQ(tp.bdev(), "m0");
   EXPECT_TRUE(tp.read_only());
@@ -465,20 +476,16 @@ TEST(ConvertTest, IscsiInfo) {
 TEST(ConvertTest, IscsiAccess) {
   google::protobuf::RepeatedPtrField<std::string> inits;
   inits.Add("iqn.i1");
-  auto a = api::iscsi_access("alice", "0123456789ab", "tgt", "ba9876543210", inits);
-  ASSERT_TRUE(a.is_ok());
-  EXPECT_EQ(a->chap.user, "alice");
-  EXPECT_EQ(a->chap.secret, "0123456789ab");
-  EXPECT_TRUE(a->mutual_chap.enabled());
-  EXPECT_EQ(a->allowed_initiators, std::vector<std::string>{"iqn.i1"});
-  a = api::iscsi_access("", "", "", "", {});
-  ASSERT_TRUE(a.is_ok());
-  EXPECT_FALSE(a->chap.enabled());
-  // A secret without its user would silently turn authentication off.
-  EXPECT_EQ(api::iscsi_access("", "0123456789ab", "", "", {}).status().code(),
-            Errc::kInvalidArgument);
-  EXPECT_EQ(api::iscsi_access("alice", "0123456789ab", "", "ba9876543210", {}).status().code(),
-            Errc::kInvalidArgument);
+  frontend::ExportSpec spec;
+  api::set_iscsi_access("alice", "0123456789ab", "tgt", "ba9876543210", inits, &spec);
+  EXPECT_EQ(spec.chap.user, "alice");
+  EXPECT_EQ(spec.chap.secret, "0123456789ab");
+  EXPECT_TRUE(spec.mutual_chap.enabled());
+  EXPECT_EQ(spec.allowed_hosts, std::vector<std::string>{"iqn.i1"});
+  api::set_iscsi_access("", "", "", "", {}, &spec);
+  EXPECT_FALSE(spec.chap.enabled());
+  EXPECT_FALSE(spec.mutual_chap.enabled());
+  EXPECT_TRUE(spec.allowed_hosts.empty());
 }
 
 TEST(TableTest, HumanBytes) {

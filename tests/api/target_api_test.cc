@@ -435,7 +435,7 @@ TEST(NvmfTargetTest, SharesBdevsAndReplicas) {
   // NBD cannot export them.
   grpc::Status s = destroy_bdev(e, "m0");
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
-  expect_ctl_error(e.ctl({"bdev", "destroy", "m0"}), "nvmf:" + m0_nqn);
+  expect_ctl_error(e.ctl({"bdev", "destroy", "m0"}), "exported over NVMe-oF as '" + m0_nqn + "'");
   v1::DestroyReplicaRequest dreq;
   dreq.set_name("r0");
   v1::DestroyReplicaResponse dresp;
@@ -522,7 +522,7 @@ TEST(NvmfTargetTest, SharesBdevsAndReplicas) {
   s = e.stub().UnshareBdev(ctx().get(), ureq, &uresp);
   ASSERT_TRUE(s.ok()) << s.error_message();
   EXPECT_TRUE(list_subsystems(e).empty());
-  expect_ctl_error(e.ctl({"nvmf", "unshare", "m0"}), "bdev 'm0' is not shared");
+  expect_ctl_error(e.ctl({"nvmf", "unshare", "m0"}), "bdev 'm0' is not exported over NVMe-oF");
   s = e.stub().UnshareBdev(ctx().get(), ureq, &uresp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
   // replica share / unshare by UUID; with a host connected, only --force unshares, and

@@ -40,6 +40,12 @@ sees castor_nexus api/front_ends.h no
 sees castor_nvmf_target nvmf/target/target.h yes
 sees castor_nvmf_target nvmf/host/nvmf_bdev.h no
 sees castor_nvmf_target iscsi/target.h no
+sees castor_nvmf_target frontend/front_end.h yes
+sees castor_nbd frontend/front_end.h yes
+sees castor_nbd iscsi/target.h no
+sees castor_nbd api/front_ends.h no
+sees castor_iscsi frontend/front_end.h yes
+sees castor_iscsi nvmf/target/target.h no
 sees castor_api api/front_ends.h yes
 sees castor_api engine/config.h no
 sees castor_control control/control_plane.h yes

@@ -77,6 +77,10 @@ TEST(Identify, NamespaceDescriptorsAndLists) {
   EXPECT_EQ(n.nsze, 1u << 20);
   EXPECT_EQ(n.lbaf[0].lbads, 12);
   EXPECT_EQ(std::memcmp(n.nguid, ns.uuid.bytes.data(), 16), 0);
+  EXPECT_EQ(n.dlfeat, 0x08);  // Write Zeroes takes DEAC; deallocated blocks: not reported
+  ns.deallocated_reads_zeroes = true;
+  build_identify_namespace(ns, &n);
+  EXPECT_EQ(n.dlfeat, 0x09);  // ... read as zeroes
   auto d = build_ns_descriptors(ns);
   EXPECT_EQ(d[0], 2);
   EXPECT_EQ(d[1], 16);

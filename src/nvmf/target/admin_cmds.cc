@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "common/clock.h"
+#include "frontend/block_commands.h"
 #include "nvmf/codec/ana_log.h"
 #include "nvmf/target/qpair.h"
 
@@ -96,6 +97,9 @@ NamespaceIdentity Qpair::ns_identity(const NsRef& n) {
   id.num_blocks = n.bdev->num_blocks();
   id.block_size = n.bdev->block_size();
   id.uuid = n.bdev->uuid();
+  // Deallocate (DSM) is advisory in NVMe.
+  id.deallocated_reads_zeroes =
+      frontend::advertise(frontend::caps_of(*n.bdev), false, frontend::Discard::kAdvisory).discard_zeroes;
   return id;
 }
 

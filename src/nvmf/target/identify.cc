@@ -77,7 +77,9 @@ void build_identify_namespace(const NamespaceIdentity& ns, IdentifyNamespace* n)
   n->nsfeat = 0;
   n->nlbaf = 0;
   n->flbas = 0;
-  n->dlfeat = 1 << 3 | 1;  // deallocated blocks read as zeroes; Write Zeroes may deallocate
+  // Write Zeroes accepts DEAC (bit 3); what a deallocated block reads as (bits 2:0): 001b
+  // zeroes, or 000b not reported.
+  n->dlfeat = static_cast<uint8_t>(1 << 3 | (ns.deallocated_reads_zeroes ? 1 : 0));
   n->nmic = 1;              // may be attached to more than one controller (paths of one namespace)
   n->rescap = kRescap;      // the six reservation types, IEKEY as in NVMe 1.3+; not persistent
   n->anagrpid = 1;          // every namespace of a subsystem is in ANA group 1

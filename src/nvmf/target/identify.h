@@ -25,6 +25,9 @@ struct ControllerIdentity {
   uint32_t incapsule = 8192;   // in-capsule data bytes on I/O queues
   uint16_t kas_100ms = 1;      // keep-alive granularity
   uint8_t aerl = 3;            // 0's based: 4 outstanding AERs
+  // VWC, one bit for every namespace of the controller, present and future: set, since
+  // any of them may have a cache (frontend::Advertised::volatile_write_cache); a Flush of
+  // a namespace without one completes at once.
   bool volatile_write_cache = true;
 };
 
@@ -35,6 +38,9 @@ struct NamespaceIdentity {
   uint64_t num_blocks = 0;
   uint32_t block_size = 512;  // power of two
   Uuid uuid;                  // stable for a given bdev; also the NGUID
+  // Deallocated blocks read as zeroes (DLFEAT read value 001b), as the block-command
+  // rules advertise it (frontend::Advertised::discard_zeroes); else "not reported".
+  bool deallocated_reads_zeroes = false;
 };
 
 void build_identify_namespace(const NamespaceIdentity& ns, IdentifyNamespace* out);

@@ -2,13 +2,16 @@
 // Write, Flush, Write Zeroes, Dataset Management (deallocate -> unmap) and the
 // reservation commands (their rules in reservation_cmds.cc); the checks before a command
 // reaches the bdev (controller ready, namespace, ANA state, reservation access, LBA
-// range, SGL), and the bdev's status as an NVMe status.
+// range, SGL), and the bdev's status as an NVMe status. What Flush, Write Zeroes and
+// deallocate do on the bdev is decided by the rules every front end shares
+// (frontend/block_commands.h).
 
 #include <cstring>
 
 #include <spdlog/spdlog.h>
 
 #include "common/clock.h"
+#include "frontend/block_commands.h"
 #include "nvmf/target/qpair.h"
 #include "nvmf/target/reservation_cmds.h"
 
@@ -17,8 +20,28 @@ namespace castor::nvmf {
 using bdev::IoRequest;
 using bdev::IoStatus;
 using bdev::IoType;
+using frontend::Action;
+using frontend::Op;
+using frontend::Reason;
 
 namespace {
+// Generic status 20h, Namespace is Write Protected (NVMe base specification).
+constexpr uint8_t kNamespaceWriteProtected = 0x20;
+
+// A refusal by the block-command rules as an NVMe status.
+uint16_t status_of_reason(Reason r) {
+  switch (r) {
+    case Reason::kReadOnly: return generic(kNamespaceWriteProtected);
+    case Reason::kOutOfRange: return generic(sc::kLbaOutOfRange);
+    // The namespace cannot do it although ONCS (one value for every namespace) says the
+    // controller can; Linux takes Invalid Command Opcode as "not supported" and stops
+    // sending it to this namespace.
+    case Reason::kUnsupported: return generic(sc::kInvalidOpcode);
+    case Reason::kNotFast: return generic(sc::kInvalidField);  // NVMe never asks
+  }
+  return generic(sc::kInternalError);
+}
+
 // The path error (SCT 3) an I/O command gets in ANA state `st`, or 0 when it may run.
 uint16_t ana_path_status(uint8_t st) {
   switch (static_cast<AnaState>(st)) {
@@ -56,7 +79,7 @@ void Qpair::io(Cmd* c) {
       const uint32_t nlb = (s.cdw12 & 0xffff) + 1;
       const uint64_t len = uint64_t{nlb} * bs;
       if (len > (uint64_t{4096} << t_.opts_.mdts)) return finish(c, generic(sc::kInvalidField));
-      if (slba > b.num_blocks() || nlb > b.num_blocks() - slba) return finish(c, generic(sc::kLbaOutOfRange));
+      if (auto r = frontend::check_range(b.num_blocks(), slba, nlb)) return finish(c, status_of_reason(*r));
       if (s.sgl1.length < len) return finish(c, generic(sc::kSglInvalidData));
       if (s.opcode == io_op::kRead && s.sgl1.type != kSglTransportDataBlock) {
         return finish(c, generic(sc::kSglInvalidType));
@@ -69,13 +92,23 @@ void Qpair::io(Cmd* c) {
       if (!charge(c)) return;  // started by budget_available()
       return start_rw(c);
     }
-    case io_op::kFlush: return submit(c, IoType::kFlush, 0, 0);
+    case io_op::kFlush: {
+      // VWC is set for every namespace; one without a cache has nothing to flush.
+      const Action a = frontend::plan(frontend::caps_of(b), {.op = Op::kFlush});
+      if (a.kind != Action::Kind::kSubmit) return finish(c, kSuccess);
+      return submit(c, a.type, 0, 0);
+    }
     case io_op::kWriteZeroes: {
       const uint64_t slba = s.cdw10 | (uint64_t{s.cdw11} << 32);
       const uint32_t nlb = (s.cdw12 & 0xffff) + 1;
-      if (slba > b.num_blocks() || nlb > b.num_blocks() - slba) return finish(c, generic(sc::kLbaOutOfRange));
-      return submit(c, b.supports(IoType::kWriteZeroes) ? IoType::kWriteZeroes : IoType::kUnmap, slba, nlb,
-                    s.cdw12 & kCdw12Fua);
+      if (auto r = frontend::check_range(b.num_blocks(), slba, nlb)) return finish(c, status_of_reason(*r));
+      // The blocks must read back as zeroes: the bdev's write-zeroes, or an unmap only if
+      // unmapped blocks read as zeroes. DEAC is not needed for that (deallocation is
+      // invisible to a host that cannot ask for LBA status) and is otherwise ignored.
+      const Action a = frontend::plan(frontend::caps_of(b),
+                                      {.op = Op::kWriteZeroes, .fua = (s.cdw12 & kCdw12Fua) != 0});
+      if (a.kind != Action::Kind::kSubmit) return finish(c, status_of_reason(a.reason));
+      return submit(c, a.type, slba, nlb, a.fua);
     }
     case io_op::kDatasetManagement: {
       const uint32_t nr = (s.cdw10 & 0xff) + 1;
@@ -195,10 +228,12 @@ void Qpair::dsm_next(Cmd* c, uint32_t i) {
     std::memcpy(&slba, c->buf.data() + 16 * i + 8, 8);
     ++i;
     if (nlb == 0) continue;
-    if (slba > b.num_blocks() || nlb > b.num_blocks() - slba) return finish(c, generic(sc::kLbaOutOfRange));
-    if (!b.supports(IoType::kUnmap)) continue;  // deallocate is advisory
+    if (auto r = frontend::check_range(b.num_blocks(), slba, nlb)) return finish(c, status_of_reason(*r));
+    // Deallocate is advisory: without an unmap nothing is done.
+    const Action a = frontend::plan(frontend::caps_of(b), {.op = Op::kDiscard, .discard = frontend::Discard::kAdvisory});
+    if (a.kind != Action::Kind::kSubmit) continue;
     c->dsm_next = i;
-    return submit(c, IoType::kUnmap, slba, nlb);
+    return submit(c, a.type, slba, nlb, a.fua);
   }
   finish(c, kSuccess);
 }

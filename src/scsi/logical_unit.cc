@@ -13,6 +13,9 @@ namespace castor::scsi {
 
 using bdev::IoStatus;
 using bdev::IoType;
+using frontend::Action;
+using frontend::Op;
+using frontend::Reason;
 
 namespace {
 // CDB layouts of the LBA-addressed commands (SBC-3 5.x): offset of the LBA and of the
@@ -108,7 +111,8 @@ void grow_buffer(Command& c, size_t n, size_t keep, size_t align) {
 LogicalUnit::LogicalUnit(const DeviceInfo& info, const LunOptions& o, bdev::BdevDesc desc)
     : info_(info), opts_(o), desc_(std::move(desc)) {
   bs_ = bdev().block_size();
-  lbp_ = bdev().supports(IoType::kWriteZeroes);
+  caps_ = frontend::caps_of(bdev());
+  adv_ = frontend::advertise(caps_, opts_.read_only, frontend::Discard::kZeroing);
 }
 
 // ---- helpers ----
@@ -127,10 +131,19 @@ void LogicalUnit::fail_field(Command& c, uint32_t byte, int bit) {
   finish_later(c);
 }
 
+void LogicalUnit::refuse(Command& c, Reason r) {
+  switch (r) {
+    case Reason::kReadOnly: return fail(c, sense_key::kDataProtect, asc::kWriteProtected);
+    case Reason::kOutOfRange: return fail(c, sense_key::kIllegalRequest, asc::kLbaOutOfRange);
+    case Reason::kUnsupported: return fail(c, sense_key::kIllegalRequest, asc::kInvalidOpcode);
+    case Reason::kNotFast: break;  // SCSI never asks for it
+  }
+  fail(c, sense_key::kHardwareError, asc::kInternalTargetFailure);
+}
+
 bool LogicalUnit::check_range(Command& c, uint64_t lba, uint64_t blocks) {
-  const uint64_t cap = bdev().num_blocks();
-  if (lba > cap || blocks > cap - lba) {
-    fail(c, sense_key::kIllegalRequest, asc::kLbaOutOfRange);
+  if (auto r = frontend::check_range(bdev().num_blocks(), lba, blocks)) {
+    refuse(c, *r);
     return false;
   }
   return true;
@@ -279,7 +292,7 @@ void LogicalUnit::rw(Command& c, uint8_t op) {
     blocks = len_of(cdb, l);
     len_off = static_cast<uint32_t>(l.len_off);
   }
-  if (write && opts_.read_only) return fail(c, sense_key::kDataProtect, asc::kWriteProtected);
+  if (auto r = frontend::check_access(write ? Op::kWrite : Op::kRead, opts_.read_only)) return refuse(c, *r);
   if (!check_range(c, lba, blocks)) return;
   if (blocks == 0) return good(c);
   if (blocks * bs_ > kMaxTransferBytes) return fail_field(c, len_off);
@@ -291,7 +304,8 @@ void LogicalUnit::rw(Command& c, uint8_t op) {
     const uint64_t wanted = std::min<uint64_t>(blocks, (uint64_t{c.edtl} + bs_ - 1) / bs_);
     if (wanted == 0) return good(c);
     ensure_buf(c, wanted * bs_, 0);
-    return submit(c, IoType::kRead, lba, wanted, c.buf.data(), kStageReadDone);
+    const Action a = frontend::plan(caps_, {.op = Op::kRead});
+    return submit(c, a.type, lba, wanted, c.buf.data(), kStageReadDone);
   }
   const uint32_t have = static_cast<uint32_t>(std::min<size_t>(c.data_out_len, c.buf.size()));
   if (have < bytes) {
@@ -308,7 +322,8 @@ void LogicalUnit::rw(Command& c, uint8_t op) {
       return;
     }
   }
-  submit(c, IoType::kWrite, lba, blocks, c.buf.data(), kStageWriteDone, fua);
+  const Action a = frontend::plan(caps_, {.op = Op::kWrite, .fua = fua});
+  submit(c, a.type, lba, blocks, c.buf.data(), kStageWriteDone, a.fua);
 }
 
 // ---- VERIFY ----
@@ -350,8 +365,10 @@ void LogicalUnit::verify(Command& c, uint8_t op) {
 void LogicalUnit::sync_cache(Command& c, uint8_t op) {
   const LbaLayout& l = layout_of(op);
   if (!check_range(c, lba_of(c.cdb, l), len_of(c.cdb, l))) return;
-  if (!bdev().supports(IoType::kFlush)) return good(c);
-  submit(c, IoType::kFlush, 0, 0, nullptr, kStageFlushDone);
+  // The whole cache is flushed, whatever the range; without a cache, GOOD at once.
+  const Action a = frontend::plan(caps_, {.op = Op::kFlush});
+  if (a.kind != Action::Kind::kSubmit) return good(c);
+  submit(c, a.type, 0, 0, nullptr, kStageFlushDone);
 }
 
 void LogicalUnit::prefetch(Command& c, uint8_t op) {
@@ -375,8 +392,8 @@ void LogicalUnit::write_same(Command& c, uint8_t op) {
   if (flags & cdb::kWsAnchor) return fail_field(c, cdb::kFlags, 4);  // ANC_SUP = 0
   const bool unmap_bit = flags & cdb::kWsUnmap;
   const bool ndob = sixteen && (flags & cdb::kWsNdob);
-  if (unmap_bit && !lbp_) return fail_field(c, cdb::kFlags, 3);
-  if (opts_.read_only) return fail(c, sense_key::kDataProtect, asc::kWriteProtected);
+  if (unmap_bit && !adv_.discard) return fail_field(c, cdb::kFlags, 3);
+  if (auto r = frontend::check_access(Op::kWrite, opts_.read_only)) return refuse(c, *r);
   const uint64_t lba = lba_of(cdb, l);
   const uint64_t blocks = len_of(cdb, l);
   c.dir = ndob ? DataDir::kNone : DataDir::kOut;
@@ -393,8 +410,14 @@ void LogicalUnit::write_same(Command& c, uint8_t op) {
     }
   }
   const bool zero = ndob || all_zero(c.buf.data(), bs_);
-  if (zero && bdev().supports(IoType::kWriteZeroes)) {
-    return submit(c, IoType::kWriteZeroes, lba, blocks, nullptr, kStageZeroDone);
+  if (zero) {
+    // With UNMAP, a (zeroing) discard; without, a write-zeroes that keeps the blocks
+    // mapped, written as zero buffers below if the bdev cannot.
+    const Action a = frontend::plan(
+        caps_, unmap_bit ? frontend::Command{.op = Op::kDiscard, .discard = frontend::Discard::kZeroing}
+                         : frontend::Command{.op = Op::kWriteZeroes, .may_deallocate = false,
+                                             .may_write_buffers = true});
+    if (a.kind == Action::Kind::kSubmit) return submit(c, a.type, lba, blocks, nullptr, kStageZeroDone);
   }
   const uint64_t chunk_blocks = std::max<uint64_t>(1, kWriteSameChunkBytes / bs_);
   const uint64_t chunk = std::min(blocks, chunk_blocks);
@@ -420,9 +443,9 @@ void LogicalUnit::ws_next(Command& c) {
 
 void LogicalUnit::unmap(Command& c) {
   const uint8_t* cdb = c.cdb;
-  if (!lbp_) return fail(c, sense_key::kIllegalRequest, asc::kInvalidOpcode);
+  if (!adv_.discard) return refuse(c, Reason::kUnsupported);
   if (cdb[cdb::kFlags] & cdb::kUnmapAnchor) return fail_field(c, cdb::kFlags, 0);
-  if (opts_.read_only) return fail(c, sense_key::kDataProtect, asc::kWriteProtected);
+  if (auto r = frontend::check_access(Op::kDiscard, opts_.read_only)) return refuse(c, *r);
   const uint32_t plen = load_be16(cdb + cdb::kUnmapLen);
   c.dir = DataDir::kOut;
   c.xfer_len = plen;
@@ -472,8 +495,10 @@ void LogicalUnit::unmap_next(Command& c) {
     const uint64_t lba = load_be64(d);
     const uint32_t nb = load_be32(d + 8);
     if (nb == 0) continue;
-    // Write-zeroes, not a plain unmap: LBPRZ=1 promises that unmapped blocks read zero.
-    return submit(c, IoType::kWriteZeroes, lba, nb, nullptr, kStageUnmap);
+    // A zeroing discard (LBPRZ = 1: unmapped blocks read zero), never a plain unmap;
+    // plannable since adv_.discard was checked.
+    const Action a = frontend::plan(caps_, {.op = Op::kDiscard, .discard = frontend::Discard::kZeroing});
+    return submit(c, a.type, lba, nb, nullptr, kStageUnmap);
   }
   finish_now(c);
 }
@@ -483,7 +508,7 @@ void LogicalUnit::unmap_next(Command& c) {
 void LogicalUnit::compare_and_write(Command& c) {
   const uint8_t* cdb = c.cdb;
   if (cdb[cdb::kFlags] & cdb::kProtectMask) return fail_field(c, cdb::kFlags, 7);
-  if (opts_.read_only) return fail(c, sense_key::kDataProtect, asc::kWriteProtected);
+  if (auto r = frontend::check_access(Op::kWrite, opts_.read_only)) return refuse(c, *r);
   const bool fua = cdb[cdb::kFlags] & cdb::kFua;
   const uint64_t lba = load_be64(cdb + kCawLba);
   const uint32_t blocks = cdb[kCawLen];

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "bdev/bdev.h"
+#include "frontend/block_commands.h"
 #include "scsi/command.h"
 #include "scsi/device.h"
 
@@ -100,6 +101,8 @@ class LogicalUnit {
   void fail(Command& c, uint8_t key, uint16_t asc_ascq);
   void fail_field(Command& c, uint32_t byte, int bit = -1);
   void good(Command& c) { finish_later(c); }
+  // Completes `c` with the sense data of a refusal by the block-command rules.
+  void refuse(Command& c, frontend::Reason r);
   // Range check (overflow-safe): false and 05/21/00 if lba + blocks > capacity.
   bool check_range(Command& c, uint64_t lba, uint64_t blocks);
   // Data-In staging: a zeroed buffer of at least `n` bytes.
@@ -161,7 +164,11 @@ class LogicalUnit {
   LunOptions opts_;
   bdev::BdevDesc desc_;
   uint32_t bs_ = 512;
-  bool lbp_ = false;  // logical block provisioning: UNMAP/WS-UNMAP via write-zeroes
+  // The block-command rules' view of the bdev and what this LU advertises. Discards
+  // (UNMAP, WRITE SAME with UNMAP) must zero, since LBPRZ is reported with them; logical
+  // block provisioning (LBPU, LBPWS, the UNMAP limits) is offered iff adv_.discard.
+  frontend::BdevCaps caps_;
+  frontend::Advertised adv_;
 
   mutable std::mutex mu_;
   std::atomic<uint32_t> gate_{0};

@@ -226,7 +226,7 @@ size_t LogicalUnit::vpd_page(Command& c, uint8_t page, uint8_t* p) {
       p[4] = 0x01;  // WSNZ: WRITE SAME with 0 blocks is rejected
       p[5] = kMaxCawBlocks;
       store_be32(p + 8, kMaxTransferBytes / bs_);
-      if (lbp_) {
+      if (adv_.discard) {
         store_be32(p + 20, kMaxUnmapBlocks);
         store_be32(p + 24, kMaxUnmapDescriptors);
         store_be32(p + 28, 1);  // optimal unmap granularity
@@ -240,8 +240,9 @@ size_t LogicalUnit::vpd_page(Command& c, uint8_t page, uint8_t* p) {
       return kVpdB1Len;
     case kVpdLbp:
       store_be16(p + 2, kVpdB2Len - 4);
-      if (lbp_) {
-        p[5] = 0x80 | 0x40 | 0x20 | 0x04;  // LBPU, LBPWS, LBPWS10, LBPRZ
+      if (adv_.discard) {
+        p[5] = 0x80 | 0x40 | 0x20;          // LBPU, LBPWS, LBPWS10
+        if (adv_.discard_zeroes) p[5] |= 0x04;  // LBPRZ
         p[6] = 0x02;                        // thin provisioned
       }
       return kVpdB2Len;
@@ -259,7 +260,7 @@ size_t LogicalUnit::mode_page(uint8_t page, uint8_t pc, uint8_t* p) const {
       std::memset(p, 0, 2 + kCachingLen);
       p[0] = kPageCaching;
       p[1] = kCachingLen;
-      if (!changeable && bdev().supports(bdev::IoType::kFlush)) p[2] = kWce;
+      if (!changeable && adv_.volatile_write_cache) p[2] = kWce;
       return 2 + kCachingLen;
     case kPageControl:
       std::memset(p, 0, 2 + kControlLen);
@@ -300,7 +301,7 @@ void LogicalUnit::mode_sense(Command& c, bool ten) {
     if (n == 0) return fail_field(c, cdb::kMsPage, 5);
     off += n;
   }
-  const uint8_t dsp = kDspDpoFua | (opts_.read_only ? kDspWp : 0);
+  const uint8_t dsp = (adv_.fua ? kDspDpoFua : 0) | (adv_.read_only ? kDspWp : 0);
   const uint64_t blocks = bdev().num_blocks();
   uint8_t* bd = p + header;
   if (bd_len == kShortBd) {
@@ -397,7 +398,7 @@ void LogicalUnit::read_capacity16(Command& c) {
   uint8_t* p = data_in(c, kRc16Len);
   store_be64(p, bdev().num_blocks() - 1);
   store_be32(p + 8, bs_);
-  if (lbp_) p[14] = kLbpme | kLbprz;
+  if (adv_.discard) p[14] = kLbpme | (adv_.discard_zeroes ? kLbprz : 0);
   send_data_in(c, kRc16Len, alloc);
 }
 
@@ -406,8 +407,8 @@ void LogicalUnit::get_lba_status(Command& c) {
   const uint32_t alloc = load_be32(c.cdb + kGlsAlloc);
   const uint64_t cap = bdev().num_blocks();
   if (lba >= cap) return fail(c, sense_key::kIllegalRequest, asc::kLbaOutOfRange);
-  // The bdev layer does not report allocation, so every block is reported mapped
-  // (true for the write-zeroes based deallocation this LU does).
+  // The bdev layer does not report allocation, so every block is reported mapped (true
+  // while this LU's discards are write-zeroes: no bdev declares a zeroing unmap yet).
   uint8_t* p = data_in(c, kGlsReplyLen);
   store_be32(p, kGlsReplyLen - 4);
   store_be64(p + 8, lba);
@@ -426,7 +427,7 @@ void LogicalUnit::report_supported_opcodes(Command& c) {
   const uint16_t req_sa = load_be16(cdb + kRsocSa);
   const uint32_t alloc = load_be32(cdb + kRsocAlloc);
   if (cdb[kRsocOptions] & 0x78) return fail_field(c, kRsocOptions, 6);
-  auto listed = [&](const OpInfo& o) { return !o.needs_lbp || lbp_; };
+  auto listed = [&](const OpInfo& o) { return !o.needs_lbp || adv_.discard; };
   if (options == 0) {
     const size_t per = kRsocDescLen + (rctd ? kRsocTimeoutsLen : 0);
     uint8_t* p = data_in(c, 4 + std::size(kOps) * per);
@@ -463,7 +464,7 @@ void LogicalUnit::report_supported_opcodes(Command& c) {
     p[1] = kSupportStandard | (rctd ? 0x80 : 0);
     store_be16(p + 2, found->len);
     std::memcpy(p + 4, found->usage, found->len);
-    if (!lbp_ && (found->op == op::kWriteSame10 || found->op == op::kWriteSame16)) {
+    if (!adv_.discard && (found->op == op::kWriteSame10 || found->op == op::kWriteSame16)) {
       p[5] &= static_cast<uint8_t>(~cdb::kWsUnmap);
     }
     off += found->len;

@@ -274,7 +274,23 @@ Status ControlPlane::ensure_nexus(VolumeSpec& v) {
       options["child_io_timeout_ms"] = std::to_string(opts_.nexus_child_io_timeout_ms);
     }
     auto made = e->create_nexus(v.uuid, v.uuid, v.size_bytes, uris, options);
-    if (!made && made.status().code() != Errc::kAlreadyExists) {
+    if (!made && made.status().code() == Errc::kAlreadyExists) {
+      // A nexus appeared between the snapshot and the create. It is ours only if it has
+      // the generation just made durable; any other would serve under a superseded
+      // generation (its health records refused): not success, and the next pass
+      // replaces it as a leftover.
+      auto again = e->snapshot();
+      for (const auto& n : again ? again->nexuses : std::vector<EngineNexus>{}) {
+        if (n.name == v.uuid && n.generation == v.nexus_generation) made = n;
+      }
+      if (!made) {
+        return make_error(Errc::kUnavailable,
+                          "node '{}' created a nexus for volume {} meanwhile, not of generation {} "
+                          "(replaced on the next pass)",
+                          target, v.uuid, v.nexus_generation);
+      }
+    }
+    if (!made) {
       return make_error(made.status().code(), "cannot create the nexus of volume {} on node '{}': {}",
                         v.uuid, target, made.status().message());
     }

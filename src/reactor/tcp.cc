@@ -13,8 +13,6 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
-#include <future>
-#include <thread>
 
 namespace castor::reactor {
 namespace {
@@ -246,28 +244,6 @@ void Listener::stop(std::function<void()> done) {
   };
   auto* sqe = r_.get_sqe(new Ignore);
   io_uring_prep_cancel(sqe, this, 0);  // the accept completes with -ECANCELED
-}
-
-void stop_listeners(ReactorGroup& g, const std::vector<Listener*>& listeners) {
-  for (Listener* l : listeners) {
-    std::promise<void> p;
-    g.run_on(0, [l, &p](Reactor&) { l->stop([&p] { p.set_value(); }); });
-    p.get_future().wait();
-  }
-}
-
-bool wait_on_reactor(ReactorGroup& g, size_t i, const std::function<bool()>& done,
-                     int timeout_ms) {
-  // A poll: the state lives on reactor i and is read there by message. The deadline is
-  // on the clock, so time spent reaching the reactor counts too.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  for (;;) {
-    bool ok = false;
-    g.run_on(i, [&](Reactor&) { ok = done(); });
-    if (ok) return true;
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
 }
 
 Connection::Connection(Reactor& r, int fd, Handler* h, size_t recv_buffer,

@@ -102,31 +102,6 @@ class Listener final : public UringOp {
   std::function<void()> on_stopped_;
 };
 
-// Shutting down a server built on these, whose listeners live on reactor 0 and whose
-// connections are listed per reactor (live[i], touched only on reactor i). Control
-// thread only.
-//
-// Stops each listener and waits until its accept is cancelled; the caller then destroys
-// them on reactor 0.
-void stop_listeners(ReactorGroup& g, const std::vector<Listener*>& listeners);
-// Asks reactor i every 10 ms whether done() (called there) holds, for at most
-// timeout_ms. Returns whether it did.
-bool wait_on_reactor(ReactorGroup& g, size_t i, const std::function<bool()>& done,
-                     int timeout_ms);
-// On each reactor i in turn: asks every connection in live[i] to close (close(conn);
-// the connection unlinks itself from live[i] once closed), then waits up to 5 s for
-// live[i] to empty.
-template <class Conn, class Close>
-void close_connections(ReactorGroup& g, std::vector<std::vector<Conn*>>& live, Close close) {
-  for (size_t i = 0; i < g.size(); ++i) {
-    g.run_on(i, [&live, &close, i](Reactor&) {
-      auto v = live[i];  // a close may unlink at once
-      for (Conn* c : v) close(c);
-    });
-    wait_on_reactor(g, i, [&live, i] { return live[i].empty(); }, 5000);
-  }
-}
-
 class Connection {
  public:
   struct Handler {

@@ -4,7 +4,40 @@
 
 #include <spdlog/spdlog.h>
 
+#include <chrono>
+#include <future>
+#include <thread>
+
 namespace castor::reactor {
+namespace {
+
+// Stops each listener (on reactor 0) and waits until its accept is cancelled; the caller
+// then destroys them on reactor 0.
+void stop_listeners(ReactorGroup& g, const std::vector<Listener*>& listeners) {
+  for (Listener* l : listeners) {
+    std::promise<void> p;
+    g.run_on(0, [l, &p](Reactor&) { l->stop([&p] { p.set_value(); }); });
+    p.get_future().wait();
+  }
+}
+
+// Asks reactor i every 10 ms whether done() (called there) holds, for at most
+// timeout_ms. Returns whether it did.
+bool wait_on_reactor(ReactorGroup& g, size_t i, const std::function<bool()>& done,
+                     int timeout_ms) {
+  // A poll: the state lives on reactor i and is read there by message. The deadline is
+  // on the clock, so time spent reaching the reactor counts too.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    bool ok = false;
+    g.run_on(i, [&](Reactor&) { ok = done(); });
+    if (ok) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+}  // namespace
 
 TcpServer::TcpServer(ReactorGroup& reactors, TcpServerOptions options, Serve serve)
     : reactors_(reactors), options_(std::move(options)), serve_(std::move(serve)), live_(reactors.size()) {

@@ -35,7 +35,7 @@ void on_complete(bdev::IoRequest& req, void* arg) {
     req.iovs = nullptr;
     req.iovcnt = 0;
     // Callbacks run on the submitting reactor and may resubmit.
-    io->desc.bdev()->channel(*reactor::Reactor::current()).submit(req);
+    io->desc.channel(*reactor::Reactor::current()).submit(req);
     return;
   }
   std::shared_ptr<BlockIo> keep = std::move(io->self);
@@ -75,9 +75,8 @@ Status run(bdev::BdevRegistry& registry, std::shared_ptr<BlockIo> io, const std:
   io->self = io;
   auto fut = io->done.get_future();
   reactor::Reactor& r = registry.reactors().at(0);
-  bdev::Bdev* b = io->desc.bdev();
   BlockIo* raw = io.get();
-  r.send([b, raw, &r] { b->channel(r).submit(raw->req); });
+  r.send([raw, &r] { raw->desc.channel(r).submit(raw->req); });
   if (fut.wait_for(timeout) != std::future_status::ready) {
     return make_error(Errc::kTimedOut, "I/O on bdev '{}' at offset {} did not finish in {} ms",
                       name, offset, timeout.count());

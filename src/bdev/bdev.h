@@ -289,8 +289,6 @@ class Bdev {
   // after a restart (not persistent).
   ReservationTable& reservations() const { return *reservations_; }
 
-  // This reactor's channel, created on first use. REQUIRES: on `r`'s thread.
-  BdevChannel& channel(reactor::Reactor& r);
   // Sum of every reactor's statistics, including those of channels already dropped. Any
   // thread, for as long as the caller keeps the Bdev alive (BdevRegistry::stats() does);
   // it reads only storage the Bdev owns, never a channel.
@@ -313,6 +311,12 @@ class Bdev {
   std::atomic<uint32_t> open_descs{0};
   std::optional<Claim> claim;  // guarded by the registry's lock
   std::optional<Claim> owner;  // manages the lifetime (a pool its replicas); guarded likewise
+
+ private:
+  friend class BdevDesc;
+  // This reactor's channel, created on first use. REQUIRES: on `r`'s thread. Reached
+  // only through an open descriptor (BdevDesc::channel): I/O goes to an opened bdev.
+  BdevChannel& channel(reactor::Reactor& r);
 
  protected:
   virtual std::unique_ptr<BdevChannel> create_channel(reactor::Reactor& r) = 0;
@@ -371,6 +375,9 @@ class BdevDesc {
   }
   Bdev* bdev() const { return bdev_; }
   explicit operator bool() const { return bdev_ != nullptr; }
+  // The open bdev's channel on reactor `r`, created on first use. REQUIRES: open, on
+  // `r`'s thread.
+  BdevChannel& channel(reactor::Reactor& r) const { return bdev_->channel(r); }
 
  private:
   Bdev* bdev_ = nullptr;

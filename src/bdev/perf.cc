@@ -167,8 +167,9 @@ Result<PerfResult> run_perf(BdevRegistry& registry, const std::string& bdev_name
   for (size_t k = 0; k < which.size(); ++k) {
     Job* j = jobs[k].get();
     reactor::Reactor& r = group.at(which[k]);
-    r.send([j, &r, &b, duration_ns] {
-      j->ch = &b.channel(r);
+    const BdevDesc& d = *desc;
+    r.send([j, &r, &d, duration_ns] {
+      j->ch = &d.channel(r);
       j->start_ns = mono_ns();
       j->deadline_ns = j->start_ns + duration_ns;
       j->outstanding = static_cast<uint32_t>(j->reqs.size());

@@ -167,7 +167,7 @@ class NbdConnection final : public reactor::ServedConnection,
     if (meta_allocation_ && meta_export_ != export_.name) meta_allocation_ = false;
     state_ = State::kTransmission;
     in_transmission_ = true;
-    ch_ = &bdev_->channel(r_);
+    ch_ = &desc_.channel(r_);
     srv_.connection_opened(export_.name, +1);
   }
 

@@ -592,7 +592,10 @@ Status Nexus::flush_children(uint64_t timeout_ms) {
     // The child's URI, not the Child: a flush that does not finish in time outlives the
     // nexus (its completion then reads only this Flush).
     std::vector<std::pair<std::string, bdev::IoRequest>> reqs;
-    std::vector<bdev::Bdev*> bdevs;  // reqs[i] goes to bdevs[i] (held by the registry)
+    // reqs[i] goes to descs[i]: descriptors of the Flush's own, open until it ends (a
+    // flush that outlives the nexus still holds its bdevs open), on bdevs kept alive.
+    std::vector<std::shared_ptr<bdev::Bdev>> bdevs;
+    std::vector<bdev::BdevDesc> descs;
     std::shared_ptr<Flush> self;  // kept alive until the last completion
   };
   auto f = std::make_shared<Flush>();
@@ -600,7 +603,8 @@ Status Nexus::flush_children(uint64_t timeout_ms) {
     const ChildState s = c->state();
     if ((s == ChildState::kHealthy || s == ChildState::kOutOfSync) && c->bdev->supports(IoType::kFlush)) {
       f->reqs.emplace_back(c->uri, bdev::IoRequest{});
-      f->bdevs.push_back(c->bdev.get());
+      f->bdevs.push_back(c->bdev);
+      f->descs.emplace_back(c->bdev.get());
     }
   }
   if (f->reqs.empty()) return Status::ok();
@@ -626,7 +630,7 @@ Status Nexus::flush_children(uint64_t timeout_ms) {
           fl->cv.notify_all();
         }
       };
-      f->bdevs[i]->channel(r).submit(req);
+      f->descs[i].channel(r).submit(req);
     }
   });
   std::unique_lock lk(f->mu);

@@ -43,7 +43,7 @@ void NexusChannel::sync() {
                       nexus_.name(), i, s.outstanding);
       }
       s.child = c;
-      s.ch = c ? &c->bdev->channel(reactor()) : nullptr;
+      s.ch = c ? &c->desc.channel(reactor()) : nullptr;
       s.local = c ? c->local : true;
       s.bounce = s.ch && s.ch->late_read_writes();
     }

@@ -274,7 +274,7 @@ void RebuildJob::submit(Task* t, Child* c, IoType type, uint8_t* buf,
     auto* task = static_cast<Task*>(arg);
     (task->job->*(task->next))(task);
   };
-  c->bdev->channel(home_).submit(t->io);
+  c->desc.channel(home_).submit(t->io);
 }
 
 void RebuildJob::on_read(Task* t) {

@@ -142,7 +142,7 @@ void Pool::range_op(const std::vector<uint32_t>& clusters, IoType type, bool flu
       runs.size(),
       [this, runs, type](size_t i, IoDone d) {
         const auto& r = runs[i];
-        if (!member(r.member).supports(type)) {
+        if (!member(r.member).bdev()->supports(type)) {
           d(type == IoType::kUnmap ? IoStatus::kSuccess : IoStatus::kInvalid);
           return;
         }

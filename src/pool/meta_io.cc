@@ -24,8 +24,9 @@ Status to_status(IoStatus st, const bdev::Bdev& b, IoType t, uint64_t off) {
 }
 }  // namespace
 
-void async_io(reactor::Reactor& r, bdev::Bdev& b, IoType type, uint64_t offset, uint64_t len,
-              std::shared_ptr<bdev::DmaBuffer> buf, IoDone done) {
+void async_io(reactor::Reactor& r, const bdev::BdevDesc& d, IoType type, uint64_t offset,
+              uint64_t len, std::shared_ptr<bdev::DmaBuffer> buf, IoDone done) {
+  const bdev::Bdev& b = *d.bdev();
   auto* a = new AsyncIo;
   a->buf = std::move(buf);
   a->done = std::move(done);
@@ -47,7 +48,7 @@ void async_io(reactor::Reactor& r, bdev::Bdev& b, IoType type, uint64_t offset, 
     a->req.num_blocks = 0;
     a->req.type = IoType::kWrite;
   }
-  b.channel(r).submit(a->req);
+  d.channel(r).submit(a->req);
 }
 
 void parallel(size_t n, const std::function<void(size_t, IoDone)>& start, IoDone done) {
@@ -69,8 +70,9 @@ void parallel(size_t n, const std::function<void(size_t, IoDone)>& start, IoDone
   }
 }
 
-Status sync_io(reactor::Reactor& r, bdev::Bdev& b, IoType type, uint64_t offset, void* buf,
-               size_t len) {
+Status sync_io(reactor::Reactor& r, const bdev::BdevDesc& d, IoType type, uint64_t offset,
+               void* buf, size_t len) {
+  const bdev::Bdev& b = *d.bdev();
   std::shared_ptr<bdev::DmaBuffer> dma;
   if (type == IoType::kRead || type == IoType::kWrite) {
     dma = std::make_shared<bdev::DmaBuffer>(len, std::max<size_t>(4096, b.buf_align()));
@@ -78,21 +80,22 @@ Status sync_io(reactor::Reactor& r, bdev::Bdev& b, IoType type, uint64_t offset,
   }
   std::promise<IoStatus> p;
   auto f = p.get_future();
-  r.send([&] { async_io(r, b, type, offset, len, dma, [&p](IoStatus s) { p.set_value(s); }); });
+  r.send([&] { async_io(r, d, type, offset, len, dma, [&p](IoStatus s) { p.set_value(s); }); });
   IoStatus st = f.get();
   if (st == IoStatus::kSuccess && type == IoType::kRead) std::memcpy(buf, dma->data(), len);
   return to_status(st, b, type, offset);
 }
 
-Status sync_read(reactor::Reactor& r, bdev::Bdev& b, uint64_t offset, void* buf, size_t len) {
-  return sync_io(r, b, IoType::kRead, offset, buf, len);
+Status sync_read(reactor::Reactor& r, const bdev::BdevDesc& d, uint64_t offset, void* buf,
+                 size_t len) {
+  return sync_io(r, d, IoType::kRead, offset, buf, len);
 }
-Status sync_write(reactor::Reactor& r, bdev::Bdev& b, uint64_t offset, const void* buf,
+Status sync_write(reactor::Reactor& r, const bdev::BdevDesc& d, uint64_t offset, const void* buf,
                   size_t len) {
-  return sync_io(r, b, IoType::kWrite, offset, const_cast<void*>(buf), len);
+  return sync_io(r, d, IoType::kWrite, offset, const_cast<void*>(buf), len);
 }
-Status sync_flush(reactor::Reactor& r, bdev::Bdev& b) {
-  return sync_io(r, b, IoType::kFlush, 0, nullptr, 0);
+Status sync_flush(reactor::Reactor& r, const bdev::BdevDesc& d) {
+  return sync_io(r, d, IoType::kFlush, 0, nullptr, 0);
 }
 
 }  // namespace castor::pool

@@ -46,7 +46,7 @@ void MetadataLog::write_next() {
     return;
   }
   auto write_record = [this, rec, nb, ops, finish]() {
-    auto buf = std::make_shared<bdev::DmaBuffer>(rec->size(), std::max<size_t>(4096, disk_.buf_align()));
+    auto buf = std::make_shared<bdev::DmaBuffer>(rec->size(), std::max<size_t>(4096, disk_.bdev()->buf_align()));
     std::memcpy(buf->data(), rec->data(), rec->size());
     async_io(home_, disk_, IoType::kWrite, label_.log_offset + log_head_ * kBlock, rec->size(), buf,
              [this, nb, ops, finish](IoStatus st) {
@@ -111,7 +111,7 @@ void MetadataLog::checkpoint(std::function<void(Status)> done) {
     return;
   }
   const int slot = 1 - active_slot_;
-  auto buf = std::make_shared<bdev::DmaBuffer>(enc->size(), std::max<size_t>(4096, disk_.buf_align()));
+  auto buf = std::make_shared<bdev::DmaBuffer>(enc->size(), std::max<size_t>(4096, disk_.bdev()->buf_align()));
   std::memcpy(buf->data(), enc->data(), enc->size());
   const uint64_t len = enc->size();
   async_io(home_, disk_, IoType::kWrite, label_.meta_offset + slot * label_.slot_size, len, buf,

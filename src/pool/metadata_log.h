@@ -21,7 +21,8 @@ namespace castor::pool {
 class MetadataLog {
  public:
   // `disk` is member 0 (labels, checkpoint slots, log). The state is `loaded`'s.
-  MetadataLog(reactor::Reactor& home, bdev::Bdev& disk, const Label& label, const Layout& layout)
+  MetadataLog(reactor::Reactor& home, const bdev::BdevDesc& disk, const Label& label,
+              const Layout& layout)
       : home_(home), disk_(disk), label_(label), layout_(layout) {}
 
   // Takes over the state, sequence, log head and slot that import read (or create wrote).
@@ -53,7 +54,7 @@ class MetadataLog {
   void checkpoint(std::function<void(Status)> done);
 
   reactor::Reactor& home_;
-  bdev::Bdev& disk_;
+  const bdev::BdevDesc& disk_;
   const Label& label_;
   const Layout& layout_;
   PoolState committed_;

@@ -56,13 +56,14 @@ class Pool {
         descs_(std::move(descs)),
         member_names_(std::move(member_names)),
         owned_(std::move(owned)),
-        log_(home_, *descs_[0].bdev(), label_, layout_),
+        log_(home_, descs_[0], label_, layout_),
         used_(layout_.total, false) {}
 
   const std::string& name() const { return label_.pool_name; }
   const Label& label() const { return label_; }
   const Layout& layout() const { return layout_; }
-  bdev::Bdev& member(size_t i) { return *descs_[i].bdev(); }
+  // Member disk i's open descriptor: its channels carry the pool's I/O to it.
+  const bdev::BdevDesc& member(size_t i) const { return descs_[i]; }
   reactor::Reactor& home() { return home_; }
   const std::vector<std::string>& member_names() const { return member_names_; }
   const std::vector<bool>& owned() const { return owned_; }

@@ -163,7 +163,7 @@ Result<OpenedDisks> open_disks(bdev::BdevRegistry& reg, const std::vector<std::s
 
 MemberRead disk_reader(reactor::Reactor& r, OpenedDisks& d) {
   return [&r, &d](size_t i, uint64_t off, void* buf, size_t len) {
-    return sync_read(r, *d.descs[i].bdev(), off, buf, len);
+    return sync_read(r, d.descs[i], off, buf, len);
   };
 }
 
@@ -191,7 +191,7 @@ Result<PoolInfo> PoolManager::create(const PoolCreateOptions& o) {
   for (size_t i = 0; i < disks->descs.size(); ++i) {
     auto& b = *disks->descs[i].bdev();
     if (b.size_bytes() < 2 * kBlock) return fail(make_error(Errc::kInvalidArgument, "disk '{}' is too small", b.name()));
-    if (auto st = sync_read(R, b, 0, blk.data(), blk.size()); !st) return fail(st);
+    if (auto st = sync_read(R, disks->descs[i], 0, blk.data(), blk.size()); !st) return fail(st);
     for (int c = 0; c < 2; ++c) {
       auto l = decode_label(std::span(blk).subspan(c * kBlock, kBlock));
       if (l) {
@@ -230,7 +230,7 @@ Result<PoolInfo> PoolManager::create(const PoolCreateOptions& o) {
   // Order: empty checkpoint in slot A, slot B and log start cleared, then labels (other
   // members first, member 0 last), then flush. A crash before the last label write
   // leaves disks that do not import as this pool.
-  auto& m0 = *disks->descs[0].bdev();
+  const auto& m0 = disks->descs[0];
   Checkpoint c0;
   c0.generation = 1;
   c0.log_seq = 0;
@@ -247,8 +247,8 @@ Result<PoolInfo> PoolManager::create(const PoolCreateOptions& o) {
     auto lb = encode_label(li);
     lb.resize(2 * kBlock);
     std::memcpy(lb.data() + kBlock, lb.data(), kBlock);
-    if (auto st = sync_write(R, *disks->descs[k].bdev(), 0, lb.data(), lb.size()); !st) return fail(st);
-    if (auto st = sync_flush(R, *disks->descs[k].bdev()); !st) return fail(st);
+    if (auto st = sync_write(R, disks->descs[k], 0, lb.data(), lb.size()); !st) return fail(st);
+    if (auto st = sync_flush(R, disks->descs[k]); !st) return fail(st);
   }
   auto impl = std::make_unique<Pool>(registry_, L, std::move(disks->descs), disks->names, disks->owned);
   Loaded ld;

@@ -226,7 +226,7 @@ ReplicaBdev::ReplicaBdev(Pool& pool, std::shared_ptr<ReplicaState> replica_state
   uint32_t ops = bdev::io_type_bit(IoType::kRead) | bdev::io_type_bit(IoType::kWrite) |
                  bdev::io_type_bit(IoType::kFlush) | bdev::io_type_bit(IoType::kUnmap) |
                  bdev::io_type_bit(IoType::kWriteZeroes) | bdev::io_type_bit(IoType::kReset);
-  for (size_t i = 0; i < pool.label().member_count; ++i) align = std::max(align, pool.member(i).buf_align());
+  for (size_t i = 0; i < pool.label().member_count; ++i) align = std::max(align, pool.member(i).bdev()->buf_align());
   set_buf_align(align);
   set_supported_ops(ops);
   // FUA goes down to the member disks' requests (their channels honour it); cluster

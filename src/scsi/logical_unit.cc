@@ -591,7 +591,7 @@ void LogicalUnit::submit(Command& c, IoType t, uint64_t lba, uint64_t blocks, ui
   }
   c.io.cb = &LogicalUnit::on_io;
   c.io.cb_arg = &c;
-  bdev().channel(*c.reactor).submit(c.io);
+  desc_.channel(*c.reactor).submit(c.io);
 }
 
 void LogicalUnit::on_io(bdev::IoRequest& req, void* arg) {

@@ -15,6 +15,7 @@ namespace {
 // sizes, keeping `qd` I/Os in flight, then reads every block back and compares.
 struct VerifyJob {
   Bdev* bdev = nullptr;
+  BdevDesc desc;  // open while the job runs
   BdevChannel* ch = nullptr;
   uint64_t first = 0, count = 0;  // region in blocks
   uint32_t bs = 0;
@@ -126,8 +127,9 @@ void verify_concurrently(Env& env, const std::string& name, int qd) {
   for (size_t i = 0; i < n; ++i) {
     VerifyJob* j = jobs[i].get();
     reactor::Reactor& r = env.group.at(i);
-    r.send([j, &r, &b, qd] {
-      j->ch = &b.channel(r);
+    j->desc = BdevDesc(&b);
+    r.send([j, &r, qd] {
+      j->ch = &j->desc.channel(r);
       j->start(1, 400);
       for (int k = 1; k < qd; ++k) {
         // extra slots join for the read-back phase

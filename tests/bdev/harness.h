@@ -43,6 +43,7 @@ struct SyncIo {
   iovec iov{};
   std::promise<IoStatus> p;
   uint64_t latency_ns = 0;
+  BdevDesc desc;  // open while the I/O runs (closed as it completes)
 };
 
 // Submits one I/O described by `s` on reactor `reactor_idx` and returns its status's
@@ -62,12 +63,14 @@ inline std::future<IoStatus> start_io(Env& env, size_t reactor_idx, Bdev& b, Syn
   s.req.cb = [](IoRequest& r, void* arg) {
     auto* sp = static_cast<SyncIo*>(arg);
     sp->latency_ns = r.done_ns - r.start_ns;
+    sp->desc.close();  // its I/O is done: the bdev may be destroyed now
     sp->p.set_value(r.status);
   };
   s.req.cb_arg = &s;
   auto f = s.p.get_future();
   reactor::Reactor& r = env.group.at(reactor_idx);
-  r.send([&b, &r, &s] { b.channel(r).submit(s.req); });
+  s.desc = BdevDesc(&b);
+  r.send([&r, &s] { s.desc.channel(r).submit(s.req); });
   return f;
 }
 

@@ -90,7 +90,7 @@ inline void expect_no_alloc(Env& env, const std::string& name, uint64_t timer_al
   }
   reactor::Reactor& r = env.group.at(0);
   r.send([&] {
-    l.ch = &b.channel(r);
+    l.ch = &desc->channel(r);
     l.outstanding = 32;
     for (auto& sl : l.s) l.issue(*sl);
   });

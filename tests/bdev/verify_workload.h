@@ -38,6 +38,7 @@ struct Workload {
   static constexpr uint32_t kUnknown = UINT32_MAX;
   Env& env;
   Bdev& nx;
+  BdevDesc nx_desc;  // open from start() to finish()
   uint32_t bs;
   uint64_t nblocks;
   std::vector<uint32_t> gen;
@@ -77,6 +78,7 @@ struct Workload {
   ~Workload() { finish(); }
 
   void start(size_t qd = 4) {
+    nx_desc = BdevDesc(&nx);
     size_t nr = env.group.size();
     hot = (hot + kChunk - 1) / kChunk * kChunk;
     const size_t hot_per_reactor = hot && qd >= 3 ? 2 : 0;
@@ -107,6 +109,7 @@ struct Workload {
   void finish() {
     stop = true;
     while (running.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    nx_desc.close();
   }
   static uint64_t next(uint64_t& x) {
     x ^= x << 13;
@@ -147,7 +150,7 @@ struct Workload {
     }
     s.req.cb = [](IoRequest& r, void* arg) { static_cast<Slot*>(arg)->w->done(*static_cast<Slot*>(arg)); };
     s.req.cb_arg = &s;
-    nx.channel(*s.r).submit(s.req);
+    nx_desc.channel(*s.r).submit(s.req);
   }
   void issue_hot(Slot& s) {
     uint64_t n = 1 + next(s.rng) % kChunk;
@@ -171,7 +174,7 @@ struct Workload {
       sl.w->hot_done(sl);
     };
     s.req.cb_arg = &s;
-    nx.channel(*s.r).submit(s.req);
+    nx_desc.channel(*s.r).submit(s.req);
   }
   void hot_done(Slot& s) {
     const uint32_t g = static_cast<uint32_t>((s.id + 1) << 22 | (s.seq & 0x3fffff));

@@ -34,7 +34,7 @@ class SimRemoteBdev final : public Bdev {
   }
   class Ch final : public bdev::BdevChannel {
    public:
-    Ch(SimRemoteBdev& b, reactor::Reactor& r) : BdevChannel(b, r), base_(b.base_->channel(r)) {}
+    Ch(SimRemoteBdev& b, reactor::Reactor& r) : BdevChannel(b, r), base_(b.base_desc_.channel(r)) {}
     void done(IoRequest& p, IoStatus s) { complete_now(p, s); }
 
    protected:
@@ -72,6 +72,7 @@ class SimRemoteBdev final : public Bdev {
 
  private:
   std::shared_ptr<Bdev> base_;
+  bdev::BdevDesc base_desc_{base_.get()};  // its channels forward to the base
 };
 
 TEST(Nexus, CreateValidatesAndReportsInfo) {
@@ -503,7 +504,7 @@ TEST(Nexus, LateReadFromATimedOutChildNeverReachesTheCallersBuffer) {
   // The device wakes up and "DMAs" the parked reads.
   std::promise<void> done;
   e.group.at(0).send([&] {
-    static_cast<LateDmaBdev::Ch&>(late->channel(e.group.at(0))).release();
+    static_cast<LateDmaBdev::Ch&>(*late->existing_channel(0)).release();
     done.set_value();
   });
   done.get_future().wait();

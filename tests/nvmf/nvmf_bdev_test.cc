@@ -107,7 +107,8 @@ TEST_F(Fixture, AttachesWithTheNamespaceGeometryAndMovesDataBothWays) {
     s.req.cb_arg = &s;
     auto f = s.p.get_future();
     auto& r = henv.group.at(0);
-    r.send([&] { b.channel(r).submit(s.req); });
+    const bdev::BdevDesc d(&b);
+    r.send([&] { d.channel(r).submit(s.req); });
     ASSERT_EQ(f.get(), IoStatus::kSuccess);
     std::vector<uint8_t> t(8192);
     ASSERT_EQ(do_io(tenv, 0, tb, IoType::kRead, 4000, 16, t.data(), t.size()), IoStatus::kSuccess);
@@ -180,9 +181,10 @@ TEST_F(Fixture, ConcurrentMultiCommandUnmapsComplete) {
   }
   auto f1 = u1.p.get_future(), f2 = u2.p.get_future();
   auto& r = henv.group.at(0);
+  const bdev::BdevDesc d(&b);
   r.send([&] {
-    b.channel(r).submit(u1.req);
-    b.channel(r).submit(u2.req);
+    d.channel(r).submit(u1.req);
+    d.channel(r).submit(u2.req);
   });
   ASSERT_EQ(f1.wait_for(std::chrono::seconds(5)), std::future_status::ready);
   ASSERT_EQ(f2.wait_for(std::chrono::seconds(5)), std::future_status::ready);
@@ -308,7 +310,7 @@ TEST_F(Fixture, AnAbortedReadNeverWritesIntoTheCallersBufferLater) {
   EXPECT_EQ(bdev::FaultControl::list(*tenv.reg->find("f0"))[0].parked, 1u)
       << "the read never reached the target";
   bool aborted = false;
-  henv.group.run_on(0, [&](reactor::Reactor& rr) { aborted = b.channel(rr).abort(s.req); });
+  henv.group.run_on(0, [&](reactor::Reactor& rr) { aborted = s.desc.channel(rr).abort(s.req); });
   EXPECT_TRUE(aborted);
   ASSERT_EQ(f.wait_for(std::chrono::seconds(2)), std::future_status::ready);
   EXPECT_EQ(f.get(), IoStatus::kAborted);

@@ -38,14 +38,14 @@ class Corruption : public ::testing::Test {
     for (auto& r : rep.state.replicas) names.push_back(r.name);
     std::sort(names.begin(), names.end());
     image.resize(label.data_offset);
-    ASSERT_TRUE(sync_read(e.group.at(0), *d0, 0, image.data(), image.size()));
+    ASSERT_TRUE(sync_read(e.group.at(0), bdev::BdevDesc(d0.get()), 0, image.data(), image.size()));
   }
-  void restore() { ASSERT_TRUE(sync_write(e.group.at(0), *d0, 0, image.data(), image.size())); }
+  void restore() { ASSERT_TRUE(sync_write(e.group.at(0), bdev::BdevDesc(d0.get()), 0, image.data(), image.size())); }
   void poke(uint64_t off, const std::vector<uint8_t>& bytes) {
     uint64_t blk = off / kBlock * kBlock;
     std::vector<uint8_t> b(image.begin() + static_cast<long>(blk), image.begin() + static_cast<long>(blk + kBlock));
     std::copy(bytes.begin(), bytes.end(), b.begin() + static_cast<long>(off - blk));
-    ASSERT_TRUE(sync_write(e.group.at(0), *d0, blk, b.data(), b.size()));
+    ASSERT_TRUE(sync_write(e.group.at(0), bdev::BdevDesc(d0.get()), blk, b.data(), b.size()));
   }
   void flip(uint64_t off) { poke(off, {static_cast<uint8_t>(image[off] ^ 0x10)}); }
   void zero_block(uint64_t off) { poke(off / kBlock * kBlock, std::vector<uint8_t>(kBlock, 0)); }

@@ -285,7 +285,7 @@ GrowOutcome grow_power_loss_trial(uint64_t seed) {
   if (::testing::Test::HasFailure()) return out;
   {
     std::vector<uint8_t> lb(kBs);
-    EXPECT_TRUE(sync_read(e.group.at(0), *e.reg->find("f0"), 0, lb.data(), kBs));
+    EXPECT_TRUE(sync_read(e.group.at(0), bdev::BdevDesc(e.reg->find("f0").get()), 0, lb.data(), kBs));
     auto label = decode_label(lb);
     EXPECT_TRUE(label);
     if (!label) return out;

@@ -50,7 +50,7 @@ struct PoolEnv : Env {
     auto& R = group.at(0);
     return check_pool(
         disks.size(),
-        [&](size_t i, uint64_t off, void* buf, size_t len) { return sync_read(R, *bs[i], off, buf, len); },
+        [&](size_t i, uint64_t off, void* buf, size_t len) { return sync_read(R, bdev::BdevDesc(bs[i].get()), off, buf, len); },
         sizes);
   }
 };

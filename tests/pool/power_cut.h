@@ -60,6 +60,7 @@ class CutGate final : public bdev::Bdev {
  private:
   friend class CutGateChannel;
   std::shared_ptr<bdev::Bdev> base_;
+  bdev::BdevDesc base_desc_{base_.get()};  // the gate's I/O goes to its base through it
   std::shared_ptr<CutClock> clock_;
   std::atomic<bool> freezes_;
   uint64_t counted_below_;
@@ -67,7 +68,7 @@ class CutGate final : public bdev::Bdev {
 
 class CutGateChannel final : public bdev::BdevChannel {
  public:
-  CutGateChannel(CutGate& g, reactor::Reactor& r) : BdevChannel(g, r), gate_(g), base_(g.base_->channel(r)) {}
+  CutGateChannel(CutGate& g, reactor::Reactor& r) : BdevChannel(g, r), gate_(g), base_(g.base_desc_.channel(r)) {}
 
  protected:
   void do_submit(bdev::IoRequest& req) override {

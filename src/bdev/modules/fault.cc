@@ -149,6 +149,7 @@ class FaultBdev final : public Bdev {
   }
 
   Bdev& base() { return *base_.bdev(); }
+  const BdevDesc& base_desc() const { return base_; }
   // Follows its base's growth.
   Result<uint64_t> refresh_size() override {
     auto n = base().refresh_size();
@@ -232,7 +233,7 @@ class FaultBdev final : public Bdev {
 class FaultChannel final : public BdevChannel {
  public:
   FaultChannel(FaultBdev& b, reactor::Reactor& r)
-      : BdevChannel(b, r), fb_(b), base_(b.base().channel(r)), rules_(b.rules_snapshot()),
+      : BdevChannel(b, r), fb_(b), base_(b.base_desc().channel(r)), rules_(b.rules_snapshot()),
         rng_(std::random_device{}()) {}
   ~FaultChannel() override {
     while (free_) {
@@ -798,7 +799,7 @@ Status FaultBdev::run_on_base(std::vector<std::unique_ptr<BaseOp>> ops) {
     auto f = w.done.get_future();
     if (batch.empty()) return IoStatus::kSuccess;
     r.send([&] {
-      BdevChannel& ch = base().channel(r);
+      BdevChannel& ch = base_.channel(r);
       for (auto& op : batch) {
         op->io.cb = [](IoRequest& io, void* arg) {
           auto* wp = static_cast<Wait*>(arg);

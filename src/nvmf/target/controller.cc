@@ -169,7 +169,7 @@ std::shared_ptr<Controller> NvmfTarget::create_controller(Qpair& admin, const st
     }
     auto v = std::make_shared<std::vector<NsRef>>();
     for (const auto& [id, ns] : s.namespaces) {
-      if (!ns->removing) v->push_back({id, ns->desc.bdev(), ns->inflight.get()});
+      if (!ns->removing) v->push_back({id, ns->desc.bdev(), ns->inflight.get(), &ns->desc});
     }
     c->ns = std::move(v);
   }

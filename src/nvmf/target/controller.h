@@ -42,7 +42,8 @@ struct NsInflight {
 struct NsRef {
   uint32_t nsid;
   bdev::Bdev* bdev;
-  NsInflight* inflight = nullptr;
+  NsInflight* inflight;
+  const bdev::BdevDesc* desc;  // the namespace's open descriptor (its I/O channels)
 };
 
 inline const NsRef* find_ns(const std::vector<NsRef>& v, uint32_t nsid) {

@@ -254,7 +254,7 @@ void Qpair::submit(Cmd* c, IoType t, uint64_t slba, uint64_t nlb, bool fua) {
   }
   io.cb = &Qpair::io_done;
   io.cb_arg = c;
-  c->ns.bdev->channel(r_).submit(io);
+  c->ns.desc->channel(r_).submit(io);
 }
 
 uint16_t Qpair::status_of(const IoRequest& io) {

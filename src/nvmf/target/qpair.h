@@ -75,7 +75,7 @@ class Qpair final : public reactor::ServedConnection,
     uint32_t len = 0;       // data length of the command
     uint32_t received = 0;  // host data received so far (R2T)
     bool waiting_h2c = false;
-    NsRef ns{0, nullptr};  // by value: the snapshot it came from may be replaced
+    NsRef ns{};  // by value: the snapshot it came from may be replaced
     uint8_t c2h[32];
     uint8_t resp[32];
     uint32_t ddgst = 0;

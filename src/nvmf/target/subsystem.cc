@@ -155,7 +155,7 @@ Result<uint32_t> NvmfTarget::add_namespace(const std::string& nqn, const std::st
   ns->bdev = bdev;
   ns->desc = std::move(d.value());
   ns->inflight = std::make_unique<NsInflight>(reactors_.size());
-  const NsRef added{nsid, ns->desc.bdev(), ns->inflight.get()};
+  const NsRef added{nsid, ns->desc.bdev(), ns->inflight.get(), &ns->desc};
   s.namespaces[nsid] = std::move(ns);
   publish_namespaces(nqn, nsid, [added](std::vector<NsRef>& v) {
     v.push_back(added);
@@ -181,7 +181,7 @@ Status NvmfTarget::remove_namespace(const std::string& nqn, uint32_t nsid, uint6
     // Hidden from every controller (and from new ones), but kept in the map: the NSID
     // stays taken and the subsystem stays while the removal is undecided.
     ns.removing = true;
-    ref = {nsid, ns.desc.bdev(), ns.inflight.get()};
+    ref = {nsid, ns.desc.bdev(), ns.inflight.get(), &ns.desc};
     bdev = ns.bdev;
     publish_namespaces(nqn, nsid, [nsid](std::vector<NsRef>& v) {
       std::erase_if(v, [nsid](const NsRef& r) { return r.nsid == nsid; });

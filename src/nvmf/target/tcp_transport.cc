@@ -159,7 +159,7 @@ void Qpair::release(Cmd* c) {
     budget_.release(n);  // may wake queue pairs waiting for the budget (this one too)
   }
   if (c->ns.inflight) c->ns.inflight->slots[r_.id()].n.fetch_sub(1, std::memory_order_release);
-  c->ns = NsRef{0, nullptr};
+  c->ns = NsRef{};
   c->busy = false;
   cids_[c->sqe.cid] = false;
   free_slots_.push_back(c->slot);

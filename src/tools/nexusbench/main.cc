@@ -67,7 +67,7 @@ void fill(bdev::BdevRegistry& reg, const std::string& name) {
     op.req.cb = [](bdev::IoRequest& q, void* a) { static_cast<Op*>(a)->p.set_value(q.status); };
     op.req.cb_arg = &op;
     auto f = op.p.get_future();
-    r.send([&] { b.channel(r).submit(op.req); });
+    r.send([&] { desc.channel(r).submit(op.req); });
     if (f.get() != bdev::IoStatus::kSuccess) die("filling " + name + " failed");
   }
 }

@@ -200,7 +200,7 @@ struct BdevSlot {
 
 struct Job {
   Queue* q = nullptr;             // raw queue pair, or
-  bdev::Bdev* bdev = nullptr;     // a bdev (--bdev), through its channel on `r`
+  const bdev::BdevDesc* bdev = nullptr;  // a bdev (--bdev), through its channel on `r`
   reactor::Reactor* r = nullptr;  // where the job runs
   std::vector<BdevSlot> bdev_slots;
   uint32_t bs = 0, lba_size = 0, qd = 0, read_pct = 100;
@@ -510,7 +510,7 @@ int main(int argc, char** argv) {
   std::vector<Queue> queues;
   std::optional<Queue> admin;
   std::unique_ptr<bdev::BdevRegistry> registry;  // --bdev
-  std::shared_ptr<bdev::Bdev> dev;
+  bdev::BdevDesc dev;  // --bdev, opened
   uint64_t nlbas = 0;
   uint32_t lba_size = 512;
   size_t streams = 0;  // jobs: one per I/O queue, or --connections over the bdev
@@ -522,9 +522,11 @@ int main(int argc, char** argv) {
     if (auto made = registry->create(bdev_uri); !made) {
       die(made.status().to_string());
     } else {
-      dev = registry->find(made->name);
-      nlbas = dev->num_blocks();
-      lba_size = dev->block_size();
+      auto opened = registry->open(made->name);
+      if (!opened) die(opened.status().to_string());
+      dev = std::move(*opened);
+      nlbas = dev.bdev()->num_blocks();
+      lba_size = dev.bdev()->block_size();
       if (bs % lba_size || uint64_t{bs} > nlbas * lba_size) die("bdev too small or bs not a multiple of its block size");
       streams = connections;
     }
@@ -603,7 +605,7 @@ int main(int argc, char** argv) {
       for (size_t i = 0; i < streams; ++i) {
         auto j = std::make_unique<Job>();
         if (dev) {
-          j->bdev = dev.get();
+          j->bdev = &dev;
           j->r = &g.at(i % g.size());
           j->bdev_slots.resize(qd);
           for (uint32_t k = 0; k < qd; ++k) {
@@ -779,7 +781,7 @@ int main(int argc, char** argv) {
     for (auto& q : queues) g.run_on(q.r->id(), [&](reactor::Reactor&) { q.qp.reset(); });
     if (admin) g.run_on(0, [&](reactor::Reactor&) { admin->qp.reset(); });
   }
-  dev.reset();
+  dev.close();
   registry.reset();  // disconnects the bdev's paths
   g.stop();
   return rc;

@@ -18,7 +18,8 @@ using namespace castor;
 namespace {
 
 // One synchronous write from the calling thread through reactor 0; returns latency in ns.
-uint64_t write_once(reactor::Reactor& r, bdev::Bdev& b, uint64_t lba, bdev::DmaBuffer& buf) {
+uint64_t write_once(reactor::Reactor& r, const bdev::BdevDesc& d, uint64_t lba, bdev::DmaBuffer& buf) {
+  const bdev::Bdev& b = *d.bdev();
   bdev::IoRequest req;
   iovec iov{buf.data(), buf.size()};
   req.type = bdev::IoType::kWrite;
@@ -32,7 +33,7 @@ uint64_t write_once(reactor::Reactor& r, bdev::Bdev& b, uint64_t lba, bdev::DmaB
   };
   req.cb_arg = &p;
   auto f = p.get_future();
-  r.send([&] { b.channel(r).submit(req); });
+  r.send([&] { d.channel(r).submit(req); });
   return f.get();
 }
 
@@ -140,15 +141,15 @@ int main(int argc, char** argv) {
         // writes again (clusters now allocated), QD1.
         uint64_t n = std::min<uint64_t>(200, p->total_clusters - thick_clusters - 1);
         auto thin = pools.create_replica({"bench", "thin", n * po.cluster_size, true, std::nullopt});
-        if (thin) {
-          auto tb = reg.find("thin");
-          auto desc = reg.open("thin");
+        auto desc = thin ? reg.open("thin") : Result<bdev::BdevDesc>(thin.status());
+        if (desc) {
+          const bdev::Bdev* tb = desc->bdev();
           bdev::DmaBuffer buf(4096);
           std::fill(buf.data(), buf.data() + 4096, 0x5a);
           std::vector<uint64_t> first, again;
           const uint64_t per = po.cluster_size / tb->block_size();
-          for (uint64_t i = 0; i < n; ++i) first.push_back(write_once(group.at(0), *tb, i * per, buf));
-          for (uint64_t i = 0; i < n; ++i) again.push_back(write_once(group.at(0), *tb, i * per, buf));
+          for (uint64_t i = 0; i < n; ++i) first.push_back(write_once(group.at(0), *desc, i * per, buf));
+          for (uint64_t i = 0; i < n; ++i) again.push_back(write_once(group.at(0), *desc, i * per, buf));
           auto a = summarize(first), b = summarize(again);
           std::printf("\nthin replica, %lu writes of 4 KiB, QD1, cluster %lu MiB:\n", static_cast<unsigned long>(n),
                       static_cast<unsigned long>(cluster_mb));

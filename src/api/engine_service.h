@@ -83,6 +83,17 @@ class EngineServiceImpl final : public castor::v1::EngineService::Service {
                           v1::ReadBlocksResponse* resp) override;
 
   // NVMe-oF, NBD and iSCSI targets (target_rpcs.cc).
+  // Front ends by protocol name (target_rpcs.cc).
+  grpc::Status ListFrontEnds(grpc::ServerContext* ctx, const v1::ListFrontEndsRequest* req,
+                             v1::ListFrontEndsResponse* resp) override;
+  grpc::Status FrontEndListen(grpc::ServerContext* ctx, const v1::FrontEndListenRequest* req,
+                              v1::FrontEndListenResponse* resp) override;
+  grpc::Status ExportBdev(grpc::ServerContext* ctx, const v1::ExportBdevRequest* req,
+                          v1::ExportInfo* resp) override;
+  grpc::Status UnexportBdev(grpc::ServerContext* ctx, const v1::UnexportBdevRequest* req,
+                            v1::UnexportBdevResponse* resp) override;
+  grpc::Status ListExports(grpc::ServerContext* ctx, const v1::ListExportsRequest* req,
+                           v1::ListExportsResponse* resp) override;
   grpc::Status NvmfListen(grpc::ServerContext* ctx, const v1::NvmfListenRequest* req,
                           v1::NvmfListenResponse* resp) override;
   grpc::Status ShareBdev(grpc::ServerContext* ctx, const v1::ShareBdevRequest* req,
@@ -187,6 +198,7 @@ void to_proto(const bdev::FaultRuleSpec& in, v1::FaultRule* out);
 void to_proto(const pool::PoolInfo& in, v1::PoolInfo* out);
 // `cluster_size` of the replica's pool gives allocated_bytes.
 void to_proto(const pool::ReplicaInfo& in, uint64_t cluster_size, v1::ReplicaInfo* out);
+void to_proto(const frontend::Export& in, v1::ExportInfo* out);
 // An NVMe-oF export (a share).
 void to_proto(const frontend::Export& in, v1::ShareInfo* out);
 void to_proto(const nvmf::SubsystemInfo& in, const std::vector<std::string>& uris,

@@ -23,6 +23,19 @@ std::vector<std::string> to_vector(const google::protobuf::RepeatedPtrField<std:
 
 }  // namespace
 
+void to_proto(const frontend::Export& in, v1::ExportInfo* out) {
+  out->set_protocol(in.protocol);
+  out->set_name(in.name);
+  out->set_bdev(in.bdev);
+  out->set_read_only(in.read_only);
+  out->set_description(in.description);
+  for (const auto& h : in.allowed_hosts) out->add_allowed_hosts(h);
+  out->set_chap(in.chap);
+  out->set_mutual_chap(in.mutual_chap);
+  out->set_connections(in.connections);
+  for (const auto& u : in.uris) out->add_uris(u);
+}
+
 void to_proto(const frontend::Export& in, v1::ShareInfo* out) {
   out->set_nqn(in.name);
   out->set_bdev(in.bdev);
@@ -101,6 +114,67 @@ grpc::Status EngineServiceImpl::listen(const char* protocol, const std::string& 
     return to_grpc(bound.status());
   }
   *port = *bound;
+  return grpc::Status::OK;
+}
+
+// ---- Any front end, by protocol name ----
+
+grpc::Status EngineServiceImpl::ListFrontEnds(grpc::ServerContext*, const v1::ListFrontEndsRequest*,
+                                              v1::ListFrontEndsResponse* resp) {
+  for (const auto& protocol : front_ends_.protocols()) {
+    auto* f = resp->add_front_ends();
+    f->set_protocol(protocol);
+    f->set_display_name(front_ends_.find(protocol)->display_name());
+    for (const auto& l : front_ends_.listeners(protocol)) {
+      f->add_listeners(uri_authority(l.host, l.port));
+    }
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status EngineServiceImpl::FrontEndListen(grpc::ServerContext*,
+                                               const v1::FrontEndListenRequest* req,
+                                               v1::FrontEndListenResponse* resp) {
+  uint32_t port = 0;
+  grpc::Status s = listen(req->protocol().c_str(), req->address(), &port);
+  resp->set_port(port);
+  return s;
+}
+
+grpc::Status EngineServiceImpl::ExportBdev(grpc::ServerContext*, const v1::ExportBdevRequest* req,
+                                           v1::ExportInfo* resp) {
+  frontend::ExportSpec spec;
+  spec.bdev = req->bdev();
+  if (req->has_name()) spec.name = req->name();
+  spec.read_only = req->read_only();
+  spec.description = req->description();
+  spec.allowed_hosts = to_vector(req->allowed_hosts());
+  spec.chap = {req->chap_user(), req->chap_secret()};
+  spec.mutual_chap = {req->mutual_user(), req->mutual_secret()};
+  auto e = front_ends_.add_export(req->protocol(), std::move(spec));
+  if (!e) {
+    spdlog::info("{} export of bdev '{}' failed: {}", req->protocol(), req->bdev(),
+                 e.status().to_string());
+    return to_grpc(e.status());
+  }
+  to_proto(*e, resp);
+  return grpc::Status::OK;
+}
+
+grpc::Status EngineServiceImpl::UnexportBdev(grpc::ServerContext*,
+                                             const v1::UnexportBdevRequest* req,
+                                             v1::UnexportBdevResponse*) {
+  Status s = front_ends_.remove_export(req->protocol(), req->name(), req->force());
+  if (!s) spdlog::info("{} unexport of '{}' failed: {}", req->protocol(), req->name(), s.to_string());
+  return to_grpc(s);
+}
+
+grpc::Status EngineServiceImpl::ListExports(grpc::ServerContext*, const v1::ListExportsRequest* req,
+                                            v1::ListExportsResponse* resp) {
+  if (!req->protocol().empty() && !front_ends_.find(req->protocol())) {
+    return to_grpc(make_error(Errc::kInvalidArgument, "unknown protocol '{}'", req->protocol()));
+  }
+  for (const auto& e : front_ends_.exports(req->protocol())) to_proto(e, resp->add_exports());
   return grpc::Status::OK;
 }
 

@@ -16,8 +16,13 @@ namespace castor::bdev {
 
 class BdevRegistry;
 
-// A bdev module: one per URI scheme. Adding a module is one file in bdev/modules and
-// one register_module() line in BdevRegistry's constructor.
+// A bdev module: one per URI scheme. register_module() is the one way a module joins a
+// registry: the constructor registers the built-in modules of bdev/modules with it (a new
+// one is a file there and one line in the constructor); a module built on a layer above
+// (the NVMe-oF host's nvmf://) is registered with it by whoever links that layer (the
+// engine's main), so the bdev layer depends on none of them. Bdevs that a layer above
+// makes itself (pool replicas, nexus bdevs: no URI creates them) are not modules; they
+// join with add().
 class BdevModule {
  public:
   virtual ~BdevModule() = default;
@@ -37,6 +42,7 @@ class BdevRegistry {
   // Destroys every bdev, newest first. REQUIRES: reactors still running.
   ~BdevRegistry();
 
+  // Makes `m` create the bdevs of its scheme (replacing a module of the same scheme).
   void register_module(std::unique_ptr<BdevModule> m);
   std::vector<std::string> schemes() const;
 

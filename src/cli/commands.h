@@ -18,6 +18,9 @@ void add_bdev_commands(CLI::App& app, Context& ctx);
 void add_pool_commands(CLI::App& app, Context& ctx);
 // target_cmds.cc: the front-end targets, `nvmf ...`, `nbd ...`, `iscsi ...`.
 void add_target_commands(CLI::App& app, Context& ctx);
+// frontend_cmds.cc: `frontend list|listen|export|unexport|exports`, any front end by
+// protocol name.
+void add_frontend_commands(CLI::App& app, Context& ctx);
 // nexus_cmds.cc: `nexus ...` (children, publishing) and `rebuild ...` (progress, watch).
 void add_nexus_commands(CLI::App& app, Context& ctx);
 // fault_cmds.cc: `fault inject|clear|list` on fault:// bdevs.

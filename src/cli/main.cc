@@ -73,6 +73,7 @@ int run(int argc, char** argv) {
   add_bdev_commands(app, c);
   add_pool_commands(app, c);
   add_target_commands(app, c);
+  add_frontend_commands(app, c);
   add_nexus_commands(app, c);
   add_fault_commands(app, c);
   add_node_commands(app, c);

@@ -583,5 +583,104 @@ TEST(TargetStartupTest, SharesAndExportsFromFlags) {
   }
 }
 
+// Every front end through the protocol-neutral calls (ListFrontEnds, FrontEndListen,
+// ExportBdev, UnexportBdev, ListExports) and `castorctl frontend`: the same operations
+// for each protocol, by name, with the rules across protocols (one protocol per bdev,
+// settings a protocol lacks refused) and each protocol's default name.
+TEST(FrontEndApiTest, EveryProtocolByName) {
+  Engine e;
+  ASSERT_TRUE(e.start({"--bdev", "malloc:///m0?size_mb=8", "--bdev", "malloc:///m1?size_mb=8",
+                       "--bdev", "malloc:///m2?size_mb=8"}))
+      << e.error();
+  json fes = ctl_json(e, {"frontend", "list"});
+  ASSERT_EQ(fes.size(), 3u);
+  EXPECT_EQ(fes[0].at("protocol"), "nvmf");
+  EXPECT_EQ(fes[1].at("protocol"), "nbd");
+  EXPECT_EQ(fes[2].at("protocol"), "iscsi");
+  EXPECT_EQ(fes[2].at("display_name"), "iSCSI");
+  EXPECT_EQ(fes[0].at("listeners"), json::array());
+
+  std::map<std::string, int> port;
+  for (const char* p : {"nvmf", "nbd", "iscsi"}) {
+    json l = ctl_json(e, {"frontend", "listen", p, "127.0.0.1:0"});
+    port[p] = l.at("port").get<int>();
+    ASSERT_GT(port[p], 0) << p;
+    EXPECT_TRUE(tcp_connects(port[p])) << p;
+  }
+  expect_ctl_error(e.ctl({"frontend", "listen", "scsi", "127.0.0.1:0"}), "unknown protocol 'scsi'");
+  expect_ctl_error(e.ctl({"frontend", "listen", "nbd", "127.0.0.1:" + std::to_string(port["nbd"])}),
+                   "");
+
+  // Default names: the NQN by the bdev's UUID, the NBD name is the bdev's, the IQN its
+  // lower-cased name.
+  json x = ctl_json(e, {"frontend", "export", "nvmf", "m0"});
+  const std::string m0_nqn = std::string(kNqnPrefix) + "bdev-" + bdev_uuid(e, "m0");
+  EXPECT_EQ(x.at("name"), m0_nqn);
+  EXPECT_EQ(x.at("uris"), json::array({"nvmf://127.0.0.1:" + std::to_string(port["nvmf"]) + "/" + m0_nqn}));
+  x = ctl_json(e, {"frontend", "export", "nbd", "m1", "--ro", "--description", "d1"});
+  EXPECT_EQ(x.at("name"), "m1");
+  EXPECT_EQ(x.at("read_only"), true);
+  EXPECT_EQ(x.at("uris"), json::array({"nbd://127.0.0.1:" + std::to_string(port["nbd"]) + "/m1"}));
+  x = ctl_json(e, {"frontend", "export", "iscsi", "m2", "--allow-host", "iqn.2026-01.org.test:i1"});
+  EXPECT_EQ(x.at("name"), "iqn.2026-11.io.castor:m2");
+  EXPECT_EQ(x.at("allowed_hosts"), json::array({"iqn.2026-01.org.test:i1"}));
+  // The same export again is the same export; other settings under its name are not.
+  x = ctl_json(e, {"frontend", "export", "iscsi", "m2", "--allow-host", "iqn.2026-01.org.test:i1"});
+  EXPECT_EQ(x.at("name"), "iqn.2026-11.io.castor:m2");
+  expect_ctl_error(e.ctl({"frontend", "export", "iscsi", "m2"}), "with other settings");
+
+  // One protocol per bdev; settings a protocol does not have.
+  expect_ctl_error(e.ctl({"frontend", "export", "nbd", "m0"}),
+                   "bdev 'm0' is exported over NVMe-oF as '" + m0_nqn + "'");
+  expect_ctl_error(e.ctl({"frontend", "export", "iscsi", "m1"}), "exported over NBD as 'm1'");
+  {
+    v1::ExportBdevRequest req;
+    req.set_protocol("nbd");
+    req.set_bdev("m1");
+    req.set_name("other");
+    req.add_allowed_hosts("nqn.2014-08.org.test:h1");
+    v1::ExportInfo resp;
+    grpc::Status s = e.stub().ExportBdev(ctx().get(), req, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+    req.clear_allowed_hosts();
+    req.set_protocol("nvmf");
+    req.set_bdev("m0");
+    req.clear_name();
+    req.set_chap_user("alice");
+    req.set_chap_secret("0123456789ab");
+    s = e.stub().ExportBdev(ctx().get(), req, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+    req.set_protocol("scsi");
+    s = e.stub().ExportBdev(ctx().get(), req, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  }
+
+  // Listed together, by protocol then name; and by protocol.
+  json all = ctl_json(e, {"frontend", "exports"});
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all[0].at("protocol"), "nvmf");
+  EXPECT_EQ(all[1].at("protocol"), "nbd");
+  EXPECT_EQ(all[1].at("description"), "d1");
+  EXPECT_EQ(all[2].at("protocol"), "iscsi");
+  EXPECT_EQ(ctl_json(e, {"frontend", "exports", "nbd"}).size(), 1u);
+  // The per-protocol calls see the same exports.
+  EXPECT_EQ(list_subsystems(e).size(), 1u);
+  EXPECT_EQ(list_exports(e).size(), 1u);
+  expect_ctl_error(e.ctl({"frontend", "exports", "scsi"}), "unknown protocol 'scsi'");
+
+  // Removed by name or by bdev; a destroy names the export that holds the bdev.
+  expect_ctl_error(e.ctl({"bdev", "destroy", "m2"}), "exported over iSCSI as 'iqn.2026-11.io.castor:m2'");
+  auto r = e.ctl({"frontend", "unexport", "nvmf", "m0"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  r = e.ctl({"frontend", "unexport", "nbd", "m1"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  r = e.ctl({"frontend", "unexport", "iscsi", "iqn.2026-11.io.castor:m2"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  expect_ctl_error(e.ctl({"frontend", "unexport", "nbd", "m1"}), "bdev 'm1' is not exported over NBD");
+  expect_ctl_error(e.ctl({"frontend", "unexport", "nbd", "nope"}), "NBD export 'nope' does not exist");
+  EXPECT_EQ(ctl_json(e, {"frontend", "exports"}), json::array());
+  EXPECT_TRUE(e.ctl({"bdev", "destroy", "m2"}).exit_code == 0);
+}
+
 }  // namespace
 }  // namespace castor::api

@@ -38,18 +38,26 @@
 //                  for a connection that is not open (C without bit 2, or one the target
 //                  has closed) are dropped.
 //                conn 3: pause (one byte): waits until the target has read what was
-//                  sent on every connection and has gone quiet for 2 ms (lets I/O in
-//                  flight finish before the next record).
+//                  sent on every connection and has gone quiet (lets I/O in flight
+//                  finish before the next record).
 //
-// After each record the harness waits until the target has read it (a connection that
-// reads nothing for 10 ms is taken as parked and not waited for again until it moves),
-// so the order of records across connections is the order the target sees them in.
+// After each record the harness waits until the target has read it (a connection whose
+// bytes the target leaves unread while it has nothing else to do is taken as parked and
+// not waited for again until it moves), so the order of records across connections is
+// the order the target sees them in. "Quiet" and "nothing else to do" are conditions,
+// not times: both reactor threads asleep in io_uring, neither run in between two looks,
+// and nothing to read on any connection (ReactorIdle in socket_session.h); only where
+// /proc/self/task cannot tell does the harness fall back to times (10 ms without a byte
+// read: parked; 2 ms without a reply: quiet).
 // Everything the target sends on any connection is read and discarded all along;
 // writes never block (a parked connection whose socket buffer fills drops the rest of
 // the record) and ignore EPIPE. At the end every connection is closed as the selector
 // says and read until the target closes it; a connection on which the target stays
 // silent for 5 s without closing it traps (hang), and so does a connection the target
-// still lists (list_sessions) 5 s after the harness has closed them all (leak).
+// still lists (list_sessions) 5 s after the harness has closed them all (leak). Then
+// the harness waits for the reactors to go idle, so that the teardown has freed what
+// the input allocated before libFuzzer compares mallocs and frees (a difference costs
+// a rerun and a whole leak check).
 //
 // ISCSI_MCS_FUZZ_TRACE=1 in the environment prints each record sent and each PDU the
 // target answers, per connection (for writing seeds and reading reproducers).
@@ -198,9 +206,19 @@ bool drain(std::vector<Conn*>& cs, int timeout_ms) {
   return any;
 }
 
+// Whether the target has nothing left to do (its reactors idle) and nothing waits to be
+// read on any connection: what it has not read by then it will not read until the
+// initiator does something (a parked connection). False when that cannot be known.
+bool target_quiet(std::vector<Conn*>& all) {
+  ReactorIdle* w = socket_session_detail::watched_reactors();
+  return w && w->idle() && !drain(all, 0);
+}
+
 // Waits until the target has read every byte sent on `c`, reading what comes back on
-// every connection meanwhile. Gives up when it reads nothing for 10 ms (parked); a
-// connection that gave up last time and has read nothing since is not waited for again.
+// every connection meanwhile. Gives up when the target goes quiet with bytes of `c`
+// still unread (parked; without a view of its reactors: when it reads nothing for
+// 10 ms, and at once for a connection that gave up last time and has read nothing
+// since).
 void settle(Conn& c, std::vector<Conn*>& all, int q_before_send) {
   if (!c.writable()) return;
   int q = outq(c.fd);
@@ -208,12 +226,13 @@ void settle(Conn& c, std::vector<Conn*>& all, int q_before_send) {
     c.stalled = false;
     return;
   }
+  const bool watched = socket_session_detail::reactors_watched();
   const bool still_stalled = (c.stalled && q_before_send == c.stall_q) || !patient();
   int last = q;
   auto progress = Clock::now();
   const auto patience = std::chrono::milliseconds(still_stalled ? 0 : 10);
   for (int spin = 0;; ++spin) {
-    drain(all, spin < 256 ? 0 : 1);  // spin briefly, then sleep a millisecond at a time
+    const bool got = drain(all, spin < 256 || watched ? 0 : 1);  // spin briefly, then sleep a millisecond at a time
     if (!c.writable()) return;
     q = outq(c.fd);
     if (q == 0) {
@@ -223,6 +242,20 @@ void settle(Conn& c, std::vector<Conn*>& all, int q_before_send) {
     if (q < last) {
       last = q;
       progress = Clock::now();
+    } else if (watched) {
+      if (!got && spin >= 16) {
+        if (target_quiet(all) && outq(c.fd) == q) {
+          c.stalled = true;
+          c.stall_q = q;
+          return;
+        }
+        if (!patient()) {  // the target is busy for longer than the input may take
+          c.stalled = true;
+          c.stall_q = q;
+          return;
+        }
+        if (spin >= 64) sched_yield();
+      }
     } else if (spin >= (still_stalled ? 32 : 256) && Clock::now() - progress >= patience) {
       c.stalled = true;
       c.stall_q = q;
@@ -256,12 +289,20 @@ void send_record(Conn& c, std::vector<Conn*>& all, const uint8_t* p, size_t n) {
     }
     if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       const int q = outq(c.fd);
-      if (q == c.full_q || !patient() || Clock::now() - progress > std::chrono::milliseconds(50)) {
+      if (q == c.full_q || !patient() ||
+          (socket_session_detail::reactors_watched() ? target_quiet(all) && outq(c.fd) == q
+                                                     : Clock::now() - progress > std::chrono::milliseconds(50))) {
         c.full_q = q;
         break;
       }
       pollfd pw{c.fd, POLLOUT, 0};
-      if (poll_fds(&pw, 1, 0) <= 0) drain(all, 1);
+      if (poll_fds(&pw, 1, 0) <= 0 && !drain(all, 0)) {
+        if (socket_session_detail::reactors_watched()) {
+          socket_session_detail::poll_briefly(&pw, 1);
+        } else {
+          drain(all, 1);
+        }
+      }
       continue;
     }
     c.wdead = true;  // EPIPE, ECONNRESET: the target closed it
@@ -270,12 +311,22 @@ void send_record(Conn& c, std::vector<Conn*>& all, const uint8_t* p, size_t n) {
   if (tracing() && c.stalled) std::fprintf(stderr, "  %c reads nothing (parked?)\n", c.name);
 }
 
-// A pause record: every connection read by the target, then 2 ms without a reply.
+// A pause record: every connection read by the target, then the target quiet (its
+// reactors idle, every reply read; without a view of its reactors: 2 ms without a
+// reply), for at most 50 ms.
 void pause_all(std::vector<Conn*>& all) {
   for (Conn* c : all) {
     if (c->writable()) settle(*c, all, outq(c->fd));
   }
   const auto until = Clock::now() + std::chrono::milliseconds(50);
+  if (socket_session_detail::reactors_watched()) {
+    for (int i = 0; Clock::now() < until; ++i) {
+      if (drain(all, 0)) continue;
+      if (target_quiet(all)) return;
+      if (i >= 64) sched_yield();
+    }
+    return;
+  }
   while (drain(all, 2) && Clock::now() < until) {
   }
 }
@@ -529,7 +580,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
       __builtin_trap();
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    // The teardown runs on the reactors: wait for them; once they are idle with the
+    // session still listed, only time can tell (1 ms at a time, up to the deadline).
+    if (w.wait_idle(1)) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
+  // Whatever the session freed last (after it left the list) is freed before libFuzzer
+  // compares mallocs and frees.
+  w.wait_idle();
   return 0;
 }

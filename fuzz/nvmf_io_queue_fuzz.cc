@@ -20,8 +20,11 @@
 //   byte 1..   the I/O queue's byte stream after its Connect
 //
 // The I/O queue is read until the target closes it, then the admin queue is closed and
-// read until the target closes it, so nothing outlives the input. The target must never
-// crash, hang or leak; an I/O queue Connect it refuses for its own live controller traps.
+// read until the target closes it, and the harness waits for the reactor to go idle;
+// a controller the target still lists then traps (nothing may outlive the input). A
+// chunk the target leaves unread while its reactor is idle is not waited for
+// (send_stream in socket_session.h). The target must never crash, hang or leak; an I/O
+// queue Connect it refuses for its own live controller traps.
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -193,6 +196,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     stream_session(io, data + 1, size - 1, chunk);
     close(io);
     finish(admin);
+  }
+  // The controller's teardown runs on the reactor after the sockets close: let it end,
+  // so that libFuzzer's malloc/free balance sees this input whole.
+  if (w.wait_idle()) {
+    // Nothing of the controller may outlive its queues.
+    if (const auto left = w.srv->list_controllers(); !left.empty()) {
+      std::fprintf(stderr, "nvmf_io_queue_fuzz: controller %u still listed after both its queues closed\n",
+                   unsigned{left[0].cntlid});
+      __builtin_trap();
+    }
   }
   return 0;
 }

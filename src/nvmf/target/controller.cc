@@ -165,6 +165,10 @@ std::shared_ptr<Controller> NvmfTarget::create_controller(Qpair& admin, const st
     c->ana = s.ana;
     {
       std::lock_guard g(s.ana->mu);
+      // Controllers that went since are dropped here: an expired weak_ptr still holds
+      // the controller's memory (make_shared), so without this every connect of a
+      // subsystem whose ANA state never changes would keep ~400 bytes for good.
+      std::erase_if(s.ana->controllers, [](const auto& w) { return w.expired(); });
       s.ana->controllers.push_back(c);
     }
     auto v = std::make_shared<std::vector<NsRef>>();

@@ -592,10 +592,12 @@ Status Nexus::flush_children(uint64_t timeout_ms) {
     // The child's URI, not the Child: a flush that does not finish in time outlives the
     // nexus (its completion then reads only this Flush).
     std::vector<std::pair<std::string, bdev::IoRequest>> reqs;
-    // reqs[i] goes to descs[i]: descriptors of the Flush's own, open until it ends (a
-    // flush that outlives the nexus still holds its bdevs open), on bdevs kept alive.
-    std::vector<std::shared_ptr<bdev::Bdev>> bdevs;
-    std::vector<bdev::BdevDesc> descs;
+    // reqs[i] goes through descs[i], the child's own descriptor. Used only to submit,
+    // on reactor 0 at once while the caller waits (the children stay open meanwhile).
+    // Not a descriptor of the Flush's own: one that outlives a flush stuck on a lost
+    // child would keep that bdev from being destroyed at shutdown, and destroying it is
+    // what fails the stuck flush and frees this Flush.
+    std::vector<const bdev::BdevDesc*> descs;
     std::shared_ptr<Flush> self;  // kept alive until the last completion
   };
   auto f = std::make_shared<Flush>();
@@ -603,8 +605,7 @@ Status Nexus::flush_children(uint64_t timeout_ms) {
     const ChildState s = c->state();
     if ((s == ChildState::kHealthy || s == ChildState::kOutOfSync) && c->bdev->supports(IoType::kFlush)) {
       f->reqs.emplace_back(c->uri, bdev::IoRequest{});
-      f->bdevs.push_back(c->bdev);
-      f->descs.emplace_back(c->bdev.get());
+      f->descs.push_back(&c->desc);
     }
   }
   if (f->reqs.empty()) return Status::ok();
@@ -630,7 +631,7 @@ Status Nexus::flush_children(uint64_t timeout_ms) {
           fl->cv.notify_all();
         }
       };
-      f->descs[i].channel(r).submit(req);
+      f->descs[i]->channel(r).submit(req);
     }
   });
   std::unique_lock lk(f->mu);

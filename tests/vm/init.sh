@@ -255,11 +255,14 @@ iscsi_node() {  # iscsiadm node arguments
 iscsi_set() {  # NAME VALUE
   iscsi_node -o update -n "$1" -v "$2" >/dev/null 2>&1 || bad "iscsiadm update $1"
 }
-iscsi_disk() {  # the sd device of the (only) session
+iscsi_disk() {  # the sd device of the (only) session, once it opens
   n=0
   while [ $n -lt 150 ]; do
     for d in /sys/block/sd*; do
-      [ -b "/dev/${d##*/}" ] && { echo "/dev/${d##*/}"; return 0; }
+      # The node can exist before sd has finished adding the disk; opening it then fails
+      # with ENXIO (seen once in CI): wait until it opens.
+      [ -b "/dev/${d##*/}" ] && blockdev --getsize64 "/dev/${d##*/}" >/dev/null 2>&1 &&
+        { echo "/dev/${d##*/}"; return 0; }
     done
     usleep 100000
     n=$((n + 1))

@@ -553,8 +553,9 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
                                "instead of preempting it when work arrives (cores shared "
                                "with applications)");
   auto* o_spin = app.add_option("--spin-us", spin_us,
-                                "keep polling this many microseconds after the last work "
-                                "before sleeping (default 20; 0 sleeps at once)");
+                                "poll at most this many microseconds after the last work "
+                                "before sleeping; the window adapts below it (default 50; "
+                                "0 sleeps at once)");
   auto* o_grpc = app.add_option("--grpc-listen", grpc_listen,
                                 "gRPC API address, HOST:PORT; port 0 picks a free port "
                                 "(default 127.0.0.1:10124)");

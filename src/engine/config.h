@@ -41,9 +41,10 @@ struct IscsiExportFlag {
 struct EngineConfig {
   std::vector<int> cpus{0};  // one reactor per entry, pinned to that CPU
   bool poll = false;         // reactors busy-poll instead of sleeping when idle
-  // Without poll: how long a reactor keeps polling after its last work before it sleeps.
-  // Polling saves the wake-up on a busy reactor but burns the CPU it shares with others.
-  uint64_t spin_us = 20;
+  // Without poll: the longest a reactor keeps polling after its last work before it
+  // sleeps (the window adapts below it: reactor/spin_policy.h). Polling saves the
+  // wake-up of a busy reactor; it yields its CPU to any other thread that wants it.
+  uint64_t spin_us = 50;
   // Reactors run as SCHED_BATCH (see ReactorOptions::sched_batch).
   bool sched_batch = false;
   std::string grpc_listen = kDefaultGrpcListen;

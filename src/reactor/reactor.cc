@@ -23,7 +23,8 @@ thread_local Reactor* t_current = nullptr;
 
 Reactor* Reactor::current() { return t_current; }
 
-Reactor::Reactor(uint32_t id, int cpu, ReactorOptions opts) : id_(id), cpu_(cpu), opts_(opts) {
+Reactor::Reactor(uint32_t id, int cpu, ReactorOptions opts)
+    : id_(id), cpu_(cpu), opts_(opts), spin_(opts.spin_ns, opts.spin_adaptive) {
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (wake_fd_ < 0) throw std::runtime_error(std::string("eventfd: ") + strerror(errno));
 }
@@ -226,26 +227,6 @@ int Reactor::reap() {
   return static_cast<int>(n);
 }
 
-bool Reactor::spin_allowed() {
-  if (!opts_.spin_adaptive) return true;
-  if (now_ns_ < spin_sample_ns_) return !spin_paused_;
-  spin_sample_ns_ = now_ns_ + kSpinSampleNs;
-  const uint64_t hits = spin_hits_, misses = spin_misses_;
-  spin_hits_ = spin_misses_ = 0;
-  if (spin_paused_) {
-    if (now_ns_ >= spin_resume_ns_) spin_paused_ = false;  // try again
-  } else if (misses >= kSpinMinMisses && misses > hits) {
-    spin_backoff_ns_ = std::min<uint64_t>(spin_backoff_ns_ ? 2 * spin_backoff_ns_ : 100'000'000,
-                                          5'000'000'000);
-    spin_paused_ = true;
-    spin_resume_ns_ = now_ns_ + spin_backoff_ns_;
-    stats_.spin_pauses++;
-  } else if (hits > misses) {
-    spin_backoff_ns_ = 0;
-  }
-  return !spin_paused_;
-}
-
 bool Reactor::has_local_work() const {
   return task_head_ != nullptr || flush_head_ != nullptr || inbox_.maybe_nonempty();
 }
@@ -350,7 +331,11 @@ void Reactor::run() {
                                                               : "interrupt";
   spdlog::debug("reactor={} cpu={} started poll={} task_run={}", id_, cpu_, opts_.poll, mode);
 
-  uint64_t last_work_ns = mono_ns();
+  // The idle period in progress (0: the last turn found work) and whether the reactor
+  // slept in it.
+  uint64_t idle_since_ns = 0;
+  bool slept = false;
+  stats_.spin_window_ns = spin_.window_ns();
   for (;;) {
     now_ns_ = mono_ns();
     stats_.loops++;
@@ -366,11 +351,14 @@ void Reactor::run() {
     }
     work += reap();
     if (work) {
-      if (spinning_) {
-        spinning_ = false;
-        ++spin_hits_;
+      if (idle_since_ns) {
+        spin_.idle_ended(now_ns_ - idle_since_ns, slept);
+        if (!slept) stats_.spin_hits++;
+        stats_.spin_grows = spin_.grows();
+        stats_.spin_shrinks = spin_.shrinks();
+        stats_.spin_window_ns = spin_.window_ns();
+        idle_since_ns = 0;
       }
-      last_work_ns = now_ns_;
       continue;
     }
     if (stopping()) {
@@ -383,14 +371,17 @@ void Reactor::run() {
       }
     }
     if (opts_.poll) continue;
-    if (now_ns_ - last_work_ns < opts_.spin_ns && spin_allowed()) {
-      spinning_ = true;
+    if (!idle_since_ns) {
+      idle_since_ns = now_ns_;
+      slept = false;
+    }
+    if (!slept && now_ns_ - idle_since_ns < spin_.window_ns()) {
+      // Polling must not keep a thread that wants this CPU (the application, on a shared
+      // core) from running: it may be the one about to send the work polled for.
+      sched_yield();
       continue;
     }
-    if (spinning_) {
-      spinning_ = false;
-      ++spin_misses_;
-    }
+    slept = true;
     sleep();
   }
   // Drop what can no longer run; in-flight SQEs (only after a drain timeout) are torn
@@ -399,8 +390,9 @@ void Reactor::run() {
   pollers_.clear();
   io_uring_queue_exit(&ring_);
   ring_ok_ = false;
-  spdlog::debug("reactor={} stopped loops={} sleeps={} spin_pauses={}", id_, stats_.loops,
-                stats_.sleeps, stats_.spin_pauses);
+  spdlog::debug("reactor={} stopped loops={} sleeps={} spin hits={} grows={} shrinks={}", id_,
+                stats_.loops, stats_.sleeps, stats_.spin_hits, stats_.spin_grows,
+                stats_.spin_shrinks);
   t_current = nullptr;
 }
 

@@ -4,9 +4,10 @@
 // threads. Objects owned by a reactor are touched only on that reactor's thread; to
 // reach them from elsewhere, send() a message.
 //
-// Idle policy: a reactor that found work keeps polling; after `spin_ns` without work it
-// sleeps in io_uring_enter until a completion, a message (eventfd wake) or the next
-// timer. ReactorOptions::poll = true never sleeps (lowest latency, 100 % of a core).
+// Idle policy: a reactor that found work keeps polling for a while (the spin window,
+// reactor/spin_policy.h), yielding its CPU to any thread that wants it; then it sleeps in
+// io_uring_enter until a completion, a message (eventfd wake) or the next timer.
+// ReactorOptions::poll = true never sleeps (lowest latency, 100 % of a core).
 
 #include <liburing.h>
 
@@ -21,6 +22,7 @@
 
 #include "common/status.h"
 #include "reactor/mpsc_queue.h"
+#include "reactor/spin_policy.h"
 
 namespace castor::reactor {
 
@@ -63,9 +65,11 @@ struct ReactorOptions {
   bool poll = false;              // pure busy polling, never sleep
   TaskRun task_run = TaskRun::kDefer;
   unsigned ring_entries = 1024;   // SQ size; the CQ is four times that
-  uint64_t spin_ns = 20'000;      // keep polling this long after the last work
-  // Pause spinning while spins keep expiring without work (as on a core shared with the
-  // application): see Reactor::spin_allowed().
+  // The longest spin window: an idle reactor keeps polling at most this long before it
+  // sleeps. 0 never spins.
+  uint64_t spin_ns = 50'000;
+  // Adapt the window between 0 and spin_ns to the idle gaps seen (SpinPolicy); false
+  // always polls spin_ns.
   bool spin_adaptive = true;
   // Run the reactor thread as SCHED_BATCH: when its work arrives it waits for the thread
   // running on its CPU to block or use up its time slice instead of preempting it. On a
@@ -90,7 +94,10 @@ struct ReactorStats {
   uint64_t messages = 0;
   uint64_t cqes = 0;
   uint64_t submits = 0;
-  uint64_t spin_pauses = 0;  // times spinning paused because spins kept expiring
+  uint64_t spin_hits = 0;    // idle periods that ended while polling
+  uint64_t spin_grows = 0;   // ... after a sleep, soon enough that the window grew
+  uint64_t spin_shrinks = 0; // ... after a sleep longer than spin_ns: the window shrank
+  uint64_t spin_window_ns = 0;  // the window now
 };
 
 class Reactor {
@@ -184,18 +191,6 @@ class Reactor {
   int reap();
   void sleep();
   bool has_local_work() const;
-  // Whether an idle turn may keep spinning. Spinning pays when work arrives while the
-  // reactor spins (a peer on another core answering within microseconds); when it
-  // expires instead it is pure cost, and on a core an application shares it takes the
-  // application's time: a reactor spinning after each batch of replies kept the very
-  // client that would send the next requests off the CPU (docs/benchmarks.md,
-  // "Measurements behind defaults"). With spin_adaptive the reactor counts, per
-  // kSpinSampleNs, the spins that found work (hits) and those that ended in sleep
-  // (misses). At kSpinMinMisses misses or more, outnumbering the hits, spinning pauses:
-  // for 100 ms at first, twice as long after each retry that fails again (at most 5 s).
-  // A sample whose spins mostly hit resets the backoff. While paused the reactor sleeps
-  // as soon as it is idle.
-  bool spin_allowed();
 
   const uint32_t id_;
   const int cpu_;
@@ -227,14 +222,7 @@ class Reactor {
   int64_t stop_holds_ = 0;
   uint64_t now_ns_ = 0;
   ReactorStats stats_;
-  static constexpr uint64_t kSpinSampleNs = 10'000'000;
-  static constexpr uint64_t kSpinMinMisses = 8;  // below ~800/s spinning costs < 2 % CPU
-  uint64_t spin_sample_ns_ = 0;               // when the next sample is due
-  uint64_t spin_hits_ = 0, spin_misses_ = 0;  // in this sample
-  bool spinning_ = false;                     // the last turn was idle and spun
-  bool spin_paused_ = false;
-  uint64_t spin_resume_ns_ = 0;   // while paused: when to try spinning again
-  uint64_t spin_backoff_ns_ = 0;  // the last pause's length (0: spins paid off since)
+  SpinPolicy spin_;
 };
 
 // Parses "0,1", "0-3", "0,2-3" into a CPU list; rejects CPUs this machine lacks.

@@ -123,7 +123,7 @@ TEST(EngineConfigTest, Defaults) {
   EXPECT_EQ(p->config.cpus.size(), 1u);
   EXPECT_FALSE(p->config.poll);
   EXPECT_FALSE(p->config.sched_batch);
-  EXPECT_EQ(p->config.spin_us, 20u);
+  EXPECT_EQ(p->config.spin_us, 50u);
   EXPECT_EQ(p->config.iscsi_nop_in_ms, 15000u);
   EXPECT_EQ(p->config.nbd_keepalive_s, 30u);
   EXPECT_EQ(p->config.target_buffer_mb, 1024u);

@@ -179,11 +179,52 @@ TEST(Reactor, IdleReactorsSleep) {
   EXPECT_LT(g.at(0).stats().loops, 1000u);
 }
 
-// Work that arrives every millisecond never comes while the reactor spins: each spin
-// expires and is pure cost (on a shared core, the application's time). The adaptive
-// reactor notices and pauses spinning, retrying now and then; a fixed one keeps spinning
-// after every message.
-TEST(Reactor, SpinPausesWhenSpinsFindNoWork) {
+// The spin window (SpinPolicy) follows the idle gaps: work caught while polling keeps
+// it; work that came after a sleep but within the maximum grows it to cover that gap;
+// work that came later than the maximum halves it, down to 0.
+TEST(SpinPolicy, GrowsOnShortSleepsAndShrinksOnLongOnes) {
+  SpinPolicy p(50'000, true);
+  EXPECT_EQ(p.window_ns(), 0u) << "polls only once polling would have paid";
+  p.idle_ended(40'000, true);
+  EXPECT_EQ(p.window_ns(), 50'000u);
+  p.idle_ended(10'000, false);  // caught while polling
+  EXPECT_EQ(p.window_ns(), 50'000u);
+  p.idle_ended(1'000'000, true);  // a 1 ms gap: polling would not have paid
+  EXPECT_EQ(p.window_ns(), 25'000u);
+  for (int i = 0; i < 4; ++i) p.idle_ended(1'000'000, true);
+  EXPECT_EQ(p.window_ns(), 1'562u);
+  p.idle_ended(1'000'000, true);
+  EXPECT_EQ(p.window_ns(), 0u) << "below 1 us the window is 0";
+  p.idle_ended(1'000'000, true);
+  EXPECT_EQ(p.window_ns(), 0u);
+  EXPECT_EQ(p.shrinks(), 6u) << "a window already 0 does not shrink";
+  // A 30 us round trip that a window of 0 slept through: the window covers it, with a
+  // quarter to spare...
+  p.idle_ended(30'000, true);
+  EXPECT_EQ(p.window_ns(), 37'500u);
+  // ... never more than the maximum, and never less than it was.
+  p.idle_ended(48'000, true);
+  EXPECT_EQ(p.window_ns(), 50'000u);
+  p.idle_ended(5'000, true);
+  EXPECT_EQ(p.window_ns(), 50'000u);
+  EXPECT_EQ(p.grows(), 4u);
+}
+
+TEST(SpinPolicy, AFixedWindowNeverMoves) {
+  SpinPolicy p(20'000, false);
+  p.idle_ended(1'000'000, true);
+  p.idle_ended(1'000, true);
+  EXPECT_EQ(p.window_ns(), 20'000u);
+  EXPECT_EQ(p.grows() + p.shrinks(), 0u);
+  SpinPolicy off(0, true);  // --spin-us 0: never polls, whatever the gaps
+  off.idle_ended(5'000, true);
+  EXPECT_EQ(off.window_ns(), 0u);
+}
+
+// Work that arrives every millisecond never comes while the reactor polls: each poll is
+// pure cost. The adaptive reactor's window shrinks to nothing after a few such gaps and
+// it then sleeps at once; a fixed one polls its whole window after every message.
+TEST(Reactor, SpinWindowShrinksWhenWorkComesLate) {
   uint64_t turns[2] = {};
   for (bool adaptive : {true, false}) {
     SCOPED_TRACE(adaptive ? "adaptive" : "fixed");
@@ -201,12 +242,15 @@ TEST(Reactor, SpinPausesWhenSpinsFindNoWork) {
     g.run_on(0, [&](Reactor& r) { s = r.stats(); });
     g.stop();
     EXPECT_EQ(ran.load(), 300);
-    EXPECT_EQ(s.spin_pauses > 0, adaptive) << s.spin_pauses << " pauses";
+    if (adaptive) {
+      EXPECT_EQ(s.spin_window_ns, 0u) << s.spin_shrinks << " shrinks, " << s.spin_grows << " grows";
+    } else {
+      EXPECT_EQ(s.spin_window_ns, 200'000u);
+    }
     turns[adaptive] = s.loops;
   }
-  // Spinning 200 us after each of the 300 messages is thousands of turns each; paused,
-  // a message takes two or three. The adaptive reactor spins only to find out (its first
-  // 10 ms, then a 10 ms retry after 100 ms, 200 ms, ...).
+  // Polling 200 us after each of the 300 messages is thousands of turns each; with the
+  // window at 0 a message takes two or three.
   EXPECT_LT(turns[true] * 3, turns[false]) << "adaptive " << turns[true] << " turns, fixed "
                                            << turns[false];
 }

@@ -31,8 +31,9 @@ int main(int argc, char** argv) {
   app.add_option("--cores", cores, "CPU list for the reactors, e.g. 0,1 (overrides --reactors)");
   app.add_option("--reactors", nreactors, "number of reactors")->capture_default_str();
   app.add_flag("--poll", poll, "busy-poll instead of sleeping when idle");
-  uint64_t spin_us = 20;
-  app.add_option("--spin-us", spin_us, "keep polling this long after the last work before sleeping")
+  uint64_t spin_us = 50;
+  app.add_option("--spin-us", spin_us,
+                 "poll at most this long after the last work before sleeping (adaptive below)")
       ->capture_default_str();
   app.add_flag("--json", json, "print the result as JSON");
   CLI11_PARSE(app, argc, argv);

@@ -1,0 +1,79 @@
+#pragma once
+// How long an idle reactor keeps polling before it sleeps: the spin window.
+//
+// Sleeping is not free. On the virtual machines Castor is measured on, a reactor that
+// sleeps in io_uring_enter and is woken by a peer's data spends 25-40 us of its own CPU
+// per sleep (the halt, the wake-up interrupt, the timer reprogramming) and answers 25-30
+// us later than a polling one (docs/benchmarks.md, "CPU per I/O against the offered
+// load"). Polling costs exactly the time it polls. So, as in any ski-rental problem,
+// polling pays while the next work comes within about the cost of a sleep, and sleeping
+// pays after that.
+//
+// The policy is KVM's halt polling, adapted: every idle period ends with work, and the
+// policy is told how long the period lasted and whether the reactor slept in it.
+//  - Work caught while polling: the window stays.
+//  - Work that came after the reactor went to sleep, but within `max_ns` of the period's
+//    start: a longer window would have caught it, so the window grows to cover that gap
+//    (with a quarter to spare), capped at `max_ns`.
+//  - Work that came later than `max_ns`: polling would not have paid; the window halves
+//    (and drops to 0 below kMinNs).
+// An adaptive window starts at 0: a reactor polls only once it has seen that polling
+// would have paid. A fixed window (adaptive = false) is always `max_ns`.
+//
+// Why the window has to grow: two reactors that serve each other one request at a time
+// (a host and a target at queue depth 1) each see the next request come one round trip
+// after they went idle. If both windows are shorter than a wake-up, each side's request
+// reaches a sleeping peer, whose answer comes only after its wake-up, which the other
+// side's window misses too: both sleep on every request and stay that way (14 K IOPS
+// measured, against 70 K or more once one side's window covers the other's wake-up).
+// Growing the window on short sleeps breaks that state; shrinking on long ones keeps a
+// lightly loaded reactor asleep (1 K IOPS: a sleep per request and nothing else).
+//
+// Polling never holds a CPU another thread wants: each polling turn of the reactor's loop
+// yields the CPU (sched_yield, ~0.5 us here when no other thread wants it). On a core
+// shared with the application it serves, the application then runs while the reactor
+// polls, so its next request arrives during the poll instead of after it.
+//
+// Not thread-safe: the reactor's thread only.
+
+#include <algorithm>
+#include <cstdint>
+
+namespace castor::reactor {
+
+class SpinPolicy {
+ public:
+  static constexpr uint64_t kMinNs = 1'000;  // below this a window is 0
+
+  SpinPolicy(uint64_t max_ns, bool adaptive)
+      : max_ns_(max_ns), adaptive_(adaptive), window_ns_(adaptive ? 0 : max_ns) {}
+
+  // The current window: keep polling until the idle period is this long.
+  uint64_t window_ns() const { return window_ns_; }
+  uint64_t max_ns() const { return max_ns_; }
+
+  // An idle period of `idle_ns` just ended with work; `slept` says whether the reactor
+  // slept in it (false: the work was found while polling).
+  void idle_ended(uint64_t idle_ns, bool slept) {
+    if (!adaptive_ || !slept) return;
+    if (idle_ns <= max_ns_) {
+      ++grows_;
+      window_ns_ = std::min(max_ns_, std::max(window_ns_, idle_ns + idle_ns / 4));
+    } else if (window_ns_ > 0) {
+      ++shrinks_;
+      window_ns_ /= 2;
+      if (window_ns_ < kMinNs) window_ns_ = 0;
+    }
+  }
+
+  uint64_t grows() const { return grows_; }
+  uint64_t shrinks() const { return shrinks_; }
+
+ private:
+  const uint64_t max_ns_;
+  const bool adaptive_;
+  uint64_t window_ns_;
+  uint64_t grows_ = 0, shrinks_ = 0;
+};
+
+}  // namespace castor::reactor

@@ -9,9 +9,7 @@
 #
 #   bench/iscsi_vs_tgt.sh [seconds=10]
 #
-# Debian's fio 3.33 has no libiscsi engine; the first run builds it from Debian's own fio
-# source package as an external engine (.cache/fio-libiscsi/fio-libiscsi.so, ~1 min),
-# using a private apt source list so the system's apt configuration is untouched.
+# Debian's fio 3.33 has no libiscsi engine; the first run builds it (bench/lib/fio-libiscsi.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ -n ${NO_SETUP:-} ]] || scripts/setup.sh release >&2
@@ -27,22 +25,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-engine_so=$root/.cache/fio-libiscsi/fio-libiscsi.so
-if [[ ! -f $engine_so ]]; then
-  echo "building fio's libiscsi engine (once)" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    libiscsi-dev libaio-dev dpkg-dev >/dev/null
-  src=$root/.cache/fio-src
-  mkdir -p "$src/lists/partial" "$(dirname "$engine_so")"
-  echo "deb-src http://deb.debian.org/debian bookworm main" >"$src/sources.list"
-  ao=(-o Dir::Etc::SourceList="$src/sources.list" -o Dir::Etc::SourceParts=/nonexistent
-      -o Dir::State::Lists="$src/lists" -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache=)
-  apt-get "${ao[@]}" -q update >/dev/null
-  (cd "$src" && { ls fio_*.dsc >/dev/null 2>&1 || apt-get "${ao[@]}" source --download-only fio >/dev/null 2>&1; } &&
-    rm -rf fio-[0-9]*/ && dpkg-source -x fio_*.dsc >/dev/null &&
-    cd fio-[0-9]*/ && ./configure --enable-libiscsi --dynamic-libengines --disable-native >/dev/null &&
-    make -j"$(nproc)" >/dev/null && cp engines/fio-libiscsi.so "$engine_so")
-fi
+# shellcheck source=bench/lib/fio-libiscsi.sh
+source bench/lib/fio-libiscsi.sh
+engine_so=$(fio_libiscsi_engine)
 
 # Starts Castor and tgt with every thread on CPU $1 (their own state each time).
 start_servers() {

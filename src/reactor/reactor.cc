@@ -335,7 +335,7 @@ void Reactor::run() {
   // slept in it.
   uint64_t idle_since_ns = 0;
   bool slept = false;
-  stats_.spin_window_ns = spin_.window_ns();
+  stats_.spin_window_ns = spin_.window_ns(now_ns_);
   for (;;) {
     now_ns_ = mono_ns();
     stats_.loops++;
@@ -352,11 +352,12 @@ void Reactor::run() {
     work += reap();
     if (work) {
       if (idle_since_ns) {
-        spin_.idle_ended(now_ns_ - idle_since_ns, slept);
+        spin_.idle_ended(now_ns_ - idle_since_ns, slept, now_ns_);
         if (!slept) stats_.spin_hits++;
         stats_.spin_grows = spin_.grows();
         stats_.spin_shrinks = spin_.shrinks();
-        stats_.spin_window_ns = spin_.window_ns();
+        stats_.spin_pauses = spin_.pauses();
+        stats_.spin_window_ns = spin_.window_ns(now_ns_);
         idle_since_ns = 0;
       }
       continue;
@@ -375,10 +376,12 @@ void Reactor::run() {
       idle_since_ns = now_ns_;
       slept = false;
     }
-    if (!slept && now_ns_ - idle_since_ns < spin_.window_ns()) {
+    if (!slept && now_ns_ - idle_since_ns < spin_.window_ns(now_ns_)) {
       // Polling must not keep a thread that wants this CPU (the application, on a shared
       // core) from running: it may be the one about to send the work polled for.
       sched_yield();
+      const uint64_t after = mono_ns();
+      spin_.yielded(after - now_ns_, after);
       continue;
     }
     slept = true;
@@ -390,9 +393,9 @@ void Reactor::run() {
   pollers_.clear();
   io_uring_queue_exit(&ring_);
   ring_ok_ = false;
-  spdlog::debug("reactor={} stopped loops={} sleeps={} spin hits={} grows={} shrinks={}", id_,
-                stats_.loops, stats_.sleeps, stats_.spin_hits, stats_.spin_grows,
-                stats_.spin_shrinks);
+  spdlog::debug("reactor={} stopped loops={} sleeps={} spin hits={} grows={} shrinks={} pauses={}",
+                id_, stats_.loops, stats_.sleeps, stats_.spin_hits, stats_.spin_grows,
+                stats_.spin_shrinks, stats_.spin_pauses);
   t_current = nullptr;
 }
 

@@ -97,6 +97,7 @@ struct ReactorStats {
   uint64_t spin_hits = 0;    // idle periods that ended while polling
   uint64_t spin_grows = 0;   // ... after a sleep, soon enough that the window grew
   uint64_t spin_shrinks = 0; // ... after a sleep longer than spin_ns: the window shrank
+  uint64_t spin_pauses = 0;  // polling paused: a yield let a long-running thread run
   uint64_t spin_window_ns = 0;  // the window now
 };
 

@@ -34,6 +34,14 @@
 // shared with the application it serves, the application then runs while the reactor
 // polls, so its next request arrives during the poll instead of after it.
 //
+// A yield that takes long (over kLongYieldNs) means a thread that computes rather than
+// waits on I/O shares the core: it ran a whole time slice (milliseconds), during which
+// the reactor, runnable but not sleeping, could not be woken early by its work. Polling
+// then costs a time slice of latency per request (250 IOPS at QD1 beside a CPU hog,
+// against 6 K sleeping at once), so it pauses: the window is 0 for 100 ms, twice as long
+// after each pause that a long yield follows again (at most 5 s), and the backoff starts
+// over once no long yield was seen for kCalmNs.
+//
 // Not thread-safe: the reactor's thread only.
 
 #include <algorithm>
@@ -43,19 +51,24 @@ namespace castor::reactor {
 
 class SpinPolicy {
  public:
-  static constexpr uint64_t kMinNs = 1'000;  // below this a window is 0
+  static constexpr uint64_t kMinNs = 1'000;               // below this a window is 0
+  static constexpr uint64_t kLongYieldNs = 200'000;       // a yield that let a hog run
+  static constexpr uint64_t kFirstPauseNs = 100'000'000;  // then doubling, at most:
+  static constexpr uint64_t kMaxPauseNs = 5'000'000'000;
+  static constexpr uint64_t kCalmNs = 10'000'000'000;     // no long yield: backoff resets
 
   SpinPolicy(uint64_t max_ns, bool adaptive)
       : max_ns_(max_ns), adaptive_(adaptive), window_ns_(adaptive ? 0 : max_ns) {}
 
-  // The current window: keep polling until the idle period is this long.
-  uint64_t window_ns() const { return window_ns_; }
+  // The current window at monotonic time `now`: keep polling until the idle period is
+  // this long (0 while paused).
+  uint64_t window_ns(uint64_t now) const { return now < paused_until_ ? 0 : window_ns_; }
   uint64_t max_ns() const { return max_ns_; }
 
-  // An idle period of `idle_ns` just ended with work; `slept` says whether the reactor
-  // slept in it (false: the work was found while polling).
-  void idle_ended(uint64_t idle_ns, bool slept) {
-    if (!adaptive_ || !slept) return;
+  // An idle period of `idle_ns` just ended with work at `now`; `slept` says whether the
+  // reactor slept in it (false: the work was found while polling).
+  void idle_ended(uint64_t idle_ns, bool slept, uint64_t now) {
+    if (!adaptive_ || !slept || now < paused_until_) return;
     if (idle_ns <= max_ns_) {
       ++grows_;
       window_ns_ = std::min(max_ns_, std::max(window_ns_, idle_ns + idle_ns / 4));
@@ -66,14 +79,26 @@ class SpinPolicy {
     }
   }
 
+  // A yield while polling returned at `now` after `took_ns`.
+  void yielded(uint64_t took_ns, uint64_t now) {
+    if (took_ns <= kLongYieldNs) return;
+    if (now - last_long_yield_ > kCalmNs) pause_ns_ = 0;
+    last_long_yield_ = now;
+    pause_ns_ = pause_ns_ ? std::min(2 * pause_ns_, kMaxPauseNs) : kFirstPauseNs;
+    paused_until_ = now + pause_ns_;
+    ++pauses_;
+  }
+
   uint64_t grows() const { return grows_; }
   uint64_t shrinks() const { return shrinks_; }
+  uint64_t pauses() const { return pauses_; }
 
  private:
   const uint64_t max_ns_;
   const bool adaptive_;
   uint64_t window_ns_;
-  uint64_t grows_ = 0, shrinks_ = 0;
+  uint64_t paused_until_ = 0, pause_ns_ = 0, last_long_yield_ = 0;
+  uint64_t grows_ = 0, shrinks_ = 0, pauses_ = 0;
 };
 
 }  // namespace castor::reactor

@@ -183,42 +183,76 @@ TEST(Reactor, IdleReactorsSleep) {
 // it; work that came after a sleep but within the maximum grows it to cover that gap;
 // work that came later than the maximum halves it, down to 0.
 TEST(SpinPolicy, GrowsOnShortSleepsAndShrinksOnLongOnes) {
+  constexpr uint64_t kNow = 1'000'000'000;
   SpinPolicy p(50'000, true);
-  EXPECT_EQ(p.window_ns(), 0u) << "polls only once polling would have paid";
-  p.idle_ended(40'000, true);
-  EXPECT_EQ(p.window_ns(), 50'000u);
-  p.idle_ended(10'000, false);  // caught while polling
-  EXPECT_EQ(p.window_ns(), 50'000u);
-  p.idle_ended(1'000'000, true);  // a 1 ms gap: polling would not have paid
-  EXPECT_EQ(p.window_ns(), 25'000u);
-  for (int i = 0; i < 4; ++i) p.idle_ended(1'000'000, true);
-  EXPECT_EQ(p.window_ns(), 1'562u);
-  p.idle_ended(1'000'000, true);
-  EXPECT_EQ(p.window_ns(), 0u) << "below 1 us the window is 0";
-  p.idle_ended(1'000'000, true);
-  EXPECT_EQ(p.window_ns(), 0u);
+  EXPECT_EQ(p.window_ns(kNow), 0u) << "polls only once polling would have paid";
+  p.idle_ended(40'000, true, kNow);
+  EXPECT_EQ(p.window_ns(kNow), 50'000u);
+  p.idle_ended(10'000, false, kNow);  // caught while polling
+  EXPECT_EQ(p.window_ns(kNow), 50'000u);
+  p.idle_ended(1'000'000, true, kNow);  // a 1 ms gap: polling would not have paid
+  EXPECT_EQ(p.window_ns(kNow), 25'000u);
+  for (int i = 0; i < 4; ++i) p.idle_ended(1'000'000, true, kNow);
+  EXPECT_EQ(p.window_ns(kNow), 1'562u);
+  p.idle_ended(1'000'000, true, kNow);
+  EXPECT_EQ(p.window_ns(kNow), 0u) << "below 1 us the window is 0";
+  p.idle_ended(1'000'000, true, kNow);
+  EXPECT_EQ(p.window_ns(kNow), 0u);
   EXPECT_EQ(p.shrinks(), 6u) << "a window already 0 does not shrink";
   // A 30 us round trip that a window of 0 slept through: the window covers it, with a
   // quarter to spare...
-  p.idle_ended(30'000, true);
-  EXPECT_EQ(p.window_ns(), 37'500u);
+  p.idle_ended(30'000, true, kNow);
+  EXPECT_EQ(p.window_ns(kNow), 37'500u);
   // ... never more than the maximum, and never less than it was.
-  p.idle_ended(48'000, true);
-  EXPECT_EQ(p.window_ns(), 50'000u);
-  p.idle_ended(5'000, true);
-  EXPECT_EQ(p.window_ns(), 50'000u);
+  p.idle_ended(48'000, true, kNow);
+  EXPECT_EQ(p.window_ns(kNow), 50'000u);
+  p.idle_ended(5'000, true, kNow);
+  EXPECT_EQ(p.window_ns(kNow), 50'000u);
   EXPECT_EQ(p.grows(), 4u);
 }
 
 TEST(SpinPolicy, AFixedWindowNeverMoves) {
+  constexpr uint64_t kNow = 1'000'000'000;
   SpinPolicy p(20'000, false);
-  p.idle_ended(1'000'000, true);
-  p.idle_ended(1'000, true);
-  EXPECT_EQ(p.window_ns(), 20'000u);
+  p.idle_ended(1'000'000, true, kNow);
+  p.idle_ended(1'000, true, kNow);
+  EXPECT_EQ(p.window_ns(kNow), 20'000u);
   EXPECT_EQ(p.grows() + p.shrinks(), 0u);
   SpinPolicy off(0, true);  // --spin-us 0: never polls, whatever the gaps
-  off.idle_ended(5'000, true);
-  EXPECT_EQ(off.window_ns(), 0u);
+  off.idle_ended(5'000, true, kNow);
+  EXPECT_EQ(off.window_ns(kNow), 0u);
+}
+
+// A yield that lets another thread run a long time (a CPU hog on the reactor's core)
+// pauses polling: 100 ms, then twice as long after each pause a long yield follows, at
+// most 5 s; short yields (the application answering) change nothing; after 10 s without
+// a long yield the backoff starts over. While paused, sleeps do not grow the window.
+TEST(SpinPolicy, ALongYieldPausesPolling) {
+  constexpr uint64_t kMs = 1'000'000;
+  SpinPolicy p(50'000, true);
+  uint64_t t = 1'000 * kMs;
+  p.idle_ended(20'000, true, t);
+  ASSERT_EQ(p.window_ns(t), 25'000u);
+  p.yielded(30'000, t);  // the application ran for 30 us: fine
+  EXPECT_EQ(p.window_ns(t), 25'000u);
+  p.yielded(4 * kMs, t);  // a hog ran a 4 ms slice
+  EXPECT_EQ(p.pauses(), 1u);
+  EXPECT_EQ(p.window_ns(t + 99 * kMs), 0u);
+  p.idle_ended(20'000, true, t + 50 * kMs);  // no growth while paused
+  EXPECT_EQ(p.window_ns(t + 100 * kMs), 25'000u) << "the window is kept for after the pause";
+  t += 100 * kMs;
+  p.yielded(4 * kMs, t);
+  EXPECT_EQ(p.window_ns(t + 199 * kMs), 0u) << "the second pause is 200 ms";
+  EXPECT_EQ(p.window_ns(t + 200 * kMs), 25'000u);
+  for (int i = 0; i < 10; ++i) {
+    t += 6'000 * kMs;
+    p.yielded(4 * kMs, t);
+  }
+  EXPECT_EQ(p.window_ns(t + 4'999 * kMs), 0u);
+  EXPECT_EQ(p.window_ns(t + 5'000 * kMs), 25'000u) << "pauses stop doubling at 5 s";
+  t += 11'000 * kMs;  // calm for more than 10 s
+  p.yielded(4 * kMs, t);
+  EXPECT_EQ(p.window_ns(t + 100 * kMs), 25'000u) << "the backoff started over";
 }
 
 // Work that arrives every millisecond never comes while the reactor polls: each poll is

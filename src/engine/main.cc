@@ -6,8 +6,10 @@
 // the start-up shares and exports, serve gRPC and metrics, write the ready file, wait
 // for SIGINT/SIGTERM. Shutdown runs the same steps backwards: gRPC server, NBD server,
 // NVMe-oF target (its subsystems release their bdevs), nexus manager (destroys every
-// nexus, releasing the replicas it claims; health records are kept), pool manager
-// (exports every pool), registry, reactors.
+// nexus, releasing the replicas it claims; health records are kept; one stuck on a hung
+// child is given up, its rebuild copies aborted or kept, never freed under them, before
+// the registry destroys what is left), pool manager (exports every pool), registry,
+// reactors.
 //
 // Exit codes: 0 clean shutdown, 1 start-up failure (state directory, bdev, pool import,
 // bind, share, export, ready file), 2 bad configuration.

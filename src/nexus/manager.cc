@@ -7,15 +7,49 @@ namespace castor::nexus {
 NexusManager::NexusManager(bdev::BdevRegistry& registry, ChildHealthStore& store, bdev::HostId host_id)
     : registry_(registry), store_(store), host_id_(host_id) {}
 
-NexusManager::~NexusManager() {
+NexusManager::~NexusManager() { destroy_all(); }
+
+void NexusManager::destroy_all(uint64_t drain_timeout_ms) {
   std::vector<std::string> names;
   {
     std::lock_guard lk(mu_);
     for (const auto& [n, _] : nexuses_) names.push_back(n);
   }
-  for (const auto& n : names) {
-    if (auto st = destroy(n); !st) spdlog::warn("nexus destroy at shutdown: {}", st.to_string());
+  for (const auto& name : names) {
+    auto n = find(name);
+    if (!n) continue;
+    auto st = destroy(name, false, drain_timeout_ms);
+    if (st || st.code() == Errc::kNotFound) continue;
+    spdlog::warn("nexus destroy at shutdown: {}; giving it up", st.to_string());
+    tear_down(name, n, drain_timeout_ms);
   }
+}
+
+void NexusManager::tear_down(const std::string& name, const std::shared_ptr<Nexus>& n,
+                             uint64_t timeout_ms) {
+  // Its rebuild copies and child requests point into it and its jobs, and their
+  // completions reach the worker: it is freed only once none is left (give_up), and not
+  // while anyone may still submit to it (the registry drops its channels first).
+  bool freeable = n->give_up(timeout_ms);
+  if (freeable) {
+    if (auto st = registry_.destroy(name); !st) {
+      spdlog::error("nexus={} cannot be unregistered at shutdown: {}", name, st.to_string());
+      freeable = false;
+    }
+  }
+  if (freeable) {
+    n->close_children();  // owned children are destroyed: nothing of the nexus is in them now
+  } else {
+    // Kept with its children open and a descriptor of its own, so that the registry never
+    // drops its channels or destroys the children that still have its requests.
+    spdlog::error("nexus={} still has I/O in flight at shutdown; kept (leaked), not freed under it",
+                  name);
+    n->forget_worker();
+    keep_forever(n);
+    keep_forever(std::make_shared<bdev::BdevDesc>(n.get()));
+  }
+  std::lock_guard lk(mu_);
+  nexuses_.erase(name);
 }
 
 Result<NexusInfo> NexusManager::create(const std::string& name, uint64_t size_bytes,
@@ -40,19 +74,31 @@ Result<NexusInfo> NexusManager::create(const std::string& name, uint64_t size_by
 }
 
 Status NexusManager::destroy(const std::string& name, bool purge, uint64_t drain_timeout_ms) {
-  std::lock_guard lk(mu_);
-  auto it = nexuses_.find(name);
-  if (it == nexuses_.end()) return make_error(Errc::kNotFound, "nexus '{}' does not exist", name);
-  auto n = it->second;
-  if (auto info = registry_.info(name); info && (info->open_descs > 0 || !info->claimed_by.empty())) {
-    return make_error(Errc::kBusy, "nexus '{}' is in use ({} open descriptor(s){}{})", name,
-                      info->open_descs, info->claimed_by.empty() ? "" : ", claimed by ",
-                      info->claimed_by);
+  std::shared_ptr<Nexus> n;
+  {
+    std::lock_guard lk(mu_);
+    auto it = nexuses_.find(name);
+    if (it == nexuses_.end()) return make_error(Errc::kNotFound, "nexus '{}' does not exist", name);
+    if (destroying_.count(name)) {
+      return make_error(Errc::kBusy, "nexus '{}' is being destroyed", name);
+    }
+    n = it->second;
+    if (auto info = registry_.info(name);
+        info && (info->open_descs > 0 || !info->claimed_by.empty())) {
+      return make_error(Errc::kBusy, "nexus '{}' is in use ({} open descriptor(s){}{})", name,
+                        info->open_descs, info->claimed_by.empty() ? "" : ", claimed by ",
+                        info->claimed_by);
+    }
+    destroying_.insert(name);
   }
-  if (auto st = n->shutdown(drain_timeout_ms); !st) return st;
+  // The shutdown waits (up to drain_timeout_ms) without the manager's lock.
+  const Status down = n->shutdown(drain_timeout_ms);
+  std::lock_guard lk(mu_);
+  destroying_.erase(name);
+  if (!down) return down;
   if (auto st = registry_.destroy(name); !st) return st;
   n->close_children();
-  nexuses_.erase(it);
+  nexuses_.erase(name);
   if (purge) {
     if (auto st = store_.purge(name); !st) {
       spdlog::warn("nexus={} cannot purge its health records: {}", name, st.to_string());

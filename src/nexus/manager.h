@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -23,7 +24,7 @@ class NexusManager {
   // nexuses exist. `host_id`: the engine's host identifier, the one its nvmf:// children
   // connect with (nexuses with a generation register on them under it); zero: none.
   NexusManager(bdev::BdevRegistry& registry, ChildHealthStore& store, bdev::HostId host_id = {});
-  // Destroys every nexus (best effort; failures are logged).
+  // destroy_all() with its default timeout.
   ~NexusManager();
   NexusManager(const NexusManager&) = delete;
   NexusManager& operator=(const NexusManager&) = delete;
@@ -35,9 +36,17 @@ class NexusManager {
   // Stops rebuilds, drains child I/O, saves missed-write logs, unregisters the bdev and
   // closes (owned: destroys) the children. The health records are kept (the stale-child
   // rule applies to a re-created nexus); `purge` deletes them too.
-  // Errors: NotFound, Busy (open descriptors on the nexus, or a child I/O that does not
-  // drain within `drain_timeout_ms`).
+  // Errors: NotFound, Busy (open descriptors on the nexus, already being destroyed, or a
+  // rebuild copy, child I/O or flush that does not finish within `drain_timeout_ms`: the
+  // nexus then stays as it was). find(), info() and list() answer while it waits.
   Status destroy(const std::string& name, bool purge = false, uint64_t drain_timeout_ms = 10000);
+  // Destroys every nexus, as at engine exit (the destructor calls it). A nexus whose
+  // destroy fails (a rebuild copy or child I/O stuck on a hung child, a flush that does
+  // not finish) is given up (Nexus::give_up: copies aborted where the child can, then
+  // waited for up to `drain_timeout_ms` more) and freed only once nothing in flight refers
+  // to it; what still does is kept for the life of the process, with an error in the log,
+  // never freed under that I/O. Errors are logged.
+  void destroy_all(uint64_t drain_timeout_ms = 10000);
   std::shared_ptr<Nexus> find(const std::string& name) const;
   Result<NexusInfo> info(const std::string& name) const;
   std::vector<NexusInfo> list() const;
@@ -49,9 +58,14 @@ class NexusManager {
   bdev::BdevRegistry& registry_;
   ChildHealthStore& store_;
   bdev::HostId host_id_;
+  // After a failed destroy at exit: gives `n` up, then frees it (or keeps it for good).
+  void tear_down(const std::string& name, const std::shared_ptr<Nexus>& n, uint64_t timeout_ms);
+
   ControlWorker worker_;  // destroyed after the nexuses below
+  // Not held while a nexus shuts down (destroy), so lookups answer meanwhile.
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<Nexus>> nexuses_;
+  std::set<std::string> destroying_;  // names whose destroy is in progress (mu_)
 };
 
 }  // namespace castor::nexus

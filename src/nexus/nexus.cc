@@ -4,7 +4,6 @@
 #include <chrono>
 #include <condition_variable>
 #include <set>
-#include <thread>
 
 #include <spdlog/spdlog.h>
 
@@ -23,16 +22,36 @@ Nexus::Nexus(NexusDeps deps, const std::string& name, uint32_t block_size, uint6
              const NexusOptions& opts)
     : Bdev(name, "nexus", block_size, num_blocks),
       deps_(deps),
+      reactors_(deps.registry.reactors()),
       opts_(opts),
       segment_blocks_(std::max<uint64_t>(1, uint64_t{opts.rebuild.segment_kb} * 1024 / block_size)) {
   for (auto& s : slots_) s.store(nullptr);
   if (opts.serialize_overlaps) inflight_ = std::make_unique<InflightWrites>(block_size, num_blocks);
 }
 
+void keep_forever(std::shared_ptr<const void> p) {
+  static std::mutex mu;
+  static auto* kept = new std::vector<std::shared_ptr<const void>>;  // never freed
+  std::lock_guard lk(mu);
+  kept->push_back(std::move(p));
+}
+
 Nexus::~Nexus() {
-  // Jobs hold their destination child: break the cycle (they are quiescent by now).
-  for (auto& c : children_) c->job.reset();
-  for (auto& c : graveyard_) c->job.reset();
+  // Jobs hold their destination child: break the cycle. shutdown() or give_up() left every
+  // job quiescent or detached; a job with copies out is never freed (their completions
+  // would run it): one that is not detached yet is detached here, as a last resort.
+  for (auto* v : {&children_, &graveyard_}) {
+    for (auto& c : *v) {
+      auto job = std::move(c->job);
+      if (!job || job->quiescent()) continue;
+      if (!job->detached()) {
+        spdlog::error("nexus={} freed while the rebuild of {} has copies in flight; detaching it",
+                      name(), c->uri);
+        if (reactor::Reactor::current() == nullptr) job->detach();
+      }
+      keep_forever(std::move(job));
+    }
+  }
 }
 
 Result<std::shared_ptr<Nexus>> Nexus::create(NexusDeps deps, const std::string& name,
@@ -213,6 +232,11 @@ Result<std::shared_ptr<Nexus>> Nexus::create(NexusDeps deps, const std::string& 
 }
 
 void Nexus::start_initial_rebuilds() {
+  ControlLock ctl;
+  if (auto st = lock_control(ctl, "start_initial_rebuilds"); !st) {
+    spdlog::error("nexus={} cannot start its initial rebuilds: {}", name(), st.to_string());
+    return;
+  }
   std::lock_guard lk(mu_);
   for (auto& c : initial_rebuilds_) {
     std::vector<uint64_t> segs;
@@ -243,11 +267,29 @@ NexusChannel* Nexus::channel_on(size_t reactor_id) const {
 }
 
 void Nexus::post_control(std::function<void()> fn) {
+  std::lock_guard lk(post_mu_);
+  if (worker_gone_) {
+    spdlog::warn("nexus={} outlived its manager: internal work dropped", name());
+    return;
+  }
   async_begin();
   deps_.worker.post([this, fn = std::move(fn)] {
     fn();
     async_end();
   });
+}
+
+void Nexus::forget_worker() {
+  std::lock_guard lk(post_mu_);
+  worker_gone_ = true;
+}
+
+void Nexus::wake() {
+  {
+    std::lock_guard lk(wake_mu_);
+    ++wake_gen_;
+  }
+  wake_cv_.notify_all();
 }
 
 void Nexus::broadcast(std::function<void(NexusChannel&)> fn) {
@@ -349,6 +391,7 @@ void Nexus::on_child_retired(Child* c, FaultReason why) {
       // this record complete as fenced.
       c->settle_record(RecordState::kFailed);
       broadcast([](NexusChannel& ch) { ch.recheck_records(); });
+      wake();
       return;
     }
     Status st = deps_.store.mark_unhealthy(name(), c->uri, fault_reason_name(why));
@@ -364,6 +407,7 @@ void Nexus::on_child_retired(Child* c, FaultReason why) {
     }
     c->settle_record(st ? RecordState::kDurable : RecordState::kFailed);
     broadcast([](NexusChannel& ch) { ch.recheck_records(); });
+    wake();  // remove_child may be waiting for this record
   });
 }
 
@@ -528,28 +572,25 @@ std::shared_ptr<Child> Nexus::find_child(const std::string& uri) const {
 // ---- shutdown ----
 
 Status Nexus::shutdown(uint64_t drain_timeout_ms) {
-  std::lock_guard lk(mu_);
+  const uint64_t deadline = deadline_after(drain_timeout_ms);
+  ControlLock ctl;
+  if (auto st = lock_control(ctl, "shutdown", drain_timeout_ms); !st) return st;
+  StateLock lk(mu_);
   shut_down_ = true;
-  for (auto& c : children_) {
-    if (auto st = stop_job_locked(*c, drain_timeout_ms); !st) {
-      shut_down_ = false;
-      return st;
-    }
-  }
-  for (auto& c : children_) {
-    if (auto st = drain_child(*c, drain_timeout_ms); !st) {
-      shut_down_ = false;
-      return st;
-    }
-  }
-  const uint64_t deadline = mono_ns() + drain_timeout_ms * 1'000'000;
-  while (async_.load() > 0 && mono_ns() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  if (async_.load() > 0) {
+  auto fail = [&](Status st) {
     shut_down_ = false;
-    return make_error(Errc::kBusy, "nexus '{}': {} internal operation(s) did not finish", name(),
-                      async_.load());
+    return st;
+  };
+  // The waits below release mu_; children_ stays as it is (this call holds ctl_mu_).
+  for (auto& c : children_) {
+    if (auto st = stop_job(lk, *c, deadline); !st) return fail(st);
+  }
+  for (auto& c : children_) {
+    if (auto st = drain_child(lk, *c, deadline); !st) return fail(st);
+  }
+  if (!wait_unlocked(lk, deadline, [this] { return async_.load() == 0; })) {
+    return fail(make_error(Errc::kBusy, "nexus '{}': {} internal operation(s) did not finish",
+                           name(), async_.load()));
   }
   // Every writable child durable, then recorded closed: a re-created nexus may then read
   // from any child recorded healthy. A failed flush leaves the nexus recorded open (the
@@ -559,9 +600,8 @@ Status Nexus::shutdown(uint64_t drain_timeout_ms) {
     spdlog::info("nexus={} is fenced: its shutdown records nothing", name());
     return Status::ok();
   }
-  if (auto st = flush_children(drain_timeout_ms); st.code() == Errc::kBusy) {
-    shut_down_ = false;
-    return st;
+  if (auto st = flush_children(lk, deadline); st.code() == Errc::kBusy) {
+    return fail(st);
   } else if (!st) {
     spdlog::warn("nexus={} {}; left recorded open, so the next open resyncs", name(), st.to_string());
   } else if (auto rec = deps_.store.set_open(name(), false); !rec) {
@@ -583,7 +623,51 @@ Status Nexus::shutdown(uint64_t drain_timeout_ms) {
   return Status::ok();
 }
 
-Status Nexus::flush_children(uint64_t timeout_ms) {
+bool Nexus::give_up(uint64_t timeout_ms) {
+  const uint64_t deadline = deadline_after(timeout_ms);
+  ControlLock ctl;
+  if (auto st = lock_control(ctl, "give_up", timeout_ms); !st) {
+    spdlog::error("nexus={} cannot be given up: {}", name(), st.to_string());
+    return false;
+  }
+  StateLock lk(mu_);
+  shut_down_ = true;
+  std::vector<std::shared_ptr<RebuildJob>> jobs;
+  for (auto& c : children_) {
+    if (c->job && !c->job->quiescent()) jobs.push_back(c->job);
+  }
+  // Stopped first, so that the copies aborted next are the last ones: each then completes
+  // (aborted) on its reactor while the nexus, its children and the worker are all alive.
+  for (auto& j : jobs) {
+    j->stop();
+    j->abort_copies();
+  }
+  for (auto& j : jobs) {
+    lk.unlock();
+    const bool done = j->wait_quiescent(deadline);
+    lk.lock();
+    if (done) continue;
+    const size_t out = j->detach();
+    if (j->quiescent()) continue;  // finished just before the detach took effect
+    spdlog::error("nexus={} rebuild of {} still has {} copy(ies) in flight on a child that neither "
+                  "answers nor can abort them; its buffers are kept (leaked) so that a late "
+                  "completion lands in live memory",
+                  name(), j->dest()->uri, out);
+    keep_forever(j);
+  }
+  bool ok = true;
+  if (!wait_unlocked(lk, deadline, [this] { return outstanding(nullptr) == 0; })) {
+    spdlog::error("nexus={} child I/O still outstanding at exit (a hung child)", name());
+    ok = false;
+  }
+  if (!wait_unlocked(lk, deadline, [this] { return async_.load() == 0; })) {
+    spdlog::error("nexus={} {} internal operation(s) still running at exit", name(), async_.load());
+    ok = false;
+  }
+  return ok;
+}
+
+Status Nexus::flush_children(StateLock& lk, uint64_t deadline_ns) {
   struct Flush {
     std::mutex mu;
     std::condition_variable cv;
@@ -634,15 +718,29 @@ Status Nexus::flush_children(uint64_t timeout_ms) {
       f->descs[i]->channel(r).submit(req);
     }
   });
-  std::unique_lock lk(f->mu);
-  if (!f->cv.wait_for(lk, std::chrono::milliseconds(timeout_ms), [&] { return f->left == 0; })) {
-    return make_error(Errc::kBusy, "nexus '{}': a child flush did not finish in {} ms", name(), timeout_ms);
+  // Waits without mu_: the children stay open (the caller holds ctl_mu_).
+  lk.unlock();
+  bool done;
+  {
+    std::unique_lock fl(f->mu);
+    const uint64_t now = mono_ns();
+    done = f->cv.wait_for(fl, std::chrono::nanoseconds(deadline_ns > now ? deadline_ns - now : 0),
+                          [&] { return f->left == 0; });
+  }
+  lk.lock();
+  if (!done) {
+    return make_error(Errc::kBusy, "nexus '{}': a child flush did not finish in time", name());
   }
   if (!f->failed.empty()) return make_error(Errc::kIoError, "{}", f->failed);
   return Status::ok();
 }
 
 void Nexus::close_children() {
+  ControlLock ctl;
+  if (auto st = lock_control(ctl, "close_children"); !st) {
+    // Only the manager calls this, after shutdown() or give_up(), with no call left.
+    spdlog::error("nexus={} closes its children while {}", name(), st.to_string());
+  }
   std::lock_guard lk(mu_);
   for (auto& c : children_) {
     slots_[c->slot].store(nullptr);

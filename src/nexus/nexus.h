@@ -22,7 +22,16 @@
 //
 // Control path (any non-reactor thread; calls are serialized per nexus): add, remove,
 // fault, offline, online a child, and rebuild control. Each change is applied to every
-// reactor's channel by message and the call returns once all have applied it.
+// reactor's channel by message and the call returns once all have applied it. A call that
+// waits (for a rebuild copy, a child's I/O, a record, a flush) waits with a deadline and
+// without holding the nexus's state: describe() and rebuild_info() answer meanwhile.
+//
+// Lifetime: an I/O the nexus submits itself (a rebuild copy, a child request, the
+// shutdown flush) completes before the memory it points to, or that its completion
+// reaches, is freed. The nexus is freed only once every rebuild job is quiescent and no
+// internal message or worker job refers to it; what cannot get there at engine exit (a
+// device that never answers) is kept for the life of the process (keep_forever), never
+// freed under the I/O.
 //
 // Range lock (for rebuild): a locked block range holds new application writes that
 // overlap it on every reactor; the lock is granted once each reactor's in-flight
@@ -34,6 +43,7 @@
 
 #include <array>
 #include <atomic>
+#include <condition_variable>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -55,8 +65,14 @@ class RebuildJob;
 // Record states of a child's unhealthy record (see Child::record).
 enum class RecordState : uint8_t { kClean = 0, kPending, kDurable, kFailed };
 
+// Keeps `p` for the life of the process: memory that I/O which may never return still
+// points to (a rebuild job with a copy stuck on a hung child, a nexus whose child I/O did
+// not drain), when the engine gives up waiting for it at exit. A deliberate leak, which
+// the caller logs; reachable from here, so leak checkers do not report it. Thread-safe.
+void keep_forever(std::shared_ptr<const void> p);
+
 // One child of a nexus. Created and destroyed by the Nexus (control path). The atomics
-// are read by reactors; everything else is guarded by the nexus' control mutex.
+// are read by reactors; everything else is guarded by the nexus's locks (Nexus::mu_).
 struct Child {
   std::string uri;        // as given at create/add
   std::string bdev_name;
@@ -123,7 +139,7 @@ struct Child {
   std::atomic<uint64_t> window_start_ns{0};
   std::atomic<uint32_t> window_errors{0};
 
-  std::shared_ptr<RebuildJob> job;         // running or last job (control mutex)
+  std::shared_ptr<RebuildJob> job;         // running or last job (see Nexus::mu_)
 
  private:
   static uint32_t pack(ChildState s, FaultReason r, RecordState rec) {
@@ -170,6 +186,8 @@ class Nexus final : public bdev::Bdev {
   const NexusOptions& options() const { return opts_; }
 
   // ---- Control path (not from a reactor thread) ----
+  // Each call below that changes the nexus may also fail with Busy when another control
+  // call of this nexus is still in progress after max(5 s, 2 x child_io_timeout_ms).
   // Adds a child; it starts OutOfSync and is rebuilt from a healthy child (`rebuild`),
   // or starts Faulted(OutOfSync). Errors: InvalidArgument (limit, size, block size),
   // AlreadyExists, NotFound/Busy (open), and the creation error of an owned child.
@@ -210,15 +228,28 @@ class Nexus final : public bdev::Bdev {
   Result<RebuildInfo> wait_rebuild(const std::string& uri, uint64_t timeout_ms);
 
   // Before destroy: stops rebuilds, waits for child I/O and pending records, saves the
-  // missed-write logs as clean. Errors: Busy (a child I/O did not drain in time).
+  // missed-write logs as clean. Waits `drain_timeout_ms` in all. Errors: Busy (a rebuild
+  // copy, a child I/O or the flush did not finish in time; the nexus then stays usable).
   Status shutdown(uint64_t drain_timeout_ms);
+  // At engine exit, after shutdown() failed: gives up what is still in flight so that the
+  // nexus can be freed. Stops every rebuild and aborts its copies in flight where the
+  // child can (an nvmf:// child queuing for a lost connection hands them back at once),
+  // waits up to `timeout_ms` for each job to become quiescent, and detaches a job still
+  // waiting for a child that cannot abort (logged; its caller keeps it, keep_forever).
+  // Returns true if the nexus may then be freed: no child request and no internal message
+  // or worker job refers to it any more. False: it must be kept (keep_forever) and never
+  // get I/O again.
+  bool give_up(uint64_t timeout_ms);
   // After the registry dropped the nexus: closes the children, destroying owned ones.
   void close_children();
+  // The manager's worker is going away (a kept nexus outlives it): from now on work for
+  // it is dropped, with a log line, instead of posted.
+  void forget_worker();
 
   // ---- Used by NexusChannel and RebuildJob ----
   Child* child_at(size_t slot) const { return slots_[slot].load(std::memory_order_acquire); }
   NexusChannel* channel_on(size_t reactor_id) const;
-  reactor::ReactorGroup& reactors() { return deps_.registry.reactors(); }
+  reactor::ReactorGroup& reactors() { return reactors_; }
   uint64_t segment_blocks() const { return segment_blocks_; }
   // Null with serialize_overlaps=false.
   InflightWrites* inflight_writes() const { return inflight_.get(); }
@@ -242,6 +273,9 @@ class Nexus final : public bdev::Bdev {
   void finish_rebuild(const std::shared_ptr<RebuildJob>& job);
   // Runs `fn` on the manager's worker thread (blocking work: store writes, run_on_all).
   void post_control(std::function<void()> fn);
+  // Wakes the control calls waiting for a record, a job's outcome or a drain (any thread
+  // that keeps the nexus alive meanwhile: the worker, inside post_control's work).
+  void wake();
   // On the worker: writes `c`'s log (write-ahead) to the store, after the unhealthy
   // record unless `after_mark` says it was just written; then advances `durable`.
   Status persist_log(Child* c, const std::string& reason, bool after_mark);
@@ -266,23 +300,59 @@ class Nexus final : public bdev::Bdev {
   std::shared_ptr<Child> find_child(const std::string& uri) const;
   int healthy_count() const;
   void sync_all();  // run_on_all(channel.sync())
-  Status drain_child(Child& c, uint64_t timeout_ms);
-  // Flushes every writable child (on reactor 0) and waits. Errors: Busy (not finished in
-  // time: the requests are still out), IoError (a child failed it).
-  Status flush_children(uint64_t timeout_ms);
+
+  // ---- Waiting (see mu_) ----
+  using ControlLock = std::unique_lock<std::timed_mutex>;
+  using StateLock = std::unique_lock<std::mutex>;
+  // How long a control call waits for one thing: max(5 s, 2 x child_io_timeout_ms).
+  uint64_t wait_ms() const;
+  static uint64_t deadline_after(uint64_t ms);  // mono_ns() + ms
+  // Takes ctl_mu_ for the call `what`, waiting for a call in progress at most `timeout_ms`
+  // (0: wait_ms()). Errors: Busy, naming the call in progress.
+  Status lock_control(ControlLock& ctl, const char* what, uint64_t timeout_ms = 0);
+  // Waits until `done()` or `deadline_ns` with `lk` released (held again on return); the
+  // caller holds ctl_mu_, so only reactors and the worker change the nexus meanwhile, and
+  // re-checks what they may have changed. `done` runs without mu_; it is re-evaluated on
+  // wake() and every kWaitTickMs. True if done.
+  bool wait_unlocked(StateLock& lk, uint64_t deadline_ns, const std::function<bool()>& done);
+  static constexpr uint64_t kWaitTickMs = 2;
+  // Child requests of `c` (nullptr: of every child) still out on any reactor.
+  uint64_t outstanding(const Child* c);
+  // Waits (as wait_unlocked) until c's child requests have returned. Errors: Busy.
+  Status drain_child(StateLock& lk, Child& c, uint64_t deadline_ns);
+  // Flushes every writable child (on reactor 0) and waits (as wait_unlocked). Errors: Busy
+  // (not finished in time: the requests are still out), IoError (a child failed it).
+  Status flush_children(StateLock& lk, uint64_t deadline_ns);
   Status start_job(const std::shared_ptr<Child>& c, bool partial, std::vector<uint64_t> segs);
-  // Stops c's running job and applies its outcome. Waits (holding mu_) at most
-  // `timeout_ms` (0: max(5 s, 2 x child_io_timeout_ms)) for its copies in flight; Busy if
-  // they have not returned by then (the job then finishes, and is applied, on its own).
-  Status stop_job_locked(Child& c, uint64_t timeout_ms = 0);
+  // Stops c's running job and applies its outcome. Waits (as wait_unlocked, notified by
+  // the job) until `deadline_ns` (0: wait_ms() from now) for its copies in flight; Busy if
+  // they have not returned by then (the job then finishes, and the worker applies its
+  // outcome, on its own).
+  Status stop_job(StateLock& lk, Child& c, uint64_t deadline_ns = 0);
+  // Applies a quiescent job's outcome to its destination `c` (under mu_).
+  void apply_outcome(Child& c, RebuildJob& job);
   ChildInfo child_info(const Child& c) const;
 
   NexusDeps deps_;
+  reactor::ReactorGroup& reactors_;  // outlives the registry (engine exit)
   NexusOptions opts_;
   uint64_t segment_blocks_;
   std::unique_ptr<InflightWrites> inflight_;
-  mutable std::mutex mu_;  // control path: serializes reconfiguration
-  std::vector<std::shared_ptr<Child>> children_;   // live children (mu_)
+  // Two locks. ctl_mu_ serializes the control calls; one holds it from start to end.
+  // mu_ guards the nexus's state for readers (describe, rebuild_info, wait_rebuild) and
+  // for the worker applying rebuild outcomes; a control call holds it too, but releases
+  // it whenever it waits (wait_unlocked), so a call waiting for a hung child never holds
+  // up a reader or the worker. children_, graveyard_ and Child::job change only under
+  // both; a holder of either may read them. Order: ctl_mu_, then mu_.
+  std::timed_mutex ctl_mu_;
+  std::atomic<const char*> ctl_what_{""};  // the call holding ctl_mu_ (for Busy messages)
+  mutable std::mutex mu_;
+  std::mutex wake_mu_;  // with wake_cv_, wake_gen_: wake()
+  std::condition_variable wake_cv_;
+  uint64_t wake_gen_ = 0;
+  std::mutex post_mu_;  // post_control() against forget_worker()
+  bool worker_gone_ = false;
+  std::vector<std::shared_ptr<Child>> children_;   // live children
   std::vector<std::shared_ptr<Child>> graveyard_;  // removed; kept for late references
   std::array<std::atomic<Child*>, kMaxChildren> slots_{};
   std::vector<std::shared_ptr<Child>> initial_rebuilds_;

@@ -1,6 +1,5 @@
 #include <algorithm>
 #include <chrono>
-#include <thread>
 
 #include <spdlog/spdlog.h>
 
@@ -12,28 +11,76 @@
 
 // Nexus control path for children and their rebuilds: add, remove, fault, offline,
 // online, resize, and starting, stopping and finishing rebuild jobs. Every call holds
-// the nexus's control mutex and applies its change to every reactor's channel.
+// the nexus's control lock (ctl_mu_) and its state lock (mu_), applies its change to
+// every reactor's channel, and releases mu_ whenever it waits (wait_unlocked).
 
 namespace castor::nexus {
 
 using bdev::IoType;
 using bdev::io_type_bit;
 
-Status Nexus::drain_child(Child& c, uint64_t timeout_ms) {
-  const uint64_t deadline = mono_ns() + timeout_ms * 1'000'000;
-  for (;;) {
-    std::atomic<uint64_t> outstanding{0};
-    reactors().run_on_all([&](reactor::Reactor& r) {
-      if (auto* ch = channel_on(r.id())) outstanding += ch->slot_outstanding(c.slot);
-    });
-    if (outstanding.load() == 0) return Status::ok();
-    if (mono_ns() > deadline) {
-      return make_error(Errc::kBusy,
-                        "nexus '{}': child '{}' still has {} I/O(s) outstanding (hung device?)",
-                        name(), c.uri, outstanding.load());
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+// ---- waiting ----
+
+uint64_t Nexus::wait_ms() const {
+  return std::max<uint64_t>(5000, 2ull * opts_.child_io_timeout_ms);
+}
+
+uint64_t Nexus::deadline_after(uint64_t ms) { return mono_ns() + ms * 1'000'000; }
+
+Status Nexus::lock_control(ControlLock& ctl, const char* what, uint64_t timeout_ms) {
+  if (timeout_ms == 0) timeout_ms = wait_ms();
+  ctl = ControlLock(ctl_mu_, std::defer_lock);
+  if (!ctl.try_lock_for(std::chrono::milliseconds(timeout_ms))) {
+    return make_error(Errc::kBusy,
+                      "nexus '{}' is busy: {} has been in progress for over {} ms; retry later",
+                      name(), ctl_what_.load(), timeout_ms);
   }
+  ctl_what_.store(what);
+  return Status::ok();
+}
+
+bool Nexus::wait_unlocked(StateLock& lk, uint64_t deadline_ns, const std::function<bool()>& done) {
+  lk.unlock();
+  bool ok = false;
+  for (;;) {
+    uint64_t seen;
+    {
+      std::lock_guard w(wake_mu_);
+      seen = wake_gen_;
+    }
+    if (done()) {
+      ok = true;
+      break;
+    }
+    const uint64_t now = mono_ns();
+    if (now >= deadline_ns) break;
+    std::unique_lock w(wake_mu_);
+    const uint64_t nap = std::min(deadline_ns - now, kWaitTickMs * 1'000'000);
+    wake_cv_.wait_for(w, std::chrono::nanoseconds(nap), [&] { return wake_gen_ != seen; });
+  }
+  lk.lock();
+  return ok;
+}
+
+uint64_t Nexus::outstanding(const Child* c) {
+  std::atomic<uint64_t> n{0};
+  reactors().run_on_all([&](reactor::Reactor& r) {
+    auto* ch = channel_on(r.id());
+    if (!ch) return;
+    for (size_t s = 0; s < kMaxChildren; ++s) {
+      if (c == nullptr || static_cast<int>(s) == c->slot) n += ch->slot_outstanding(s);
+    }
+  });
+  return n.load();
+}
+
+Status Nexus::drain_child(StateLock& lk, Child& c, uint64_t deadline_ns) {
+  // The child's requests return on their own (or time out and are abandoned), so this
+  // polls the reactors; without mu_, so describe() answers meanwhile.
+  if (wait_unlocked(lk, deadline_ns, [&] { return outstanding(&c) == 0; })) return Status::ok();
+  return make_error(Errc::kBusy,
+                    "nexus '{}': child '{}' still has {} I/O(s) outstanding (hung device?)",
+                    name(), c.uri, outstanding(&c));
 }
 
 Status Nexus::start_job(const std::shared_ptr<Child>& c, bool partial, std::vector<uint64_t> segs) {
@@ -52,29 +99,36 @@ Status Nexus::start_job(const std::shared_ptr<Child>& c, bool partial, std::vect
   return Status::ok();
 }
 
-Status Nexus::stop_job_locked(Child& c, uint64_t timeout_ms) {
+Status Nexus::stop_job(StateLock& lk, Child& c, uint64_t deadline_ns) {
   auto job = c.job;
   if (!job || job->applied.load()) return Status::ok();
   job->stop();
-  // The job runs on its reactor and publishes only a flag, so this polls it; bounded,
-  // because a copy stuck on a hung child would otherwise hold mu_ (every control call
-  // and describe()) for as long as the device hangs.
-  if (timeout_ms == 0) timeout_ms = std::max<uint64_t>(5000, 2ull * opts_.child_io_timeout_ms);
-  const uint64_t deadline = mono_ns() + timeout_ms * 1'000'000;
-  while (!job->quiescent()) {
-    if (mono_ns() > deadline) {
+  // Bounded, and without mu_: a copy stuck on a hung child would otherwise hold every
+  // reader (describe()) for as long as the device hangs. The job notifies when it is
+  // quiescent.
+  if (deadline_ns == 0) deadline_ns = deadline_after(wait_ms());
+  const uint64_t t0 = mono_ns();
+  if (!job->quiescent()) {
+    lk.unlock();
+    const bool done = job->wait_quiescent(deadline_ns);
+    lk.lock();
+    if (!done) {
       // Left to finish on its own: the worker applies its outcome (Faulted(out_of_sync)
       // for a stopped job) once the stuck I/O returns.
       return make_error(Errc::kBusy,
                         "nexus '{}': the rebuild of '{}' did not stop within {} ms (a copy is "
                         "stuck on a hung child); it stops once that I/O returns, retry then",
-                        name(), c.uri, timeout_ms);
+                        name(), c.uri, (mono_ns() - t0) / 1'000'000);
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  // Apply the outcome here; the worker's finish_rebuild then finds it applied.
-  job->applied.store(true);
-  if (job->state() == RebuildState::kCompleted) {
+  // Applied here unless the worker's finish_rebuild got to it first while we waited;
+  // then that finds it applied.
+  if (!job->applied.load()) apply_outcome(c, *job);
+  return Status::ok();
+}
+
+void Nexus::apply_outcome(Child& c, RebuildJob& job) {
+  if (job.state() == RebuildState::kCompleted) {
     // Finished before the stop arrived: keep the copy (unless fenced: the record is the
     // newer nexus's).
     auto st = fenced() ? make_error(Errc::kUnavailable, "fenced") : deps_.store.mark_healthy(name(), c.uri);
@@ -88,26 +142,24 @@ Status Nexus::stop_job_locked(Child& c, uint64_t timeout_ms) {
     c.log_active.store(true);
     c.log_valid.store(false);
     c.set_state(ChildState::kFaulted,
-                job->dest_failed() ? FaultReason::kRebuildFailed : FaultReason::kOutOfSync,
+                job.dest_failed() ? FaultReason::kRebuildFailed : FaultReason::kOutOfSync,
                 RecordState::kDurable);
   }
   sync_all();
-  return Status::ok();
+  job.applied.store(true);
+  wake();
 }
 
 void Nexus::finish_rebuild(const std::shared_ptr<RebuildJob>& job) {
   if (job->applied.load()) return;  // a control call already applied it
-  std::unique_lock lk(mu_, std::try_to_lock);
-  if (!lk) {
-    // A control call holds the nexus and may be waiting on work queued behind us.
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    post_control([this, job] { finish_rebuild(job); });
-    return;
-  }
+  // mu_ is never held while waiting, so the worker may block on it: a control call
+  // holding it does only short work (store writes, run_on_all) and never waits for this.
+  std::lock_guard lk(mu_);
   if (job->applied.load()) return;
   Child& c = *job->dest();
   if (std::find(children_.begin(), children_.end(), job->dest()) == children_.end()) {
     job->applied.store(true);
+    wake();
     return;
   }
   switch (job->state()) {
@@ -146,10 +198,13 @@ void Nexus::finish_rebuild(const std::shared_ptr<RebuildJob>& job) {
   }
   sync_all();
   job->applied.store(true);
+  wake();
 }
 
 Status Nexus::add_child(const std::string& uri, bool rebuild) {
-  std::lock_guard lk(mu_);
+  ControlLock ctl;
+  if (auto st = lock_control(ctl, "add_child"); !st) return st;
+  StateLock lk(mu_);
   if (shut_down_) return make_error(Errc::kBusy, "nexus '{}' is shutting down", name());
   if (children_.size() >= kMaxChildren) {
     return make_error(Errc::kInvalidArgument, "nexus '{}' already has {} children (the limit)",
@@ -226,18 +281,29 @@ Status Nexus::add_child(const std::string& uri, bool rebuild) {
 }
 
 Status Nexus::remove_child(const std::string& uri) {
-  std::lock_guard lk(mu_);
+  ControlLock ctl;
+  if (auto st = lock_control(ctl, "remove_child"); !st) return st;
+  StateLock lk(mu_);
+  if (shut_down_) return make_error(Errc::kBusy, "nexus '{}' is shutting down", name());
   auto c = find_child(uri);
   if (!c) return make_error(Errc::kNotFound, "nexus '{}' has no child '{}'", name(), uri);
-  if (c->state() == ChildState::kHealthy && !c->detaching.load() && healthy_count() == 1) {
+  auto last_healthy = [&] {
+    return c->state() == ChildState::kHealthy && !c->detaching.load() && healthy_count() == 1;
+  };
+  if (last_healthy()) {
     return make_error(Errc::kBusy, "nexus '{}': '{}' is the last healthy child", name(), uri);
   }
-  if (auto st = stop_job_locked(*c); !st) return st;
+  // The waits below release mu_ (describe() answers meanwhile); ctl_mu_ keeps other calls
+  // out, and what reactors may change meanwhile (a retirement) is checked again after.
+  if (auto st = stop_job(lk, *c); !st) return st;
   for (const auto& o : children_) {
     if (o != c && o->job && !o->job->applied.load() && o->job->source() == c.get()) {
       spdlog::warn("nexus={} removing {} stops the rebuild of {} (its source)", name(), uri, o->uri);
-      if (auto st = stop_job_locked(*o); !st) return st;
+      if (auto st = stop_job(lk, *o); !st) return st;
     }
+  }
+  if (last_healthy()) {  // the others were retired while the jobs stopped
+    return make_error(Errc::kBusy, "nexus '{}': '{}' is the last healthy child", name(), uri);
   }
   // Out of the write set from here on, it misses writes that no log records: recorded
   // stale first (which drops a stored missed-write log) and retired by request, so that
@@ -253,26 +319,24 @@ Status Nexus::remove_child(const std::string& uri) {
   c->detaching.store(true);
   sync_all();  // every reactor has dropped it, and any retire() it was running has ended
   c->log_valid.store(false);
-  uint64_t drain_ms = std::max<uint64_t>(5000, 2ull * opts_.child_io_timeout_ms);
-  if (auto st = drain_child(*c, drain_ms); !st) {
+  const uint64_t drain_ms = wait_ms();
+  if (auto st = drain_child(lk, *c, deadline_after(drain_ms)); !st) {
     // Not removed: it stays as a faulted child (recorded so), to be removed again, or
     // brought back with a full rebuild, once its I/O has drained.
     c->detaching.store(false);
     sync_all();
     return st;
   }
-  // The unhealthy record of a retirement is written by the worker; the store may be slow
-  // or unreachable, so wait for it only as long as for the drain.
-  for (const uint64_t deadline = mono_ns() + drain_ms * 1'000'000; c->record_state() == RecordState::kPending;) {
-    if (mono_ns() > deadline) {
-      c->detaching.store(false);  // a retired child: it stays, Faulted, out of the I/O sets
-      sync_all();
-      return make_error(Errc::kBusy,
-                        "nexus '{}': the unhealthy record of '{}' is still being written to the "
-                        "health store after {} ms; not removed",
-                        name(), c->uri, drain_ms);
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  // The unhealthy record of a retirement is written by the worker (which wakes us); the
+  // store may be slow or unreachable, so wait for it only as long as for the drain.
+  auto recorded = [&] { return c->record_state() != RecordState::kPending; };
+  if (!wait_unlocked(lk, deadline_after(drain_ms), recorded)) {
+    c->detaching.store(false);  // a retired child: it stays, Faulted, out of the I/O sets
+    sync_all();
+    return make_error(Errc::kBusy,
+                      "nexus '{}': the unhealthy record of '{}' is still being written to the "
+                      "health store after {} ms; not removed",
+                      name(), c->uri, drain_ms);
   }
   slots_[c->slot].store(nullptr);
   sync_all();
@@ -287,15 +351,22 @@ Status Nexus::remove_child(const std::string& uri) {
 }
 
 Status Nexus::fault_child(const std::string& uri) {
-  std::lock_guard lk(mu_);
+  ControlLock ctl;
+  if (auto st = lock_control(ctl, "fault_child"); !st) return st;
+  StateLock lk(mu_);
+  if (shut_down_) return make_error(Errc::kBusy, "nexus '{}' is shutting down", name());
   auto c = find_child(uri);
   if (!c) return make_error(Errc::kNotFound, "nexus '{}' has no child '{}'", name(), uri);
   if (c->state() == ChildState::kFaulted) return Status::ok();
-  if (c->state() == ChildState::kHealthy && healthy_count() == 1) {
+  auto last_healthy = [&] { return c->state() == ChildState::kHealthy && healthy_count() == 1; };
+  if (last_healthy()) {
     return make_error(Errc::kBusy, "nexus '{}': '{}' is the last healthy child", name(), uri);
   }
-  if (auto st = stop_job_locked(*c); !st) return st;
+  if (auto st = stop_job(lk, *c); !st) return st;  // may wait, without mu_
   if (c->state() == ChildState::kFaulted) return Status::ok();
+  if (last_healthy()) {
+    return make_error(Errc::kBusy, "nexus '{}': '{}' is the last healthy child", name(), uri);
+  }
   if (auto st = deps_.store.mark_unhealthy(name(), uri, fault_reason_name(FaultReason::kByRequest));
       !st) {
     return st;
@@ -309,14 +380,21 @@ Status Nexus::fault_child(const std::string& uri) {
 }
 
 Status Nexus::offline_child(const std::string& uri) {
-  std::lock_guard lk(mu_);
+  ControlLock ctl;
+  if (auto st = lock_control(ctl, "offline_child"); !st) return st;
+  StateLock lk(mu_);
+  if (shut_down_) return make_error(Errc::kBusy, "nexus '{}' is shutting down", name());
   auto c = find_child(uri);
   if (!c) return make_error(Errc::kNotFound, "nexus '{}' has no child '{}'", name(), uri);
   if (c->state() == ChildState::kOffline) return Status::ok();
-  if (c->state() == ChildState::kHealthy && healthy_count() == 1) {
+  auto last_healthy = [&] { return c->state() == ChildState::kHealthy && healthy_count() == 1; };
+  if (last_healthy()) {
     return make_error(Errc::kBusy, "nexus '{}': '{}' is the last healthy child", name(), uri);
   }
-  if (auto st = stop_job_locked(*c); !st) return st;
+  if (auto st = stop_job(lk, *c); !st) return st;  // may wait, without mu_
+  if (last_healthy()) {
+    return make_error(Errc::kBusy, "nexus '{}': '{}' is the last healthy child", name(), uri);
+  }
   const bool in_sync = c->state() == ChildState::kHealthy;
   // Persist first: once it leaves the write set, acknowledged writes skip it.
   if (auto st = deps_.store.mark_unhealthy(name(), uri, "offline"); !st) return st;
@@ -337,7 +415,9 @@ Status Nexus::offline_child(const std::string& uri) {
 }
 
 Status Nexus::online_child(const std::string& uri) {
-  std::lock_guard lk(mu_);
+  ControlLock ctl;
+  if (auto st = lock_control(ctl, "online_child"); !st) return st;
+  StateLock lk(mu_);
   if (shut_down_) return make_error(Errc::kBusy, "nexus '{}' is shutting down", name());
   auto c = find_child(uri);
   if (!c) return make_error(Errc::kNotFound, "nexus '{}' has no child '{}'", name(), uri);
@@ -354,7 +434,9 @@ Status Nexus::online_child(const std::string& uri) {
                       uri);
   }
   // Late completions of abandoned I/O must land before the copy, never after it.
-  if (auto st = drain_child(*c, 5000); !st) return st;
+  if (auto st = drain_child(lk, *c, deadline_after(5000)); !st) return st;
+  // Offline and faulted children stay so while mu_ was released: reactors retire only
+  // children in the write set, the worker changes only children being rebuilt.
   const bool partial = c->log_valid.load();
   c->set_state(ChildState::kOutOfSync, FaultReason::kNone, RecordState::kDurable);
   sync_all();  // from here every write reaches the child
@@ -378,7 +460,9 @@ Status Nexus::online_child(const std::string& uri) {
 }
 
 Status Nexus::resize(uint64_t bytes) {
-  std::lock_guard lk(mu_);
+  ControlLock ctl;
+  if (auto st = lock_control(ctl, "resize"); !st) return st;
+  StateLock lk(mu_);
   if (shut_down_) return make_error(Errc::kBusy, "nexus '{}' is shutting down", name());
   const uint32_t bs = block_size();
   if (bytes == 0 || bytes % bs) {
@@ -421,12 +505,15 @@ Status Nexus::resize(uint64_t bytes) {
 }
 
 Status Nexus::start_rebuild(const std::string& uri) {
-  std::unique_lock lk(mu_);
+  ControlLock ctl;
+  if (auto st = lock_control(ctl, "start_rebuild"); !st) return st;
+  StateLock lk(mu_);
   auto c = find_child(uri);
   if (!c) return make_error(Errc::kNotFound, "nexus '{}' has no child '{}'", name(), uri);
   auto s = c->state();
   if (s == ChildState::kOffline || s == ChildState::kFaulted) {
     lk.unlock();
+    ctl.unlock();
     return online_child(uri);
   }
   if (s != ChildState::kOutOfSync) {
@@ -450,23 +537,29 @@ Status with_job(const std::shared_ptr<Child>& c, const std::string& nexus, const
 }  // namespace
 
 Status Nexus::pause_rebuild(const std::string& uri) {
+  ControlLock ctl;
+  if (auto st = lock_control(ctl, "pause_rebuild"); !st) return st;
   std::lock_guard lk(mu_);
   return with_job(find_child(uri), name(), uri, [](RebuildJob& j) { j.pause(); });
 }
 
 Status Nexus::resume_rebuild(const std::string& uri) {
+  ControlLock ctl;
+  if (auto st = lock_control(ctl, "resume_rebuild"); !st) return st;
   std::lock_guard lk(mu_);
   return with_job(find_child(uri), name(), uri, [](RebuildJob& j) { j.resume(); });
 }
 
 Status Nexus::stop_rebuild(const std::string& uri) {
-  std::lock_guard lk(mu_);
+  ControlLock ctl;
+  if (auto st = lock_control(ctl, "stop_rebuild"); !st) return st;
+  StateLock lk(mu_);
   auto c = find_child(uri);
   if (!c) return make_error(Errc::kNotFound, "nexus '{}' has no child '{}'", name(), uri);
   if (!c->job || c->job->applied.load()) {
     return make_error(Errc::kNotFound, "nexus '{}': child '{}' has no running rebuild", name(), uri);
   }
-  return stop_job_locked(*c);
+  return stop_job(lk, *c);
 }
 
 Result<RebuildInfo> Nexus::rebuild_info(const std::string& uri) const {
@@ -478,23 +571,21 @@ Result<RebuildInfo> Nexus::rebuild_info(const std::string& uri) const {
 }
 
 Result<RebuildInfo> Nexus::wait_rebuild(const std::string& uri, uint64_t timeout_ms) {
-  const uint64_t deadline = mono_ns() + timeout_ms * 1'000'000;
-  for (;;) {
-    {
-      std::lock_guard lk(mu_);
-      auto c = find_child(uri);
-      if (!c) return make_error(Errc::kNotFound, "nexus '{}' has no child '{}'", name(), uri);
-      if (!c->job) {
-        return make_error(Errc::kNotFound, "nexus '{}': child '{}' was never rebuilt", name(), uri);
-      }
-      if (c->job->applied.load()) return c->job->info();
-    }
-    if (mono_ns() > deadline) {
-      return make_error(Errc::kTimedOut, "nexus '{}': rebuild of '{}' still running after {} ms",
-                        name(), uri, timeout_ms);
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  // A reader: mu_ only, and released while it waits (woken when an outcome is applied).
+  StateLock lk(mu_);
+  (void)wait_unlocked(lk, deadline_after(timeout_ms), [&] {
+    std::lock_guard relock(mu_);
+    auto c = find_child(uri);
+    return !c || !c->job || c->job->applied.load();
+  });
+  auto c = find_child(uri);
+  if (!c) return make_error(Errc::kNotFound, "nexus '{}' has no child '{}'", name(), uri);
+  if (!c->job) {
+    return make_error(Errc::kNotFound, "nexus '{}': child '{}' was never rebuilt", name(), uri);
   }
+  if (c->job->applied.load()) return c->job->info();
+  return make_error(Errc::kTimedOut, "nexus '{}': rebuild of '{}' still running after {} ms",
+                    name(), uri, timeout_ms);
 }
 
 }  // namespace castor::nexus

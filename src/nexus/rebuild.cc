@@ -99,6 +99,47 @@ void RebuildJob::stop() {
   });
 }
 
+void RebuildJob::abort_copies() {
+  home_.send([self = shared_from_this()] {
+    if (self->detached_.load()) return;
+    for (auto& t : self->tasks_) {
+      // The child is open: the nexus closes it only once the job is quiescent or detached.
+      if (t->out) (void)t->to->desc.channel(self->home_).abort(t->io);
+    }
+  });
+}
+
+bool RebuildJob::wait_quiescent(uint64_t deadline_ns) const {
+  std::unique_lock lk(quiescent_mu_);
+  for (;;) {
+    if (quiescent_.load()) return true;
+    const uint64_t now = mono_ns();
+    if (now >= deadline_ns) return false;
+    quiescent_cv_.wait_for(lk, std::chrono::nanoseconds(deadline_ns - now));
+  }
+}
+
+size_t RebuildJob::detach() {
+  size_t out = 0;
+  nexus_.reactors().run_on(home_.id(), [&](reactor::Reactor&) {
+    detached_.store(true);
+    if (timer_armed_) {
+      home_.cancel_timer(timer_);
+      timer_armed_ = false;
+    }
+    for (auto& t : tasks_) out += t->out ? 1 : 0;
+  });
+  return out;
+}
+
+void RebuildJob::set_quiescent() {
+  // Notified under the mutex: a waiter holds a reference to the job, and nothing here
+  // touches the job once the mutex is released.
+  std::lock_guard lk(quiescent_mu_);
+  quiescent_.store(true);
+  quiescent_cv_.notify_all();
+}
+
 RebuildInfo RebuildJob::info() const {
   RebuildInfo i;
   i.child_uri = dest_->uri;
@@ -147,7 +188,7 @@ bool RebuildJob::throttled() {
 }
 
 void RebuildJob::kick() {
-  if (!started_ || final()) return;
+  if (!started_ || final() || detached_.load()) return;
   while (!stop_requested_ && !failed_ && state_.load() == RebuildState::kRunning &&
          inflight_ < tasks_.size() && cursor_ < total_segments_ && !throttled()) {
     Task* t = nullptr;
@@ -185,6 +226,10 @@ void RebuildJob::flush_dest() {
 }
 
 void RebuildJob::on_flush(Task* t) {
+  if (stop_requested_) {
+    task_done(t, false);
+    return;
+  }
   if (t->io.status != IoStatus::kSuccess) {
     fail(fmt::format("destination {} flush failed: {}", dest_->uri, bdev::io_status_name(t->io.status)), true);
   } else {
@@ -211,6 +256,7 @@ void RebuildJob::begin(Task* t) {
 }
 
 void RebuildJob::locked(Task* t) {
+  if (detached_.load()) return;
   if (stop_requested_ || failed_) {
     task_done(t, true);
     return;
@@ -272,12 +318,21 @@ void RebuildJob::submit(Task* t, Child* c, IoType type, uint8_t* buf,
   t->next = next;
   t->io.cb = [](IoRequest&, void* arg) {
     auto* task = static_cast<Task*>(arg);
+    task->out = false;
+    // Its nexus may be gone: the job (kept alive for this) is all a late completion touches.
+    if (task->job->detached_.load()) return;
     (task->job->*(task->next))(task);
   };
+  t->out = true;
+  t->to = c;
   c->desc.channel(home_).submit(t->io);
 }
 
 void RebuildJob::on_read(Task* t) {
+  if (stop_requested_) {  // stopped (and perhaps aborted): nothing more goes out
+    task_done(t, true);
+    return;
+  }
   if (t->io.status != IoStatus::kSuccess) {
     Child* other = t->retried_source ? nullptr : pick_source(t->src);
     if (other && !stop_requested_ && !failed_) {
@@ -304,6 +359,10 @@ void RebuildJob::on_read(Task* t) {
 }
 
 void RebuildJob::on_write(Task* t) {
+  if (stop_requested_) {
+    task_done(t, true);
+    return;
+  }
   if (t->io.status != IoStatus::kSuccess) {
     fail(fmt::format("destination {} write failed at block {}: {}", dest_->uri, t->first,
                      bdev::io_status_name(t->io.status)),
@@ -319,6 +378,10 @@ void RebuildJob::on_write(Task* t) {
 }
 
 void RebuildJob::on_verify(Task* t) {
+  if (stop_requested_) {
+    task_done(t, true);
+    return;
+  }
   if (t->io.status != IoStatus::kSuccess) {
     fail(fmt::format("destination {} verify read failed at block {}: {}", dest_->uri, t->first,
                      bdev::io_status_name(t->io.status)),
@@ -367,12 +430,15 @@ void RebuildJob::finish(RebuildState s) {
   }
   end_ns_.store(mono_ns());
   state_.store(s);
-  quiescent_.store(true);
   spdlog::info("nexus={} rebuild of {} {}: {} of {} segments ({} blocks unallocated on the "
                "source, not copied)",
                nexus_.name(), dest_->uri, rebuild_state_name(s), segments_done_.load(),
                total_segments_, blocks_skipped_.load());
+  // Posted before the job says it is quiescent, so that whoever waits for that and then
+  // for the nexus's internal work (shutdown) waits for this too; the nexus may be freed
+  // as soon as both are done, so nothing below touches it.
   nexus_.post_control([n = &nexus_, self = shared_from_this()] { n->finish_rebuild(self); });
+  set_quiescent();
 }
 
 }  // namespace castor::nexus

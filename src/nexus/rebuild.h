@@ -19,8 +19,15 @@
 //
 // The nexus applies the outcome (Healthy and recorded healthy, or Faulted) on its worker
 // thread once the job is final and idle.
+//
+// Lifetime: a copy in flight points into the job (its Task: request, buffers) and its
+// completion runs the job, which reaches the nexus and the manager's worker. So the job
+// is never freed while a copy is out: the nexus waits until it is quiescent (notified,
+// wait_quiescent) before it lets go of it, and one that never becomes quiescent (a copy
+// stuck on a hung child at engine exit) is detached and kept for the life of the process.
 
 #include <atomic>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -37,11 +44,29 @@ class RebuildJob : public std::enable_shared_from_this<RebuildJob> {
              std::vector<uint64_t> segments, const RebuildOptions& opts,
              reactor::Reactor& home);
 
-  // Any thread. Control messages are delivered to the home reactor in order.
+  // Any thread. Control messages are delivered to the home reactor in order. Once a stop
+  // has reached it, the job submits nothing new: a copy that returns after the stop ends
+  // there (the destination is left out of sync anyway).
   void start();
   void pause();
   void resume();
   void stop();
+  // Any thread, after stop(): gives up the copies in flight on children that can abort a
+  // request (BdevChannel::abort; an nvmf:// child hands back a request queued for a lost
+  // connection at once), which then complete as aborted. The others return whenever their
+  // device answers.
+  void abort_copies();
+  // Not on a reactor thread. Waits until quiescent() or `deadline_ns` (mono_ns()); true if
+  // quiescent. Woken by the job itself, not polled.
+  bool wait_quiescent(uint64_t deadline_ns) const;
+  // For a nexus that must be freed while this job still has copies out (engine exit, a
+  // child that cannot abort and never answers): from now on their completions touch
+  // nothing but the job (no nexus, no worker, no child). The caller keeps the job for the
+  // life of the process (keep_forever), so the memory those requests point to stays
+  // valid. Not on a reactor thread; returns once the home reactor applied it, with the
+  // number of copies still out.
+  size_t detach();
+  bool detached() const { return detached_.load(); }
 
   RebuildState state() const { return state_.load(); }
   bool final() const {
@@ -66,6 +91,8 @@ class RebuildJob : public std::enable_shared_from_this<RebuildJob> {
     Child* src = nullptr;
     bool busy = false;
     bool retried_source = false;
+    bool out = false;        // `io` is submitted and has not completed
+    Child* to = nullptr;     // the child `io` went to (abort_copies)
     RebuildJob* job = nullptr;
     void (RebuildJob::*next)(Task*) = nullptr;  // continuation of the request in flight
     bdev::DmaBuffer buf, vbuf;
@@ -88,6 +115,7 @@ class RebuildJob : public std::enable_shared_from_this<RebuildJob> {
   void task_done(Task* t, bool unlock);
   void fail(const std::string& why, bool dest);
   void finish(RebuildState s);
+  void set_quiescent();
   Child* pick_source(Child* not_this) const;
   void submit(Task* t, Child* c, bdev::IoType type, uint8_t* buf, void (RebuildJob::*next)(Task*));
 
@@ -118,6 +146,9 @@ class RebuildJob : public std::enable_shared_from_this<RebuildJob> {
   // Read by any thread.
   std::atomic<RebuildState> state_{RebuildState::kRunning};
   std::atomic<bool> quiescent_{false};
+  std::atomic<bool> detached_{false};  // written on the home reactor
+  mutable std::mutex quiescent_mu_;    // with quiescent_cv_: wait_quiescent()
+  mutable std::condition_variable quiescent_cv_;
   std::atomic<bool> dest_failed_{false};
   std::atomic<Child*> source_{nullptr};
   std::atomic<uint64_t> blocks_done_{0};

@@ -881,5 +881,49 @@ TEST(Nexus, StoppingARebuildStuckOnAHungChildIsBusyNotForever) {
   EXPECT_EQ(n->state(), NexusState::kOnline);
 }
 
+// While remove_child waits for a rebuild copy stuck on a hung child, the nexus still
+// answers: describe() and rebuild_info() take only its state lock, which a control call
+// releases while it waits. Before, the remove held the nexus mutex for its whole wait
+// (max(5 s, 2 x child_io_timeout_ms)), and describe(), so every ListNexuses and metrics
+// scrape of the engine, waited with it. Once the copy returns, the job notifies and the
+// remove goes on at once, not at its deadline.
+TEST(Nexus, DescribeAnswersWhileRemoveChildWaitsForAStuckRebuild) {
+  NexEnv e;
+  auto a = e.fault_child("a", 4), b = e.fault_child("b", 4);
+  NexusOptions o;
+  o.child_io_timeout_ms = 100;  // the remove waits up to 5 s for the copy
+  auto n = e.make("n0", {"bdev:///" + a}, o);
+  ASSERT_TRUE(n);
+  auto hang = FaultControl::inject(e.bdev(b), fault_spec(FaultMode::kHang, kW));
+  ASSERT_TRUE(hang);
+  const std::string cb = "bdev:///" + b;
+  ASSERT_TRUE(n->add_child(cb));
+  ASSERT_TRUE(wait_until([&] { return FaultControl::list(e.bdev(b))[0].parked > 0; }));
+  auto removing = std::async(std::launch::async, [&] { return n->remove_child(cb); });
+  // For a second of the remove's wait, each read of the nexus is timed.
+  uint64_t worst_ns = 0;
+  for (const uint64_t end = mono_ns() + 1'000'000'000; mono_ns() < end;) {
+    const uint64_t t0 = mono_ns();
+    const NexusInfo info = n->describe();
+    const auto ri = n->rebuild_info(cb);
+    worst_ns = std::max(worst_ns, mono_ns() - t0);
+    EXPECT_EQ(info.children.size(), 2u);
+    EXPECT_TRUE(ri) << ri.status().to_string();
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_LT(worst_ns, 1'000'000'000ull) << "describe() waited for remove_child";
+  const bool waited = removing.wait_for(std::chrono::seconds(0)) == std::future_status::timeout;
+  EXPECT_TRUE(waited) << "remove_child did not wait for the stuck copy";
+  // The copy returns: the stopped job notifies, and the remove finishes well before its
+  // deadline.
+  const uint64_t t_clear = mono_ns();
+  ASSERT_TRUE(FaultControl::clear(e.bdev(b), *hang));
+  Status st = removing.get();
+  EXPECT_TRUE(st) << st.to_string();
+  EXPECT_LT(mono_ns() - t_clear, 2'000'000'000ull);
+  EXPECT_EQ(n->describe().children.size(), 1u);
+  EXPECT_EQ(n->state(), NexusState::kOnline);
+}
+
 }  // namespace
 }  // namespace castor::nexus::test

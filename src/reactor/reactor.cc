@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -19,6 +20,14 @@
 namespace castor::reactor {
 namespace {
 thread_local Reactor* t_current = nullptr;
+
+// The calling thread's involuntary context switches (a yield that ran another thread
+// counts as one).
+long involuntary_switches() {
+  rusage u{};
+  getrusage(RUSAGE_THREAD, &u);
+  return u.ru_nivcsw;
+}
 }  // namespace
 
 Reactor* Reactor::current() { return t_current; }
@@ -335,6 +344,7 @@ void Reactor::run() {
   // slept in it.
   uint64_t idle_since_ns = 0;
   bool slept = false;
+  long switched_out = 0;  // this thread's involuntary context switches at the idle start
   stats_.spin_window_ns = spin_.window_ns(now_ns_);
   for (;;) {
     now_ns_ = mono_ns();
@@ -375,13 +385,19 @@ void Reactor::run() {
     if (!idle_since_ns) {
       idle_since_ns = now_ns_;
       slept = false;
+      if (spin_.window_ns(now_ns_) > 0) switched_out = involuntary_switches();
     }
     if (!slept && now_ns_ - idle_since_ns < spin_.window_ns(now_ns_)) {
       // Polling must not keep a thread that wants this CPU (the application, on a shared
       // core) from running: it may be the one about to send the work polled for.
       sched_yield();
       const uint64_t after = mono_ns();
-      spin_.yielded(after - now_ns_, after);
+      // A long yield counts only if another thread ran here meanwhile (the switch counts
+      // as involuntary): a yield is as long when the hypervisor runs another virtual CPU
+      // (steal time), which polling does not make worse.
+      if (after - now_ns_ > SpinPolicy::kLongYieldNs && involuntary_switches() != switched_out) {
+        spin_.yielded(after - now_ns_, after);
+      }
       continue;
     }
     slept = true;

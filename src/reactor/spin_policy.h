@@ -34,13 +34,15 @@
 // shared with the application it serves, the application then runs while the reactor
 // polls, so its next request arrives during the poll instead of after it.
 //
-// A yield that takes long (over kLongYieldNs) means a thread that computes rather than
-// waits on I/O shares the core: it ran a whole time slice (milliseconds), during which
-// the reactor, runnable but not sleeping, could not be woken early by its work. Polling
-// then costs a time slice of latency per request (250 IOPS at QD1 beside a CPU hog,
-// against 6 K sleeping at once), so it pauses: the window is 0 for 100 ms, twice as long
-// after each pause that a long yield follows again (at most 5 s), and the backoff starts
-// over once no long yield was seen for kCalmNs.
+// Yields that keep taking long (kLongYieldsToPause of them over kLongYieldNs within
+// kBurstNs) mean a thread that computes rather than waits on I/O shares the core: it runs
+// a whole time slice (milliseconds) each time, during which the reactor, runnable but not
+// sleeping, cannot be woken early by its work. Polling then costs a time slice of latency
+// per request (250 IOPS at QD1 beside a CPU hog, against 6 K sleeping at once), so it
+// pauses: the window is 0 for 100 ms, twice as long after each pause that such a burst
+// follows again (at most 5 s), and the backoff starts over once none was seen for
+// kCalmNs. A single long yield is not enough: kernel threads that run now and then (this
+// VM's kdamond, every ~100 ms) would keep a client's polling paused for good.
 //
 // Not thread-safe: the reactor's thread only.
 
@@ -53,6 +55,8 @@ class SpinPolicy {
  public:
   static constexpr uint64_t kMinNs = 1'000;               // below this a window is 0
   static constexpr uint64_t kLongYieldNs = 200'000;       // a yield that let a hog run
+  static constexpr uint64_t kLongYieldsToPause = 4;       // ... this many of them
+  static constexpr uint64_t kBurstNs = 50'000'000;        // ... within this
   static constexpr uint64_t kFirstPauseNs = 100'000'000;  // then doubling, at most:
   static constexpr uint64_t kMaxPauseNs = 5'000'000'000;
   static constexpr uint64_t kCalmNs = 10'000'000'000;     // no long yield: backoff resets
@@ -79,9 +83,16 @@ class SpinPolicy {
     }
   }
 
-  // A yield while polling returned at `now` after `took_ns`.
+  // A yield while polling, during which another thread ran, returned at `now` after
+  // `took_ns`.
   void yielded(uint64_t took_ns, uint64_t now) {
     if (took_ns <= kLongYieldNs) return;
+    if (now - burst_start_ > kBurstNs) {
+      burst_start_ = now;
+      burst_ = 0;
+    }
+    if (++burst_ < kLongYieldsToPause) return;
+    burst_ = 0;
     if (now - last_long_yield_ > kCalmNs) pause_ns_ = 0;
     last_long_yield_ = now;
     pause_ns_ = pause_ns_ ? std::min(2 * pause_ns_, kMaxPauseNs) : kFirstPauseNs;
@@ -98,6 +109,7 @@ class SpinPolicy {
   const bool adaptive_;
   uint64_t window_ns_;
   uint64_t paused_until_ = 0, pause_ns_ = 0, last_long_yield_ = 0;
+  uint64_t burst_start_ = 0, burst_ = 0;  // long yields in the current kBurstNs
   uint64_t grows_ = 0, shrinks_ = 0, pauses_ = 0;
 };
 

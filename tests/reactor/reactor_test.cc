@@ -223,35 +223,37 @@ TEST(SpinPolicy, AFixedWindowNeverMoves) {
   EXPECT_EQ(off.window_ns(kNow), 0u);
 }
 
-// A yield that lets another thread run a long time (a CPU hog on the reactor's core)
-// pauses polling: 100 ms, then twice as long after each pause a long yield follows, at
-// most 5 s; short yields (the application answering) change nothing; after 10 s without
-// a long yield the backoff starts over. While paused, sleeps do not grow the window.
-TEST(SpinPolicy, ALongYieldPausesPolling) {
+// Yields that keep letting another thread run a long time (a CPU hog on the reactor's
+// core) pause polling: 100 ms, then twice as long after each pause such a burst follows,
+// at most 5 s; short yields (the application answering) and a lone long one (a kernel
+// thread now and then) change nothing; after 10 s without a burst the backoff starts
+// over. While paused, sleeps do not grow the window.
+TEST(SpinPolicy, LongYieldsPausePolling) {
   constexpr uint64_t kMs = 1'000'000;
   SpinPolicy p(50'000, true);
+  auto hog = [&p](uint64_t at) {  // a hog's slices: four 4 ms yields, 1 ms apart
+    for (uint64_t i = 0; i < SpinPolicy::kLongYieldsToPause; ++i) p.yielded(4 * kMs, at + i * kMs);
+    return at + (SpinPolicy::kLongYieldsToPause - 1) * kMs;
+  };
   uint64_t t = 1'000 * kMs;
   p.idle_ended(20'000, true, t);
   ASSERT_EQ(p.window_ns(t), 25'000u);
   p.yielded(30'000, t);  // the application ran for 30 us: fine
-  EXPECT_EQ(p.window_ns(t), 25'000u);
-  p.yielded(4 * kMs, t);  // a hog ran a 4 ms slice
+  for (int i = 0; i < 3; ++i) p.yielded(4 * kMs, t + static_cast<uint64_t>(i) * 20 * kMs);
+  EXPECT_EQ(p.pauses(), 0u) << "three long yields in 50 ms are not a hog";
+  t += 1'000 * kMs;
+  t = hog(t);
   EXPECT_EQ(p.pauses(), 1u);
   EXPECT_EQ(p.window_ns(t + 99 * kMs), 0u);
   p.idle_ended(20'000, true, t + 50 * kMs);  // no growth while paused
   EXPECT_EQ(p.window_ns(t + 100 * kMs), 25'000u) << "the window is kept for after the pause";
-  t += 100 * kMs;
-  p.yielded(4 * kMs, t);
+  t = hog(t + 100 * kMs);
   EXPECT_EQ(p.window_ns(t + 199 * kMs), 0u) << "the second pause is 200 ms";
   EXPECT_EQ(p.window_ns(t + 200 * kMs), 25'000u);
-  for (int i = 0; i < 10; ++i) {
-    t += 6'000 * kMs;
-    p.yielded(4 * kMs, t);
-  }
+  for (int i = 0; i < 10; ++i) t = hog(t + 6'000 * kMs);
   EXPECT_EQ(p.window_ns(t + 4'999 * kMs), 0u);
   EXPECT_EQ(p.window_ns(t + 5'000 * kMs), 25'000u) << "pauses stop doubling at 5 s";
-  t += 11'000 * kMs;  // calm for more than 10 s
-  p.yielded(4 * kMs, t);
+  t = hog(t + 11'000 * kMs);  // calm for more than 10 s
   EXPECT_EQ(p.window_ns(t + 100 * kMs), 25'000u) << "the backoff started over";
 }
 

@@ -678,9 +678,6 @@ Status Nexus::flush_children(StateLock& lk, uint64_t deadline_ns) {
     std::vector<std::pair<std::string, bdev::IoRequest>> reqs;
     // reqs[i] goes through descs[i], the child's own descriptor. Used only to submit,
     // on reactor 0 at once while the caller waits (the children stay open meanwhile).
-    // Not a descriptor of the Flush's own: one that outlives a flush stuck on a lost
-    // child would keep that bdev from being destroyed at shutdown, and destroying it is
-    // what fails the stuck flush and frees this Flush.
     std::vector<const bdev::BdevDesc*> descs;
     std::shared_ptr<Flush> self;  // kept alive until the last completion
   };
@@ -729,6 +726,10 @@ Status Nexus::flush_children(StateLock& lk, uint64_t deadline_ns) {
   }
   lk.lock();
   if (!done) {
+    // A flush stuck on a child that does not answer may never complete (a nexus given up
+    // at exit keeps its children open, so their bdevs never fail it): its request points
+    // into this Flush, which is therefore kept for the life of the process.
+    keep_forever(f);
     return make_error(Errc::kBusy, "nexus '{}': a child flush did not finish in time", name());
   }
   if (!f->failed.empty()) return make_error(Errc::kIoError, "{}", f->failed);

@@ -839,27 +839,40 @@ TEST(SegmentLog, MarksRunsAndTakes) {
   EXPECT_EQ(l.count(), 4u);
 }
 
+// A nexus over one child to which a second child `cb` (bdev `b`) was just added: its
+// rebuild copy is parked by a hang (`hang`), and a child I/O times out after 100 ms, so
+// a control call waits up to max(5 s, 2 x 100 ms) for the copy.
+void start_stuck_rebuild(NexEnv& e, std::shared_ptr<Nexus>& n, uint64_t& hang, std::string& b,
+                         std::string& cb) {
+  auto a = e.fault_child("a", 4);
+  b = e.fault_child("b", 4);
+  NexusOptions o;
+  o.child_io_timeout_ms = 100;
+  n = e.make("n0", {"bdev:///" + a}, o);
+  ASSERT_TRUE(n);
+  auto h = FaultControl::inject(e.bdev(b), fault_spec(FaultMode::kHang, kW));
+  ASSERT_TRUE(h);
+  hang = *h;
+  cb = "bdev:///" + b;
+  ASSERT_TRUE(n->add_child(cb));
+  ASSERT_TRUE(wait_until([&] { return FaultControl::list(e.bdev(b))[0].parked > 0; }));
+}
+
 // A rebuild copy stuck on a hung destination must not hold the nexus for as long as the
 // device hangs: stopping the job (which waits for its copies, under the nexus' control
 // mutex) gives up with Busy after max(5 s, 2 x child_io_timeout_ms) and the nexus answers
 // again; once the copy returns, the job stops on its own and its outcome is applied.
 TEST(Nexus, StoppingARebuildStuckOnAHungChildIsBusyNotForever) {
   NexEnv e;
-  auto a = e.fault_child("a", 4), b = e.fault_child("b", 4);
-  NexusOptions o;
-  o.child_io_timeout_ms = 100;
-  auto n = e.make("n0", {"bdev:///" + a}, o);
-  ASSERT_TRUE(n);
-  auto hang = FaultControl::inject(e.bdev(b), fault_spec(FaultMode::kHang, kW));
-  ASSERT_TRUE(hang);
-  const std::string cb = "bdev:///" + b;
-  ASSERT_TRUE(n->add_child(cb));
-  ASSERT_TRUE(wait_until([&] { return FaultControl::list(e.bdev(b))[0].parked > 0; }));
+  std::shared_ptr<Nexus> n;
+  uint64_t hang = 0;
+  std::string cb, b;
+  ASSERT_NO_FATAL_FAILURE(start_stuck_rebuild(e, n, hang, b, cb));
   const uint64_t t0 = mono_ns();
   auto stopping = std::async(std::launch::async, [&] { return n->stop_rebuild(cb); });
   if (stopping.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
     ADD_FAILURE() << "stop_rebuild waits for the hung copy for ever, holding the nexus";
-    ASSERT_TRUE(FaultControl::clear(e.bdev(b), *hang));
+    ASSERT_TRUE(FaultControl::clear(e.bdev(b), hang));
     (void)stopping.get();
     return;
   }
@@ -871,7 +884,7 @@ TEST(Nexus, StoppingARebuildStuckOnAHungChildIsBusyNotForever) {
   // Removing it runs into the same stuck job.
   EXPECT_EQ(n->remove_child(cb).code(), Errc::kBusy);
   EXPECT_EQ(n->describe().children.size(), 2u);
-  ASSERT_TRUE(FaultControl::clear(e.bdev(b), *hang));
+  ASSERT_TRUE(FaultControl::clear(e.bdev(b), hang));
   auto ri = n->wait_rebuild(cb, 10000);
   ASSERT_TRUE(ri) << ri.status().to_string();
   EXPECT_EQ(ri->state, RebuildState::kStopped);
@@ -889,16 +902,10 @@ TEST(Nexus, StoppingARebuildStuckOnAHungChildIsBusyNotForever) {
 // remove goes on at once, not at its deadline.
 TEST(Nexus, DescribeAnswersWhileRemoveChildWaitsForAStuckRebuild) {
   NexEnv e;
-  auto a = e.fault_child("a", 4), b = e.fault_child("b", 4);
-  NexusOptions o;
-  o.child_io_timeout_ms = 100;  // the remove waits up to 5 s for the copy
-  auto n = e.make("n0", {"bdev:///" + a}, o);
-  ASSERT_TRUE(n);
-  auto hang = FaultControl::inject(e.bdev(b), fault_spec(FaultMode::kHang, kW));
-  ASSERT_TRUE(hang);
-  const std::string cb = "bdev:///" + b;
-  ASSERT_TRUE(n->add_child(cb));
-  ASSERT_TRUE(wait_until([&] { return FaultControl::list(e.bdev(b))[0].parked > 0; }));
+  std::shared_ptr<Nexus> n;
+  uint64_t hang = 0;
+  std::string cb, b;
+  ASSERT_NO_FATAL_FAILURE(start_stuck_rebuild(e, n, hang, b, cb));
   auto removing = std::async(std::launch::async, [&] { return n->remove_child(cb); });
   // For a second of the remove's wait, each read of the nexus is timed.
   uint64_t worst_ns = 0;
@@ -917,7 +924,7 @@ TEST(Nexus, DescribeAnswersWhileRemoveChildWaitsForAStuckRebuild) {
   // The copy returns: the stopped job notifies, and the remove finishes well before its
   // deadline.
   const uint64_t t_clear = mono_ns();
-  ASSERT_TRUE(FaultControl::clear(e.bdev(b), *hang));
+  ASSERT_TRUE(FaultControl::clear(e.bdev(b), hang));
   Status st = removing.get();
   EXPECT_TRUE(st) << st.to_string();
   EXPECT_LT(mono_ns() - t_clear, 2'000'000'000ull);

@@ -263,7 +263,7 @@ Connection::~Connection() {
 void Connection::start() { arm_recv(); }
 
 void Connection::start(std::span<const uint8_t> initial) {
-  if (buf_.size() < initial.size()) buf_.resize(initial.size());
+  if (buf_.size() < initial.size()) buf_.grow(initial.size(), 0);
   std::memcpy(buf_.data(), initial.data(), initial.size());
   have_ = initial.size();
   offer_buffered();
@@ -325,7 +325,7 @@ void Connection::arm_recv() {
   if (recv_direct_) {
     io_uring_prep_recv(sqe, fd_, direct_, direct_left_, 0);
   } else {
-    if (have_ == buf_.size()) buf_.resize(buf_.size() * 2);  // a PDU larger than the buffer
+    if (have_ == buf_.size()) buf_.grow(buf_.size() * 2, have_);  // a PDU larger than the buffer
     io_uring_prep_recv(sqe, fd_, buf_.data() + have_, buf_.size() - have_, 0);
   }
   recv_armed_ = true;

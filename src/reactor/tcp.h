@@ -10,6 +10,7 @@
 #include <sys/uio.h>
 
 #include <array>
+#include <cstring>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -211,10 +212,32 @@ class Connection {
   void on_cancel_done();
   void maybe_finish_close();
 
+  // The receive buffer: bytes [0, have_) are received and not yet consumed. Never
+  // zero-filled: only received bytes are offered to the handler, and filling 256-320 KiB
+  // per connection cost every connect a page fault per page and a memset (the socket
+  // fuzz targets spent 17-20 % of their CPU there).
+  class RecvBuffer {
+   public:
+    explicit RecvBuffer(size_t n) : p_(std::make_unique_for_overwrite<uint8_t[]>(n)), n_(n) {}
+    uint8_t* data() const { return p_.get(); }
+    size_t size() const { return n_; }
+    // Grows to `n` bytes (REQUIRES: n > size()), keeping the first `keep` bytes.
+    void grow(size_t n, size_t keep) {
+      auto q = std::make_unique_for_overwrite<uint8_t[]>(n);
+      std::memcpy(q.get(), p_.get(), keep);
+      p_ = std::move(q);
+      n_ = n;
+    }
+
+   private:
+    std::unique_ptr<uint8_t[]> p_;
+    size_t n_;
+  };
+
   Reactor& r_;
   int fd_;
   Handler* h_;
-  std::vector<uint8_t> buf_;
+  RecvBuffer buf_;
   size_t have_ = 0;
   uint8_t* direct_ = nullptr;  // receive_into(): where the next bytes go
   size_t direct_left_ = 0;

@@ -193,8 +193,7 @@ Result<std::shared_ptr<Nexus>> Nexus::create(NexusDeps deps, const std::string& 
   for (size_t i = 0; i < opened.size(); ++i) {
     auto& c = opened[i];
     c->slot = static_cast<int>(i);
-    c->log = std::make_unique<SegmentLog>(n->num_blocks(), n->segment_blocks_);
-    c->durable = std::make_unique<SegmentLog>(n->num_blocks(), n->segment_blocks_);
+    c->make_logs(n->num_blocks(), n->segment_blocks_);
     if (stale[i]) {
       const auto& rec = recs->children.at(c->uri);
       bool partial = rec.log && (rec.log->clean || rec.log->write_ahead) &&

@@ -131,6 +131,27 @@ struct Child {
   std::atomic<bool> log_flush_queued{false};
   std::atomic<bool> log_persist_failed{false};
 
+  // Segments the child's running rebuild has yet to copy (RebuildOptions::defer_writes):
+  // the job sets them at its start and clears each one before it range-locks that
+  // segment, and clears them all when it ends. A write all of whose segments are set
+  // skips this child: it is in flight, or has reached the source, before the lock of its
+  // segment is granted, so the copy reads it from the source.
+  std::unique_ptr<SegmentLog> copy_pending;
+  std::atomic<uint64_t> writes_deferred{0};  // writes that skipped it so (any reactor)
+
+  // The per-segment sets above, for a nexus of `num_blocks`; grow_logs before the nexus
+  // grows (control path).
+  void make_logs(uint64_t num_blocks, uint64_t segment_blocks) {
+    log = std::make_unique<SegmentLog>(num_blocks, segment_blocks);
+    durable = std::make_unique<SegmentLog>(num_blocks, segment_blocks);
+    copy_pending = std::make_unique<SegmentLog>(num_blocks, segment_blocks);
+  }
+  void grow_logs(uint64_t num_blocks) {
+    log->grow(num_blocks);
+    durable->grow(num_blocks);
+    copy_pending->grow(num_blocks);
+  }
+
   // Error accounting (any reactor).
   std::atomic<uint64_t> read_errors{0};
   std::atomic<uint64_t> write_errors{0};

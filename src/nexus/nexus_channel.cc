@@ -48,13 +48,14 @@ void NexusChannel::sync() {
       s.bounce = s.ch && s.ch->late_read_writes();
     }
     if (!c) {
-      s.readable = s.writable = s.log = false;
+      s.readable = s.writable = s.log = s.rebuilding = false;
       continue;
     }
     ChildState st = c->state();
     bool det = c->detaching.load();
     s.readable = !det && st == ChildState::kHealthy;
     s.writable = !det && (st == ChildState::kHealthy || st == ChildState::kOutOfSync);
+    s.rebuilding = s.writable && st == ChildState::kOutOfSync;
     s.log = c->log_active.load();
   }
 }
@@ -158,13 +159,26 @@ void NexusChannel::dispatch(IoRequest& req) {
     io->waiting = 1;
     submit_kid(io, s);
   } else {
-    uint8_t targets = 0;
+    uint8_t targets = 0, deferred = 0, in_sync = 0;
     for (int s = 0; s < static_cast<int>(kMaxChildren); ++s) {
       const Slot& sl = slots_[s];
       if (sl.writable) {
         targets |= bit(s);
+        if (sl.readable) in_sync |= bit(s);
+        if (sl.rebuilding && write_like(req.type) &&
+            sl.child->copy_pending->all_set(req.offset_blocks, req.num_blocks)) {
+          deferred |= bit(s);
+        }
       } else if (sl.child && sl.log && write_like(req.type)) {
         note_missed(io, s);
+      }
+    }
+    // A write the rebuild copy will carry skips its destination, as long as an in-sync
+    // child takes it (the copy reads it from one: Child::copy_pending).
+    if (deferred && in_sync) {
+      targets &= static_cast<uint8_t>(~deferred);
+      for (int s = 0; s < static_cast<int>(kMaxChildren); ++s) {
+        if (deferred & bit(s)) slots_[s].child->writes_deferred.fetch_add(1, std::memory_order_relaxed);
       }
     }
     if (!targets) {
@@ -418,7 +432,7 @@ void NexusChannel::retire(int s, FaultReason why) {
     nexus_.on_child_retired(c, why);
   }
   Slot& sl = slots_[s];
-  sl.readable = sl.writable = false;
+  sl.readable = sl.writable = sl.rebuilding = false;
   sl.log = true;
 }
 

@@ -83,6 +83,7 @@ class NexusChannel final : public bdev::BdevChannel {
     bdev::BdevChannel* ch = nullptr;
     bool readable = false;
     bool writable = false;
+    bool rebuilding = false;  // writable and OutOfSync: its writes may be deferred to the copy
     bool log = false;
     bool local = true;
     bool bounce = false;  // reads go through ChildIo::bounce (see late_read_writes())

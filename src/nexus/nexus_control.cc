@@ -258,8 +258,7 @@ Status Nexus::add_child(const std::string& uri, bool rebuild) {
     }
   }
   c->slot = slot;
-  c->log = std::make_unique<SegmentLog>(num_blocks(), segment_blocks_);
-  c->durable = std::make_unique<SegmentLog>(num_blocks(), segment_blocks_);
+  c->make_logs(num_blocks(), segment_blocks_);
   if (rebuild) {
     c->set_state(ChildState::kOutOfSync, FaultReason::kNone, RecordState::kDurable);
   } else {
@@ -493,10 +492,7 @@ Status Nexus::resize(uint64_t bytes) {
   }
   // The logs cover the new segments before any write can reach them: every reactor
   // synchronizes with the growth (sync_all's messages) before the size changes.
-  for (const auto& c : children_) {
-    c->log->grow(blocks);
-    c->durable->grow(blocks);
-  }
+  for (const auto& c : children_) c->grow_logs(blocks);
   sync_all();
   const uint64_t old = size_bytes();
   set_num_blocks(blocks);

@@ -68,6 +68,18 @@ void RebuildJob::start() {
                                              std::chrono::system_clock::now().time_since_epoch())
                                              .count());
   start_ns_.store(mono_ns());
+  // Before the first segment is locked (kick runs on the home reactor after this): from
+  // here, writes to segments still to copy may skip the destination.
+  SegmentLog& pending = *dest_->copy_pending;
+  pending.clear();
+  dest_->writes_deferred.store(0);
+  if (opts_.defer_writes) {
+    if (partial_) {
+      for (uint64_t s : segments_) pending.mark_segment(s);
+    } else {
+      pending.mark_all();
+    }
+  }
   spdlog::info("nexus={} rebuild start child={} partial={} segments={} blocks={}", nexus_.name(),
                dest_->uri, partial_, total_segments_, total_blocks_);
   home_.send([self = shared_from_this()] {
@@ -250,6 +262,10 @@ void RebuildJob::begin(Task* t) {
     task_done(t, false);
     return;
   }
+  // Cleared before the lock is asked for, so that every reactor sees it clear once it has
+  // taken the lock: a write that still skipped the destination is then in flight (the lock
+  // waits for it) or done, and the copy reads it from the source.
+  dest_->copy_pending->unmark_segment(t->seg);
   t->lock_id = g_lock_ids.fetch_add(1);
   nexus_.lock_range(t->lock_id, t->first, t->n, home_,
                     [self = shared_from_this(), t] { self->locked(t); });
@@ -429,11 +445,13 @@ void RebuildJob::finish(RebuildState s) {
     timer_armed_ = false;
   }
   end_ns_.store(mono_ns());
+  // Writes reach the destination again (it is faulted next unless the copy completed).
+  dest_->copy_pending->clear();
   state_.store(s);
   spdlog::info("nexus={} rebuild of {} {}: {} of {} segments ({} blocks unallocated on the "
-               "source, not copied)",
+               "source, not copied; {} application writes left to the copy)",
                nexus_.name(), dest_->uri, rebuild_state_name(s), segments_done_.load(),
-               total_segments_, blocks_skipped_.load());
+               total_segments_, blocks_skipped_.load(), dest_->writes_deferred.load());
   // Posted before the job says it is quiescent, so that whoever waits for that and then
   // for the nexus's internal work (shutdown) waits for this too; the nexus may be freed
   // as soon as both are done, so nothing below touches it.

@@ -1,9 +1,11 @@
 #pragma once
 // RebuildJob: copies a nexus' data from a healthy child (the source) to an OutOfSync
 // child (the destination), segment by segment, on one reactor ("home"). The destination
-// is already in the write set, so every new application write reaches it; each segment
-// is copied under a nexus range lock that holds only the application writes overlapping
-// that segment, so the copy never overwrites newer data.
+// is already in the write set, so every new application write reaches it, except those
+// whose segments are all still to copy (RebuildOptions::defer_writes, Child::
+// copy_pending): the copy carries them. Each segment is copied under a nexus range lock
+// that holds only the application writes overlapping that segment, so the copy never
+// overwrites newer data, and its pending bit is cleared before the lock is asked for.
 //
 // Full rebuild: every segment. Partial rebuild: only the segments of the destination's
 // missed-write log. A segment the source never allocated (a thin replica's unwritten

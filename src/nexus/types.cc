@@ -131,6 +131,8 @@ Result<NexusOptions> NexusOptions::from_map(const std::map<std::string, std::str
       st = u32(o.rebuild.rate_mb_s);
     } else if (k == "verify") {
       st = boolean(o.rebuild.verify);
+    } else if (k == "defer_writes") {
+      st = boolean(o.rebuild.defer_writes);
     } else if (k == "rebuild_stale") {
       st = boolean(o.rebuild_stale);
     } else if (k == "force") {
@@ -228,6 +230,25 @@ void SegmentLog::mark(uint64_t first_block, uint64_t n) {
   uint64_t s0 = first_block / segment_blocks_;
   uint64_t s1 = (first_block + n - 1) / segment_blocks_;
   for (uint64_t s = s0; s <= s1 && s < nseg; ++s) mark_segment(s);
+}
+
+void SegmentLog::mark_all() {
+  const uint64_t nseg = num_segments();
+  for (uint64_t w = 0; w < nwords(); ++w) {
+    const uint64_t left = nseg - w * 64;
+    word(w).store(left >= 64 ? ~uint64_t{0} : (uint64_t{1} << left) - 1, std::memory_order_relaxed);
+  }
+}
+
+void SegmentLog::unmark_segment(uint64_t seg) {
+  if (seg >= num_segments()) return;
+  word(seg / 64).fetch_and(~(uint64_t{1} << (seg % 64)), std::memory_order_relaxed);
+}
+
+bool SegmentLog::all_set(uint64_t first_block, uint64_t n) const {
+  if (n == 0) n = 1;
+  if ((first_block + n - 1) / segment_blocks_ >= num_segments()) return false;
+  return covers(first_block, n);
 }
 
 bool SegmentLog::covers(uint64_t first_block, uint64_t n) const {

@@ -67,6 +67,11 @@ struct RebuildOptions {
   uint32_t parallel_segments = 2;  // segments copied concurrently (1..16)
   uint32_t rate_mb_s = 0;          // copy throttle; 0 = unlimited
   bool verify = false;             // read back the destination and compare each segment
+  // Application writes all of whose segments the copy has yet to reach skip the
+  // destination: the copy of those segments, which reads the source after them, carries
+  // them (see RebuildJob). false: every write reaches the destination too (the copy then
+  // rewrites what the writes already put there).
+  bool defer_writes = true;
 };
 
 struct NexusOptions {
@@ -180,8 +185,14 @@ class SegmentLog {
   void mark(uint64_t first_block, uint64_t n);
   void mark_segment(uint64_t seg);
   bool test(uint64_t seg) const;
-  // True if every segment overlapping [first, first + n) is set.
+  // Clears one segment; sets every segment. Any thread.
+  void unmark_segment(uint64_t seg);
+  void mark_all();
+  // True if every segment overlapping [first, first + n) is set (segments past the end
+  // count as set).
   bool covers(uint64_t first_block, uint64_t n) const;
+  // The same, but segments past the end count as clear.
+  bool all_set(uint64_t first_block, uint64_t n) const;
   // Sets every segment set in `other` (same geometry). Any thread.
   void merge(const std::vector<std::pair<uint64_t, uint64_t>>& runs);
   uint64_t count() const;

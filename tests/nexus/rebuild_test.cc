@@ -284,5 +284,75 @@ TEST(Rebuild, ThinSourceAllocatingUnderAWorkloadStillRebuildsEveryWrite) {
   ASSERT_TRUE(e.mgr->destroy("n0"));
 }
 
+// Application writes that reached bdev `name` so far (all reactors).
+uint64_t writes_to(NexEnv& e, const std::string& name) {
+  return e.bdev(name).stats().per_type[static_cast<size_t>(IoType::kWrite)].ops;
+}
+
+// A write to a segment the copy has yet to reach skips the destination (the copy carries
+// it); one to a segment already copied, or one the copy will not touch (a partial
+// rebuild's unlisted segments), reaches it; with defer_writes=false every write does.
+// Whatever the case, the children end equal.
+void check_deferral(bool defer) {
+  NexEnv e;
+  NexusOptions o;
+  o.rebuild.rate_mb_s = 1;  // a segment (128 KiB) every 125 ms: the pause lands first
+  o.rebuild.defer_writes = defer;
+  auto n = e.make("n0", {"malloc:///a?size_mb=2", "malloc:///b?size_mb=2"}, o);
+  ASSERT_TRUE(n);
+  const uint64_t seg = n->segment_blocks();
+  const uint64_t nseg = n->num_blocks() / seg;
+  for (uint64_t i = 0; i < nseg; ++i) ASSERT_EQ(write_blocks(e, *n, i * seg, 1, 1), IoStatus::kSuccess);
+
+  // A full rebuild of a new child, paused after its first segment.
+  const std::string b = "malloc:///b?size_mb=2", c = "malloc:///c?size_mb=2";
+  ASSERT_TRUE(n->add_child(c));
+  ASSERT_TRUE(n->pause_rebuild(c));
+  // The job began segment 0 at once, the throttle holds the next for 125 ms: the pause
+  // arrives first, so once segment 0 is copied nothing is in flight.
+  ASSERT_TRUE(wait_until([&] {
+    auto ri = n->rebuild_info(c);
+    return ri->state == RebuildState::kPaused && ri->segments_done == 1;
+  }));
+  uint64_t w0 = writes_to(e, "c");
+  ASSERT_EQ(write_blocks(e, *n, (nseg - 1) * seg + 3, 2, 0x5a), IoStatus::kSuccess);  // not copied yet
+  EXPECT_EQ(writes_to(e, "c") - w0, defer ? 0u : 1u);
+  w0 = writes_to(e, "c");
+  ASSERT_EQ(write_blocks(e, *n, 0, 1, 0x5b), IoStatus::kSuccess);  // segment 0: copied
+  EXPECT_EQ(writes_to(e, "c") - w0, 1u);
+  ASSERT_TRUE(n->resume_rebuild(c));
+  auto ri = n->wait_rebuild(c, 30000);
+  ASSERT_TRUE(ri) << ri.status().to_string();
+  EXPECT_EQ(ri->state, RebuildState::kCompleted) << ri->error;
+  expect_equal(e, {"a", "b", "c"}, n->num_blocks());
+
+  // Partial rebuild of segments 3 and nseg - 2 (missed while offline), paused likewise.
+  ASSERT_TRUE(n->offline_child(b));
+  ASSERT_EQ(write_blocks(e, *n, 3 * seg, 1, 2), IoStatus::kSuccess);
+  ASSERT_EQ(write_blocks(e, *n, (nseg - 2) * seg, 1, 3), IoStatus::kSuccess);
+  ASSERT_TRUE(n->online_child(b));
+  ASSERT_TRUE(n->pause_rebuild(b));
+  ASSERT_TRUE(wait_until([&] {
+    auto ri = n->rebuild_info(b);
+    return ri->state == RebuildState::kPaused && ri->segments_done == 1;  // segment 3
+  }));
+  ASSERT_TRUE(n->rebuild_info(b)->partial);
+  w0 = writes_to(e, "b");
+  ASSERT_EQ(write_blocks(e, *n, (nseg - 2) * seg + 7, 1, 4), IoStatus::kSuccess);  // listed
+  EXPECT_EQ(writes_to(e, "b") - w0, defer ? 0u : 1u);
+  w0 = writes_to(e, "b");
+  ASSERT_EQ(write_blocks(e, *n, 5 * seg + 1, 1, 6), IoStatus::kSuccess);  // not listed
+  EXPECT_EQ(writes_to(e, "b") - w0, 1u);
+  ASSERT_TRUE(n->resume_rebuild(b));
+  ri = n->wait_rebuild(b, 30000);
+  ASSERT_TRUE(ri) << ri.status().to_string();
+  EXPECT_EQ(ri->state, RebuildState::kCompleted) << ri->error;
+  EXPECT_EQ(n->state(), NexusState::kOnline);
+  expect_equal(e, {"a", "b", "c"}, n->num_blocks());
+}
+
+TEST(Rebuild, WritesToSegmentsNotYetCopiedAreLeftToTheCopy) { check_deferral(true); }
+TEST(Rebuild, WithDeferWritesOffEveryWriteReachesTheDestination) { check_deferral(false); }
+
 }  // namespace
 }  // namespace castor::nexus::test

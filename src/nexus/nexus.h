@@ -348,8 +348,10 @@ class Nexus final : public bdev::Bdev {
   // Stops c's running job and applies its outcome. Waits (as wait_unlocked, notified by
   // the job) until `deadline_ns` (0: wait_ms() from now) for its copies in flight; Busy if
   // they have not returned by then (the job then finishes, and the worker applies its
-  // outcome, on its own).
-  Status stop_job(StateLock& lk, Child& c, uint64_t deadline_ns = 0);
+  // outcome, on its own). `abort_to_dest`: also gives up the copies in flight to c where
+  // its device can (RebuildJob::abort_copies), for a child that leaves the nexus: a late
+  // write of an aborted copy can then land only on a child that is no longer ours.
+  Status stop_job(StateLock& lk, Child& c, uint64_t deadline_ns = 0, bool abort_to_dest = false);
   // Applies a quiescent job's outcome to its destination `c` (under mu_).
   void apply_outcome(Child& c, RebuildJob& job);
   ChildInfo child_info(const Child& c) const;

@@ -99,10 +99,11 @@ Status Nexus::start_job(const std::shared_ptr<Child>& c, bool partial, std::vect
   return Status::ok();
 }
 
-Status Nexus::stop_job(StateLock& lk, Child& c, uint64_t deadline_ns) {
+Status Nexus::stop_job(StateLock& lk, Child& c, uint64_t deadline_ns, bool abort_to_dest) {
   auto job = c.job;
   if (!job || job->applied.load()) return Status::ok();
   job->stop();
+  if (abort_to_dest) job->abort_copies(&c);  // delivered after the stop, in order
   // Bounded, and without mu_: a copy stuck on a hung child would otherwise hold every
   // reader (describe()) for as long as the device hangs. The job notifies when it is
   // quiescent.
@@ -294,7 +295,9 @@ Status Nexus::remove_child(const std::string& uri) {
   }
   // The waits below release mu_ (describe() answers meanwhile); ctl_mu_ keeps other calls
   // out, and what reactors may change meanwhile (a retirement) is checked again after.
-  if (auto st = stop_job(lk, *c); !st) return st;
+  // A copy stuck on it (a replica whose engine is gone: the nvmf:// host holds the write
+  // while it reconnects) is given up rather than waited for: the child is leaving.
+  if (auto st = stop_job(lk, *c, 0, /*abort_to_dest=*/true); !st) return st;
   for (const auto& o : children_) {
     if (o != c && o->job && !o->job->applied.load() && o->job->source() == c.get()) {
       spdlog::warn("nexus={} removing {} stops the rebuild of {} (its source)", name(), uri, o->uri);

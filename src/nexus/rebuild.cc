@@ -111,12 +111,12 @@ void RebuildJob::stop() {
   });
 }
 
-void RebuildJob::abort_copies() {
-  home_.send([self = shared_from_this()] {
+void RebuildJob::abort_copies(const Child* only) {
+  home_.send([self = shared_from_this(), only] {
     if (self->detached_.load()) return;
     for (auto& t : self->tasks_) {
       // The child is open: the nexus closes it only once the job is quiescent or detached.
-      if (t->out) (void)t->to->desc.channel(self->home_).abort(t->io);
+      if (t->out && (!only || t->to == only)) (void)t->to->desc.channel(self->home_).abort(t->io);
     }
   });
 }

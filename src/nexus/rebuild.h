@@ -56,8 +56,8 @@ class RebuildJob : public std::enable_shared_from_this<RebuildJob> {
   // Any thread, after stop(): gives up the copies in flight on children that can abort a
   // request (BdevChannel::abort; an nvmf:// child hands back a request queued for a lost
   // connection at once), which then complete as aborted. The others return whenever their
-  // device answers.
-  void abort_copies();
+  // device answers. `only`: just the copies in flight to or from that child.
+  void abort_copies(const Child* only = nullptr);
   // Not on a reactor thread. Waits until quiescent() or `deadline_ns` (mono_ns()); true if
   // quiescent. Woken by the job itself, not polled.
   bool wait_quiescent(uint64_t deadline_ns) const;

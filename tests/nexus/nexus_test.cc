@@ -840,58 +840,62 @@ TEST(SegmentLog, MarksRunsAndTakes) {
 }
 
 // A nexus over one child to which a second child `cb` (bdev `b`) was just added: its
-// rebuild copy is parked by a hang (`hang`), and a child I/O times out after 100 ms, so
-// a control call waits up to max(5 s, 2 x 100 ms) for the copy.
-void start_stuck_rebuild(NexEnv& e, std::shared_ptr<Nexus>& n, uint64_t& hang, std::string& b,
-                         std::string& cb) {
-  auto a = e.fault_child("a", 4);
-  b = e.fault_child("b", 4);
-  NexusOptions o;
-  o.child_io_timeout_ms = 100;
-  n = e.make("n0", {"bdev:///" + a}, o);
-  ASSERT_TRUE(n);
-  auto h = FaultControl::inject(e.bdev(b), fault_spec(FaultMode::kHang, kW));
-  ASSERT_TRUE(h);
-  hang = *h;
-  cb = "bdev:///" + b;
-  ASSERT_TRUE(n->add_child(cb));
-  ASSERT_TRUE(wait_until([&] { return FaultControl::list(e.bdev(b))[0].parked > 0; }));
-}
+// rebuild copy is parked by a hang, and a child I/O times out after 100 ms, so a control
+// call waits up to max(5 s, 2 x 100 ms) for the copy. unstick() lets the copy return.
+struct StuckRebuild {
+  NexEnv e;
+  std::shared_ptr<Nexus> n;
+  uint64_t hang = 0;
+  std::string b, cb;
+
+  void start() {
+    auto a = e.fault_child("a", 4);
+    b = e.fault_child("b", 4);
+    NexusOptions o;
+    o.child_io_timeout_ms = 100;
+    n = e.make("n0", {"bdev:///" + a}, o);
+    ASSERT_TRUE(n);
+    auto h = FaultControl::inject(e.bdev(b), fault_spec(FaultMode::kHang, kW));
+    ASSERT_TRUE(h);
+    hang = *h;
+    cb = "bdev:///" + b;
+    ASSERT_TRUE(n->add_child(cb));
+    ASSERT_TRUE(wait_until([&] { return FaultControl::list(e.bdev(b))[0].parked > 0; }));
+  }
+  bool unstick() { return static_cast<bool>(FaultControl::clear(e.bdev(b), hang)); }
+};
 
 // A rebuild copy stuck on a hung destination must not hold the nexus for as long as the
 // device hangs: stopping the job (which waits for its copies, under the nexus' control
 // mutex) gives up with Busy after max(5 s, 2 x child_io_timeout_ms) and the nexus answers
 // again; once the copy returns, the job stops on its own and its outcome is applied.
 TEST(Nexus, StoppingARebuildStuckOnAHungChildIsBusyNotForever) {
-  NexEnv e;
-  std::shared_ptr<Nexus> n;
-  uint64_t hang = 0;
-  std::string cb, b;
-  ASSERT_NO_FATAL_FAILURE(start_stuck_rebuild(e, n, hang, b, cb));
+  StuckRebuild x;
+  ASSERT_NO_FATAL_FAILURE(x.start());
   const uint64_t t0 = mono_ns();
-  auto stopping = std::async(std::launch::async, [&] { return n->stop_rebuild(cb); });
+  auto stopping = std::async(std::launch::async, [&] { return x.n->stop_rebuild(x.cb); });
   if (stopping.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
     ADD_FAILURE() << "stop_rebuild waits for the hung copy for ever, holding the nexus";
-    ASSERT_TRUE(FaultControl::clear(e.bdev(b), hang));
+    ASSERT_TRUE(x.unstick());
     (void)stopping.get();
     return;
   }
   Status st = stopping.get();
   EXPECT_EQ(st.code(), Errc::kBusy) << st.to_string();
-  EXPECT_NE(st.message().find(cb), std::string::npos) << st.to_string();
+  EXPECT_NE(st.message().find(x.cb), std::string::npos) << st.to_string();
   EXPECT_GE(mono_ns() - t0, 4'900'000'000ull) << "gave up before its deadline";
-  EXPECT_EQ(child(n->describe(), cb)->state, ChildState::kOutOfSync);
+  EXPECT_EQ(child(x.n->describe(), x.cb)->state, ChildState::kOutOfSync);
   // Removing it runs into the same stuck job.
-  EXPECT_EQ(n->remove_child(cb).code(), Errc::kBusy);
-  EXPECT_EQ(n->describe().children.size(), 2u);
-  ASSERT_TRUE(FaultControl::clear(e.bdev(b), hang));
-  auto ri = n->wait_rebuild(cb, 10000);
+  EXPECT_EQ(x.n->remove_child(x.cb).code(), Errc::kBusy);
+  EXPECT_EQ(x.n->describe().children.size(), 2u);
+  ASSERT_TRUE(x.unstick());
+  auto ri = x.n->wait_rebuild(x.cb, 10000);
   ASSERT_TRUE(ri) << ri.status().to_string();
   EXPECT_EQ(ri->state, RebuildState::kStopped);
-  EXPECT_EQ(child(n->describe(), cb)->state, ChildState::kFaulted);
-  Status rm = n->remove_child(cb);
+  EXPECT_EQ(child(x.n->describe(), x.cb)->state, ChildState::kFaulted);
+  Status rm = x.n->remove_child(x.cb);
   EXPECT_TRUE(rm) << rm.to_string();
-  EXPECT_EQ(n->state(), NexusState::kOnline);
+  EXPECT_EQ(x.n->state(), NexusState::kOnline);
 }
 
 // While remove_child waits for a rebuild copy stuck on a hung child, the nexus still
@@ -901,18 +905,15 @@ TEST(Nexus, StoppingARebuildStuckOnAHungChildIsBusyNotForever) {
 // scrape of the engine, waited with it. Once the copy returns, the job notifies and the
 // remove goes on at once, not at its deadline.
 TEST(Nexus, DescribeAnswersWhileRemoveChildWaitsForAStuckRebuild) {
-  NexEnv e;
-  std::shared_ptr<Nexus> n;
-  uint64_t hang = 0;
-  std::string cb, b;
-  ASSERT_NO_FATAL_FAILURE(start_stuck_rebuild(e, n, hang, b, cb));
-  auto removing = std::async(std::launch::async, [&] { return n->remove_child(cb); });
+  StuckRebuild x;
+  ASSERT_NO_FATAL_FAILURE(x.start());
+  auto removing = std::async(std::launch::async, [&] { return x.n->remove_child(x.cb); });
   // For a second of the remove's wait, each read of the nexus is timed.
   uint64_t worst_ns = 0;
   for (const uint64_t end = mono_ns() + 1'000'000'000; mono_ns() < end;) {
     const uint64_t t0 = mono_ns();
-    const NexusInfo info = n->describe();
-    const auto ri = n->rebuild_info(cb);
+    const NexusInfo info = x.n->describe();
+    const auto ri = x.n->rebuild_info(x.cb);
     worst_ns = std::max(worst_ns, mono_ns() - t0);
     EXPECT_EQ(info.children.size(), 2u);
     EXPECT_TRUE(ri) << ri.status().to_string();
@@ -924,12 +925,12 @@ TEST(Nexus, DescribeAnswersWhileRemoveChildWaitsForAStuckRebuild) {
   // The copy returns: the stopped job notifies, and the remove finishes well before its
   // deadline.
   const uint64_t t_clear = mono_ns();
-  ASSERT_TRUE(FaultControl::clear(e.bdev(b), hang));
+  ASSERT_TRUE(x.unstick());
   Status st = removing.get();
   EXPECT_TRUE(st) << st.to_string();
   EXPECT_LT(mono_ns() - t_clear, 2'000'000'000ull);
-  EXPECT_EQ(n->describe().children.size(), 1u);
-  EXPECT_EQ(n->state(), NexusState::kOnline);
+  EXPECT_EQ(x.n->describe().children.size(), 1u);
+  EXPECT_EQ(x.n->state(), NexusState::kOnline);
 }
 
 }  // namespace

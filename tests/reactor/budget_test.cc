@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <vector>
+
 namespace castor::reactor {
 namespace {
 
@@ -69,6 +71,51 @@ TEST(ByteBudget, WaiterMayWaitAgainFromItsCallback) {
   b.release(50);  // 0: told, fits
   EXPECT_EQ(a.calls, 2);
   EXPECT_EQ(b.used(), 80u);
+}
+
+// Two connections each streaming requests as large as the budget: they take turns. A
+// waiter that charged and waits again for its next request goes behind one that was told
+// and still could not charge (it was starved for as long as the first had requests).
+TEST(ByteBudget, WaitersTakeTurnsInOrder) {
+  struct Streamer : ByteBudget::Waiter {
+    ByteBudget* b = nullptr;
+    int left = 0;      // requests still to charge
+    int charged = 0;   // requests charged so far
+    std::vector<char>* order = nullptr;
+    char name = 0;
+    void next() {  // charges requests until one does not fit or none is left
+      while (left > 0 && b->try_charge(100)) {
+        --left;
+        ++charged;
+        order->push_back(name);
+      }
+      if (left > 0) b->wait(this);
+    }
+    void budget_available() override { next(); }
+  };
+  ByteBudget b(100);
+  std::vector<char> order;
+  Streamer a, c;
+  for (auto* s : {&a, &c}) {
+    s->b = &b;
+    s->left = 3;
+    s->order = &order;
+  }
+  a.name = 'a';
+  c.name = 'c';
+  a.next();  // charges one, waits for the next
+  c.next();  // waits
+  ASSERT_EQ(order, std::vector<char>{'a'});
+  while (a.left + c.left > 0) {
+    const size_t before = order.size();
+    b.release(100);  // the request just charged completes
+    ASSERT_EQ(order.size(), before + 1) << "a release let exactly one request in";
+  }
+  b.release(100);
+  // a's second request was refused before c's first, so it goes first; from then on
+  // they alternate. (Before: a, a, a, c, c, c: a re-registered ahead of c every time.)
+  EXPECT_EQ(order, (std::vector<char>{'a', 'a', 'c', 'a', 'c', 'c'}));
+  EXPECT_EQ(b.used(), 0u);
 }
 
 }  // namespace

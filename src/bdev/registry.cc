@@ -60,27 +60,39 @@ std::vector<std::string> BdevRegistry::schemes() const {
 Result<BdevInfo> BdevRegistry::create(const std::string& uri_text) {
   auto uri = Uri::parse(uri_text);
   if (!uri) return uri.status();
+  BdevModule* module = nullptr;
+  std::string name;
+  {
+    std::lock_guard lk(mu_);
+    auto mit = modules_.find(uri->scheme);
+    if (mit == modules_.end()) {
+      std::string known;
+      for (const auto& [k, v] : modules_) known += (known.empty() ? "" : ", ") + k;
+      return make_error(Errc::kInvalidArgument, "unknown bdev type '{}' in '{}' (known: {})",
+                        uri->scheme, uri_text, known);
+    }
+    auto n = mit->second->name_for(*uri);
+    if (!n) return n.status();
+    if (auto st = check_name(*n); !st) return st;
+    if (!name_free_locked(*n)) {
+      return make_error(Errc::kAlreadyExists, "bdev '{}' already exists", *n);
+    }
+    module = mit->second.get();
+    name = *n;
+    creating_.insert(name);  // reserved until it is added or the create fails
+  }
+  // Without the lock: a module may take long (an nvmf:// bdev connects, up to its connect
+  // timeout; a large RAM disk is faulted in), and every lookup, listing and stats scrape
+  // would wait for it.
+  auto b = module->create(*uri, name, *this);
   std::lock_guard lk(mu_);
-  auto mit = modules_.find(uri->scheme);
-  if (mit == modules_.end()) {
-    std::string known;
-    for (const auto& [k, v] : modules_) known += (known.empty() ? "" : ", ") + k;
-    return make_error(Errc::kInvalidArgument, "unknown bdev type '{}' in '{}' (known: {})",
-                      uri->scheme, uri_text, known);
-  }
-  auto name = mit->second->name_for(*uri);
-  if (!name) return name.status();
-  if (auto st = check_name(*name); !st) return st;
-  if (bdevs_.count(*name)) {
-    return make_error(Errc::kAlreadyExists, "bdev '{}' already exists", *name);
-  }
-  auto b = mit->second->create(*uri, *name, *this);
+  creating_.erase(name);
   if (!b) return b.status();
   std::shared_ptr<Bdev> bdev(std::move(b.value()));
   bdev->uri_ = uri_text;
   bdev->set_reactor_count(reactors_.size());
-  bdevs_[*name] = bdev;
-  order_.push_back(*name);
+  bdevs_[name] = bdev;
+  order_.push_back(name);
   spdlog::info("bdev created name={} module={} block_size={} num_blocks={} uri={}", bdev->name(),
                bdev->module(), bdev->block_size(), bdev->num_blocks(), uri_text);
   return bdev->info();
@@ -89,7 +101,7 @@ Result<BdevInfo> BdevRegistry::create(const std::string& uri_text) {
 Status BdevRegistry::add(std::shared_ptr<Bdev> bdev, const std::string& uri) {
   if (auto st = check_name(bdev->name()); !st) return st;
   std::lock_guard lk(mu_);
-  if (bdevs_.count(bdev->name())) {
+  if (!name_free_locked(bdev->name())) {
     return make_error(Errc::kAlreadyExists, "bdev '{}' already exists", bdev->name());
   }
   bdev->uri_ = uri;
@@ -101,7 +113,11 @@ Status BdevRegistry::add(std::shared_ptr<Bdev> bdev, const std::string& uri) {
 
 bool BdevRegistry::name_free(const std::string& name) const {
   std::lock_guard lk(mu_);
-  return bdevs_.count(name) == 0;
+  return name_free_locked(name);
+}
+
+bool BdevRegistry::name_free_locked(const std::string& name) const {
+  return bdevs_.count(name) == 0 && creating_.count(name) == 0;
 }
 
 Status BdevRegistry::destroy(const std::string& name) {

@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -47,12 +48,15 @@ class BdevRegistry {
   std::vector<std::string> schemes() const;
 
   // Errors: InvalidArgument (bad URI, unknown scheme, bad option), AlreadyExists
-  // (name taken), NotFound (fault: base missing), IoError (cannot open a file), ...
+  // (name taken, also by a create in progress), NotFound (fault: base missing), IoError
+  // (cannot open a file), ... The module makes the bdev without the registry's lock (a
+  // remote one connects meanwhile): other calls answer while it does.
   Result<BdevInfo> create(const std::string& uri);
   // Registers a bdev built outside the modules (a pool's replica) under `uri`.
   // Errors: AlreadyExists, InvalidArgument (bad name).
   Status add(std::shared_ptr<Bdev> bdev, const std::string& uri);
-  // True if no bdev has this name (a hint: another thread may take it next).
+  // True if no bdev has this name and none is being created under it (a hint: another
+  // thread may take it next).
   bool name_free(const std::string& name) const;
   // Errors: NotFound, Busy (descriptors open or claimed by another bdev).
   Status destroy(const std::string& name);
@@ -86,6 +90,8 @@ class BdevRegistry {
   std::map<std::string, std::unique_ptr<BdevModule>> modules_;
   std::map<std::string, std::shared_ptr<Bdev>> bdevs_;
   std::vector<std::string> order_;  // creation order
+  std::set<std::string> creating_;  // names of the bdevs create() is making (not yet in bdevs_)
+  bool name_free_locked(const std::string& name) const;
 };
 
 }  // namespace castor::bdev

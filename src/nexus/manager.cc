@@ -55,15 +55,25 @@ void NexusManager::tear_down(const std::string& name, const std::shared_ptr<Nexu
 Result<NexusInfo> NexusManager::create(const std::string& name, uint64_t size_bytes,
                                        const std::vector<std::string>& children,
                                        const NexusOptions& opts) {
-  std::lock_guard lk(mu_);
-  if (nexuses_.count(name)) return make_error(Errc::kAlreadyExists, "nexus '{}' already exists", name);
-  if (!registry_.name_free(name)) {
-    return make_error(Errc::kAlreadyExists, "a bdev named '{}' already exists", name);
+  {
+    std::lock_guard lk(mu_);
+    if (nexuses_.count(name) || creating_.count(name)) {
+      return make_error(Errc::kAlreadyExists, "nexus '{}' already exists", name);
+    }
+    if (!registry_.name_free(name)) {
+      return make_error(Errc::kAlreadyExists, "a bdev named '{}' already exists", name);
+    }
+    creating_.insert(name);
   }
+  // Opening the children (connects to remote replicas, each up to its connect timeout)
+  // and the health store's calls run without the manager's lock: find(), info(), list()
+  // and the other nexuses' calls answer meanwhile. The name is reserved (creating_).
   auto n = Nexus::create(NexusDeps{registry_, store_, worker_, host_id_}, name, size_bytes, children, opts);
+  std::lock_guard lk(mu_);
+  creating_.erase(name);
   if (!n) return n.status();
   if (auto st = registry_.add(*n, "nexus:///" + name); !st) {
-    (*n)->close_children();
+    (*n)->close_children();  // a bdev of that name was created meanwhile
     return st;
   }
   nexuses_[name] = *n;

@@ -29,7 +29,9 @@ class NexusManager {
   NexusManager(const NexusManager&) = delete;
   NexusManager& operator=(const NexusManager&) = delete;
 
-  // Errors: AlreadyExists (name taken by a nexus or a bdev), and Nexus::create's.
+  // Errors: AlreadyExists (name taken by a nexus, one being created, or a bdev), and
+  // Nexus::create's. The children are opened without the manager's lock: lookups and
+  // other nexuses' calls answer while a remote child connects.
   Result<NexusInfo> create(const std::string& name, uint64_t size_bytes,
                            const std::vector<std::string>& children,
                            const NexusOptions& opts = {});
@@ -65,6 +67,7 @@ class NexusManager {
   // Not held while a nexus shuts down (destroy), so lookups answer meanwhile.
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<Nexus>> nexuses_;
+  std::set<std::string> creating_;    // names whose create is in progress (mu_)
   std::set<std::string> destroying_;  // names whose destroy is in progress (mu_)
 };
 

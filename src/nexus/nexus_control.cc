@@ -205,18 +205,31 @@ void Nexus::finish_rebuild(const std::shared_ptr<RebuildJob>& job) {
 Status Nexus::add_child(const std::string& uri, bool rebuild) {
   ControlLock ctl;
   if (auto st = lock_control(ctl, "add_child"); !st) return st;
-  StateLock lk(mu_);
-  if (shut_down_) return make_error(Errc::kBusy, "nexus '{}' is shutting down", name());
-  if (children_.size() >= kMaxChildren) {
-    return make_error(Errc::kInvalidArgument, "nexus '{}' already has {} children (the limit)",
-                      name(), kMaxChildren);
-  }
-  if (find_child(uri)) {
-    return make_error(Errc::kAlreadyExists, "nexus '{}' already has child '{}'", name(), uri);
-  }
-  if (rebuild && healthy_count() == 0) {
-    return make_error(Errc::kBusy, "nexus '{}' has no healthy child to rebuild '{}' from", name(),
-                      uri);
+  // Holding ctl_mu_: children_, shut_down_ and the size change only under it. The child
+  // is opened (a remote one connects, up to its connect timeout), checked, reserved and
+  // recorded stale without mu_, so describe() and the worker are not held up meanwhile.
+  auto precheck = [&]() -> Status {
+    if (shut_down_) return make_error(Errc::kBusy, "nexus '{}' is shutting down", name());
+    if (children_.size() >= kMaxChildren) {
+      return make_error(Errc::kInvalidArgument, "nexus '{}' already has {} children (the limit)",
+                        name(), kMaxChildren);
+    }
+    if (find_child(uri)) {
+      return make_error(Errc::kAlreadyExists, "nexus '{}' already has child '{}'", name(), uri);
+    }
+    return Status::ok();
+  };
+  // Checked under mu_ (the worker may fault a child at any time), again once it is open.
+  auto no_source = [&] {
+    return rebuild && healthy_count() == 0
+               ? make_error(Errc::kBusy, "nexus '{}' has no healthy child to rebuild '{}' from",
+                            name(), uri)
+               : Status::ok();
+  };
+  if (auto st = precheck(); !st) return st;
+  {
+    StateLock lk(mu_);
+    if (auto st = no_source(); !st) return st;
   }
   auto oc = open_child_bdev(deps_.registry, name(), uri);
   if (!oc) return oc.status();
@@ -251,6 +264,11 @@ Status Nexus::add_child(const std::string& uri, bool rebuild) {
   if (auto st = reserve_child(deps_, opts_, name(), *c); !st) return fail(st);
   // Recorded stale before it joins: a crash mid-rebuild must not trust it.
   if (auto st = deps_.store.mark_unhealthy(name(), uri, "out_of_sync"); !st) return fail(st);
+  StateLock lk(mu_);
+  if (auto st = no_source(); !st) {
+    lk.unlock();
+    return fail(st);
+  }
   int slot = -1;
   for (size_t i = 0; i < kMaxChildren; ++i) {
     if (!slots_[i].load()) {

@@ -136,6 +136,9 @@ Result<frontend::Export> FrontEnds::add_export(const std::string& protocol,
   std::lock_guard lk(mu_);
   const Entry* e = entry_locked(protocol);
   if (!e) return make_error(Errc::kInvalidArgument, "unknown protocol '{}'", protocol);
+  if (retiring_.count(spec.bdev)) {
+    return make_error(Errc::kBusy, "bdev '{}' is being destroyed", spec.bdev);
+  }
   auto info = registry_.info(spec.bdev);
   if (!info) return info.status();
   if (spec.kind == "bdev" && spec.uuid.is_nil()) {
@@ -220,11 +223,18 @@ Status FrontEnds::check_not_exported_locked(const std::string& bdev) const {
 
 Status FrontEnds::destroy_unless_exported(const std::vector<std::string>& bdevs,
                                           const std::function<Status()>& destroy) {
-  std::lock_guard lk(mu_);
-  for (const auto& b : bdevs) {
-    if (Status s = check_not_exported_locked(b); !s) return s;
+  {
+    std::lock_guard lk(mu_);
+    for (const auto& b : bdevs) {
+      if (retiring_.count(b)) return make_error(Errc::kBusy, "bdev '{}' is being destroyed", b);
+      if (Status s = check_not_exported_locked(b); !s) return s;
+    }
+    retiring_.insert(bdevs.begin(), bdevs.end());
   }
-  return destroy();
+  const Status s = destroy();
+  std::lock_guard lk(mu_);
+  for (const auto& b : bdevs) retiring_.erase(retiring_.find(b));
+  return s;
 }
 
 Status FrontEnds::grow_if_allowed(const std::string& bdev, const std::function<Status()>& grow,

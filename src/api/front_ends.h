@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -87,12 +88,15 @@ class FrontEnds {
   // Runs `destroy` unless one of `bdevs` is exported (then Busy naming the export). An
   // export holds its bdev, so the destroy would fail anyway; asking here first gives
   // DestroyBdev, DestroyReplica, ExportPool and DestroyPool an error that says which
-  // export to remove. No export can be added while `destroy` runs.
+  // export to remove. No export of `bdevs` can be added while `destroy` runs (add_export
+  // answers Busy), but `destroy` runs without this object's lock: a nexus destroy that
+  // drains for seconds does not hold up other bdevs' exports. Busy too if one of `bdevs`
+  // is being destroyed already.
   Status destroy_unless_exported(const std::vector<std::string>& bdevs,
                                  const std::function<Status()>& destroy);
   // Runs `grow` (which makes bdev `bdev` larger) unless an export of it refuses
   // (FrontEnd::check_resize: Busy naming the export and why), then announce_resize(bdev).
-  // `noun` names the bdev in the error ("bdev", "nexus"). No export can be added while
+  // `noun` names the bdev in the error ("bdev", "nexus", "replica"). No export can be added while
   // `grow` runs.
   Status grow_if_allowed(const std::string& bdev, const std::function<Status()>& grow,
                          const char* noun = "bdev");
@@ -129,6 +133,8 @@ class FrontEnds {
   // read it without mu_ (a scrape never waits for a long removal); each entry's
   // listeners change under mu_.
   std::vector<Entry> entries_;
+  // Bdevs a destroy_unless_exported() call is destroying (mu_): not to be exported.
+  std::multiset<std::string> retiring_;
   std::string advertised_host_;
   bool stopped_ = false;
 };

@@ -160,7 +160,8 @@ grpc::Status EngineServiceImpl::DestroyNexus(grpc::ServerContext*,
     return fail(make_error(Errc::kBusy, "nexus '{}' is published at {} (unpublish it first)", name,
                            uris.front()));
   }
-  // Under the front ends' lock, so no share or export can slip in meanwhile.
+  // No export of it can be added while it drains (FrontEnds refuses a bdev being destroyed),
+  // and the drain holds up no other bdev's export.
   Status s = front_ends_.destroy_unless_exported({name}, [&]() -> Status {
     if (auto info = registry_.info(name); info && info->claim && info->claim->kind == bdev::Claim::Kind::kNvmfSubsystem) {
       return make_error(Errc::kBusy, "nexus '{}' is published as {} (unpublish it first)", name,

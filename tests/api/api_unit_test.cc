@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <future>
 
 #include "api/block_io.h"
 #include "api/engine_service.h"
@@ -14,6 +15,8 @@
 #include "api/status_map.h"
 #include "cli/table.h"
 #include "engine/config.h"
+#include "nbd/front_end.h"
+#include "reactor/reactor.h"
 #include "nvmf/target/front_end.h"
 
 namespace castor {
@@ -389,6 +392,61 @@ TEST(FrontEndsTest, AddressesAndNames) {
   ASSERT_TRUE(u.has_value());
   EXPECT_EQ(nvmf::castor_nqn("replica", *u),
             "nqn.2026-11.io.castor:replica-301e149e-1ef7-4bd6-b830-b84783c05914");
+}
+
+// A destroy runs without the front ends' lock: another bdev is exported meanwhile, the
+// one being destroyed is not (Busy), and neither is a second destroy of it. Before, the
+// lock was held for the whole destroy (a nexus drains for up to 10 s), so every export,
+// unexport and publish on the engine waited for it.
+frontend::ExportSpec spec_of(const std::string& bdev) {
+  frontend::ExportSpec s;
+  s.bdev = bdev;
+  return s;
+}
+
+TEST(FrontEndsTest, ADestroyHoldsUpOnlyExportsOfWhatItDestroys) {
+  reactor::ReactorOptions o;
+  o.pin = false;
+  reactor::ReactorGroup group(std::vector<int>{0}, o);
+  group.start();
+  {
+    bdev::BdevRegistry reg(group);
+    pool::PoolManager pools(reg);
+    api::FrontEnds fe(reg, pools);
+    fe.add(std::make_unique<nbd::NbdFrontEnd>(group, reg));
+    ASSERT_TRUE(reg.create("malloc:///gone?size_mb=1"));
+    ASSERT_TRUE(reg.create("malloc:///other?size_mb=1"));
+    std::promise<void> entered, release;
+    auto destroying = std::async(std::launch::async, [&] {
+      return fe.destroy_unless_exported({"gone"}, [&]() -> Status {
+        entered.set_value();
+        release.get_future().wait();  // a destroy that takes its time
+        return reg.destroy("gone");
+      });
+    });
+    entered.get_future().wait();
+    auto other = fe.add_export("nbd", spec_of("other"));
+    EXPECT_TRUE(other) << other.status().to_string();
+    auto gone = fe.add_export("nbd", spec_of("gone"));
+    ASSERT_FALSE(gone);
+    EXPECT_EQ(gone.status().code(), Errc::kBusy);
+    EXPECT_NE(gone.status().message().find("being destroyed"), std::string::npos)
+        << gone.status().to_string();
+    Status twice = fe.destroy_unless_exported({"gone"}, [] { return Status::ok(); });
+    EXPECT_EQ(twice.code(), Errc::kBusy) << twice.to_string();
+    release.set_value();
+    EXPECT_TRUE(destroying.get());
+    EXPECT_FALSE(reg.find("gone"));
+    // Exported bdevs still refuse a destroy, naming the export; a failed destroy leaves
+    // the bdev exportable again.
+    Status exported = fe.destroy_unless_exported({"other"}, [&] { return reg.destroy("other"); });
+    EXPECT_EQ(exported.code(), Errc::kBusy) << exported.to_string();
+    EXPECT_TRUE(fe.remove_export("nbd", "other"));
+    EXPECT_TRUE(fe.add_export("nbd", spec_of("other")));
+    EXPECT_TRUE(fe.remove_export("nbd", "other"));
+    fe.stop();
+  }
+  group.stop();
 }
 
 TEST(ConvertTest, TargetInfo) {

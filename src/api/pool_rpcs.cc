@@ -178,13 +178,21 @@ grpc::Status EngineServiceImpl::GrowReplica(grpc::ServerContext*, const v1::Grow
   if (req->name().empty()) {
     return to_grpc(Status(Errc::kInvalidArgument, "replica name is required"));
   }
-  auto info = pools_.grow_replica(req->name(), req->size_bytes());
-  if (!info) {
+  // As a nexus resize: refused while an export cannot tell its clients (NBD), else the
+  // exports announce the new size.
+  Result<pool::ReplicaInfo> info = Status(Errc::kInternal, "not grown");
+  Status s = front_ends_.grow_if_allowed(
+      req->name(),
+      [&] {
+        info = pools_.grow_replica(req->name(), req->size_bytes());
+        return info.status();
+      },
+      "replica");
+  if (!s) {
     spdlog::info("grow replica '{}' to {} bytes failed: {}", req->name(), req->size_bytes(),
-                 info.status().to_string());
-    return to_grpc(info.status());
+                 s.to_string());
+    return to_grpc(s);
   }
-  front_ends_.announce_resize(info->name);
   to_proto(*info, cluster_size_of(pools_, info->pool), resp);
   return grpc::Status::OK;
 }

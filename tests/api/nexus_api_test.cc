@@ -306,6 +306,15 @@ TEST(NexusApiTest, ResizeGrowsOnceEveryChildHasAndRefusesNbd) {
   ASSERT_TRUE(read_blocks(e.stub(), "n0", 0, kMiB, &got).ok());
   EXPECT_EQ(got, pattern);
   ASSERT_EQ(e.ctl({"nexus", "destroy", "n0"}).exit_code, 0);
+
+  // A replica follows the same rule: growing one exported over NBD is refused, over
+  // NVMe-oF it grows.
+  ASSERT_EQ(e.ctl({"nbd", "export", "ra", "ra"}).exit_code, 0);
+  expect_ctl_error(e.ctl({"replica", "grow", "ra", "--size", "32MiB"}),
+                   "replica 'ra' is exported over NBD as 'ra': NBD cannot tell connected clients about a new size");
+  ASSERT_EQ(e.ctl({"nbd", "unexport", "ra"}).exit_code, 0);
+  ASSERT_EQ(e.ctl({"replica", "share", "ra"}).exit_code, 0);
+  EXPECT_EQ(ctl_json(e, {"replica", "grow", "ra", "--size", "32MiB"}).at("size_bytes").get<uint64_t>(), 32 * kMiB);
 }
 
 TEST(NexusApiTest, ErrorsAreClear) {

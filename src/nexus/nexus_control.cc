@@ -208,17 +208,14 @@ Status Nexus::add_child(const std::string& uri, bool rebuild) {
   // Holding ctl_mu_: children_, shut_down_ and the size change only under it. The child
   // is opened (a remote one connects, up to its connect timeout), checked, reserved and
   // recorded stale without mu_, so describe() and the worker are not held up meanwhile.
-  auto precheck = [&]() -> Status {
-    if (shut_down_) return make_error(Errc::kBusy, "nexus '{}' is shutting down", name());
-    if (children_.size() >= kMaxChildren) {
-      return make_error(Errc::kInvalidArgument, "nexus '{}' already has {} children (the limit)",
-                        name(), kMaxChildren);
-    }
-    if (find_child(uri)) {
-      return make_error(Errc::kAlreadyExists, "nexus '{}' already has child '{}'", name(), uri);
-    }
-    return Status::ok();
-  };
+  if (shut_down_) return make_error(Errc::kBusy, "nexus '{}' is shutting down", name());
+  if (children_.size() >= kMaxChildren) {
+    return make_error(Errc::kInvalidArgument, "nexus '{}' already has {} children (the limit)",
+                      name(), kMaxChildren);
+  }
+  if (find_child(uri)) {
+    return make_error(Errc::kAlreadyExists, "nexus '{}' already has child '{}'", name(), uri);
+  }
   // Checked under mu_ (the worker may fault a child at any time), again once it is open.
   auto no_source = [&] {
     return rebuild && healthy_count() == 0
@@ -226,7 +223,6 @@ Status Nexus::add_child(const std::string& uri, bool rebuild) {
                             name(), uri)
                : Status::ok();
   };
-  if (auto st = precheck(); !st) return st;
   {
     StateLock lk(mu_);
     if (auto st = no_source(); !st) return st;

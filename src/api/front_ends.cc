@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cassert>
 #include <charconv>
+#include <set>
 
 namespace castor::api {
 
@@ -136,9 +137,7 @@ Result<frontend::Export> FrontEnds::add_export(const std::string& protocol,
   std::lock_guard lk(mu_);
   const Entry* e = entry_locked(protocol);
   if (!e) return make_error(Errc::kInvalidArgument, "unknown protocol '{}'", protocol);
-  if (retiring_.count(spec.bdev)) {
-    return make_error(Errc::kBusy, "bdev '{}' is being destroyed", spec.bdev);
-  }
+  if (Status s = check_not_retiring_locked(spec.bdev); !s) return s;
   auto info = registry_.info(spec.bdev);
   if (!info) return info.status();
   if (spec.kind == "bdev" && spec.uuid.is_nil()) {
@@ -169,29 +168,40 @@ Result<frontend::Export> FrontEnds::add_export(const std::string& protocol,
 
 Status FrontEnds::remove_export(const std::string& protocol, const std::string& name_or_bdev,
                                 bool force) {
+  frontend::FrontEnd* fe = nullptr;
+  std::string name = name_or_bdev, bdev;
+  {
+    std::lock_guard lk(mu_);
+    const Entry* e = entry_locked(protocol);
+    if (!e) return make_error(Errc::kInvalidArgument, "unknown protocol '{}'", protocol);
+    const auto all = e->front_end->exports();
+    // By name first (NBD's default export is named ""), else by bdev.
+    if (std::none_of(all.begin(), all.end(), [&](const auto& x) { return x.name == name; })) {
+      for (const auto& x : all) {
+        if (x.bdev == name_or_bdev) name = x.name;
+      }
+    }
+    const char* display = e->front_end->display_name();
+    auto x = std::find_if(all.begin(), all.end(), [&](const auto& x) { return x.name == name; });
+    if (x == all.end()) {
+      if (name_or_bdev.empty()) return Status(Errc::kInvalidArgument, "an export name is required");
+      if (registry_.find(name_or_bdev)) {
+        return make_error(Errc::kNotFound, "bdev '{}' is not exported over {}", name_or_bdev,
+                          display);
+      }
+      return make_error(Errc::kNotFound, "{} export '{}' does not exist", display, name_or_bdev);
+    }
+    bdev = x->bdev;
+    if (Status s = check_not_retiring_locked(bdev); !s) return s;
+    retiring_[bdev] = "being unexported";
+    fe = e->front_end.get();
+  }
+  // Without the lock: a removal may wait for its clients' I/O (an iSCSI node drains its
+  // sessions for up to 5 s), and other exports, and listing them, go on meanwhile.
+  const Status s = fe->remove_export(name, force);
   std::lock_guard lk(mu_);
-  const Entry* e = entry_locked(protocol);
-  if (!e) return make_error(Errc::kInvalidArgument, "unknown protocol '{}'", protocol);
-  const auto all = e->front_end->exports();
-  // By name first (NBD's default export is named ""), else by bdev.
-  std::string name = name_or_bdev;
-  if (std::none_of(all.begin(), all.end(), [&](const auto& x) { return x.name == name; })) {
-    for (const auto& x : all) {
-      if (x.bdev == name_or_bdev) name = x.name;
-    }
-  }
-  const char* display = e->front_end->display_name();
-  const bool found =
-      std::any_of(all.begin(), all.end(), [&](const auto& x) { return x.name == name; });
-  if (!found) {
-    if (name_or_bdev.empty()) return Status(Errc::kInvalidArgument, "an export name is required");
-    if (registry_.find(name_or_bdev)) {
-      return make_error(Errc::kNotFound, "bdev '{}' is not exported over {}", name_or_bdev,
-                        display);
-    }
-    return make_error(Errc::kNotFound, "{} export '{}' does not exist", display, name_or_bdev);
-  }
-  return e->front_end->remove_export(name, force);
+  retiring_.erase(bdev);
+  return s;
 }
 
 std::vector<frontend::Export> FrontEnds::exports(const std::string& protocol) const {
@@ -223,18 +233,25 @@ Status FrontEnds::check_not_exported_locked(const std::string& bdev) const {
 
 Status FrontEnds::destroy_unless_exported(const std::vector<std::string>& bdevs,
                                           const std::function<Status()>& destroy) {
+  const std::set<std::string> names(bdevs.begin(), bdevs.end());
   {
     std::lock_guard lk(mu_);
-    for (const auto& b : bdevs) {
-      if (retiring_.count(b)) return make_error(Errc::kBusy, "bdev '{}' is being destroyed", b);
+    for (const auto& b : names) {
+      if (Status s = check_not_retiring_locked(b); !s) return s;
       if (Status s = check_not_exported_locked(b); !s) return s;
     }
-    retiring_.insert(bdevs.begin(), bdevs.end());
+    for (const auto& b : names) retiring_[b] = "being destroyed";
   }
   const Status s = destroy();
   std::lock_guard lk(mu_);
-  for (const auto& b : bdevs) retiring_.erase(retiring_.find(b));
+  for (const auto& b : names) retiring_.erase(b);
   return s;
+}
+
+Status FrontEnds::check_not_retiring_locked(const std::string& bdev) const {
+  auto it = retiring_.find(bdev);
+  if (it == retiring_.end()) return Status::ok();
+  return make_error(Errc::kBusy, "bdev '{}' is {}", bdev, it->second);
 }
 
 Status FrontEnds::grow_if_allowed(const std::string& bdev, const std::function<Status()>& grow,

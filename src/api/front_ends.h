@@ -11,8 +11,8 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <map>
 #include <mutex>
-#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -76,7 +76,10 @@ class FrontEnds {
   // another protocol, naming it), and those of FrontEnd::add_export.
   Result<frontend::Export> add_export(const std::string& protocol, frontend::ExportSpec spec);
   // Removes the export of `protocol` named `name_or_bdev`, or else the one of that bdev.
-  // Errors: InvalidArgument (empty), NotFound, and those of FrontEnd::remove_export.
+  // Errors: InvalidArgument (empty), NotFound, Busy (its bdev is being destroyed or
+  // unexported already), and those of FrontEnd::remove_export. The front end removes it
+  // without this object's lock (a removal may wait for its clients' I/O): other exports,
+  // and listing them, go on meanwhile; the bdev cannot be exported again until it is done.
   Status remove_export(const std::string& protocol, const std::string& name_or_bdev,
                        bool force = false);
   // The exports of `protocol` (every protocol's when empty), sorted by name within a
@@ -120,21 +123,25 @@ class FrontEnds {
   };
   const Entry* entry_locked(const std::string& protocol) const;
   Status check_not_exported_locked(const std::string& bdev) const;
+  // Busy if `bdev` is being destroyed or unexported.
+  Status check_not_retiring_locked(const std::string& bdev) const;
   std::vector<frontend::Export> with_uris_locked(const Entry& e,
                                                  std::vector<frontend::Export> exports) const;
 
   bdev::BdevRegistry& registry_;
   pool::PoolManager& pools_;
   // Serialises export, unexport and listen decisions (each is a check followed by an
-  // action); the front ends lock their own state.
+  // action); the front ends lock their own state. The slow actions (an unexport that
+  // drains, a destroy) run without it, their bdevs marked in retiring_.
   mutable std::mutex mu_;
   // In order of registration. The set is fixed once start-up has registered every
   // protocol (add() comes before any other call), so find(), protocols() and metrics()
   // read it without mu_ (a scrape never waits for a long removal); each entry's
   // listeners change under mu_.
   std::vector<Entry> entries_;
-  // Bdevs a destroy_unless_exported() call is destroying (mu_): not to be exported.
-  std::multiset<std::string> retiring_;
+  // Bdevs being destroyed (destroy_unless_exported) or unexported (remove_export), with
+  // what is happening to them, for the Busy error: not to be exported meanwhile (mu_).
+  std::map<std::string, const char*> retiring_;
   std::string advertised_host_;
   bool stopped_ = false;
 };

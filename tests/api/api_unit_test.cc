@@ -449,6 +449,73 @@ TEST(FrontEndsTest, ADestroyHoldsUpOnlyExportsOfWhatItDestroys) {
   group.stop();
 }
 
+// The NBD front end, with a gate in front of remove_export: a removal that waits (as an
+// iSCSI node's does for its sessions) for as long as the test says.
+class GatedRemoval final : public frontend::FrontEnd {
+ public:
+  GatedRemoval(reactor::ReactorGroup& g, bdev::BdevRegistry& reg) : inner_(g, reg) {}
+  std::promise<void> entered, release;
+  const char* protocol() const override { return inner_.protocol(); }
+  const char* display_name() const override { return inner_.display_name(); }
+  Result<uint16_t> listen(const std::string& host, uint16_t port) override { return inner_.listen(host, port); }
+  std::string default_name(const frontend::ExportSpec& spec) const override { return inner_.default_name(spec); }
+  Result<frontend::Export> add_export(const frontend::ExportSpec& spec) override { return inner_.add_export(spec); }
+  Status remove_export(const std::string& name, bool force) override {
+    entered.set_value();
+    release.get_future().wait();
+    return inner_.remove_export(name, force);
+  }
+  std::vector<frontend::Export> exports() const override { return inner_.exports(); }
+  std::string uri(const std::string& authority, const std::string& name) const override {
+    return inner_.uri(authority, name);
+  }
+  Status check_resize(const frontend::Export& e) const override { return inner_.check_resize(e); }
+  void announce_resize(const std::string& bdev) override { inner_.announce_resize(bdev); }
+  std::vector<frontend::Metric> metrics() const override { return inner_.metrics(); }
+  void stop() override { inner_.stop(); }
+
+ private:
+  nbd::NbdFrontEnd inner_;
+};
+
+// An unexport runs without the front ends' lock too: exports are listed and other bdevs
+// exported meanwhile; the bdev being unexported is not exported again (Busy) until the
+// removal is done.
+TEST(FrontEndsTest, AnUnexportHoldsUpOnlyItsOwnBdev) {
+  reactor::ReactorOptions o;
+  o.pin = false;
+  reactor::ReactorGroup group(std::vector<int>{0}, o);
+  group.start();
+  {
+    bdev::BdevRegistry reg(group);
+    pool::PoolManager pools(reg);
+    api::FrontEnds fe(reg, pools);
+    auto gated = std::make_unique<GatedRemoval>(group, reg);
+    GatedRemoval& gate = *gated;
+    fe.add(std::move(gated));
+    ASSERT_TRUE(reg.create("malloc:///a?size_mb=1"));
+    ASSERT_TRUE(reg.create("malloc:///b?size_mb=1"));
+    ASSERT_TRUE(fe.add_export("nbd", spec_of("a")));
+    auto removing = std::async(std::launch::async, [&] { return fe.remove_export("nbd", "a"); });
+    gate.entered.get_future().wait();
+    EXPECT_EQ(fe.exports("nbd").size(), 1u);  // listed (still there) while it is removed
+    EXPECT_TRUE(fe.add_export("nbd", spec_of("b")));
+    auto again = fe.add_export("nbd", spec_of("a"));
+    ASSERT_FALSE(again);
+    EXPECT_EQ(again.status().code(), Errc::kBusy);
+    EXPECT_NE(again.status().message().find("being unexported"), std::string::npos)
+        << again.status().to_string();
+    Status destroy = fe.destroy_unless_exported({"a"}, [] { return Status::ok(); });
+    EXPECT_EQ(destroy.code(), Errc::kBusy) << destroy.to_string();
+    gate.release.set_value();
+    EXPECT_TRUE(removing.get());
+    EXPECT_EQ(fe.exports_of("a").size(), 0u);
+    EXPECT_TRUE(fe.add_export("nbd", spec_of("a"))) << "exportable again once removed";
+    fe.stop();
+  }
+  group.stop();
+}
+
 TEST(ConvertTest, TargetInfo) {
   nvmf::SubsystemInfo s;
   s.nqn = "nqn.2026-11.io.castor:bdev-x";

@@ -444,7 +444,7 @@ void add_nexus_commands(CLI::App& app, Context& ctx) {
   xcreate
       ->add_option("--opt", na.opts,
                    "nexus option KEY=VALUE, repeatable (read_policy, error_policy, "
-                   "child_io_timeout_ms, segment_kb, parallel_segments, rate_mb_s, verify, defer_writes, "
+                   "child_io_timeout_ms, segment_kb, parallel_segments, rate_mb_s, busy_rate_mb_s, verify, defer_writes, "
                    "rebuild_stale, force, ...)")
       ->allow_extra_args(false)
       ->check(CLI::Validator(

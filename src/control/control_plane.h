@@ -46,6 +46,9 @@ struct ControlOptions {
   // The nexus option child_io_timeout_ms of every nexus it creates; 0: the engine's
   // default (10 s).
   uint32_t nexus_child_io_timeout_ms = 0;
+  // The nexus option busy_rate_mb_s of every nexus it creates (the rebuild's throttle
+  // while the application does I/O); 0: none, rebuilds run at full speed.
+  uint32_t rebuild_busy_rate_mb_s = 0;
   // Reconciler pass period (and sooner when an event pokes it).
   uint32_t reconcile_period_ms = 2000;
   // A faulted replica whose node may come back is given this long before it is

@@ -185,6 +185,9 @@ int main(int argc, char** argv) {
   app.add_option("--nexus-child-io-timeout-ms", f.opts.nexus_child_io_timeout_ms,
                  "a nexus child I/O older than this retires the child (0: the engine's default, 10000)")
       ->check(CLI::Range(0u, 600000u));
+  app.add_option("--rebuild-busy-rate-mb-s", f.opts.rebuild_busy_rate_mb_s,
+                 "a rebuild's throttle while its volume serves I/O, MiB/s (0: none)")
+      ->check(CLI::Range(0u, 1000000u));
   app.add_option("--reconcile-period-ms", f.opts.reconcile_period_ms, "reconciler period (2000)")
       ->check(CLI::Range(50u, 600000u));
   app.add_option("--faulted-child-wait-ms", f.opts.faulted_child_wait_ms,

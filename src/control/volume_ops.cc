@@ -273,6 +273,9 @@ Status ControlPlane::ensure_nexus(VolumeSpec& v) {
     if (opts_.nexus_child_io_timeout_ms) {
       options["child_io_timeout_ms"] = std::to_string(opts_.nexus_child_io_timeout_ms);
     }
+    if (opts_.rebuild_busy_rate_mb_s) {
+      options["busy_rate_mb_s"] = std::to_string(opts_.rebuild_busy_rate_mb_s);
+    }
     auto made = e->create_nexus(v.uuid, v.uuid, v.size_bytes, uris, options);
     if (!made && made.status().code() == Errc::kAlreadyExists) {
       // A nexus appeared between the snapshot and the create. It is ours only if it has

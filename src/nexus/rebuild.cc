@@ -183,20 +183,47 @@ RebuildInfo RebuildJob::info() const {
 
 // ---- home reactor ----
 
+uint32_t RebuildJob::rate_now() {
+  if (opts_.busy_rate_mb_s == 0) return opts_.rate_mb_s;
+  const uint64_t now = mono_ns();
+  // The nexus's own statistics count the application's I/O (the copies go to the
+  // children directly); read every kBusyCheckNs, not per segment.
+  if (now >= app_checked_ns_ + kBusyCheckNs) {
+    app_checked_ns_ = now;
+    const bdev::BdevStatsSnapshot st = nexus_.stats();
+    uint64_t ops = 0;
+    for (const auto& t : st.per_type) ops += t.ops;
+    if (ops != app_ops_seen_) {
+      app_ops_seen_ = ops;
+      app_busy_until_ns_ = now + RebuildOptions::kBusyWindowMs * 1'000'000;
+    }
+  }
+  if (now >= app_busy_until_ns_) return opts_.rate_mb_s;
+  return opts_.rate_mb_s ? std::min(opts_.rate_mb_s, opts_.busy_rate_mb_s) : opts_.busy_rate_mb_s;
+}
+
 bool RebuildJob::throttled() {
-  if (opts_.rate_mb_s == 0) return false;
-  const double bytes_per_ns = opts_.rate_mb_s * 1048576.0 / 1e9;
-  uint64_t allowed = start_ns_.load() + static_cast<uint64_t>(bytes_issued_ / bytes_per_ns);
-  uint64_t now = mono_ns();
-  if (now >= allowed) return false;
+  if (rate_now() == 0) return false;
+  const uint64_t now = mono_ns();
+  if (now >= throttle_ns_) return false;
   if (!timer_armed_) {
     timer_armed_ = true;
-    timer_ = home_.add_timer(allowed - now, [self = shared_from_this()] {
+    timer_ = home_.add_timer(throttle_ns_ - now, [self = shared_from_this()] {
       self->timer_armed_ = false;
       self->kick();
     });
   }
   return true;
+}
+
+void RebuildJob::charge(Task* t) {
+  t->charged_ns = 0;
+  const uint32_t rate = rate_now();
+  if (rate == 0) return;
+  const uint64_t now = mono_ns();
+  throttle_ns_ = std::max(throttle_ns_, now > kThrottleSlackNs ? now - kThrottleSlackNs : 0);
+  t->charged_ns = static_cast<uint64_t>(static_cast<double>(t->n * block_size_) * 1e9 / (rate * 1048576.0));
+  throttle_ns_ += t->charged_ns;
 }
 
 void RebuildJob::kick() {
@@ -254,7 +281,7 @@ void RebuildJob::begin(Task* t) {
   t->first = t->seg * seg_blocks_;
   t->n = std::min(seg_blocks_, nexus_blocks_ - t->first);
   t->retried_source = false;
-  bytes_issued_ += t->n * block_size_;
+  charge(t);
   if (dest_->detaching.load() || dest_->state() != ChildState::kOutOfSync) {
     fail(fmt::format("destination {} left the write set ({}/{})", dest_->uri,
                      child_state_name(dest_->state()), fault_reason_name(dest_->reason())),
@@ -306,7 +333,8 @@ void RebuildJob::read_source(Task* t) {
 // gets zeroes, by Write Zeroes where it supports that.
 void RebuildJob::copy_unallocated(Task* t) {
   blocks_skipped_.fetch_add(t->n);
-  bytes_issued_ -= t->n * block_size_;  // moves no data: not charged to the rate limit
+  throttle_ns_ -= t->charged_ns;  // moves no data: not charged to the throttle
+  t->charged_ns = 0;
   if (!dest_->bdev->range_allocated(t->first, t->n)) {
     segment_done(t);
     return;

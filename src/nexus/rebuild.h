@@ -10,8 +10,10 @@
 // Full rebuild: every segment. Partial rebuild: only the segments of the destination's
 // missed-write log. A segment the source never allocated (a thin replica's unwritten
 // clusters, Bdev::range_allocated) is not read or sent: the destination gets Write Zeroes
-// there, or nothing if it has not allocated the segment either. Up to `parallel_segments` segments are in flight; `rate_mb_s` (0 =
-// unlimited) throttles; `verify` reads the destination back and compares each segment.
+// there, or nothing if it has not allocated the segment either. Up to
+// `parallel_segments` segments are in flight; `rate_mb_s` (0 = unlimited) throttles, and
+// `busy_rate_mb_s` while the nexus serves application I/O; `verify` reads the destination
+// back and compares each segment.
 // The source is the first healthy child (local first); if it leaves the read set, the
 // job switches to another healthy child. A failed source read or destination write fails
 // the job (the destination then becomes Faulted(RebuildFailed) if it was at fault).
@@ -94,6 +96,7 @@ class RebuildJob : public std::enable_shared_from_this<RebuildJob> {
     bool busy = false;
     bool retried_source = false;
     bool out = false;        // `io` is submitted and has not completed
+    uint64_t charged_ns = 0;  // what begin() charged to the throttle (refunded if unread)
     Child* to = nullptr;     // the child `io` went to (abort_copies)
     RebuildJob* job = nullptr;
     void (RebuildJob::*next)(Task*) = nullptr;  // continuation of the request in flight
@@ -104,6 +107,7 @@ class RebuildJob : public std::enable_shared_from_this<RebuildJob> {
 
   void kick();
   bool throttled();
+  void charge(Task* t);
   void begin(Task* t);
   void locked(Task* t);
   void read_source(Task* t);
@@ -137,7 +141,17 @@ class RebuildJob : public std::enable_shared_from_this<RebuildJob> {
   std::vector<std::unique_ptr<Task>> tasks_;
   uint64_t cursor_ = 0;
   uint32_t inflight_ = 0;
-  uint64_t bytes_issued_ = 0;
+  // The throttle: a virtual clock that each segment begun advances by its bytes at the
+  // rate then in force (rate_now()); segments begin while it is not ahead of now. It
+  // never lags now by more than kThrottleSlackNs, so an idle spell (a pause, a slow
+  // source) builds no burst.
+  uint64_t throttle_ns_ = 0;
+  static constexpr uint64_t kThrottleSlackNs = 10'000'000;
+  uint64_t app_ops_seen_ = 0;       // the nexus's completed operations at the last look
+  uint64_t app_checked_ns_ = 0;     // when that was
+  static constexpr uint64_t kBusyCheckNs = 5'000'000;
+  uint64_t app_busy_until_ns_ = 0;  // application I/O seen: busy until then
+  uint32_t rate_now();            // MiB/s in force now (0: unlimited)
   bool stop_requested_ = false;
   bool failed_ = false;
   bool started_ = false;

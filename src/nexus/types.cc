@@ -129,6 +129,8 @@ Result<NexusOptions> NexusOptions::from_map(const std::map<std::string, std::str
       st = u32(o.rebuild.parallel_segments);
     } else if (k == "rate_mb_s") {
       st = u32(o.rebuild.rate_mb_s);
+    } else if (k == "busy_rate_mb_s") {
+      st = u32(o.rebuild.busy_rate_mb_s);
     } else if (k == "verify") {
       st = boolean(o.rebuild.verify);
     } else if (k == "defer_writes") {

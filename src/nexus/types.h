@@ -66,6 +66,12 @@ struct RebuildOptions {
   uint32_t segment_kb = 128;
   uint32_t parallel_segments = 2;  // segments copied concurrently (1..16)
   uint32_t rate_mb_s = 0;          // copy throttle; 0 = unlimited
+  // Copy throttle while the nexus serves application I/O (it completed some within the
+  // last kBusyWindowMs), as md's sync_speed_min: the application keeps most of the CPU
+  // and the devices, the copy runs at rate_mb_s (or unlimited) whenever it is idle. The
+  // lower of the two applies when both are set. 0 = rate_mb_s at all times.
+  uint32_t busy_rate_mb_s = 0;
+  static constexpr uint64_t kBusyWindowMs = 100;
   bool verify = false;             // read back the destination and compare each segment
   // Application writes all of whose segments the copy has yet to reach skip the
   // destination: the copy of those segments, which reads the source after them, carries
@@ -109,7 +115,7 @@ struct NexusOptions {
 
   // Parses string options as given by the API/CLI: read_policy, error_policy,
   // max_errors, error_window_ms, child_io_timeout_ms, segment_kb, parallel_segments,
-  // rate_mb_s, verify, rebuild_stale, force, serialize_overlaps. Unknown keys and bad values are errors.
+  // rate_mb_s, busy_rate_mb_s, verify, rebuild_stale, force, serialize_overlaps. Unknown keys and bad values are errors.
   static Result<NexusOptions> from_map(const std::map<std::string, std::string>& kv);
   Status validate() const;
 };

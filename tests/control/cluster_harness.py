@@ -154,7 +154,12 @@ class Control:
                 "--rest-listen", "127.0.0.1:0", "--ready-file", self.ready_file,
                 "--identity", self.name, "--heartbeat-ms", "200", "--node-deadline-ms", "1500",
                 "--reconcile-period-ms", "300", "--faulted-child-wait-ms", "1500",
-                "--gc-grace-ms", "1000", "--log-level", "debug"] + self.extra
+                "--gc-grace-ms", "1000",
+                # Passed to every nexus (busy_rate_mb_s): an engine refusing the option
+                # would fail every create; far above what a heal copies here, so it never
+                # slows one.
+                "--rebuild-busy-rate-mb-s", "4000",
+                "--log-level", "debug"] + self.extra
         self.proc = spawn(self.name, args)
         if wait:
             self.wait_leading()

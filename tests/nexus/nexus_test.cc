@@ -104,6 +104,11 @@ TEST(Nexus, CreateValidatesAndReportsInfo) {
   EXPECT_EQ(e.mgr->create("n4", 0, {"bdev:///small"}).status().code(), Errc::kBusy);  // claimed
   EXPECT_FALSE(NexusOptions::from_map({{"read_policy", "fastest"}}));
   EXPECT_TRUE(NexusOptions::from_map({{"read_policy", "round_robin"}, {"max_errors", "3"}}));
+  auto busy = NexusOptions::from_map({{"busy_rate_mb_s", "50"}, {"rate_mb_s", "400"}});
+  ASSERT_TRUE(busy);
+  EXPECT_EQ(busy->rebuild.busy_rate_mb_s, 50u);
+  EXPECT_EQ(busy->rebuild.rate_mb_s, 400u);
+  EXPECT_FALSE(NexusOptions::from_map({{"busy_rate_mb_s", "fast"}}));
   // Destroy releases the claim and destroys owned children only.
   ASSERT_TRUE(e.mgr->destroy("n0"));
   EXPECT_FALSE(e.reg->find("a"));

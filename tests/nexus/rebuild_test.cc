@@ -2,6 +2,7 @@
 // randomized fault schedule test.
 #include <random>
 
+#include "common/clock.h"
 #include "nexus_harness.h"
 #include "pool/pool.h"
 
@@ -56,6 +57,44 @@ TEST(Rebuild, NewChildUnderVerifyingWorkloadWithPauseResume) {
   EXPECT_EQ(w.verify_all(), 0u);
   expect_equal(e, {"a", "b", "c"}, n->num_blocks());
   EXPECT_TRUE(e.store->load("n0")->children.at(c).healthy);
+}
+
+// busy_rate_mb_s holds the copy back while the application does I/O and lets it run at
+// rate_mb_s once the application is idle (as md's sync_speed_min and _max).
+TEST(Rebuild, BusyRateAppliesOnlyWhileTheApplicationDoesIo) {
+  NexEnv e;
+  NexusOptions o;
+  o.rebuild.rate_mb_s = 64;      // idle: the 64 MiB copy would take about 1 s
+  o.rebuild.busy_rate_mb_s = 4;  // busy: 4 MiB/s
+  auto n = e.make("n0", {"malloc:///a?size_mb=64"}, o);
+  ASSERT_TRUE(n);
+  Workload w(e, *n);
+  w.start();
+  ASSERT_TRUE(wait_until([&] { return w.ops.load() > 100; }));
+  const std::string c = "malloc:///c?size_mb=64";
+  ASSERT_TRUE(n->add_child(c));
+  const uint64_t t0 = mono_ns();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  auto busy = n->rebuild_info(c);
+  ASSERT_TRUE(busy);
+  const double busy_s = static_cast<double>(mono_ns() - t0) / 1e9;
+  const double busy_mib = static_cast<double>(busy->blocks_done * busy->block_size) / 1048576.0;
+  // 4 MiB/s for about a second, plus the throttle's 10 ms of slack; an application that
+  // stalls for over 100 ms (a loaded machine) lets a little through at 64 MiB/s.
+  EXPECT_LT(busy_mib, 4 * busy_s + 12) << "copied while the application was busy, in " << busy_s << " s";
+  EXPECT_EQ(busy->state, RebuildState::kRunning);
+  w.finish();  // idle from here: 64 MiB/s
+  const uint64_t t1 = mono_ns();
+  auto ri = n->wait_rebuild(c, 30000);
+  ASSERT_TRUE(ri) << ri.status().to_string();
+  EXPECT_EQ(ri->state, RebuildState::kCompleted);
+  const double idle_s = static_cast<double>(mono_ns() - t1) / 1e9;
+  const double idle_mib = 64 - busy_mib;
+  EXPECT_GT(idle_mib / idle_s, 8) << "idle, the copy runs faster than busy_rate_mb_s";
+  EXPECT_LT(idle_mib / idle_s, 64 * 1.25) << "and no faster than rate_mb_s";
+  EXPECT_EQ(w.errors.load(), 0u);
+  EXPECT_EQ(w.verify_all(), 0u);
+  expect_equal(e, {"a", "c"}, n->num_blocks());
 }
 
 TEST(Rebuild, StopLeavesTheChildFaultedOutOfSyncAndVerifyModeWorks) {

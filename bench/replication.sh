@@ -16,6 +16,7 @@
 #        RATE_MB_S (the throttled rebuild; default half the unthrottled rate), ENGINE_ARGS,
 #        NEXUS_OPTS="KEY=VALUE ..." (every nexus's options, e.g. parallel_segments=8)
 #        KEEP=1 keeps the work directory (logs)
+#        REBUILD_ONLY=1 skips the 1/2/3-replica table (ratio2 and ratio3 print n/a)
 # Last line: ratio2=<x> ratio3=<x> rebuild_gib_s=<x> rebuild_under_load_app_ratio=<x>
 # (ratios of 4 KiB randwrite QD32 IOPS to 1 replica; medians over the rounds).
 set -euo pipefail
@@ -108,7 +109,9 @@ nexus_down() {
 results=$work/results.jsonl
 workloads=("randwrite 4096 1" "randwrite 4096 32" "randread 4096 1" "randread 4096 32" "write 131072 32")
 children=("$uA" "$uB" "$uC")
+ratio2=n/a ratio3=n/a
 for round in $(seq "$ROUNDS"); do
+  [[ -z ${REBUILD_ONLY:-} ]] || break
   for nrep in 1 2 3; do
     name=v$nrep-$round
     nqn=$(nexus_up "$name" "${children[@]:0:nrep}")
@@ -125,6 +128,7 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
+if [[ -z ${REBUILD_ONLY:-} ]]; then
 echo "== 1, 2 and 3 replicas: nexus on A (CPU $CPU_A), replicas on A, B (CPU $CPU_B), C (CPU $CPU_C) over"
 echo "   NVMe/TCP, castor-perf on CPU $CPU_HOST; ${REPLICA_MB} MiB thick replicas on RAM pools; ${SECS}s per"
 echo "   point, medians of $ROUNDS round(s); CPU = µs of each engine's threads per application I/O"
@@ -147,6 +151,7 @@ summary=$(jq -rs '
 ratio() { awk -F'\t' -v n="$1" '$1 == "randwrite" && $2 == 4096 && $3 == 32 && $4 == n {print $8}' <<<"$summary"; }
 ratio2=$(ratio 2)
 ratio3=$(ratio 3)
+fi
 
 # ---- Rebuild over NVMe/TCP ----
 # wait_rebuild NEXUS CHILD -> "bytes elapsed_ms skipped_blocks" once completed

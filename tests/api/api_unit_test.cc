@@ -404,15 +404,32 @@ frontend::ExportSpec spec_of(const std::string& bdev) {
   return s;
 }
 
-TEST(FrontEndsTest, ADestroyHoldsUpOnlyExportsOfWhatItDestroys) {
-  reactor::ReactorOptions o;
-  o.pin = false;
-  reactor::ReactorGroup group(std::vector<int>{0}, o);
-  group.start();
+// One reactor, a registry, pools and the front ends, for the locking tests below.
+class FrontEndsLocking : public ::testing::Test {
+ protected:
+  static reactor::ReactorOptions unpinned() {
+    reactor::ReactorOptions o;
+    o.pin = false;
+    return o;
+  }
+  FrontEndsLocking() { group.start(); }
+  ~FrontEndsLocking() override {
+    fe->stop();
+    fe.reset();  // its exports release their bdevs
+    pools.reset();
+    reg.reset();
+    group.stop();
+  }
+  reactor::ReactorGroup group{std::vector<int>{0}, unpinned()};
+  std::unique_ptr<bdev::BdevRegistry> reg = std::make_unique<bdev::BdevRegistry>(group);
+  std::unique_ptr<pool::PoolManager> pools = std::make_unique<pool::PoolManager>(*reg);
+  std::unique_ptr<api::FrontEnds> fe = std::make_unique<api::FrontEnds>(*reg, *pools);
+};
+
+TEST_F(FrontEndsLocking, ADestroyHoldsUpOnlyExportsOfWhatItDestroys) {
   {
-    bdev::BdevRegistry reg(group);
-    pool::PoolManager pools(reg);
-    api::FrontEnds fe(reg, pools);
+    bdev::BdevRegistry& reg = *this->reg;
+    api::FrontEnds& fe = *this->fe;
     fe.add(std::make_unique<nbd::NbdFrontEnd>(group, reg));
     ASSERT_TRUE(reg.create("malloc:///gone?size_mb=1"));
     ASSERT_TRUE(reg.create("malloc:///other?size_mb=1"));
@@ -444,9 +461,7 @@ TEST(FrontEndsTest, ADestroyHoldsUpOnlyExportsOfWhatItDestroys) {
     EXPECT_TRUE(fe.remove_export("nbd", "other"));
     EXPECT_TRUE(fe.add_export("nbd", spec_of("other")));
     EXPECT_TRUE(fe.remove_export("nbd", "other"));
-    fe.stop();
   }
-  group.stop();
 }
 
 // The NBD front end, with a gate in front of remove_export: a removal that waits (as an
@@ -481,15 +496,10 @@ class GatedRemoval final : public frontend::FrontEnd {
 // An unexport runs without the front ends' lock too: exports are listed and other bdevs
 // exported meanwhile; the bdev being unexported is not exported again (Busy) until the
 // removal is done.
-TEST(FrontEndsTest, AnUnexportHoldsUpOnlyItsOwnBdev) {
-  reactor::ReactorOptions o;
-  o.pin = false;
-  reactor::ReactorGroup group(std::vector<int>{0}, o);
-  group.start();
+TEST_F(FrontEndsLocking, AnUnexportHoldsUpOnlyItsOwnBdev) {
   {
-    bdev::BdevRegistry reg(group);
-    pool::PoolManager pools(reg);
-    api::FrontEnds fe(reg, pools);
+    bdev::BdevRegistry& reg = *this->reg;
+    api::FrontEnds& fe = *this->fe;
     auto gated = std::make_unique<GatedRemoval>(group, reg);
     GatedRemoval& gate = *gated;
     fe.add(std::move(gated));
@@ -511,9 +521,7 @@ TEST(FrontEndsTest, AnUnexportHoldsUpOnlyItsOwnBdev) {
     EXPECT_TRUE(removing.get());
     EXPECT_EQ(fe.exports_of("a").size(), 0u);
     EXPECT_TRUE(fe.add_export("nbd", spec_of("a"))) << "exportable again once removed";
-    fe.stop();
   }
-  group.stop();
 }
 
 TEST(ConvertTest, TargetInfo) {
